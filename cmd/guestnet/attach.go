@@ -1,0 +1,152 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/user"
+	"strconv"
+
+	"github.com/spf13/cobra"
+
+	"github.com/guestnet/guestnet/internal/plan"
+)
+
+func (g *globals) printActions(acts []plan.Action, what string) {
+	if len(acts) == 0 {
+		fmt.Fprintf(g.out, "%s: nothing to do\n", what)
+		return
+	}
+	for _, a := range acts {
+		fmt.Fprintf(g.out, "%s\n", a)
+	}
+}
+
+func attachCmd(g *globals) *cobra.Command {
+	var o plan.AttachOptions
+	var owner, group string
+	c := &cobra.Command{
+		Use:   "attach NETWORK IFACE",
+		Short: "Put a guest's TAP (or veth end) into a network's bridge, up, with the bridge's MTU",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var err error
+			if o.Owner, err = lookupID(owner, true); err != nil {
+				return err
+			}
+			if o.Group, err = lookupID(group, false); err != nil {
+				return err
+			}
+			e, err := g.open()
+			if err != nil {
+				return err
+			}
+			defer e.Close()
+			acts, err := e.Attach(args[0], args[1], o)
+			if err != nil {
+				return err
+			}
+			g.printActions(acts, "attach")
+			return nil
+		},
+	}
+	c.Flags().BoolVar(&o.Create, "create", false, "create a persistent TAP if IFACE does not exist")
+	c.Flags().StringVar(&owner, "owner", "", "user (name or uid) allowed to open the created TAP, for unprivileged QEMU")
+	c.Flags().StringVar(&group, "group", "", "group (name or gid) allowed to open the created TAP")
+	return c
+}
+
+// lookupID resolves a user or group name or number; "" is -1 (none).
+func lookupID(s string, isUser bool) (int, error) {
+	if s == "" {
+		return -1, nil
+	}
+	if n, err := strconv.Atoi(s); err == nil {
+		return n, nil
+	}
+	if isUser {
+		u, err := user.Lookup(s)
+		if err != nil {
+			return 0, err
+		}
+		return strconv.Atoi(u.Uid)
+	}
+	gr, err := user.LookupGroup(s)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(gr.Gid)
+}
+
+func detachCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "detach NETWORK IFACE",
+		Short: "Take an interface out of a network's bridge",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			e, err := g.open()
+			if err != nil {
+				return err
+			}
+			defer e.Close()
+			acts, err := e.Detach(args[0], args[1])
+			if err != nil {
+				return err
+			}
+			g.printActions(acts, "detach")
+			return nil
+		},
+	}
+}
+
+// ifupCmd is what QEMU's script=/downscript= end up running: the TAP exists
+// (QEMU made it) and its name is the last argument.
+func ifupCmd(g *globals, verb string) *cobra.Command {
+	return &cobra.Command{
+		Use:   verb + " NETWORK IFNAME",
+		Short: "QEMU " + verb + " helper: see `guestnet qemu-script`",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			e, err := g.open()
+			if err != nil {
+				return err
+			}
+			defer e.Close()
+			if verb == "ifup" {
+				_, err = e.Attach(args[0], args[1], plan.AttachOptions{Owner: -1, Group: -1})
+			} else {
+				_, err = e.Detach(args[0], args[1])
+			}
+			return err
+		},
+	}
+}
+
+func qemuScriptCmd(g *globals) *cobra.Command {
+	var down bool
+	c := &cobra.Command{
+		Use:   "qemu-script NETWORK",
+		Short: "Print a qemu-ifup (or --down: qemu-ifdown) script for -netdev tap,script=PATH",
+		Long: "QEMU runs `PATH IFNAME` after it creates the TAP. Save the output, make it executable, and start QEMU with\n" +
+			"  -netdev tap,id=n0,script=/etc/guestnet/qemu-ifup-NETWORK,downscript=/etc/guestnet/qemu-ifdown-NETWORK",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			self, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			verb := "ifup"
+			if down {
+				verb = "ifdown"
+			}
+			flags := fmt.Sprintf("--state-dir %q", g.stateDir)
+			if g.netns != "" {
+				flags += fmt.Sprintf(" --netns %q", g.netns)
+			}
+			fmt.Fprintf(g.out, "#!/bin/sh\n# guestnet %s helper for network %s: QEMU calls it as `script IFNAME`.\nexec %q %s %s %q \"$1\"\n",
+				verb, args[0], self, flags, verb, args[0])
+			return nil
+		},
+	}
+	c.Flags().BoolVar(&down, "down", false, "print the downscript instead")
+	return c
+}

@@ -1,0 +1,90 @@
+package main
+
+import (
+	"fmt"
+	"net/netip"
+
+	"github.com/spf13/cobra"
+
+	"github.com/guestnet/guestnet/internal/report"
+)
+
+func statusCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "status",
+		Short: "Show guestnet's networks: bridges, ports, addresses, forwarding, owned rules",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			e, err := g.open()
+			if err != nil {
+				return err
+			}
+			defer e.Close()
+			h, err := e.Observe()
+			if err != nil {
+				return err
+			}
+			st, err := e.State()
+			if err != nil {
+				return err
+			}
+			s := report.MakeStatus(st, h)
+			if g.json() {
+				return g.printJSON(s)
+			}
+			fmt.Fprint(g.out, s.Text())
+			return nil
+		},
+	}
+}
+
+func routesCmd(g *globals) *cobra.Command {
+	var forOS, via, peer string
+	c := &cobra.Command{
+		Use:   "routes NETWORK",
+		Short: "Print the return-route command other hosts need to reach a routed network",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var v, p netip.Addr
+			var err error
+			if via != "" {
+				if v, err = netip.ParseAddr(via); err != nil {
+					return fmt.Errorf("--via: %w", err)
+				}
+			}
+			if peer != "" {
+				if p, err = netip.ParseAddr(peer); err != nil {
+					return fmt.Errorf("--peer: %w", err)
+				}
+			}
+			e, err := g.open()
+			if err != nil {
+				return err
+			}
+			defer e.Close()
+			n, err := e.Network(args[0])
+			if err != nil {
+				return err
+			}
+			h, err := e.Observe()
+			if err != nil {
+				return err
+			}
+			lines, err := report.Routes(n, h, v, p, forOS)
+			if err != nil {
+				return err
+			}
+			if g.json() {
+				return g.printJSON(lines)
+			}
+			for _, l := range lines {
+				fmt.Fprintln(g.out, l)
+			}
+			return nil
+		},
+	}
+	c.Flags().StringVar(&forOS, "for", "linux", "syntax of the peer: linux or windows")
+	c.Flags().StringVar(&via, "via", "", "host address the peers route through (default: picked from the interface facing them)")
+	c.Flags().StringVar(&peer, "peer", "", "an address of the peers, to pick the interface that faces them")
+	return c
+}

@@ -1,0 +1,68 @@
+// Command guestnet makes a Linux host's VM networks match a declarative
+// file. This package only parses flags and prints; the work is in
+// internal/engine and the packages it wires.
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/guestnet/guestnet/internal/engine"
+	"github.com/guestnet/guestnet/internal/state"
+)
+
+// exitError carries a specific exit code (plan's 2 means "changes").
+type exitError struct{ code int }
+
+func (e exitError) Error() string { return fmt.Sprintf("exit %d", e.code) }
+
+type globals struct {
+	netns    string
+	stateDir string
+	output   string
+	out      io.Writer
+}
+
+func (g *globals) open() (*engine.Engine, error) { return engine.Open(g.netns, g.stateDir) }
+
+func (g *globals) json() bool { return g.output == "json" }
+
+func (g *globals) printJSON(v any) error {
+	enc := json.NewEncoder(g.out)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func main() {
+	g := &globals{out: os.Stdout}
+	root := &cobra.Command{
+		Use:           "guestnet",
+		Short:         "Declarative VM networks on a Linux host",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	dir := os.Getenv("GUESTNET_STATE_DIR")
+	if dir == "" {
+		dir = state.DefaultDir
+	}
+	root.PersistentFlags().StringVar(&g.netns, "netns", "", "work inside this network namespace (as made by `ip netns add`)")
+	root.PersistentFlags().StringVar(&g.stateDir, "state-dir", dir, "where guestnet records what it owns (env GUESTNET_STATE_DIR)")
+	root.PersistentFlags().StringVarP(&g.output, "output", "o", "text", "output format: text or json")
+	root.AddCommand(planCmd(g), applyCmd(g), destroyCmd(g), attachCmd(g), detachCmd(g),
+		ifupCmd(g, "ifup"), ifupCmd(g, "ifdown"), qemuScriptCmd(g), routesCmd(g), statusCmd(g))
+	err := root.Execute()
+	var ee exitError
+	switch {
+	case err == nil:
+	case errors.As(err, &ee):
+		os.Exit(ee.code)
+	default:
+		fmt.Fprintln(os.Stderr, "guestnet:", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,155 @@
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/guestnet/guestnet/internal/plan"
+	"github.com/guestnet/guestnet/internal/spec"
+)
+
+type planJSON struct {
+	Changes int           `json:"changes"`
+	Actions []plan.Action `json:"actions"`
+	Writes  *int          `json:"kernel_writes,omitempty"`
+}
+
+func (g *globals) printPlan(p plan.Plan, verb string) error {
+	if g.json() {
+		return nil
+	}
+	if len(p.Actions) == 0 {
+		fmt.Fprintln(g.out, "No changes: the host matches the spec.")
+		return nil
+	}
+	for i, a := range p.Actions {
+		fmt.Fprintf(g.out, "%3d  %s\n", i+1, a)
+		if a.Op == plan.OpNft {
+			for _, l := range a.RuleDiff() {
+				fmt.Fprintf(g.out, "       %s\n", l)
+			}
+		}
+	}
+	fmt.Fprintf(g.out, "%s: %d changes.\n", verb, len(p.Actions))
+	return nil
+}
+
+func planCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "plan FILE|DIR...",
+		Short: "Show what apply would change (exit 0: nothing, 2: changes)",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := spec.Load(args...)
+			if err != nil {
+				return err
+			}
+			e, err := g.open()
+			if err != nil {
+				return err
+			}
+			defer e.Close()
+			p, err := e.Plan(s)
+			if err != nil {
+				return err
+			}
+			if g.json() {
+				g.printJSON(planJSON{Changes: len(p.Actions), Actions: p.Actions})
+			}
+			g.printPlan(p, "Plan")
+			if len(p.Actions) > 0 {
+				return exitError{2}
+			}
+			return nil
+		},
+	}
+}
+
+func (g *globals) runPlan(p plan.Plan, run func(plan.Plan) error, writes func() int) error {
+	g.printPlan(p, "Applying")
+	if err := run(p); err != nil {
+		return err
+	}
+	w := writes()
+	if g.json() {
+		return g.printJSON(planJSON{Changes: len(p.Actions), Actions: p.Actions, Writes: &w})
+	}
+	fmt.Fprintf(g.out, "Done: %d changes, %d kernel writes.\n", len(p.Actions), w)
+	return nil
+}
+
+func applyCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "apply FILE|DIR...",
+		Short: "Make the host match the spec, all or nothing",
+		Long: "Make the host carry exactly the networks of the given files (a directory means its *.yaml).\n" +
+			"Networks guestnet applied before that are no longer declared are removed.",
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := spec.Load(args...)
+			if err != nil {
+				return err
+			}
+			e, err := g.open()
+			if err != nil {
+				return err
+			}
+			defer e.Close()
+			p, err := e.Plan(s)
+			if err != nil {
+				return err
+			}
+			return g.runPlan(p, e.Apply, e.Writes)
+		},
+	}
+}
+
+func destroyCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "destroy FILE|NETWORK...",
+		Short: "Remove networks guestnet made (named, or all those of a file)",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var names []string
+			for _, a := range args {
+				if _, err := os.Stat(a); err == nil {
+					nets, err := specNames(a)
+					if err != nil {
+						return err
+					}
+					names = append(names, nets...)
+					continue
+				}
+				names = append(names, a)
+			}
+			e, err := g.open()
+			if err != nil {
+				return err
+			}
+			defer e.Close()
+			p, unknown, err := e.PlanDestroy(names)
+			if err != nil {
+				return err
+			}
+			for _, n := range unknown {
+				fmt.Fprintf(os.Stderr, "guestnet: network %s is not applied here; nothing to destroy for it\n", n)
+			}
+			return g.runPlan(p, e.Apply, e.Writes)
+		},
+	}
+}
+
+// specNames lists the networks a file or directory declares.
+func specNames(path string) ([]string, error) {
+	s, err := spec.Load(path)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, n := range s.Networks {
+		out = append(out, n.Name)
+	}
+	return out, nil
+}

@@ -1,0 +1,159 @@
+package apply
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/guestnet/guestnet/internal/model"
+	"github.com/guestnet/guestnet/internal/netns"
+	"github.com/guestnet/guestnet/internal/plan"
+)
+
+// Linux is the Kernel of one network namespace: netlink for links,
+// addresses and routes, /proc/sys for sysctls, nftables for the firewall.
+type Linux struct {
+	ns *netns.NS
+	nl *netlink.Handle
+}
+
+// NewLinux returns the kernel of namespace ns, reached through handle nl.
+func NewLinux(ns *netns.NS, nl *netlink.Handle) *Linux { return &Linux{ns: ns, nl: nl} }
+
+var _ Kernel = (*Linux)(nil)
+
+// Do makes one change. Each case says its command-line equivalent in
+// plan.Action.String.
+func (k *Linux) Do(a plan.Action) error {
+	err := k.do(a)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, unix.EEXIST) && (a.Op == plan.OpAddrAdd || a.Op == plan.OpRouteAdd):
+		return nil // already there: the goal of the step holds
+	case errors.Is(err, unix.EADDRNOTAVAIL) && a.Op == plan.OpAddrDel,
+		errors.Is(err, unix.ESRCH) && a.Op == plan.OpRouteDel:
+		return nil // already gone
+	}
+	return err
+}
+
+func (k *Linux) link(name string) (netlink.Link, error) {
+	l, err := k.nl.LinkByName(name)
+	if err != nil {
+		return nil, fmt.Errorf("find link %s: %w", name, err)
+	}
+	return l, nil
+}
+
+func (k *Linux) do(a plan.Action) error {
+	switch a.Op {
+	case plan.OpBridgeAdd:
+		attrs := netlink.LinkAttrs{Name: a.Link, MTU: a.MTU, Alias: a.Alias}
+		if a.MAC != "" {
+			mac, err := net.ParseMAC(a.MAC)
+			if err != nil {
+				return err
+			}
+			attrs.HardwareAddr = mac
+		}
+		br := &netlink.Bridge{LinkAttrs: attrs}
+		if err := k.nl.LinkAdd(br); err != nil {
+			return err
+		}
+		// The kernel ignores IFLA_IFALIAS when it creates a link.
+		if err := k.nl.LinkSetAlias(br, a.Alias); err != nil {
+			k.nl.LinkDel(br)
+			return fmt.Errorf("set alias: %w", err)
+		}
+		return nil
+	case plan.OpTapAdd:
+		tap := &netlink.Tuntap{
+			LinkAttrs: netlink.LinkAttrs{Name: a.Link},
+			Mode:      netlink.TUNTAP_MODE_TAP,
+			Flags:     netlink.TUNTAP_NO_PI | netlink.TUNTAP_VNET_HDR,
+		}
+		if a.Owner >= 0 {
+			tap.Owner = uint32(a.Owner)
+		}
+		if a.Group >= 0 {
+			tap.Group = uint32(a.Group)
+		}
+		// TUNSETIFF acts on the calling thread's namespace.
+		return k.ns.Do(func() error { return k.nl.LinkAdd(tap) })
+	}
+	if a.Op == plan.OpSysctl {
+		return k.ns.WriteSysctl(a.Key, a.Value)
+	}
+	if a.Op == plan.OpNft {
+		return k.replaceRuleset(a.Rules)
+	}
+	if a.Op == plan.OpRouteAdd || a.Op == plan.OpRouteDel {
+		r, err := k.route(a.Route)
+		if err != nil {
+			return err
+		}
+		if a.Op == plan.OpRouteAdd {
+			return k.nl.RouteAdd(r)
+		}
+		return k.nl.RouteDel(r)
+	}
+	l, err := k.link(a.Link)
+	if err != nil {
+		return err
+	}
+	switch a.Op {
+	case plan.OpLinkDel:
+		return k.nl.LinkDel(l)
+	case plan.OpLinkUp:
+		return k.nl.LinkSetUp(l)
+	case plan.OpLinkDown:
+		return k.nl.LinkSetDown(l)
+	case plan.OpMTU:
+		return k.nl.LinkSetMTU(l, a.MTU)
+	case plan.OpMaster:
+		if a.Master == "" {
+			return k.nl.LinkSetNoMaster(l)
+		}
+		m, err := k.link(a.Master)
+		if err != nil {
+			return err
+		}
+		return k.nl.LinkSetMasterByIndex(l, m.Attrs().Index)
+	case plan.OpAddrAdd:
+		return k.nl.AddrAdd(l, addr(a.Addr))
+	case plan.OpAddrDel:
+		return k.nl.AddrDel(l, addr(a.Addr))
+	}
+	return fmt.Errorf("unknown action %q", a.Op)
+}
+
+func addr(p netip.Prefix) *netlink.Addr {
+	return &netlink.Addr{IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), 32)}}
+}
+
+func (k *Linux) route(r model.Route) (*netlink.Route, error) {
+	l, err := k.link(r.Dev)
+	if err != nil {
+		return nil, err
+	}
+	nr := &netlink.Route{
+		LinkIndex: l.Attrs().Index,
+		Dst:       &net.IPNet{IP: r.Dst.Addr().AsSlice(), Mask: net.CIDRMask(r.Dst.Bits(), 32)},
+		Protocol:  netlink.RouteProtocol(r.Proto),
+		Scope:     netlink.Scope(r.Scope),
+		Priority:  r.Metric,
+		Table:     unix.RT_TABLE_MAIN,
+	}
+	if r.Gw.IsValid() {
+		nr.Gw = r.Gw.AsSlice()
+	}
+	if r.Src.IsValid() {
+		nr.Src = r.Src.AsSlice()
+	}
+	return nr, nil
+}

@@ -1,0 +1,184 @@
+// Package engine is guestnet as a library: it wires spec, observe, plan and
+// apply for one network namespace and keeps the state file in step with the
+// kernel. The CLI (and later the daemon) are thin layers over it.
+package engine
+
+import (
+	"fmt"
+	"slices"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/guestnet/guestnet/internal/apply"
+	"github.com/guestnet/guestnet/internal/model"
+	"github.com/guestnet/guestnet/internal/netns"
+	"github.com/guestnet/guestnet/internal/observe"
+	"github.com/guestnet/guestnet/internal/plan"
+	"github.com/guestnet/guestnet/internal/spec"
+	"github.com/guestnet/guestnet/internal/state"
+)
+
+// Engine acts on one namespace.
+type Engine struct {
+	NS        *netns.NS
+	nl        *netlink.Handle
+	StatePath string
+	// Kernel receives every change; Open sets it to the namespace's real
+	// kernel behind a write counter. Tests wrap it (apply.FailAt).
+	Kernel  apply.Kernel
+	counter *apply.Counter
+}
+
+// Open targets the named namespace ("" for the current one) with state
+// kept under stateDir.
+func Open(nsName, stateDir string) (*Engine, error) {
+	ns, err := netns.Open(nsName)
+	if err != nil {
+		return nil, err
+	}
+	nl, err := ns.Netlink()
+	if err != nil {
+		ns.Close()
+		return nil, err
+	}
+	e := &Engine{NS: ns, nl: nl, StatePath: state.Path(stateDir, nsName)}
+	e.counter = &apply.Counter{Kernel: apply.NewLinux(ns, nl)}
+	e.Kernel = e.counter
+	return e, nil
+}
+
+// Close releases the namespace handles.
+func (e *Engine) Close() {
+	e.nl.Close()
+	e.NS.Close()
+}
+
+// Writes is how many kernel writes this engine has made.
+func (e *Engine) Writes() int { return e.counter.Writes }
+
+// Observe reads the namespace.
+func (e *Engine) Observe() (model.Host, error) { return observe.Host(e.NS, e.nl) }
+
+// State reads the state file.
+func (e *Engine) State() (state.State, error) { return state.Load(e.StatePath) }
+
+// Plan checks the spec against the host and returns what apply would do.
+func (e *Engine) Plan(s *spec.Spec) (plan.Plan, error) {
+	h, err := e.Observe()
+	if err != nil {
+		return plan.Plan{}, err
+	}
+	if err := s.CheckHost(h); err != nil {
+		return plan.Plan{}, err
+	}
+	st, err := e.State()
+	if err != nil {
+		return plan.Plan{}, err
+	}
+	return plan.Diff(s.Models(), st, h)
+}
+
+// PlanDestroy returns the plan that removes the named networks and keeps
+// every other network guestnet applied. Names guestnet owns nothing of are
+// returned as unknown: destroy is idempotent, so they are not an error.
+func (e *Engine) PlanDestroy(names []string) (p plan.Plan, unknown []string, err error) {
+	h, err := e.Observe()
+	if err != nil {
+		return p, nil, err
+	}
+	st, err := e.State()
+	if err != nil {
+		return p, nil, err
+	}
+	known := map[string]bool{}
+	for n := range st.Networks {
+		known[n] = true
+	}
+	for _, l := range h.Links {
+		if o := l.Owner(); o != "" {
+			known[o] = true
+		}
+	}
+	for _, n := range names {
+		if !known[n] {
+			unknown = append(unknown, n)
+		}
+	}
+	var keep []model.Network
+	for _, n := range st.Sorted() {
+		if !slices.Contains(names, n.Name) {
+			keep = append(keep, n)
+		}
+	}
+	p, err = plan.Diff(keep, st, h)
+	return p, unknown, err
+}
+
+// Apply runs a plan and records the state it reaches. If the state cannot
+// be saved the kernel changes are undone too: state and host never part.
+func (e *Engine) Apply(p plan.Plan) error {
+	if err := apply.Run(e.Kernel, p.Actions); err != nil {
+		return fmt.Errorf("apply: %w", err)
+	}
+	if err := state.Save(e.StatePath, p.State); err != nil {
+		rev := make([]plan.Action, len(p.Actions))
+		for i, a := range p.Actions {
+			rev[len(p.Actions)-1-i] = a.Inverse()
+		}
+		if rerr := apply.Run(e.Kernel, rev); rerr != nil {
+			return fmt.Errorf("apply: %w; and undoing the kernel changes failed: %v", err, rerr)
+		}
+		return fmt.Errorf("apply: %w (kernel changes undone)", err)
+	}
+	return nil
+}
+
+// Network returns an applied network by name.
+func (e *Engine) Network(name string) (model.Network, error) {
+	st, err := e.State()
+	if err != nil {
+		return model.Network{}, err
+	}
+	n, ok := st.Networks[name]
+	if !ok {
+		return model.Network{}, fmt.Errorf("no network %q has been applied here (state %s)", name, e.StatePath)
+	}
+	return n.Network, nil
+}
+
+// Attach puts iface into a network's bridge.
+func (e *Engine) Attach(network, iface string, o plan.AttachOptions) ([]plan.Action, error) {
+	n, err := e.Network(network)
+	if err != nil {
+		return nil, err
+	}
+	h, err := e.Observe()
+	if err != nil {
+		return nil, err
+	}
+	acts, err := plan.Attach(n, iface, h, o)
+	if err != nil {
+		return nil, err
+	}
+	if err := apply.Run(e.Kernel, acts); err != nil {
+		return nil, fmt.Errorf("attach %s to %s: %w", iface, network, err)
+	}
+	return acts, nil
+}
+
+// Detach takes iface out of a network's bridge.
+func (e *Engine) Detach(network, iface string) ([]plan.Action, error) {
+	n, err := e.Network(network)
+	if err != nil {
+		return nil, err
+	}
+	h, err := e.Observe()
+	if err != nil {
+		return nil, err
+	}
+	acts := plan.Detach(n, iface, h)
+	if err := apply.Run(e.Kernel, acts); err != nil {
+		return nil, fmt.Errorf("detach %s from %s: %w", iface, network, err)
+	}
+	return acts, nil
+}

@@ -1,0 +1,153 @@
+// Package model holds the host-state types shared by spec, observe, plan and
+// apply: what a network is, and what a host looks like to guestnet. The types
+// are plain comparable data in net/netip terms; no kernel library types here.
+package model
+
+import (
+	"net/netip"
+	"slices"
+	"strings"
+)
+
+// Mode is how a network reaches (or does not reach) the outside.
+type Mode string
+
+const (
+	Isolated Mode = "isolated" // bridge only, no forwarding
+	Routed   Mode = "routed"   // host is the gateway, forwarding on, no NAT
+	NAT      Mode = "nat"      // forwarding plus masquerade, like libvirt's virbr0
+	Bridge   Mode = "bridge"   // an existing NIC becomes a port of the bridge
+	Open     Mode = "open"     // like routed, but no firewall rules at all
+)
+
+// Modes lists every mode, in the order the docs present them.
+var Modes = []Mode{Isolated, Routed, NAT, Bridge, Open}
+
+// Network is one declared network.
+type Network struct {
+	Name   string       `json:"name"`
+	Mode   Mode         `json:"mode"`
+	Bridge string       `json:"bridge"`
+	IPv4   netip.Prefix `json:"ipv4,omitzero"` // host address with prefix length
+	Uplink string       `json:"uplink,omitempty"`
+	MTU    int          `json:"mtu,omitempty"`
+}
+
+// Subnet is the guests' subnet (IPv4 with the host bits cleared).
+func (n Network) Subnet() netip.Prefix {
+	if !n.IPv4.IsValid() {
+		return netip.Prefix{}
+	}
+	return n.IPv4.Masked()
+}
+
+// Forwards reports whether the network needs IP forwarding on the host.
+func (n Network) Forwards() bool {
+	return n.Mode == Routed || n.Mode == NAT || n.Mode == Open
+}
+
+// OwnerAlias is the link alias guestnet sets on the bridges it creates; it is
+// how a later run (or another tool) knows who owns the link.
+func OwnerAlias(network string) string { return AliasPrefix + network }
+
+// AliasPrefix starts the alias of every link guestnet owns.
+const AliasPrefix = "guestnet:"
+
+// RouteProto is the rtnetlink protocol number on routes guestnet adds, so
+// they are never confused with a person's (see /etc/iproute2/rt_protos).
+const RouteProto = 157
+
+// Link is one network interface as observed.
+type Link struct {
+	Name   string         `json:"name"`
+	Index  int            `json:"index"`
+	Kind   string         `json:"kind"` // "bridge", "tuntap", "veth", "device", ...
+	Alias  string         `json:"alias,omitempty"`
+	Master string         `json:"master,omitempty"`
+	Up     bool           `json:"up"`
+	MTU    int            `json:"mtu"`
+	MAC    string         `json:"mac,omitempty"`
+	Addrs  []netip.Prefix `json:"addrs,omitempty"`
+}
+
+// Owner is the network that owns the link, or "".
+func (l Link) Owner() string {
+	if s, ok := strings.CutPrefix(l.Alias, AliasPrefix); ok {
+		return s
+	}
+	return ""
+}
+
+// Route is one IPv4 route in the main table.
+type Route struct {
+	Dst    netip.Prefix `json:"dst"`
+	Gw     netip.Addr   `json:"gw,omitzero"`
+	Dev    string       `json:"dev"`
+	Src    netip.Addr   `json:"src,omitzero"`
+	Proto  int          `json:"proto"`
+	Scope  int          `json:"scope"`
+	Metric int          `json:"metric,omitempty"`
+}
+
+// Host is everything guestnet reads from one network namespace.
+type Host struct {
+	Links     []Link  `json:"links"`
+	Routes    []Route `json:"routes"`
+	IPForward bool    `json:"ip_forward"`
+	// BridgeNFCallIPTables is true when br_netfilter sends bridged frames
+	// through the IP hooks (bridge-nf-call-iptables=1) in this namespace.
+	BridgeNFCallIPTables bool    `json:"bridge_nf_call_iptables"`
+	Ruleset              Ruleset `json:"ruleset"`
+	Foreign              Foreign `json:"foreign"`
+}
+
+// Foreign is what guestnet knows of firewalls it does not own.
+type Foreign struct {
+	// ForwardDrop lists foreign base chains on the forward hook whose
+	// policy is drop, e.g. iptables-nft's "table ip filter chain FORWARD".
+	ForwardDrop []ForeignChain `json:"forward_drop,omitempty"`
+	// DockerUser is true when table ip filter has a DOCKER-USER chain,
+	// the place Docker documents for rules of other tools.
+	DockerUser bool `json:"docker_user,omitempty"`
+}
+
+// Link returns the link with that name.
+func (h Host) Link(name string) (Link, bool) {
+	i := slices.IndexFunc(h.Links, func(l Link) bool { return l.Name == name })
+	if i < 0 {
+		return Link{}, false
+	}
+	return h.Links[i], true
+}
+
+// RoutesVia returns the routes whose device is dev, kernel-made ones excluded.
+func (h Host) RoutesVia(dev string) []Route {
+	var out []Route
+	for _, r := range h.Routes {
+		if r.Dev == dev && r.Proto != ProtoKernel {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// ProtoKernel marks routes the kernel made itself (connected subnets).
+const ProtoKernel = 2
+
+// ForeignChain is a base chain guestnet does not own that drops by policy,
+// with the interfaces its rules already let through unconditionally.
+type ForeignChain struct {
+	Name          string   `json:"name"`
+	AcceptIIF     []string `json:"accept_iif,omitempty"`     // "iifname X accept"
+	AcceptOIF     []string `json:"accept_oif,omitempty"`     // "oifname X accept"
+	AcceptBridged []string `json:"accept_bridged,omitempty"` // "iifname X oifname X accept"
+}
+
+// Lets reports whether the chain already accepts a bridge's traffic: both
+// directions, or for bridged-only traffic, frames within the bridge.
+func (c ForeignChain) Lets(bridge string, bridgedOnly bool) bool {
+	if bridgedOnly && slices.Contains(c.AcceptBridged, bridge) {
+		return true
+	}
+	return slices.Contains(c.AcceptIIF, bridge) && slices.Contains(c.AcceptOIF, bridge)
+}

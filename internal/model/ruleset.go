@@ -1,0 +1,155 @@
+package model
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+)
+
+// Ruleset is the firewall state guestnet owns: its own table, and the rules
+// it placed in Docker's DOCKER-USER chain when that chain exists.
+type Ruleset struct {
+	Chains     []Chain `json:"chains,omitempty"`      // table inet guestnet; none = no table
+	DockerUser []Rule  `json:"docker_user,omitempty"` // rules in table ip filter chain DOCKER-USER
+}
+
+// Table is the name of the nftables table guestnet owns (family inet).
+const Table = "guestnet"
+
+// Chain is one base chain of guestnet's table.
+type Chain struct {
+	Name     string `json:"name"`
+	Type     string `json:"type"` // "filter" or "nat"
+	Hook     string `json:"hook"` // "forward", "postrouting", ...
+	Priority int    `json:"priority"`
+	Rules    []Rule `json:"rules,omitempty"`
+}
+
+// MatchKind says what a Match compares.
+type MatchKind string
+
+const (
+	MatchIIF     MatchKind = "iifname"
+	MatchOIF     MatchKind = "oifname"
+	MatchSAddr   MatchKind = "ip saddr"
+	MatchDAddr   MatchKind = "ip daddr"
+	MatchCtReply MatchKind = "ct state" // established,related
+)
+
+// Match is one condition of a rule.
+type Match struct {
+	Kind   MatchKind    `json:"kind"`
+	Neg    bool         `json:"neg,omitempty"`
+	Name   string       `json:"name,omitempty"`
+	Prefix netip.Prefix `json:"prefix,omitzero"`
+}
+
+// Verdict is what a rule does to a matching packet.
+type Verdict string
+
+const (
+	Accept     Verdict = "accept"
+	Drop       Verdict = "drop"
+	Reject     Verdict = "reject with icmpx admin-prohibited"
+	Masquerade Verdict = "masquerade"
+)
+
+// Rule is a list of matches and a verdict, tagged with the network it serves
+// (stored as the rule's comment).
+type Rule struct {
+	Network string  `json:"network"`
+	Match   []Match `json:"match,omitempty"`
+	Verdict Verdict `json:"verdict"`
+}
+
+func (m Match) String() string {
+	op := ""
+	if m.Neg {
+		op = "!= "
+	}
+	switch m.Kind {
+	case MatchIIF, MatchOIF:
+		return fmt.Sprintf("%s %s%q", m.Kind, op, m.Name)
+	case MatchSAddr, MatchDAddr:
+		return fmt.Sprintf("%s %s%s", m.Kind, op, m.Prefix)
+	case MatchCtReply:
+		return "ct state established,related"
+	}
+	return fmt.Sprintf("?%s", m.Kind)
+}
+
+// String renders the rule as `nft list` prints it.
+func (r Rule) String() string {
+	var b strings.Builder
+	for _, m := range r.Match {
+		b.WriteString(m.String())
+		b.WriteByte(' ')
+	}
+	b.WriteString(string(r.Verdict))
+	fmt.Fprintf(&b, " comment %q", r.Network)
+	return b.String()
+}
+
+// Equal reports whether two rulesets are the same.
+func (rs Ruleset) Equal(o Ruleset) bool {
+	return slices.EqualFunc(rs.Chains, o.Chains, func(a, b Chain) bool {
+		return a.Name == b.Name && a.Type == b.Type && a.Hook == b.Hook &&
+			a.Priority == b.Priority && slices.EqualFunc(a.Rules, b.Rules, ruleEqual)
+	}) && slices.EqualFunc(rs.DockerUser, o.DockerUser, ruleEqual)
+}
+
+func ruleEqual(a, b Rule) bool {
+	return a.Network == b.Network && a.Verdict == b.Verdict && slices.Equal(a.Match, b.Match)
+}
+
+// Empty reports whether guestnet owns no rules at all.
+func (rs Ruleset) Empty() bool { return len(rs.Chains) == 0 && len(rs.DockerUser) == 0 }
+
+// RuleCount is the number of rules, DOCKER-USER ones included.
+func (rs Ruleset) RuleCount() int {
+	n := len(rs.DockerUser)
+	for _, c := range rs.Chains {
+		n += len(c.Rules)
+	}
+	return n
+}
+
+// priorityName is how nft prints the standard priorities of family inet.
+func priorityName(hook string, p int) string {
+	switch {
+	case p == 0:
+		return "filter"
+	case p == 100 && hook == "postrouting":
+		return "srcnat"
+	case p == -100 && hook == "prerouting":
+		return "dstnat"
+	}
+	return fmt.Sprint(p)
+}
+
+// String renders guestnet's table exactly as `nft list table inet guestnet`
+// prints it, then the DOCKER-USER rules as `nft insert rule` lines.
+func (rs Ruleset) String() string {
+	var b strings.Builder
+	if len(rs.Chains) > 0 {
+		fmt.Fprintf(&b, "table inet %s {\n", Table)
+		for i, c := range rs.Chains {
+			if i > 0 {
+				b.WriteString("\n")
+			}
+			fmt.Fprintf(&b, "\tchain %s {\n", c.Name)
+			fmt.Fprintf(&b, "\t\ttype %s hook %s priority %s; policy accept;\n", c.Type, c.Hook, priorityName(c.Hook, c.Priority))
+			for _, r := range c.Rules {
+				fmt.Fprintf(&b, "\t\t%s\n", r)
+			}
+			b.WriteString("\t}\n")
+		}
+		b.WriteString("}\n")
+	}
+	for _, r := range rs.DockerUser {
+		r.Network = OwnerAlias(r.Network) // its comment there says who owns it
+		fmt.Fprintf(&b, "insert rule ip filter DOCKER-USER %s\n", r)
+	}
+	return b.String()
+}

@@ -1,0 +1,110 @@
+// Package netns gives guestnet explicit handles on one network namespace:
+// a netlink handle, an nftables connection, sysctls, and Do for the few
+// kernel calls (TAP creation, /proc/sys) that act on the calling thread's
+// namespace. Nothing here uses a process-wide default.
+package netns
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+
+	"github.com/google/nftables"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+)
+
+// NS is a target namespace. The zero name is the namespace guestnet runs in.
+type NS struct {
+	Name   string
+	handle netns.NsHandle
+}
+
+// Open opens the named namespace (as made by `ip netns add`), or the
+// current one for "".
+func Open(name string) (*NS, error) {
+	var h netns.NsHandle
+	var err error
+	if name == "" {
+		h, err = netns.Get()
+	} else {
+		h, err = netns.GetFromName(name)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open netns %q: %w", name, err)
+	}
+	return &NS{Name: name, handle: h}, nil
+}
+
+// Close releases the namespace handle.
+func (n *NS) Close() error { return n.handle.Close() }
+
+// Netlink returns a netlink handle bound to the namespace.
+func (n *NS) Netlink() (*netlink.Handle, error) {
+	h, err := netlink.NewHandleAt(n.handle)
+	if err != nil {
+		return nil, fmt.Errorf("netlink in netns %q: %w", n.Name, err)
+	}
+	return h, nil
+}
+
+// Nft returns an nftables connection bound to the namespace.
+func (n *NS) Nft() (*nftables.Conn, error) {
+	c, err := nftables.New(nftables.WithNetNSFd(int(n.handle)))
+	if err != nil {
+		return nil, fmt.Errorf("nftables in netns %q: %w", n.Name, err)
+	}
+	return c, nil
+}
+
+// Do runs fn on an OS thread switched into the namespace. If switching back
+// fails the thread stays locked, so Go retires it rather than reuse a thread
+// in the wrong namespace.
+func (n *NS) Do(fn func() error) error {
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("netns: current: %w", err)
+	}
+	defer orig.Close()
+	if err := netns.Set(n.handle); err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("enter netns %q: %w", n.Name, err)
+	}
+	ferr := fn()
+	if err := netns.Set(orig); err != nil {
+		return fmt.Errorf("leave netns %q: %w", n.Name, err)
+	}
+	runtime.UnlockOSThread()
+	return ferr
+}
+
+func sysctlPath(key string) string {
+	return filepath.Join("/proc/sys", strings.ReplaceAll(key, ".", "/"))
+}
+
+// ReadSysctl reads a sysctl of the namespace ("net.ipv4.ip_forward").
+// A missing key (e.g. br_netfilter not loaded) reads as "".
+func (n *NS) ReadSysctl(key string) (string, error) {
+	var v string
+	err := n.Do(func() error {
+		b, err := os.ReadFile(sysctlPath(key))
+		if os.IsNotExist(err) {
+			return nil
+		}
+		v = strings.TrimSpace(string(b))
+		return err
+	})
+	return v, err
+}
+
+// WriteSysctl sets a sysctl of the namespace.
+// Equivalent to: ip netns exec NAME sysctl -w KEY=VALUE
+func (n *NS) WriteSysctl(key, value string) error {
+	return n.Do(func() error {
+		return os.WriteFile(sysctlPath(key), []byte(value), 0o644)
+	})
+}

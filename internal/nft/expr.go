@@ -1,0 +1,217 @@
+package nft
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+
+	"github.com/google/nftables/expr"
+	"github.com/google/nftables/userdata"
+	"golang.org/x/sys/unix"
+
+	"github.com/guestnet/guestnet/internal/model"
+)
+
+// ifname pads an interface name the way nft does for an exact match.
+func ifname(n string) []byte {
+	b := make([]byte, unix.IFNAMSIZ)
+	copy(b, n)
+	return b
+}
+
+const (
+	offSaddr = 12 // IPv4 header offsets
+	offDaddr = 16
+	ctReply  = expr.CtStateBitESTABLISHED | expr.CtStateBitRELATED
+)
+
+func cmpOp(neg bool) expr.CmpOp {
+	if neg {
+		return expr.CmpOpNeq
+	}
+	return expr.CmpOpEq
+}
+
+// Encode translates a rule to nftables expressions. inet says the table is
+// family inet, where an IPv4 header match needs an explicit nfproto check.
+func Encode(r model.Rule, inet bool) ([]expr.Any, error) {
+	var out []expr.Any
+	for _, m := range r.Match {
+		switch m.Kind {
+		case model.MatchIIF, model.MatchOIF:
+			key := expr.MetaKeyIIFNAME
+			if m.Kind == model.MatchOIF {
+				key = expr.MetaKeyOIFNAME
+			}
+			out = append(out, &expr.Meta{Key: key, Register: 1},
+				&expr.Cmp{Op: cmpOp(m.Neg), Register: 1, Data: ifname(m.Name)})
+		case model.MatchSAddr, model.MatchDAddr:
+			if inet {
+				out = append(out, &expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+					&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}})
+			}
+			off := uint32(offSaddr)
+			if m.Kind == model.MatchDAddr {
+				off = offDaddr
+			}
+			mask := netMask(m.Prefix.Bits())
+			net := m.Prefix.Masked().Addr().As4()
+			out = append(out, &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: 4})
+			if m.Prefix.Bits() < 32 {
+				out = append(out, &expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: mask[:], Xor: make([]byte, 4)})
+			}
+			out = append(out, &expr.Cmp{Op: cmpOp(m.Neg), Register: 1, Data: net[:]})
+		case model.MatchCtReply:
+			out = append(out, &expr.Ct{Register: 1, Key: expr.CtKeySTATE},
+				&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+					Mask: binary.NativeEndian.AppendUint32(nil, ctReply), Xor: make([]byte, 4)},
+				&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)})
+		default:
+			return nil, fmt.Errorf("encode rule: unknown match %q", m.Kind)
+		}
+	}
+	switch r.Verdict {
+	case model.Accept:
+		out = append(out, &expr.Verdict{Kind: expr.VerdictAccept})
+	case model.Drop:
+		out = append(out, &expr.Verdict{Kind: expr.VerdictDrop})
+	case model.Reject:
+		out = append(out, &expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH, Code: unix.NFT_REJECT_ICMPX_ADMIN_PROHIBITED})
+	case model.Masquerade:
+		out = append(out, &expr.Masq{})
+	default:
+		return nil, fmt.Errorf("encode rule: unknown verdict %q", r.Verdict)
+	}
+	return out, nil
+}
+
+func netMask(bits int) [4]byte {
+	v := ^uint32(0) << (32 - bits)
+	if bits == 0 {
+		v = 0
+	}
+	return [4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}
+}
+
+// Comment is the rule's userdata: the network name, as an nft comment.
+func Comment(network string) []byte {
+	return userdata.AppendString(nil, userdata.TypeComment, network)
+}
+
+// CommentOf reads back the comment of a rule's userdata.
+func CommentOf(ud []byte) string {
+	s, _ := userdata.GetString(ud, userdata.TypeComment)
+	return s
+}
+
+// Decode translates expressions back to a rule. It understands what Encode
+// writes (and the counters iptables-nft adds); anything else is reported as
+// not ok, which callers treat as drift in guestnet's table.
+func Decode(exprs []expr.Any, comment string) (model.Rule, bool) {
+	r := model.Rule{Network: comment}
+	var pending *model.Match // set by a load, completed by its cmp
+	var mask []byte
+	for _, e := range exprs {
+		switch e := e.(type) {
+		case *expr.Meta:
+			switch e.Key {
+			case expr.MetaKeyIIFNAME:
+				pending = &model.Match{Kind: model.MatchIIF}
+			case expr.MetaKeyOIFNAME:
+				pending = &model.Match{Kind: model.MatchOIF}
+			case expr.MetaKeyNFPROTO:
+				pending = &model.Match{Kind: "nfproto"}
+			default:
+				return r, false
+			}
+			mask = nil
+		case *expr.Payload:
+			if e.Base != expr.PayloadBaseNetworkHeader || e.Len != 4 || (e.Offset != offSaddr && e.Offset != offDaddr) {
+				return r, false
+			}
+			k := model.MatchSAddr
+			if e.Offset == offDaddr {
+				k = model.MatchDAddr
+			}
+			pending, mask = &model.Match{Kind: k}, nil
+		case *expr.Ct:
+			if e.Key != expr.CtKeySTATE {
+				return r, false
+			}
+			pending, mask = &model.Match{Kind: model.MatchCtReply}, nil
+		case *expr.Bitwise:
+			mask = e.Mask
+		case *expr.Cmp:
+			if pending == nil || !completeMatch(pending, e, mask) {
+				return r, false
+			}
+			if pending.Kind != "nfproto" {
+				r.Match = append(r.Match, *pending)
+			}
+			pending = nil
+		case *expr.Counter:
+		case *expr.Verdict:
+			switch e.Kind {
+			case expr.VerdictAccept:
+				r.Verdict = model.Accept
+			case expr.VerdictDrop:
+				r.Verdict = model.Drop
+			default:
+				return r, false
+			}
+		case *expr.Reject:
+			r.Verdict = model.Reject
+		case *expr.Masq:
+			r.Verdict = model.Masquerade
+		default:
+			return r, false
+		}
+	}
+	return r, r.Verdict != "" && pending == nil
+}
+
+func completeMatch(m *model.Match, c *expr.Cmp, mask []byte) bool {
+	m.Neg = c.Op == expr.CmpOpNeq
+	switch m.Kind {
+	case model.MatchIIF, model.MatchOIF:
+		if c.Op != expr.CmpOpEq && c.Op != expr.CmpOpNeq {
+			return false
+		}
+		m.Name = string(bytes.TrimRight(c.Data, "\x00"))
+	case "nfproto":
+		return c.Op == expr.CmpOpEq && bytes.Equal(c.Data, []byte{unix.NFPROTO_IPV4})
+	case model.MatchSAddr, model.MatchDAddr:
+		if len(c.Data) != 4 {
+			return false
+		}
+		bits := 32
+		if mask != nil {
+			bits = maskBits(mask)
+			if bits < 0 {
+				return false
+			}
+		}
+		m.Prefix = netip.PrefixFrom(netip.AddrFrom4([4]byte(c.Data)), bits)
+	case model.MatchCtReply:
+		m.Neg = false
+		return c.Op == expr.CmpOpNeq && len(mask) == 4 && binary.NativeEndian.Uint32(mask) == ctReply
+	}
+	return true
+}
+
+func maskBits(m []byte) int {
+	if len(m) != 4 {
+		return -1
+	}
+	v := binary.BigEndian.Uint32(m)
+	bits := 0
+	for v&0x80000000 != 0 {
+		bits++
+		v <<= 1
+	}
+	if v != 0 {
+		return -1
+	}
+	return bits
+}

@@ -1,0 +1,119 @@
+// Package nft renders guestnet's own firewall from the declared networks, and
+// translates its rules to and from nftables expressions. It is pure: apply
+// sends what it builds, observe decodes what the kernel returns.
+package nft
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/guestnet/guestnet/internal/model"
+)
+
+// ConflictError says a foreign firewall would drop a network's traffic and
+// guestnet has no documented way to let it through.
+type ConflictError struct {
+	Chain   string // e.g. "table ip filter chain FORWARD"
+	Network string
+	Bridge  string
+	Bridged bool // only bridged frames are affected (br_netfilter)
+}
+
+func (e *ConflictError) Error() string {
+	if e.Bridged {
+		return fmt.Sprintf("firewall conflict: %s drops by policy and bridge-nf-call-iptables=1 sends the bridged frames of network %s (bridge %s) through it; "+
+			"fix: iptables -I FORWARD -i %s -o %s -j ACCEPT, or sysctl -w net.bridge.bridge-nf-call-iptables=0, or create Docker's DOCKER-USER chain for guestnet to use",
+			e.Chain, e.Network, e.Bridge, e.Bridge, e.Bridge)
+	}
+	return fmt.Sprintf("firewall conflict: %s drops by policy, so the forwarded traffic of network %s (bridge %s) would be dropped; "+
+		"fix: iptables -I FORWARD -i %s -j ACCEPT && iptables -I FORWARD -o %s -j ACCEPT, or create Docker's DOCKER-USER chain for guestnet to use",
+		e.Chain, e.Network, e.Bridge, e.Bridge, e.Bridge)
+}
+
+func iif(n string) model.Match    { return model.Match{Kind: model.MatchIIF, Name: n} }
+func oif(n string) model.Match    { return model.Match{Kind: model.MatchOIF, Name: n} }
+func notOIF(n string) model.Match { return model.Match{Kind: model.MatchOIF, Name: n, Neg: true} }
+func reply() model.Match          { return model.Match{Kind: model.MatchCtReply} }
+func saddr(n model.Network) model.Match {
+	return model.Match{Kind: model.MatchSAddr, Prefix: n.Subnet()}
+}
+func daddr(n model.Network) model.Match {
+	return model.Match{Kind: model.MatchDAddr, Prefix: n.Subnet()}
+}
+
+func rule(n model.Network, v model.Verdict, m ...model.Match) model.Rule {
+	return model.Rule{Network: n.Name, Match: m, Verdict: v}
+}
+
+// Render builds the ruleset for nets. Forward rules come in three sections,
+// like libvirt's: traffic within a bridge, traffic into guest networks, then
+// traffic out of them, so one network's outbound accept never lets traffic
+// into another network that should refuse it.
+func Render(nets []model.Network, h model.Host) (model.Ruleset, error) {
+	if len(nets) == 0 {
+		return model.Ruleset{}, nil
+	}
+	var intra, in, out, nat []model.Rule
+	for _, n := range nets {
+		br := n.Bridge
+		if n.Mode == model.Open {
+			continue
+		}
+		intra = append(intra, rule(n, model.Accept, iif(br), oif(br)))
+		switch n.Mode {
+		case model.Isolated:
+			in = append(in, rule(n, model.Reject, oif(br)))
+			out = append(out, rule(n, model.Reject, iif(br)))
+		case model.Routed:
+			in = append(in, rule(n, model.Accept, oif(br), daddr(n)), rule(n, model.Reject, oif(br)))
+			out = append(out, rule(n, model.Accept, iif(br), saddr(n)), rule(n, model.Reject, iif(br)))
+		case model.NAT:
+			in = append(in, rule(n, model.Accept, oif(br), daddr(n), reply()), rule(n, model.Reject, oif(br)))
+			out = append(out, rule(n, model.Accept, iif(br), saddr(n)), rule(n, model.Reject, iif(br)))
+			nat = append(nat, rule(n, model.Masquerade, saddr(n), notOIF(br)))
+		}
+	}
+	rs := model.Ruleset{Chains: []model.Chain{
+		{Name: "forward", Type: "filter", Hook: "forward", Priority: 0, Rules: concat(intra, in, out)},
+		{Name: "postrouting", Type: "nat", Hook: "postrouting", Priority: 100, Rules: nat},
+	}}
+	du, err := dockerUser(nets, h)
+	rs.DockerUser = du
+	return rs, err
+}
+
+func concat(parts ...[]model.Rule) []model.Rule {
+	var out []model.Rule
+	for _, p := range parts {
+		out = append(out, p...)
+	}
+	return out
+}
+
+// dockerUser returns the rules that let guest traffic past a foreign
+// forward chain that drops by policy: in DOCKER-USER when Docker made one,
+// otherwise a ConflictError naming the chain and the fix.
+func dockerUser(nets []model.Network, h model.Host) ([]model.Rule, error) {
+	var rules []model.Rule
+	for _, n := range nets {
+		bridged := h.BridgeNFCallIPTables && !n.Forwards()
+		if !n.Forwards() && !h.BridgeNFCallIPTables {
+			continue
+		}
+		for _, fc := range h.Foreign.ForwardDrop {
+			if fc.Lets(n.Bridge, bridged) {
+				continue
+			}
+			if !h.Foreign.DockerUser || n.Mode == model.Open || !strings.HasPrefix(fc.Name, "table ip filter ") {
+				return nil, &ConflictError{Chain: fc.Name, Network: n.Name, Bridge: n.Bridge, Bridged: bridged}
+			}
+			if bridged {
+				rules = append(rules, rule(n, model.Accept, iif(n.Bridge), oif(n.Bridge)))
+			} else {
+				rules = append(rules, rule(n, model.Accept, iif(n.Bridge)), rule(n, model.Accept, oif(n.Bridge)))
+			}
+			break
+		}
+	}
+	return rules, nil
+}

@@ -1,0 +1,144 @@
+package observe
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/google/nftables"
+	"golang.org/x/sys/unix"
+
+	"github.com/guestnet/guestnet/internal/model"
+	"github.com/guestnet/guestnet/internal/netns"
+	"github.com/guestnet/guestnet/internal/nft"
+)
+
+// FamilyName is how nft names a table family.
+func FamilyName(f nftables.TableFamily) string {
+	switch f {
+	case nftables.TableFamilyINet:
+		return "inet"
+	case nftables.TableFamilyIPv4:
+		return "ip"
+	case nftables.TableFamilyIPv6:
+		return "ip6"
+	case nftables.TableFamilyBridge:
+		return "bridge"
+	case nftables.TableFamilyARP:
+		return "arp"
+	case nftables.TableFamilyNetdev:
+		return "netdev"
+	}
+	return fmt.Sprint(f)
+}
+
+var hookNames = map[nftables.ChainHook]string{
+	unix.NF_INET_PRE_ROUTING:  "prerouting",
+	unix.NF_INET_LOCAL_IN:     "input",
+	unix.NF_INET_FORWARD:      "forward",
+	unix.NF_INET_LOCAL_OUT:    "output",
+	unix.NF_INET_POST_ROUTING: "postrouting",
+}
+
+// invalid is the rule observe reports for one it cannot read back, so the
+// plan sees drift and rewrites guestnet's table.
+var invalid = model.Rule{Verdict: "(unrecognised rule)"}
+
+func readFirewall(ns *netns.NS, h *model.Host) error {
+	c, err := ns.Nft()
+	if err != nil {
+		return err
+	}
+	chains, err := c.ListChains()
+	if err != nil {
+		return fmt.Errorf("observe nftables: %w", err)
+	}
+	for _, ch := range chains {
+		ours := ch.Table.Family == nftables.TableFamilyINet && ch.Table.Name == model.Table
+		switch {
+		case ours:
+			mc, err := readOwnChain(c, ch)
+			if err != nil {
+				return err
+			}
+			h.Ruleset.Chains = append(h.Ruleset.Chains, mc)
+		case ch.Table.Family == nftables.TableFamilyIPv4 && ch.Table.Name == "filter" && ch.Name == "DOCKER-USER":
+			h.Foreign.DockerUser = true
+			rules, err := c.GetRules(ch.Table, ch)
+			if err != nil {
+				return fmt.Errorf("observe DOCKER-USER: %w", err)
+			}
+			for _, r := range rules {
+				net, ok := strings.CutPrefix(nft.CommentOf(r.UserData), model.AliasPrefix)
+				if !ok {
+					continue // a rule of someone else's
+				}
+				mr, ok := nft.Decode(r.Exprs, net)
+				if !ok {
+					mr = invalid
+				}
+				h.Ruleset.DockerUser = append(h.Ruleset.DockerUser, mr)
+			}
+		case ch.Hooknum != nil && *ch.Hooknum == unix.NF_INET_FORWARD &&
+			ch.Policy != nil && *ch.Policy == nftables.ChainPolicyDrop &&
+			(ch.Table.Family == nftables.TableFamilyIPv4 || ch.Table.Family == nftables.TableFamilyINet):
+			fc, err := readForeignChain(c, ch)
+			if err != nil {
+				return err
+			}
+			h.Foreign.ForwardDrop = append(h.Foreign.ForwardDrop, fc)
+		}
+	}
+	return nil
+}
+
+func readOwnChain(c *nftables.Conn, ch *nftables.Chain) (model.Chain, error) {
+	mc := model.Chain{Name: ch.Name, Type: string(ch.Type)}
+	if ch.Hooknum != nil {
+		mc.Hook = hookNames[*ch.Hooknum]
+	}
+	if ch.Priority != nil {
+		mc.Priority = int(*ch.Priority)
+	}
+	rules, err := c.GetRules(ch.Table, ch)
+	if err != nil {
+		return mc, fmt.Errorf("observe table inet %s chain %s: %w", model.Table, ch.Name, err)
+	}
+	if ch.Policy != nil && *ch.Policy == nftables.ChainPolicyDrop {
+		mc.Rules = append(mc.Rules, model.Rule{Verdict: "(policy drop)"})
+	}
+	for _, r := range rules {
+		mr, ok := nft.Decode(r.Exprs, nft.CommentOf(r.UserData))
+		if !ok {
+			mr = invalid
+		}
+		mc.Rules = append(mc.Rules, mr)
+	}
+	return mc, nil
+}
+
+// readForeignChain records which interfaces a foreign dropping chain
+// already accepts unconditionally (a person's `iptables -I FORWARD -i br0
+// -j ACCEPT`), so guestnet does not call that a conflict.
+func readForeignChain(c *nftables.Conn, ch *nftables.Chain) (model.ForeignChain, error) {
+	fc := model.ForeignChain{Name: fmt.Sprintf("table %s %s chain %s", FamilyName(ch.Table.Family), ch.Table.Name, ch.Name)}
+	rules, err := c.GetRules(ch.Table, ch)
+	if err != nil {
+		return fc, fmt.Errorf("observe %s: %w", fc.Name, err)
+	}
+	for _, r := range rules {
+		mr, ok := nft.Decode(r.Exprs, "")
+		if !ok || mr.Verdict != model.Accept {
+			continue
+		}
+		switch {
+		case len(mr.Match) == 1 && mr.Match[0].Kind == model.MatchIIF && !mr.Match[0].Neg:
+			fc.AcceptIIF = append(fc.AcceptIIF, mr.Match[0].Name)
+		case len(mr.Match) == 1 && mr.Match[0].Kind == model.MatchOIF && !mr.Match[0].Neg:
+			fc.AcceptOIF = append(fc.AcceptOIF, mr.Match[0].Name)
+		case len(mr.Match) == 2 && mr.Match[0].Kind == model.MatchIIF && mr.Match[1].Kind == model.MatchOIF &&
+			mr.Match[0].Name == mr.Match[1].Name && !mr.Match[0].Neg && !mr.Match[1].Neg:
+			fc.AcceptBridged = append(fc.AcceptBridged, mr.Match[0].Name)
+		}
+	}
+	return fc, nil
+}

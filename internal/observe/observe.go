@@ -1,0 +1,119 @@
+// Package observe reads one network namespace into a model.Host: links with
+// their addresses, IPv4 routes of the main table, the sysctls guestnet
+// cares about, guestnet's own nftables rules, and the foreign firewall
+// chains that could drop guest traffic. It only reads.
+package observe
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/guestnet/guestnet/internal/model"
+	"github.com/guestnet/guestnet/internal/netns"
+)
+
+// Host reads the namespace.
+func Host(ns *netns.NS, nl *netlink.Handle) (model.Host, error) {
+	var h model.Host
+	links, err := readLinks(nl)
+	if err != nil {
+		return h, err
+	}
+	h.Links = links
+	if h.Routes, err = readRoutes(nl, links); err != nil {
+		return h, err
+	}
+	fwd, err := ns.ReadSysctl("net.ipv4.ip_forward")
+	if err != nil {
+		return h, fmt.Errorf("observe: %w", err)
+	}
+	h.IPForward = fwd == "1"
+	brnf, err := ns.ReadSysctl("net.bridge.bridge-nf-call-iptables")
+	if err != nil {
+		return h, fmt.Errorf("observe: %w", err)
+	}
+	h.BridgeNFCallIPTables = brnf == "1"
+	if err := readFirewall(ns, &h); err != nil {
+		return h, err
+	}
+	return h, nil
+}
+
+func readLinks(nl *netlink.Handle) ([]model.Link, error) {
+	ls, err := nl.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("observe links: %w", err)
+	}
+	names := map[int]string{}
+	for _, l := range ls {
+		names[l.Attrs().Index] = l.Attrs().Name
+	}
+	addrs, err := nl.AddrList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		return nil, fmt.Errorf("observe addresses: %w", err)
+	}
+	byIndex := map[int][]netip.Prefix{}
+	for _, a := range addrs {
+		ip, ok := netip.AddrFromSlice(a.IP.To4())
+		if !ok {
+			continue
+		}
+		bits, _ := a.Mask.Size()
+		byIndex[a.LinkIndex] = append(byIndex[a.LinkIndex], netip.PrefixFrom(ip, bits))
+	}
+	out := make([]model.Link, 0, len(ls))
+	for _, l := range ls {
+		at := l.Attrs()
+		ml := model.Link{
+			Name:   at.Name,
+			Index:  at.Index,
+			Kind:   l.Type(),
+			Alias:  at.Alias,
+			Master: names[at.MasterIndex],
+			Up:     at.Flags&unix.IFF_UP != 0,
+			MTU:    at.MTU,
+			Addrs:  byIndex[at.Index],
+		}
+		if len(at.HardwareAddr) > 0 {
+			ml.MAC = at.HardwareAddr.String()
+		}
+		out = append(out, ml)
+	}
+	slices.SortFunc(out, func(a, b model.Link) int { return strings.Compare(a.Name, b.Name) })
+	return out, nil
+}
+
+func readRoutes(nl *netlink.Handle, links []model.Link) ([]model.Route, error) {
+	rs, err := nl.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return nil, fmt.Errorf("observe routes: %w", err)
+	}
+	names := map[int]string{}
+	for _, l := range links {
+		names[l.Index] = l.Name
+	}
+	var out []model.Route
+	for _, r := range rs {
+		mr := model.Route{Dev: names[r.LinkIndex], Proto: int(r.Protocol), Scope: int(r.Scope), Metric: r.Priority}
+		if r.Dst != nil {
+			ip, _ := netip.AddrFromSlice(r.Dst.IP.To4())
+			bits, _ := r.Dst.Mask.Size()
+			mr.Dst = netip.PrefixFrom(ip, bits)
+		} else {
+			mr.Dst = netip.PrefixFrom(netip.IPv4Unspecified(), 0)
+		}
+		if r.Gw != nil {
+			mr.Gw, _ = netip.AddrFromSlice(r.Gw.To4())
+		}
+		if r.Src != nil {
+			mr.Src, _ = netip.AddrFromSlice(r.Src.To4())
+		}
+		out = append(out, mr)
+	}
+	return out, nil
+}

@@ -1,0 +1,63 @@
+package plan
+
+import (
+	"fmt"
+
+	"github.com/guestnet/guestnet/internal/model"
+)
+
+// AttachOptions say how to make a missing TAP.
+type AttachOptions struct {
+	Create bool // create a persistent TAP when the interface does not exist
+	Owner  int  // uid allowed to open the TAP, -1 for root only
+	Group  int  // gid allowed to open the TAP, -1 for none
+}
+
+// Attach returns the actions that put iface into network n's bridge, up,
+// with the bridge's MTU (what a hand-written qemu-ifup does).
+func Attach(n model.Network, iface string, h model.Host, o AttachOptions) ([]Action, error) {
+	br, ok := h.Link(n.Bridge)
+	if !ok {
+		return nil, fmt.Errorf("attach %s to %s: bridge %s does not exist (run guestnet apply first)", iface, n.Name, n.Bridge)
+	}
+	l, ok := h.Link(iface)
+	var acts []Action
+	if !ok {
+		if !o.Create {
+			return nil, fmt.Errorf("attach %s to %s: no such interface (use --create to make a TAP)", iface, n.Name)
+		}
+		acts = append(acts, Action{Op: OpTapAdd, Link: iface, Owner: o.Owner, Group: o.Group})
+		l = model.Link{Name: iface, MTU: 1500}
+	}
+	switch {
+	case iface == br.Name || l.Owner() != "":
+		return nil, fmt.Errorf("attach %s to %s: %s is a guestnet bridge, not a guest interface", iface, n.Name, iface)
+	case l.Master != "" && l.Master != br.Name:
+		return nil, fmt.Errorf("attach %s to %s: %s is already a port of %s (detach it first)", iface, n.Name, iface, l.Master)
+	}
+	if l.MTU != br.MTU {
+		acts = append(acts, Action{Op: OpMTU, Link: iface, MTU: br.MTU, OldMTU: l.MTU})
+	}
+	if l.Master != br.Name {
+		acts = append(acts, Action{Op: OpMaster, Link: iface, Master: br.Name, OldMaster: l.Master})
+	}
+	if !l.Up {
+		acts = append(acts, Action{Op: OpLinkUp, Link: iface})
+	}
+	return acts, nil
+}
+
+// Detach returns the actions that take iface out of network n's bridge and
+// down. An interface that is already gone or elsewhere needs nothing: QEMU
+// removes its TAP itself, and ifdown must not fail for that.
+func Detach(n model.Network, iface string, h model.Host) []Action {
+	l, ok := h.Link(iface)
+	if !ok || l.Master != n.Bridge {
+		return nil
+	}
+	acts := []Action{{Op: OpMaster, Link: iface, OldMaster: n.Bridge}}
+	if l.Up {
+		acts = append(acts, Action{Op: OpLinkDown, Link: iface})
+	}
+	return acts
+}

@@ -1,0 +1,196 @@
+package plan
+
+import (
+	"maps"
+	"net/netip"
+	"slices"
+
+	"github.com/guestnet/guestnet/internal/model"
+	"github.com/guestnet/guestnet/internal/nft"
+	"github.com/guestnet/guestnet/internal/state"
+)
+
+// SysctlForward is the sysctl that turns IPv4 forwarding on.
+const SysctlForward = "net.ipv4.ip_forward"
+
+// Plan is the actions to run and the state to record once they succeed.
+type Plan struct {
+	Actions []Action
+	State   state.State
+}
+
+// Diff returns the actions that make host h carry exactly the networks want.
+// Networks guestnet owns (in st, or by link alias) that want lacks are
+// removed. Order: create and configure, forwarding on, firewall, then
+// removals and forwarding off, so a change adds before it deletes.
+// want must already have passed spec.CheckHost against h.
+func Diff(want []model.Network, st state.State, h model.Host) (Plan, error) {
+	p := Plan{State: state.State{Networks: map[string]state.Net{}, ForwardingWas: st.ForwardingWas}}
+	wanted := map[string]bool{}
+	for _, n := range want {
+		wanted[n.Name] = true
+		saved := st.Networks[n.Name].Uplink
+		acts, up := ensureNetwork(n, h, saved)
+		p.Actions = append(p.Actions, acts...)
+		p.State.Networks[n.Name] = state.Net{Network: n, Uplink: up}
+	}
+
+	needFwd := slices.ContainsFunc(want, model.Network.Forwards)
+	if needFwd && !h.IPForward {
+		p.Actions = append(p.Actions, Action{Op: OpSysctl, Key: SysctlForward, Value: "1", Old: "0"})
+		p.State.ForwardingWas = "0"
+	}
+
+	rules, err := nft.Render(want, h)
+	if err != nil {
+		return Plan{}, err
+	}
+	if !rules.Equal(h.Ruleset) {
+		old := h.Ruleset
+		p.Actions = append(p.Actions, Action{Op: OpNft, Rules: &rules, OldRules: &old})
+	}
+
+	for _, name := range removedNetworks(wanted, st, h) {
+		p.Actions = append(p.Actions, removeNetwork(name, st.Networks[name], h)...)
+	}
+
+	if !needFwd && st.ForwardingWas == "0" {
+		if h.IPForward {
+			p.Actions = append(p.Actions, Action{Op: OpSysctl, Key: SysctlForward, Value: "0", Old: "1"})
+		}
+		p.State.ForwardingWas = ""
+	}
+	return p, nil
+}
+
+// removedNetworks names the networks guestnet owns that are no longer wanted.
+func removedNetworks(wanted map[string]bool, st state.State, h model.Host) []string {
+	gone := map[string]bool{}
+	for name := range st.Networks {
+		if !wanted[name] {
+			gone[name] = true
+		}
+	}
+	for _, l := range h.Links {
+		if o := l.Owner(); o != "" && !wanted[o] {
+			gone[o] = true
+		}
+	}
+	return slices.Sorted(maps.Keys(gone))
+}
+
+// ensureNetwork returns the actions that create or repair one network's
+// bridge, and the uplink record to keep for a bridge-mode network.
+func ensureNetwork(n model.Network, h model.Host, saved *state.Uplink) ([]Action, *state.Uplink) {
+	var acts []Action
+	br, exists := h.Link(n.Bridge)
+	var uplink model.Link
+	if n.Mode == model.Bridge {
+		uplink, _ = h.Link(n.Uplink)
+	}
+	if !exists {
+		a := Action{Op: OpBridgeAdd, Link: n.Bridge, Alias: model.OwnerAlias(n.Name), MTU: n.MTU}
+		if n.Mode == model.Bridge {
+			// Same MAC and MTU as the NIC: the LAN's ARP caches stay right.
+			a.MAC = uplink.MAC
+			if a.MTU == 0 {
+				a.MTU = uplink.MTU
+			}
+		}
+		acts = append(acts, a)
+	} else if n.MTU != 0 && br.MTU != n.MTU {
+		acts = append(acts, Action{Op: OpMTU, Link: n.Bridge, MTU: n.MTU, OldMTU: br.MTU})
+	}
+	if !br.Up {
+		acts = append(acts, Action{Op: OpLinkUp, Link: n.Bridge})
+	}
+	if n.Mode == model.Bridge {
+		if uplink.Master == n.Bridge {
+			return acts, saved
+		}
+		move, up := moveUplink(n, uplink, h)
+		return append(acts, move...), up
+	}
+	var want []netip.Prefix
+	if n.IPv4.IsValid() {
+		want = append(want, n.IPv4)
+	}
+	for _, a := range want {
+		if !slices.Contains(br.Addrs, a) {
+			acts = append(acts, Action{Op: OpAddrAdd, Link: n.Bridge, Addr: a})
+		}
+	}
+	for _, a := range br.Addrs {
+		if !slices.Contains(want, a) {
+			acts = append(acts, Action{Op: OpAddrDel, Link: n.Bridge, Addr: a})
+		}
+	}
+	return acts, nil
+}
+
+// moveUplink puts a NIC into the bridge and moves its addresses and routes
+// to the bridge. Routes are deleted before the addresses they depend on and
+// re-added after, so the undo journal can put every one of them back.
+func moveUplink(n model.Network, up model.Link, h model.Host) ([]Action, *state.Uplink) {
+	rec := &state.Uplink{Name: up.Name, Addrs: slices.Clone(up.Addrs), Routes: h.RoutesVia(up.Name)}
+	var acts []Action
+	for _, r := range rec.Routes {
+		acts = append(acts, Action{Op: OpRouteDel, Route: r})
+	}
+	for _, a := range rec.Addrs {
+		acts = append(acts, Action{Op: OpAddrDel, Link: up.Name, Addr: a})
+	}
+	acts = append(acts, Action{Op: OpMaster, Link: up.Name, Master: n.Bridge, OldMaster: up.Master})
+	for _, a := range rec.Addrs {
+		acts = append(acts, Action{Op: OpAddrAdd, Link: n.Bridge, Addr: a})
+	}
+	for _, r := range rec.Routes {
+		r.Dev, r.Proto = n.Bridge, model.RouteProto
+		acts = append(acts, Action{Op: OpRouteAdd, Route: r})
+	}
+	return acts, rec
+}
+
+// removeNetwork returns the actions that undo a network: ports out, the
+// uplink's addresses and routes back, the bridge gone. Each step is one the
+// journal can reverse, so a failed destroy leaves the network as it was.
+func removeNetwork(name string, rec state.Net, h model.Host) []Action {
+	var acts []Action
+	for _, br := range h.Links {
+		if br.Owner() != name {
+			continue
+		}
+		for _, r := range h.Routes {
+			if r.Dev == br.Name && r.Proto == model.RouteProto {
+				acts = append(acts, Action{Op: OpRouteDel, Route: r})
+			}
+		}
+		for _, a := range br.Addrs {
+			acts = append(acts, Action{Op: OpAddrDel, Link: br.Name, Addr: a})
+		}
+		for _, port := range h.Links {
+			if port.Master == br.Name {
+				acts = append(acts, Action{Op: OpMaster, Link: port.Name, OldMaster: br.Name})
+			}
+		}
+		if br.Up {
+			acts = append(acts, Action{Op: OpLinkDown, Link: br.Name})
+		}
+		acts = append(acts, Action{Op: OpLinkDel, Link: br.Name, Alias: br.Alias, MAC: br.MAC, MTU: br.MTU})
+	}
+	if up := rec.Uplink; up != nil {
+		if nic, ok := h.Link(up.Name); ok {
+			for _, a := range up.Addrs {
+				if !slices.Contains(nic.Addrs, a) {
+					acts = append(acts, Action{Op: OpAddrAdd, Link: up.Name, Addr: a})
+				}
+			}
+			for _, r := range up.Routes {
+				if !slices.Contains(h.Routes, r) {
+					acts = append(acts, Action{Op: OpRouteAdd, Route: r})
+				}
+			}
+		}
+	}
+	return acts
+}

@@ -1,0 +1,206 @@
+// Package spec owns guestnet's file format: parsing YAML into model.Network
+// values, defaults, and validation whose errors name file, line and field.
+package spec
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/guestnet/guestnet/internal/model"
+)
+
+// Network is a declared network and where each of its fields was written.
+type Network struct {
+	model.Network
+	File  string
+	Line  int            // line of the network's name
+	Lines map[string]int // field name -> line
+}
+
+// Spec is the union of one or more files.
+type Spec struct {
+	Networks []Network // sorted by name
+}
+
+// Models returns the declared networks as plain model values.
+func (s *Spec) Models() []model.Network {
+	out := make([]model.Network, len(s.Networks))
+	for i, n := range s.Networks {
+		out[i] = n.Network
+	}
+	return out
+}
+
+// Error is one problem in a spec file.
+type Error struct {
+	File  string
+	Line  int
+	Field string // e.g. "networks.lab.ipv4"
+	Msg   string
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("%s:%d: %s: %s", e.File, e.Line, e.Field, e.Msg)
+}
+
+func (n *Network) errorf(field, format string, args ...any) *Error {
+	line, ok := n.Lines[field]
+	if !ok {
+		line = n.Line
+	}
+	f := "networks." + n.Name
+	if field != "" {
+		f += "." + field
+	}
+	return &Error{File: n.File, Line: line, Field: f, Msg: fmt.Sprintf(format, args...)}
+}
+
+// Load reads the files named by paths (a directory means every *.yaml and
+// *.yml in it), then validates the union. All errors are returned together.
+func Load(paths ...string) (*Spec, error) {
+	var files []string
+	for _, p := range paths {
+		st, err := os.Stat(p)
+		if err != nil {
+			return nil, fmt.Errorf("read spec: %w", err)
+		}
+		if !st.IsDir() {
+			files = append(files, p)
+			continue
+		}
+		for _, pat := range []string{"*.yaml", "*.yml"} {
+			m, _ := filepath.Glob(filepath.Join(p, pat))
+			files = append(files, m...)
+		}
+	}
+	s := &Spec{}
+	var errs []error
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("read spec: %w", err)
+		}
+		nets, err := Parse(f, data)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		s.Networks = append(s.Networks, nets...)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	slices.SortFunc(s.Networks, func(a, b Network) int { return strings.Compare(a.Name, b.Name) })
+	if err := s.Validate(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Parse reads one file's networks without cross-network validation.
+func Parse(file string, data []byte) ([]Network, error) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
+	if len(doc.Content) == 0 {
+		return nil, nil // an empty file declares nothing
+	}
+	root := doc.Content[0]
+	if root.Kind != yaml.MappingNode {
+		return nil, &Error{File: file, Line: root.Line, Field: "(top)", Msg: "want a mapping with key networks"}
+	}
+	var nets []Network
+	var errs []error
+	for i := 0; i < len(root.Content); i += 2 {
+		k, v := root.Content[i], root.Content[i+1]
+		if k.Value != "networks" {
+			errs = append(errs, &Error{File: file, Line: k.Line, Field: k.Value, Msg: "unknown key (want networks)"})
+			continue
+		}
+		if v.Kind != yaml.MappingNode {
+			errs = append(errs, &Error{File: file, Line: v.Line, Field: "networks", Msg: "want a mapping of network name to settings"})
+			continue
+		}
+		for j := 0; j < len(v.Content); j += 2 {
+			n, err := parseNetwork(file, v.Content[j], v.Content[j+1])
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			nets = append(nets, n)
+		}
+	}
+	return nets, errors.Join(errs...)
+}
+
+var fieldNames = []string{"mode", "bridge", "ipv4", "uplink", "mtu"}
+
+func parseNetwork(file string, key, val *yaml.Node) (Network, error) {
+	n := Network{File: file, Line: key.Line, Lines: map[string]int{}}
+	n.Name = key.Value
+	if val.Kind != yaml.MappingNode {
+		return n, n.errorf("", "want a mapping of settings")
+	}
+	var errs []error
+	for i := 0; i < len(val.Content); i += 2 {
+		k, v := val.Content[i], val.Content[i+1]
+		if !slices.Contains(fieldNames, k.Value) {
+			errs = append(errs, n.errorf(k.Value, "unknown key (want one of %s)", strings.Join(fieldNames, ", ")))
+			n.Lines[k.Value] = k.Line
+			continue
+		}
+		if _, dup := n.Lines[k.Value]; dup {
+			n.Lines[k.Value] = k.Line
+			errs = append(errs, n.errorf(k.Value, "set twice"))
+			continue
+		}
+		n.Lines[k.Value] = k.Line
+		if v.Kind != yaml.ScalarNode {
+			errs = append(errs, n.errorf(k.Value, "want a single value"))
+			continue
+		}
+		if err := n.set(k.Value, v.Value); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return n, errors.Join(errs...)
+	}
+	return n, n.check()
+}
+
+func (n *Network) set(field, v string) error {
+	switch field {
+	case "mode":
+		n.Mode = model.Mode(v)
+		if !slices.Contains(model.Modes, n.Mode) {
+			return n.errorf(field, "unknown mode %q (want isolated, routed, nat, bridge or open)", v)
+		}
+	case "bridge":
+		n.Bridge = v
+	case "uplink":
+		n.Uplink = v
+	case "ipv4":
+		p, err := netip.ParsePrefix(v)
+		if err != nil || !p.Addr().Is4() {
+			return n.errorf(field, "want an IPv4 address with prefix length, like 10.99.0.1/24, not %q", v)
+		}
+		n.IPv4 = p
+	case "mtu":
+		m, err := strconv.Atoi(v)
+		if err != nil || m < 68 || m > 65535 {
+			return n.errorf(field, "want a number from 68 to 65535, not %q", v)
+		}
+		n.MTU = m
+	}
+	return nil
+}

@@ -1,0 +1,163 @@
+package spec
+
+import (
+	"errors"
+	"net/netip"
+	"regexp"
+	"strings"
+
+	"github.com/guestnet/guestnet/internal/model"
+)
+
+var nameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,31}$`)
+
+// ifnameOK is the kernel's rule for interface names (dev_valid_name).
+func ifnameOK(s string) (string, bool) {
+	switch {
+	case s == "":
+		return "is empty", false
+	case len(s) > 15:
+		return "is longer than 15 bytes (the kernel's limit for interface names)", false
+	case s == "." || s == "..":
+		return "is not a valid interface name", false
+	case strings.ContainsAny(s, "/: \t\n"):
+		return "contains '/', ':' or whitespace, which interface names cannot", false
+	}
+	return "", true
+}
+
+// check validates one network on its own and fills defaults.
+func (n *Network) check() error {
+	var errs []error
+	if !nameRE.MatchString(n.Name) {
+		errs = append(errs, n.errorf("", "network names are 1-32 letters, digits, '.', '_' or '-'"))
+	}
+	if _, ok := n.Lines["mode"]; !ok {
+		errs = append(errs, n.errorf("mode", "missing (want isolated, routed, nat, bridge or open)"))
+	}
+	if n.Bridge == "" {
+		n.Bridge = "gn-" + n.Name
+		if len(n.Bridge) > 15 {
+			errs = append(errs, n.errorf("bridge", "missing, and the default %q is longer than 15 bytes: name the bridge", n.Bridge))
+		}
+	} else if why, ok := ifnameOK(n.Bridge); !ok {
+		errs = append(errs, n.errorf("bridge", "%q %s", n.Bridge, why))
+	}
+	switch n.Mode {
+	case model.Routed, model.NAT, model.Open:
+		if !n.IPv4.IsValid() {
+			errs = append(errs, n.errorf("ipv4", "missing: mode %s needs the host's address on the bridge (the guests' gateway)", n.Mode))
+		}
+	case model.Bridge:
+		if n.IPv4.IsValid() {
+			errs = append(errs, n.errorf("ipv4", "not allowed in mode bridge: the bridge takes the uplink's addresses"))
+		}
+		if n.Uplink == "" {
+			errs = append(errs, n.errorf("uplink", "missing: mode bridge needs the NIC to put in the bridge"))
+		}
+	}
+	if n.Uplink != "" {
+		if n.Mode != model.Bridge {
+			errs = append(errs, n.errorf("uplink", "only mode bridge takes an uplink (mode %s follows the routing table)", n.Mode))
+		} else if why, ok := ifnameOK(n.Uplink); !ok {
+			errs = append(errs, n.errorf("uplink", "%q %s", n.Uplink, why))
+		} else if n.Uplink == n.Bridge {
+			errs = append(errs, n.errorf("uplink", "%q is the bridge itself", n.Uplink))
+		}
+	}
+	if p := n.IPv4; p.IsValid() {
+		sub := p.Masked()
+		last := broadcast(sub)
+		switch {
+		case p.Bits() > 30:
+			errs = append(errs, n.errorf("ipv4", "/%d leaves no room for guests (want /30 or shorter)", p.Bits()))
+		case p.Bits() < 8:
+			errs = append(errs, n.errorf("ipv4", "/%d is wider than any guest network should be", p.Bits()))
+		case p.Addr() == sub.Addr():
+			errs = append(errs, n.errorf("ipv4", "gateway %s is the subnet's network address, not a host in %s", p.Addr(), sub))
+		case p.Addr() == last:
+			errs = append(errs, n.errorf("ipv4", "gateway %s is the broadcast address of %s", p.Addr(), sub))
+		case p.Addr().IsLoopback() || p.Addr().IsMulticast() || p.Addr().IsUnspecified():
+			errs = append(errs, n.errorf("ipv4", "%s cannot be a gateway", p.Addr()))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func broadcast(p netip.Prefix) netip.Addr {
+	a := p.Addr().As4()
+	host := uint32(1)<<(32-p.Bits()) - 1
+	v := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3])
+	v |= host
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+}
+
+// Validate checks the networks against each other.
+func (s *Spec) Validate() error {
+	var errs []error
+	for i := range s.Networks {
+		a := &s.Networks[i]
+		for j := range i {
+			b := &s.Networks[j]
+			switch {
+			case a.Name == b.Name:
+				errs = append(errs, a.errorf("", "declared twice (also at %s:%d)", b.File, b.Line))
+			case a.Bridge == b.Bridge:
+				errs = append(errs, a.errorf("bridge", "%q is also the bridge of network %s (%s:%d)", a.Bridge, b.Name, b.File, b.Line))
+			case a.Uplink != "" && a.Uplink == b.Uplink:
+				errs = append(errs, a.errorf("uplink", "%q is also the uplink of network %s (%s:%d)", a.Uplink, b.Name, b.File, b.Line))
+			case a.Uplink != "" && a.Uplink == b.Bridge:
+				errs = append(errs, a.errorf("uplink", "%q is the bridge of network %s (%s:%d)", a.Uplink, b.Name, b.File, b.Line))
+			case b.Uplink != "" && b.Uplink == a.Bridge:
+				errs = append(errs, a.errorf("bridge", "%q is the uplink of network %s (%s:%d)", a.Bridge, b.Name, b.File, b.Line))
+			case a.IPv4.IsValid() && b.IPv4.IsValid() && a.Subnet().Overlaps(b.Subnet()):
+				errs = append(errs, a.errorf("ipv4", "subnet %s overlaps %s of network %s (%s:%d)", a.Subnet(), b.Subnet(), b.Name, b.File, b.Line))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// CheckHost checks the spec against the observed host before any change:
+// uplinks exist and are free, bridge names are not taken by links guestnet
+// does not own, and guest subnets do not overlap the host's own routes.
+func (s *Spec) CheckHost(h model.Host) error {
+	var errs []error
+	for i := range s.Networks {
+		n := &s.Networks[i]
+		if l, ok := h.Link(n.Bridge); ok {
+			switch {
+			case l.Owner() != n.Name && l.Owner() != "":
+				errs = append(errs, n.errorf("bridge", "%q belongs to guestnet network %s: destroy that network first", n.Bridge, l.Owner()))
+			case l.Owner() == "":
+				errs = append(errs, n.errorf("bridge", "%q already exists and guestnet did not create it (pick another name, or delete the link)", n.Bridge))
+			case l.Kind != "bridge":
+				errs = append(errs, n.errorf("bridge", "%q exists but is a %s, not a bridge", n.Bridge, l.Kind))
+			}
+		}
+		if n.Uplink != "" {
+			l, ok := h.Link(n.Uplink)
+			switch {
+			case !ok:
+				errs = append(errs, n.errorf("uplink", "no interface %q on this host", n.Uplink))
+			case l.Master != "" && l.Master != n.Bridge:
+				errs = append(errs, n.errorf("uplink", "%q is already a port of bridge %s", n.Uplink, l.Master))
+			case l.Kind == "bridge":
+				errs = append(errs, n.errorf("uplink", "%q is a bridge itself; name the NIC instead", n.Uplink))
+			}
+		}
+		if !n.IPv4.IsValid() {
+			continue
+		}
+		for _, r := range h.Routes {
+			if r.Dst.Bits() == 0 || r.Dev == n.Bridge || !r.Dst.Overlaps(n.Subnet()) {
+				continue
+			}
+			if l, ok := h.Link(r.Dev); ok && l.Owner() != "" {
+				continue // another guestnet network: checked above, or being removed
+			}
+			errs = append(errs, n.errorf("ipv4", "subnet %s overlaps the host's route %s dev %s", n.Subnet(), r.Dst, r.Dev))
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,116 @@
+// Package state keeps what guestnet must remember between runs about what it
+// owns: the networks it applied, the uplink settings a bridge-mode network
+// moved (to put them back on destroy), and whether it turned ip_forward on.
+// One JSON file per network namespace, replaced atomically.
+package state
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/guestnet/guestnet/internal/model"
+)
+
+// DefaultDir is where state lives unless --state-dir says otherwise.
+const DefaultDir = "/var/lib/guestnet"
+
+// State is what guestnet applied to one namespace.
+type State struct {
+	Networks map[string]Net `json:"networks,omitempty"`
+	// ForwardingWas is "0" when guestnet turned net.ipv4.ip_forward on, so
+	// that it turns it off again when its last forwarding network goes.
+	ForwardingWas string `json:"forwarding_was,omitempty"`
+}
+
+// Net is one applied network.
+type Net struct {
+	Network model.Network `json:"network"`
+	Uplink  *Uplink       `json:"uplink,omitempty"`
+}
+
+// Uplink is what a bridge-mode network took from its NIC.
+type Uplink struct {
+	Name   string         `json:"name"`
+	Addrs  []netip.Prefix `json:"addrs,omitempty"`
+	Routes []model.Route  `json:"routes,omitempty"`
+}
+
+// Sorted returns the applied networks as model values, sorted by name.
+func (s State) Sorted() []model.Network {
+	var out []model.Network
+	for _, n := range s.Networks {
+		out = append(out, n.Network)
+	}
+	sortNetworks(out)
+	return out
+}
+
+// Path is the state file of a namespace ("" is the namespace guestnet runs in).
+func Path(dir, netns string) string {
+	if netns == "" {
+		return filepath.Join(dir, "state.json")
+	}
+	return filepath.Join(dir, "netns", netns, "state.json")
+}
+
+// Load reads a state file; a missing file is an empty state.
+func Load(path string) (State, error) {
+	var s State
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return s, nil
+	}
+	if err != nil {
+		return s, fmt.Errorf("read state: %w", err)
+	}
+	if err := json.Unmarshal(data, &s); err != nil {
+		return s, fmt.Errorf("read state %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// Save writes the state durably: temp file, fsync, rename, fsync the folder.
+func Save(path string, s State) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("save state: %w", err)
+	}
+	data, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return fmt.Errorf("save state: %w", err)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".state-*")
+	if err != nil {
+		return fmt.Errorf("save state: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(append(data, '\n')); err != nil {
+		tmp.Close()
+		return fmt.Errorf("save state: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("save state: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("save state: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("save state: %w", err)
+	}
+	if d, err := os.Open(filepath.Dir(path)); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+func sortNetworks(ns []model.Network) {
+	slices.SortFunc(ns, func(a, b model.Network) int { return strings.Compare(a.Name, b.Name) })
+}
