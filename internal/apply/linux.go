@@ -125,15 +125,21 @@ func (k *Linux) do(a plan.Action) error {
 		}
 		return k.nl.LinkSetMasterByIndex(l, m.Attrs().Index)
 	case plan.OpAddrAdd:
-		return k.nl.AddrAdd(l, addr(a.Addr))
+		return k.nl.AddrAdd(l, addr(a.Addr, a.Brd))
 	case plan.OpAddrDel:
-		return k.nl.AddrDel(l, addr(a.Addr))
+		return k.nl.AddrDel(l, addr(a.Addr, a.Brd))
 	}
 	return fmt.Errorf("unknown action %q", a.Op)
 }
 
-func addr(p netip.Prefix) *netlink.Addr {
-	return &netlink.Addr{IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), 32)}}
+// addr converts an address; a zero brd means none (netlink would
+// otherwise compute one).
+func addr(p netip.Prefix, brd netip.Addr) *netlink.Addr {
+	a := &netlink.Addr{IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), 32)}, Broadcast: net.IPv4zero}
+	if brd.IsValid() {
+		a.Broadcast = brd.AsSlice()
+	}
+	return a
 }
 
 func (k *Linux) route(r model.Route) (*netlink.Route, error) {

@@ -68,6 +68,8 @@ type Link struct {
 	MTU    int            `json:"mtu"`
 	MAC    string         `json:"mac,omitempty"`
 	Addrs  []netip.Prefix `json:"addrs,omitempty"`
+	// Brd holds the broadcast address of each address that has one.
+	Brd map[netip.Prefix]netip.Addr `json:"brd,omitempty"`
 }
 
 // Owner is the network that owns the link, or "".
@@ -150,4 +152,12 @@ func (c ForeignChain) Lets(bridge string, bridgedOnly bool) bool {
 		return true
 	}
 	return slices.Contains(c.AcceptIIF, bridge) && slices.Contains(c.AcceptOIF, bridge)
+}
+
+// Broadcast is the all-ones host address of p's subnet.
+func Broadcast(p netip.Prefix) netip.Addr {
+	a := p.Masked().Addr().As4()
+	v := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3])
+	v |= uint32(1)<<(32-p.Bits()) - 1
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 }

@@ -53,7 +53,7 @@ func Render(nets []model.Network, h model.Host) (model.Ruleset, error) {
 	if len(nets) == 0 {
 		return model.Ruleset{}, nil
 	}
-	var intra, in, out, nat []model.Rule
+	var intra, in, out, local, nat []model.Rule
 	for _, n := range nets {
 		br := n.Bridge
 		if n.Mode == model.Open {
@@ -64,6 +64,12 @@ func Render(nets []model.Network, h model.Host) (model.Ruleset, error) {
 		case model.Isolated:
 			in = append(in, rule(n, model.Reject, oif(br)))
 			out = append(out, rule(n, model.Reject, iif(br)))
+			if !n.IPv4.IsValid() {
+				// No address here, so the host is not on this network: without
+				// this, Linux's weak host model would still deliver a guest's
+				// packet for any of the host's other addresses.
+				local = append(local, rule(n, model.Drop, iif(br)))
+			}
 		case model.Routed:
 			in = append(in, rule(n, model.Accept, oif(br), daddr(n)), rule(n, model.Reject, oif(br)))
 			out = append(out, rule(n, model.Accept, iif(br), saddr(n)), rule(n, model.Reject, iif(br)))
@@ -75,6 +81,7 @@ func Render(nets []model.Network, h model.Host) (model.Ruleset, error) {
 	}
 	rs := model.Ruleset{Chains: []model.Chain{
 		{Name: "forward", Type: "filter", Hook: "forward", Priority: 0, Rules: concat(intra, in, out)},
+		{Name: "input", Type: "filter", Hook: "input", Priority: 0, Rules: local},
 		{Name: "postrouting", Type: "nat", Hook: "postrouting", Priority: 100, Rules: nat},
 	}}
 	du, err := dockerUser(nets, h)

@@ -58,13 +58,21 @@ func readLinks(nl *netlink.Handle) ([]model.Link, error) {
 		return nil, fmt.Errorf("observe addresses: %w", err)
 	}
 	byIndex := map[int][]netip.Prefix{}
+	brd := map[int]map[netip.Prefix]netip.Addr{}
 	for _, a := range addrs {
 		ip, ok := netip.AddrFromSlice(a.IP.To4())
 		if !ok {
 			continue
 		}
 		bits, _ := a.Mask.Size()
-		byIndex[a.LinkIndex] = append(byIndex[a.LinkIndex], netip.PrefixFrom(ip, bits))
+		p := netip.PrefixFrom(ip, bits)
+		byIndex[a.LinkIndex] = append(byIndex[a.LinkIndex], p)
+		if b, ok := netip.AddrFromSlice(a.Broadcast.To4()); ok && !b.IsUnspecified() {
+			if brd[a.LinkIndex] == nil {
+				brd[a.LinkIndex] = map[netip.Prefix]netip.Addr{}
+			}
+			brd[a.LinkIndex][p] = b
+		}
 	}
 	out := make([]model.Link, 0, len(ls))
 	for _, l := range ls {
@@ -78,6 +86,7 @@ func readLinks(nl *netlink.Handle) ([]model.Link, error) {
 			Up:     at.Flags&unix.IFF_UP != 0,
 			MTU:    at.MTU,
 			Addrs:  byIndex[at.Index],
+			Brd:    brd[at.Index],
 		}
 		if len(at.HardwareAddr) > 0 {
 			ml.MAC = at.HardwareAddr.String()

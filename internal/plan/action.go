@@ -45,6 +45,7 @@ type Action struct {
 	Owner     int            `json:"owner,omitempty"` // TAP owner uid, -1 for none
 	Group     int            `json:"group,omitempty"` // TAP group gid, -1 for none
 	Addr      netip.Prefix   `json:"addr,omitzero"`
+	Brd       netip.Addr     `json:"brd,omitzero"` // broadcast of Addr; none when zero
 	Route     model.Route    `json:"route,omitzero"`
 	Key       string         `json:"key,omitempty"`
 	Value     string         `json:"value,omitempty"`
@@ -120,6 +121,9 @@ func (a Action) String() string {
 	case OpMTU:
 		return fmt.Sprintf("ip link set %s mtu %d", a.Link, a.MTU)
 	case OpAddrAdd:
+		if a.Brd.IsValid() {
+			return fmt.Sprintf("ip addr add %s brd %s dev %s", a.Addr, a.Brd, a.Link)
+		}
 		return fmt.Sprintf("ip addr add %s dev %s", a.Addr, a.Link)
 	case OpAddrDel:
 		return fmt.Sprintf("ip addr del %s dev %s", a.Addr, a.Link)

@@ -117,12 +117,12 @@ func ensureNetwork(n model.Network, h model.Host, saved *state.Uplink) ([]Action
 	}
 	for _, a := range want {
 		if !slices.Contains(br.Addrs, a) {
-			acts = append(acts, Action{Op: OpAddrAdd, Link: n.Bridge, Addr: a})
+			acts = append(acts, Action{Op: OpAddrAdd, Link: n.Bridge, Addr: a, Brd: model.Broadcast(a)})
 		}
 	}
 	for _, a := range br.Addrs {
 		if !slices.Contains(want, a) {
-			acts = append(acts, Action{Op: OpAddrDel, Link: n.Bridge, Addr: a})
+			acts = append(acts, Action{Op: OpAddrDel, Link: n.Bridge, Addr: a, Brd: br.Brd[a]})
 		}
 	}
 	return acts, nil
@@ -132,17 +132,17 @@ func ensureNetwork(n model.Network, h model.Host, saved *state.Uplink) ([]Action
 // to the bridge. Routes are deleted before the addresses they depend on and
 // re-added after, so the undo journal can put every one of them back.
 func moveUplink(n model.Network, up model.Link, h model.Host) ([]Action, *state.Uplink) {
-	rec := &state.Uplink{Name: up.Name, Addrs: slices.Clone(up.Addrs), Routes: h.RoutesVia(up.Name)}
+	rec := &state.Uplink{Name: up.Name, Addrs: slices.Clone(up.Addrs), Brd: up.Brd, Routes: h.RoutesVia(up.Name)}
 	var acts []Action
 	for _, r := range rec.Routes {
 		acts = append(acts, Action{Op: OpRouteDel, Route: r})
 	}
 	for _, a := range rec.Addrs {
-		acts = append(acts, Action{Op: OpAddrDel, Link: up.Name, Addr: a})
+		acts = append(acts, Action{Op: OpAddrDel, Link: up.Name, Addr: a, Brd: up.Brd[a]})
 	}
 	acts = append(acts, Action{Op: OpMaster, Link: up.Name, Master: n.Bridge, OldMaster: up.Master})
 	for _, a := range rec.Addrs {
-		acts = append(acts, Action{Op: OpAddrAdd, Link: n.Bridge, Addr: a})
+		acts = append(acts, Action{Op: OpAddrAdd, Link: n.Bridge, Addr: a, Brd: up.Brd[a]})
 	}
 	for _, r := range rec.Routes {
 		r.Dev, r.Proto = n.Bridge, model.RouteProto
@@ -166,7 +166,7 @@ func removeNetwork(name string, rec state.Net, h model.Host) []Action {
 			}
 		}
 		for _, a := range br.Addrs {
-			acts = append(acts, Action{Op: OpAddrDel, Link: br.Name, Addr: a})
+			acts = append(acts, Action{Op: OpAddrDel, Link: br.Name, Addr: a, Brd: br.Brd[a]})
 		}
 		for _, port := range h.Links {
 			if port.Master == br.Name {
@@ -182,7 +182,7 @@ func removeNetwork(name string, rec state.Net, h model.Host) []Action {
 		if nic, ok := h.Link(up.Name); ok {
 			for _, a := range up.Addrs {
 				if !slices.Contains(nic.Addrs, a) {
-					acts = append(acts, Action{Op: OpAddrAdd, Link: up.Name, Addr: a})
+					acts = append(acts, Action{Op: OpAddrAdd, Link: up.Name, Addr: a, Brd: up.Brd[a]})
 				}
 			}
 			for _, r := range up.Routes {

@@ -2,7 +2,6 @@ package spec
 
 import (
 	"errors"
-	"net/netip"
 	"regexp"
 	"strings"
 
@@ -67,7 +66,7 @@ func (n *Network) check() error {
 	}
 	if p := n.IPv4; p.IsValid() {
 		sub := p.Masked()
-		last := broadcast(sub)
+		last := model.Broadcast(sub)
 		switch {
 		case p.Bits() > 30:
 			errs = append(errs, n.errorf("ipv4", "/%d leaves no room for guests (want /30 or shorter)", p.Bits()))
@@ -82,14 +81,6 @@ func (n *Network) check() error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-func broadcast(p netip.Prefix) netip.Addr {
-	a := p.Addr().As4()
-	host := uint32(1)<<(32-p.Bits()) - 1
-	v := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3])
-	v |= host
-	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 }
 
 // Validate checks the networks against each other.

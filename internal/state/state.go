@@ -37,9 +37,10 @@ type Net struct {
 
 // Uplink is what a bridge-mode network took from its NIC.
 type Uplink struct {
-	Name   string         `json:"name"`
-	Addrs  []netip.Prefix `json:"addrs,omitempty"`
-	Routes []model.Route  `json:"routes,omitempty"`
+	Name   string                      `json:"name"`
+	Addrs  []netip.Prefix              `json:"addrs,omitempty"`
+	Brd    map[netip.Prefix]netip.Addr `json:"brd,omitempty"`
+	Routes []model.Route               `json:"routes,omitempty"`
 }
 
 // Sorted returns the applied networks as model values, sorted by name.
