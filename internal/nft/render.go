@@ -17,9 +17,15 @@ type ConflictError struct {
 	Network string
 	Bridge  string
 	Bridged bool // only bridged frames are affected (br_netfilter)
+	Open    bool // the network is mode open, which adds no rules anywhere
 }
 
 func (e *ConflictError) Error() string {
+	if e.Open {
+		return fmt.Sprintf("firewall conflict: %s drops by policy, and network %s is mode open, for which guestnet adds no rules; "+
+			"fix: iptables -I FORWARD -i %s -j ACCEPT && iptables -I FORWARD -o %s -j ACCEPT, or use mode routed",
+			e.Chain, e.Network, e.Bridge, e.Bridge)
+	}
 	if e.Bridged {
 		return fmt.Sprintf("firewall conflict: %s drops by policy and bridge-nf-call-iptables=1 sends the bridged frames of network %s (bridge %s) through it; "+
 			"fix: iptables -I FORWARD -i %s -o %s -j ACCEPT, or sysctl -w net.bridge.bridge-nf-call-iptables=0, or create Docker's DOCKER-USER chain for guestnet to use",
@@ -112,7 +118,7 @@ func dockerUser(nets []model.Network, h model.Host) ([]model.Rule, error) {
 				continue
 			}
 			if !h.Foreign.DockerUser || n.Mode == model.Open || !strings.HasPrefix(fc.Name, "table ip filter ") {
-				return nil, &ConflictError{Chain: fc.Name, Network: n.Name, Bridge: n.Bridge, Bridged: bridged}
+				return nil, &ConflictError{Chain: fc.Name, Network: n.Name, Bridge: n.Bridge, Bridged: bridged, Open: n.Mode == model.Open}
 			}
 			if bridged {
 				rules = append(rules, rule(n, model.Accept, iif(n.Bridge), oif(n.Bridge)))

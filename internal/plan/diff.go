@@ -132,7 +132,7 @@ func ensureNetwork(n model.Network, h model.Host, saved *state.Uplink) ([]Action
 // to the bridge. Routes are deleted before the addresses they depend on and
 // re-added after, so the undo journal can put every one of them back.
 func moveUplink(n model.Network, up model.Link, h model.Host) ([]Action, *state.Uplink) {
-	rec := &state.Uplink{Name: up.Name, Addrs: slices.Clone(up.Addrs), Brd: up.Brd, Routes: h.RoutesVia(up.Name)}
+	rec := &state.Uplink{Name: up.Name, Addrs: slices.Clone(up.Addrs), Brd: maps.Clone(up.Brd), Routes: h.RoutesVia(up.Name)}
 	var acts []Action
 	for _, r := range rec.Routes {
 		acts = append(acts, Action{Op: OpRouteDel, Route: r})

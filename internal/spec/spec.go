@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -109,7 +110,13 @@ func Load(paths ...string) (*Spec, error) {
 func Parse(file string, data []byte) ([]Network, error) {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return nil, fmt.Errorf("%s: %w", file, err)
+		msg := strings.TrimPrefix(err.Error(), "yaml: ")
+		line := 0
+		if m := yamlLine.FindStringSubmatch(msg); m != nil {
+			line, _ = strconv.Atoi(m[1])
+			msg = m[2]
+		}
+		return nil, &Error{File: file, Line: line, Field: "(yaml)", Msg: msg}
 	}
 	if len(doc.Content) == 0 {
 		return nil, nil // an empty file declares nothing
@@ -125,6 +132,9 @@ func Parse(file string, data []byte) ([]Network, error) {
 		if k.Value != "networks" {
 			errs = append(errs, &Error{File: file, Line: k.Line, Field: k.Value, Msg: "unknown key (want networks)"})
 			continue
+		}
+		if v.Kind == yaml.ScalarNode && v.Tag == "!!null" {
+			continue // "networks:" with nothing under it declares none
 		}
 		if v.Kind != yaml.MappingNode {
 			errs = append(errs, &Error{File: file, Line: v.Line, Field: "networks", Msg: "want a mapping of network name to settings"})
@@ -142,6 +152,8 @@ func Parse(file string, data []byte) ([]Network, error) {
 	return nets, errors.Join(errs...)
 }
 
+var yamlLine = regexp.MustCompile(`^line (\d+): (.*)$`)
+
 var fieldNames = []string{"mode", "bridge", "ipv4", "uplink", "mtu"}
 
 func parseNetwork(file string, key, val *yaml.Node) (Network, error) {
@@ -154,8 +166,8 @@ func parseNetwork(file string, key, val *yaml.Node) (Network, error) {
 	for i := 0; i < len(val.Content); i += 2 {
 		k, v := val.Content[i], val.Content[i+1]
 		if !slices.Contains(fieldNames, k.Value) {
-			errs = append(errs, n.errorf(k.Value, "unknown key (want one of %s)", strings.Join(fieldNames, ", ")))
 			n.Lines[k.Value] = k.Line
+			errs = append(errs, n.errorf(k.Value, "unknown key (want one of %s)", strings.Join(fieldNames, ", ")))
 			continue
 		}
 		if _, dup := n.Lines[k.Value]; dup {

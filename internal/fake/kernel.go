@@ -1,0 +1,160 @@
+// Package fake is an in-memory kernel for tests without root: it applies
+// plan actions to a model.Host with the kernel's rules that matter to
+// guestnet (EEXIST, ENOENT, connected routes that come and go with
+// addresses, ports that leave a deleted bridge). Tests run the production
+// apply.Run against it.
+package fake
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/guestnet/guestnet/internal/model"
+	"github.com/guestnet/guestnet/internal/plan"
+)
+
+// Kernel holds the host it changes.
+type Kernel struct {
+	Host model.Host
+}
+
+func (k *Kernel) link(name string) (*model.Link, error) {
+	for i := range k.Host.Links {
+		if k.Host.Links[i].Name == name {
+			return &k.Host.Links[i], nil
+		}
+	}
+	return nil, fmt.Errorf("link %s: %w", name, unix.ENODEV)
+}
+
+// Do applies one action, then puts the host in canonical form (routes
+// sorted, empty lists nil) so tests can compare hosts whole.
+func (k *Kernel) Do(a plan.Action) error {
+	err := k.do(a)
+	Canonical(&k.Host)
+	return err
+}
+
+// Canonical sorts routes and turns empty lists and maps into nil.
+func Canonical(h *model.Host) {
+	slices.SortFunc(h.Routes, func(x, y model.Route) int {
+		if c := strings.Compare(x.Dst.String(), y.Dst.String()); c != 0 {
+			return c
+		}
+		return strings.Compare(x.Dev, y.Dev)
+	})
+	for i := range h.Links {
+		l := &h.Links[i]
+		if len(l.Addrs) == 0 {
+			l.Addrs = nil
+		}
+		if len(l.Brd) == 0 {
+			l.Brd = nil
+		}
+	}
+	if len(h.Routes) == 0 {
+		h.Routes = nil
+	}
+}
+
+func (k *Kernel) do(a plan.Action) error {
+	switch a.Op {
+	case plan.OpBridgeAdd, plan.OpTapAdd:
+		if _, err := k.link(a.Link); err == nil {
+			return unix.EEXIST
+		}
+		l := model.Link{Name: a.Link, Kind: "bridge", Alias: a.Alias, MTU: a.MTU, MAC: a.MAC}
+		if a.Op == plan.OpTapAdd {
+			l.Kind = "tuntap"
+		}
+		if l.MTU == 0 {
+			l.MTU = 1500
+		}
+		k.Host.Links = append(k.Host.Links, l)
+		slices.SortFunc(k.Host.Links, func(x, y model.Link) int { return strings.Compare(x.Name, y.Name) })
+		return nil
+	case plan.OpSysctl:
+		k.Host.IPForward = a.Value == "1"
+		return nil
+	case plan.OpNft:
+		k.Host.Ruleset = *a.Rules
+		return nil
+	case plan.OpRouteAdd:
+		if slices.ContainsFunc(k.Host.Routes, func(r model.Route) bool { return sameRoute(r, a.Route) }) {
+			return unix.EEXIST
+		}
+		if _, err := k.link(a.Route.Dev); err != nil {
+			return err
+		}
+		k.Host.Routes = append(k.Host.Routes, a.Route)
+		return nil
+	case plan.OpRouteDel:
+		n := len(k.Host.Routes)
+		k.Host.Routes = slices.DeleteFunc(k.Host.Routes, func(r model.Route) bool { return sameRoute(r, a.Route) })
+		if len(k.Host.Routes) == n {
+			return unix.ESRCH
+		}
+		return nil
+	}
+	l, err := k.link(a.Link)
+	if err != nil {
+		return err
+	}
+	switch a.Op {
+	case plan.OpLinkDel:
+		name := l.Name
+		k.Host.Links = slices.DeleteFunc(k.Host.Links, func(x model.Link) bool { return x.Name == name })
+		k.Host.Routes = slices.DeleteFunc(k.Host.Routes, func(r model.Route) bool { return r.Dev == name })
+		for i := range k.Host.Links {
+			if k.Host.Links[i].Master == name {
+				k.Host.Links[i].Master = ""
+			}
+		}
+	case plan.OpLinkUp, plan.OpLinkDown:
+		l.Up = a.Op == plan.OpLinkUp
+	case plan.OpMTU:
+		l.MTU = a.MTU
+	case plan.OpMaster:
+		if a.Master != "" {
+			if _, err := k.link(a.Master); err != nil {
+				return err
+			}
+		}
+		l.Master = a.Master
+	case plan.OpAddrAdd:
+		if slices.Contains(l.Addrs, a.Addr) {
+			return unix.EEXIST
+		}
+		l.Addrs = append(l.Addrs, a.Addr)
+		if a.Brd.IsValid() {
+			if l.Brd == nil {
+				l.Brd = map[netip.Prefix]netip.Addr{}
+			}
+			l.Brd[a.Addr] = a.Brd
+		}
+		k.Host.Routes = append(k.Host.Routes, model.Route{Dst: a.Addr.Masked(), Dev: l.Name, Src: a.Addr.Addr(), Proto: model.ProtoKernel, Scope: 253})
+	case plan.OpAddrDel:
+		if !slices.Contains(l.Addrs, a.Addr) {
+			return unix.EADDRNOTAVAIL
+		}
+		l.Addrs = slices.DeleteFunc(l.Addrs, func(p netip.Prefix) bool { return p == a.Addr })
+		delete(l.Brd, a.Addr)
+		name := l.Name
+		k.Host.Routes = slices.DeleteFunc(k.Host.Routes, func(r model.Route) bool {
+			// The kernel drops the connected route, and every route of the
+			// device once its last address is gone.
+			return r.Dev == name && (r.Src == a.Addr.Addr() || len(l.Addrs) == 0)
+		})
+	default:
+		return fmt.Errorf("fake kernel: unknown action %q", a.Op)
+	}
+	return nil
+}
+
+func sameRoute(a, b model.Route) bool {
+	return a.Dst == b.Dst && a.Metric == b.Metric
+}

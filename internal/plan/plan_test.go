@@ -1,0 +1,280 @@
+package plan_test
+
+import (
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/guestnet/guestnet/internal/apply"
+	"github.com/guestnet/guestnet/internal/fake"
+	"github.com/guestnet/guestnet/internal/model"
+	"github.com/guestnet/guestnet/internal/plan"
+	"github.com/guestnet/guestnet/internal/spec"
+	"github.com/guestnet/guestnet/internal/state"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+var _ apply.Kernel = (*fake.Kernel)(nil)
+
+func pfx(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+
+// baseHost is a host with an internet uplink (eth0, default route) and a
+// LAN NIC (eth1) for bridge mode.
+func baseHost() model.Host {
+	h := model.Host{
+		Links: []model.Link{
+			{Name: "eth0", Index: 2, Kind: "veth", Up: true, MTU: 1500, MAC: "02:00:00:00:00:01", Addrs: []netip.Prefix{pfx("198.51.100.1/25")}},
+			{Name: "eth1", Index: 3, Kind: "veth", Up: true, MTU: 1500, MAC: "02:00:00:00:00:02", Addrs: []netip.Prefix{pfx("172.16.5.10/24")},
+				Brd: map[netip.Prefix]netip.Addr{pfx("172.16.5.10/24"): netip.MustParseAddr("172.16.5.255")}},
+			{Name: "lo", Index: 1, Kind: "device", Up: true, MTU: 65536, Addrs: []netip.Prefix{pfx("127.0.0.1/8")}},
+		},
+		Routes: []model.Route{
+			{Dst: pfx("0.0.0.0/0"), Gw: netip.MustParseAddr("198.51.100.126"), Dev: "eth0", Proto: 3},
+			{Dst: pfx("198.51.100.0/25"), Dev: "eth0", Src: netip.MustParseAddr("198.51.100.1"), Proto: 2, Scope: 253},
+			{Dst: pfx("172.16.5.0/24"), Dev: "eth1", Src: netip.MustParseAddr("172.16.5.10"), Proto: 2, Scope: 253},
+			{Dst: pfx("172.17.0.0/16"), Gw: netip.MustParseAddr("172.16.5.1"), Dev: "eth1", Proto: 4},
+		},
+		BridgeNFCallIPTables: true,
+	}
+	fake.Canonical(&h)
+	return h
+}
+
+// states are the named configurations replayed in every order.
+var states = map[string]string{
+	"empty": "",
+	"nat":   "  default: {mode: nat, bridge: gnat0, ipv4: 10.99.0.1/24}\n",
+	"nat-moved": "  default: {mode: nat, bridge: gnat0, ipv4: 10.99.5.1/24}\n" +
+		"  iso: {mode: isolated, bridge: giso0}\n",
+	"all": "  default: {mode: nat, bridge: gnat0, ipv4: 10.99.0.1/24}\n" +
+		"  iso: {mode: isolated, bridge: giso0}\n" +
+		"  lab: {mode: routed, bridge: grt0, ipv4: 10.99.1.1/24, mtu: 1400}\n" +
+		"  free: {mode: open, bridge: gopen0, ipv4: 10.99.2.1/24}\n" +
+		"  lan: {mode: bridge, bridge: br0, uplink: eth1}\n",
+	"lan-only": "  lan: {mode: bridge, bridge: br0, uplink: eth1}\n",
+	"iso-ip":   "  iso: {mode: isolated, bridge: giso0, ipv4: 10.98.0.1/24}\n",
+}
+
+func load(t *testing.T, name string) *spec.Spec {
+	t.Helper()
+	nets, err := spec.Parse(name+".yaml", []byte("networks:\n"+states[name]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &spec.Spec{Networks: nets}
+	if err := s.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	// Parse keeps file order; Load sorts. Sort the same way.
+	s2 := &spec.Spec{}
+	for _, n := range sortedNames(nets) {
+		s2.Networks = append(s2.Networks, n)
+	}
+	return s2
+}
+
+func sortedNames(ns []spec.Network) []spec.Network {
+	out := append([]spec.Network(nil), ns...)
+	for i := range out {
+		for j := i + 1; j < len(out); j++ {
+			if out[j].Name < out[i].Name {
+				out[i], out[j] = out[j], out[i]
+			}
+		}
+	}
+	return out
+}
+
+// step applies one state on the fake kernel, checks the result is stable
+// (a second diff is empty), and returns the new state.
+func step(t *testing.T, k *fake.Kernel, st state.State, name string) state.State {
+	t.Helper()
+	s := load(t, name)
+	if err := s.CheckHost(k.Host); err != nil {
+		t.Fatalf("%s: check host: %v", name, err)
+	}
+	p, err := plan.Diff(s.Models(), st, k.Host)
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	if err := apply.Run(k, p.Actions); err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	again, err := plan.Diff(s.Models(), p.State, k.Host)
+	if err != nil || len(again.Actions) != 0 {
+		t.Fatalf("%s: not stable after apply: %v %v", name, again.Actions, err)
+	}
+	checkInvariants(t, name, s, k.Host)
+	return p.State
+}
+
+func checkInvariants(t *testing.T, name string, s *spec.Spec, h model.Host) {
+	t.Helper()
+	want := map[string]bool{}
+	fwd := false
+	for _, n := range s.Networks {
+		want[n.Bridge] = true
+		fwd = fwd || n.Forwards()
+		l, ok := h.Link(n.Bridge)
+		if !ok || !l.Up || l.Owner() != n.Name {
+			t.Fatalf("%s: bridge %s: %+v", name, n.Bridge, l)
+		}
+		if n.IPv4.IsValid() && !reflect.DeepEqual(l.Addrs, []netip.Prefix{n.IPv4}) {
+			t.Fatalf("%s: %s addrs %v", name, n.Bridge, l.Addrs)
+		}
+		if n.Mode == model.Bridge {
+			up, _ := h.Link(n.Uplink)
+			if up.Master != n.Bridge || len(up.Addrs) != 0 || len(l.Addrs) == 0 {
+				t.Fatalf("%s: uplink not moved: %+v / %+v", name, up, l)
+			}
+		}
+	}
+	for _, l := range h.Links {
+		if l.Owner() != "" && !want[l.Name] {
+			t.Fatalf("%s: leftover bridge %s", name, l.Name)
+		}
+	}
+	if h.IPForward != fwd {
+		t.Fatalf("%s: ip_forward %v, want %v", name, h.IPForward, fwd)
+	}
+}
+
+// TestStates replays the named states in many random orders; every
+// transition must reach its state and ending empty must leave no trace.
+func TestStates(t *testing.T) {
+	var names []string
+	for n := range states {
+		names = append(names, n)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	transitions := map[string]bool{}
+	for round := 0; round < 200; round++ {
+		k := &fake.Kernel{Host: baseHost()}
+		st := state.State{}
+		order := append([]string(nil), names...)
+		rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
+		prev := "empty"
+		for _, n := range append(order, "empty") {
+			st = step(t, k, st, n)
+			transitions[prev+">"+n] = true
+			prev = n
+		}
+		if !reflect.DeepEqual(k.Host, baseHost()) {
+			t.Fatalf("round %d (%v): host after returning to empty differs:\n%+v\nwant\n%+v", round, order, k.Host, baseHost())
+		}
+	}
+	t.Logf("%d distinct transitions exercised", len(transitions))
+}
+
+// TestRollbackEveryStep fails each step of the all-modes apply and of its
+// destroy on the fake kernel: the host must be exactly as before.
+func TestRollbackEveryStep(t *testing.T) {
+	for _, tr := range [][2]string{{"empty", "all"}, {"all", "empty"}, {"all", "nat-moved"}} {
+		k := &fake.Kernel{Host: baseHost()}
+		st := state.State{}
+		if tr[0] != "empty" {
+			st = step(t, k, st, tr[0])
+		}
+		s := load(t, tr[1])
+		p, err := plan.Diff(s.Models(), st, k.Host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := fmt.Sprintf("%+v", k.Host)
+		for n := 1; n <= len(p.Actions); n++ {
+			err := apply.Run(&apply.FailAt{Kernel: k, N: n}, p.Actions)
+			if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("step %d/", n)) {
+				t.Fatalf("%v step %d: %v", tr, n, err)
+			}
+			if after := fmt.Sprintf("%+v", k.Host); after != before {
+				t.Fatalf("%v: failure at step %d (%s) left\n%s\nwant\n%s", tr, n, p.Actions[n-1], after, before)
+			}
+		}
+	}
+}
+
+// TestGolden prints the plans of a few transitions as their command-line
+// equivalents and compares them with testdata/*.plan.
+func TestGolden(t *testing.T) {
+	for _, tr := range [][2]string{{"empty", "all"}, {"all", "all"}, {"all", "nat-moved"}, {"all", "empty"}} {
+		k := &fake.Kernel{Host: baseHost()}
+		st := state.State{}
+		if tr[0] != "empty" {
+			st = step(t, k, st, tr[0])
+		}
+		p, err := plan.Diff(load(t, tr[1]).Models(), st, k.Host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b strings.Builder
+		for _, a := range p.Actions {
+			fmt.Fprintln(&b, a)
+			for _, l := range a.RuleDiff() {
+				fmt.Fprintln(&b, "    "+l)
+			}
+		}
+		golden := filepath.Join("testdata", tr[0]+"-to-"+tr[1]+".plan")
+		if *update {
+			os.MkdirAll("testdata", 0o755)
+			os.WriteFile(golden, []byte(b.String()), 0o644)
+		}
+		want, _ := os.ReadFile(golden)
+		if b.String() != string(want) {
+			t.Errorf("%s:\n%s\nwant:\n%s", golden, b.String(), want)
+		}
+	}
+}
+
+func TestAttach(t *testing.T) {
+	k := &fake.Kernel{Host: baseHost()}
+	step(t, k, state.State{}, "all")
+	lab := network(t, "all", "lab")
+	acts, err := plan.Attach(lab, "tap0", k.Host, plan.AttachOptions{Create: true, Owner: 1000, Group: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, a := range acts {
+		got = append(got, a.String())
+	}
+	want := "ip tuntap add dev tap0 mode tap user 1000|ip link set tap0 mtu 1400|ip link set tap0 master grt0|ip link set tap0 up"
+	if strings.Join(got, "|") != want {
+		t.Errorf("attach:\n%s\nwant\n%s", strings.Join(got, "|"), want)
+	}
+	if err := apply.Run(k, acts); err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := plan.Attach(lab, "tap0", k.Host, plan.AttachOptions{}); len(again) != 0 {
+		t.Errorf("second attach not a no-op: %v", again)
+	}
+	if _, err := plan.Attach(lab, "tap9", k.Host, plan.AttachOptions{}); err == nil {
+		t.Error("attach of a missing interface without --create succeeded")
+	}
+	nat := network(t, "all", "default")
+	if _, err := plan.Attach(nat, "tap0", k.Host, plan.AttachOptions{}); err == nil || !strings.Contains(err.Error(), "already a port of grt0") {
+		t.Errorf("attach to a second bridge: %v", err)
+	}
+	if d := plan.Detach(lab, "tap0", k.Host); len(d) != 2 {
+		t.Errorf("detach: %v", d)
+	}
+	if d := plan.Detach(lab, "gone0", k.Host); len(d) != 0 {
+		t.Errorf("detach of a vanished TAP must be a no-op: %v", d)
+	}
+}
+
+func network(t *testing.T, stateName, name string) model.Network {
+	for _, n := range load(t, stateName).Networks {
+		if n.Name == name {
+			return n.Network
+		}
+	}
+	t.Fatalf("no network %s in %s", name, stateName)
+	return model.Network{}
+}

@@ -1,0 +1,63 @@
+package report
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/guestnet/guestnet/internal/model"
+	"github.com/guestnet/guestnet/internal/state"
+)
+
+var host = model.Host{
+	Links: []model.Link{
+		{Name: "eth0", Addrs: []netip.Prefix{netip.MustParsePrefix("10.10.0.1/24")}},
+		{Name: "eth1", Addrs: []netip.Prefix{netip.MustParsePrefix("198.51.100.1/25")}},
+		{Name: "grt0", Kind: "bridge", Up: true, Alias: "guestnet:lab", Addrs: []netip.Prefix{netip.MustParsePrefix("10.99.1.1/24")}},
+		{Name: "tap0", Master: "grt0"},
+	},
+	Routes: []model.Route{{Dst: netip.MustParsePrefix("0.0.0.0/0"), Dev: "eth1"}},
+}
+
+var lab = model.Network{Name: "lab", Mode: model.Routed, Bridge: "grt0", IPv4: netip.MustParsePrefix("10.99.1.1/24")}
+
+func TestRoutes(t *testing.T) {
+	cases := []struct {
+		via, peer, os, want string
+	}{
+		{"", "10.10.0.7", "linux", "ip route add 10.99.1.0/24 via 10.10.0.1"},
+		{"", "", "linux", "ip route add 10.99.1.0/24 via 198.51.100.1"},
+		{"10.10.0.9", "", "windows", "route -p add 10.99.1.0 mask 255.255.255.0 10.10.0.9"},
+		{"", "10.10.0.7", "windows", "route -p add 10.99.1.0 mask 255.255.255.0 10.10.0.1"},
+	}
+	for _, c := range cases {
+		var via, peer netip.Addr
+		if c.via != "" {
+			via = netip.MustParseAddr(c.via)
+		}
+		if c.peer != "" {
+			peer = netip.MustParseAddr(c.peer)
+		}
+		got, err := Routes(lab, host, via, peer, c.os)
+		if err != nil || strings.Join(got, "\n") != c.want {
+			t.Errorf("%+v: got %q %v", c, got, err)
+		}
+	}
+	if _, err := Routes(lab, host, netip.Addr{}, netip.MustParseAddr("172.30.0.1"), "linux"); err == nil {
+		t.Error("a peer on no connected subnet must ask for --via")
+	}
+	if _, err := Routes(lab, host, netip.Addr{}, netip.Addr{}, "bsd"); err == nil {
+		t.Error("unknown --for accepted")
+	}
+}
+
+func TestStatus(t *testing.T) {
+	st := state.State{Networks: map[string]state.Net{"lab": {Network: lab}, "gone": {Network: model.Network{Name: "gone", Mode: model.NAT, Bridge: "gn0"}}}}
+	s := MakeStatus(st, host)
+	text := s.Text()
+	for _, want := range []string{"lab          routed    grt0            up    10.99.1.1/24", "tap0", "gone         nat       gn0             MISSING"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("status lacks %q:\n%s", want, text)
+		}
+	}
+}
