@@ -1,0 +1,136 @@
+package e2e
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// needQEMU finds qemu-system-x86_64; like needRoot, it fails under CI
+// (GUESTNET_E2E_REQUIRED=1, where .ci/run installs it) and skips loudly
+// elsewhere.
+func needQEMU(t *testing.T) string {
+	t.Helper()
+	p, err := exec.LookPath("qemu-system-x86_64")
+	if err == nil {
+		return p
+	}
+	if os.Getenv("GUESTNET_E2E_REQUIRED") == "1" {
+		t.Fatal("qemu-system-x86_64 not found (apt-get install qemu-system-x86)")
+	}
+	t.Skip("SKIPPED: qemu-system-x86_64 not found; install qemu-system-x86 to run this test")
+	return ""
+}
+
+// writeScript saves `guestnet qemu-script` output as an executable file.
+func (l *Lab) writeScript(host, network string, down bool) string {
+	args := []string{"qemu-script", network}
+	name := "qemu-ifup-" + network
+	if down {
+		args = append(args, "--down")
+		name = "qemu-ifdown-" + network
+	}
+	p := filepath.Join(l.t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(l.Guestnet(host, args...)), 0o755); err != nil {
+		l.t.Fatal(err)
+	}
+	return p
+}
+
+// startQEMU starts a paused VM (-S: no guest code runs) whose NIC is a TAP
+// that QEMU creates and hands to script=/downscript=, exactly as users run
+// it. It returns the process and its stderr.
+func startQEMU(t *testing.T, qemu, host, tap, up, down string) (*exec.Cmd, *bytes.Buffer) {
+	cmd := exec.Command("ip", "netns", "exec", host, qemu,
+		"-accel", "tcg", "-nodefaults", "-display", "none", "-S", "-m", "64",
+		"-netdev", "tap,id=n0,ifname="+tap+",script="+up+",downscript="+down,
+		"-device", "virtio-net-pci,netdev=n0,romfile=")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	})
+	return cmd, &stderr
+}
+
+func TestQEMUScriptHelper(t *testing.T) {
+	l := newLab(t)
+	qemu := needQEMU(t)
+	host, _ := natHost(l)
+	l.Guestnet(host, "apply", l.Spec(natSpec+"    mtu: 1400\n"))
+	up, down := l.writeScript(host, "default", false), l.writeScript(host, "default", true)
+
+	cmd, stderr := startQEMU(t, qemu, host, "tap7", up, down)
+	deadline := time.Now().Add(20 * time.Second)
+	var link string
+	for time.Now().Before(deadline) {
+		link, _ = l.tryIn(host, "ip", "-o", "link", "show", "tap7")
+		if strings.Contains(link, "master gnat0") {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for _, want := range []string{"master gnat0", "mtu 1400", ",UP"} {
+		if !strings.Contains(link, want) {
+			t.Fatalf("after QEMU ran %s, tap7 lacks %q: %s\nqemu: %s", up, want, link, stderr)
+		}
+	}
+	t.Logf("QEMU's script= attached its TAP: %s", strings.TrimSpace(link))
+
+	// QEMU runs the downscript when it shuts down on SIGTERM.
+	cmd.Process.Signal(syscall.SIGTERM)
+	cmd.Wait()
+	if strings.Contains(stderr.String(), "failed") {
+		t.Errorf("QEMU reported a script failure: %s", stderr)
+	}
+}
+
+func TestQEMUScriptUnknownNetworkFails(t *testing.T) {
+	l := newLab(t)
+	qemu := needQEMU(t)
+	host := l.NS("host")
+	up := l.writeScript(host, "nosuch", false)
+	cmd, stderr := startQEMU(t, qemu, host, "tap7", up, "no")
+	err := cmd.Wait()
+	if err == nil || !strings.Contains(stderr.String(), "nosuch") {
+		t.Fatalf("QEMU with a helper for an unknown network: err %v, stderr %s", err, stderr)
+	}
+	t.Logf("QEMU refused to start: %s", strings.TrimSpace(stderr.String()))
+}
+
+func TestAttachCreatesTAP(t *testing.T) {
+	l := newLab(t)
+	host, _ := natHost(l)
+	l.Guestnet(host, "apply", l.Spec(natSpec))
+	l.Guestnet(host, "attach", "default", "tap3", "--create", "--owner", "4242", "--group", "4243")
+	link := l.In(host, "ip", "-d", "-o", "link", "show", "tap3")
+	for _, want := range []string{"master gnat0", "tun type tap", "user 4242", "group 4243", "persist on"} {
+		if !strings.Contains(link, want) {
+			t.Errorf("tap3 lacks %q: %s", want, link)
+		}
+	}
+	out := l.Guestnet(host, "attach", "default", "tap3")
+	if !strings.Contains(out, "nothing to do") {
+		t.Errorf("second attach: %s", out)
+	}
+	l.Guestnet(host, "detach", "default", "tap3")
+	if link := l.In(host, "ip", "-o", "link", "show", "tap3"); strings.Contains(link, "master") {
+		t.Errorf("detach left tap3 in a bridge: %s", link)
+	}
+}
+
+func (l *Lab) tryIn(ns string, args ...string) (string, error) {
+	out, err := exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...).CombinedOutput()
+	return string(out), err
+}
