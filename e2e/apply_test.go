@@ -207,3 +207,36 @@ func TestRecreatedHostIsIdentical(t *testing.T) {
 		t.Errorf("re-created host differs:\n%s", diffLines(strip(first), strip(second)))
 	}
 }
+
+// TestDriftIsSeen changes guestnet's rules and links behind its back; plan
+// must see each change (exit 2) and apply must repair it.
+func TestDriftIsSeen(t *testing.T) {
+	l := newLab(t)
+	host, _ := natHost(l)
+	spec := l.Spec(natSpec)
+	l.Guestnet(host, "apply", spec)
+	for _, drift := range [][]string{
+		{"nft", "flush", "ruleset"},
+		{"nft", "add", "rule", "inet", "guestnet", "forward", "iifname", "gnat0", "accept"},
+		{"nft", "delete", "chain", "inet", "guestnet", "input"},
+		{"iptables", "-t", "nat", "-A", "POSTROUTING", "-j", "ACCEPT"}, // someone else's rule: no drift of ours
+		{"ip", "addr", "flush", "dev", "gnat0"},
+		{"ip", "link", "set", "gnat0", "down"},
+		{"ip", "link", "del", "gnat0"},
+		{"sysctl", "-qw", "net.ipv4.ip_forward=0"},
+	} {
+		l.In(host, drift...)
+		out, _, code := l.Run(host, "plan", spec)
+		want := 2
+		if drift[0] == "iptables" {
+			want = 0
+		}
+		if code != want {
+			t.Errorf("after %v: plan exit %d, want %d\n%s", drift, code, want, out)
+		}
+		l.Guestnet(host, "apply", spec)
+		if _, _, code := l.Run(host, "plan", spec); code != 0 {
+			t.Errorf("after repairing %v: plan exit %d, want 0", drift, code)
+		}
+	}
+}

@@ -25,7 +25,8 @@ var hooks = map[string]*nftables.ChainHook{
 // guestnet's own rules in DOCKER-USER (found by their comment) are
 // replaced. Nothing else is touched. Equivalent to: nft -f FILE.
 func (k *Linux) replaceRuleset(rs *model.Ruleset) error {
-	c, err := k.ns.Nft()
+	// About 1 KiB of netlink per rule and its ack, with room to spare.
+	c, err := k.ns.Nft(1<<20 + rs.RuleCount()<<10)
 	if err != nil {
 		return err
 	}

@@ -4,6 +4,8 @@
 package engine
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"slices"
 
@@ -56,26 +58,46 @@ func (e *Engine) Close() {
 // Writes is how many kernel writes this engine has made.
 func (e *Engine) Writes() int { return e.counter.Writes }
 
-// Observe reads the namespace.
-func (e *Engine) Observe() (model.Host, error) { return observe.Host(e.NS, e.nl) }
+// Observe reads the whole namespace.
+func (e *Engine) Observe() (model.Host, error) { return observe.Host(e.NS, e.nl, nil) }
+
+// diff observes and plans. It first trusts the state's ruleset mark (no
+// rule read-back when the nftables generation has not moved); only if the
+// plan then changes the firewall does it read the rules, which the undo
+// journal needs.
+func (e *Engine) diff(st state.State, check func(model.Host) error, want func() []model.Network) (plan.Plan, error) {
+	var hint *observe.Hint
+	if st.Nft != nil {
+		hint = &observe.Hint{Gen: st.Nft.Gen, Sum: st.Nft.Sum}
+	}
+	for {
+		h, err := observe.Host(e.NS, e.nl, hint)
+		if err != nil {
+			return plan.Plan{}, err
+		}
+		if err := check(h); err != nil {
+			return plan.Plan{}, err
+		}
+		p, err := plan.Diff(want(), st, h)
+		if err != nil || h.Ruleset.Digest == "" || !slices.ContainsFunc(p.Actions, isNft) {
+			return p, err
+		}
+		hint = nil
+	}
+}
+
+func isNft(a plan.Action) bool { return a.Op == plan.OpNft }
 
 // State reads the state file.
 func (e *Engine) State() (state.State, error) { return state.Load(e.StatePath) }
 
 // Plan checks the spec against the host and returns what apply would do.
 func (e *Engine) Plan(s *spec.Spec) (plan.Plan, error) {
-	h, err := e.Observe()
-	if err != nil {
-		return plan.Plan{}, err
-	}
-	if err := s.CheckHost(h); err != nil {
-		return plan.Plan{}, err
-	}
 	st, err := e.State()
 	if err != nil {
 		return plan.Plan{}, err
 	}
-	return plan.Diff(s.Models(), st, h)
+	return e.diff(st, s.CheckHost, s.Models)
 }
 
 // PlanDestroy returns the plan that removes the named networks and keeps
@@ -110,15 +132,36 @@ func (e *Engine) PlanDestroy(names []string) (p plan.Plan, unknown []string, err
 			keep = append(keep, n)
 		}
 	}
-	p, err = plan.Diff(keep, st, h)
+	p, err = e.diff(st, func(model.Host) error { return nil }, func() []model.Network { return keep })
 	return p, unknown, err
 }
 
 // Apply runs a plan and records the state it reaches. If the state cannot
 // be saved the kernel changes are undone too: state and host never part.
 func (e *Engine) Apply(p plan.Plan) error {
+	nftWrites := uint32(0)
+	for _, a := range p.Actions {
+		if isNft(a) {
+			nftWrites++
+		}
+	}
+	g0, gerr := e.NS.NftGen()
 	if err := apply.Run(e.Kernel, p.Actions); err != nil {
 		return fmt.Errorf("apply: %w", err)
+	}
+	if nftWrites > 0 {
+		// Trust the ruleset just written only if no other commit came
+		// between: the generation moved by exactly our own transactions.
+		p.State.Nft = nil
+		if g1, err := e.NS.NftGen(); err == nil && gerr == nil && g1 == g0+nftWrites {
+			last := p.Actions[slices.IndexFunc(p.Actions, isNft)]
+			if !last.Rules.Empty() { // with no rules there is nothing to skip reading
+				p.State.Nft = &state.NftMark{Gen: g1, Sum: last.Rules.Sum()}
+			}
+		}
+	}
+	if old, err := e.State(); err == nil && sameJSON(old, p.State) {
+		return nil // nothing to record: a no-op apply writes nothing at all
 	}
 	if err := state.Save(e.StatePath, p.State); err != nil {
 		rev := make([]plan.Action, len(p.Actions))
@@ -181,4 +224,10 @@ func (e *Engine) Detach(network, iface string) ([]plan.Action, error) {
 		return nil, fmt.Errorf("detach %s from %s: %w", iface, network, err)
 	}
 	return acts, nil
+}
+
+func sameJSON(a, b state.State) bool {
+	x, err1 := json.Marshal(a)
+	y, err2 := json.Marshal(b)
+	return err1 == nil && err2 == nil && bytes.Equal(x, y)
 }

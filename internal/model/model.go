@@ -93,7 +93,8 @@ type Route struct {
 
 // Host is everything guestnet reads from one network namespace.
 type Host struct {
-	Links     []Link  `json:"links"`
+	Links []Link `json:"links"` // sorted by name
+
 	Routes    []Route `json:"routes"`
 	IPForward bool    `json:"ip_forward"`
 	// BridgeNFCallIPTables is true when br_netfilter sends bridged frames
@@ -113,10 +114,10 @@ type Foreign struct {
 	DockerUser bool `json:"docker_user,omitempty"`
 }
 
-// Link returns the link with that name.
+// Link returns the link with that name (Links must be sorted by name).
 func (h Host) Link(name string) (Link, bool) {
-	i := slices.IndexFunc(h.Links, func(l Link) bool { return l.Name == name })
-	if i < 0 {
+	i, ok := slices.BinarySearchFunc(h.Links, name, func(l Link, n string) int { return strings.Compare(l.Name, n) })
+	if !ok {
 		return Link{}, false
 	}
 	return h.Links[i], true

@@ -1,6 +1,8 @@
 package model
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -12,6 +14,19 @@ import (
 type Ruleset struct {
 	Chains     []Chain `json:"chains,omitempty"`      // table inet guestnet; none = no table
 	DockerUser []Rule  `json:"docker_user,omitempty"` // rules in table ip filter chain DOCKER-USER
+	// Digest, when set, stands for rules observe did not read back because
+	// the kernel's ruleset generation says nothing changed since guestnet
+	// wrote the ruleset with this Sum. Chains and DockerUser are then empty.
+	Digest string `json:"digest,omitempty"`
+}
+
+// Sum is a digest of the ruleset's content.
+func (rs Ruleset) Sum() string {
+	if rs.Digest != "" {
+		return rs.Digest
+	}
+	h := sha256.Sum256([]byte(rs.String()))
+	return hex.EncodeToString(h[:])
 }
 
 // Table is the name of the nftables table guestnet owns (family inet).
@@ -93,6 +108,9 @@ func (r Rule) String() string {
 
 // Equal reports whether two rulesets are the same.
 func (rs Ruleset) Equal(o Ruleset) bool {
+	if rs.Digest != "" || o.Digest != "" {
+		return rs.Sum() == o.Sum()
+	}
 	return slices.EqualFunc(rs.Chains, o.Chains, func(a, b Chain) bool {
 		return a.Name == b.Name && a.Type == b.Type && a.Hook == b.Hook &&
 			a.Priority == b.Priority && slices.EqualFunc(a.Rules, b.Rules, ruleEqual)

@@ -12,8 +12,10 @@ import (
 	"strings"
 
 	"github.com/google/nftables"
+	mnl "github.com/mdlayher/netlink"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // NS is a target namespace. The zero name is the namespace guestnet runs in.
@@ -50,9 +52,31 @@ func (n *NS) Netlink() (*netlink.Handle, error) {
 	return h, nil
 }
 
-// Nft returns an nftables connection bound to the namespace.
-func (n *NS) Nft() (*nftables.Conn, error) {
-	c, err := nftables.New(nftables.WithNetNSFd(int(n.handle)))
+// Nft returns an nftables connection bound to the namespace. bufBytes
+// sizes its socket buffers for a large batch, as nft itself does
+// (SO_SNDBUFFORCE needs CAP_NET_ADMIN, which every writer here has); 0
+// keeps the defaults.
+func (n *NS) Nft(bufBytes int) (*nftables.Conn, error) {
+	opts := []nftables.ConnOption{nftables.WithNetNSFd(int(n.handle))}
+	if bufBytes > 0 {
+		opts = append(opts, nftables.WithSockOptions(func(c *mnl.Conn) error {
+			rc, err := c.SyscallConn()
+			if err != nil {
+				return err
+			}
+			var serr error
+			err = rc.Control(func(fd uintptr) {
+				if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, bufBytes); serr == nil {
+					serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, bufBytes)
+				}
+			})
+			if err != nil {
+				return err
+			}
+			return serr
+		}))
+	}
+	c, err := nftables.New(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("nftables in netns %q: %w", n.Name, err)
 	}

@@ -17,8 +17,16 @@ import (
 	"github.com/guestnet/guestnet/internal/netns"
 )
 
-// Host reads the namespace.
-func Host(ns *netns.NS, nl *netlink.Handle) (model.Host, error) {
+// Hint lets observe skip reading guestnet's own rules back: when the
+// namespace's nftables generation still equals Gen, nothing has changed
+// since guestnet committed the ruleset whose digest is Sum.
+type Hint struct {
+	Gen uint32
+	Sum string
+}
+
+// Host reads the namespace. hint may be nil (read everything).
+func Host(ns *netns.NS, nl *netlink.Handle, hint *Hint) (model.Host, error) {
 	var h model.Host
 	links, err := readLinks(nl)
 	if err != nil {
@@ -38,7 +46,7 @@ func Host(ns *netns.NS, nl *netlink.Handle) (model.Host, error) {
 		return h, fmt.Errorf("observe: %w", err)
 	}
 	h.BridgeNFCallIPTables = brnf == "1"
-	if err := readFirewall(ns, &h); err != nil {
+	if err := readFirewall(ns, &h, hint); err != nil {
 		return h, err
 	}
 	return h, nil

@@ -25,7 +25,7 @@ type Plan struct {
 // removals and forwarding off, so a change adds before it deletes.
 // want must already have passed spec.CheckHost against h.
 func Diff(want []model.Network, st state.State, h model.Host) (Plan, error) {
-	p := Plan{State: state.State{Networks: map[string]state.Net{}, ForwardingWas: st.ForwardingWas}}
+	p := Plan{State: state.State{Networks: map[string]state.Net{}, ForwardingWas: st.ForwardingWas, Nft: st.Nft}}
 	wanted := map[string]bool{}
 	for _, n := range want {
 		wanted[n.Name] = true

@@ -114,9 +114,22 @@ func (s *Spec) Validate() error {
 // does not own, and guest subnets do not overlap the host's own routes.
 func (s *Spec) CheckHost(h model.Host) error {
 	var errs []error
+	links := make(map[string]model.Link, len(h.Links))
+	for _, l := range h.Links {
+		links[l.Name] = l
+	}
+	// Routes a guest subnet must not overlap: all but default routes and
+	// those of guestnet's own bridges (checked against each other above, or
+	// being removed).
+	var routes []model.Route
+	for _, r := range h.Routes {
+		if r.Dst.Bits() > 0 && links[r.Dev].Owner() == "" {
+			routes = append(routes, r)
+		}
+	}
 	for i := range s.Networks {
 		n := &s.Networks[i]
-		if l, ok := h.Link(n.Bridge); ok {
+		if l, ok := links[n.Bridge]; ok {
 			switch {
 			case l.Owner() != n.Name && l.Owner() != "":
 				errs = append(errs, n.errorf("bridge", "%q belongs to guestnet network %s: destroy that network first", n.Bridge, l.Owner()))
@@ -127,7 +140,7 @@ func (s *Spec) CheckHost(h model.Host) error {
 			}
 		}
 		if n.Uplink != "" {
-			l, ok := h.Link(n.Uplink)
+			l, ok := links[n.Uplink]
 			switch {
 			case !ok:
 				errs = append(errs, n.errorf("uplink", "no interface %q on this host", n.Uplink))
@@ -140,12 +153,9 @@ func (s *Spec) CheckHost(h model.Host) error {
 		if !n.IPv4.IsValid() {
 			continue
 		}
-		for _, r := range h.Routes {
-			if r.Dst.Bits() == 0 || r.Dev == n.Bridge || !r.Dst.Overlaps(n.Subnet()) {
+		for _, r := range routes {
+			if r.Dev == n.Bridge || !r.Dst.Overlaps(n.Subnet()) {
 				continue
-			}
-			if l, ok := h.Link(r.Dev); ok && l.Owner() != "" {
-				continue // another guestnet network: checked above, or being removed
 			}
 			errs = append(errs, n.errorf("ipv4", "subnet %s overlaps the host's route %s dev %s", n.Subnet(), r.Dst, r.Dev))
 		}

@@ -27,6 +27,16 @@ type State struct {
 	// ForwardingWas is "0" when guestnet turned net.ipv4.ip_forward on, so
 	// that it turns it off again when its last forwarding network goes.
 	ForwardingWas string `json:"forwarding_was,omitempty"`
+	// Nft marks the ruleset guestnet last committed: the kernel's ruleset
+	// generation right after that commit, and the ruleset's digest. While
+	// the generation has not moved, observe need not read the rules back.
+	Nft *NftMark `json:"nft,omitempty"`
+}
+
+// NftMark is a ruleset generation and the digest of guestnet's ruleset then.
+type NftMark struct {
+	Gen uint32 `json:"gen"`
+	Sum string `json:"sum"`
 }
 
 // Net is one applied network.

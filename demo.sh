@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# guestnet demo: builds guestnet, makes a throwaway lab of network namespaces
+# (a host, three guests, a pretend internet), applies a NAT and an isolated
+# network to the host namespace, shows plan/status, proves the paths with
+# ping, and removes everything. It never touches this machine's own network.
+# Needs: root, Go, iproute2, and ping (or busybox).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+[ "$(id -u)" = 0 ] || { echo "demo.sh: run as root (it creates network namespaces)"; exit 1; }
+P="gndemo$$"
+HOST=$P-host INET=$P-inet G1=$P-g1 G2=$P-g2 G3=$P-g3
+STATE=$(mktemp -d)
+cleanup() {
+  for ns in $HOST $INET $G1 $G2 $G3; do ip netns del "$ns" 2>/dev/null || true; done
+  rm -rf "$STATE"
+}
+trap cleanup EXIT
+
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+if command -v ping >/dev/null; then PING=(ping); else PING=(busybox ping); fi
+check() { # check WANT NS ADDR LABEL
+  if ip netns exec "$2" "${PING[@]}" -c1 -W1 "$3" >/dev/null 2>&1; then got=reaches; else got=blocked; fi
+  mark=ok; [ "$got" = "$1" ] || mark=UNEXPECTED
+  printf '  %-44s %-8s %s\n' "$4" "$got" "$mark"
+  [ "$mark" = ok ]
+}
+
+say "build"
+go build -o bin/guestnet ./cmd/guestnet
+GN=(./bin/guestnet --netns "$HOST" --state-dir "$STATE")
+
+say "lab: host with an uplink to a pretend internet (203.0.113.10)"
+for ns in $HOST $INET $G1 $G2 $G3; do ip netns add "$ns"; ip -n "$ns" link set lo up; done
+ip -n "$HOST" link add up0 type veth peer name eth0 netns "$INET"
+ip -n "$HOST" addr add 198.51.100.1/24 dev up0 && ip -n "$HOST" link set up0 up
+ip -n "$INET" addr add 198.51.100.254/24 dev eth0 && ip -n "$INET" link set eth0 up
+ip -n "$INET" addr add 203.0.113.10/32 dev lo
+ip -n "$HOST" route add default via 198.51.100.254
+
+cat > "$STATE/demo.yaml" <<'EOF'
+networks:
+  default:             # like libvirt's virbr0: guests get out, nobody gets in
+    mode: nat
+    bridge: gnat0
+    ipv4: 10.99.0.1/24
+  lab:                 # guests reach each other, nothing else
+    mode: isolated
+    bridge: giso0
+EOF
+cat "$STATE/demo.yaml"
+
+say "guestnet plan (exit 2: changes pending)"
+"${GN[@]}" plan "$STATE/demo.yaml" || true
+say "guestnet apply"
+"${GN[@]}" apply "$STATE/demo.yaml"
+say "guestnet apply again (a no-op: zero kernel writes)"
+"${GN[@]}" apply "$STATE/demo.yaml"
+
+say "guests: g1, g2 on the NAT network; g3 on the isolated one (attached with guestnet attach)"
+guest() { # guest NS HOSTIF ADDR GW NETWORK
+  ip -n "$HOST" link add "$2" type veth peer name eth0 netns "$1"
+  ip -n "$1" addr add "$3" dev eth0 && ip -n "$1" link set eth0 up
+  [ -z "$4" ] || ip -n "$1" route add default via "$4"
+  "${GN[@]}" attach "$5" "$2"
+}
+guest "$G1" vg1 10.99.0.10/24 10.99.0.1 default
+guest "$G2" vg2 10.99.0.11/24 10.99.0.1 default
+guest "$G3" vg3 10.98.0.10/24 "" lab
+ip -n "$G3" route add default dev eth0
+ip -n "$INET" route add 10.99.0.0/24 via 198.51.100.1   # someone outside tries to get in
+
+say "guestnet status"
+"${GN[@]}" status
+
+say "paths, checked with real packets"
+ok=0
+check reaches "$G1" 10.99.0.11   "nat guest g1 -> guest g2" || ok=1
+check reaches "$G1" 203.0.113.10 "nat guest g1 -> internet (masqueraded)" || ok=1
+check blocked "$INET" 10.99.0.10 "internet -> nat guest g1" || ok=1
+check blocked "$G3" 203.0.113.10 "isolated guest g3 -> internet" || ok=1
+check blocked "$G3" 198.51.100.1 "isolated guest g3 -> host" || ok=1
+check blocked "$G3" 10.99.0.10   "isolated guest g3 -> nat guest g1" || ok=1
+
+say "guestnet destroy"
+"${GN[@]}" destroy "$STATE/demo.yaml"
+say "done: the lab namespaces are removed on exit"
+exit $ok
