@@ -11,9 +11,23 @@ import (
 )
 
 type planJSON struct {
-	Changes int           `json:"changes"`
-	Actions []plan.Action `json:"actions"`
-	Writes  *int          `json:"kernel_writes,omitempty"`
+	Changes int          `json:"changes"`
+	Actions []actionJSON `json:"actions"`
+	Writes  *int         `json:"kernel_writes,omitempty"`
+}
+
+// actionJSON is an action with its command-line equivalent.
+type actionJSON struct {
+	Command string `json:"command"`
+	plan.Action
+}
+
+func newPlanJSON(p plan.Plan, writes *int) planJSON {
+	out := planJSON{Changes: len(p.Actions), Actions: []actionJSON{}, Writes: writes}
+	for _, a := range p.Actions {
+		out.Actions = append(out.Actions, actionJSON{Command: a.String(), Action: a})
+	}
+	return out
 }
 
 func (g *globals) printPlan(p plan.Plan, verb string) error {
@@ -56,7 +70,7 @@ func planCmd(g *globals) *cobra.Command {
 				return err
 			}
 			if g.json() {
-				g.printJSON(planJSON{Changes: len(p.Actions), Actions: p.Actions})
+				g.printJSON(newPlanJSON(p, nil))
 			}
 			g.printPlan(p, "Plan")
 			if len(p.Actions) > 0 {
@@ -74,7 +88,7 @@ func (g *globals) runPlan(p plan.Plan, run func(plan.Plan) error, writes func() 
 	}
 	w := writes()
 	if g.json() {
-		return g.printJSON(planJSON{Changes: len(p.Actions), Actions: p.Actions, Writes: &w})
+		return g.printJSON(newPlanJSON(p, &w))
 	}
 	fmt.Fprintf(g.out, "Done: %d changes, %d kernel writes.\n", len(p.Actions), w)
 	return nil

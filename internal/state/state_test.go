@@ -1,0 +1,48 @@
+package state
+
+import (
+	"net/netip"
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+
+	"github.com/guestnet/guestnet/internal/model"
+)
+
+func TestSaveLoad(t *testing.T) {
+	dir := t.TempDir()
+	p := Path(dir, "lab1")
+	if p != filepath.Join(dir, "netns", "lab1", "state.json") {
+		t.Errorf("path %s", p)
+	}
+	empty, err := Load(p)
+	if err != nil || len(empty.Networks) != 0 {
+		t.Fatalf("missing file: %+v %v", empty, err)
+	}
+	s := State{
+		Networks: map[string]Net{"lan": {
+			Network: model.Network{Name: "lan", Mode: model.Bridge, Bridge: "br0", Uplink: "eth0"},
+			Uplink: &Uplink{Name: "eth0", Addrs: []netip.Prefix{netip.MustParsePrefix("172.16.5.10/24")},
+				Brd:    map[netip.Prefix]netip.Addr{netip.MustParsePrefix("172.16.5.10/24"): netip.MustParseAddr("172.16.5.255")},
+				Routes: []model.Route{{Dst: netip.MustParsePrefix("0.0.0.0/0"), Gw: netip.MustParseAddr("172.16.5.1"), Dev: "eth0", Proto: 3}}},
+		}},
+		ForwardingWas: "0",
+		Nft:           &NftMark{Gen: 7, Sum: "abc"},
+	}
+	if err := Save(p, s); err != nil {
+		t.Fatal(err)
+	}
+	got, err := Load(p)
+	if err != nil || !reflect.DeepEqual(got, s) {
+		t.Fatalf("round trip:\n%+v\nwant\n%+v (%v)", got, s, err)
+	}
+	left, _ := filepath.Glob(filepath.Join(filepath.Dir(p), ".state-*"))
+	if len(left) != 0 {
+		t.Errorf("temp files left: %v", left)
+	}
+	os.WriteFile(p, []byte("{not json"), 0o644)
+	if _, err := Load(p); err == nil {
+		t.Error("a corrupt state file loaded")
+	}
+}
