@@ -31,6 +31,7 @@ type Network struct {
 	IPv4   netip.Prefix `json:"ipv4,omitzero"` // host address with prefix length
 	Uplink string       `json:"uplink,omitempty"`
 	MTU    int          `json:"mtu,omitempty"`
+	DHCP   *DHCP        `json:"dhcp,omitempty"`
 }
 
 // Subnet is the guests' subnet (IPv4 with the host bits cleared).

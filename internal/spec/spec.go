@@ -154,7 +154,7 @@ func Parse(file string, data []byte) ([]Network, error) {
 
 var yamlLine = regexp.MustCompile(`^line (\d+): (.*)$`)
 
-var fieldNames = []string{"mode", "bridge", "ipv4", "uplink", "mtu"}
+var fieldNames = []string{"mode", "bridge", "ipv4", "uplink", "mtu", "dhcp"}
 
 func parseNetwork(file string, key, val *yaml.Node) (Network, error) {
 	n := Network{File: file, Line: key.Line, Lines: map[string]int{}}
@@ -176,6 +176,12 @@ func parseNetwork(file string, key, val *yaml.Node) (Network, error) {
 			continue
 		}
 		n.Lines[k.Value] = k.Line
+		if k.Value == "dhcp" {
+			if err := n.parseDHCP(v); err != nil {
+				errs = append(errs, err)
+			}
+			continue
+		}
 		if v.Kind != yaml.ScalarNode {
 			errs = append(errs, n.errorf(k.Value, "want a single value"))
 			continue

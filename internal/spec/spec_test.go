@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/guestnet/guestnet/internal/model"
 )
@@ -51,9 +52,14 @@ func TestGoodFile(t *testing.T) {
 	for _, n := range s.Networks {
 		names = append(names, n.Name+"="+string(n.Mode)+"/"+n.Bridge)
 	}
-	want := "default=nat/gnat0 free=open/gopen0 iso=isolated/gn-iso lab=routed/grt0 lan=bridge/br0"
+	want := "default=nat/gnat0 free=open/gopen0 iso=isolated/gn-iso lab=routed/grt0 lan=bridge/br0 served=nat/gsrv0"
 	if got := strings.Join(names, " "); got != want {
 		t.Errorf("networks: %s\nwant:      %s", got, want)
+	}
+	d := s.Networks[5].DHCP
+	if d == nil || len(d.Ranges) != 2 || d.Lease != 30*time.Minute || d.Hosts[0].MAC != "52:54:00:aa:bb:cc" ||
+		d.Domain != "lab.internal" || d.MTU != 1400 || len(d.Routes) != 1 || len(d.DNS) != 1 {
+		t.Errorf("served.dhcp: %+v", d)
 	}
 	if s.Networks[3].MTU != 1400 || s.Networks[3].IPv4 != netip.MustParsePrefix("10.99.1.1/24") {
 		t.Errorf("lab: %+v", s.Networks[3].Network)

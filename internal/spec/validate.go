@@ -80,6 +80,9 @@ func (n *Network) check() error {
 			errs = append(errs, n.errorf("ipv4", "%s cannot be a gateway", p.Addr()))
 		}
 	}
+	if len(errs) == 0 {
+		errs = append(errs, n.checkDHCP())
+	}
 	return errors.Join(errs...)
 }
 
