@@ -1,0 +1,183 @@
+package dhcp
+
+import (
+	"encoding/binary"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync/atomic"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+)
+
+// Store keeps leases durably: Put and Delete return only once the change
+// is on disk.
+type Store interface {
+	Load(network string) ([]Lease, error)
+	Put(network string, l Lease) error
+	Delete(network string, ip netip.Addr) error
+}
+
+// Stats counts what a handler did.
+type Stats struct {
+	Discover, Request, Release, Decline, Inform atomic.Uint64
+	Offer, Ack, Nak, Exhausted, Ignored         atomic.Uint64
+	StoreErrors                                 atomic.Uint64
+}
+
+// Handler answers the DHCP requests of one network.
+type Handler struct {
+	Pool  *Pool
+	Store Store
+	Log   *slog.Logger
+	Stats Stats
+}
+
+func ip4(a netip.Addr) net.IP { return net.IP(a.AsSlice()) }
+
+func addrOf(ip net.IP) netip.Addr {
+	a, ok := netip.AddrFromSlice(ip.To4())
+	if !ok || a.IsUnspecified() {
+		return netip.Addr{}
+	}
+	return a
+}
+
+// Handle returns the reply to req, or nil for silence (not for us,
+// exhausted pool, RELEASE/DECLINE, or a lease that could not be stored).
+func (h *Handler) Handle(req *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
+	if req.OpCode != dhcpv4.OpcodeBootRequest || len(req.ClientHWAddr) != 6 {
+		h.Stats.Ignored.Add(1)
+		return nil
+	}
+	mac := req.ClientHWAddr.String()
+	switch req.MessageType() {
+	case dhcpv4.MessageTypeDiscover:
+		h.Stats.Discover.Add(1)
+		return h.discover(req, mac)
+	case dhcpv4.MessageTypeRequest:
+		h.Stats.Request.Add(1)
+		return h.request(req, mac)
+	case dhcpv4.MessageTypeRelease:
+		h.Stats.Release.Add(1)
+		if l, ok := h.Pool.Release(mac, addrOf(req.ClientIPAddr)); ok {
+			h.store(func() error { return h.Store.Delete(h.Pool.cfg.Network, l.IP) })
+			h.Log.Info("dhcp release", "mac", mac, "ip", l.IP)
+		}
+		return nil
+	case dhcpv4.MessageTypeDecline:
+		h.Stats.Decline.Add(1)
+		if l, ok := h.Pool.Decline(mac, addrOf(req.RequestedIPAddress())); ok {
+			h.store(func() error { return h.Store.Put(h.Pool.cfg.Network, l) })
+			h.Log.Warn("dhcp decline: address quarantined", "mac", mac, "ip", l.IP, "until", l.Expiry)
+		}
+		return nil
+	case dhcpv4.MessageTypeInform:
+		h.Stats.Inform.Add(1)
+		return h.reply(req, dhcpv4.MessageTypeAck, netip.Addr{}, false)
+	}
+	h.Stats.Ignored.Add(1)
+	return nil
+}
+
+func (h *Handler) store(f func() error) error {
+	err := f()
+	if err != nil {
+		h.Stats.StoreErrors.Add(1)
+		h.Log.Error("dhcp lease store", "err", err)
+	}
+	return err
+}
+
+func (h *Handler) discover(req *dhcpv4.DHCPv4, mac string) *dhcpv4.DHCPv4 {
+	a, ok := h.Pool.Offer(mac, addrOf(req.RequestedIPAddress()))
+	if !ok {
+		h.Stats.Exhausted.Add(1)
+		h.Log.Warn("dhcp pool exhausted: no address to offer", "network", h.Pool.cfg.Network, "mac", mac)
+		return nil
+	}
+	h.Stats.Offer.Add(1)
+	return h.reply(req, dhcpv4.MessageTypeOffer, a, true)
+}
+
+func (h *Handler) request(req *dhcpv4.DHCPv4, mac string) *dhcpv4.DHCPv4 {
+	server := h.Pool.cfg.Server
+	if sid := addrOf(req.ServerIdentifier()); sid.IsValid() && sid != server.Addr() {
+		return nil // the client chose another server's offer
+	}
+	a := addrOf(req.RequestedIPAddress())
+	if !a.IsValid() {
+		a = addrOf(req.ClientIPAddr) // renewing or rebinding
+	}
+	if !a.IsValid() {
+		h.Stats.Ignored.Add(1)
+		return nil
+	}
+	l, prev, ok := h.Pool.Bind(mac, a, req.HostName())
+	if !ok || !server.Masked().Contains(a) {
+		h.Stats.Nak.Add(1)
+		h.Log.Info("dhcp nak", "mac", mac, "ip", a)
+		return h.reply(req, dhcpv4.MessageTypeNak, netip.Addr{}, false)
+	}
+	if err := h.store(func() error { return h.Store.Put(h.Pool.cfg.Network, l) }); err != nil {
+		h.Pool.Unbind(l, prev)
+		return nil // never ACK a lease that is not on disk
+	}
+	h.Stats.Ack.Add(1)
+	h.Log.Debug("dhcp ack", "mac", mac, "ip", a, "hostname", l.Hostname)
+	return h.reply(req, dhcpv4.MessageTypeAck, a, true)
+}
+
+// reply builds an OFFER, ACK or NAK with the network's options.
+func (h *Handler) reply(req *dhcpv4.DHCPv4, t dhcpv4.MessageType, yiaddr netip.Addr, lease bool) *dhcpv4.DHCPv4 {
+	cfg := h.Pool.cfg
+	srv := ip4(cfg.Server.Addr())
+	mods := []dhcpv4.Modifier{
+		dhcpv4.WithMessageType(t),
+		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(srv)),
+		dhcpv4.WithServerIP(srv),
+	}
+	if yiaddr.IsValid() {
+		mods = append(mods, dhcpv4.WithYourIP(ip4(yiaddr)))
+	}
+	if t != dhcpv4.MessageTypeNak {
+		mods = append(mods,
+			dhcpv4.WithNetmask(net.CIDRMask(cfg.Server.Bits(), 32)),
+			dhcpv4.WithOption(dhcpv4.OptRouter(srv)))
+		if len(cfg.DNS) > 0 {
+			dns := make([]net.IP, len(cfg.DNS))
+			for i, d := range cfg.DNS {
+				dns[i] = ip4(d)
+			}
+			mods = append(mods, dhcpv4.WithOption(dhcpv4.OptDNS(dns...)))
+		}
+		if cfg.Domain != "" {
+			mods = append(mods, dhcpv4.WithOption(dhcpv4.OptDomainName(cfg.Domain)))
+		}
+		if cfg.MTU != 0 {
+			mods = append(mods, dhcpv4.WithGeneric(dhcpv4.OptionInterfaceMTU, binary.BigEndian.AppendUint16(nil, uint16(cfg.MTU))))
+		}
+		if len(cfg.Routes) > 0 {
+			// A client that takes option 121 ignores option 3 (RFC 3442):
+			// the default route goes in as well.
+			rs := []*dhcpv4.Route{{Dest: &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}, Router: srv}}
+			for _, r := range cfg.Routes {
+				rs = append(rs, &dhcpv4.Route{Dest: &net.IPNet{IP: ip4(r.To.Addr()), Mask: net.CIDRMask(r.To.Bits(), 32)}, Router: ip4(r.Via)})
+			}
+			mods = append(mods, dhcpv4.WithOption(dhcpv4.OptClasslessStaticRoute(rs...)))
+		}
+	}
+	if lease {
+		mods = append(mods,
+			dhcpv4.WithOption(dhcpv4.OptIPAddressLeaseTime(cfg.Lease)),
+			dhcpv4.WithOption(dhcpv4.OptRenewTimeValue(cfg.Lease/2)),
+			dhcpv4.WithOption(dhcpv4.OptRebindingTimeValue(cfg.Lease*7/8)))
+	}
+	resp, err := dhcpv4.NewReplyFromRequest(req, mods...)
+	if err != nil {
+		h.Log.Error("dhcp reply", "err", fmt.Errorf("build %s: %w", t, err))
+		return nil
+	}
+	return resp
+}

@@ -1,0 +1,52 @@
+package dhcp
+
+import (
+	"errors"
+	"net"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+)
+
+// Serve reads requests from conn (a UDP socket on port 67 bound to the
+// network's bridge) and answers each in its own goroutine, so that lease
+// writes of concurrent clients share one disk sync. It returns when conn
+// is closed.
+func (h *Handler) Serve(conn net.PacketConn) error {
+	sem := make(chan struct{}, 1024) // bounds work in flight under a flood
+	for {
+		buf := make([]byte, 1500)
+		n, _, err := conn.ReadFrom(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return err
+		}
+		req, err := dhcpv4.FromBytes(buf[:n])
+		if err != nil {
+			h.Stats.Ignored.Add(1)
+			continue // malformed: drop it, never crash
+		}
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem }()
+			if resp := h.Handle(req); resp != nil {
+				conn.WriteTo(resp.ToBytes(), destination(req, resp))
+			}
+		}()
+	}
+}
+
+// destination is where a reply goes (RFC 2131 4.1): to a relay, to a
+// client that already has its address, or broadcast on the bridge.
+func destination(req, resp *dhcpv4.DHCPv4) net.Addr {
+	if gi := req.GatewayIPAddr; gi != nil && !gi.IsUnspecified() {
+		return &net.UDPAddr{IP: gi, Port: dhcpv4.ServerPort}
+	}
+	if resp.MessageType() != dhcpv4.MessageTypeNak {
+		if ci := req.ClientIPAddr; ci != nil && !ci.IsUnspecified() {
+			return &net.UDPAddr{IP: ci, Port: dhcpv4.ClientPort}
+		}
+	}
+	return &net.UDPAddr{IP: net.IPv4bcast, Port: dhcpv4.ClientPort}
+}

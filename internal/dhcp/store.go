@@ -1,0 +1,99 @@
+package dhcp
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// BoltStore keeps leases in a bbolt file, one bucket per network. Writes
+// from concurrent requests are grouped into one transaction and one fsync
+// (bbolt's Batch): each caller returns only once its lease is on disk, and
+// a burst of clients shares the cost of the sync.
+type BoltStore struct {
+	db *bolt.DB
+}
+
+var _ Store = (*BoltStore)(nil)
+
+// OpenBolt opens (or creates) the lease database. readOnly opens it
+// without taking the writer's lock, for `guestnet leases` while no daemon
+// runs; timeout bounds the wait for a lock another process holds.
+func OpenBolt(path string, readOnly bool, timeout time.Duration) (*BoltStore, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout, ReadOnly: readOnly})
+	if err != nil {
+		return nil, fmt.Errorf("open lease store %s: %w", path, err)
+	}
+	db.MaxBatchDelay = 500 * time.Microsecond
+	db.MaxBatchSize = 512
+	return &BoltStore{db: db}, nil
+}
+
+// Close closes the database; every acknowledged lease is already synced.
+func (s *BoltStore) Close() error { return s.db.Close() }
+
+func key(ip netip.Addr) []byte { b := ip.As4(); return b[:] }
+
+// Load returns a network's leases.
+func (s *BoltStore) Load(network string) ([]Lease, error) {
+	var out []Lease
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte(network))
+		if b == nil {
+			return nil
+		}
+		return b.ForEach(func(k, v []byte) error {
+			var l Lease
+			if err := json.Unmarshal(v, &l); err != nil {
+				return fmt.Errorf("lease %v: %w", k, err)
+			}
+			out = append(out, l)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load leases of %s: %w", network, err)
+	}
+	return out, nil
+}
+
+// Networks lists the networks that have a bucket.
+func (s *BoltStore) Networks() ([]string, error) {
+	var out []string
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.ForEach(func(name []byte, _ *bolt.Bucket) error {
+			out = append(out, string(name))
+			return nil
+		})
+	})
+	return out, err
+}
+
+// Put stores a lease durably.
+func (s *BoltStore) Put(network string, l Lease) error {
+	v, err := json.Marshal(l)
+	if err != nil {
+		return err
+	}
+	return s.db.Batch(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists([]byte(network))
+		if err != nil {
+			return err
+		}
+		return b.Put(key(l.IP), v)
+	})
+}
+
+// Delete removes a lease durably.
+func (s *BoltStore) Delete(network string, ip netip.Addr) error {
+	return s.db.Batch(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte(network))
+		if b == nil {
+			return nil
+		}
+		return b.Delete(key(ip))
+	})
+}
