@@ -54,7 +54,8 @@ func main() {
 	root.PersistentFlags().StringVar(&g.stateDir, "state-dir", dir, "where guestnet records what it owns (env GUESTNET_STATE_DIR)")
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "text", "output format: text or json")
 	root.AddCommand(planCmd(g), applyCmd(g), destroyCmd(g), attachCmd(g), detachCmd(g),
-		ifupCmd(g, "ifup"), ifupCmd(g, "ifdown"), qemuScriptCmd(g), routesCmd(g), statusCmd(g))
+		ifupCmd(g, "ifup"), ifupCmd(g, "ifdown"), qemuScriptCmd(g), routesCmd(g), statusCmd(g),
+		serveCmd(g), leasesCmd(g))
 	err := root.Execute()
 	var ee exitError
 	switch {

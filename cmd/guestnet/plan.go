@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/guestnet/guestnet/internal/daemon"
 	"github.com/guestnet/guestnet/internal/plan"
 	"github.com/guestnet/guestnet/internal/spec"
 )
@@ -105,6 +106,15 @@ func applyCmd(g *globals) *cobra.Command {
 			s, err := spec.Load(args...)
 			if err != nil {
 				return err
+			}
+			// With the daemon running, its config is the truth: applying
+			// anything else here would be undone as drift. Ask it to reload.
+			if ok, err := daemon.RequestReload(g.dir()); ok || err != nil {
+				if err != nil {
+					return fmt.Errorf("guestnet serve is running and its reload failed: %w", err)
+				}
+				fmt.Fprintln(g.out, "guestnet serve is running here: it re-read its config and applied the difference.")
+				return nil
 			}
 			e, err := g.open()
 			if err != nil {

@@ -206,7 +206,31 @@ func (e *Engine) Attach(network, iface string, o plan.AttachOptions) ([]plan.Act
 	if err := apply.Run(e.Kernel, acts); err != nil {
 		return nil, fmt.Errorf("attach %s to %s: %w", iface, network, err)
 	}
-	return acts, nil
+	return acts, e.recordPort(network, iface, true)
+}
+
+// recordPort adds or removes an attached interface in the state, so that
+// a re-created bridge gets its ports back.
+func (e *Engine) recordPort(network, iface string, add bool) error {
+	st, err := e.State()
+	if err != nil {
+		return err
+	}
+	n, ok := st.Networks[network]
+	if !ok {
+		return nil
+	}
+	has := slices.Contains(n.Ports, iface)
+	switch {
+	case add && !has:
+		n.Ports = append(n.Ports, iface)
+	case !add && has:
+		n.Ports = slices.DeleteFunc(n.Ports, func(p string) bool { return p == iface })
+	default:
+		return nil
+	}
+	st.Networks[network] = n
+	return state.Save(e.StatePath, st)
 }
 
 // Detach takes iface out of a network's bridge.
@@ -223,11 +247,20 @@ func (e *Engine) Detach(network, iface string) ([]plan.Action, error) {
 	if err := apply.Run(e.Kernel, acts); err != nil {
 		return nil, fmt.Errorf("detach %s from %s: %w", iface, network, err)
 	}
-	return acts, nil
+	return acts, e.recordPort(network, iface, false)
 }
 
 func sameJSON(a, b state.State) bool {
 	x, err1 := json.Marshal(a)
 	y, err2 := json.Marshal(b)
 	return err1 == nil && err2 == nil && bytes.Equal(x, y)
+}
+
+// LinkIndex returns the ifindex of a link in the namespace.
+func (e *Engine) LinkIndex(name string) (int, error) {
+	l, err := e.nl.LinkByName(name)
+	if err != nil {
+		return 0, fmt.Errorf("find %s: %w", name, err)
+	}
+	return l.Attrs().Index, nil
 }

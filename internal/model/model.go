@@ -4,6 +4,8 @@
 package model
 
 import (
+	"crypto/sha256"
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
@@ -162,4 +164,12 @@ func Broadcast(p netip.Prefix) netip.Addr {
 	v := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3])
 	v |= uint32(1)<<(32-p.Bits()) - 1
 	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+}
+
+// BridgeMAC is the fixed MAC guestnet gives a network's bridge: locally
+// administered, derived from the name. A bridge made again after drift
+// keeps it, so guests' ARP caches for their gateway stay right.
+func BridgeMAC(network string) string {
+	h := sha256.Sum256([]byte(network))
+	return fmt.Sprintf("02:67:6e:%02x:%02x:%02x", h[0], h[1], h[2])
 }

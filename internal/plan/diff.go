@@ -31,8 +31,10 @@ func Diff(want []model.Network, st state.State, h model.Host) (Plan, error) {
 		wanted[n.Name] = true
 		saved := st.Networks[n.Name].Uplink
 		acts, up := ensureNetwork(n, h, saved)
+		ports, pacts := ensurePorts(n, st.Networks[n.Name].Ports, h)
 		p.Actions = append(p.Actions, acts...)
-		p.State.Networks[n.Name] = state.Net{Network: n, Uplink: up}
+		p.Actions = append(p.Actions, pacts...)
+		p.State.Networks[n.Name] = state.Net{Network: n, Uplink: up, Ports: ports}
 	}
 
 	needFwd := slices.ContainsFunc(want, model.Network.Forwards)
@@ -89,7 +91,7 @@ func ensureNetwork(n model.Network, h model.Host, saved *state.Uplink) ([]Action
 		uplink, _ = h.Link(n.Uplink)
 	}
 	if !exists {
-		a := Action{Op: OpBridgeAdd, Link: n.Bridge, Alias: model.OwnerAlias(n.Name), MTU: n.MTU}
+		a := Action{Op: OpBridgeAdd, Link: n.Bridge, Alias: model.OwnerAlias(n.Name), MTU: n.MTU, MAC: model.BridgeMAC(n.Name)}
 		if n.Mode == model.Bridge {
 			// Same MAC and MTU as the NIC: the LAN's ARP caches stay right.
 			a.MAC = uplink.MAC
@@ -193,4 +195,27 @@ func removeNetwork(name string, rec state.Net, h model.Host) []Action {
 		}
 	}
 	return acts
+}
+
+// ensurePorts puts attached guest interfaces that lost their bridge (it was
+// deleted and made again) back into it. Ports that are gone are forgotten;
+// a port someone moved to another bridge is left alone.
+func ensurePorts(n model.Network, ports []string, h model.Host) ([]string, []Action) {
+	var keep []string
+	var acts []Action
+	for _, name := range ports {
+		l, ok := h.Link(name)
+		if !ok {
+			continue
+		}
+		keep = append(keep, name)
+		if l.Master != "" {
+			continue
+		}
+		acts = append(acts, Action{Op: OpMaster, Link: name, Master: n.Bridge})
+		if !l.Up {
+			acts = append(acts, Action{Op: OpLinkUp, Link: name})
+		}
+	}
+	return keep, acts
 }

@@ -43,6 +43,9 @@ type NftMark struct {
 type Net struct {
 	Network model.Network `json:"network"`
 	Uplink  *Uplink       `json:"uplink,omitempty"`
+	// Ports are the guest interfaces attached with guestnet attach (or
+	// QEMU's ifup helper): a bridge made again after drift gets them back.
+	Ports []string `json:"ports,omitempty"`
 }
 
 // Uplink is what a bridge-mode network took from its NIC.

@@ -1,0 +1,108 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/guestnet/guestnet/internal/daemon"
+	"github.com/guestnet/guestnet/internal/state"
+)
+
+func serveCmd(g *globals) *cobra.Command {
+	var config []string
+	var metrics, level string
+	c := &cobra.Command{
+		Use:   "serve --config DIR|FILE",
+		Short: "Run the daemon: apply the config, serve DHCP, repair drift, answer the CLI",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var lv slog.Level
+			if err := lv.UnmarshalText([]byte(level)); err != nil {
+				return fmt.Errorf("--log-level: %w", err)
+			}
+			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lv}))
+			e, err := g.open()
+			if err != nil {
+				return err
+			}
+			defer e.Close()
+			d := &daemon.Daemon{Engine: e, Config: config, Log: log, Metrics: metrics}
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			go func() {
+				for range hup {
+					if err := d.Reload(); err != nil {
+						log.Error("reload", "err", err)
+					} else {
+						log.Info("reloaded")
+					}
+				}
+			}()
+			return d.Run(ctx, func() { sdNotify("READY=1") })
+		},
+	}
+	c.Flags().StringArrayVar(&config, "config", []string{"/etc/guestnet"}, "spec file or directory (repeatable)")
+	c.Flags().StringVar(&metrics, "metrics", "", "serve Prometheus metrics on this address (e.g. 127.0.0.1:9468)")
+	c.Flags().StringVar(&level, "log-level", "info", "debug, info, warn or error")
+	return c
+}
+
+// sdNotify tells systemd (Type=notify) the daemon is ready; without
+// NOTIFY_SOCKET it does nothing.
+func sdNotify(msg string) {
+	path := os.Getenv("NOTIFY_SOCKET")
+	if path == "" {
+		return
+	}
+	if path[0] == '@' {
+		path = "\x00" + path[1:]
+	}
+	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	c.Write([]byte(msg))
+}
+
+func (g *globals) dir() string { return filepath.Dir(state.Path(g.stateDir, g.netns)) }
+
+func leasesCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "leases [NETWORK]",
+		Short: "List DHCP leases (from the running daemon, or its store when it is down)",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			network := ""
+			if len(args) == 1 {
+				network = args[0]
+			}
+			ls, from, err := daemon.Leases(g.dir(), network)
+			if err != nil {
+				return err
+			}
+			if g.json() {
+				return g.printJSON(ls)
+			}
+			tw := tabwriter.NewWriter(g.out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NETWORK\tMAC\tIP\tHOSTNAME\tEXPIRY\tSTATE")
+			for _, l := range ls {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", l.Network, l.MAC, l.IP, l.Hostname, l.Expiry.Format("2006-01-02 15:04:05"), l.State)
+			}
+			tw.Flush()
+			fmt.Fprintf(os.Stderr, "(%d leases, read from the %s)\n", len(ls), from)
+			return nil
+		},
+	}
+}

@@ -1,0 +1,197 @@
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Daemon is a running `guestnet serve`.
+type Daemon struct {
+	cmd *exec.Cmd
+	log *bytes.Buffer
+}
+
+// Serve starts the daemon for ns with a spec file and waits until its API
+// answers. It is stopped (SIGTERM, by PID) when the test ends.
+func (l *Lab) Serve_(ns, spec string) *Daemon {
+	l.t.Helper()
+	d := &Daemon{log: &bytes.Buffer{}}
+	d.cmd = exec.Command(guestnetBin, "--netns", ns, "--state-dir", l.StateDir, "serve", "--config", spec, "--log-level", "debug")
+	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
+	if err := d.cmd.Start(); err != nil {
+		l.t.Fatal(err)
+	}
+	l.t.Cleanup(func() { d.Stop(); l.t.Logf("daemon log:\n%s", lastLines(d.log.String(), 15)) })
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if _, errs, code := l.Run(ns, "leases"); code == 0 && strings.Contains(errs, "from the daemon") {
+			return d
+		}
+		if d.cmd.ProcessState != nil {
+			break
+		}
+	}
+	l.t.Fatalf("daemon did not become ready:\n%s", d.log)
+	return nil
+}
+
+// Stop ends the daemon with SIGTERM and waits for it.
+func (d *Daemon) Stop() {
+	if d.cmd.ProcessState == nil {
+		d.cmd.Process.Signal(syscall.SIGTERM)
+		d.cmd.Wait()
+	}
+}
+
+// Kill ends the daemon with SIGKILL, as a crash would.
+func (d *Daemon) Kill() {
+	d.cmd.Process.Kill()
+	d.cmd.Wait()
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// clientScript is the hook the DHCP clients run: it only sets the address
+// and default route they were given (their stock hooks would also rewrite
+// this machine's /etc/resolv.conf).
+func (l *Lab) clientScript() string {
+	p := filepath.Join(l.t.TempDir(), "dhcp-hook")
+	os.WriteFile(p, []byte(`#!/bin/sh
+# udhcpc: $1=bound|renew, $ip $mask $router; dhclient: $reason, $new_*
+case "$1$reason" in
+bound|renew|BOUND|RENEW|REBOOT)
+  ip=${ip:-$new_ip_address}; mask=${mask:-$new_subnet_mask}; router=${router:-$new_routers}
+  ip addr flush dev $interface
+  ip addr add $ip/$mask dev $interface
+  ip route replace default via ${router%% *}
+  ;;
+esac
+exit 0
+`), 0o755)
+	return p
+}
+
+// dhcpGuest makes a guest namespace attached to network with the given
+// MAC (or a random one for "").
+func (l *Lab) dhcpGuest(host, network, name, hostIf, mac string) string {
+	g := l.NS(name)
+	l.Veth(g, "eth0", "", host, hostIf, "")
+	if mac != "" {
+		l.must("ip", "-n", g, "link", "set", "eth0", "address", mac)
+	}
+	l.Guestnet(host, "attach", network, hostIf)
+	return g
+}
+
+// addrOf returns the IPv4 address of eth0 in ns, or "".
+func (l *Lab) addrOf(ns string) string {
+	out, _ := l.tryIn(ns, "ip", "-4", "-o", "addr", "show", "dev", "eth0")
+	f := strings.Fields(out)
+	for i, w := range f {
+		if w == "inet" && i+1 < len(f) {
+			return strings.Split(f[i+1], "/")[0]
+		}
+	}
+	return ""
+}
+
+const dhcpSpec = `
+networks:
+  default:
+    mode: nat
+    bridge: gnat0
+    ipv4: 10.99.0.1/24
+    dhcp:
+      range: 10.99.0.100-10.99.0.199
+      lease: 1h
+      hosts: [{mac: "02:00:00:00:00:aa", ip: 10.99.0.10, name: vm1}]
+`
+
+func TestDHCPRealClients(t *testing.T) {
+	l := newLab(t)
+	host, inet := natHost(l)
+	l.Serve_(host, l.Spec(dhcpSpec))
+	hook := l.clientScript()
+	tmp := t.TempDir()
+	clients := []struct {
+		name, mac string
+		cmd       []string
+	}{
+		{"udhcpc", "", []string{"busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-t", "5", "-s", hook}},
+		{"dhclient", "", []string{"dhclient", "-1", "-4", "-sf", hook, "-lf", filepath.Join(tmp, "dhclient.leases"), "-pf", filepath.Join(tmp, "dhclient.pid"), "eth0"}},
+		{"dhcpcd", "", []string{"dhcpcd", "-1", "-4", "-B", "-A", "-t", "10", "--nohook", "resolv.conf", "-c", "/bin/true", "eth0"}},
+		{"static", "02:00:00:00:00:aa", []string{"busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-t", "5", "-s", hook}},
+	}
+	seen := map[string]string{}
+	for i, c := range clients {
+		g := l.dhcpGuest(host, "default", c.name, fmt.Sprintf("vg%d", i), c.mac)
+		out, err := l.tryIn(g, c.cmd...)
+		if err != nil && c.name != "dhclient" { // dhclient -1 exits 0 or 2 by version; its address tells
+			t.Errorf("%s: %v\n%s", c.name, err, out)
+		}
+		a := l.addrOf(g)
+		ip, perr := netip.ParseAddr(a)
+		inRange := perr == nil && ip.Compare(netip.MustParseAddr("10.99.0.100")) >= 0 && ip.Compare(netip.MustParseAddr("10.99.0.199")) <= 0
+		switch {
+		case c.name == "static" && a != "10.99.0.10":
+			t.Errorf("static host got %q, want 10.99.0.10", a)
+		case c.name != "static" && !inRange:
+			t.Errorf("%s got %q, want an address of the range\n%s", c.name, a, out)
+		case seen[a] != "":
+			t.Errorf("%s and %s share %s", c.name, seen[a], a)
+		}
+		seen[a] = c.name
+		l.expect(c.name+" ("+a+") -> internet through its DHCP route", true, l.Ping(g, "203.0.113.10"))
+	}
+	_ = inet
+	out := l.Guestnet(host, "leases", "-o", "json")
+	var leases []struct{ IP, MAC, State string }
+	json.Unmarshal([]byte(out), &leases)
+	if len(leases) != len(clients) {
+		t.Errorf("daemon lists %d leases, want %d:\n%s", len(leases), len(clients), out)
+	}
+}
+
+func TestDHCPReleaseAndReuse(t *testing.T) {
+	l := newLab(t)
+	host := l.NS("host")
+	spec := strings.Replace(dhcpSpec, "10.99.0.100-10.99.0.199", "10.99.0.100-10.99.0.101", 1)
+	l.Serve_(host, l.Spec(spec))
+	hook := l.clientScript()
+	a := l.dhcpGuest(host, "default", "a", "vga", "02:00:00:00:01:01")
+	b := l.dhcpGuest(host, "default", "b", "vgb", "02:00:00:00:01:02")
+	c := l.dhcpGuest(host, "default", "c", "vgc", "02:00:00:00:01:03")
+	udhcpc := []string{"busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-t", "3", "-T", "1", "-s", hook}
+	tmp := t.TempDir()
+	dhclient := []string{"dhclient", "-4", "-sf", hook, "-lf", filepath.Join(tmp, "a.leases"), "-pf", filepath.Join(tmp, "a.pid")}
+	l.tryIn(a, append(dhclient, "-1", "eth0")...)
+	l.tryIn(b, udhcpc...)
+	aAddr := l.addrOf(a)
+	if aAddr == "" || l.addrOf(b) == "" {
+		t.Fatalf("a=%q b=%q: the first two clients must get the two addresses", aAddr, l.addrOf(b))
+	}
+	if _, err := l.tryIn(c, udhcpc...); err == nil || l.addrOf(c) != "" {
+		t.Fatalf("third client got %q from a full pool", l.addrOf(c))
+	}
+	// a releases (dhclient -r sends DHCPRELEASE) and c then gets that address.
+	if out, err := l.tryIn(a, append(dhclient, "-r", "eth0")...); err != nil {
+		t.Fatalf("dhclient -r: %v\n%s", err, out)
+	}
+	if _, err := l.tryIn(c, udhcpc...); err != nil || l.addrOf(c) != aAddr {
+		t.Errorf("after a released %s, c got %q", aAddr, l.addrOf(c))
+	}
+}

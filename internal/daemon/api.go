@@ -1,0 +1,178 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/guestnet/guestnet/internal/dhcp"
+)
+
+// LeaseView is a lease as `guestnet leases` shows it.
+type LeaseView struct {
+	Network  string    `json:"network"`
+	MAC      string    `json:"mac"`
+	IP       string    `json:"ip"`
+	Hostname string    `json:"hostname,omitempty"`
+	Expiry   time.Time `json:"expiry"`
+	State    string    `json:"state"` // bound, expired, declined
+}
+
+func view(network string, l dhcp.Lease, now time.Time) LeaseView {
+	st := "bound"
+	switch {
+	case l.Declined:
+		st = "declined"
+	case now.After(l.Expiry):
+		st = "expired"
+	}
+	return LeaseView{Network: network, MAC: l.MAC, IP: l.IP.String(), Hostname: l.Hostname, Expiry: l.Expiry, State: st}
+}
+
+// listenAPI serves the CLI on a unix socket only root can reach (the
+// folder is 0700 and the socket 0600).
+func (d *Daemon) listenAPI() (io.Closer, error) {
+	path := SocketPath(d.Dir())
+	os.Remove(path) // a stale socket of a daemon that was killed
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("api socket: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/leases", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, d.leases(r.URL.Query().Get("network")))
+	})
+	mux.HandleFunc("POST /v1/reload", func(w http.ResponseWriter, r *http.Request) {
+		if err := d.Reload(); err != nil {
+			http.Error(w, err.Error(), http.StatusUnprocessableEntity)
+			return
+		}
+		writeJSON(w, map[string]string{"result": "reloaded"})
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+	return srv, nil
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(v)
+}
+
+// leases lists the live pools' leases.
+func (d *Daemon) leases(network string) []LeaseView {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	now := time.Now()
+	out := []LeaseView{}
+	for name, s := range d.servers {
+		if network != "" && name != network {
+			continue
+		}
+		for _, l := range s.handler.Pool.Leases() {
+			out = append(out, view(name, l, now))
+		}
+	}
+	sortViews(out)
+	return out
+}
+
+func sortViews(v []LeaseView) {
+	slices.SortFunc(v, func(a, b LeaseView) int {
+		if c := strings.Compare(a.Network, b.Network); c != 0 {
+			return c
+		}
+		return strings.Compare(a.IP, b.IP)
+	})
+}
+
+func client(dir string) *http.Client {
+	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var dl net.Dialer
+			return dl.DialContext(ctx, "unix", SocketPath(dir))
+		}}}
+}
+
+// call asks the daemon of a state folder; errNoDaemon when none listens.
+func call(dir, method, path string, out any) error {
+	req, _ := http.NewRequest(method, "http://guestnet"+path, nil)
+	resp, err := client(dir).Do(req)
+	if err != nil {
+		var op *net.OpError
+		if errors.As(err, &op) || errors.Is(err, os.ErrNotExist) {
+			return errNoDaemon
+		}
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(resp.Body)
+		return fmt.Errorf("daemon: %s", strings.TrimSpace(string(msg)))
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+// Reload asks a running daemon to re-read its config. It reports false
+// when no daemon runs for the state folder.
+func RequestReload(dir string) (bool, error) {
+	var out map[string]string
+	err := call(dir, http.MethodPost, "/v1/reload", &out)
+	if errors.Is(err, errNoDaemon) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// Leases reads the leases from the running daemon, or from the store when
+// no daemon runs.
+func Leases(dir, network string) ([]LeaseView, string, error) {
+	var out []LeaseView
+	err := call(dir, http.MethodGet, "/v1/leases?network="+network, &out)
+	if err == nil {
+		return out, "daemon", nil
+	}
+	if !errors.Is(err, errNoDaemon) {
+		return nil, "", err
+	}
+	if _, err := os.Stat(LeasePath(dir)); err != nil {
+		return []LeaseView{}, "store", nil // never served: no leases
+	}
+	st, err := dhcp.OpenBolt(LeasePath(dir), true, time.Second)
+	if err != nil {
+		return nil, "", err
+	}
+	defer st.Close()
+	nets, err := st.Networks()
+	if err != nil {
+		return nil, "", err
+	}
+	now := time.Now()
+	out = []LeaseView{}
+	for _, n := range nets {
+		if network != "" && n != network {
+			continue
+		}
+		ls, err := st.Load(n)
+		if err != nil {
+			return nil, "", err
+		}
+		for _, l := range ls {
+			out = append(out, view(n, l, now))
+		}
+	}
+	sortViews(out)
+	return out, "store", nil
+}

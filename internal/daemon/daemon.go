@@ -1,0 +1,196 @@
+// Package daemon is `guestnet serve`: it applies the config, serves DHCP on
+// each network that declares it, repairs drift the moment the kernel
+// reports it, reloads on SIGHUP or API request, and answers the CLI over a
+// root-only unix socket.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/guestnet/guestnet/internal/dhcp"
+	"github.com/guestnet/guestnet/internal/engine"
+	"github.com/guestnet/guestnet/internal/spec"
+)
+
+// Daemon serves one namespace.
+type Daemon struct {
+	Engine  *engine.Engine
+	Config  []string // spec files or directories
+	Log     *slog.Logger
+	Metrics string // listen address for Prometheus metrics, "" for none
+
+	mu      sync.Mutex // serialises reload and repair
+	spec    *spec.Spec
+	store   *dhcp.BoltStore
+	servers map[string]*server
+	repairs atomic.Uint64
+	applyNs atomic.Int64 // last apply's duration
+	kick    chan struct{}
+}
+
+// server is one network's DHCP service.
+type server struct {
+	handler *dhcp.Handler
+	conn    net.PacketConn
+	key     string // the config it serves, to tell a change on reload
+	ifindex int    // the bridge the socket is bound to
+}
+
+// Dir is the folder of the namespace's state, lease store and API socket.
+func (d *Daemon) Dir() string { return filepath.Dir(d.Engine.StatePath) }
+
+// LeasePath is the lease database of a state folder.
+func LeasePath(dir string) string { return filepath.Join(dir, "leases.db") }
+
+// SocketPath is the API socket of a state folder.
+func SocketPath(dir string) string { return filepath.Join(dir, "guestnet.sock") }
+
+// Run serves until ctx ends; ready is called once the config is applied
+// and DHCP and the API are listening.
+func (d *Daemon) Run(ctx context.Context, ready func()) error {
+	if err := os.MkdirAll(d.Dir(), 0o700); err != nil {
+		return err
+	}
+	st, err := dhcp.OpenBolt(LeasePath(d.Dir()), false, 2*time.Second)
+	if err != nil {
+		return err
+	}
+	d.store, d.servers, d.kick = st, map[string]*server{}, make(chan struct{}, 1)
+	defer d.shutdown()
+	if err := d.Reload(); err != nil {
+		return err
+	}
+	api, err := d.listenAPI()
+	if err != nil {
+		return err
+	}
+	defer api.Close()
+	if d.Metrics != "" {
+		m, err := d.serveMetrics(d.Metrics)
+		if err != nil {
+			return err
+		}
+		defer m.Close()
+	}
+	werr := make(chan error, 1)
+	go func() { werr <- d.Engine.NS.Watch(ctx, d.changed) }()
+	go d.repairLoop(ctx)
+	d.Log.Info("serving", "netns", d.Engine.NS.Name, "networks", len(d.spec.Networks), "api", SocketPath(d.Dir()))
+	ready()
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-werr:
+		return fmt.Errorf("watch kernel events: %w", err)
+	}
+}
+
+// changed is called for every kernel event; it wakes the repair loop
+// without blocking the watcher.
+func (d *Daemon) changed() {
+	select {
+	case d.kick <- struct{}{}:
+	default:
+	}
+}
+
+// repairLoop re-plans after kernel events, a few milliseconds after the
+// last one of a burst, and applies whatever brings the host back to the
+// spec. guestnet's own writes cause events too; re-planning them finds
+// nothing to do.
+func (d *Daemon) repairLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-d.kick:
+		}
+		settle := time.NewTimer(10 * time.Millisecond)
+	drain:
+		for {
+			select {
+			case <-d.kick:
+			case <-settle.C:
+				break drain
+			case <-ctx.Done():
+				return
+			}
+		}
+		d.repair()
+	}
+}
+
+func (d *Daemon) repair() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	start := time.Now()
+	p, err := d.Engine.Plan(d.spec)
+	if err != nil {
+		d.Log.Error("drift check", "err", err)
+		return
+	}
+	if len(p.Actions) > 0 {
+		if err := d.Engine.Apply(p); err != nil {
+			d.Log.Error("drift repair failed", "err", err)
+			return
+		}
+		d.repairs.Add(1)
+		d.applyNs.Store(int64(time.Since(start)))
+		for _, a := range p.Actions {
+			d.Log.Warn("repaired drift", "action", a.String())
+		}
+	}
+	d.syncDHCP() // a re-created bridge needs its DHCP socket re-bound
+}
+
+// Reload re-reads the config and applies the difference. DHCP keeps
+// running, with its leases, on every network whose service is unchanged.
+func (d *Daemon) Reload() error {
+	s, err := spec.Load(d.Config...)
+	if err != nil {
+		return err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	start := time.Now()
+	p, err := d.Engine.Plan(s)
+	if err != nil {
+		return err
+	}
+	if err := d.Engine.Apply(p); err != nil {
+		return err
+	}
+	d.applyNs.Store(int64(time.Since(start)))
+	for _, a := range p.Actions {
+		d.Log.Info("applied", "action", a.String())
+	}
+	d.spec = s
+	d.syncDHCP()
+	return nil
+}
+
+func (d *Daemon) shutdown() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for name, s := range d.servers {
+		s.conn.Close()
+		delete(d.servers, name)
+	}
+	if d.store != nil {
+		d.store.Close() // every ACKed lease was synced before its ACK
+	}
+	os.Remove(SocketPath(d.Dir()))
+	d.Log.Info("stopped")
+}
+
+// errNoDaemon says no daemon answers on the API socket.
+var errNoDaemon = errors.New("no guestnet daemon answers here")

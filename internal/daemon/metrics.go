@@ -1,0 +1,69 @@
+package daemon
+
+import (
+	"io"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+var (
+	descLeases  = prometheus.NewDesc("guestnet_dhcp_leases", "DHCP addresses per network and state (in_use, free).", []string{"network", "state"}, nil)
+	descPackets = prometheus.NewDesc("guestnet_dhcp_packets_total", "DHCP messages per network and type.", []string{"network", "type"}, nil)
+	descRepairs = prometheus.NewDesc("guestnet_repairs_total", "Drift repairs applied.", nil, nil)
+	descApply   = prometheus.NewDesc("guestnet_apply_duration_seconds", "Duration of the last apply (reload or repair).", nil, nil)
+)
+
+// collector reads the daemon's counters at scrape time.
+type collector struct{ d *Daemon }
+
+func (c collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descLeases, descPackets, descRepairs, descApply} {
+		ch <- d
+	}
+}
+
+func (c collector) Collect(ch chan<- prometheus.Metric) {
+	d := c.d
+	d.mu.Lock()
+	now := time.Now()
+	for name, s := range d.servers {
+		inUse := 0
+		for _, l := range s.handler.Pool.Leases() {
+			if now.Before(l.Expiry) {
+				inUse++
+			}
+		}
+		ch <- prometheus.MustNewConstMetric(descLeases, prometheus.GaugeValue, float64(inUse), name, "in_use")
+		ch <- prometheus.MustNewConstMetric(descLeases, prometheus.GaugeValue, float64(s.handler.Pool.Size()-inUse), name, "free")
+		st := &s.handler.Stats
+		for typ, v := range map[string]uint64{
+			"discover": st.Discover.Load(), "request": st.Request.Load(), "release": st.Release.Load(),
+			"decline": st.Decline.Load(), "inform": st.Inform.Load(), "offer": st.Offer.Load(), "ack": st.Ack.Load(),
+			"nak": st.Nak.Load(), "exhausted": st.Exhausted.Load(), "ignored": st.Ignored.Load(),
+		} {
+			ch <- prometheus.MustNewConstMetric(descPackets, prometheus.CounterValue, float64(v), name, typ)
+		}
+	}
+	d.mu.Unlock()
+	ch <- prometheus.MustNewConstMetric(descRepairs, prometheus.CounterValue, float64(d.repairs.Load()))
+	ch <- prometheus.MustNewConstMetric(descApply, prometheus.GaugeValue, time.Duration(d.applyNs.Load()).Seconds())
+}
+
+// serveMetrics exposes /metrics over HTTP on addr.
+func (d *Daemon) serveMetrics(addr string) (io.Closer, error) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collector{d})
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+	return srv, nil
+}
