@@ -235,3 +235,21 @@ func (l *Lab) expect(what string, want, got bool) {
 	}
 	l.t.Logf("ok  %-50s %s", what, verdict[got])
 }
+
+// dialQuick is Dial with a short timeout, for polling.
+func (l *Lab) dialQuick(ns, addrport string) (string, error) {
+	n, err := netns.Open(ns)
+	if err != nil {
+		return "", err
+	}
+	defer n.Close()
+	var c net.Conn
+	if err := n.Do(func() (err error) {
+		c, err = net.DialTimeout("tcp4", addrport, 100*time.Millisecond)
+		return
+	}); err != nil {
+		return "", err
+	}
+	c.Close()
+	return "", nil
+}
