@@ -319,3 +319,45 @@ func TestDriftRepairTime(t *testing.T) {
 	}
 	t.Logf("connectivity back after drift (guest -> internet, TCP):\n| drift | back after |\n|---|---|\n%s", strings.Join(rows, "\n"))
 }
+
+func TestDNS(t *testing.T) {
+	l := newLab(t)
+	host, inet := natHost(l)
+	// The upstream resolver is dnsmasq in the pretend internet, authoritative
+	// for example.test; no query ever leaves for a real resolver.
+	l.must("ip", "-n", inet, "addr", "add", "203.0.113.53/32", "dev", "lo")
+	up := exec.Command("ip", "netns", "exec", inet, "dnsmasq", "-k", "-C", "/dev/null", "--no-resolv", "--no-hosts",
+		"--listen-address=203.0.113.53", "--bind-interfaces", "--address=/example.test/203.0.113.80", "--user=root", "--pid-file=")
+	if err := up.Start(); err != nil {
+		t.Fatalf("dnsmasq: %v", err)
+	}
+	t.Cleanup(func() { up.Process.Kill(); up.Wait() })
+	l.Serve_(host, l.Spec(dhcpSpec+"    dns:\n      domain: lab.internal\n      upstream: [203.0.113.53]\n"))
+	hook := l.clientScript()
+	g1 := l.dhcpGuest(host, "default", "g1", "vg1", "")
+	g2 := l.dhcpGuest(host, "default", "g2", "vg2", "")
+	for g, name := range map[string]string{g1: "alpha", g2: "bravo"} {
+		if out, err := l.tryIn(g, "busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-t", "5", "-x", "hostname:"+name, "-s", hook); err != nil {
+			t.Fatalf("udhcpc %s: %v\n%s", name, err, out)
+		}
+	}
+	bravo := l.addrOf(g2)
+	for _, c := range []struct{ query, want string }{
+		{"bravo.lab.internal", bravo},
+		{"vm1.lab.internal", "10.99.0.10"},
+		{bravo, "bravo.lab.internal"},
+		{"web.example.test", "203.0.113.80"},
+	} {
+		// busybox nslookup asks A and AAAA and exits 1 when either fails;
+		// the answer it printed is what counts.
+		out, _ := l.tryIn(g1, "busybox", "nslookup", c.query, "10.99.0.1")
+		if !strings.Contains(out, c.want) {
+			t.Errorf("nslookup %s from a guest: want %s\n%s", c.query, c.want, out)
+			continue
+		}
+		t.Logf("ok  nslookup %-22s -> %s", c.query, c.want)
+	}
+	if out, err := l.tryIn(g1, "busybox", "nslookup", "nobody.lab.internal", "10.99.0.1"); err == nil {
+		t.Errorf("an unknown guest name resolved:\n%s", out)
+	}
+}

@@ -32,6 +32,8 @@ type Daemon struct {
 	spec    *spec.Spec
 	store   *dhcp.BoltStore
 	servers map[string]*server
+	dns     map[string]*dnsServer
+	pools   sync.Map // network -> *dhcp.Pool, for name lookups
 	repairs atomic.Uint64
 	applyNs atomic.Int64 // last apply's duration
 	kick    chan struct{}
@@ -175,6 +177,7 @@ func (d *Daemon) Reload() error {
 	}
 	d.spec = s
 	d.syncDHCP()
+	d.syncDNS()
 	return nil
 }
 
@@ -184,6 +187,10 @@ func (d *Daemon) shutdown() {
 	for name, s := range d.servers {
 		s.conn.Close()
 		delete(d.servers, name)
+	}
+	for name, s := range d.dns {
+		s.stop()
+		delete(d.dns, name)
 	}
 	if d.store != nil {
 		d.store.Close() // every ACKed lease was synced before its ACK

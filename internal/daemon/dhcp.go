@@ -26,6 +26,7 @@ func (d *Daemon) syncDHCP() {
 		if cfg, ok := want[name]; !ok || configKey(cfg) != s.key {
 			s.conn.Close()
 			delete(d.servers, name)
+			d.pools.Delete(name)
 			d.Log.Info("dhcp stopped", "network", name)
 		}
 	}
@@ -62,12 +63,16 @@ func (d *Daemon) syncDHCP() {
 		}
 		s.conn, s.ifindex = conn, idx
 		d.servers[name] = s
+		d.pools.Store(name, s.handler.Pool)
 		go s.handler.Serve(conn)
 		d.Log.Info("dhcp serving", "network", name, "bridge", bridges[name], "leases", len(s.handler.Pool.Leases()))
 	}
 }
 
-func configKey(c dhcp.Config) string {
-	b, _ := json.Marshal(c)
+func configKey(c dhcp.Config) string { return configKeyOf(c) }
+
+// configKeyOf is a comparable form of a service's configuration.
+func configKeyOf(v ...any) string {
+	b, _ := json.Marshal(v)
 	return string(b)
 }

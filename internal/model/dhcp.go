@@ -39,3 +39,10 @@ type StaticRoute struct {
 	To  netip.Prefix `json:"to"`
 	Via netip.Addr   `json:"via"`
 }
+
+// DNS is a network's name service, answered by `guestnet serve` on the
+// bridge address: guests' names under Domain, the rest forwarded.
+type DNS struct {
+	Domain   string       `json:"domain"`
+	Upstream []netip.Addr `json:"upstream,omitempty"`
+}

@@ -34,6 +34,7 @@ type Network struct {
 	Uplink string       `json:"uplink,omitempty"`
 	MTU    int          `json:"mtu,omitempty"`
 	DHCP   *DHCP        `json:"dhcp,omitempty"`
+	DNS    *DNS         `json:"dns,omitempty"`
 }
 
 // Subnet is the guests' subnet (IPv4 with the host bits cleared).

@@ -197,6 +197,14 @@ func (n *Network) checkDHCP() error {
 	if d == nil {
 		return nil
 	}
+	if n.DNS != nil { // guests ask guestnet's DNS, under its domain
+		if len(d.DNS) == 0 && n.IPv4.IsValid() {
+			d.DNS = []netip.Addr{n.IPv4.Addr()}
+		}
+		if d.Domain == "" {
+			d.Domain = n.DNS.Domain
+		}
+	}
 	if !n.IPv4.IsValid() {
 		return n.errorf("dhcp", "needs the network's ipv4 (the server's address and the guests' subnet)")
 	}
@@ -237,6 +245,43 @@ func (n *Network) checkDHCP() error {
 		if !sub.Contains(r.Via) {
 			errs = append(errs, n.errorf("dhcp.routes["+itoa(i)+"].via", "gateway %s is not on %s", r.Via, sub))
 		}
+	}
+	return errors.Join(errs...)
+}
+
+// parseDNS reads a network's dns: block.
+func (n *Network) parseDNS(v *yaml.Node) error {
+	d := &model.DNS{}
+	n.DNS = d
+	if v.Kind != yaml.MappingNode {
+		return n.errorf("dns", "want a mapping (domain, upstream)")
+	}
+	var errs []error
+	for i := 0; i < len(v.Content); i += 2 {
+		k, val := v.Content[i], v.Content[i+1]
+		f := "dns." + k.Value
+		n.Lines[f] = k.Line
+		switch k.Value {
+		case "domain":
+			d.Domain = strings.TrimSuffix(val.Value, ".")
+			if val.Kind != yaml.ScalarNode || !domainRE.MatchString(d.Domain) {
+				errs = append(errs, n.errorf(f, "want a domain name like lab.internal, not %q", val.Value))
+			}
+		case "upstream":
+			errs = append(errs, n.eachScalar(f, val, func(field, s string) error {
+				a, err := netip.ParseAddr(s)
+				if err != nil || !a.Is4() {
+					return n.errorf(field, "want an IPv4 address, not %q", s)
+				}
+				d.Upstream = append(d.Upstream, a)
+				return nil
+			}))
+		default:
+			errs = append(errs, n.errorf(f, "unknown key (want domain, upstream)"))
+		}
+	}
+	if d.Domain == "" {
+		errs = append(errs, n.errorf("dns", "needs a domain"))
 	}
 	return errors.Join(errs...)
 }

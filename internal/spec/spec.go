@@ -154,7 +154,7 @@ func Parse(file string, data []byte) ([]Network, error) {
 
 var yamlLine = regexp.MustCompile(`^line (\d+): (.*)$`)
 
-var fieldNames = []string{"mode", "bridge", "ipv4", "uplink", "mtu", "dhcp"}
+var fieldNames = []string{"mode", "bridge", "ipv4", "uplink", "mtu", "dhcp", "dns"}
 
 func parseNetwork(file string, key, val *yaml.Node) (Network, error) {
 	n := Network{File: file, Line: key.Line, Lines: map[string]int{}}
@@ -176,8 +176,12 @@ func parseNetwork(file string, key, val *yaml.Node) (Network, error) {
 			continue
 		}
 		n.Lines[k.Value] = k.Line
-		if k.Value == "dhcp" {
-			if err := n.parseDHCP(v); err != nil {
+		if k.Value == "dhcp" || k.Value == "dns" {
+			parse := n.parseDHCP
+			if k.Value == "dns" {
+				parse = n.parseDNS
+			}
+			if err := parse(v); err != nil {
 				errs = append(errs, err)
 			}
 			continue

@@ -80,6 +80,9 @@ func (n *Network) check() error {
 			errs = append(errs, n.errorf("ipv4", "%s cannot be a gateway", p.Addr()))
 		}
 	}
+	if n.DNS != nil && !n.IPv4.IsValid() {
+		errs = append(errs, n.errorf("dns", "needs the network's ipv4 (the address it answers on)"))
+	}
 	if len(errs) == 0 {
 		errs = append(errs, n.checkDHCP())
 	}

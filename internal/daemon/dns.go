@@ -1,0 +1,131 @@
+package daemon
+
+import (
+	"net"
+	"net/netip"
+	"strings"
+
+	mdns "github.com/miekg/dns"
+
+	"github.com/guestnet/guestnet/internal/dhcp"
+	"github.com/guestnet/guestnet/internal/dns"
+)
+
+// dnsServer is one network's running name service.
+type dnsServer struct {
+	key  string
+	udp  *mdns.Server
+	tcp  *mdns.Server
+	stop func()
+}
+
+// names looks guests up in a network's DHCP pool: static hosts first, then
+// the host names clients sent with their leases.
+type names struct {
+	d       *Daemon
+	network string
+}
+
+// pool reads the network's pool without d.mu: DNS answers must not wait
+// for a reload that is shutting DNS servers down.
+func (n names) pool() *dhcp.Pool {
+	if p, ok := n.d.pools.Load(n.network); ok {
+		return p.(*dhcp.Pool)
+	}
+	return nil
+}
+
+func (n names) Lookup(host string) (netip.Addr, bool) {
+	p := n.pool()
+	if p == nil {
+		return netip.Addr{}, false
+	}
+	for _, h := range p.Config().Hosts {
+		if strings.EqualFold(h.Name, host) {
+			return h.IP, true
+		}
+	}
+	for _, l := range p.Leases() {
+		if !l.Declined && strings.EqualFold(l.Hostname, host) {
+			return l.IP, true
+		}
+	}
+	return netip.Addr{}, false
+}
+
+func (n names) Reverse(a netip.Addr) (string, bool) {
+	p := n.pool()
+	if p == nil {
+		return "", false
+	}
+	for _, h := range p.Config().Hosts {
+		if h.IP == a && h.Name != "" {
+			return h.Name, true
+		}
+	}
+	for _, l := range p.Leases() {
+		if l.IP == a && l.Hostname != "" && !l.Declined {
+			return l.Hostname, true
+		}
+	}
+	return "", false
+}
+
+// syncDNS starts and stops name servers to match the spec. Called with
+// d.mu held.
+func (d *Daemon) syncDNS() {
+	if d.dns == nil {
+		d.dns = map[string]*dnsServer{}
+	}
+	want := map[string]string{}
+	for _, n := range d.spec.Networks {
+		if n.DNS != nil {
+			want[n.Name] = configKeyOf(n.DNS, n.IPv4)
+		}
+	}
+	for name, s := range d.dns {
+		if want[name] != s.key {
+			s.stop()
+			delete(d.dns, name)
+		}
+	}
+	for _, n := range d.spec.Networks {
+		if n.DNS == nil || d.dns[n.Name] != nil {
+			continue
+		}
+		h := &dns.Server{Domain: n.DNS.Domain, Subnet: n.Subnet(), Upstream: n.DNS.Upstream,
+			Names: names{d, n.Name}, Dial: d.dialInNS}
+		addr := netip.AddrPortFrom(n.IPv4.Addr(), 53).String()
+		var pc net.PacketConn
+		var ln net.Listener
+		err := d.Engine.NS.Do(func() (err error) {
+			if pc, err = net.ListenPacket("udp4", addr); err != nil {
+				return err
+			}
+			if ln, err = net.Listen("tcp4", addr); err != nil {
+				pc.Close()
+			}
+			return err
+		})
+		if err != nil {
+			d.Log.Error("dns listen", "network", n.Name, "addr", addr, "err", err)
+			continue
+		}
+		s := &dnsServer{key: want[n.Name], udp: &mdns.Server{PacketConn: pc, Handler: h}, tcp: &mdns.Server{Listener: ln, Handler: h}}
+		s.stop = func() { s.udp.Shutdown(); s.tcp.Shutdown() }
+		go s.udp.ActivateAndServe()
+		go s.tcp.ActivateAndServe()
+		d.dns[n.Name] = s
+		d.Log.Info("dns serving", "network", n.Name, "addr", addr, "domain", n.DNS.Domain)
+	}
+}
+
+// dialInNS opens a socket inside the served namespace.
+func (d *Daemon) dialInNS(network, addr string) (net.Conn, error) {
+	var c net.Conn
+	err := d.Engine.NS.Do(func() (err error) {
+		c, err = net.Dial(network, addr)
+		return err
+	})
+	return c, err
+}
