@@ -29,6 +29,7 @@ e2e:
 FUZZTIME ?= 10s
 fuzz:
 	$(GO) test ./internal/spec -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/dhcp -run '^$$' -fuzz FuzzHandle -fuzztime $(FUZZTIME)
 
 # root: apply speed against the shell recipe, printed as a table
 bench: build
@@ -38,4 +39,5 @@ bench: build
 install: build
 	install -D -m 0755 bin/guestnet $(DESTDIR)$(PREFIX)/bin/guestnet
 	install -D -m 0644 dist/guestnet.service $(DESTDIR)/etc/systemd/system/guestnet.service
+	install -D -m 0644 dist/guestnet-serve.service $(DESTDIR)/etc/systemd/system/guestnet-serve.service
 	install -d -m 0755 $(DESTDIR)/etc/guestnet

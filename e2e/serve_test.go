@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -22,10 +24,11 @@ type Daemon struct {
 
 // Serve starts the daemon for ns with a spec file and waits until its API
 // answers. It is stopped (SIGTERM, by PID) when the test ends.
-func (l *Lab) Serve_(ns, spec string) *Daemon {
+func (l *Lab) Serve_(ns, spec string, extra ...string) *Daemon {
 	l.t.Helper()
 	d := &Daemon{log: &bytes.Buffer{}}
-	d.cmd = exec.Command(guestnetBin, "--netns", ns, "--state-dir", l.StateDir, "serve", "--config", spec, "--log-level", "debug")
+	args := append([]string{"--netns", ns, "--state-dir", l.StateDir, "serve", "--config", spec, "--log-level", "debug"}, extra...)
+	d.cmd = exec.Command(guestnetBin, args...)
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
 	if err := d.cmd.Start(); err != nil {
 		l.t.Fatal(err)
@@ -127,6 +130,8 @@ func TestDHCPRealClients(t *testing.T) {
 	l.Serve_(host, l.Spec(dhcpSpec))
 	hook := l.clientScript()
 	tmp := t.TempDir()
+	// dhclient stays in the background to renew: end it by the PID it wrote.
+	t.Cleanup(func() { killPIDFile(filepath.Join(tmp, "dhclient.pid")) })
 	clients := []struct {
 		name, mac string
 		cmd       []string
@@ -359,5 +364,97 @@ func TestDNS(t *testing.T) {
 	}
 	if out, err := l.tryIn(g1, "busybox", "nslookup", "nobody.lab.internal", "10.99.0.1"); err == nil {
 		t.Errorf("an unknown guest name resolved:\n%s", out)
+	}
+}
+
+// TestReload changes the config under a running daemon, by SIGHUP and by
+// `guestnet apply`: a new network appears, the unchanged network keeps its
+// DHCP server and leases (a renewal still gets the same address).
+func TestReload(t *testing.T) {
+	l := newLab(t)
+	host := l.NS("host")
+	specPath := l.Spec(dhcpSpec)
+	d := l.Serve_(host, specPath)
+	g := l.dhcpGuest(host, "default", "g", "vg1", "")
+	hook := l.clientScript()
+	l.tryIn(g, "busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-t", "5", "-s", hook)
+	first := l.addrOf(g)
+	if first == "" {
+		t.Fatal("no lease before reload")
+	}
+
+	os.WriteFile(specPath, []byte(dhcpSpec+"  lab:\n    mode: isolated\n    bridge: giso0\n"), 0o644)
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, "giso0 after SIGHUP", func() bool { _, err := l.tryIn(host, "ip", "link", "show", "giso0"); return err == nil })
+
+	os.WriteFile(specPath, []byte(dhcpSpec), 0o644)
+	out := l.Guestnet(host, "apply", specPath)
+	if !strings.Contains(out, "guestnet serve is running here") {
+		t.Errorf("apply with a running daemon: %s", out)
+	}
+	waitFor(t, "giso0 gone after apply", func() bool { _, err := l.tryIn(host, "ip", "link", "show", "giso0"); return err != nil })
+
+	l.tryIn(g, "busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-t", "5", "-r", first, "-s", hook)
+	if again := l.addrOf(g); again != first {
+		t.Errorf("after two reloads the guest got %s, had %s", again, first)
+	}
+	if n := strings.Count(d.log.String(), `msg="dhcp serving" network=default`); n != 1 {
+		t.Errorf("DHCP of the unchanged network was (re)started %d times, want once", n)
+	}
+}
+
+func waitFor(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if ok() {
+			return
+		}
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+func TestMetrics(t *testing.T) {
+	l := newLab(t)
+	host := l.NS("host")
+	// The metrics listener is on loopback of the namespace the daemon runs in.
+	addr := fmt.Sprintf("127.0.0.1:%d", 19000+os.Getpid()%1000)
+	l.Serve_(host, l.Spec(dhcpSpec), "--metrics", addr)
+	g := l.dhcpGuest(host, "default", "g", "vg1", "")
+	l.tryIn(g, "busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-t", "5", "-s", l.clientScript())
+	l.In(host, "ip", "link", "del", "gnat0")
+	waitFor(t, "the bridge repaired", func() bool { _, err := l.tryIn(host, "ip", "link", "show", "gnat0"); return err == nil })
+	var body string
+	waitFor(t, "metrics", func() bool {
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		body = string(b)
+		return strings.Contains(body, "guestnet_repairs_total 1")
+	})
+	for _, want := range []string{
+		`guestnet_dhcp_leases{network="default",state="in_use"} 1`,
+		`guestnet_dhcp_leases{network="default",state="free"} 99`,
+		`guestnet_dhcp_packets_total{network="default",type="ack"} 1`,
+		`guestnet_dhcp_packets_total{network="default",type="discover"} 1`,
+		"guestnet_apply_duration_seconds",
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+}
+
+// killPIDFile ends the process whose PID a client wrote to path.
+func killPIDFile(path string) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return
+	}
+	var pid int
+	if _, err := fmt.Sscan(string(b), &pid); err == nil && pid > 1 {
+		syscall.Kill(pid, syscall.SIGTERM)
 	}
 }
