@@ -94,7 +94,7 @@ run() {
 echo "| server | lease sync | offered/s | achieved 4-way/s | drops D-O | drops R-A | R-A avg ms | R-A max ms | non-unique |"
 echo "|---|---|---|---|---|---|---|---|---|"
 declare -A best
-for srv in guestnet kea dnsmasq; do
+for srv in ${SERVERS:-guestnet kea dnsmasq}; do
   case $srv in
     guestnet) sync="fsync before each ACK (group commit)";;
     kea) sync="no: memfile appends, no fsync";;
