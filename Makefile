@@ -3,7 +3,7 @@
 GO ?= go
 PREFIX ?= /usr/local
 
-.PHONY: build demo test unit e2e fuzz bench install
+.PHONY: build demo test unit e2e vm fuzz bench install
 
 build:
 	$(GO) build -o bin/guestnet ./cmd/guestnet
@@ -25,6 +25,10 @@ unit:
 # root
 e2e:
 	GUESTNET_E2E_REQUIRED=1 $(GO) test -count=1 -v ./e2e/
+
+# root: only the scenarios with real QEMU guests (kernel cached in /var/cache/guestnet-e2e)
+vm:
+	GUESTNET_E2E_REQUIRED=1 $(GO) test -count=1 -v -run 'TestVM' ./e2e/
 
 FUZZTIME ?= 10s
 fuzz:

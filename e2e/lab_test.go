@@ -245,7 +245,7 @@ func (l *Lab) dialQuick(ns, addrport string) (string, error) {
 	defer n.Close()
 	var c net.Conn
 	if err := n.Do(func() (err error) {
-		c, err = net.DialTimeout("tcp4", addrport, 100*time.Millisecond)
+		c, err = net.DialTimeout("tcp4", addrport, quickDial)
 		return
 	}); err != nil {
 		return "", err
@@ -253,3 +253,6 @@ func (l *Lab) dialQuick(ns, addrport string) (string, error) {
 	c.Close()
 	return "", nil
 }
+
+// quickDial bounds a connection attempt of dialQuick.
+var quickDial = 300 * time.Millisecond
