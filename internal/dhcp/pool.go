@@ -170,7 +170,9 @@ func span(r model.Range) int {
 	return int(u32(t)-u32(f)) + 1
 }
 
-func u32(b [4]byte) uint32 { return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3]) }
+func u32(b [4]byte) uint32 {
+	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+}
 
 // next is the address after a in range order, wrapping to the first range.
 func (p *Pool) next(a netip.Addr) netip.Addr {
