@@ -43,7 +43,7 @@ func TestMain(m *testing.M) {
 
 // needRoot skips a test that needs root, loudly; with GUESTNET_E2E_REQUIRED=1
 // (set by .ci/run) it fails instead, so CI can never pass by skipping.
-func needRoot(t *testing.T) {
+func needRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() == 0 {
 		return
@@ -58,12 +58,12 @@ var nsCounter atomic.Int32
 
 // Lab is one test's set of namespaces and guestnet's state folder.
 type Lab struct {
-	t        *testing.T
+	t        testing.TB
 	prefix   string
 	StateDir string
 }
 
-func newLab(t *testing.T) *Lab {
+func newLab(t testing.TB) *Lab {
 	needRoot(t)
 	return &Lab{t: t, prefix: fmt.Sprintf("gn%d-%d-", os.Getpid()%100000, nsCounter.Add(1)), StateDir: t.TempDir()}
 }

@@ -14,7 +14,7 @@ import (
 // needQEMU finds qemu-system-x86_64; like needRoot, it fails under CI
 // (GUESTNET_E2E_REQUIRED=1, where .ci/run installs it) and skips loudly
 // elsewhere.
-func needQEMU(t *testing.T) string {
+func needQEMU(t testing.TB) string {
 	t.Helper()
 	p, err := exec.LookPath("qemu-system-x86_64")
 	if err == nil {

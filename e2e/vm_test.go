@@ -74,7 +74,7 @@ exit 0
 `
 
 // vmAssets returns the kernel and the initramfs, making them on first use.
-func vmAssets(t *testing.T) (string, string) {
+func vmAssets(t testing.TB) (string, string) {
 	t.Helper()
 	vmOnce.Do(func() { vmKernel, vmInitrd, vmErr = buildVMAssets(filepath.Dir(guestnetBin)) })
 	if vmErr != nil {
@@ -246,7 +246,7 @@ func (v *VM) Lines() []string {
 }
 
 // WaitFor waits until a console line starts with prefix and returns it.
-func (v *VM) WaitFor(t *testing.T, prefix string, timeout time.Duration) string {
+func (v *VM) WaitFor(t testing.TB, prefix string, timeout time.Duration) string {
 	t.Helper()
 	deadline := time.After(timeout)
 	for {
@@ -271,7 +271,7 @@ func (v *VM) WaitFor(t *testing.T, prefix string, timeout time.Duration) string 
 }
 
 // Results waits for the guest to finish and returns its GN-OK/GN-FAIL lines.
-func (v *VM) Results(t *testing.T, timeout time.Duration) (ok, fail []string) {
+func (v *VM) Results(t testing.TB, timeout time.Duration) (ok, fail []string) {
 	t.Helper()
 	v.WaitFor(t, "GN-END", timeout)
 	for _, l := range v.Lines() {
@@ -286,7 +286,7 @@ func (v *VM) Results(t *testing.T, timeout time.Duration) (ok, fail []string) {
 }
 
 // expectResults checks a guest's results: every label in want passed, none failed.
-func expectResults(t *testing.T, v *VM, timeout time.Duration, want ...string) {
+func expectResults(t testing.TB, v *VM, timeout time.Duration, want ...string) {
 	t.Helper()
 	ok, fail := v.Results(t, timeout)
 	for _, f := range fail {
