@@ -63,15 +63,17 @@ const RouteProto = 157
 
 // Link is one network interface as observed.
 type Link struct {
-	Name   string         `json:"name"`
-	Index  int            `json:"index"`
-	Kind   string         `json:"kind"` // "bridge", "tuntap", "veth", "device", ...
-	Alias  string         `json:"alias,omitempty"`
-	Master string         `json:"master,omitempty"`
-	Up     bool           `json:"up"`
-	MTU    int            `json:"mtu"`
-	MAC    string         `json:"mac,omitempty"`
-	Addrs  []netip.Prefix `json:"addrs,omitempty"`
+	Name   string `json:"name"`
+	Index  int    `json:"index"`
+	Kind   string `json:"kind"` // "bridge", "tuntap", "veth", "device", ...
+	Alias  string `json:"alias,omitempty"`
+	Master string `json:"master,omitempty"`
+	Up     bool   `json:"up"`
+	// Carrier is the operational state (IFLA_OPERSTATE up or unknown).
+	Carrier bool           `json:"carrier,omitempty"`
+	MTU     int            `json:"mtu"`
+	MAC     string         `json:"mac,omitempty"`
+	Addrs   []netip.Prefix `json:"addrs,omitempty"`
 	// Brd holds the broadcast address of each address that has one.
 	Brd map[netip.Prefix]netip.Addr `json:"brd,omitempty"`
 }
@@ -173,4 +175,20 @@ func Broadcast(p netip.Prefix) netip.Addr {
 func BridgeMAC(network string) string {
 	h := sha256.Sum256([]byte(network))
 	return fmt.Sprintf("02:67:6e:%02x:%02x:%02x", h[0], h[1], h[2])
+}
+
+// Diag is what only doctor needs, read on demand (see observe.Diagnose):
+// too slow to read on every apply of a large host.
+type Diag struct {
+	RPFilter  map[string]int `json:"rp_filter,omitempty"` // "all" and each bridge and uplink
+	Conntrack int            `json:"conntrack_count"`
+	CtMax     int            `json:"conntrack_max"`
+	// ForeignNAT holds masquerade rules of other tables, as read back.
+	ForeignNAT []ForeignRule `json:"foreign_nat,omitempty"`
+}
+
+// ForeignRule is a rule of a table guestnet does not own.
+type ForeignRule struct {
+	Chain string `json:"chain"` // "table ip nat chain POSTROUTING"
+	Rule  Rule   `json:"rule"`
 }

@@ -127,7 +127,8 @@ func Decode(exprs []expr.Any, comment string) (model.Rule, bool) {
 			}
 			mask = nil
 		case *expr.Payload:
-			if e.Base != expr.PayloadBaseNetworkHeader || e.Len != 4 || (e.Offset != offSaddr && e.Offset != offDaddr) {
+			// iptables-nft loads only the prefix's whole bytes (3 for a /24).
+			if e.Base != expr.PayloadBaseNetworkHeader || e.Len < 1 || e.Len > 4 || (e.Offset != offSaddr && e.Offset != offDaddr) {
 				return r, false
 			}
 			k := model.MatchSAddr
@@ -164,6 +165,11 @@ func Decode(exprs []expr.Any, comment string) (model.Rule, bool) {
 			r.Verdict = model.Reject
 		case *expr.Masq:
 			r.Verdict = model.Masquerade
+		case *expr.Target: // iptables-nft's xtables target
+			if e.Name != "MASQUERADE" {
+				return r, false
+			}
+			r.Verdict = model.Masquerade
 		default:
 			return r, false
 		}
@@ -182,17 +188,19 @@ func completeMatch(m *model.Match, c *expr.Cmp, mask []byte) bool {
 	case "nfproto":
 		return c.Op == expr.CmpOpEq && bytes.Equal(c.Data, []byte{unix.NFPROTO_IPV4})
 	case model.MatchSAddr, model.MatchDAddr:
-		if len(c.Data) != 4 {
+		if len(c.Data) < 1 || len(c.Data) > 4 {
 			return false
 		}
-		bits := 32
+		var a [4]byte
+		copy(a[:], c.Data)
+		bits := 8 * len(c.Data)
 		if mask != nil {
 			bits = maskBits(mask)
-			if bits < 0 {
+			if bits < 0 || len(c.Data) != 4 {
 				return false
 			}
 		}
-		m.Prefix = netip.PrefixFrom(netip.AddrFrom4([4]byte(c.Data)), bits)
+		m.Prefix = netip.PrefixFrom(netip.AddrFrom4(a), bits)
 	case model.MatchCtReply:
 		m.Neg = false
 		return c.Op == expr.CmpOpNeq && len(mask) == 4 && binary.NativeEndian.Uint32(mask) == ctReply

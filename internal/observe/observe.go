@@ -86,15 +86,16 @@ func readLinks(nl *netlink.Handle) ([]model.Link, error) {
 	for _, l := range ls {
 		at := l.Attrs()
 		ml := model.Link{
-			Name:   at.Name,
-			Index:  at.Index,
-			Kind:   l.Type(),
-			Alias:  at.Alias,
-			Master: names[at.MasterIndex],
-			Up:     at.Flags&unix.IFF_UP != 0,
-			MTU:    at.MTU,
-			Addrs:  byIndex[at.Index],
-			Brd:    brd[at.Index],
+			Name:    at.Name,
+			Index:   at.Index,
+			Kind:    l.Type(),
+			Alias:   at.Alias,
+			Master:  names[at.MasterIndex],
+			Up:      at.Flags&unix.IFF_UP != 0,
+			Carrier: at.OperState == netlink.OperUp || at.OperState == netlink.OperUnknown,
+			MTU:     at.MTU,
+			Addrs:   byIndex[at.Index],
+			Brd:     brd[at.Index],
 		}
 		if len(at.HardwareAddr) > 0 {
 			ml.MAC = at.HardwareAddr.String()

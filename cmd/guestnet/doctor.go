@@ -1,0 +1,101 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/guestnet/guestnet/internal/doctor"
+	"github.com/guestnet/guestnet/internal/model"
+	"github.com/guestnet/guestnet/internal/observe"
+	"github.com/guestnet/guestnet/internal/spec"
+)
+
+func doctorCmd(g *globals) *cobra.Command {
+	var config []string
+	c := &cobra.Command{
+		Use:   "doctor [NETWORK]",
+		Short: "Say why guests cannot get through, with the evidence and the fix (exit 0: clean, 1: findings)",
+		Long: "Checks the host against the networks of --config, or those guestnet applied here, or, on a host\n" +
+			"guestnet never touched, every bridge with an IPv4 address.",
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			e, err := g.open()
+			if err != nil {
+				return err
+			}
+			defer e.Close()
+			h, err := e.Observe()
+			if err != nil {
+				return err
+			}
+			d, err := observe.Diagnose(e.NS, h)
+			if err != nil {
+				return err
+			}
+			in := doctor.Input{Host: h, Diag: d}
+			switch st, err := e.State(); {
+			case len(config) > 0:
+				s, err := spec.Load(config...)
+				if err != nil {
+					return err
+				}
+				in.Networks, in.Declared = s.Models(), true
+			case err == nil && len(st.Networks) > 0:
+				in.Networks, in.Declared = st.Sorted(), true
+			default:
+				in.Networks = doctor.Discover(h)
+			}
+			if len(args) == 1 {
+				var keep []model.Network
+				for _, n := range in.Networks {
+					if n.Name == args[0] || n.Bridge == args[0] {
+						keep = append(keep, n)
+					}
+				}
+				if len(keep) == 0 {
+					return fmt.Errorf("doctor: no network %q here", args[0])
+				}
+				in.Networks = keep
+			}
+			findings := doctor.Run(in)
+			if g.json() {
+				if findings == nil {
+					findings = []doctor.Finding{}
+				}
+				g.printJSON(findings)
+			} else {
+				printFindings(g, in, findings)
+			}
+			if len(findings) > 0 {
+				return exitError{1}
+			}
+			return nil
+		},
+	}
+	c.Flags().StringArrayVar(&config, "config", nil, "spec file or directory to check against")
+	return c
+}
+
+func printFindings(g *globals, in doctor.Input, fs []doctor.Finding) {
+	var names []string
+	for _, n := range in.Networks {
+		names = append(names, n.Name)
+	}
+	if len(fs) == 0 {
+		fmt.Fprintf(g.out, "No findings: checked %d network(s) (%s) with %d checks.\n", len(names), strings.Join(names, ", "), len(doctor.Checks))
+		return
+	}
+	for _, f := range fs {
+		net := ""
+		if f.Network != "" {
+			net = " [" + f.Network + "]"
+		}
+		fmt.Fprintf(g.out, "%-7s %s%s: %s\n", strings.ToUpper(string(f.Severity)), f.Check, net, f.What)
+		for _, e := range f.Evidence {
+			fmt.Fprintf(g.out, "        evidence: %s\n", e)
+		}
+		fmt.Fprintf(g.out, "        fix:      %s\n", f.Fix)
+	}
+}

@@ -1,0 +1,341 @@
+// Package doctor explains why guests cannot get through: an explicit list
+// of small checks, each reading the observed host (and the declared
+// networks, when there are any) and returning findings with the evidence it
+// read and the fix. It works on hosts guestnet never touched: bridges with
+// an IPv4 address are taken as guest networks. It is pure.
+package doctor
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/guestnet/guestnet/internal/model"
+)
+
+// Severity ranks a finding.
+type Severity string
+
+const (
+	Error   Severity = "error"   // guest traffic is (or will be) dropped
+	Warning Severity = "warning" // likely a problem, depending on what the guests need
+)
+
+// Finding is one problem, with what was read and how to fix it.
+type Finding struct {
+	Check    string   `json:"check"`
+	Severity Severity `json:"severity"`
+	Network  string   `json:"network,omitempty"`
+	What     string   `json:"what"`
+	Evidence []string `json:"evidence"`
+	Fix      string   `json:"fix"`
+}
+
+// Input is what the checks read.
+type Input struct {
+	Host model.Host
+	Diag model.Diag
+	// Networks are the declared networks, or those Discover found.
+	Networks []model.Network
+	// Declared is true when Networks come from a spec or guestnet's state:
+	// their modes are known.
+	Declared bool
+}
+
+// Check is one diagnosis.
+type Check struct {
+	Name string
+	Run  func(in Input) []Finding
+}
+
+// Checks is every check, in the order findings are reported.
+var Checks = []Check{
+	{"ip-forward", checkForwarding},
+	{"forward-drop", checkForwardDrop},
+	{"masquerade-oif", checkMasqueradeOIF},
+	{"return-route", checkReturnRoute},
+	{"subnet-overlap", checkOverlap},
+	{"rp-filter", checkRPFilter},
+	{"bridge", checkBridges},
+	{"conntrack", checkConntrack},
+}
+
+// Run runs the checks and returns their findings.
+func Run(in Input) []Finding {
+	var out []Finding
+	for _, c := range Checks {
+		for _, f := range c.Run(in) {
+			f.Check = c.Name
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// Discover takes every bridge with an IPv4 address as a guest network
+// (mode unknown), for hosts configured by hand.
+func Discover(h model.Host) []model.Network {
+	var out []model.Network
+	for _, l := range h.Links {
+		if l.Kind != "bridge" || len(l.Addrs) == 0 {
+			continue
+		}
+		name := l.Owner()
+		if name == "" {
+			name = l.Name
+		}
+		out = append(out, model.Network{Name: name, Bridge: l.Name, IPv4: l.Addrs[0]})
+	}
+	return out
+}
+
+// forwards reports whether a network's guests should reach beyond the host.
+func (in Input) forwards(n model.Network) bool {
+	if in.Declared {
+		return n.Forwards()
+	}
+	return n.IPv4.IsValid()
+}
+
+func checkForwarding(in Input) []Finding {
+	if in.Host.IPForward {
+		return nil
+	}
+	var out []Finding
+	for _, n := range in.Networks {
+		if !in.forwards(n) {
+			continue
+		}
+		sev := Error
+		if !in.Declared {
+			sev = Warning // a hand-made bridge may be meant to be host-only
+		}
+		out = append(out, Finding{Severity: sev, Network: n.Name,
+			What:     fmt.Sprintf("IPv4 forwarding is off: guests of %s (%s) reach the host but nothing beyond it", n.Name, n.Subnet()),
+			Evidence: []string{"net.ipv4.ip_forward = 0"},
+			Fix:      "sysctl -w net.ipv4.ip_forward=1 (and persist it in /etc/sysctl.d/), or guestnet apply for a declared network"})
+	}
+	return out
+}
+
+func checkForwardDrop(in Input) []Finding {
+	var out []Finding
+	for _, n := range in.Networks {
+		bridged := in.Host.BridgeNFCallIPTables
+		if !in.forwards(n) && !bridged {
+			continue
+		}
+		onlyBridged := bridged && !in.forwards(n)
+		for _, fc := range in.Host.Foreign.ForwardDrop {
+			if fc.Lets(n.Bridge, onlyBridged) || slices.ContainsFunc(in.Host.Ruleset.DockerUser, func(r model.Rule) bool { return r.Network == n.Name }) {
+				continue
+			}
+			ev := []string{fc.Name + ": policy drop, no rule accepting " + n.Bridge}
+			what := fmt.Sprintf("%s drops the forwarded traffic of %s", fc.Name, n.Bridge)
+			if bridged {
+				ev = append(ev, "net.bridge.bridge-nf-call-iptables = 1: bridged frames cross it too")
+				what += ", bridged frames included"
+			}
+			out = append(out, Finding{Severity: Error, Network: n.Name, What: what, Evidence: ev,
+				Fix: fmt.Sprintf("iptables -I FORWARD -i %s -j ACCEPT && iptables -I FORWARD -o %s -j ACCEPT (Docker: in DOCKER-USER, which guestnet apply does for its networks)", n.Bridge, n.Bridge)})
+		}
+	}
+	return out
+}
+
+func defaultDev(h model.Host) string {
+	for _, r := range h.Routes {
+		if r.Dst.Bits() == 0 {
+			return r.Dev
+		}
+	}
+	return ""
+}
+
+func checkMasqueradeOIF(in Input) []Finding {
+	var out []Finding
+	def := defaultDev(in.Host)
+	seen := map[netip.Prefix]string{}
+	for _, fr := range in.Diag.ForeignNAT {
+		var src netip.Prefix
+		for _, m := range fr.Rule.Match {
+			if m.Kind == model.MatchSAddr && !m.Neg {
+				src = m.Prefix
+			}
+			if m.Kind == model.MatchOIF && !m.Neg && def != "" && m.Name != def && !strings.HasSuffix(m.Name, "+") {
+				out = append(out, Finding{Severity: Error,
+					What:     fmt.Sprintf("masquerade is bound to %s, but the default route leaves by %s: traffic leaving by %s goes out un-NATed and its replies never come back", m.Name, def, def),
+					Evidence: []string{fr.Chain + ": " + ruleText(fr.Rule), "default route dev " + def},
+					Fix:      fmt.Sprintf("masquerade by source and not by interface (iptables -t nat -A POSTROUTING -s %s ! -d %s -j MASQUERADE), or let guestnet's nat mode do it", src, src)})
+			}
+		}
+		if src.IsValid() {
+			if prev, dup := seen[src]; dup {
+				out = append(out, Finding{Severity: Warning,
+					What:     fmt.Sprintf("%s is masqueraded by more than one rule", src),
+					Evidence: []string{prev, fr.Chain + ": " + ruleText(fr.Rule)},
+					Fix:      "keep one masquerade rule per guest subnet"})
+			}
+			seen[src] = fr.Chain + ": " + ruleText(fr.Rule)
+		}
+	}
+	return out
+}
+
+func ruleText(r model.Rule) string {
+	s := r.String()
+	if i := strings.LastIndex(s, " comment "); i >= 0 {
+		s = s[:i]
+	}
+	return s
+}
+
+// masqueraded reports whether some rule (guestnet's or another) NATs the subnet.
+func (in Input) masqueraded(sub netip.Prefix) bool {
+	for _, c := range in.Host.Ruleset.Chains {
+		for _, r := range c.Rules {
+			if r.Verdict == model.Masquerade && covers(r, sub) {
+				return true
+			}
+		}
+	}
+	for _, fr := range in.Diag.ForeignNAT {
+		if covers(fr.Rule, sub) {
+			return true
+		}
+	}
+	return false
+}
+
+func covers(r model.Rule, sub netip.Prefix) bool {
+	for _, m := range r.Match {
+		if m.Kind == model.MatchSAddr && !m.Neg && !(m.Prefix.Contains(sub.Addr()) && m.Prefix.Bits() <= sub.Bits()) {
+			return false
+		}
+	}
+	return true
+}
+
+func checkReturnRoute(in Input) []Finding {
+	var out []Finding
+	for _, n := range in.Networks {
+		// A declared routed or open network is routed on purpose (guestnet
+		// routes prints the peers' command); only a hand-made one is suspect.
+		if in.Declared || !in.forwards(n) || in.masqueraded(n.Subnet()) {
+			continue
+		}
+		out = append(out, Finding{Severity: Warning, Network: n.Name,
+			What:     fmt.Sprintf("%s is routed without NAT: other hosts reach its guests only with a return route", n.Subnet()),
+			Evidence: []string{"no masquerade rule covers " + n.Subnet().String()},
+			Fix:      fmt.Sprintf("on each peer: guestnet routes %s prints the command (ip route add %s via THIS-HOST)", n.Name, n.Subnet())})
+	}
+	return out
+}
+
+func checkOverlap(in Input) []Finding {
+	var out []Finding
+	for i, a := range in.Networks {
+		if !a.IPv4.IsValid() {
+			continue
+		}
+		for _, b := range in.Networks[:i] {
+			if b.IPv4.IsValid() && a.Subnet().Overlaps(b.Subnet()) {
+				out = append(out, Finding{Severity: Error, Network: a.Name,
+					What:     fmt.Sprintf("%s of %s overlaps %s of %s", a.Subnet(), a.Name, b.Subnet(), b.Name),
+					Evidence: []string{a.Bridge + " " + a.IPv4.String(), b.Bridge + " " + b.IPv4.String()},
+					Fix:      "give each network its own subnet"})
+			}
+		}
+		for _, r := range in.Host.Routes {
+			if r.Dst.Bits() == 0 || r.Dev == a.Bridge || !r.Dst.Overlaps(a.Subnet()) || slices.ContainsFunc(in.Networks, func(n model.Network) bool { return n.Bridge == r.Dev }) {
+				continue
+			}
+			out = append(out, Finding{Severity: Error, Network: a.Name,
+				What:     fmt.Sprintf("%s of %s overlaps the host's route %s dev %s: some guest or host traffic takes the wrong path", a.Subnet(), a.Name, r.Dst, r.Dev),
+				Evidence: []string{"route " + r.Dst.String() + " dev " + r.Dev},
+				Fix:      "move the guest network to a subnet no route of the host covers"})
+		}
+	}
+	return out
+}
+
+func checkRPFilter(in Input) []Finding {
+	uplinks := 0
+	for _, l := range in.Host.Links {
+		if l.Kind != "bridge" && l.Name != "lo" && len(l.Addrs) > 0 {
+			uplinks++
+		}
+	}
+	if uplinks < 2 {
+		return nil // one way in and out: strict reverse-path filtering cannot bite
+	}
+	var out []Finding
+	for name, v := range in.Diag.RPFilter {
+		eff := max(v, in.Diag.RPFilter["all"])
+		if eff != 1 || name == "all" {
+			continue
+		}
+		out = append(out, Finding{Severity: Warning,
+			What:     fmt.Sprintf("strict reverse-path filtering on %s while the host has %d uplinks: replies that come back by another uplink are dropped", name, uplinks),
+			Evidence: []string{fmt.Sprintf("net.ipv4.conf.%s.rp_filter = %d, net.ipv4.conf.all.rp_filter = %d", name, v, in.Diag.RPFilter["all"])},
+			Fix:      fmt.Sprintf("sysctl -w net.ipv4.conf.%s.rp_filter=2 (loose) and net.ipv4.conf.all.rp_filter=2", name)})
+	}
+	slices.SortFunc(out, func(a, b Finding) int { return strings.Compare(a.What, b.What) })
+	return out
+}
+
+func checkBridges(in Input) []Finding {
+	var out []Finding
+	for _, n := range in.Networks {
+		br, ok := in.Host.Link(n.Bridge)
+		if !ok {
+			out = append(out, Finding{Severity: Error, Network: n.Name, What: "bridge " + n.Bridge + " does not exist",
+				Evidence: []string{"no link " + n.Bridge}, Fix: "guestnet apply"})
+			continue
+		}
+		if !br.Up {
+			out = append(out, Finding{Severity: Error, Network: n.Name, What: "bridge " + n.Bridge + " is down",
+				Evidence: []string{n.Bridge + ": admin down"}, Fix: "ip link set " + n.Bridge + " up"})
+		}
+		var mtus []string
+		upPorts := 0
+		for _, p := range in.Host.Links {
+			if p.Master != n.Bridge {
+				continue
+			}
+			if p.Up {
+				upPorts++
+			}
+			if p.MTU != br.MTU {
+				mtus = append(mtus, fmt.Sprintf("%s mtu %d", p.Name, p.MTU))
+			}
+		}
+		if br.Up && upPorts > 0 && !br.Carrier {
+			out = append(out, Finding{Severity: Warning, Network: n.Name, What: "bridge " + n.Bridge + " has no carrier although ports are up",
+				Evidence: []string{n.Bridge + ": NO-CARRIER"}, Fix: "check the ports' state (ip -d link show master " + n.Bridge + ")"})
+		}
+		if len(mtus) > 0 {
+			out = append(out, Finding{Severity: Warning, Network: n.Name,
+				What:     fmt.Sprintf("ports of %s (mtu %d) differ in MTU: large packets are dropped silently", n.Bridge, br.MTU),
+				Evidence: mtus, Fix: fmt.Sprintf("ip link set PORT mtu %d (guestnet attach sets it)", br.MTU)})
+		}
+	}
+	for _, l := range in.Host.Links {
+		if l.Kind == "tuntap" && l.Master == "" && l.Up {
+			out = append(out, Finding{Severity: Warning, What: "TAP " + l.Name + " is up but in no bridge: its guest is cut off",
+				Evidence: []string{l.Name + ": no master"}, Fix: "guestnet attach NETWORK " + l.Name})
+		}
+	}
+	return out
+}
+
+func checkConntrack(in Input) []Finding {
+	if in.Diag.CtMax == 0 || in.Diag.Conntrack*10 < in.Diag.CtMax*9 {
+		return nil
+	}
+	return []Finding{{Severity: Warning,
+		What:     "the conntrack table is nearly full: new connections (and NAT) fail once it is",
+		Evidence: []string{fmt.Sprintf("nf_conntrack_count = %d of nf_conntrack_max = %d", in.Diag.Conntrack, in.Diag.CtMax)},
+		Fix:      fmt.Sprintf("sysctl -w net.netfilter.nf_conntrack_max=%d", in.Diag.CtMax*2)}}
+}

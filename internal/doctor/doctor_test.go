@@ -1,0 +1,77 @@
+package doctor
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/guestnet/guestnet/internal/model"
+)
+
+func pfx(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+
+// healthy is a host with a NAT bridge as guestnet makes it.
+func healthy() Input {
+	h := model.Host{
+		Links: []model.Link{
+			{Name: "eth0", Kind: "device", Up: true, Carrier: true, MTU: 1500, Addrs: []netip.Prefix{pfx("198.51.100.1/24")}},
+			{Name: "gnat0", Kind: "bridge", Up: true, Carrier: true, MTU: 1500, Alias: "guestnet:default", Addrs: []netip.Prefix{pfx("10.99.0.1/24")}},
+			{Name: "tap0", Kind: "tuntap", Up: true, MTU: 1500, Master: "gnat0"},
+		},
+		Routes:    []model.Route{{Dst: pfx("0.0.0.0/0"), Dev: "eth0"}},
+		IPForward: true,
+		Ruleset: model.Ruleset{Chains: []model.Chain{{Name: "postrouting", Rules: []model.Rule{{Network: "default", Verdict: model.Masquerade,
+			Match: []model.Match{{Kind: model.MatchSAddr, Prefix: pfx("10.99.0.0/24")}}}}}}},
+	}
+	return Input{Host: h, Diag: model.Diag{RPFilter: map[string]int{"all": 0}, Conntrack: 10, CtMax: 1000},
+		Networks: []model.Network{{Name: "default", Mode: model.NAT, Bridge: "gnat0", IPv4: pfx("10.99.0.1/24")}}, Declared: true}
+}
+
+func TestChecks(t *testing.T) {
+	cases := []struct {
+		name    string
+		breakIt func(in *Input)
+		want    string
+	}{
+		{"healthy", func(in *Input) {}, ""},
+		{"forwarding off", func(in *Input) { in.Host.IPForward = false }, "ip-forward"},
+		{"FORWARD drop", func(in *Input) {
+			in.Host.Foreign.ForwardDrop = []model.ForeignChain{{Name: "table ip filter chain FORWARD"}}
+		}, "forward-drop"},
+		{"FORWARD drop that accepts the bridge", func(in *Input) {
+			in.Host.Foreign.ForwardDrop = []model.ForeignChain{{Name: "x", AcceptIIF: []string{"gnat0"}, AcceptOIF: []string{"gnat0"}}}
+		}, ""},
+		{"masquerade on the wrong uplink", func(in *Input) {
+			in.Diag.ForeignNAT = []model.ForeignRule{{Chain: "table ip nat chain POSTROUTING", Rule: model.Rule{Verdict: model.Masquerade,
+				Match: []model.Match{{Kind: model.MatchOIF, Name: "eth1"}, {Kind: model.MatchSAddr, Prefix: pfx("10.99.0.0/24")}}}}}
+		}, "masquerade-oif"},
+		{"hand-made bridge without NAT", func(in *Input) {
+			in.Host.Ruleset = model.Ruleset{}
+			in.Declared, in.Networks = false, Discover(in.Host)
+		}, "return-route"},
+		{"overlap with a host route", func(in *Input) {
+			in.Host.Routes = append(in.Host.Routes, model.Route{Dst: pfx("10.99.0.0/16"), Dev: "eth0"})
+		}, "subnet-overlap"},
+		{"strict rp_filter with two uplinks", func(in *Input) {
+			in.Host.Links = append(in.Host.Links, model.Link{Name: "eth1", Kind: "device", Addrs: []netip.Prefix{pfx("203.0.113.1/24")}})
+			in.Diag.RPFilter["gnat0"] = 1
+		}, "rp-filter"},
+		{"bridge down", func(in *Input) { in.Host.Links[1].Up = false }, "bridge"},
+		{"TAP in no bridge", func(in *Input) { in.Host.Links[2].Master = "" }, "bridge"},
+		{"conntrack nearly full", func(in *Input) { in.Diag.Conntrack = 950 }, "conntrack"},
+	}
+	for _, c := range cases {
+		in := healthy()
+		c.breakIt(&in)
+		var got []string
+		for _, f := range Run(in) {
+			got = append(got, f.Check)
+			if f.What == "" || len(f.Evidence) == 0 || f.Fix == "" {
+				t.Errorf("%s: incomplete finding %+v", c.name, f)
+			}
+		}
+		if strings.Join(got, ",") != c.want {
+			t.Errorf("%s: checks %v, want %q", c.name, got, c.want)
+		}
+	}
+}

@@ -1,0 +1,68 @@
+package observe
+
+import (
+	"fmt"
+	"strconv"
+
+	"github.com/google/nftables"
+
+	"github.com/guestnet/guestnet/internal/model"
+	"github.com/guestnet/guestnet/internal/netns"
+	"github.com/guestnet/guestnet/internal/nft"
+)
+
+// Diagnose reads what doctor needs beyond Host: rp_filter of "all", the
+// bridges and the interfaces with IPv4 addresses, conntrack fill, and the
+// masquerade rules of tables guestnet does not own.
+func Diagnose(ns *netns.NS, h model.Host) (model.Diag, error) {
+	d := model.Diag{RPFilter: map[string]int{}}
+	names := []string{"all"}
+	for _, l := range h.Links {
+		if l.Kind == "bridge" || (len(l.Addrs) > 0 && l.Name != "lo") {
+			names = append(names, l.Name)
+		}
+	}
+	for _, n := range names {
+		v, err := ns.ReadSysctl("net.ipv4.conf." + n + ".rp_filter")
+		if err != nil {
+			return d, err
+		}
+		if i, err := strconv.Atoi(v); err == nil {
+			d.RPFilter[n] = i
+		}
+	}
+	for key, dst := range map[string]*int{"net.netfilter.nf_conntrack_count": &d.Conntrack, "net.netfilter.nf_conntrack_max": &d.CtMax} {
+		v, err := ns.ReadSysctl(key)
+		if err != nil {
+			return d, err
+		}
+		*dst, _ = strconv.Atoi(v)
+	}
+	c, err := ns.Nft(0)
+	if err != nil {
+		return d, err
+	}
+	chains, err := c.ListChains()
+	if err != nil {
+		return d, fmt.Errorf("diagnose nftables: %w", err)
+	}
+	for _, ch := range chains {
+		if ch.Table.Name == model.Table && ch.Table.Family == nftables.TableFamilyINet {
+			continue
+		}
+		if ch.Table.Family != nftables.TableFamilyIPv4 && ch.Table.Family != nftables.TableFamilyINet {
+			continue // masquerade lives in nat chains, base or jumped-to (libvirt's LIBVIRT_PRT)
+		}
+		rules, err := c.GetRules(ch.Table, ch)
+		if err != nil {
+			return d, fmt.Errorf("diagnose %s: %w", ch.Name, err)
+		}
+		name := fmt.Sprintf("table %s %s chain %s", FamilyName(ch.Table.Family), ch.Table.Name, ch.Name)
+		for _, r := range rules {
+			if mr, ok := nft.Decode(r.Exprs, nft.CommentOf(r.UserData)); ok && mr.Verdict == model.Masquerade {
+				d.ForeignNAT = append(d.ForeignNAT, model.ForeignRule{Chain: name, Rule: mr})
+			}
+		}
+	}
+	return d, nil
+}
