@@ -1,0 +1,87 @@
+package main
+
+import (
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/guestnet/guestnet/internal/model"
+	"github.com/guestnet/guestnet/internal/observe"
+	"github.com/guestnet/guestnet/internal/trace"
+)
+
+func traceCmd(g *globals) *cobra.Command {
+	var inDev string
+	c := &cobra.Command{
+		Use:   "trace FROM TO [tcp|udp|icmp[/PORT]]",
+		Short: "Walk one packet (and its reply) through the host; exit 0: delivered, 1: dropped",
+		Long: "FROM and TO are addresses or interface names (an interface stands for its first address).\n" +
+			"The walk is a simulation over the observed host: guestnet's rules, foreign forward chains that\n" +
+			"drop by policy, masquerade rules, routes, ip_forward and br_netfilter.",
+		Args: cobra.RangeArgs(2, 3),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			e, err := g.open()
+			if err != nil {
+				return err
+			}
+			defer e.Close()
+			h, err := e.Observe()
+			if err != nil {
+				return err
+			}
+			d, err := observe.Diagnose(e.NS, h)
+			if err != nil {
+				return err
+			}
+			p := trace.Packet{Proto: "icmp", InDev: inDev}
+			if p.Src, err = endpoint(h, args[0]); err != nil {
+				return err
+			}
+			if p.Dst, err = endpoint(h, args[1]); err != nil {
+				return err
+			}
+			if len(args) == 3 {
+				proto, port, _ := strings.Cut(args[2], "/")
+				p.Proto = proto
+				if port != "" {
+					if p.Port, err = strconv.Atoi(port); err != nil {
+						return fmt.Errorf("trace: port %q", port)
+					}
+				}
+			}
+			res := trace.Walk(h, d, p)
+			if g.json() {
+				g.printJSON(res)
+			} else {
+				for _, hop := range res.Hops {
+					fmt.Fprintf(g.out, "%-12s %-8s %s\n", hop.Stage, strings.ToUpper(hop.Verdict), hop.Detail)
+				}
+				verdict := "DROPPED"
+				if res.Delivered {
+					verdict = "DELIVERED (and the reply comes back)"
+				}
+				fmt.Fprintf(g.out, "=> %s\n", verdict)
+			}
+			if !res.Delivered {
+				return exitError{1}
+			}
+			return nil
+		},
+	}
+	c.Flags().StringVar(&inDev, "in", "", "interface the packet arrives on (for a source the host has no route to, e.g. on an isolated bridge)")
+	return c
+}
+
+// endpoint is an address, or an interface's first address.
+func endpoint(h model.Host, s string) (netip.Addr, error) {
+	if a, err := netip.ParseAddr(s); err == nil {
+		return a, nil
+	}
+	if l, ok := h.Link(s); ok && len(l.Addrs) > 0 {
+		return l.Addrs[0].Addr(), nil
+	}
+	return netip.Addr{}, fmt.Errorf("trace: %q is neither an address nor an interface with one", s)
+}

@@ -1,0 +1,70 @@
+package e2e
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+)
+
+// TestTraceAgreesWithPackets builds the core scenarios and, for each path,
+// compares trace's verdict with what a real TCP connection did.
+func TestTraceAgreesWithPackets(t *testing.T) {
+	l := newLab(t)
+	host, inet := natHost(l)
+	l.Guestnet(host, "apply", l.Spec(natSpec+`
+  iso:
+    mode: isolated
+    bridge: giso0
+  lab:
+    mode: routed
+    bridge: grt0
+    ipv4: 10.99.1.1/24
+`))
+	g1 := l.Guest(host, "default", "g1", "vg1", "10.99.0.10/24", "10.99.0.1")
+	g2 := l.Guest(host, "iso", "g2", "vg2", "10.98.0.10/24", "")
+	l.must("ip", "-n", g2, "route", "add", "default", "dev", "eth0")
+	g3 := l.Guest(host, "lab", "g3", "vg3", "10.99.1.10/24", "10.99.1.1")
+	l.must("ip", "-n", inet, "route", "add", "10.99.0.0/23", "via", "198.51.100.1")
+	for _, s := range []struct{ ns, addr string }{{inet, "203.0.113.10:8080"}, {g1, "10.99.0.10:8080"}, {g3, "10.99.1.10:8080"}} {
+		l.Serve(s.ns, s.addr)
+	}
+	type path struct {
+		what, fromNS, to string
+		args           []string
+	}
+	paths := []path{
+		{"nat guest -> internet", g1, "203.0.113.10:8080", []string{"10.99.0.10", "203.0.113.10", "tcp/8080"}},
+		{"internet -> nat guest", inet, "10.99.0.10:8080", []string{"203.0.113.10", "10.99.0.10", "tcp/8080"}},
+		{"isolated guest -> internet", g2, "203.0.113.10:8080", []string{"--in", "giso0", "10.98.0.10", "203.0.113.10", "tcp/8080"}},
+		{"internet -> routed guest", inet, "10.99.1.10:8080", []string{"203.0.113.10", "10.99.1.10", "tcp/8080"}},
+		{"nat guest -> routed guest", g1, "10.99.1.10:8080", []string{"10.99.0.10", "10.99.1.10", "tcp/8080"}},
+	}
+	var rows []string
+	check := func(p path, when string) {
+		_, err := l.Dial(p.fromNS, p.to)
+		real := err == nil
+		out, _, code := l.Run(host, append([]string{"trace"}, p.args...)...)
+		sim := code == 0
+		stop := ""
+		if !sim {
+			for _, line := range strings.Split(out, "\n") {
+				if strings.Contains(line, " DROP ") {
+					stop = strings.Join(strings.Fields(line)[2:], " ")
+				}
+			}
+		}
+		rows = append(rows, fmt.Sprintf("| %s%s | %v | %v | %s |", p.what, when, real, sim, stop))
+		if real != sim {
+			t.Errorf("%s%s: real packets say delivered=%v, trace says %v\n%s", p.what, when, real, sim, out)
+		}
+	}
+	for _, p := range paths {
+		check(p, "")
+	}
+	l.In(host, "sysctl", "-qw", "net.ipv4.ip_forward=0")
+	check(paths[0], " (ip_forward=0)")
+	l.In(host, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+	l.In(host, "iptables", "-P", "FORWARD", "DROP")
+	check(paths[0], " (Docker-style FORWARD DROP)")
+	t.Logf("\n| path | real | trace | trace stops at |\n|---|---|---|---|\n%s", strings.Join(rows, "\n"))
+}

@@ -1,0 +1,77 @@
+package trace
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/guestnet/guestnet/internal/model"
+	"github.com/guestnet/guestnet/internal/nft"
+)
+
+func host(t *testing.T) model.Host {
+	nets := []model.Network{
+		{Name: "default", Mode: model.NAT, Bridge: "gnat0", IPv4: netip.MustParsePrefix("10.99.0.1/24")},
+		{Name: "iso", Mode: model.Isolated, Bridge: "giso0"},
+	}
+	h := model.Host{
+		Links: []model.Link{
+			{Name: "giso0", Kind: "bridge", Up: true},
+			{Name: "gnat0", Kind: "bridge", Up: true, Addrs: []netip.Prefix{netip.MustParsePrefix("10.99.0.1/24")}},
+			{Name: "up0", Kind: "veth", Up: true, Addrs: []netip.Prefix{netip.MustParsePrefix("198.51.100.1/24")}},
+		},
+		Routes: []model.Route{
+			{Dst: netip.MustParsePrefix("0.0.0.0/0"), Gw: netip.MustParseAddr("198.51.100.254"), Dev: "up0"},
+			{Dst: netip.MustParsePrefix("198.51.100.0/24"), Dev: "up0", Proto: 2},
+			{Dst: netip.MustParsePrefix("10.99.0.0/24"), Dev: "gnat0", Proto: 2},
+		},
+		IPForward: true,
+	}
+	rs, err := nft.Render(nets, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Ruleset = rs
+	return h
+}
+
+func a(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+func TestWalk(t *testing.T) {
+	cases := []struct {
+		name      string
+		p         Packet
+		edit      func(*model.Host)
+		delivered bool
+		stop      string
+	}{
+		{"nat guest out, masqueraded", Packet{Src: a("10.99.0.10"), Dst: a("203.0.113.10")}, nil, true, ""},
+		{"internet in", Packet{Src: a("203.0.113.10"), Dst: a("10.99.0.10")}, nil, false, `oifname "gnat0" reject`},
+		{"isolated out", Packet{Src: a("10.98.0.10"), Dst: a("203.0.113.10"), InDev: "giso0"}, nil, false, `iifname "giso0" reject`},
+		{"isolated to the host", Packet{Src: a("10.98.0.10"), Dst: a("198.51.100.1"), InDev: "giso0"}, nil, false, `chain input: iifname "giso0" drop`},
+		{"forwarding off", Packet{Src: a("10.99.0.10"), Dst: a("203.0.113.10")}, func(h *model.Host) { h.IPForward = false }, false, "ip_forward = 0"},
+		{"no route", Packet{Src: a("10.99.0.10"), Dst: a("203.0.113.10")}, func(h *model.Host) { h.Routes = h.Routes[1:] }, false, "no route to 203.0.113.10"},
+		{"foreign FORWARD drop", Packet{Src: a("10.99.0.10"), Dst: a("203.0.113.10")}, func(h *model.Host) {
+			h.Foreign.ForwardDrop = []model.ForeignChain{{Name: "table ip filter chain FORWARD"}}
+		}, false, "policy drop"},
+	}
+	for _, c := range cases {
+		h := host(t)
+		if c.edit != nil {
+			c.edit(&h)
+		}
+		r := Walk(h, model.Diag{}, c.p)
+		last := r.Hops[len(r.Hops)-1]
+		if r.Delivered != c.delivered || (c.stop != "" && (last.Verdict != "drop" || !strings.Contains(last.Detail, c.stop))) {
+			t.Errorf("%s: delivered=%v, last hop %+v; want delivered=%v stopping at %q", c.name, r.Delivered, last, c.delivered, c.stop)
+		}
+	}
+	r := Walk(host(t), model.Diag{}, Packet{Src: a("10.99.0.10"), Dst: a("203.0.113.10")})
+	var text []string
+	for _, hop := range r.Hops {
+		text = append(text, hop.Detail)
+	}
+	if !strings.Contains(strings.Join(text, "\n"), "source 10.99.0.10 becomes 198.51.100.1") {
+		t.Errorf("masquerade not shown:\n%s", strings.Join(text, "\n"))
+	}
+}
