@@ -30,7 +30,7 @@ func TestTraceAgreesWithPackets(t *testing.T) {
 	}
 	type path struct {
 		what, fromNS, to string
-		args           []string
+		args             []string
 	}
 	paths := []path{
 		{"nat guest -> internet", g1, "203.0.113.10:8080", []string{"10.99.0.10", "203.0.113.10", "tcp/8080"}},
