@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"os/exec"
 	"strings"
 	"testing"
 )
@@ -142,5 +143,32 @@ func TestDoctorMasqueradeFindingIsReal(t *testing.T) {
 	l.expect("guest out after the default route moved to up1", false, err == nil)
 	if fs, _ := l.doctor(host); !strings.Contains(checks(fs), "masquerade-oif") {
 		t.Errorf("doctor misses the masquerade bound to up0: %+v", fs)
+	}
+}
+
+func TestDoctorDHCP(t *testing.T) {
+	l := newLab(t)
+	host := l.NS("host")
+	spec := l.Spec(dhcpSpec)
+	l.Guestnet(host, "apply", spec)
+	fs, _ := l.doctor(host)
+	if checks(fs) != "dhcp" || !strings.Contains(fs[0].What, "not running") {
+		t.Errorf("declared dhcp, no daemon: %+v", fs)
+	}
+	other := exec.Command("ip", "netns", "exec", host, "dnsmasq", "-k", "-C", "/dev/null", "--no-resolv", "--port=0",
+		"--interface=gnat0", "--bind-interfaces", "--dhcp-range=10.99.0.100,10.99.0.199,1h", "--user=root", "--pid-file=",
+		"--dhcp-leasefile="+t.TempDir()+"/leases")
+	if err := other.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "dnsmasq on port 67", func() bool {
+		fs, _ = l.doctor(host)
+		return len(fs) == 1 && strings.Contains(fs[0].What, "another program holds UDP port 67")
+	})
+	other.Process.Kill()
+	other.Wait()
+	l.Serve_(host, spec)
+	if fs, code := l.doctor(host); code != 0 {
+		t.Errorf("daemon running: exit %d, %+v", code, fs)
 	}
 }

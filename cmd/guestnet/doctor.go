@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/guestnet/guestnet/internal/daemon"
 	"github.com/guestnet/guestnet/internal/doctor"
 	"github.com/guestnet/guestnet/internal/model"
 	"github.com/guestnet/guestnet/internal/observe"
@@ -34,6 +35,7 @@ func doctorCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			d.Daemon = daemon.Running(g.dir())
 			in := doctor.Input{Host: h, Diag: d}
 			switch st, err := e.State(); {
 			case len(config) > 0:

@@ -176,3 +176,9 @@ func Leases(dir, network string) ([]LeaseView, string, error) {
 	sortViews(out)
 	return out, "store", nil
 }
+
+// Running reports whether a daemon answers for the state folder.
+func Running(dir string) bool {
+	var out []LeaseView
+	return call(dir, http.MethodGet, "/v1/leases?network=-", &out) == nil
+}

@@ -59,6 +59,7 @@ var Checks = []Check{
 	{"rp-filter", checkRPFilter},
 	{"bridge", checkBridges},
 	{"conntrack", checkConntrack},
+	{"dhcp", checkDHCP},
 }
 
 // Run runs the checks and returns their findings.
@@ -338,4 +339,28 @@ func checkConntrack(in Input) []Finding {
 		What:     "the conntrack table is nearly full: new connections (and NAT) fail once it is",
 		Evidence: []string{fmt.Sprintf("nf_conntrack_count = %d of nf_conntrack_max = %d", in.Diag.Conntrack, in.Diag.CtMax)},
 		Fix:      fmt.Sprintf("sysctl -w net.netfilter.nf_conntrack_max=%d", in.Diag.CtMax*2)}}
+}
+
+// checkDHCP: a network declares DHCP but guestnet serve is not running, or
+// something else holds port 67 and would answer (or keep guestnet from it).
+func checkDHCP(in Input) []Finding {
+	var out []Finding
+	for _, n := range in.Networks {
+		if n.DHCP == nil {
+			continue
+		}
+		switch {
+		case !in.Diag.Daemon && in.Diag.DHCPSockets > 0:
+			out = append(out, Finding{Severity: Error, Network: n.Name,
+				What:     "guestnet serve is not running, and another program holds UDP port 67: guests get their leases from it, or none",
+				Evidence: []string{fmt.Sprintf("%d UDP socket(s) on port 67", in.Diag.DHCPSockets), "no daemon answers on the API socket"},
+				Fix:      "stop the other DHCP server (ss -lunp 'sport = :67' names it), then systemctl start guestnet-serve"})
+		case !in.Diag.Daemon:
+			out = append(out, Finding{Severity: Error, Network: n.Name,
+				What:     "the network declares dhcp, but guestnet serve is not running: guests get no address",
+				Evidence: []string{"no daemon answers on the API socket", "no UDP socket on port 67"},
+				Fix:      "systemctl start guestnet-serve (or guestnet serve --config ...)"})
+		}
+	}
+	return out
 }

@@ -185,6 +185,10 @@ type Diag struct {
 	CtMax     int            `json:"conntrack_max"`
 	// ForeignNAT holds masquerade rules of other tables, as read back.
 	ForeignNAT []ForeignRule `json:"foreign_nat,omitempty"`
+	// DHCPSockets is how many UDP sockets listen on port 67.
+	DHCPSockets int `json:"dhcp_sockets"`
+	// Daemon is true when guestnet serve answers for this namespace.
+	Daemon bool `json:"daemon"`
 }
 
 // ForeignRule is a rule of a table guestnet does not own.

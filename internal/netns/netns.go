@@ -132,3 +132,32 @@ func (n *NS) WriteSysctl(key, value string) error {
 		return os.WriteFile(sysctlPath(key), []byte(value), 0o644)
 	})
 }
+
+// UDPListeners returns the local ports of the namespace's IPv4 UDP sockets
+// (read from /proc/thread-self/net/udp inside it).
+// Equivalent to: ip netns exec NAME ss -Hlun
+func (n *NS) UDPListeners() (map[int]int, error) {
+	ports := map[int]int{}
+	err := n.Do(func() error {
+		b, err := os.ReadFile("/proc/thread-self/net/udp")
+		if err != nil {
+			return err
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			f := strings.Fields(line)
+			if len(f) < 2 {
+				continue
+			}
+			_, port, ok := strings.Cut(f[1], ":")
+			if !ok {
+				continue
+			}
+			var p int
+			if _, err := fmt.Sscanf(port, "%X", &p); err == nil {
+				ports[p]++
+			}
+		}
+		return nil
+	})
+	return ports, err
+}

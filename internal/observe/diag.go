@@ -38,6 +38,11 @@ func Diagnose(ns *netns.NS, h model.Host) (model.Diag, error) {
 		}
 		*dst, _ = strconv.Atoi(v)
 	}
+	udp, err := ns.UDPListeners()
+	if err != nil {
+		return d, err
+	}
+	d.DHCPSockets = udp[67]
 	c, err := ns.Nft(0)
 	if err != nil {
 		return d, err
