@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
 
 	"github.com/guestnet/guestnet/internal/model"
@@ -40,6 +41,16 @@ func (k *Linux) replaceRuleset(rs *model.Ruleset) error {
 	}
 	if len(rs.Chains) > 0 {
 		c.AddTable(t)
+		var fwd *nftables.Set
+		if len(rs.Forwards) > 0 {
+			fwd = forwardsSet(t)
+			if err := c.AddSet(fwd, nil); err != nil {
+				return fmt.Errorf("nft add map %s: %w", model.ForwardsMap, err)
+			}
+			if err := addChunked(c.SetAddElements, fwd, rs.Forwards); err != nil {
+				return err
+			}
+		}
 		accept := nftables.ChainPolicyAccept
 		for _, mc := range rs.Chains {
 			ch := c.AddChain(&nftables.Chain{
@@ -54,6 +65,11 @@ func (k *Linux) replaceRuleset(rs *model.Ruleset) error {
 				exprs, err := nft.Encode(r, true)
 				if err != nil {
 					return err
+				}
+				for _, e := range exprs {
+					if l, ok := e.(*expr.Lookup); ok && fwd != nil {
+						l.SetID = fwd.ID // the map is made in this same transaction
+					}
 				}
 				c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: exprs, UserData: nft.Comment(r.Network)})
 			}
@@ -111,4 +127,79 @@ func isNotExist(err error) bool {
 		e = u.Unwrap()
 	}
 	return errno == unix.ENOENT
+}
+
+func forwardsSet(t *nftables.Table) *nftables.Set {
+	return &nftables.Set{Table: t, Name: model.ForwardsMap, IsMap: true, Interval: true, Concatenation: true,
+		KeyType:  nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeIPAddr, nftables.TypeInetProto, nftables.TypeInetService),
+		DataType: nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService)}
+}
+
+func forwardElements(fs []model.Forward) []nftables.SetElement {
+	out := make([]nftables.SetElement, 0, len(fs))
+	for _, f := range fs {
+		k, kEnd, val := nft.EncodeForward(f)
+		out = append(out, nftables.SetElement{Key: k, KeyEnd: kEnd, Val: val})
+	}
+	return out
+}
+
+// updateForwards changes only the elements of the forwards map that
+// differ, in one transaction: a changed forward is one element deleted and
+// one added, whatever the size of the map.
+// Equivalent to: nft delete element inet guestnet forwards { ... }; nft add element ...
+func (k *Linux) updateForwards(old, cur []model.Forward) error {
+	del, add := diffForwards(old, cur)
+	c, err := k.ns.Nft(1<<20 + (len(del)+len(add))<<9)
+	if err != nil {
+		return err
+	}
+	s := forwardsSet(&nftables.Table{Name: model.Table, Family: nftables.TableFamilyINet})
+	if err := addChunked(c.SetDeleteElements, s, del); err != nil {
+		return err
+	}
+	if err := addChunked(c.SetAddElements, s, add); err != nil {
+		return err
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("nft update map %s: %w", model.ForwardsMap, err)
+	}
+	return nil
+}
+
+// diffForwards returns the elements to delete and to add.
+func diffForwards(old, cur []model.Forward) (del, add []model.Forward) {
+	want := map[model.Forward]bool{}
+	for _, f := range cur {
+		want[f] = true
+	}
+	have := map[model.Forward]bool{}
+	for _, f := range old {
+		have[f] = true
+		if !want[f] {
+			del = append(del, f)
+		}
+	}
+	for _, f := range cur {
+		if !have[f] {
+			add = append(add, f)
+		}
+	}
+	return del, add
+}
+
+// elementsPerMessage keeps each element message under netlink's 64 KiB
+// attribute limit (a longer list would wrap its length and be cut short);
+// the messages still go in one transaction.
+const elementsPerMessage = 200
+
+func addChunked(op func(*nftables.Set, []nftables.SetElement) error, s *nftables.Set, fs []model.Forward) error {
+	for len(fs) > 0 {
+		n := min(len(fs), elementsPerMessage)
+		if err := op(s, forwardElements(fs[:n])); err != nil {
+			return fmt.Errorf("nft map %s elements: %w", model.ForwardsMap, err)
+		}
+		fs = fs[n:]
+	}
+	return nil
 }

@@ -94,7 +94,7 @@ func Discover(h model.Host) []model.Network {
 // forwards reports whether a network's guests should reach beyond the host.
 func (in Input) forwards(n model.Network) bool {
 	if in.Declared {
-		return n.Forwards()
+		return n.NeedsForwarding()
 	}
 	return n.IPv4.IsValid()
 }

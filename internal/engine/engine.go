@@ -86,7 +86,7 @@ func (e *Engine) diff(st state.State, check func(model.Host) error, want func() 
 	}
 }
 
-func isNft(a plan.Action) bool { return a.Op == plan.OpNft }
+func isNft(a plan.Action) bool { return a.Op == plan.OpNft || a.Op == plan.OpNftElements }
 
 // State reads the state file.
 func (e *Engine) State() (state.State, error) { return state.Load(e.StatePath) }

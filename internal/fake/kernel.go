@@ -80,7 +80,7 @@ func (k *Kernel) do(a plan.Action) error {
 	case plan.OpSysctl:
 		k.Host.IPForward = a.Value == "1"
 		return nil
-	case plan.OpNft:
+	case plan.OpNft, plan.OpNftElements:
 		k.Host.Ruleset = *a.Rules
 		return nil
 	case plan.OpRouteAdd:

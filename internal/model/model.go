@@ -35,6 +35,8 @@ type Network struct {
 	MTU    int          `json:"mtu,omitempty"`
 	DHCP   *DHCP        `json:"dhcp,omitempty"`
 	DNS    *DNS         `json:"dns,omitempty"`
+	// Forwards open ports of the host to guests (nat and routed networks).
+	Forwards []PortForward `json:"forwards,omitempty"`
 }
 
 // Subnet is the guests' subnet (IPv4 with the host bits cleared).
@@ -45,8 +47,8 @@ func (n Network) Subnet() netip.Prefix {
 	return n.IPv4.Masked()
 }
 
-// Forwards reports whether the network needs IP forwarding on the host.
-func (n Network) Forwards() bool {
+// NeedsForwarding reports whether the network needs IP forwarding on the host.
+func (n Network) NeedsForwarding() bool {
 	return n.Mode == Routed || n.Mode == NAT || n.Mode == Open
 }
 

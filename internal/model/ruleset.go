@@ -14,6 +14,8 @@ import (
 type Ruleset struct {
 	Chains     []Chain `json:"chains,omitempty"`      // table inet guestnet; none = no table
 	DockerUser []Rule  `json:"docker_user,omitempty"` // rules in table ip filter chain DOCKER-USER
+	// Forwards are the elements of the map "forwards" (sorted).
+	Forwards []Forward `json:"forwards,omitempty"`
 	// Digest, when set, stands for rules observe did not read back because
 	// the kernel's ruleset generation says nothing changed since guestnet
 	// wrote the ruleset with this Sum. Chains and DockerUser are then empty.
@@ -50,6 +52,9 @@ const (
 	MatchSAddr   MatchKind = "ip saddr"
 	MatchDAddr   MatchKind = "ip daddr"
 	MatchCtReply MatchKind = "ct state" // established,related
+	MatchCtDNAT  MatchKind = "ct status dnat"
+	MatchLocal   MatchKind = "fib daddr type local"
+	MatchL4      MatchKind = "meta l4proto" // Name: tcp or udp
 )
 
 // Match is one condition of a rule.
@@ -68,7 +73,11 @@ const (
 	Drop       Verdict = "drop"
 	Reject     Verdict = "reject with icmpx admin-prohibited"
 	Masquerade Verdict = "masquerade"
+	DNATMap    Verdict = "dnat ip to ip saddr . ip daddr . meta l4proto . th dport map @forwards"
 )
+
+// ForwardsMap is the name of guestnet's port-forward map.
+const ForwardsMap = "forwards"
 
 // Rule is a list of matches and a verdict, tagged with the network it serves
 // (stored as the rule's comment).
@@ -90,6 +99,10 @@ func (m Match) String() string {
 		return fmt.Sprintf("%s %s%s", m.Kind, op, m.Prefix)
 	case MatchCtReply:
 		return "ct state established,related"
+	case MatchCtDNAT, MatchLocal:
+		return string(m.Kind)
+	case MatchL4:
+		return "meta l4proto " + m.Name
 	}
 	return fmt.Sprintf("?%s", m.Kind)
 }
@@ -114,7 +127,15 @@ func (rs Ruleset) Equal(o Ruleset) bool {
 	return slices.EqualFunc(rs.Chains, o.Chains, func(a, b Chain) bool {
 		return a.Name == b.Name && a.Type == b.Type && a.Hook == b.Hook &&
 			a.Priority == b.Priority && slices.EqualFunc(a.Rules, b.Rules, ruleEqual)
-	}) && slices.EqualFunc(rs.DockerUser, o.DockerUser, ruleEqual)
+	}) && slices.EqualFunc(rs.DockerUser, o.DockerUser, ruleEqual) && slices.Equal(rs.Forwards, o.Forwards)
+}
+
+// SameChains reports whether two rulesets differ at most in their
+// forwards map elements (then the change is an element update).
+func (rs Ruleset) SameChains(o Ruleset) bool {
+	a, b := rs, o
+	a.Forwards, b.Forwards = nil, nil
+	return rs.Digest == "" && o.Digest == "" && a.Equal(b) && (len(rs.Forwards) > 0) == (len(o.Forwards) > 0)
 }
 
 func ruleEqual(a, b Rule) bool {
@@ -126,7 +147,7 @@ func (rs Ruleset) Empty() bool { return len(rs.Chains) == 0 && len(rs.DockerUser
 
 // RuleCount is the number of rules, DOCKER-USER ones included.
 func (rs Ruleset) RuleCount() int {
-	n := len(rs.DockerUser)
+	n := len(rs.DockerUser) + len(rs.Forwards)
 	for _, c := range rs.Chains {
 		n += len(c.Rules)
 	}
@@ -152,6 +173,17 @@ func (rs Ruleset) String() string {
 	var b strings.Builder
 	if len(rs.Chains) > 0 {
 		fmt.Fprintf(&b, "table inet %s {\n", Table)
+		if len(rs.Forwards) > 0 {
+			// nft lists elements several to a line; this prints one each.
+			fmt.Fprintf(&b, "\tmap %s {\n\t\ttype ipv4_addr . ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service\n\t\tflags interval\n\t\telements = {", ForwardsMap)
+			for i, f := range rs.Forwards {
+				if i > 0 {
+					b.WriteString(",")
+				}
+				fmt.Fprintf(&b, "\n\t\t\t%s", f)
+			}
+			b.WriteString(" }\n\t}\n\n")
+		}
 		for i, c := range rs.Chains {
 			if i > 0 {
 				b.WriteString("\n")

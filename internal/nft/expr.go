@@ -24,7 +24,10 @@ const (
 	offSaddr = 12 // IPv4 header offsets
 	offDaddr = 16
 	ctReply  = expr.CtStateBitESTABLISHED | expr.CtStateBitRELATED
+	ctDstNAT = 1 << 5 // IPS_DST_NAT
 )
+
+var l4protos = map[string]byte{"tcp": unix.IPPROTO_TCP, "udp": unix.IPPROTO_UDP}
 
 func cmpOp(neg bool) expr.CmpOp {
 	if neg {
@@ -62,6 +65,21 @@ func Encode(r model.Rule, inet bool) ([]expr.Any, error) {
 				out = append(out, &expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: mask[:], Xor: make([]byte, 4)})
 			}
 			out = append(out, &expr.Cmp{Op: cmpOp(m.Neg), Register: 1, Data: net[:]})
+		case model.MatchLocal:
+			out = append(out, &expr.Fib{Register: 1, FlagDADDR: true, ResultADDRTYPE: true},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binary.NativeEndian.AppendUint32(nil, unix.RTN_LOCAL)})
+		case model.MatchL4:
+			proto, ok := l4protos[m.Name]
+			if !ok {
+				return nil, fmt.Errorf("encode rule: protocol %q", m.Name)
+			}
+			out = append(out, &expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}})
+		case model.MatchCtDNAT:
+			out = append(out, &expr.Ct{Register: 1, Key: expr.CtKeySTATUS},
+				&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+					Mask: binary.NativeEndian.AppendUint32(nil, ctDstNAT), Xor: make([]byte, 4)},
+				&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)})
 		case model.MatchCtReply:
 			out = append(out, &expr.Ct{Register: 1, Key: expr.CtKeySTATE},
 				&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
@@ -80,6 +98,20 @@ func Encode(r model.Rule, inet bool) ([]expr.Any, error) {
 		out = append(out, &expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH, Code: unix.NFT_REJECT_ICMPX_ADMIN_PROHIBITED})
 	case model.Masquerade:
 		out = append(out, &expr.Masq{})
+	case model.DNATMap:
+		// Equivalent to: dnat ip to ip saddr . ip daddr . meta l4proto . th dport map @forwards
+		// (the expressions nft itself generates: a concatenation in 32-bit
+		// registers 1 (=8), 9, 10, 11; the map's data lands in 1 and 9).
+		out = append(out,
+			&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}},
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: offSaddr, Len: 4},
+			&expr.Payload{DestRegister: 9, Base: expr.PayloadBaseNetworkHeader, Offset: offDaddr, Len: 4},
+			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 10},
+			&expr.Byteorder{SourceRegister: 10, DestRegister: 10, Op: expr.ByteorderHton, Size: 2, Len: 1},
+			&expr.Payload{DestRegister: 11, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+			&expr.Lookup{SourceRegister: 1, DestRegister: 1, IsDestRegSet: true, SetName: model.ForwardsMap},
+			&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1, RegProtoMin: 9, Specified: true})
 	default:
 		return nil, fmt.Errorf("encode rule: unknown verdict %q", r.Verdict)
 	}
@@ -122,11 +154,36 @@ func Decode(exprs []expr.Any, comment string) (model.Rule, bool) {
 				pending = &model.Match{Kind: model.MatchOIF}
 			case expr.MetaKeyNFPROTO:
 				pending = &model.Match{Kind: "nfproto"}
+			case expr.MetaKeyL4PROTO:
+				pending = &model.Match{Kind: model.MatchL4}
+				if e.Register != 1 {
+					pending = nil // a key part of the forwards lookup
+				}
 			default:
 				return r, false
 			}
 			mask = nil
+		case *expr.Fib:
+			if !e.FlagDADDR || !e.ResultADDRTYPE {
+				return r, false
+			}
+			pending, mask = &model.Match{Kind: model.MatchLocal}, nil
+		case *expr.Byteorder:
+		case *expr.Lookup:
+			if e.SetName != model.ForwardsMap || !e.IsDestRegSet {
+				return r, false
+			}
+			pending = nil
+		case *expr.NAT:
+			if e.Type != expr.NATTypeDestNAT {
+				return r, false
+			}
+			r.Verdict = model.DNATMap
 		case *expr.Payload:
+			if e.DestRegister != 1 || e.Base == expr.PayloadBaseTransportHeader {
+				pending = nil // a key part of the forwards lookup
+				continue
+			}
 			// iptables-nft loads only the prefix's whole bytes (3 for a /24).
 			if e.Base != expr.PayloadBaseNetworkHeader || e.Len < 1 || e.Len > 4 || (e.Offset != offSaddr && e.Offset != offDaddr) {
 				return r, false
@@ -137,10 +194,15 @@ func Decode(exprs []expr.Any, comment string) (model.Rule, bool) {
 			}
 			pending, mask = &model.Match{Kind: k}, nil
 		case *expr.Ct:
-			if e.Key != expr.CtKeySTATE {
+			switch e.Key {
+			case expr.CtKeySTATE:
+				pending = &model.Match{Kind: model.MatchCtReply}
+			case expr.CtKeySTATUS:
+				pending = &model.Match{Kind: model.MatchCtDNAT}
+			default:
 				return r, false
 			}
-			pending, mask = &model.Match{Kind: model.MatchCtReply}, nil
+			mask = nil
 		case *expr.Bitwise:
 			mask = e.Mask
 		case *expr.Cmp:
@@ -204,6 +266,19 @@ func completeMatch(m *model.Match, c *expr.Cmp, mask []byte) bool {
 	case model.MatchCtReply:
 		m.Neg = false
 		return c.Op == expr.CmpOpNeq && len(mask) == 4 && binary.NativeEndian.Uint32(mask) == ctReply
+	case model.MatchCtDNAT:
+		m.Neg = false
+		return c.Op == expr.CmpOpNeq && len(mask) == 4 && binary.NativeEndian.Uint32(mask) == ctDstNAT
+	case model.MatchLocal:
+		return c.Op == expr.CmpOpEq && len(c.Data) == 4 && binary.NativeEndian.Uint32(c.Data) == unix.RTN_LOCAL
+	case model.MatchL4:
+		for name, p := range l4protos {
+			if len(c.Data) == 1 && c.Data[0] == p {
+				m.Name = name
+				return c.Op == expr.CmpOpEq
+			}
+		}
+		return false
 	}
 	return true
 }

@@ -119,3 +119,32 @@ func TestForeignForwardDrop(t *testing.T) {
 }
 
 func mustPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+
+func TestForwardElementsRoundTrip(t *testing.T) {
+	s, err := spec.Load("testdata/forwards.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := Render(s.Models(), model.Host{})
+	if err != nil || len(rs.Forwards) != 4 {
+		t.Fatalf("render: %v, %d elements", err, len(rs.Forwards))
+	}
+	for _, f := range rs.Forwards {
+		k, kEnd, val := EncodeForward(f)
+		got, ok := DecodeForward(k, kEnd, val)
+		if !ok || got != f {
+			t.Errorf("element %s read back as %s (ok=%v)", f, got, ok)
+		}
+	}
+	for _, c := range rs.Chains {
+		for _, r := range c.Rules {
+			exprs, err := Encode(r, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, ok := Decode(exprs, r.Network); !ok || got.String() != r.String() {
+				t.Errorf("round trip of %s: got %s (ok=%v)", r, got, ok)
+			}
+		}
+	}
+}

@@ -40,6 +40,7 @@ func iif(n string) model.Match    { return model.Match{Kind: model.MatchIIF, Nam
 func oif(n string) model.Match    { return model.Match{Kind: model.MatchOIF, Name: n} }
 func notOIF(n string) model.Match { return model.Match{Kind: model.MatchOIF, Name: n, Neg: true} }
 func reply() model.Match          { return model.Match{Kind: model.MatchCtReply} }
+func ctDNAT() model.Match         { return model.Match{Kind: model.MatchCtDNAT} }
 func saddr(n model.Network) model.Match {
 	return model.Match{Kind: model.MatchSAddr, Prefix: n.Subnet()}
 }
@@ -78,9 +79,21 @@ func Render(nets []model.Network, h model.Host) (model.Ruleset, error) {
 			}
 		case model.Routed:
 			in = append(in, rule(n, model.Accept, oif(br), daddr(n)), rule(n, model.Reject, oif(br)))
+			if len(n.Forwards) > 0 {
+				nat = append(nat, rule(n, model.Masquerade, ctDNAT(), saddr(n), oif(br)))
+			}
 			out = append(out, rule(n, model.Accept, iif(br), saddr(n)), rule(n, model.Reject, iif(br)))
 		case model.NAT:
-			in = append(in, rule(n, model.Accept, oif(br), daddr(n), reply()), rule(n, model.Reject, oif(br)))
+			in = append(in, rule(n, model.Accept, oif(br), daddr(n), reply()))
+			if len(n.Forwards) > 0 {
+				// Port forwards: accept what prerouting DNATed to the guests, and
+				// masquerade a guest's hairpin to a neighbour, so the neighbour
+				// answers through the host and not straight back. (Postrouting
+				// has no input interface: the guest is told by its source.)
+				in = append(in, rule(n, model.Accept, oif(br), ctDNAT()))
+				nat = append(nat, rule(n, model.Masquerade, ctDNAT(), saddr(n), oif(br)))
+			}
+			in = append(in, rule(n, model.Reject, oif(br)))
 			out = append(out, rule(n, model.Accept, iif(br), saddr(n)), rule(n, model.Reject, iif(br)))
 			nat = append(nat, rule(n, model.Masquerade, saddr(n), notOIF(br)))
 		}
@@ -90,6 +103,24 @@ func Render(nets []model.Network, h model.Host) (model.Ruleset, error) {
 		{Name: "input", Type: "filter", Hook: "input", Priority: 0, Rules: local},
 		{Name: "postrouting", Type: "nat", Hook: "postrouting", Priority: 100, Rules: nat},
 	}}
+	for _, n := range nets {
+		for _, f := range n.Forwards {
+			rs.Forwards = append(rs.Forwards, f.Elements()...)
+		}
+	}
+	if len(rs.Forwards) > 0 {
+		model.SortForwards(rs.Forwards)
+		// One map serves every forward: the lookup costs the same for one
+		// element or ten thousand, and a change is an element update.
+		fw := model.Network{Name: "forwards"}
+		dnat := []model.Rule{
+			rule(fw, model.DNATMap, model.Match{Kind: model.MatchLocal}, model.Match{Kind: model.MatchL4, Name: "tcp"}),
+			rule(fw, model.DNATMap, model.Match{Kind: model.MatchLocal}, model.Match{Kind: model.MatchL4, Name: "udp"}),
+		}
+		rs.Chains = append(rs.Chains,
+			model.Chain{Name: "prerouting", Type: "nat", Hook: "prerouting", Priority: -100, Rules: dnat},
+			model.Chain{Name: "output", Type: "nat", Hook: "output", Priority: -100, Rules: dnat})
+	}
 	du, err := dockerUser(nets, h)
 	rs.DockerUser = du
 	return rs, err
@@ -109,8 +140,8 @@ func concat(parts ...[]model.Rule) []model.Rule {
 func dockerUser(nets []model.Network, h model.Host) ([]model.Rule, error) {
 	var rules []model.Rule
 	for _, n := range nets {
-		bridged := h.BridgeNFCallIPTables && !n.Forwards()
-		if !n.Forwards() && !h.BridgeNFCallIPTables {
+		bridged := h.BridgeNFCallIPTables && !n.NeedsForwarding()
+		if !n.NeedsForwarding() && !h.BridgeNFCallIPTables {
 			continue
 		}
 		for _, fc := range h.Foreign.ForwardDrop {

@@ -2,6 +2,7 @@ package observe
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/google/nftables"
@@ -62,6 +63,11 @@ func readFirewall(ns *netns.NS, h *model.Host, hint *Hint) error {
 	chains, err := c.ListChains()
 	if err != nil {
 		return fmt.Errorf("observe nftables: %w", err)
+	}
+	if !trust {
+		if err := readForwards(c, h); err != nil {
+			return err
+		}
 	}
 	for _, ch := range chains {
 		ours := ch.Table.Family == nftables.TableFamilyINet && ch.Table.Name == model.Table
@@ -156,4 +162,30 @@ func readForeignChain(c *nftables.Conn, ch *nftables.Chain) (model.ForeignChain,
 		}
 	}
 	return fc, nil
+}
+
+// readForwards reads the elements of guestnet's forwards map, if it has one.
+func readForwards(c *nftables.Conn, h *model.Host) error {
+	t := &nftables.Table{Name: model.Table, Family: nftables.TableFamilyINet}
+	sets, err := c.GetSets(t)
+	if err != nil || !slices.ContainsFunc(sets, func(s *nftables.Set) bool { return s.Name == model.ForwardsMap }) {
+		return nil // no table or no map: no forwards
+	}
+	s, err := c.GetSetByName(t, model.ForwardsMap)
+	if err != nil {
+		return fmt.Errorf("observe map %s: %w", model.ForwardsMap, err)
+	}
+	els, err := c.GetSetElements(s)
+	if err != nil {
+		return fmt.Errorf("observe map %s: %w", model.ForwardsMap, err)
+	}
+	for _, e := range els {
+		f, ok := nft.DecodeForward(e.Key, e.KeyEnd, e.Val)
+		if !ok {
+			f = model.Forward{Proto: "(unrecognised element)"}
+		}
+		h.Ruleset.Forwards = append(h.Ruleset.Forwards, f)
+	}
+	model.SortForwards(h.Ruleset.Forwards)
+	return nil
 }

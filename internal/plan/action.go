@@ -30,6 +30,8 @@ const (
 	OpRouteDel  Op = "route-del"
 	OpSysctl    Op = "sysctl"
 	OpNft       Op = "nft"
+	// OpNftElements changes only elements of the forwards map.
+	OpNftElements Op = "nft-elements"
 )
 
 // Action is one kernel change and everything needed to undo it.
@@ -80,7 +82,7 @@ func (a Action) Inverse() Action {
 		b.Op = OpRouteAdd
 	case OpSysctl:
 		b.Value, b.Old = a.Old, a.Value
-	case OpNft:
+	case OpNft, OpNftElements:
 		b.Rules, b.OldRules = a.OldRules, a.Rules
 	}
 	return b
@@ -135,6 +137,8 @@ func (a Action) String() string {
 		return fmt.Sprintf("sysctl -w %s=%s", a.Key, a.Value)
 	case OpNft:
 		return nftSummary(a.Rules)
+	case OpNftElements:
+		return fmt.Sprintf("nft add/delete element inet %s %s (%d elements now)", model.Table, model.ForwardsMap, len(a.Rules.Forwards))
 	}
 	return string(a.Op)
 }
@@ -187,6 +191,9 @@ func (a Action) RuleDiff() []string {
 		}
 		for _, r := range rs.DockerUser {
 			m["DOCKER-USER: "+r.String()] = true
+		}
+		for _, f := range rs.Forwards {
+			m["map forwards: "+f.String()] = true
 		}
 		return m
 	}

@@ -37,7 +37,7 @@ func Diff(want []model.Network, st state.State, h model.Host) (Plan, error) {
 		p.State.Networks[n.Name] = state.Net{Network: n, Uplink: up, Ports: ports}
 	}
 
-	needFwd := slices.ContainsFunc(want, model.Network.Forwards)
+	needFwd := slices.ContainsFunc(want, model.Network.NeedsForwarding)
 	if needFwd && !h.IPForward {
 		p.Actions = append(p.Actions, Action{Op: OpSysctl, Key: SysctlForward, Value: "1", Old: "0"})
 		p.State.ForwardingWas = "0"
@@ -49,7 +49,11 @@ func Diff(want []model.Network, st state.State, h model.Host) (Plan, error) {
 	}
 	if !rules.Equal(h.Ruleset) {
 		old := h.Ruleset
-		p.Actions = append(p.Actions, Action{Op: OpNft, Rules: &rules, OldRules: &old})
+		op := OpNft
+		if rules.SameChains(old) {
+			op = OpNftElements // only forwards changed: element updates, not a rewrite
+		}
+		p.Actions = append(p.Actions, Action{Op: op, Rules: &rules, OldRules: &old})
 	}
 
 	for _, name := range removedNetworks(wanted, st, h) {

@@ -121,7 +121,7 @@ func checkInvariants(t *testing.T, name string, s *spec.Spec, h model.Host) {
 	fwd := false
 	for _, n := range s.Networks {
 		want[n.Bridge] = true
-		fwd = fwd || n.Forwards()
+		fwd = fwd || n.NeedsForwarding()
 		l, ok := h.Link(n.Bridge)
 		if !ok || !l.Up || l.Owner() != n.Name {
 			t.Fatalf("%s: bridge %s: %+v", name, n.Bridge, l)

@@ -2,7 +2,9 @@ package spec
 
 import (
 	"errors"
+	"net/netip"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/guestnet/guestnet/internal/model"
@@ -84,7 +86,7 @@ func (n *Network) check() error {
 		errs = append(errs, n.errorf("dns", "needs the network's ipv4 (the address it answers on)"))
 	}
 	if len(errs) == 0 {
-		errs = append(errs, n.checkDHCP())
+		errs = append(errs, n.checkDHCP(), n.checkForwards())
 	}
 	return errors.Join(errs...)
 }
@@ -154,6 +156,15 @@ func (s *Spec) CheckHost(h model.Host) error {
 				errs = append(errs, n.errorf("uplink", "%q is already a port of bridge %s", n.Uplink, l.Master))
 			case l.Kind == "bridge":
 				errs = append(errs, n.errorf("uplink", "%q is a bridge itself; name the NIC instead", n.Uplink))
+			}
+		}
+		for i, fw := range n.Forwards {
+			for _, a := range fw.Listen {
+				if !slices.ContainsFunc(h.Links, func(l model.Link) bool {
+					return slices.ContainsFunc(l.Addrs, func(p netip.Prefix) bool { return p.Addr() == a })
+				}) {
+					errs = append(errs, n.errorf("forwards["+itoa(i)+"].listen", "%s is not an address of this host", a))
+				}
 			}
 		}
 		if !n.IPv4.IsValid() {

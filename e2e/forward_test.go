@@ -1,0 +1,166 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/guestnet/guestnet/internal/netns"
+)
+
+// dialFrom connects from ns using local address laddr and returns the
+// source the server saw.
+func (l *Lab) dialFrom(ns, laddr, raddr string) (string, error) {
+	n, err := netns.Open(ns)
+	if err != nil {
+		return "", err
+	}
+	defer n.Close()
+	var c net.Conn
+	d := net.Dialer{Timeout: 2 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(laddr)}}
+	if err := n.Do(func() (err error) { c, err = d.Dial("tcp4", raddr); return }); err != nil {
+		return "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	buf := make([]byte, 64)
+	k, err := c.Read(buf)
+	return strings.TrimSpace(string(buf[:k])), err
+}
+
+// udpEcho answers each datagram on addr inside ns with its own payload.
+func (l *Lab) udpEcho(ns, addr string) {
+	n, err := netns.Open(ns)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	defer n.Close()
+	var pc net.PacketConn
+	if err := n.Do(func() (err error) { pc, err = net.ListenPacket("udp4", addr); return }); err != nil {
+		l.t.Fatal(err)
+	}
+	l.t.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 512)
+		for {
+			k, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			pc.WriteTo(buf[:k], from)
+		}
+	}()
+}
+
+func (l *Lab) udpAsk(ns, addr string) bool {
+	n, _ := netns.Open(ns)
+	defer n.Close()
+	var c net.Conn
+	if err := n.Do(func() (err error) { c, err = net.Dial("udp4", addr); return }); err != nil {
+		return false
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(time.Second))
+	c.Write([]byte("ping"))
+	buf := make([]byte, 16)
+	k, err := c.Read(buf)
+	return err == nil && string(buf[:k]) == "ping"
+}
+
+const forwardSpec = natSpec + `    forwards:
+      - {proto: tcp, port: 2222, to: "10.99.0.10:8080"}
+      - {proto: udp, port: 5353, to: 10.99.0.10}
+      - {proto: tcp, port: 8081, to: "10.99.0.10:8080", from: [203.0.113.0/24]}
+`
+
+func TestPortForwards(t *testing.T) {
+	l := newLab(t)
+	host, inet := natHost(l)
+	spec := l.Spec(forwardSpec)
+	l.Guestnet(host, "apply", spec)
+	g1 := l.Guest(host, "default", "g1", "vg1", "10.99.0.10/24", "10.99.0.1")
+	g2 := l.Guest(host, "default", "g2", "vg2", "10.99.0.11/24", "10.99.0.1")
+	l.Serve(g1, "10.99.0.10:8080")
+	l.udpEcho(g1, "10.99.0.10:5353")
+
+	src, err := l.Dial(inet, "198.51.100.1:2222")
+	l.expect("internet -> host:2222 -> guest:8080 (tcp)", true, err == nil)
+	if err == nil && src != "198.51.100.126" {
+		t.Errorf("guest saw %q, want the client's own 198.51.100.126", src)
+	}
+	l.expect("internet -> host:5353 -> guest (udp echo)", true, l.udpAsk(inet, "198.51.100.1:5353"))
+	_, err = l.dialFrom(inet, "198.51.100.126", "198.51.100.1:8081")
+	l.expect("8081 from outside its from: list", false, err == nil)
+	_, err = l.dialFrom(inet, "203.0.113.10", "198.51.100.1:8081")
+	l.expect("8081 from 203.0.113.10 (in its from: list)", true, err == nil)
+	_, err = l.Dial(host, "198.51.100.1:2222")
+	l.expect("the host itself -> its own :2222 -> guest", true, err == nil)
+	src, err = l.Dial(g2, "198.51.100.1:2222")
+	l.expect("hairpin: guest2 -> host public :2222 -> guest1", true, err == nil)
+	if err == nil && src != "10.99.0.1" {
+		t.Errorf("hairpin: guest1 saw %q, want the bridge address 10.99.0.1 (an address it answers through the host)", src)
+	}
+	_, err = l.Dial(inet, "10.99.0.10:8080")
+	l.expect("internet -> guest directly (no forward)", false, err == nil)
+
+	// Change one forward: exactly one element update, not a table rewrite.
+	os.WriteFile(spec, []byte(strings.Replace(forwardSpec, "port: 2222,", "port: 2223,", 1)), 0o644)
+	out, _, _ := l.Run(host, "-o", "json", "plan", spec)
+	var p struct {
+		Actions []struct{ Op string }
+	}
+	json.Unmarshal([]byte(out), &p)
+	if len(p.Actions) != 1 || p.Actions[0].Op != "nft-elements" {
+		t.Fatalf("changing one forward planned %+v, want one nft-elements action", p.Actions)
+	}
+	if w := l.ApplyJSON(host, spec); w != 1 {
+		t.Errorf("changing one forward made %d kernel writes, want 1", w)
+	}
+	_, err = l.Dial(inet, "198.51.100.1:2223")
+	l.expect("after the change: :2223 -> guest", true, err == nil)
+	_, err = l.Dial(inet, "198.51.100.1:2222")
+	l.expect("after the change: :2222 no longer forwarded", false, err == nil)
+}
+
+// TestTenThousandForwards applies 10,000 forwards (ten 1,000-port ranges)
+// and changes one: a single element update.
+func TestTenThousandForwards(t *testing.T) {
+	l := newLab(t)
+	host, inet := natHost(l)
+	var b strings.Builder
+	b.WriteString(natSpec + "    forwards:\n")
+	for i := 0; i < 10; i++ {
+		fmt.Fprintf(&b, "      - {proto: tcp, port: %d-%d, to: 10.99.0.%d}\n", 10000+i*1000, 10999+i*1000, 10+i)
+	}
+	spec := l.Spec(b.String())
+	start := time.Now()
+	l.Guestnet(host, "apply", spec)
+	took := time.Since(start)
+	out := l.In(host, "nft", "list", "map", "inet", "guestnet", "forwards")
+	if n := strings.Count(out, " : 10.99.0."); n != 10000 {
+		t.Fatalf("map holds %d elements, want 10000", n)
+	}
+	g := l.Guest(host, "default", "g", "vg1", "10.99.0.19/24", "10.99.0.1")
+	l.Serve(g, "10.99.0.19:19999")
+	_, err := l.Dial(inet, "198.51.100.1:19999")
+	l.expect("the 10,000th forward carries a connection", true, err == nil)
+
+	start = time.Now()
+	out2, _, code := l.Run(host, "plan", spec)
+	noop := time.Since(start)
+	if code != 0 {
+		t.Errorf("plan after apply: exit %d\n%s", code, out2)
+	}
+	os.WriteFile(spec, []byte(strings.Replace(b.String(), "port: 10000-10999, to: 10.99.0.10", "port: 10000-10999, to: 10.99.0.20", 1)), 0o644)
+	start = time.Now()
+	w := l.ApplyJSON(host, spec)
+	change := time.Since(start)
+	if w != 1 {
+		t.Errorf("re-targeting 1,000 of 10,000 forwards made %d kernel writes, want 1 (one element batch)", w)
+	}
+	t.Logf("10,000 forwards: apply %v, no-op plan %v, change of 1,000 elements %v (1 kernel write)", took, noop, change)
+}

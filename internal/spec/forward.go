@@ -1,0 +1,131 @@
+package spec
+
+import (
+	"errors"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/guestnet/guestnet/internal/model"
+)
+
+// MaxPortRange bounds the ports one forward may open (each port is a map element).
+const MaxPortRange = 1024
+
+// parseForwards reads forwards: [{proto, port, to, from, listen}].
+func (n *Network) parseForwards(v *yaml.Node) error {
+	if v.Kind != yaml.SequenceNode {
+		return n.errorf("forwards", "want a list of {proto, port, to, from, listen}")
+	}
+	var errs []error
+	for i, it := range v.Content {
+		f := "forwards[" + itoa(i) + "]"
+		n.Lines[f] = it.Line
+		if it.Kind != yaml.MappingNode {
+			errs = append(errs, n.errorf(f, "want a mapping with keys proto, port, to, from, listen"))
+			continue
+		}
+		fw := model.PortForward{Proto: "tcp"}
+		for j := 0; j < len(it.Content); j += 2 {
+			k, val := it.Content[j], it.Content[j+1]
+			kf := f + "." + k.Value
+			n.Lines[kf] = k.Line
+			var err error
+			switch k.Value {
+			case "proto":
+				fw.Proto = val.Value
+				if fw.Proto != "tcp" && fw.Proto != "udp" {
+					err = n.errorf(kf, "want tcp or udp, not %q", val.Value)
+				}
+			case "port":
+				a, b, isRange := strings.Cut(val.Value, "-")
+				p1, e1 := strconv.Atoi(strings.TrimSpace(a))
+				p2, e2 := p1, error(nil)
+				if isRange {
+					p2, e2 = strconv.Atoi(strings.TrimSpace(b))
+				}
+				if e1 != nil || e2 != nil || p1 < 1 || p2 > 65535 || p2 < p1 || p2-p1 >= MaxPortRange {
+					err = n.errorf(kf, "want a port or a range like 8000-8010 (at most %d ports), not %q", MaxPortRange, val.Value)
+				}
+				fw.PortFrom, fw.PortTo = p1, p2
+			case "to":
+				host, port, hasPort := strings.Cut(val.Value, ":")
+				a, perr := netip.ParseAddr(host)
+				if perr != nil || !a.Is4() {
+					err = n.errorf(kf, "want GUEST_IP or GUEST_IP:PORT, not %q", val.Value)
+					break
+				}
+				fw.To = a
+				if hasPort {
+					if fw.ToPort, perr = strconv.Atoi(port); perr != nil || fw.ToPort < 1 || fw.ToPort > 65535 {
+						err = n.errorf(kf, "bad port in %q", val.Value)
+					}
+				}
+			case "from":
+				err = n.eachScalar(kf, val, func(field, s string) error {
+					p, perr := netip.ParsePrefix(s)
+					if perr != nil {
+						if a, aerr := netip.ParseAddr(s); aerr == nil {
+							p, perr = netip.PrefixFrom(a, 32), nil
+						}
+					}
+					if perr != nil || !p.Addr().Is4() {
+						return n.errorf(field, "want an IPv4 address or prefix, not %q", s)
+					}
+					fw.From = append(fw.From, p.Masked())
+					return nil
+				})
+			case "listen":
+				err = n.eachScalar(kf, val, func(field, s string) error {
+					a, perr := netip.ParseAddr(s)
+					if perr != nil || !a.Is4() {
+						return n.errorf(field, "want an IPv4 address of this host, not %q", s)
+					}
+					fw.Listen = append(fw.Listen, a)
+					return nil
+				})
+			default:
+				err = n.errorf(kf, "unknown key (want proto, port, to, from, listen)")
+			}
+			if err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if fw.PortFrom == 0 || !fw.To.IsValid() {
+			errs = append(errs, n.errorf(f, "needs port and to"))
+		}
+		if fw.ToPort != 0 && fw.PortTo != fw.PortFrom {
+			errs = append(errs, n.errorf(f+".to", "a port range forwards each port to the same port: give to without :PORT"))
+		}
+		n.Forwards = append(n.Forwards, fw)
+	}
+	return errors.Join(errs...)
+}
+
+// checkForwards validates forwards against the network.
+func (n *Network) checkForwards() error {
+	if len(n.Forwards) == 0 {
+		return nil
+	}
+	if n.Mode != model.NAT && n.Mode != model.Routed {
+		return n.errorf("forwards", "only nat and routed networks take forwards (mode %s)", n.Mode)
+	}
+	var errs []error
+	seen := map[string]int{}
+	for i, fw := range n.Forwards {
+		f := "forwards[" + itoa(i) + "]"
+		if !n.Subnet().Contains(fw.To) || fw.To == n.IPv4.Addr() || fw.To == model.Broadcast(n.Subnet()) || fw.To == n.Subnet().Addr() {
+			errs = append(errs, n.errorf(f+".to", "%s is not a guest address of %s", fw.To, n.Subnet()))
+		}
+		for _, e := range fw.Elements() {
+			if j, dup := seen[e.Key()]; dup && j != i {
+				errs = append(errs, n.errorf(f, "%s %d is already forwarded by forwards[%d]", e.Proto, e.Port, j))
+				break
+			}
+			seen[e.Key()] = i
+		}
+	}
+	return errors.Join(errs...)
+}
