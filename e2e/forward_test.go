@@ -164,3 +164,29 @@ func TestTenThousandForwards(t *testing.T) {
 	}
 	t.Logf("10,000 forwards: apply %v, no-op plan %v, change of 1,000 elements %v (1 kernel write)", took, noop, change)
 }
+
+// httpGet sends a plain HTTP/1.0 GET from ns and returns the response.
+func (l *Lab) httpGet(ns, addr string) (string, error) {
+	n, err := netns.Open(ns)
+	if err != nil {
+		return "", err
+	}
+	defer n.Close()
+	var c net.Conn
+	if err := n.Do(func() (err error) { c, err = net.DialTimeout("tcp4", addr, 3*time.Second); return }); err != nil {
+		return "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprintf(c, "GET /index.html HTTP/1.0\r\n\r\n")
+	var b strings.Builder
+	buf := make([]byte, 4096)
+	for {
+		k, err := c.Read(buf)
+		b.Write(buf[:k])
+		if err != nil {
+			break
+		}
+	}
+	return b.String(), nil
+}

@@ -118,3 +118,27 @@ sleep 4
 	}
 	t.Logf("guest kept %s across SIGKILL of the daemon", bound[2])
 }
+
+// TestVMPortForward: a port forward reaches the httpd in a real guest from
+// the pretend internet.
+func TestVMPortForward(t *testing.T) {
+	l := newLab(t)
+	host, inet := natHost(l)
+	l.Serve_(host, l.Spec(dhcpSpec+`    forwards:
+      - {proto: tcp, port: 8080, to: "10.99.0.10:80"}
+`))
+	g := l.BootVM(host, "default", "web1", "02:00:00:00:00:aa", `dhcp web1
+httpd -p 80 -h /www
+echo GN-READY
+sleep 8
+`)
+	if lease := strings.Fields(g.WaitFor(t, "GN-LEASE", vmTimeout)); len(lease) < 2 || lease[1] != "10.99.0.10" {
+		t.Fatalf("static DHCP host got %v, want 10.99.0.10", lease)
+	}
+	g.WaitFor(t, "GN-READY", vmTimeout)
+	body, err := l.httpGet(inet, "198.51.100.1:8080")
+	l.expect("internet -> host:8080 -> guest httpd", true, err == nil && strings.Contains(body, "guestnet"))
+	if err != nil || !strings.Contains(body, "guestnet") {
+		t.Logf("response: %q %v", body, err)
+	}
+}

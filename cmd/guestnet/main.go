@@ -55,7 +55,7 @@ func main() {
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "text", "output format: text or json")
 	root.AddCommand(planCmd(g), applyCmd(g), destroyCmd(g), attachCmd(g), detachCmd(g),
 		ifupCmd(g, "ifup"), ifupCmd(g, "ifdown"), qemuScriptCmd(g), routesCmd(g), statusCmd(g),
-		serveCmd(g), leasesCmd(g), doctorCmd(g), traceCmd(g))
+		serveCmd(g), leasesCmd(g), doctorCmd(g), traceCmd(g), forwardCmd(g))
 	err := root.Execute()
 	var ee exitError
 	switch {

@@ -6,6 +6,7 @@ package report
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/guestnet/guestnet/internal/model"
@@ -75,6 +76,10 @@ type NetworkStatus struct {
 	Ports   []string       `json:"ports,omitempty"`
 	Uplink  string         `json:"uplink,omitempty"`
 	Rules   int            `json:"rules"`
+	// Forwards counts the network's declared forwards and the map elements
+	// they are in the kernel (one per source, listen address and port).
+	Forwards   int `json:"forwards"`
+	ForwardsIn int `json:"forward_elements_in_kernel"`
 }
 
 // Status is guestnet's view of one namespace.
@@ -108,6 +113,14 @@ func MakeStatus(st state.State, h model.Host) Status {
 				}
 			}
 		}
+		ns.Forwards = len(n.Forwards)
+		for _, pf := range n.Forwards {
+			for _, e := range pf.Elements() {
+				if slices.Contains(h.Ruleset.Forwards, e) {
+					ns.ForwardsIn++
+				}
+			}
+		}
 		s.Networks = append(s.Networks, ns)
 	}
 	return s
@@ -116,7 +129,7 @@ func MakeStatus(st state.State, h model.Host) Status {
 // Text renders the status for a person.
 func (s Status) Text() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%-12s %-9s %-15s %-5s %-20s %-5s %s\n", "NETWORK", "MODE", "BRIDGE", "STATE", "ADDRESS", "RULES", "PORTS")
+	fmt.Fprintf(&b, "%-12s %-9s %-15s %-5s %-20s %-5s %-8s %s\n", "NETWORK", "MODE", "BRIDGE", "STATE", "ADDRESS", "RULES", "FORWARDS", "PORTS")
 	for _, n := range s.Networks {
 		st := "down"
 		switch {
@@ -137,7 +150,7 @@ func (s Status) Text() string {
 		if a == "" {
 			a = "-"
 		}
-		fmt.Fprintf(&b, "%-12s %-9s %-15s %-5s %-20s %-5d %s\n", n.Name, n.Mode, n.Bridge, st, a, n.Rules, ports)
+		fmt.Fprintf(&b, "%-12s %-9s %-15s %-5s %-20s %-5d %-8d %s\n", n.Name, n.Mode, n.Bridge, st, a, n.Rules, n.Forwards, ports)
 	}
 	onoff := map[bool]string{true: "on", false: "off"}
 	fmt.Fprintf(&b, "\nip_forward: %s   bridge-nf-call-iptables: %s   rules owned: %d (table inet %s) + %d (DOCKER-USER)\n",
