@@ -190,3 +190,42 @@ func (l *Lab) httpGet(ns, addr string) (string, error) {
 	}
 	return b.String(), nil
 }
+
+func TestFloatingIP(t *testing.T) {
+	l := newLab(t)
+	host, inet := natHost(l)
+	spec := l.Spec(natSpec + "    floating: [{public: 198.51.100.10, guest: 10.99.0.10}]\n")
+	l.Guestnet(host, "apply", spec)
+	g1 := l.Guest(host, "default", "g1", "vg1", "10.99.0.10/24", "10.99.0.1")
+	g2 := l.Guest(host, "default", "g2", "vg2", "10.99.0.11/24", "10.99.0.1")
+	l.Serve(g1, "10.99.0.10:8080")
+	l.Serve(inet, "203.0.113.10:8080")
+	if _, _, code := l.Run(host, "plan", spec); code != 0 {
+		t.Errorf("plan after apply: exit %d", code)
+	}
+	if !strings.Contains(l.In(host, "ip", "-o", "addr", "show", "dev", "up0"), "198.51.100.10/32") {
+		t.Errorf("the floating address is not on up0 (the uplink holding its subnet)")
+	}
+	l.expect("internet -> floating 198.51.100.10 (ping)", true, l.Ping(inet, "198.51.100.10"))
+	src, err := l.Dial(inet, "198.51.100.10:8080")
+	l.expect("internet -> floating 198.51.100.10 (tcp)", true, err == nil)
+	if err == nil && src != "198.51.100.126" {
+		t.Errorf("guest saw %q, want the client's 198.51.100.126", src)
+	}
+	for _, route := range []string{"198.51.100.126", "198.51.100.254"} {
+		l.must("ip", "-n", host, "route", "replace", "default", "via", route)
+		src, err = l.Dial(g1, "203.0.113.10:8080")
+		l.expect("floating guest -> internet, default via "+route, true, err == nil)
+		if err == nil && src != "198.51.100.10" {
+			t.Errorf("default via %s: the internet saw the floating guest as %q, want 198.51.100.10", route, src)
+		}
+	}
+	src, err = l.Dial(g2, "203.0.113.10:8080")
+	if err != nil || src != "198.51.100.129" {
+		t.Errorf("a guest without a floating address: seen as %q (%v), want the masquerade address 198.51.100.129", src, err)
+	}
+	l.Guestnet(host, "destroy", spec)
+	if strings.Contains(l.In(host, "ip", "-o", "addr", "show", "dev", "up0"), "198.51.100.10") {
+		t.Errorf("destroy left the floating address on up0")
+	}
+}

@@ -41,14 +41,33 @@ func (k *Linux) replaceRuleset(rs *model.Ruleset) error {
 	}
 	if len(rs.Chains) > 0 {
 		c.AddTable(t)
-		var fwd *nftables.Set
+		sets := map[string]*nftables.Set{}
 		if len(rs.Forwards) > 0 {
-			fwd = forwardsSet(t)
+			fwd := forwardsSet(t)
 			if err := c.AddSet(fwd, nil); err != nil {
 				return fmt.Errorf("nft add map %s: %w", model.ForwardsMap, err)
 			}
 			if err := addChunked(c.SetAddElements, fwd, rs.Forwards); err != nil {
 				return err
+			}
+			sets[model.ForwardsMap] = fwd
+		}
+		if len(rs.Floating) > 0 {
+			for _, name := range []string{model.FloatingIn, model.FloatingOut} {
+				s := &nftables.Set{Table: t, Name: name, IsMap: true, KeyType: nftables.TypeIPAddr, DataType: nftables.TypeIPAddr}
+				var els []nftables.SetElement
+				for _, f := range rs.Floating {
+					pub, g := f.Public.As4(), f.Guest.As4()
+					if name == model.FloatingIn {
+						els = append(els, nftables.SetElement{Key: pub[:], Val: g[:]})
+					} else {
+						els = append(els, nftables.SetElement{Key: g[:], Val: pub[:]})
+					}
+				}
+				if err := c.AddSet(s, els); err != nil {
+					return fmt.Errorf("nft add map %s: %w", name, err)
+				}
+				sets[name] = s
 			}
 		}
 		accept := nftables.ChainPolicyAccept
@@ -67,8 +86,8 @@ func (k *Linux) replaceRuleset(rs *model.Ruleset) error {
 					return err
 				}
 				for _, e := range exprs {
-					if l, ok := e.(*expr.Lookup); ok && fwd != nil {
-						l.SetID = fwd.ID // the map is made in this same transaction
+					if l, ok := e.(*expr.Lookup); ok && sets[l.SetName] != nil {
+						l.SetID = sets[l.SetName].ID // the map is made in this same transaction
 					}
 				}
 				c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: exprs, UserData: nft.Comment(r.Network)})

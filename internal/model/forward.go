@@ -75,3 +75,28 @@ func SortForwards(fs []Forward) {
 			strings.Compare(a.Proto, b.Proto), cmp.Compare(a.Port, b.Port))
 	})
 }
+
+// Floating is a public address that is a guest's, both ways: inbound to
+// Public reaches Guest, and Guest's outbound leaves as Public.
+type Floating struct {
+	Public netip.Addr `json:"public"`
+	Guest  netip.Addr `json:"guest"`
+	Uplink string     `json:"uplink,omitempty"` // where the host answers ARP for Public; default: the link holding its subnet
+}
+
+// FloatingUplink is the link where the host answers for a public address:
+// the one named, or the one whose connected subnet holds the address.
+func (h Host) FloatingUplink(fl Floating) (string, bool) {
+	if fl.Uplink != "" {
+		_, ok := h.Link(fl.Uplink)
+		return fl.Uplink, ok
+	}
+	for _, l := range h.Links {
+		for _, p := range l.Addrs {
+			if p.Bits() < 32 && p.Masked().Contains(fl.Public) && l.Owner() == "" {
+				return l.Name, true
+			}
+		}
+	}
+	return "", false
+}

@@ -37,6 +37,8 @@ type Network struct {
 	DNS    *DNS         `json:"dns,omitempty"`
 	// Forwards open ports of the host to guests (nat and routed networks).
 	Forwards []PortForward `json:"forwards,omitempty"`
+	// Floating are 1:1 public addresses of guests (nat networks).
+	Floating []Floating `json:"floating,omitempty"`
 }
 
 // Subnet is the guests' subnet (IPv4 with the host bits cleared).

@@ -16,6 +16,9 @@ type Ruleset struct {
 	DockerUser []Rule  `json:"docker_user,omitempty"` // rules in table ip filter chain DOCKER-USER
 	// Forwards are the elements of the map "forwards" (sorted).
 	Forwards []Forward `json:"forwards,omitempty"`
+	// Floating are the elements of the maps "floating_in" (public ->
+	// guest) and "floating_out" (guest -> public), sorted by public.
+	Floating []Floating `json:"floating,omitempty"`
 	// Digest, when set, stands for rules observe did not read back because
 	// the kernel's ruleset generation says nothing changed since guestnet
 	// wrote the ruleset with this Sum. Chains and DockerUser are then empty.
@@ -74,6 +77,14 @@ const (
 	Reject     Verdict = "reject with icmpx admin-prohibited"
 	Masquerade Verdict = "masquerade"
 	DNATMap    Verdict = "dnat ip to ip saddr . ip daddr . meta l4proto . th dport map @forwards"
+	DNATFloat  Verdict = "dnat ip to ip daddr map @floating_in"
+	SNATFloat  Verdict = "snat ip to ip saddr map @floating_out"
+)
+
+// The maps of floating addresses.
+const (
+	FloatingIn  = "floating_in"
+	FloatingOut = "floating_out"
 )
 
 // ForwardsMap is the name of guestnet's port-forward map.
@@ -127,7 +138,8 @@ func (rs Ruleset) Equal(o Ruleset) bool {
 	return slices.EqualFunc(rs.Chains, o.Chains, func(a, b Chain) bool {
 		return a.Name == b.Name && a.Type == b.Type && a.Hook == b.Hook &&
 			a.Priority == b.Priority && slices.EqualFunc(a.Rules, b.Rules, ruleEqual)
-	}) && slices.EqualFunc(rs.DockerUser, o.DockerUser, ruleEqual) && slices.Equal(rs.Forwards, o.Forwards)
+	}) && slices.EqualFunc(rs.DockerUser, o.DockerUser, ruleEqual) && slices.Equal(rs.Forwards, o.Forwards) &&
+		slices.EqualFunc(rs.Floating, o.Floating, func(a, b Floating) bool { return a.Public == b.Public && a.Guest == b.Guest })
 }
 
 // SameChains reports whether two rulesets differ at most in their
@@ -135,6 +147,9 @@ func (rs Ruleset) Equal(o Ruleset) bool {
 func (rs Ruleset) SameChains(o Ruleset) bool {
 	a, b := rs, o
 	a.Forwards, b.Forwards = nil, nil
+	if !slices.Equal(rs.Floating, o.Floating) {
+		return false // floating maps are rewritten with the table
+	}
 	return rs.Digest == "" && o.Digest == "" && a.Equal(b) && (len(rs.Forwards) > 0) == (len(o.Forwards) > 0)
 }
 
@@ -183,6 +198,22 @@ func (rs Ruleset) String() string {
 				fmt.Fprintf(&b, "\n\t\t\t%s", f)
 			}
 			b.WriteString(" }\n\t}\n\n")
+		}
+		if len(rs.Floating) > 0 {
+			for _, m := range []string{FloatingIn, FloatingOut} {
+				fmt.Fprintf(&b, "\tmap %s {\n\t\ttype ipv4_addr : ipv4_addr\n\t\telements = {", m)
+				for i, f := range rs.Floating {
+					if i > 0 {
+						b.WriteString(",")
+					}
+					if m == FloatingIn {
+						fmt.Fprintf(&b, " %s : %s", f.Public, f.Guest)
+					} else {
+						fmt.Fprintf(&b, " %s : %s", f.Guest, f.Public)
+					}
+				}
+				b.WriteString(" }\n\t}\n\n")
+			}
 		}
 		for i, c := range rs.Chains {
 			if i > 0 {

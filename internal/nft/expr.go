@@ -112,6 +112,19 @@ func Encode(r model.Rule, inet bool) ([]expr.Any, error) {
 			&expr.Payload{DestRegister: 11, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
 			&expr.Lookup{SourceRegister: 1, DestRegister: 1, IsDestRegSet: true, SetName: model.ForwardsMap},
 			&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1, RegProtoMin: 9, Specified: true})
+	case model.DNATFloat, model.SNATFloat:
+		// Equivalent to: dnat ip to ip daddr map @floating_in
+		//            or: snat ip to ip saddr map @floating_out
+		off, set, typ := uint32(offDaddr), model.FloatingIn, expr.NATTypeDestNAT
+		if r.Verdict == model.SNATFloat {
+			off, set, typ = offSaddr, model.FloatingOut, expr.NATTypeSourceNAT
+		}
+		out = append(out,
+			&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}},
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: 4},
+			&expr.Lookup{SourceRegister: 1, DestRegister: 1, IsDestRegSet: true, SetName: set},
+			&expr.NAT{Type: typ, Family: unix.NFPROTO_IPV4, RegAddrMin: 1})
 	default:
 		return nil, fmt.Errorf("encode rule: unknown verdict %q", r.Verdict)
 	}
@@ -144,6 +157,7 @@ func Decode(exprs []expr.Any, comment string) (model.Rule, bool) {
 	r := model.Rule{Network: comment}
 	var pending *model.Match // set by a load, completed by its cmp
 	var mask []byte
+	var lookup string // the map a lookup read, for the NAT after it
 	for _, e := range exprs {
 		switch e := e.(type) {
 		case *expr.Meta:
@@ -170,15 +184,21 @@ func Decode(exprs []expr.Any, comment string) (model.Rule, bool) {
 			pending, mask = &model.Match{Kind: model.MatchLocal}, nil
 		case *expr.Byteorder:
 		case *expr.Lookup:
-			if e.SetName != model.ForwardsMap || !e.IsDestRegSet {
+			if !e.IsDestRegSet || (e.SetName != model.ForwardsMap && e.SetName != model.FloatingIn && e.SetName != model.FloatingOut) {
 				return r, false
 			}
-			pending = nil
+			lookup, pending = e.SetName, nil
 		case *expr.NAT:
-			if e.Type != expr.NATTypeDestNAT {
+			switch {
+			case e.Type == expr.NATTypeDestNAT && lookup == model.ForwardsMap:
+				r.Verdict = model.DNATMap
+			case e.Type == expr.NATTypeDestNAT && lookup == model.FloatingIn:
+				r.Verdict = model.DNATFloat
+			case e.Type == expr.NATTypeSourceNAT && lookup == model.FloatingOut:
+				r.Verdict = model.SNATFloat
+			default:
 				return r, false
 			}
-			r.Verdict = model.DNATMap
 		case *expr.Payload:
 			if e.DestRegister != 1 || e.Base == expr.PayloadBaseTransportHeader {
 				pending = nil // a key part of the forwards lookup

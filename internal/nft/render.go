@@ -4,7 +4,9 @@
 package nft
 
 import (
+	"cmp"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/guestnet/guestnet/internal/model"
@@ -85,7 +87,12 @@ func Render(nets []model.Network, h model.Host) (model.Ruleset, error) {
 			out = append(out, rule(n, model.Accept, iif(br), saddr(n)), rule(n, model.Reject, iif(br)))
 		case model.NAT:
 			in = append(in, rule(n, model.Accept, oif(br), daddr(n), reply()))
-			if len(n.Forwards) > 0 {
+			if len(n.Floating) > 0 {
+				// A guest with a floating address leaves with it, on whatever
+				// uplink the route picks (before the general masquerade).
+				nat = append(nat, rule(n, model.SNATFloat, notOIF(br)))
+			}
+			if len(n.Forwards) > 0 || len(n.Floating) > 0 {
 				// Port forwards: accept what prerouting DNATed to the guests, and
 				// masquerade a guest's hairpin to a neighbour, so the neighbour
 				// answers through the host and not straight back. (Postrouting
@@ -107,15 +114,28 @@ func Render(nets []model.Network, h model.Host) (model.Ruleset, error) {
 		for _, f := range n.Forwards {
 			rs.Forwards = append(rs.Forwards, f.Elements()...)
 		}
+		for _, fl := range n.Floating {
+			rs.Floating = append(rs.Floating, model.Floating{Public: fl.Public, Guest: fl.Guest})
+		}
 	}
-	if len(rs.Forwards) > 0 {
+	slices.SortFunc(rs.Floating, func(a, b model.Floating) int { return a.Public.Compare(b.Public) })
+	// SNAT by floating address goes before masquerade in postrouting.
+	slices.SortStableFunc(rs.Chains[2].Rules, func(a, b model.Rule) int {
+		return cmp.Compare(natOrder(a), natOrder(b))
+	})
+	if len(rs.Forwards) > 0 || len(rs.Floating) > 0 {
 		model.SortForwards(rs.Forwards)
 		// One map serves every forward: the lookup costs the same for one
 		// element or ten thousand, and a change is an element update.
 		fw := model.Network{Name: "forwards"}
-		dnat := []model.Rule{
-			rule(fw, model.DNATMap, model.Match{Kind: model.MatchLocal}, model.Match{Kind: model.MatchL4, Name: "tcp"}),
-			rule(fw, model.DNATMap, model.Match{Kind: model.MatchLocal}, model.Match{Kind: model.MatchL4, Name: "udp"}),
+		var dnat []model.Rule
+		if len(rs.Floating) > 0 {
+			dnat = append(dnat, rule(model.Network{Name: "floating"}, model.DNATFloat))
+		}
+		if len(rs.Forwards) > 0 {
+			dnat = append(dnat,
+				rule(fw, model.DNATMap, model.Match{Kind: model.MatchLocal}, model.Match{Kind: model.MatchL4, Name: "tcp"}),
+				rule(fw, model.DNATMap, model.Match{Kind: model.MatchLocal}, model.Match{Kind: model.MatchL4, Name: "udp"}))
 		}
 		rs.Chains = append(rs.Chains,
 			model.Chain{Name: "prerouting", Type: "nat", Hook: "prerouting", Priority: -100, Rules: dnat},
@@ -160,4 +180,11 @@ func dockerUser(nets []model.Network, h model.Host) ([]model.Rule, error) {
 		}
 	}
 	return rules, nil
+}
+
+func natOrder(r model.Rule) int {
+	if r.Verdict == model.SNATFloat {
+		return 0
+	}
+	return 1
 }

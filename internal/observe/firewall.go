@@ -2,6 +2,7 @@ package observe
 
 import (
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 
@@ -66,6 +67,9 @@ func readFirewall(ns *netns.NS, h *model.Host, hint *Hint) error {
 	}
 	if !trust {
 		if err := readForwards(c, h); err != nil {
+			return err
+		}
+		if err := readFloating(c, h); err != nil {
 			return err
 		}
 	}
@@ -187,5 +191,31 @@ func readForwards(c *nftables.Conn, h *model.Host) error {
 		h.Ruleset.Forwards = append(h.Ruleset.Forwards, f)
 	}
 	model.SortForwards(h.Ruleset.Forwards)
+	return nil
+}
+
+// readFloating reads guestnet's floating_in map (public -> guest).
+func readFloating(c *nftables.Conn, h *model.Host) error {
+	t := &nftables.Table{Name: model.Table, Family: nftables.TableFamilyINet}
+	sets, err := c.GetSets(t)
+	if err != nil || !slices.ContainsFunc(sets, func(s *nftables.Set) bool { return s.Name == model.FloatingIn }) {
+		return nil
+	}
+	s, err := c.GetSetByName(t, model.FloatingIn)
+	if err != nil {
+		return fmt.Errorf("observe map %s: %w", model.FloatingIn, err)
+	}
+	els, err := c.GetSetElements(s)
+	if err != nil {
+		return fmt.Errorf("observe map %s: %w", model.FloatingIn, err)
+	}
+	for _, e := range els {
+		if len(e.Key) != 4 || len(e.Val) != 4 {
+			h.Ruleset.Floating = append(h.Ruleset.Floating, model.Floating{Uplink: "(unrecognised element)"})
+			continue
+		}
+		h.Ruleset.Floating = append(h.Ruleset.Floating, model.Floating{Public: netip.AddrFrom4([4]byte(e.Key)), Guest: netip.AddrFrom4([4]byte(e.Val))})
+	}
+	slices.SortFunc(h.Ruleset.Floating, func(a, b model.Floating) int { return a.Public.Compare(b.Public) })
 	return nil
 }

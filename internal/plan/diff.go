@@ -32,9 +32,11 @@ func Diff(want []model.Network, st state.State, h model.Host) (Plan, error) {
 		saved := st.Networks[n.Name].Uplink
 		acts, up := ensureNetwork(n, h, saved)
 		ports, pacts := ensurePorts(n, st.Networks[n.Name].Ports, h)
+		floats, facts := ensureFloats(n, st.Networks[n.Name].Floats, h)
 		p.Actions = append(p.Actions, acts...)
 		p.Actions = append(p.Actions, pacts...)
-		p.State.Networks[n.Name] = state.Net{Network: n, Uplink: up, Ports: ports}
+		p.Actions = append(p.Actions, facts...)
+		p.State.Networks[n.Name] = state.Net{Network: n, Uplink: up, Ports: ports, Floats: floats}
 	}
 
 	needFwd := slices.ContainsFunc(want, model.Network.NeedsForwarding)
@@ -184,6 +186,7 @@ func removeNetwork(name string, rec state.Net, h model.Host) []Action {
 		}
 		acts = append(acts, Action{Op: OpLinkDel, Link: br.Name, Alias: br.Alias, MAC: br.MAC, MTU: br.MTU})
 	}
+	acts = append(acts, dropFloats(rec.Floats, nil, h)...)
 	if up := rec.Uplink; up != nil {
 		if nic, ok := h.Link(up.Name); ok {
 			for _, a := range up.Addrs {
@@ -222,4 +225,37 @@ func ensurePorts(n model.Network, ports []string, h model.Host) ([]string, []Act
 		}
 	}
 	return keep, acts
+}
+
+// ensureFloats puts each floating address on its uplink as a /32, so the
+// host answers ARP for it there, and takes off the ones no longer declared.
+func ensureFloats(n model.Network, had []state.Float, h model.Host) ([]state.Float, []Action) {
+	var want []state.Float
+	var acts []Action
+	for _, fl := range n.Floating {
+		link, ok := h.FloatingUplink(fl)
+		if !ok {
+			continue // spec.CheckHost reported it
+		}
+		f := state.Float{Link: link, Addr: netip.PrefixFrom(fl.Public, 32)}
+		want = append(want, f)
+		if l, _ := h.Link(link); !slices.Contains(l.Addrs, f.Addr) {
+			acts = append(acts, Action{Op: OpAddrAdd, Link: link, Addr: f.Addr})
+		}
+	}
+	return want, append(acts, dropFloats(had, want, h)...)
+}
+
+// dropFloats removes recorded floating addresses that are not in keep.
+func dropFloats(had, keep []state.Float, h model.Host) []Action {
+	var acts []Action
+	for _, f := range had {
+		if slices.Contains(keep, f) {
+			continue
+		}
+		if l, ok := h.Link(f.Link); ok && slices.Contains(l.Addrs, f.Addr) {
+			acts = append(acts, Action{Op: OpAddrDel, Link: f.Link, Addr: f.Addr})
+		}
+	}
+	return acts
 }

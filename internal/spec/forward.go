@@ -129,3 +129,44 @@ func (n *Network) checkForwards() error {
 	}
 	return errors.Join(errs...)
 }
+
+// parseFloating reads floating: [{public, guest, uplink}].
+func (n *Network) parseFloating(v *yaml.Node) error {
+	return n.mappings("floating", v, []string{"public", "guest", "uplink"}, func(f string, kv map[string]string) error {
+		pub, err := netip.ParseAddr(kv["public"])
+		if err != nil || !pub.Is4() {
+			return n.errorf(f+".public", "want an IPv4 address, not %q", kv["public"])
+		}
+		g, err := netip.ParseAddr(kv["guest"])
+		if err != nil || !g.Is4() {
+			return n.errorf(f+".guest", "want the guest's IPv4 address, not %q", kv["guest"])
+		}
+		n.Floating = append(n.Floating, model.Floating{Public: pub, Guest: g, Uplink: kv["uplink"]})
+		return nil
+	})
+}
+
+// checkFloating validates floating addresses against the network.
+func (n *Network) checkFloating() error {
+	if len(n.Floating) == 0 {
+		return nil
+	}
+	if n.Mode != model.NAT {
+		return n.errorf("floating", "only nat networks take floating addresses (mode %s)", n.Mode)
+	}
+	var errs []error
+	pubs, guests := map[netip.Addr]bool{}, map[netip.Addr]bool{}
+	for i, fl := range n.Floating {
+		f := "floating[" + itoa(i) + "]"
+		switch {
+		case !n.Subnet().Contains(fl.Guest) || fl.Guest == n.IPv4.Addr():
+			errs = append(errs, n.errorf(f+".guest", "%s is not a guest address of %s", fl.Guest, n.Subnet()))
+		case n.Subnet().Contains(fl.Public):
+			errs = append(errs, n.errorf(f+".public", "%s is inside the guest subnet %s", fl.Public, n.Subnet()))
+		case pubs[fl.Public] || guests[fl.Guest]:
+			errs = append(errs, n.errorf(f, "%s or %s is listed twice", fl.Public, fl.Guest))
+		}
+		pubs[fl.Public], guests[fl.Guest] = true, true
+	}
+	return errors.Join(errs...)
+}

@@ -154,7 +154,7 @@ func Parse(file string, data []byte) ([]Network, error) {
 
 var yamlLine = regexp.MustCompile(`^line (\d+): (.*)$`)
 
-var fieldNames = []string{"mode", "bridge", "ipv4", "uplink", "mtu", "dhcp", "dns", "forwards"}
+var fieldNames = []string{"mode", "bridge", "ipv4", "uplink", "mtu", "dhcp", "dns", "forwards", "floating"}
 
 func parseNetwork(file string, key, val *yaml.Node) (Network, error) {
 	n := Network{File: file, Line: key.Line, Lines: map[string]int{}}
@@ -176,8 +176,8 @@ func parseNetwork(file string, key, val *yaml.Node) (Network, error) {
 			continue
 		}
 		n.Lines[k.Value] = k.Line
-		if k.Value == "dhcp" || k.Value == "dns" || k.Value == "forwards" {
-			parse := map[string]func(*yaml.Node) error{"dhcp": n.parseDHCP, "dns": n.parseDNS, "forwards": n.parseForwards}[k.Value]
+		if parse, ok := map[string]func(*yaml.Node) error{"dhcp": n.parseDHCP, "dns": n.parseDNS,
+			"forwards": n.parseForwards, "floating": n.parseFloating}[k.Value]; ok {
 			if err := parse(v); err != nil {
 				errs = append(errs, err)
 			}

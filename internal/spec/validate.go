@@ -86,7 +86,7 @@ func (n *Network) check() error {
 		errs = append(errs, n.errorf("dns", "needs the network's ipv4 (the address it answers on)"))
 	}
 	if len(errs) == 0 {
-		errs = append(errs, n.checkDHCP(), n.checkForwards())
+		errs = append(errs, n.checkDHCP(), n.checkForwards(), n.checkFloating())
 	}
 	return errors.Join(errs...)
 }
@@ -165,6 +165,11 @@ func (s *Spec) CheckHost(h model.Host) error {
 				}) {
 					errs = append(errs, n.errorf("forwards["+itoa(i)+"].listen", "%s is not an address of this host", a))
 				}
+			}
+		}
+		for i, fl := range n.Floating {
+			if _, ok := h.FloatingUplink(fl); !ok {
+				errs = append(errs, n.errorf("floating["+itoa(i)+"]", "no interface of this host holds %s's subnet (name one with uplink:)", fl.Public))
 			}
 		}
 		if !n.IPv4.IsValid() {

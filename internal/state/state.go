@@ -46,6 +46,14 @@ type Net struct {
 	// Ports are the guest interfaces attached with guestnet attach (or
 	// QEMU's ifup helper): a bridge made again after drift gets them back.
 	Ports []string `json:"ports,omitempty"`
+	// Floats are the floating /32 addresses guestnet put on uplinks.
+	Floats []Float `json:"floats,omitempty"`
+}
+
+// Float is one public address guestnet added to a link.
+type Float struct {
+	Link string       `json:"link"`
+	Addr netip.Prefix `json:"addr"`
 }
 
 // Uplink is what a bridge-mode network took from its NIC.
