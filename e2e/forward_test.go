@@ -229,3 +229,47 @@ func TestFloatingIP(t *testing.T) {
 		t.Errorf("destroy left the floating address on up0")
 	}
 }
+
+// TestGuestToHost prints the matrix of what a guest may reach on the host:
+// DHCP, DNS and ICMP, and nothing else unless the spec says guest_to_host: all.
+func TestGuestToHost(t *testing.T) {
+	l := newLab(t)
+	host, _ := natHost(l)
+	spec := l.Spec(dhcpSpec + "    dns: {domain: lab.internal}\n")
+	l.Serve_(host, spec)
+	g := l.dhcpGuest(host, "default", "g", "vg1", "")
+	if out, err := l.tryIn(g, "busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-t", "5", "-s", l.clientScript()); err != nil {
+		t.Fatalf("DHCP from the guest: %v\n%s", err, out)
+	}
+	l.Serve(host, "10.99.0.1:22")
+	l.Serve(host, "198.51.100.1:8022")
+	rows := []struct {
+		what string
+		want bool
+		got  func() bool
+	}{
+		{"DHCP lease from the host", true, func() bool { return l.addrOf(g) != "" }},
+		{"DNS on the gateway (vm1.lab.internal)", true, func() bool {
+			out, _ := l.tryIn(g, "busybox", "nslookup", "vm1.lab.internal", "10.99.0.1")
+			return strings.Contains(out, "10.99.0.10")
+		}},
+		{"ping the gateway", true, func() bool { return l.Ping(g, "10.99.0.1") }},
+		{"tcp host:22 on the gateway address", false, func() bool { _, err := l.dialQuick(g, "10.99.0.1:22"); return err == nil }},
+		{"tcp host:8022 on its uplink address", false, func() bool { _, err := l.dialQuick(g, "198.51.100.1:8022"); return err == nil }},
+	}
+	var table []string
+	for _, r := range rows {
+		got := r.got()
+		l.expect(r.what, r.want, got)
+		table = append(table, fmt.Sprintf("| %-40s | %-7v | %-7v |", r.what, r.want, got))
+	}
+	t.Logf("\n| guest -> host | allowed | reached |\n|---|---|---|\n%s", strings.Join(table, "\n"))
+
+	// The spec switch opens the host to its guests.
+	os.WriteFile(spec, []byte(dhcpSpec+"    dns: {domain: lab.internal}\n    guest_to_host: all\n"), 0o644)
+	l.Guestnet(host, "apply", spec) // the daemon reloads
+	waitFor(t, "host:22 open to guests after guest_to_host: all", func() bool {
+		_, err := l.dialQuick(g, "10.99.0.1:22")
+		return err == nil
+	})
+}

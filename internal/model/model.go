@@ -37,6 +37,9 @@ type Network struct {
 	DNS    *DNS         `json:"dns,omitempty"`
 	// Forwards open ports of the host to guests (nat and routed networks).
 	Forwards []PortForward `json:"forwards,omitempty"`
+	// GuestToHost is what guests may reach on the host itself: "" or
+	// "services" (DHCP, DNS and ICMP only), or "all".
+	GuestToHost string `json:"guest_to_host,omitempty"`
 	// Floating are 1:1 public addresses of guests (nat networks).
 	Floating []Floating `json:"floating,omitempty"`
 }

@@ -57,7 +57,8 @@ const (
 	MatchCtReply MatchKind = "ct state" // established,related
 	MatchCtDNAT  MatchKind = "ct status dnat"
 	MatchLocal   MatchKind = "fib daddr type local"
-	MatchL4      MatchKind = "meta l4proto" // Name: tcp or udp
+	MatchL4      MatchKind = "meta l4proto" // Name: tcp, udp or icmp
+	MatchDPort   MatchKind = "th dport"     // Port; follows a MatchL4 of tcp or udp
 )
 
 // Match is one condition of a rule.
@@ -66,6 +67,7 @@ type Match struct {
 	Neg    bool         `json:"neg,omitempty"`
 	Name   string       `json:"name,omitempty"`
 	Prefix netip.Prefix `json:"prefix,omitzero"`
+	Port   int          `json:"port,omitempty"`
 }
 
 // Verdict is what a rule does to a matching packet.
@@ -114,6 +116,8 @@ func (m Match) String() string {
 		return string(m.Kind)
 	case MatchL4:
 		return "meta l4proto " + m.Name
+	case MatchDPort:
+		return fmt.Sprintf("th dport %d", m.Port)
 	}
 	return fmt.Sprintf("?%s", m.Kind)
 }
@@ -121,7 +125,13 @@ func (m Match) String() string {
 // String renders the rule as `nft list` prints it.
 func (r Rule) String() string {
 	var b strings.Builder
-	for _, m := range r.Match {
+	for i := 0; i < len(r.Match); i++ {
+		m := r.Match[i]
+		if m.Kind == MatchL4 && i+1 < len(r.Match) && r.Match[i+1].Kind == MatchDPort {
+			fmt.Fprintf(&b, "%s dport %d ", m.Name, r.Match[i+1].Port) // as nft prints it
+			i++
+			continue
+		}
 		b.WriteString(m.String())
 		b.WriteByte(' ')
 	}

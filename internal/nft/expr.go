@@ -27,7 +27,7 @@ const (
 	ctDstNAT = 1 << 5 // IPS_DST_NAT
 )
 
-var l4protos = map[string]byte{"tcp": unix.IPPROTO_TCP, "udp": unix.IPPROTO_UDP}
+var l4protos = map[string]byte{"tcp": unix.IPPROTO_TCP, "udp": unix.IPPROTO_UDP, "icmp": unix.IPPROTO_ICMP}
 
 func cmpOp(neg bool) expr.CmpOp {
 	if neg {
@@ -75,6 +75,9 @@ func Encode(r model.Rule, inet bool) ([]expr.Any, error) {
 			}
 			out = append(out, &expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
 				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}})
+		case model.MatchDPort:
+			out = append(out, &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binary.BigEndian.AppendUint16(nil, uint16(m.Port))})
 		case model.MatchCtDNAT:
 			out = append(out, &expr.Ct{Register: 1, Key: expr.CtKeySTATUS},
 				&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
@@ -200,6 +203,10 @@ func Decode(exprs []expr.Any, comment string) (model.Rule, bool) {
 				return r, false
 			}
 		case *expr.Payload:
+			if e.DestRegister == 1 && e.Base == expr.PayloadBaseTransportHeader && e.Offset == 2 && e.Len == 2 {
+				pending, mask = &model.Match{Kind: model.MatchDPort}, nil
+				continue
+			}
 			if e.DestRegister != 1 || e.Base == expr.PayloadBaseTransportHeader {
 				pending = nil // a key part of the forwards lookup
 				continue
@@ -291,6 +298,11 @@ func completeMatch(m *model.Match, c *expr.Cmp, mask []byte) bool {
 		return c.Op == expr.CmpOpNeq && len(mask) == 4 && binary.NativeEndian.Uint32(mask) == ctDstNAT
 	case model.MatchLocal:
 		return c.Op == expr.CmpOpEq && len(c.Data) == 4 && binary.NativeEndian.Uint32(c.Data) == unix.RTN_LOCAL
+	case model.MatchDPort:
+		if c.Op != expr.CmpOpEq || len(c.Data) != 2 {
+			return false
+		}
+		m.Port = int(binary.BigEndian.Uint16(c.Data))
 	case model.MatchL4:
 		for name, p := range l4protos {
 			if len(c.Data) == 1 && c.Data[0] == p {

@@ -69,6 +69,9 @@ func Render(nets []model.Network, h model.Host) (model.Ruleset, error) {
 			continue
 		}
 		intra = append(intra, rule(n, model.Accept, iif(br), oif(br)))
+		if n.IPv4.IsValid() && n.Mode != model.Bridge && n.GuestToHost != "all" {
+			local = append(local, guestToHost(n)...)
+		}
 		switch n.Mode {
 		case model.Isolated:
 			in = append(in, rule(n, model.Reject, oif(br)))
@@ -187,4 +190,20 @@ func natOrder(r model.Rule) int {
 		return 0
 	}
 	return 1
+}
+
+// guestToHost lets guests reach the host for DHCP, DNS and ICMP (and the
+// replies of connections the host opened), and nothing else.
+func guestToHost(n model.Network) []model.Rule {
+	br := n.Bridge
+	l4 := func(p string) model.Match { return model.Match{Kind: model.MatchL4, Name: p} }
+	port := func(p int) model.Match { return model.Match{Kind: model.MatchDPort, Port: p} }
+	return []model.Rule{
+		rule(n, model.Accept, iif(br), reply()),
+		rule(n, model.Accept, iif(br), l4("icmp")),
+		rule(n, model.Accept, iif(br), l4("udp"), port(67)),
+		rule(n, model.Accept, iif(br), l4("udp"), port(53)),
+		rule(n, model.Accept, iif(br), l4("tcp"), port(53)),
+		rule(n, model.Reject, iif(br)),
+	}
 }

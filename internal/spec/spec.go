@@ -154,7 +154,7 @@ func Parse(file string, data []byte) ([]Network, error) {
 
 var yamlLine = regexp.MustCompile(`^line (\d+): (.*)$`)
 
-var fieldNames = []string{"mode", "bridge", "ipv4", "uplink", "mtu", "dhcp", "dns", "forwards", "floating"}
+var fieldNames = []string{"mode", "bridge", "ipv4", "uplink", "mtu", "dhcp", "dns", "forwards", "floating", "guest_to_host"}
 
 func parseNetwork(file string, key, val *yaml.Node) (Network, error) {
 	n := Network{File: file, Line: key.Line, Lines: map[string]int{}}
@@ -204,6 +204,11 @@ func (n *Network) set(field, v string) error {
 		if !slices.Contains(model.Modes, n.Mode) {
 			return n.errorf(field, "unknown mode %q (want isolated, routed, nat, bridge or open)", v)
 		}
+	case "guest_to_host":
+		if v != "services" && v != "all" {
+			return n.errorf(field, "want services (DHCP, DNS and ICMP only, the default) or all, not %q", v)
+		}
+		n.GuestToHost = v
 	case "bridge":
 		n.Bridge = v
 	case "uplink":
