@@ -273,3 +273,27 @@ func TestGuestToHost(t *testing.T) {
 		return err == nil
 	})
 }
+
+// TestNetworksStayApart: guests of one network cannot open connections into
+// another guest network, until the spec names it a peer.
+func TestNetworksStayApart(t *testing.T) {
+	l := newLab(t)
+	host, _ := natHost(l)
+	base := natSpec + "  lab:\n    mode: routed\n    bridge: grt0\n    ipv4: 10.99.1.1/24\n"
+	spec := l.Spec(base)
+	l.Guestnet(host, "apply", spec)
+	g1 := l.Guest(host, "default", "g1", "vg1", "10.99.0.10/24", "10.99.0.1")
+	g3 := l.Guest(host, "lab", "g3", "vg3", "10.99.1.10/24", "10.99.1.1")
+	l.Serve(g3, "10.99.1.10:8080")
+	l.Serve(g1, "10.99.0.10:8080")
+	_, err := l.dialQuick(g1, "10.99.1.10:8080")
+	l.expect("nat guest -> routed network's guest", false, err == nil)
+	_, err = l.dialQuick(g3, "10.99.0.10:8080")
+	l.expect("routed guest -> nat network's guest", false, err == nil)
+	os.WriteFile(spec, []byte(base+"    peers: [default]\n"), 0o644)
+	l.Guestnet(host, "apply", spec)
+	_, err = l.dialQuick(g1, "10.99.1.10:8080")
+	l.expect("nat guest -> routed guest once lab lists default as a peer", true, err == nil)
+	_, err = l.dialQuick(g3, "10.99.0.10:8080")
+	l.expect("routed guest -> nat guest (nat still refuses inbound)", false, err == nil)
+}

@@ -53,7 +53,7 @@ func (k *Linux) link(name string) (netlink.Link, error) {
 func (k *Linux) do(a plan.Action) error {
 	switch a.Op {
 	case plan.OpBridgeAdd:
-		attrs := netlink.LinkAttrs{Name: a.Link, MTU: a.MTU, Alias: a.Alias}
+		attrs := netlink.LinkAttrs{Name: a.Link, MTU: a.MTU, Alias: a.Alias, Group: a.IfGroup}
 		if a.MAC != "" {
 			mac, err := net.ParseMAC(a.MAC)
 			if err != nil {
@@ -118,6 +118,8 @@ func (k *Linux) do(a plan.Action) error {
 		return k.nl.LinkSetDown(l)
 	case plan.OpMTU:
 		return k.nl.LinkSetMTU(l, a.MTU)
+	case plan.OpGroup:
+		return k.nl.LinkSetGroup(l, int(a.IfGroup))
 	case plan.OpMaster:
 		if a.Master == "" {
 			return k.nl.LinkSetNoMaster(l)

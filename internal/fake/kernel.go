@@ -67,7 +67,7 @@ func (k *Kernel) do(a plan.Action) error {
 		if _, err := k.link(a.Link); err == nil {
 			return unix.EEXIST
 		}
-		l := model.Link{Name: a.Link, Kind: "bridge", Alias: a.Alias, MTU: a.MTU, MAC: a.MAC}
+		l := model.Link{Name: a.Link, Kind: "bridge", Alias: a.Alias, MTU: a.MTU, MAC: a.MAC, Group: a.IfGroup}
 		if a.Op == plan.OpTapAdd {
 			l.Kind = "tuntap"
 		}
@@ -118,6 +118,8 @@ func (k *Kernel) do(a plan.Action) error {
 		l.Up = a.Op == plan.OpLinkUp
 	case plan.OpMTU:
 		l.MTU = a.MTU
+	case plan.OpGroup:
+		l.Group = a.IfGroup
 	case plan.OpMaster:
 		if a.Master != "" {
 			if _, err := k.link(a.Master); err != nil {

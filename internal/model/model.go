@@ -37,6 +37,8 @@ type Network struct {
 	DNS    *DNS         `json:"dns,omitempty"`
 	// Forwards open ports of the host to guests (nat and routed networks).
 	Forwards []PortForward `json:"forwards,omitempty"`
+	// Peers are other networks whose guests may reach this one's.
+	Peers []string `json:"peers,omitempty"`
 	// GuestToHost is what guests may reach on the host itself: "" or
 	// "services" (DHCP, DNS and ICMP only), or "all".
 	GuestToHost string `json:"guest_to_host,omitempty"`
@@ -64,6 +66,14 @@ func OwnerAlias(network string) string { return AliasPrefix + network }
 // AliasPrefix starts the alias of every link guestnet owns.
 const AliasPrefix = "guestnet:"
 
+// GuestGroup is the interface group of guestnet's guest bridges (not those
+// of bridge-mode networks, which are the LAN): one firewall rule per network
+// keeps other guest networks out, whatever their number.
+const GuestGroup = 0x6775
+
+// GuestBridge reports whether a network's bridge carries GuestGroup.
+func (n Network) GuestBridge() bool { return n.Mode != Bridge }
+
 // RouteProto is the rtnetlink protocol number on routes guestnet adds, so
 // they are never confused with a person's (see /etc/iproute2/rt_protos).
 const RouteProto = 157
@@ -76,6 +86,8 @@ type Link struct {
 	Alias  string `json:"alias,omitempty"`
 	Master string `json:"master,omitempty"`
 	Up     bool   `json:"up"`
+	// Group is the interface group (IFLA_GROUP); guest bridges carry GuestGroup.
+	Group uint32 `json:"group,omitempty"`
 	// Carrier is the operational state (IFLA_OPERSTATE up or unknown).
 	Carrier bool           `json:"carrier,omitempty"`
 	MTU     int            `json:"mtu"`

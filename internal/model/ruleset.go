@@ -59,6 +59,7 @@ const (
 	MatchLocal   MatchKind = "fib daddr type local"
 	MatchL4      MatchKind = "meta l4proto" // Name: tcp, udp or icmp
 	MatchDPort   MatchKind = "th dport"     // Port; follows a MatchL4 of tcp or udp
+	MatchIIFGrp  MatchKind = "iifgroup"     // Port holds the group
 )
 
 // Match is one condition of a rule.
@@ -118,6 +119,8 @@ func (m Match) String() string {
 		return "meta l4proto " + m.Name
 	case MatchDPort:
 		return fmt.Sprintf("th dport %d", m.Port)
+	case MatchIIFGrp:
+		return fmt.Sprintf("iifgroup %d", m.Port)
 	}
 	return fmt.Sprintf("?%s", m.Kind)
 }

@@ -75,6 +75,9 @@ func Encode(r model.Rule, inet bool) ([]expr.Any, error) {
 			}
 			out = append(out, &expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
 				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}})
+		case model.MatchIIFGrp:
+			out = append(out, &expr.Meta{Key: expr.MetaKeyIIFGROUP, Register: 1},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binary.NativeEndian.AppendUint32(nil, uint32(m.Port))})
 		case model.MatchDPort:
 			out = append(out, &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
 				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binary.BigEndian.AppendUint16(nil, uint16(m.Port))})
@@ -171,6 +174,8 @@ func Decode(exprs []expr.Any, comment string) (model.Rule, bool) {
 				pending = &model.Match{Kind: model.MatchOIF}
 			case expr.MetaKeyNFPROTO:
 				pending = &model.Match{Kind: "nfproto"}
+			case expr.MetaKeyIIFGROUP:
+				pending = &model.Match{Kind: model.MatchIIFGrp}
 			case expr.MetaKeyL4PROTO:
 				pending = &model.Match{Kind: model.MatchL4}
 				if e.Register != 1 {
@@ -298,6 +303,11 @@ func completeMatch(m *model.Match, c *expr.Cmp, mask []byte) bool {
 		return c.Op == expr.CmpOpNeq && len(mask) == 4 && binary.NativeEndian.Uint32(mask) == ctDstNAT
 	case model.MatchLocal:
 		return c.Op == expr.CmpOpEq && len(c.Data) == 4 && binary.NativeEndian.Uint32(c.Data) == unix.RTN_LOCAL
+	case model.MatchIIFGrp:
+		if c.Op != expr.CmpOpEq || len(c.Data) != 4 {
+			return false
+		}
+		m.Port = int(binary.NativeEndian.Uint32(c.Data))
 	case model.MatchDPort:
 		if c.Op != expr.CmpOpEq || len(c.Data) != 2 {
 			return false

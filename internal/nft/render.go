@@ -43,6 +43,7 @@ func oif(n string) model.Match    { return model.Match{Kind: model.MatchOIF, Nam
 func notOIF(n string) model.Match { return model.Match{Kind: model.MatchOIF, Name: n, Neg: true} }
 func reply() model.Match          { return model.Match{Kind: model.MatchCtReply} }
 func ctDNAT() model.Match         { return model.Match{Kind: model.MatchCtDNAT} }
+func notIIF(n string) model.Match { return model.Match{Kind: model.MatchIIF, Name: n, Neg: true} }
 func saddr(n model.Network) model.Match {
 	return model.Match{Kind: model.MatchSAddr, Prefix: n.Subnet()}
 }
@@ -63,12 +64,27 @@ func Render(nets []model.Network, h model.Host) (model.Ruleset, error) {
 		return model.Ruleset{}, nil
 	}
 	var intra, in, out, local, nat []model.Rule
+	byName := map[string]model.Network{}
+	for _, n := range nets {
+		byName[n.Name] = n
+	}
 	for _, n := range nets {
 		br := n.Bridge
 		if n.Mode == model.Open {
 			continue
 		}
 		intra = append(intra, rule(n, model.Accept, iif(br), oif(br)))
+		if n.GuestBridge() {
+			// Replies first; then other guest networks stay out, unless
+			// named as peers.
+			in = append(in, rule(n, model.Accept, oif(br), reply()))
+			for _, peer := range n.Peers {
+				if pn, ok := byName[peer]; ok {
+					in = append(in, rule(n, model.Accept, iif(pn.Bridge), oif(br)))
+				}
+			}
+			in = append(in, rule(n, model.Reject, oif(br), model.Match{Kind: model.MatchIIFGrp, Port: model.GuestGroup}, notIIF(br)))
+		}
 		if n.IPv4.IsValid() && n.Mode != model.Bridge && n.GuestToHost != "all" {
 			local = append(local, guestToHost(n)...)
 		}
@@ -89,7 +105,6 @@ func Render(nets []model.Network, h model.Host) (model.Ruleset, error) {
 			}
 			out = append(out, rule(n, model.Accept, iif(br), saddr(n)), rule(n, model.Reject, iif(br)))
 		case model.NAT:
-			in = append(in, rule(n, model.Accept, oif(br), daddr(n), reply()))
 			if len(n.Floating) > 0 {
 				// A guest with a floating address leaves with it, on whatever
 				// uplink the route picks (before the general masquerade).

@@ -93,6 +93,7 @@ func readLinks(nl *netlink.Handle) ([]model.Link, error) {
 			Master:  names[at.MasterIndex],
 			Up:      at.Flags&unix.IFF_UP != 0,
 			Carrier: at.OperState == netlink.OperUp || at.OperState == netlink.OperUnknown,
+			Group:   at.Group,
 			MTU:     at.MTU,
 			Addrs:   byIndex[at.Index],
 			Brd:     brd[at.Index],

@@ -24,6 +24,7 @@ const (
 	OpLinkDown  Op = "link-down"
 	OpMaster    Op = "set-master"
 	OpMTU       Op = "set-mtu"
+	OpGroup     Op = "set-group"
 	OpAddrAdd   Op = "addr-add"
 	OpAddrDel   Op = "addr-del"
 	OpRouteAdd  Op = "route-add"
@@ -44,6 +45,8 @@ type Action struct {
 	OldMaster string         `json:"old_master,omitempty"`
 	MTU       int            `json:"mtu,omitempty"`
 	OldMTU    int            `json:"old_mtu,omitempty"`
+	IfGroup   uint32         `json:"ifgroup,omitempty"` // interface group (IFLA_GROUP)
+	OldGroup  uint32         `json:"old_ifgroup,omitempty"`
 	Owner     int            `json:"owner,omitempty"` // TAP owner uid, -1 for none
 	Group     int            `json:"group,omitempty"` // TAP group gid, -1 for none
 	Addr      netip.Prefix   `json:"addr,omitzero"`
@@ -72,6 +75,8 @@ func (a Action) Inverse() Action {
 		b.Master, b.OldMaster = a.OldMaster, a.Master
 	case OpMTU:
 		b.MTU, b.OldMTU = a.OldMTU, a.MTU
+	case OpGroup:
+		b.IfGroup, b.OldGroup = a.OldGroup, a.IfGroup
 	case OpAddrAdd:
 		b.Op = OpAddrDel
 	case OpAddrDel:
@@ -99,6 +104,9 @@ func (a Action) String() string {
 		if a.MAC != "" {
 			s += " address " + a.MAC
 		}
+		if a.IfGroup != 0 {
+			s += fmt.Sprintf(" group %d", a.IfGroup)
+		}
 		return s + fmt.Sprintf(" && ip link set %s alias %s", a.Link, a.Alias)
 	case OpTapAdd:
 		s := "ip tuntap add dev " + a.Link + " mode tap"
@@ -122,6 +130,8 @@ func (a Action) String() string {
 		return "ip link set " + a.Link + " master " + a.Master
 	case OpMTU:
 		return fmt.Sprintf("ip link set %s mtu %d", a.Link, a.MTU)
+	case OpGroup:
+		return fmt.Sprintf("ip link set %s group %d", a.Link, a.IfGroup)
 	case OpAddrAdd:
 		if a.Brd.IsValid() {
 			return fmt.Sprintf("ip addr add %s brd %s dev %s", a.Addr, a.Brd, a.Link)

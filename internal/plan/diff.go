@@ -98,6 +98,9 @@ func ensureNetwork(n model.Network, h model.Host, saved *state.Uplink) ([]Action
 	}
 	if !exists {
 		a := Action{Op: OpBridgeAdd, Link: n.Bridge, Alias: model.OwnerAlias(n.Name), MTU: n.MTU, MAC: model.BridgeMAC(n.Name)}
+		if n.GuestBridge() {
+			a.IfGroup = model.GuestGroup
+		}
 		if n.Mode == model.Bridge {
 			// Same MAC and MTU as the NIC: the LAN's ARP caches stay right.
 			a.MAC = uplink.MAC
@@ -106,8 +109,13 @@ func ensureNetwork(n model.Network, h model.Host, saved *state.Uplink) ([]Action
 			}
 		}
 		acts = append(acts, a)
-	} else if n.MTU != 0 && br.MTU != n.MTU {
-		acts = append(acts, Action{Op: OpMTU, Link: n.Bridge, MTU: n.MTU, OldMTU: br.MTU})
+	} else {
+		if n.MTU != 0 && br.MTU != n.MTU {
+			acts = append(acts, Action{Op: OpMTU, Link: n.Bridge, MTU: n.MTU, OldMTU: br.MTU})
+		}
+		if want := map[bool]uint32{true: model.GuestGroup}[n.GuestBridge()]; br.Group != want {
+			acts = append(acts, Action{Op: OpGroup, Link: n.Bridge, IfGroup: want, OldGroup: br.Group})
+		}
 	}
 	if !br.Up {
 		acts = append(acts, Action{Op: OpLinkUp, Link: n.Bridge})
@@ -184,7 +192,7 @@ func removeNetwork(name string, rec state.Net, h model.Host) []Action {
 		if br.Up {
 			acts = append(acts, Action{Op: OpLinkDown, Link: br.Name})
 		}
-		acts = append(acts, Action{Op: OpLinkDel, Link: br.Name, Alias: br.Alias, MAC: br.MAC, MTU: br.MTU})
+		acts = append(acts, Action{Op: OpLinkDel, Link: br.Name, Alias: br.Alias, MAC: br.MAC, MTU: br.MTU, IfGroup: br.Group})
 	}
 	acts = append(acts, dropFloats(rec.Floats, nil, h)...)
 	if up := rec.Uplink; up != nil {

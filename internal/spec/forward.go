@@ -170,3 +170,12 @@ func (n *Network) checkFloating() error {
 	}
 	return errors.Join(errs...)
 }
+
+// parsePeers reads peers: [NETWORK...], the networks whose guests may reach
+// this one's.
+func (n *Network) parsePeers(v *yaml.Node) error {
+	return n.eachScalar("peers", v, func(field, s string) error {
+		n.Peers = append(n.Peers, s)
+		return nil
+	})
+}

@@ -154,7 +154,7 @@ func Parse(file string, data []byte) ([]Network, error) {
 
 var yamlLine = regexp.MustCompile(`^line (\d+): (.*)$`)
 
-var fieldNames = []string{"mode", "bridge", "ipv4", "uplink", "mtu", "dhcp", "dns", "forwards", "floating", "guest_to_host"}
+var fieldNames = []string{"mode", "bridge", "ipv4", "uplink", "mtu", "dhcp", "dns", "forwards", "floating", "guest_to_host", "peers"}
 
 func parseNetwork(file string, key, val *yaml.Node) (Network, error) {
 	n := Network{File: file, Line: key.Line, Lines: map[string]int{}}
@@ -177,7 +177,7 @@ func parseNetwork(file string, key, val *yaml.Node) (Network, error) {
 		}
 		n.Lines[k.Value] = k.Line
 		if parse, ok := map[string]func(*yaml.Node) error{"dhcp": n.parseDHCP, "dns": n.parseDNS,
-			"forwards": n.parseForwards, "floating": n.parseFloating}[k.Value]; ok {
+			"forwards": n.parseForwards, "floating": n.parseFloating, "peers": n.parsePeers}[k.Value]; ok {
 			if err := parse(v); err != nil {
 				errs = append(errs, err)
 			}

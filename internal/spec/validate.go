@@ -109,8 +109,20 @@ func (s *Spec) Validate() error {
 				errs = append(errs, a.errorf("uplink", "%q is the bridge of network %s (%s:%d)", a.Uplink, b.Name, b.File, b.Line))
 			case b.Uplink != "" && b.Uplink == a.Bridge:
 				errs = append(errs, a.errorf("bridge", "%q is the uplink of network %s (%s:%d)", a.Bridge, b.Name, b.File, b.Line))
-			case a.IPv4.IsValid() && b.IPv4.IsValid() && a.Subnet().Overlaps(b.Subnet()):
+			case a.IPv4.IsValid() && b.IPv4.IsValid() && a.Subnet().Overlaps(b.Subnet()) && a.Mode != model.Bridge && b.Mode != model.Bridge:
 				errs = append(errs, a.errorf("ipv4", "subnet %s overlaps %s of network %s (%s:%d)", a.Subnet(), b.Subnet(), b.Name, b.File, b.Line))
+			}
+		}
+	}
+	names := map[string]bool{}
+	for _, n := range s.Networks {
+		names[n.Name] = true
+	}
+	for i := range s.Networks {
+		n := &s.Networks[i]
+		for j, p := range n.Peers {
+			if !names[p] || p == n.Name {
+				errs = append(errs, n.errorf("peers["+itoa(j)+"]", "no other network %q in the spec", p))
 			}
 		}
 	}

@@ -42,6 +42,7 @@ type Result struct {
 type flow struct {
 	src, dst netip.Addr
 	iif, oif string
+	iifGroup uint32
 	reply    bool // conntrack state established (the reply direction)
 }
 
@@ -89,6 +90,9 @@ func walk(h model.Host, d model.Diag, f *flow, r *Result) bool {
 	if f.iif == "" {
 		add("ingress", "drop", "no interface of this host faces %s (give the interface it arrives on)", f.src)
 		return false
+	}
+	if l, ok := h.Link(f.iif); ok {
+		f.iifGroup = l.Group
 	}
 	if f.iif == "lo" {
 		add("output", "pass", "%s is this host's own address: locally generated", f.src)
@@ -199,6 +203,8 @@ func matches(r model.Rule, f *flow) bool {
 	for _, m := range r.Match {
 		var ok bool
 		switch m.Kind {
+		case model.MatchIIFGrp:
+			ok = f.iifGroup == uint32(m.Port)
 		case model.MatchIIF:
 			ok = f.iif == m.Name
 		case model.MatchOIF:
