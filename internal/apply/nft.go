@@ -42,15 +42,21 @@ func (k *Linux) replaceRuleset(rs *model.Ruleset) error {
 	if len(rs.Chains) > 0 {
 		c.AddTable(t)
 		sets := map[string]*nftables.Set{}
-		if len(rs.Forwards) > 0 {
-			fwd := forwardsSet(t)
-			if err := c.AddSet(fwd, nil); err != nil {
-				return fmt.Errorf("nft add map %s: %w", model.ForwardsMap, err)
+		exact, ranged := model.SplitForwards(rs.Forwards)
+		for _, part := range []struct {
+			set *nftables.Set
+			fs  []model.Forward
+		}{{exactSet(t), exact}, {forwardsSet(t), ranged}} {
+			if len(part.fs) == 0 {
+				continue
 			}
-			if err := addChunked(c.SetAddElements, fwd, rs.Forwards); err != nil {
+			if err := c.AddSet(part.set, nil); err != nil {
+				return fmt.Errorf("nft add map %s: %w", part.set.Name, err)
+			}
+			if err := addChunked(c.SetAddElements, part.set, part.fs); err != nil {
 				return err
 			}
-			sets[model.ForwardsMap] = fwd
+			sets[part.set.Name] = part.set
 		}
 		if len(rs.Floating) > 0 {
 			for _, name := range []string{model.FloatingIn, model.FloatingOut} {
@@ -148,8 +154,14 @@ func isNotExist(err error) bool {
 	return errno == unix.ENOENT
 }
 
+func exactSet(t *nftables.Table) *nftables.Set {
+	return &nftables.Set{Table: t, Name: model.ForwardsMap, IsMap: true,
+		KeyType:  nftables.MustConcatSetType(nftables.TypeInetProto, nftables.TypeInetService),
+		DataType: nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService)}
+}
+
 func forwardsSet(t *nftables.Table) *nftables.Set {
-	return &nftables.Set{Table: t, Name: model.ForwardsMap, IsMap: true, Interval: true, Concatenation: true,
+	return &nftables.Set{Table: t, Name: model.ForwardsSrcMap, IsMap: true, Interval: true, Concatenation: true,
 		KeyType:  nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeIPAddr, nftables.TypeInetProto, nftables.TypeInetService),
 		DataType: nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService)}
 }
@@ -157,6 +169,11 @@ func forwardsSet(t *nftables.Table) *nftables.Set {
 func forwardElements(fs []model.Forward) []nftables.SetElement {
 	out := make([]nftables.SetElement, 0, len(fs))
 	for _, f := range fs {
+		if f.Exact() {
+			k, val := nft.EncodeExact(f)
+			out = append(out, nftables.SetElement{Key: k, Val: val})
+			continue
+		}
 		k, kEnd, val := nft.EncodeForward(f)
 		out = append(out, nftables.SetElement{Key: k, KeyEnd: kEnd, Val: val})
 	}
@@ -173,12 +190,18 @@ func (k *Linux) updateForwards(old, cur []model.Forward) error {
 	if err != nil {
 		return err
 	}
-	s := forwardsSet(&nftables.Table{Name: model.Table, Family: nftables.TableFamilyINet})
-	if err := addChunked(c.SetDeleteElements, s, del); err != nil {
-		return err
-	}
-	if err := addChunked(c.SetAddElements, s, add); err != nil {
-		return err
+	t := &nftables.Table{Name: model.Table, Family: nftables.TableFamilyINet}
+	delExact, delRanged := model.SplitForwards(del)
+	addExact, addRanged := model.SplitForwards(add)
+	for _, op := range []struct {
+		f   func(*nftables.Set, []nftables.SetElement) error
+		s   *nftables.Set
+		els []model.Forward
+	}{{c.SetDeleteElements, exactSet(t), delExact}, {c.SetDeleteElements, forwardsSet(t), delRanged},
+		{c.SetAddElements, exactSet(t), addExact}, {c.SetAddElements, forwardsSet(t), addRanged}} {
+		if err := addChunked(op.f, op.s, op.els); err != nil {
+			return err
+		}
 	}
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("nft update map %s: %w", model.ForwardsMap, err)

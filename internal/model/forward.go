@@ -100,3 +100,19 @@ func (h Host) FloatingUplink(fl Floating) (string, bool) {
 	}
 	return "", false
 }
+
+// Exact reports whether a forward holds for any source and any local
+// address: it goes in the hash map.
+func (f Forward) Exact() bool { return f.Src.Bits() == 0 && f.Dst.Bits() == 0 }
+
+// SplitForwards separates hash-map forwards from interval-map ones.
+func SplitForwards(fs []Forward) (exact, ranged []Forward) {
+	for _, f := range fs {
+		if f.Exact() {
+			exact = append(exact, f)
+		} else {
+			ranged = append(ranged, f)
+		}
+	}
+	return exact, ranged
+}

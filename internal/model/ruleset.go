@@ -79,7 +79,8 @@ const (
 	Drop       Verdict = "drop"
 	Reject     Verdict = "reject with icmpx admin-prohibited"
 	Masquerade Verdict = "masquerade"
-	DNATMap    Verdict = "dnat ip to ip saddr . ip daddr . meta l4proto . th dport map @forwards"
+	DNATMap    Verdict = "dnat ip to ip saddr . ip daddr . meta l4proto . th dport map @forwards_src"
+	DNATPort   Verdict = "dnat ip to meta l4proto . th dport map @forwards"
 	DNATFloat  Verdict = "dnat ip to ip daddr map @floating_in"
 	SNATFloat  Verdict = "snat ip to ip saddr map @floating_out"
 )
@@ -90,8 +91,13 @@ const (
 	FloatingOut = "floating_out"
 )
 
-// ForwardsMap is the name of guestnet's port-forward map.
-const ForwardsMap = "forwards"
+// The port-forward maps: forwards by protocol and port alone (a hash: O(1)
+// lookups however many), and forwards_src for those limited to sources or
+// listen addresses (intervals of a concatenation).
+const (
+	ForwardsMap    = "forwards"
+	ForwardsSrcMap = "forwards_src"
+)
 
 // Rule is a list of matches and a verdict, tagged with the network it serves
 // (stored as the rule's comment).
@@ -163,7 +169,10 @@ func (rs Ruleset) SameChains(o Ruleset) bool {
 	if !slices.Equal(rs.Floating, o.Floating) {
 		return false // floating maps are rewritten with the table
 	}
-	return rs.Digest == "" && o.Digest == "" && a.Equal(b) && (len(rs.Forwards) > 0) == (len(o.Forwards) > 0)
+	ae, ar := SplitForwards(rs.Forwards)
+	be, br := SplitForwards(o.Forwards)
+	// Element updates need both maps to exist before and after.
+	return rs.Digest == "" && o.Digest == "" && a.Equal(b) && (len(ae) > 0) == (len(be) > 0) && (len(ar) > 0) == (len(br) > 0)
 }
 
 func ruleEqual(a, b Rule) bool {
@@ -201,10 +210,21 @@ func (rs Ruleset) String() string {
 	var b strings.Builder
 	if len(rs.Chains) > 0 {
 		fmt.Fprintf(&b, "table inet %s {\n", Table)
-		if len(rs.Forwards) > 0 {
-			// nft lists elements several to a line; this prints one each.
-			fmt.Fprintf(&b, "\tmap %s {\n\t\ttype ipv4_addr . ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service\n\t\tflags interval\n\t\telements = {", ForwardsMap)
-			for i, f := range rs.Forwards {
+		exact, ranged := SplitForwards(rs.Forwards)
+		// nft lists elements several to a line; this prints one each.
+		if len(exact) > 0 {
+			fmt.Fprintf(&b, "\tmap %s {\n\t\ttype inet_proto . inet_service : ipv4_addr . inet_service\n\t\telements = {", ForwardsMap)
+			for i, f := range exact {
+				if i > 0 {
+					b.WriteString(",")
+				}
+				fmt.Fprintf(&b, "\n\t\t\t%s . %d : %s . %d", f.Proto, f.Port, f.To, f.ToPort)
+			}
+			b.WriteString(" }\n\t}\n\n")
+		}
+		if len(ranged) > 0 {
+			fmt.Fprintf(&b, "\tmap %s {\n\t\ttype ipv4_addr . ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service\n\t\tflags interval\n\t\telements = {", ForwardsSrcMap)
+			for i, f := range ranged {
 				if i > 0 {
 					b.WriteString(",")
 				}

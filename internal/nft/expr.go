@@ -116,6 +116,15 @@ func Encode(r model.Rule, inet bool) ([]expr.Any, error) {
 			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 10},
 			&expr.Byteorder{SourceRegister: 10, DestRegister: 10, Op: expr.ByteorderHton, Size: 2, Len: 1},
 			&expr.Payload{DestRegister: 11, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+			&expr.Lookup{SourceRegister: 1, DestRegister: 1, IsDestRegSet: true, SetName: model.ForwardsSrcMap},
+			&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1, RegProtoMin: 9, Specified: true})
+	case model.DNATPort:
+		// Equivalent to: dnat ip to meta l4proto . th dport map @forwards
+		out = append(out,
+			&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}},
+			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+			&expr.Payload{DestRegister: 9, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
 			&expr.Lookup{SourceRegister: 1, DestRegister: 1, IsDestRegSet: true, SetName: model.ForwardsMap},
 			&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1, RegProtoMin: 9, Specified: true})
 	case model.DNATFloat, model.SNATFloat:
@@ -192,14 +201,16 @@ func Decode(exprs []expr.Any, comment string) (model.Rule, bool) {
 			pending, mask = &model.Match{Kind: model.MatchLocal}, nil
 		case *expr.Byteorder:
 		case *expr.Lookup:
-			if !e.IsDestRegSet || (e.SetName != model.ForwardsMap && e.SetName != model.FloatingIn && e.SetName != model.FloatingOut) {
+			if !e.IsDestRegSet || (e.SetName != model.ForwardsMap && e.SetName != model.ForwardsSrcMap && e.SetName != model.FloatingIn && e.SetName != model.FloatingOut) {
 				return r, false
 			}
 			lookup, pending = e.SetName, nil
 		case *expr.NAT:
 			switch {
-			case e.Type == expr.NATTypeDestNAT && lookup == model.ForwardsMap:
+			case e.Type == expr.NATTypeDestNAT && lookup == model.ForwardsSrcMap:
 				r.Verdict = model.DNATMap
+			case e.Type == expr.NATTypeDestNAT && lookup == model.ForwardsMap:
+				r.Verdict = model.DNATPort
 			case e.Type == expr.NATTypeDestNAT && lookup == model.FloatingIn:
 				r.Verdict = model.DNATFloat
 			case e.Type == expr.NATTypeSourceNAT && lookup == model.FloatingOut:

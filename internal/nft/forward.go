@@ -68,3 +68,29 @@ func DecodeForward(k, kEnd, val []byte) (model.Forward, bool) {
 	}
 	return f, f.Proto != ""
 }
+
+// EncodeExact returns a hash-map element: key inet_proto . inet_service,
+// data ipv4_addr . inet_service (fields padded to 4 bytes).
+func EncodeExact(f model.Forward) (k, val []byte) {
+	k = make([]byte, 8)
+	k[0] = l4protos[f.Proto]
+	binary.BigEndian.PutUint16(k[4:6], uint16(f.Port))
+	_, _, val = EncodeForward(f)
+	return k, val
+}
+
+// DecodeExact reads a hash-map element back.
+func DecodeExact(k, val []byte) (model.Forward, bool) {
+	if len(k) != 8 || len(val) < 6 {
+		return model.Forward{}, false
+	}
+	any4 := netip.PrefixFrom(netip.IPv4Unspecified(), 0)
+	f := model.Forward{Src: any4, Dst: any4, Port: int(binary.BigEndian.Uint16(k[4:6])),
+		To: netip.AddrFrom4([4]byte(val[0:4])), ToPort: int(binary.BigEndian.Uint16(val[4:6]))}
+	for name, p := range l4protos {
+		if p == k[0] && name != "icmp" {
+			f.Proto = name
+		}
+	}
+	return f, f.Proto != ""
+}

@@ -135,6 +135,12 @@ func TestForwardElementsRoundTrip(t *testing.T) {
 		if !ok || got != f {
 			t.Errorf("element %s read back as %s (ok=%v)", f, got, ok)
 		}
+		if f.Exact() {
+			k, val := EncodeExact(f)
+			if got, ok := DecodeExact(k, val); !ok || got != f {
+				t.Errorf("hash element %s read back as %s (ok=%v)", f, got, ok)
+			}
+		}
 	}
 	for _, c := range rs.Chains {
 		for _, r := range c.Rules {

@@ -150,10 +150,15 @@ func Render(nets []model.Network, h model.Host) (model.Ruleset, error) {
 		if len(rs.Floating) > 0 {
 			dnat = append(dnat, rule(model.Network{Name: "floating"}, model.DNATFloat))
 		}
-		if len(rs.Forwards) > 0 {
+		exact, ranged := model.SplitForwards(rs.Forwards)
+		for _, v := range []model.Verdict{model.DNATMap, model.DNATPort} {
+			if (v == model.DNATMap && len(ranged) == 0) || (v == model.DNATPort && len(exact) == 0) {
+				continue
+			}
+			// Source- or address-limited forwards are looked up first.
 			dnat = append(dnat,
-				rule(fw, model.DNATMap, model.Match{Kind: model.MatchLocal}, model.Match{Kind: model.MatchL4, Name: "tcp"}),
-				rule(fw, model.DNATMap, model.Match{Kind: model.MatchLocal}, model.Match{Kind: model.MatchL4, Name: "udp"}))
+				rule(fw, v, model.Match{Kind: model.MatchLocal}, model.Match{Kind: model.MatchL4, Name: "tcp"}),
+				rule(fw, v, model.Match{Kind: model.MatchLocal}, model.Match{Kind: model.MatchL4, Name: "udp"}))
 		}
 		rs.Chains = append(rs.Chains,
 			model.Chain{Name: "prerouting", Type: "nat", Hook: "prerouting", Priority: -100, Rules: dnat},

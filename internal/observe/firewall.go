@@ -168,27 +168,38 @@ func readForeignChain(c *nftables.Conn, ch *nftables.Chain) (model.ForeignChain,
 	return fc, nil
 }
 
-// readForwards reads the elements of guestnet's forwards map, if it has one.
+// readForwards reads the elements of guestnet's forwards maps, if any.
 func readForwards(c *nftables.Conn, h *model.Host) error {
 	t := &nftables.Table{Name: model.Table, Family: nftables.TableFamilyINet}
 	sets, err := c.GetSets(t)
-	if err != nil || !slices.ContainsFunc(sets, func(s *nftables.Set) bool { return s.Name == model.ForwardsMap }) {
-		return nil // no table or no map: no forwards
-	}
-	s, err := c.GetSetByName(t, model.ForwardsMap)
 	if err != nil {
-		return fmt.Errorf("observe map %s: %w", model.ForwardsMap, err)
+		return nil // no table: no forwards
 	}
-	els, err := c.GetSetElements(s)
-	if err != nil {
-		return fmt.Errorf("observe map %s: %w", model.ForwardsMap, err)
-	}
-	for _, e := range els {
-		f, ok := nft.DecodeForward(e.Key, e.KeyEnd, e.Val)
-		if !ok {
-			f = model.Forward{Proto: "(unrecognised element)"}
+	for _, name := range []string{model.ForwardsMap, model.ForwardsSrcMap} {
+		if !slices.ContainsFunc(sets, func(s *nftables.Set) bool { return s.Name == name }) {
+			continue
 		}
-		h.Ruleset.Forwards = append(h.Ruleset.Forwards, f)
+		s, err := c.GetSetByName(t, name)
+		if err != nil {
+			return fmt.Errorf("observe map %s: %w", name, err)
+		}
+		els, err := c.GetSetElements(s)
+		if err != nil {
+			return fmt.Errorf("observe map %s: %w", name, err)
+		}
+		for _, e := range els {
+			var f model.Forward
+			var ok bool
+			if name == model.ForwardsMap {
+				f, ok = nft.DecodeExact(e.Key, e.Val)
+			} else {
+				f, ok = nft.DecodeForward(e.Key, e.KeyEnd, e.Val)
+			}
+			if !ok {
+				f = model.Forward{Proto: "(unrecognised element)"}
+			}
+			h.Ruleset.Forwards = append(h.Ruleset.Forwards, f)
+		}
 	}
 	model.SortForwards(h.Ruleset.Forwards)
 	return nil
