@@ -202,16 +202,8 @@ func (l *Lab) Serve(ns, addrport string) {
 // Dial connects from ns to addr:port and returns the source address the
 // server saw, or an error.
 func (l *Lab) Dial(ns, addrport string) (string, error) {
-	n, err := netns.Open(ns)
+	c, err := dialIn(ns, addrport, 2*time.Second)
 	if err != nil {
-		return "", err
-	}
-	defer n.Close()
-	var c net.Conn
-	if err := n.Do(func() (err error) {
-		c, err = net.DialTimeout("tcp4", addrport, 2*time.Second)
-		return
-	}); err != nil {
 		return "", err
 	}
 	defer c.Close()
@@ -236,22 +228,27 @@ func (l *Lab) expect(what string, want, got bool) {
 	l.t.Logf("ok  %-50s %s", what, verdict[got])
 }
 
-// dialQuick is Dial with a short timeout, for polling.
+// dialQuick only connects (and closes), with a short timeout, for polling
+// and for servers that do not speak first.
 func (l *Lab) dialQuick(ns, addrport string) (string, error) {
-	n, err := netns.Open(ns)
+	c, err := dialIn(ns, addrport, quickDial)
 	if err != nil {
-		return "", err
-	}
-	defer n.Close()
-	var c net.Conn
-	if err := n.Do(func() (err error) {
-		c, err = net.DialTimeout("tcp4", addrport, quickDial)
-		return
-	}); err != nil {
 		return "", err
 	}
 	c.Close()
 	return "", nil
+}
+
+// dialIn opens a TCP connection from inside ns.
+func dialIn(ns, addrport string, timeout time.Duration) (net.Conn, error) {
+	n, err := netns.Open(ns)
+	if err != nil {
+		return nil, err
+	}
+	defer n.Close()
+	var c net.Conn
+	err = n.Do(func() (err error) { c, err = net.DialTimeout("tcp4", addrport, timeout); return })
+	return c, err
 }
 
 // quickDial bounds a connection attempt of dialQuick.

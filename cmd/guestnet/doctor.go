@@ -9,7 +9,6 @@ import (
 	"github.com/guestnet/guestnet/internal/daemon"
 	"github.com/guestnet/guestnet/internal/doctor"
 	"github.com/guestnet/guestnet/internal/model"
-	"github.com/guestnet/guestnet/internal/observe"
 	"github.com/guestnet/guestnet/internal/spec"
 )
 
@@ -22,19 +21,11 @@ func doctorCmd(g *globals) *cobra.Command {
 			"guestnet never touched, every bridge with an IPv4 address.",
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			e, err := g.open()
+			e, h, d, err := g.diagnosed()
 			if err != nil {
 				return err
 			}
 			defer e.Close()
-			h, err := e.Observe()
-			if err != nil {
-				return err
-			}
-			d, err := observe.Diagnose(e.NS, h)
-			if err != nil {
-				return err
-			}
 			d.Daemon = daemon.Running(g.dir())
 			in := doctor.Input{Host: h, Diag: d}
 			switch st, err := e.State(); {

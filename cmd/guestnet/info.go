@@ -15,15 +15,11 @@ func statusCmd(g *globals) *cobra.Command {
 		Short: "Show guestnet's networks: bridges, ports, addresses, forwarding, owned rules",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			e, err := g.open()
+			e, h, err := g.observed()
 			if err != nil {
 				return err
 			}
 			defer e.Close()
-			h, err := e.Observe()
-			if err != nil {
-				return err
-			}
 			st, err := e.State()
 			if err != nil {
 				return err

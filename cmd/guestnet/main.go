@@ -13,6 +13,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/guestnet/guestnet/internal/engine"
+	"github.com/guestnet/guestnet/internal/model"
+	"github.com/guestnet/guestnet/internal/observe"
 	"github.com/guestnet/guestnet/internal/state"
 )
 
@@ -29,6 +31,34 @@ type globals struct {
 }
 
 func (g *globals) open() (*engine.Engine, error) { return engine.Open(g.netns, g.stateDir) }
+
+// observed opens the namespace and reads it; the caller closes the engine.
+func (g *globals) observed() (*engine.Engine, model.Host, error) {
+	e, err := g.open()
+	if err != nil {
+		return nil, model.Host{}, err
+	}
+	h, err := e.Observe()
+	if err != nil {
+		e.Close()
+		return nil, model.Host{}, err
+	}
+	return e, h, nil
+}
+
+// diagnosed is observed plus what doctor and trace read besides.
+func (g *globals) diagnosed() (*engine.Engine, model.Host, model.Diag, error) {
+	e, h, err := g.observed()
+	if err != nil {
+		return nil, h, model.Diag{}, err
+	}
+	d, err := observe.Diagnose(e.NS, h)
+	if err != nil {
+		e.Close()
+		return nil, h, d, err
+	}
+	return e, h, d, nil
+}
 
 func (g *globals) json() bool { return g.output == "json" }
 

@@ -9,7 +9,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/guestnet/guestnet/internal/model"
-	"github.com/guestnet/guestnet/internal/observe"
 	"github.com/guestnet/guestnet/internal/trace"
 )
 
@@ -23,19 +22,11 @@ func traceCmd(g *globals) *cobra.Command {
 			"drop by policy, masquerade rules, routes, ip_forward and br_netfilter.",
 		Args: cobra.RangeArgs(2, 3),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			e, err := g.open()
+			e, h, d, err := g.diagnosed()
 			if err != nil {
 				return err
 			}
 			defer e.Close()
-			h, err := e.Observe()
-			if err != nil {
-				return err
-			}
-			d, err := observe.Diagnose(e.NS, h)
-			if err != nil {
-				return err
-			}
 			p := trace.Packet{Proto: "icmp", InDev: inDev}
 			if p.Src, err = endpoint(h, args[0]); err != nil {
 				return err
