@@ -172,3 +172,24 @@ func TestDoctorDHCP(t *testing.T) {
 		t.Errorf("daemon running: exit %d, %+v", code, fs)
 	}
 }
+
+func TestDoctorInputDropsDHCP(t *testing.T) {
+	l := newLab(t)
+	host := l.NS("host")
+	spec := l.Spec(dhcpSpec)
+	l.Serve_(host, spec)
+	l.In(host, "iptables", "-P", "INPUT", "DROP")
+	g := l.dhcpGuest(host, "default", "g", "vg1", "")
+	_, err := l.tryIn(g, "busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-t", "2", "-T", "1", "-s", "/bin/true")
+	l.expect("DHCP through an INPUT policy DROP", false, err == nil)
+	fs, code := l.doctor(host)
+	if code != 1 || checks(fs) != "dhcp" || !strings.Contains(fs[0].What, "table ip filter chain INPUT drops by policy") {
+		t.Fatalf("doctor: exit %d %+v", code, fs)
+	}
+	l.In(host, "iptables", "-I", "INPUT", "-i", "gnat0", "-j", "ACCEPT")
+	_, err = l.tryIn(g, "busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-t", "3", "-T", "1", "-s", "/bin/true")
+	l.expect("DHCP after the fix doctor printed (accept on gnat0)", true, err == nil)
+	if fs, code := l.doctor(host); code != 0 {
+		t.Errorf("after the fix: exit %d %+v", code, fs)
+	}
+}

@@ -43,8 +43,11 @@ func TestTraceAgreesWithPackets(t *testing.T) {
 	check := func(p path, when string) {
 		_, err := l.Dial(p.fromNS, p.to)
 		real := err == nil
-		out, _, code := l.Run(host, append([]string{"trace"}, p.args...)...)
+		out, _, code := l.Run(host, append([]string{"trace", "--live"}, p.args...)...)
 		sim := code == 0
+		if !strings.Contains(out, "live: AGREE") {
+			t.Errorf("%s%s: the kernel's route decision disagrees with the simulation:\n%s", p.what, when, out)
+		}
 		stop := ""
 		if !sim {
 			for _, line := range strings.Split(out, "\n") {

@@ -85,7 +85,7 @@ func printFindings(g *globals, in doctor.Input, fs []doctor.Finding) {
 		if f.Network != "" {
 			net = " [" + f.Network + "]"
 		}
-		fmt.Fprintf(g.out, "%-7s %s%s: %s\n", strings.ToUpper(string(f.Severity)), f.Check, net, f.What)
+		fmt.Fprintf(g.out, "%s %s%s: %s\n", g.paint(fmt.Sprintf("%-7s", strings.ToUpper(string(f.Severity)))), f.Check, net, f.What)
 		for _, e := range f.Evidence {
 			fmt.Fprintf(g.out, "        evidence: %s\n", e)
 		}

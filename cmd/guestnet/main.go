@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -31,6 +32,23 @@ type globals struct {
 }
 
 func (g *globals) open() (*engine.Engine, error) { return engine.Open(g.netns, g.stateDir) }
+
+// paint colours s on a terminal (not when piped, nor with NO_COLOR set).
+func (g *globals) paint(s string) string {
+	f, ok := g.out.(*os.File)
+	if !ok || os.Getenv("NO_COLOR") != "" {
+		return s
+	}
+	if st, err := f.Stat(); err != nil || st.Mode()&os.ModeCharDevice == 0 {
+		return s
+	}
+	code := map[string]string{"ERROR": "31", "DROP": "31", "DROPPED": "31", "WARNING": "33",
+		"ACCEPT": "32", "PASS": "32", "DELIVER": "32", "DELIVERED": "32"}[strings.Fields(s + " x")[0]]
+	if code == "" {
+		return s
+	}
+	return "\x1b[" + code + "m" + s + "\x1b[0m"
+}
 
 // observed opens the namespace and reads it; the caller closes the engine.
 func (g *globals) observed() (*engine.Engine, model.Host, error) {

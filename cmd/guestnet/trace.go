@@ -8,12 +8,14 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/guestnet/guestnet/internal/engine"
 	"github.com/guestnet/guestnet/internal/model"
 	"github.com/guestnet/guestnet/internal/trace"
 )
 
 func traceCmd(g *globals) *cobra.Command {
 	var inDev string
+	var live bool
 	c := &cobra.Command{
 		Use:   "trace FROM TO [tcp|udp|icmp[/PORT]]",
 		Short: "Walk one packet (and its reply) through the host; exit 0: delivered, 1: dropped",
@@ -44,17 +46,24 @@ func traceCmd(g *globals) *cobra.Command {
 				}
 			}
 			res := trace.Walk(h, d, p)
+			var liveLine string
+			if live && res.Ingress != "" {
+				liveLine = liveCheck(e, p, res)
+			}
 			if g.json() {
 				g.printJSON(res)
 			} else {
 				for _, hop := range res.Hops {
-					fmt.Fprintf(g.out, "%-12s %-8s %s\n", hop.Stage, strings.ToUpper(hop.Verdict), hop.Detail)
+					fmt.Fprintf(g.out, "%-12s %s %s\n", hop.Stage, g.paint(fmt.Sprintf("%-8s", strings.ToUpper(hop.Verdict))), hop.Detail)
 				}
 				verdict := "DROPPED"
 				if res.Delivered {
 					verdict = "DELIVERED (and the reply comes back)"
 				}
-				fmt.Fprintf(g.out, "=> %s\n", verdict)
+				fmt.Fprintf(g.out, "=> %s\n", g.paint(verdict))
+				if liveLine != "" {
+					fmt.Fprintln(g.out, liveLine)
+				}
 			}
 			if !res.Delivered {
 				return exitError{1}
@@ -62,6 +71,7 @@ func traceCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
+	c.Flags().BoolVar(&live, "live", false, "check the route decision with the kernel (ip route get semantics, policy rules included)")
 	c.Flags().StringVar(&inDev, "in", "", "interface the packet arrives on (for a source the host has no route to, e.g. on an isolated bridge)")
 	return c
 }
@@ -75,4 +85,23 @@ func endpoint(h model.Host, s string) (netip.Addr, error) {
 		return l.Addrs[0].Addr(), nil
 	}
 	return netip.Addr{}, fmt.Errorf("trace: %q is neither an address nor an interface with one", s)
+}
+
+// liveCheck compares the simulated route decision with the kernel's.
+func liveCheck(e *engine.Engine, p trace.Packet, res trace.Result) string {
+	dev, err := e.RouteGet(p.Dst, p.Src, res.Ingress)
+	last := res.Hops[len(res.Hops)-1]
+	switch {
+	case err != nil && !res.Delivered && strings.Contains(last.Detail, "ip_forward = 0"):
+		return fmt.Sprintf("live: AGREE    the kernel will not forward it either (%v)", err)
+	case err != nil && res.Egress == "" && !res.Local:
+		return fmt.Sprintf("live: AGREE    the kernel has no route either (%v)", err)
+	case err != nil:
+		return fmt.Sprintf("live: DISAGREE the kernel refuses the route (%v); the simulation chose %s", err, res.Egress)
+	case res.Local && dev == "lo":
+		return "live: AGREE    the kernel delivers it locally"
+	case dev == res.Egress:
+		return fmt.Sprintf("live: AGREE    kernel route get: out of %s", dev)
+	}
+	return fmt.Sprintf("live: DISAGREE kernel route get: out of %s; the simulation chose %q", dev, res.Egress)
 }

@@ -361,6 +361,15 @@ func checkDHCP(in Input) []Finding {
 				Evidence: []string{"no daemon answers on the API socket", "no UDP socket on port 67"},
 				Fix:      "systemctl start guestnet-serve (or guestnet serve --config ...)"})
 		}
+		for _, fc := range in.Diag.InputDrop {
+			if slices.Contains(fc.AcceptIIF, n.Bridge) {
+				continue
+			}
+			out = append(out, Finding{Severity: Warning, Network: n.Name,
+				What:     fmt.Sprintf("%s drops by policy what reaches the host, DHCP requests on %s included, unless one of its rules lets them in", fc.Name, n.Bridge),
+				Evidence: []string{fc.Name + ": policy drop, no rule accepting iifname " + n.Bridge},
+				Fix:      fmt.Sprintf("iptables -I INPUT -i %s -p udp --dport 67 -j ACCEPT (and 53 for DNS)", n.Bridge)})
+		}
 	}
 	return out
 }

@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"slices"
 
 	"github.com/vishvananda/netlink"
@@ -263,4 +264,30 @@ func (e *Engine) LinkIndex(name string) (int, error) {
 		return 0, fmt.Errorf("find %s: %w", name, err)
 	}
 	return l.Attrs().Index, nil
+}
+
+// RouteGet asks the kernel which interface it would send dst out of, for a
+// packet from src arriving on iif ("" or "lo": locally generated).
+// Equivalent to: ip route get DST from SRC iif IIF
+func (e *Engine) RouteGet(dst, src netip.Addr, iif string) (string, error) {
+	opts := &netlink.RouteGetOptions{}
+	if iif != "" && iif != "lo" {
+		idx, err := e.LinkIndex(iif)
+		if err != nil {
+			return "", err
+		}
+		opts.IifIndex, opts.SrcAddr = idx, src.AsSlice()
+	}
+	rs, err := e.nl.RouteGetWithOptions(dst.AsSlice(), opts)
+	if err != nil {
+		return "", err
+	}
+	if len(rs) == 0 {
+		return "", fmt.Errorf("no route")
+	}
+	l, err := e.nl.LinkByIndex(rs[0].LinkIndex)
+	if err != nil {
+		return "", err
+	}
+	return l.Attrs().Name, nil
 }

@@ -208,6 +208,9 @@ type Diag struct {
 	DHCPSockets int `json:"dhcp_sockets"`
 	// Daemon is true when guestnet serve answers for this namespace.
 	Daemon bool `json:"daemon"`
+	// InputDrop lists foreign input-hook chains whose policy is drop
+	// (what they already accept unconditionally, as for ForwardDrop).
+	InputDrop []ForeignChain `json:"input_drop,omitempty"`
 }
 
 // ForeignRule is a rule of a table guestnet does not own.

@@ -5,6 +5,7 @@ import (
 	"strconv"
 
 	"github.com/google/nftables"
+	"golang.org/x/sys/unix"
 
 	"github.com/guestnet/guestnet/internal/model"
 	"github.com/guestnet/guestnet/internal/netns"
@@ -57,6 +58,13 @@ func Diagnose(ns *netns.NS, h model.Host) (model.Diag, error) {
 		}
 		if ch.Table.Family != nftables.TableFamilyIPv4 && ch.Table.Family != nftables.TableFamilyINet {
 			continue // masquerade lives in nat chains, base or jumped-to (libvirt's LIBVIRT_PRT)
+		}
+		if ch.Hooknum != nil && *ch.Hooknum == unix.NF_INET_LOCAL_IN && ch.Policy != nil && *ch.Policy == nftables.ChainPolicyDrop {
+			fc, err := readForeignChain(c, ch)
+			if err != nil {
+				return d, err
+			}
+			d.InputDrop = append(d.InputDrop, fc)
 		}
 		rules, err := c.GetRules(ch.Table, ch)
 		if err != nil {

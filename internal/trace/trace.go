@@ -36,6 +36,12 @@ type Result struct {
 	Packet    Packet `json:"packet"`
 	Hops      []Hop  `json:"hops"`
 	Delivered bool   `json:"delivered"`
+	// Ingress and Egress are the first direction's interfaces ("" when
+	// the walk stopped before deciding them); Local means delivered to
+	// the host itself.
+	Ingress string `json:"ingress,omitempty"`
+	Egress  string `json:"egress,omitempty"`
+	Local   bool   `json:"local,omitempty"`
 }
 
 // flow is a packet's state as it crosses the host.
@@ -50,7 +56,9 @@ type flow struct {
 func Walk(h model.Host, d model.Diag, p Packet) Result {
 	r := Result{Packet: p}
 	f := flow{src: p.Src, dst: p.Dst, iif: p.InDev}
-	if !walk(h, d, &f, &r) {
+	ok := walk(h, d, &f, &r)
+	r.Ingress, r.Egress, r.Local = f.iif, f.oif, isLocal(h, p.Dst)
+	if !ok {
 		return r
 	}
 	// The reply: back from the destination to the (translated) source.
