@@ -253,3 +253,20 @@ func dialIn(ns, addrport string, timeout time.Duration) (net.Conn, error) {
 
 // quickDial bounds a connection attempt of dialQuick.
 var quickDial = 300 * time.Millisecond
+
+// waitUDP waits until something in ns listens on UDP port (a peer we
+// started, such as dnsmasq), instead of sleeping.
+func (l *Lab) waitUDP(ns string, port int) {
+	l.t.Helper()
+	n, err := netns.Open(ns)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	defer n.Close()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if ports, err := n.UDPListeners(); err == nil && ports[port] > 0 {
+			return
+		}
+	}
+	l.t.Fatalf("nothing listens on UDP %d in %s", port, ns)
+}

@@ -337,6 +337,7 @@ func TestDNS(t *testing.T) {
 		t.Fatalf("dnsmasq: %v", err)
 	}
 	t.Cleanup(func() { up.Process.Kill(); up.Wait() })
+	l.waitUDP(inet, 53)
 	l.Serve_(host, l.Spec(dhcpSpec+"    dns:\n      domain: lab.internal\n      upstream: [203.0.113.53]\n"))
 	hook := l.clientScript()
 	g1 := l.dhcpGuest(host, "default", "g1", "vg1", "")

@@ -40,7 +40,7 @@ func BenchmarkVMBootToLease(b *testing.B) {
 		if err := dns.Start(); err != nil {
 			b.Fatal(err)
 		}
-		time.Sleep(200 * time.Millisecond)
+		l.waitUDP(host, 67)
 		dm = append(dm, boot(fmt.Sprintf("d%d", i)))
 		dns.Process.Kill()
 		dns.Wait()

@@ -1,6 +1,7 @@
 package apply
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -116,7 +117,7 @@ func (k *Linux) replaceDockerUser(c *nftables.Conn, want []model.Rule) error {
 	ch := &nftables.Chain{Name: "DOCKER-USER", Table: t}
 	old, err := c.GetRules(t, ch)
 	if err != nil {
-		if len(want) == 0 && (strings.Contains(err.Error(), "no such file") || isNotExist(err)) {
+		if len(want) == 0 && errors.Is(err, unix.ENOENT) {
 			return nil // no Docker here: nothing of ours to remove
 		}
 		return fmt.Errorf("nft list chain ip filter DOCKER-USER: %w", err)
@@ -136,22 +137,6 @@ func (k *Linux) replaceDockerUser(c *nftables.Conn, want []model.Rule) error {
 		c.InsertRule(&nftables.Rule{Table: t, Chain: ch, Exprs: exprs, UserData: nft.Comment(model.OwnerAlias(want[i].Network))})
 	}
 	return nil
-}
-
-func isNotExist(err error) bool {
-	var errno unix.Errno
-	for e := err; e != nil; {
-		if x, ok := e.(unix.Errno); ok {
-			errno = x
-			break
-		}
-		u, ok := e.(interface{ Unwrap() error })
-		if !ok {
-			break
-		}
-		e = u.Unwrap()
-	}
-	return errno == unix.ENOENT
 }
 
 func exactSet(t *nftables.Table) *nftables.Set {

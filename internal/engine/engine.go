@@ -105,27 +105,9 @@ func (e *Engine) Plan(s *spec.Spec) (plan.Plan, error) {
 // every other network guestnet applied. Names guestnet owns nothing of are
 // returned as unknown: destroy is idempotent, so they are not an error.
 func (e *Engine) PlanDestroy(names []string) (p plan.Plan, unknown []string, err error) {
-	h, err := e.Observe()
-	if err != nil {
-		return p, nil, err
-	}
 	st, err := e.State()
 	if err != nil {
 		return p, nil, err
-	}
-	known := map[string]bool{}
-	for n := range st.Networks {
-		known[n] = true
-	}
-	for _, l := range h.Links {
-		if o := l.Owner(); o != "" {
-			known[o] = true
-		}
-	}
-	for _, n := range names {
-		if !known[n] {
-			unknown = append(unknown, n)
-		}
 	}
 	var keep []model.Network
 	for _, n := range st.Sorted() {
@@ -133,7 +115,19 @@ func (e *Engine) PlanDestroy(names []string) (p plan.Plan, unknown []string, err
 			keep = append(keep, n)
 		}
 	}
-	p, err = e.diff(st, func(model.Host) error { return nil }, func() []model.Network { return keep })
+	// Known names are those in the state or owning a link: read off the
+	// host that diff observes anyway.
+	known := func(h model.Host) error {
+		unknown = nil
+		for _, n := range names {
+			_, inState := st.Networks[n]
+			if !inState && !slices.ContainsFunc(h.Links, func(l model.Link) bool { return l.Owner() == n }) {
+				unknown = append(unknown, n)
+			}
+		}
+		return nil
+	}
+	p, err = e.diff(st, known, func() []model.Network { return keep })
 	return p, unknown, err
 }
 

@@ -66,10 +66,7 @@ func readFirewall(ns *netns.NS, h *model.Host, hint *Hint) error {
 		return fmt.Errorf("observe nftables: %w", err)
 	}
 	if !trust {
-		if err := readForwards(c, h); err != nil {
-			return err
-		}
-		if err := readFloating(c, h); err != nil {
+		if err := readMaps(c, h); err != nil {
 			return err
 		}
 	}
@@ -168,20 +165,30 @@ func readForeignChain(c *nftables.Conn, ch *nftables.Chain) (model.ForeignChain,
 	return fc, nil
 }
 
-// readForwards reads the elements of guestnet's forwards maps, if any.
-func readForwards(c *nftables.Conn, h *model.Host) error {
+// readMaps reads the elements of guestnet's forwards and floating maps
+// (one listing of the table's sets, then each map present).
+func readMaps(c *nftables.Conn, h *model.Host) error {
 	t := &nftables.Table{Name: model.Table, Family: nftables.TableFamilyINet}
 	sets, err := c.GetSets(t)
 	if err != nil {
-		return nil // no table: no forwards
+		return nil // no table: no maps
 	}
+	byName := map[string]*nftables.Set{}
+	for _, s := range sets {
+		byName[s.Name] = s
+	}
+	if err := readForwards(c, byName, h); err != nil {
+		return err
+	}
+	return readFloating(c, byName[model.FloatingIn], h)
+}
+
+// readForwards reads the elements of guestnet's forwards maps.
+func readForwards(c *nftables.Conn, sets map[string]*nftables.Set, h *model.Host) error {
 	for _, name := range []string{model.ForwardsMap, model.ForwardsSrcMap} {
-		if !slices.ContainsFunc(sets, func(s *nftables.Set) bool { return s.Name == name }) {
+		s := sets[name]
+		if s == nil {
 			continue
-		}
-		s, err := c.GetSetByName(t, name)
-		if err != nil {
-			return fmt.Errorf("observe map %s: %w", name, err)
 		}
 		els, err := c.GetSetElements(s)
 		if err != nil {
@@ -205,16 +212,10 @@ func readForwards(c *nftables.Conn, h *model.Host) error {
 	return nil
 }
 
-// readFloating reads guestnet's floating_in map (public -> guest).
-func readFloating(c *nftables.Conn, h *model.Host) error {
-	t := &nftables.Table{Name: model.Table, Family: nftables.TableFamilyINet}
-	sets, err := c.GetSets(t)
-	if err != nil || !slices.ContainsFunc(sets, func(s *nftables.Set) bool { return s.Name == model.FloatingIn }) {
+// readFloating reads guestnet's floating_in map (public -> guest), if any.
+func readFloating(c *nftables.Conn, s *nftables.Set, h *model.Host) error {
+	if s == nil {
 		return nil
-	}
-	s, err := c.GetSetByName(t, model.FloatingIn)
-	if err != nil {
-		return fmt.Errorf("observe map %s: %w", model.FloatingIn, err)
 	}
 	els, err := c.GetSetElements(s)
 	if err != nil {
