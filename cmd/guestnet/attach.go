@@ -2,12 +2,15 @@ package main
 
 import (
 	"fmt"
+	"net"
+	"net/netip"
 	"os"
 	"os/user"
 	"strconv"
 
 	"github.com/spf13/cobra"
 
+	"github.com/guestnet/guestnet/internal/model"
 	"github.com/guestnet/guestnet/internal/plan"
 )
 
@@ -23,13 +26,22 @@ func (g *globals) printActions(acts []plan.Action, what string) {
 
 func attachCmd(g *globals) *cobra.Command {
 	var o plan.AttachOptions
-	var owner, group string
+	var owner, group, mac string
+	var ips []string
 	c := &cobra.Command{
 		Use:   "attach NETWORK IFACE",
 		Short: "Put a guest's TAP (or veth end) into a network's bridge, up, with the bridge's MTU",
-		Args:  cobra.ExactArgs(2),
+		Long: "Put a guest's TAP (or veth end) into a network's bridge, up, with the bridge's MTU.\n" +
+			"--ip and --mac bind the port: it may then send only ARP and IPv4 from that MAC and those\n" +
+			"addresses (anti-spoofing). --mac alone takes the addresses of the MAC's DHCP static hosts,\n" +
+			"or the lease guestnet serve gives it. A port with no binding (and no lease from guestnet\n" +
+			"serve) is unrestricted; guestnet status says which ports are.",
+		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var err error
+			if o.Bind, err = parseBind(ips, mac); err != nil {
+				return err
+			}
 			if o.Owner, err = lookupID(owner, true); err != nil {
 				return err
 			}
@@ -52,7 +64,32 @@ func attachCmd(g *globals) *cobra.Command {
 	c.Flags().BoolVar(&o.Create, "create", false, "create a persistent TAP if IFACE does not exist")
 	c.Flags().StringVar(&owner, "owner", "", "user (name or uid) allowed to open the created TAP, for unprivileged QEMU")
 	c.Flags().StringVar(&group, "group", "", "group (name or gid) allowed to open the created TAP")
+	c.Flags().StringArrayVar(&ips, "ip", nil, "bind the port to this IPv4 address (repeat for several)")
+	c.Flags().StringVar(&mac, "mac", "", "bind the port to this guest MAC address")
 	return c
+}
+
+// parseBind reads --ip and --mac; nil when neither is given.
+func parseBind(ips []string, mac string) (*model.PortBind, error) {
+	if len(ips) == 0 && mac == "" {
+		return nil, nil
+	}
+	b := &model.PortBind{}
+	for _, s := range ips {
+		a, err := netip.ParseAddr(s)
+		if err != nil || !a.Is4() || a.IsUnspecified() || a.IsMulticast() {
+			return nil, fmt.Errorf("--ip %q: want a unicast IPv4 address, like 10.99.0.10", s)
+		}
+		b.IPs = append(b.IPs, a)
+	}
+	if mac != "" {
+		hw, err := net.ParseMAC(mac)
+		if err != nil || len(hw) != 6 || hw[0]&1 == 1 {
+			return nil, fmt.Errorf("--mac %q: want a unicast Ethernet address, like 52:54:00:12:34:56", mac)
+		}
+		b.MAC = hw.String()
+	}
+	return b, nil
 }
 
 // lookupID resolves a user or group name or number; "" is -1 (none).

@@ -95,6 +95,9 @@ func (k *Linux) do(a plan.Action) error {
 	if a.Op == plan.OpNftElements {
 		return k.updateForwards(a.OldRules.Forwards, a.Rules.Forwards)
 	}
+	if a.Op == plan.OpGuard {
+		return k.guard(*a.Guard, *a.OldGuard)
+	}
 	if a.Op == plan.OpRouteAdd || a.Op == plan.OpRouteDel {
 		r, err := k.route(a.Route)
 		if err != nil {

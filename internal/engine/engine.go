@@ -184,11 +184,15 @@ func (e *Engine) Network(name string) (model.Network, error) {
 	return n.Network, nil
 }
 
-// Attach puts iface into a network's bridge.
+// Attach puts iface into a network's bridge, and binds it to addresses
+// when o.Bind says so.
 func (e *Engine) Attach(network, iface string, o plan.AttachOptions) ([]plan.Action, error) {
 	n, err := e.Network(network)
 	if err != nil {
 		return nil, err
+	}
+	if o.Bind != nil && !n.Guarded() {
+		return nil, fmt.Errorf("attach %s to %s --ip/--mac: the network has no anti-spoofing (mode %s, anti_spoofing: false or mode open), so a binding would not be enforced", iface, network, n.Mode)
 	}
 	h, err := e.Observe()
 	if err != nil {
@@ -201,31 +205,44 @@ func (e *Engine) Attach(network, iface string, o plan.AttachOptions) ([]plan.Act
 	if err := apply.Run(e.Kernel, acts); err != nil {
 		return nil, fmt.Errorf("attach %s to %s: %w", iface, network, err)
 	}
-	return acts, e.recordPort(network, iface, true)
+	gacts, err := e.recordPort(network, iface, true, o.Bind, h)
+	return append(acts, gacts...), err
 }
 
-// recordPort adds or removes an attached interface in the state, so that
-// a re-created bridge gets its ports back.
-func (e *Engine) recordPort(network, iface string, add bool) error {
+// recordPort adds or removes an attached interface (and its binding) in
+// the state, so that a re-created bridge gets its ports back, then brings
+// the anti-spoofing table in line with the state's bindings.
+func (e *Engine) recordPort(network, iface string, add bool, bind *model.PortBind, h model.Host) ([]plan.Action, error) {
 	st, err := e.State()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	n, ok := st.Networks[network]
 	if !ok {
-		return nil
+		return nil, nil
 	}
-	has := slices.Contains(n.Ports, iface)
-	switch {
-	case add && !has:
+	if add && !slices.Contains(n.Ports, iface) {
 		n.Ports = append(n.Ports, iface)
-	case !add && has:
+	}
+	if !add {
 		n.Ports = slices.DeleteFunc(n.Ports, func(p string) bool { return p == iface })
-	default:
-		return nil
+		delete(n.Binds, iface)
+	}
+	if bind != nil {
+		if n.Binds == nil {
+			n.Binds = map[string]model.PortBind{}
+		}
+		n.Binds[iface] = *bind
 	}
 	st.Networks[network] = n
-	return state.Save(e.StatePath, st)
+	if err := state.Save(e.StatePath, st); err != nil {
+		return nil, err
+	}
+	acts := plan.GuardFor(st, h)
+	if err := apply.Run(e.Kernel, acts); err != nil {
+		return nil, fmt.Errorf("anti-spoofing bindings of %s: %w", iface, err)
+	}
+	return acts, nil
 }
 
 // Detach takes iface out of a network's bridge.
@@ -242,7 +259,8 @@ func (e *Engine) Detach(network, iface string) ([]plan.Action, error) {
 	if err := apply.Run(e.Kernel, acts); err != nil {
 		return nil, fmt.Errorf("detach %s from %s: %w", iface, network, err)
 	}
-	return acts, e.recordPort(network, iface, false)
+	gacts, err := e.recordPort(network, iface, false, nil, h)
+	return append(acts, gacts...), err
 }
 
 func sameJSON(a, b state.State) bool {

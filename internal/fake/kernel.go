@@ -83,6 +83,9 @@ func (k *Kernel) do(a plan.Action) error {
 	case plan.OpNft, plan.OpNftElements:
 		k.Host.Ruleset = *a.Rules
 		return nil
+	case plan.OpGuard:
+		k.Host.Guard = *a.Guard
+		return nil
 	case plan.OpRouteAdd:
 		if slices.ContainsFunc(k.Host.Routes, func(r model.Route) bool { return sameRoute(r, a.Route) }) {
 			return unix.EEXIST

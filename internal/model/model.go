@@ -44,6 +44,8 @@ type Network struct {
 	GuestToHost string `json:"guest_to_host,omitempty"`
 	// Floating are 1:1 public addresses of guests (nat networks).
 	Floating []Floating `json:"floating,omitempty"`
+	// AllowSpoofing turns anti-spoofing of bound guest ports off.
+	AllowSpoofing bool `json:"allow_spoofing,omitempty"`
 }
 
 // Subnet is the guests' subnet (IPv4 with the host bits cleared).
@@ -126,6 +128,7 @@ type Host struct {
 	// through the IP hooks (bridge-nf-call-iptables=1) in this namespace.
 	BridgeNFCallIPTables bool    `json:"bridge_nf_call_iptables"`
 	Ruleset              Ruleset `json:"ruleset"`
+	Guard                Guard   `json:"guard,omitzero"`
 	Foreign              Foreign `json:"foreign"`
 }
 

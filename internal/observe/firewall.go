@@ -70,6 +70,9 @@ func readFirewall(ns *netns.NS, h *model.Host, hint *Hint) error {
 			return err
 		}
 	}
+	if h.Guard, err = readGuard(c); err != nil {
+		return err
+	}
 	for _, ch := range chains {
 		ours := ch.Table.Family == nftables.TableFamilyINet && ch.Table.Name == model.Table
 		switch {

@@ -57,6 +57,8 @@ type Action struct {
 	Old       string         `json:"old,omitempty"`
 	Rules     *model.Ruleset `json:"rules,omitempty"`
 	OldRules  *model.Ruleset `json:"old_rules,omitempty"`
+	Guard     *model.Guard   `json:"guard,omitempty"`
+	OldGuard  *model.Guard   `json:"old_guard,omitempty"`
 }
 
 // Inverse is the action that undoes a.
@@ -89,6 +91,8 @@ func (a Action) Inverse() Action {
 		b.Value, b.Old = a.Old, a.Value
 	case OpNft, OpNftElements:
 		b.Rules, b.OldRules = a.OldRules, a.Rules
+	case OpGuard:
+		b.Guard, b.OldGuard = a.OldGuard, a.Guard
 	}
 	return b
 }
@@ -147,6 +151,8 @@ func (a Action) String() string {
 		return fmt.Sprintf("sysctl -w %s=%s", a.Key, a.Value)
 	case OpNft:
 		return nftSummary(a.Rules)
+	case OpGuard:
+		return guardString(a)
 	case OpNftElements:
 		return fmt.Sprintf("nft add/delete element inet %s %s (%d elements now)", model.Table, model.ForwardsMap, len(a.Rules.Forwards))
 	}
@@ -208,6 +214,9 @@ func (a Action) RuleDiff() []string {
 		return m
 	}
 	old, cur := lines(a.OldRules), lines(a.Rules)
+	if a.Op == OpGuard {
+		old, cur = guardLines(a.OldGuard), guardLines(a.Guard)
+	}
 	var out []string
 	for _, s := range sortedKeys(cur) {
 		if !old[s] {

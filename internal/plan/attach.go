@@ -11,6 +11,9 @@ type AttachOptions struct {
 	Create bool // create a persistent TAP when the interface does not exist
 	Owner  int  // uid allowed to open the TAP, -1 for root only
 	Group  int  // gid allowed to open the TAP, -1 for none
+	// Bind, when set, binds the port to these addresses (anti-spoofing):
+	// it replaces an earlier binding. Nil keeps the port's binding.
+	Bind *model.PortBind
 }
 
 // Attach returns the actions that put iface into network n's bridge, up,

@@ -36,7 +36,7 @@ func Diff(want []model.Network, st state.State, h model.Host) (Plan, error) {
 		p.Actions = append(p.Actions, acts...)
 		p.Actions = append(p.Actions, pacts...)
 		p.Actions = append(p.Actions, facts...)
-		p.State.Networks[n.Name] = state.Net{Network: n, Uplink: up, Ports: ports, Floats: floats}
+		p.State.Networks[n.Name] = state.Net{Network: n, Uplink: up, Ports: ports, Floats: floats, Binds: keepBinds(st.Networks[n.Name].Binds, ports)}
 	}
 
 	needFwd := slices.ContainsFunc(want, model.Network.NeedsForwarding)
@@ -57,6 +57,7 @@ func Diff(want []model.Network, st state.State, h model.Host) (Plan, error) {
 		}
 		p.Actions = append(p.Actions, Action{Op: op, Rules: &rules, OldRules: &old})
 	}
+	p.Actions = append(p.Actions, guardAction(WantGuard(want, p.State.Networks), h)...)
 
 	for _, name := range removedNetworks(wanted, st, h) {
 		p.Actions = append(p.Actions, removeNetwork(name, st.Networks[name], h)...)
@@ -266,4 +267,18 @@ func dropFloats(had, keep []state.Float, h model.Host) []Action {
 		}
 	}
 	return acts
+}
+
+// keepBinds keeps the bindings of the ports still attached.
+func keepBinds(binds map[string]model.PortBind, ports []string) map[string]model.PortBind {
+	var out map[string]model.PortBind
+	for _, p := range ports {
+		if b, ok := binds[p]; ok {
+			if out == nil {
+				out = map[string]model.PortBind{}
+			}
+			out[p] = b
+		}
+	}
+	return out
 }

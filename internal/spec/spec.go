@@ -154,7 +154,7 @@ func Parse(file string, data []byte) ([]Network, error) {
 
 var yamlLine = regexp.MustCompile(`^line (\d+): (.*)$`)
 
-var fieldNames = []string{"mode", "bridge", "ipv4", "uplink", "mtu", "dhcp", "dns", "forwards", "floating", "guest_to_host", "peers"}
+var fieldNames = []string{"mode", "bridge", "ipv4", "uplink", "mtu", "dhcp", "dns", "forwards", "floating", "guest_to_host", "peers", "anti_spoofing"}
 
 func parseNetwork(file string, key, val *yaml.Node) (Network, error) {
 	n := Network{File: file, Line: key.Line, Lines: map[string]int{}}
@@ -209,6 +209,12 @@ func (n *Network) set(field, v string) error {
 			return n.errorf(field, "want services (DHCP, DNS and ICMP only, the default) or all, not %q", v)
 		}
 		n.GuestToHost = v
+	case "anti_spoofing":
+		on, err := strconv.ParseBool(v)
+		if err != nil {
+			return n.errorf(field, "want true (the default: bound guest ports may send only from their own MAC and addresses) or false, not %q", v)
+		}
+		n.AllowSpoofing = !on
 	case "bridge":
 		n.Bridge = v
 	case "uplink":

@@ -44,6 +44,9 @@ func (n *Network) check() error {
 	} else if why, ok := ifnameOK(n.Bridge); !ok {
 		errs = append(errs, n.errorf("bridge", "%q %s", n.Bridge, why))
 	}
+	if _, set := n.Lines["anti_spoofing"]; set && n.Mode == model.Open && !n.AllowSpoofing {
+		errs = append(errs, n.errorf("anti_spoofing", "mode open has no firewall at all: anti-spoofing needs mode isolated, routed, nat or bridge"))
+	}
 	switch n.Mode {
 	case model.Routed, model.NAT, model.Open:
 		if !n.IPv4.IsValid() {

@@ -46,6 +46,8 @@ type Net struct {
 	// Ports are the guest interfaces attached with guestnet attach (or
 	// QEMU's ifup helper): a bridge made again after drift gets them back.
 	Ports []string `json:"ports,omitempty"`
+	// Binds are the addresses `guestnet attach --ip --mac` bound ports to.
+	Binds map[string]model.PortBind `json:"binds,omitempty"`
 	// Floats are the floating /32 addresses guestnet put on uplinks.
 	Floats []Float `json:"floats,omitempty"`
 }

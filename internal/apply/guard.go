@@ -1,0 +1,167 @@
+package apply
+
+import (
+	"fmt"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
+
+	"github.com/guestnet/guestnet/internal/model"
+	"github.com/guestnet/guestnet/internal/netns"
+	"github.com/guestnet/guestnet/internal/nft"
+)
+
+func guardTable() *nftables.Table {
+	return &nftables.Table{Name: model.Table, Family: nftables.TableFamilyBridge}
+}
+
+// guardSets are the four sets of the guard table, by name.
+func guardSets(t *nftables.Table) map[string]*nftables.Set {
+	key := nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeEtherAddr, nftables.TypeIPAddr)
+	return map[string]*nftables.Set{
+		model.GuardPorts:        {Table: t, Name: model.GuardPorts, KeyType: nftables.TypeIFName, KeyByteOrder: binaryutil.NativeEndian},
+		model.GuardBound:        {Table: t, Name: model.GuardBound, KeyType: key, Interval: true, Concatenation: true},
+		model.GuardLearnedPorts: {Table: t, Name: model.GuardLearnedPorts, KeyType: nftables.TypeIFName, KeyByteOrder: binaryutil.NativeEndian},
+		model.GuardLearned:      {Table: t, Name: model.GuardLearned, KeyType: key, Concatenation: true},
+	}
+}
+
+// guard makes table bridge guestnet match want in one transaction. An
+// intact table only has its declared elements changed; the learned ones,
+// the daemon's, stay. Equivalent to: nft -f FILE, or nft add/delete element.
+func (k *Linux) guard(want, old model.Guard) error {
+	c, err := k.ns.Nft(1<<20 + (len(want.Bound)+len(old.Bound))<<8)
+	if err != nil {
+		return err
+	}
+	t := guardTable()
+	sets := guardSets(t)
+	switch {
+	case old.On && !old.Broken && want.On:
+		add, del := model.DiffBinds(old.Bound, want.Bound)
+		addP, delP := diffStrings(model.Ports(old.Bound), model.Ports(want.Bound))
+		if err := bindElements(c.SetDeleteElements, sets, delP, del); err != nil {
+			return err
+		}
+		if err := bindElements(c.SetAddElements, sets, addP, add); err != nil {
+			return err
+		}
+	default:
+		if old.On {
+			c.DelTable(t)
+		}
+		if want.On {
+			if err := createGuard(c, t, sets, want); err != nil {
+				return err
+			}
+		}
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("nft table bridge %s: %w", model.Table, err)
+	}
+	return nil
+}
+
+func createGuard(c *nftables.Conn, t *nftables.Table, sets map[string]*nftables.Set, g model.Guard) error {
+	c.AddTable(t)
+	for _, name := range []string{model.GuardPorts, model.GuardBound, model.GuardLearnedPorts, model.GuardLearned} {
+		if err := c.AddSet(sets[name], nil); err != nil {
+			return fmt.Errorf("nft add set bridge %s %s: %w", model.Table, name, err)
+		}
+	}
+	if err := bindElements(c.SetAddElements, sets, model.Ports(g.Bound), g.Bound); err != nil {
+		return err
+	}
+	accept := nftables.ChainPolicyAccept
+	check := c.AddChain(&nftables.Chain{Name: "check", Table: t})
+	pre := c.AddChain(&nftables.Chain{Name: "prerouting", Table: t, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRef(-200), Policy: &accept})
+	rules := nft.GuardChains()
+	for _, ch := range []*nftables.Chain{pre, check} {
+		for _, exprs := range rules[ch.Name] {
+			for _, e := range exprs {
+				if l, ok := e.(*expr.Lookup); ok {
+					l.SetID = sets[l.SetName].ID // made in this same transaction
+				}
+			}
+			c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: exprs})
+		}
+	}
+	return nil
+}
+
+// bindElements queues ports for the ports set and bindings for the bound
+// set (or the learned ones, when sets says so), in chunks.
+func bindElements(op func(*nftables.Set, []nftables.SetElement) error, sets map[string]*nftables.Set, ports []string, binds []model.Bind) error {
+	var pe, be []nftables.SetElement
+	for _, p := range ports {
+		pe = append(pe, nftables.SetElement{Key: nft.PortKey(p)})
+	}
+	for _, b := range binds {
+		k, end := nft.GuardKey(b)
+		if sets[model.GuardBound].Interval {
+			be = append(be, nftables.SetElement{Key: k, KeyEnd: end})
+		} else {
+			be = append(be, nftables.SetElement{Key: k})
+		}
+	}
+	for _, part := range []struct {
+		s   *nftables.Set
+		els []nftables.SetElement
+	}{{sets[model.GuardPorts], pe}, {sets[model.GuardBound], be}} {
+		for len(part.els) > 0 {
+			n := min(len(part.els), elementsPerMessage)
+			if err := op(part.s, part.els[:n]); err != nil {
+				return fmt.Errorf("nft set %s elements: %w", part.s.Name, err)
+			}
+			part.els = part.els[n:]
+		}
+	}
+	return nil
+}
+
+func diffStrings(old, cur []string) (add, del []string) {
+	had, want := map[string]bool{}, map[string]bool{}
+	for _, s := range old {
+		had[s] = true
+	}
+	for _, s := range cur {
+		want[s] = true
+		if !had[s] {
+			add = append(add, s)
+		}
+	}
+	for _, s := range old {
+		if !want[s] {
+			del = append(del, s)
+		}
+	}
+	return add, del
+}
+
+// Learn adds and removes bindings of the daemon's own sets (learned and
+// learned_ports) in one transaction. Ports are given whole: addPorts are
+// ports that gain their first binding, delPorts those that lose their last.
+// Equivalent to: nft add/delete element bridge guestnet learned { ... }
+func Learn(ns *netns.NS, add, del []model.Bind, addPorts, delPorts []string) error {
+	if len(add)+len(del)+len(addPorts)+len(delPorts) == 0 {
+		return nil
+	}
+	c, err := ns.Nft(1<<20 + (len(add)+len(del))<<8)
+	if err != nil {
+		return err
+	}
+	all := guardSets(guardTable())
+	learned := map[string]*nftables.Set{model.GuardPorts: all[model.GuardLearnedPorts], model.GuardBound: all[model.GuardLearned]}
+	if err := bindElements(c.SetDeleteElements, learned, delPorts, del); err != nil {
+		return err
+	}
+	if err := bindElements(c.SetAddElements, learned, addPorts, add); err != nil {
+		return err
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("nft set bridge %s %s: %w", model.Table, model.GuardLearned, err)
+	}
+	return nil
+}

@@ -1,0 +1,168 @@
+package model
+
+import (
+	"cmp"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+)
+
+// Guard is guestnet's anti-spoofing table, `table bridge guestnet`. A guest
+// port bound to addresses may send only ARP and IPv4 frames whose source
+// MAC and address are among its bindings; other ports are unrestricted.
+// Bindings come from two owners: Bound is declared (guestnet attach --ip
+// --mac, and DHCP static hosts of a bound MAC) and planned like the rest;
+// Learned is written by the daemon from the leases it hands out, and plan
+// never touches it.
+type Guard struct {
+	On    bool   `json:"on,omitempty"`    // the table exists
+	Bound []Bind `json:"bound,omitempty"` // elements of set "bound", sorted
+	// Observed only, never compared:
+	Learned []Bind `json:"learned,omitempty"` // elements of set "learned"
+	Broken  bool   `json:"broken,omitempty"`  // the table is not what guestnet wrote
+	Dropped uint64 `json:"dropped,omitempty"` // frames dropped as spoofed
+}
+
+// The sets of the guard table.
+const (
+	GuardPorts        = "ports"         // ports with declared bindings
+	GuardBound        = "bound"         // port . mac . ip, declared
+	GuardLearnedPorts = "learned_ports" // ports with learned bindings
+	GuardLearned      = "learned"       // port . mac . ip, from leases
+)
+
+// Bind lets frames from Port with source MAC and IPv4 source IP through.
+// An empty MAC stands for any MAC, an invalid IP for any address.
+// 0.0.0.0 is always bound next to a port's MAC, for DHCP and ARP probes.
+type Bind struct {
+	Port string     `json:"port"`
+	MAC  string     `json:"mac,omitempty"`
+	IP   netip.Addr `json:"ip,omitzero"`
+}
+
+// PortBind is what `guestnet attach --ip --mac` bound a port to.
+type PortBind struct {
+	IPs []netip.Addr `json:"ips,omitempty"`
+	MAC string       `json:"mac,omitempty"`
+}
+
+// Guarded reports whether the network's guest ports get anti-spoofing.
+func (n Network) Guarded() bool { return n.Mode != Open && !n.AllowSpoofing }
+
+func (b Bind) String() string {
+	mac, ip := b.MAC, "0.0.0.0-255.255.255.255"
+	if mac == "" {
+		mac = "00:00:00:00:00:00-ff:ff:ff:ff:ff:ff"
+	}
+	if b.IP.IsValid() {
+		ip = b.IP.String()
+	}
+	return fmt.Sprintf("%q . %s . %s", b.Port, mac, ip)
+}
+
+// SortBinds sorts and removes duplicates.
+func SortBinds(bs []Bind) []Bind {
+	slices.SortFunc(bs, func(a, b Bind) int {
+		return cmp.Or(strings.Compare(a.Port, b.Port), strings.Compare(a.MAC, b.MAC), a.IP.Compare(b.IP))
+	})
+	return slices.Compact(bs)
+}
+
+// Equal compares what plan owns: presence, integrity and declared bindings.
+func (g Guard) Equal(o Guard) bool {
+	return g.On == o.On && g.Broken == o.Broken && slices.Equal(g.Bound, o.Bound)
+}
+
+// Ports are the distinct ports of a list of bindings, sorted.
+func Ports(bs []Bind) []string {
+	var out []string
+	for _, b := range bs {
+		out = append(out, b.Port)
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// GuardRules are the rules of the guard table, as nft prints them (the ARP
+// and IPv4 rules imply their ether type): base chain prerouting sends
+// frames of bound ports to chain check, which accepts ARP and IPv4 only
+// from a bound port . MAC . address and counts and drops the rest.
+var GuardRules = map[string][]string{
+	"prerouting": {
+		"iifname @" + GuardPorts + " jump check",
+		"iifname @" + GuardLearnedPorts + " jump check",
+	},
+	"check": {
+		"arp htype 1 arp ptype ip arp hlen 6 arp plen 4 iifname . ether saddr . arp saddr ip @" + GuardBound + " iifname . arp saddr ether . arp saddr ip @" + GuardBound + " accept",
+		"arp htype 1 arp ptype ip arp hlen 6 arp plen 4 iifname . ether saddr . arp saddr ip @" + GuardLearned + " iifname . arp saddr ether . arp saddr ip @" + GuardLearned + " accept",
+		"iifname . ether saddr . ip saddr @" + GuardBound + " accept",
+		"iifname . ether saddr . ip saddr @" + GuardLearned + " accept",
+		"counter packets 0 bytes 0 drop",
+	},
+}
+
+// String renders the guard table in nft's syntax (one element a line).
+func (g Guard) String() string {
+	if !g.On {
+		return ""
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "table bridge %s {\n", Table)
+	set := func(name, typ string, interval bool, elems []string) {
+		fmt.Fprintf(&b, "\tset %s {\n\t\ttype %s\n", name, typ)
+		if interval {
+			b.WriteString("\t\tflags interval\n")
+		}
+		if len(elems) > 0 {
+			fmt.Fprintf(&b, "\t\telements = { %s }\n", strings.Join(elems, ",\n\t\t\t     "))
+		}
+		b.WriteString("\t}\n\n")
+	}
+	var ports, bound []string
+	for _, p := range Ports(g.Bound) {
+		ports = append(ports, fmt.Sprintf("%q", p))
+	}
+	for _, x := range g.Bound {
+		bound = append(bound, x.String())
+	}
+	set(GuardPorts, "ifname", false, ports)
+	set(GuardBound, "ifname . ether_addr . ipv4_addr", true, bound)
+	set(GuardLearnedPorts, "ifname", false, nil)
+	set(GuardLearned, "ifname . ether_addr . ipv4_addr", false, nil)
+	for _, c := range []string{"check", "prerouting"} { // nft lists them as made
+		fmt.Fprintf(&b, "\tchain %s {\n", c)
+		if c == "prerouting" {
+			b.WriteString("\t\ttype filter hook prerouting priority filter; policy accept;\n")
+		}
+		for _, r := range GuardRules[c] {
+			fmt.Fprintf(&b, "\t\t%s\n", r)
+		}
+		b.WriteString("\t}\n")
+		if c == "check" {
+			b.WriteString("\n")
+		}
+	}
+	b.WriteString("}\n")
+	return b.String()
+}
+
+// DiffBinds returns the bindings of cur that old lacks, and the reverse.
+func DiffBinds(old, cur []Bind) (add, del []Bind) {
+	had, want := map[Bind]bool{}, map[Bind]bool{}
+	for _, b := range old {
+		had[b] = true
+	}
+	for _, b := range cur {
+		want[b] = true
+		if !had[b] {
+			add = append(add, b)
+		}
+	}
+	for _, b := range old {
+		if !want[b] {
+			del = append(del, b)
+		}
+	}
+	return add, del
+}

@@ -1,0 +1,154 @@
+package nft
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
+
+	"github.com/guestnet/guestnet/internal/model"
+)
+
+// The guard table's keys are ifname . ether_addr . ipv4_addr: 16 bytes of
+// name, 6 of MAC padded to 8, 4 of address (28 bytes, registers 8 to 14).
+const guardKeyLen = 28
+
+// GuardKey is a binding as an element of an interval set: a wildcard MAC
+// or address spans its whole range. For an exact binding start == end.
+func GuardKey(b model.Bind) (start, end []byte) {
+	start, end = make([]byte, guardKeyLen), make([]byte, guardKeyLen)
+	copy(start, b.Port)
+	copy(end, b.Port)
+	if mac, err := net.ParseMAC(b.MAC); err == nil && b.MAC != "" {
+		copy(start[16:22], mac)
+		copy(end[16:22], mac)
+	} else {
+		copy(end[16:22], bytes.Repeat([]byte{0xff}, 6))
+	}
+	if b.IP.IsValid() {
+		a := b.IP.As4()
+		copy(start[24:], a[:])
+		copy(end[24:], a[:])
+	} else {
+		copy(end[24:], []byte{255, 255, 255, 255})
+	}
+	return start, end
+}
+
+// DecodeGuardKey reads an element back; ok is false for one guestnet would
+// not have written. end is nil for elements of a set without intervals.
+func DecodeGuardKey(start, end []byte) (model.Bind, bool) {
+	if end == nil {
+		end = start
+	}
+	if len(start) != guardKeyLen || len(end) != guardKeyLen || !bytes.Equal(start[:16], end[:16]) {
+		return model.Bind{}, false
+	}
+	b := model.Bind{Port: string(bytes.TrimRight(start[:16], "\x00"))}
+	switch {
+	case bytes.Equal(start[16:24], end[16:24]):
+		b.MAC = net.HardwareAddr(start[16:22]).String()
+	case !bytes.Equal(start[16:24], make([]byte, 8)) || !bytes.Equal(end[16:22], bytes.Repeat([]byte{0xff}, 6)):
+		return b, false
+	}
+	switch {
+	case bytes.Equal(start[24:], end[24:]):
+		b.IP = netip.AddrFrom4([4]byte(start[24:]))
+	case !bytes.Equal(start[24:], []byte{0, 0, 0, 0}) || !bytes.Equal(end[24:], []byte{255, 255, 255, 255}):
+		return b, false
+	}
+	return b, true
+}
+
+// PortKey is a port as an element of the ifname sets.
+func PortKey(port string) []byte { return ifname(port) }
+
+// GuardChains are the expressions of the guard table's rules, by chain, in
+// the order model.GuardRules prints them.
+func GuardChains() map[string][][]expr.Any {
+	jump := func(set string) []expr.Any {
+		return []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+			&expr.Lookup{SourceRegister: 1, SetName: set},
+			&expr.Verdict{Kind: expr.VerdictJump, Chain: "check"},
+		}
+	}
+	etherType := func(t uint16) []expr.Any {
+		return []expr.Any{
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: 12, Len: 2},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{byte(t >> 8), byte(t)}},
+		}
+	}
+	// lookup loads iifname . MAC (at macOff of base) . IPv4 (at ipOff of
+	// the network header) into registers 8-14 (the kernel names 8 and 12 by the 16-byte
+	// registers 1 and 2 that start there) and looks the key up.
+	lookup := func(set string, base expr.PayloadBase, macOff, ipOff uint32) []expr.Any {
+		return []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+			&expr.Payload{DestRegister: 2, Base: base, Offset: macOff, Len: 6},
+			&expr.Payload{DestRegister: 14, Base: expr.PayloadBaseNetworkHeader, Offset: ipOff, Len: 4},
+			&expr.Lookup{SourceRegister: 1, SetName: set},
+		}
+	}
+	arp := func(set string) []expr.Any {
+		out := etherType(unix.ETH_P_ARP)
+		// htype 1 (Ethernet), ptype IPv4, hlen 6, plen 4: the layout whose
+		// sender fields sit at offsets 8 (MAC) and 14 (address).
+		out = append(out,
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 0, Len: 6},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0, 1, 8, 0, 6, 4}})
+		out = append(out, lookup(set, expr.PayloadBaseLLHeader, 6, 14)...)
+		out = append(out,
+			&expr.Payload{DestRegister: 2, Base: expr.PayloadBaseNetworkHeader, Offset: 8, Len: 6},
+			&expr.Lookup{SourceRegister: 1, SetName: set},
+			&expr.Verdict{Kind: expr.VerdictAccept})
+		return out
+	}
+	ipv4 := func(set string) []expr.Any {
+		out := append(etherType(unix.ETH_P_IP), lookup(set, expr.PayloadBaseLLHeader, 6, offSaddr)...)
+		return append(out, &expr.Verdict{Kind: expr.VerdictAccept})
+	}
+	return map[string][][]expr.Any{
+		"prerouting": {jump(model.GuardPorts), jump(model.GuardLearnedPorts)},
+		"check": {
+			arp(model.GuardBound), arp(model.GuardLearned),
+			ipv4(model.GuardBound), ipv4(model.GuardLearned),
+			{&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop}},
+		},
+	}
+}
+
+// SameGuardRule reports whether expressions read from the kernel are one
+// of guestnet's guard rules (set IDs and counter values aside).
+func SameGuardRule(got, want []expr.Any) bool {
+	if len(got) != len(want) {
+		return false
+	}
+	for i := range got {
+		if normal(got[i]) != normal(want[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func normal(e expr.Any) string {
+	switch x := e.(type) {
+	case *expr.Lookup:
+		return fmt.Sprintf("lookup %d %s %v", x.SourceRegister, x.SetName, x.Invert)
+	case *expr.Counter:
+		return "counter"
+	case *expr.Verdict:
+		return fmt.Sprintf("verdict %d %s", x.Kind, x.Chain)
+	case *expr.Meta:
+		return fmt.Sprintf("meta %d %d %v", x.Key, x.Register, x.SourceRegister)
+	case *expr.Payload:
+		return fmt.Sprintf("payload %d %d %d %d", x.DestRegister, x.Base, x.Offset, x.Len)
+	case *expr.Cmp:
+		return fmt.Sprintf("cmp %d %d %x", x.Op, x.Register, x.Data)
+	}
+	return fmt.Sprintf("%T %+v", e, e)
+}

@@ -1,0 +1,98 @@
+package plan
+
+import (
+	"fmt"
+	"net/netip"
+
+	"github.com/guestnet/guestnet/internal/model"
+	"github.com/guestnet/guestnet/internal/state"
+)
+
+// OpGuard makes table bridge guestnet (anti-spoofing) exactly Guard: it
+// creates or deletes the table, or changes only the declared elements.
+const OpGuard Op = "guard"
+
+// WantGuard is the anti-spoofing table the networks need: there is one
+// when any network is guarded, holding the declared bindings of its ports.
+// A port bound by MAC alone gets the addresses of that MAC's DHCP static
+// hosts; with none, it may send only DHCP until guestnet's DHCP server
+// leases it an address (the daemon binds that), or, on a network without
+// DHCP, any address from that MAC.
+func WantGuard(nets []model.Network, st map[string]state.Net) model.Guard {
+	var g model.Guard
+	for _, n := range nets {
+		if !n.Guarded() {
+			continue
+		}
+		g.On = true
+		rec := st[n.Name]
+		for _, port := range rec.Ports {
+			b, ok := rec.Binds[port]
+			if !ok {
+				continue
+			}
+			g.Bound = append(g.Bound, Binds(n, port, b)...)
+		}
+	}
+	g.Bound = model.SortBinds(g.Bound)
+	return g
+}
+
+// Binds are the set elements of one bound port.
+func Binds(n model.Network, port string, b model.PortBind) []model.Bind {
+	ips := b.IPs
+	if len(ips) == 0 && n.DHCP != nil {
+		for _, h := range n.DHCP.Hosts {
+			if h.MAC == b.MAC {
+				ips = append(ips, h.IP)
+			}
+		}
+	}
+	if len(ips) == 0 && n.DHCP == nil {
+		return []model.Bind{{Port: port, MAC: b.MAC}} // MAC only: any address
+	}
+	out := []model.Bind{{Port: port, MAC: b.MAC, IP: netip.IPv4Unspecified()}}
+	for _, ip := range ips {
+		out = append(out, model.Bind{Port: port, MAC: b.MAC, IP: ip})
+	}
+	return out
+}
+
+// guardAction returns the action that turns the observed guard table into
+// want, if they differ.
+func guardAction(want model.Guard, h model.Host) []Action {
+	if want.Equal(h.Guard) {
+		return nil
+	}
+	old := h.Guard
+	old.Learned, old.Dropped = nil, 0
+	return []Action{{Op: OpGuard, Guard: &want, OldGuard: &old}}
+}
+
+// GuardFor is the action that brings the guard table in line with a state
+// whose bindings changed (attach, detach), or nothing.
+func GuardFor(st state.State, h model.Host) []Action {
+	return guardAction(WantGuard(st.Sorted(), st.Networks), h)
+}
+
+func guardString(a Action) string {
+	switch {
+	case !a.Guard.On:
+		return "nft delete table bridge " + model.Table
+	case a.OldGuard.On && !a.OldGuard.Broken:
+		add, del := model.DiffBinds(a.OldGuard.Bound, a.Guard.Bound)
+		return fmt.Sprintf("nft add/delete element bridge %s %s (%d added, %d deleted)", model.Table, model.GuardBound, len(add), len(del))
+	}
+	return fmt.Sprintf("nft -f - (create table bridge %s: anti-spoofing of bound guest ports, %d bindings)", model.Table, len(a.Guard.Bound))
+}
+
+func guardLines(g *model.Guard) map[string]bool {
+	m := map[string]bool{}
+	if g == nil {
+		return m
+	}
+	for _, b := range g.Bound {
+		m["set "+model.GuardBound+": "+b.String()] = true
+	}
+	return m
+}
