@@ -39,8 +39,8 @@ func (k *Linux) guard(want, old model.Guard) error {
 	sets := guardSets(t)
 	switch {
 	case old.On && !old.Broken && want.On:
-		add, del := model.DiffBinds(old.Bound, want.Bound)
-		addP, delP := diffStrings(model.Ports(old.Bound), model.Ports(want.Bound))
+		add, del := model.Diff(old.Bound, want.Bound)
+		addP, delP := model.Diff(old.Ports, want.Ports)
 		if err := bindElements(c.SetDeleteElements, sets, delP, del); err != nil {
 			return err
 		}
@@ -70,7 +70,7 @@ func createGuard(c *nftables.Conn, t *nftables.Table, sets map[string]*nftables.
 			return fmt.Errorf("nft add set bridge %s %s: %w", model.Table, name, err)
 		}
 	}
-	if err := bindElements(c.SetAddElements, sets, model.Ports(g.Bound), g.Bound); err != nil {
+	if err := bindElements(c.SetAddElements, sets, g.Ports, g.Bound); err != nil {
 		return err
 	}
 	accept := nftables.ChainPolicyAccept
@@ -119,25 +119,6 @@ func bindElements(op func(*nftables.Set, []nftables.SetElement) error, sets map[
 		}
 	}
 	return nil
-}
-
-func diffStrings(old, cur []string) (add, del []string) {
-	had, want := map[string]bool{}, map[string]bool{}
-	for _, s := range old {
-		had[s] = true
-	}
-	for _, s := range cur {
-		want[s] = true
-		if !had[s] {
-			add = append(add, s)
-		}
-	}
-	for _, s := range old {
-		if !want[s] {
-			del = append(del, s)
-		}
-	}
-	return add, del
 }
 
 // Learn adds and removes bindings of the daemon's own sets (learned and

@@ -37,6 +37,10 @@ type Daemon struct {
 	repairs atomic.Uint64
 	applyNs atomic.Int64 // last apply's duration
 	kick    chan struct{}
+
+	fdb       *fdb                      // where leased MACs sit, for anti-spoofing
+	view      atomic.Pointer[learnView] // what DHCP goroutines may bind
+	learnKick chan struct{}
 }
 
 // server is one network's DHCP service.
@@ -66,7 +70,11 @@ func (d *Daemon) Run(ctx context.Context, ready func()) error {
 	if err != nil {
 		return err
 	}
-	d.store, d.servers, d.kick = st, map[string]*server{}, make(chan struct{}, 1)
+	d.store, d.servers, d.kick, d.learnKick = st, map[string]*server{}, make(chan struct{}, 1), make(chan struct{}, 1)
+	if d.fdb, err = newFDB(d.Engine.NS); err != nil {
+		st.Close()
+		return err
+	}
 	defer d.shutdown()
 	if err := d.Reload(); err != nil {
 		return err
@@ -86,6 +94,7 @@ func (d *Daemon) Run(ctx context.Context, ready func()) error {
 	werr := make(chan error, 1)
 	go func() { werr <- d.Engine.NS.Watch(ctx, d.changed) }()
 	go d.repairLoop(ctx)
+	go d.learnLoop(ctx)
 	d.Log.Info("serving", "netns", d.Engine.NS.Name, "networks", len(d.spec.Networks), "api", SocketPath(d.Dir()))
 	ready()
 	select {
@@ -152,6 +161,7 @@ func (d *Daemon) repair() {
 		}
 	}
 	d.syncDHCP() // a re-created bridge needs its DHCP socket re-bound
+	d.syncLearned()
 }
 
 // Reload re-reads the config and applies the difference. DHCP keeps
@@ -178,6 +188,7 @@ func (d *Daemon) Reload() error {
 	d.spec = s
 	d.syncDHCP()
 	d.syncDNS()
+	d.syncLearned()
 	return nil
 }
 
@@ -194,6 +205,9 @@ func (d *Daemon) shutdown() {
 	}
 	if d.store != nil {
 		d.store.Close() // every ACKed lease was synced before its ACK
+	}
+	if d.fdb != nil {
+		d.fdb.nl.Close()
 	}
 	os.Remove(SocketPath(d.Dir()))
 	d.Log.Info("stopped")

@@ -49,7 +49,8 @@ func (d *Daemon) syncDHCP() {
 				continue
 			}
 			s = &server{key: configKey(cfg), handler: &dhcp.Handler{
-				Pool: dhcp.NewPool(cfg, time.Now, leases), Store: d.store, Log: d.Log.With("network", name)}}
+				Pool: dhcp.NewPool(cfg, time.Now, leases), Store: d.store, Log: d.Log.With("network", name),
+				Ports: learner{d: d, network: name, bridge: bridges[name]}}}
 		}
 		var conn net.PacketConn
 		err = d.Engine.NS.Do(func() (err error) {

@@ -32,6 +32,17 @@ type Handler struct {
 	Store Store
 	Log   *slog.Logger
 	Stats Stats
+	// Ports, when set, binds each lease to the port its client sends from.
+	Ports PortBinder
+}
+
+// PortBinder ties leases to bridge ports (anti-spoofing). Locate names the
+// port a MAC was last seen on ("" if unknown); Bound is told of a stored
+// lease before its ACK leaves; Unbound of one that ended.
+type PortBinder interface {
+	Locate(mac string) string
+	Bound(l Lease)
+	Unbound(l Lease)
 }
 
 func ip4(a netip.Addr) net.IP { return net.IP(a.AsSlice()) }
@@ -63,6 +74,9 @@ func (h *Handler) Handle(req *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
 		h.Stats.Release.Add(1)
 		if l, ok := h.Pool.Release(mac, addrOf(req.ClientIPAddr)); ok {
 			h.store(func() error { return h.Store.Delete(h.Pool.cfg.Network, l.IP) })
+			if h.Ports != nil {
+				h.Ports.Unbound(l)
+			}
 			h.Log.Info("dhcp release", "mac", mac, "ip", l.IP)
 		}
 		return nil
@@ -70,6 +84,9 @@ func (h *Handler) Handle(req *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
 		h.Stats.Decline.Add(1)
 		if l, ok := h.Pool.Decline(mac, addrOf(req.RequestedIPAddress())); ok {
 			h.store(func() error { return h.Store.Put(h.Pool.cfg.Network, l) })
+			if h.Ports != nil {
+				h.Ports.Unbound(l)
+			}
 			h.Log.Warn("dhcp decline: address quarantined", "mac", mac, "ip", l.IP, "until", l.Expiry)
 		}
 		return nil
@@ -114,7 +131,11 @@ func (h *Handler) request(req *dhcpv4.DHCPv4, mac string) *dhcpv4.DHCPv4 {
 		h.Stats.Ignored.Add(1)
 		return nil
 	}
-	l, prev, ok := h.Pool.Bind(mac, a, req.HostName())
+	port := ""
+	if h.Ports != nil {
+		port = h.Ports.Locate(mac)
+	}
+	l, prev, ok := h.Pool.Bind(mac, a, req.HostName(), port)
 	if !ok || !server.Masked().Contains(a) {
 		h.Stats.Nak.Add(1)
 		h.Log.Info("dhcp nak", "mac", mac, "ip", a)
@@ -123,6 +144,9 @@ func (h *Handler) request(req *dhcpv4.DHCPv4, mac string) *dhcpv4.DHCPv4 {
 	if err := h.store(func() error { return h.Store.Put(h.Pool.cfg.Network, l) }); err != nil {
 		h.Pool.Unbind(l, prev)
 		return nil // never ACK a lease that is not on disk
+	}
+	if h.Ports != nil {
+		h.Ports.Bound(l) // the port may send from its address once the ACK arrives
 	}
 	h.Stats.Ack.Add(1)
 	h.Log.Debug("dhcp ack", "mac", mac, "ip", a, "hostname", l.Hostname)

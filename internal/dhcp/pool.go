@@ -20,6 +20,9 @@ type Lease struct {
 	Hostname string     `json:"hostname,omitempty"`
 	Expiry   time.Time  `json:"expiry"`
 	Declined bool       `json:"declined,omitempty"`
+	// Port is the bridge port the client sent its REQUEST from, when
+	// known: anti-spoofing binds that port to the lease.
+	Port string `json:"port,omitempty"`
 }
 
 // Config is what a network's pool serves.
@@ -190,7 +193,7 @@ func (p *Pool) next(a netip.Addr) netip.Addr {
 // Bind makes a the client's lease (REQUEST). ok is false when a may not
 // go to mac, which the server answers with a NAK. The lease is in the pool
 // at once; the caller persists it and calls Unbind if that fails.
-func (p *Pool) Bind(mac string, a netip.Addr, hostname string) (Lease, Lease, bool) {
+func (p *Pool) Bind(mac string, a netip.Addr, hostname, port string) (Lease, Lease, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := p.now()
@@ -205,7 +208,7 @@ func (p *Pool) Bind(mac string, a netip.Addr, hostname string) (Lease, Lease, bo
 		delete(p.held, o.ip)
 		delete(p.offers, mac)
 	}
-	l := Lease{MAC: mac, IP: a, Hostname: hostname, Expiry: now.Add(p.cfg.Lease)}
+	l := Lease{MAC: mac, IP: a, Hostname: hostname, Expiry: now.Add(p.cfg.Lease), Port: port}
 	p.byIP[a], p.byMAC[mac] = l, a
 	return l, prev, true
 }

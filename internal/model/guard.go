@@ -16,10 +16,12 @@ import (
 // Learned is written by the daemon from the leases it hands out, and plan
 // never touches it.
 type Guard struct {
-	On    bool   `json:"on,omitempty"`    // the table exists
-	Bound []Bind `json:"bound,omitempty"` // elements of set "bound", sorted
+	On    bool     `json:"on,omitempty"`    // the table exists
+	Ports []string `json:"ports,omitempty"` // elements of set "ports": Ports(Bound)
+	Bound []Bind   `json:"bound,omitempty"` // elements of set "bound", sorted
 	// Observed only, never compared:
-	Learned []Bind `json:"learned,omitempty"` // elements of set "learned"
+	LearnedPorts []string `json:"learned_ports,omitempty"`
+	Learned      []Bind   `json:"learned,omitempty"` // elements of set "learned"
 	Broken  bool   `json:"broken,omitempty"`  // the table is not what guestnet wrote
 	Dropped uint64 `json:"dropped,omitempty"` // frames dropped as spoofed
 }
@@ -71,7 +73,7 @@ func SortBinds(bs []Bind) []Bind {
 
 // Equal compares what plan owns: presence, integrity and declared bindings.
 func (g Guard) Equal(o Guard) bool {
-	return g.On == o.On && g.Broken == o.Broken && slices.Equal(g.Bound, o.Bound)
+	return g.On == o.On && g.Broken == o.Broken && slices.Equal(g.Ports, o.Ports) && slices.Equal(g.Bound, o.Bound)
 }
 
 // Ports are the distinct ports of a list of bindings, sorted.
@@ -120,7 +122,7 @@ func (g Guard) String() string {
 		b.WriteString("\t}\n\n")
 	}
 	var ports, bound []string
-	for _, p := range Ports(g.Bound) {
+	for _, p := range g.Ports {
 		ports = append(ports, fmt.Sprintf("%q", p))
 	}
 	for _, x := range g.Bound {
@@ -147,21 +149,21 @@ func (g Guard) String() string {
 	return b.String()
 }
 
-// DiffBinds returns the bindings of cur that old lacks, and the reverse.
-func DiffBinds(old, cur []Bind) (add, del []Bind) {
-	had, want := map[Bind]bool{}, map[Bind]bool{}
-	for _, b := range old {
-		had[b] = true
+// Diff returns the elements of cur that old lacks, and the reverse.
+func Diff[T comparable](old, cur []T) (add, del []T) {
+	had, want := map[T]bool{}, map[T]bool{}
+	for _, s := range old {
+		had[s] = true
 	}
-	for _, b := range cur {
-		want[b] = true
-		if !had[b] {
-			add = append(add, b)
+	for _, s := range cur {
+		want[s] = true
+		if !had[s] {
+			add = append(add, s)
 		}
 	}
-	for _, b := range old {
-		if !want[b] {
-			del = append(del, b)
+	for _, s := range old {
+		if !want[s] {
+			del = append(del, s)
 		}
 	}
 	return add, del

@@ -1,6 +1,7 @@
 package observe
 
 import (
+	"bytes"
 	"fmt"
 	"slices"
 
@@ -62,6 +63,18 @@ func readGuard(c *nftables.Conn) (model.Guard, error) {
 				continue
 			}
 			*dst = append(*dst, b)
+		}
+	}
+	for name, dst := range map[string]*[]string{model.GuardPorts: &g.Ports, model.GuardLearnedPorts: &g.LearnedPorts} {
+		if s := byName[name]; s != nil {
+			els, err := c.GetSetElements(s)
+			if err != nil {
+				return g, fmt.Errorf("observe set bridge %s %s: %w", model.Table, name, err)
+			}
+			for _, e := range els {
+				*dst = append(*dst, string(bytes.TrimRight(e.Key, "\x00")))
+			}
+			slices.Sort(*dst)
 		}
 	}
 	g.Bound, g.Learned = model.SortBinds(g.Bound), model.SortBinds(g.Learned)

@@ -35,6 +35,7 @@ func WantGuard(nets []model.Network, st map[string]state.Net) model.Guard {
 		}
 	}
 	g.Bound = model.SortBinds(g.Bound)
+	g.Ports = model.Ports(g.Bound)
 	return g
 }
 
@@ -65,7 +66,7 @@ func guardAction(want model.Guard, h model.Host) []Action {
 		return nil
 	}
 	old := h.Guard
-	old.Learned, old.Dropped = nil, 0
+	old.Learned, old.LearnedPorts, old.Dropped = nil, nil, 0
 	return []Action{{Op: OpGuard, Guard: &want, OldGuard: &old}}
 }
 
@@ -80,7 +81,7 @@ func guardString(a Action) string {
 	case !a.Guard.On:
 		return "nft delete table bridge " + model.Table
 	case a.OldGuard.On && !a.OldGuard.Broken:
-		add, del := model.DiffBinds(a.OldGuard.Bound, a.Guard.Bound)
+		add, del := model.Diff(a.OldGuard.Bound, a.Guard.Bound)
 		return fmt.Sprintf("nft add/delete element bridge %s %s (%d added, %d deleted)", model.Table, model.GuardBound, len(add), len(del))
 	}
 	return fmt.Sprintf("nft -f - (create table bridge %s: anti-spoofing of bound guest ports, %d bindings)", model.Table, len(a.Guard.Bound))

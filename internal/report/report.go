@@ -80,6 +80,8 @@ type NetworkStatus struct {
 	// they are in the kernel (one per source, listen address and port).
 	Forwards   int `json:"forwards"`
 	ForwardsIn int `json:"forward_elements_in_kernel"`
+	// Guard says, for each guest port, what it may send from.
+	Guard []PortGuard `json:"port_guard,omitempty"`
 }
 
 // Status is guestnet's view of one namespace.
@@ -90,12 +92,14 @@ type Status struct {
 	Rules      int                  `json:"rules"`
 	DockerUser int                  `json:"docker_user_rules"`
 	Foreign    []model.ForeignChain `json:"foreign_drop_chains,omitempty"`
+	// SpoofDropped counts frames the anti-spoofing table dropped.
+	SpoofDropped uint64 `json:"spoofed_frames_dropped"`
 }
 
 // MakeStatus combines the state file and the observed host.
 func MakeStatus(st state.State, h model.Host) Status {
 	s := Status{IPForward: h.IPForward, BridgeNF: h.BridgeNFCallIPTables, Rules: h.Ruleset.RuleCount(),
-		DockerUser: len(h.Ruleset.DockerUser), Foreign: h.Foreign.ForwardDrop}
+		DockerUser: len(h.Ruleset.DockerUser), Foreign: h.Foreign.ForwardDrop, SpoofDropped: h.Guard.Dropped}
 	for _, n := range st.Sorted() {
 		ns := NetworkStatus{Name: n.Name, Mode: n.Mode, Bridge: n.Bridge, Uplink: n.Uplink}
 		if l, ok := h.Link(n.Bridge); ok {
@@ -104,6 +108,9 @@ func MakeStatus(st state.State, h model.Host) Status {
 		for _, l := range h.Links {
 			if l.Master == n.Bridge {
 				ns.Ports = append(ns.Ports, l.Name)
+				if l.Name != n.Uplink {
+					ns.Guard = append(ns.Guard, portGuard(n, l.Name, h.Guard))
+				}
 			}
 		}
 		for _, c := range h.Ruleset.Chains {
@@ -158,5 +165,6 @@ func (s Status) Text() string {
 	for _, f := range s.Foreign {
 		fmt.Fprintf(&b, "foreign chain that drops by policy: %s\n", f.Name)
 	}
+	guardText(&b, s)
 	return b.String()
 }

@@ -1,0 +1,240 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/guestnet/guestnet/internal/netns"
+	"github.com/guestnet/guestnet/internal/report"
+)
+
+// udpSink records the source address of every datagram sent to addr in ns.
+type udpSink struct {
+	mu   sync.Mutex
+	seen []string
+}
+
+func (l *Lab) udpSink(ns, addr string) *udpSink {
+	l.t.Helper()
+	n, err := netns.Open(ns)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	defer n.Close()
+	var pc net.PacketConn
+	if err := n.Do(func() (err error) { pc, err = net.ListenPacket("udp4", addr); return }); err != nil {
+		l.t.Fatal(err)
+	}
+	l.t.Cleanup(func() { pc.Close() })
+	s := &udpSink{}
+	go func() {
+		buf := make([]byte, 512)
+		for {
+			_, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			s.mu.Lock()
+			s.seen = append(s.seen, from.(*net.UDPAddr).IP.String())
+			s.mu.Unlock()
+		}
+	}()
+	return s
+}
+
+// got reports whether a datagram from src arrives within a short wait,
+// and forgets what was seen so far.
+func (s *udpSink) got(src string) bool {
+	deadline := time.Now().Add(400 * time.Millisecond)
+	for {
+		s.mu.Lock()
+		ok := slices.Contains(s.seen, src)
+		if ok || time.Now().After(deadline) {
+			s.seen = nil
+			s.mu.Unlock()
+			return ok
+		}
+		s.mu.Unlock()
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// udpSend sends three datagrams from laddr (an address of ns) to raddr.
+func (l *Lab) udpSend(ns, laddr, raddr string) {
+	l.t.Helper()
+	n, err := netns.Open(ns)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	defer n.Close()
+	err = n.Do(func() error {
+		c, err := net.DialUDP("udp4", &net.UDPAddr{IP: net.ParseIP(laddr)}, net.UDPAddrFromAddrPort(netip.MustParseAddrPort(raddr)))
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		for range 3 {
+			c.Write([]byte("spoof?"))
+		}
+		return nil
+	})
+	if err != nil {
+		l.t.Fatalf("send from %s in %s: %v", laddr, ns, err)
+	}
+}
+
+// arpClaim makes ns announce addr as its own (unsolicited ARP), the way
+// an ARP-poisoning guest would: addr is its own for the moment.
+func (l *Lab) arpClaim(ns, addr string) {
+	l.t.Helper()
+	l.must("ip", "-n", ns, "addr", "add", addr+"/32", "dev", "eth0")
+	defer l.must("ip", "-n", ns, "addr", "del", addr+"/32", "dev", "eth0")
+	l.In(ns, "busybox", "arping", "-U", "-c", "2", "-w", "1", "-I", "eth0", "-s", addr, addr)
+}
+
+// TestAntiSpoofing prints the matrix of what bound and unbound guest ports
+// may send, with real frames between guest namespaces: a port bound by
+// attach --ip --mac, a port bound by the lease guestnet serve gave it, and
+// an unbound port as the control (spoofing from it works, so a blocked row
+// is the binding's doing). Then the bindings survive `nft flush ruleset`
+// and a daemon restart.
+func TestAntiSpoofing(t *testing.T) {
+	l := newLab(t)
+	host, _ := natHost(l)
+	spec := l.Spec(dhcpSpec)
+	d := l.Serve_(host, spec)
+
+	gU := l.Guest(host, "default", "gu", "vgu", "10.99.0.40/24", "10.99.0.1")
+	l.must("ip", "-n", gU, "link", "set", "eth0", "address", "02:00:00:00:00:40")
+	gA := l.NS("ga")
+	l.Veth(gA, "eth0", "10.99.0.20/24", host, "vga", "")
+	l.must("ip", "-n", gA, "link", "set", "eth0", "address", "02:00:00:00:00:20")
+	l.Guestnet(host, "attach", "default", "vga", "--ip", "10.99.0.20", "--mac", "02:00:00:00:00:20")
+	gL := l.dhcpGuest(host, "default", "gl", "vgl", "02:00:00:00:00:30")
+	if out, err := l.tryIn(gL, "busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-t", "5", "-s", l.clientScript()); err != nil {
+		t.Fatalf("DHCP from the leased guest: %v\n%s", err, out)
+	}
+	leased := l.addrOf(gL)
+	if leased == "" {
+		t.Fatal("the leased guest has no address")
+	}
+	// Second addresses to spoof from, and neighbours known in advance so
+	// that no ARP is needed for the one-way datagrams.
+	l.must("ip", "-n", gA, "addr", "add", "10.99.0.21/24", "dev", "eth0")
+	l.must("ip", "-n", gL, "addr", "add", "10.99.0.31/24", "dev", "eth0")
+	l.must("ip", "-n", gU, "addr", "add", "10.99.0.41/24", "dev", "eth0")
+	for _, g := range []string{gA, gL} {
+		l.must("ip", "-n", g, "neigh", "replace", "10.99.0.40", "lladdr", "02:00:00:00:00:40", "dev", "eth0")
+	}
+	l.must("ip", "-n", gU, "neigh", "replace", "10.99.0.20", "lladdr", "02:00:00:00:00:20", "dev", "eth0")
+	// The host takes any ARP update at once (no 1 s lock after the last),
+	// so that an ARP claim would poison it if it got through.
+	l.In(host, "sysctl", "-qw", "net.ipv4.neigh.gnat0.locktime=0")
+	toU := l.udpSink(gU, "10.99.0.40:7000")
+	toA := l.udpSink(gA, "10.99.0.20:7000")
+
+	sendU := func(g, src string) bool { l.udpSend(g, src, "10.99.0.40:7000"); return toU.got(src) }
+	rows := []struct {
+		what string
+		want bool
+		got  func() bool
+	}{
+		{"bound (attach): own MAC and address", true, func() bool { return sendU(gA, "10.99.0.20") }},
+		{"bound (attach): spoofed source address", false, func() bool { return sendU(gA, "10.99.0.21") }},
+		{"bound (attach): spoofed source MAC", false, func() bool {
+			l.must("ip", "-n", gA, "link", "set", "eth0", "address", "02:00:00:00:00:21")
+			defer l.must("ip", "-n", gA, "link", "set", "eth0", "address", "02:00:00:00:00:20")
+			return sendU(gA, "10.99.0.20")
+		}},
+		{"bound (attach): ARP claiming a neighbour's address", false, func() bool {
+			l.Ping(host, "10.99.0.40") // the host learns the real owner first
+			l.arpClaim(gA, "10.99.0.40")
+			out := l.In(host, "ip", "neigh", "show", "10.99.0.40", "dev", "gnat0")
+			return strings.Contains(out, "02:00:00:00:00:20")
+		}},
+		{"bound (attach): ping the gateway", true, func() bool { return l.Ping(gA, "10.99.0.1") }},
+		{"bound (lease): own MAC and leased address", true, func() bool { return sendU(gL, leased) }},
+		{"bound (lease): spoofed source address", false, func() bool { return sendU(gL, "10.99.0.31") }},
+		{"bound (lease): DHCP renewal", true, func() bool {
+			_, err := l.tryIn(gL, "busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-t", "5", "-s", l.clientScript())
+			return err == nil && l.addrOf(gL) == leased
+		}},
+		{"unbound (control): any source address", true, func() bool {
+			l.udpSend(gU, "10.99.0.41", "10.99.0.20:7000")
+			return toA.got("10.99.0.41")
+		}},
+		{"unbound (control): ARP claiming a neighbour's address", true, func() bool {
+			l.Ping(host, "10.99.0.20")
+			defer l.must("ip", "-n", host, "neigh", "del", "10.99.0.20", "dev", "gnat0")
+			l.arpClaim(gU, "10.99.0.20")
+			out := l.In(host, "ip", "neigh", "show", "10.99.0.20", "dev", "gnat0")
+			return strings.Contains(out, "02:00:00:00:00:40")
+		}},
+	}
+	var table []string
+	for _, r := range rows {
+		got := r.got()
+		l.expect(r.what, r.want, got)
+		table = append(table, fmt.Sprintf("| %-52s | %-7v | %-7v |", r.what, r.want, got))
+	}
+	t.Logf("\n| guest port sends | allowed | arrived |\n|---|---|---|\n%s", strings.Join(table, "\n"))
+
+	// status names each port's binding, and the unbound one as unrestricted.
+	var st report.Status
+	if err := json.Unmarshal([]byte(l.Guestnet(host, "status", "-o", "json")), &st); err != nil {
+		t.Fatal(err)
+	}
+	byPort := map[string]report.PortGuard{}
+	for _, pg := range st.Networks[0].Guard {
+		byPort[pg.Port] = pg
+	}
+	for port, want := range map[string]string{"vga": "bound attach 10.99.0.20", "vgl": "bound lease " + leased, "vgu": "unrestricted  "} {
+		pg := byPort[port]
+		ips := ""
+		if len(pg.IPs) > 0 {
+			ips = pg.IPs[0].String()
+		}
+		if got := fmt.Sprintf("%s %s %s", pg.State, strings.Join(pg.By, "+"), ips); got != want {
+			t.Errorf("status of %s: got %q, want %q", port, got, want)
+		}
+	}
+	if st.SpoofDropped == 0 {
+		t.Error("status counts no frame dropped as spoofed")
+	}
+	if text := l.Guestnet(host, "status"); !strings.Contains(text, "vgu") || !strings.Contains(text, "UNRESTRICTED") {
+		t.Errorf("status text does not flag the unbound port:\n%s", text)
+	}
+
+	// Drift: the daemon puts the table back, with the leased binding.
+	l.must("ip", "netns", "exec", host, "nft", "flush", "ruleset")
+	waitFor(t, "leased binding back after nft flush ruleset", func() bool {
+		out, _ := l.tryIn(host, "nft", "list", "set", "bridge", "guestnet", "learned")
+		return strings.Contains(out, leased)
+	})
+	// The renewal's hook flushed the second address and the neighbour.
+	l.must("ip", "-n", gL, "addr", "replace", "10.99.0.31/24", "dev", "eth0")
+	l.must("ip", "-n", gL, "neigh", "replace", "10.99.0.40", "lladdr", "02:00:00:00:00:40", "dev", "eth0")
+	l.expect("bound (lease) after flush ruleset: spoofed source address", false, sendU(gL, "10.99.0.31"))
+	l.expect("bound (attach) after flush ruleset: spoofed source address", false, sendU(gA, "10.99.0.21"))
+
+	// Restart: the binding comes from the lease on disk, not from memory.
+	d.Stop()
+	l.must("ip", "netns", "exec", host, "nft", "delete", "table", "bridge", "guestnet")
+	l.Serve_(host, spec)
+	out := l.In(host, "nft", "list", "set", "bridge", "guestnet", "learned")
+	if !strings.Contains(out, leased) || !strings.Contains(out, "02:00:00:00:00:30") {
+		t.Errorf("after a restart the leased port is not bound again:\n%s", out)
+	}
+	l.expect("bound (lease) after restart: spoofed source address", false, sendU(gL, "10.99.0.31"))
+	l.expect("bound (lease) after restart: leased address", true, sendU(gL, leased))
+	if t.Failed() {
+		t.Logf("host:\n%s\nguest:\n%s", l.In(host, "nft", "list", "table", "bridge", "guestnet"), l.In(gL, "ip", "addr"))
+	}
+}

@@ -1,0 +1,202 @@
+package daemon
+
+import (
+	"context"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/guestnet/guestnet/internal/apply"
+	"github.com/guestnet/guestnet/internal/dhcp"
+	"github.com/guestnet/guestnet/internal/model"
+	"github.com/guestnet/guestnet/internal/netns"
+	"github.com/guestnet/guestnet/internal/observe"
+)
+
+// Anti-spoofing of leased ports: when guestnet's DHCP server hands a lease
+// to a MAC, the bridge's forwarding database says which port that MAC
+// sent from, and the daemon binds the port to the MAC and the address (set
+// "learned" of table bridge guestnet). The port is in the lease on disk,
+// so a restart rebuilds the same bindings; a lease that ends, expires or
+// whose port left the bridge loses its binding at the next sync.
+
+// learnEvery is how often bindings of expired leases are swept.
+const learnEvery = 15 * time.Second
+
+// learnView is what the DHCP goroutines need to decide on a binding,
+// refreshed at each sync: guarded networks and the ports bound by attach.
+type learnView struct {
+	guarded  map[string]bool
+	explicit map[string]map[string]model.PortBind // network -> port -> binding
+}
+
+// may reports whether a lease may bind its port: not when attach bound the
+// port to addresses, nor to another MAC.
+func (v *learnView) may(network string, l dhcp.Lease) bool {
+	if v == nil || !v.guarded[network] || l.Port == "" {
+		return false
+	}
+	b, ok := v.explicit[network][l.Port]
+	return !ok || (len(b.IPs) == 0 && (b.MAC == "" || b.MAC == l.MAC))
+}
+
+// leaseBinds are the elements of a lease: its address, and 0.0.0.0 for
+// DHCP and ARP probes from the same MAC.
+func leaseBinds(l dhcp.Lease) []model.Bind {
+	return []model.Bind{{Port: l.Port, MAC: l.MAC, IP: l.IP}, {Port: l.Port, MAC: l.MAC, IP: netip.IPv4Unspecified()}}
+}
+
+// fdb reads the bridges' forwarding databases and port lists.
+type fdb struct {
+	mu sync.Mutex
+	nl *netlink.Handle
+}
+
+func newFDB(ns *netns.NS) (*fdb, error) {
+	nl, err := ns.Netlink()
+	if err != nil {
+		return nil, err
+	}
+	return &fdb{nl: nl}, nil
+}
+
+// port names the port of bridge on which mac was learned, or "".
+// Equivalent to: bridge fdb show br BRIDGE | grep MAC
+func (f *fdb) port(bridge, mac string) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	br, err := f.nl.LinkByName(bridge)
+	if err != nil {
+		return ""
+	}
+	neighs, err := f.nl.NeighList(0, unix.AF_BRIDGE)
+	if err != nil {
+		return ""
+	}
+	for _, n := range neighs {
+		if n.MasterIndex == br.Attrs().Index && n.HardwareAddr.String() == mac && n.State&netlink.NUD_PERMANENT == 0 {
+			if l, err := f.nl.LinkByIndex(n.LinkIndex); err == nil {
+				return l.Attrs().Name
+			}
+		}
+	}
+	return ""
+}
+
+// masters maps every interface with a master to its master's name.
+func (f *fdb) masters() (map[string]string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	links, err := f.nl.LinkList()
+	if err != nil {
+		return nil, err
+	}
+	names := map[int]string{}
+	for _, l := range links {
+		names[l.Attrs().Index] = l.Attrs().Name
+	}
+	out := map[string]string{}
+	for _, l := range links {
+		if m := l.Attrs().MasterIndex; m != 0 {
+			out[l.Attrs().Name] = names[m]
+		}
+	}
+	return out, nil
+}
+
+// learner is one network's dhcp.PortBinder.
+type learner struct {
+	d       *Daemon
+	network string
+	bridge  string
+}
+
+func (l learner) Locate(mac string) string { return l.d.fdb.port(l.bridge, mac) }
+
+// Bound binds the lease's port at once, before the ACK leaves, so the
+// guest's first packets from its new address pass.
+func (l learner) Bound(ls dhcp.Lease) {
+	if !l.d.view.Load().may(l.network, ls) {
+		return
+	}
+	if err := apply.Learn(l.d.Engine.NS, leaseBinds(ls), nil, []string{ls.Port}, nil); err != nil {
+		l.d.Log.Error("anti-spoofing: bind leased port", "network", l.network, "port", ls.Port, "ip", ls.IP, "err", err)
+	}
+	l.d.kickLearn() // a client that moved address leaves a stale binding
+}
+
+func (l learner) Unbound(dhcp.Lease) { l.d.kickLearn() }
+
+func (d *Daemon) kickLearn() {
+	select {
+	case d.learnKick <- struct{}{}:
+	default:
+	}
+}
+
+// learnLoop syncs the learned bindings when a lease ends and every
+// learnEvery, for leases that expired.
+func (d *Daemon) learnLoop(ctx context.Context) {
+	t := time.NewTicker(learnEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-d.learnKick:
+		case <-t.C:
+		}
+		d.mu.Lock()
+		d.syncLearned()
+		d.mu.Unlock()
+	}
+}
+
+// syncLearned makes the learned sets hold exactly the bindings of the
+// current leases. The caller holds d.mu.
+func (d *Daemon) syncLearned() {
+	st, err := d.Engine.State()
+	if err != nil {
+		d.Log.Error("anti-spoofing", "err", err)
+		return
+	}
+	v := &learnView{guarded: map[string]bool{}, explicit: map[string]map[string]model.PortBind{}}
+	bridges := map[string]string{}
+	for _, n := range d.spec.Networks {
+		v.guarded[n.Name] = n.Guarded()
+		v.explicit[n.Name] = st.Networks[n.Name].Binds
+		bridges[n.Name] = n.Bridge
+	}
+	d.view.Store(v)
+	g, err := observe.Guard(d.Engine.NS)
+	if err != nil || !g.On || g.Broken {
+		return // no table (yet): the next repair makes it and syncs again
+	}
+	masters, err := d.fdb.masters()
+	if err != nil {
+		d.Log.Error("anti-spoofing", "err", err)
+		return
+	}
+	now := time.Now()
+	var want []model.Bind
+	for name, s := range d.servers {
+		for _, l := range s.handler.Pool.Leases() {
+			if !l.Declined && l.Expiry.After(now) && masters[l.Port] == bridges[name] && v.may(name, l) {
+				want = append(want, leaseBinds(l)...)
+			}
+		}
+	}
+	want = model.SortBinds(want)
+	add, del := model.Diff(g.Learned, want)
+	addP, delP := model.Diff(g.LearnedPorts, model.Ports(want))
+	if err := apply.Learn(d.Engine.NS, add, del, addP, delP); err != nil {
+		d.Log.Error("anti-spoofing: sync leased ports", "err", err)
+		return
+	}
+	if len(add)+len(del) > 0 {
+		d.Log.Info("anti-spoofing: leased ports", "bindings", len(want), "added", len(add), "removed", len(del))
+	}
+}
