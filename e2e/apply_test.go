@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
@@ -72,7 +73,21 @@ func (l *Lab) snapshot(ns string) string {
 	}
 	b, _ := json.MarshalIndent(h, "", " ")
 	st, _ := os.ReadFile(e.StatePath)
-	return string(b) + "\n" + l.In(ns, "nft", "list", "ruleset") + "\nstate:" + string(st)
+	return string(b) + "\n" + l.rulesetByTable(ns) + "\nstate:" + string(st)
+}
+
+// rulesetByTable lists every table, in name order rather than in the order
+// the tables were made (an undo may make them again in another order).
+func (l *Lab) rulesetByTable(ns string) string {
+	tables := strings.Split(strings.TrimSpace(l.In(ns, "nft", "list", "tables")), "\n")
+	slices.Sort(tables)
+	var b strings.Builder
+	for _, t := range tables {
+		if f := strings.Fields(t); len(f) == 3 {
+			b.WriteString(l.In(ns, "nft", "list", "table", f[1], f[2]))
+		}
+	}
+	return b.String()
 }
 
 func diffLines(a, b string) string {

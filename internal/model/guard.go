@@ -22,8 +22,8 @@ type Guard struct {
 	// Observed only, never compared:
 	LearnedPorts []string `json:"learned_ports,omitempty"`
 	Learned      []Bind   `json:"learned,omitempty"` // elements of set "learned"
-	Broken  bool   `json:"broken,omitempty"`  // the table is not what guestnet wrote
-	Dropped uint64 `json:"dropped,omitempty"` // frames dropped as spoofed
+	Broken       bool     `json:"broken,omitempty"`  // the table is not what guestnet wrote
+	Dropped      uint64   `json:"dropped,omitempty"` // frames dropped as spoofed
 }
 
 // The sets of the guard table.
@@ -89,7 +89,8 @@ func Ports(bs []Bind) []string {
 // GuardRules are the rules of the guard table, as nft prints them (the ARP
 // and IPv4 rules imply their ether type): base chain prerouting sends
 // frames of bound ports to chain check, which accepts ARP and IPv4 only
-// from a bound port . MAC . address and counts and drops the rest.
+// from a bound port . MAC . address, DHCP requests from any MAC on a port
+// bound only by leases, and counts and drops the rest.
 var GuardRules = map[string][]string{
 	"prerouting": {
 		"iifname @" + GuardPorts + " jump check",
@@ -100,6 +101,7 @@ var GuardRules = map[string][]string{
 		"arp htype 1 arp ptype ip arp hlen 6 arp plen 4 iifname . ether saddr . arp saddr ip @" + GuardLearned + " iifname . arp saddr ether . arp saddr ip @" + GuardLearned + " accept",
 		"iifname . ether saddr . ip saddr @" + GuardBound + " accept",
 		"iifname . ether saddr . ip saddr @" + GuardLearned + " accept",
+		"iifname @" + GuardLearnedPorts + " ip saddr 0.0.0.0 udp sport 68 udp dport 67 accept",
 		"counter packets 0 bytes 0 drop",
 	},
 }

@@ -111,11 +111,27 @@ func GuardChains() map[string][][]expr.Any {
 		out := append(etherType(unix.ETH_P_IP), lookup(set, expr.PayloadBaseLLHeader, 6, offSaddr)...)
 		return append(out, &expr.Verdict{Kind: expr.VerdictAccept})
 	}
+	// A port bound only by leases lets any MAC ask for a lease (a guest
+	// that changed its MAC, nested guests); what it gets is bound in turn.
+	dhcp := append([]expr.Any{
+		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+		&expr.Lookup{SourceRegister: 1, SetName: model.GuardLearnedPorts},
+	}, etherType(unix.ETH_P_IP)...)
+	dhcp = append(dhcp,
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: offSaddr, Len: 4},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0, 0, 0, 0}},
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_UDP}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0, 68}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0, 67}},
+		&expr.Verdict{Kind: expr.VerdictAccept})
 	return map[string][][]expr.Any{
 		"prerouting": {jump(model.GuardPorts), jump(model.GuardLearnedPorts)},
 		"check": {
 			arp(model.GuardBound), arp(model.GuardLearned),
-			ipv4(model.GuardBound), ipv4(model.GuardLearned),
+			ipv4(model.GuardBound), ipv4(model.GuardLearned), dhcp,
 			{&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop}},
 		},
 	}
