@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"errors"
+	"net/netip"
 	"os"
 	"slices"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"github.com/guestnet/guestnet/internal/nft"
 	"github.com/guestnet/guestnet/internal/plan"
 	"github.com/guestnet/guestnet/internal/spec"
+	"github.com/guestnet/guestnet/internal/state"
 )
 
 // allModesHost is a host with a pretend-internet uplink (up0) and a LAN NIC
@@ -138,6 +140,16 @@ func TestReapplyIsNoopAndDestroyLeavesNoTrace(t *testing.T) {
 	if got := l.In(host, "nft", "list", "table", "inet", "guestnet"); got != rs.String() {
 		t.Errorf("nft list table differs from the rendered ruleset:\n%s", diffLines(rs.String(), got))
 	}
+	// So is its anti-spoofing table, with a port bound.
+	l.must("ip", "-n", host, "tuntap", "add", "dev", "tap9", "mode", "tap")
+	l.Guestnet(host, "attach", "default", "tap9", "--ip", "10.99.0.9", "--mac", "52:54:00:00:00:09")
+	g := plan.WantGuard(s.Models(), map[string]state.Net{"default": {Ports: []string{"tap9"},
+		Binds: map[string]model.PortBind{"tap9": {IPs: []netip.Addr{netip.MustParseAddr("10.99.0.9")}, MAC: "52:54:00:00:00:09"}}}})
+	if got := l.In(host, "nft", "list", "table", "bridge", "guestnet"); got != g.String() {
+		t.Errorf("nft list table bridge differs from the rendered guard:\n%s", diffLines(g.String(), got))
+	}
+	l.Guestnet(host, "detach", "default", "tap9")
+	l.must("ip", "-n", host, "link", "del", "tap9")
 	l.Guestnet(host, "destroy", spec)
 	if after := l.snapshot(host); after != before+"{}\n" && after != before {
 		t.Errorf("destroy left a trace:\n%s", diffLines(before, after))
