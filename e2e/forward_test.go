@@ -32,8 +32,9 @@ func (l *Lab) dialFrom(ns, laddr, raddr string) (string, error) {
 	return strings.TrimSpace(string(buf[:k])), err
 }
 
-// udpEcho answers each datagram on addr inside ns with its own payload.
-func (l *Lab) udpEcho(ns, addr string) {
+// listenUDP opens a UDP socket on addr inside ns, closed when the test ends.
+func (l *Lab) listenUDP(ns, addr string) net.PacketConn {
+	l.t.Helper()
 	n, err := netns.Open(ns)
 	if err != nil {
 		l.t.Fatal(err)
@@ -44,6 +45,12 @@ func (l *Lab) udpEcho(ns, addr string) {
 		l.t.Fatal(err)
 	}
 	l.t.Cleanup(func() { pc.Close() })
+	return pc
+}
+
+// udpEcho answers each datagram on addr inside ns with its own payload.
+func (l *Lab) udpEcho(ns, addr string) {
+	pc := l.listenUDP(ns, addr)
 	go func() {
 		buf := make([]byte, 512)
 		for {
@@ -243,11 +250,7 @@ func TestGuestToHost(t *testing.T) {
 	}
 	l.Serve(host, "10.99.0.1:22")
 	l.Serve(host, "198.51.100.1:8022")
-	rows := []struct {
-		what string
-		want bool
-		got  func() bool
-	}{
+	l.matrix("guest -> host | allowed | reached", []check{
 		{"DHCP lease from the host", true, func() bool { return l.addrOf(g) != "" }},
 		{"DNS on the gateway (vm1.lab.internal)", true, func() bool {
 			out, _ := l.tryIn(g, "busybox", "nslookup", "vm1.lab.internal", "10.99.0.1")
@@ -256,14 +259,7 @@ func TestGuestToHost(t *testing.T) {
 		{"ping the gateway", true, func() bool { return l.Ping(g, "10.99.0.1") }},
 		{"tcp host:22 on the gateway address", false, func() bool { _, err := l.dialQuick(g, "10.99.0.1:22"); return err == nil }},
 		{"tcp host:8022 on its uplink address", false, func() bool { _, err := l.dialQuick(g, "198.51.100.1:8022"); return err == nil }},
-	}
-	var table []string
-	for _, r := range rows {
-		got := r.got()
-		l.expect(r.what, r.want, got)
-		table = append(table, fmt.Sprintf("| %-40s | %-7v | %-7v |", r.what, r.want, got))
-	}
-	t.Logf("\n| guest -> host | allowed | reached |\n|---|---|---|\n%s", strings.Join(table, "\n"))
+	})
 
 	// The spec switch opens the host to its guests.
 	os.WriteFile(spec, []byte(dhcpSpec+"    dns: {domain: lab.internal}\n    guest_to_host: all\n"), 0o644)

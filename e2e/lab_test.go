@@ -228,6 +228,27 @@ func (l *Lab) expect(what string, want, got bool) {
 	l.t.Logf("ok  %-50s %s", what, verdict[got])
 }
 
+// check is one row of a matrix: what is tried, whether it should work, and
+// the attempt.
+type check struct {
+	what string
+	want bool
+	got  func() bool
+}
+
+// matrix runs the checks, fails the test on each one that differs, and
+// prints them as a table under header ("A | B | C").
+func (l *Lab) matrix(header string, rows []check) {
+	l.t.Helper()
+	var table []string
+	for _, r := range rows {
+		got := r.got()
+		l.expect(r.what, r.want, got)
+		table = append(table, fmt.Sprintf("| %-55s | %-7v | %-7v |", r.what, r.want, got))
+	}
+	l.t.Logf("\n| %s |\n|---|---|---|\n%s", header, strings.Join(table, "\n"))
+}
+
 // dialQuick only connects (and closes), with a short timeout, for polling
 // and for servers that do not speak first.
 func (l *Lab) dialQuick(ns, addrport string) (string, error) {

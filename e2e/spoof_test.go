@@ -22,17 +22,7 @@ type udpSink struct {
 }
 
 func (l *Lab) udpSink(ns, addr string) *udpSink {
-	l.t.Helper()
-	n, err := netns.Open(ns)
-	if err != nil {
-		l.t.Fatal(err)
-	}
-	defer n.Close()
-	var pc net.PacketConn
-	if err := n.Do(func() (err error) { pc, err = net.ListenPacket("udp4", addr); return }); err != nil {
-		l.t.Fatal(err)
-	}
-	l.t.Cleanup(func() { pc.Close() })
+	pc := l.listenUDP(ns, addr)
 	s := &udpSink{}
 	go func() {
 		buf := make([]byte, 512)
@@ -141,11 +131,7 @@ func TestAntiSpoofing(t *testing.T) {
 	toA := l.udpSink(gA, "10.99.0.20:7000")
 
 	sendU := func(g, src string) bool { l.udpSend(g, src, "10.99.0.40:7000"); return toU.got(src) }
-	rows := []struct {
-		what string
-		want bool
-		got  func() bool
-	}{
+	l.matrix("guest port sends | allowed | arrived", []check{
 		{"bound (attach): own MAC and address", true, func() bool { return sendU(gA, "10.99.0.20") }},
 		{"bound (attach): spoofed source address", false, func() bool { return sendU(gA, "10.99.0.21") }},
 		{"bound (attach): spoofed source MAC", false, func() bool {
@@ -177,14 +163,7 @@ func TestAntiSpoofing(t *testing.T) {
 			out := l.In(host, "ip", "neigh", "show", "10.99.0.20", "dev", "gnat0")
 			return strings.Contains(out, "02:00:00:00:00:40")
 		}},
-	}
-	var table []string
-	for _, r := range rows {
-		got := r.got()
-		l.expect(r.what, r.want, got)
-		table = append(table, fmt.Sprintf("| %-52s | %-7v | %-7v |", r.what, r.want, got))
-	}
-	t.Logf("\n| guest port sends | allowed | arrived |\n|---|---|---|\n%s", strings.Join(table, "\n"))
+	})
 
 	// status names each port's binding, and the unbound one as unrestricted.
 	var st report.Status

@@ -2,9 +2,12 @@ package e2e
 
 import (
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/guestnet/guestnet/internal/report"
 )
 
 // Scenarios with real QEMU guests. `make vm` runs only these.
@@ -20,11 +23,14 @@ func TestVMNATWithServe(t *testing.T) {
 	host, inet := natHost(l)
 	l.Serve(inet, "203.0.113.10:8080")
 	l.Serve_(host, l.Spec(vmNATSpec))
+	spoof := map[string]string{"alpha": "10.99.0.221", "bravo": "10.99.0.222"}
 	guest := func(me, other string) string {
 		return `dhcp ` + me + `
 check "resolves ` + other + `.lab.internal" retry 30 nslookup ` + other + `.lab.internal
 check "pings ` + other + `" retry 10 ping -c1 -W1 ` + other + `.lab.internal
 check "reaches the internet (tcp)" retry 5 sh -c 'nc -w 3 203.0.113.10 8080 </dev/null | grep -q 198.51.100.1'
+check "a spoofed source is dropped" sh -c 'ip addr add ` + spoof[me] + `/32 dev eth0; ping -c2 -W1 -I ` + spoof[me] + ` 10.99.0.1; r=$?; ip addr del ` + spoof[me] + `/32 dev eth0; [ $r -ne 0 ]'
+check "its own source still passes" ping -c1 -W1 10.99.0.1
 httpd -p 8080 -h /www
 echo GN-READY
 sleep 10
@@ -42,8 +48,22 @@ sleep 10
 	l.must("ip", "-n", inet, "route", "add", "10.99.0.0/24", "via", "198.51.100.1")
 	_, err := l.dialQuick(inet, la[1]+":8080")
 	l.expect("internet -> guest alpha's httpd", false, err == nil)
-	expectResults(t, a, vmTimeout, "resolves bravo.lab.internal", "pings bravo", "reaches the internet (tcp)")
-	expectResults(t, b, vmTimeout, "resolves alpha.lab.internal", "pings alpha", "reaches the internet (tcp)")
+	expectResults(t, a, vmTimeout, "resolves bravo.lab.internal", "pings bravo", "reaches the internet (tcp)", "a spoofed source is dropped", "its own source still passes")
+	expectResults(t, b, vmTimeout, "resolves alpha.lab.internal", "pings alpha", "reaches the internet (tcp)", "a spoofed source is dropped", "its own source still passes")
+	// Both TAPs are bound by their leases, and the spoofed frames were counted.
+	var st report.Status
+	if err := json.Unmarshal([]byte(l.Guestnet(host, "status", "-o", "json")), &st); err != nil {
+		t.Fatal(err)
+	}
+	var bound []string
+	for _, pg := range st.Networks[0].Guard {
+		if pg.State == "bound" && len(pg.IPs) == 1 {
+			bound = append(bound, pg.IPs[0].String())
+		}
+	}
+	if !slices.Contains(bound, la[1]) || !slices.Contains(bound, lb[1]) || st.SpoofDropped == 0 {
+		t.Errorf("status: ports bound to %v (want %s and %s by lease), %d frames dropped as spoofed", bound, la[1], lb[1], st.SpoofDropped)
+	}
 }
 
 func TestVMIsolated(t *testing.T) {

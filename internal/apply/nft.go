@@ -170,7 +170,7 @@ func forwardElements(fs []model.Forward) []nftables.SetElement {
 // one added, whatever the size of the map.
 // Equivalent to: nft delete element inet guestnet forwards { ... }; nft add element ...
 func (k *Linux) updateForwards(old, cur []model.Forward) error {
-	del, add := diffForwards(old, cur)
+	add, del := model.Diff(old, cur)
 	c, err := k.ns.Nft(1<<20 + (len(del)+len(add))<<9)
 	if err != nil {
 		return err
@@ -192,27 +192,6 @@ func (k *Linux) updateForwards(old, cur []model.Forward) error {
 		return fmt.Errorf("nft update map %s: %w", model.ForwardsMap, err)
 	}
 	return nil
-}
-
-// diffForwards returns the elements to delete and to add.
-func diffForwards(old, cur []model.Forward) (del, add []model.Forward) {
-	want := map[model.Forward]bool{}
-	for _, f := range cur {
-		want[f] = true
-	}
-	have := map[model.Forward]bool{}
-	for _, f := range old {
-		have[f] = true
-		if !want[f] {
-			del = append(del, f)
-		}
-	}
-	for _, f := range cur {
-		if !have[f] {
-			add = append(add, f)
-		}
-	}
-	return del, add
 }
 
 // elementsPerMessage keeps each element message under netlink's 64 KiB

@@ -180,16 +180,11 @@ func (d *Daemon) syncLearned() {
 		d.Log.Error("anti-spoofing", "err", err)
 		return
 	}
-	now := time.Now()
-	var want []model.Bind
+	leases := map[string][]dhcp.Lease{}
 	for name, s := range d.servers {
-		for _, l := range s.handler.Pool.Leases() {
-			if !l.Declined && l.Expiry.After(now) && masters[l.Port] == bridges[name] && v.may(name, l) {
-				want = append(want, leaseBinds(l)...)
-			}
-		}
+		leases[name] = s.handler.Pool.Leases()
 	}
-	want = model.SortBinds(want)
+	want := learnedWant(leases, bridges, masters, v, time.Now())
 	add, del := model.Diff(g.Learned, want)
 	addP, delP := model.Diff(g.LearnedPorts, model.Ports(want))
 	if err := apply.Learn(d.Engine.NS, add, del, addP, delP); err != nil {
@@ -199,4 +194,19 @@ func (d *Daemon) syncLearned() {
 	if len(add)+len(del) > 0 {
 		d.Log.Info("anti-spoofing: leased ports", "bindings", len(want), "added", len(add), "removed", len(del))
 	}
+}
+
+// learnedWant are the bindings of the leases that still hold: not declined
+// nor expired, their port still in their network's bridge, and not
+// overruled by attach.
+func learnedWant(leases map[string][]dhcp.Lease, bridges, masters map[string]string, v *learnView, now time.Time) []model.Bind {
+	var want []model.Bind
+	for name, ls := range leases {
+		for _, l := range ls {
+			if !l.Declined && l.Expiry.After(now) && masters[l.Port] == bridges[name] && v.may(name, l) {
+				want = append(want, leaseBinds(l)...)
+			}
+		}
+	}
+	return model.SortBinds(want)
 }

@@ -1,0 +1,53 @@
+package daemon
+
+import (
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/guestnet/guestnet/internal/dhcp"
+	"github.com/guestnet/guestnet/internal/model"
+)
+
+// TestLearnedWant: which leases bind their port.
+func TestLearnedWant(t *testing.T) {
+	now := time.Unix(1e9, 0)
+	lease := func(mac, ip, port string, expiry time.Time) dhcp.Lease {
+		return dhcp.Lease{MAC: mac, IP: netip.MustParseAddr(ip), Port: port, Expiry: expiry}
+	}
+	later := now.Add(time.Hour)
+	leases := map[string][]dhcp.Lease{
+		"default": {
+			lease("02:00:00:00:00:01", "10.99.0.101", "tap1", later),                 // binds
+			lease("02:00:00:00:00:02", "10.99.0.102", "tap2", now.Add(-time.Second)), // expired
+			lease("02:00:00:00:00:03", "10.99.0.103", "", later),                     // port unknown
+			lease("02:00:00:00:00:04", "10.99.0.104", "tap4", later),                 // port moved to another bridge
+			lease("02:00:00:00:00:05", "10.99.0.105", "tap5", later),                 // attach bound tap5 to addresses
+			lease("02:00:00:00:00:06", "10.99.0.106", "tap6", later),                 // attach bound tap6 to this MAC
+			lease("02:00:00:00:00:07", "10.99.0.107", "tap7", later),                 // attach bound tap7 to another MAC
+			{MAC: "02:00:00:00:00:08", IP: netip.MustParseAddr("10.99.0.108"), Port: "tap8", Expiry: later, Declined: true},
+		},
+		"free": {lease("02:00:00:00:00:09", "10.99.1.109", "tap9", later)}, // network without anti-spoofing
+	}
+	bridges := map[string]string{"default": "gnat0", "free": "gfree0"}
+	masters := map[string]string{"tap1": "gnat0", "tap2": "gnat0", "tap4": "other0", "tap5": "gnat0",
+		"tap6": "gnat0", "tap7": "gnat0", "tap8": "gnat0", "tap9": "gfree0"}
+	v := &learnView{guarded: map[string]bool{"default": true}, explicit: map[string]map[string]model.PortBind{"default": {
+		"tap5": {IPs: []netip.Addr{netip.MustParseAddr("10.99.0.55")}},
+		"tap6": {MAC: "02:00:00:00:00:06"},
+		"tap7": {MAC: "02:00:00:00:00:77"},
+	}}}
+	got := learnedWant(leases, bridges, masters, v, now)
+	zero := netip.IPv4Unspecified()
+	want := []model.Bind{
+		{Port: "tap1", MAC: "02:00:00:00:00:01", IP: zero}, {Port: "tap1", MAC: "02:00:00:00:00:01", IP: netip.MustParseAddr("10.99.0.101")},
+		{Port: "tap6", MAC: "02:00:00:00:00:06", IP: zero}, {Port: "tap6", MAC: "02:00:00:00:00:06", IP: netip.MustParseAddr("10.99.0.106")},
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("got  %v\nwant %v", got, want)
+	}
+	if (*learnView)(nil).may("default", leases["default"][0]) {
+		t.Error("a lease bound its port before the daemon knew the spec")
+	}
+}
