@@ -45,12 +45,9 @@ sleep 10
 	}
 	t.Logf("guests got %s and %s from guestnet's DHCP", la[1], lb[1])
 	a.WaitFor(t, "GN-READY", vmTimeout)
-	l.must("ip", "-n", inet, "route", "add", "10.99.0.0/24", "via", "198.51.100.1")
-	_, err := l.dialQuick(inet, la[1]+":8080")
-	l.expect("internet -> guest alpha's httpd", false, err == nil)
-	expectResults(t, a, vmTimeout, "resolves bravo.lab.internal", "pings bravo", "reaches the internet (tcp)", "a spoofed source is dropped", "its own source still passes")
-	expectResults(t, b, vmTimeout, "resolves alpha.lab.internal", "pings alpha", "reaches the internet (tcp)", "a spoofed source is dropped", "its own source still passes")
-	// Both TAPs are bound by their leases, and the spoofed frames were counted.
+	b.WaitFor(t, "GN-READY", vmTimeout)
+	// While the guests run, both TAPs are bound by their leases, and their
+	// spoofed frames (sent before GN-READY) were counted.
 	var st report.Status
 	if err := json.Unmarshal([]byte(l.Guestnet(host, "status", "-o", "json")), &st); err != nil {
 		t.Fatal(err)
@@ -62,8 +59,13 @@ sleep 10
 		}
 	}
 	if !slices.Contains(bound, la[1]) || !slices.Contains(bound, lb[1]) || st.SpoofDropped == 0 {
-		t.Errorf("status: ports bound to %v (want %s and %s by lease), %d frames dropped as spoofed", bound, la[1], lb[1], st.SpoofDropped)
+		t.Errorf("status: ports bound to %v (want %s and %s by lease), %d frames dropped as spoofed\n%s", bound, la[1], lb[1], st.SpoofDropped, l.Guestnet(host, "status"))
 	}
+	l.must("ip", "-n", inet, "route", "add", "10.99.0.0/24", "via", "198.51.100.1")
+	_, err := l.dialQuick(inet, la[1]+":8080")
+	l.expect("internet -> guest alpha's httpd", false, err == nil)
+	expectResults(t, a, vmTimeout, "resolves bravo.lab.internal", "pings bravo", "reaches the internet (tcp)", "a spoofed source is dropped", "its own source still passes")
+	expectResults(t, b, vmTimeout, "resolves alpha.lab.internal", "pings alpha", "reaches the internet (tcp)", "a spoofed source is dropped", "its own source still passes")
 }
 
 func TestVMIsolated(t *testing.T) {

@@ -149,7 +149,7 @@ func (h *Handler) request(req *dhcpv4.DHCPv4, mac string) *dhcpv4.DHCPv4 {
 		h.Ports.Bound(l) // the port may send from its address once the ACK arrives
 	}
 	h.Stats.Ack.Add(1)
-	h.Log.Debug("dhcp ack", "mac", mac, "ip", a, "hostname", l.Hostname)
+	h.Log.Debug("dhcp ack", "mac", mac, "ip", a, "hostname", l.Hostname, "port", l.Port)
 	return h.reply(req, dhcpv4.MessageTypeAck, a, true)
 }
 
