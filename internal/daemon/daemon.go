@@ -75,6 +75,11 @@ func (d *Daemon) Run(ctx context.Context, ready func()) error {
 		st.Close()
 		return err
 	}
+	go func() { // before DHCP starts, so that its first clients are located
+		if err := d.fdb.watch(ctx, d.Engine.NS); err != nil {
+			d.Log.Error("anti-spoofing: watching the bridges' forwarding databases", "err", err)
+		}
+	}()
 	defer d.shutdown()
 	if err := d.Reload(); err != nil {
 		return err

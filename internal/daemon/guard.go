@@ -3,16 +3,11 @@ package daemon
 import (
 	"context"
 	"net/netip"
-	"sync"
 	"time"
-
-	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 
 	"github.com/guestnet/guestnet/internal/apply"
 	"github.com/guestnet/guestnet/internal/dhcp"
 	"github.com/guestnet/guestnet/internal/model"
-	"github.com/guestnet/guestnet/internal/netns"
 	"github.com/guestnet/guestnet/internal/observe"
 )
 
@@ -47,64 +42,6 @@ func (v *learnView) may(network string, l dhcp.Lease) bool {
 // DHCP and ARP probes from the same MAC.
 func leaseBinds(l dhcp.Lease) []model.Bind {
 	return []model.Bind{{Port: l.Port, MAC: l.MAC, IP: l.IP}, {Port: l.Port, MAC: l.MAC, IP: netip.IPv4Unspecified()}}
-}
-
-// fdb reads the bridges' forwarding databases and port lists.
-type fdb struct {
-	mu sync.Mutex
-	nl *netlink.Handle
-}
-
-func newFDB(ns *netns.NS) (*fdb, error) {
-	nl, err := ns.Netlink()
-	if err != nil {
-		return nil, err
-	}
-	return &fdb{nl: nl}, nil
-}
-
-// port names the port of bridge on which mac was learned, or "".
-// Equivalent to: bridge fdb show br BRIDGE | grep MAC
-func (f *fdb) port(bridge, mac string) string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	br, err := f.nl.LinkByName(bridge)
-	if err != nil {
-		return ""
-	}
-	neighs, err := f.nl.NeighList(0, unix.AF_BRIDGE)
-	if err != nil {
-		return ""
-	}
-	for _, n := range neighs {
-		if n.MasterIndex == br.Attrs().Index && n.HardwareAddr.String() == mac && n.State&netlink.NUD_PERMANENT == 0 {
-			if l, err := f.nl.LinkByIndex(n.LinkIndex); err == nil {
-				return l.Attrs().Name
-			}
-		}
-	}
-	return ""
-}
-
-// masters maps every interface with a master to its master's name.
-func (f *fdb) masters() (map[string]string, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	links, err := f.nl.LinkList()
-	if err != nil {
-		return nil, err
-	}
-	names := map[int]string{}
-	for _, l := range links {
-		names[l.Attrs().Index] = l.Attrs().Name
-	}
-	out := map[string]string{}
-	for _, l := range links {
-		if m := l.Attrs().MasterIndex; m != 0 {
-			out[l.Attrs().Name] = names[m]
-		}
-	}
-	return out, nil
 }
 
 // learner is one network's dhcp.PortBinder.

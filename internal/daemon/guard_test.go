@@ -1,10 +1,14 @@
 package daemon
 
 import (
+	"net"
 	"net/netip"
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/guestnet/guestnet/internal/dhcp"
 	"github.com/guestnet/guestnet/internal/model"
@@ -49,5 +53,31 @@ func TestLearnedWant(t *testing.T) {
 	}
 	if (*learnView)(nil).may("default", leases["default"][0]) {
 		t.Error("a lease bound its port before the daemon knew the spec")
+	}
+}
+
+// TestFDBUpdates: learned entries are kept by MAC, moves follow the MAC,
+// deletions of an entry already moved elsewhere are ignored, and the
+// bridge's own (permanent) entries and other families are not entries.
+func TestFDBUpdates(t *testing.T) {
+	f := &fdb{where: map[string]fdbEntry{}}
+	hw, _ := net.ParseMAC("52:54:00:00:00:01")
+	up := func(typ uint16, state, master, port int, family int) {
+		f.update(netlink.NeighUpdate{Type: typ, Neigh: netlink.Neigh{Family: family, State: state, MasterIndex: master, LinkIndex: port, HardwareAddr: hw}})
+	}
+	up(unix.RTM_NEWNEIGH, netlink.NUD_PERMANENT, 5, 5, unix.AF_BRIDGE) // the bridge's own address
+	up(unix.RTM_NEWNEIGH, netlink.NUD_REACHABLE, 0, 7, unix.AF_INET)   // an ARP entry
+	if len(f.where) != 0 {
+		t.Fatalf("took a non-entry: %v", f.where)
+	}
+	up(unix.RTM_NEWNEIGH, netlink.NUD_REACHABLE, 5, 7, unix.AF_BRIDGE)
+	up(unix.RTM_NEWNEIGH, netlink.NUD_REACHABLE, 5, 8, unix.AF_BRIDGE) // the guest moved to port 8
+	up(unix.RTM_DELNEIGH, netlink.NUD_REACHABLE, 5, 7, unix.AF_BRIDGE) // late removal of the old entry
+	if got := f.where[hw.String()]; got != (fdbEntry{bridge: 5, port: 8}) {
+		t.Fatalf("after a move: %v", got)
+	}
+	up(unix.RTM_DELNEIGH, netlink.NUD_STALE, 5, 8, unix.AF_BRIDGE) // aged out
+	if _, ok := f.where[hw.String()]; ok {
+		t.Fatal("an aged-out entry is still there")
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	mnl "github.com/mdlayher/netlink"
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -67,3 +68,39 @@ func (n *NS) Watch(ctx context.Context, changed func()) error {
 }
 
 func isNoBufs(err error) bool { return errors.Is(err, unix.ENOBUFS) }
+
+// WatchNeigh calls fn with every neighbour and bridge forwarding-database
+// entry, first those that exist, then each change, until ctx ends.
+// Equivalent to: bridge fdb show; bridge monitor fdb
+func (n *NS) WatchNeigh(ctx context.Context, fn func(netlink.NeighUpdate)) error {
+	ch := make(chan netlink.NeighUpdate, 256)
+	errc := make(chan error, 1)
+	h := n.handle
+	err := netlink.NeighSubscribeWithOptions(ch, ctx.Done(), netlink.NeighSubscribeOptions{
+		Namespace: &h, ListExisting: true,
+		ErrorCallback: func(err error) {
+			if !isNoBufs(err) {
+				select {
+				case errc <- err:
+				default:
+				}
+			}
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("watch neighbours: %w", err)
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-errc:
+			return fmt.Errorf("watch neighbours: %w", err)
+		case u, ok := <-ch:
+			if !ok {
+				return nil
+			}
+			fn(u)
+		}
+	}
+}

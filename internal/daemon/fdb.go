@@ -1,0 +1,95 @@
+package daemon
+
+import (
+	"context"
+	"sync"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/guestnet/guestnet/internal/netns"
+)
+
+// fdb knows on which bridge port each MAC was last learned, from the
+// kernel's forwarding-database notifications, so that naming a DHCP
+// client's port costs a map lookup, not a netlink dump per request.
+type fdb struct {
+	mu    sync.RWMutex
+	where map[string]fdbEntry // by MAC
+
+	nlmu sync.Mutex
+	nl   *netlink.Handle
+}
+
+type fdbEntry struct{ bridge, port int }
+
+func newFDB(ns *netns.NS) (*fdb, error) {
+	nl, err := ns.Netlink()
+	if err != nil {
+		return nil, err
+	}
+	return &fdb{nl: nl, where: map[string]fdbEntry{}}, nil
+}
+
+// watch keeps the table until ctx ends.
+func (f *fdb) watch(ctx context.Context, ns *netns.NS) error {
+	return ns.WatchNeigh(ctx, f.update)
+}
+
+func (f *fdb) update(u netlink.NeighUpdate) {
+	if u.Family != unix.AF_BRIDGE || u.MasterIndex == 0 || u.State&netlink.NUD_PERMANENT != 0 || len(u.HardwareAddr) != 6 {
+		return // not a learned entry of a bridge port
+	}
+	mac := u.HardwareAddr.String()
+	e := fdbEntry{bridge: u.MasterIndex, port: u.LinkIndex}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch {
+	case u.Type != unix.RTM_DELNEIGH:
+		f.where[mac] = e
+	case f.where[mac] == e:
+		delete(f.where, mac)
+	}
+}
+
+// port names the port of bridge on which mac was learned, or "".
+func (f *fdb) port(bridge, mac string) string {
+	f.mu.RLock()
+	e, ok := f.where[mac]
+	f.mu.RUnlock()
+	if !ok {
+		return ""
+	}
+	f.nlmu.Lock()
+	defer f.nlmu.Unlock()
+	br, err := f.nl.LinkByIndex(e.bridge)
+	if err != nil || br.Attrs().Name != bridge {
+		return ""
+	}
+	p, err := f.nl.LinkByIndex(e.port)
+	if err != nil {
+		return ""
+	}
+	return p.Attrs().Name
+}
+
+// masters maps every interface with a master to its master's name.
+func (f *fdb) masters() (map[string]string, error) {
+	f.nlmu.Lock()
+	defer f.nlmu.Unlock()
+	links, err := f.nl.LinkList()
+	if err != nil {
+		return nil, err
+	}
+	names := map[int]string{}
+	for _, l := range links {
+		names[l.Attrs().Index] = l.Attrs().Name
+	}
+	out := map[string]string{}
+	for _, l := range links {
+		if m := l.Attrs().MasterIndex; m != 0 {
+			out[l.Attrs().Name] = names[m]
+		}
+	}
+	return out, nil
+}
