@@ -121,6 +121,11 @@ func applyCmd(g *globals) *cobra.Command {
 				return err
 			}
 			defer e.Close()
+			unlock, err := e.Lock()
+			if err != nil {
+				return err
+			}
+			defer unlock()
 			p, err := e.Plan(s)
 			if err != nil {
 				return err
@@ -153,6 +158,11 @@ func destroyCmd(g *globals) *cobra.Command {
 				return err
 			}
 			defer e.Close()
+			unlock, err := e.Lock()
+			if err != nil {
+				return err
+			}
+			defer unlock()
 			p, unknown, err := e.PlanDestroy(names)
 			if err != nil {
 				return err

@@ -149,6 +149,12 @@ func (d *Daemon) repair() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	start := time.Now()
+	unlock, err := d.Engine.Lock()
+	if err != nil {
+		d.Log.Error("drift check", "err", err)
+		return
+	}
+	defer unlock()
 	p, err := d.Engine.Plan(d.spec)
 	if err != nil {
 		d.Log.Error("drift check", "err", err)
@@ -179,6 +185,11 @@ func (d *Daemon) Reload() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	start := time.Now()
+	unlock, err := d.Engine.Lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	p, err := d.Engine.Plan(s)
 	if err != nil {
 		return err

@@ -89,6 +89,10 @@ func (e *Engine) diff(st state.State, check func(model.Host) error, want func() 
 
 func isNft(a plan.Action) bool { return a.Op == plan.OpNft || a.Op == plan.OpNftElements }
 
+// Lock serialises read-plan-write of this namespace's state between
+// processes (the CLI and the daemon). Hold it from Plan to Apply.
+func (e *Engine) Lock() (unlock func(), err error) { return state.Lock(e.StatePath) }
+
 // State reads the state file.
 func (e *Engine) State() (state.State, error) { return state.Load(e.StatePath) }
 
@@ -187,6 +191,11 @@ func (e *Engine) Network(name string) (model.Network, error) {
 // Attach puts iface into a network's bridge, and binds it to addresses
 // when o.Bind says so.
 func (e *Engine) Attach(network, iface string, o plan.AttachOptions) ([]plan.Action, error) {
+	unlock, err := e.Lock()
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	n, err := e.Network(network)
 	if err != nil {
 		return nil, err
@@ -247,6 +256,11 @@ func (e *Engine) recordPort(network, iface string, add bool, bind *model.PortBin
 
 // Detach takes iface out of a network's bridge.
 func (e *Engine) Detach(network, iface string) ([]plan.Action, error) {
+	unlock, err := e.Lock()
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	n, err := e.Network(network)
 	if err != nil {
 		return nil, err

@@ -15,6 +15,8 @@ import (
 	"slices"
 	"strings"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/guestnet/guestnet/internal/model"
 )
 
@@ -137,4 +139,23 @@ func Save(path string, s State) error {
 
 func sortNetworks(ns []model.Network) {
 	slices.SortFunc(ns, func(a, b model.Network) int { return strings.Compare(a.Name, b.Name) })
+}
+
+// Lock takes an exclusive lock on the state of path (a file beside it), so
+// that the CLI and the daemon never interleave a read-plan-write of it:
+// an attach that lands while the daemon repairs drift is kept, not
+// overwritten. It waits for the holder; unlock releases it.
+func Lock(path string) (unlock func(), err error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("lock state: %w", err)
+	}
+	f, err := os.OpenFile(path+".lock", os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock state: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock state %s: %w", path, err)
+	}
+	return func() { unix.Flock(int(f.Fd()), unix.LOCK_UN); f.Close() }, nil
 }
