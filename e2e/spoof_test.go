@@ -165,6 +165,14 @@ func TestAntiSpoofing(t *testing.T) {
 		}},
 	})
 
+	// trace explains the drop from the bound port, and passes its own address.
+	if out, _, code := l.Run(host, "trace", "10.99.0.21", "203.0.113.10", "tcp/8080", "--port", "vga"); code != 1 || !strings.Contains(out, "10.99.0.21 is dropped as spoofed") {
+		t.Errorf("trace of a spoofed source from vga: exit %d\n%s", code, out)
+	}
+	if out, _, code := l.Run(host, "trace", "10.99.0.20", "203.0.113.10", "tcp/8080", "--port", "vga"); code != 0 {
+		t.Errorf("trace of vga's own address: exit %d\n%s", code, out)
+	}
+
 	// status names each port's binding, and the unbound one as unrestricted.
 	var st report.Status
 	if err := json.Unmarshal([]byte(l.Guestnet(host, "status", "-o", "json")), &st); err != nil {

@@ -14,7 +14,7 @@ import (
 )
 
 func traceCmd(g *globals) *cobra.Command {
-	var inDev string
+	var inDev, port string
 	var live bool
 	c := &cobra.Command{
 		Use:   "trace FROM TO [tcp|udp|icmp[/PORT]]",
@@ -29,7 +29,7 @@ func traceCmd(g *globals) *cobra.Command {
 				return err
 			}
 			defer e.Close()
-			p := trace.Packet{Proto: "icmp", InDev: inDev}
+			p := trace.Packet{Proto: "icmp", InDev: inDev, GuestPort: port}
 			if p.Src, err = endpoint(h, args[0]); err != nil {
 				return err
 			}
@@ -72,6 +72,7 @@ func traceCmd(g *globals) *cobra.Command {
 		},
 	}
 	c.Flags().BoolVar(&live, "live", false, "check the route decision with the kernel (ip route get semantics, policy rules included)")
+	c.Flags().StringVar(&port, "port", "", "the guest's bridge port (its TAP): check the port's anti-spoofing binding first")
 	c.Flags().StringVar(&inDev, "in", "", "interface the packet arrives on (for a source the host has no route to, e.g. on an isolated bridge)")
 	return c
 }

@@ -170,3 +170,14 @@ func Diff[T comparable](old, cur []T) (add, del []T) {
 	}
 	return add, del
 }
+
+// BindSource is one owner's bindings: "attach" (declared) or "lease".
+type BindSource struct {
+	By    string
+	Binds []Bind
+}
+
+// Sources lists the declared bindings, then the learned ones.
+func (g Guard) Sources() []BindSource {
+	return []BindSource{{"attach", g.Bound}, {"lease", g.Learned}}
+}

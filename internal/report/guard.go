@@ -30,11 +30,8 @@ func portGuard(n model.Network, port string, g model.Guard) PortGuard {
 		pg.State = "off"
 		return pg
 	}
-	for _, src := range []struct {
-		by    string
-		binds []model.Bind
-	}{{"attach", g.Bound}, {"lease", g.Learned}} {
-		for _, b := range src.binds {
+	for _, src := range g.Sources() {
+		for _, b := range src.Binds {
 			if b.Port != port {
 				continue
 			}
@@ -43,8 +40,8 @@ func portGuard(n model.Network, port string, g model.Guard) PortGuard {
 			if !slices.Contains(pg.MACs, mac) {
 				pg.MACs = append(pg.MACs, mac)
 			}
-			if !slices.Contains(pg.By, src.by) {
-				pg.By = append(pg.By, src.by)
+			if !slices.Contains(pg.By, src.By) {
+				pg.By = append(pg.By, src.By)
 			}
 			if !b.IP.IsValid() {
 				pg.AnyIP = true

@@ -22,6 +22,9 @@ type Packet struct {
 	// InDev names the interface the packet arrives on, when the source's
 	// subnet is not one the host has an address in (an isolated bridge).
 	InDev string
+	// GuestPort names the guest's bridge port (its TAP), when known: the
+	// packet then first meets the port's anti-spoofing binding.
+	GuestPort string `json:"guest_port,omitempty"`
 }
 
 // Hop is one step of the walk.
@@ -55,6 +58,16 @@ type flow struct {
 // Walk traces p through h; d gives the foreign masquerade rules.
 func Walk(h model.Host, d model.Diag, p Packet) Result {
 	r := Result{Packet: p}
+	if p.GuestPort != "" {
+		hop, ok := guard(h, p.GuestPort, p.Src)
+		r.Hops = append(r.Hops, hop)
+		if !ok {
+			return r // dropped at the bridge: no route decision to check
+		}
+		if l, ok := h.Link(p.GuestPort); ok && p.InDev == "" {
+			p.InDev = l.Master // routed on from the port's bridge
+		}
+	}
 	f := flow{src: p.Src, dst: p.Dst, iif: p.InDev}
 	ok := walk(h, d, &f, &r)
 	r.Ingress, r.Egress, r.Local = f.iif, f.oif, isLocal(h, p.Dst)

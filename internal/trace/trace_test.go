@@ -37,6 +37,18 @@ func host(t *testing.T) model.Host {
 
 func a(s string) netip.Addr { return netip.MustParseAddr(s) }
 
+// bindTap0 adds three guest ports to gnat0: tap0 bound by attach, tap1 by
+// a lease, tap2 unbound.
+func bindTap0(h *model.Host) {
+	for _, p := range []string{"tap0", "tap1", "tap2"} {
+		h.Links = append(h.Links, model.Link{Name: p, Kind: "tuntap", Up: true, Master: "gnat0"})
+	}
+	mac := "52:54:00:00:00:10"
+	h.Guard = model.Guard{On: true,
+		Bound: []model.Bind{{Port: "tap0", MAC: mac, IP: netip.IPv4Unspecified()}, {Port: "tap0", MAC: mac, IP: a("10.99.0.10")}, {Port: "tap0", MAC: mac, IP: a("10.99.0.11")}},
+		Learned: []model.Bind{{Port: "tap1", MAC: "52:54:00:00:00:11", IP: a("10.99.0.100")}}}
+}
+
 func TestWalk(t *testing.T) {
 	cases := []struct {
 		name      string
@@ -54,6 +66,12 @@ func TestWalk(t *testing.T) {
 		{"foreign FORWARD drop", Packet{Src: a("10.99.0.10"), Dst: a("203.0.113.10")}, func(h *model.Host) {
 			h.Foreign.ForwardDrop = []model.ForeignChain{{Name: "table ip filter chain FORWARD"}}
 		}, false, "policy drop"},
+		{"bound port, its own address", Packet{Src: a("10.99.0.10"), Dst: a("203.0.113.10"), GuestPort: "tap0"}, bindTap0, true, ""},
+		{"bound port, spoofed address", Packet{Src: a("10.99.0.66"), Dst: a("203.0.113.10"), GuestPort: "tap0"}, bindTap0, false,
+			"port tap0 may send only from 10.99.0.10, 10.99.0.11 (MAC 52:54:00:00:00:10); 10.99.0.66 is dropped as spoofed"},
+		{"leased port, spoofed address", Packet{Src: a("10.99.0.66"), Dst: a("203.0.113.10"), GuestPort: "tap1"}, bindTap0, false,
+			"port tap1 may send only from 10.99.0.100"},
+		{"unbound port", Packet{Src: a("10.99.0.66"), Dst: a("203.0.113.10"), GuestPort: "tap2"}, bindTap0, true, ""},
 	}
 	for _, c := range cases {
 		h := host(t)
