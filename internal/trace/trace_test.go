@@ -45,7 +45,7 @@ func bindTap0(h *model.Host) {
 	}
 	mac := "52:54:00:00:00:10"
 	h.Guard = model.Guard{On: true,
-		Bound: []model.Bind{{Port: "tap0", MAC: mac, IP: netip.IPv4Unspecified()}, {Port: "tap0", MAC: mac, IP: a("10.99.0.10")}, {Port: "tap0", MAC: mac, IP: a("10.99.0.11")}},
+		Bound:   []model.Bind{{Port: "tap0", MAC: mac, IP: netip.IPv4Unspecified()}, {Port: "tap0", MAC: mac, IP: a("10.99.0.10")}, {Port: "tap0", MAC: mac, IP: a("10.99.0.11")}},
 		Learned: []model.Bind{{Port: "tap1", MAC: "52:54:00:00:00:11", IP: a("10.99.0.100")}}}
 }
 
