@@ -237,37 +237,63 @@ func TestFloatingIP(t *testing.T) {
 	}
 }
 
-// TestGuestToHost prints the matrix of what a guest may reach on the host:
-// DHCP, DNS and ICMP, and nothing else unless the spec says guest_to_host: all.
-func TestGuestToHost(t *testing.T) {
+// TestIsolationMatrix prints, as one table, what a guest (bound to its
+// lease by guestnet serve) may do: DHCP, DNS and ping to its gateway; not
+// a spoofed source address or MAC, not another network's guest, not the
+// host's other ports, unless the spec says guest_to_host: all.
+func TestIsolationMatrix(t *testing.T) {
 	l := newLab(t)
 	host, _ := natHost(l)
-	spec := l.Spec(dhcpSpec + "    dns: {domain: lab.internal}\n")
+	const lab = "  lab:\n    mode: routed\n    bridge: grt0\n    ipv4: 10.99.1.1/24\n"
+	spec := l.Spec(dhcpSpec + "    dns: {domain: lab.internal}\n" + lab)
 	l.Serve_(host, spec)
-	g := l.dhcpGuest(host, "default", "g", "vg1", "")
+	g := l.dhcpGuest(host, "default", "g", "vg1", "02:00:00:00:00:31")
 	if out, err := l.tryIn(g, "busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-t", "5", "-s", l.clientScript()); err != nil {
 		t.Fatalf("DHCP from the guest: %v\n%s", err, out)
 	}
+	leased := l.addrOf(g)
+	// A neighbour on the same network receives; one on network lab serves.
+	n := l.Guest(host, "default", "n", "vg2", "10.99.0.40/24", "10.99.0.1")
+	l.must("ip", "-n", n, "link", "set", "eth0", "address", "02:00:00:00:00:40")
+	l.must("ip", "-n", g, "neigh", "replace", "10.99.0.40", "lladdr", "02:00:00:00:00:40", "dev", "eth0")
+	l.must("ip", "-n", g, "addr", "add", "10.99.0.66/24", "dev", "eth0")
+	toN := l.udpSink(n, "10.99.0.40:7000")
+	other := l.Guest(host, "lab", "o", "vg3", "10.99.1.10/24", "10.99.1.1")
+	l.Serve(other, "10.99.1.10:8080")
 	l.Serve(host, "10.99.0.1:22")
 	l.Serve(host, "198.51.100.1:8022")
-	l.matrix("guest -> host | allowed | reached", []check{
-		{"DHCP lease from the host", true, func() bool { return l.addrOf(g) != "" }},
+	l.matrix("guest does | allowed | happened", []check{
+		{"DHCP lease from the host", true, func() bool { return leased != "" }},
 		{"DNS on the gateway (vm1.lab.internal)", true, func() bool {
 			out, _ := l.tryIn(g, "busybox", "nslookup", "vm1.lab.internal", "10.99.0.1")
 			return strings.Contains(out, "10.99.0.10")
 		}},
 		{"ping the gateway", true, func() bool { return l.Ping(g, "10.99.0.1") }},
+		{"udp to a neighbour from its leased address", true, func() bool { l.udpSend(g, leased, "10.99.0.40:7000"); return toN.got(leased) }},
+		{"udp to a neighbour from a spoofed address", false, func() bool { l.udpSend(g, "10.99.0.66", "10.99.0.40:7000"); return toN.got("10.99.0.66") }},
+		{"udp to a neighbour from a spoofed MAC", false, func() bool {
+			l.must("ip", "-n", g, "link", "set", "eth0", "address", "02:00:00:00:00:32")
+			defer l.must("ip", "-n", g, "link", "set", "eth0", "address", "02:00:00:00:00:31")
+			l.udpSend(g, leased, "10.99.0.40:7000")
+			return toN.got(leased)
+		}},
+		{"tcp to a guest of another network (lab)", false, func() bool { _, err := l.dialQuick(g, "10.99.1.10:8080"); return err == nil }},
 		{"tcp host:22 on the gateway address", false, func() bool { _, err := l.dialQuick(g, "10.99.0.1:22"); return err == nil }},
 		{"tcp host:8022 on its uplink address", false, func() bool { _, err := l.dialQuick(g, "198.51.100.1:8022"); return err == nil }},
 	})
 
-	// The spec switch opens the host to its guests.
-	os.WriteFile(spec, []byte(dhcpSpec+"    dns: {domain: lab.internal}\n    guest_to_host: all\n"), 0o644)
+	// The spec's switches open the host to its guests, and let them spoof
+	// (peers: is TestNetworksStayApart's).
+	os.WriteFile(spec, []byte(dhcpSpec+"    dns: {domain: lab.internal}\n    guest_to_host: all\n    anti_spoofing: false\n"+lab), 0o644)
 	l.Guestnet(host, "apply", spec) // the daemon reloads
 	waitFor(t, "host:22 open to guests after guest_to_host: all", func() bool {
 		_, err := l.dialQuick(g, "10.99.0.1:22")
 		return err == nil
 	})
+	l.expect("udp from a spoofed address after anti_spoofing: false", true, func() bool {
+		l.udpSend(g, "10.99.0.66", "10.99.0.40:7000")
+		return toN.got("10.99.0.66")
+	}())
 }
 
 // TestNetworksStayApart: guests of one network cannot open connections into
