@@ -231,6 +231,16 @@ func TestFloatingIP(t *testing.T) {
 	if err != nil || src != "198.51.100.129" {
 		t.Errorf("a guest without a floating address: seen as %q (%v), want the masquerade address 198.51.100.129", src, err)
 	}
+	// Both maps are read back: a guest's outbound mapping taken out of
+	// floating_out is drift, and apply puts it back.
+	l.In(host, "nft", "delete", "element", "inet", "guestnet", "floating_out", "{ 10.99.0.10 }")
+	if out, _, code := l.Run(host, "plan", spec); code != 2 {
+		t.Errorf("plan after floating_out lost its element: exit %d, want 2\n%s", code, out)
+	}
+	l.Guestnet(host, "apply", spec)
+	if src, err = l.Dial(g1, "203.0.113.10:8080"); err != nil || src != "198.51.100.10" {
+		t.Errorf("after the repair the internet saw the floating guest as %q (%v), want 198.51.100.10", src, err)
+	}
 	l.Guestnet(host, "destroy", spec)
 	if strings.Contains(l.In(host, "ip", "-o", "addr", "show", "dev", "up0"), "198.51.100.10") {
 		t.Errorf("destroy left the floating address on up0")

@@ -183,7 +183,7 @@ func readMaps(c *nftables.Conn, h *model.Host) error {
 	if err := readForwards(c, byName, h); err != nil {
 		return err
 	}
-	return readFloating(c, byName[model.FloatingIn], h)
+	return readFloating(c, byName[model.FloatingIn], byName[model.FloatingOut], h)
 }
 
 // readForwards reads the elements of guestnet's forwards maps.
@@ -215,21 +215,47 @@ func readForwards(c *nftables.Conn, sets map[string]*nftables.Set, h *model.Host
 	return nil
 }
 
-// readFloating reads guestnet's floating_in map (public -> guest), if any.
-func readFloating(c *nftables.Conn, s *nftables.Set, h *model.Host) error {
-	if s == nil {
+// readFloating reads guestnet's floating maps: floating_in (public ->
+// guest) gives the addresses; floating_out (guest -> public) must mirror
+// it, or the ruleset gets an entry no plan wants, so it is rewritten.
+func readFloating(c *nftables.Conn, in, out *nftables.Set, h *model.Host) error {
+	if in == nil && out == nil {
 		return nil
 	}
-	els, err := c.GetSetElements(s)
-	if err != nil {
-		return fmt.Errorf("observe map %s: %w", model.FloatingIn, err)
-	}
-	for _, e := range els {
-		if len(e.Key) != 4 || len(e.Val) != 4 {
-			h.Ruleset.Floating = append(h.Ruleset.Floating, model.Floating{Uplink: "(unrecognised element)"})
-			continue
+	pairs := func(s *nftables.Set) (map[netip.Addr]netip.Addr, bool, error) {
+		m := map[netip.Addr]netip.Addr{}
+		if s == nil {
+			return m, false, nil
 		}
-		h.Ruleset.Floating = append(h.Ruleset.Floating, model.Floating{Public: netip.AddrFrom4([4]byte(e.Key)), Guest: netip.AddrFrom4([4]byte(e.Val))})
+		els, err := c.GetSetElements(s)
+		if err != nil {
+			return nil, false, fmt.Errorf("observe map %s: %w", s.Name, err)
+		}
+		ok := true
+		for _, e := range els {
+			if len(e.Key) != 4 || len(e.Val) != 4 {
+				ok = false
+				continue
+			}
+			m[netip.AddrFrom4([4]byte(e.Key))] = netip.AddrFrom4([4]byte(e.Val))
+		}
+		return m, ok, nil
+	}
+	pin, okIn, err := pairs(in)
+	if err != nil {
+		return err
+	}
+	pout, okOut, err := pairs(out)
+	if err != nil {
+		return err
+	}
+	mirror := okIn && okOut && len(pin) == len(pout)
+	for pub, guest := range pin {
+		h.Ruleset.Floating = append(h.Ruleset.Floating, model.Floating{Public: pub, Guest: guest})
+		mirror = mirror && pout[guest] == pub
+	}
+	if !mirror {
+		h.Ruleset.Floating = append(h.Ruleset.Floating, model.Floating{Uplink: "(floating maps do not mirror each other)"})
 	}
 	slices.SortFunc(h.Ruleset.Floating, func(a, b model.Floating) int { return a.Public.Compare(b.Public) })
 	return nil
