@@ -19,8 +19,8 @@ trap cleanup EXIT
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 if command -v ping >/dev/null; then PING=(ping); else PING=(busybox ping); fi
-check() { # check WANT NS ADDR LABEL
-  if ip netns exec "$2" "${PING[@]}" -c1 -W1 "$3" >/dev/null 2>&1; then got=reaches; else got=blocked; fi
+check() { # check WANT NS ADDR LABEL [SOURCE]
+  if ip netns exec "$2" "${PING[@]}" -c1 -W1 ${5:+-I "$5"} "$3" >/dev/null 2>&1; then got=reaches; else got=blocked; fi
   mark=ok; [ "$got" = "$1" ] || mark=UNEXPECTED
   printf '  %-44s %-8s %s\n' "$4" "$got" "$mark"
   [ "$mark" = ok ]
@@ -57,15 +57,16 @@ say "guestnet apply"
 say "guestnet apply again (a no-op: zero kernel writes)"
 "${GN[@]}" apply "$STATE/demo.yaml"
 
-say "guests: g1, g2 on the NAT network; g3 on the isolated one (attached with guestnet attach)"
-guest() { # guest NS HOSTIF ADDR GW NETWORK
+say "guests: g1, g2 on the NAT network (g2 bound to its address); g3 on the isolated one"
+guest() { # guest NS HOSTIF ADDR GW NETWORK [ATTACH FLAGS...]
   ip -n "$HOST" link add "$2" type veth peer name eth0 netns "$1"
   ip -n "$1" addr add "$3" dev eth0 && ip -n "$1" link set eth0 up
   [ -z "$4" ] || ip -n "$1" route add default via "$4"
-  "${GN[@]}" attach "$5" "$2"
+  "${GN[@]}" attach "$5" "$2" "${@:6}"
 }
 guest "$G1" vg1 10.99.0.10/24 10.99.0.1 default
-guest "$G2" vg2 10.99.0.11/24 10.99.0.1 default
+guest "$G2" vg2 10.99.0.11/24 10.99.0.1 default --ip 10.99.0.11
+ip -n "$G2" addr add 10.99.0.99/24 dev eth0   # an address g2 is not bound to
 guest "$G3" vg3 10.98.0.10/24 "" lab
 ip -n "$G3" route add default dev eth0
 ip -n "$INET" route add 10.99.0.0/24 via 198.51.100.1   # someone outside tries to get in
@@ -81,6 +82,8 @@ check blocked "$INET" 10.99.0.10 "internet -> nat guest g1" || ok=1
 check blocked "$G3" 203.0.113.10 "isolated guest g3 -> internet" || ok=1
 check blocked "$G3" 198.51.100.1 "isolated guest g3 -> host" || ok=1
 check blocked "$G3" 10.99.0.10   "isolated guest g3 -> nat guest g1" || ok=1
+check reaches "$G2" 10.99.0.10   "bound guest g2 -> g1 from its own address" 10.99.0.11 || ok=1
+check blocked "$G2" 10.99.0.10   "bound guest g2 -> g1 from a spoofed address" 10.99.0.99 || ok=1
 
 say "guestnet destroy"
 "${GN[@]}" destroy "$STATE/demo.yaml"

@@ -86,6 +86,6 @@ func guardText(b *strings.Builder, s Status) {
 		}
 	}
 	if s.SpoofDropped > 0 {
-		fmt.Fprintf(b, "frames dropped as spoofed: %d\n", s.SpoofDropped)
+		fmt.Fprintf(b, "frames dropped by anti-spoofing (a source not bound, or neither IPv4 nor ARP): %d\n", s.SpoofDropped)
 	}
 }

@@ -92,7 +92,8 @@ type Status struct {
 	Rules      int                  `json:"rules"`
 	DockerUser int                  `json:"docker_user_rules"`
 	Foreign    []model.ForeignChain `json:"foreign_drop_chains,omitempty"`
-	// SpoofDropped counts frames the anti-spoofing table dropped.
+	// SpoofDropped counts frames the anti-spoofing table dropped: spoofed
+	// sources, and frames of bound ports that are neither IPv4 nor ARP.
 	SpoofDropped uint64 `json:"spoofed_frames_dropped"`
 }
 
