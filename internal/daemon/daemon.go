@@ -18,6 +18,7 @@ import (
 
 	"github.com/guestnet/guestnet/internal/dhcp"
 	"github.com/guestnet/guestnet/internal/engine"
+	"github.com/guestnet/guestnet/internal/model"
 	"github.com/guestnet/guestnet/internal/spec"
 )
 
@@ -38,8 +39,9 @@ type Daemon struct {
 	applyNs atomic.Int64 // last apply's duration
 	kick    chan struct{}
 
-	fdb       *fdb                      // where leased MACs sit, for anti-spoofing
-	view      atomic.Pointer[learnView] // what DHCP goroutines may bind
+	fdb       *fdb                                // where leased MACs sit, for anti-spoofing
+	view      atomic.Pointer[learnView]           // what DHCP goroutines may bind
+	inKernel  atomic.Pointer[map[model.Bind]bool] // the learned set after the last sync
 	learnKick chan struct{}
 }
 

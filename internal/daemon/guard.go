@@ -59,6 +59,9 @@ func (l learner) Bound(ls dhcp.Lease) {
 	if !l.d.view.Load().may(l.network, ls) {
 		return
 	}
+	if have := l.d.inKernel.Load(); have != nil && (*have)[leaseBinds(ls)[0]] {
+		return // a renewal: the binding is there already
+	}
 	if err := apply.Learn(l.d.Engine.NS, leaseBinds(ls), nil, []string{ls.Port}, nil); err != nil {
 		l.d.Log.Error("anti-spoofing: bind leased port", "network", l.network, "port", ls.Port, "ip", ls.IP, "err", err)
 	}
@@ -128,6 +131,11 @@ func (d *Daemon) syncLearned() {
 		d.Log.Error("anti-spoofing: sync leased ports", "err", err)
 		return
 	}
+	have := map[model.Bind]bool{}
+	for _, b := range want {
+		have[b] = true
+	}
+	d.inKernel.Store(&have)
 	if len(add)+len(del) > 0 {
 		d.Log.Info("anti-spoofing: leased ports", "bindings", len(want), "added", len(add), "removed", len(del))
 	}
