@@ -91,7 +91,8 @@ func (l *Lab) arpClaim(ns, addr string) {
 
 // TestAntiSpoofing prints the matrix of what bound and unbound guest ports
 // may send, with real frames between guest namespaces: a port bound by
-// attach --ip --mac, a port bound by the lease guestnet serve gave it, and
+// attach --ip --mac, one bound by --mac to its DHCP static host's address,
+// a port bound by the lease guestnet serve gave it, and
 // an unbound port as the control (spoofing from it works, so a blocked row
 // is the binding's doing). Then the bindings survive `nft flush ruleset`
 // and a daemon restart.
@@ -107,6 +108,14 @@ func TestAntiSpoofing(t *testing.T) {
 	l.Veth(gA, "eth0", "10.99.0.20/24", host, "vga", "")
 	l.must("ip", "-n", gA, "link", "set", "eth0", "address", "02:00:00:00:00:20")
 	l.Guestnet(host, "attach", "default", "vga", "--ip", "10.99.0.20", "--mac", "02:00:00:00:00:20")
+	// gS is bound by --mac alone: its address comes from the spec's DHCP
+	// static host for that MAC (10.99.0.10), without any DHCP exchange.
+	gS := l.NS("gs")
+	l.Veth(gS, "eth0", "10.99.0.10/24", host, "vgs", "")
+	l.must("ip", "-n", gS, "link", "set", "eth0", "address", "02:00:00:00:00:aa")
+	l.must("ip", "-n", gS, "addr", "add", "10.99.0.11/24", "dev", "eth0")
+	l.must("ip", "-n", gS, "neigh", "replace", "10.99.0.40", "lladdr", "02:00:00:00:00:40", "dev", "eth0")
+	l.Guestnet(host, "attach", "default", "vgs", "--mac", "02:00:00:00:00:aa")
 	gL := l.dhcpGuest(host, "default", "gl", "vgl", "02:00:00:00:00:30")
 	if out, err := l.tryIn(gL, "busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-t", "5", "-s", l.clientScript()); err != nil {
 		t.Fatalf("DHCP from the leased guest: %v\n%s", err, out)
@@ -146,6 +155,8 @@ func TestAntiSpoofing(t *testing.T) {
 			return strings.Contains(out, "02:00:00:00:00:20")
 		}},
 		{"bound (attach): ping the gateway", true, func() bool { return l.Ping(gA, "10.99.0.1") }},
+		{"bound (static host of its MAC): the host's address", true, func() bool { return sendU(gS, "10.99.0.10") }},
+		{"bound (static host of its MAC): another address", false, func() bool { return sendU(gS, "10.99.0.11") }},
 		{"bound (lease): own MAC and leased address", true, func() bool { return sendU(gL, leased) }},
 		{"bound (lease): spoofed source address", false, func() bool { return sendU(gL, "10.99.0.31") }},
 		{"bound (lease): DHCP renewal", true, func() bool {
@@ -210,6 +221,18 @@ func TestAntiSpoofing(t *testing.T) {
 	l.must("ip", "-n", gL, "neigh", "replace", "10.99.0.40", "lladdr", "02:00:00:00:00:40", "dev", "eth0")
 	l.expect("bound (lease) after flush ruleset: spoofed source address", false, sendU(gL, "10.99.0.31"))
 	l.expect("bound (attach) after flush ruleset: spoofed source address", false, sendU(gA, "10.99.0.21"))
+
+	// Tampering: a flushed check chain lets everything through, and is drift.
+	l.must("ip", "netns", "exec", host, "nft", "flush", "chain", "bridge", "guestnet", "check")
+	waitFor(t, "the check chain rewritten after nft flush chain", func() bool {
+		out, _ := l.tryIn(host, "nft", "list", "chain", "bridge", "guestnet", "check")
+		return strings.Contains(out, "drop")
+	})
+	waitFor(t, "the leased binding back after the rewrite", func() bool {
+		out, _ := l.tryIn(host, "nft", "list", "set", "bridge", "guestnet", "learned")
+		return strings.Contains(out, leased)
+	})
+	l.expect("bound (attach) after a flushed check chain: spoofed source address", false, sendU(gA, "10.99.0.21"))
 
 	// Restart: the binding comes from the lease on disk, not from memory.
 	d.Stop()

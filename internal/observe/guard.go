@@ -42,6 +42,10 @@ func readGuard(c *nftables.Conn) (model.Guard, error) {
 	byName := map[string]*nftables.Set{}
 	for _, s := range sets {
 		byName[s.Name] = s
+		// Only "bound" holds ranges (a wildcard MAC or address).
+		if s.Interval != (s.Name == model.GuardBound) {
+			g.Broken = true
+		}
 	}
 	for name, dst := range map[string]*[]model.Bind{model.GuardBound: &g.Bound, model.GuardLearned: &g.Learned} {
 		s := byName[name]
