@@ -5,7 +5,6 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/guestnet/guestnet/internal/apply"
 	"github.com/guestnet/guestnet/internal/dhcp"
 	"github.com/guestnet/guestnet/internal/model"
 	"github.com/guestnet/guestnet/internal/observe"
@@ -62,7 +61,7 @@ func (l learner) Bound(ls dhcp.Lease) {
 	if have := l.d.inKernel.Load(); have != nil && (*have)[leaseBinds(ls)[0]] {
 		return // a renewal: the binding is there already
 	}
-	if err := apply.Learn(l.d.Engine.NS, leaseBinds(ls), nil, []string{ls.Port}, nil); err != nil {
+	if err := l.d.Engine.Learn(leaseBinds(ls), nil, []string{ls.Port}, nil); err != nil {
 		l.d.Log.Error("anti-spoofing: bind leased port", "network", l.network, "port", ls.Port, "ip", ls.IP, "err", err)
 	}
 	l.d.kickLearn() // a client that moved address leaves a stale binding
@@ -127,7 +126,7 @@ func (d *Daemon) syncLearned() {
 	want := learnedWant(leases, bridges, masters, v, time.Now())
 	add, del := model.Diff(g.Learned, want)
 	addP, delP := model.Diff(g.LearnedPorts, model.Ports(want))
-	if err := apply.Learn(d.Engine.NS, add, del, addP, delP); err != nil {
+	if err := d.Engine.Learn(add, del, addP, delP); err != nil {
 		d.Log.Error("anti-spoofing: sync leased ports", "err", err)
 		return
 	}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"sync"
 
 	"github.com/vishvananda/netlink"
 
@@ -30,6 +31,9 @@ type Engine struct {
 	// kernel behind a write counter. Tests wrap it (apply.FailAt).
 	Kernel  apply.Kernel
 	counter *apply.Counter
+
+	ownMu  sync.Mutex
+	ownGen map[uint32]bool // generations made by Learn alone
 }
 
 // Open targets the named namespace ("" for the current one) with state
@@ -69,7 +73,7 @@ func (e *Engine) Observe() (model.Host, error) { return observe.Host(e.NS, e.nl,
 func (e *Engine) diff(st state.State, check func(model.Host) error, want func() []model.Network) (plan.Plan, error) {
 	var hint *observe.Hint
 	if st.Nft != nil {
-		hint = &observe.Hint{Gen: st.Nft.Gen, Sum: st.Nft.Sum}
+		hint = &observe.Hint{Gen: st.Nft.Gen, Sum: st.Nft.Sum, Own: e.own}
 	}
 	for {
 		h, err := observe.Host(e.NS, e.nl, hint)
@@ -85,6 +89,32 @@ func (e *Engine) diff(st state.State, check func(model.Host) error, want func() 
 		}
 		hint = nil
 	}
+}
+
+func (e *Engine) own(gen uint32) bool {
+	e.ownMu.Lock()
+	defer e.ownMu.Unlock()
+	return e.ownGen[gen]
+}
+
+// Learn changes the daemon's leased bindings (set "learned" of the
+// anti-spoofing table). When its commit is the only one in between, the
+// generation it makes is remembered as guestnet's own, so that the next
+// plan can still skip reading back guestnet's unchanged rules.
+func (e *Engine) Learn(add, del []model.Bind, addPorts, delPorts []string) error {
+	g0, err0 := e.NS.NftGen()
+	if err := apply.Learn(e.NS, add, del, addPorts, delPorts); err != nil {
+		return err
+	}
+	if g1, err := e.NS.NftGen(); err == nil && err0 == nil && g1 == g0+1 {
+		e.ownMu.Lock()
+		if e.ownGen == nil || len(e.ownGen) > 1<<14 {
+			e.ownGen = map[uint32]bool{} // forgetting only costs one read-back
+		}
+		e.ownGen[g1] = true
+		e.ownMu.Unlock()
+	}
+	return nil
 }
 
 func isNft(a plan.Action) bool { return a.Op == plan.OpNft || a.Op == plan.OpNftElements }

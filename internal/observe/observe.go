@@ -23,6 +23,23 @@ import (
 type Hint struct {
 	Gen uint32
 	Sum string
+	// Own, when set, names generations that guestnet's own element writes
+	// to its anti-spoofing table made (the daemon's leased bindings): a
+	// generation that moved only by those still vouches for the ruleset.
+	Own func(gen uint32) bool
+}
+
+// trusts reports whether the ruleset is unchanged at generation gen.
+func (h *Hint) trusts(gen uint32) bool {
+	if h == nil || h.Sum == "" || gen-h.Gen > 1<<16 {
+		return false
+	}
+	for g := gen; g != h.Gen; g-- {
+		if h.Own == nil || !h.Own(g) {
+			return false
+		}
+	}
+	return true
 }
 
 // Host reads the namespace. hint may be nil (read everything).
