@@ -27,9 +27,10 @@ func needQEMU(t testing.TB) string {
 	return ""
 }
 
-// writeScript saves `guestnet qemu-script` output as an executable file.
-func (l *Lab) writeScript(host, network string, down bool) string {
-	args := []string{"qemu-script", network}
+// writeScript saves `guestnet qemu-script` output as an executable file;
+// extra are more qemu-script flags (--ip, --mac).
+func (l *Lab) writeScript(host, network string, down bool, extra ...string) string {
+	args := append([]string{"qemu-script", network}, extra...)
 	name := "qemu-ifup-" + network
 	if down {
 		args = append(args, "--down")
@@ -69,7 +70,8 @@ func TestQEMUScriptHelper(t *testing.T) {
 	qemu := needQEMU(t)
 	host, _ := natHost(l)
 	l.Guestnet(host, "apply", l.Spec(natSpec+"    mtu: 1400\n"))
-	up, down := l.writeScript(host, "default", false), l.writeScript(host, "default", true)
+	up := l.writeScript(host, "default", false, "--ip", "10.99.0.77", "--mac", "52:54:00:00:00:77")
+	down := l.writeScript(host, "default", true)
 
 	cmd, stderr := startQEMU(t, qemu, host, "tap7", up, down)
 	deadline := time.Now().Add(20 * time.Second)
@@ -87,6 +89,10 @@ func TestQEMUScriptHelper(t *testing.T) {
 		}
 	}
 	t.Logf("QEMU's script= attached its TAP: %s", strings.TrimSpace(link))
+	bound := func() string { out, _ := l.tryIn(host, "nft", "list", "set", "bridge", "guestnet", "bound"); return out }
+	if !strings.Contains(bound(), `"tap7" . 52:54:00:00:00:77 . 10.99.0.77`) {
+		t.Errorf("the per-VM script did not bind tap7:\n%s", bound())
+	}
 
 	// QEMU runs the downscript when it shuts down on SIGTERM.
 	cmd.Process.Signal(syscall.SIGTERM)
@@ -94,6 +100,8 @@ func TestQEMUScriptHelper(t *testing.T) {
 	if strings.Contains(stderr.String(), "failed") {
 		t.Errorf("QEMU reported a script failure: %s", stderr)
 	}
+	// The downscript may still be finishing as QEMU exits.
+	waitFor(t, "the downscript to take tap7's binding away", func() bool { return !strings.Contains(bound(), "tap7") })
 }
 
 func TestQEMUScriptUnknownNetworkFails(t *testing.T) {

@@ -64,8 +64,7 @@ func attachCmd(g *globals) *cobra.Command {
 	c.Flags().BoolVar(&o.Create, "create", false, "create a persistent TAP if IFACE does not exist")
 	c.Flags().StringVar(&owner, "owner", "", "user (name or uid) allowed to open the created TAP, for unprivileged QEMU")
 	c.Flags().StringVar(&group, "group", "", "group (name or gid) allowed to open the created TAP")
-	c.Flags().StringArrayVar(&ips, "ip", nil, "bind the port to this IPv4 address (repeat for several)")
-	c.Flags().StringVar(&mac, "mac", "", "bind the port to this guest MAC address")
+	bindFlags(c, &ips, &mac)
 	return c
 }
 
@@ -138,35 +137,55 @@ func detachCmd(g *globals) *cobra.Command {
 // ifupCmd is what QEMU's script=/downscript= end up running: the TAP exists
 // (QEMU made it) and its name is the last argument.
 func ifupCmd(g *globals, verb string) *cobra.Command {
-	return &cobra.Command{
+	var ips []string
+	var mac string
+	c := &cobra.Command{
 		Use:   verb + " NETWORK IFNAME",
 		Short: "QEMU " + verb + " helper: see `guestnet qemu-script`",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			bind, err := parseBind(ips, mac)
+			if err != nil {
+				return err
+			}
 			e, err := g.open()
 			if err != nil {
 				return err
 			}
 			defer e.Close()
 			if verb == "ifup" {
-				_, err = e.Attach(args[0], args[1], plan.AttachOptions{Owner: -1, Group: -1})
+				_, err = e.Attach(args[0], args[1], plan.AttachOptions{Owner: -1, Group: -1, Bind: bind})
 			} else {
 				_, err = e.Detach(args[0], args[1])
 			}
 			return err
 		},
 	}
+	bindFlags(c, &ips, &mac)
+	return c
+}
+
+func bindFlags(c *cobra.Command, ips *[]string, mac *string) {
+	c.Flags().StringArrayVar(ips, "ip", nil, "bind the port to this IPv4 address (repeat for several)")
+	c.Flags().StringVar(mac, "mac", "", "bind the port to this guest MAC address")
 }
 
 func qemuScriptCmd(g *globals) *cobra.Command {
 	var down bool
+	var ips []string
+	var mac string
 	c := &cobra.Command{
 		Use:   "qemu-script NETWORK",
 		Short: "Print a qemu-ifup (or --down: qemu-ifdown) script for -netdev tap,script=PATH",
 		Long: "QEMU runs `PATH IFNAME` after it creates the TAP. Save the output, make it executable, and start QEMU with\n" +
-			"  -netdev tap,id=n0,script=/etc/guestnet/qemu-ifup-NETWORK,downscript=/etc/guestnet/qemu-ifdown-NETWORK",
+			"  -netdev tap,id=n0,script=/etc/guestnet/qemu-ifup-NETWORK,downscript=/etc/guestnet/qemu-ifdown-NETWORK\n" +
+			"With --ip/--mac the ifup script binds the TAP to the guest's addresses (anti-spoofing): one script per VM.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			bind, err := parseBind(ips, mac)
+			if err != nil {
+				return err
+			}
 			self, err := os.Executable()
 			if err != nil {
 				return err
@@ -179,11 +198,21 @@ func qemuScriptCmd(g *globals) *cobra.Command {
 			if g.netns != "" {
 				flags += fmt.Sprintf(" --netns %q", g.netns)
 			}
+			sub := verb
+			if bind != nil && !down {
+				for _, a := range bind.IPs {
+					sub += " --ip " + a.String()
+				}
+				if bind.MAC != "" {
+					sub += " --mac " + bind.MAC
+				}
+			}
 			fmt.Fprintf(g.out, "#!/bin/sh\n# guestnet %s helper for network %s: QEMU calls it as `script IFNAME`.\nexec %q %s %s %q \"$1\"\n",
-				verb, args[0], self, flags, verb, args[0])
+				verb, args[0], self, flags, sub, args[0])
 			return nil
 		},
 	}
 	c.Flags().BoolVar(&down, "down", false, "print the downscript instead")
+	bindFlags(c, &ips, &mac)
 	return c
 }
