@@ -89,7 +89,10 @@ func TestQEMUScriptHelper(t *testing.T) {
 		}
 	}
 	t.Logf("QEMU's script= attached its TAP: %s", strings.TrimSpace(link))
-	bound := func() string { out, _ := l.tryIn(host, "nft", "list", "set", "bridge", "guestnet", "bound"); return out }
+	bound := func() string {
+		out, _ := l.tryIn(host, "nft", "list", "set", "bridge", "guestnet", "bound")
+		return out
+	}
 	if !strings.Contains(bound(), `"tap7" . 52:54:00:00:00:77 . 10.99.0.77`) {
 		t.Errorf("the per-VM script did not bind tap7:\n%s", bound())
 	}
