@@ -41,10 +41,10 @@ func (k *Linux) guard(want, old model.Guard) error {
 	case old.On && !old.Broken && want.On:
 		add, del := model.Diff(old.Bound, want.Bound)
 		addP, delP := model.Diff(old.Ports, want.Ports)
-		if err := bindElements(c.SetDeleteElements, sets, delP, del); err != nil {
+		if err := bindElements(c.SetDeleteElements, sets[model.GuardPorts], sets[model.GuardBound], delP, del); err != nil {
 			return err
 		}
-		if err := bindElements(c.SetAddElements, sets, addP, add); err != nil {
+		if err := bindElements(c.SetAddElements, sets[model.GuardPorts], sets[model.GuardBound], addP, add); err != nil {
 			return err
 		}
 	default:
@@ -70,7 +70,7 @@ func createGuard(c *nftables.Conn, t *nftables.Table, sets map[string]*nftables.
 			return fmt.Errorf("nft add set bridge %s %s: %w", model.Table, name, err)
 		}
 	}
-	if err := bindElements(c.SetAddElements, sets, g.Ports, g.Bound); err != nil {
+	if err := bindElements(c.SetAddElements, sets[model.GuardPorts], sets[model.GuardBound], g.Ports, g.Bound); err != nil {
 		return err
 	}
 	accept := nftables.ChainPolicyAccept
@@ -91,25 +91,25 @@ func createGuard(c *nftables.Conn, t *nftables.Table, sets map[string]*nftables.
 	return nil
 }
 
-// bindElements queues ports for the ports set and bindings for the bound
-// set (or the learned ones, when sets says so), in chunks.
-func bindElements(op func(*nftables.Set, []nftables.SetElement) error, sets map[string]*nftables.Set, ports []string, binds []model.Bind) error {
+// bindElements queues ports for portSet and bindings for bindSet (with
+// their range ends when bindSet holds intervals), in chunks.
+func bindElements(op func(*nftables.Set, []nftables.SetElement) error, portSet, bindSet *nftables.Set, ports []string, binds []model.Bind) error {
 	var pe, be []nftables.SetElement
 	for _, p := range ports {
 		pe = append(pe, nftables.SetElement{Key: nft.PortKey(p)})
 	}
 	for _, b := range binds {
-		k, end := nft.GuardKey(b)
-		if sets[model.GuardBound].Interval {
-			be = append(be, nftables.SetElement{Key: k, KeyEnd: end})
-		} else {
-			be = append(be, nftables.SetElement{Key: k})
+		e := nftables.SetElement{}
+		e.Key, e.KeyEnd = nft.GuardKey(b)
+		if !bindSet.Interval {
+			e.KeyEnd = nil
 		}
+		be = append(be, e)
 	}
 	for _, part := range []struct {
 		s   *nftables.Set
 		els []nftables.SetElement
-	}{{sets[model.GuardPorts], pe}, {sets[model.GuardBound], be}} {
+	}{{portSet, pe}, {bindSet, be}} {
 		for len(part.els) > 0 {
 			n := min(len(part.els), elementsPerMessage)
 			if err := op(part.s, part.els[:n]); err != nil {
@@ -133,12 +133,12 @@ func Learn(ns *netns.NS, add, del []model.Bind, addPorts, delPorts []string) err
 	if err != nil {
 		return err
 	}
-	all := guardSets(guardTable())
-	learned := map[string]*nftables.Set{model.GuardPorts: all[model.GuardLearnedPorts], model.GuardBound: all[model.GuardLearned]}
-	if err := bindElements(c.SetDeleteElements, learned, delPorts, del); err != nil {
+	sets := guardSets(guardTable())
+	ports, learned := sets[model.GuardLearnedPorts], sets[model.GuardLearned]
+	if err := bindElements(c.SetDeleteElements, ports, learned, delPorts, del); err != nil {
 		return err
 	}
-	if err := bindElements(c.SetAddElements, learned, addPorts, add); err != nil {
+	if err := bindElements(c.SetAddElements, ports, learned, addPorts, add); err != nil {
 		return err
 	}
 	if err := c.Flush(); err != nil {

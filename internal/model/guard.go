@@ -171,13 +171,45 @@ func Diff[T comparable](old, cur []T) (add, del []T) {
 	return add, del
 }
 
-// BindSource is one owner's bindings: "attach" (declared) or "lease".
-type BindSource struct {
-	By    string
-	Binds []Bind
+// PortBinding is everything one port is bound to, from both owners.
+type PortBinding struct {
+	By    []string     `json:"by,omitempty"`   // "attach" (declared) and/or "lease"
+	MACs  []string     `json:"macs,omitempty"` // "any" when only addresses are bound
+	IPs   []netip.Addr `json:"ips,omitempty"`  // besides 0.0.0.0
+	AnyIP bool         `json:"any_ip,omitempty"`
 }
 
-// Sources lists the declared bindings, then the learned ones.
-func (g Guard) Sources() []BindSource {
-	return []BindSource{{"attach", g.Bound}, {"lease", g.Learned}}
+// Bound reports whether the port has any binding at all.
+func (p PortBinding) Bound() bool { return len(p.By) > 0 }
+
+// Allows reports whether the port may send from src (MACs aside).
+func (p PortBinding) Allows(src netip.Addr) bool {
+	return !p.Bound() || p.AnyIP || src.IsUnspecified() || slices.Contains(p.IPs, src)
+}
+
+// Port gathers a port's declared and learned bindings.
+func (g Guard) Port(port string) PortBinding {
+	var p PortBinding
+	for _, src := range []struct {
+		by    string
+		binds []Bind
+	}{{"attach", g.Bound}, {"lease", g.Learned}} {
+		for _, b := range src.binds {
+			if b.Port != port {
+				continue
+			}
+			if !slices.Contains(p.By, src.by) {
+				p.By = append(p.By, src.by)
+			}
+			if mac := cmp.Or(b.MAC, "any"); !slices.Contains(p.MACs, mac) {
+				p.MACs = append(p.MACs, mac)
+			}
+			if !b.IP.IsValid() {
+				p.AnyIP = true
+			} else if !b.IP.IsUnspecified() && !slices.Contains(p.IPs, b.IP) {
+				p.IPs = append(p.IPs, b.IP)
+			}
+		}
+	}
+	return p
 }

@@ -47,10 +47,14 @@ func readGuard(c *nftables.Conn) (model.Guard, error) {
 			g.Broken = true
 		}
 	}
+	for _, name := range []string{model.GuardPorts, model.GuardBound, model.GuardLearnedPorts, model.GuardLearned} {
+		if byName[name] == nil {
+			g.Broken = true
+		}
+	}
 	for name, dst := range map[string]*[]model.Bind{model.GuardBound: &g.Bound, model.GuardLearned: &g.Learned} {
 		s := byName[name]
-		if s == nil || byName[model.GuardPorts] == nil || byName[model.GuardLearnedPorts] == nil {
-			g.Broken = true
+		if s == nil {
 			continue
 		}
 		els, err := c.GetSetElements(s)

@@ -1,10 +1,7 @@
 package report
 
 import (
-	"cmp"
 	"fmt"
-	"net/netip"
-	"slices"
 	"strings"
 
 	"github.com/guestnet/guestnet/internal/model"
@@ -16,41 +13,17 @@ type PortGuard struct {
 	// State is "bound", "unrestricted" (nothing bound: it may send from any
 	// MAC and address) or "off" (the network has no anti-spoofing).
 	State string `json:"state"`
-	// By says where the binding comes from: "attach" (attach --ip/--mac,
-	// or a DHCP static host of a bound MAC) and/or "lease" (guestnet serve).
-	By    []string     `json:"by,omitempty"`
-	MACs  []string     `json:"macs,omitempty"` // "any" when only addresses are bound
-	IPs   []netip.Addr `json:"ips,omitempty"`
-	AnyIP bool         `json:"any_ip,omitempty"` // a MAC bound alone, on a network without DHCP
+	model.PortBinding
 }
 
 func portGuard(n model.Network, port string, g model.Guard) PortGuard {
-	pg := PortGuard{Port: port, State: "unrestricted"}
-	if !n.Guarded() {
-		pg.State = "off"
-		return pg
+	switch pb := g.Port(port); {
+	case !n.Guarded():
+		return PortGuard{Port: port, State: "off"}
+	case pb.Bound():
+		return PortGuard{Port: port, State: "bound", PortBinding: pb}
 	}
-	for _, src := range g.Sources() {
-		for _, b := range src.Binds {
-			if b.Port != port {
-				continue
-			}
-			pg.State = "bound"
-			mac := cmp.Or(b.MAC, "any")
-			if !slices.Contains(pg.MACs, mac) {
-				pg.MACs = append(pg.MACs, mac)
-			}
-			if !slices.Contains(pg.By, src.By) {
-				pg.By = append(pg.By, src.By)
-			}
-			if !b.IP.IsValid() {
-				pg.AnyIP = true
-			} else if !b.IP.IsUnspecified() && !slices.Contains(pg.IPs, b.IP) {
-				pg.IPs = append(pg.IPs, b.IP)
-			}
-		}
-	}
-	return pg
+	return PortGuard{Port: port, State: "unrestricted"}
 }
 
 // guardText lists every guest port and what it may send from.
