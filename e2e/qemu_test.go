@@ -1,7 +1,10 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
+	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -45,10 +48,13 @@ func (l *Lab) writeScript(host, network string, down bool, extra ...string) stri
 
 // startQEMU starts a paused VM (-S: no guest code runs) whose NIC is a TAP
 // that QEMU creates and hands to script=/downscript=, exactly as users run
-// it. It returns the process and its stderr.
+// it. It returns the process and its stderr; the VM's QMP socket is
+// qmpPath(cmd).
 func startQEMU(t *testing.T, qemu, host, tap, up, down string) (*exec.Cmd, *bytes.Buffer) {
+	qmp := filepath.Join(t.TempDir(), "qmp")
 	cmd := exec.Command("ip", "netns", "exec", host, qemu,
 		"-accel", "tcg", "-nodefaults", "-display", "none", "-S", "-m", "64",
+		"-qmp", "unix:"+qmp+",server=on,wait=off",
 		"-netdev", "tap,id=n0,ifname="+tap+",script="+up+",downscript="+down,
 		"-device", "virtio-net-pci,netdev=n0,romfile=")
 	var stderr bytes.Buffer
@@ -63,6 +69,46 @@ func startQEMU(t *testing.T, qemu, host, tap, up, down string) (*exec.Cmd, *byte
 		}
 	})
 	return cmd, &stderr
+}
+
+func qmpPath(cmd *exec.Cmd) string {
+	for _, a := range cmd.Args {
+		if p, ok := strings.CutPrefix(a, "unix:"); ok {
+			return strings.Split(p, ",")[0]
+		}
+	}
+	return ""
+}
+
+// waitReady returns once QEMU's main loop answers a QMP query-status. The
+// TAP script runs during QEMU's start-up, before QEMU handles SIGTERM: a
+// signal sent earlier kills it outright, and no downscript runs.
+func waitReady(t *testing.T, cmd *exec.Cmd) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for ; time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		c, err := net.DialTimeout("unix", qmpPath(cmd), time.Second)
+		if err != nil {
+			continue
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		r := bufio.NewReader(c)
+		var reply string
+		_, err = r.ReadString('\n') // greeting
+		for _, q := range []string{"qmp_capabilities", "query-status"} {
+			if err == nil {
+				_, err = fmt.Fprintf(c, `{"execute":%q}`+"\n", q)
+			}
+			if err == nil {
+				reply, err = r.ReadString('\n')
+			}
+		}
+		c.Close()
+		if err == nil && strings.Contains(reply, `"status"`) {
+			return
+		}
+	}
+	t.Fatal("QEMU's QMP socket never answered query-status")
 }
 
 func TestQEMUScriptHelper(t *testing.T) {
@@ -98,13 +144,16 @@ func TestQEMUScriptHelper(t *testing.T) {
 	}
 
 	// QEMU runs the downscript when it shuts down on SIGTERM.
+	waitReady(t, cmd)
 	cmd.Process.Signal(syscall.SIGTERM)
 	cmd.Wait()
 	if strings.Contains(stderr.String(), "failed") {
 		t.Errorf("QEMU reported a script failure: %s", stderr)
 	}
-	// The downscript may still be finishing as QEMU exits.
-	waitFor(t, "the downscript to take tap7's binding away", func() bool { return !strings.Contains(bound(), "tap7") })
+	// QEMU waits for its downscript before it exits.
+	if b := bound(); strings.Contains(b, "tap7") {
+		t.Errorf("the downscript left tap7's binding:\n%s", b)
+	}
 }
 
 func TestQEMUScriptUnknownNetworkFails(t *testing.T) {
