@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"sync"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -17,9 +18,16 @@ type fdb struct {
 	mu    sync.RWMutex
 	where map[string]fdbEntry // by MAC
 
-	nlmu sync.Mutex
-	nl   *netlink.Handle
+	nlmu   sync.Mutex
+	nl     *netlink.Handle
+	dump   func() ([]netlink.Neigh, error) // the kernel's table, on a miss
+	now    func() time.Time
+	dumped time.Time
 }
+
+// dumpEvery bounds the dumps that misses cause: clients behind a relay or
+// a test tool all miss, and one dump per request is what the cache is for.
+const dumpEvery = time.Second
 
 type fdbEntry struct{ bridge, port int }
 
@@ -28,7 +36,9 @@ func newFDB(ns *netns.NS) (*fdb, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &fdb{nl: nl, where: map[string]fdbEntry{}}, nil
+	f := &fdb{nl: nl, where: map[string]fdbEntry{}, now: time.Now}
+	f.dump = func() ([]netlink.Neigh, error) { return f.nl.NeighList(0, unix.AF_BRIDGE) }
+	return f, nil
 }
 
 // watch keeps the table until ctx ends.
@@ -54,9 +64,10 @@ func (f *fdb) update(u netlink.NeighUpdate) {
 
 // port names the port of bridge on which mac was learned, or "".
 func (f *fdb) port(bridge, mac string) string {
-	f.mu.RLock()
-	e, ok := f.where[mac]
-	f.mu.RUnlock()
+	e, ok := f.lookup(mac)
+	if !ok && f.refresh() {
+		e, ok = f.lookup(mac)
+	}
 	if !ok {
 		return ""
 	}
@@ -71,6 +82,35 @@ func (f *fdb) port(bridge, mac string) string {
 		return ""
 	}
 	return p.Attrs().Name
+}
+
+func (f *fdb) lookup(mac string) (fdbEntry, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	e, ok := f.where[mac]
+	return e, ok
+}
+
+// refresh reads the kernel's table into the cache, unless it did so less
+// than dumpEvery ago. The bridge learns a returning client's MAC before
+// its request reaches the DHCP socket, but the notification of that may
+// still be unread when the request is handled.
+func (f *fdb) refresh() bool {
+	f.nlmu.Lock()
+	defer f.nlmu.Unlock()
+	if now := f.now(); now.Sub(f.dumped) >= dumpEvery {
+		f.dumped = now
+	} else {
+		return false
+	}
+	ns, err := f.dump()
+	if err != nil {
+		return false
+	}
+	for _, n := range ns {
+		f.update(netlink.NeighUpdate{Type: unix.RTM_NEWNEIGH, Neigh: n})
+	}
+	return true
 }
 
 // masters maps every interface with a master to its master's name.

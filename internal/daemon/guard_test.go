@@ -81,3 +81,30 @@ func TestFDBUpdates(t *testing.T) {
 		t.Fatal("an aged-out entry is still there")
 	}
 }
+
+// TestFDBRefreshOnMiss: a miss reads the kernel's table into the cache,
+// at most once per dumpEvery however many clients miss.
+func TestFDBRefreshOnMiss(t *testing.T) {
+	hw, _ := net.ParseMAC("52:54:00:00:00:02")
+	now := time.Unix(1e9, 0)
+	dumps := 0
+	f := &fdb{where: map[string]fdbEntry{}, now: func() time.Time { return now }}
+	f.dump = func() ([]netlink.Neigh, error) {
+		dumps++
+		return []netlink.Neigh{{Family: unix.AF_BRIDGE, State: netlink.NUD_REACHABLE, MasterIndex: 5, LinkIndex: 9, HardwareAddr: hw}}, nil
+	}
+	if !f.refresh() {
+		t.Fatal("the first miss did not read the table")
+	}
+	if e, ok := f.lookup(hw.String()); !ok || e != (fdbEntry{bridge: 5, port: 9}) {
+		t.Fatalf("after the dump: %v %v", e, ok)
+	}
+	now = now.Add(dumpEvery / 2)
+	if f.refresh() || dumps != 1 {
+		t.Fatalf("a second miss within %v dumped again (%d dumps)", dumpEvery, dumps)
+	}
+	now = now.Add(dumpEvery)
+	if !f.refresh() || dumps != 2 {
+		t.Fatalf("a miss after %v did not dump (%d dumps)", dumpEvery, dumps)
+	}
+}

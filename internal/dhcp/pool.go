@@ -192,7 +192,9 @@ func (p *Pool) next(a netip.Addr) netip.Addr {
 
 // Bind makes a the client's lease (REQUEST). ok is false when a may not
 // go to mac, which the server answers with a NAK. The lease is in the pool
-// at once; the caller persists it and calls Unbind if that fails.
+// at once; the caller persists it and calls Unbind if that fails. port
+// is the bridge port the REQUEST came from; "" (not known) keeps the port
+// of the lease being renewed.
 func (p *Pool) Bind(mac string, a netip.Addr, hostname, port string) (Lease, Lease, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -201,6 +203,9 @@ func (p *Pool) Bind(mac string, a netip.Addr, hostname, port string) (Lease, Lea
 		return Lease{}, Lease{}, false
 	}
 	prev := p.byIP[a]
+	if port == "" && prev.MAC == mac && !prev.Declined {
+		port = prev.Port
+	}
 	if old, ok := p.byMAC[mac]; ok && old != a {
 		delete(p.byIP, old) // a client holds one address per network
 	}

@@ -12,11 +12,12 @@ import (
 // held when Bound was called.
 type recorder struct {
 	st      *memStore
+	where   string // what Locate answers
 	calls   []string
 	inStore bool
 }
 
-func (r *recorder) Locate(mac string) string { r.calls = append(r.calls, "locate "+mac); return "tap7" }
+func (r *recorder) Locate(mac string) string { r.calls = append(r.calls, "locate "+mac); return r.where }
 func (r *recorder) Bound(l Lease) {
 	r.calls = append(r.calls, "bound "+l.Port+" "+l.IP.String())
 	_, r.inStore = r.st.leases[l.IP]
@@ -29,7 +30,7 @@ func (r *recorder) Unbound(l Lease) { r.calls = append(r.calls, "unbound "+l.IP.
 func TestLeaseBindsItsPort(t *testing.T) {
 	st := &memStore{leases: map[netip.Addr]Lease{}}
 	h := newHandler(t, st, &clock{time.Unix(1e9, 0)})
-	r := &recorder{st: st}
+	r := &recorder{st: st, where: "tap7"}
 	h.Ports = r
 	a := lease(t, h, mac(1))
 	if got := st.leases[a].Port; got != "tap7" {
@@ -65,5 +66,32 @@ func TestLeaseBindsItsPort(t *testing.T) {
 		if c[:5] == "bound" {
 			t.Errorf("bound a lease that is not on disk: %s", c)
 		}
+	}
+}
+
+// TestRenewalKeepsPortWhenUnlocated: a renewal whose sender the bridge
+// cache cannot place (its entry aged out and the notification of its
+// return is not read yet) keeps the port of the lease it renews, rather
+// than losing the binding; a new client that cannot be placed gets none.
+func TestRenewalKeepsPortWhenUnlocated(t *testing.T) {
+	st := &memStore{leases: map[netip.Addr]Lease{}}
+	c := &clock{time.Unix(1e9, 0)}
+	h := newHandler(t, st, c)
+	r := &recorder{st: st, where: "tap7"}
+	h.Ports = r
+	a := lease(t, h, mac(1))
+	r.where = ""
+	c.t = c.t.Add(30 * time.Minute)
+	renew := discover(t, mac(1), dhcpv4.WithMessageType(dhcpv4.MessageTypeRequest), dhcpv4.WithClientIP(ip4(a)))
+	renew.Options.Del(dhcpv4.OptionRequestedIPAddress)
+	if ack := h.Handle(renew); ack == nil || ack.MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("renewal: %v", ack)
+	}
+	if got := st.leases[a].Port; got != "tap7" {
+		t.Errorf("renewed lease port = %q, want tap7 (kept)", got)
+	}
+	b := lease(t, h, mac(2))
+	if got := st.leases[b].Port; got != "" {
+		t.Errorf("unplaced new client got port %q", got)
 	}
 }
