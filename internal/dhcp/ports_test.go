@@ -17,7 +17,10 @@ type recorder struct {
 	inStore bool
 }
 
-func (r *recorder) Locate(mac string) string { r.calls = append(r.calls, "locate "+mac); return r.where }
+func (r *recorder) Locate(mac string) string {
+	r.calls = append(r.calls, "locate "+mac)
+	return r.where
+}
 func (r *recorder) Bound(l Lease) {
 	r.calls = append(r.calls, "bound "+l.Port+" "+l.IP.String())
 	_, r.inStore = r.st.leases[l.IP]
