@@ -210,6 +210,39 @@ func TestAntiSpoofing(t *testing.T) {
 		t.Errorf("status text does not flag the unbound port:\n%s", text)
 	}
 
+	// Each dropped source is remembered, with its own counter: status lists
+	// it under its port, and doctor explains it.
+	spoofed := map[string]bool{}
+	for _, pg := range st.Networks[0].Guard {
+		for _, x := range pg.Spoofed {
+			if x.Packets == 0 || x.Ago > time.Hour {
+				t.Errorf("drop record of %s: %+v", pg.Port, x)
+			}
+			spoofed[x.String()] = true
+		}
+	}
+	for _, want := range []string{
+		`"vga" . 02:00:00:00:00:20 . 10.99.0.21`, // spoofed address
+		`"vga" . 02:00:00:00:00:21 . 10.99.0.20`, // spoofed MAC
+		`"vga" . 02:00:00:00:00:20 . 10.99.0.40`, // ARP claim
+		`"vgs" . 02:00:00:00:00:aa . 10.99.0.11`,
+		`"vgl" . 02:00:00:00:00:30 . 10.99.0.31`,
+	} {
+		if !spoofed[want] {
+			t.Errorf("status has no drop record %s; has %v", want, spoofed)
+		}
+	}
+	fs, _ := l.doctor(host)
+	var vga *finding
+	for i, f := range fs {
+		if f.Check == "spoofed" && strings.Contains(f.What, "vga") {
+			vga = &fs[i]
+		}
+	}
+	if vga == nil || !strings.Contains(strings.Join(vga.Evidence, "\n"), "address 10.99.0.21") || !strings.Contains(vga.Fix, "guestnet attach default vga") {
+		t.Errorf("doctor does not explain vga's drops: %+v", fs)
+	}
+
 	// Drift: the daemon puts the table back, with the leased binding.
 	l.must("ip", "netns", "exec", host, "nft", "flush", "ruleset")
 	waitFor(t, "leased binding back after nft flush ruleset", func() bool {

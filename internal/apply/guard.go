@@ -16,7 +16,7 @@ func guardTable() *nftables.Table {
 	return &nftables.Table{Name: model.Table, Family: nftables.TableFamilyBridge}
 }
 
-// guardSets are the four sets of the guard table, by name.
+// guardSets are the sets of the guard table, by name.
 func guardSets(t *nftables.Table) map[string]*nftables.Set {
 	key := nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeEtherAddr, nftables.TypeIPAddr)
 	return map[string]*nftables.Set{
@@ -24,6 +24,8 @@ func guardSets(t *nftables.Table) map[string]*nftables.Set {
 		model.GuardBound:        {Table: t, Name: model.GuardBound, KeyType: key, Interval: true, Concatenation: true},
 		model.GuardLearnedPorts: {Table: t, Name: model.GuardLearnedPorts, KeyType: nftables.TypeIFName, KeyByteOrder: binaryutil.NativeEndian},
 		model.GuardLearned:      {Table: t, Name: model.GuardLearned, KeyType: key, Concatenation: true},
+		model.GuardDropped: {Table: t, Name: model.GuardDropped, KeyType: key, Concatenation: true,
+			Dynamic: true, HasTimeout: true, Timeout: model.DropMemory, Size: model.DropEntries},
 	}
 }
 
@@ -65,7 +67,7 @@ func (k *Linux) guard(want, old model.Guard) error {
 
 func createGuard(c *nftables.Conn, t *nftables.Table, sets map[string]*nftables.Set, g model.Guard) error {
 	c.AddTable(t)
-	for _, name := range []string{model.GuardPorts, model.GuardBound, model.GuardLearnedPorts, model.GuardLearned} {
+	for _, name := range model.GuardSets {
 		if err := c.AddSet(sets[name], nil); err != nil {
 			return fmt.Errorf("nft add set bridge %s %s: %w", model.Table, name, err)
 		}
@@ -81,8 +83,11 @@ func createGuard(c *nftables.Conn, t *nftables.Table, sets map[string]*nftables.
 	for _, ch := range []*nftables.Chain{pre, check} {
 		for _, exprs := range rules[ch.Name] {
 			for _, e := range exprs {
-				if l, ok := e.(*expr.Lookup); ok {
-					l.SetID = sets[l.SetName].ID // made in this same transaction
+				switch x := e.(type) { // sets made in this same transaction
+				case *expr.Lookup:
+					x.SetID = sets[x.SetName].ID
+				case *expr.Dynset:
+					x.SetID = sets[x.SetName].ID
 				}
 			}
 			c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: exprs})

@@ -6,6 +6,7 @@
 package doctor
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -60,6 +61,7 @@ var Checks = []Check{
 	{"bridge", checkBridges},
 	{"conntrack", checkConntrack},
 	{"dhcp", checkDHCP},
+	{"spoofed", checkSpoofed},
 }
 
 // Run runs the checks and returns their findings.
@@ -370,6 +372,50 @@ func checkDHCP(in Input) []Finding {
 				Evidence: []string{fc.Name + ": policy drop, no rule accepting iifname " + n.Bridge},
 				Fix:      fmt.Sprintf("iptables -I INPUT -i %s -p udp --dport 67 -j ACCEPT (and 53 for DNS)", n.Bridge)})
 		}
+	}
+	return out
+}
+
+// checkSpoofed reports guest ports whose frames anti-spoofing dropped
+// lately. Most often the guest is not attacking anyone: its address or MAC
+// was changed by hand, or it kept an address from before its port was bound.
+func checkSpoofed(in Input) []Finding {
+	g := in.Host.Guard
+	var ports []string
+	for _, x := range g.Spoofed {
+		if !slices.Contains(ports, x.Port) {
+			ports = append(ports, x.Port)
+		}
+	}
+	slices.Sort(ports)
+	var out []Finding
+	for _, port := range ports {
+		network := ""
+		for _, n := range in.Networks {
+			if slices.ContainsFunc(in.Host.Links, func(l model.Link) bool { return l.Name == port && l.Master == n.Bridge }) {
+				network = n.Name
+			}
+		}
+		pb := g.Port(port)
+		var ev []string
+		var total uint64
+		for _, x := range g.SpoofedBy(port) {
+			ev = append(ev, "set dropped: "+x.Summary())
+			total += x.Packets
+		}
+		if pb.Bound() {
+			ev = append(ev, fmt.Sprintf("%s may send from %s", port, pb.Sources()))
+		} else {
+			ev = append(ev, port+" is no longer bound")
+		}
+		fix := "if the guest's address or MAC changed on purpose, bind the port to them: guestnet attach " + cmp.Or(network, "NETWORK") + " " + port + " --ip ADDR [--mac MAC]"
+		if slices.Contains(pb.By, "lease") {
+			fix += "; a guest on DHCP gets its lease's address bound: let it renew (dhclient/udhcpc)"
+		}
+		out = append(out, Finding{Severity: Warning, Network: network,
+			What:     fmt.Sprintf("guest port %s sent %d frames from sources it is not bound to: anti-spoofing dropped them (a guest whose address or MAC changed cannot get out)", port, total),
+			Evidence: ev,
+			Fix:      fix + "; if it did not, the guest is spoofing"})
 	}
 	return out
 }

@@ -59,6 +59,11 @@ func TestChecks(t *testing.T) {
 		{"bridge down", func(in *Input) { in.Host.Links[1].Up = false }, "bridge"},
 		{"TAP in no bridge", func(in *Input) { in.Host.Links[2].Master = "" }, "bridge"},
 		{"conntrack nearly full", func(in *Input) { in.Diag.Conntrack = 950 }, "conntrack"},
+		{"guest sends from an address it is not bound to", func(in *Input) {
+			bound := model.Bind{Port: "tap0", MAC: "52:54:00:00:00:01", IP: netip.MustParseAddr("10.99.0.10")}
+			in.Host.Guard = model.Guard{On: true, Bound: []model.Bind{bound},
+				Spoofed: []model.Spoofed{{Bind: model.Bind{Port: "tap0", MAC: bound.MAC, IP: netip.MustParseAddr("10.99.0.99")}, Packets: 4}}}
+		}, "spoofed"},
 	}
 	for _, c := range cases {
 		in := healthy()
@@ -73,5 +78,34 @@ func TestChecks(t *testing.T) {
 		if strings.Join(got, ",") != c.want {
 			t.Errorf("%s: checks %v, want %q", c.name, got, c.want)
 		}
+	}
+}
+
+// TestSpoofedFinding: the finding names the port's network, what was
+// dropped, what the port may send from, and the attach command that
+// rebinds it.
+func TestSpoofedFinding(t *testing.T) {
+	in := healthy()
+	in.Host.Guard = model.Guard{On: true,
+		Learned: []model.Bind{{Port: "tap0", MAC: "52:54:00:00:00:01", IP: netip.MustParseAddr("10.99.0.10")}},
+		Spoofed: []model.Spoofed{
+			{Bind: model.Bind{Port: "tap0", MAC: "52:54:00:00:00:01", IP: netip.MustParseAddr("10.99.0.99")}, Packets: 3},
+			{Bind: model.Bind{Port: "tap0", MAC: "52:54:00:00:00:02", IP: netip.IPv4Unspecified()}, Packets: 1},
+		}}
+	fs := checkSpoofed(in)
+	if len(fs) != 1 {
+		t.Fatalf("findings: %+v", fs)
+	}
+	f := fs[0]
+	text := f.What + "\n" + strings.Join(f.Evidence, "\n") + "\n" + f.Fix
+	for _, want := range []string{"sent 4 frames", "3 frames from MAC 52:54:00:00:00:01, address 10.99.0.99",
+		"1 frame from MAC 52:54:00:00:00:02, address 0.0.0.0", "MAC 52:54:00:00:00:01, 10.99.0.10 (bound by lease)",
+		"guestnet attach default tap0 --ip", "let it renew"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("finding lacks %q:\n%s", want, text)
+		}
+	}
+	if f.Network != "default" {
+		t.Errorf("network %q", f.Network)
 	}
 }

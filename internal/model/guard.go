@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"time"
 )
 
 // Guard is guestnet's anti-spoofing table, `table bridge guestnet`. A guest
@@ -20,10 +21,21 @@ type Guard struct {
 	Ports []string `json:"ports,omitempty"` // elements of set "ports": Ports(Bound)
 	Bound []Bind   `json:"bound,omitempty"` // elements of set "bound", sorted
 	// Observed only, never compared:
-	LearnedPorts []string `json:"learned_ports,omitempty"`
-	Learned      []Bind   `json:"learned,omitempty"` // elements of set "learned"
-	Broken       bool     `json:"broken,omitempty"`  // the table is not what guestnet wrote
-	Dropped      uint64   `json:"dropped,omitempty"` // frames dropped as spoofed
+	LearnedPorts []string  `json:"learned_ports,omitempty"`
+	Learned      []Bind    `json:"learned,omitempty"` // elements of set "learned"
+	Broken       bool      `json:"broken,omitempty"`  // the table is not what guestnet wrote
+	Dropped      uint64    `json:"dropped,omitempty"` // frames dropped as spoofed
+	Spoofed      []Spoofed `json:"spoofed,omitempty"` // elements of set "dropped"
+}
+
+// Spoofed is what set "dropped" remembers of one port . MAC . address whose
+// frames were dropped as spoofed: ARP claims and IPv4 frames (other
+// frames are only counted). An entry lives DropMemory after the last drop.
+type Spoofed struct {
+	Bind
+	Packets uint64 `json:"packets"`
+	// Ago is how long ago the last frame was dropped.
+	Ago time.Duration `json:"ago_ns"`
 }
 
 // The sets of the guard table.
@@ -32,6 +44,43 @@ const (
 	GuardBound        = "bound"         // port . mac . ip, declared
 	GuardLearnedPorts = "learned_ports" // ports with learned bindings
 	GuardLearned      = "learned"       // port . mac . ip, from leases
+	GuardDropped      = "dropped"       // port . mac . ip of dropped frames, with counters
+)
+
+// SpoofedBy are the recorded drops of one port, latest first.
+func (g Guard) SpoofedBy(port string) []Spoofed {
+	var out []Spoofed
+	for _, x := range g.Spoofed {
+		if x.Port == port {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// Summary says what was dropped: "3 frames from MAC 02:00:00:00:00:21,
+// address 10.99.0.21 (last 12s ago)".
+func (x Spoofed) Summary() string {
+	src := "address " + x.IP.String()
+	if x.IP.IsUnspecified() {
+		src = "address 0.0.0.0 (DHCP or an ARP probe)"
+	}
+	frames := "frames"
+	if x.Packets == 1 {
+		frames = "frame"
+	}
+	return fmt.Sprintf("%d %s from MAC %s, %s (last %s ago)", x.Packets, frames, x.MAC, src, x.Ago.Round(time.Second))
+}
+
+// GuardSets are the guard table's sets, in the order they are made.
+var GuardSets = []string{GuardPorts, GuardBound, GuardLearnedPorts, GuardLearned, GuardDropped}
+
+// Set "dropped" holds at most DropEntries sources, each for DropMemory
+// after its last dropped frame. A full set records nothing new; the frames
+// are dropped all the same.
+const (
+	DropEntries = 1024
+	DropMemory  = time.Hour
 )
 
 // Bind lets frames from Port with source MAC and IPv4 source IP through.
@@ -90,7 +139,8 @@ func Ports(bs []Bind) []string {
 // and IPv4 rules imply their ether type): base chain prerouting sends
 // frames of bound ports to chain check, which accepts ARP and IPv4 only
 // from a bound port . MAC . address, DHCP requests from any MAC on a port
-// bound only by leases, and counts and drops the rest.
+// bound only by leases, and counts and drops the rest, remembering the
+// source of each dropped ARP and IPv4 frame in set dropped.
 var GuardRules = map[string][]string{
 	"prerouting": {
 		"iifname @" + GuardPorts + " jump check",
@@ -102,6 +152,8 @@ var GuardRules = map[string][]string{
 		"iifname . ether saddr . ip saddr @" + GuardBound + " accept",
 		"iifname . ether saddr . ip saddr @" + GuardLearned + " accept",
 		"iifname @" + GuardLearnedPorts + " ip saddr 0.0.0.0 udp sport 68 udp dport 67 accept",
+		"update @" + GuardDropped + " { iifname . ether saddr . ip saddr counter }",
+		"arp htype 1 arp ptype ip arp hlen 6 arp plen 4 update @" + GuardDropped + " { iifname . ether saddr . arp saddr ip counter }",
 		"counter packets 0 bytes 0 drop",
 	},
 }
@@ -134,6 +186,8 @@ func (g Guard) String() string {
 	set(GuardBound, "ifname . ether_addr . ipv4_addr", true, bound)
 	set(GuardLearnedPorts, "ifname", false, nil)
 	set(GuardLearned, "ifname . ether_addr . ipv4_addr", false, nil)
+	fmt.Fprintf(&b, "\tset %s {\n\t\ttype ifname . ether_addr . ipv4_addr\n\t\tsize %d\n\t\tflags dynamic,timeout\n\t\ttimeout %s\n\t}\n\n",
+		GuardDropped, DropEntries, nftDuration(DropMemory))
 	for _, c := range []string{"check", "prerouting"} { // nft lists them as made
 		fmt.Fprintf(&b, "\tchain %s {\n", c)
 		if c == "prerouting" {
@@ -148,6 +202,21 @@ func (g Guard) String() string {
 		}
 	}
 	b.WriteString("}\n")
+	return b.String()
+}
+
+// nftDuration prints d as nft does: 1h, 30m, 1h30m.
+func nftDuration(d time.Duration) string {
+	var b strings.Builder
+	for _, u := range []struct {
+		unit string
+		d    time.Duration
+	}{{"d", 24 * time.Hour}, {"h", time.Hour}, {"m", time.Minute}, {"s", time.Second}} {
+		if n := d / u.d; n > 0 {
+			fmt.Fprintf(&b, "%d%s", n, u.unit)
+			d -= n * u.d
+		}
+	}
 	return b.String()
 }
 
@@ -185,6 +254,23 @@ func (p PortBinding) Bound() bool { return len(p.By) > 0 }
 // Allows reports whether the port may send from src (MACs aside).
 func (p PortBinding) Allows(src netip.Addr) bool {
 	return !p.Bound() || p.AnyIP || src.IsUnspecified() || slices.Contains(p.IPs, src)
+}
+
+// Sources says what a bound port may send from: "MAC m, 10.0.0.2 (bound
+// by attach)".
+func (p PortBinding) Sources() string {
+	ips := make([]string, len(p.IPs))
+	for i, a := range p.IPs {
+		ips[i] = a.String()
+	}
+	addrs := strings.Join(ips, ",")
+	switch {
+	case p.AnyIP:
+		addrs = "any address"
+	case addrs == "":
+		addrs = "no address yet (DHCP only, until guestnet serve leases it one)"
+	}
+	return fmt.Sprintf("MAC %s, %s (bound by %s)", strings.Join(p.MACs, ","), addrs, strings.Join(p.By, "+"))
 }
 
 // Port gathers a port's declared and learned bindings.

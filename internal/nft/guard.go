@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
@@ -85,22 +86,23 @@ func GuardChains() map[string][][]expr.Any {
 	// lookup loads iifname . MAC (at macOff of base) . IPv4 (at ipOff of
 	// the network header) into registers 8-14 (the kernel names 8 and 12 by the 16-byte
 	// registers 1 and 2 that start there) and looks the key up.
-	lookup := func(set string, base expr.PayloadBase, macOff, ipOff uint32) []expr.Any {
+	key := func(base expr.PayloadBase, macOff, ipOff uint32) []expr.Any {
 		return []expr.Any{
 			&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
 			&expr.Payload{DestRegister: 2, Base: base, Offset: macOff, Len: 6},
 			&expr.Payload{DestRegister: 14, Base: expr.PayloadBaseNetworkHeader, Offset: ipOff, Len: 4},
-			&expr.Lookup{SourceRegister: 1, SetName: set},
 		}
 	}
+	lookup := func(set string, base expr.PayloadBase, macOff, ipOff uint32) []expr.Any {
+		return append(key(base, macOff, ipOff), &expr.Lookup{SourceRegister: 1, SetName: set})
+	}
+	// htype 1 (Ethernet), ptype IPv4, hlen 6, plen 4: the layout whose
+	// sender fields sit at offsets 8 (MAC) and 14 (address).
+	arpType := append(etherType(unix.ETH_P_ARP),
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 0, Len: 6},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0, 1, 8, 0, 6, 4}})
 	arp := func(set string) []expr.Any {
-		out := etherType(unix.ETH_P_ARP)
-		// htype 1 (Ethernet), ptype IPv4, hlen 6, plen 4: the layout whose
-		// sender fields sit at offsets 8 (MAC) and 14 (address).
-		out = append(out,
-			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 0, Len: 6},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0, 1, 8, 0, 6, 4}})
-		out = append(out, lookup(set, expr.PayloadBaseLLHeader, 6, 14)...)
+		out := append(slices.Clone(arpType), lookup(set, expr.PayloadBaseLLHeader, 6, 14)...)
 		out = append(out,
 			&expr.Payload{DestRegister: 2, Base: expr.PayloadBaseNetworkHeader, Offset: 8, Len: 6},
 			&expr.Lookup{SourceRegister: 1, SetName: set},
@@ -127,11 +129,20 @@ func GuardChains() map[string][][]expr.Any {
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0, 67}},
 		&expr.Verdict{Kind: expr.VerdictAccept})
+	// record remembers the source of a frame about to be dropped, with a
+	// counter. It has no verdict: when set dropped is full, the rule stops
+	// and the next one drops the frame all the same.
+	record := func(match []expr.Any, ipOff uint32) []expr.Any {
+		out := append(slices.Clone(match), key(expr.PayloadBaseLLHeader, 6, ipOff)...)
+		return append(out, &expr.Dynset{SrcRegKey: 1, SetName: model.GuardDropped,
+			Operation: unix.NFT_DYNSET_OP_UPDATE, Exprs: []expr.Any{&expr.Counter{}}})
+	}
 	return map[string][][]expr.Any{
 		"prerouting": {jump(model.GuardPorts), jump(model.GuardLearnedPorts)},
 		"check": {
 			arp(model.GuardBound), arp(model.GuardLearned),
 			ipv4(model.GuardBound), ipv4(model.GuardLearned), dhcp,
+			record(etherType(unix.ETH_P_IP), offSaddr), record(arpType, 14),
 			{&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop}},
 		},
 	}
@@ -157,6 +168,12 @@ func normal(e expr.Any) string {
 		return fmt.Sprintf("lookup %d %s %v", x.SourceRegister, x.SetName, x.Invert)
 	case *expr.Counter:
 		return "counter"
+	case *expr.Dynset:
+		inner := ""
+		for _, x := range x.Exprs {
+			inner += " " + normal(x)
+		}
+		return fmt.Sprintf("dynset %d %d %s %d %v %v [%s]", x.SrcRegKey, x.SrcRegData, x.SetName, x.Operation, x.Timeout, x.Invert, inner)
 	case *expr.Verdict:
 		return fmt.Sprintf("verdict %d %s", x.Kind, x.Chain)
 	case *expr.Meta:

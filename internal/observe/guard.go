@@ -2,8 +2,10 @@ package observe
 
 import (
 	"bytes"
+	"cmp"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -47,9 +49,17 @@ func readGuard(c *nftables.Conn) (model.Guard, error) {
 			g.Broken = true
 		}
 	}
-	for _, name := range []string{model.GuardPorts, model.GuardBound, model.GuardLearnedPorts, model.GuardLearned} {
+	for _, name := range model.GuardSets {
 		if byName[name] == nil {
 			g.Broken = true
+		}
+	}
+	if s := byName[model.GuardDropped]; s != nil {
+		if !s.Dynamic || !s.HasTimeout {
+			g.Broken = true
+		}
+		if err := readSpoofed(c, s, &g); err != nil {
+			return g, err
 		}
 	}
 	for name, dst := range map[string]*[]model.Bind{model.GuardBound: &g.Bound, model.GuardLearned: &g.Learned} {
@@ -90,6 +100,32 @@ func readGuard(c *nftables.Conn) (model.Guard, error) {
 		return g, err
 	}
 	return g, nil
+}
+
+// readSpoofed reads set dropped: the sources of frames dropped lately.
+func readSpoofed(c *nftables.Conn, s *nftables.Set, g *model.Guard) error {
+	els, err := c.GetSetElements(s)
+	if err != nil {
+		return fmt.Errorf("observe set bridge %s %s: %w", model.Table, s.Name, err)
+	}
+	for _, e := range els {
+		b, ok := nft.DecodeGuardKey(e.Key, nil)
+		if !ok {
+			continue // a key guestnet's rules do not make: not ours to judge
+		}
+		x := model.Spoofed{Bind: b}
+		if e.Counter != nil {
+			x.Packets = e.Counter.Packets
+		}
+		if t := cmp.Or(e.Timeout, s.Timeout); e.Expires > 0 && e.Expires <= t {
+			x.Ago = t - e.Expires
+		}
+		g.Spoofed = append(g.Spoofed, x)
+	}
+	slices.SortFunc(g.Spoofed, func(a, b model.Spoofed) int {
+		return cmp.Or(cmp.Compare(a.Ago, b.Ago), strings.Compare(a.String(), b.String()))
+	})
+	return nil
 }
 
 func nilIfEmpty(b []byte) []byte {

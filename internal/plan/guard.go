@@ -66,7 +66,7 @@ func guardAction(want model.Guard, h model.Host) []Action {
 		return nil
 	}
 	old := h.Guard
-	old.Learned, old.LearnedPorts, old.Dropped = nil, nil, 0
+	old.Learned, old.LearnedPorts, old.Dropped, old.Spoofed = nil, nil, 0, nil
 	return []Action{{Op: OpGuard, Guard: &want, OldGuard: &old}}
 }
 

@@ -14,6 +14,8 @@ type PortGuard struct {
 	// MAC and address) or "off" (the network has no anti-spoofing).
 	State string `json:"state"`
 	model.PortBinding
+	// Spoofed are the sources of the port's frames dropped lately.
+	Spoofed []model.Spoofed `json:"spoofed,omitempty"`
 }
 
 func portGuard(n model.Network, port string, g model.Guard) PortGuard {
@@ -21,7 +23,7 @@ func portGuard(n model.Network, port string, g model.Guard) PortGuard {
 	case !n.Guarded():
 		return PortGuard{Port: port, State: "off"}
 	case pb.Bound():
-		return PortGuard{Port: port, State: "bound", PortBinding: pb}
+		return PortGuard{Port: port, State: "bound", PortBinding: pb, Spoofed: g.SpoofedBy(port)}
 	}
 	return PortGuard{Port: port, State: "unrestricted"}
 }
@@ -42,20 +44,12 @@ func guardText(b *strings.Builder, s Status) {
 			case "unrestricted":
 				what = "UNRESTRICTED: nothing bound (guestnet attach --ip/--mac, or a lease from guestnet serve)"
 			default:
-				ips := make([]string, len(pg.IPs))
-				for i, a := range pg.IPs {
-					ips[i] = a.String()
-				}
-				addrs := strings.Join(ips, ",")
-				switch {
-				case pg.AnyIP:
-					addrs = "any address"
-				case addrs == "":
-					addrs = "no address yet (DHCP only, until guestnet serve leases it one)"
-				}
-				what = fmt.Sprintf("MAC %s, %s (bound by %s)", strings.Join(pg.MACs, ","), addrs, strings.Join(pg.By, "+"))
+				what = pg.Sources()
 			}
 			fmt.Fprintf(b, "%-15s %-12s %s\n", pg.Port, n.Name, what)
+			for _, x := range pg.Spoofed {
+				fmt.Fprintf(b, "%-15s %-12s DROPPED %s\n", "", "", x.Summary())
+			}
 		}
 	}
 	if s.SpoofDropped > 0 {
