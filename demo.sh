@@ -85,6 +85,9 @@ check blocked "$G3" 10.99.0.10   "isolated guest g3 -> nat guest g1" || ok=1
 check reaches "$G2" 10.99.0.10   "bound guest g2 -> g1 from its own address" 10.99.0.11 || ok=1
 check blocked "$G2" 10.99.0.10   "bound guest g2 -> g1 from a spoofed address" 10.99.0.99 || ok=1
 
+say "guestnet doctor: why did g2's packet not arrive? (exit 1: findings)"
+"${GN[@]}" doctor || true
+
 say "guestnet destroy"
 "${GN[@]}" destroy "$STATE/demo.yaml"
 say "done: the lab namespaces are removed on exit"

@@ -413,7 +413,7 @@ func checkSpoofed(in Input) []Finding {
 			fix += "; a guest on DHCP gets its lease's address bound: let it renew (dhclient/udhcpc)"
 		}
 		out = append(out, Finding{Severity: Warning, Network: network,
-			What:     fmt.Sprintf("guest port %s sent %d frames from sources it is not bound to: anti-spoofing dropped them (a guest whose address or MAC changed cannot get out)", port, total),
+			What:     fmt.Sprintf("guest port %s sent %s from sources it is not bound to: anti-spoofing dropped them (a guest whose address or MAC changed cannot get out)", port, model.Frames(total)),
 			Evidence: ev,
 			Fix:      fix + "; if it did not, the guest is spoofing"})
 	}

@@ -65,11 +65,15 @@ func (x Spoofed) Summary() string {
 	if x.IP.IsUnspecified() {
 		src = "address 0.0.0.0 (DHCP or an ARP probe)"
 	}
-	frames := "frames"
-	if x.Packets == 1 {
-		frames = "frame"
+	return fmt.Sprintf("%s from MAC %s, %s (last %s ago)", Frames(x.Packets), x.MAC, src, x.Ago.Round(time.Second))
+}
+
+// Frames is "1 frame" or "n frames".
+func Frames(n uint64) string {
+	if n == 1 {
+		return "1 frame"
 	}
-	return fmt.Sprintf("%d %s from MAC %s, %s (last %s ago)", x.Packets, frames, x.MAC, src, x.Ago.Round(time.Second))
+	return fmt.Sprintf("%d frames", n)
 }
 
 // GuardSets are the guard table's sets, in the order they are made.
@@ -270,7 +274,11 @@ func (p PortBinding) Sources() string {
 	case addrs == "":
 		addrs = "no address yet (DHCP only, until guestnet serve leases it one)"
 	}
-	return fmt.Sprintf("MAC %s, %s (bound by %s)", strings.Join(p.MACs, ","), addrs, strings.Join(p.By, "+"))
+	macs := "MAC " + strings.Join(p.MACs, ",")
+	if macs == "MAC any" {
+		macs = "any MAC"
+	}
+	return fmt.Sprintf("%s, %s (bound by %s)", macs, addrs, strings.Join(p.By, "+"))
 }
 
 // Port gathers a port's declared and learned bindings.
