@@ -48,9 +48,8 @@ func (l *Lab) writeScript(host, network string, down bool, extra ...string) stri
 
 // startQEMU starts a paused VM (-S: no guest code runs) whose NIC is a TAP
 // that QEMU creates and hands to script=/downscript=, exactly as users run
-// it. It returns the process and its stderr; the VM's QMP socket is
-// qmpPath(cmd).
-func startQEMU(t *testing.T, qemu, host, tap, up, down string) (*exec.Cmd, *bytes.Buffer) {
+// it. It returns the process, its stderr and the path of its QMP socket.
+func startQEMU(t *testing.T, qemu, host, tap, up, down string) (*exec.Cmd, *bytes.Buffer, string) {
 	qmp := filepath.Join(t.TempDir(), "qmp")
 	cmd := exec.Command("ip", "netns", "exec", host, qemu,
 		"-accel", "tcg", "-nodefaults", "-display", "none", "-S", "-m", "64",
@@ -68,26 +67,17 @@ func startQEMU(t *testing.T, qemu, host, tap, up, down string) (*exec.Cmd, *byte
 			cmd.Wait()
 		}
 	})
-	return cmd, &stderr
-}
-
-func qmpPath(cmd *exec.Cmd) string {
-	for _, a := range cmd.Args {
-		if p, ok := strings.CutPrefix(a, "unix:"); ok {
-			return strings.Split(p, ",")[0]
-		}
-	}
-	return ""
+	return cmd, &stderr, qmp
 }
 
 // waitReady returns once QEMU's main loop answers a QMP query-status. The
 // TAP script runs during QEMU's start-up, before QEMU handles SIGTERM: a
 // signal sent earlier kills it outright, and no downscript runs.
-func waitReady(t *testing.T, cmd *exec.Cmd) {
+func waitReady(t *testing.T, qmp string) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for ; time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		c, err := net.DialTimeout("unix", qmpPath(cmd), time.Second)
+		c, err := net.DialTimeout("unix", qmp, time.Second)
 		if err != nil {
 			continue
 		}
@@ -119,7 +109,7 @@ func TestQEMUScriptHelper(t *testing.T) {
 	up := l.writeScript(host, "default", false, "--ip", "10.99.0.77", "--mac", "52:54:00:00:00:77")
 	down := l.writeScript(host, "default", true)
 
-	cmd, stderr := startQEMU(t, qemu, host, "tap7", up, down)
+	cmd, stderr, qmp := startQEMU(t, qemu, host, "tap7", up, down)
 	deadline := time.Now().Add(20 * time.Second)
 	var link string
 	for time.Now().Before(deadline) {
@@ -144,7 +134,7 @@ func TestQEMUScriptHelper(t *testing.T) {
 	}
 
 	// QEMU runs the downscript when it shuts down on SIGTERM.
-	waitReady(t, cmd)
+	waitReady(t, qmp)
 	cmd.Process.Signal(syscall.SIGTERM)
 	cmd.Wait()
 	if strings.Contains(stderr.String(), "failed") {
@@ -161,7 +151,7 @@ func TestQEMUScriptUnknownNetworkFails(t *testing.T) {
 	qemu := needQEMU(t)
 	host := l.NS("host")
 	up := l.writeScript(host, "nosuch", false)
-	cmd, stderr := startQEMU(t, qemu, host, "tap7", up, "no")
+	cmd, stderr, _ := startQEMU(t, qemu, host, "tap7", up, "no")
 	err := cmd.Wait()
 	if err == nil || !strings.Contains(stderr.String(), "nosuch") {
 		t.Fatalf("QEMU with a helper for an unknown network: err %v, stderr %s", err, stderr)

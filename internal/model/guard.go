@@ -169,10 +169,12 @@ func (g Guard) String() string {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "table bridge %s {\n", Table)
-	set := func(name, typ string, interval bool, elems []string) {
+	// set prints a set's declaration: its type, then the lines of props
+	// (size, flags, timeout), then its elements.
+	set := func(name, typ string, elems []string, props ...string) {
 		fmt.Fprintf(&b, "\tset %s {\n\t\ttype %s\n", name, typ)
-		if interval {
-			b.WriteString("\t\tflags interval\n")
+		for _, p := range props {
+			fmt.Fprintf(&b, "\t\t%s\n", p)
 		}
 		if len(elems) > 0 {
 			fmt.Fprintf(&b, "\t\telements = { %s }\n", strings.Join(elems, ",\n\t\t\t     "))
@@ -186,12 +188,12 @@ func (g Guard) String() string {
 	for _, x := range g.Bound {
 		bound = append(bound, x.String())
 	}
-	set(GuardPorts, "ifname", false, ports)
-	set(GuardBound, "ifname . ether_addr . ipv4_addr", true, bound)
-	set(GuardLearnedPorts, "ifname", false, nil)
-	set(GuardLearned, "ifname . ether_addr . ipv4_addr", false, nil)
-	fmt.Fprintf(&b, "\tset %s {\n\t\ttype ifname . ether_addr . ipv4_addr\n\t\tsize %d\n\t\tflags dynamic,timeout\n\t\ttimeout %s\n\t}\n\n",
-		GuardDropped, DropEntries, nftDuration(DropMemory))
+	const key = "ifname . ether_addr . ipv4_addr"
+	set(GuardPorts, "ifname", ports)
+	set(GuardBound, key, bound, "flags interval")
+	set(GuardLearnedPorts, "ifname", nil)
+	set(GuardLearned, key, nil)
+	set(GuardDropped, key, nil, fmt.Sprintf("size %d", DropEntries), "flags dynamic,timeout", "timeout "+nftDuration(DropMemory))
 	for _, c := range []string{"check", "prerouting"} { // nft lists them as made
 		fmt.Fprintf(&b, "\tchain %s {\n", c)
 		if c == "prerouting" {
@@ -275,7 +277,7 @@ func (p PortBinding) Sources() string {
 		addrs = "no address yet (DHCP only, until guestnet serve leases it one)"
 	}
 	macs := "MAC " + strings.Join(p.MACs, ",")
-	if macs == "MAC any" {
+	if slices.Equal(p.MACs, []string{"any"}) {
 		macs = "any MAC"
 	}
 	return fmt.Sprintf("%s, %s (bound by %s)", macs, addrs, strings.Join(p.By, "+"))
