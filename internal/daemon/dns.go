@@ -93,7 +93,13 @@ func (d *Daemon) syncDNS() {
 		if n.DNS == nil || d.dns[n.Name] != nil {
 			continue
 		}
-		h := &dns.Server{Domain: n.DNS.Domain, Subnet: n.Subnet(), Upstream: n.DNS.Upstream,
+		var ups []netip.AddrPort
+		for _, u := range n.DNS.Upstream {
+			ups = append(ups, netip.AddrPortFrom(u, 53))
+		}
+		// Only the network's own subnet is answered (the firewall also
+		// drops DNS to this address arriving on any other interface).
+		h := &dns.Server{Domain: n.DNS.Domain, Subnet: n.Subnet(), Upstream: ups,
 			Names: names{d, n.Name}, Dial: d.dialInNS}
 		addr := netip.AddrPortFrom(n.IPv4.Addr(), 53).String()
 		var pc net.PacketConn
@@ -111,7 +117,7 @@ func (d *Daemon) syncDNS() {
 			d.Log.Error("dns listen", "network", n.Name, "addr", addr, "err", err)
 			continue
 		}
-		s := &dnsServer{key: want[n.Name], udp: &mdns.Server{PacketConn: pc, Handler: h}, tcp: &mdns.Server{Listener: ln, Handler: h}}
+		s := &dnsServer{key: want[n.Name], udp: &mdns.Server{PacketConn: pc, Handler: h, UDPSize: dns.UpstreamUDPSize}, tcp: &mdns.Server{Listener: ln, Handler: h}}
 		s.stop = func() { s.udp.Shutdown(); s.tcp.Shutdown() }
 		go s.udp.ActivateAndServe()
 		go s.tcp.ActivateAndServe()
