@@ -137,14 +137,14 @@ type writer struct {
 	got    *mdns.Msg
 }
 
-func (w *writer) LocalAddr() net.Addr       { return &net.UDPAddr{IP: net.IPv4(10, 99, 0, 1), Port: 53} }
-func (w *writer) RemoteAddr() net.Addr      { return w.remote }
+func (w *writer) LocalAddr() net.Addr        { return &net.UDPAddr{IP: net.IPv4(10, 99, 0, 1), Port: 53} }
+func (w *writer) RemoteAddr() net.Addr       { return w.remote }
 func (w *writer) WriteMsg(m *mdns.Msg) error { w.got = m; return nil }
-func (w *writer) Write([]byte) (int, error) { return 0, fmt.Errorf("not used") }
-func (w *writer) Close() error              { return nil }
-func (w *writer) TsigStatus() error         { return nil }
-func (w *writer) TsigTimersOnly(bool)       {}
-func (w *writer) Hijack()                   {}
+func (w *writer) Write([]byte) (int, error)  { return 0, fmt.Errorf("not used") }
+func (w *writer) Close() error               { return nil }
+func (w *writer) TsigStatus() error          { return nil }
+func (w *writer) TsigTimersOnly(bool)        {}
+func (w *writer) Hijack()                    {}
 
 var _ mdns.ResponseWriter = (*writer)(nil)
 
