@@ -97,10 +97,11 @@ func (d *Daemon) syncDNS() {
 		for _, u := range n.DNS.Upstream {
 			ups = append(ups, netip.AddrPortFrom(u, 53))
 		}
-		// Only the network's own subnet is answered (the firewall also
-		// drops DNS to this address arriving on any other interface).
+		// Only the network's own subnet and the host itself are answered
+		// (the firewall also drops DNS to this address arriving on any
+		// interface but the bridge and lo).
 		h := &dns.Server{Domain: n.DNS.Domain, Subnet: n.Subnet(), Upstream: ups,
-			Names: names{d, n.Name}, Dial: d.dialInNS}
+			Names: names{d, n.Name}, Dial: d.dialInNS, HostAddr: d.hostAddr}
 		addr := netip.AddrPortFrom(n.IPv4.Addr(), 53).String()
 		var pc net.PacketConn
 		var ln net.Listener
@@ -134,4 +135,26 @@ func (d *Daemon) dialInNS(network, addr string) (net.Conn, error) {
 		return err
 	})
 	return c, err
+}
+
+// hostAddr reports whether a is an address of the served namespace: a DNS
+// query from one comes from the host itself. Asked only for sources outside
+// the network's subnet, which the firewall lets through on lo alone.
+func (d *Daemon) hostAddr(a netip.Addr) bool {
+	var addrs []net.Addr
+	if err := d.Engine.NS.Do(func() (err error) {
+		addrs, err = net.InterfaceAddrs() // Equivalent to: ip addr show
+		return err
+	}); err != nil {
+		d.Log.Warn("dns: list the host's addresses", "err", err)
+		return false
+	}
+	for _, x := range addrs {
+		if p, ok := x.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(p.IP); ok && ip.Unmap() == a {
+				return true
+			}
+		}
+	}
+	return false
 }

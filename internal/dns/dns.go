@@ -6,9 +6,18 @@
 // It answers only its own network: a query whose source is outside the
 // subnet is REFUSED (Unbound's default access-control), whatever it asks.
 // The firewall (table inet guestnet, chain input) already drops DNS to the
-// gateway address arriving on any interface but the bridge; this check is
-// the second line, for a source the firewall cannot see as foreign (a guest
-// of another network when the rules are gone, an address routed in).
+// gateway address arriving on any interface but the bridge and lo; this
+// check is the second line, for what the firewall lets through or no longer
+// holds (a query from the host with another of its addresses, a table
+// flushed until drift repair puts it back).
+//
+// The host itself may ask (the firewall lets lo through): a source that is
+// one of the host's own addresses, loopback included, is answered too. Only
+// the host can send from those (Linux drops a packet arriving on any other
+// interface with a local source address as a martian), and the host's query
+// to the gateway does not always leave from the gateway address: a nat
+// network's masquerade (oifname != bridge) also rewrites it on its way out
+// lo, to whichever of the host's addresses the kernel picks.
 package dns
 
 import (
@@ -42,6 +51,9 @@ type Server struct {
 	Names    Names
 	TTL      uint32
 	Timeout  time.Duration // one upstream exchange; DefaultTimeout when zero
+	// HostAddr reports whether a is one of the host's own addresses (the
+	// host's own queries); nil means only loopback counts.
+	HostAddr func(a netip.Addr) bool
 	// Dial opens the socket to an upstream ("udp" or "tcp"); the daemon
 	// makes it inside the network's namespace, so forwarded queries leave
 	// from there.
@@ -75,7 +87,7 @@ func (s *Server) ServeDNS(w mdns.ResponseWriter, req *mdns.Msg) {
 }
 
 // Allowed reports whether a query from addr may be answered: its source is
-// in the network's subnet.
+// in the network's subnet, or the host's own (loopback, or HostAddr).
 func (s *Server) Allowed(addr net.Addr) bool {
 	var ap netip.AddrPort
 	switch a := addr.(type) {
@@ -86,7 +98,14 @@ func (s *Server) Allowed(addr net.Addr) bool {
 	default:
 		return false
 	}
-	return s.Subnet.IsValid() && s.Subnet.Contains(ap.Addr().Unmap())
+	a := ap.Addr().Unmap()
+	switch {
+	case s.Subnet.IsValid() && s.Subnet.Contains(a), a.IsLoopback():
+		return true
+	case s.HostAddr != nil:
+		return s.HostAddr(a)
+	}
+	return false
 }
 
 func rcode(req *mdns.Msg, code int) *mdns.Msg {

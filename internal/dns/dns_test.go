@@ -169,6 +169,7 @@ func query(name string, qtype uint16) *mdns.Msg {
 func TestRefusesOutsiders(t *testing.T) {
 	u := startUpstream(t)
 	s := newServer("10.99.0.0/24", u)
+	s.HostAddr = func(a netip.Addr) bool { return a == netip.MustParseAddr("198.51.100.1") } // not the sources below
 	queries := []*mdns.Msg{query("big.example.", mdns.TypeTXT), query("small.example.", mdns.TypeA),
 		query("vm1.lab.internal.", mdns.TypeA), query("10.0.99.10.in-addr.arpa.", mdns.TypePTR)}
 	edns := query("big.example.", mdns.TypeTXT)
@@ -221,18 +222,22 @@ func TestAnswersOwnGuests(t *testing.T) {
 			t.Errorf("small.example from a guest over %s: %v", network, w.got)
 		}
 	}
-	// The gateway itself (the host asking over its own address) is in the subnet.
-	w := &writer{remote: from("udp", "10.99.0.1:40000")}
-	s.ServeDNS(w, query("vm1.lab.internal.", mdns.TypeA))
-	if w.got == nil || w.got.Rcode != mdns.RcodeSuccess {
-		t.Errorf("from the gateway address: %v", w.got)
+	// The host itself: from the gateway address (in the subnet), loopback,
+	// or another of its addresses (its query masqueraded on the way out lo).
+	s.HostAddr = func(a netip.Addr) bool { return a == netip.MustParseAddr("198.51.100.1") }
+	for _, src := range []string{"10.99.0.1:40000", "127.0.0.1:40000", "[::1]:40000", "198.51.100.1:40000"} {
+		w := &writer{remote: from("udp", src)}
+		s.ServeDNS(w, query("vm1.lab.internal.", mdns.TypeA))
+		if w.got == nil || w.got.Rcode != mdns.RcodeSuccess || len(w.got.Answer) != 1 {
+			t.Errorf("from the host at %s: %v", src, w.got)
+		}
 	}
 }
 
 // client runs a real guestnet DNS server on 127.0.0.1 (its subnet
 // 127.0.0.0/8, so the test's client is a guest) forwarding to u.
 func client(t *testing.T, u *upstream) string {
-	s := newServer("127.0.0.0/8", u)
+	s := newServer("127.0.0.0/8", u) // (loopback is answered anyway: it is the host)
 	pc, ln := listenPair(t)
 	serve(t, pc, ln, s)
 	return pc.LocalAddr().String()
