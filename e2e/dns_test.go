@@ -242,6 +242,15 @@ func TestDNSNotOpenResolver(t *testing.T) {
 			}
 		}
 	}
+	// guestnet trace says the same, naming the rule.
+	out, _, code := l.Run(host, "trace", "203.0.113.10", gw, "udp/53")
+	if code != 1 || !strings.Contains(out, `iifname != "gnat0" iifname != "lo" ip daddr 10.99.0.1 udp dport 53 drop`) {
+		t.Errorf("trace internet -> %s udp/53: exit %d, want 1 naming the DNS rule\n%s", gw, code, out)
+	}
+	if out, _, code := l.Run(host, "trace", "10.99.0.20", gw, "udp/53"); code != 0 {
+		t.Errorf("trace guest -> %s udp/53: exit %d, want 0 (delivered)\n%s", gw, code, out)
+	}
+
 	// The host's own queries (lo) are answered, whichever of its addresses
 	// they leave from (the nat network's masquerade rewrites them on lo).
 	for _, src := range [][]string{nil, {"-b", "127.0.0.1"}, {"-b", "10.99.0.1"}} {
