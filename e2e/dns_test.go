@@ -13,8 +13,8 @@ import (
 )
 
 // The upstream's TXT names: several --txt-record entries for one name, each
-// a record of one 250-byte string, so the answers are ~1,660 bytes (over
-// the 1,232 guestnet advertises upstream) and ~2,490 bytes.
+// a record of one 250-byte string, so the answers are ~1,700 bytes (over
+// the 1,232 guestnet advertises upstream) and ~2,550 bytes.
 var bigTXT = map[string]int{"mid.example.test": 6, "big.example.test": 9}
 
 // startUpstreamDNS runs dnsmasq in the pretend internet at 203.0.113.53,
@@ -114,7 +114,7 @@ const dnsSpec = dhcpSpec + `    dns:
 `
 
 // TestDNSLargeAnswers: a guest asks its network's DNS for a local name, a
-// small forwarded answer, and TXT answers of ~1,660 and ~2,490 bytes from
+// small forwarded answer, and TXT answers of ~1,700 and ~2,550 bytes from
 // dnsmasq upstream: with EDNS0 (dig +bufsize=4096) they arrive whole over
 // UDP; without EDNS they arrive cut to 512 bytes with TC, and whole over
 // TCP (dig's own retry, and +tcp).
@@ -217,7 +217,7 @@ func TestDNSNotOpenResolver(t *testing.T) {
 	}
 
 	queries := [][]string{
-		{"big.example.test", "TXT", "+bufsize=4096"}, // recursive, ~2,490 bytes: the amplification
+		{"big.example.test", "TXT", "+bufsize=4096"}, // recursive, ~2,550 bytes: the amplification
 		{"web.example.test"},
 		{"vm1.lab.internal"},
 		{"-x", "10.99.0.10"},

@@ -29,9 +29,10 @@ import (
 	mdns "github.com/miekg/dns"
 )
 
-// UpstreamUDPSize is the EDNS0 buffer size advertised upstream and to
-// guests: the DNS Flag Day 2020 value, which fits the IPv6 minimum MTU, so
-// an answer never needs IP fragments. Larger answers come by TCP.
+// UpstreamUDPSize is the EDNS0 buffer size guestnet advertises, upstream
+// and in its answers to guests (what it reads from them): the DNS Flag Day
+// 2020 value, which fits the IPv6 minimum MTU, so an upstream's answer never
+// needs IP fragments. Larger answers come by TCP.
 const UpstreamUDPSize = 1232
 
 // DefaultTimeout bounds one upstream exchange when Server.Timeout is zero.

@@ -265,7 +265,7 @@ func txtCount(m *mdns.Msg) int {
 }
 
 // TestLargeAnswerWithEDNS: a guest advertising 4,096 bytes gets answers of
-// ~1,600 and ~2,300 bytes whole over UDP. The upstream was asked with
+// ~1,700 and ~2,500 bytes whole over UDP. The upstream was asked with
 // EDNS0 at 1,232 bytes, answered truncated, and was asked again over TCP.
 func TestLargeAnswerWithEDNS(t *testing.T) {
 	u := startUpstream(t)
