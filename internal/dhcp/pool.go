@@ -103,14 +103,14 @@ func NewPool(cfg Config, now func() time.Time, leases []Lease) *Pool {
 	names := map[string]bool{}
 	for _, a := range p.addrs() {
 		l := p.byIP[a]
-		if l.Hostname == "" {
-			continue
+		if l.Hostname == "" || !l.live(t) {
+			continue // an expired lease's name is checked again when renewed
 		}
 		k := strings.ToLower(l.Hostname)
 		if l.Declined || names[k] || p.staticName(l.Hostname, l.MAC) {
 			l.Hostname = ""
 			p.byIP[a] = l
-		} else if l.live(t) {
+		} else {
 			names[k] = true
 		}
 	}
