@@ -96,7 +96,7 @@ func (h *Handler) Handle(req *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
 		l, ok := h.Pool.Decline(mac, a)
 		if !ok {
 			// Only the holder of an address may decline it (as in Kea).
-			h.Log.Info("dhcp decline ignored: the address is not this client's", "mac", mac, "ip", a)
+			h.Log.Debug("dhcp decline ignored: the address is not this client's", "mac", mac, "ip", a)
 			return nil
 		}
 		h.store(func() error { return h.Store.Put(h.Pool.cfg.Network, l) })
@@ -190,7 +190,8 @@ func (h *Handler) exhausted(mac string) {
 	if !h.warned.IsZero() && now.Sub(h.warned) < ExhaustedEvery {
 		return
 	}
-	h.Log.Warn("dhcp pool exhausted: no address to offer", "network", h.Pool.cfg.Network,
+	// h.Log names the network (the daemon gives each handler its own).
+	h.Log.Warn("dhcp pool exhausted: no address to offer",
 		"unanswered", h.unanswered, "last_mac", mac, "size", h.Pool.Size())
 	h.warned, h.unanswered = now, 0
 }
