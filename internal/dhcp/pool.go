@@ -176,6 +176,12 @@ func (p *Pool) unhold(mac string) {
 	}
 }
 
+// heldBy returns the client whose live offer holds a.
+func (p *Pool) heldBy(a netip.Addr, now time.Time) (string, bool) {
+	m, ok := p.held[a]
+	return m, ok && now.Before(p.offers[m].until)
+}
+
 // inRange reports whether a is one of the range addresses.
 func (p *Pool) inRange(a netip.Addr) bool {
 	return slices.ContainsFunc(p.cfg.Ranges, func(r model.Range) bool { return r.Contains(a) })
@@ -199,7 +205,7 @@ func (p *Pool) usable(a netip.Addr, mac string, now time.Time) bool {
 	if l, ok := p.byIP[a]; ok && l.live(now) && (l.Declined || l.MAC != mac) {
 		return false // bound to another client, or quarantined (even for its decliner)
 	}
-	if m, ok := p.held[a]; ok && m != mac && now.Before(p.offers[m].until) {
+	if m, ok := p.heldBy(a, now); ok && m != mac {
 		return false
 	}
 	return true
@@ -304,6 +310,9 @@ type Binding struct {
 	// NameTaken is the host name the client asked for and did not get,
 	// because another client's live lease or a static host holds it.
 	NameTaken string
+	// offer is the client's outstanding offer the lease consumed: Unbind
+	// gives it back, so that the client's retry finds its address held.
+	offer *offer
 }
 
 // Bind makes a the client's lease (REQUEST). ok is false when a may not
@@ -332,6 +341,9 @@ func (p *Pool) Bind(mac string, a netip.Addr, hostname, port string) (Binding, b
 		hostname = prev.Hostname
 	}
 	b := Binding{Prev: prev}
+	if o, ok := p.offers[mac]; ok {
+		b.offer = &o
+	}
 	if hostname != "" && p.nameHeld(hostname, mac, now) {
 		b.NameTaken, hostname = hostname, ""
 	}
@@ -371,6 +383,7 @@ func (p *Pool) Unbind(b Binding) {
 	if cur, ok := p.byIP[b.Lease.IP]; !ok || cur != b.Lease {
 		return
 	}
+	now := p.now()
 	p.drop(b.Lease.IP)
 	for _, l := range []Lease{b.Prev, b.Ended} {
 		if !l.IP.IsValid() {
@@ -382,10 +395,23 @@ func (p *Pool) Unbind(b Binding) {
 		if _, has := p.byMAC[l.MAC]; has && !l.Declined {
 			continue
 		}
-		if m, ok := p.held[l.IP]; ok && m != l.MAC {
+		if m, ok := p.heldBy(l.IP, now); ok && m != l.MAC && l.live(now) {
 			continue // offered to someone else meanwhile
 		}
-		p.set(l)
+		p.byIP[l.IP] = l // as it was: another client's offer stays
+		if !l.Declined {
+			p.byMAC[l.MAC] = l.IP
+		}
+	}
+	if o, m := b.offer, b.Lease.MAC; o != nil {
+		_, again := p.offers[m]
+		_, taken := p.heldBy(o.ip, now)
+		if !again && !taken {
+			if other, ok := p.held[o.ip]; ok {
+				p.unhold(other) // an expired offer
+			}
+			p.offers[m], p.held[o.ip] = *o, m
+		}
 	}
 }
 

@@ -172,6 +172,8 @@ type sim struct {
 	acks    int
 	naks    int
 	restart int
+	// storeFails counts REQUESTs the model would ACK but the store refused.
+	storeFails int
 }
 
 func newSim(t testing.TB) *sim {
@@ -270,8 +272,15 @@ func (s *sim) step(next func(n int) int) {
 		what = "clock +" + d.String()
 		s.clk.t = s.clk.t.Add(d)
 	case 15: // restart: a new pool from the stored leases, offers forgotten
-		if next(4) != 0 {
-			what = "noop"
+		if next(4) != 0 { // a REQUEST whose lease the store refuses: no reply, no change
+			a, ok := s.offered[m]
+			if !ok {
+				a = anyAddr()
+			}
+			what = fmt.Sprintf("REQUEST(store fails) %s %s", m, a)
+			s.st.fail = true
+			s.request(hw, a, hostnames[next(len(hostnames))], false)
+			s.st.fail = false
 			break
 		}
 		what = "restart"
@@ -326,6 +335,13 @@ func (s *sim) request(hw net.HardwareAddr, a netip.Addr, host string, renew bool
 	}
 	r := s.h.Handle(req)
 	want := s.ref.allowed(a, m, now) && s.ref.cfg.Server.Masked().Contains(a)
+	if want && s.st.fail {
+		if r != nil {
+			s.t.Fatalf("step %d: REQUEST %s by %s answered %v while the store fails", s.steps, a, m, r)
+		}
+		s.storeFails++
+		return
+	}
 	got := r != nil && r.MessageType() == dhcpv4.MessageTypeAck
 	if r == nil || got != want || !got && r.MessageType() != dhcpv4.MessageTypeNak {
 		s.t.Fatalf("step %d: REQUEST %s by %s answered %v, model wants ACK=%v", s.steps, a, m, r, want)
@@ -472,8 +488,9 @@ func TestPoolModel(t *testing.T) {
 			for range steps {
 				s.step(rng.IntN)
 			}
-			t.Logf("%d steps: %d ACK, %d NAK, %d restarts, %d records at the end", s.steps, s.acks, s.naks, s.restart, len(s.h.Pool.Leases()))
-			if s.acks < steps/50 || s.naks == 0 || s.restart == 0 {
+			t.Logf("%d steps: %d ACK, %d NAK, %d refused by the store, %d restarts, %d records at the end",
+				s.steps, s.acks, s.naks, s.storeFails, s.restart, len(s.h.Pool.Leases()))
+			if s.acks < steps/50 || s.naks == 0 || s.restart == 0 || s.storeFails == 0 {
 				t.Errorf("the sequence did not exercise the pool: %d ACK, %d NAK, %d restarts", s.acks, s.naks, s.restart)
 			}
 		})

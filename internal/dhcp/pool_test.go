@@ -327,3 +327,30 @@ func TestExhaustedLogLimit(t *testing.T) {
 		t.Errorf("after the offer hold: Free = %d and no offer", h.Pool.Free())
 	}
 }
+
+// TestMoveUndoneWhenStoreFails: a client that moves to another address
+// while the store refuses writes keeps its old lease, and the new address
+// stays free.
+func TestMoveUndoneWhenStoreFails(t *testing.T) {
+	st := &memStore{leases: map[netip.Addr]Lease{}}
+	c := &clock{time.Unix(1e9, 0)}
+	h := newTwoAddr(st, c)
+	if ask(t, h, mac(1), addr("10.96.0.100"), "web") != dhcpv4.MessageTypeAck {
+		t.Fatal("first lease NAKed")
+	}
+	before := h.Pool.Leases()
+	st.fail = true
+	mods := []dhcpv4.Modifier{dhcpv4.WithMessageType(dhcpv4.MessageTypeRequest), dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.IPv4(10, 96, 0, 101)))}
+	if r := h.Handle(discover(t, mac(1), mods...)); r != nil {
+		t.Fatalf("ACKed a move the store refused: %v", r)
+	}
+	if after := h.Pool.Leases(); len(after) != 1 || after[0] != before[0] {
+		t.Errorf("after the refused move the pool holds %+v, want %+v", after, before)
+	}
+	if err := h.Pool.check(); err != nil {
+		t.Error(err)
+	}
+	if h.Pool.Free() != 1 {
+		t.Errorf("Free = %d, want 1", h.Pool.Free())
+	}
+}
