@@ -112,3 +112,48 @@ func TestPoolNoDoubleLease(t *testing.T) {
 	}
 	obtain("B", "10.96.0.100", "-r", "10.96.0.100")
 }
+
+// TestPoolHostnameNotTakenOver: a second guest asking DHCP for a name
+// another guest holds gets its address but not the name; the DNS server
+// keeps answering with the first guest's address.
+func TestPoolHostnameNotTakenOver(t *testing.T) {
+	l := newLab(t)
+	host := l.NS("host")
+	l.Serve_(host, l.Spec(strings.Replace(poolSpec, "10.96.0.100-10.96.0.101", "10.96.0.100-10.96.0.110", 1)+
+		"      hosts: [{mac: \"02:00:00:00:96:aa\", ip: 10.96.0.10, name: vm1}]\n    dns:\n      domain: lab.internal\n"))
+	hook := l.clientScript()
+	first := l.dhcpGuest(host, "default", "h1", "vh1", "02:00:00:00:96:01")
+	second := l.dhcpGuest(host, "default", "h2", "vh2", "02:00:00:00:96:02")
+	third := l.dhcpGuest(host, "default", "h3", "vh3", "02:00:00:00:96:03")
+	// The first holder of "web" sits above the second: the old lookup let
+	// the lowest address win, which gave the name to the newcomer.
+	for _, c := range []struct{ g, name, ask string }{{first, "web", "10.96.0.105"}, {second, "WEB", "10.96.0.100"}, {third, "vm1", "10.96.0.101"}} {
+		out, err := l.tryIn(c.g, "busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-t", "5", "-r", c.ask, "-x", "hostname:"+c.name, "-s", hook)
+		if err != nil || l.addrOf(c.g) != c.ask {
+			t.Fatalf("udhcpc asking for %s and %q got %q: %v\n%s", c.ask, c.name, l.addrOf(c.g), err, out)
+		}
+	}
+	a1 := l.addrOf(first)
+	for _, c := range []struct{ query, want string }{{"web.lab.internal", a1}, {"vm1.lab.internal", "10.96.0.10"}} {
+		out, _ := l.tryIn(second, "busybox", "nslookup", c.query, "10.96.0.1")
+		// busybox nslookup prints the server's address first; the answer follows "Name:".
+		i := strings.Index(out, "Name:")
+		if i < 0 || !strings.Contains(out[i:], c.want) {
+			t.Errorf("nslookup %s: want %s\n%s", c.query, c.want, out)
+			continue
+		}
+		for _, other := range []string{l.addrOf(second), l.addrOf(third)} {
+			if strings.Contains(out[i:], other+"\n") {
+				t.Errorf("nslookup %s answers with %s, a guest that asked for the name later:\n%s", c.query, other, out)
+			}
+		}
+		t.Logf("ok  nslookup %s -> %s", c.query, c.want)
+	}
+	var leases []struct{ IP, MAC, Hostname string }
+	json.Unmarshal([]byte(l.Guestnet(host, "leases", "-o", "json")), &leases)
+	for _, le := range leases {
+		if le.IP != a1 && le.Hostname != "" {
+			t.Errorf("%s (%s) holds the name %q", le.IP, le.MAC, le.Hostname)
+		}
+	}
+}
