@@ -72,7 +72,8 @@ type Pool struct {
 	now    func() time.Time
 	byIP   map[netip.Addr]Lease
 	byMAC  map[string]netip.Addr
-	offers map[string]offer // by MAC
+	byName map[string][]netip.Addr // lower-case host name -> the records carrying it
+	offers map[string]offer        // by MAC
 	held   map[netip.Addr]string
 	static map[string]model.StaticHost // by MAC
 	fixed  map[netip.Addr]bool         // static addresses
@@ -85,7 +86,7 @@ type Pool struct {
 // stays the client's (the others are dropped), and a name stays on the
 // lowest address that holds it (a static host's name on the static host).
 func NewPool(cfg Config, now func() time.Time, leases []Lease) *Pool {
-	p := &Pool{cfg: cfg, now: now, byIP: map[netip.Addr]Lease{}, byMAC: map[string]netip.Addr{},
+	p := &Pool{cfg: cfg, now: now, byIP: map[netip.Addr]Lease{}, byMAC: map[string]netip.Addr{}, byName: map[string][]netip.Addr{},
 		offers: map[string]offer{}, held: map[netip.Addr]string{}, static: map[string]model.StaticHost{}, fixed: map[netip.Addr]bool{}}
 	for _, h := range cfg.Hosts {
 		p.static[h.MAC] = h
@@ -108,8 +109,9 @@ func NewPool(cfg Config, now func() time.Time, leases []Lease) *Pool {
 		}
 		k := strings.ToLower(l.Hostname)
 		if l.Declined || names[k] || p.staticName(l.Hostname, l.MAC) {
+			p.drop(a)
 			l.Hostname = ""
-			p.byIP[a] = l
+			p.put(l)
 		} else {
 			names[k] = true
 		}
@@ -150,11 +152,23 @@ func (p *Pool) set(l Lease) (ended Lease) {
 	if m, ok := p.held[l.IP]; ok {
 		p.unhold(m) // no one else's offer survives on a bound or quarantined address
 	}
-	p.byIP[l.IP] = l
+	p.put(l)
 	return ended
 }
 
-// drop removes the record of a, with its byMAC entry.
+// put stores l at an address that has no record, with its index entries.
+func (p *Pool) put(l Lease) {
+	p.byIP[l.IP] = l
+	if !l.Declined {
+		p.byMAC[l.MAC] = l.IP
+	}
+	if l.Hostname != "" {
+		k := strings.ToLower(l.Hostname)
+		p.byName[k] = append(p.byName[k], l.IP)
+	}
+}
+
+// drop removes the record of a, with its index entries.
 func (p *Pool) drop(a netip.Addr) {
 	l, ok := p.byIP[a]
 	if !ok {
@@ -163,6 +177,14 @@ func (p *Pool) drop(a netip.Addr) {
 	delete(p.byIP, a)
 	if !l.Declined && p.byMAC[l.MAC] == a {
 		delete(p.byMAC, l.MAC)
+	}
+	if l.Hostname != "" {
+		k := strings.ToLower(l.Hostname)
+		if rest := slices.DeleteFunc(p.byName[k], func(x netip.Addr) bool { return x == a }); len(rest) > 0 {
+			p.byName[k] = rest
+		} else {
+			delete(p.byName, k)
+		}
 	}
 }
 
@@ -358,8 +380,8 @@ func (p *Pool) nameHeld(name, mac string, now time.Time) bool {
 	if p.staticName(name, mac) {
 		return true
 	}
-	for _, l := range p.byIP {
-		if !l.Declined && l.MAC != mac && l.live(now) && strings.EqualFold(l.Hostname, name) {
+	for _, a := range p.byName[strings.ToLower(name)] {
+		if l := p.byIP[a]; !l.Declined && l.MAC != mac && l.live(now) {
 			return true
 		}
 	}
@@ -398,10 +420,7 @@ func (p *Pool) Unbind(b Binding) {
 		if m, ok := p.heldBy(l.IP, now); ok && m != l.MAC && l.live(now) {
 			continue // offered to someone else meanwhile
 		}
-		p.byIP[l.IP] = l // as it was: another client's offer stays
-		if !l.Declined {
-			p.byMAC[l.MAC] = l.IP
-		}
+		p.put(l) // as it was: another client's offer stays
 	}
 	if o, m := b.offer, b.Lease.MAC; o != nil {
 		_, again := p.offers[m]
@@ -494,9 +513,9 @@ func (p *Pool) Resolve(name string) (netip.Addr, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := p.now()
-	for _, l := range p.byIP {
-		if !l.Declined && l.live(now) && strings.EqualFold(l.Hostname, name) {
-			return l.IP, true
+	for _, a := range p.byName[strings.ToLower(name)] {
+		if l := p.byIP[a]; !l.Declined && l.live(now) {
+			return a, true
 		}
 	}
 	return netip.Addr{}, false

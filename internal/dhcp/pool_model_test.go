@@ -455,6 +455,23 @@ func (p *Pool) check() error {
 		}
 		names[k] = l.MAC
 	}
+	indexed := 0
+	for k, as := range p.byName {
+		for _, a := range as {
+			if l, ok := p.byIP[a]; !ok || strings.ToLower(l.Hostname) != k {
+				return fmt.Errorf("byName %q -> %s, but the record there is %+v", k, a, l)
+			}
+			indexed++
+		}
+	}
+	for _, l := range p.byIP {
+		if l.Hostname != "" {
+			indexed--
+		}
+	}
+	if indexed != 0 {
+		return fmt.Errorf("byName indexes %d records more than carry a name", indexed)
+	}
 	for m, a := range p.byMAC {
 		if l, ok := p.byIP[a]; !ok || l.MAC != m || l.Declined {
 			return fmt.Errorf("byMAC %s -> %s, but the record there is %+v", m, a, l)

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -352,5 +353,29 @@ func TestMoveUndoneWhenStoreFails(t *testing.T) {
 	}
 	if h.Pool.Free() != 1 {
 		t.Errorf("Free = %d, want 1", h.Pool.Free())
+	}
+}
+
+// BenchmarkBindLargePool renews named leases in a pool of 60,000 live
+// ones: the name check must not scan every lease under the pool's lock.
+func BenchmarkBindLargePool(b *testing.B) {
+	c := &clock{time.Unix(1e9, 0)}
+	cfg := Config{Network: "big", Server: netip.MustParsePrefix("10.96.0.1/16"), DHCP: model.DHCP{
+		Ranges: []model.Range{{From: addr("10.96.1.0"), To: addr("10.96.250.255")}}, Lease: time.Hour}}
+	const n = 60000
+	var leases []Lease
+	a := addr("10.96.1.0")
+	for i := range n {
+		leases = append(leases, Lease{MAC: net.HardwareAddr{2, 0, 0, byte(i >> 16), byte(i >> 8), byte(i)}.String(), IP: a,
+			Hostname: "guest" + strconv.Itoa(i), Expiry: c.t.Add(time.Hour)})
+		a = a.Next()
+	}
+	p := NewPool(cfg, c.now, leases)
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		l := leases[i%n]
+		if _, ok := p.Bind(l.MAC, l.IP, l.Hostname, ""); !ok {
+			b.Fatalf("renewal of %s refused", l.IP)
+		}
 	}
 }
