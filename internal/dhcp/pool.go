@@ -65,7 +65,15 @@ type offer struct {
 //     client, one client per held address).
 //   - no address is under a live record and a live offer of two
 //     different clients, and static and server addresses never go to
-//     anyone but their owner.
+//     anyone but their owner (a lease loaded from a store written before
+//     a static host was added keeps its address until it expires; its
+//     renewal is NAKed).
+//   - byName indexes every record's host name, in lower case; no two
+//     live client leases carry one name, nor one a static host of another
+//     MAC has.
+//
+// Expiry needs no timer: a record counts as live only while now is
+// before its Expiry, in every decision and in Free, Resolve and Reverse.
 type Pool struct {
 	mu     sync.Mutex
 	cfg    Config
