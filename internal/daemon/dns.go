@@ -3,7 +3,6 @@ package daemon
 import (
 	"net"
 	"net/netip"
-	"strings"
 
 	mdns "github.com/miekg/dns"
 
@@ -20,7 +19,7 @@ type dnsServer struct {
 }
 
 // names looks guests up in a network's DHCP pool: static hosts first, then
-// the host names clients sent with their leases.
+// the host names clients sent with their live leases.
 type names struct {
 	d       *Daemon
 	network string
@@ -35,38 +34,18 @@ func (n names) pool() *dhcp.Pool {
 	return nil
 }
 
+// Lookup and Reverse ask the pool, which keeps a name on one client at a
+// time (static hosts first, then live leases).
 func (n names) Lookup(host string) (netip.Addr, bool) {
-	p := n.pool()
-	if p == nil {
-		return netip.Addr{}, false
-	}
-	for _, h := range p.Config().Hosts {
-		if strings.EqualFold(h.Name, host) {
-			return h.IP, true
-		}
-	}
-	for _, l := range p.Leases() {
-		if !l.Declined && strings.EqualFold(l.Hostname, host) {
-			return l.IP, true
-		}
+	if p := n.pool(); p != nil {
+		return p.Resolve(host)
 	}
 	return netip.Addr{}, false
 }
 
 func (n names) Reverse(a netip.Addr) (string, bool) {
-	p := n.pool()
-	if p == nil {
-		return "", false
-	}
-	for _, h := range p.Config().Hosts {
-		if h.IP == a && h.Name != "" {
-			return h.Name, true
-		}
-	}
-	for _, l := range p.Leases() {
-		if l.IP == a && l.Hostname != "" && !l.Declined {
-			return l.Hostname, true
-		}
+	if p := n.pool(); p != nil {
+		return p.Reverse(a)
 	}
 	return "", false
 }
