@@ -20,6 +20,7 @@ import (
 func serveCmd(g *globals) *cobra.Command {
 	var config []string
 	var metrics, level string
+	var recoverLeases bool
 	c := &cobra.Command{
 		Use:   "serve --config DIR|FILE",
 		Short: "Run the daemon: apply the config, serve DHCP, repair drift, answer the CLI",
@@ -35,7 +36,7 @@ func serveCmd(g *globals) *cobra.Command {
 				return err
 			}
 			defer e.Close()
-			d := &daemon.Daemon{Engine: e, Config: config, Log: log, Metrics: metrics}
+			d := &daemon.Daemon{Engine: e, Config: config, Log: log, Metrics: metrics, RecoverLeases: recoverLeases}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
 			hup := make(chan os.Signal, 1)
@@ -55,6 +56,8 @@ func serveCmd(g *globals) *cobra.Command {
 	c.Flags().StringArrayVar(&config, "config", []string{"/etc/guestnet"}, "spec file or directory (repeatable)")
 	c.Flags().StringVar(&metrics, "metrics", "", "serve Prometheus metrics on this address (e.g. 127.0.0.1:9468)")
 	c.Flags().StringVar(&level, "log-level", "info", "debug, info, warn or error")
+	c.Flags().BoolVar(&recoverLeases, "recover-leases", false,
+		"if the lease store cannot be read, move it aside (leases.db.corrupt-TIME), keep the leases it still holds, and start")
 	return c
 }
 

@@ -34,6 +34,10 @@ type Handler struct {
 	Stats Stats
 	// Ports, when set, binds each lease to the port its client sends from.
 	Ports PortBinder
+	// Prober, when set, checks with ARP an address the pool has no record
+	// of before it is offered (probe.go).
+	Prober Prober
+	Probes ProbeStats
 }
 
 // PortBinder ties leases to bridge ports (anti-spoofing). Locate names the
@@ -108,11 +112,15 @@ func (h *Handler) store(f func() error) error {
 }
 
 func (h *Handler) discover(req *dhcpv4.DHCPv4, mac string) *dhcpv4.DHCPv4 {
-	a, ok := h.Pool.Offer(mac, addrOf(req.RequestedIPAddress()))
+	requested := addrOf(req.RequestedIPAddress())
+	a, ok := h.Pool.Offer(mac, requested)
 	if !ok {
 		h.Stats.Exhausted.Add(1)
 		h.Log.Warn("dhcp pool exhausted: no address to offer", "network", h.Pool.cfg.Network, "mac", mac)
 		return nil
+	}
+	if a, ok = h.probed(mac, requested, a); !ok {
+		return nil // every address tried answers ARP (logged)
 	}
 	h.Stats.Offer.Add(1)
 	return h.reply(req, dhcpv4.MessageTypeOffer, a, true)

@@ -1,0 +1,67 @@
+package dhcp
+
+import (
+	"net/netip"
+	"sync/atomic"
+)
+
+// Prober tells whether someone on the network's link already uses an
+// address (internal/arpprobe asks with ARP on the bridge). Probe returns
+// the MAC of whoever answered for a, or "" when no one did. It may block
+// for the probe's wait; each request runs in its own goroutine, so other
+// clients do not wait for it.
+type Prober interface {
+	Probe(a netip.Addr) (mac string, err error)
+}
+
+// MaxProbes bounds the addresses one DISCOVER checks. When all of them
+// answer, the client gets no offer this time; its next DISCOVER goes on
+// with the addresses after them.
+const MaxProbes = 4
+
+// ProbeStats counts the ARP checks made before offers.
+type ProbeStats struct {
+	Probes, InUse, Errors atomic.Uint64
+}
+
+// probed checks the address the pool picked for mac before it is offered
+// (as ISC dhcpd and dnsmasq ping, we ARP), when the pool has no record of
+// it. An address someone answers for is abandoned (quarantined and
+// persisted) and the pool asked again, at most MaxProbes times. ok is
+// false when every address tried was in use. Without a Prober, or when
+// the probe itself fails, the address is offered unchecked: DHCP keeps
+// serving, and the client's own ARP check (RFC 2131 3.1.5) remains.
+func (h *Handler) probed(mac string, requested, a netip.Addr) (netip.Addr, bool) {
+	if h.Prober == nil {
+		return a, true
+	}
+	for i := 0; ; i++ {
+		if !h.Pool.Unrecorded(a) {
+			return a, true
+		}
+		h.Probes.Probes.Add(1)
+		by, err := h.Prober.Probe(a)
+		if err != nil {
+			h.Probes.Errors.Add(1)
+			h.Log.Warn("dhcp: ARP check failed, offering unchecked", "ip", a, "err", err)
+			return a, true
+		}
+		if by == "" || by == mac { // no one, or the client itself already uses it
+			return a, true
+		}
+		h.Probes.InUse.Add(1)
+		if l, ok := h.Pool.Abandon(a); ok {
+			h.store(func() error { return h.Store.Put(h.Pool.cfg.Network, l) })
+		}
+		h.Log.Warn("dhcp: address answers ARP but has no lease: abandoned, not offered",
+			"ip", a, "used_by", by, "client", mac, "until", h.Pool.now().Add(Quarantine))
+		if i+1 == MaxProbes {
+			h.Log.Warn("dhcp: every address checked for this DISCOVER is in use; no offer this time", "client", mac, "checked", MaxProbes)
+			return netip.Addr{}, false
+		}
+		var ok bool
+		if a, ok = h.Pool.Offer(mac, requested); !ok {
+			return a, false
+		}
+	}
+}
