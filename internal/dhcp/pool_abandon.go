@@ -4,7 +4,7 @@ import "net/netip"
 
 // Minimal versions of what the pool rewrite adds (the lead reconciles
 // them): Abandon for an address found in use by someone who holds no
-// lease, and Unrecorded to tell which addresses need that check.
+// lease, and NeedsCheck to tell which addresses need that check.
 
 // Abandon quarantines an address that answered ARP before it was offered:
 // a declined lease with no MAC, for Quarantine, persisted by the caller
@@ -26,14 +26,18 @@ func (p *Pool) Abandon(a netip.Addr) (Lease, bool) {
 	return l, true
 }
 
-// Unrecorded reports whether the pool knows nothing of a range address:
-// no lease, live or expired, bound, declined or abandoned, for anyone,
-// and no static host. Such an address is checked with ARP before it is
-// offered: a guest may hold it from a lease the store lost, or have set
-// it by hand.
-func (p *Pool) Unrecorded(a netip.Addr) bool {
+// NeedsCheck reports whether a range address must be checked with ARP
+// before it is offered: the pool has no record of it (no lease, live or
+// expired, for anyone: a guest may hold it from a lease the store lost, or
+// have set it by hand), or only a declined or abandoned one whose
+// quarantine is over (whoever used it may still be there). Static host
+// addresses are never checked: they go to their host whatever answers.
+func (p *Pool) NeedsCheck(a netip.Addr) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	_, rec := p.byIP[a]
-	return !rec && p.inRange(a) && !p.fixed[a]
+	if !p.inRange(a) || p.fixed[a] {
+		return false
+	}
+	l, rec := p.byIP[a]
+	return !rec || (l.Declined && !p.now().Before(l.Expiry))
 }

@@ -3,6 +3,7 @@ package dhcp
 import (
 	"net/netip"
 	"sync/atomic"
+	"time"
 )
 
 // Prober tells whether someone on the network's link already uses an
@@ -26,7 +27,7 @@ type ProbeStats struct {
 
 // probed checks the address the pool picked for mac before it is offered
 // (as ISC dhcpd and dnsmasq ping, we ARP), when the pool has no record of
-// it. An address someone answers for is abandoned (quarantined and
+// it (Pool.NeedsCheck). An address someone answers for is abandoned (quarantined and
 // persisted) and the pool asked again, at most MaxProbes times. ok is
 // false when every address tried was in use. Without a Prober, or when
 // the probe itself fails, the address is offered unchecked: DHCP keeps
@@ -36,11 +37,13 @@ func (h *Handler) probed(mac string, requested, a netip.Addr) (netip.Addr, bool)
 		return a, true
 	}
 	for i := 0; ; i++ {
-		if !h.Pool.Unrecorded(a) {
+		if !h.Pool.NeedsCheck(a) {
 			return a, true
 		}
 		h.Probes.Probes.Add(1)
+		start := time.Now()
 		by, err := h.Prober.Probe(a)
+		h.Log.Debug("dhcp: ARP check", "ip", a, "answered_by", by, "took", time.Since(start), "client", mac)
 		if err != nil {
 			h.Probes.Errors.Add(1)
 			h.Log.Warn("dhcp: ARP check failed, offering unchecked", "ip", a, "err", err)
