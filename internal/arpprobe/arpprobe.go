@@ -30,19 +30,28 @@ const Wait = 200 * time.Millisecond
 // a client's repeated DISCOVER does not probe again.
 const CacheFor = 5 * time.Second
 
-// Prober probes one bridge. It is safe for concurrent use: concurrent
-// probes share one socket, and one reader hands each answer to every
-// probe waiting for that address.
+// Prober probes one bridge. It is safe for concurrent use: probes share
+// one socket, one reader hands each answer to the probe of that address,
+// and a probe asked for while one of the same address is under way joins
+// it.
 type Prober struct {
 	c    *arp.Client
 	hw   net.HardwareAddr
 	wait time.Duration
 	now  func() time.Time
 
-	mu      sync.Mutex
-	waiting map[netip.Addr][]chan string
-	cache   map[netip.Addr]result
-	closed  bool
+	mu       sync.Mutex
+	inflight map[netip.Addr]*probe
+	cache    map[netip.Addr]result
+	closed   bool
+}
+
+// probe is one address's check under way; done closes when someone
+// answered, the wait ran out, or the request could not be sent.
+type probe struct {
+	done chan struct{}
+	mac  string
+	err  error
 }
 
 type result struct {
@@ -68,12 +77,12 @@ func Open(ns *netns.NS, bridge string, wait time.Duration) (*Prober, error) {
 		return nil, fmt.Errorf("arp socket on %s: %w", bridge, err)
 	}
 	p := &Prober{c: c, hw: hw, wait: wait, now: time.Now,
-		waiting: map[netip.Addr][]chan string{}, cache: map[netip.Addr]result{}}
+		inflight: map[netip.Addr]*probe{}, cache: map[netip.Addr]result{}}
 	go p.read()
 	return p, nil
 }
 
-// Close closes the socket; probes under way return what they have.
+// Close closes the socket; probes under way end at their wait.
 func (p *Prober) Close() error {
 	p.mu.Lock()
 	p.closed = true
@@ -89,17 +98,44 @@ func (p *Prober) Probe(a netip.Addr) (string, error) {
 	if !a.Is4() {
 		return "", fmt.Errorf("arp probe %v: not an IPv4 address", a)
 	}
-	ch := make(chan string, 1)
+	pr, r, cached := p.start(a)
+	if cached {
+		return r.mac, nil
+	}
+	<-pr.done
+	return pr.mac, pr.err
+}
+
+// Prefetch starts probes of the addresses without waiting for them: their
+// results are cached for the Probe that comes when they are offered.
+func (p *Prober) Prefetch(as []netip.Addr) {
+	for _, a := range as {
+		if a.Is4() {
+			p.start(a)
+		}
+	}
+}
+
+// start returns the cached result for a, or the probe of a under way,
+// starting it if there is none.
+func (p *Prober) start(a netip.Addr) (*probe, result, bool) {
 	p.mu.Lock()
 	if r, ok := p.cache[a]; ok && p.now().Before(r.until) {
 		p.mu.Unlock()
-		return r.mac, nil
+		return nil, r, true
 	}
+	if pr, ok := p.inflight[a]; ok {
+		p.mu.Unlock()
+		return pr, result{}, false
+	}
+	pr := &probe{done: make(chan struct{})}
 	if p.closed {
 		p.mu.Unlock()
-		return "", errors.New("arp probe: socket closed")
+		pr.err = errors.New("arp probe: socket closed")
+		close(pr.done)
+		return pr, result{}, false
 	}
-	p.waiting[a] = append(p.waiting[a], ch)
+	p.inflight[a] = pr
 	p.mu.Unlock()
 
 	req, err := arp.NewPacket(arp.OperationRequest, p.hw, netip.IPv4Unspecified(), zeroMAC, a)
@@ -107,65 +143,42 @@ func (p *Prober) Probe(a netip.Addr) (string, error) {
 		err = p.c.WriteTo(req, ethernet.Broadcast)
 	}
 	if err != nil {
-		p.forget(a, ch)
-		return "", fmt.Errorf("arp probe %v: %w", a, err)
+		p.finish(a, pr, "", fmt.Errorf("arp probe %v: %w", a, err))
+		return pr, result{}, false
 	}
-	again := time.NewTimer(p.wait / 2)
-	defer again.Stop()
-	done := time.NewTimer(p.wait)
-	defer done.Stop()
-	for {
+	time.AfterFunc(p.wait/2, func() {
 		select {
-		case mac := <-ch:
-			return mac, nil
-		case <-again.C:
+		case <-pr.done:
+		default:
 			p.c.WriteTo(req, ethernet.Broadcast) // the first may have been lost
-		case <-done.C:
-			p.forget(a, ch)
-			select {
-			case mac := <-ch: // answered as the wait ended
-				return mac, nil
-			default:
-			}
-			p.remember(a, "")
-			return "", nil
 		}
-	}
+	})
+	time.AfterFunc(p.wait, func() { p.finish(a, pr, "", nil) })
+	return pr, result{}, false
 }
 
-func (p *Prober) forget(a netip.Addr, ch chan string) {
+// finish ends the probe of a, if it is still under way: with the MAC that
+// answered, with "" when the wait ran out, or with an error (not cached).
+func (p *Prober) finish(a netip.Addr, pr *probe, mac string, err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	w := p.waiting[a]
-	for i, c := range w {
-		if c == ch {
-			w = append(w[:i], w[i+1:]...)
-			break
-		}
+	if p.inflight[a] != pr {
+		return
 	}
-	if len(w) == 0 {
-		delete(p.waiting, a)
-	} else {
-		p.waiting[a] = w
-	}
-}
-
-func (p *Prober) remember(a netip.Addr, mac string) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.rememberLocked(a, mac)
-}
-
-func (p *Prober) rememberLocked(a netip.Addr, mac string) {
-	now := p.now()
-	if len(p.cache) > 4096 {
-		for k, r := range p.cache {
-			if !now.Before(r.until) {
-				delete(p.cache, k)
+	delete(p.inflight, a)
+	pr.mac, pr.err = mac, err
+	if err == nil {
+		now := p.now()
+		if len(p.cache) > 4096 {
+			for k, r := range p.cache {
+				if !now.Before(r.until) {
+					delete(p.cache, k)
+				}
 			}
 		}
+		p.cache[a] = result{mac: mac, until: now.Add(CacheFor)}
 	}
-	p.cache[a] = result{mac: mac, until: now.Add(CacheFor)}
+	close(pr.done)
 }
 
 // read takes every ARP frame on the bridge. Any frame whose sender claims
@@ -189,23 +202,11 @@ func (p *Prober) read() {
 		if !pkt.SenderIP.Is4() || pkt.SenderIP.IsUnspecified() || pkt.SenderHardwareAddr.String() == p.hw.String() {
 			continue
 		}
-		p.answer(pkt.SenderIP, pkt.SenderHardwareAddr.String())
-	}
-}
-
-func (p *Prober) answer(a netip.Addr, mac string) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	w, ok := p.waiting[a]
-	if !ok {
-		return
-	}
-	for _, ch := range w {
-		select {
-		case ch <- mac:
-		default:
+		p.mu.Lock()
+		pr := p.inflight[pkt.SenderIP]
+		p.mu.Unlock()
+		if pr != nil {
+			p.finish(pkt.SenderIP, pr, pkt.SenderHardwareAddr.String(), nil)
 		}
 	}
-	delete(p.waiting, a)
-	p.rememberLocked(a, mac)
 }

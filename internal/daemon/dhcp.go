@@ -97,6 +97,12 @@ func (b *bridgeProber) Probe(a netip.Addr) (string, error) {
 	return p.Probe(a)
 }
 
+func (b *bridgeProber) Prefetch(as []netip.Addr) {
+	if p := b.p.Load(); p != nil {
+		p.Prefetch(as)
+	}
+}
+
 // set installs p (nil for none) and closes the socket it replaces.
 func (b *bridgeProber) set(p *arpprobe.Prober) {
 	if old := b.p.Swap(p); old != nil {

@@ -14,10 +14,11 @@ import (
 // fakeProber answers for the addresses in by (address -> MAC of whoever
 // holds it) and records what it was asked.
 type fakeProber struct {
-	mu     sync.Mutex
-	by     map[netip.Addr]string
-	err    error
-	probed []netip.Addr
+	mu         sync.Mutex
+	by         map[netip.Addr]string
+	err        error
+	probed     []netip.Addr
+	prefetched []netip.Addr
 }
 
 var _ Prober = (*fakeProber)(nil)
@@ -27,6 +28,12 @@ func (f *fakeProber) Probe(a netip.Addr) (string, error) {
 	defer f.mu.Unlock()
 	f.probed = append(f.probed, a)
 	return f.by[a], f.err
+}
+
+func (f *fakeProber) Prefetch(as []netip.Addr) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.prefetched = append(f.prefetched, as...)
 }
 
 func offered(t *testing.T, h *Handler, hw []byte) netip.Addr {
@@ -60,6 +67,9 @@ func TestProbeAbandonsAnsweredAddress(t *testing.T) {
 	ab, ok := st.leases[addr("10.99.0.100")]
 	if !ok || !ab.Declined || ab.MAC != "" || !ab.Expiry.Equal(c.t.Add(Quarantine)) {
 		t.Errorf("abandoned address on disk: %+v (ok=%v), want declined, no MAC, for %v", ab, ok, Quarantine)
+	}
+	if !slices.Equal(fp.prefetched, []netip.Addr{addr("10.99.0.102")}) {
+		t.Errorf("prefetched %v, want the next unrecorded address of the range, 10.99.0.102", fp.prefetched)
 	}
 	if h.Probes.Probes.Load() != 2 || h.Probes.InUse.Load() != 1 {
 		t.Errorf("probe stats: %d probes, %d in use; want 2, 1", h.Probes.Probes.Load(), h.Probes.InUse.Load())
