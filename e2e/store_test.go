@@ -214,3 +214,45 @@ func TestStoreARPCheck(t *testing.T) {
 		t.Logf("ARP check of %s: answered by %q after %s", m[1], m[2], m[3])
 	}
 }
+
+// TestStoreRecoveryKeepsAddressesInUse loses the whole store under a
+// guest that holds a lease (the file truncated to 0 bytes), recovers, and
+// checks that the guest's address, of which the daemon now knows nothing,
+// is not handed to a new guest: it answers ARP, so it is abandoned.
+func TestStoreRecoveryKeepsAddressesInUse(t *testing.T) {
+	l := newLab(t)
+	host := l.NS("host")
+	spec := l.Spec(dhcpSpec)
+	d := l.Serve_(host, spec)
+	hook := l.clientScript()
+	a := l.dhcpGuest(host, "default", "a", "vga", "")
+	if out, err := l.tryIn(a, "busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-t", "5", "-s", hook); err != nil {
+		t.Fatalf("udhcpc: %v\n%s", err, out)
+	}
+	held := l.addrOf(a)
+	d.Stop()
+	if err := os.Truncate(daemon.LeasePath(l.StateDirOf(host)), 0); err != nil {
+		t.Fatal(err)
+	}
+	l.serveFails(host, spec)
+	d = l.Serve_(host, spec, "--recover-leases")
+	b := l.dhcpGuest(host, "default", "b", "vgb", "")
+	if out, err := l.tryIn(b, "busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-t", "5", "-s", hook); err != nil {
+		t.Fatalf("udhcpc: %v\n%s", err, out)
+	}
+	if got := l.addrOf(b); got == "" || got == held {
+		t.Errorf("after the store was lost, a new guest got %q; guest a still holds %s", got, held)
+	}
+	var leases []struct{ IP, State string }
+	json.Unmarshal([]byte(l.Guestnet(host, "leases", "-o", "json")), &leases)
+	state := ""
+	for _, le := range leases {
+		if le.IP == held {
+			state = le.State
+		}
+	}
+	if state != "abandoned" {
+		t.Errorf("guest a's %s is %q in leases, want abandoned: %v", held, state, leases)
+	}
+	t.Logf("guest a keeps %s (abandoned in the new store), guest b got %s", held, l.addrOf(b))
+}
