@@ -76,10 +76,16 @@ func Open(ns *netns.NS, bridge string, wait time.Duration) (*Prober, error) {
 	if err != nil {
 		return nil, fmt.Errorf("arp socket on %s: %w", bridge, err)
 	}
+	return newProber(c, hw, wait), nil
+}
+
+// newProber starts the reader of c; hw is the bridge's MAC, the sender of
+// the probes.
+func newProber(c *arp.Client, hw net.HardwareAddr, wait time.Duration) *Prober {
 	p := &Prober{c: c, hw: hw, wait: wait, now: time.Now,
 		inflight: map[netip.Addr]*probe{}, cache: map[netip.Addr]result{}}
 	go p.read()
-	return p, nil
+	return p
 }
 
 // Close closes the socket; probes under way end at their wait.
