@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -14,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/guestnet/guestnet/internal/daemon"
+	"github.com/guestnet/guestnet/internal/dhcp"
 	"github.com/guestnet/guestnet/internal/state"
 )
 
@@ -50,7 +52,15 @@ func serveCmd(g *globals) *cobra.Command {
 					}
 				}
 			}()
-			return d.Run(ctx, func() { sdNotify("READY=1") })
+			err = d.Run(ctx, func() { sdNotify("READY=1") })
+			var bad *dhcp.CorruptError
+			if errors.As(err, &bad) {
+				// A restart cannot fix it: exit 3, which the systemd unit
+				// lists in RestartPreventExitStatus, ends the restart loop.
+				fmt.Fprintln(os.Stderr, "guestnet:", err)
+				return exitError{code: exitStoreUnreadable}
+			}
+			return err
 		},
 	}
 	c.Flags().StringArrayVar(&config, "config", []string{"/etc/guestnet"}, "spec file or directory (repeatable)")
@@ -60,6 +70,10 @@ func serveCmd(g *globals) *cobra.Command {
 		"if the lease store cannot be read, move it aside (leases.db.corrupt-TIME), keep the leases it still holds, and start")
 	return c
 }
+
+// exitStoreUnreadable is serve's exit code for a lease store it refuses
+// (dhcp.CorruptError): someone has to choose --recover-leases or a backup.
+const exitStoreUnreadable = 3
 
 // sdNotify tells systemd (Type=notify) the daemon is ready; without
 // NOTIFY_SOCKET it does nothing.
