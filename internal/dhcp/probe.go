@@ -62,16 +62,16 @@ func (h *Handler) probed(mac string, requested, a netip.Addr) (netip.Addr, bool)
 			return a, true
 		}
 		h.Probes.InUse.Add(1)
-		if l, ok := h.Pool.Abandon(a); ok {
+		l, ok := h.Pool.Abandon(a)
+		if ok {
 			h.store(func() error { return h.Store.Put(h.Pool.cfg.Network, l) })
 		}
 		h.Log.Warn("dhcp: address answers ARP but has no lease: abandoned, not offered",
-			"ip", a, "used_by", by, "client", mac, "until", h.Pool.now().Add(Quarantine))
+			"ip", a, "used_by", by, "client", mac, "until", l.Expiry)
 		if i+1 == MaxProbes {
 			h.Log.Warn("dhcp: every address checked for this DISCOVER is in use; no offer this time", "client", mac, "checked", MaxProbes)
 			return netip.Addr{}, false
 		}
-		var ok bool
 		if a, ok = h.Pool.Offer(mac, requested); !ok {
 			return a, false
 		}
