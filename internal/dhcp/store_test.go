@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -23,11 +24,22 @@ func realStore(t *testing.T, n int) string {
 		t.Fatal(err)
 	}
 	exp := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
-	for i := range n {
-		network := []string{"default", "lab"}[i%2]
-		a := netip.AddrFrom4([4]byte{10, 99, byte(i / 250), byte(i%250 + 2)})
-		l := Lease{MAC: fmt.Sprintf("02:00:00:00:%02x:%02x", i/256, i%256), IP: a, Hostname: fmt.Sprintf("guest-%03d", i), Expiry: exp}
-		if err := st.Put(network, l); err != nil {
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n { // concurrent, as the daemon's clients: Batch groups them
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			network := []string{"default", "lab"}[i%2]
+			a := netip.AddrFrom4([4]byte{10, 99, byte(i / 250), byte(i%250 + 2)})
+			l := Lease{MAC: fmt.Sprintf("02:00:00:00:%02x:%02x", i/256, i%256), IP: a, Hostname: fmt.Sprintf("guest-%03d", i), Expiry: exp}
+			errs <- st.Put(network, l)
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
 			t.Fatal(err)
 		}
 	}
