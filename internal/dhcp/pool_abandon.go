@@ -35,7 +35,7 @@ func (p *Pool) Abandon(a netip.Addr) (Lease, bool) {
 func (p *Pool) NeedsCheck(a netip.Addr) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if !p.inRange(a) || p.fixed[a] {
+	if !p.inRange(a) || p.fixed[a] || a == p.cfg.Server.Addr() {
 		return false
 	}
 	l, rec := p.byIP[a]
