@@ -36,6 +36,10 @@ type Handler struct {
 	Stats Stats
 	// Ports, when set, binds each lease to the port its client sends from.
 	Ports PortBinder
+	// Prober, when set, checks with ARP an address the pool has no record
+	// of before it is offered (probe.go).
+	Prober Prober
+	Probes ProbeStats
 
 	logMu      sync.Mutex
 	warned     time.Time         // when the last "pool exhausted" line was written
@@ -123,11 +127,15 @@ func (h *Handler) store(f func() error) error {
 }
 
 func (h *Handler) discover(req *dhcpv4.DHCPv4, mac string) *dhcpv4.DHCPv4 {
-	a, ok := h.Pool.Offer(mac, addrOf(req.RequestedIPAddress()))
+	requested := addrOf(req.RequestedIPAddress())
+	a, ok := h.Pool.Offer(mac, requested)
 	if !ok {
 		h.Stats.Exhausted.Add(1)
 		h.exhausted(mac)
 		return nil
+	}
+	if a, ok = h.probed(mac, requested, a); !ok {
+		return nil // every address tried answers ARP (logged)
 	}
 	h.Stats.Offer.Add(1)
 	return h.reply(req, dhcpv4.MessageTypeOffer, a, true)
