@@ -191,24 +191,37 @@ func (e *Engine) PlanDestroy(names []string) (p plan.Plan, unknown []string, err
 // from which the next apply or destroy finishes the job. If the final state
 // cannot be saved the kernel changes are undone too: state and host never
 // part.
-func (e *Engine) Apply(p plan.Plan) error {
+func (e *Engine) Apply(p plan.Plan) error { return e.commit(p, e.nftMark(p)) }
+
+// commit runs p through the journal; done adjusts the state to record
+// once every write is made.
+func (e *Engine) commit(p plan.Plan, done func(*state.State)) error {
 	old, err := e.State()
 	if err != nil {
 		return err
 	}
+	if err := journal(e.Kernel, e.StatePath, old, state.Intent(old, p.State), p.State, p.Actions, done); err != nil {
+		return fmt.Errorf("apply: %w", err)
+	}
+	return nil
+}
+
+// nftMark reads the ruleset generation before p runs and returns what
+// sets the state's ruleset mark after it: the generation reached, if p's
+// firewall transactions were the only commits in between (only then is
+// the ruleset just written the one in the kernel).
+func (e *Engine) nftMark(p plan.Plan) func(*state.State) {
 	nftWrites := uint32(0)
 	for _, a := range p.Actions {
 		if isNft(a) {
 			nftWrites++
 		}
 	}
+	if nftWrites == 0 {
+		return nil
+	}
 	g0, gerr := e.NS.NftGen()
-	mark := func(target *state.State) {
-		if nftWrites == 0 {
-			return
-		}
-		// Trust the ruleset just written only if no other commit came
-		// between: the generation moved by exactly our own transactions.
+	return func(target *state.State) {
 		target.Nft = nil
 		if g1, err := e.NS.NftGen(); err == nil && gerr == nil && g1 == g0+nftWrites {
 			last := p.Actions[slices.IndexFunc(p.Actions, isNft)]
@@ -217,10 +230,6 @@ func (e *Engine) Apply(p plan.Plan) error {
 			}
 		}
 	}
-	if err := journal(e.Kernel, e.StatePath, old, state.Intent(old, p.State), p.State, p.Actions, mark); err != nil {
-		return fmt.Errorf("apply: %w", err)
-	}
-	return nil
 }
 
 // Converge plans spec s against the host and applies the plan, trying
