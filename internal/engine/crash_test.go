@@ -61,8 +61,14 @@ var specs = map[string]string{
 	"lan": "  lan: {mode: bridge, bridge: br0, uplink: eth1}\n",
 }
 
+var loaded = map[string]*spec.Spec{}
+
+// loadSpec loads specs[name] through a file, as the CLI does, once.
 func loadSpec(t *testing.T, name string) *spec.Spec {
 	t.Helper()
+	if s, ok := loaded[name]; ok {
+		return s
+	}
 	p := filepath.Join(t.TempDir(), name+".yaml")
 	if err := os.WriteFile(p, []byte("networks:\n"+specs[name]), 0o644); err != nil {
 		t.Fatal(err)
@@ -71,7 +77,19 @@ func loadSpec(t *testing.T, name string) *spec.Spec {
 	if err != nil {
 		t.Fatal(err)
 	}
+	loaded[name] = s
 	return s
+}
+
+// stateDir is where the rigs keep their states: tmpfs when there is one,
+// as these tests are about the order of writes, not about fsync.
+func stateDir(t *testing.T) string {
+	t.Helper()
+	if d, err := os.MkdirTemp("/dev/shm", "guestnet-engine-test-"); err == nil {
+		t.Cleanup(func() { os.RemoveAll(d) })
+		return d
+	}
+	return t.TempDir()
 }
 
 // rig is an engine on the fake kernel, with its state in a temp folder.
@@ -83,7 +101,7 @@ type rig struct {
 
 func newRig(t *testing.T) *rig {
 	k := &fake.Kernel{Host: baseHost()}
-	return &rig{t: t, k: k, e: &Engine{StatePath: filepath.Join(t.TempDir(), "state.json"), Kernel: k}}
+	return &rig{t: t, k: k, e: &Engine{StatePath: filepath.Join(stateDir(t), "state.json"), Kernel: k}}
 }
 
 // plan diffs spec name (nil: destroy everything) against the fake host,
