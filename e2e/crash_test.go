@@ -194,28 +194,56 @@ func TestAttachDetachUnderRulesetFlush(t *testing.T) {
 		}
 	}()
 	start := time.Now()
+	var mu sync.Mutex
 	var failed, retries, bound int
-	for i := range 500 {
-		tap := fmt.Sprintf("tap%d", i%taps)
-		attach := []string{"attach", "default", tap}
-		if i%3 == 0 {
-			attach = append(attach, "--ip", fmt.Sprintf("10.99.0.%d", 10+i%taps), "--mac", fmt.Sprintf("52:54:00:00:00:%02x", i%taps))
-			bound++
-		}
-		for _, args := range [][]string{attach, {"detach", "default", tap}} {
-			_, errs, code := l.Run(host, args...)
-			retries += strings.Count(errs, "msg=retrying")
-			if code != 0 {
-				failed++
-				t.Errorf("guestnet %v: exit %d\n%s", args, code, errs)
+	why := map[string]int{} // the kinds of errors retried
+	run := func(args ...string) {
+		_, errs, code := l.Run(host, args...)
+		mu.Lock()
+		defer mu.Unlock()
+		for _, line := range strings.Split(errs, "\n") {
+			if _, err, ok := strings.Cut(line, "msg=retrying"); ok {
+				retries++
+				kind := "a failed write (undone)"
+				if strings.Contains(err, "err=\"observe ") {
+					kind = "a failed read of the host"
+				}
+				why[kind]++
 			}
 		}
+		if code != 0 {
+			failed++
+			t.Errorf("guestnet %v: exit %d\n%s", args, code, errs)
+		}
 	}
+	// Two workers, each with its own TAPs: the commands overlap where they
+	// do not hold the state lock.
+	var workers sync.WaitGroup
+	for w := range 2 {
+		workers.Add(1)
+		go func() {
+			defer workers.Done()
+			for i := w; i < 500; i += 2 {
+				tap := fmt.Sprintf("tap%d", i%taps)
+				attach := []string{"attach", "default", tap}
+				if i%3 == 0 {
+					attach = append(attach, "--ip", fmt.Sprintf("10.99.0.%d", 10+i%taps), "--mac", fmt.Sprintf("52:54:00:00:00:%02x", i%taps))
+					mu.Lock()
+					bound++
+					mu.Unlock()
+				}
+				run(attach...)
+				run("detach", "default", tap)
+			}
+		}()
+	}
+	workers.Wait()
 	wall := time.Since(start)
 	close(stop)
 	wg.Wait()
 	t.Logf("1000 commands (%d attaches with a binding) under %d ruleset flushes: %d failed, %d retries, %v (%.1f ms a command)",
 		bound, flushes.Load(), failed, retries, wall.Round(time.Millisecond), float64(wall.Milliseconds())/1000)
+	t.Logf("errors retried: %v", why)
 	if flushes.Load() < 10 {
 		t.Errorf("only %d flushes happened: the test did not exercise what it claims", flushes.Load())
 	}

@@ -54,8 +54,8 @@ func journal(k apply.Kernel, path string, old, intent, target state.State, acts 
 	if done != nil {
 		done(&target)
 	}
-	if sameJSON(old, target) && sameJSON(old, intent) {
-		return nil
+	if sameJSON(intent, target) {
+		return nil // already on disk (or, with intent equal to old, never changed)
 	}
 	if err := state.Save(path, target); err != nil {
 		rev := make([]plan.Action, len(acts))
