@@ -258,3 +258,37 @@ func TestAttachDetachUnderRulesetFlush(t *testing.T) {
 	d.Stop()
 	t.Logf("daemon: %d drift repairs retried, %d failed repairs", strings.Count(d.log.String(), "msg=retrying"), strings.Count(d.log.String(), "drift repair failed"))
 }
+
+// TestFailedRepairRetriedOnTimer makes drift the daemon cannot repair at
+// first (its bridge down, and a route over its subnet that the spec check
+// refuses): the failed repair must be tried again on a timer, with growing
+// waits, although no kernel event comes; once the route is gone, the
+// bridge is up again.
+func TestFailedRepairRetriedOnTimer(t *testing.T) {
+	l := newLab(t)
+	host, _ := natHost(l)
+	spec := l.Spec(natSpec)
+	d := l.Serve_(host, spec)
+	// A route over the network's subnet makes the spec contradict the
+	// host: every repair fails its check until the route is gone.
+	l.must("ip", "-n", host, "route", "add", "10.99.0.0/16", "via", "198.51.100.126")
+	l.must("ip", "-n", host, "link", "set", "gnat0", "down")
+	waitFor(t, "four failed repairs in a row", func() bool {
+		return strings.Count(d.log.String(), "drift repair failed") >= 4
+	})
+	var waits []string
+	for _, line := range strings.Split(d.log.String(), "\n") {
+		if _, w, ok := strings.Cut(line, "retry_in="); ok && strings.Contains(line, "drift repair failed") {
+			waits = append(waits, w)
+		}
+	}
+	if len(waits) < 4 || strings.Join(waits[:4], " ") != "50ms 100ms 200ms 400ms" {
+		t.Errorf("waits between failed repairs: %v, want 50ms 100ms 200ms 400ms first", waits)
+	}
+	l.must("ip", "-n", host, "route", "del", "10.99.0.0/16")
+	waitFor(t, "the repair once the route is gone", func() bool {
+		_, _, code := l.Run(host, "plan", spec)
+		return code == 0
+	})
+	t.Logf("failed repairs retried after %v", waits)
+}
