@@ -259,12 +259,12 @@ func TestAttachDetachUnderRulesetFlush(t *testing.T) {
 	t.Logf("daemon: %d drift repairs retried, %d failed repairs", strings.Count(d.log.String(), "msg=retrying"), strings.Count(d.log.String(), "drift repair failed"))
 }
 
-// TestFailedRepairRetriedOnTimer makes drift the daemon cannot repair at
+// TestDriftRepairRetriedOnTimer makes drift the daemon cannot repair at
 // first (its bridge down, and a route over its subnet that the spec check
 // refuses): the failed repair must be tried again on a timer, with growing
 // waits, although no kernel event comes; once the route is gone, the
 // bridge is up again.
-func TestFailedRepairRetriedOnTimer(t *testing.T) {
+func TestDriftRepairRetriedOnTimer(t *testing.T) {
 	l := newLab(t)
 	host, _ := natHost(l)
 	spec := l.Spec(natSpec)
