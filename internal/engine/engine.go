@@ -11,7 +11,6 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
-	"sync/atomic"
 
 	"github.com/vishvananda/netlink"
 
@@ -34,8 +33,7 @@ type Engine struct {
 	Kernel  apply.Kernel
 	counter *apply.Counter
 	// Log receives retries after kernel errors; nil discards them.
-	Log     *slog.Logger
-	retries atomic.Uint64
+	Log *slog.Logger
 
 	ownMu  sync.Mutex
 	ownGen map[uint32]bool // generations made by Learn alone

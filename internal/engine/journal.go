@@ -107,7 +107,6 @@ func (e *Engine) retry(what string, try func() error) error {
 			return err
 		}
 		e.log().Warn("retrying", "what", what, "try", n, "of", Tries, "wait", wait, "err", err)
-		e.retries.Add(1)
 		time.Sleep(wait)
 		wait *= 2
 	}
@@ -119,6 +118,3 @@ func (e *Engine) log() *slog.Logger {
 	}
 	return e.Log
 }
-
-// Retries is how many times this engine tried again after a kernel error.
-func (e *Engine) Retries() uint64 { return e.retries.Load() }
