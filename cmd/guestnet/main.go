@@ -8,11 +8,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/guestnet/guestnet/internal/apply"
 	"github.com/guestnet/guestnet/internal/engine"
 	"github.com/guestnet/guestnet/internal/model"
 	"github.com/guestnet/guestnet/internal/observe"
@@ -31,7 +34,33 @@ type globals struct {
 	out      io.Writer
 }
 
-func (g *globals) open() (*engine.Engine, error) { return engine.Open(g.netns, g.stateDir) }
+// open targets the namespace. Retries after kernel errors are logged to
+// stderr. GUESTNET_CRASH_AFTER_WRITES=N is a test hook: the process kills
+// itself (SIGKILL) right after its Nth kernel write, so tests can prove
+// that a crash at any step leaves a state the next apply or destroy
+// completes.
+func (g *globals) open() (*engine.Engine, error) {
+	e, err := engine.Open(g.netns, g.stateDir)
+	if err != nil {
+		return nil, err
+	}
+	e.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn,
+		ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+			if a.Key == slog.TimeKey {
+				return slog.Attr{}
+			}
+			return a
+		}}))
+	if v := os.Getenv("GUESTNET_CRASH_AFTER_WRITES"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			e.Close()
+			return nil, fmt.Errorf("GUESTNET_CRASH_AFTER_WRITES=%q: want a write count from 1 (a test hook)", v)
+		}
+		e.Kernel = &apply.CrashAfter{Kernel: e.Kernel, N: n}
+	}
+	return e, nil
+}
 
 // paint colours s on a terminal (not when piped, nor with NO_COLOR set).
 func (g *globals) paint(s string) string {

@@ -6,6 +6,8 @@ package apply
 import (
 	"errors"
 	"fmt"
+	"os"
+	"syscall"
 
 	"github.com/guestnet/guestnet/internal/plan"
 )
@@ -94,7 +96,33 @@ func (f *FailAt) Do(a plan.Action) error {
 	return f.Kernel.Do(a)
 }
 
+// CrashAfter is a test hook: it wraps a Kernel and stops the process
+// right after the Nth write (1-based) returns, whether that write worked
+// or not, as a kill -9 would at that instant. guestnet wires it only when
+// the environment says GUESTNET_CRASH_AFTER_WRITES=N, for tests that prove
+// a crash at any step leaves a state the next apply or destroy completes.
+type CrashAfter struct {
+	Kernel
+	N, seen int
+	// Kill stops the process; nil sends it SIGKILL. Unit tests panic
+	// instead and recover.
+	Kill func()
+}
+
+func (c *CrashAfter) Do(a plan.Action) error {
+	err := c.Kernel.Do(a)
+	if c.seen++; c.seen == c.N {
+		if c.Kill != nil {
+			c.Kill()
+		}
+		syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		select {} // the signal is on its way: write nothing more
+	}
+	return err
+}
+
 var (
 	_ Kernel = (*Counter)(nil)
 	_ Kernel = (*FailAt)(nil)
+	_ Kernel = (*CrashAfter)(nil)
 )

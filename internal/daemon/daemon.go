@@ -83,6 +83,7 @@ func (d *Daemon) Run(ctx context.Context, ready func()) error {
 		return err
 	}
 	d.store, d.servers, d.kick, d.learnKick = st, map[string]*server{}, make(chan struct{}, 1), make(chan struct{}, 1)
+	d.Engine.Log = d.Log // the engine logs its retries after kernel errors
 	if d.fdb, err = newFDB(d.Engine.NS); err != nil {
 		st.Close()
 		return err
@@ -154,49 +155,63 @@ func (d *Daemon) changed() {
 // repairLoop re-plans after kernel events, a few milliseconds after the
 // last one of a burst, and applies whatever brings the host back to the
 // spec. guestnet's own writes cause events too; re-planning them finds
-// nothing to do.
+// nothing to do. A repair that fails (after the engine's own retries) is
+// tried again on a timer, 50 ms doubling up to 5 s, not only on the next
+// event: the drift may cause no further event.
 func (d *Daemon) repairLoop(ctx context.Context) {
+	var retry <-chan time.Time
+	var wait time.Duration
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-retry:
 		case <-d.kick:
-		}
-		settle := time.NewTimer(10 * time.Millisecond)
-	drain:
-		for {
-			select {
-			case <-d.kick:
-			case <-settle.C:
-				break drain
-			case <-ctx.Done():
-				return
+			settle := time.NewTimer(10 * time.Millisecond)
+		drain:
+			for {
+				select {
+				case <-d.kick:
+				case <-settle.C:
+					break drain
+				case <-ctx.Done():
+					return
+				}
 			}
 		}
-		d.repair()
+		retry = nil
+		if err := d.repair(); err != nil {
+			wait = min(max(2*wait, repairFirstWait), repairMaxWait)
+			d.Log.Error("drift repair failed", "err", err, "retry_in", wait)
+			retry = time.After(wait)
+			continue
+		}
+		wait = 0
 	}
 }
 
-func (d *Daemon) repair() {
+// The waits between failed repairs.
+const (
+	repairFirstWait = 50 * time.Millisecond
+	repairMaxWait   = 5 * time.Second
+)
+
+// repair brings the host back to the spec (the engine retries kernel
+// errors a few times itself) and re-syncs DHCP and the learned bindings.
+func (d *Daemon) repair() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	start := time.Now()
 	unlock, err := d.Engine.Lock()
 	if err != nil {
-		d.Log.Error("drift check", "err", err)
-		return
+		return fmt.Errorf("drift check: %w", err)
 	}
 	defer unlock()
-	p, err := d.Engine.Plan(d.spec)
+	p, err := d.Engine.Converge(d.spec)
 	if err != nil {
-		d.Log.Error("drift check", "err", err)
-		return
+		return err
 	}
 	if len(p.Actions) > 0 {
-		if err := d.Engine.Apply(p); err != nil {
-			d.Log.Error("drift repair failed", "err", err)
-			return
-		}
 		d.repairs.Add(1)
 		d.applyNs.Store(int64(time.Since(start)))
 		for _, a := range p.Actions {
@@ -205,6 +220,7 @@ func (d *Daemon) repair() {
 	}
 	d.syncDHCP() // a re-created bridge needs its DHCP socket re-bound
 	d.syncLearned()
+	return nil
 }
 
 // Reload re-reads the config and applies the difference. DHCP keeps

@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"slices"
 	"sync"
@@ -31,6 +32,8 @@ type Engine struct {
 	// kernel behind a write counter. Tests wrap it (apply.FailAt).
 	Kernel  apply.Kernel
 	counter *apply.Counter
+	// Log receives retries after kernel errors; nil discards them.
+	Log *slog.Logger
 
 	ownMu  sync.Mutex
 	ownGen map[uint32]bool // generations made by Learn alone
@@ -64,7 +67,15 @@ func (e *Engine) Close() {
 func (e *Engine) Writes() int { return e.counter.Writes }
 
 // Observe reads the whole namespace.
-func (e *Engine) Observe() (model.Host, error) { return observe.Host(e.NS, e.nl, nil) }
+func (e *Engine) Observe() (model.Host, error) { return e.observe(nil) }
+
+func (e *Engine) observe(hint *observe.Hint) (model.Host, error) {
+	h, err := observe.Host(e.NS, e.nl, hint)
+	if err != nil {
+		return h, &observeError{err}
+	}
+	return h, nil
+}
 
 // diff observes and plans. It first trusts the state's ruleset mark (no
 // rule read-back when the nftables generation has not moved); only if the
@@ -76,11 +87,13 @@ func (e *Engine) diff(st state.State, check func(model.Host) error, want func() 
 		hint = &observe.Hint{Gen: st.Nft.Gen, Sum: st.Nft.Sum, Own: e.own}
 	}
 	for {
-		h, err := observe.Host(e.NS, e.nl, hint)
+		h, err := e.observe(hint)
 		if err != nil {
 			return plan.Plan{}, err
 		}
-		if err := check(h); err != nil {
+		// A bridge a kill -9 left half made is not the user's: Diff
+		// deletes it first, so check the host as it is after that.
+		if err := check(withoutHalfMade(st, h)); err != nil {
 			return plan.Plan{}, err
 		}
 		p, err := plan.Diff(want(), st, h)
@@ -115,6 +128,11 @@ func (e *Engine) Learn(add, del []model.Bind, addPorts, delPorts []string) error
 		e.ownMu.Unlock()
 	}
 	return nil
+}
+
+func withoutHalfMade(st state.State, h model.Host) model.Host {
+	h, _ = plan.HalfMade(st, h)
+	return h
 }
 
 func isNft(a plan.Action) bool { return a.Op == plan.OpNft || a.Op == plan.OpNftElements }
@@ -165,44 +183,66 @@ func (e *Engine) PlanDestroy(names []string) (p plan.Plan, unknown []string, err
 	return p, unknown, err
 }
 
-// Apply runs a plan and records the state it reaches. If the state cannot
-// be saved the kernel changes are undone too: state and host never part.
-func (e *Engine) Apply(p plan.Plan) error {
+// Apply runs a plan and records the state it reaches, write-ahead (see
+// journal): before the first kernel write the state names everything of
+// both the old and the new state, so a kill -9 at any step leaves a state
+// from which the next apply or destroy finishes the job. If the final state
+// cannot be saved the kernel changes are undone too: state and host never
+// part.
+func (e *Engine) Apply(p plan.Plan) error { return e.commit(p, e.nftMark(p)) }
+
+// commit runs p through the journal; done adjusts the state to record
+// once every write is made.
+func (e *Engine) commit(p plan.Plan, done func(*state.State)) error {
+	old, err := e.State()
+	if err != nil {
+		return err
+	}
+	if err := journal(e.Kernel, e.StatePath, old, state.Intent(old, p.State), p.State, p.Actions, done); err != nil {
+		return fmt.Errorf("apply: %w", err)
+	}
+	return nil
+}
+
+// nftMark reads the ruleset generation before p runs and returns what
+// sets the state's ruleset mark after it: the generation reached, if p's
+// firewall transactions were the only commits in between (only then is
+// the ruleset just written the one in the kernel).
+func (e *Engine) nftMark(p plan.Plan) func(*state.State) {
 	nftWrites := uint32(0)
 	for _, a := range p.Actions {
 		if isNft(a) {
 			nftWrites++
 		}
 	}
-	g0, gerr := e.NS.NftGen()
-	if err := apply.Run(e.Kernel, p.Actions); err != nil {
-		return fmt.Errorf("apply: %w", err)
+	if nftWrites == 0 {
+		return nil
 	}
-	if nftWrites > 0 {
-		// Trust the ruleset just written only if no other commit came
-		// between: the generation moved by exactly our own transactions.
-		p.State.Nft = nil
+	g0, gerr := e.NS.NftGen()
+	return func(target *state.State) {
+		target.Nft = nil
 		if g1, err := e.NS.NftGen(); err == nil && gerr == nil && g1 == g0+nftWrites {
 			last := p.Actions[slices.IndexFunc(p.Actions, isNft)]
 			if !last.Rules.Empty() { // with no rules there is nothing to skip reading
-				p.State.Nft = &state.NftMark{Gen: g1, Sum: last.Rules.Sum()}
+				target.Nft = &state.NftMark{Gen: g1, Sum: last.Rules.Sum()}
 			}
 		}
 	}
-	if old, err := e.State(); err == nil && sameJSON(old, p.State) {
-		return nil // nothing to record: a no-op apply writes nothing at all
-	}
-	if err := state.Save(e.StatePath, p.State); err != nil {
-		rev := make([]plan.Action, len(p.Actions))
-		for i, a := range p.Actions {
-			rev[len(p.Actions)-1-i] = a.Inverse()
+}
+
+// Converge plans spec s against the host and applies the plan, trying
+// again (observing and planning anew) when the kernel fails it: the
+// daemon's drift repair. The caller holds Lock.
+func (e *Engine) Converge(s *spec.Spec) (plan.Plan, error) {
+	var p plan.Plan
+	err := e.retry("drift repair", func() error {
+		var err error
+		if p, err = e.Plan(s); err != nil || len(p.Actions) == 0 {
+			return err
 		}
-		if rerr := apply.Run(e.Kernel, rev); rerr != nil {
-			return fmt.Errorf("apply: %w; and undoing the kernel changes failed: %v", err, rerr)
-		}
-		return fmt.Errorf("apply: %w (kernel changes undone)", err)
-	}
-	return nil
+		return e.Apply(p)
+	})
+	return p, err
 }
 
 // Network returns an applied network by name.
@@ -219,13 +259,22 @@ func (e *Engine) Network(name string) (model.Network, error) {
 }
 
 // Attach puts iface into a network's bridge, and binds it to addresses
-// when o.Bind says so.
+// when o.Bind says so. Kernel errors are retried (see retry).
 func (e *Engine) Attach(network, iface string, o plan.AttachOptions) ([]plan.Action, error) {
 	unlock, err := e.Lock()
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
+	var acts []plan.Action
+	err = e.retry(fmt.Sprintf("attach %s to %s", iface, network), func() (err error) {
+		acts, err = e.attach(network, iface, o)
+		return err
+	})
+	return acts, err
+}
+
+func (e *Engine) attach(network, iface string, o plan.AttachOptions) ([]plan.Action, error) {
 	n, err := e.Network(network)
 	if err != nil {
 		return nil, err
@@ -241,24 +290,61 @@ func (e *Engine) Attach(network, iface string, o plan.AttachOptions) ([]plan.Act
 	if err != nil {
 		return nil, err
 	}
-	if err := apply.Run(e.Kernel, acts); err != nil {
+	acts, err = e.changePort(network, iface, true, o.Bind, h, acts)
+	if err != nil {
 		return nil, fmt.Errorf("attach %s to %s: %w", iface, network, err)
 	}
-	gacts, err := e.recordPort(network, iface, true, o.Bind, h)
-	return append(acts, gacts...), err
+	return acts, nil
 }
 
-// recordPort adds or removes an attached interface (and its binding) in
-// the state, so that a re-created bridge gets its ports back, then brings
-// the anti-spoofing table in line with the state's bindings.
-func (e *Engine) recordPort(network, iface string, add bool, bind *model.PortBind, h model.Host) ([]plan.Action, error) {
-	st, err := e.State()
+// Detach takes iface out of a network's bridge. Kernel errors are retried.
+func (e *Engine) Detach(network, iface string) ([]plan.Action, error) {
+	unlock, err := e.Lock()
 	if err != nil {
 		return nil, err
 	}
+	defer unlock()
+	var acts []plan.Action
+	err = e.retry(fmt.Sprintf("detach %s from %s", iface, network), func() (err error) {
+		acts, err = e.detach(network, iface)
+		return err
+	})
+	return acts, err
+}
+
+func (e *Engine) detach(network, iface string) ([]plan.Action, error) {
+	n, err := e.Network(network)
+	if err != nil {
+		return nil, err
+	}
+	h, err := e.Observe()
+	if err != nil {
+		return nil, err
+	}
+	acts, err := e.changePort(network, iface, false, nil, h, plan.Detach(n, iface, h))
+	if err != nil {
+		return nil, fmt.Errorf("detach %s from %s: %w", iface, network, err)
+	}
+	return acts, nil
+}
+
+// changePort records an attached interface (and its binding) in the state,
+// or forgets it, so that a re-created bridge gets its ports back, and makes
+// the kernel writes acts together with the anti-spoofing update the new
+// bindings need. The state is written first (journal): after a kill -9 the
+// next apply finishes an attach (it puts recorded ports back into their
+// bridge and binds them), and never re-attaches a port being detached.
+// An attach binds the port before it joins the bridge, so a bound guest's
+// first frame is already checked; a detach unbinds it after it left.
+func (e *Engine) changePort(network, iface string, add bool, bind *model.PortBind, h model.Host, acts []plan.Action) ([]plan.Action, error) {
+	old, err := e.State()
+	if err != nil {
+		return nil, err
+	}
+	st := old.Clone()
 	n, ok := st.Networks[network]
 	if !ok {
-		return nil, nil
+		return nil, fmt.Errorf("no network %q has been applied here (state %s)", network, e.StatePath)
 	}
 	if add && !slices.Contains(n.Ports, iface) {
 		n.Ports = append(n.Ports, iface)
@@ -274,37 +360,15 @@ func (e *Engine) recordPort(network, iface string, add bool, bind *model.PortBin
 		n.Binds[iface] = *bind
 	}
 	st.Networks[network] = n
-	if err := state.Save(e.StatePath, st); err != nil {
+	guard := plan.GuardFor(st, h)
+	all := append(slices.Clone(acts), guard...)
+	if add {
+		all = append(slices.Clone(guard), acts...)
+	}
+	if err := journal(e.Kernel, e.StatePath, old, st, st, all, nil); err != nil {
 		return nil, err
 	}
-	acts := plan.GuardFor(st, h)
-	if err := apply.Run(e.Kernel, acts); err != nil {
-		return nil, fmt.Errorf("anti-spoofing bindings of %s: %w", iface, err)
-	}
-	return acts, nil
-}
-
-// Detach takes iface out of a network's bridge.
-func (e *Engine) Detach(network, iface string) ([]plan.Action, error) {
-	unlock, err := e.Lock()
-	if err != nil {
-		return nil, err
-	}
-	defer unlock()
-	n, err := e.Network(network)
-	if err != nil {
-		return nil, err
-	}
-	h, err := e.Observe()
-	if err != nil {
-		return nil, err
-	}
-	acts := plan.Detach(n, iface, h)
-	if err := apply.Run(e.Kernel, acts); err != nil {
-		return nil, fmt.Errorf("detach %s from %s: %w", iface, network, err)
-	}
-	gacts, err := e.recordPort(network, iface, false, nil, h)
-	return append(acts, gacts...), err
+	return all, nil
 }
 
 func sameJSON(a, b state.State) bool {

@@ -26,6 +26,7 @@ type Plan struct {
 // want must already have passed spec.CheckHost against h.
 func Diff(want []model.Network, st state.State, h model.Host) (Plan, error) {
 	p := Plan{State: state.State{Networks: map[string]state.Net{}, ForwardingWas: st.ForwardingWas, Nft: st.Nft}}
+	h, p.Actions = HalfMade(st, h)
 	wanted := map[string]bool{}
 	for _, n := range want {
 		wanted[n.Name] = true
@@ -70,6 +71,44 @@ func Diff(want []model.Network, st state.State, h model.Host) (Plan, error) {
 		p.State.ForwardingWas = ""
 	}
 	return p, nil
+}
+
+// HalfMade returns the actions that delete the bridges a kill -9 left half
+// made, and the host as it is after them. Making a bridge is two kernel
+// writes (the kernel ignores the alias when it creates a link), so a
+// bridge of a recorded network may exist without guestnet's owner alias:
+// neither spec.CheckHost nor destroy would take it for guestnet's. The
+// state recorded the network before the bridge was made (write-ahead), so
+// a bare bridge of that name is the half-made one; it has nothing on it
+// yet, and Diff makes it again whole. The engine checks the spec against
+// the returned host.
+func HalfMade(st state.State, h model.Host) (model.Host, []Action) {
+	var acts []Action
+	for _, name := range slices.Sorted(maps.Keys(st.Networks)) {
+		br, ok := h.Link(st.Networks[name].Network.Bridge)
+		if !ok || br.Kind != "bridge" || br.Alias != "" {
+			continue
+		}
+		if br.Up {
+			acts = append(acts, Action{Op: OpLinkDown, Link: br.Name})
+		}
+		acts = append(acts, Action{Op: OpLinkDel, Link: br.Name, MAC: br.MAC, MTU: br.MTU, IfGroup: br.Group})
+		h = withoutLink(h, br.Name)
+	}
+	return h, acts
+}
+
+// withoutLink is h after the link is deleted: its ports lose their
+// master, its routes go.
+func withoutLink(h model.Host, name string) model.Host {
+	h.Links = slices.DeleteFunc(slices.Clone(h.Links), func(l model.Link) bool { return l.Name == name })
+	for i := range h.Links {
+		if h.Links[i].Master == name {
+			h.Links[i].Master = ""
+		}
+	}
+	h.Routes = slices.DeleteFunc(slices.Clone(h.Routes), func(r model.Route) bool { return r.Dev == name })
+	return h
 }
 
 // removedNetworks names the networks guestnet owns that are no longer wanted.
@@ -122,10 +161,7 @@ func ensureNetwork(n model.Network, h model.Host, saved *state.Uplink) ([]Action
 		acts = append(acts, Action{Op: OpLinkUp, Link: n.Bridge})
 	}
 	if n.Mode == model.Bridge {
-		if uplink.Master == n.Bridge {
-			return acts, saved
-		}
-		move, up := moveUplink(n, uplink, h)
+		move, up := ensureUplink(n, br, uplink, saved, h)
 		return append(acts, move...), up
 	}
 	var want []netip.Prefix
@@ -145,25 +181,53 @@ func ensureNetwork(n model.Network, h model.Host, saved *state.Uplink) ([]Action
 	return acts, nil
 }
 
-// moveUplink puts a NIC into the bridge and moves its addresses and routes
-// to the bridge. Routes are deleted before the addresses they depend on and
-// re-added after, so the undo journal can put every one of them back.
-func moveUplink(n model.Network, up model.Link, h model.Host) ([]Action, *state.Uplink) {
-	rec := &state.Uplink{Name: up.Name, Addrs: slices.Clone(up.Addrs), Brd: maps.Clone(up.Brd), Routes: h.RoutesVia(up.Name)}
+// ensureUplink puts a bridge-mode network's NIC into its bridge and moves
+// its addresses and routes to the bridge; it returns the record destroy
+// puts them back from. Routes are deleted before the addresses they depend
+// on and re-added after, so the undo journal can put every one of them
+// back. It also finishes a move that stopped half way (a kill -9, or
+// someone took the NIC out of the bridge): what saved remembers is moved
+// even when the NIC no longer holds it, so the record never loses an
+// address the NIC had.
+func ensureUplink(n model.Network, br, up model.Link, saved *state.Uplink, h model.Host) ([]Action, *state.Uplink) {
+	rec := &state.Uplink{Name: up.Name}
+	if saved != nil && saved.Name == up.Name {
+		rec = &state.Uplink{Name: up.Name, Addrs: slices.Clone(saved.Addrs), Brd: maps.Clone(saved.Brd), Routes: slices.Clone(saved.Routes)}
+	}
 	var acts []Action
-	for _, r := range rec.Routes {
-		acts = append(acts, Action{Op: OpRouteDel, Route: r})
+	if up.Master != n.Bridge {
+		for _, r := range h.RoutesVia(up.Name) {
+			acts = append(acts, Action{Op: OpRouteDel, Route: r})
+			if !slices.Contains(rec.Routes, r) {
+				rec.Routes = append(rec.Routes, r)
+			}
+		}
+		for _, a := range up.Addrs {
+			acts = append(acts, Action{Op: OpAddrDel, Link: up.Name, Addr: a, Brd: up.Brd[a]})
+			if !slices.Contains(rec.Addrs, a) {
+				rec.Addrs = append(rec.Addrs, a)
+			}
+			if b, ok := up.Brd[a]; ok {
+				if rec.Brd == nil {
+					rec.Brd = map[netip.Prefix]netip.Addr{}
+				}
+				rec.Brd[a] = b
+			}
+		}
+		acts = append(acts, Action{Op: OpMaster, Link: up.Name, Master: n.Bridge, OldMaster: up.Master})
 	}
 	for _, a := range rec.Addrs {
-		acts = append(acts, Action{Op: OpAddrDel, Link: up.Name, Addr: a, Brd: up.Brd[a]})
-	}
-	acts = append(acts, Action{Op: OpMaster, Link: up.Name, Master: n.Bridge, OldMaster: up.Master})
-	for _, a := range rec.Addrs {
-		acts = append(acts, Action{Op: OpAddrAdd, Link: n.Bridge, Addr: a, Brd: up.Brd[a]})
+		if !slices.Contains(br.Addrs, a) {
+			acts = append(acts, Action{Op: OpAddrAdd, Link: n.Bridge, Addr: a, Brd: rec.Brd[a]})
+		}
 	}
 	for _, r := range rec.Routes {
 		r.Dev, r.Proto = n.Bridge, model.RouteProto
-		acts = append(acts, Action{Op: OpRouteAdd, Route: r})
+		if !slices.ContainsFunc(h.Routes, func(x model.Route) bool {
+			return x.Dst == r.Dst && x.Dev == r.Dev && x.Gw == r.Gw && x.Metric == r.Metric
+		}) {
+			acts = append(acts, Action{Op: OpRouteAdd, Route: r})
+		}
 	}
 	return acts, rec
 }
