@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"sync/atomic"
+	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 )
@@ -24,6 +25,7 @@ type Stats struct {
 	Discover, Request, Release, Decline, Inform atomic.Uint64
 	Offer, Ack, Nak, Exhausted, Ignored         atomic.Uint64
 	StoreErrors                                 atomic.Uint64
+	Foreign                                     atomic.Uint64 // naming a MAC bound to another port
 }
 
 // Handler answers the DHCP requests of one network.
@@ -34,13 +36,18 @@ type Handler struct {
 	Stats Stats
 	// Ports, when set, binds each lease to the port its client sends from.
 	Ports PortBinder
+	// Now is the clock of rate-limited warnings (nil: time.Now).
+	Now    func() time.Time
+	warned warnLimit
 }
 
 // PortBinder ties leases to bridge ports (anti-spoofing). Locate names the
-// port a MAC was last seen on ("" if unknown); Bound is told of a stored
+// port a MAC was last seen on ("" if unknown); Holders names the ports
+// that hold a MAC's binding (see foreignPort); Bound is told of a stored
 // lease before its ACK leaves; Unbound of one that ended.
 type PortBinder interface {
 	Locate(mac string) string
+	Holders(mac string, l Lease) []string
 	Bound(l Lease)
 	Unbound(l Lease)
 }
@@ -72,6 +79,9 @@ func (h *Handler) Handle(req *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
 		return h.request(req, mac)
 	case dhcpv4.MessageTypeRelease:
 		h.Stats.Release.Add(1)
+		if _, foreign := h.foreignPort(req, mac); foreign {
+			return nil
+		}
 		if l, ok := h.Pool.Release(mac, addrOf(req.ClientIPAddr)); ok {
 			h.store(func() error { return h.Store.Delete(h.Pool.cfg.Network, l.IP) })
 			if h.Ports != nil {
@@ -82,6 +92,9 @@ func (h *Handler) Handle(req *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
 		return nil
 	case dhcpv4.MessageTypeDecline:
 		h.Stats.Decline.Add(1)
+		if _, foreign := h.foreignPort(req, mac); foreign {
+			return nil
+		}
 		if l, ok := h.Pool.Decline(mac, addrOf(req.RequestedIPAddress())); ok {
 			h.store(func() error { return h.Store.Put(h.Pool.cfg.Network, l) })
 			if h.Ports != nil {
@@ -131,9 +144,9 @@ func (h *Handler) request(req *dhcpv4.DHCPv4, mac string) *dhcpv4.DHCPv4 {
 		h.Stats.Ignored.Add(1)
 		return nil
 	}
-	port := ""
-	if h.Ports != nil {
-		port = h.Ports.Locate(mac)
+	port, foreign := h.foreignPort(req, mac)
+	if foreign {
+		return nil // not NAKed: a NAK is broadcast, to the holder's port too
 	}
 	l, prev, ok := h.Pool.Bind(mac, a, req.HostName(), port)
 	if !ok || !server.Masked().Contains(a) {
