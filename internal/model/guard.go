@@ -30,9 +30,9 @@ type Guard struct {
 	Learned         []Bind    `json:"learned,omitempty"` // elements of set "learned"
 	LearnedMACs     []string  `json:"learned_macs,omitempty"`
 	LearnedPortMACs []PortMAC `json:"learned_port_macs,omitempty"`
-	Broken          bool      `json:"broken,omitempty"` // the table is not what guestnet wrote
-	Dropped      uint64    `json:"dropped,omitempty"` // frames dropped as spoofed
-	Spoofed      []Spoofed `json:"spoofed,omitempty"` // elements of set "dropped"
+	Broken          bool      `json:"broken,omitempty"`  // the table is not what guestnet wrote
+	Dropped         uint64    `json:"dropped,omitempty"` // frames dropped as spoofed
+	Spoofed         []Spoofed `json:"spoofed,omitempty"` // elements of set "dropped"
 }
 
 // Spoofed is what set "dropped" remembers of one port . MAC . address whose
