@@ -223,7 +223,7 @@ func (l *Lab) udhcpcDaemon(ns string) (*os.Process, func(kind string) int) {
 func TestStealLease(t *testing.T) {
 	l := newLab(t)
 	host := l.NS("host")
-	l.Serve_(host, l.Spec(stealSpec))
+	d := l.Serve_(host, l.Spec(stealSpec))
 	const vMAC, aMAC = "02:00:00:00:05:01", "02:00:00:00:05:02"
 	V, A, bcast := hwaddr(t, vMAC), hwaddr(t, aMAC), hwaddr(t, "ff:ff:ff:ff:ff:ff")
 	server, zero, all := netip.MustParseAddr("10.99.0.1"), netip.IPv4Unspecified(), netip.MustParseAddr("255.255.255.255")
@@ -309,7 +309,13 @@ func TestStealLease(t *testing.T) {
 	rows = append(rows, l.moveRows(t, host, vMAC, vip)...)
 	l.matrix("attacker on port vga (or a moved VM) | takes effect: want | got", rows)
 	if t.Failed() {
-		t.Logf("host:\n%s", l.In(host, "nft", "list", "table", "bridge", "guestnet"))
+		var dhcp []string
+		for _, line := range strings.Split(d.log.String(), "\n") {
+			if strings.Contains(line, "dhcp") {
+				dhcp = append(dhcp, line)
+			}
+		}
+		t.Logf("host:\n%s\ndaemon's DHCP log:\n%s", l.In(host, "nft", "list", "table", "bridge", "guestnet"), strings.Join(dhcp, "\n"))
 	}
 }
 
@@ -360,10 +366,11 @@ func (l *Lab) stealControl(t *testing.T, host string) []check {
 // and binding on its port once the victim's port is deleted (a VM that
 // migrated, its QEMU gone with its TAP).
 func (l *Lab) moveRows(t *testing.T, host, vMAC string, vip netip.Addr) []check {
-	moved := l.dhcpGuest(host, "default", "m", "vgm", vMAC)
+	var moved string // made by the first row, not before the attacks
 	udhcpc := []string{"busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-t", "3", "-T", "1", "-s", l.clientScript()}
 	return []check{
 		{"VM moved: same MAC on new port vgm, old port still there", false, func() bool {
+			moved = l.dhcpGuest(host, "default", "m", "vgm", vMAC)
 			_, err := l.tryIn(moved, udhcpc...)
 			return err == nil || slices.Contains(l.guards(host)["vgm"].MACs, vMAC)
 		}},
