@@ -46,23 +46,40 @@ networks:
 `
 
 // frame is a crafted DHCP client message: Ethernet source and destination,
-// IPv4 source and destination (UDP 68 to 67), and the message.
+// IPv4 source and destination (UDP 68 to 67), and the message. With split
+// > 0 it goes out as two IPv4 fragments, the first carrying split bytes
+// of the UDP datagram (a multiple of 8).
 type frame struct {
 	src, dst net.HardwareAddr
 	sip, dip netip.Addr
 	msg      *dhcpv4.DHCPv4
+	split    int
 }
 
-// bytes lays the frame out: Ethernet, IPv4 (with its checksum), UDP (no
-// checksum, which IPv4 allows) and the BOOTP message.
-func (f frame) bytes() []byte {
+// frames lays the message out: Ethernet, IPv4 (with its checksum), UDP
+// (no checksum, which IPv4 allows) and the BOOTP message.
+func (f frame) frames() [][]byte {
 	payload := f.msg.ToBytes()
 	udp := binary.BigEndian.AppendUint16(nil, dhcpv4.ClientPort)
 	udp = binary.BigEndian.AppendUint16(udp, dhcpv4.ServerPort)
 	udp = binary.BigEndian.AppendUint16(udp, uint16(8+len(payload)))
-	udp = append(udp, 0, 0)
-	ip := []byte{0x45, 0, 0, 0, 0, 0, 0, 0, 64, unix.IPPROTO_UDP, 0, 0}
-	binary.BigEndian.PutUint16(ip[2:], uint16(20+len(udp)+len(payload)))
+	udp = append(append(udp, 0, 0), payload...)
+	if f.split == 0 {
+		return [][]byte{f.ipv4(udp, 0, false)}
+	}
+	return [][]byte{f.ipv4(udp[:f.split], 0, true), f.ipv4(udp[f.split:], f.split, false)}
+}
+
+// ipv4 is one Ethernet frame holding data at byte offset off of the
+// datagram, more fragments to follow or not.
+func (f frame) ipv4(data []byte, off int, more bool) []byte {
+	ip := []byte{0x45, 0, 0, 0, 0x12, 0x34, 0, 0, 64, unix.IPPROTO_UDP, 0, 0}
+	binary.BigEndian.PutUint16(ip[2:], uint16(20+len(data)))
+	frag := uint16(off / 8)
+	if more {
+		frag |= 0x2000
+	}
+	binary.BigEndian.PutUint16(ip[6:], frag)
 	ip = append(append(ip, f.sip.AsSlice()...), f.dip.AsSlice()...)
 	var sum uint32
 	for i := 0; i < len(ip); i += 2 {
@@ -73,7 +90,7 @@ func (f frame) bytes() []byte {
 	}
 	binary.BigEndian.PutUint16(ip[10:], ^uint16(sum))
 	eth := append(append(slices.Clone([]byte(f.dst)), f.src...), 0x08, 0x00)
-	return append(append(append(eth, ip...), udp...), payload...)
+	return append(append(eth, ip...), data...)
 }
 
 // rawSend sends frames out of eth0 of ns through an AF_PACKET socket
@@ -99,8 +116,10 @@ func (l *Lab) rawSend(ns string, frames ...frame) {
 		to := &unix.SockaddrLinklayer{Ifindex: ifi.Index, Halen: 6}
 		for _, f := range frames {
 			copy(to.Addr[:], f.dst)
-			if err := unix.Sendto(fd, f.bytes(), 0, to); err != nil {
-				return err
+			for _, b := range f.frames() {
+				if err := unix.Sendto(fd, b, 0, to); err != nil {
+					return err
+				}
 			}
 		}
 		return nil
@@ -290,19 +309,21 @@ func TestStealLease(t *testing.T) {
 	}
 	rows := []check{
 		{"REQUEST for the victim's address, chaddr+Ethernet source victim", false,
-			attack(frame{V, bcast, zero, all, dhcpMsg(t, dhcpv4.MessageTypeRequest, V, reqIP, sid)})},
+			attack(frame{V, bcast, zero, all, dhcpMsg(t, dhcpv4.MessageTypeRequest, V, reqIP, sid), 0})},
 		{"REQUEST for the victim's address, chaddr victim, source own", false,
-			attack(frame{A, bcast, zero, all, dhcpMsg(t, dhcpv4.MessageTypeRequest, V, reqIP, sid)})},
+			attack(frame{A, bcast, zero, all, dhcpMsg(t, dhcpv4.MessageTypeRequest, V, reqIP, sid), 0})},
 		{"victim renews (SIGUSR1) and pings the gateway", true, renews},
 		{"RELEASE of the victim's lease, chaddr victim, source own", false,
-			attack(frame{A, br, aip, server, dhcpMsg(t, dhcpv4.MessageTypeRelease, V, ci, sid)})},
+			attack(frame{A, br, aip, server, dhcpMsg(t, dhcpv4.MessageTypeRelease, V, ci, sid), 0})},
 		{"RELEASE of the victim's lease, chaddr+source victim", false,
-			attack(frame{V, br, vip, server, dhcpMsg(t, dhcpv4.MessageTypeRelease, V, ci, sid)})},
+			attack(frame{V, br, vip, server, dhcpMsg(t, dhcpv4.MessageTypeRelease, V, ci, sid), 0})},
+		{"RELEASE, chaddr victim, source own, in 2 fragments (chaddr in the 2nd)", false,
+			attack(frame{A, br, aip, server, dhcpMsg(t, dhcpv4.MessageTypeRelease, V, ci, sid), 32})},
 		{"victim renews (SIGUSR1) and pings the gateway", true, renews},
 		{"DECLINE of the victim's address, chaddr victim, source own", false,
-			attack(frame{A, bcast, zero, all, dhcpMsg(t, dhcpv4.MessageTypeDecline, V, reqIP, sid)})},
+			attack(frame{A, bcast, zero, all, dhcpMsg(t, dhcpv4.MessageTypeDecline, V, reqIP, sid), 0})},
 		{"DECLINE of the victim's address, chaddr+source victim", false,
-			attack(frame{V, bcast, zero, all, dhcpMsg(t, dhcpv4.MessageTypeDecline, V, reqIP, sid)})},
+			attack(frame{V, bcast, zero, all, dhcpMsg(t, dhcpv4.MessageTypeDecline, V, reqIP, sid), 0})},
 		{"victim renews (SIGUSR1) and pings the gateway", true, renews},
 	}
 	rows = append(rows, l.stealControl(t, host)...)
@@ -319,10 +340,12 @@ func TestStealLease(t *testing.T) {
 	}
 }
 
-// stealControl runs a RELEASE and a REQUEST naming the victim's MAC from
+// stealControl runs a REQUEST and a RELEASE naming the victim's MAC from
 // the attacker's port on network free (no anti-spoofing): they take
 // effect, so the crafted messages are valid and each blocked row above is
-// anti-spoofing's doing.
+// anti-spoofing's doing. (The fragmented RELEASE is dropped here too;
+// with the fragment rule taken out of the table it releases the lease on
+// either network: the reassembled datagram reaches the server.)
 func (l *Lab) stealControl(t *testing.T, host string) []check {
 	const vMAC, aMAC = "02:00:00:00:06:01", "02:00:00:00:06:02"
 	V, A := hwaddr(t, vMAC), hwaddr(t, aMAC)
@@ -353,10 +376,15 @@ func (l *Lab) stealControl(t *testing.T, host string) []check {
 	return []check{
 		{"control, no anti-spoofing: REQUEST, chaddr+source victim", true, changed(
 			frame{V, hwaddr(t, "ff:ff:ff:ff:ff:ff"), netip.IPv4Unspecified(), netip.MustParseAddr("255.255.255.255"),
-				dhcpMsg(t, dhcpv4.MessageTypeRequest, V, dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(vip.AsSlice())), sid)},
+				dhcpMsg(t, dhcpv4.MessageTypeRequest, V, dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(vip.AsSlice())), sid), 0},
 			func(before, now daemon.LeaseView, has bool) bool { return has && !now.Expiry.Equal(before.Expiry) })},
+		// The first fragment of a datagram to port 67 is dropped on every
+		// bridge of the namespace, guarded or not: DHCP never needs one.
+		{"control, no anti-spoofing: RELEASE in 2 fragments (dropped everywhere)", false, changed(
+			frame{A, br, aip, server, dhcpMsg(t, dhcpv4.MessageTypeRelease, V, dhcpv4.WithClientIP(vip.AsSlice()), sid), 32},
+			func(_, _ daemon.LeaseView, has bool) bool { return !has })},
 		{"control, no anti-spoofing: RELEASE, chaddr victim, source own", true, changed(
-			frame{A, br, aip, server, dhcpMsg(t, dhcpv4.MessageTypeRelease, V, dhcpv4.WithClientIP(vip.AsSlice()), sid)},
+			frame{A, br, aip, server, dhcpMsg(t, dhcpv4.MessageTypeRelease, V, dhcpv4.WithClientIP(vip.AsSlice()), sid), 0},
 			func(_, _ daemon.LeaseView, has bool) bool { return !has })},
 	}
 }
