@@ -43,6 +43,9 @@ type Spoofed struct {
 	Packets uint64 `json:"packets"`
 	// Ago is how long ago the last frame was dropped.
 	Ago time.Duration `json:"ago_ns"`
+	// MACBoundTo are the other ports the MAC is bound to (filled in by
+	// SpoofedBy): the frames were dropped because the MAC is theirs.
+	MACBoundTo []string `json:"mac_bound_to,omitempty"`
 }
 
 // The sets of the guard table.
@@ -64,15 +67,29 @@ var (
 	LearnedSets  = [4]string{GuardLearnedPorts, GuardLearned, GuardLearnedMACs, GuardLearnedPortMACs}
 )
 
-// SpoofedBy are the recorded drops of one port, latest first.
+// SpoofedBy are the recorded drops of one port, latest first, each with
+// the other ports its MAC is bound to.
 func (g Guard) SpoofedBy(port string) []Spoofed {
 	var out []Spoofed
 	for _, x := range g.Spoofed {
 		if x.Port == port {
+			x.MACBoundTo = slices.DeleteFunc(g.PortsOf(x.MAC), func(p string) bool { return p == port })
 			out = append(out, x)
 		}
 	}
 	return out
+}
+
+// PortsOf are the ports a MAC is bound to, declared or learned, sorted.
+func (g Guard) PortsOf(mac string) []string {
+	var out []string
+	for _, p := range append(slices.Clone(g.PortMACs), g.LearnedPortMACs...) {
+		if p.MAC == mac {
+			out = append(out, p.Port)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // Summary says what was dropped: "3 frames from MAC 02:00:00:00:00:21,
@@ -82,7 +99,11 @@ func (x Spoofed) Summary() string {
 	if x.IP.IsUnspecified() {
 		src = "address 0.0.0.0 (DHCP or an ARP probe)"
 	}
-	return fmt.Sprintf("%s from MAC %s, %s (last %s ago)", Frames(x.Packets), x.MAC, src, x.Ago.Round(time.Second))
+	s := fmt.Sprintf("%s from MAC %s, %s (last %s ago)", Frames(x.Packets), x.MAC, src, x.Ago.Round(time.Second))
+	if len(x.MACBoundTo) > 0 {
+		s += "; the MAC is bound to port " + strings.Join(x.MACBoundTo, ",")
+	}
+	return s
 }
 
 // Frames is "1 frame" or "n frames".

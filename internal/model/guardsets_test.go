@@ -35,3 +35,24 @@ func TestElemsOf(t *testing.T) {
 		t.Errorf("diff: add %+v del %+v", add, del)
 	}
 }
+
+// TestSpoofedNamesTheMACsOwner: a drop of a MAC bound to another port says
+// whose it is; a drop of the port's own MAC (a wrong address) does not.
+func TestSpoofedNamesTheMACsOwner(t *testing.T) {
+	ip := netip.MustParseAddr
+	g := Guard{
+		PortMACs:        []PortMAC{{"vgv", "02:00:00:00:00:01"}},
+		LearnedPortMACs: []PortMAC{{"vga", "02:00:00:00:00:02"}},
+		Spoofed: []Spoofed{
+			{Bind: Bind{Port: "vga", MAC: "02:00:00:00:00:01", IP: ip("0.0.0.0")}, Packets: 2},
+			{Bind: Bind{Port: "vga", MAC: "02:00:00:00:00:02", IP: ip("10.0.0.9")}, Packets: 1},
+		},
+	}
+	got := g.SpoofedBy("vga")
+	if len(got) != 2 || !slices.Equal(got[0].MACBoundTo, []string{"vgv"}) || got[1].MACBoundTo != nil {
+		t.Fatalf("SpoofedBy: %+v", got)
+	}
+	if want := "2 frames from MAC 02:00:00:00:00:01, address 0.0.0.0 (DHCP or an ARP probe) (last 0s ago); the MAC is bound to port vgv"; got[0].Summary() != want {
+		t.Errorf("summary %q, want %q", got[0].Summary(), want)
+	}
+}
