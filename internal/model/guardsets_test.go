@@ -49,7 +49,7 @@ func TestSpoofedNamesTheMACsOwner(t *testing.T) {
 		},
 	}
 	got := g.SpoofedBy("vga")
-	if len(got) != 2 || !slices.Equal(got[0].MACBoundTo, []string{"vgv"}) || got[1].MACBoundTo != nil {
+	if len(got) != 2 || !slices.Equal(got[0].MACBoundTo, []string{"vgv"}) || len(got[1].MACBoundTo) != 0 {
 		t.Fatalf("SpoofedBy: %+v", got)
 	}
 	if want := "2 frames from MAC 02:00:00:00:00:01, address 0.0.0.0 (DHCP or an ARP probe) (last 0s ago); the MAC is bound to port vgv"; got[0].Summary() != want {
