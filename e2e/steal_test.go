@@ -329,6 +329,16 @@ func TestStealLease(t *testing.T) {
 	rows = append(rows, l.stealControl(t, host)...)
 	rows = append(rows, l.moveRows(t, host, vMAC, vip)...)
 	l.matrix("attacker on port vga (or a moved VM) | takes effect: want | got", rows)
+
+	// status lists the drops of frames that used the victim's MAC from vga
+	// under vga, and names the port the MAC was bound to then.
+	found := false
+	for _, x := range l.guards(host)["vga"].Spoofed {
+		found = found || (x.MAC == vMAC && slices.Contains(x.MACBoundTo, "vgm"))
+	}
+	if text := l.Guestnet(host, "status"); !found || !strings.Contains(text, "the MAC is bound to port vgm") {
+		t.Errorf("status does not say whose MAC vga used:\n%s", text)
+	}
 	if t.Failed() {
 		var dhcp []string
 		for _, line := range strings.Split(d.log.String(), "\n") {
