@@ -250,7 +250,11 @@ func TestStealLease(t *testing.T) {
 
 	victim := l.dhcpGuest(host, "default", "v", "vgv", vMAC)
 	vProc, events := l.udhcpcDaemon(victim)
-	waitFor(t, "the victim's first lease", func() bool { return events("bound") > 0 })
+	for deadline := time.Now().Add(15 * time.Second); events("bound") == 0; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the victim's udhcpc got no lease in 15 s")
+		}
+	}
 	attacker := l.dhcpGuest(host, "default", "a", "vga", aMAC)
 	if out, err := l.tryIn(attacker, "busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-t", "5", "-T", "1", "-s", l.clientScript()); err != nil {
 		t.Fatalf("the attacker's own lease: %v\n%s", err, out)
@@ -265,7 +269,7 @@ func TestStealLease(t *testing.T) {
 	intact := func(before daemon.LeaseView, mac string, ip netip.Addr, droppedBefore uint64) []string {
 		var bad []string
 		ok := false
-		for deadline := time.Now().Add(2 * time.Second); !ok && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		for deadline := time.Now().Add(5 * time.Second); !ok && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 			ok = dropped(l.guards(host)["vga"], mac, ip) > droppedBefore
 		}
 		if !ok {
@@ -375,7 +379,7 @@ func (l *Lab) stealControl(t *testing.T, host string) []check {
 			before, _ := l.lease(host, "free", vMAC)
 			time.Sleep(10 * time.Millisecond) // a renewal's expiry must differ
 			l.rawSend(attacker, f)
-			for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 				if now, has := l.lease(host, "free", vMAC); took(before, now, has) {
 					return true
 				}
