@@ -133,19 +133,3 @@ func (f *fdb) masters() (map[string]string, error) {
 	}
 	return out, nil
 }
-
-// master names the bridge (or other master) a port is in now, "" if the
-// port is gone or in none. Equivalent to: ip -o link show PORT (master).
-func (f *fdb) master(port string) string {
-	f.nlmu.Lock()
-	defer f.nlmu.Unlock()
-	l, err := f.nl.LinkByName(port)
-	if err != nil || l.Attrs().MasterIndex == 0 {
-		return ""
-	}
-	m, err := f.nl.LinkByIndex(l.Attrs().MasterIndex)
-	if err != nil {
-		return ""
-	}
-	return m.Attrs().Name
-}

@@ -38,6 +38,7 @@ type learnView struct {
 	guarded  map[string]bool
 	explicit map[string]map[string]model.PortBind // network -> port -> binding
 	owners   map[string][]string                  // MAC -> ports attach bound it to, in guarded networks
+	masters  map[string]string                    // port -> its bridge, as the learned sets were synced
 }
 
 // may reports whether a lease may bind its port: not when attach bound the
@@ -112,10 +113,16 @@ type learner struct {
 
 func (l learner) Locate(mac string) string { return l.d.fdb.port(l.bridge, mac) }
 
-// Holders asks the kernel where the lease's port is now, so that a port
-// deleted a moment ago no longer holds its MAC.
+// Holders judges the lease's port by the bridges' ports of the last sync,
+// as the kernel's learned sets do: a port's link event makes a sync, so a
+// port deleted a moment ago lets its MAC go in both at once, and a
+// REQUEST costs no netlink call here.
 func (l learner) Holders(mac string, ls dhcp.Lease) []string {
-	return l.d.view.Load().holders(l.network, l.bridge, mac, ls, l.d.fdb.master, time.Now())
+	v := l.d.view.Load()
+	if v == nil {
+		return nil
+	}
+	return v.holders(l.network, l.bridge, mac, ls, func(p string) string { return v.masters[p] }, time.Now())
 }
 
 // Bound binds the lease's port at once, before the ACK leaves, so the
@@ -173,15 +180,16 @@ func (d *Daemon) syncLearned() {
 	for _, n := range d.spec.Networks {
 		bridges[n.Name] = n.Bridge
 	}
-	d.view.Store(v)
-	g, err := observe.Guard(d.Engine.NS)
-	if err != nil || !g.On || g.Broken {
-		return // no table (yet): the next repair makes it and syncs again
-	}
 	masters, err := d.fdb.masters()
 	if err != nil {
 		d.Log.Error("anti-spoofing", "err", err)
 		return
+	}
+	v.masters = masters
+	d.view.Store(v)
+	g, err := observe.Guard(d.Engine.NS)
+	if err != nil || !g.On || g.Broken {
+		return // no table (yet): the next repair makes it and syncs again
 	}
 	leases := map[string][]dhcp.Lease{}
 	for name, s := range d.servers {
