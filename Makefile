@@ -36,6 +36,7 @@ FUZZTIME ?= 10s
 fuzz:
 	$(GO) test ./internal/spec -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME) -fuzzminimizetime 1s
 	$(GO) test ./internal/dhcp -run '^$$' -fuzz FuzzHandle -fuzztime $(FUZZTIME) -fuzzminimizetime 1s
+	$(GO) test ./internal/dhcp -run '^$$' -fuzz FuzzPool -fuzztime $(FUZZTIME) -fuzzminimizetime 1s
 
 # root: apply speed against the shell recipe, printed as a table
 bench: build

@@ -82,6 +82,11 @@ bound|renew|BOUND|RENEW|REBOOT)
   ip addr add $ip/$mask dev $interface
   ip route replace default via ${router%% *}
   ;;
+RELEASE|EXPIRE)
+  # as dhclient-script does: a released address is given up (guestnet
+  # checks with ARP that no one holds an address before it offers it)
+  ip addr flush dev $interface
+  ;;
 esac
 exit 0
 `), 0o755)

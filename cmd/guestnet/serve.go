@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -14,12 +15,14 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/guestnet/guestnet/internal/daemon"
+	"github.com/guestnet/guestnet/internal/dhcp"
 	"github.com/guestnet/guestnet/internal/state"
 )
 
 func serveCmd(g *globals) *cobra.Command {
 	var config []string
 	var metrics, level string
+	var recoverLeases bool
 	c := &cobra.Command{
 		Use:   "serve --config DIR|FILE",
 		Short: "Run the daemon: apply the config, serve DHCP, repair drift, answer the CLI",
@@ -35,7 +38,7 @@ func serveCmd(g *globals) *cobra.Command {
 				return err
 			}
 			defer e.Close()
-			d := &daemon.Daemon{Engine: e, Config: config, Log: log, Metrics: metrics}
+			d := &daemon.Daemon{Engine: e, Config: config, Log: log, Metrics: metrics, RecoverLeases: recoverLeases}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
 			hup := make(chan os.Signal, 1)
@@ -49,14 +52,28 @@ func serveCmd(g *globals) *cobra.Command {
 					}
 				}
 			}()
-			return d.Run(ctx, func() { sdNotify("READY=1") })
+			err = d.Run(ctx, func() { sdNotify("READY=1") })
+			var bad *dhcp.CorruptError
+			if errors.As(err, &bad) {
+				// A restart cannot fix it: exit 3, which the systemd unit
+				// lists in RestartPreventExitStatus, ends the restart loop.
+				fmt.Fprintln(os.Stderr, "guestnet:", err)
+				return exitError{code: exitStoreUnreadable}
+			}
+			return err
 		},
 	}
 	c.Flags().StringArrayVar(&config, "config", []string{"/etc/guestnet"}, "spec file or directory (repeatable)")
 	c.Flags().StringVar(&metrics, "metrics", "", "serve Prometheus metrics on this address (e.g. 127.0.0.1:9468)")
 	c.Flags().StringVar(&level, "log-level", "info", "debug, info, warn or error")
+	c.Flags().BoolVar(&recoverLeases, "recover-leases", false,
+		"if the lease store cannot be read, move it aside (leases.db.corrupt-TIME), keep the leases it still holds, and start")
 	return c
 }
+
+// exitStoreUnreadable is serve's exit code for a lease store it refuses
+// (dhcp.CorruptError): someone has to choose --recover-leases or a backup.
+const exitStoreUnreadable = 3
 
 // sdNotify tells systemd (Type=notify) the daemon is ready; without
 // NOTIFY_SOCKET it does nothing.

@@ -23,12 +23,14 @@ type LeaseView struct {
 	IP       string    `json:"ip"`
 	Hostname string    `json:"hostname,omitempty"`
 	Expiry   time.Time `json:"expiry"`
-	State    string    `json:"state"` // bound, expired, declined
+	State    string    `json:"state"` // bound, expired, declined, abandoned
 }
 
 func view(network string, l dhcp.Lease, now time.Time) LeaseView {
 	st := "bound"
 	switch {
+	case l.Declined && l.MAC == "":
+		st = "abandoned" // answered ARP before it was offered
 	case l.Declined:
 		st = "declined"
 	case now.After(l.Expiry):

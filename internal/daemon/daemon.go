@@ -28,6 +28,10 @@ type Daemon struct {
 	Config  []string // spec files or directories
 	Log     *slog.Logger
 	Metrics string // listen address for Prometheus metrics, "" for none
+	// RecoverLeases moves a lease store that cannot be read aside and
+	// starts with the leases it could still read (dhcp.RecoverBolt);
+	// without it such a store stops the daemon with a *dhcp.CorruptError.
+	RecoverLeases bool
 
 	mu      sync.Mutex // serialises reload and repair
 	spec    *spec.Spec
@@ -51,6 +55,7 @@ type server struct {
 	conn    net.PacketConn
 	key     string // the config it serves, to tell a change on reload
 	ifindex int    // the bridge the socket is bound to
+	probe   *bridgeProber
 }
 
 // Dir is the folder of the namespace's state, lease store and API socket.
@@ -67,6 +72,11 @@ func SocketPath(dir string) string { return filepath.Join(dir, "guestnet.sock") 
 func (d *Daemon) Run(ctx context.Context, ready func()) error {
 	if err := os.MkdirAll(d.Dir(), 0o700); err != nil {
 		return err
+	}
+	if d.RecoverLeases {
+		if err := d.recoverLeases(); err != nil {
+			return err
+		}
 	}
 	st, err := dhcp.OpenBolt(LeasePath(d.Dir()), false, 2*time.Second)
 	if err != nil {
@@ -110,6 +120,26 @@ func (d *Daemon) Run(ctx context.Context, ready func()) error {
 	case err := <-werr:
 		return fmt.Errorf("watch kernel events: %w", err)
 	}
+}
+
+// recoverLeases is `serve --recover-leases`: it says what it kept and
+// what it lost. Guests whose leases were lost keep their addresses only if
+// they renew them; until then the ARP check before each offer keeps their
+// addresses from going to someone else.
+func (d *Daemon) recoverLeases() error {
+	path := LeasePath(d.Dir())
+	r, err := dhcp.RecoverBolt(path, time.Now(), 2*time.Second)
+	if err != nil {
+		return fmt.Errorf("recover lease store %s: %w", path, err)
+	}
+	if r.Problem == "" {
+		d.Log.Info("--recover-leases: the lease store reads whole, nothing to recover", "path", path)
+		return nil
+	}
+	d.Log.Warn("--recover-leases: unreadable lease store moved aside; starting with the leases it still held",
+		"path", path, "problem", r.Problem, "moved_to", r.MovedTo, "kept", r.Kept, "undecodable_records", r.Bad,
+		"lost", "the leases on unreadable pages (not countable)")
+	return nil
 }
 
 // changed is called for every kernel event; it wakes the repair loop
@@ -215,6 +245,7 @@ func (d *Daemon) shutdown() {
 	defer d.mu.Unlock()
 	for name, s := range d.servers {
 		s.conn.Close()
+		s.probe.set(nil)
 		delete(d.servers, name)
 	}
 	for name, s := range d.dns {

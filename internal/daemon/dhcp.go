@@ -2,11 +2,15 @@ package daemon
 
 import (
 	"encoding/json"
+	"errors"
 	"net"
+	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
 
+	"github.com/guestnet/guestnet/internal/arpprobe"
 	"github.com/guestnet/guestnet/internal/dhcp"
 )
 
@@ -25,6 +29,7 @@ func (d *Daemon) syncDHCP() {
 	for name, s := range d.servers {
 		if cfg, ok := want[name]; !ok || configKey(cfg) != s.key {
 			s.conn.Close()
+			s.probe.set(nil)
 			delete(d.servers, name)
 			d.pools.Delete(name)
 			d.Log.Info("dhcp stopped", "network", name)
@@ -48,9 +53,10 @@ func (d *Daemon) syncDHCP() {
 				d.Log.Error("dhcp", "network", name, "err", err)
 				continue
 			}
-			s = &server{key: configKey(cfg), handler: &dhcp.Handler{
+			probe := &bridgeProber{}
+			s = &server{key: configKey(cfg), probe: probe, handler: &dhcp.Handler{
 				Pool: dhcp.NewPool(cfg, time.Now, leases), Store: d.store, Log: d.Log.With("network", name),
-				Ports: learner{d: d, network: name, bridge: bridges[name]}}}
+				Ports: learner{d: d, network: name, bridge: bridges[name]}, Prober: probe}}
 		}
 		var conn net.PacketConn
 		err = d.Engine.NS.Do(func() (err error) {
@@ -59,14 +65,48 @@ func (d *Daemon) syncDHCP() {
 		})
 		if err != nil {
 			d.Log.Error("dhcp listen", "network", name, "bridge", bridges[name], "err", err)
+			s.probe.set(nil)
 			delete(d.servers, name)
 			continue
 		}
 		s.conn, s.ifindex = conn, idx
+		// The ARP socket is bound to the bridge as it is now, like conn.
+		pr, err := arpprobe.Open(d.Engine.NS, bridges[name], arpprobe.Wait)
+		if err != nil {
+			d.Log.Error("dhcp: no ARP check before offers (addresses are offered unchecked)", "network", name, "err", err)
+		}
+		s.probe.set(pr)
 		d.servers[name] = s
 		d.pools.Store(name, s.handler.Pool)
 		go s.handler.Serve(conn)
 		d.Log.Info("dhcp serving", "network", name, "bridge", bridges[name], "leases", len(s.handler.Pool.Leases()))
+	}
+}
+
+// bridgeProber is a network's dhcp.Prober across re-creations of its
+// bridge: syncDHCP swaps the socket while DHCP goroutines keep probing.
+type bridgeProber struct {
+	p atomic.Pointer[arpprobe.Prober]
+}
+
+func (b *bridgeProber) Probe(a netip.Addr) (string, error) {
+	p := b.p.Load()
+	if p == nil {
+		return "", errors.New("no ARP socket on the bridge (see the log of its start)")
+	}
+	return p.Probe(a)
+}
+
+func (b *bridgeProber) Prefetch(as []netip.Addr) {
+	if p := b.p.Load(); p != nil {
+		p.Prefetch(as)
+	}
+}
+
+// set installs p (nil for none) and closes the socket it replaces.
+func (b *bridgeProber) set(p *arpprobe.Prober) {
+	if old := b.p.Swap(p); old != nil {
+		old.Close()
 	}
 }
 

@@ -3,7 +3,6 @@ package daemon
 import (
 	"net"
 	"net/netip"
-	"strings"
 
 	mdns "github.com/miekg/dns"
 
@@ -20,7 +19,7 @@ type dnsServer struct {
 }
 
 // names looks guests up in a network's DHCP pool: static hosts first, then
-// the host names clients sent with their leases.
+// the host names clients sent with their live leases.
 type names struct {
 	d       *Daemon
 	network string
@@ -35,38 +34,18 @@ func (n names) pool() *dhcp.Pool {
 	return nil
 }
 
+// Lookup and Reverse ask the pool, which keeps a name on one client at a
+// time (static hosts first, then live leases).
 func (n names) Lookup(host string) (netip.Addr, bool) {
-	p := n.pool()
-	if p == nil {
-		return netip.Addr{}, false
-	}
-	for _, h := range p.Config().Hosts {
-		if strings.EqualFold(h.Name, host) {
-			return h.IP, true
-		}
-	}
-	for _, l := range p.Leases() {
-		if !l.Declined && strings.EqualFold(l.Hostname, host) {
-			return l.IP, true
-		}
+	if p := n.pool(); p != nil {
+		return p.Resolve(host)
 	}
 	return netip.Addr{}, false
 }
 
 func (n names) Reverse(a netip.Addr) (string, bool) {
-	p := n.pool()
-	if p == nil {
-		return "", false
-	}
-	for _, h := range p.Config().Hosts {
-		if h.IP == a && h.Name != "" {
-			return h.Name, true
-		}
-	}
-	for _, l := range p.Leases() {
-		if l.IP == a && l.Hostname != "" && !l.Declined {
-			return l.Hostname, true
-		}
+	if p := n.pool(); p != nil {
+		return p.Reverse(a)
 	}
 	return "", false
 }
@@ -93,8 +72,15 @@ func (d *Daemon) syncDNS() {
 		if n.DNS == nil || d.dns[n.Name] != nil {
 			continue
 		}
-		h := &dns.Server{Domain: n.DNS.Domain, Subnet: n.Subnet(), Upstream: n.DNS.Upstream,
-			Names: names{d, n.Name}, Dial: d.dialInNS}
+		var ups []netip.AddrPort
+		for _, u := range n.DNS.Upstream {
+			ups = append(ups, netip.AddrPortFrom(u, 53))
+		}
+		// Only the network's own subnet and the host itself are answered
+		// (the firewall also drops DNS to this address arriving on any
+		// interface but the bridge and lo).
+		h := &dns.Server{Domain: n.DNS.Domain, Subnet: n.Subnet(), Upstream: ups,
+			Names: names{d, n.Name}, Dial: d.dialInNS, HostAddr: d.hostAddr}
 		addr := netip.AddrPortFrom(n.IPv4.Addr(), 53).String()
 		var pc net.PacketConn
 		var ln net.Listener
@@ -111,7 +97,7 @@ func (d *Daemon) syncDNS() {
 			d.Log.Error("dns listen", "network", n.Name, "addr", addr, "err", err)
 			continue
 		}
-		s := &dnsServer{key: want[n.Name], udp: &mdns.Server{PacketConn: pc, Handler: h}, tcp: &mdns.Server{Listener: ln, Handler: h}}
+		s := &dnsServer{key: want[n.Name], udp: &mdns.Server{PacketConn: pc, Handler: h, UDPSize: dns.UpstreamUDPSize}, tcp: &mdns.Server{Listener: ln, Handler: h}}
 		s.stop = func() { s.udp.Shutdown(); s.tcp.Shutdown() }
 		go s.udp.ActivateAndServe()
 		go s.tcp.ActivateAndServe()
@@ -128,4 +114,26 @@ func (d *Daemon) dialInNS(network, addr string) (net.Conn, error) {
 		return err
 	})
 	return c, err
+}
+
+// hostAddr reports whether a is an address of the served namespace: a DNS
+// query from one comes from the host itself. Asked only for sources outside
+// the network's subnet, which the firewall lets through on lo alone.
+func (d *Daemon) hostAddr(a netip.Addr) bool {
+	var addrs []net.Addr
+	if err := d.Engine.NS.Do(func() (err error) {
+		addrs, err = net.InterfaceAddrs() // Equivalent to: ip addr show
+		return err
+	}); err != nil {
+		d.Log.Warn("dns: list the host's addresses", "err", err)
+		return false
+	}
+	for _, x := range addrs {
+		if p, ok := x.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(p.IP); ok && ip.Unmap() == a {
+				return true
+			}
+		}
+	}
+	return false
 }

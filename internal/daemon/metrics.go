@@ -11,7 +11,7 @@ import (
 )
 
 var (
-	descLeases  = prometheus.NewDesc("guestnet_dhcp_leases", "DHCP addresses per network and state (in_use, free).", []string{"network", "state"}, nil)
+	descLeases  = prometheus.NewDesc("guestnet_dhcp_leases", "DHCP addresses per network and state: in_use (live leases), quarantined (declined or abandoned), free (could be offered to a new client now).", []string{"network", "state"}, nil)
 	descPackets = prometheus.NewDesc("guestnet_dhcp_packets_total", "DHCP messages per network and type.", []string{"network", "type"}, nil)
 	descRepairs = prometheus.NewDesc("guestnet_repairs_total", "Drift repairs applied.", nil, nil)
 	descApply   = prometheus.NewDesc("guestnet_apply_duration_seconds", "Duration of the last apply (reload or repair).", nil, nil)
@@ -31,14 +31,22 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	d.mu.Lock()
 	now := time.Now()
 	for name, s := range d.servers {
-		inUse := 0
+		inUse, quarantined := 0, 0
 		for _, l := range s.handler.Pool.Leases() {
-			if now.Before(l.Expiry) {
+			switch {
+			case !now.Before(l.Expiry):
+			case l.Declined:
+				quarantined++
+			default:
 				inUse++
 			}
 		}
 		ch <- prometheus.MustNewConstMetric(descLeases, prometheus.GaugeValue, float64(inUse), name, "in_use")
-		ch <- prometheus.MustNewConstMetric(descLeases, prometheus.GaugeValue, float64(s.handler.Pool.Size()-inUse), name, "free")
+		ch <- prometheus.MustNewConstMetric(descLeases, prometheus.GaugeValue, float64(quarantined), name, "quarantined")
+		// Free is what the pool itself would offer: 0 exactly when DISCOVERs
+		// from new clients go unanswered (offers held, static and server
+		// addresses excluded).
+		ch <- prometheus.MustNewConstMetric(descLeases, prometheus.GaugeValue, float64(s.handler.Pool.Free()), name, "free")
 		st := &s.handler.Stats
 		for typ, v := range map[string]uint64{
 			"discover": st.Discover.Load(), "request": st.Request.Load(), "release": st.Release.Load(),

@@ -48,7 +48,7 @@ func (h *Handler) foreignPort(req *dhcpv4.DHCPv4, mac string) (port string, fore
 		return port, false
 	}
 	h.Stats.Foreign.Add(1)
-	if n, ok := h.warned.allow(h.now()); ok {
+	if n, ok := h.foreignWarn.allow(h.now()); ok {
 		h.Log.Warn("dhcp: dropped a message naming a MAC bound to another port (a guest asking for a neighbour's lease?)",
 			"type", req.MessageType().String(), "mac", mac, "from_port", port, "bound_to", holders[0],
 			"dropped_since_last_warning", n)

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -36,10 +37,23 @@ type Handler struct {
 	Stats Stats
 	// Ports, when set, binds each lease to the port its client sends from.
 	Ports PortBinder
-	// Now is the clock of rate-limited warnings (nil: time.Now).
-	Now    func() time.Time
-	warned warnLimit
+	// Prober, when set, checks with ARP an address the pool has no record
+	// of before it is offered (probe.go).
+	Prober Prober
+	Probes ProbeStats
+
+	logMu      sync.Mutex
+	warned     time.Time         // when the last "pool exhausted" line was written
+	unanswered int               // DISCOVERs left unanswered since that line
+	nameLogged map[string]string // MAC -> the taken host name already logged
+
+	// Now is the clock of the warnings about foreign ports (nil: time.Now).
+	Now         func() time.Time
+	foreignWarn warnLimit
 }
+
+// ExhaustedEvery is how often at most an exhausted pool is logged.
+const ExhaustedEvery = time.Minute
 
 // PortBinder ties leases to bridge ports (anti-spoofing). Locate names the
 // port a MAC was last seen on ("" if unknown); Holders names the ports
@@ -95,13 +109,18 @@ func (h *Handler) Handle(req *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
 		if _, foreign := h.foreignPort(req, mac); foreign {
 			return nil
 		}
-		if l, ok := h.Pool.Decline(mac, addrOf(req.RequestedIPAddress())); ok {
-			h.store(func() error { return h.Store.Put(h.Pool.cfg.Network, l) })
-			if h.Ports != nil {
-				h.Ports.Unbound(l)
-			}
-			h.Log.Warn("dhcp decline: address quarantined", "mac", mac, "ip", l.IP, "until", l.Expiry)
+		a := addrOf(req.RequestedIPAddress())
+		l, ok := h.Pool.Decline(mac, a)
+		if !ok {
+			// Only the holder of an address may decline it (as in Kea).
+			h.Log.Debug("dhcp decline ignored: the address is not this client's", "mac", mac, "ip", a)
+			return nil
 		}
+		h.store(func() error { return h.Store.Put(h.Pool.cfg.Network, l) })
+		if h.Ports != nil {
+			h.Ports.Unbound(l)
+		}
+		h.Log.Warn("dhcp decline: address quarantined", "mac", mac, "ip", l.IP, "until", l.Expiry)
 		return nil
 	case dhcpv4.MessageTypeInform:
 		h.Stats.Inform.Add(1)
@@ -121,11 +140,15 @@ func (h *Handler) store(f func() error) error {
 }
 
 func (h *Handler) discover(req *dhcpv4.DHCPv4, mac string) *dhcpv4.DHCPv4 {
-	a, ok := h.Pool.Offer(mac, addrOf(req.RequestedIPAddress()))
+	requested := addrOf(req.RequestedIPAddress())
+	a, ok := h.Pool.Offer(mac, requested)
 	if !ok {
 		h.Stats.Exhausted.Add(1)
-		h.Log.Warn("dhcp pool exhausted: no address to offer", "network", h.Pool.cfg.Network, "mac", mac)
+		h.exhausted(mac)
 		return nil
+	}
+	if a, ok = h.probed(mac, requested, a); !ok {
+		return nil // every address tried answers ARP (logged)
 	}
 	h.Stats.Offer.Add(1)
 	return h.reply(req, dhcpv4.MessageTypeOffer, a, true)
@@ -148,22 +171,71 @@ func (h *Handler) request(req *dhcpv4.DHCPv4, mac string) *dhcpv4.DHCPv4 {
 	if foreign {
 		return nil // not NAKed: a NAK is broadcast, to the holder's port too
 	}
-	l, prev, ok := h.Pool.Bind(mac, a, req.HostName(), port)
-	if !ok || !server.Masked().Contains(a) {
+	b, ok := h.Pool.Bind(mac, a, req.HostName(), port)
+	l := b.Lease
+	if ok && !server.Masked().Contains(a) {
+		h.Pool.Unbind(b)
+		ok = false
+	}
+	if !ok {
 		h.Stats.Nak.Add(1)
 		h.Log.Info("dhcp nak", "mac", mac, "ip", a)
 		return h.reply(req, dhcpv4.MessageTypeNak, netip.Addr{}, false)
 	}
 	if err := h.store(func() error { return h.Store.Put(h.Pool.cfg.Network, l) }); err != nil {
-		h.Pool.Unbind(l, prev)
+		h.Pool.Unbind(b)
 		return nil // never ACK a lease that is not on disk
 	}
+	if b.Ended.IP.IsValid() {
+		// The client moved: its old address is free again, on disk too.
+		h.store(func() error { return h.Store.Delete(h.Pool.cfg.Network, b.Ended.IP) })
+	}
+	h.nameTaken(mac, b.NameTaken, l.Hostname)
 	if h.Ports != nil {
 		h.Ports.Bound(l) // the port may send from its address once the ACK arrives
 	}
 	h.Stats.Ack.Add(1)
 	h.Log.Debug("dhcp ack", "mac", mac, "ip", a, "hostname", l.Hostname, "port", l.Port)
 	return h.reply(req, dhcpv4.MessageTypeAck, a, true)
+}
+
+// exhausted logs a DISCOVER the pool had no address for: at most one
+// line per ExhaustedEvery (by the pool's clock), with the number of
+// DISCOVERs left unanswered since the previous line. A flood of clients
+// must not turn into a flood of log lines.
+func (h *Handler) exhausted(mac string) {
+	h.logMu.Lock()
+	defer h.logMu.Unlock()
+	h.unanswered++
+	now := h.Pool.now()
+	if !h.warned.IsZero() && now.Sub(h.warned) < ExhaustedEvery {
+		return
+	}
+	// h.Log names the network (the daemon gives each handler its own).
+	h.Log.Warn("dhcp pool exhausted: no address to offer",
+		"unanswered", h.unanswered, "last_mac", mac, "size", h.Pool.Size())
+	h.warned, h.unanswered = now, 0
+}
+
+// nameTaken logs, once per client and name, that a client did not get
+// the host name it asked for because another client holds it.
+func (h *Handler) nameTaken(mac, taken, got string) {
+	h.logMu.Lock()
+	defer h.logMu.Unlock()
+	if taken == "" {
+		if got != "" {
+			delete(h.nameLogged, mac)
+		}
+		return
+	}
+	if h.nameLogged[mac] == taken {
+		return
+	}
+	if h.nameLogged == nil {
+		h.nameLogged = map[string]string{}
+	}
+	h.nameLogged[mac] = taken
+	h.Log.Info("dhcp hostname already in use: lease granted without it", "mac", mac, "hostname", taken)
 }
 
 // reply builds an OFFER, ACK or NAK with the network's options.

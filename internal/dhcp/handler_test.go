@@ -77,7 +77,7 @@ func newHandler(t *testing.T, st *memStore, c *clock) *Handler {
 
 func mac(n byte) net.HardwareAddr { return net.HardwareAddr{0x52, 0x54, 0, 0, 0, n} }
 
-func discover(t *testing.T, hw net.HardwareAddr, mods ...dhcpv4.Modifier) *dhcpv4.DHCPv4 {
+func discover(t testing.TB, hw net.HardwareAddr, mods ...dhcpv4.Modifier) *dhcpv4.DHCPv4 {
 	t.Helper()
 	d, err := dhcpv4.NewDiscovery(hw, mods...)
 	if err != nil {

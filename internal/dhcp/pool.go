@@ -7,13 +7,16 @@ package dhcp
 import (
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/guestnet/guestnet/internal/model"
 )
 
-// Lease is one address bound to a client (or quarantined after DECLINE).
+// Lease is one address bound to a client, or kept out of the pool
+// (Declined: quarantined after a DECLINE, or abandoned with MAC "" after
+// an unknown host answered for it).
 type Lease struct {
 	MAC      string     `json:"mac"`
 	IP       netip.Addr `json:"ip"`
@@ -25,6 +28,9 @@ type Lease struct {
 	Port string `json:"port,omitempty"`
 }
 
+// live reports whether l still holds its address at now.
+func (l Lease) live(now time.Time) bool { return now.Before(l.Expiry) }
+
 // Config is what a network's pool serves.
 type Config struct {
 	Network string
@@ -32,7 +38,8 @@ type Config struct {
 	model.DHCP
 }
 
-// Quarantine is how long a declined address is kept out of the pool.
+// Quarantine is how long a declined or abandoned address is kept out of
+// the pool.
 const Quarantine = 10 * time.Minute
 
 // OfferHold is how long an offered address stays reserved for its client.
@@ -45,31 +52,76 @@ type offer struct {
 
 // Pool hands out the addresses of one network. It is safe for concurrent
 // use; it does no I/O.
+//
+// It keeps one record per address (a live lease, an expired one that
+// remembers its last client, or a quarantine) and these invariants, which
+// every method preserves:
+//   - byIP and byMAC agree: byMAC[m] == a exactly when byIP[a] is a
+//     client record (not Declined) of m. So a client has at most one
+//     address per network, live or expired, and an address at most one
+//     client: a record that is overwritten or removed takes its byMAC
+//     entry with it.
+//   - offers and held agree the same way (one outstanding offer per
+//     client, one client per held address).
+//   - no address is under a live record and a live offer of two
+//     different clients, and static and server addresses never go to
+//     anyone but their owner (a lease loaded from a store written before
+//     a static host was added keeps its address until it expires; its
+//     renewal is NAKed).
+//   - byName indexes every record's host name, in lower case; no two
+//     live client leases carry one name, nor one a static host of another
+//     MAC has.
+//
+// Expiry needs no timer: a record counts as live only while now is
+// before its Expiry, in every decision and in Free, Resolve and Reverse.
 type Pool struct {
 	mu     sync.Mutex
 	cfg    Config
 	now    func() time.Time
 	byIP   map[netip.Addr]Lease
 	byMAC  map[string]netip.Addr
-	offers map[string]offer // by MAC
+	byName map[string][]netip.Addr // lower-case host name -> the records carrying it
+	offers map[string]offer        // by MAC
 	held   map[netip.Addr]string
 	static map[string]model.StaticHost // by MAC
 	fixed  map[netip.Addr]bool         // static addresses
 	cursor netip.Addr                  // next never-tried address
 }
 
-// NewPool makes a pool holding the given leases (from the store).
+// NewPool makes a pool holding the given leases (from the store). A store
+// written by an older guestnet may hold two client records for one MAC or
+// one host name on two live leases: the record with the later expiry
+// stays the client's (the others are dropped), and a name stays on the
+// lowest address that holds it (a static host's name on the static host).
 func NewPool(cfg Config, now func() time.Time, leases []Lease) *Pool {
-	p := &Pool{cfg: cfg, now: now, byIP: map[netip.Addr]Lease{}, byMAC: map[string]netip.Addr{},
+	p := &Pool{cfg: cfg, now: now, byIP: map[netip.Addr]Lease{}, byMAC: map[string]netip.Addr{}, byName: map[string][]netip.Addr{},
 		offers: map[string]offer{}, held: map[netip.Addr]string{}, static: map[string]model.StaticHost{}, fixed: map[netip.Addr]bool{}}
 	for _, h := range cfg.Hosts {
 		p.static[h.MAC] = h
 		p.fixed[h.IP] = true
 	}
+	leases = slices.Clone(leases)
+	slices.SortStableFunc(leases, func(a, b Lease) int { return a.Expiry.Compare(b.Expiry) })
 	for _, l := range leases {
-		p.byIP[l.IP] = l
-		if !l.Declined {
-			p.byMAC[l.MAC] = l.IP
+		if !l.IP.IsValid() {
+			continue
+		}
+		p.set(l) // a later expiry replaces the client's earlier record
+	}
+	t := now()
+	names := map[string]bool{}
+	for _, a := range p.addrs() {
+		l := p.byIP[a]
+		if l.Hostname == "" || !l.live(t) {
+			continue // an expired lease's name is checked again when renewed
+		}
+		k := strings.ToLower(l.Hostname)
+		if l.Declined || names[k] || p.staticName(l.Hostname, l.MAC) {
+			p.drop(a)
+			l.Hostname = ""
+			p.put(l)
+		} else {
+			names[k] = true
 		}
 	}
 	if len(cfg.Ranges) > 0 {
@@ -81,30 +133,119 @@ func NewPool(cfg Config, now func() time.Time, leases []Lease) *Pool {
 // Config returns the pool's configuration.
 func (p *Pool) Config() Config { return p.cfg }
 
+// addrs returns the addresses that have a record, in order.
+func (p *Pool) addrs() []netip.Addr {
+	out := make([]netip.Addr, 0, len(p.byIP))
+	for a := range p.byIP {
+		out = append(out, a)
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out
+}
+
+// set stores l as the record of its address, keeping the indexes in
+// step. It returns the client's earlier record at another address, which
+// a client record ends (one address per client); the caller tells the
+// store.
+func (p *Pool) set(l Lease) (ended Lease) {
+	p.drop(l.IP)
+	if !l.Declined {
+		if old, ok := p.byMAC[l.MAC]; ok {
+			ended = p.byIP[old]
+			p.drop(old)
+		}
+		p.byMAC[l.MAC] = l.IP
+		p.unhold(l.MAC) // a bound client has no offer outstanding
+	}
+	if m, ok := p.held[l.IP]; ok {
+		p.unhold(m) // no one else's offer survives on a bound or quarantined address
+	}
+	p.put(l)
+	return ended
+}
+
+// put stores l at an address that has no record, with its index entries.
+func (p *Pool) put(l Lease) {
+	p.byIP[l.IP] = l
+	if !l.Declined {
+		p.byMAC[l.MAC] = l.IP
+	}
+	if l.Hostname != "" {
+		k := strings.ToLower(l.Hostname)
+		p.byName[k] = append(p.byName[k], l.IP)
+	}
+}
+
+// drop removes the record of a, with its index entries.
+func (p *Pool) drop(a netip.Addr) {
+	l, ok := p.byIP[a]
+	if !ok {
+		return
+	}
+	delete(p.byIP, a)
+	if !l.Declined && p.byMAC[l.MAC] == a {
+		delete(p.byMAC, l.MAC)
+	}
+	if l.Hostname != "" {
+		k := strings.ToLower(l.Hostname)
+		if rest := slices.DeleteFunc(p.byName[k], func(x netip.Addr) bool { return x == a }); len(rest) > 0 {
+			p.byName[k] = rest
+		} else {
+			delete(p.byName, k)
+		}
+	}
+}
+
+// unhold withdraws mac's outstanding offer.
+func (p *Pool) unhold(mac string) {
+	if o, ok := p.offers[mac]; ok {
+		delete(p.offers, mac)
+		if p.held[o.ip] == mac {
+			delete(p.held, o.ip)
+		}
+	}
+}
+
+// heldBy returns the client whose live offer holds a.
+func (p *Pool) heldBy(a netip.Addr, now time.Time) (string, bool) {
+	m, ok := p.held[a]
+	return m, ok && now.Before(p.offers[m].until)
+}
+
 // inRange reports whether a is one of the range addresses.
 func (p *Pool) inRange(a netip.Addr) bool {
 	return slices.ContainsFunc(p.cfg.Ranges, func(r model.Range) bool { return r.Contains(a) })
 }
 
+// dynamic reports whether a is an address of the ranges the pool may give
+// to any client: not the server's, not a static host's.
+func (p *Pool) dynamic(a netip.Addr) bool {
+	return p.inRange(a) && a != p.cfg.Server.Addr() && !p.fixed[a]
+}
+
 // usable reports whether a may go to mac now.
 func (p *Pool) usable(a netip.Addr, mac string, now time.Time) bool {
 	if h, ok := p.static[mac]; ok {
-		return a == h.IP
-	}
-	if !p.inRange(a) || a == p.cfg.Server.Addr() || p.fixed[a] {
+		if a != h.IP {
+			return false
+		}
+	} else if !p.dynamic(a) {
 		return false
 	}
-	if l, ok := p.byIP[a]; ok && l.MAC != mac && now.Before(l.Expiry) {
-		return false // bound to another client, or quarantined
+	if l, ok := p.byIP[a]; ok && l.live(now) && (l.Declined || l.MAC != mac) {
+		return false // bound to another client, or quarantined (even for its decliner)
 	}
-	if m, ok := p.held[a]; ok && m != mac && now.Before(p.offers[m].until) {
+	if m, ok := p.heldBy(a, now); ok && m != mac {
 		return false
 	}
 	return true
 }
 
 // Offer picks an address for a DISCOVER and holds it for the client. ok is
-// false when the pool is exhausted.
+// false when the pool is exhausted. The order is ISC dhcpd's: a static
+// host's address; the client's own lease, live or expired; its
+// outstanding offer; the address it asks for, if no one has held it; a
+// never-used address; the longest-expired record.
 func (p *Pool) Offer(mac string, requested netip.Addr) (netip.Addr, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -113,8 +254,9 @@ func (p *Pool) Offer(mac string, requested netip.Addr) (netip.Addr, bool) {
 	if !ok {
 		return a, false
 	}
-	if o, had := p.offers[mac]; had && o.ip != a {
-		delete(p.held, o.ip)
+	p.unhold(mac)
+	if m, ok := p.held[a]; ok {
+		p.unhold(m) // an expired offer of another client
 	}
 	p.offers[mac] = offer{ip: a, until: now.Add(OfferHold)}
 	p.held[a] = mac
@@ -123,7 +265,7 @@ func (p *Pool) Offer(mac string, requested netip.Addr) (netip.Addr, bool) {
 
 func (p *Pool) pick(mac string, requested netip.Addr, now time.Time) (netip.Addr, bool) {
 	if h, ok := p.static[mac]; ok {
-		return h.IP, true
+		return h.IP, p.usable(h.IP, mac, now)
 	}
 	if a, ok := p.byMAC[mac]; ok && p.usable(a, mac, now) {
 		return a, true // the same client gets its address back
@@ -132,18 +274,18 @@ func (p *Pool) pick(mac string, requested netip.Addr, now time.Time) (netip.Addr
 		return o.ip, true
 	}
 	if requested.IsValid() && p.usable(requested, mac, now) {
-		if l, taken := p.byIP[requested]; !taken || l.MAC == mac {
+		if l, taken := p.byIP[requested]; !taken || l.MAC == mac && !l.Declined {
 			return requested, true
 		}
 	}
 	if a, ok := p.fresh(mac, now); ok {
 		return a, true
 	}
-	// No never-used address left: take the longest-expired lease.
+	// No never-used address left: take the longest-expired record.
 	var best netip.Addr
 	var bestExp time.Time
 	for a, l := range p.byIP {
-		if p.usable(a, mac, now) && (!best.IsValid() || l.Expiry.Before(bestExp)) {
+		if p.usable(a, mac, now) && (!best.IsValid() || l.Expiry.Before(bestExp) || l.Expiry.Equal(bestExp) && a.Less(best)) {
 			best, bestExp = a, l.Expiry
 		}
 	}
@@ -152,12 +294,8 @@ func (p *Pool) pick(mac string, requested netip.Addr, now time.Time) (netip.Addr
 
 // fresh walks the ranges from the cursor for an address no one has held.
 func (p *Pool) fresh(mac string, now time.Time) (netip.Addr, bool) {
-	total := 0
-	for _, r := range p.cfg.Ranges {
-		total += span(r)
-	}
 	a := p.cursor
-	for i := 0; i < total && a.IsValid(); i++ {
+	for i := 0; i < p.Size() && a.IsValid(); i++ {
 		_, leased := p.byIP[a]
 		if !leased && p.usable(a, mac, now) {
 			p.cursor = p.next(a)
@@ -190,50 +328,122 @@ func (p *Pool) next(a netip.Addr) netip.Addr {
 	return p.cfg.Ranges[0].From
 }
 
+// Binding is what a Bind changed, so that the caller can store it or undo
+// it.
+type Binding struct {
+	Lease Lease // the new lease
+	Prev  Lease // the record the lease replaced at its address, if any
+	// Ended is the client's record at another address, which the new
+	// lease ended (a client holds one address per network): the caller
+	// deletes it from the store.
+	Ended Lease
+	// NameTaken is the host name the client asked for and did not get,
+	// because another client's live lease or a static host holds it.
+	NameTaken string
+	// offer is the client's outstanding offer the lease consumed: Unbind
+	// gives it back, so that the client's retry finds its address held.
+	offer *offer
+}
+
 // Bind makes a the client's lease (REQUEST). ok is false when a may not
-// go to mac, which the server answers with a NAK. The lease is in the pool
-// at once; the caller persists it and calls Unbind if that fails. port
-// is the bridge port the REQUEST came from; "" (not known) keeps the port
-// of the lease being renewed.
-func (p *Pool) Bind(mac string, a netip.Addr, hostname, port string) (Lease, Lease, bool) {
+// go to mac, which the server answers with a NAK: another client's live
+// lease or outstanding offer holds it, it is quarantined, it is a static
+// host's, the server's, or outside the ranges. A client that had a lease
+// elsewhere moves (ISC dhcpd and Kea do the same). The lease is in the
+// pool at once; the caller persists it and calls Unbind if that fails.
+// port is the bridge port the REQUEST came from; "" (not known) keeps
+// the port of the lease being renewed. A hostname of "" keeps the name
+// of the lease being renewed; a name another client holds is not taken
+// over (the lease gets none, and NameTaken says so).
+func (p *Pool) Bind(mac string, a netip.Addr, hostname, port string) (Binding, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := p.now()
 	if !p.usable(a, mac, now) {
-		return Lease{}, Lease{}, false
+		return Binding{}, false
 	}
-	prev := p.byIP[a]
-	if port == "" && prev.MAC == mac && !prev.Declined {
+	prev, had := p.byIP[a]
+	renew := had && prev.MAC == mac && !prev.Declined
+	if port == "" && renew {
 		port = prev.Port
 	}
-	if old, ok := p.byMAC[mac]; ok && old != a {
-		delete(p.byIP, old) // a client holds one address per network
+	if hostname == "" && renew {
+		hostname = prev.Hostname
 	}
+	b := Binding{Prev: prev}
 	if o, ok := p.offers[mac]; ok {
-		delete(p.held, o.ip)
-		delete(p.offers, mac)
+		b.offer = &o
 	}
-	l := Lease{MAC: mac, IP: a, Hostname: hostname, Expiry: now.Add(p.cfg.Lease), Port: port}
-	p.byIP[a], p.byMAC[mac] = l, a
-	return l, prev, true
+	if hostname != "" && p.nameHeld(hostname, mac, now) {
+		b.NameTaken, hostname = hostname, ""
+	}
+	b.Lease = Lease{MAC: mac, IP: a, Hostname: hostname, Expiry: now.Add(p.cfg.Lease), Port: port}
+	b.Ended = p.set(b.Lease)
+	return b, true
 }
 
-// Unbind undoes a Bind whose lease could not be stored.
-func (p *Pool) Unbind(l, prev Lease) {
+// nameHeld reports whether name belongs to a client other than mac: a
+// static host's name or another client's live lease. Case-insensitive.
+func (p *Pool) nameHeld(name, mac string, now time.Time) bool {
+	if p.staticName(name, mac) {
+		return true
+	}
+	for _, a := range p.byName[strings.ToLower(name)] {
+		if l := p.byIP[a]; !l.Declined && l.MAC != mac && l.live(now) {
+			return true
+		}
+	}
+	return false
+}
+
+// staticName reports whether name is a static host's of a MAC other than mac.
+func (p *Pool) staticName(name, mac string) bool {
+	return slices.ContainsFunc(p.cfg.Hosts, func(h model.StaticHost) bool {
+		return h.MAC != mac && h.Name != "" && strings.EqualFold(h.Name, name)
+	})
+}
+
+// Unbind undoes a Bind whose lease could not be stored. It leaves alone
+// what other requests changed meanwhile: only a record that is still the
+// one Bind made is taken back, and a replaced record comes back only where
+// nothing took its place.
+func (p *Pool) Unbind(b Binding) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	delete(p.byIP, l.IP)
-	delete(p.byMAC, l.MAC)
-	if prev.IP.IsValid() {
-		p.byIP[prev.IP] = prev
-		if !prev.Declined {
-			p.byMAC[prev.MAC] = prev.IP
+	if cur, ok := p.byIP[b.Lease.IP]; !ok || cur != b.Lease {
+		return
+	}
+	now := p.now()
+	p.drop(b.Lease.IP)
+	for _, l := range []Lease{b.Prev, b.Ended} {
+		if !l.IP.IsValid() {
+			continue
+		}
+		if _, taken := p.byIP[l.IP]; taken {
+			continue
+		}
+		if _, has := p.byMAC[l.MAC]; has && !l.Declined {
+			continue
+		}
+		if m, ok := p.heldBy(l.IP, now); ok && m != l.MAC && l.live(now) {
+			continue // offered to someone else meanwhile
+		}
+		p.put(l) // as it was: another client's offer stays
+	}
+	if o, m := b.offer, b.Lease.MAC; o != nil {
+		_, again := p.offers[m]
+		_, taken := p.heldBy(o.ip, now)
+		if !again && !taken {
+			if other, ok := p.held[o.ip]; ok {
+				p.unhold(other) // an expired offer
+			}
+			p.offers[m], p.held[o.ip] = *o, m
 		}
 	}
 }
 
 // Release frees a client's address (RELEASE). It returns the lease that
-// was removed, if any.
+// was removed, if any: only the client that holds the address can free it.
 func (p *Pool) Release(mac string, a netip.Addr) (Lease, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -241,27 +451,52 @@ func (p *Pool) Release(mac string, a netip.Addr) (Lease, bool) {
 	if !ok || l.MAC != mac || l.Declined {
 		return Lease{}, false
 	}
-	delete(p.byIP, a)
-	delete(p.byMAC, mac)
+	p.drop(a)
 	return l, true
 }
 
-// Decline quarantines an address a client found in use (DECLINE).
+// Decline quarantines an address a client found in use (DECLINE). As in
+// Kea, only the client that holds the address (its live lease or its
+// outstanding offer) may decline it; a DECLINE from anyone else changes
+// nothing and ok is false.
 func (p *Pool) Decline(mac string, a netip.Addr) (Lease, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if !p.inRange(a) {
+	now := p.now()
+	l, leased := p.byIP[a]
+	o, offered := p.offers[mac]
+	owns := leased && !l.Declined && l.MAC == mac && l.live(now) ||
+		offered && o.ip == a && now.Before(o.until)
+	if !owns {
 		return Lease{}, false
 	}
-	if cur, ok := p.byMAC[mac]; ok && cur == a {
-		delete(p.byMAC, mac)
-	}
-	l := Lease{MAC: mac, IP: a, Expiry: p.now().Add(Quarantine), Declined: true}
-	p.byIP[a] = l
-	return l, true
+	q := Lease{MAC: mac, IP: a, Expiry: now.Add(Quarantine), Declined: true}
+	p.set(q)
+	return q, true
 }
 
-// Lookup returns the lease bound to mac, if any.
+// Abandon keeps a out of the pool for the Quarantine period because an
+// unknown host uses it (an ARP probe before an offer got an answer). The
+// record is Declined with MAC "". An address under a client's live lease
+// is left alone (the host that answered is most likely that client), as
+// are addresses the pool does not hand out. ok says whether a was
+// abandoned; the caller stores the returned record.
+func (p *Pool) Abandon(a netip.Addr) (Lease, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := p.now()
+	if !p.dynamic(a) {
+		return Lease{}, false
+	}
+	if l, ok := p.byIP[a]; ok && !l.Declined && l.live(now) {
+		return Lease{}, false
+	}
+	q := Lease{IP: a, Expiry: now.Add(Quarantine), Declined: true}
+	p.set(q)
+	return q, true
+}
+
+// Lookup returns the record of mac's address (live or expired), if any.
 func (p *Pool) Lookup(mac string) (Lease, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -272,15 +507,53 @@ func (p *Pool) Lookup(mac string) (Lease, bool) {
 	return p.byIP[a], true
 }
 
-// Leases returns every lease, sorted by address.
+// Resolve returns the address of a guest name: a static host's, else the
+// live lease that carries it. Case-insensitive.
+func (p *Pool) Resolve(name string) (netip.Addr, bool) {
+	if name == "" {
+		return netip.Addr{}, false
+	}
+	for _, h := range p.cfg.Hosts {
+		if strings.EqualFold(h.Name, name) {
+			return h.IP, true
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := p.now()
+	for _, a := range p.byName[strings.ToLower(name)] {
+		if l := p.byIP[a]; !l.Declined && l.live(now) {
+			return a, true
+		}
+	}
+	return netip.Addr{}, false
+}
+
+// Reverse returns the guest name of an address: a static host's, else
+// the one its live lease carries.
+func (p *Pool) Reverse(a netip.Addr) (string, bool) {
+	for _, h := range p.cfg.Hosts {
+		if h.IP == a && h.Name != "" {
+			return h.Name, true
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if l, ok := p.byIP[a]; ok && !l.Declined && l.Hostname != "" && l.live(p.now()) {
+		return l.Hostname, true
+	}
+	return "", false
+}
+
+// Leases returns every record, sorted by address: live and expired leases
+// and quarantined addresses.
 func (p *Pool) Leases() []Lease {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	out := make([]Lease, 0, len(p.byIP))
-	for _, l := range p.byIP {
-		out = append(out, l)
+	for _, a := range p.addrs() {
+		out = append(out, p.byIP[a])
 	}
-	slices.SortFunc(out, func(a, b Lease) int { return a.IP.Compare(b.IP) })
 	return out
 }
 
@@ -289,6 +562,25 @@ func (p *Pool) Size() int {
 	n := 0
 	for _, r := range p.cfg.Ranges {
 		n += span(r)
+	}
+	return n
+}
+
+// Free is the number of addresses that could be offered to a new client
+// now: range addresses that are not the server's or a static host's, not
+// under a live lease or quarantine, and not held by an outstanding offer.
+// It is 0 exactly when a DISCOVER from a new client goes unanswered.
+func (p *Pool) Free() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := p.now()
+	n := 0
+	for _, r := range p.cfg.Ranges {
+		for a := r.From; a.IsValid() && r.Contains(a); a = a.Next() {
+			if p.usable(a, "", now) {
+				n++
+			}
+		}
 	}
 	return n
 }

@@ -2,8 +2,11 @@ package dhcp
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net/netip"
+	"os"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -19,10 +22,31 @@ type BoltStore struct {
 
 var _ Store = (*BoltStore)(nil)
 
-// OpenBolt opens (or creates) the lease database. readOnly opens it
-// without taking the writer's lock, for `guestnet leases` while no daemon
-// runs; timeout bounds the wait for a lock another process holds.
+// OpenBolt opens (or creates, when path does not exist) the lease
+// database. readOnly opens it without taking the writer's lock, for
+// `guestnet leases` while no daemon runs; timeout bounds the wait for a
+// lock another process holds.
+//
+// An existing file is inspected first (inspect.go): one that is empty,
+// truncated, fails bbolt's consistency check or holds a record that does
+// not decode is refused with a *CorruptError, never opened as an empty
+// store and never a panic.
 func OpenBolt(path string, readOnly bool, timeout time.Duration) (*BoltStore, error) {
+	if _, err := os.Stat(path); err == nil {
+		s, err := inspect(path, timeout)
+		if err != nil {
+			return nil, err
+		}
+		if s.Problem != "" {
+			return nil, &CorruptError{Path: path, Problem: s.Problem, Readable: s.count()}
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("open lease store %s: %w", path, err)
+	}
+	return openBolt(path, readOnly, timeout)
+}
+
+func openBolt(path string, readOnly bool, timeout time.Duration) (*BoltStore, error) {
 	// The freelist is rebuilt on open instead of written with every commit:
 	// fewer pages to sync per lease.
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout, ReadOnly: readOnly,
@@ -49,9 +73,9 @@ func (s *BoltStore) Load(network string) ([]Lease, error) {
 			return nil
 		}
 		return b.ForEach(func(k, v []byte) error {
-			var l Lease
-			if err := json.Unmarshal(v, &l); err != nil {
-				return fmt.Errorf("lease %v: %w", k, err)
+			l, err := decode(k, v)
+			if err != nil {
+				return err
 			}
 			out = append(out, l)
 			return nil
@@ -61,6 +85,18 @@ func (s *BoltStore) Load(network string) ([]Lease, error) {
 		return nil, fmt.Errorf("load leases of %s: %w", network, err)
 	}
 	return out, nil
+}
+
+// decode reads one record; its key must be its address.
+func decode(k, v []byte) (Lease, error) {
+	var l Lease
+	if err := json.Unmarshal(v, &l); err != nil {
+		return l, fmt.Errorf("lease record %x: %w", k, err)
+	}
+	if !l.IP.Is4() || string(key(l.IP)) != string(k) {
+		return l, fmt.Errorf("lease record %x: holds address %v, not its key", k, l.IP)
+	}
+	return l, nil
 }
 
 // Networks lists the networks that have a bucket.

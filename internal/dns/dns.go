@@ -1,6 +1,23 @@
 // Package dns answers guests' names on a network: NAME.DOMAIN from static
 // hosts and DHCP leases (and the reverse), everything else forwarded to the
-// configured upstream servers. Wire format and serving: github.com/miekg/dns.
+// configured upstream servers. Wire format, serving and the upstream client:
+// github.com/miekg/dns.
+//
+// It answers only its own network: a query whose source is outside the
+// subnet is REFUSED (Unbound's default access-control), whatever it asks.
+// The firewall (table inet guestnet, chain input) already drops DNS to the
+// gateway address arriving on any interface but the bridge and lo; this
+// check is the second line, for what the firewall lets through or no longer
+// holds (a query from the host with another of its addresses, a table
+// flushed until drift repair puts it back).
+//
+// The host itself may ask (the firewall lets lo through): a source that is
+// one of the host's own addresses, loopback included, is answered too. Only
+// the host can send from those (Linux drops a packet arriving on any other
+// interface with a local source address as a martian), and the host's query
+// to the gateway does not always leave from the gateway address: a nat
+// network's masquerade (oifname != bridge) also rewrites it on its way out
+// lo, to whichever of the host's addresses the kernel picks.
 package dns
 
 import (
@@ -12,6 +29,15 @@ import (
 	mdns "github.com/miekg/dns"
 )
 
+// UpstreamUDPSize is the EDNS0 buffer size guestnet advertises, upstream
+// and in its answers to guests (what it reads from them): the DNS Flag Day
+// 2020 value, which fits the IPv6 minimum MTU, so an upstream's answer never
+// needs IP fragments. Larger answers come by TCP.
+const UpstreamUDPSize = 1232
+
+// DefaultTimeout bounds one upstream exchange when Server.Timeout is zero.
+const DefaultTimeout = 2 * time.Second
+
 // Names is where the server looks guests up.
 type Names interface {
 	Lookup(host string) (netip.Addr, bool) // host is the label under the domain
@@ -20,20 +46,32 @@ type Names interface {
 
 // Server answers one network's queries.
 type Server struct {
-	Domain   string // without the trailing dot
-	Subnet   netip.Prefix
-	Upstream []netip.Addr
+	Domain   string       // without the trailing dot
+	Subnet   netip.Prefix // the only sources answered
+	Upstream []netip.AddrPort
 	Names    Names
 	TTL      uint32
-	// Dial opens the socket to an upstream; the daemon makes it inside the
-	// network's namespace, so forwarded queries leave from there.
+	Timeout  time.Duration // one upstream exchange; DefaultTimeout when zero
+	// HostAddr reports whether a is one of the host's own addresses (the
+	// host's own queries); nil means only loopback counts.
+	HostAddr func(a netip.Addr) bool
+	// Dial opens the socket to an upstream ("udp" or "tcp"); the daemon
+	// makes it inside the network's namespace, so forwarded queries leave
+	// from there.
 	Dial func(network, addr string) (net.Conn, error)
 }
 
 // ServeDNS implements mdns.Handler.
 func (s *Server) ServeDNS(w mdns.ResponseWriter, req *mdns.Msg) {
+	if !s.Allowed(w.RemoteAddr()) {
+		// REFUSED is the header and the question alone, as Unbound's
+		// access-control sends it (no OPT record): never larger than the
+		// query, so a spoofed source gains nothing by reflection.
+		w.WriteMsg(rcode(req, mdns.RcodeRefused))
+		return
+	}
 	if len(req.Question) != 1 {
-		refuse(w, req, mdns.RcodeFormatError)
+		reply(w, req, rcode(req, mdns.RcodeFormatError))
 		return
 	}
 	q := req.Question[0]
@@ -41,18 +79,71 @@ func (s *Server) ServeDNS(w mdns.ResponseWriter, req *mdns.Msg) {
 	zone := mdns.Fqdn(strings.ToLower(s.Domain))
 	switch {
 	case mdns.IsSubDomain(zone, name):
-		w.WriteMsg(s.local(req, name, zone))
+		reply(w, req, s.local(req, name, zone))
 	case strings.HasSuffix(name, ".in-addr.arpa.") && s.inSubnet(name):
-		w.WriteMsg(s.reverse(req, name))
+		reply(w, req, s.reverse(req, name))
 	default:
-		w.WriteMsg(s.forward(req))
+		reply(w, req, s.forward(req))
 	}
 }
 
-func refuse(w mdns.ResponseWriter, req *mdns.Msg, code int) {
+// Allowed reports whether a query from addr may be answered: its source is
+// in the network's subnet, or the host's own (loopback, or HostAddr).
+func (s *Server) Allowed(addr net.Addr) bool {
+	var ap netip.AddrPort
+	switch a := addr.(type) {
+	case *net.UDPAddr:
+		ap = a.AddrPort()
+	case *net.TCPAddr:
+		ap = a.AddrPort()
+	default:
+		return false
+	}
+	a := ap.Addr().Unmap()
+	switch {
+	case s.Subnet.IsValid() && s.Subnet.Contains(a), a.IsLoopback():
+		return true
+	case s.HostAddr != nil:
+		return s.HostAddr(a)
+	}
+	return false
+}
+
+func rcode(req *mdns.Msg, code int) *mdns.Msg {
 	m := new(mdns.Msg)
 	m.SetRcode(req, code)
+	return m
+}
+
+// reply fits m to the client's hop and sends it. EDNS is hop by hop (RFC
+// 6891 §6.1.1): a client that sent an OPT record gets ours, one that did
+// not gets none. Over UDP the answer is cut to the client's size (512 bytes
+// without EDNS, else its advertised size) with TC set, so it asks again
+// over TCP, where it gets the whole answer.
+func reply(w mdns.ResponseWriter, req, m *mdns.Msg) {
+	m.Extra = dropOPT(m.Extra)
+	size := mdns.MinMsgSize
+	if opt := req.IsEdns0(); opt != nil {
+		m.SetEdns0(UpstreamUDPSize, opt.Do())
+		size = max(int(opt.UDPSize()), mdns.MinMsgSize)
+	} else if m.Rcode > 0xF {
+		// An extended rcode (BADCOOKIE...) needs an OPT record to carry it.
+		m.Rcode = mdns.RcodeServerFailure
+	}
+	if _, tcp := w.RemoteAddr().(*net.TCPAddr); !tcp {
+		m.Truncate(size)
+	}
 	w.WriteMsg(m)
+}
+
+func dropOPT(rrs []mdns.RR) []mdns.RR {
+	out := rrs[:0:0]
+	for _, r := range rrs {
+		if r.Header().Rrtype != mdns.TypeOPT {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 func (s *Server) ttl() uint32 {
@@ -67,7 +158,7 @@ func (s *Server) ttl() uint32 {
 func (s *Server) local(req *mdns.Msg, name, zone string) *mdns.Msg {
 	m := new(mdns.Msg)
 	m.SetReply(req)
-	m.Authoritative = true
+	m.Authoritative, m.RecursionAvailable = true, true
 	host := strings.TrimSuffix(strings.TrimSuffix(name, zone), ".")
 	a, ok := s.Names.Lookup(host)
 	if !ok || strings.Contains(host, ".") {
@@ -100,7 +191,7 @@ func (s *Server) inSubnet(name string) bool {
 func (s *Server) reverse(req *mdns.Msg, name string) *mdns.Msg {
 	m := new(mdns.Msg)
 	m.SetReply(req)
-	m.Authoritative = true
+	m.Authoritative, m.RecursionAvailable = true, true
 	a, _ := ptrAddr(name)
 	host, ok := s.Names.Reverse(a)
 	if !ok {
@@ -112,34 +203,4 @@ func (s *Server) reverse(req *mdns.Msg, name string) *mdns.Msg {
 		Ptr: mdns.Fqdn(host + "." + s.Domain),
 	})
 	return m
-}
-
-// forward asks each upstream in turn; SERVFAIL when none answers.
-func (s *Server) forward(req *mdns.Msg) *mdns.Msg {
-	for _, u := range s.Upstream {
-		if resp, err := s.exchange(req, netip.AddrPortFrom(u, 53).String()); err == nil {
-			return resp
-		}
-	}
-	m := new(mdns.Msg)
-	m.SetRcode(req, mdns.RcodeServerFailure)
-	return m
-}
-
-func (s *Server) exchange(req *mdns.Msg, addr string) (*mdns.Msg, error) {
-	c, err := s.Dial("udp", addr)
-	if err != nil {
-		return nil, err
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(2 * time.Second))
-	co := &mdns.Conn{Conn: c}
-	if err := co.WriteMsg(req); err != nil {
-		return nil, err
-	}
-	resp, err := co.ReadMsg()
-	if err == nil && resp.Id != req.Id {
-		err = mdns.ErrId
-	}
-	return resp, err
 }

@@ -116,6 +116,9 @@ func (m Match) String() string {
 	case MatchIIF, MatchOIF:
 		return fmt.Sprintf("%s %s%q", m.Kind, op, m.Name)
 	case MatchSAddr, MatchDAddr:
+		if m.Prefix.IsSingleIP() { // nft prints a /32 as the address alone
+			return fmt.Sprintf("%s %s%s", m.Kind, op, m.Prefix.Addr())
+		}
 		return fmt.Sprintf("%s %s%s", m.Kind, op, m.Prefix)
 	case MatchCtReply:
 		return "ct state established,related"

@@ -6,6 +6,7 @@ package nft
 import (
 	"cmp"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 
@@ -19,12 +20,12 @@ type ConflictError struct {
 	Network string
 	Bridge  string
 	Bridged bool // only bridged frames are affected (br_netfilter)
-	Open    bool // the network is mode open, which adds no rules anywhere
+	Open    bool // the network is mode open, which adds no forwarding rules
 }
 
 func (e *ConflictError) Error() string {
 	if e.Open {
-		return fmt.Sprintf("firewall conflict: %s drops by policy, and network %s is mode open, for which guestnet adds no rules; "+
+		return fmt.Sprintf("firewall conflict: %s drops by policy, and network %s is mode open, for which guestnet adds no forwarding rules; "+
 			"fix: iptables -I FORWARD -i %s -j ACCEPT && iptables -I FORWARD -o %s -j ACCEPT, or use mode routed",
 			e.Chain, e.Network, e.Bridge, e.Bridge)
 	}
@@ -63,10 +64,11 @@ func Render(nets []model.Network, h model.Host) (model.Ruleset, error) {
 	if len(nets) == 0 {
 		return model.Ruleset{}, nil
 	}
-	var intra, in, out, local, nat []model.Rule
+	var intra, in, out, local, nat, dns []model.Rule
 	byName := map[string]model.Network{}
 	for _, n := range nets {
 		byName[n.Name] = n
+		dns = append(dns, dnsOnlyFromBridge(n)...)
 	}
 	for _, n := range nets {
 		br := n.Bridge
@@ -125,7 +127,7 @@ func Render(nets []model.Network, h model.Host) (model.Ruleset, error) {
 	}
 	rs := model.Ruleset{Chains: []model.Chain{
 		{Name: "forward", Type: "filter", Hook: "forward", Priority: 0, Rules: concat(intra, in, out)},
-		{Name: "input", Type: "filter", Hook: "input", Priority: 0, Rules: local},
+		{Name: "input", Type: "filter", Hook: "input", Priority: 0, Rules: concat(dns, local)},
 		{Name: "postrouting", Type: "nat", Hook: "postrouting", Priority: 100, Rules: nat},
 	}}
 	for _, n := range nets {
@@ -226,4 +228,24 @@ func guestToHost(n model.Network) []model.Rule {
 		rule(n, model.Accept, iif(br), l4("tcp"), port(53)),
 		rule(n, model.Reject, iif(br)),
 	}
+}
+
+// dnsOnlyFromBridge keeps a network's DNS server (on its gateway address,
+// UDP and TCP 53) for its own guests: a query for that address arriving on
+// any other interface is dropped, whatever the mode or guest_to_host, and
+// before any network's accept (a guest of another network would otherwise
+// pass its own bridge's "udp dport 53 accept"). Dropped, not rejected: a
+// spoofed source gets nothing back. The host itself (loopback) may ask: it
+// is the guests' provider, and its resolver may forward the domain there.
+func dnsOnlyFromBridge(n model.Network) []model.Rule {
+	if n.DNS == nil || !n.IPv4.IsValid() {
+		return nil
+	}
+	gw := model.Match{Kind: model.MatchDAddr, Prefix: netip.PrefixFrom(n.IPv4.Addr(), 32)}
+	var rules []model.Rule
+	for _, p := range []string{"udp", "tcp"} {
+		rules = append(rules, rule(n, model.Drop, notIIF(n.Bridge), notIIF("lo"), gw,
+			model.Match{Kind: model.MatchL4, Name: p}, model.Match{Kind: model.MatchDPort, Port: 53}))
+	}
+	return rules
 }

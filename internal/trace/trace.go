@@ -52,7 +52,9 @@ type flow struct {
 	src, dst netip.Addr
 	iif, oif string
 	iifGroup uint32
-	reply    bool // conntrack state established (the reply direction)
+	reply    bool   // conntrack state established (the reply direction)
+	proto    string // tcp, udp, icmp; "" matches no protocol rule
+	port     int    // destination port; 0 (unknown) in the reply direction
 }
 
 // Walk traces p through h; d gives the foreign masquerade rules.
@@ -68,7 +70,7 @@ func Walk(h model.Host, d model.Diag, p Packet) Result {
 			p.InDev = l.Master // routed on from the port's bridge
 		}
 	}
-	f := flow{src: p.Src, dst: p.Dst, iif: p.InDev}
+	f := flow{src: p.Src, dst: p.Dst, iif: p.InDev, proto: p.Proto, port: p.Port}
 	ok := walk(h, d, &f, &r)
 	r.Ingress, r.Egress, r.Local = f.iif, f.oif, isLocal(h, p.Dst)
 	if !ok {
@@ -79,7 +81,7 @@ func Walk(h model.Host, d model.Diag, p Packet) Result {
 		r.Delivered = true
 		return r
 	}
-	back := flow{src: p.Dst, dst: f.src, reply: true}
+	back := flow{src: p.Dst, dst: f.src, reply: true, proto: p.Proto}
 	r.Hops = append(r.Hops, Hop{"reply", "note", fmt.Sprintf("%s answers %s", back.src, back.dst)})
 	if !isLocal(h, back.dst) {
 		if _, ok := lookup(h, back.dst); !ok {
@@ -236,6 +238,10 @@ func matches(r model.Rule, f *flow) bool {
 			ok = m.Prefix.Contains(f.dst)
 		case model.MatchCtReply:
 			ok = f.reply
+		case model.MatchL4:
+			ok = f.proto == m.Name
+		case model.MatchDPort:
+			ok = f.port == m.Port
 		}
 		if m.Neg && m.Kind != model.MatchCtReply {
 			ok = !ok

@@ -93,3 +93,38 @@ func TestWalk(t *testing.T) {
 		t.Errorf("masquerade not shown:\n%s", strings.Join(text, "\n"))
 	}
 }
+
+// TestWalkDNS: with dns: on network default, DNS to its gateway is dropped
+// from the internet by the rule that keeps it for the bridge, answered for
+// a guest; other traffic to the gateway is untouched by that rule.
+func TestWalkDNS(t *testing.T) {
+	h := host(t)
+	nets := []model.Network{{Name: "default", Mode: model.NAT, Bridge: "gnat0", IPv4: netip.MustParsePrefix("10.99.0.1/24"),
+		DNS: &model.DNS{Domain: "lab.internal"}}}
+	rs, err := nft.Render(nets, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Ruleset = rs
+	for _, c := range []struct {
+		name      string
+		p         Packet
+		delivered bool
+		stop      string
+	}{
+		{"internet to the gateway, udp/53", Packet{Src: a("203.0.113.10"), Dst: a("10.99.0.1"), Proto: "udp", Port: 53}, false,
+			`iifname != "gnat0" iifname != "lo" ip daddr 10.99.0.1 udp dport 53 drop`},
+		{"internet to the gateway, tcp/53", Packet{Src: a("203.0.113.10"), Dst: a("10.99.0.1"), Proto: "tcp", Port: 53}, false,
+			`iifname != "gnat0" iifname != "lo" ip daddr 10.99.0.1 tcp dport 53 drop`},
+		{"internet to the gateway, icmp", Packet{Src: a("203.0.113.10"), Dst: a("10.99.0.1"), Proto: "icmp"}, true, ""},
+		{"guest to its gateway, udp/53", Packet{Src: a("10.99.0.10"), Dst: a("10.99.0.1"), Proto: "udp", Port: 53}, true, ""},
+		{"guest to its gateway, tcp/22", Packet{Src: a("10.99.0.10"), Dst: a("10.99.0.1"), Proto: "tcp", Port: 22}, false,
+			`iifname "gnat0" reject`},
+	} {
+		r := Walk(h, model.Diag{}, c.p)
+		last := r.Hops[len(r.Hops)-1]
+		if r.Delivered != c.delivered || (c.stop != "" && (last.Verdict != "drop" || !strings.Contains(last.Detail, c.stop))) {
+			t.Errorf("%s: delivered=%v, last hop %+v; want delivered=%v stopping at %q", c.name, r.Delivered, last, c.delivered, c.stop)
+		}
+	}
+}

@@ -1,0 +1,96 @@
+package dhcp
+
+import (
+	"net/netip"
+	"sync/atomic"
+	"time"
+)
+
+// Prober tells whether someone on the network's link already uses an
+// address (internal/arpprobe asks with ARP on the bridge). Probe returns
+// the MAC of whoever answered for a, or "" when no one did. It may block
+// for the probe's wait; each request runs in its own goroutine, so other
+// clients do not wait for it. Prefetch starts probes without waiting, so
+// that the next clients find their result ready; a Probe of an address
+// being prefetched joins that probe.
+type Prober interface {
+	Probe(a netip.Addr) (mac string, err error)
+	Prefetch(as []netip.Addr)
+}
+
+// PrefetchAhead is how many addresses after a checked one are probed in
+// advance: a stream of new clients (160 in a row in the e2e test) then
+// waits for no probe but the first.
+const PrefetchAhead = 8
+
+// MaxProbes bounds the addresses one DISCOVER checks. When all of them
+// answer, the client gets no offer this time; its next DISCOVER goes on
+// with the addresses after them.
+const MaxProbes = 4
+
+// ProbeStats counts the ARP checks made before offers.
+type ProbeStats struct {
+	Probes, InUse, Errors atomic.Uint64
+}
+
+// probed checks the address the pool picked for mac before it is offered
+// (as ISC dhcpd and dnsmasq ping, we ARP), when the pool has no record of
+// it (Pool.NeedsCheck). An address someone answers for is abandoned (quarantined and
+// persisted) and the pool asked again, at most MaxProbes times. ok is
+// false when every address tried was in use. Without a Prober, or when
+// the probe itself fails, the address is offered unchecked: DHCP keeps
+// serving, and the client's own ARP check (RFC 2131 3.1.5) remains.
+func (h *Handler) probed(mac string, requested, a netip.Addr) (netip.Addr, bool) {
+	if h.Prober == nil {
+		return a, true
+	}
+	for i := 0; ; i++ {
+		if !h.Pool.NeedsCheck(a) {
+			return a, true
+		}
+		h.Probes.Probes.Add(1)
+		start := time.Now()
+		by, err := h.Prober.Probe(a)
+		h.Log.Debug("dhcp: ARP check", "ip", a, "answered_by", by, "took", time.Since(start), "client", mac)
+		if err != nil {
+			h.Probes.Errors.Add(1)
+			h.Log.Warn("dhcp: ARP check failed, offering unchecked", "ip", a, "err", err)
+			return a, true
+		}
+		if by == "" || by == mac { // no one, or the client itself already uses it
+			h.prefetch(a)
+			return a, true
+		}
+		h.Probes.InUse.Add(1)
+		l, ok := h.Pool.Abandon(a)
+		if ok {
+			h.store(func() error { return h.Store.Put(h.Pool.cfg.Network, l) })
+		}
+		h.Log.Warn("dhcp: address answers ARP but has no lease: abandoned, not offered",
+			"ip", a, "used_by", by, "client", mac, "until", l.Expiry)
+		if i+1 == MaxProbes {
+			h.Log.Warn("dhcp: every address checked for this DISCOVER is in use; no offer this time", "client", mac, "checked", MaxProbes)
+			return netip.Addr{}, false
+		}
+		if a, ok = h.Pool.Offer(mac, requested); !ok {
+			return a, false
+		}
+	}
+}
+
+// prefetch starts probes of the addresses after a that the pool would
+// offer next without a record of them (ranges are walked in order).
+func (h *Handler) prefetch(a netip.Addr) {
+	var next []netip.Addr
+	for i := 0; i < 2*PrefetchAhead && len(next) < PrefetchAhead; i++ {
+		if a = a.Next(); !a.IsValid() {
+			break
+		}
+		if h.Pool.NeedsCheck(a) {
+			next = append(next, a)
+		}
+	}
+	if len(next) > 0 {
+		h.Prober.Prefetch(next)
+	}
+}
