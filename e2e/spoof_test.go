@@ -259,7 +259,7 @@ func TestAntiSpoofing(t *testing.T) {
 	l.must("ip", "netns", "exec", host, "nft", "flush", "chain", "bridge", "guestnet", "check")
 	waitFor(t, "the check chain rewritten after nft flush chain", func() bool {
 		out, _ := l.tryIn(host, "nft", "list", "chain", "bridge", "guestnet", "check")
-		return strings.Contains(out, "drop")
+		return strings.Contains(out, "goto spoofed")
 	})
 	waitFor(t, "the leased binding back after the rewrite", func() bool {
 		out, _ := l.tryIn(host, "nft", "list", "set", "bridge", "guestnet", "learned")

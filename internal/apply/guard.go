@@ -19,21 +19,26 @@ func guardTable() *nftables.Table {
 // guardSets are the sets of the guard table, by name.
 func guardSets(t *nftables.Table) map[string]*nftables.Set {
 	key := nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeEtherAddr, nftables.TypeIPAddr)
-	return map[string]*nftables.Set{
-		model.GuardPorts:        {Table: t, Name: model.GuardPorts, KeyType: nftables.TypeIFName, KeyByteOrder: binaryutil.NativeEndian},
-		model.GuardBound:        {Table: t, Name: model.GuardBound, KeyType: key, Interval: true, Concatenation: true},
-		model.GuardLearnedPorts: {Table: t, Name: model.GuardLearnedPorts, KeyType: nftables.TypeIFName, KeyByteOrder: binaryutil.NativeEndian},
-		model.GuardLearned:      {Table: t, Name: model.GuardLearned, KeyType: key, Concatenation: true},
+	owner := nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeEtherAddr)
+	sets := map[string]*nftables.Set{
 		model.GuardDropped: {Table: t, Name: model.GuardDropped, KeyType: key, Concatenation: true,
 			Dynamic: true, HasTimeout: true, Timeout: model.DropMemory, Size: model.DropEntries},
 	}
+	for _, names := range [][4]string{model.DeclaredSets, model.LearnedSets} {
+		sets[names[0]] = &nftables.Set{Table: t, Name: names[0], KeyType: nftables.TypeIFName, KeyByteOrder: binaryutil.NativeEndian}
+		// Only declared bindings hold ranges (any MAC, any address).
+		sets[names[1]] = &nftables.Set{Table: t, Name: names[1], KeyType: key, Interval: names == model.DeclaredSets, Concatenation: true}
+		sets[names[2]] = &nftables.Set{Table: t, Name: names[2], KeyType: nftables.TypeEtherAddr}
+		sets[names[3]] = &nftables.Set{Table: t, Name: names[3], KeyType: owner, Concatenation: true}
+	}
+	return sets
 }
 
 // guard makes table bridge guestnet match want in one transaction. An
 // intact table only has its declared elements changed; the learned ones,
 // the daemon's, stay. Equivalent to: nft -f FILE, or nft add/delete element.
 func (k *Linux) guard(want, old model.Guard) error {
-	c, err := k.ns.Nft(1<<20 + (len(want.Bound)+len(old.Bound))<<8)
+	c, err := k.ns.Nft(1<<20 + (want.Declared().Len()+old.Declared().Len())<<8)
 	if err != nil {
 		return err
 	}
@@ -41,12 +46,11 @@ func (k *Linux) guard(want, old model.Guard) error {
 	sets := guardSets(t)
 	switch {
 	case old.On && !old.Broken && want.On:
-		add, del := model.Diff(old.Bound, want.Bound)
-		addP, delP := model.Diff(old.Ports, want.Ports)
-		if err := bindElements(c.SetDeleteElements, sets[model.GuardPorts], sets[model.GuardBound], delP, del); err != nil {
+		add, del := model.DiffElems(old.Declared(), want.Declared())
+		if err := queueElems(c.SetDeleteElements, sets, model.DeclaredSets, del); err != nil {
 			return err
 		}
-		if err := bindElements(c.SetAddElements, sets[model.GuardPorts], sets[model.GuardBound], addP, add); err != nil {
+		if err := queueElems(c.SetAddElements, sets, model.DeclaredSets, add); err != nil {
 			return err
 		}
 	default:
@@ -72,15 +76,21 @@ func createGuard(c *nftables.Conn, t *nftables.Table, sets map[string]*nftables.
 			return fmt.Errorf("nft add set bridge %s %s: %w", model.Table, name, err)
 		}
 	}
-	if err := bindElements(c.SetAddElements, sets[model.GuardPorts], sets[model.GuardBound], g.Ports, g.Bound); err != nil {
+	if err := queueElems(c.SetAddElements, sets, model.DeclaredSets, g.Declared()); err != nil {
 		return err
 	}
 	accept := nftables.ChainPolicyAccept
-	check := c.AddChain(&nftables.Chain{Name: "check", Table: t})
-	pre := c.AddChain(&nftables.Chain{Name: "prerouting", Table: t, Type: nftables.ChainTypeFilter,
-		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRef(-200), Policy: &accept})
+	var chains []*nftables.Chain
+	for _, name := range model.GuardChainOrder {
+		ch := &nftables.Chain{Name: name, Table: t}
+		if name == "prerouting" {
+			ch.Type, ch.Hooknum, ch.Priority, ch.Policy = nftables.ChainTypeFilter,
+				nftables.ChainHookPrerouting, nftables.ChainPriorityRef(-200), &accept
+		}
+		chains = append(chains, c.AddChain(ch))
+	}
 	rules := nft.GuardChains()
-	for _, ch := range []*nftables.Chain{pre, check} {
+	for _, ch := range chains {
 		for _, exprs := range rules[ch.Name] {
 			for _, e := range exprs {
 				switch x := e.(type) { // sets made in this same transaction
@@ -96,54 +106,65 @@ func createGuard(c *nftables.Conn, t *nftables.Table, sets map[string]*nftables.
 	return nil
 }
 
-// bindElements queues ports for portSet and bindings for bindSet (with
-// their range ends when bindSet holds intervals), in chunks.
-func bindElements(op func(*nftables.Set, []nftables.SetElement) error, portSet, bindSet *nftables.Set, ports []string, binds []model.Bind) error {
-	var pe, be []nftables.SetElement
-	for _, p := range ports {
-		pe = append(pe, nftables.SetElement{Key: nft.PortKey(p)})
+// queueElems queues one owner's elements for its sets (names in the
+// order of model.Elems' fields), in chunks; bindings get their range ends
+// when their set holds intervals.
+func queueElems(op func(*nftables.Set, []nftables.SetElement) error, sets map[string]*nftables.Set, names [4]string, e model.Elems) error {
+	var ports, binds, macs, owners []nftables.SetElement
+	for _, p := range e.Ports {
+		ports = append(ports, nftables.SetElement{Key: nft.PortKey(p)})
 	}
-	for _, b := range binds {
-		e := nftables.SetElement{}
-		e.Key, e.KeyEnd = nft.GuardKey(b)
-		if !bindSet.Interval {
-			e.KeyEnd = nil
+	for _, b := range e.Binds {
+		el := nftables.SetElement{}
+		el.Key, el.KeyEnd = nft.GuardKey(b)
+		if !sets[names[1]].Interval {
+			el.KeyEnd = nil
 		}
-		be = append(be, e)
+		binds = append(binds, el)
 	}
-	for _, part := range []struct {
-		s   *nftables.Set
-		els []nftables.SetElement
-	}{{portSet, pe}, {bindSet, be}} {
-		for len(part.els) > 0 {
-			n := min(len(part.els), elementsPerMessage)
-			if err := op(part.s, part.els[:n]); err != nil {
-				return fmt.Errorf("nft set %s elements: %w", part.s.Name, err)
+	for _, m := range e.MACs {
+		k, err := nft.MACKey(m)
+		if err != nil {
+			return err
+		}
+		macs = append(macs, nftables.SetElement{Key: k})
+	}
+	for _, p := range e.PortMACs {
+		k, err := nft.PortMACKey(p)
+		if err != nil {
+			return err
+		}
+		owners = append(owners, nftables.SetElement{Key: k})
+	}
+	for i, els := range [][]nftables.SetElement{ports, binds, macs, owners} {
+		s := sets[names[i]]
+		for len(els) > 0 {
+			n := min(len(els), elementsPerMessage)
+			if err := op(s, els[:n]); err != nil {
+				return fmt.Errorf("nft set %s elements: %w", s.Name, err)
 			}
-			part.els = part.els[n:]
+			els = els[n:]
 		}
 	}
 	return nil
 }
 
-// Learn adds and removes bindings of the daemon's own sets (learned and
-// learned_ports) in one transaction. Ports are given whole: addPorts are
-// ports that gain their first binding, delPorts those that lose their last.
+// Learn adds and removes elements of the daemon's own sets (learned,
+// learned_ports, learned_macs, learned_port_macs) in one transaction.
 // Equivalent to: nft add/delete element bridge guestnet learned { ... }
-func Learn(ns *netns.NS, add, del []model.Bind, addPorts, delPorts []string) error {
-	if len(add)+len(del)+len(addPorts)+len(delPorts) == 0 {
+func Learn(ns *netns.NS, add, del model.Elems) error {
+	if add.Len()+del.Len() == 0 {
 		return nil
 	}
-	c, err := ns.Nft(1<<20 + (len(add)+len(del))<<8)
+	c, err := ns.Nft(1<<20 + (add.Len()+del.Len())<<8)
 	if err != nil {
 		return err
 	}
 	sets := guardSets(guardTable())
-	ports, learned := sets[model.GuardLearnedPorts], sets[model.GuardLearned]
-	if err := bindElements(c.SetDeleteElements, ports, learned, delPorts, del); err != nil {
+	if err := queueElems(c.SetDeleteElements, sets, model.LearnedSets, del); err != nil {
 		return err
 	}
-	if err := bindElements(c.SetAddElements, ports, learned, addPorts, add); err != nil {
+	if err := queueElems(c.SetAddElements, sets, model.LearnedSets, add); err != nil {
 		return err
 	}
 	if err := c.Flush(); err != nil {

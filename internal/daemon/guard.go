@@ -3,11 +3,13 @@ package daemon
 import (
 	"context"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/guestnet/guestnet/internal/dhcp"
 	"github.com/guestnet/guestnet/internal/model"
 	"github.com/guestnet/guestnet/internal/observe"
+	"github.com/guestnet/guestnet/internal/state"
 )
 
 // Anti-spoofing of leased ports: when guestnet's DHCP server hands a lease
@@ -16,6 +18,16 @@ import (
 // "learned" of table bridge guestnet). The port is in the lease on disk,
 // so a restart rebuilds the same bindings; a lease that ends, expires or
 // whose port left the bridge loses its binding at the next sync.
+//
+// A bound MAC belongs to its port: the kernel drops frames from it, and
+// DHCP messages naming it, from any other port (sets learned_macs and
+// learned_port_macs), and the DHCP handler asks Holders before it lets a
+// REQUEST, RELEASE or DECLINE through. A VM that really moved (its old
+// port deleted or detached) is told apart by that alone: the port's link
+// event makes a sync that drops the old binding, and the VM's next REQUEST
+// from its new port binds that one. A port that is still in the bridge
+// keeps the MAC even while down (a VM that is off is not a VM that moved);
+// a persistent TAP (attach --create) lets its MAC go on detach.
 
 // learnEvery is how often bindings of expired leases are swept.
 const learnEvery = 15 * time.Second
@@ -25,16 +37,65 @@ const learnEvery = 15 * time.Second
 type learnView struct {
 	guarded  map[string]bool
 	explicit map[string]map[string]model.PortBind // network -> port -> binding
+	owners   map[string][]string                  // MAC -> ports attach bound it to, in guarded networks
+	masters  map[string]string                    // port -> its bridge, as the learned sets were synced
 }
 
 // may reports whether a lease may bind its port: not when attach bound the
-// port to addresses, nor to another MAC.
+// port to addresses, nor to another MAC, nor the lease's MAC to another
+// port (the kernel lets a MAC bound by attach out of its ports only).
 func (v *learnView) may(network string, l dhcp.Lease) bool {
 	if v == nil || !v.guarded[network] || l.Port == "" {
 		return false
 	}
+	if ps := v.owners[l.MAC]; len(ps) > 0 && !slices.Contains(ps, l.Port) {
+		return false
+	}
 	b, ok := v.explicit[network][l.Port]
 	return !ok || (len(b.IPs) == 0 && (b.MAC == "" || b.MAC == l.MAC))
+}
+
+// newLearnView gathers what may() needs from the state of the networks.
+func newLearnView(nets []model.Network, st map[string]state.Net) *learnView {
+	v := &learnView{guarded: map[string]bool{}, explicit: map[string]map[string]model.PortBind{}, owners: map[string][]string{}}
+	for _, n := range nets {
+		v.guarded[n.Name] = n.Guarded()
+		v.explicit[n.Name] = st[n.Name].Binds
+		if !n.Guarded() {
+			continue
+		}
+		for port, b := range st[n.Name].Binds {
+			if b.MAC != "" && slices.Contains(st[n.Name].Ports, port) {
+				v.owners[b.MAC] = append(v.owners[b.MAC], port)
+			}
+		}
+	}
+	for _, ps := range v.owners {
+		slices.Sort(ps)
+	}
+	return v
+}
+
+// holds reports whether a lease still binds its port: not declined nor
+// expired, its port still in its network's bridge (master names a port's
+// bridge), and not overruled by attach.
+func (v *learnView) holds(network, bridge string, l dhcp.Lease, master func(port string) string, now time.Time) bool {
+	return !l.Declined && l.Expiry.After(now) && v.may(network, l) && master(l.Port) == bridge
+}
+
+// holders are the ports holding mac's binding in a network: the ports
+// attach bound it to, or else its lease's port while the lease holds it.
+func (v *learnView) holders(network, bridge, mac string, l dhcp.Lease, master func(port string) string, now time.Time) []string {
+	if v == nil || !v.guarded[network] {
+		return nil
+	}
+	if ps := v.owners[mac]; len(ps) > 0 {
+		return ps
+	}
+	if l.MAC != mac || !v.holds(network, bridge, l, master, now) {
+		return nil
+	}
+	return []string{l.Port}
 }
 
 // leaseBinds are the elements of a lease: its address, and 0.0.0.0 for
@@ -52,6 +113,18 @@ type learner struct {
 
 func (l learner) Locate(mac string) string { return l.d.fdb.port(l.bridge, mac) }
 
+// Holders judges the lease's port by the bridges' ports of the last sync,
+// as the kernel's learned sets do: a port's link event makes a sync, so a
+// port deleted a moment ago lets its MAC go in both at once, and a
+// REQUEST costs no netlink call here.
+func (l learner) Holders(mac string, ls dhcp.Lease) []string {
+	v := l.d.view.Load()
+	if v == nil {
+		return nil
+	}
+	return v.holders(l.network, l.bridge, mac, ls, func(p string) string { return v.masters[p] }, time.Now())
+}
+
 // Bound binds the lease's port at once, before the ACK leaves, so the
 // guest's first packets from its new address pass.
 func (l learner) Bound(ls dhcp.Lease) {
@@ -61,7 +134,7 @@ func (l learner) Bound(ls dhcp.Lease) {
 	if have := l.d.inKernel.Load(); have != nil && (*have)[leaseBinds(ls)[0]] {
 		return // a renewal: the binding is there already
 	}
-	if err := l.d.Engine.Learn(leaseBinds(ls), nil, []string{ls.Port}, nil); err != nil {
+	if err := l.d.Engine.Learn(model.ElemsOf(leaseBinds(ls)), model.Elems{}); err != nil {
 		l.d.Log.Error("anti-spoofing: bind leased port", "network", l.network, "port", ls.Port, "ip", ls.IP, "err", err)
 	}
 	l.d.kickLearn() // a client that moved address leaves a stale binding
@@ -102,31 +175,29 @@ func (d *Daemon) syncLearned() {
 		d.Log.Error("anti-spoofing", "err", err)
 		return
 	}
-	v := &learnView{guarded: map[string]bool{}, explicit: map[string]map[string]model.PortBind{}}
+	v := newLearnView(d.spec.Models(), st.Networks)
 	bridges := map[string]string{}
 	for _, n := range d.spec.Networks {
-		v.guarded[n.Name] = n.Guarded()
-		v.explicit[n.Name] = st.Networks[n.Name].Binds
 		bridges[n.Name] = n.Bridge
-	}
-	d.view.Store(v)
-	g, err := observe.Guard(d.Engine.NS)
-	if err != nil || !g.On || g.Broken {
-		return // no table (yet): the next repair makes it and syncs again
 	}
 	masters, err := d.fdb.masters()
 	if err != nil {
 		d.Log.Error("anti-spoofing", "err", err)
 		return
 	}
+	v.masters = masters
+	d.view.Store(v)
+	g, err := observe.Guard(d.Engine.NS)
+	if err != nil || !g.On || g.Broken {
+		return // no table (yet): the next repair makes it and syncs again
+	}
 	leases := map[string][]dhcp.Lease{}
 	for name, s := range d.servers {
 		leases[name] = s.handler.Pool.Leases()
 	}
 	want := learnedWant(leases, bridges, masters, v, time.Now())
-	add, del := model.Diff(g.Learned, want)
-	addP, delP := model.Diff(g.LearnedPorts, model.Ports(want))
-	if err := d.Engine.Learn(add, del, addP, delP); err != nil {
+	add, del := model.DiffElems(g.LearnedElems(), model.ElemsOf(want))
+	if err := d.Engine.Learn(add, del); err != nil {
 		d.Log.Error("anti-spoofing: sync leased ports", "err", err)
 		return
 	}
@@ -135,8 +206,8 @@ func (d *Daemon) syncLearned() {
 		have[b] = true
 	}
 	d.inKernel.Store(&have)
-	if len(add)+len(del) > 0 {
-		d.Log.Info("anti-spoofing: leased ports", "bindings", len(want), "added", len(add), "removed", len(del))
+	if len(add.Binds)+len(del.Binds) > 0 {
+		d.Log.Info("anti-spoofing: leased ports", "bindings", len(want), "added", len(add.Binds), "removed", len(del.Binds))
 	}
 }
 
@@ -147,7 +218,7 @@ func learnedWant(leases map[string][]dhcp.Lease, bridges, masters map[string]str
 	var want []model.Bind
 	for name, ls := range leases {
 		for _, l := range ls {
-			if !l.Declined && l.Expiry.After(now) && masters[l.Port] == bridges[name] && v.may(name, l) {
+			if v.holds(name, bridges[name], l, func(p string) string { return masters[p] }, now) {
 				want = append(want, leaseBinds(l)...)
 			}
 		}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/guestnet/guestnet/internal/dhcp"
 	"github.com/guestnet/guestnet/internal/model"
+	"github.com/guestnet/guestnet/internal/state"
 )
 
 // TestLearnedWant: which leases bind their port.
@@ -106,5 +107,60 @@ func TestFDBRefreshOnMiss(t *testing.T) {
 	now = now.Add(dumpEvery)
 	if !f.refresh() || dumps != 2 {
 		t.Fatalf("a miss after %v did not dump (%d dumps)", dumpEvery, dumps)
+	}
+}
+
+// TestHolders: which ports hold a MAC, for the DHCP handler. A MAC attach
+// bound is held by its ports (in any guarded network), and a lease on
+// another port binds nothing; else the lease's port holds it while the
+// lease is live and the port is in the bridge: a port deleted or moved
+// to another bridge (a VM that migrated) lets the MAC go.
+func TestHolders(t *testing.T) {
+	now := time.Unix(1e9, 0)
+	nets := []model.Network{
+		{Name: "default", Mode: model.NAT, Bridge: "gnat0"},
+		{Name: "other", Mode: model.NAT, Bridge: "gother0"},
+		{Name: "free", Mode: model.NAT, Bridge: "gfree0", AllowSpoofing: true},
+	}
+	st := map[string]state.Net{
+		"default": {Ports: []string{"tap5"}, Binds: map[string]model.PortBind{"tap5": {MAC: "02:00:00:00:00:55"}}},
+		"other":   {Ports: []string{"tap8"}, Binds: map[string]model.PortBind{"tap8": {MAC: "02:00:00:00:00:88", IPs: []netip.Addr{netip.MustParseAddr("10.98.0.8")}}}},
+		"free":    {Ports: []string{"tap9"}, Binds: map[string]model.PortBind{"tap9": {MAC: "02:00:00:00:00:99"}}},
+	}
+	v := newLearnView(nets, st)
+	masters := map[string]string{"tap1": "gnat0", "tap2": "gnat0", "tap4": "gother0", "tap5": "gnat0"}
+	master := func(p string) string { return masters[p] }
+	lease := func(mac, port string, expiry time.Time) dhcp.Lease {
+		return dhcp.Lease{MAC: mac, IP: netip.MustParseAddr("10.99.0.100"), Port: port, Expiry: expiry}
+	}
+	later := now.Add(time.Hour)
+	for _, c := range []struct {
+		what string
+		mac  string
+		l    dhcp.Lease
+		want []string
+	}{
+		{"live lease on a port of the bridge", "02:00:00:00:00:01", lease("02:00:00:00:00:01", "tap1", later), []string{"tap1"}},
+		{"no lease", "02:00:00:00:00:01", dhcp.Lease{}, nil},
+		{"expired lease", "02:00:00:00:00:01", lease("02:00:00:00:00:01", "tap1", now), nil},
+		{"lease whose port was deleted", "02:00:00:00:00:01", lease("02:00:00:00:00:01", "tap3", later), nil},
+		{"lease whose port is in another bridge", "02:00:00:00:00:01", lease("02:00:00:00:00:01", "tap4", later), nil},
+		{"MAC attach bound to tap5, lease on tap2", "02:00:00:00:00:55", lease("02:00:00:00:00:55", "tap2", later), []string{"tap5"}},
+		{"MAC attach bound in another guarded network", "02:00:00:00:00:88", dhcp.Lease{}, []string{"tap8"}},
+		{"MAC bound on a network without anti-spoofing", "02:00:00:00:00:99", dhcp.Lease{}, nil},
+	} {
+		if got := v.holders("default", "gnat0", c.mac, c.l, master, now); !slices.Equal(got, c.want) {
+			t.Errorf("%s: holders %v, want %v", c.what, got, c.want)
+		}
+	}
+	// The kernel's learned sets agree: a lease of a MAC attach bound to
+	// another port binds nothing.
+	got := learnedWant(map[string][]dhcp.Lease{"default": {lease("02:00:00:00:00:55", "tap2", later)}},
+		map[string]string{"default": "gnat0"}, masters, v, now)
+	if len(got) != 0 {
+		t.Errorf("a lease of a MAC bound by attach to tap5 bound %v", got)
+	}
+	if got := v.holders("free", "gfree0", "02:00:00:00:00:01", lease("02:00:00:00:00:01", "tap1", later), master, now); got != nil {
+		t.Errorf("a network without anti-spoofing has holders %v", got)
 	}
 }

@@ -51,7 +51,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		for typ, v := range map[string]uint64{
 			"discover": st.Discover.Load(), "request": st.Request.Load(), "release": st.Release.Load(),
 			"decline": st.Decline.Load(), "inform": st.Inform.Load(), "offer": st.Offer.Load(), "ack": st.Ack.Load(),
-			"nak": st.Nak.Load(), "exhausted": st.Exhausted.Load(), "ignored": st.Ignored.Load(),
+			"nak": st.Nak.Load(), "exhausted": st.Exhausted.Load(), "ignored": st.Ignored.Load(), "foreign_port": st.Foreign.Load(),
 		} {
 			ch <- prometheus.MustNewConstMetric(descPackets, prometheus.CounterValue, float64(v), name, typ)
 		}

@@ -26,6 +26,7 @@ type Stats struct {
 	Discover, Request, Release, Decline, Inform atomic.Uint64
 	Offer, Ack, Nak, Exhausted, Ignored         atomic.Uint64
 	StoreErrors                                 atomic.Uint64
+	Foreign                                     atomic.Uint64 // naming a MAC bound to another port
 }
 
 // Handler answers the DHCP requests of one network.
@@ -45,16 +46,22 @@ type Handler struct {
 	warned     time.Time         // when the last "pool exhausted" line was written
 	unanswered int               // DISCOVERs left unanswered since that line
 	nameLogged map[string]string // MAC -> the taken host name already logged
+
+	// Now is the clock of the warnings about foreign ports (nil: time.Now).
+	Now         func() time.Time
+	foreignWarn warnLimit
 }
 
 // ExhaustedEvery is how often at most an exhausted pool is logged.
 const ExhaustedEvery = time.Minute
 
 // PortBinder ties leases to bridge ports (anti-spoofing). Locate names the
-// port a MAC was last seen on ("" if unknown); Bound is told of a stored
+// port a MAC was last seen on ("" if unknown); Holders names the ports
+// that hold a MAC's binding (see foreignPort); Bound is told of a stored
 // lease before its ACK leaves; Unbound of one that ended.
 type PortBinder interface {
 	Locate(mac string) string
+	Holders(mac string, l Lease) []string
 	Bound(l Lease)
 	Unbound(l Lease)
 }
@@ -86,6 +93,9 @@ func (h *Handler) Handle(req *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
 		return h.request(req, mac)
 	case dhcpv4.MessageTypeRelease:
 		h.Stats.Release.Add(1)
+		if _, foreign := h.foreignPort(req, mac); foreign {
+			return nil
+		}
 		if l, ok := h.Pool.Release(mac, addrOf(req.ClientIPAddr)); ok {
 			h.store(func() error { return h.Store.Delete(h.Pool.cfg.Network, l.IP) })
 			if h.Ports != nil {
@@ -96,6 +106,9 @@ func (h *Handler) Handle(req *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
 		return nil
 	case dhcpv4.MessageTypeDecline:
 		h.Stats.Decline.Add(1)
+		if _, foreign := h.foreignPort(req, mac); foreign {
+			return nil
+		}
 		a := addrOf(req.RequestedIPAddress())
 		l, ok := h.Pool.Decline(mac, a)
 		if !ok {
@@ -154,9 +167,9 @@ func (h *Handler) request(req *dhcpv4.DHCPv4, mac string) *dhcpv4.DHCPv4 {
 		h.Stats.Ignored.Add(1)
 		return nil
 	}
-	port := ""
-	if h.Ports != nil {
-		port = h.Ports.Locate(mac)
+	port, foreign := h.foreignPort(req, mac)
+	if foreign {
+		return nil // not NAKed: a NAK is broadcast, to the holder's port too
 	}
 	b, ok := h.Pool.Bind(mac, a, req.HostName(), port)
 	l := b.Lease

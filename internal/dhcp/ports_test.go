@@ -21,6 +21,7 @@ func (r *recorder) Locate(mac string) string {
 	r.calls = append(r.calls, "locate "+mac)
 	return r.where
 }
+func (r *recorder) Holders(string, Lease) []string { return nil }
 func (r *recorder) Bound(l Lease) {
 	r.calls = append(r.calls, "bound "+l.Port+" "+l.IP.String())
 	_, r.inStore = r.st.leases[l.IP]
@@ -47,7 +48,8 @@ func TestLeaseBindsItsPort(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.Handle(rel)
-	want := []string{"locate 52:54:00:00:00:01", "bound tap7 " + a.String(), "unbound " + a.String()}
+	// The RELEASE is located too: only the lease's own port may end it.
+	want := []string{"locate 52:54:00:00:00:01", "bound tap7 " + a.String(), "locate 52:54:00:00:00:01", "unbound " + a.String()}
 	if len(r.calls) != len(want) {
 		t.Fatalf("calls = %q, want %q", r.calls, want)
 	}

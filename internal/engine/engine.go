@@ -110,13 +110,14 @@ func (e *Engine) own(gen uint32) bool {
 	return e.ownGen[gen]
 }
 
-// Learn changes the daemon's leased bindings (set "learned" of the
+// Learn changes the daemon's leased bindings (sets "learned",
+// "learned_ports", "learned_macs" and "learned_port_macs" of the
 // anti-spoofing table). When its commit is the only one in between, the
 // generation it makes is remembered as guestnet's own, so that the next
 // plan can still skip reading back guestnet's unchanged rules.
-func (e *Engine) Learn(add, del []model.Bind, addPorts, delPorts []string) error {
+func (e *Engine) Learn(add, del model.Elems) error {
 	g0, err0 := e.NS.NftGen()
-	if err := apply.Learn(e.NS, add, del, addPorts, delPorts); err != nil {
+	if err := apply.Learn(e.NS, add, del); err != nil {
 		return err
 	}
 	if g1, err := e.NS.NftGen(); err == nil && err0 == nil && g1 == g0+1 {

@@ -12,20 +12,27 @@ import (
 // Guard is guestnet's anti-spoofing table, `table bridge guestnet`. A guest
 // port bound to addresses may send only ARP and IPv4 frames whose source
 // MAC and address are among its bindings; other ports are unrestricted.
+// A MAC bound to a port belongs to it: no other port may send from that
+// MAC, nor send a DHCP message naming it (chaddr), so that no guest can
+// take a neighbour's binding or lease.
 // Bindings come from two owners: Bound is declared (guestnet attach --ip
 // --mac, and DHCP static hosts of a bound MAC) and planned like the rest;
 // Learned is written by the daemon from the leases it hands out, and plan
 // never touches it.
 type Guard struct {
-	On    bool     `json:"on,omitempty"`    // the table exists
-	Ports []string `json:"ports,omitempty"` // elements of set "ports": Ports(Bound)
-	Bound []Bind   `json:"bound,omitempty"` // elements of set "bound", sorted
+	On       bool      `json:"on,omitempty"`        // the table exists
+	Ports    []string  `json:"ports,omitempty"`     // elements of set "ports": Ports(Bound)
+	Bound    []Bind    `json:"bound,omitempty"`     // elements of set "bound", sorted
+	MACs     []string  `json:"macs,omitempty"`      // elements of set "macs": MACs(Bound)
+	PortMACs []PortMAC `json:"port_macs,omitempty"` // elements of set "port_macs": PortMACs(Bound)
 	// Observed only, never compared:
-	LearnedPorts []string  `json:"learned_ports,omitempty"`
-	Learned      []Bind    `json:"learned,omitempty"` // elements of set "learned"
-	Broken       bool      `json:"broken,omitempty"`  // the table is not what guestnet wrote
-	Dropped      uint64    `json:"dropped,omitempty"` // frames dropped as spoofed
-	Spoofed      []Spoofed `json:"spoofed,omitempty"` // elements of set "dropped"
+	LearnedPorts    []string  `json:"learned_ports,omitempty"`
+	Learned         []Bind    `json:"learned,omitempty"` // elements of set "learned"
+	LearnedMACs     []string  `json:"learned_macs,omitempty"`
+	LearnedPortMACs []PortMAC `json:"learned_port_macs,omitempty"`
+	Broken          bool      `json:"broken,omitempty"`  // the table is not what guestnet wrote
+	Dropped         uint64    `json:"dropped,omitempty"` // frames dropped as spoofed
+	Spoofed         []Spoofed `json:"spoofed,omitempty"` // elements of set "dropped"
 }
 
 // Spoofed is what set "dropped" remembers of one port . MAC . address whose
@@ -36,26 +43,53 @@ type Spoofed struct {
 	Packets uint64 `json:"packets"`
 	// Ago is how long ago the last frame was dropped.
 	Ago time.Duration `json:"ago_ns"`
+	// MACBoundTo are the other ports the MAC is bound to (filled in by
+	// SpoofedBy): the frames were dropped because the MAC is theirs.
+	MACBoundTo []string `json:"mac_bound_to,omitempty"`
 }
 
 // The sets of the guard table.
 const (
-	GuardPorts        = "ports"         // ports with declared bindings
-	GuardBound        = "bound"         // port . mac . ip, declared
-	GuardLearnedPorts = "learned_ports" // ports with learned bindings
-	GuardLearned      = "learned"       // port . mac . ip, from leases
-	GuardDropped      = "dropped"       // port . mac . ip of dropped frames, with counters
+	GuardPorts           = "ports"             // ports with declared bindings
+	GuardBound           = "bound"             // port . mac . ip, declared
+	GuardMACs            = "macs"              // MACs with a declared binding
+	GuardPortMACs        = "port_macs"         // port . mac, declared
+	GuardLearnedPorts    = "learned_ports"     // ports with learned bindings
+	GuardLearned         = "learned"           // port . mac . ip, from leases
+	GuardLearnedMACs     = "learned_macs"      // MACs with a learned binding
+	GuardLearnedPortMACs = "learned_port_macs" // port . mac, from leases
+	GuardDropped         = "dropped"           // port . mac . ip of dropped frames, with counters
 )
 
-// SpoofedBy are the recorded drops of one port, latest first.
+// The sets of each owner of bindings, in the order of Elems' fields.
+var (
+	DeclaredSets = [4]string{GuardPorts, GuardBound, GuardMACs, GuardPortMACs}
+	LearnedSets  = [4]string{GuardLearnedPorts, GuardLearned, GuardLearnedMACs, GuardLearnedPortMACs}
+)
+
+// SpoofedBy are the recorded drops of one port, latest first, each with
+// the other ports its MAC is bound to.
 func (g Guard) SpoofedBy(port string) []Spoofed {
 	var out []Spoofed
 	for _, x := range g.Spoofed {
 		if x.Port == port {
+			x.MACBoundTo = slices.DeleteFunc(g.PortsOf(x.MAC), func(p string) bool { return p == port })
 			out = append(out, x)
 		}
 	}
 	return out
+}
+
+// PortsOf are the ports a MAC is bound to, declared or learned, sorted.
+func (g Guard) PortsOf(mac string) []string {
+	var out []string
+	for _, p := range append(slices.Clone(g.PortMACs), g.LearnedPortMACs...) {
+		if p.MAC == mac {
+			out = append(out, p.Port)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // Summary says what was dropped: "3 frames from MAC 02:00:00:00:00:21,
@@ -65,7 +99,11 @@ func (x Spoofed) Summary() string {
 	if x.IP.IsUnspecified() {
 		src = "address 0.0.0.0 (DHCP or an ARP probe)"
 	}
-	return fmt.Sprintf("%s from MAC %s, %s (last %s ago)", Frames(x.Packets), x.MAC, src, x.Ago.Round(time.Second))
+	s := fmt.Sprintf("%s from MAC %s, %s (last %s ago)", Frames(x.Packets), x.MAC, src, x.Ago.Round(time.Second))
+	if len(x.MACBoundTo) > 0 {
+		s += "; the MAC is bound to port " + strings.Join(x.MACBoundTo, ",")
+	}
+	return s
 }
 
 // Frames is "1 frame" or "n frames".
@@ -77,7 +115,8 @@ func Frames(n uint64) string {
 }
 
 // GuardSets are the guard table's sets, in the order they are made.
-var GuardSets = []string{GuardPorts, GuardBound, GuardLearnedPorts, GuardLearned, GuardDropped}
+var GuardSets = []string{GuardPorts, GuardBound, GuardMACs, GuardPortMACs,
+	GuardLearnedPorts, GuardLearned, GuardLearnedMACs, GuardLearnedPortMACs, GuardDropped}
 
 // Set "dropped" holds at most DropEntries sources, each for DropMemory
 // after its last dropped frame. A full set records nothing new; the frames
@@ -126,7 +165,7 @@ func SortBinds(bs []Bind) []Bind {
 
 // Equal compares what plan owns: presence, integrity and declared bindings.
 func (g Guard) Equal(o Guard) bool {
-	return g.On == o.On && g.Broken == o.Broken && slices.Equal(g.Ports, o.Ports) && slices.Equal(g.Bound, o.Bound)
+	return g.On == o.On && g.Broken == o.Broken && g.Declared().Equal(o.Declared())
 }
 
 // Ports are the distinct ports of a list of bindings, sorted.
@@ -140,15 +179,27 @@ func Ports(bs []Bind) []string {
 }
 
 // GuardRules are the rules of the guard table, as nft prints them (the ARP
-// and IPv4 rules imply their ether type): base chain prerouting sends
-// frames of bound ports to chain check, which accepts ARP and IPv4 only
-// from a bound port . MAC . address, DHCP requests from any MAC on a port
-// bound only by leases, and counts and drops the rest, remembering the
-// source of each dropped ARP and IPv4 frame in set dropped.
+// and IPv4 rules imply their ether type), chain by chain in the order nft
+// lists them (the order they are made).
+//
+// Base chain prerouting sees every frame a bridge port receives, before
+// the bridge learns its source MAC: a frame whose source MAC is bound to
+// a port is dropped unless it comes from that port (so a stolen MAC never
+// moves the bridge's forwarding database), and so is a DHCP message whose
+// client MAC (BOOTP chaddr, 36 bytes into the UDP header) is bound to a
+// port and that comes from another: no guest can ask for, renew, release
+// or decline a neighbour's lease. A first fragment bound for the DHCP
+// server is dropped too, since its chaddr could sit in a later fragment.
+// Frames of bound ports then go to chain check, which accepts ARP and IPv4
+// only from a bound port . MAC . address, and DHCP requests from any MAC on
+// a port bound only by leases (a MAC bound elsewhere never gets there).
+// Chain spoofed counts and drops, remembering the source of each dropped
+// ARP and IPv4 frame in set dropped.
 var GuardRules = map[string][]string{
-	"prerouting": {
-		"iifname @" + GuardPorts + " jump check",
-		"iifname @" + GuardLearnedPorts + " jump check",
+	"spoofed": {
+		"update @" + GuardDropped + " { iifname . ether saddr . ip saddr counter }",
+		"arp htype 1 arp ptype ip arp hlen 6 arp plen 4 update @" + GuardDropped + " { iifname . ether saddr . arp saddr ip counter }",
+		"counter packets 0 bytes 0 drop",
 	},
 	"check": {
 		"arp htype 1 arp ptype ip arp hlen 6 arp plen 4 iifname . ether saddr . arp saddr ip @" + GuardBound + " iifname . arp saddr ether . arp saddr ip @" + GuardBound + " accept",
@@ -156,11 +207,22 @@ var GuardRules = map[string][]string{
 		"iifname . ether saddr . ip saddr @" + GuardBound + " accept",
 		"iifname . ether saddr . ip saddr @" + GuardLearned + " accept",
 		"iifname @" + GuardLearnedPorts + " ip saddr 0.0.0.0 udp sport 68 udp dport 67 accept",
-		"update @" + GuardDropped + " { iifname . ether saddr . ip saddr counter }",
-		"arp htype 1 arp ptype ip arp hlen 6 arp plen 4 update @" + GuardDropped + " { iifname . ether saddr . arp saddr ip counter }",
-		"counter packets 0 bytes 0 drop",
+		"goto spoofed",
+	},
+	"prerouting": {
+		"ether saddr @" + GuardMACs + " iifname . ether saddr != @" + GuardPortMACs + " goto spoofed",
+		"ether saddr @" + GuardLearnedMACs + " iifname . ether saddr != @" + GuardLearnedPortMACs + " goto spoofed",
+		"udp dport 67 ip frag-off & 8192 != 0 goto spoofed",
+		"ether type ip udp dport 67 @th,288,48 @" + GuardMACs + " iifname . @th,288,48 != @" + GuardPortMACs + " goto spoofed",
+		"ether type ip udp dport 67 @th,288,48 @" + GuardLearnedMACs + " iifname . @th,288,48 != @" + GuardLearnedPortMACs + " goto spoofed",
+		"iifname @" + GuardPorts + " jump check",
+		"iifname @" + GuardLearnedPorts + " jump check",
 	},
 }
+
+// GuardChainOrder are the guard table's chains in the order they are made
+// (a chain before the chains that go to it).
+var GuardChainOrder = []string{"spoofed", "check", "prerouting"}
 
 // String renders the guard table in nft's syntax (one element a line).
 func (g Guard) String() string {
@@ -181,20 +243,27 @@ func (g Guard) String() string {
 		}
 		b.WriteString("\t}\n\n")
 	}
-	var ports, bound []string
-	for _, p := range g.Ports {
-		ports = append(ports, fmt.Sprintf("%q", p))
+	quote := func(ss []string) []string {
+		out := make([]string, len(ss))
+		for i, x := range ss {
+			out[i] = fmt.Sprintf("%q", x)
+		}
+		return out
 	}
-	for _, x := range g.Bound {
-		bound = append(bound, x.String())
-	}
-	const key = "ifname . ether_addr . ipv4_addr"
-	set(GuardPorts, "ifname", ports)
-	set(GuardBound, key, bound, "flags interval")
+	const key, owner = "ifname . ether_addr . ipv4_addr", "ifname . ether_addr"
+	set(GuardPorts, "ifname", quote(g.Ports))
+	set(GuardBound, key, strs(g.Bound), "flags interval")
+	set(GuardMACs, "ether_addr", g.MACs)
+	set(GuardPortMACs, owner, strs(g.PortMACs))
 	set(GuardLearnedPorts, "ifname", nil)
 	set(GuardLearned, key, nil)
+	set(GuardLearnedMACs, "ether_addr", nil)
+	set(GuardLearnedPortMACs, owner, nil)
 	set(GuardDropped, key, nil, fmt.Sprintf("size %d", DropEntries), "flags dynamic,timeout", "timeout "+nftDuration(DropMemory))
-	for _, c := range []string{"check", "prerouting"} { // nft lists them as made
+	for i, c := range GuardChainOrder {
+		if i > 0 {
+			b.WriteString("\n")
+		}
 		fmt.Fprintf(&b, "\tchain %s {\n", c)
 		if c == "prerouting" {
 			b.WriteString("\t\ttype filter hook prerouting priority filter; policy accept;\n")
@@ -203,12 +272,17 @@ func (g Guard) String() string {
 			fmt.Fprintf(&b, "\t\t%s\n", r)
 		}
 		b.WriteString("\t}\n")
-		if c == "check" {
-			b.WriteString("\n")
-		}
 	}
 	b.WriteString("}\n")
 	return b.String()
+}
+
+func strs[T fmt.Stringer](xs []T) []string {
+	out := make([]string, len(xs))
+	for i, x := range xs {
+		out[i] = x.String()
+	}
+	return out
 }
 
 // nftDuration prints d as nft does: 1h, 30m, 1h30m.

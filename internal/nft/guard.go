@@ -67,6 +67,41 @@ func DecodeGuardKey(start, end []byte) (model.Bind, bool) {
 // PortKey is a port as an element of the ifname sets.
 func PortKey(port string) []byte { return ifname(port) }
 
+// MACKey is a MAC as an element of sets macs and learned_macs (6 bytes).
+func MACKey(mac string) ([]byte, error) {
+	hw, err := net.ParseMAC(mac)
+	if err != nil || len(hw) != 6 {
+		return nil, fmt.Errorf("bound MAC %q is not an Ethernet address", mac)
+	}
+	return hw, nil
+}
+
+// PortMACKey is an element of sets port_macs and learned_port_macs:
+// ifname . ether_addr, 16 bytes of name and 6 of MAC padded to 8.
+func PortMACKey(p model.PortMAC) ([]byte, error) {
+	hw, err := MACKey(p.MAC)
+	if err != nil {
+		return nil, err
+	}
+	return append(append(ifname(p.Port), hw...), 0, 0), nil
+}
+
+// DecodeMACKey and DecodePortMACKey read elements back; ok is false for
+// one guestnet would not have written.
+func DecodeMACKey(k []byte) (string, bool) {
+	if len(k) != 6 {
+		return "", false
+	}
+	return net.HardwareAddr(k).String(), true
+}
+
+func DecodePortMACKey(k []byte) (model.PortMAC, bool) {
+	if len(k) != 24 || !bytes.Equal(k[22:], []byte{0, 0}) {
+		return model.PortMAC{}, false
+	}
+	return model.PortMAC{Port: string(bytes.TrimRight(k[:16], "\x00")), MAC: net.HardwareAddr(k[16:22]).String()}, true
+}
+
 // GuardChains are the expressions of the guard table's rules, by chain, in
 // the order model.GuardRules prints them.
 func GuardChains() map[string][][]expr.Any {
@@ -77,6 +112,7 @@ func GuardChains() map[string][][]expr.Any {
 			&expr.Verdict{Kind: expr.VerdictJump, Chain: "check"},
 		}
 	}
+	toSpoofed := &expr.Verdict{Kind: expr.VerdictGoto, Chain: "spoofed"}
 	etherType := func(t uint16) []expr.Any {
 		return []expr.Any{
 			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: 12, Len: 2},
@@ -113,6 +149,12 @@ func GuardChains() map[string][][]expr.Any {
 		out := append(etherType(unix.ETH_P_IP), lookup(set, expr.PayloadBaseLLHeader, 6, offSaddr)...)
 		return append(out, &expr.Verdict{Kind: expr.VerdictAccept})
 	}
+	// toServer matches IPv4 UDP to port 67: what a DHCP client sends.
+	toServer := append(etherType(unix.ETH_P_IP),
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_UDP}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0, 67}})
 	// A port bound only by leases lets any MAC ask for a lease (a guest
 	// that changed its MAC, nested guests); what it gets is bound in turn.
 	dhcp := append([]expr.Any{
@@ -129,6 +171,25 @@ func GuardChains() map[string][][]expr.Any {
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0, 67}},
 		&expr.Verdict{Kind: expr.VerdictAccept})
+	// owned sends a frame to chain spoofed when the MAC at off of base is
+	// in set macs (bound to some port) and iifname . MAC is not in set
+	// ports (not bound to this one).
+	owned := func(match []expr.Any, macs, ports string, base expr.PayloadBase, off uint32) []expr.Any {
+		return append(slices.Clone(match),
+			&expr.Payload{DestRegister: 1, Base: base, Offset: off, Len: 6},
+			&expr.Lookup{SourceRegister: 1, SetName: macs},
+			&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+			&expr.Payload{DestRegister: 2, Base: base, Offset: off, Len: 6},
+			&expr.Lookup{SourceRegister: 1, SetName: ports, Invert: true},
+			toSpoofed)
+	}
+	// fragment: the MF flag of an IPv4 header (the first fragment of a
+	// datagram, the only one with the UDP header).
+	fragment := append(slices.Clone(toServer),
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 6, Len: 2},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 2, Mask: []byte{0x20, 0}, Xor: []byte{0, 0}},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{0, 0}},
+		toSpoofed)
 	// record remembers the source of a frame about to be dropped, with a
 	// counter. It has no verdict: when set dropped is full, the rule stops
 	// and the next one drops the frame all the same.
@@ -137,13 +198,24 @@ func GuardChains() map[string][][]expr.Any {
 		return append(out, &expr.Dynset{SrcRegKey: 1, SetName: model.GuardDropped,
 			Operation: unix.NFT_DYNSET_OP_UPDATE, Exprs: []expr.Any{&expr.Counter{}}})
 	}
+	const chaddr = 8 + 28 // UDP header, then BOOTP op..giaddr
 	return map[string][][]expr.Any{
-		"prerouting": {jump(model.GuardPorts), jump(model.GuardLearnedPorts)},
+		"spoofed": {
+			record(etherType(unix.ETH_P_IP), offSaddr), record(arpType, 14),
+			{&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop}},
+		},
 		"check": {
 			arp(model.GuardBound), arp(model.GuardLearned),
 			ipv4(model.GuardBound), ipv4(model.GuardLearned), dhcp,
-			record(etherType(unix.ETH_P_IP), offSaddr), record(arpType, 14),
-			{&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop}},
+			{toSpoofed},
+		},
+		"prerouting": {
+			owned(nil, model.GuardMACs, model.GuardPortMACs, expr.PayloadBaseLLHeader, 6),
+			owned(nil, model.GuardLearnedMACs, model.GuardLearnedPortMACs, expr.PayloadBaseLLHeader, 6),
+			fragment,
+			owned(toServer, model.GuardMACs, model.GuardPortMACs, expr.PayloadBaseTransportHeader, chaddr),
+			owned(toServer, model.GuardLearnedMACs, model.GuardLearnedPortMACs, expr.PayloadBaseTransportHeader, chaddr),
+			jump(model.GuardPorts), jump(model.GuardLearnedPorts),
 		},
 	}
 }
@@ -182,6 +254,8 @@ func normal(e expr.Any) string {
 		return fmt.Sprintf("payload %d %d %d %d", x.DestRegister, x.Base, x.Offset, x.Len)
 	case *expr.Cmp:
 		return fmt.Sprintf("cmp %d %d %x", x.Op, x.Register, x.Data)
+	case *expr.Bitwise:
+		return fmt.Sprintf("bitwise %d %d %d %x %x", x.SourceRegister, x.DestRegister, x.Len, x.Mask, x.Xor)
 	}
 	return fmt.Sprintf("%T %+v", e, e)
 }

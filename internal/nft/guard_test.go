@@ -52,3 +52,32 @@ func TestGuardRulesMatchText(t *testing.T) {
 		}
 	}
 }
+
+// TestOwnerKeys: the elements of sets macs and port_macs survive the trip
+// through their bytes, and ones guestnet would not write are refused.
+func TestOwnerKeys(t *testing.T) {
+	p := model.PortMAC{Port: "a-fifteen-bytes", MAC: "52:54:00:12:34:56"}
+	k, err := PortMACKey(p)
+	if err != nil || len(k) != 24 {
+		t.Fatalf("PortMACKey(%v) = %x, %v", p, k, err)
+	}
+	if got, ok := DecodePortMACKey(k); !ok || got != p {
+		t.Errorf("decoded %v (ok=%v), want %v", got, ok, p)
+	}
+	m, err := MACKey(p.MAC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := DecodeMACKey(m); !ok || got != p.MAC {
+		t.Errorf("decoded MAC %q (ok=%v)", got, ok)
+	}
+	k[23] = 1 // padding guestnet never sets
+	if _, ok := DecodePortMACKey(k); ok {
+		t.Error("a key with non-zero padding decoded")
+	}
+	for _, bad := range []string{"", "52:54:00:12:34", "00:00:00:00:fe:80:00:00"} {
+		if _, err := MACKey(bad); err == nil {
+			t.Errorf("MACKey(%q) made a key", bad)
+		}
+	}
+}

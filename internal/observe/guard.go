@@ -95,11 +95,64 @@ func readGuard(c *nftables.Conn) (model.Guard, error) {
 			slices.Sort(*dst)
 		}
 	}
+	if err := readOwners(c, byName, &g); err != nil {
+		return g, err
+	}
 	g.Bound, g.Learned = model.SortBinds(g.Bound), model.SortBinds(g.Learned)
 	if err := checkGuardChains(c, t, &g); err != nil {
 		return g, err
 	}
 	return g, nil
+}
+
+// readOwners reads the sets of bound MACs (macs, learned_macs) and of
+// their ports (port_macs, learned_port_macs).
+func readOwners(c *nftables.Conn, byName map[string]*nftables.Set, g *model.Guard) error {
+	for name, dst := range map[string]*[]string{model.GuardMACs: &g.MACs, model.GuardLearnedMACs: &g.LearnedMACs} {
+		err := readElements(c, byName[name], func(k []byte) bool {
+			mac, ok := nft.DecodeMACKey(k)
+			if ok {
+				*dst = append(*dst, mac)
+			}
+			return ok
+		}, g)
+		if err != nil {
+			return err
+		}
+		slices.Sort(*dst)
+	}
+	for name, dst := range map[string]*[]model.PortMAC{model.GuardPortMACs: &g.PortMACs, model.GuardLearnedPortMACs: &g.LearnedPortMACs} {
+		err := readElements(c, byName[name], func(k []byte) bool {
+			p, ok := nft.DecodePortMACKey(k)
+			if ok {
+				*dst = append(*dst, p)
+			}
+			return ok
+		}, g)
+		if err != nil {
+			return err
+		}
+		*dst = model.SortPortMACs(*dst)
+	}
+	return nil
+}
+
+// readElements hands each element of s (if it exists) to take, and marks
+// the guard Broken for one guestnet would not have written.
+func readElements(c *nftables.Conn, s *nftables.Set, take func([]byte) bool, g *model.Guard) error {
+	if s == nil {
+		return nil
+	}
+	els, err := c.GetSetElements(s)
+	if err != nil {
+		return fmt.Errorf("observe set bridge %s %s: %w", model.Table, s.Name, err)
+	}
+	for _, e := range els {
+		if !take(e.Key) {
+			g.Broken = true
+		}
+	}
+	return nil
 }
 
 // readSpoofed reads set dropped: the sources of frames dropped lately.

@@ -3,6 +3,7 @@ package plan
 import (
 	"fmt"
 	"net/netip"
+	"strings"
 
 	"github.com/guestnet/guestnet/internal/model"
 	"github.com/guestnet/guestnet/internal/state"
@@ -20,6 +21,7 @@ const OpGuard Op = "guard"
 // DHCP, any address from that MAC.
 func WantGuard(nets []model.Network, st map[string]state.Net) model.Guard {
 	var g model.Guard
+	var binds []model.Bind
 	for _, n := range nets {
 		if !n.Guarded() {
 			continue
@@ -31,11 +33,10 @@ func WantGuard(nets []model.Network, st map[string]state.Net) model.Guard {
 			if !ok {
 				continue
 			}
-			g.Bound = append(g.Bound, Binds(n, port, b)...)
+			binds = append(binds, Binds(n, port, b)...)
 		}
 	}
-	g.Bound = model.SortBinds(g.Bound)
-	g.Ports = model.Ports(g.Bound)
+	g.SetDeclared(binds)
 	return g
 }
 
@@ -65,8 +66,8 @@ func guardAction(want model.Guard, h model.Host) []Action {
 	if want.Equal(h.Guard) {
 		return nil
 	}
-	old := h.Guard
-	old.Learned, old.LearnedPorts, old.Dropped, old.Spoofed = nil, nil, 0, nil
+	d := h.Guard.Declared() // the learned elements are the daemon's
+	old := model.Guard{On: h.Guard.On, Broken: h.Guard.Broken, Ports: d.Ports, Bound: d.Binds, MACs: d.MACs, PortMACs: d.PortMACs}
 	return []Action{{Op: OpGuard, Guard: &want, OldGuard: &old}}
 }
 
@@ -81,8 +82,9 @@ func guardString(a Action) string {
 	case !a.Guard.On:
 		return "nft delete table bridge " + model.Table
 	case a.OldGuard.On && !a.OldGuard.Broken:
-		add, del := model.Diff(a.OldGuard.Bound, a.Guard.Bound)
-		return fmt.Sprintf("nft add/delete element bridge %s %s (%d added, %d deleted)", model.Table, model.GuardBound, len(add), len(del))
+		add, del := model.DiffElems(a.OldGuard.Declared(), a.Guard.Declared())
+		return fmt.Sprintf("nft add/delete element bridge %s %s (%d added, %d deleted)", model.Table,
+			strings.Join(model.DeclaredSets[:], ","), add.Len(), del.Len())
 	}
 	return fmt.Sprintf("nft -f - (create table bridge %s: anti-spoofing of bound guest ports, %d bindings)", model.Table, len(a.Guard.Bound))
 }
@@ -94,6 +96,9 @@ func guardLines(g *model.Guard) map[string]bool {
 	}
 	for _, b := range g.Bound {
 		m["set "+model.GuardBound+": "+b.String()] = true
+	}
+	for _, p := range g.PortMACs {
+		m["set "+model.GuardPortMACs+": "+p.String()] = true
 	}
 	return m
 }

@@ -46,6 +46,15 @@ func TestWantGuard(t *testing.T) {
 		if !g.On || !slices.Equal(g.Bound, c.want) || !slices.Equal(g.Ports, []string{"tap0"}) {
 			t.Errorf("%s: got on=%v ports=%v %v, want %v", c.name, g.On, g.Ports, g.Bound, c.want)
 		}
+		// The port owns its MAC; a binding to any MAC owns none.
+		var macs []string
+		var owned []model.PortMAC
+		if c.bind.MAC != "" {
+			macs, owned = []string{c.bind.MAC}, []model.PortMAC{{Port: "tap0", MAC: c.bind.MAC}}
+		}
+		if !slices.Equal(g.MACs, macs) || !slices.Equal(g.PortMACs, owned) {
+			t.Errorf("%s: MACs %v owned %v, want %v %v", c.name, g.MACs, g.PortMACs, macs, owned)
+		}
 	}
 	// No table for networks without anti-spoofing.
 	off := guardNet("b", model.NAT, nil)
@@ -85,7 +94,11 @@ func TestGuardElementUpdates(t *testing.T) {
 	net := st.Networks["a"]
 	net.Binds = map[string]model.PortBind{"tap0": {IPs: []netip.Addr{ip("10.99.0.20")}, MAC: "52:54:00:00:00:20"}}
 	st.Networks["a"] = net
-	run("nft add/delete element bridge guestnet bound (2 added, 0 deleted)")
+	// The port, its two bindings, its MAC, and the MAC's port.
+	run("nft add/delete element bridge guestnet ports,bound,macs,port_macs (5 added, 0 deleted)")
+	if want := []model.PortMAC{{Port: "tap0", MAC: "52:54:00:00:00:20"}}; !slices.Equal(k.Host.Guard.PortMACs, want) || !slices.Equal(k.Host.Guard.MACs, []string{"52:54:00:00:00:20"}) {
+		t.Errorf("MACs owned: %v %v, want %v", k.Host.Guard.MACs, k.Host.Guard.PortMACs, want)
+	}
 	k.Host.Guard.Broken = true
 	run("nft -f - (create table bridge guestnet: anti-spoofing of bound guest ports, 2 bindings)")
 	st.Networks = map[string]state.Net{}

@@ -11,10 +11,12 @@ import (
 type PortGuard struct {
 	Port string `json:"port"`
 	// State is "bound", "unrestricted" (nothing bound: it may send from any
-	// MAC and address) or "off" (the network has no anti-spoofing).
+	// MAC and address, except a MAC bound to another port) or "off" (the
+	// network has no anti-spoofing).
 	State string `json:"state"`
 	model.PortBinding
-	// Spoofed are the sources of the port's frames dropped lately.
+	// Spoofed are the sources of the port's frames dropped lately (an
+	// unrestricted port's too: those that used a MAC bound elsewhere).
 	Spoofed []model.Spoofed `json:"spoofed,omitempty"`
 }
 
@@ -25,7 +27,7 @@ func portGuard(n model.Network, port string, g model.Guard) PortGuard {
 	case pb.Bound():
 		return PortGuard{Port: port, State: "bound", PortBinding: pb, Spoofed: g.SpoofedBy(port)}
 	}
-	return PortGuard{Port: port, State: "unrestricted"}
+	return PortGuard{Port: port, State: "unrestricted", Spoofed: g.SpoofedBy(port)}
 }
 
 // guardText lists every guest port and what it may send from.
@@ -53,6 +55,6 @@ func guardText(b *strings.Builder, s Status) {
 		}
 	}
 	if s.SpoofDropped > 0 {
-		fmt.Fprintf(b, "frames dropped by anti-spoofing (a source not bound, or neither IPv4 nor ARP): %d\n", s.SpoofDropped)
+		fmt.Fprintf(b, "frames dropped by anti-spoofing (a source not bound, a MAC bound to another port, or neither IPv4 nor ARP): %d\n", s.SpoofDropped)
 	}
 }
