@@ -13,10 +13,9 @@ import (
 	"testing"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/guestnet/guestnet/internal/daemon"
 	"github.com/guestnet/guestnet/internal/dhcp"
+	"github.com/guestnet/guestnet/internal/dhcp/dhcptest"
 	"github.com/guestnet/guestnet/internal/state"
 )
 
@@ -61,32 +60,7 @@ func (l *Lab) StateDirOf(ns string) string { return filepath.Dir(state.Path(l.St
 // a bad copy might.
 func zeroLeafPage(t *testing.T, path string) {
 	t.Helper()
-	db, err := bolt.Open(path, 0o600, &bolt.Options{NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var leaves []int
-	db.View(func(tx *bolt.Tx) error {
-		for id := 2; ; id++ {
-			p, err := tx.Page(id)
-			if err != nil || p == nil {
-				return err
-			}
-			if p.Type == "leaf" && p.Count > 10 {
-				leaves = append(leaves, id)
-			}
-		}
-	})
-	db.Close()
-	if len(leaves) == 0 {
-		t.Fatal("no leaf page to zero")
-	}
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if _, err := f.WriteAt(make([]byte, os.Getpagesize()), int64(leaves[len(leaves)/2]*os.Getpagesize())); err != nil {
+	if _, _, err := dhcptest.ZeroLeafPage(path); err != nil {
 		t.Fatal(err)
 	}
 }

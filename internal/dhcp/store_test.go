@@ -12,6 +12,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/guestnet/guestnet/internal/dhcp/dhcptest"
 )
 
 // realStore writes n leases of two networks into a new store, as the
@@ -146,33 +148,13 @@ func TestStoreTruncatedRefused(t *testing.T) {
 // recovery must keep the leases of the other pages.
 func TestStoreZeroedPageRefused(t *testing.T) {
 	path := realStore(t, 300)
-	db, err := bolt.Open(path, 0o600, &bolt.Options{NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
+	page, leaves, err := dhcptest.ZeroLeafPage(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var leaves []int
-	db.View(func(tx *bolt.Tx) error {
-		for id := 2; ; id++ {
-			p, err := tx.Page(id)
-			if err != nil || p == nil {
-				return err
-			}
-			if p.Type == "leaf" && p.Count > 10 {
-				leaves = append(leaves, id)
-			}
-		}
-	})
-	db.Close()
 	if len(leaves) < 3 {
 		t.Fatalf("only %d leaf pages in a store of 300 leases", len(leaves))
 	}
-	page := leaves[len(leaves)/2]
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.WriteAt(make([]byte, os.Getpagesize()), int64(page*os.Getpagesize()))
-	f.Close()
 	t.Logf("zeroed page %d of leaf pages %v", page, leaves)
 
 	ce := refused(t, path, "page")

@@ -27,23 +27,7 @@ func pfx(s string) netip.Prefix { return netip.MustParsePrefix(s) }
 // baseHost has an internet uplink (eth0, default route), a LAN NIC (eth1)
 // for bridge mode, a guest's TAP (vm0), and ip_forward off.
 func baseHost() model.Host {
-	h := model.Host{
-		Links: []model.Link{
-			{Name: "eth0", Index: 2, Kind: "veth", Up: true, MTU: 1500, MAC: "02:00:00:00:00:01", Addrs: []netip.Prefix{pfx("198.51.100.1/25")}},
-			{Name: "eth1", Index: 3, Kind: "veth", Up: true, MTU: 1500, MAC: "02:00:00:00:00:02", Addrs: []netip.Prefix{pfx("172.16.5.10/24")},
-				Brd: map[netip.Prefix]netip.Addr{pfx("172.16.5.10/24"): netip.MustParseAddr("172.16.5.255")}},
-			{Name: "lo", Index: 1, Kind: "device", Up: true, MTU: 65536, Addrs: []netip.Prefix{pfx("127.0.0.1/8")}},
-			{Name: "vm0", Index: 4, Kind: "tuntap", MTU: 1500},
-		},
-		Routes: []model.Route{
-			{Dst: pfx("0.0.0.0/0"), Gw: netip.MustParseAddr("198.51.100.126"), Dev: "eth0", Proto: 3},
-			{Dst: pfx("198.51.100.0/25"), Dev: "eth0", Src: netip.MustParseAddr("198.51.100.1"), Proto: 2, Scope: 253},
-			{Dst: pfx("172.16.5.0/24"), Dev: "eth1", Src: netip.MustParseAddr("172.16.5.10"), Proto: 2, Scope: 253},
-			{Dst: pfx("172.17.0.0/16"), Gw: netip.MustParseAddr("172.16.5.1"), Dev: "eth1", Proto: 4},
-		},
-	}
-	fake.Canonical(&h)
-	return h
+	return fake.BaseHost(model.Link{Name: "vm0", Index: 4, Kind: "tuntap", MTU: 1500})
 }
 
 // specs are the configurations the crash tests move between. "all" has
