@@ -445,6 +445,9 @@ func TestMetrics(t *testing.T) {
 		`guestnet_dhcp_leases{network="default",state="free"} 99`,
 		`guestnet_dhcp_packets_total{network="default",type="ack"} 1`,
 		`guestnet_dhcp_packets_total{network="default",type="discover"} 1`,
+		// the first address of a new store had no record: checked with ARP, nobody there
+		`guestnet_dhcp_arp_checks_total{network="default",result="probed"} 1`,
+		`guestnet_dhcp_arp_checks_total{network="default",result="in_use"} 0`,
 		"guestnet_apply_duration_seconds",
 	} {
 		if !strings.Contains(body, want) {

@@ -13,6 +13,7 @@ import (
 var (
 	descLeases  = prometheus.NewDesc("guestnet_dhcp_leases", "DHCP addresses per network and state: in_use (live leases), quarantined (declined or abandoned), free (could be offered to a new client now).", []string{"network", "state"}, nil)
 	descPackets = prometheus.NewDesc("guestnet_dhcp_packets_total", "DHCP messages per network and type.", []string{"network", "type"}, nil)
+	descProbes  = prometheus.NewDesc("guestnet_dhcp_arp_checks_total", "ARP checks of unrecorded addresses before an offer, per network and result: probed (checks made), in_use (someone answered: abandoned), error (the probe failed; offered unchecked).", []string{"network", "result"}, nil)
 	descRepairs = prometheus.NewDesc("guestnet_repairs_total", "Drift repairs applied.", nil, nil)
 	descApply   = prometheus.NewDesc("guestnet_apply_duration_seconds", "Duration of the last apply (reload or repair).", nil, nil)
 )
@@ -21,7 +22,7 @@ var (
 type collector struct{ d *Daemon }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descLeases, descPackets, descRepairs, descApply} {
+	for _, d := range []*prometheus.Desc{descLeases, descPackets, descProbes, descRepairs, descApply} {
 		ch <- d
 	}
 }
@@ -54,6 +55,10 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 			"nak": st.Nak.Load(), "exhausted": st.Exhausted.Load(), "ignored": st.Ignored.Load(), "foreign_port": st.Foreign.Load(),
 		} {
 			ch <- prometheus.MustNewConstMetric(descPackets, prometheus.CounterValue, float64(v), name, typ)
+		}
+		pr := &s.handler.Probes
+		for res, v := range map[string]uint64{"probed": pr.Probes.Load(), "in_use": pr.InUse.Load(), "error": pr.Errors.Load()} {
+			ch <- prometheus.MustNewConstMetric(descProbes, prometheus.CounterValue, float64(v), name, res)
 		}
 	}
 	d.mu.Unlock()
