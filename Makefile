@@ -15,7 +15,7 @@ demo:
 # root: everything — unit tests, the e2e suite (namespaces, QEMU), short fuzz runs.
 # GUESTNET_E2E_REQUIRED=1 turns "skipped: needs root/qemu" into a failure.
 test:
-	GUESTNET_E2E_REQUIRED=1 $(GO) test -count=1 ./...
+	GUESTNET_E2E_REQUIRED=1 $(GO) test -count=1 -timeout 45m ./...
 	$(MAKE) fuzz
 
 # no root needed
@@ -24,7 +24,7 @@ unit:
 
 # root
 e2e:
-	GUESTNET_E2E_REQUIRED=1 $(GO) test -count=1 -v ./e2e/
+	GUESTNET_E2E_REQUIRED=1 $(GO) test -count=1 -timeout 45m -v ./e2e/
 
 # root: only the scenarios with real QEMU guests (kernel cached in /var/cache/guestnet-e2e)
 vm:
