@@ -11,7 +11,7 @@ import (
 func TestTraceAgreesWithPackets(t *testing.T) {
 	l := newLab(t)
 	host, inet := natHost(l)
-	l.Guestnet(host, "apply", l.Spec(natSpec+`
+	l.Guestnet(host, "apply", l.Spec(natSpec+`    forwards: [{proto: tcp, port: 2222, to: "10.99.0.10:8080"}]
   iso:
     mode: isolated
     bridge: giso0
@@ -38,6 +38,8 @@ func TestTraceAgreesWithPackets(t *testing.T) {
 		{"isolated guest -> internet", g2, "203.0.113.10:8080", []string{"--in", "giso0", "10.98.0.10", "203.0.113.10", "tcp/8080"}},
 		{"internet -> routed guest", inet, "10.99.1.10:8080", []string{"203.0.113.10", "10.99.1.10", "tcp/8080"}},
 		{"nat guest -> routed guest", g1, "10.99.1.10:8080", []string{"10.99.0.10", "10.99.1.10", "tcp/8080"}},
+		// --live routes the destination the port forward DNATs to.
+		{"internet -> port forward -> nat guest", inet, "198.51.100.1:2222", []string{"198.51.100.126", "198.51.100.1", "tcp/2222"}},
 	}
 	var rows []string
 	check := func(p path, when string) {
