@@ -73,3 +73,23 @@ func TestTraceAgreesWithPackets(t *testing.T) {
 	check(paths[0], " (Docker-style FORWARD DROP)")
 	t.Logf("\n| path | real | trace | trace stops at |\n|---|---|---|---|\n%s", strings.Join(rows, "\n"))
 }
+
+// TestTraceSaysWhatItDoesNotSimulate: a foreign DNAT (iptables) and a
+// policy routing rule are outside the simulation; trace names both where
+// the packet passes them.
+func TestTraceSaysWhatItDoesNotSimulate(t *testing.T) {
+	l := newLab(t)
+	host, _ := natHost(l)
+	l.Guestnet(host, "apply", l.Spec(natSpec))
+	l.In(host, "iptables", "-t", "nat", "-A", "PREROUTING", "-p", "tcp", "--dport", "9090", "-j", "DNAT", "--to-destination", "10.99.0.10:8080")
+	l.In(host, "ip", "rule", "add", "from", "10.99.0.0/24", "lookup", "100", "priority", "1000")
+	out, _, _ := l.Run(host, "trace", "198.51.100.126", "198.51.100.1", "tcp/9090")
+	if !strings.Contains(out, "not simulated: the DNAT rules of table ip nat chain PREROUTING") {
+		t.Errorf("trace does not name the foreign DNAT it cannot follow:\n%s", out)
+	}
+	out, _, _ = l.Run(host, "trace", "10.99.0.10", "203.0.113.10", "tcp/8080")
+	if !strings.Contains(out, "not simulated: policy routing (ip rule 1000: from 10.99.0.0/24 lookup 100)") {
+		t.Errorf("trace does not name the policy routing rule:\n%s", out)
+	}
+	t.Logf("\n%s", out)
+}

@@ -144,3 +144,26 @@ func TestWalkCannotTell(t *testing.T) {
 		t.Errorf("want a stop naming the rule, got delivered=%v cannot_tell=%v\n%s", r.Delivered, r.CannotTell, detail(r))
 	}
 }
+
+// TestWalkSaysWhatItDoesNotSimulate: foreign DNAT rules and policy routing
+// rules, when the host has any, are named where the walk passes them.
+func TestWalkSaysWhatItDoesNotSimulate(t *testing.T) {
+	h := natHost(t)
+	d := model.Diag{ForeignDNAT: []string{"table ip nat chain DOCKER"}, PolicyRules: []string{"1000: from 10.99.0.0/24 lookup 100"}}
+	r := Walk(h, d, Packet{Src: a("10.99.0.10"), Dst: a("203.0.113.10"), Proto: "tcp", Port: 80})
+	out := detail(r)
+	for _, want := range []string{
+		"prerouting NOTE not simulated: the DNAT rules of table ip nat chain DOCKER",
+		"route NOTE not simulated: policy routing (ip rule 1000: from 10.99.0.0/24 lookup 100)",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the walk does not say %q:\n%s", want, out)
+		}
+	}
+	if !r.Delivered {
+		t.Errorf("a note is not a drop:\n%s", out)
+	}
+	if r := Walk(h, model.Diag{}, Packet{Src: a("10.99.0.10"), Dst: a("203.0.113.10"), Proto: "tcp", Port: 80}); strings.Contains(detail(r), "not simulated") {
+		t.Errorf("without foreign DNAT or policy rules the walk has nothing to disclaim:\n%s", detail(r))
+	}
+}

@@ -11,6 +11,7 @@ package trace
 import (
 	"fmt"
 	"net/netip"
+	"strings"
 
 	"github.com/guestnet/guestnet/internal/match"
 	"github.com/guestnet/guestnet/internal/model"
@@ -166,6 +167,10 @@ func walk(h model.Host, d model.Diag, f *flow, r *Result) bool {
 		if err := dnat(h, f, hook, r, add); err != nil {
 			return stop(hook, err)
 		}
+		if len(d.ForeignDNAT) > 0 {
+			add(hook, "note", "not simulated: the DNAT rules of %s; if one matches this packet it goes elsewhere (the walk assumes none does)",
+				strings.Join(d.ForeignDNAT, ", "))
+		}
 	}
 	if isLocal(h, f.dst) {
 		rule, ok, err := firstMatch(h, "input", f.packet(h, "input"))
@@ -188,6 +193,10 @@ func walk(h model.Host, d model.Diag, f *flow, r *Result) bool {
 	}
 	f.oif = rt.Dev
 	add("route", "pass", "ip route get %s: dev %s%s (main table)", f.dst, rt.Dev, via(rt))
+	if len(d.PolicyRules) > 0 && !f.reply {
+		add("route", "note", "not simulated: policy routing (ip rule %s) may choose another table; trace --live asks the kernel",
+			strings.Join(d.PolicyRules, "; "))
+	}
 	if f.iif == "lo" { // locally generated: no forward hook
 		if err := snat(h, d, f, r, add); err != nil {
 			return stop("postrouting", err)
