@@ -322,6 +322,24 @@ func TestMatcherAgreesWithNftables(t *testing.T) {
 	verdicts := map[model.Verdict]bool{}
 	rules, compared := 0, 0
 	for _, rs := range rulesets {
+		// The map elements make the same trip: decoded as observe reads
+		// them, they must give the same lookups.
+		back := rs
+		back.Forwards = nil
+		for _, f := range rs.Forwards {
+			var got model.Forward
+			var ok bool
+			if f.Exact() {
+				k, v := nft.EncodeExact(f)
+				got, ok = nft.DecodeExact(k, v)
+			} else {
+				got, ok = nft.DecodeForward(nft.EncodeForward(f))
+			}
+			if !ok || got != f {
+				t.Fatalf("forward %s decodes to %s (ok %v)", f, got, ok)
+			}
+			back.Forwards = append(back.Forwards, got)
+		}
 		type placed struct {
 			where string
 			r     model.Rule
@@ -366,6 +384,9 @@ func TestMatcherAgreesWithNftables(t *testing.T) {
 					var hit bool
 					if wantNAT, hit, err = match.Lookup(rs, r.Verdict, p); err != nil {
 						t.Fatalf("%s: %s: %v", pr.where, r, err)
+					}
+					if again, hitAgain, _ := match.Lookup(back, r.Verdict, p); hitAgain != hit || again.Dst != wantNAT.Dst || again.Port != wantNAT.Port || again.Src != wantNAT.Src {
+						t.Fatalf("%s: %s on %+v: the decoded map elements translate to %+v, the rendered ones to %+v", pr.where, r, p, again, wantNAT)
 					}
 					want = hit // a lookup miss ends the rule
 				}
