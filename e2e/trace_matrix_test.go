@@ -184,7 +184,7 @@ func TestTraceMatrix(t *testing.T) {
 		{"default -> lab (lab names no peers)", g1, "", "10.99.0.10", "10.99.1.10", "tcp", 8080, "dropped", `iifname != "grt0" reject`, ""},
 	}
 	var table []string
-	for _, r := range rows {
+	check := func(r row, when string) {
 		raddr := r.dst
 		target := r.proto
 		if r.proto != "icmp" {
@@ -231,12 +231,12 @@ func TestTraceMatrix(t *testing.T) {
 				}
 			}
 		}
-		table = append(table, fmt.Sprintf("| %-48s | %-9s | %-9s | %-13s | %s |", r.what, sim, got, seen, named))
+		table = append(table, fmt.Sprintf("| %-60s | %-9s | %-9s | %-13s | %s |", r.what+when, sim, got, seen, named))
 		if got != r.want {
-			t.Errorf("%s: real packets reach %q, want %q", r.what, got, r.want)
+			t.Errorf("%s%s: real packets reach %q, want %q", r.what, when, got, r.want)
 		}
 		if sim != got {
-			t.Errorf("%s: trace says %q, real packets %q\n%s", r.what, sim, got, text)
+			t.Errorf("%s%s: trace says %q, real packets %q\n%s", r.what, when, sim, got, text)
 		}
 		if r.seen != "" && got == r.want && seen != r.seen {
 			t.Errorf("%s: %s saw source %s, want %s", r.what, got, seen, r.seen)
@@ -247,6 +247,16 @@ func TestTraceMatrix(t *testing.T) {
 		if (sim == "dropped") != (code == 1) || (sim != "dropped" && sim != "cannot tell" && code != 0) {
 			t.Errorf("%s: trace exit %d for %q", r.what, code, sim)
 		}
+	}
+	for _, r := range rows {
+		check(r, "")
+	}
+	// Docker's FORWARD drops by policy: guestnet's DOCKER-USER rules let
+	// its networks through, and trace reads them with the same matcher.
+	dockerLike(l, host, true)
+	l.Guestnet(host, "apply", l.Spec(traceMatrixSpec))
+	for _, i := range []int{6, 11, 13, 14, 17, 18} {
+		check(rows[i], " (Docker FORWARD DROP)")
 	}
 	t.Logf("\n| path | trace | packets | source seen | trace names |\n|---|---|---|---|---|\n%s", strings.Join(table, "\n"))
 }

@@ -132,10 +132,11 @@ func checkForwardDrop(in Input) []Finding {
 		}
 		onlyBridged := bridged && !in.forwards(n)
 		for _, fc := range in.Host.Foreign.ForwardDrop {
-			if fc.Lets(n.Bridge, onlyBridged) || slices.ContainsFunc(in.Host.Ruleset.DockerUser, func(r model.Rule) bool { return r.Network == n.Name }) {
+			lets, unknown := in.dockerUserLets(n, onlyBridged)
+			if fc.Lets(n.Bridge, onlyBridged) || lets {
 				continue
 			}
-			ev := []string{fc.Name + ": policy drop, no rule accepting " + n.Bridge}
+			ev := append([]string{fc.Name + ": policy drop, no rule accepting " + n.Bridge}, unknown...)
 			what := fmt.Sprintf("%s drops the forwarded traffic of %s", fc.Name, n.Bridge)
 			if bridged {
 				ev = append(ev, "net.bridge.bridge-nf-call-iptables = 1: bridged frames cross it too")
@@ -146,6 +147,38 @@ func checkForwardDrop(in Input) []Finding {
 		}
 	}
 	return out
+}
+
+// dockerUserLets reports whether guestnet's DOCKER-USER rules accept the
+// network's traffic, as package match reads them: a packet from its bridge
+// out of the default route and one back (or, for bridged-only traffic, one
+// within the bridge). unknown lists the rules match cannot simulate.
+func (in Input) dockerUserLets(n model.Network, onlyBridged bool) (lets bool, unknown []string) {
+	up := cmp.Or(defaultDev(in.Host), "uplink")
+	guest, far := n.Subnet().Addr().Next(), netip.IPv4Unspecified()
+	pkts := []match.Packet{{Src: guest, Dst: far, IIF: n.Bridge, OIF: up}, {Src: far, Dst: guest, IIF: up, OIF: n.Bridge}}
+	if onlyBridged {
+		pkts = []match.Packet{{Src: guest, Dst: guest.Next(), IIF: n.Bridge, OIF: n.Bridge}}
+	}
+	for _, p := range pkts {
+		p.Proto = "tcp"
+		accepted := false
+		for _, r := range in.Host.Ruleset.DockerUser {
+			ok, err := match.Rule(r, p)
+			if err != nil {
+				unknown = append(unknown, "table ip filter chain DOCKER-USER: "+err.Error())
+				continue
+			}
+			if ok {
+				accepted = r.Verdict == model.Accept
+				break
+			}
+		}
+		if !accepted {
+			return false, unknown
+		}
+	}
+	return true, nil
 }
 
 func defaultDev(h model.Host) string {

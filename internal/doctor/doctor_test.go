@@ -41,6 +41,16 @@ func TestChecks(t *testing.T) {
 		{"FORWARD drop that accepts the bridge", func(in *Input) {
 			in.Host.Foreign.ForwardDrop = []model.ForeignChain{{Name: "x", AcceptIIF: []string{"gnat0"}, AcceptOIF: []string{"gnat0"}}}
 		}, ""},
+		{"FORWARD drop, guestnet's DOCKER-USER rules let the bridge through", func(in *Input) {
+			in.Host.Foreign = model.Foreign{DockerUser: true, ForwardDrop: []model.ForeignChain{{Name: "table ip filter chain FORWARD"}}}
+			in.Host.Ruleset.DockerUser = []model.Rule{
+				{Network: "default", Verdict: model.Accept, Match: []model.Match{{Kind: model.MatchIIF, Name: "gnat0"}}},
+				{Network: "default", Verdict: model.Accept, Match: []model.Match{{Kind: model.MatchOIF, Name: "gnat0"}}}}
+		}, ""},
+		{"FORWARD drop, DOCKER-USER lets only the way out", func(in *Input) {
+			in.Host.Foreign = model.Foreign{DockerUser: true, ForwardDrop: []model.ForeignChain{{Name: "table ip filter chain FORWARD"}}}
+			in.Host.Ruleset.DockerUser = []model.Rule{{Network: "default", Verdict: model.Accept, Match: []model.Match{{Kind: model.MatchIIF, Name: "gnat0"}}}}
+		}, "forward-drop"},
 		{"masquerade on the wrong uplink", func(in *Input) {
 			in.Diag.ForeignNAT = []model.ForeignRule{{Chain: "table ip nat chain POSTROUTING", Rule: model.Rule{Verdict: model.Masquerade,
 				Match: []model.Match{{Kind: model.MatchOIF, Name: "eth1"}, {Kind: model.MatchSAddr, Prefix: pfx("10.99.0.0/24")}}}}}
