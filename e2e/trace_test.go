@@ -11,7 +11,7 @@ import (
 func TestTraceAgreesWithPackets(t *testing.T) {
 	l := newLab(t)
 	host, inet := natHost(l)
-	l.Guestnet(host, "apply", l.Spec(natSpec+`
+	l.Guestnet(host, "apply", l.Spec(natSpec+`    forwards: [{proto: tcp, port: 2222, to: "10.99.0.10:8080"}]
   iso:
     mode: isolated
     bridge: giso0
@@ -38,6 +38,8 @@ func TestTraceAgreesWithPackets(t *testing.T) {
 		{"isolated guest -> internet", g2, "203.0.113.10:8080", []string{"--in", "giso0", "10.98.0.10", "203.0.113.10", "tcp/8080"}},
 		{"internet -> routed guest", inet, "10.99.1.10:8080", []string{"203.0.113.10", "10.99.1.10", "tcp/8080"}},
 		{"nat guest -> routed guest", g1, "10.99.1.10:8080", []string{"10.99.0.10", "10.99.1.10", "tcp/8080"}},
+		// --live routes the destination the port forward DNATs to.
+		{"internet -> port forward -> nat guest", inet, "198.51.100.1:2222", []string{"198.51.100.126", "198.51.100.1", "tcp/2222"}},
 	}
 	var rows []string
 	check := func(p path, when string) {
@@ -70,4 +72,24 @@ func TestTraceAgreesWithPackets(t *testing.T) {
 	l.In(host, "iptables", "-P", "FORWARD", "DROP")
 	check(paths[0], " (Docker-style FORWARD DROP)")
 	t.Logf("\n| path | real | trace | trace stops at |\n|---|---|---|---|\n%s", strings.Join(rows, "\n"))
+}
+
+// TestTraceSaysWhatItDoesNotSimulate: a foreign DNAT (iptables) and a
+// policy routing rule are outside the simulation; trace names both where
+// the packet passes them.
+func TestTraceSaysWhatItDoesNotSimulate(t *testing.T) {
+	l := newLab(t)
+	host, _ := natHost(l)
+	l.Guestnet(host, "apply", l.Spec(natSpec))
+	l.In(host, "iptables", "-t", "nat", "-A", "PREROUTING", "-p", "tcp", "--dport", "9090", "-j", "DNAT", "--to-destination", "10.99.0.10:8080")
+	l.In(host, "ip", "rule", "add", "from", "10.99.0.0/24", "lookup", "100", "priority", "1000")
+	out, _, _ := l.Run(host, "trace", "198.51.100.126", "198.51.100.1", "tcp/9090")
+	if !strings.Contains(out, "not simulated: the DNAT rules of table ip nat chain PREROUTING") {
+		t.Errorf("trace does not name the foreign DNAT it cannot follow:\n%s", out)
+	}
+	out, _, _ = l.Run(host, "trace", "10.99.0.10", "203.0.113.10", "tcp/8080")
+	if !strings.Contains(out, "not simulated: policy routing (ip rule 1000: from 10.99.0.0/24 lookup 100)") {
+		t.Errorf("trace does not name the policy routing rule:\n%s", out)
+	}
+	t.Logf("\n%s", out)
 }

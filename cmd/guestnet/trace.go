@@ -18,10 +18,13 @@ func traceCmd(g *globals) *cobra.Command {
 	var live bool
 	c := &cobra.Command{
 		Use:   "trace FROM TO [tcp|udp|icmp[/PORT]]",
-		Short: "Walk one packet (and its reply) through the host; exit 0: delivered, 1: dropped",
+		Short: "Walk one packet (and its reply) through the host; exit 0: delivered, 1: dropped, 3: cannot tell",
 		Long: "FROM and TO are addresses or interface names (an interface stands for its first address).\n" +
-			"The walk is a simulation over the observed host: guestnet's rules, foreign forward chains that\n" +
-			"drop by policy, masquerade rules, routes, ip_forward and br_netfilter.",
+			"The walk is a simulation over the observed host: guestnet's rules and maps (port forwards,\n" +
+			"floating addresses: it follows their DNAT and SNAT and names the one used), foreign forward\n" +
+			"chains that drop by policy, masquerade rules, the main routing table, ip_forward and br_netfilter.\n" +
+			"It does not simulate foreign DNAT rules or policy routing (ip rule): --live asks the kernel\n" +
+			"for the route. A rule it cannot simulate stops the walk (exit 3) and is named.",
 		Args: cobra.RangeArgs(2, 3),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			e, h, d, err := g.diagnosed()
@@ -57,13 +60,21 @@ func traceCmd(g *globals) *cobra.Command {
 					fmt.Fprintf(g.out, "%-12s %s %s\n", hop.Stage, g.paint(fmt.Sprintf("%-8s", strings.ToUpper(hop.Verdict))), hop.Detail)
 				}
 				verdict := "DROPPED"
-				if res.Delivered {
-					verdict = "DELIVERED (and the reply comes back)"
+				switch {
+				case res.CannotTell:
+					verdict = "CANNOT TELL (the last hop says what the walk cannot simulate)"
+				case res.Delivered && res.Local:
+					verdict = fmt.Sprintf("DELIVERED to this host (%s), and the reply comes back", res.Dst)
+				case res.Delivered:
+					verdict = fmt.Sprintf("DELIVERED to %s out of %s, and the reply comes back", res.Dst, res.Egress)
 				}
 				fmt.Fprintf(g.out, "=> %s\n", g.paint(verdict))
 				if liveLine != "" {
 					fmt.Fprintln(g.out, liveLine)
 				}
+			}
+			if res.CannotTell {
+				return exitError{3}
 			}
 			if !res.Delivered {
 				return exitError{1}
@@ -88,9 +99,14 @@ func endpoint(h model.Host, s string) (netip.Addr, error) {
 	return netip.Addr{}, fmt.Errorf("trace: %q is neither an address nor an interface with one", s)
 }
 
-// liveCheck compares the simulated route decision with the kernel's.
+// liveCheck compares the simulated route decision with the kernel's (for
+// the destination after guestnet's DNAT, which the kernel routes).
 func liveCheck(e *engine.Engine, p trace.Packet, res trace.Result) string {
-	dev, err := e.RouteGet(p.Dst, p.Src, res.Ingress)
+	dst := p.Dst
+	if res.Dst.IsValid() {
+		dst = res.Dst
+	}
+	dev, err := e.RouteGet(dst, p.Src, res.Ingress)
 	last := res.Hops[len(res.Hops)-1]
 	switch {
 	case err != nil && !res.Delivered && strings.Contains(last.Detail, "ip_forward = 0"):

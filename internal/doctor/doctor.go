@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/guestnet/guestnet/internal/match"
 	"github.com/guestnet/guestnet/internal/model"
 )
 
@@ -131,10 +132,11 @@ func checkForwardDrop(in Input) []Finding {
 		}
 		onlyBridged := bridged && !in.forwards(n)
 		for _, fc := range in.Host.Foreign.ForwardDrop {
-			if fc.Lets(n.Bridge, onlyBridged) || slices.ContainsFunc(in.Host.Ruleset.DockerUser, func(r model.Rule) bool { return r.Network == n.Name }) {
+			lets, unknown := in.dockerUserLets(n, onlyBridged)
+			if fc.Lets(n.Bridge, onlyBridged) || lets {
 				continue
 			}
-			ev := []string{fc.Name + ": policy drop, no rule accepting " + n.Bridge}
+			ev := append([]string{fc.Name + ": policy drop, no rule accepting " + n.Bridge}, unknown...)
 			what := fmt.Sprintf("%s drops the forwarded traffic of %s", fc.Name, n.Bridge)
 			if bridged {
 				ev = append(ev, "net.bridge.bridge-nf-call-iptables = 1: bridged frames cross it too")
@@ -145,6 +147,38 @@ func checkForwardDrop(in Input) []Finding {
 		}
 	}
 	return out
+}
+
+// dockerUserLets reports whether guestnet's DOCKER-USER rules accept the
+// network's traffic, as package match reads them: a packet from its bridge
+// out of the default route and one back (or, for bridged-only traffic, one
+// within the bridge). unknown lists the rules match cannot simulate.
+func (in Input) dockerUserLets(n model.Network, onlyBridged bool) (lets bool, unknown []string) {
+	up := cmp.Or(defaultDev(in.Host), "uplink")
+	guest, far := n.Subnet().Addr().Next(), netip.IPv4Unspecified()
+	pkts := []match.Packet{{Src: guest, Dst: far, IIF: n.Bridge, OIF: up}, {Src: far, Dst: guest, IIF: up, OIF: n.Bridge}}
+	if onlyBridged {
+		pkts = []match.Packet{{Src: guest, Dst: guest.Next(), IIF: n.Bridge, OIF: n.Bridge}}
+	}
+	for _, p := range pkts {
+		p.Proto = "tcp"
+		accepted := false
+		for _, r := range in.Host.Ruleset.DockerUser {
+			ok, err := match.Rule(r, p)
+			if err != nil {
+				unknown = append(unknown, "table ip filter chain DOCKER-USER: "+err.Error())
+				continue
+			}
+			if ok {
+				accepted = r.Verdict == model.Accept
+				break
+			}
+		}
+		if !accepted {
+			return false, unknown
+		}
+	}
+	return true, nil
 }
 
 func defaultDev(h model.Host) string {
@@ -194,30 +228,60 @@ func ruleText(r model.Rule) string {
 	return s
 }
 
-// masqueraded reports whether some rule (guestnet's or another) NATs the subnet.
-func (in Input) masqueraded(sub netip.Prefix) bool {
+// masqueraded reports whether some masquerade rule (guestnet's or
+// another's) NATs the subnet's traffic to the outside, by asking package
+// match about a packet from the subnet's first and from its last host
+// address (rules match address prefixes, so both matching means the whole
+// subnet does), forwarded from its bridge out of some uplink (a rule bound
+// to an uplink the default route left is checkMasqueradeOIF's finding).
+// unknown lists the rules match cannot simulate.
+func (in Input) masqueraded(n model.Network) (ok bool, unknown []string) {
+	sub := n.Subnet()
+	var uplinks []string
+	for _, l := range in.Host.Links {
+		if l.Kind != "bridge" && l.Name != "lo" && l.Master == "" && len(l.Addrs) > 0 {
+			uplinks = append(uplinks, l.Name)
+		}
+	}
+	dst := netip.IPv4Unspecified()
+	for _, r := range in.Host.Routes {
+		if r.Dst.Bits() == 0 && r.Gw.IsValid() {
+			dst = r.Gw // an address beyond the host, outside every guest subnet
+		}
+	}
+	var rules []string
+	var all []model.Rule
 	for _, c := range in.Host.Ruleset.Chains {
-		for _, r := range c.Rules {
-			if r.Verdict == model.Masquerade && covers(r, sub) {
-				return true
+		if c.Name == "postrouting" {
+			all = append(all, c.Rules...)
+			for range c.Rules {
+				rules = append(rules, "table inet guestnet chain postrouting")
 			}
 		}
 	}
 	for _, fr := range in.Diag.ForeignNAT {
-		if covers(fr.Rule, sub) {
-			return true
+		all, rules = append(all, fr.Rule), append(rules, fr.Chain)
+	}
+	for i, r := range all {
+		if r.Verdict != model.Masquerade {
+			continue
+		}
+		for _, out := range uplinks {
+			both := true
+			for _, src := range []netip.Addr{sub.Addr().Next(), model.Broadcast(sub).Prev()} {
+				hit, err := match.Rule(r, match.Packet{Src: src, Dst: dst, IIF: n.Bridge, OIF: out, Proto: "tcp", Port: 443})
+				if err != nil {
+					unknown = append(unknown, rules[i]+": "+err.Error())
+				}
+				both = both && hit
+			}
+			if both {
+				return true, nil
+			}
 		}
 	}
-	return false
-}
-
-func covers(r model.Rule, sub netip.Prefix) bool {
-	for _, m := range r.Match {
-		if m.Kind == model.MatchSAddr && !m.Neg && !(m.Prefix.Contains(sub.Addr()) && m.Prefix.Bits() <= sub.Bits()) {
-			return false
-		}
-	}
-	return true
+	slices.Sort(unknown)
+	return false, slices.Compact(unknown)
 }
 
 func checkReturnRoute(in Input) []Finding {
@@ -225,12 +289,16 @@ func checkReturnRoute(in Input) []Finding {
 	for _, n := range in.Networks {
 		// A declared routed or open network is routed on purpose (guestnet
 		// routes prints the peers' command); only a hand-made one is suspect.
-		if in.Declared || !in.forwards(n) || in.masqueraded(n.Subnet()) {
+		if in.Declared || !in.forwards(n) {
+			continue
+		}
+		masq, unknown := in.masqueraded(n)
+		if masq {
 			continue
 		}
 		out = append(out, Finding{Severity: Warning, Network: n.Name,
 			What:     fmt.Sprintf("%s is routed without NAT: other hosts reach its guests only with a return route", n.Subnet()),
-			Evidence: []string{"no masquerade rule covers " + n.Subnet().String()},
+			Evidence: append([]string{"no masquerade rule covers " + n.Subnet().String()}, unknown...),
 			Fix:      fmt.Sprintf("on each peer: guestnet routes %s prints the command (ip route add %s via THIS-HOST)", n.Name, n.Subnet())})
 	}
 	return out

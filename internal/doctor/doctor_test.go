@@ -41,6 +41,16 @@ func TestChecks(t *testing.T) {
 		{"FORWARD drop that accepts the bridge", func(in *Input) {
 			in.Host.Foreign.ForwardDrop = []model.ForeignChain{{Name: "x", AcceptIIF: []string{"gnat0"}, AcceptOIF: []string{"gnat0"}}}
 		}, ""},
+		{"FORWARD drop, guestnet's DOCKER-USER rules let the bridge through", func(in *Input) {
+			in.Host.Foreign = model.Foreign{DockerUser: true, ForwardDrop: []model.ForeignChain{{Name: "table ip filter chain FORWARD"}}}
+			in.Host.Ruleset.DockerUser = []model.Rule{
+				{Network: "default", Verdict: model.Accept, Match: []model.Match{{Kind: model.MatchIIF, Name: "gnat0"}}},
+				{Network: "default", Verdict: model.Accept, Match: []model.Match{{Kind: model.MatchOIF, Name: "gnat0"}}}}
+		}, ""},
+		{"FORWARD drop, DOCKER-USER lets only the way out", func(in *Input) {
+			in.Host.Foreign = model.Foreign{DockerUser: true, ForwardDrop: []model.ForeignChain{{Name: "table ip filter chain FORWARD"}}}
+			in.Host.Ruleset.DockerUser = []model.Rule{{Network: "default", Verdict: model.Accept, Match: []model.Match{{Kind: model.MatchIIF, Name: "gnat0"}}}}
+		}, "forward-drop"},
 		{"masquerade on the wrong uplink", func(in *Input) {
 			in.Diag.ForeignNAT = []model.ForeignRule{{Chain: "table ip nat chain POSTROUTING", Rule: model.Rule{Verdict: model.Masquerade,
 				Match: []model.Match{{Kind: model.MatchOIF, Name: "eth1"}, {Kind: model.MatchSAddr, Prefix: pfx("10.99.0.0/24")}}}}}
@@ -107,5 +117,38 @@ func TestSpoofedFinding(t *testing.T) {
 	}
 	if f.Network != "default" {
 		t.Errorf("network %q", f.Network)
+	}
+}
+
+// TestMasqueradedAsksTheMatcher: whether a hand-made bridge is NATed is
+// decided by package match on packets from the subnet's first and last
+// hosts; a rule it cannot simulate is named in the evidence, not guessed.
+func TestMasqueradedAsksTheMatcher(t *testing.T) {
+	sub := pfx("10.99.0.0/24")
+	for _, c := range []struct {
+		name     string
+		m        []model.Match
+		finding  bool
+		evidence string
+	}{
+		{"by source, not to its own subnet", []model.Match{{Kind: model.MatchSAddr, Prefix: sub}, {Kind: model.MatchDAddr, Prefix: sub, Neg: true}}, false, ""},
+		{"by source on the uplink", []model.Match{{Kind: model.MatchSAddr, Prefix: sub}, {Kind: model.MatchOIF, Name: "eth0"}}, false, ""},
+		{"half the subnet", []model.Match{{Kind: model.MatchSAddr, Prefix: pfx("10.99.0.0/25")}}, true, ""},
+		{"another subnet", []model.Match{{Kind: model.MatchSAddr, Prefix: pfx("10.98.0.0/24")}}, true, ""},
+		{"out of the bridge only", []model.Match{{Kind: model.MatchSAddr, Prefix: sub}, {Kind: model.MatchOIF, Name: "gnat0"}}, true, ""},
+		{"a match doctor cannot simulate", []model.Match{{Kind: model.MatchSAddr, Prefix: sub}, {Kind: "meta mark", Port: 1}}, true, "cannot simulate"},
+	} {
+		in := healthy()
+		in.Host.Ruleset = model.Ruleset{}
+		in.Declared, in.Networks = false, Discover(in.Host)
+		in.Diag.ForeignNAT = []model.ForeignRule{{Chain: "table ip nat chain POSTROUTING", Rule: model.Rule{Verdict: model.Masquerade, Match: c.m}}}
+		fs := checkReturnRoute(in)
+		if (len(fs) > 0) != c.finding {
+			t.Errorf("%s: return-route findings %+v, want a finding: %v", c.name, fs, c.finding)
+			continue
+		}
+		if c.evidence != "" && !strings.Contains(strings.Join(fs[0].Evidence, "\n"), c.evidence) {
+			t.Errorf("%s: evidence %q does not say %q", c.name, fs[0].Evidence, c.evidence)
+		}
 	}
 }

@@ -214,6 +214,13 @@ type Diag struct {
 	// InputDrop lists foreign input-hook chains whose policy is drop
 	// (what they already accept unconditionally, as for ForwardDrop).
 	InputDrop []ForeignChain `json:"input_drop,omitempty"`
+	// ForeignDNAT names the chains of other tables that hold DNAT (or
+	// redirect) rules: trace does not simulate them and says so.
+	ForeignDNAT []string `json:"foreign_dnat,omitempty"`
+	// PolicyRules are the IPv4 policy routing rules beyond the standard
+	// local, main and default lookups (as ip rule prints them): trace reads
+	// the main table only and says so.
+	PolicyRules []string `json:"policy_rules,omitempty"`
 }
 
 // ForeignRule is a rule of a table guestnet does not own.

@@ -5,6 +5,8 @@ import (
 	"strconv"
 
 	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/guestnet/guestnet/internal/model"
@@ -71,11 +73,79 @@ func Diagnose(ns *netns.NS, h model.Host) (model.Diag, error) {
 			return d, fmt.Errorf("diagnose %s: %w", ch.Name, err)
 		}
 		name := fmt.Sprintf("table %s %s chain %s", FamilyName(ch.Table.Family), ch.Table.Name, ch.Name)
+		dnat := false
 		for _, r := range rules {
 			if mr, ok := nft.Decode(r.Exprs, nft.CommentOf(r.UserData)); ok && mr.Verdict == model.Masquerade {
 				d.ForeignNAT = append(d.ForeignNAT, model.ForeignRule{Chain: name, Rule: mr})
 			}
+			dnat = dnat || holdsDNAT(r.Exprs)
+		}
+		if dnat {
+			d.ForeignDNAT = append(d.ForeignDNAT, name)
 		}
 	}
+	if d.PolicyRules, err = policyRules(ns); err != nil {
+		return d, err
+	}
 	return d, nil
+}
+
+// holdsDNAT reports whether a rule rewrites the destination: nft's dnat or
+// redirect, or iptables-nft's DNAT and REDIRECT targets.
+func holdsDNAT(exprs []expr.Any) bool {
+	for _, e := range exprs {
+		switch e := e.(type) {
+		case *expr.NAT:
+			if e.Type == expr.NATTypeDestNAT {
+				return true
+			}
+		case *expr.Redir:
+			return true
+		case *expr.Target:
+			if e.Name == "DNAT" || e.Name == "REDIRECT" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// policyRules lists the IPv4 routing rules other than the standard three
+// (local at 0, main at 32766, default at 32767).
+// Equivalent to: ip -4 rule show
+func policyRules(ns *netns.NS) ([]string, error) {
+	h, err := ns.Netlink()
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close()
+	rules, err := h.RuleList(netlink.FAMILY_V4)
+	if err != nil {
+		return nil, fmt.Errorf("diagnose: ip rule show: %w", err)
+	}
+	var out []string
+	for _, r := range rules {
+		std := (r.Priority == 0 && r.Table == unix.RT_TABLE_LOCAL) || (r.Priority == 32766 && r.Table == unix.RT_TABLE_MAIN) ||
+			(r.Priority == 32767 && r.Table == unix.RT_TABLE_DEFAULT)
+		if std {
+			continue
+		}
+		s := fmt.Sprintf("%d:", r.Priority)
+		if r.Src != nil {
+			s += " from " + r.Src.String()
+		} else {
+			s += " from all"
+		}
+		if r.Dst != nil {
+			s += " to " + r.Dst.String()
+		}
+		if r.IifName != "" {
+			s += " iif " + r.IifName
+		}
+		if r.Mark != 0 {
+			s += fmt.Sprintf(" fwmark %#x", r.Mark)
+		}
+		out = append(out, fmt.Sprintf("%s lookup %d", s, r.Table))
+	}
+	return out, nil
 }

@@ -1,16 +1,19 @@
 // Package trace walks one packet through an observed host as the kernel
-// would: ingress, routing decision, guestnet's and foreign forward chains,
-// masquerade, egress; then the reply. Each hop has a verdict; the walk stops
-// at the first drop and names the rule, policy or missing route. It is a
-// simulation over model.Host (pure): it covers what guestnet's model can
-// express, and says so where it cannot decide.
+// would: ingress, guestnet's DNAT (port forwards, floating addresses),
+// routing decision, guestnet's and foreign forward chains, SNAT and
+// masquerade, egress; then the reply, which conntrack translates back. Each
+// hop has a verdict; the walk stops at the first drop and names the rule,
+// policy or missing route. It is a simulation over model.Host (pure): rules
+// mean what package match says they mean, and where the walk cannot decide
+// (a rule it cannot simulate) it stops and says so.
 package trace
 
 import (
 	"fmt"
 	"net/netip"
-	"slices"
+	"strings"
 
+	"github.com/guestnet/guestnet/internal/match"
 	"github.com/guestnet/guestnet/internal/model"
 )
 
@@ -29,8 +32,8 @@ type Packet struct {
 
 // Hop is one step of the walk.
 type Hop struct {
-	Stage   string `json:"stage"`   // ingress, route, forward, input, postrouting, egress, reply
-	Verdict string `json:"verdict"` // pass, accept, drop, deliver, note
+	Stage   string `json:"stage"`   // bridge, ingress, prerouting, route, forward, input, postrouting, egress, reply
+	Verdict string `json:"verdict"` // pass, accept, dnat, snat, drop, deliver, note, stop
 	Detail  string `json:"detail"`
 }
 
@@ -39,12 +42,20 @@ type Result struct {
 	Packet    Packet `json:"packet"`
 	Hops      []Hop  `json:"hops"`
 	Delivered bool   `json:"delivered"`
+	// CannotTell is true when the walk met something it cannot simulate
+	// (its last hop says what): neither delivered nor dropped is known.
+	CannotTell bool `json:"cannot_tell,omitempty"`
 	// Ingress and Egress are the first direction's interfaces ("" when
 	// the walk stopped before deciding them); Local means delivered to
-	// the host itself.
-	Ingress string `json:"ingress,omitempty"`
-	Egress  string `json:"egress,omitempty"`
-	Local   bool   `json:"local,omitempty"`
+	// the host itself. Dst is the destination after guestnet's DNAT.
+	Ingress string     `json:"ingress,omitempty"`
+	Egress  string     `json:"egress,omitempty"`
+	Local   bool       `json:"local,omitempty"`
+	Dst     netip.Addr `json:"dst,omitzero"`
+	// Forward is the port forward the packet took, Floating the floating
+	// address it was translated by (either way), if any.
+	Forward  *model.Forward  `json:"forward,omitempty"`
+	Floating *model.Floating `json:"floating,omitempty"`
 }
 
 // flow is a packet's state as it crosses the host.
@@ -53,8 +64,24 @@ type flow struct {
 	iif, oif string
 	iifGroup uint32
 	reply    bool   // conntrack state established (the reply direction)
+	dnat     bool   // conntrack status dnat: guestnet's DNAT translated the connection
 	proto    string // tcp, udp, icmp; "" matches no protocol rule
 	port     int    // destination port; 0 (unknown) in the reply direction
+}
+
+// packet is what the rules of a hook see of the flow. A locally generated
+// packet (iif "lo" here) has no input interface outside the input hook;
+// before the routing decision and in input there is no output interface.
+func (f *flow) packet(h model.Host, hook string) match.Packet {
+	p := match.Packet{Src: f.src, Dst: f.dst, IIF: f.iif, OIF: f.oif, IIFGroup: f.iifGroup,
+		Proto: f.proto, Port: f.port, Reply: f.reply, DNAT: f.dnat, Local: isLocal(h, f.dst)}
+	if f.iif == "lo" && hook != "input" {
+		p.IIF, p.IIFGroup = "", 0
+	}
+	if hook == "prerouting" || hook == "input" {
+		p.OIF = ""
+	}
+	return p
 }
 
 // Walk traces p through h; d gives the foreign masquerade rules.
@@ -72,16 +99,17 @@ func Walk(h model.Host, d model.Diag, p Packet) Result {
 	}
 	f := flow{src: p.Src, dst: p.Dst, iif: p.InDev, proto: p.Proto, port: p.Port}
 	ok := walk(h, d, &f, &r)
-	r.Ingress, r.Egress, r.Local = f.iif, f.oif, isLocal(h, p.Dst)
+	r.Ingress, r.Egress, r.Local, r.Dst = f.iif, f.oif, isLocal(h, f.dst), f.dst
 	if !ok {
 		return r
 	}
-	// The reply: back from the destination to the (translated) source.
-	if isLocal(h, p.Dst) {
+	// The reply: back from the (translated) destination to the
+	// (translated) source.
+	if isLocal(h, f.dst) {
 		r.Delivered = true
 		return r
 	}
-	back := flow{src: p.Dst, dst: f.src, reply: true, proto: p.Proto}
+	back := flow{src: f.dst, dst: f.src, reply: true, dnat: f.dnat, proto: p.Proto}
 	r.Hops = append(r.Hops, Hop{"reply", "note", fmt.Sprintf("%s answers %s", back.src, back.dst)})
 	if !isLocal(h, back.dst) {
 		if _, ok := lookup(h, back.dst); !ok {
@@ -89,23 +117,32 @@ func Walk(h model.Host, d model.Diag, p Packet) Result {
 			return r
 		}
 	}
-	if f.src != p.Src { // masqueraded: conntrack maps the reply back to the guest
+	if f.src != p.Src { // source-NATed: conntrack maps the reply back to the sender
 		r.Hops = append(r.Hops, Hop{"reply", "pass", fmt.Sprintf("conntrack un-NATs %s to %s", back.dst, p.Src)})
 		back.dst = p.Src
-	} else if br := bridgeOf(h, p.Src); br != "" && bridgeOf(h, p.Dst) == "" {
+	} else if br := bridgeOf(h, p.Src); br != "" && bridgeOf(h, p.Dst) == "" && !f.dnat {
 		r.Hops = append(r.Hops, Hop{"reply", "note", fmt.Sprintf("no NAT: %s must route %s back via this host (guestnet routes)", p.Dst, p.Src.String())})
 	}
 	if !walk(h, d, &back, &r) {
 		return r
 	}
+	if f.dst != p.Dst {
+		r.Hops = append(r.Hops, Hop{"reply", "pass", fmt.Sprintf("conntrack restores the source: %s answers as %s", f.dst, p.Dst)})
+	}
 	r.Delivered = true
 	return r
 }
 
-// walk moves f through the host, appending hops; false when dropped.
+// walk moves f through the host, appending hops; false when dropped or
+// when the walk cannot tell (r.CannotTell).
 func walk(h model.Host, d model.Diag, f *flow, r *Result) bool {
 	add := func(stage, verdict, format string, a ...any) {
 		r.Hops = append(r.Hops, Hop{stage, verdict, fmt.Sprintf(format, a...)})
+	}
+	stop := func(stage string, err error) bool {
+		add(stage, "stop", "%v: the walk cannot tell what the kernel does from here", err)
+		r.CannotTell = true
+		return false
 	}
 	if f.iif == "" {
 		f.iif = ingress(h, f.src)
@@ -122,10 +159,29 @@ func walk(h model.Host, d model.Diag, f *flow, r *Result) bool {
 	} else {
 		add("ingress", "pass", "%s arrives on %s", f.src, f.iif)
 	}
+	if !f.reply { // NAT chains see a connection's first packet only
+		hook := "prerouting"
+		if f.iif == "lo" {
+			hook = "output"
+		}
+		if err := dnat(h, f, hook, r, add); err != nil {
+			return stop(hook, err)
+		}
+		if len(d.ForeignDNAT) > 0 {
+			add(hook, "note", "not simulated: the DNAT rules of %s; if one matches this packet it goes elsewhere (the walk assumes none does)",
+				strings.Join(d.ForeignDNAT, ", "))
+		}
+	}
 	if isLocal(h, f.dst) {
-		if rule, v, ok := firstMatch(h, "input", f); ok && v != model.Accept {
+		rule, ok, err := firstMatch(h, "input", f.packet(h, "input"))
+		switch {
+		case err != nil:
+			return stop("input", err)
+		case ok && rule.Verdict != model.Accept:
 			add("input", "drop", "table inet guestnet chain input: %s", rule)
 			return false
+		case ok:
+			add("input", "accept", "table inet guestnet chain input: %s", rule)
 		}
 		add("input", "deliver", "%s is an address of this host", f.dst)
 		return true
@@ -136,8 +192,15 @@ func walk(h model.Host, d model.Diag, f *flow, r *Result) bool {
 		return false
 	}
 	f.oif = rt.Dev
-	add("route", "pass", "ip route get %s: dev %s%s", f.dst, rt.Dev, via(rt))
+	add("route", "pass", "ip route get %s: dev %s%s (main table)", f.dst, rt.Dev, via(rt))
+	if len(d.PolicyRules) > 0 && !f.reply {
+		add("route", "note", "not simulated: policy routing (ip rule %s) may choose another table; trace --live asks the kernel",
+			strings.Join(d.PolicyRules, "; "))
+	}
 	if f.iif == "lo" { // locally generated: no forward hook
+		if err := snat(h, d, f, r, add); err != nil {
+			return stop("postrouting", err)
+		}
 		add("egress", "deliver", "out of %s to %s", f.oif, f.dst)
 		return true
 	}
@@ -145,30 +208,50 @@ func walk(h model.Host, d model.Diag, f *flow, r *Result) bool {
 		add("forward", "drop", "net.ipv4.ip_forward = 0: the host does not route between %s and %s", f.iif, f.oif)
 		return false
 	}
-	if f.oif == f.iif && !h.BridgeNFCallIPTables {
+	// Within one bridge and not DNATed: the frame is bridged, not routed.
+	if f.oif == f.iif && !f.dnat && !h.BridgeNFCallIPTables {
 		add("forward", "pass", "bridged within %s (br_netfilter off: no IP hooks)", f.iif)
 		add("egress", "deliver", "out of %s to %s", f.oif, f.dst)
 		return true
 	}
-	if rule, v, ok := firstMatch(h, "forward", f); ok {
-		if v != model.Accept {
-			add("forward", "drop", "table inet guestnet chain forward: %s", rule)
-			return false
-		}
+	pkt := f.packet(h, "forward")
+	rule, ok, err := firstMatch(h, "forward", pkt)
+	switch {
+	case err != nil:
+		return stop("forward", err)
+	case ok && rule.Verdict != model.Accept:
+		add("forward", "drop", "table inet guestnet chain forward: %s", rule)
+		return false
+	case ok:
 		add("forward", "accept", "table inet guestnet chain forward: %s", rule)
-	} else {
+	default:
 		add("forward", "pass", "no rule of guestnet's matches (policy accept)")
 	}
-	for _, fc := range h.Foreign.ForwardDrop {
-		ours := slices.ContainsFunc(h.Ruleset.DockerUser, func(r model.Rule) bool { return matches(r, f) })
-		bridged := f.iif == f.oif
-		if !ours && !fc.Lets(f.iif, bridged) && !fc.Lets(f.oif, bridged) {
-			add("forward", "drop", "%s: policy drop, no rule accepts %s -> %s", fc.Name, f.iif, f.oif)
-			return false
+	if len(h.Foreign.ForwardDrop) > 0 {
+		ours := false // an accept of guestnet's in DOCKER-USER
+		for _, du := range h.Ruleset.DockerUser {
+			ok, err := match.Rule(du, pkt)
+			if err != nil {
+				return stop("forward", err)
+			}
+			if ok && du.Verdict == model.Accept {
+				ours = true
+				add("forward", "accept", "table ip filter chain DOCKER-USER: %s", du)
+				break
+			}
+		}
+		bridged := f.iif == f.oif && !f.dnat
+		for _, fc := range h.Foreign.ForwardDrop {
+			if !ours && !fc.Lets(f.iif, bridged) && !fc.Lets(f.oif, bridged) {
+				add("forward", "drop", "%s: policy drop, no rule accepts %s -> %s", fc.Name, f.iif, f.oif)
+				return false
+			}
 		}
 	}
 	if !f.reply {
-		masq(h, d, f, add)
+		if err := snat(h, d, f, r, add); err != nil {
+			return stop("postrouting", err)
+		}
 	}
 	add("egress", "deliver", "out of %s to %s (source %s)", f.oif, f.dst, f.src)
 	return true
@@ -181,76 +264,132 @@ func via(r model.Route) string {
 	return ""
 }
 
-// masq applies the first masquerade rule (guestnet's, then foreign) that matches.
-func masq(h model.Host, d model.Diag, f *flow, add func(string, string, string, ...any)) {
-	try := func(where string, r model.Rule) bool {
-		if r.Verdict != model.Masquerade || !matches(r, f) {
-			return false
+// dnat runs guestnet's nat chain of the hook (prerouting, or output for
+// locally generated packets): the first rule that matches and whose map
+// lookup hits translates the destination. A lookup that misses goes on to
+// the next rule, as in nftables.
+func dnat(h model.Host, f *flow, hook string, r *Result, add func(string, string, string, ...any)) error {
+	for _, c := range h.Ruleset.Chains {
+		if c.Name != hook {
+			continue
 		}
+		for _, rule := range c.Rules {
+			p := f.packet(h, hook)
+			ok, err := match.Rule(rule, p)
+			if err != nil || !ok {
+				if err != nil {
+					return fmt.Errorf("table inet guestnet chain %s: %s: %w", hook, rule, err)
+				}
+				continue
+			}
+			if rule.Verdict == model.Accept {
+				return nil
+			}
+			nat, hit, err := match.Lookup(h.Ruleset, rule.Verdict, p)
+			if err != nil {
+				return fmt.Errorf("table inet guestnet chain %s: %s: %w", hook, rule, err)
+			}
+			if !hit {
+				continue
+			}
+			switch {
+			case nat.Floating != nil:
+				add(hook, "dnat", "floating address %s is guest %s (map %s): destination becomes %s", nat.Floating.Public, nat.Floating.Guest, nat.Map, nat.Dst)
+				r.Floating = nat.Floating
+			case nat.Forward != nil:
+				add(hook, "dnat", "port forward %s (map %s): destination %s:%d becomes %s:%d", describe(*nat.Forward), nat.Map, f.dst, f.port, nat.Dst, nat.Port)
+				r.Forward = nat.Forward
+			}
+			f.dst, f.port, f.dnat = nat.Dst, nat.Port, true
+			return nil
+		}
+	}
+	return nil
+}
+
+// describe names a forward as a person declared it.
+func describe(fw model.Forward) string {
+	s := fmt.Sprintf("%s/%d -> %s:%d", fw.Proto, fw.Port, fw.To, fw.ToPort)
+	if fw.Src.Bits() > 0 {
+		s += " from " + fw.Src.String()
+	}
+	if fw.Dst.Bits() > 0 {
+		s += " listening on " + fw.Dst.Addr().String()
+	}
+	return s
+}
+
+// snat applies the first source translation of postrouting: guestnet's
+// chain (floating address, then masquerade), then foreign masquerade rules.
+func snat(h model.Host, d model.Diag, f *flow, r *Result, add func(string, string, string, ...any)) error {
+	masq := func(where string, rule model.Rule) {
 		if l, ok := h.Link(f.oif); ok && len(l.Addrs) > 0 {
-			add("postrouting", "pass", "%s: %s: source %s becomes %s", where, r, f.src, l.Addrs[0].Addr())
+			add("postrouting", "snat", "%s: %s: source %s becomes %s", where, rule, f.src, l.Addrs[0].Addr())
 			f.src = l.Addrs[0].Addr()
 		}
-		return true
 	}
+	p := f.packet(h, "postrouting")
 	for _, c := range h.Ruleset.Chains {
-		for _, r := range c.Rules {
-			if try("table inet guestnet chain "+c.Name, r) {
-				return
+		if c.Name != "postrouting" {
+			continue
+		}
+		where := "table inet guestnet chain postrouting"
+		for _, rule := range c.Rules {
+			ok, err := match.Rule(rule, p)
+			if err != nil {
+				return fmt.Errorf("%s: %s: %w", where, rule, err)
+			}
+			if !ok {
+				continue
+			}
+			switch rule.Verdict {
+			case model.Masquerade:
+				masq(where, rule)
+				return nil
+			case model.Accept:
+				return nil
+			}
+			nat, hit, err := match.Lookup(h.Ruleset, rule.Verdict, p)
+			if err != nil {
+				return fmt.Errorf("%s: %s: %w", where, rule, err)
+			}
+			if hit {
+				add("postrouting", "snat", "guest %s leaves as its floating address %s (map %s)", f.src, nat.Src, nat.Map)
+				f.src, r.Floating = nat.Src, nat.Floating
+				return nil
 			}
 		}
 	}
 	for _, fr := range d.ForeignNAT {
-		if try(fr.Chain, fr.Rule) {
-			return
+		ok, err := match.Rule(fr.Rule, p)
+		if err != nil {
+			return fmt.Errorf("%s: %s: %w", fr.Chain, fr.Rule, err)
+		}
+		if ok && fr.Rule.Verdict == model.Masquerade {
+			masq(fr.Chain, fr.Rule)
+			return nil
 		}
 	}
+	return nil
 }
 
 // firstMatch evaluates guestnet's chain in order.
-func firstMatch(h model.Host, chain string, f *flow) (model.Rule, model.Verdict, bool) {
+func firstMatch(h model.Host, chain string, p match.Packet) (model.Rule, bool, error) {
 	for _, c := range h.Ruleset.Chains {
 		if c.Name != chain {
 			continue
 		}
 		for _, r := range c.Rules {
-			if matches(r, f) {
-				return r, r.Verdict, true
+			ok, err := match.Rule(r, p)
+			if err != nil {
+				return r, false, fmt.Errorf("table inet guestnet chain %s: %s: %w", chain, r, err)
+			}
+			if ok {
+				return r, true, nil
 			}
 		}
 	}
-	return model.Rule{}, "", false
-}
-
-func matches(r model.Rule, f *flow) bool {
-	for _, m := range r.Match {
-		var ok bool
-		switch m.Kind {
-		case model.MatchIIFGrp:
-			ok = f.iifGroup == uint32(m.Port)
-		case model.MatchIIF:
-			ok = f.iif == m.Name
-		case model.MatchOIF:
-			ok = f.oif == m.Name
-		case model.MatchSAddr:
-			ok = m.Prefix.Contains(f.src)
-		case model.MatchDAddr:
-			ok = m.Prefix.Contains(f.dst)
-		case model.MatchCtReply:
-			ok = f.reply
-		case model.MatchL4:
-			ok = f.proto == m.Name
-		case model.MatchDPort:
-			ok = f.port == m.Port
-		}
-		if m.Neg && m.Kind != model.MatchCtReply {
-			ok = !ok
-		}
-		if !ok {
-			return false
-		}
-	}
-	return true
+	return model.Rule{}, false, nil
 }
 
 func isLocal(h model.Host, a netip.Addr) bool {
