@@ -212,9 +212,9 @@ var GuardRules = map[string][]string{
 	"prerouting": {
 		"ether saddr @" + GuardMACs + " iifname . ether saddr != @" + GuardPortMACs + " goto spoofed",
 		"ether saddr @" + GuardLearnedMACs + " iifname . ether saddr != @" + GuardLearnedPortMACs + " goto spoofed",
-		"udp dport 67 ip frag-off & 8192 != 0 goto spoofed",
-		"ether type ip udp dport 67 @th,288,48 @" + GuardMACs + " iifname . @th,288,48 != @" + GuardPortMACs + " goto spoofed",
-		"ether type ip udp dport 67 @th,288,48 @" + GuardLearnedMACs + " iifname . @th,288,48 != @" + GuardLearnedPortMACs + " goto spoofed",
+		"udp dport 67 ip frag-off & 8192 != 0 goto spoofed", // nft leaves out the meta protocol that ip frag-off implies
+		"meta protocol ip udp dport 67 @th,288,48 @" + GuardMACs + " iifname . @th,288,48 != @" + GuardPortMACs + " goto spoofed",
+		"meta protocol ip udp dport 67 @th,288,48 @" + GuardLearnedMACs + " iifname . @th,288,48 != @" + GuardLearnedPortMACs + " goto spoofed",
 		"iifname @" + GuardPorts + " jump check",
 		"iifname @" + GuardLearnedPorts + " jump check",
 	},

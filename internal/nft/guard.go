@@ -149,8 +149,15 @@ func GuardChains() map[string][][]expr.Any {
 		out := append(etherType(unix.ETH_P_IP), lookup(set, expr.PayloadBaseLLHeader, 6, offSaddr)...)
 		return append(out, &expr.Verdict{Kind: expr.VerdictAccept})
 	}
-	// toServer matches IPv4 UDP to port 67: what a DHCP client sends.
-	toServer := append(etherType(unix.ETH_P_IP),
+	// toServer matches IPv4 UDP to port 67: what a DHCP client sends. It
+	// tests the frame's protocol (meta protocol), not the Ethernet header's
+	// type field: a frame with an 802.1Q tag (VLAN 0 too, which the host
+	// strips and so takes as its own) shows nft the tag's type there, and
+	// would slip past an `ether type ip` test with a neighbour's chaddr.
+	toServer := append([]expr.Any{
+		&expr.Meta{Key: expr.MetaKeyPROTOCOL, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{byte(unix.ETH_P_IP >> 8), byte(unix.ETH_P_IP & 0xff)}},
+	},
 		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_UDP}},
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
