@@ -393,12 +393,35 @@ func checkBridges(in Input) []Finding {
 		}
 	}
 	for _, l := range in.Host.Links {
-		if l.Kind == "tuntap" && l.Master == "" && l.Up {
-			out = append(out, Finding{Severity: Warning, What: "TAP " + l.Name + " is up but in no bridge: its guest is cut off",
-				Evidence: []string{l.Name + ": no master"}, Fix: "guestnet attach NETWORK " + l.Name})
+		if kind := guestPort(l); kind != "" {
+			out = append(out, Finding{Severity: Warning, What: kind + " " + l.Name + " is up but in no bridge: its guest is cut off",
+				Evidence: []string{fmt.Sprintf("%s: %s, up, no master, no address", l.Name, l.Kind)}, Fix: "guestnet attach NETWORK " + l.Name})
 		}
 	}
 	return out
+}
+
+// guestPort names the kind of a link that looks like a guest's port left
+// out of every bridge ("" when it does not): a TAP (a VM's), or a veth end
+// (a container's or a namespace guest's) that is up with no master and no
+// address of its own. A veth with an address is a routed link, not a
+// port.
+func guestPort(l model.Link) string {
+	if l.Master != "" || !l.Up {
+		return ""
+	}
+	switch l.Kind {
+	case "tuntap":
+		return "TAP"
+	case "veth":
+		for _, a := range l.Addrs {
+			if !a.Addr().IsLinkLocalUnicast() {
+				return ""
+			}
+		}
+		return "veth"
+	}
+	return ""
 }
 
 func checkConntrack(in Input) []Finding {

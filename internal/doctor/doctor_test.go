@@ -68,6 +68,12 @@ func TestChecks(t *testing.T) {
 		}, "rp-filter"},
 		{"bridge down", func(in *Input) { in.Host.Links[1].Up = false }, "bridge"},
 		{"TAP in no bridge", func(in *Input) { in.Host.Links[2].Master = "" }, "bridge"},
+		{"veth end in no bridge", func(in *Input) {
+			in.Host.Links = append(in.Host.Links, model.Link{Name: "veth1a2b", Kind: "veth", Up: true})
+		}, "bridge"},
+		{"veth with an address is a routed link, not a port", func(in *Input) {
+			in.Host.Links = append(in.Host.Links, model.Link{Name: "up1", Kind: "veth", Up: true, Addrs: []netip.Prefix{pfx("203.0.113.1/24")}})
+		}, ""},
 		{"conntrack nearly full", func(in *Input) { in.Diag.Conntrack = 950 }, "conntrack"},
 		{"guest sends from an address it is not bound to", func(in *Input) {
 			bound := model.Bind{Port: "tap0", MAC: "52:54:00:00:00:01", IP: netip.MustParseAddr("10.99.0.10")}
