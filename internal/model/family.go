@@ -30,6 +30,22 @@ func (f Family) Len() int {
 	return 4
 }
 
+// SrcOffset and DstOffset are where the family's network header holds
+// the source and destination addresses.
+func (f Family) SrcOffset() uint32 {
+	if f == IPv6 {
+		return 8
+	}
+	return 12
+}
+
+func (f Family) DstOffset() uint32 {
+	if f == IPv6 {
+		return 24
+	}
+	return 16
+}
+
 // Bits is the length of an address of the family in bits.
 func (f Family) Bits() int { return 8 * f.Len() }
 

@@ -41,7 +41,7 @@ func TestGuardKeys(t *testing.T) {
 // two encoded rules alike (SameGuardRule tells them apart).
 func TestGuardRulesMatchText(t *testing.T) {
 	exprs := GuardChains()
-	for chain, rules := range model.GuardRules {
+	for chain, rules := range model.GuardRules() {
 		if len(exprs[chain]) != len(rules) {
 			t.Errorf("chain %s: %d encoded rules, %d printed", chain, len(exprs[chain]), len(rules))
 		}
