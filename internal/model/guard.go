@@ -183,16 +183,6 @@ func Ports(bs []Bind) []string {
 	return slices.Compact(out)
 }
 
-// GuardChainOrder are the guard table's chains in the order they are made
-// (a chain before the chains that go to it).
-var GuardChainOrder = func() []string {
-	var out []string
-	for _, c := range GuardTableOf(GuardFamily).Chains {
-		out = append(out, c.Name)
-	}
-	return out
-}()
-
 // String renders the guard table in nft's syntax (one element a line).
 func (g Guard) String() string {
 	if !g.On {

@@ -152,7 +152,11 @@ type GuardTable struct {
 }
 
 // GuardTableOf describes the guard table whose keys hold addresses of
-// family f.
+// family f: the sets' address type and the source address its rules look
+// up and record follow f. guestnet makes the IPv4 one (GuardFamily); for
+// IPv6 the description is only the key layout so far: its ARP rules (whose
+// sender address is IPv4) and DHCPv4 rules are IPv4's, and the IPv6 issue
+// adds neighbour discovery in their place.
 //
 // Base chain prerouting sees every frame a bridge port receives, before
 // the bridge learns its source MAC: a frame whose source MAC is bound to
@@ -178,8 +182,9 @@ func GuardTableOf(f Family) GuardTable {
 	}
 	toSpoofed := GuardVerdict{"goto", "spoofed"}
 	accept := GuardVerdict{Kind: "accept"}
-	// toServer matches UDP to port 67: what a DHCP client sends.
-	toServer := []Term{ether(string(f)), {Op: OpL4, Proto: "udp"}, {Op: OpEq, Field: FieldUDPDport, Value: port(67)}}
+	// toServer matches UDP to port 67: what a DHCP client sends (DHCPv4
+	// is IPv4 whatever the family of the keys).
+	toServer := []Term{ether(string(IPv4)), {Op: OpL4, Proto: "udp"}, {Op: OpEq, Field: FieldUDPDport, Value: port(67)}}
 	// owned sends a frame to chain spoofed when the MAC in field mac is in
 	// set macs (bound to some port) and iifname . MAC is not in set ports
 	// (not bound to this one).
@@ -224,8 +229,8 @@ func GuardTableOf(f Family) GuardTable {
 				// (a guest that changed its MAC, nested guests); what it
 				// gets is bound in turn.
 				{[]Term{
-					lookup(GuardLearnedPorts, false, FieldIIF), ether(string(f)),
-					{Op: OpEq, Field: src, Value: f.Unspecified().AsSlice()},
+					lookup(GuardLearnedPorts, false, FieldIIF), ether(string(IPv4)),
+					{Op: OpEq, Field: FieldSrc(IPv4), Value: IPv4.Unspecified().AsSlice()},
 					{Op: OpL4, Proto: "udp"},
 					{Op: OpEq, Field: FieldUDPSport, Value: port(68)},
 					{Op: OpEq, Field: FieldUDPDport, Value: port(67)},
