@@ -70,7 +70,7 @@ func Match(m model.Match, p Packet) (bool, error) {
 		if m.Kind == model.MatchDAddr {
 			a = p.Dst
 		}
-		if !a.IsValid() || model.HeaderOf(a) != model.HeaderOf(m.Prefix.Addr()) {
+		if !a.IsValid() || model.FamilyOf(a) != model.FamilyOf(m.Prefix.Addr()) {
 			return false, nil // the nfproto check before the payload load fails
 		}
 		return m.Prefix.Masked().Contains(a) != m.Neg, nil

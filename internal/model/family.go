@@ -13,9 +13,9 @@ const (
 	IPv6 Family = "ip6"
 )
 
-// HeaderOf is the family of an address (an invalid one counts as IPv4,
+// FamilyOf is the family of an address (an invalid one counts as IPv4,
 // the family of every network guestnet manages today).
-func HeaderOf(a netip.Addr) Family {
+func FamilyOf(a netip.Addr) Family {
 	if a.Is6() && !a.Is4In6() {
 		return IPv6
 	}

@@ -90,12 +90,12 @@ const (
 // Term is one step of a guard rule.
 type Term struct {
 	Op    TermOp
-	Proto string // OpEtherType: ip, ip6, arp; OpL4: udp
-	Field Field  // OpEq, OpFlag
-	Value []byte // OpEq: the value; OpFlag: the mask (big endian)
-	Key   []Field
-	Set   string
-	Neg   bool
+	Proto string  // OpEtherType: ip, ip6, arp; OpL4: udp
+	Field Field   // OpEq, OpFlag
+	Value []byte  // OpEq: the value; OpFlag: the mask (big endian)
+	Key   []Field // OpLookup, OpUpdate: the fields concatenated
+	Set   string  // OpLookup, OpUpdate
+	Neg   bool    // OpLookup: not in the set
 }
 
 // EtherTypes are the ether types of the protocols the guard checks.
@@ -109,7 +109,8 @@ var L4Protos = map[string]byte{"tcp": 6, "udp": 17}
 // FieldARPSrcMAC and FieldARPSrcIP).
 var ARPHeader = []byte{0, 1, 8, 0, 6, 4}
 
-// Verdict kinds of a guard rule; an empty Kind is none (the rule goes on).
+// GuardVerdict is what a guard rule does to a frame that matches it; an
+// empty Kind is none (the rule goes on to the next).
 type GuardVerdict struct {
 	Kind  string // "accept", "drop", "goto", "jump"
 	Chain string // of goto and jump

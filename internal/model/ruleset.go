@@ -116,7 +116,7 @@ func (m Match) String() string {
 	case MatchIIF, MatchOIF:
 		return fmt.Sprintf("%s %s%q", m.Kind, op, m.Name)
 	case MatchSAddr, MatchDAddr:
-		hdr := HeaderOf(m.Prefix.Addr())
+		hdr := FamilyOf(m.Prefix.Addr())
 		if m.Prefix.IsSingleIP() { // nft prints a /32 (/128) as the address alone
 			return fmt.Sprintf("%s %s %s%s", hdr, m.Kind, op, m.Prefix.Addr())
 		}

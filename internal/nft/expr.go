@@ -82,7 +82,7 @@ func Encode(r model.Rule, inet bool) ([]expr.Any, error) {
 			if !m.Prefix.IsValid() {
 				return nil, fmt.Errorf("encode rule: %s without a prefix", m.Kind)
 			}
-			fam := model.HeaderOf(m.Prefix.Addr())
+			fam := model.FamilyOf(m.Prefix.Addr())
 			h := headerOf(fam)
 			if inet {
 				out = append(out, &expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
@@ -340,7 +340,7 @@ func completeMatch(m *model.Match, c *expr.Cmp, mask []byte) bool {
 		}
 		m.Name = string(bytes.TrimRight(c.Data, "\x00"))
 	case model.MatchSAddr, model.MatchDAddr:
-		n := model.HeaderOf(m.Prefix.Addr()).Len() // set by the payload load
+		n := model.FamilyOf(m.Prefix.Addr()).Len() // set by the payload load
 		if len(c.Data) < 1 || len(c.Data) > n {
 			return false
 		}

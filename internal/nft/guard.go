@@ -29,7 +29,7 @@ func GuardKeyLen(f model.Family) int { return guardKeyHead + f.Len() }
 func GuardKey(b model.Bind) (start, end []byte) {
 	fam := model.GuardFamily
 	if b.IP.IsValid() {
-		fam = model.HeaderOf(b.IP)
+		fam = model.FamilyOf(b.IP)
 	}
 	n := GuardKeyLen(fam)
 	start, end = make([]byte, n), make([]byte, n)
