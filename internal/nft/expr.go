@@ -29,10 +29,11 @@ type header struct {
 }
 
 func headerOf(f model.Family) header {
+	proto := byte(unix.NFPROTO_IPV4)
 	if f == model.IPv6 {
-		return header{unix.NFPROTO_IPV6, 8, 24, 16}
+		proto = unix.NFPROTO_IPV6
 	}
-	return header{unix.NFPROTO_IPV4, offSaddr, offDaddr, 4}
+	return header{proto, f.SrcOffset(), f.DstOffset(), uint32(f.Len())}
 }
 
 // familyOfNfproto is the family of an nfproto value, ok false for others.
