@@ -115,8 +115,13 @@ func Frames(n uint64) string {
 }
 
 // GuardSets are the guard table's sets, in the order they are made.
-var GuardSets = []string{GuardPorts, GuardBound, GuardMACs, GuardPortMACs,
-	GuardLearnedPorts, GuardLearned, GuardLearnedMACs, GuardLearnedPortMACs, GuardDropped}
+var GuardSets = func() []string {
+	var out []string
+	for _, s := range GuardTableOf(GuardFamily).Sets {
+		out = append(out, s.Name)
+	}
+	return out
+}()
 
 // Set "dropped" holds at most DropEntries sources, each for DropMemory
 // after its last dropped frame. A full set records nothing new; the frames
@@ -178,52 +183,6 @@ func Ports(bs []Bind) []string {
 	return slices.Compact(out)
 }
 
-// GuardRules are the rules of the guard table, as nft prints them (the ARP
-// and IPv4 rules imply their ether type), chain by chain in the order nft
-// lists them (the order they are made).
-//
-// Base chain prerouting sees every frame a bridge port receives, before
-// the bridge learns its source MAC: a frame whose source MAC is bound to
-// a port is dropped unless it comes from that port (so a stolen MAC never
-// moves the bridge's forwarding database), and so is a DHCP message whose
-// client MAC (BOOTP chaddr, 36 bytes into the UDP header) is bound to a
-// port and that comes from another: no guest can ask for, renew, release
-// or decline a neighbour's lease. A first fragment bound for the DHCP
-// server is dropped too, since its chaddr could sit in a later fragment.
-// Frames of bound ports then go to chain check, which accepts ARP and IPv4
-// only from a bound port . MAC . address, and DHCP requests from any MAC on
-// a port bound only by leases (a MAC bound elsewhere never gets there).
-// Chain spoofed counts and drops, remembering the source of each dropped
-// ARP and IPv4 frame in set dropped.
-var GuardRules = map[string][]string{
-	"spoofed": {
-		"update @" + GuardDropped + " { iifname . ether saddr . ip saddr counter }",
-		"arp htype 1 arp ptype ip arp hlen 6 arp plen 4 update @" + GuardDropped + " { iifname . ether saddr . arp saddr ip counter }",
-		"counter packets 0 bytes 0 drop",
-	},
-	"check": {
-		"arp htype 1 arp ptype ip arp hlen 6 arp plen 4 iifname . ether saddr . arp saddr ip @" + GuardBound + " iifname . arp saddr ether . arp saddr ip @" + GuardBound + " accept",
-		"arp htype 1 arp ptype ip arp hlen 6 arp plen 4 iifname . ether saddr . arp saddr ip @" + GuardLearned + " iifname . arp saddr ether . arp saddr ip @" + GuardLearned + " accept",
-		"iifname . ether saddr . ip saddr @" + GuardBound + " accept",
-		"iifname . ether saddr . ip saddr @" + GuardLearned + " accept",
-		"iifname @" + GuardLearnedPorts + " ip saddr 0.0.0.0 udp sport 68 udp dport 67 accept",
-		"goto spoofed",
-	},
-	"prerouting": {
-		"ether saddr @" + GuardMACs + " iifname . ether saddr != @" + GuardPortMACs + " goto spoofed",
-		"ether saddr @" + GuardLearnedMACs + " iifname . ether saddr != @" + GuardLearnedPortMACs + " goto spoofed",
-		"udp dport 67 ip frag-off & 8192 != 0 goto spoofed", // nft leaves out the meta protocol that ip frag-off implies
-		"meta protocol ip udp dport 67 @th,288,48 @" + GuardMACs + " iifname . @th,288,48 != @" + GuardPortMACs + " goto spoofed",
-		"meta protocol ip udp dport 67 @th,288,48 @" + GuardLearnedMACs + " iifname . @th,288,48 != @" + GuardLearnedPortMACs + " goto spoofed",
-		"iifname @" + GuardPorts + " jump check",
-		"iifname @" + GuardLearnedPorts + " jump check",
-	},
-}
-
-// GuardChainOrder are the guard table's chains in the order they are made
-// (a chain before the chains that go to it).
-var GuardChainOrder = []string{"spoofed", "check", "prerouting"}
-
 // String renders the guard table in nft's syntax (one element a line).
 func (g Guard) String() string {
 	if !g.On {
@@ -250,25 +209,30 @@ func (g Guard) String() string {
 		}
 		return out
 	}
-	const key, owner = "ifname . ether_addr . ipv4_addr", "ifname . ether_addr"
-	set(GuardPorts, "ifname", quote(g.Ports))
-	set(GuardBound, key, strs(g.Bound), "flags interval")
-	set(GuardMACs, "ether_addr", g.MACs)
-	set(GuardPortMACs, owner, strs(g.PortMACs))
-	set(GuardLearnedPorts, "ifname", nil)
-	set(GuardLearned, key, nil)
-	set(GuardLearnedMACs, "ether_addr", nil)
-	set(GuardLearnedPortMACs, owner, nil)
-	set(GuardDropped, key, nil, fmt.Sprintf("size %d", DropEntries), "flags dynamic,timeout", "timeout "+nftDuration(DropMemory))
-	for i, c := range GuardChainOrder {
+	elems := map[string][]string{GuardPorts: quote(g.Ports), GuardBound: strs(g.Bound), GuardMACs: g.MACs, GuardPortMACs: strs(g.PortMACs)}
+	t := GuardTableOf(GuardFamily)
+	for _, s := range t.Sets {
+		var props []string
+		if s.Size > 0 {
+			props = append(props, fmt.Sprintf("size %d", s.Size))
+		}
+		switch {
+		case s.Interval:
+			props = append(props, "flags interval")
+		case s.Timeout > 0:
+			props = append(props, "flags dynamic,timeout", "timeout "+nftDuration(s.Timeout))
+		}
+		set(s.Name, strings.Join(s.Key, " . "), elems[s.Name], props...)
+	}
+	for i, c := range t.Chains {
 		if i > 0 {
 			b.WriteString("\n")
 		}
-		fmt.Fprintf(&b, "\tchain %s {\n", c)
-		if c == "prerouting" {
-			b.WriteString("\t\ttype filter hook prerouting priority filter; policy accept;\n")
+		fmt.Fprintf(&b, "\tchain %s {\n", c.Name)
+		if c.Hook != "" {
+			fmt.Fprintf(&b, "\t\ttype filter hook %s priority filter; policy accept;\n", c.Hook)
 		}
-		for _, r := range GuardRules[c] {
+		for _, r := range c.Rules {
 			fmt.Fprintf(&b, "\t\t%s\n", r)
 		}
 		b.WriteString("\t}\n")

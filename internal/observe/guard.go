@@ -42,10 +42,11 @@ func readGuard(c *nftables.Conn) (model.Guard, error) {
 	}
 	g.On = true
 	byName := map[string]*nftables.Set{}
+	desc := model.GuardTableOf(model.GuardFamily)
 	for _, s := range sets {
 		byName[s.Name] = s
-		// Only "bound" holds ranges (a wildcard MAC or address).
-		if s.Interval != (s.Name == model.GuardBound) {
+		// As described: only "bound" holds ranges (a wildcard MAC or address).
+		if d, ok := desc.Set(s.Name); !ok || s.Interval != d.Interval {
 			g.Broken = true
 		}
 	}
