@@ -20,6 +20,7 @@ func guardTable() *nftables.Table {
 var keyTypes = map[string]nftables.SetDatatype{
 	"ifname": nftables.TypeIFName, "ether_addr": nftables.TypeEtherAddr,
 	"ipv4_addr": nftables.TypeIPAddr, "ipv6_addr": nftables.TypeIP6Addr,
+	"ether_type": nftables.TypeEtherType,
 }
 
 // guardSets are the sets of the guard table, by name, as its description

@@ -33,11 +33,13 @@ type Guard struct {
 	Broken          bool      `json:"broken,omitempty"`  // the table is not what guestnet wrote
 	Dropped         uint64    `json:"dropped,omitempty"` // frames dropped as spoofed
 	Spoofed         []Spoofed `json:"spoofed,omitempty"` // elements of set "dropped"
+	// DroppedOther are the elements of set "dropped_other".
+	DroppedOther []OtherDrop `json:"dropped_other,omitempty"`
 }
 
 // Spoofed is what set "dropped" remembers of one port . MAC . address whose
-// frames were dropped as spoofed: ARP claims and IPv4 frames (other
-// frames are only counted). An entry lives DropMemory after the last drop.
+// frames were dropped as spoofed: ARP claims and IPv4 frames (set
+// dropped_other remembers the others: OtherDrop). An entry lives DropMemory after the last drop.
 type Spoofed struct {
 	Bind
 	Packets uint64 `json:"packets"`
@@ -59,6 +61,7 @@ const (
 	GuardLearnedMACs     = "learned_macs"      // MACs with a learned binding
 	GuardLearnedPortMACs = "learned_port_macs" // port . mac, from leases
 	GuardDropped         = "dropped"           // port . mac . ip of dropped frames, with counters
+	GuardDroppedOther    = "dropped_other"     // port . mac . ether type of dropped frames neither IPv4 nor ARP
 )
 
 // The sets of each owner of bindings, in the order of Elems' fields.
@@ -72,6 +75,20 @@ var (
 func (g Guard) SpoofedBy(port string) []Spoofed {
 	var out []Spoofed
 	for _, x := range g.Spoofed {
+		if x.Port == port {
+			x.MACBoundTo = slices.DeleteFunc(g.PortsOf(x.MAC), func(p string) bool { return p == port })
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// OtherBy are the recorded drops of one port's frames that are neither
+// IPv4 nor ARP, latest first, each with the other ports its MAC is bound
+// to.
+func (g Guard) OtherBy(port string) []OtherDrop {
+	var out []OtherDrop
+	for _, x := range g.DroppedOther {
 		if x.Port == port {
 			x.MACBoundTo = slices.DeleteFunc(g.PortsOf(x.MAC), func(p string) bool { return p == port })
 			out = append(out, x)
@@ -106,6 +123,68 @@ func (x Spoofed) Summary() string {
 	return s
 }
 
+// OtherDrop is what set "dropped_other" remembers of one port . MAC .
+// ether type whose frames were dropped, neither IPv4 nor ARP: a bound
+// port may send only those (guestnet's networks are IPv4), so a guest's
+// IPv6 (router solicitations, neighbour discovery, MLD) ends up here, and
+// so does a VLAN-tagged frame, whose ether type is its tag's. An entry
+// lives DropMemory after the last drop.
+type OtherDrop struct {
+	Port string `json:"port"`
+	MAC  string `json:"mac"`
+	// EtherType as nft names it: "ip6", "8021q" (an 802.1Q tag), "8021ad",
+	// or the number ("0x88cc").
+	EtherType string        `json:"ether_type"`
+	Packets   uint64        `json:"packets"`
+	Ago       time.Duration `json:"ago_ns"` // since the last frame was dropped
+	// MACBoundTo are the other ports the MAC is bound to (filled in by
+	// OtherBy): the frames were dropped because the MAC is theirs.
+	MACBoundTo []string `json:"mac_bound_to,omitempty"`
+}
+
+// Kind says what the frames were: "IPv6", "VLAN-tagged" (802.1Q or
+// 802.1ad), or "" for another protocol.
+func (x OtherDrop) Kind() string {
+	switch x.EtherType {
+	case "ip6":
+		return "IPv6"
+	case "8021q", "8021ad":
+		return "VLAN-tagged"
+	}
+	return ""
+}
+
+// Frames says how many frames of what were dropped: "12 IPv6 frames
+// (ether type ip6)", "1 frame of ether type 0x88cc".
+func (x OtherDrop) Frames() string {
+	if x.Kind() == "" {
+		return fmt.Sprintf("%s of ether type %s", Frames(x.Packets), x.EtherType)
+	}
+	noun := "frames"
+	if x.Packets == 1 {
+		noun = "frame"
+	}
+	return fmt.Sprintf("%d %s %s (ether type %s)", x.Packets, x.Kind(), noun, x.EtherType)
+}
+
+// Why says why the frames were dropped.
+func (x OtherDrop) Why() string {
+	switch {
+	case len(x.MACBoundTo) > 0:
+		return "the MAC is bound to port " + strings.Join(x.MACBoundTo, ",")
+	case x.Kind() == "VLAN-tagged":
+		return "a bound port may send only untagged IPv4 and ARP (the tag hides what the frame carries)"
+	}
+	return "guestnet's networks are IPv4; a bound port may send only IPv4 and ARP"
+}
+
+// Summary says what was dropped and why: "12 IPv6 frames (ether type ip6)
+// from MAC 52:54:00:00:00:01 (last 3s ago): guestnet's networks are IPv4;
+// a bound port may send only IPv4 and ARP".
+func (x OtherDrop) Summary() string {
+	return fmt.Sprintf("%s from MAC %s (last %s ago): %s", x.Frames(), x.MAC, x.Ago.Round(time.Second), x.Why())
+}
+
 // Frames is "1 frame" or "n frames".
 func Frames(n uint64) string {
 	if n == 1 {
@@ -123,7 +202,7 @@ var GuardSets = func() []string {
 	return out
 }()
 
-// Set "dropped" holds at most DropEntries sources, each for DropMemory
+// Sets "dropped" and "dropped_other" each hold at most DropEntries sources, each for DropMemory
 // after its last dropped frame. A full set records nothing new; the frames
 // are dropped all the same.
 const (

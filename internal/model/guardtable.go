@@ -51,6 +51,9 @@ type Field struct {
 var (
 	FieldIIF      = Field{Text: "iifname", Header: HeaderMeta, Len: 16, Type: "ifname"}
 	FieldEtherSrc = Field{Text: "ether saddr", Header: HeaderLink, Offset: 6, Len: 6, Type: "ether_addr"}
+	// FieldEtherType is the Ethernet header's type: a VLAN-tagged frame's
+	// shows the tag's (8021q), not the protocol behind it.
+	FieldEtherType = Field{Text: "ether type", Header: HeaderLink, Offset: 12, Len: 2, Type: "ether_type"}
 	// The sender fields of an ARP packet for Ethernet and IPv4.
 	FieldARPSrcMAC = Field{Text: "arp saddr ether", Header: HeaderNetwork, Offset: 8, Len: 6, Type: "ether_addr", Proto: "arp"}
 	FieldARPSrcIP  = Field{Text: "arp saddr ip", Header: HeaderNetwork, Offset: 14, Len: 4, Type: IPv4.AddrType(), Proto: "arp"}
@@ -82,6 +85,7 @@ const (
 	OpARPHeader               // htype Ethernet, ptype IPv4, hlen 6, plen 4
 	OpL4                      // meta l4proto is Proto
 	OpEq                      // Field == Value
+	OpNeq                     // Field != Value
 	OpFlag                    // Field & Value != 0
 	OpLookup                  // Key (a concatenation) is (Neg: is not) in Set
 	OpUpdate                  // add Key to Set, or refresh it, with a counter
@@ -92,15 +96,27 @@ const (
 type Term struct {
 	Op    TermOp
 	Proto string  // OpEtherType, OpProtocol: ip, ip6, arp; OpL4: udp
-	Field Field   // OpEq, OpFlag
-	Value []byte  // OpEq: the value; OpFlag: the mask (big endian)
+	Field Field   // OpEq, OpNeq, OpFlag
+	Value []byte  // OpEq, OpNeq: the value; OpFlag: the mask (big endian)
 	Key   []Field // OpLookup, OpUpdate: the fields concatenated
 	Set   string  // OpLookup, OpUpdate
 	Neg   bool    // OpLookup: not in the set
 }
 
-// EtherTypes are the ether types of the protocols the guard checks.
-var EtherTypes = map[string]uint16{"ip": 0x0800, "ip6": 0x86dd, "arp": 0x0806}
+// EtherTypes are the ether types nft names: those of the protocols the
+// guard checks, and the VLAN tags (802.1Q, 802.1ad) it records.
+var EtherTypes = map[string]uint16{"ip": 0x0800, "ip6": 0x86dd, "arp": 0x0806, "8021q": 0x8100, "8021ad": 0x88a8}
+
+// EtherTypeName names an ether type as nft prints it: "ip6", "8021q", or
+// the number ("0x88cc") for one nft has no name for.
+func EtherTypeName(t uint16) string {
+	for name, v := range EtherTypes {
+		if v == t {
+			return name
+		}
+	}
+	return fmt.Sprintf("0x%04x", t)
+}
 
 // L4Protos are the IP protocol numbers of the transport protocols.
 var L4Protos = map[string]byte{"tcp": 6, "udp": 17}
@@ -172,7 +188,8 @@ type GuardTable struct {
 // only from a bound port . MAC . address, and DHCP requests from any MAC on
 // a port bound only by leases (a MAC bound elsewhere never gets there).
 // Chain spoofed counts and drops, remembering the source of each dropped
-// ARP and IPv4 frame in set dropped.
+// ARP and IPv4 frame in set dropped, and the port . MAC . ether type of
+// any other (IPv6, VLAN-tagged) in set dropped_other.
 func GuardTableOf(f Family) GuardTable {
 	src := FieldSrc(f)
 	bind := []string{"ifname", "ether_addr", f.AddrType()}
@@ -210,6 +227,11 @@ func GuardTableOf(f Family) GuardTable {
 	record := func(match []Term, addr Field) GuardRule {
 		return GuardRule{Terms: append(clone(match), Term{Op: OpUpdate, Set: GuardDropped, Key: []Field{FieldIIF, FieldEtherSrc, addr}})}
 	}
+	// recordOther remembers a frame of any other ether type (IPv6, a VLAN
+	// tag, ...) by its port, MAC and ether type.
+	not := func(p string) Term { return Term{Op: OpNeq, Field: FieldEtherType, Value: port(EtherTypes[p])} }
+	recordOther := GuardRule{Terms: []Term{not(string(IPv4)), not("arp"),
+		{Op: OpUpdate, Set: GuardDroppedOther, Key: []Field{FieldIIF, FieldEtherSrc, FieldEtherType}}}}
 	return GuardTable{
 		Sets: []GuardSet{
 			{Name: GuardPorts, Key: []string{"ifname"}},
@@ -221,11 +243,13 @@ func GuardTableOf(f Family) GuardTable {
 			{Name: GuardLearnedMACs, Key: []string{"ether_addr"}},
 			{Name: GuardLearnedPortMACs, Key: owner},
 			{Name: GuardDropped, Key: bind, Size: DropEntries, Timeout: DropMemory},
+			{Name: GuardDroppedOther, Key: []string{"ifname", "ether_addr", "ether_type"}, Size: DropEntries, Timeout: DropMemory},
 		},
 		Chains: []GuardChain{
 			{Name: "spoofed", Rules: []GuardRule{
 				record([]Term{ether(string(f))}, src),
 				record(arp, FieldARPSrcIP),
+				recordOther,
 				{[]Term{{Op: OpCounter}}, GuardVerdict{Kind: "drop"}},
 			}},
 			{Name: "check", Rules: []GuardRule{
@@ -318,6 +342,8 @@ func (r GuardRule) String() string {
 			}
 		case OpEq:
 			parts = append(parts, t.Field.Text+" "+fieldValue(t.Field, t.Value))
+		case OpNeq:
+			parts = append(parts, t.Field.Text+" != "+fieldValue(t.Field, t.Value))
 		case OpFlag:
 			parts = append(parts, fmt.Sprintf("%s & %s != 0", t.Field.Text, fieldValue(t.Field, t.Value)))
 		case OpLookup:
@@ -346,12 +372,15 @@ func keyText(key []Field) string {
 	return strings.Join(s, " . ")
 }
 
-// fieldValue prints a value as nft does for the field: an address, or
-// a number.
+// fieldValue prints a value as nft does for the field: an address, an
+// ether type's name, or a number.
 func fieldValue(f Field, v []byte) string {
-	if f.Type == IPv4.AddrType() || f.Type == IPv6.AddrType() {
+	switch f.Type {
+	case IPv4.AddrType(), IPv6.AddrType():
 		a, _ := netip.AddrFromSlice(v)
 		return a.String()
+	case "ether_type":
+		return EtherTypeName(binary.BigEndian.Uint16(v))
 	}
 	var n uint64
 	for _, b := range v {

@@ -124,6 +124,23 @@ func DecodePortMACKey(k []byte) (model.PortMAC, bool) {
 	return model.PortMAC{Port: string(bytes.TrimRight(k[:16], "\x00")), MAC: net.HardwareAddr(k[16:22]).String()}, true
 }
 
+// DecodeOtherKey reads an element of set dropped_other, which the rule in
+// chain spoofed makes: ifname . ether_addr . ether_type, 16 bytes of name,
+// 6 of MAC padded to 8, and 2 of ether type (big endian, as the frame
+// carries it) padded to 4. ok is false for one the rule would not have
+// made. The key has the length of an IPv4 binding's, so only the set it
+// comes from tells them apart.
+func DecodeOtherKey(k []byte) (model.OtherDrop, bool) {
+	if len(k) != 28 || !bytes.Equal(k[22:24], []byte{0, 0}) || !bytes.Equal(k[26:], []byte{0, 0}) {
+		return model.OtherDrop{}, false
+	}
+	return model.OtherDrop{
+		Port:      string(bytes.TrimRight(k[:16], "\x00")),
+		MAC:       net.HardwareAddr(k[16:22]).String(),
+		EtherType: model.EtherTypeName(uint16(k[24])<<8 | uint16(k[25])),
+	}, true
+}
+
 // GuardChains are the expressions of the guard table's rules, by chain, in
 // the order model.Guard.String prints them: both come from the one
 // description, model.GuardTableOf.
@@ -149,7 +166,7 @@ func EncodeGuardRule(r model.GuardRule) []expr.Any {
 		switch t.Op {
 		case model.OpEtherType:
 			et := model.EtherTypes[t.Proto]
-			e.cmp(expr.CmpOpEq, etherTypeField, []byte{byte(et >> 8), byte(et)})
+			e.cmp(expr.CmpOpEq, model.FieldEtherType, []byte{byte(et >> 8), byte(et)})
 		case model.OpProtocol:
 			et := model.EtherTypes[t.Proto]
 			e.add(&expr.Meta{Key: expr.MetaKeyPROTOCOL, Register: 1})
@@ -163,6 +180,8 @@ func EncodeGuardRule(r model.GuardRule) []expr.Any {
 			e.add(&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{model.L4Protos[t.Proto]}})
 		case model.OpEq:
 			e.cmp(expr.CmpOpEq, t.Field, t.Value)
+		case model.OpNeq:
+			e.cmp(expr.CmpOpNeq, t.Field, t.Value)
 		case model.OpFlag:
 			e.fresh(t.Field)
 			e.add(&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: t.Field.Len, Mask: t.Value, Xor: make([]byte, len(t.Value))})
@@ -190,11 +209,9 @@ func EncodeGuardRule(r model.GuardRule) []expr.Any {
 	return e.out
 }
 
-// The fields behind OpEtherType and OpARPHeader.
-var (
-	etherTypeField = model.Field{Text: "ether type", Header: model.HeaderLink, Offset: 12, Len: 2}
-	arpHeaderField = model.Field{Text: "arp header", Header: model.HeaderNetwork, Offset: 0, Len: 6, Proto: "arp"}
-)
+// arpHeaderField is the field behind OpARPHeader (OpEtherType's is
+// model.FieldEtherType).
+var arpHeaderField = model.Field{Text: "arp header", Header: model.HeaderNetwork, Offset: 0, Len: 6, Proto: "arp"}
 
 // reg32First is NFT_REG32_00, the first 32-bit register; the 16-byte
 // register 1 starts there.

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
 
 	"github.com/guestnet/guestnet/internal/model"
 )
@@ -154,5 +155,66 @@ func TestOwnerKeys(t *testing.T) {
 		if _, err := MACKey(bad); err == nil {
 			t.Errorf("MACKey(%q) made a key", bad)
 		}
+	}
+}
+
+// TestOtherKeys: an element of set dropped_other, laid out as the kernel
+// fills it from iifname . ether saddr . ether type, reads back with the
+// ether type's nft name (or its number), and one with padding the rule
+// never sets is refused.
+func TestOtherKeys(t *testing.T) {
+	key := func(port string, mac []byte, et uint16) []byte {
+		return append(append(append(ifname(port), mac...), 0, 0), byte(et>>8), byte(et), 0, 0)
+	}
+	mac := []byte{0x52, 0x54, 0, 0x12, 0x34, 0x56}
+	for et, want := range map[uint16]string{0x86dd: "ip6", 0x8100: "8021q", 0x88a8: "8021ad", 0x88cc: "0x88cc"} {
+		got, ok := DecodeOtherKey(key("vnet12", mac, et))
+		if w := (model.OtherDrop{Port: "vnet12", MAC: "52:54:00:12:34:56", EtherType: want}); !ok || got.Port != w.Port || got.MAC != w.MAC || got.EtherType != w.EtherType {
+			t.Errorf("ether type %#04x: decoded %+v (ok=%v), want %+v", et, got, ok, w)
+		}
+	}
+	k := key("tap0", mac, 0x86dd)
+	k[27] = 1
+	if x, ok := DecodeOtherKey(k); ok {
+		t.Errorf("a key with non-zero padding decoded as %+v", x)
+	}
+	if x, ok := DecodeOtherKey(k[:24]); ok {
+		t.Errorf("a short key decoded as %+v", x)
+	}
+}
+
+// TestOtherDropRule: chain spoofed records a frame that is neither IPv4
+// nor ARP by port, MAC and ether type, as nft itself encodes
+// `ether type != ip ether type != arp update @dropped_other { iifname .
+// ether saddr . ether type counter }` (nft --debug=netlink): two not-equal
+// compares, then the key in registers 1, 2 and 14, the ether type loaded
+// again as a key part.
+func TestOtherDropRule(t *testing.T) {
+	chain, _ := model.GuardTableOf(model.GuardFamily).Chain("spoofed")
+	const text = "ether type != ip ether type != arp update @dropped_other { iifname . ether saddr . ether type counter }"
+	var rule model.GuardRule
+	for _, r := range chain.Rules {
+		if r.String() == text {
+			rule = r
+		}
+	}
+	if rule.Terms == nil {
+		t.Fatalf("no rule %q in chain spoofed: %q", text, model.GuardRules()["spoofed"])
+	}
+	want := []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: 12, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{0x08, 0x00}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: 12, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{0x08, 0x06}},
+		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+		&expr.Payload{DestRegister: 2, Base: expr.PayloadBaseLLHeader, Offset: 6, Len: 6},
+		&expr.Payload{DestRegister: 14, Base: expr.PayloadBaseLLHeader, Offset: 12, Len: 2},
+		&expr.Dynset{SrcRegKey: 1, SetName: model.GuardDroppedOther, Operation: unix.NFT_DYNSET_OP_UPDATE, Exprs: []expr.Any{&expr.Counter{}}},
+	}
+	if got := EncodeGuardRule(rule); !SameGuardRule(got, want) {
+		t.Errorf("encodes as\n%s\nwant\n%s", dump(got), dump(want))
+	}
+	if n := len(chain.Rules); chain.Rules[n-1].String() != "counter packets 0 bytes 0 drop" || chain.Rules[n-2].String() != text {
+		t.Errorf("the record of other frames is not the last rule before the counted drop: %q", model.GuardRules()["spoofed"])
 	}
 }
