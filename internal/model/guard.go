@@ -85,12 +85,15 @@ func (g Guard) SpoofedBy(port string) []Spoofed {
 
 // OtherBy are the recorded drops of one port's frames that are neither
 // IPv4 nor ARP, latest first, each with the other ports its MAC is bound
-// to.
+// to when it is not bound to this one (that is then why they were
+// dropped).
 func (g Guard) OtherBy(port string) []OtherDrop {
 	var out []OtherDrop
 	for _, x := range g.DroppedOther {
 		if x.Port == port {
-			x.MACBoundTo = slices.DeleteFunc(g.PortsOf(x.MAC), func(p string) bool { return p == port })
+			if owners := g.PortsOf(x.MAC); !slices.Contains(owners, port) {
+				x.MACBoundTo = owners
+			}
 			out = append(out, x)
 		}
 	}
