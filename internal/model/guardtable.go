@@ -229,7 +229,9 @@ func GuardTableOf(f Family) GuardTable {
 	}
 	// recordOther remembers a frame of any other ether type (IPv6, a VLAN
 	// tag, ...) by its port, MAC and ether type.
-	not := func(p string) Term { return Term{Op: OpNeq, Field: FieldEtherType, Value: port(EtherTypes[p])} }
+	not := func(p string) Term {
+		return Term{Op: OpNeq, Field: FieldEtherType, Value: binary.BigEndian.AppendUint16(nil, EtherTypes[p])}
+	}
 	recordOther := GuardRule{Terms: []Term{not(string(IPv4)), not("arp"),
 		{Op: OpUpdate, Set: GuardDroppedOther, Key: []Field{FieldIIF, FieldEtherSrc, FieldEtherType}}}}
 	return GuardTable{
