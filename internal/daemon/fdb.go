@@ -8,6 +8,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/guestnet/guestnet/internal/dhcp"
 	"github.com/guestnet/guestnet/internal/netns"
 )
 
@@ -62,26 +63,33 @@ func (f *fdb) update(u netlink.NeighUpdate) {
 	}
 }
 
-// port names the port of bridge on which mac was learned, or "".
-func (f *fdb) port(bridge, mac string) string {
+// port identifies the port of bridge on which mac was learned (Name ""
+// if none).
+func (f *fdb) port(bridge, mac string) dhcp.PortID {
 	e, ok := f.lookup(mac)
 	if !ok && f.refresh() {
 		e, ok = f.lookup(mac)
 	}
 	if !ok {
-		return ""
+		return dhcp.PortID{}
 	}
 	f.nlmu.Lock()
 	defer f.nlmu.Unlock()
 	br, err := f.nl.LinkByIndex(e.bridge)
 	if err != nil || br.Attrs().Name != bridge {
-		return ""
+		return dhcp.PortID{}
 	}
 	p, err := f.nl.LinkByIndex(e.port)
-	if err != nil {
-		return ""
+	if err != nil || p.Attrs().MasterIndex != e.bridge {
+		return dhcp.PortID{}
 	}
-	return p.Attrs().Name
+	return portID(p)
+}
+
+// portID is a link's identity as a bridge port.
+func portID(l netlink.Link) dhcp.PortID {
+	a := l.Attrs()
+	return dhcp.PortID{Name: a.Name, Index: a.Index, HW: a.HardwareAddr.String()}
 }
 
 func (f *fdb) lookup(mac string) (fdbEntry, bool) {
@@ -113,8 +121,9 @@ func (f *fdb) refresh() bool {
 	return true
 }
 
-// masters maps every interface with a master to its master's name.
-func (f *fdb) masters() (map[string]string, error) {
+// masters maps the name of every interface with a master to its master's
+// name and its own identity.
+func (f *fdb) masters() (map[string]portLink, error) {
 	f.nlmu.Lock()
 	defer f.nlmu.Unlock()
 	links, err := f.nl.LinkList()
@@ -125,10 +134,10 @@ func (f *fdb) masters() (map[string]string, error) {
 	for _, l := range links {
 		names[l.Attrs().Index] = l.Attrs().Name
 	}
-	out := map[string]string{}
+	out := map[string]portLink{}
 	for _, l := range links {
 		if m := l.Attrs().MasterIndex; m != 0 {
-			out[l.Attrs().Name] = names[m]
+			out[l.Attrs().Name] = portLink{bridge: names[m], id: portID(l)}
 		}
 	}
 	return out, nil
