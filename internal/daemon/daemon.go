@@ -84,7 +84,7 @@ func (d *Daemon) Run(ctx context.Context, ready func()) error {
 	}
 	d.store, d.servers, d.kick, d.learnKick = st, map[string]*server{}, make(chan struct{}, 1), make(chan struct{}, 1)
 	d.Engine.Log = d.Log // the engine logs its retries after kernel errors
-	if d.fdb, err = newFDB(d.Engine.NS); err != nil {
+	if d.fdb, err = newFDB(d.Engine.NS, d.Log); err != nil {
 		st.Close()
 		return err
 	}

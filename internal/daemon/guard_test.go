@@ -1,9 +1,12 @@
 package daemon
 
 import (
+	"bytes"
+	"log/slog"
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -193,5 +196,33 @@ func TestHolders(t *testing.T) {
 	}
 	if got := v.holders("free", "gfree0", "02:00:00:00:00:01", lease("02:00:00:00:00:01", "tap1", later), master, now); got != nil {
 		t.Errorf("a network without anti-spoofing has holders %v", got)
+	}
+}
+
+// TestFDBLostForgets: when the subscription is lost, the table is
+// forgotten (a MAC that moved meanwhile must not be placed on its old
+// port), the next miss reads the kernel at once, and the warnings are
+// limited to one per lostEvery with the count of losses in between.
+func TestFDBLostForgets(t *testing.T) {
+	hw, _ := net.ParseMAC("52:54:00:00:00:03")
+	now := time.Unix(1e9, 0)
+	var log bytes.Buffer
+	f := &fdb{where: map[string]fdbEntry{}, now: func() time.Time { return now }, log: slog.New(slog.NewTextHandler(&log, nil))}
+	f.update(netlink.NeighUpdate{Type: unix.RTM_NEWNEIGH, Neigh: netlink.Neigh{Family: unix.AF_BRIDGE, State: netlink.NUD_REACHABLE, MasterIndex: 5, LinkIndex: 7, HardwareAddr: hw}})
+	f.dumped = now
+	f.lost(unix.ENOBUFS, time.Second)
+	if _, ok := f.lookup(hw.String()); ok {
+		t.Error("the table was kept after the subscription was lost")
+	}
+	if !f.dumped.IsZero() {
+		t.Error("the next miss would wait for dumpEvery")
+	}
+	now = now.Add(time.Second)
+	f.lost(unix.ENOBUFS, time.Second)
+	now = now.Add(lostEvery)
+	f.lost(unix.ENOBUFS, time.Second)
+	lines := strings.Split(strings.TrimSpace(log.String()), "\n")
+	if len(lines) != 2 || !strings.Contains(lines[1], "lost_since_last_warning=2") {
+		t.Errorf("warnings:\n%s", log.String())
 	}
 }
