@@ -73,6 +73,9 @@ func (d *Daemon) Run(ctx context.Context, ready func()) error {
 	if err := os.MkdirAll(d.Dir(), 0o700); err != nil {
 		return err
 	}
+	if err := d.claimNamespace(ctx); err != nil { // one daemon per namespace (nslock.go)
+		return err
+	}
 	if d.RecoverLeases {
 		if err := d.recoverLeases(); err != nil {
 			return err
