@@ -190,6 +190,7 @@ func (d *Daemon) syncLearned() {
 		d.Log.Error("anti-spoofing", "err", err)
 		return
 	}
+	d.noteState(st)
 	v := newLearnView(d.spec.Models(), st.Networks)
 	bridges := map[string]string{}
 	for _, n := range d.spec.Networks {
