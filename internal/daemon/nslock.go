@@ -58,14 +58,7 @@ func (d *Daemon) claimNamespace(ctx context.Context) error {
 		}
 		return d.otherServer(f)
 	}
-	o := serveOwner{PID: os.Getpid(), StateDir: d.Dir()}
-	for _, c := range d.Config {
-		if abs, err := filepath.Abs(c); err == nil {
-			c = abs
-		}
-		o.Config = append(o.Config, c)
-	}
-	b, _ := json.Marshal(o)
+	b, _ := json.Marshal(serveOwner{PID: os.Getpid(), StateDir: d.Dir(), Config: absPaths(d.Config)})
 	if err := f.Truncate(0); err == nil {
 		f.WriteAt(append(b, '\n'), 0)
 	}
