@@ -56,11 +56,11 @@ type Handler struct {
 const ExhaustedEvery = time.Minute
 
 // PortBinder ties leases to bridge ports (anti-spoofing). Locate names the
-// port a MAC was last seen on ("" if unknown); Holders names the ports
+// port a MAC was last seen on (Name "" if unknown); Holders names the ports
 // that hold a MAC's binding (see foreignPort); Bound is told of a stored
 // lease before its ACK leaves; Unbound of one that ended.
 type PortBinder interface {
-	Locate(mac string) string
+	Locate(mac string) PortID
 	Holders(mac string, l Lease) []string
 	Bound(l Lease)
 	Unbound(l Lease)
@@ -171,7 +171,7 @@ func (h *Handler) request(req *dhcpv4.DHCPv4, mac string) *dhcpv4.DHCPv4 {
 	if foreign {
 		return nil // not NAKed: a NAK is broadcast, to the holder's port too
 	}
-	b, ok := h.Pool.Bind(mac, a, req.HostName(), port)
+	b, ok := h.Pool.BindPort(mac, a, req.HostName(), port)
 	l := b.Lease
 	if ok && !server.Masked().Contains(a) {
 		h.Pool.Unbind(b)
