@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,6 +28,16 @@ type Stats struct {
 	Offer, Ack, Nak, Exhausted, Ignored         atomic.Uint64
 	StoreErrors                                 atomic.Uint64
 	Foreign                                     atomic.Uint64 // naming a MAC bound to another port
+	// Relayed counts messages with giaddr set: guestnet serves guests on
+	// its bridge only and takes no relayed message (they count as Ignored
+	// too).
+	Relayed atomic.Uint64
+	// BadName counts REQUESTs whose host name was refused (CleanHostname):
+	// their lease was granted without a name.
+	BadName atomic.Uint64
+	// PortFull counts DISCOVERs left unanswered and REQUESTs NAKed because
+	// the client's port already had its share of the pool (model.DHCP.PerPort).
+	PortFull atomic.Uint64
 }
 
 // Handler answers the DHCP requests of one network.
@@ -50,6 +61,10 @@ type Handler struct {
 	// Now is the clock of the warnings about foreign ports (nil: time.Now).
 	Now         func() time.Time
 	foreignWarn warnLimit
+	relayWarn   warnLimit
+	nameWarn    warnLimit
+	portWarn    warnLimit
+	liarWarn    warnLimit
 }
 
 // ExhaustedEvery is how often at most an exhausted pool is logged.
@@ -84,6 +99,10 @@ func (h *Handler) Handle(req *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
 		return nil
 	}
 	mac := req.ClientHWAddr.String()
+	if gi := req.GatewayIPAddr; gi != nil && !gi.IsUnspecified() {
+		h.relayed(req, mac)
+		return nil
+	}
 	switch req.MessageType() {
 	case dhcpv4.MessageTypeDiscover:
 		h.Stats.Discover.Add(1)
@@ -124,6 +143,13 @@ func (h *Handler) Handle(req *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
 		return nil
 	case dhcpv4.MessageTypeInform:
 		h.Stats.Inform.Add(1)
+		if !h.onLink(req.ClientIPAddr) {
+			// The ACK of an INFORM goes to ciaddr (RFC 2131 4.3.5): one
+			// outside the subnet would send it off the link, to anyone.
+			h.Stats.Ignored.Add(1)
+			h.Log.Debug("dhcp inform ignored: ciaddr is not on the network", "mac", mac, "ciaddr", req.ClientIPAddr)
+			return nil
+		}
 		return h.reply(req, dhcpv4.MessageTypeAck, netip.Addr{}, false)
 	}
 	h.Stats.Ignored.Add(1)
@@ -171,7 +197,7 @@ func (h *Handler) request(req *dhcpv4.DHCPv4, mac string) *dhcpv4.DHCPv4 {
 	if foreign {
 		return nil // not NAKed: a NAK is broadcast, to the holder's port too
 	}
-	b, ok := h.Pool.Bind(mac, a, req.HostName(), port)
+	b, ok := h.Pool.Bind(mac, a, h.hostname(req, mac), port)
 	l := b.Lease
 	if ok && !server.Masked().Contains(a) {
 		h.Pool.Unbind(b)
@@ -197,6 +223,49 @@ func (h *Handler) request(req *dhcpv4.DHCPv4, mac string) *dhcpv4.DHCPv4 {
 	h.Stats.Ack.Add(1)
 	h.Log.Debug("dhcp ack", "mac", mac, "ip", a, "hostname", l.Hostname, "port", l.Port)
 	return h.reply(req, dhcpv4.MessageTypeAck, a, true)
+}
+
+// relayed drops a message that came through a relay (giaddr set):
+// guestnet's server binds to one bridge with its guests directly on it,
+// and a guest that sets giaddr itself would make the server send the
+// reply to any address it likes (RFC 2131 4.1: replies go to giaddr:67).
+func (h *Handler) relayed(req *dhcpv4.DHCPv4, mac string) {
+	h.Stats.Relayed.Add(1)
+	h.Stats.Ignored.Add(1)
+	if n, ok := h.relayWarn.allow(h.now()); ok {
+		h.Log.Warn("dhcp: dropped a relayed message (giaddr set): guestnet serves only the guests on its bridge and supports no relay",
+			"type", req.MessageType().String(), "mac", mac, "giaddr", req.GatewayIPAddr, "dropped_since_last_warning", n)
+	}
+}
+
+// onLink reports whether ip is an address of the network's subnet.
+func (h *Handler) onLink(ip net.IP) bool {
+	a := addrOf(ip)
+	return a.IsValid() && h.Pool.cfg.Server.Masked().Contains(a)
+}
+
+// hostname is the host name a REQUEST asks for, as guestnet keeps it
+// (CleanHostname); a refused one is counted and logged (rate-limited).
+func (h *Handler) hostname(req *dhcpv4.DHCPv4, mac string) string {
+	asked := req.HostName()
+	kept, refused := CleanHostname(asked)
+	if refused != "" {
+		h.Stats.BadName.Add(1)
+		if n, ok := h.nameWarn.allow(h.now()); ok {
+			h.Log.Warn("dhcp: host name refused, lease granted without a name: "+refused,
+				"mac", mac, "hostname", quoteName(asked), "refused_since_last_warning", n)
+		}
+	}
+	return kept
+}
+
+// quoteName makes a name a client sent safe to log: at most 64 bytes,
+// quoted with Go escapes.
+func quoteName(s string) string {
+	if len(s) > 64 {
+		return strconv.Quote(s[:64]) + "..."
+	}
+	return strconv.Quote(s)
 }
 
 // exhausted logs a DISCOVER the pool had no address for: at most one

@@ -106,6 +106,9 @@ func NewPool(cfg Config, now func() time.Time, leases []Lease) *Pool {
 		if !l.IP.IsValid() {
 			continue
 		}
+		// A store written before host names were checked may hold any
+		// bytes: only a name CleanHostname keeps is served.
+		l.Hostname, _ = CleanHostname(l.Hostname)
 		p.set(l) // a later expiry replaces the client's earlier record
 	}
 	t := now()
@@ -356,6 +359,7 @@ type Binding struct {
 // of the lease being renewed; a name another client holds is not taken
 // over (the lease gets none, and NameTaken says so).
 func (p *Pool) Bind(mac string, a netip.Addr, hostname, port string) (Binding, bool) {
+	hostname, _ = CleanHostname(hostname) // the handler logs a refusal
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := p.now()

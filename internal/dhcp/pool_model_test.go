@@ -242,11 +242,13 @@ func (s *sim) step(next func(n int) int) {
 		}
 		what = fmt.Sprintf("DECLINE %s %s", m, a)
 		s.decline(hw, a)
-	case 11: // INFORM: answered, nothing changes
-		what = "INFORM " + m
-		inf, _ := dhcpv4.New(dhcpv4.WithHwAddr(hw), dhcpv4.WithMessageType(dhcpv4.MessageTypeInform), dhcpv4.WithClientIP(ip4(anyAddr())))
-		if r := s.h.Handle(inf); r == nil || r.MessageType() != dhcpv4.MessageTypeAck {
-			s.t.Fatalf("step %d: INFORM answered %v", s.steps, r)
+	case 11: // INFORM: answered when ciaddr is on the subnet, nothing changes
+		ci := anyAddr()
+		what = "INFORM " + m + " " + ci.String()
+		inf, _ := dhcpv4.New(dhcpv4.WithHwAddr(hw), dhcpv4.WithMessageType(dhcpv4.MessageTypeInform), dhcpv4.WithClientIP(ip4(ci)))
+		r := s.h.Handle(inf)
+		if onLink := s.h.Pool.cfg.Server.Masked().Contains(ci); onLink != (r != nil && r.MessageType() == dhcpv4.MessageTypeAck) {
+			s.t.Fatalf("step %d: INFORM from %s (on the subnet: %v) answered %v", s.steps, ci, onLink, r)
 		}
 	case 12: // an ARP probe found an unknown host on an address
 		a := anyAddr()
