@@ -2,10 +2,15 @@ package dhcp
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -156,5 +161,51 @@ func TestRepliesStayOnLink(t *testing.T) {
 	}
 	if d := h.destination(disc, off).String(); d != "255.255.255.255:68" {
 		t.Errorf("offer to a client naming ciaddr %s goes to %s, want broadcast", far, d)
+	}
+}
+
+// TestStoreNotAFile: a directory, a dangling link (into a missing folder
+// or to a missing file), a link to a sound store and a FIFO where
+// leases.db should be are each refused with a *CorruptError (serve exits 3
+// on it) that says what is there, and nothing is created through a link.
+func TestStoreNotAFile(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.db")
+	st, err := OpenBolt(good, false, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	for _, c := range []struct {
+		name, want string
+		make       func(p string) error
+	}{
+		{"directory", "a directory, not a lease database", func(p string) error { return os.Mkdir(p, 0o700) }},
+		{"link into a missing folder", "a symbolic link (to " + dir + "/gone/leases.db)", func(p string) error { return os.Symlink(filepath.Join(dir, "gone", "leases.db"), p) }},
+		{"link to a missing file", "a symbolic link", func(p string) error { return os.Symlink(filepath.Join(dir, "missing.db"), p) }},
+		{"link to a sound store", "a symbolic link", func(p string) error { return os.Symlink(good, p) }},
+		{"fifo", "not a regular file", func(p string) error { return syscall.Mkfifo(p, 0o600) }},
+	} {
+		p := filepath.Join(dir, strings.ReplaceAll(c.name, " ", "-"))
+		if err := c.make(p); err != nil {
+			t.Fatal(err)
+		}
+		for _, ro := range []bool{false, true} {
+			st, err := OpenBolt(p, ro, time.Second)
+			var bad *CorruptError
+			if !errors.As(err, &bad) || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "--recover-leases") {
+				t.Errorf("%s (read-only %v): %v; want a CorruptError saying %q, without --recover-leases", c.name, ro, err, c.want)
+			}
+			if st != nil {
+				st.Close()
+			}
+		}
+		if _, err := RecoverBolt(p, time.Unix(1e9, 0), time.Second); !strings.Contains(fmt.Sprint(err), c.want) {
+			t.Errorf("%s: --recover-leases: %v; want it refused", c.name, err)
+		}
+		t.Logf("%s: %v", c.name, func() error { _, err := OpenBolt(p, false, time.Second); return err }())
+	}
+	if _, err := os.Stat(filepath.Join(dir, "missing.db")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a store was created through a dangling link: %v", err)
 	}
 }
