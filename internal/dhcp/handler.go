@@ -2,6 +2,7 @@ package dhcp
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -57,6 +58,8 @@ type Handler struct {
 	warned     time.Time         // when the last "pool exhausted" line was written
 	unanswered int               // DISCOVERs left unanswered since that line
 	nameLogged map[string]string // MAC -> the taken host name already logged
+	// answers: MAC -> the addresses it answered ARP for, and when (believe)
+	answers map[string]map[netip.Addr]time.Time
 
 	// Now is the clock of the warnings about foreign ports (nil: time.Now).
 	Now         func() time.Time
@@ -167,13 +170,12 @@ func (h *Handler) store(f func() error) error {
 
 func (h *Handler) discover(req *dhcpv4.DHCPv4, mac string) *dhcpv4.DHCPv4 {
 	requested := addrOf(req.RequestedIPAddress())
-	a, ok := h.Pool.Offer(mac, requested)
+	port := h.locate(mac)
+	a, ok := h.offer(mac, requested, port)
 	if !ok {
-		h.Stats.Exhausted.Add(1)
-		h.exhausted(mac)
 		return nil
 	}
-	if a, ok = h.probed(mac, requested, a); !ok {
+	if a, ok = h.probed(mac, requested, port, a); !ok {
 		return nil // every address tried answers ARP (logged)
 	}
 	h.Stats.Offer.Add(1)
@@ -204,6 +206,9 @@ func (h *Handler) request(req *dhcpv4.DHCPv4, mac string) *dhcpv4.DHCPv4 {
 		ok = false
 	}
 	if !ok {
+		if b.PortFull {
+			h.portFull(req, mac, port)
+		}
 		h.Stats.Nak.Add(1)
 		h.Log.Info("dhcp nak", "mac", mac, "ip", a)
 		return h.reply(req, dhcpv4.MessageTypeNak, netip.Addr{}, false)
@@ -223,6 +228,64 @@ func (h *Handler) request(req *dhcpv4.DHCPv4, mac string) *dhcpv4.DHCPv4 {
 	h.Stats.Ack.Add(1)
 	h.Log.Debug("dhcp ack", "mac", mac, "ip", a, "hostname", l.Hostname, "port", l.Port)
 	return h.reply(req, dhcpv4.MessageTypeAck, a, true)
+}
+
+// locate names the bridge port mac was last seen on, "" when unknown (no
+// PortBinder, or the bridge has not learnt it).
+func (h *Handler) locate(mac string) string {
+	if h.Ports == nil {
+		return ""
+	}
+	return h.Ports.Locate(mac)
+}
+
+// offer holds an address for a DISCOVER from port. It returns ok false,
+// counted and logged, when the pool is exhausted (after trying to reclaim
+// an abandoned address) or the port holds its share of the pool (silence:
+// the DISCOVER goes unanswered, as with an exhausted pool).
+func (h *Handler) offer(mac string, requested netip.Addr, port string) (netip.Addr, bool) {
+	a, err := h.Pool.OfferFrom(mac, requested, port)
+	if errors.Is(err, ErrExhausted) {
+		a, err = h.reclaim(mac, port)
+	}
+	switch {
+	case errors.Is(err, ErrPortFull):
+		h.portFull(nil, mac, port)
+		return a, false
+	case err != nil:
+		h.Stats.Exhausted.Add(1)
+		h.exhausted(mac)
+		return a, false
+	}
+	return a, true
+}
+
+// portFull counts and logs (rate-limited) a message refused by the port's
+// cap (model.DHCP.PerPort).
+func (h *Handler) portFull(req *dhcpv4.DHCPv4, mac, port string) {
+	h.Stats.PortFull.Add(1)
+	if n, ok := h.portWarn.allow(h.now()); ok {
+		typ := "DISCOVER"
+		if req != nil {
+			typ = req.MessageType().String()
+		}
+		h.Log.Warn("dhcp: a port asked for more addresses than its share of the pool (a guest inventing client MACs?): refused",
+			"type", typ, "mac", mac, "port", port, "per_port", h.Pool.cfg.PerPort, "refused_since_last_warning", n)
+	}
+}
+
+// reclaim gives an exhausted pool's oldest abandoned address back
+// (Pool.Reclaim), to be probed again before it is offered.
+func (h *Handler) reclaim(mac, port string) (netip.Addr, error) {
+	a, err := h.Pool.Reclaim(mac, port)
+	if err == nil {
+		// Off the disk too: the pool and the store agree, and a restart
+		// does not bring the quarantine back.
+		h.store(func() error { return h.Store.Delete(h.Pool.cfg.Network, a) })
+		h.Log.Info("dhcp pool exhausted: reclaiming the oldest abandoned address (checked with ARP again before the offer)",
+			"ip", a, "client", mac)
+	}
+	return a, err
 }
 
 // relayed drops a message that came through a relay (giaddr set):

@@ -9,12 +9,15 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
+
+	"github.com/guestnet/guestnet/internal/model"
 )
 
 // The findings of a breaker who attacked the DHCP server from a guest:
@@ -207,5 +210,179 @@ func TestStoreNotAFile(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "missing.db")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("a store was created through a dangling link: %v", err)
+	}
+}
+
+// wideConfig is testConfig with ten range addresses, .100 to .109.
+func wideConfig(perPort int) Config {
+	cfg := testConfig()
+	cfg.Ranges = []model.Range{{From: addr("10.99.0.100"), To: addr("10.99.0.109")}}
+	cfg.PerPort = perPort
+	return cfg
+}
+
+// randomMAC is the n-th client MAC a hostile guest invents.
+func randomMAC(n int) net.HardwareAddr {
+	return net.HardwareAddr{0x02, 0xee, 0, 0, byte(n >> 8), byte(n)}
+}
+
+// TestProbeLiarCannotEmptyPool: the breaker's guest answered ARP for every
+// address while sending DISCOVERs from random MACs, and the server
+// abandoned the whole pool in 6 s. Now only LiarAfter addresses are
+// abandoned on its word; after that its answers are not believed (one
+// warning naming it), and an honest client is offered an address. Another
+// MAC answering for one address is still believed.
+func TestProbeLiarCannotEmptyPool(t *testing.T) {
+	var logs bytes.Buffer
+	st := &memStore{leases: map[netip.Addr]Lease{}}
+	c := &clock{time.Unix(1e9, 0)}
+	h := &Handler{Pool: NewPool(wideConfig(0), c.now, nil), Store: st, Log: slog.New(slog.NewTextHandler(&logs, nil)), Now: c.now}
+	const liar = "02:00:00:00:0b:ad"
+	fp := &fakeProber{by: map[netip.Addr]string{}}
+	for a := addr("10.99.0.100"); a.Compare(addr("10.99.0.108")) <= 0; a = a.Next() {
+		fp.by[a] = liar
+	}
+	fp.by[addr("10.99.0.109")] = "02:00:00:00:00:99" // an honest squatter
+	h.Prober = fp
+	for i := 0; i < 5; i++ {
+		h.Handle(discover(t, randomMAC(i)))
+	}
+	abandoned := func() (n int) {
+		for _, l := range h.Pool.Leases() {
+			if l.Declined && l.MAC == "" {
+				n++
+			}
+		}
+		return n
+	}
+	if n := abandoned(); n != LiarAfter {
+		t.Errorf("%d addresses abandoned on the word of one MAC, want %d", n, LiarAfter)
+	}
+	if h.Probes.Liar.Load() == 0 {
+		t.Error("no answer counted as not believed")
+	}
+	if n := strings.Count(logs.String(), "answers ARP for many addresses"); n != 1 || !strings.Contains(logs.String(), liar) {
+		t.Errorf("%d warnings about the liar, want 1 naming %s:\n%s", n, liar, logs.String())
+	}
+	// Another host's answer is still believed: the address it holds is
+	// abandoned, not offered.
+	off := h.Handle(discover(t, mac(9), dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(ip4(addr("10.99.0.109"))))))
+	if off == nil || addrOf(off.YourIPAddr) == addr("10.99.0.109") {
+		t.Errorf("the address an honest host answers for was offered: %v", off)
+	}
+	if n := abandoned(); n != LiarAfter+1 {
+		t.Errorf("%d addresses abandoned, want %d (the liar's first ones and 10.99.0.109)", n, LiarAfter+1)
+	}
+	// An honest client of the first pool still gets an address.
+	if a := offered(t, h, mac(1)); !a.IsValid() {
+		t.Error("an honest client got no offer after the liar's flood")
+	}
+}
+
+// TestReclaimAbandonedWhenDry: every address was abandoned (three hosts
+// answered); the hosts left. Until ReclaimAfter no address is given back;
+// after it, the oldest abandoned address is probed again and offered, and
+// its quarantine is off the disk too. One still answered for is abandoned
+// again and the next one reclaimed.
+func TestReclaimAbandonedWhenDry(t *testing.T) {
+	st := &memStore{leases: map[netip.Addr]Lease{}}
+	c := &clock{time.Unix(1e9, 0)}
+	h := newHandler(t, st, c)
+	fp := &fakeProber{by: map[netip.Addr]string{}}
+	for i, a := range []string{"10.99.0.100", "10.99.0.101", "10.99.0.102"} {
+		fp.by[addr(a)] = fmt.Sprintf("02:00:00:00:0b:%02x", i)
+		c.t = c.t.Add(time.Second) // abandoned one after another: .100 first
+		h.Pool.Abandon(addr(a))
+		st.leases[addr(a)] = Lease{IP: addr(a), Declined: true, Expiry: c.t.Add(Quarantine)}
+	}
+	h.Prober = fp
+	if a := offered(t, h, mac(1)); a.IsValid() {
+		t.Fatalf("offered %s while every address is freshly abandoned", a)
+	}
+	c.t = c.t.Add(ReclaimAfter)
+	delete(fp.by, addr("10.99.0.101"))
+	fp.probed = nil
+	// .100 is the oldest: reclaimed, probed, still answered for, abandoned
+	// again; then .101, probed, silent, offered.
+	if a := offered(t, h, mac(1)); a != addr("10.99.0.101") {
+		t.Fatalf("after %v the client got %v, want 10.99.0.101 (reclaimed; .100 still answers); probed %v", ReclaimAfter, a, fp.probed)
+	}
+	if !slices.Equal(fp.probed, []netip.Addr{addr("10.99.0.100"), addr("10.99.0.101")}) {
+		t.Errorf("probed %v, want .100 then .101 (each reclaimed address checked again)", fp.probed)
+	}
+	if l, ok := st.leases[addr("10.99.0.101")]; ok {
+		t.Errorf("the reclaimed address's quarantine is still on disk: %+v", l)
+	}
+	if l := st.leases[addr("10.99.0.100")]; !l.Declined || !l.Expiry.Equal(c.t.Add(Quarantine)) {
+		t.Errorf(".100 still answered for: %+v, want abandoned again for %v", l, Quarantine)
+	}
+}
+
+// portRecorder places every MAC on one port, as the bridge's forwarding
+// database does for a guest sending from invented MACs.
+type portRecorder struct{ where map[string]string }
+
+func (p *portRecorder) Locate(mac string) string       { return p.where[mac] }
+func (p *portRecorder) Holders(string, Lease) []string { return nil }
+func (p *portRecorder) Bound(Lease)                    {}
+func (p *portRecorder) Unbound(Lease)                  {}
+
+// TestPerPortCap: one guest inventing client MACs took the whole pool (10
+// REQUESTs), or emptied it for 60 s with DISCOVERs alone. With per_port 3
+// its port holds at most 3 addresses, leases and offers together: the
+// fourth DISCOVER is not answered and a REQUEST is NAKed (counted, one
+// warning); renewals, static hosts, other ports and unplaced senders are
+// not capped; expired offers free the port's share.
+func TestPerPortCap(t *testing.T) {
+	var logs bytes.Buffer
+	st := &memStore{leases: map[netip.Addr]Lease{}}
+	c := &clock{time.Unix(1e9, 0)}
+	h := &Handler{Pool: NewPool(wideConfig(3), c.now, nil), Store: st, Log: slog.New(slog.NewTextHandler(&logs, nil)), Now: c.now}
+	ports := &portRecorder{where: map[string]string{}}
+	h.Ports = ports
+	for i := 0; i < 10; i++ {
+		ports.where[randomMAC(i).String()] = "tap7"
+	}
+	a0 := lease(t, h, randomMAC(0))
+	lease(t, h, randomMAC(1))
+	if offered(t, h, randomMAC(2)) == (netip.Addr{}) {
+		t.Fatal("third client of the port got no offer")
+	}
+	for i := 3; i < 10; i++ {
+		if a := offered(t, h, randomMAC(i)); a.IsValid() {
+			t.Fatalf("client %d of one port offered %s, over its cap of 3", i+1, a)
+		}
+	}
+	if typ := ask(t, h, randomMAC(3), addr("10.99.0.109"), ""); typ != dhcpv4.MessageTypeNak {
+		t.Errorf("REQUEST over the port's cap: %s, want NAK", typ)
+	}
+	if n := h.Stats.PortFull.Load(); n != 8 {
+		t.Errorf("PortFull = %d, want 8 (7 DISCOVERs, 1 REQUEST)", n)
+	}
+	if n := strings.Count(logs.String(), "more addresses than its share"); n != 1 {
+		t.Errorf("%d warnings, want 1 (rate-limited):\n%s", n, logs.String())
+	}
+	if free := h.Pool.Free(); free != 7 {
+		t.Errorf("%d addresses free, want 7: the rest of the pool stays for other guests", free)
+	}
+	// Not capped: a renewal, the static host, another port, an unplaced sender.
+	if typ := ask(t, h, randomMAC(0), a0, ""); typ != dhcpv4.MessageTypeAck {
+		t.Errorf("renewal on a full port: %s, want ACK", typ)
+	}
+	ports.where["52:54:00:00:00:ff"] = "tap7"
+	if a := offered(t, h, net.HardwareAddr{0x52, 0x54, 0, 0, 0, 0xff}); a != addr("10.99.0.10") {
+		t.Errorf("static host on a full port offered %v, want 10.99.0.10", a)
+	}
+	ports.where[mac(1).String()] = "tap8"
+	if a := offered(t, h, mac(1)); !a.IsValid() {
+		t.Error("a client of another port got no offer")
+	}
+	if a := offered(t, h, mac(2)); !a.IsValid() {
+		t.Error("a client the bridge cannot place got no offer (no cap applies)")
+	}
+	// The third client's offer runs out: the port may take another.
+	c.t = c.t.Add(OfferHold + time.Second)
+	if a := offered(t, h, randomMAC(3)); !a.IsValid() {
+		t.Error("no offer after the port's outstanding offer expired")
 	}
 }

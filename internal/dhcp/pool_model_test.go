@@ -115,6 +115,41 @@ func (r *ref) candidates() []netip.Addr {
 	return out
 }
 
+// reclaimable reports whether a new offer of a to mac may be a reclaim
+// (Pool.Reclaim): no address is allowed for mac, and a is the abandoned
+// address abandoned longest ago, at least ReclaimAfter ago.
+func (r *ref) reclaimable(a netip.Addr, mac string, now time.Time) bool {
+	if _, ok := r.static(mac); ok {
+		return false
+	}
+	for _, b := range r.candidates() {
+		if r.allowed(b, mac, now) {
+			return false
+		}
+	}
+	ok := func(b netip.Addr) bool {
+		x, has := r.recs[b]
+		if !has || !x.declined || x.mac != "" || !now.Before(x.exp) || !r.dynamic(b) || now.Sub(x.exp.Add(-Quarantine)) < ReclaimAfter {
+			return false
+		}
+		for _, o := range r.offers {
+			if o.ip == b && now.Before(o.until) {
+				return false
+			}
+		}
+		return true
+	}
+	if !ok(a) {
+		return false
+	}
+	for b := range r.recs {
+		if ok(b) && (r.recs[b].exp.Before(r.recs[a].exp) || r.recs[b].exp.Equal(r.recs[a].exp) && b.Less(a)) {
+			return false
+		}
+	}
+	return true
+}
+
 func (r *ref) dropOffersAt(a netip.Addr) {
 	for m, o := range r.offers {
 		if o.ip == a {
@@ -306,6 +341,9 @@ func (s *sim) discover(hw net.HardwareAddr, mods []dhcpv4.Modifier) {
 		return
 	}
 	a := addrOf(r.YourIPAddr)
+	if r.MessageType() == dhcpv4.MessageTypeOffer && !s.ref.allowed(a, m, now) && s.ref.reclaimable(a, m, now) {
+		delete(s.ref.recs, a) // the pool ran dry: the oldest abandoned address is reclaimed
+	}
 	if r.MessageType() != dhcpv4.MessageTypeOffer || !s.ref.allowed(a, m, now) {
 		s.t.Fatalf("step %d: %s offered %s (%s), which the model forbids", s.steps, m, a, r.MessageType())
 	}
