@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -85,20 +86,22 @@ func (l *Lab) leaseViews(host string) []daemon.LeaseView {
 	return ls
 }
 
-// TestDhcpHostileGuest replays a breaker's attacks from a guest on the
+// TestDhcpHostileGuest replays a breaker's attacks from guests on the
 // DHCP and DNS server, with crafted frames (steal_test.go's helpers) and
 // real clients (busybox udhcpc, dig):
 //   - F8 a host name wpad, one with a newline and ANSI escapes, an FQDN;
 //   - F9 a DISCOVER with giaddr and an INFORM with ciaddr on the pretend
-//     internet: nothing may arrive there (a listener in inet says);
-//   - F5+F6 the guest answers ARP for the whole subnet and sends 30
-//     DISCOVERs and 10 REQUESTs from invented MACs: an honest guest must
-//     still get a lease, and the attacker's port holds at most 8 addresses.
+//     internet: nothing may arrive there (a guest holding that address
+//     listens);
+//   - F6 a guest sends 10 REQUESTs from invented MACs: its port holds at
+//     most 8 addresses;
+//   - F5+F6 a guest answers ARP for the whole subnet and sends 30
+//     DISCOVERs from invented MACs: at most 2 addresses are abandoned on
+//     its word, and an honest guest still gets a lease.
 func TestDhcpHostileGuest(t *testing.T) {
 	l := newLab(t)
 	needDig(t)
-	host, inet := natHost(l)
-	l.must("ip", "-n", inet, "addr", "add", "203.0.113.53/32", "dev", "lo")
+	host, _ := natHost(l)
 	d := l.Serve_(host, l.Spec(hostileSpec))
 	const gw = "10.99.0.1"
 	hook := l.clientScript()
@@ -111,10 +114,9 @@ func TestDhcpHostileGuest(t *testing.T) {
 	if err := udhcpc(attacker); err != nil {
 		t.Fatalf("the attacker's own lease: %v", err)
 	}
-	A, bcast := hwaddr(t, aMAC), hwaddr(t, "ff:ff:ff:ff:ff:ff")
+	bcast := hwaddr(t, "ff:ff:ff:ff:ff:ff")
 	zero, all := netip.IPv4Unspecified(), netip.MustParseAddr("255.255.255.255")
 	far := net.IPv4(203, 0, 113, 53)
-	at67, at68 := l.listenIn(inet, "203.0.113.53:67"), l.listenIn(inet, "203.0.113.53:68")
 	invented := func(n int) net.HardwareAddr { return net.HardwareAddr{0x02, 0xee, 0, 0, 0, byte(n)} }
 
 	// F8: names a guest must not get.
@@ -151,17 +153,35 @@ func TestDhcpHostileGuest(t *testing.T) {
 		}},
 	}
 
-	// F9: replies to addresses off the link. The control: the listener
-	// hears a datagram the server's namespace sends there.
+	// F9, on network free: replies to addresses off the link. The server's
+	// socket is bound to the bridge, so the kernel sends a datagram for an
+	// address it has no route for there as if it were on the link: a guest
+	// holding 203.0.113.53 would receive it. The control sends one from
+	// such a socket in the host.
+	const bMAC = "02:00:00:00:0b:01"
+	liar := l.dhcpGuest(host, "free", "b", "vgb", bMAC)
+	if err := udhcpc(liar); err != nil {
+		t.Fatalf("the liar's own lease: %v", err)
+	}
+	B := hwaddr(t, bMAC)
+	l.In(liar, "ip", "addr", "add", "203.0.113.53/32", "dev", "eth0")
+	at67, at68 := l.listenIn(liar, "203.0.113.53:67"), l.listenIn(liar, "203.0.113.53:68")
 	rows = append(rows,
-		check{"control: a datagram from the host reaches 203.0.113.53:67", true, func() bool {
+		check{"control: a datagram from a socket bound to gfree0 reaches 203.0.113.53:67 in the guest", true, func() bool {
 			n, err := netns.Open(host)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer n.Close()
-			n.Do(func() error {
-				c, err := net.Dial("udp4", "203.0.113.53:67")
+			err = n.Do(func() error {
+				dl := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+					var serr error
+					c.Control(func(fd uintptr) {
+						serr = syscall.SetsockoptString(int(fd), syscall.SOL_SOCKET, syscall.SO_BINDTODEVICE, "gfree0")
+					})
+					return serr
+				}}
+				c, err := dl.Dial("udp4", "203.0.113.53:67")
 				if err != nil {
 					return err
 				}
@@ -170,17 +190,17 @@ func TestDhcpHostileGuest(t *testing.T) {
 				return err
 			})
 			ok, what := at67(2 * time.Second)
-			t.Logf("    %s", what)
+			t.Logf("    %s (%v)", what, err)
 			return ok
 		}},
 		check{"DISCOVER with giaddr 203.0.113.53: an OFFER arrives there", false, func() bool {
-			l.rawSend(attacker, frame{invented(201), bcast, zero, all, dhcpMsg(t, dhcpv4.MessageTypeDiscover, invented(201), dhcpv4.WithGatewayIP(far)), 0})
+			l.rawSend(liar, frame{invented(201), bcast, zero, all, dhcpMsg(t, dhcpv4.MessageTypeDiscover, invented(201), dhcpv4.WithGatewayIP(far)), 0})
 			ok, what := at67(2 * time.Second)
 			t.Logf("    %s", what)
 			return ok
 		}},
 		check{"INFORM with ciaddr 203.0.113.53: an ACK arrives there", false, func() bool {
-			l.rawSend(attacker, frame{A, bcast, zero, all, dhcpMsg(t, dhcpv4.MessageTypeInform, A, dhcpv4.WithClientIP(far)), 0})
+			l.rawSend(liar, frame{B, bcast, zero, all, dhcpMsg(t, dhcpv4.MessageTypeInform, B, dhcpv4.WithClientIP(far)), 0})
 			ok, what := at68(2 * time.Second)
 			t.Logf("    %s", what)
 			return ok
@@ -189,11 +209,6 @@ func TestDhcpHostileGuest(t *testing.T) {
 
 	// F5 + F6, on network free: the attacker answers ARP for every
 	// address of the subnet and invents clients.
-	const bMAC = "02:00:00:00:0b:01"
-	liar := l.dhcpGuest(host, "free", "b", "vgb", bMAC)
-	if err := udhcpc(liar); err != nil {
-		t.Fatalf("the liar's own lease: %v", err)
-	}
 	honest := l.dhcpGuest(host, "free", "h", "vgh", "")
 	abandoned := func() int {
 		n := 0
@@ -204,7 +219,26 @@ func TestDhcpHostileGuest(t *testing.T) {
 		}
 		return n
 	}
+	inventor := l.dhcpGuest(host, "free", "c", "vgc", "")
 	rows = append(rows,
+		check{"10 REQUESTs from invented MACs on port vgc: it holds more than 8 addresses", false, func() bool {
+			var fs []frame
+			for i := 0; i < 10; i++ {
+				m := invented(100 + i)
+				fs = append(fs, frame{m, bcast, zero, all, dhcpMsg(t, dhcpv4.MessageTypeRequest, m,
+					dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.IPv4(10, 98, 0, byte(100+i))))), 0})
+			}
+			l.rawSend(inventor, fs...)
+			time.Sleep(500 * time.Millisecond)
+			n := 0
+			for _, lv := range l.leaseViews(host) {
+				if lv.Network == "free" && lv.State == "bound" && strings.HasPrefix(lv.MAC, "02:ee:00:00:00:") && lv.MAC >= invented(100).String() {
+					n++
+				}
+			}
+			t.Logf("    the inventor's clients hold %d leases", n)
+			return n > 8
+		}},
 		check{"30 DISCOVERs from invented MACs, the attacker answering ARP for all: more than 2 abandoned", false, func() bool {
 			l.In(liar, "ip", "route", "add", "local", "10.98.0.0/24", "dev", "eth0", "table", "local")
 			var fs []frame
@@ -217,31 +251,13 @@ func TestDhcpHostileGuest(t *testing.T) {
 			t.Logf("    %d addresses abandoned", n)
 			return n > 2
 		}},
-		check{"10 REQUESTs from invented MACs: the attacker's port holds more than 8 addresses", false, func() bool {
-			var fs []frame
-			for i := 0; i < 10; i++ {
-				m := invented(100 + i)
-				fs = append(fs, frame{m, bcast, zero, all, dhcpMsg(t, dhcpv4.MessageTypeRequest, m,
-					dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.IPv4(10, 98, 0, byte(100+i))))), 0})
-			}
-			l.rawSend(liar, fs...)
-			time.Sleep(500 * time.Millisecond)
-			n := 0
-			for _, lv := range l.leaseViews(host) {
-				if lv.Network == "free" && lv.State == "bound" && (lv.MAC == bMAC || strings.HasPrefix(lv.MAC, "02:ee:")) {
-					n++
-				}
-			}
-			t.Logf("    the attacker's clients hold %d leases", n)
-			return n > 8
-		}},
 		check{"an honest guest still gets a lease (udhcpc)", true, func() bool {
 			err := udhcpc(honest)
 			t.Logf("    honest guest: %q (%v)", l.addrOf(honest), err)
 			return err == nil && l.addrOf(honest) != ""
 		}},
 	)
-	l.matrix("hostile guest on port vga (default) or vgb (free) | takes effect: want | got", rows)
+	l.matrix("hostile guests: vga (default), vgb and vgc (free) | takes effect: want | got", rows)
 	if t.Failed() {
 		t.Logf("leases:\n%s\ndaemon's DHCP log:\n%s", l.Guestnet(host, "leases"), grepLines(d.log.String(), "dhcp"))
 	} else {
