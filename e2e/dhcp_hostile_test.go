@@ -93,7 +93,7 @@ func (l *Lab) leaseViews(host string) []daemon.LeaseView {
 //   - F9 a DISCOVER with giaddr and an INFORM with ciaddr on the pretend
 //     internet: nothing may arrive there (a guest holding that address
 //     listens);
-//   - F6 a guest sends 10 REQUESTs from invented MACs: its port holds at
+//   - F6 a guest sends 12 REQUESTs from invented MACs: its port holds at
 //     most 8 addresses;
 //   - F5+F6 a guest answers ARP for the whole subnet and sends 30
 //     DISCOVERs from invented MACs: at most 2 addresses are abandoned on
@@ -221,12 +221,12 @@ func TestDhcpHostileGuest(t *testing.T) {
 	}
 	inventor := l.dhcpGuest(host, "free", "c", "vgc", "")
 	rows = append(rows,
-		check{"10 REQUESTs from invented MACs on port vgc: it holds more than 8 addresses", false, func() bool {
+		check{"12 REQUESTs from invented MACs on port vgc: it holds more than 8 addresses", false, func() bool {
 			var fs []frame
-			for i := 0; i < 10; i++ {
+			for i := 0; i < 12; i++ {
 				m := invented(100 + i)
 				fs = append(fs, frame{m, bcast, zero, all, dhcpMsg(t, dhcpv4.MessageTypeRequest, m,
-					dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.IPv4(10, 98, 0, byte(100+i))))), 0})
+					dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.IPv4(10, 98, 0, byte(105+i))))), 0})
 			}
 			l.rawSend(inventor, fs...)
 			time.Sleep(500 * time.Millisecond)

@@ -230,13 +230,28 @@ func (h *Handler) request(req *dhcpv4.DHCPv4, mac string) *dhcpv4.DHCPv4 {
 	return h.reply(req, dhcpv4.MessageTypeAck, a, true)
 }
 
+// LocateTries and LocateEvery bound the wait for the bridge's forwarding
+// database to place a DISCOVER's client: the bridge learns its MAC as the
+// frame passes, but the daemon may not have read that yet when a burst of
+// new clients arrives. Each request has its own goroutine: the wait holds
+// up no one else.
+const (
+	LocateTries = 5
+	LocateEvery = 20 * time.Millisecond
+)
+
 // locate names the bridge port mac was last seen on, "" when unknown (no
 // PortBinder, or the bridge has not learnt it).
 func (h *Handler) locate(mac string) string {
 	if h.Ports == nil {
 		return ""
 	}
-	return h.Ports.Locate(mac)
+	for i := 1; ; i++ {
+		if port := h.Ports.Locate(mac); port != "" || i == LocateTries {
+			return port
+		}
+		time.Sleep(LocateEvery)
+	}
 }
 
 // offer holds an address for a DISCOVER from port. It returns ok false,

@@ -331,8 +331,9 @@ func (p *portRecorder) Unbound(Lease)                  {}
 // REQUESTs), or emptied it for 60 s with DISCOVERs alone. With per_port 3
 // its port holds at most 3 addresses, leases and offers together: the
 // fourth DISCOVER is not answered and a REQUEST is NAKed (counted, one
-// warning); renewals, static hosts, other ports and unplaced senders are
-// not capped; expired offers free the port's share.
+// warning); renewals, static hosts and other ports are not capped;
+// clients no port is known for share one share; expired offers free the
+// port's share.
 func TestPerPortCap(t *testing.T) {
 	var logs bytes.Buffer
 	st := &memStore{leases: map[netip.Addr]Lease{}}
@@ -377,8 +378,15 @@ func TestPerPortCap(t *testing.T) {
 	if a := offered(t, h, mac(1)); !a.IsValid() {
 		t.Error("a client of another port got no offer")
 	}
-	if a := offered(t, h, mac(2)); !a.IsValid() {
-		t.Error("a client the bridge cannot place got no offer (no cap applies)")
+	// Clients the bridge cannot place (a guest sending from its own MAC in
+	// the name of invented ones) share one share of the pool.
+	for i := 2; i < 5; i++ {
+		if a := offered(t, h, mac(byte(i))); !a.IsValid() {
+			t.Errorf("unplaced client %d of 3 got no offer", i-1)
+		}
+	}
+	if a := offered(t, h, mac(5)); a.IsValid() {
+		t.Errorf("a 4th unplaced client was offered %s: the unplaced share is 3", a)
 	}
 	// The third client's offer runs out: the port may take another.
 	c.t = c.t.Add(OfferHold + time.Second)

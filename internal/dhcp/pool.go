@@ -262,12 +262,17 @@ var (
 	ErrPortFull  = errors.New("the port holds its share of the pool")
 )
 
-// OfferFrom is Offer for a client whose DISCOVER came from port ("" when
-// not known: no cap applies). When the port already holds PerPort dynamic
-// addresses for other clients (live leases and outstanding offers), the
-// client gets nothing (ErrPortFull): one guest cannot empty the pool by
-// inventing client MACs. A static host and a client that already has its
-// address are never refused.
+// OfferFrom is Offer for a client whose DISCOVER came from port. When the
+// port already holds PerPort dynamic addresses for other clients (live
+// leases and outstanding offers), the client gets nothing (ErrPortFull):
+// one guest cannot empty the pool by inventing client MACs. A static host
+// and a client that already has its address are never refused.
+//
+// port "" is a client the bridge cannot place: its chaddr is not a MAC the
+// bridge learnt, as when a guest sends from its own MAC in the name of
+// invented ones. All such clients share one share of PerPort, so that
+// they cannot empty the pool either; an honest client is placed (the
+// bridge learns its MAC from the DISCOVER itself).
 func (p *Pool) OfferFrom(mac string, requested netip.Addr, port string) (netip.Addr, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -292,9 +297,12 @@ func (p *Pool) OfferFrom(mac string, requested netip.Addr, port string) (netip.A
 // port's cap: the distinct other clients holding a dynamic address
 // through port (a live lease or a live offer) number PerPort or more.
 // The client's own live lease or offer at a is no new address: never
-// refused.
+// refused. Port "" is the share of the clients no port is known for.
 func (p *Pool) portFull(port, mac string, a netip.Addr, now time.Time) bool {
-	if p.cfg.PerPort <= 0 || port == "" || !p.dynamic(a) {
+	if p.cfg.PerPort <= 0 || !p.dynamic(a) {
+		return false
+	}
+	if _, ok := p.static[mac]; ok {
 		return false
 	}
 	if l, ok := p.byIP[a]; ok && l.MAC == mac && !l.Declined && l.live(now) {

@@ -15,8 +15,8 @@ type DHCP struct {
 	MTU    int           `json:"mtu,omitempty"`
 	Routes []StaticRoute `json:"routes,omitempty"` // option 121
 	// PerPort caps the dynamic addresses one bridge port may hold at once,
-	// live leases plus outstanding offers (0: no cap). Static hosts are
-	// not counted and not capped.
+	// live leases plus outstanding offers (0: no cap); clients whose port
+	// is not known share one such share. Static hosts are not capped.
 	PerPort int `json:"per_port,omitempty"`
 }
 
