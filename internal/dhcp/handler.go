@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -337,13 +336,13 @@ func (h *Handler) hostname(req *dhcpv4.DHCPv4, mac string) string {
 	return kept
 }
 
-// quoteName makes a name a client sent safe to log: at most 64 bytes,
-// quoted with Go escapes.
+// quoteName shortens a name a client sent for the log: at most 64 bytes
+// (slog's handlers quote and escape what is not printable).
 func quoteName(s string) string {
 	if len(s) > 64 {
-		return strconv.Quote(s[:64]) + "..."
+		return s[:64] + "..."
 	}
-	return strconv.Quote(s)
+	return s
 }
 
 // exhausted logs a DISCOVER the pool had no address for: at most one
