@@ -1,6 +1,8 @@
 # guestnet. Targets that need root say so; none touches the host's own
 # network namespace (tests and the demo build their own namespaces).
-GO ?= go
+# Go from PATH, else where the Go project installs it (sudo's secure_path
+# drops /usr/local/go/bin, so `sudo make test` would not find it).
+GO ?= $(or $(shell command -v go 2>/dev/null),$(wildcard /usr/local/go/bin/go),$(error Go not found in PATH nor in /usr/local/go/bin: install it (https://go.dev/doc/install) or run make GO=/path/to/go))
 PREFIX ?= /usr/local
 
 .PHONY: build demo test unit e2e vm fuzz bench install
@@ -14,8 +16,11 @@ demo:
 
 # root: everything — unit tests, the e2e suite (namespaces, QEMU), short fuzz runs.
 # GUESTNET_E2E_REQUIRED=1 turns "skipped: needs root/qemu" into a failure.
+# Progress: gotestsum (a tool of its own module, tools/go.mod, pinned)
+# prints each test as it ends; the e2e package alone runs for minutes.
+GOTESTSUM = $(GO) tool -modfile=tools/go.mod gotestsum --format testname --
 test:
-	GUESTNET_E2E_REQUIRED=1 $(GO) test -count=1 -timeout 45m ./...
+	GUESTNET_E2E_REQUIRED=1 $(GOTESTSUM) -count=1 -timeout 45m ./...
 	$(MAKE) fuzz
 
 # no root needed

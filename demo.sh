@@ -17,7 +17,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+# Bold headings on a terminal only: piped or with NO_COLOR, plain text.
+if [ -t 1 ] && [ -z "${NO_COLOR:-}" ]; then B=$'\033[1m' N=$'\033[0m'; else B= N=; fi
+say() { printf '\n%s== %s%s\n' "$B" "$*" "$N"; }
+# sudo's secure_path drops /usr/local/go/bin, where the Go project installs Go.
+GO=${GO:-$(command -v go || true)}
+[ -n "$GO" ] || [ ! -x /usr/local/go/bin/go ] || GO=/usr/local/go/bin/go
+[ -n "$GO" ] || { echo "demo.sh: Go not found in PATH nor in /usr/local/go/bin; install it (https://go.dev/doc/install) or run GO=/path/to/go ./demo.sh"; exit 1; }
 if command -v ping >/dev/null; then PING=(ping); else PING=(busybox ping); fi
 check() { # check WANT NS ADDR LABEL [SOURCE]
   if ip netns exec "$2" "${PING[@]}" -c1 -W1 ${5:+-I "$5"} "$3" >/dev/null 2>&1; then got=reaches; else got=blocked; fi
@@ -27,7 +33,7 @@ check() { # check WANT NS ADDR LABEL [SOURCE]
 }
 
 say "build"
-go build -o bin/guestnet ./cmd/guestnet
+"$GO" build -o bin/guestnet ./cmd/guestnet
 GN=(./bin/guestnet --netns "$HOST" --state-dir "$STATE")
 
 say "lab: host with an uplink to a pretend internet (203.0.113.10)"

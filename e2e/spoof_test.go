@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -176,6 +177,20 @@ func TestAntiSpoofing(t *testing.T) {
 		}},
 	})
 
+	// Frames neither IPv4 nor ARP from the bound port: the IPv6 gA's own
+	// kernel sends for a new address (MLD report, duplicate address
+	// detection), and an ARP request as a VLAN subinterface would send it,
+	// tagged 802.1Q (VLAN 10; crafted, as this kernel has no 8021q
+	// module), from gA's own MAC and for its own VLAN address. Both are
+	// dropped, and set dropped_other remembers them by ether type.
+	l.In(gA, "sysctl", "-qw", "net.ipv6.conf.eth0.disable_ipv6=0")
+	l.must("ip", "-n", gA, "-6", "addr", "add", "fd00:99::20/64", "dev", "eth0")
+	l.rawSendBytes(gA, vlanTag(10, arpRequest(net.HardwareAddr{2, 0, 0, 0, 0, 0x20}, netip.MustParseAddr("10.99.10.20"), netip.MustParseAddr("10.99.10.1"))))
+	waitFor(t, "IPv6 and 802.1Q frames in set dropped_other", func() bool {
+		out, _ := l.tryIn(host, "nft", "list", "set", "bridge", "guestnet", "dropped_other")
+		return strings.Contains(out, `"vga" . 02:00:00:00:00:20 . ip6`) && strings.Contains(out, `"vga" . 02:00:00:00:00:20 . 8021q`)
+	})
+
 	// trace explains the drop from the bound port, and passes its own address.
 	if out, _, code := l.Run(host, "trace", "10.99.0.21", "203.0.113.10", "tcp/8080", "--port", "vga"); code != 1 || !strings.Contains(out, "10.99.0.21 is dropped as spoofed") {
 		t.Errorf("trace of a spoofed source from vga: exit %d\n%s", code, out)
@@ -232,7 +247,37 @@ func TestAntiSpoofing(t *testing.T) {
 			t.Errorf("status has no drop record %s; has %v", want, spoofed)
 		}
 	}
+	// The other frames are listed under their port, by ether type, as nft
+	// names them (the listing above), each with a count.
+	other := map[string]uint64{}
+	for _, x := range byPort["vga"].DroppedOther {
+		if x.MAC == "02:00:00:00:00:20" {
+			other[x.EtherType] = x.Packets
+		}
+	}
+	if other["ip6"] == 0 || other["8021q"] == 0 {
+		t.Errorf("status -o json lists vga's other dropped frames as %+v, want ip6 and 8021q with counts", byPort["vga"].DroppedOther)
+	}
+	t.Logf("vga's frames neither IPv4 nor ARP: %d ip6, %d 8021q", other["ip6"], other["8021q"])
+	if text := l.Guestnet(host, "status"); !strings.Contains(text, "IPv6 frames (ether type ip6) from MAC 02:00:00:00:00:20") || !strings.Contains(text, "(ether type 8021q) from MAC 02:00:00:00:00:20") {
+		t.Errorf("status text does not list vga's IPv6 and VLAN-tagged drops:\n%s", text)
+	} else {
+		t.Logf("status:\n%s", text[strings.Index(text, "GUEST PORT"):])
+	}
 	fs, _ := l.doctor(host)
+	for _, f := range fs {
+		if f.Check == "not-ipv4" {
+			t.Logf("doctor: %s %s: %s | evidence %v | fix %s", f.Severity, f.Check, f.What, f.Evidence, f.Fix)
+		}
+	}
+	for kind, sev := range map[string]string{"IPv6": "info", "VLAN-tagged": "warning"} {
+		if !slices.ContainsFunc(fs, func(f finding) bool {
+			return f.Check == "not-ipv4" && f.Severity == sev && strings.Contains(f.What, "guest port vga sent") && strings.Contains(f.What, kind) &&
+				strings.Contains(strings.Join(f.Evidence, "\n"), "set dropped_other") && strings.Contains(f.Fix, "anti_spoofing: false on network default")
+		}) {
+			t.Errorf("doctor has no %s not-ipv4 finding naming vga's %s frames: %+v", sev, kind, fs)
+		}
+	}
 	var vga *finding
 	for i, f := range fs {
 		if f.Check == "spoofed" && strings.Contains(f.What, "vga") {
@@ -280,4 +325,18 @@ func TestAntiSpoofing(t *testing.T) {
 	if t.Failed() {
 		t.Logf("host:\n%s\nguest:\n%s", l.In(host, "nft", "list", "table", "bridge", "guestnet"), l.In(gL, "ip", "addr"))
 	}
+}
+
+// arpRequest is a broadcast ARP request from mac and sip for tip.
+func arpRequest(mac net.HardwareAddr, sip, tip netip.Addr) []byte {
+	b := append(bytes.Repeat([]byte{0xff}, 6), mac...)
+	b = append(b, 0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1)
+	b = append(append(b, mac...), sip.AsSlice()...)
+	return append(append(b, make([]byte, 6)...), tip.AsSlice()...)
+}
+
+// vlanTag puts an 802.1Q tag with VLAN ID vid into an Ethernet frame, as a
+// VLAN subinterface sends it: nft's ether type then reads 8021q.
+func vlanTag(vid uint16, b []byte) []byte {
+	return append(append(slices.Clone(b[:12]), 0x81, 0x00, byte(vid>>8), byte(vid)), b[12:]...)
 }

@@ -98,6 +98,21 @@ func (f frame) ipv4(data []byte, off int, more bool) []byte {
 // source can be any MAC.
 func (l *Lab) rawSend(ns string, frames ...frame) {
 	l.t.Helper()
+	for _, f := range frames {
+		l.rawSendBytes(ns, f.frames()...)
+	}
+}
+
+// vlan0 puts an 802.1Q tag with VLAN ID 0 (priority tagging) into an
+// Ethernet frame: the receiving host strips it and takes the frame as its
+// own, while nft's `ether type` then reads the tag's type.
+func vlan0(b []byte) []byte {
+	return append(append(slices.Clone(b[:12]), 0x81, 0x00, 0x00, 0x00), b[12:]...)
+}
+
+// rawSendBytes sends whole Ethernet frames out of eth0 of ns.
+func (l *Lab) rawSendBytes(ns string, frames ...[]byte) {
+	l.t.Helper()
 	n, err := netns.Open(ns)
 	if err != nil {
 		l.t.Fatal(err)
@@ -114,12 +129,10 @@ func (l *Lab) rawSend(ns string, frames ...frame) {
 		}
 		defer unix.Close(fd)
 		to := &unix.SockaddrLinklayer{Ifindex: ifi.Index, Halen: 6}
-		for _, f := range frames {
-			copy(to.Addr[:], f.dst)
-			for _, b := range f.frames() {
-				if err := unix.Sendto(fd, b, 0, to); err != nil {
-					return err
-				}
+		for _, b := range frames {
+			copy(to.Addr[:], b[:6])
+			if err := unix.Sendto(fd, b, 0, to); err != nil {
+				return err
 			}
 		}
 		return nil
@@ -330,6 +343,36 @@ func TestStealLease(t *testing.T) {
 			attack(frame{V, bcast, zero, all, dhcpMsg(t, dhcpv4.MessageTypeDecline, V, reqIP, sid), 0})},
 		{"victim renews (SIGUSR1) and pings the gateway", true, renews},
 	}
+	// An unrestricted port (attached, nothing bound) sends the same
+	// messages with a VLAN 0 tag: the host strips it and reads them.
+	unbound := l.dhcpGuest(host, "default", "u", "vgu", "02:00:00:00:05:03")
+	U := hwaddr(t, "02:00:00:00:05:03")
+	tagged := func(f frame) func() bool {
+		return func() bool {
+			before, _ := l.lease(host, "default", vMAC)
+			for _, b := range f.frames() {
+				l.rawSendBytes(unbound, vlan0(b))
+			}
+			time.Sleep(500 * time.Millisecond) // the daemon would have answered by now
+			now, has := l.lease(host, "default", vMAC)
+			g := l.guards(host)["vgv"]
+			took := !has || now != before || g.State != "bound" || !slices.Contains(g.MACs, vMAC)
+			if took {
+				t.Logf("  lease %+v (was %+v), victim port %+v", now, before, g.PortBinding)
+			}
+			return took
+		}
+	}
+	other := netip.MustParseAddr("10.99.0.150")
+	rows = append(rows,
+		check{"unrestricted port, VLAN 0: REQUEST for another address, chaddr victim, source own", false,
+			tagged(frame{U, bcast, zero, all, dhcpMsg(t, dhcpv4.MessageTypeRequest, V, dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(other.AsSlice())), sid), 0})},
+		check{"unrestricted port, VLAN 0: RELEASE, chaddr victim, source own", false,
+			tagged(frame{U, br, zero, server, dhcpMsg(t, dhcpv4.MessageTypeRelease, V, ci, sid), 0})},
+		check{"unrestricted port, VLAN 0: DECLINE, chaddr victim, source own", false,
+			tagged(frame{U, bcast, zero, all, dhcpMsg(t, dhcpv4.MessageTypeDecline, V, reqIP, sid), 0})},
+		check{"victim renews (SIGUSR1) and pings the gateway", true, renews},
+	)
 	rows = append(rows, l.stealControl(t, host)...)
 	rows = append(rows, l.moveRows(t, host, vMAC, vip)...)
 	l.matrix("attacker on port vga (or a moved VM) | takes effect: want | got", rows)

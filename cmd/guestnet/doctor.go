@@ -16,7 +16,7 @@ func doctorCmd(g *globals) *cobra.Command {
 	var config []string
 	c := &cobra.Command{
 		Use:   "doctor [NETWORK]",
-		Short: "Say why guests cannot get through, with the evidence and the fix (exit 0: clean, 1: findings)",
+		Short: "Say why guests cannot get through, with the evidence and the fix (exit 0: clean or info only, 1: warnings or errors)",
 		Long: "Checks the host against the networks of --config, or those guestnet applied here, or, on a host\n" +
 			"guestnet never touched, every bridge with an IPv4 address.",
 		Args: cobra.MaximumNArgs(1),
@@ -61,7 +61,7 @@ func doctorCmd(g *globals) *cobra.Command {
 			} else {
 				printFindings(g, in, findings)
 			}
-			if len(findings) > 0 {
+			if doctor.Problems(findings) > 0 { // info findings alone are not a problem
 				return exitError{1}
 			}
 			return nil

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -108,7 +109,15 @@ func applyCmd(g *globals) *cobra.Command {
 				return err
 			}
 			// With the daemon running, its config is the truth: applying
-			// anything else here would be undone as drift. Ask it to reload.
+			// anything else here would be undone as drift. Ask it to reload,
+			// and refuse files that are not its config: it would not read them.
+			if served, ok, err := daemon.ServedConfig(g.dir()); err != nil {
+				return fmt.Errorf("guestnet serve is running here and did not say its config: %w", err)
+			} else if ok && !daemon.InConfig(args, served) {
+				return fmt.Errorf("guestnet serve is running here with --config %s, and would undo %s as drift: "+
+					"put the networks in its config and run `guestnet apply %s` (or send it SIGHUP), or restart serve with --config %s",
+					strings.Join(served, " --config "), strings.Join(args, " "), strings.Join(served, " "), strings.Join(args, " --config "))
+			}
 			if ok, err := daemon.RequestReload(g.dir()); ok || err != nil {
 				if err != nil {
 					return fmt.Errorf("guestnet serve is running and its reload failed: %w", err)

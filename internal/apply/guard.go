@@ -16,20 +16,35 @@ func guardTable() *nftables.Table {
 	return &nftables.Table{Name: model.Table, Family: nftables.TableFamilyBridge}
 }
 
-// guardSets are the sets of the guard table, by name.
+// keyTypes are nft's data types of the guard's set key types.
+var keyTypes = map[string]nftables.SetDatatype{
+	"ifname": nftables.TypeIFName, "ether_addr": nftables.TypeEtherAddr,
+	"ipv4_addr": nftables.TypeIPAddr, "ipv6_addr": nftables.TypeIP6Addr,
+	"ether_type": nftables.TypeEtherType,
+}
+
+// guardSets are the sets of the guard table, by name, as its description
+// (model.GuardTableOf) declares them.
 func guardSets(t *nftables.Table) map[string]*nftables.Set {
-	key := nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeEtherAddr, nftables.TypeIPAddr)
-	owner := nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeEtherAddr)
-	sets := map[string]*nftables.Set{
-		model.GuardDropped: {Table: t, Name: model.GuardDropped, KeyType: key, Concatenation: true,
-			Dynamic: true, HasTimeout: true, Timeout: model.DropMemory, Size: model.DropEntries},
-	}
-	for _, names := range [][4]string{model.DeclaredSets, model.LearnedSets} {
-		sets[names[0]] = &nftables.Set{Table: t, Name: names[0], KeyType: nftables.TypeIFName, KeyByteOrder: binaryutil.NativeEndian}
-		// Only declared bindings hold ranges (any MAC, any address).
-		sets[names[1]] = &nftables.Set{Table: t, Name: names[1], KeyType: key, Interval: names == model.DeclaredSets, Concatenation: true}
-		sets[names[2]] = &nftables.Set{Table: t, Name: names[2], KeyType: nftables.TypeEtherAddr}
-		sets[names[3]] = &nftables.Set{Table: t, Name: names[3], KeyType: owner, Concatenation: true}
+	sets := map[string]*nftables.Set{}
+	for _, d := range model.GuardTableOf(model.GuardFamily).Sets {
+		s := &nftables.Set{Table: t, Name: d.Name, Interval: d.Interval, Size: uint32(d.Size)}
+		if len(d.Key) == 1 {
+			s.KeyType = keyTypes[d.Key[0]]
+			if d.Key[0] == "ifname" {
+				s.KeyByteOrder = binaryutil.NativeEndian
+			}
+		} else {
+			var types []nftables.SetDatatype
+			for _, k := range d.Key {
+				types = append(types, keyTypes[k])
+			}
+			s.KeyType, s.Concatenation = nftables.MustConcatSetType(types...), true
+		}
+		if d.Timeout > 0 {
+			s.Dynamic, s.HasTimeout, s.Timeout = true, true, d.Timeout
+		}
+		sets[d.Name] = s
 	}
 	return sets
 }
@@ -81,9 +96,9 @@ func createGuard(c *nftables.Conn, t *nftables.Table, sets map[string]*nftables.
 	}
 	accept := nftables.ChainPolicyAccept
 	var chains []*nftables.Chain
-	for _, name := range model.GuardChainOrder {
-		ch := &nftables.Chain{Name: name, Table: t}
-		if name == "prerouting" {
+	for _, d := range model.GuardTableOf(model.GuardFamily).Chains {
+		ch := &nftables.Chain{Name: d.Name, Table: t}
+		if d.Hook == "prerouting" {
 			ch.Type, ch.Hooknum, ch.Priority, ch.Policy = nftables.ChainTypeFilter,
 				nftables.ChainHookPrerouting, nftables.ChainPriorityRef(-200), &accept
 		}

@@ -140,10 +140,18 @@ func (k *Linux) do(a plan.Action) error {
 	return fmt.Errorf("unknown action %q", a.Op)
 }
 
+// ipNet converts a prefix, its mask as wide as its family's addresses.
+func ipNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
 // addr converts an address; a zero brd means none (netlink would
-// otherwise compute one).
+// otherwise compute one for IPv4; IPv6 has no broadcast).
 func addr(p netip.Prefix, brd netip.Addr) *netlink.Addr {
-	a := &netlink.Addr{IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), 32)}, Broadcast: net.IPv4zero}
+	a := &netlink.Addr{IPNet: ipNet(p)}
+	if p.Addr().Is4() {
+		a.Broadcast = net.IPv4zero
+	}
 	if brd.IsValid() {
 		a.Broadcast = brd.AsSlice()
 	}
@@ -157,7 +165,7 @@ func (k *Linux) route(r model.Route) (*netlink.Route, error) {
 	}
 	nr := &netlink.Route{
 		LinkIndex: l.Attrs().Index,
-		Dst:       &net.IPNet{IP: r.Dst.Addr().AsSlice(), Mask: net.CIDRMask(r.Dst.Bits(), 32)},
+		Dst:       ipNet(r.Dst),
 		Protocol:  netlink.RouteProtocol(r.Proto),
 		Scope:     netlink.Scope(r.Scope),
 		Priority:  r.Metric,

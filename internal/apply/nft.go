@@ -64,11 +64,11 @@ func (k *Linux) replaceRuleset(rs *model.Ruleset) error {
 				s := &nftables.Set{Table: t, Name: name, IsMap: true, KeyType: nftables.TypeIPAddr, DataType: nftables.TypeIPAddr}
 				var els []nftables.SetElement
 				for _, f := range rs.Floating {
-					pub, g := f.Public.As4(), f.Guest.As4()
+					pub, g := f.Public.AsSlice(), f.Guest.AsSlice() // each in its family's width
 					if name == model.FloatingIn {
-						els = append(els, nftables.SetElement{Key: pub[:], Val: g[:]})
+						els = append(els, nftables.SetElement{Key: pub, Val: g})
 					} else {
-						els = append(els, nftables.SetElement{Key: g[:], Val: pub[:]})
+						els = append(els, nftables.SetElement{Key: g, Val: pub})
 					}
 				}
 				if err := c.AddSet(s, els); err != nil {

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -55,6 +56,9 @@ func (d *Daemon) listenAPI() (io.Closer, error) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/leases", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, d.leases(r.URL.Query().Get("network")))
+	})
+	mux.HandleFunc("GET /v1/config", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, ConfigView{Config: absPaths(d.Config)})
 	})
 	mux.HandleFunc("POST /v1/reload", func(w http.ResponseWriter, r *http.Request) {
 		if err := d.Reload(); err != nil {
@@ -177,6 +181,67 @@ func Leases(dir, network string) ([]LeaseView, string, error) {
 	}
 	sortViews(out)
 	return out, "store", nil
+}
+
+// ConfigView is the config a daemon serves: its --config paths, absolute.
+type ConfigView struct {
+	Config []string `json:"config"`
+}
+
+func absPaths(ps []string) []string {
+	out := make([]string, 0, len(ps))
+	for _, p := range ps {
+		if abs, err := filepath.Abs(p); err == nil {
+			p = abs
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// ServedConfig asks the running daemon of a state folder for its --config
+// paths. ok is false when no daemon runs, or one too old to say.
+func ServedConfig(dir string) (paths []string, ok bool, err error) {
+	var out ConfigView
+	err = call(dir, http.MethodGet, "/v1/config", &out)
+	if errors.Is(err, errNoDaemon) || (err != nil && strings.Contains(err.Error(), "404")) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	return out.Config, true, nil
+}
+
+// InConfig reports whether every one of files is among the daemon's
+// config paths or inside one of its config folders (symbolic links
+// resolved): `guestnet apply` of those makes the daemon reload its config,
+// which is then what it applies. A file that is not is the user's intent
+// the daemon would never see, and undo as drift if applied here.
+func InConfig(files, served []string) bool {
+	resolve := func(p string) string {
+		if abs, err := filepath.Abs(p); err == nil {
+			p = abs
+		}
+		if r, err := filepath.EvalSymlinks(p); err == nil {
+			p = r
+		}
+		return p
+	}
+	var roots []string
+	for _, c := range served {
+		roots = append(roots, resolve(c))
+	}
+	for _, f := range files {
+		f = resolve(f)
+		if !slices.ContainsFunc(roots, func(r string) bool {
+			rel, err := filepath.Rel(r, f)
+			return err == nil && (rel == "." || !strings.HasPrefix(rel, ".."))
+		}) {
+			return false
+		}
+	}
+	return true
 }
 
 // Running reports whether a daemon answers for the state folder.

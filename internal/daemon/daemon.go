@@ -20,6 +20,7 @@ import (
 	"github.com/guestnet/guestnet/internal/engine"
 	"github.com/guestnet/guestnet/internal/model"
 	"github.com/guestnet/guestnet/internal/spec"
+	"github.com/guestnet/guestnet/internal/state"
 )
 
 // Daemon serves one namespace.
@@ -47,6 +48,7 @@ type Daemon struct {
 	view      atomic.Pointer[learnView]           // what DHCP goroutines may bind
 	inKernel  atomic.Pointer[map[model.Bind]bool] // the learned set after the last sync
 	learnKick chan struct{}
+	lastState *state.State // the state file as last read (statekeep.go)
 }
 
 // server is one network's DHCP service.
@@ -73,6 +75,9 @@ func (d *Daemon) Run(ctx context.Context, ready func()) error {
 	if err := os.MkdirAll(d.Dir(), 0o700); err != nil {
 		return err
 	}
+	if err := d.claimNamespace(ctx); err != nil { // one daemon per namespace (nslock.go)
+		return err
+	}
 	if d.RecoverLeases {
 		if err := d.recoverLeases(); err != nil {
 			return err
@@ -84,7 +89,7 @@ func (d *Daemon) Run(ctx context.Context, ready func()) error {
 	}
 	d.store, d.servers, d.kick, d.learnKick = st, map[string]*server{}, make(chan struct{}, 1), make(chan struct{}, 1)
 	d.Engine.Log = d.Log // the engine logs its retries after kernel errors
-	if d.fdb, err = newFDB(d.Engine.NS); err != nil {
+	if d.fdb, err = newFDB(d.Engine.NS, d.Log); err != nil {
 		st.Close()
 		return err
 	}
@@ -207,6 +212,7 @@ func (d *Daemon) repair() error {
 		return fmt.Errorf("drift check: %w", err)
 	}
 	defer unlock()
+	d.keepState() // a removed state file is written back (statekeep.go)
 	p, err := d.Engine.Converge(d.spec)
 	if err != nil {
 		return err
@@ -238,6 +244,7 @@ func (d *Daemon) Reload() error {
 		return err
 	}
 	defer unlock()
+	d.keepState()
 	p, err := d.Engine.Plan(s)
 	if err != nil {
 		return err

@@ -2,12 +2,14 @@ package daemon
 
 import (
 	"context"
+	"log/slog"
 	"sync"
 	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/guestnet/guestnet/internal/dhcp"
 	"github.com/guestnet/guestnet/internal/netns"
 )
 
@@ -23,7 +25,17 @@ type fdb struct {
 	dump   func() ([]netlink.Neigh, error) // the kernel's table, on a miss
 	now    func() time.Time
 	dumped time.Time
+
+	log      *slog.Logger
+	lostWarn struct {
+		last time.Time
+		held int // subscriptions lost since the last warning
+	}
 }
+
+// lostEvery bounds the warnings about a lost subscription: a guest that
+// keeps flooding MACs makes one every few seconds.
+const lostEvery = 10 * time.Second
 
 // dumpEvery bounds the dumps that misses cause: clients behind a relay or
 // a test tool all miss, and one dump per request is what the cache is for.
@@ -31,19 +43,45 @@ const dumpEvery = time.Second
 
 type fdbEntry struct{ bridge, port int }
 
-func newFDB(ns *netns.NS) (*fdb, error) {
+func newFDB(ns *netns.NS, log *slog.Logger) (*fdb, error) {
 	nl, err := ns.Netlink()
 	if err != nil {
 		return nil, err
 	}
-	f := &fdb{nl: nl, where: map[string]fdbEntry{}, now: time.Now}
+	f := &fdb{nl: nl, where: map[string]fdbEntry{}, now: time.Now, log: log}
 	f.dump = func() ([]netlink.Neigh, error) { return f.nl.NeighList(0, unix.AF_BRIDGE) }
 	return f, nil
 }
 
-// watch keeps the table until ctx ends.
+// watch keeps the table until ctx ends. A lost subscription (a guest
+// flooding source MACs overflows its buffer) is taken up again, and the
+// table is forgotten meanwhile: a MAC that moved while notifications were
+// lost must not be placed on its old port. Until the new subscription's
+// listing arrives, a lookup misses and reads the kernel's table.
 func (f *fdb) watch(ctx context.Context, ns *netns.NS) error {
-	return ns.WatchNeigh(ctx, f.update)
+	ns.WatchNeigh(ctx, f.update, f.lost)
+	return nil
+}
+
+// lost forgets the table and warns, at most once per lostEvery.
+func (f *fdb) lost(err error, retryIn time.Duration) {
+	f.mu.Lock()
+	clear(f.where)
+	f.mu.Unlock()
+	f.nlmu.Lock()
+	f.dumped = time.Time{} // the next miss reads the kernel's table at once
+	w := &f.lostWarn
+	w.held++
+	now := f.now()
+	if !w.last.IsZero() && now.Sub(w.last) < lostEvery {
+		f.nlmu.Unlock()
+		return
+	}
+	n := w.held
+	w.last, w.held = now, 0
+	f.nlmu.Unlock()
+	f.log.Warn("anti-spoofing: lost the bridges' forwarding-database notifications (a guest flooding source MACs?); subscribing again",
+		"err", err, "retry_in", retryIn, "lost_since_last_warning", n)
 }
 
 func (f *fdb) update(u netlink.NeighUpdate) {
@@ -62,26 +100,33 @@ func (f *fdb) update(u netlink.NeighUpdate) {
 	}
 }
 
-// port names the port of bridge on which mac was learned, or "".
-func (f *fdb) port(bridge, mac string) string {
+// port identifies the port of bridge on which mac was learned (Name ""
+// if none).
+func (f *fdb) port(bridge, mac string) dhcp.PortID {
 	e, ok := f.lookup(mac)
 	if !ok && f.refresh() {
 		e, ok = f.lookup(mac)
 	}
 	if !ok {
-		return ""
+		return dhcp.PortID{}
 	}
 	f.nlmu.Lock()
 	defer f.nlmu.Unlock()
 	br, err := f.nl.LinkByIndex(e.bridge)
 	if err != nil || br.Attrs().Name != bridge {
-		return ""
+		return dhcp.PortID{}
 	}
 	p, err := f.nl.LinkByIndex(e.port)
-	if err != nil {
-		return ""
+	if err != nil || p.Attrs().MasterIndex != e.bridge {
+		return dhcp.PortID{}
 	}
-	return p.Attrs().Name
+	return portID(p)
+}
+
+// portID is a link's identity as a bridge port.
+func portID(l netlink.Link) dhcp.PortID {
+	a := l.Attrs()
+	return dhcp.PortID{Name: a.Name, Index: a.Index, HW: a.HardwareAddr.String()}
 }
 
 func (f *fdb) lookup(mac string) (fdbEntry, bool) {
@@ -113,8 +158,9 @@ func (f *fdb) refresh() bool {
 	return true
 }
 
-// masters maps every interface with a master to its master's name.
-func (f *fdb) masters() (map[string]string, error) {
+// masters maps the name of every interface with a master to its master's
+// name and its own identity.
+func (f *fdb) masters() (map[string]portLink, error) {
 	f.nlmu.Lock()
 	defer f.nlmu.Unlock()
 	links, err := f.nl.LinkList()
@@ -125,10 +171,10 @@ func (f *fdb) masters() (map[string]string, error) {
 	for _, l := range links {
 		names[l.Attrs().Index] = l.Attrs().Name
 	}
-	out := map[string]string{}
+	out := map[string]portLink{}
 	for _, l := range links {
 		if m := l.Attrs().MasterIndex; m != 0 {
-			out[l.Attrs().Name] = names[m]
+			out[l.Attrs().Name] = portLink{bridge: names[m], id: portID(l)}
 		}
 	}
 	return out, nil

@@ -38,7 +38,14 @@ type learnView struct {
 	guarded  map[string]bool
 	explicit map[string]map[string]model.PortBind // network -> port -> binding
 	owners   map[string][]string                  // MAC -> ports attach bound it to, in guarded networks
-	masters  map[string]string                    // port -> its bridge, as the learned sets were synced
+	masters  map[string]portLink                  // port name -> its link, as the learned sets were synced
+}
+
+// portLink is a link with a master, by its name: its master's name and
+// the link's identity, which a lease's port must match to bind it.
+type portLink struct {
+	bridge string
+	id     dhcp.PortID
 }
 
 // may reports whether a lease may bind its port: not when attach bound the
@@ -77,15 +84,23 @@ func newLearnView(nets []model.Network, st map[string]state.Net) *learnView {
 }
 
 // holds reports whether a lease still binds its port: not declined nor
-// expired, its port still in its network's bridge (master names a port's
-// bridge), and not overruled by attach.
-func (v *learnView) holds(network, bridge string, l dhcp.Lease, master func(port string) string, now time.Time) bool {
-	return !l.Declined && l.Expiry.After(now) && v.may(network, l) && master(l.Port) == bridge
+// expired, its port still in its network's bridge (master gives the link
+// of that name now), and not overruled by attach. The link must be the
+// one the lease was bound on (same ifindex and address): libvirt reuses
+// vnetN names, and a new VM on a TAP with a dead VM's port name must not
+// inherit its binding. A lease that did not record them (older stores)
+// binds nothing until its client renews.
+func (v *learnView) holds(network, bridge string, l dhcp.Lease, master func(port string) portLink, now time.Time) bool {
+	if l.Declined || !l.Expiry.After(now) || !v.may(network, l) || l.PortIndex == 0 {
+		return false
+	}
+	p := master(l.Port)
+	return p.bridge == bridge && p.id == l.PortID()
 }
 
 // holders are the ports holding mac's binding in a network: the ports
 // attach bound it to, or else its lease's port while the lease holds it.
-func (v *learnView) holders(network, bridge, mac string, l dhcp.Lease, master func(port string) string, now time.Time) []string {
+func (v *learnView) holders(network, bridge, mac string, l dhcp.Lease, master func(port string) portLink, now time.Time) []string {
 	if v == nil || !v.guarded[network] {
 		return nil
 	}
@@ -111,7 +126,7 @@ type learner struct {
 	bridge  string
 }
 
-func (l learner) Locate(mac string) string { return l.d.fdb.port(l.bridge, mac) }
+func (l learner) Locate(mac string) dhcp.PortID { return l.d.fdb.port(l.bridge, mac) }
 
 // Holders judges the lease's port by the bridges' ports of the last sync,
 // as the kernel's learned sets do: a port's link event makes a sync, so a
@@ -122,7 +137,7 @@ func (l learner) Holders(mac string, ls dhcp.Lease) []string {
 	if v == nil {
 		return nil
 	}
-	return v.holders(l.network, l.bridge, mac, ls, func(p string) string { return v.masters[p] }, time.Now())
+	return v.holders(l.network, l.bridge, mac, ls, func(p string) portLink { return v.masters[p] }, time.Now())
 }
 
 // Bound binds the lease's port at once, before the ACK leaves, so the
@@ -175,6 +190,7 @@ func (d *Daemon) syncLearned() {
 		d.Log.Error("anti-spoofing", "err", err)
 		return
 	}
+	d.noteState(st)
 	v := newLearnView(d.spec.Models(), st.Networks)
 	bridges := map[string]string{}
 	for _, n := range d.spec.Networks {
@@ -212,13 +228,13 @@ func (d *Daemon) syncLearned() {
 }
 
 // learnedWant are the bindings of the leases that still hold: not declined
-// nor expired, their port still in their network's bridge, and not
+// nor expired, their port's link still in their network's bridge, and not
 // overruled by attach.
-func learnedWant(leases map[string][]dhcp.Lease, bridges, masters map[string]string, v *learnView, now time.Time) []model.Bind {
+func learnedWant(leases map[string][]dhcp.Lease, bridges map[string]string, masters map[string]portLink, v *learnView, now time.Time) []model.Bind {
 	var want []model.Bind
 	for name, ls := range leases {
 		for _, l := range ls {
-			if v.holds(name, bridges[name], l, func(p string) string { return masters[p] }, now) {
+			if v.holds(name, bridges[name], l, func(p string) portLink { return masters[p] }, now) {
 				want = append(want, leaseBinds(l)...)
 			}
 		}

@@ -1,9 +1,12 @@
 package daemon
 
 import (
+	"bytes"
+	"log/slog"
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,12 +18,39 @@ import (
 	"github.com/guestnet/guestnet/internal/state"
 )
 
+// portIndex is the ifindex of the test's tapN: N.
+func portIndex(port string) int { return int(port[len(port)-1] - '0') }
+
+// links gives each port of a port -> bridge map the identity the test's
+// leases record (ifindex N for tapN).
+func links(masters map[string]string) map[string]portLink {
+	out := map[string]portLink{}
+	for p, br := range masters {
+		out[p] = portLink{bridge: br, id: dhcp.PortID{Name: p, Index: portIndex(p), HW: "fe:00:00:00:00:01"}}
+	}
+	return out
+}
+
+// boundOn is a lease bound on the test's link of that port name.
+func boundOn(l dhcp.Lease) dhcp.Lease {
+	if l.Port != "" {
+		l.PortIndex, l.PortHW = portIndex(l.Port), "fe:00:00:00:00:01"
+	}
+	return l
+}
+
 // TestLearnedWant: which leases bind their port.
 func TestLearnedWant(t *testing.T) {
 	now := time.Unix(1e9, 0)
 	lease := func(mac, ip, port string, expiry time.Time) dhcp.Lease {
-		return dhcp.Lease{MAC: mac, IP: netip.MustParseAddr(ip), Port: port, Expiry: expiry}
+		return boundOn(dhcp.Lease{MAC: mac, IP: netip.MustParseAddr(ip), Port: port, Expiry: expiry})
 	}
+	reused := lease("02:00:00:00:00:0a", "10.99.0.110", "tap1", now.Add(time.Hour))
+	reused.PortIndex = 99 // bound on an earlier link named tap1
+	unindexed := lease("02:00:00:00:00:0b", "10.99.0.111", "tap1", now.Add(time.Hour))
+	unindexed.PortIndex, unindexed.PortHW = 0, "" // from a store older than port identities
+	readdressed := lease("02:00:00:00:00:0c", "10.99.0.112", "tap1", now.Add(time.Hour))
+	readdressed.PortHW = "fe:00:00:00:00:99" // same ifindex, another link (another boot)
 	later := now.Add(time.Hour)
 	leases := map[string][]dhcp.Lease{
 		"default": {
@@ -31,13 +61,14 @@ func TestLearnedWant(t *testing.T) {
 			lease("02:00:00:00:00:05", "10.99.0.105", "tap5", later),                 // attach bound tap5 to addresses
 			lease("02:00:00:00:00:06", "10.99.0.106", "tap6", later),                 // attach bound tap6 to this MAC
 			lease("02:00:00:00:00:07", "10.99.0.107", "tap7", later),                 // attach bound tap7 to another MAC
-			{MAC: "02:00:00:00:00:08", IP: netip.MustParseAddr("10.99.0.108"), Port: "tap8", Expiry: later, Declined: true},
+			boundOn(dhcp.Lease{MAC: "02:00:00:00:00:08", IP: netip.MustParseAddr("10.99.0.108"), Port: "tap8", Expiry: later, Declined: true}),
+			reused, unindexed, readdressed, // none binds: tap1 is another link now
 		},
 		"free": {lease("02:00:00:00:00:09", "10.99.1.109", "tap9", later)}, // network without anti-spoofing
 	}
 	bridges := map[string]string{"default": "gnat0", "free": "gfree0"}
-	masters := map[string]string{"tap1": "gnat0", "tap2": "gnat0", "tap4": "other0", "tap5": "gnat0",
-		"tap6": "gnat0", "tap7": "gnat0", "tap8": "gnat0", "tap9": "gfree0"}
+	masters := links(map[string]string{"tap1": "gnat0", "tap2": "gnat0", "tap4": "other0", "tap5": "gnat0",
+		"tap6": "gnat0", "tap7": "gnat0", "tap8": "gnat0", "tap9": "gfree0"})
 	v := &learnView{guarded: map[string]bool{"default": true}, explicit: map[string]map[string]model.PortBind{"default": {
 		"tap5": {IPs: []netip.Addr{netip.MustParseAddr("10.99.0.55")}},
 		"tap6": {MAC: "02:00:00:00:00:06"},
@@ -128,12 +159,14 @@ func TestHolders(t *testing.T) {
 		"free":    {Ports: []string{"tap9"}, Binds: map[string]model.PortBind{"tap9": {MAC: "02:00:00:00:00:99"}}},
 	}
 	v := newLearnView(nets, st)
-	masters := map[string]string{"tap1": "gnat0", "tap2": "gnat0", "tap4": "gother0", "tap5": "gnat0"}
-	master := func(p string) string { return masters[p] }
+	masters := links(map[string]string{"tap1": "gnat0", "tap2": "gnat0", "tap4": "gother0", "tap5": "gnat0"})
+	master := func(p string) portLink { return masters[p] }
 	lease := func(mac, port string, expiry time.Time) dhcp.Lease {
-		return dhcp.Lease{MAC: mac, IP: netip.MustParseAddr("10.99.0.100"), Port: port, Expiry: expiry}
+		return boundOn(dhcp.Lease{MAC: mac, IP: netip.MustParseAddr("10.99.0.100"), Port: port, Expiry: expiry})
 	}
 	later := now.Add(time.Hour)
+	reused := lease("02:00:00:00:00:01", "tap1", later)
+	reused.PortIndex = 42
 	for _, c := range []struct {
 		what string
 		mac  string
@@ -145,6 +178,7 @@ func TestHolders(t *testing.T) {
 		{"expired lease", "02:00:00:00:00:01", lease("02:00:00:00:00:01", "tap1", now), nil},
 		{"lease whose port was deleted", "02:00:00:00:00:01", lease("02:00:00:00:00:01", "tap3", later), nil},
 		{"lease whose port is in another bridge", "02:00:00:00:00:01", lease("02:00:00:00:00:01", "tap4", later), nil},
+		{"lease whose port name a new link took", "02:00:00:00:00:01", reused, nil},
 		{"MAC attach bound to tap5, lease on tap2", "02:00:00:00:00:55", lease("02:00:00:00:00:55", "tap2", later), []string{"tap5"}},
 		{"MAC attach bound in another guarded network", "02:00:00:00:00:88", dhcp.Lease{}, []string{"tap8"}},
 		{"MAC bound on a network without anti-spoofing", "02:00:00:00:00:99", dhcp.Lease{}, nil},
@@ -162,5 +196,33 @@ func TestHolders(t *testing.T) {
 	}
 	if got := v.holders("free", "gfree0", "02:00:00:00:00:01", lease("02:00:00:00:00:01", "tap1", later), master, now); got != nil {
 		t.Errorf("a network without anti-spoofing has holders %v", got)
+	}
+}
+
+// TestFDBLostForgets: when the subscription is lost, the table is
+// forgotten (a MAC that moved meanwhile must not be placed on its old
+// port), the next miss reads the kernel at once, and the warnings are
+// limited to one per lostEvery with the count of losses in between.
+func TestFDBLostForgets(t *testing.T) {
+	hw, _ := net.ParseMAC("52:54:00:00:00:03")
+	now := time.Unix(1e9, 0)
+	var log bytes.Buffer
+	f := &fdb{where: map[string]fdbEntry{}, now: func() time.Time { return now }, log: slog.New(slog.NewTextHandler(&log, nil))}
+	f.update(netlink.NeighUpdate{Type: unix.RTM_NEWNEIGH, Neigh: netlink.Neigh{Family: unix.AF_BRIDGE, State: netlink.NUD_REACHABLE, MasterIndex: 5, LinkIndex: 7, HardwareAddr: hw}})
+	f.dumped = now
+	f.lost(unix.ENOBUFS, time.Second)
+	if _, ok := f.lookup(hw.String()); ok {
+		t.Error("the table was kept after the subscription was lost")
+	}
+	if !f.dumped.IsZero() {
+		t.Error("the next miss would wait for dumpEvery")
+	}
+	now = now.Add(time.Second)
+	f.lost(unix.ENOBUFS, time.Second)
+	now = now.Add(lostEvery)
+	f.lost(unix.ENOBUFS, time.Second)
+	lines := strings.Split(strings.TrimSpace(log.String()), "\n")
+	if len(lines) != 2 || !strings.Contains(lines[1], "lost_since_last_warning=2") {
+		t.Errorf("warnings:\n%s", log.String())
 	}
 }

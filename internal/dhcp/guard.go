@@ -32,25 +32,25 @@ const ForeignLogEvery = 10 * time.Second
 
 // foreignPort locates the sender of a message naming mac and reports
 // whether it must be dropped: the sender's port is known and is not among
-// the ports holding mac's binding. It counts and logs a drop. port is ""
+// the ports holding mac's binding. It counts and logs a drop. port's Name is ""
 // when the sender cannot be placed; then nothing is dropped here (and a
 // REQUEST keeps the port of the lease it renews).
-func (h *Handler) foreignPort(req *dhcpv4.DHCPv4, mac string) (port string, foreign bool) {
+func (h *Handler) foreignPort(req *dhcpv4.DHCPv4, mac string) (port PortID, foreign bool) {
 	if h.Ports == nil {
-		return "", false
+		return PortID{}, false
 	}
-	if port = h.Ports.Locate(mac); port == "" {
-		return "", false
+	if port = h.Ports.Locate(mac); port.Name == "" {
+		return PortID{}, false
 	}
 	l, _ := h.Pool.Lookup(mac)
 	holders := h.Ports.Holders(mac, l)
-	if len(holders) == 0 || slices.Contains(holders, port) {
+	if len(holders) == 0 || slices.Contains(holders, port.Name) {
 		return port, false
 	}
 	h.Stats.Foreign.Add(1)
 	if n, ok := h.foreignWarn.allow(h.now()); ok {
 		h.Log.Warn("dhcp: dropped a message naming a MAC bound to another port (a guest asking for a neighbour's lease?)",
-			"type", req.MessageType().String(), "mac", mac, "from_port", port, "bound_to", holders[0],
+			"type", req.MessageType().String(), "mac", mac, "from_port", port.Name, "bound_to", holders[0],
 			"dropped_since_last_warning", n)
 	}
 	return port, true

@@ -26,7 +26,7 @@ type bridge struct {
 	unbound  []string
 }
 
-func (b *bridge) Locate(mac string) string { return b.where[mac] }
+func (b *bridge) Locate(mac string) PortID { return PortID{Name: b.where[mac]} }
 func (b *bridge) Holders(mac string, l Lease) []string {
 	if ps := b.declared[mac]; len(ps) > 0 {
 		return ps

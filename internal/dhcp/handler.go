@@ -73,11 +73,11 @@ type Handler struct {
 const ExhaustedEvery = time.Minute
 
 // PortBinder ties leases to bridge ports (anti-spoofing). Locate names the
-// port a MAC was last seen on ("" if unknown); Holders names the ports
+// port a MAC was last seen on (Name "" if unknown); Holders names the ports
 // that hold a MAC's binding (see foreignPort); Bound is told of a stored
 // lease before its ACK leaves; Unbound of one that ended.
 type PortBinder interface {
-	Locate(mac string) string
+	Locate(mac string) PortID
 	Holders(mac string, l Lease) []string
 	Bound(l Lease)
 	Unbound(l Lease)
@@ -198,7 +198,7 @@ func (h *Handler) request(req *dhcpv4.DHCPv4, mac string) *dhcpv4.DHCPv4 {
 	if foreign {
 		return nil // not NAKed: a NAK is broadcast, to the holder's port too
 	}
-	b, ok := h.Pool.Bind(mac, a, h.hostname(req, mac), port)
+	b, ok := h.Pool.BindPort(mac, a, h.hostname(req, mac), port)
 	l := b.Lease
 	if ok && !server.Masked().Contains(a) {
 		h.Pool.Unbind(b)
@@ -206,7 +206,7 @@ func (h *Handler) request(req *dhcpv4.DHCPv4, mac string) *dhcpv4.DHCPv4 {
 	}
 	if !ok {
 		if b.PortFull {
-			h.portFull(req, mac, port)
+			h.portFull(req, mac, port.Name)
 		}
 		h.Stats.Nak.Add(1)
 		h.Log.Info("dhcp nak", "mac", mac, "ip", a)
@@ -246,7 +246,7 @@ func (h *Handler) locate(mac string) string {
 		return ""
 	}
 	for i := 1; ; i++ {
-		if port := h.Ports.Locate(mac); port != "" || i == LocateTries {
+		if port := h.Ports.Locate(mac).Name; port != "" || i == LocateTries {
 			return port
 		}
 		time.Sleep(LocateEvery)

@@ -323,7 +323,7 @@ func TestReclaimAbandonedWhenDry(t *testing.T) {
 // database does for a guest sending from invented MACs.
 type portRecorder struct{ where map[string]string }
 
-func (p *portRecorder) Locate(mac string) string       { return p.where[mac] }
+func (p *portRecorder) Locate(mac string) PortID       { return PortID{Name: p.where[mac]} }
 func (p *portRecorder) Holders(string, Lease) []string { return nil }
 func (p *portRecorder) Bound(Lease)                    {}
 func (p *portRecorder) Unbound(Lease)                  {}

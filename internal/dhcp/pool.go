@@ -25,9 +25,28 @@ type Lease struct {
 	Expiry   time.Time  `json:"expiry"`
 	Declined bool       `json:"declined,omitempty"`
 	// Port is the bridge port the client sent its REQUEST from, when
-	// known: anti-spoofing binds that port to the lease.
-	Port string `json:"port,omitempty"`
+	// known: anti-spoofing binds that port to the lease. PortIndex and
+	// PortHW tell that link from a later one of the same name (libvirt
+	// reuses vnetN names): the binding holds only while a port of that
+	// name has that ifindex and address. A lease without them (written
+	// before they were kept) binds nothing until the client renews.
+	Port      string `json:"port,omitempty"`
+	PortIndex int    `json:"port_index,omitempty"`
+	PortHW    string `json:"port_hw,omitempty"`
 }
+
+// PortID is one link's identity as a bridge port: its name, ifindex and
+// own hardware address. An ifindex is not reused while its namespace
+// lives; the address tells apart links of namespaces that did not (a
+// host's reboot), libvirt deriving a TAP's from its guest's MAC.
+type PortID struct {
+	Name  string
+	Index int
+	HW    string
+}
+
+// PortID is the port identity l was bound with.
+func (l Lease) PortID() PortID { return PortID{Name: l.Port, Index: l.PortIndex, HW: l.PortHW} }
 
 // live reports whether l still holds its address at now.
 func (l Lease) live(now time.Time) bool { return now.Before(l.Expiry) }
@@ -421,6 +440,11 @@ type Binding struct {
 // of the lease being renewed; a name another client holds is not taken
 // over (the lease gets none, and NameTaken says so).
 func (p *Pool) Bind(mac string, a netip.Addr, hostname, port string) (Binding, bool) {
+	return p.BindPort(mac, a, hostname, PortID{Name: port})
+}
+
+// BindPort is Bind with the port's whole identity (see Lease.PortIndex).
+func (p *Pool) BindPort(mac string, a netip.Addr, hostname string, port PortID) (Binding, bool) {
 	hostname, _ = CleanHostname(hostname) // the handler logs a refusal
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -428,13 +452,13 @@ func (p *Pool) Bind(mac string, a netip.Addr, hostname, port string) (Binding, b
 	if !p.usable(a, mac, now) {
 		return Binding{}, false
 	}
-	if p.portFull(port, mac, a, now) {
+	if p.portFull(port.Name, mac, a, now) {
 		return Binding{PortFull: true}, false
 	}
 	prev, had := p.byIP[a]
 	renew := had && prev.MAC == mac && !prev.Declined
-	if port == "" && renew {
-		port = prev.Port
+	if port.Name == "" && renew {
+		port = prev.PortID()
 	}
 	if hostname == "" && renew {
 		hostname = prev.Hostname
@@ -446,7 +470,8 @@ func (p *Pool) Bind(mac string, a netip.Addr, hostname, port string) (Binding, b
 	if hostname != "" && p.nameHeld(hostname, mac, now) {
 		b.NameTaken, hostname = hostname, ""
 	}
-	b.Lease = Lease{MAC: mac, IP: a, Hostname: hostname, Expiry: now.Add(p.cfg.Lease), Port: port}
+	b.Lease = Lease{MAC: mac, IP: a, Hostname: hostname, Expiry: now.Add(p.cfg.Lease),
+		Port: port.Name, PortIndex: port.Index, PortHW: port.HW}
 	b.Ended = p.set(b.Lease)
 	return b, true
 }

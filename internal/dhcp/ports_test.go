@@ -17,9 +17,9 @@ type recorder struct {
 	inStore bool
 }
 
-func (r *recorder) Locate(mac string) string {
+func (r *recorder) Locate(mac string) PortID {
 	r.calls = append(r.calls, "locate "+mac)
-	return r.where
+	return PortID{Name: r.where}
 }
 func (r *recorder) Holders(string, Lease) []string { return nil }
 func (r *recorder) Bound(l Lease) {

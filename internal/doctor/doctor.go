@@ -22,7 +22,21 @@ type Severity string
 const (
 	Error   Severity = "error"   // guest traffic is (or will be) dropped
 	Warning Severity = "warning" // likely a problem, depending on what the guests need
+	Info    Severity = "info"    // worth knowing, nothing the guests need is broken
 )
+
+// Problems counts the findings that are problems (errors and warnings),
+// not Info: what `guestnet doctor`'s exit status should follow, so that a
+// guest's expected chatter does not fail a healthy host.
+func Problems(fs []Finding) int {
+	n := 0
+	for _, f := range fs {
+		if f.Severity != Info {
+			n++
+		}
+	}
+	return n
+}
 
 // Finding is one problem, with what was read and how to fix it.
 type Finding struct {
@@ -63,6 +77,7 @@ var Checks = []Check{
 	{"conntrack", checkConntrack},
 	{"dhcp", checkDHCP},
 	{"spoofed", checkSpoofed},
+	{"not-ipv4", checkNotIPv4},
 }
 
 // Run runs the checks and returns their findings.
@@ -393,12 +408,35 @@ func checkBridges(in Input) []Finding {
 		}
 	}
 	for _, l := range in.Host.Links {
-		if l.Kind == "tuntap" && l.Master == "" && l.Up {
-			out = append(out, Finding{Severity: Warning, What: "TAP " + l.Name + " is up but in no bridge: its guest is cut off",
-				Evidence: []string{l.Name + ": no master"}, Fix: "guestnet attach NETWORK " + l.Name})
+		if kind := guestPort(l); kind != "" {
+			out = append(out, Finding{Severity: Warning, What: kind + " " + l.Name + " is up but in no bridge: its guest is cut off",
+				Evidence: []string{fmt.Sprintf("%s: %s, up, no master, no address", l.Name, l.Kind)}, Fix: "guestnet attach NETWORK " + l.Name})
 		}
 	}
 	return out
+}
+
+// guestPort names the kind of a link that looks like a guest's port left
+// out of every bridge ("" when it does not): a TAP (a VM's), or a veth end
+// (a container's or a namespace guest's) that is up with no master and no
+// address of its own. A veth with an address is a routed link, not a
+// port.
+func guestPort(l model.Link) string {
+	if l.Master != "" || !l.Up {
+		return ""
+	}
+	switch l.Kind {
+	case "tuntap":
+		return "TAP"
+	case "veth":
+		for _, a := range l.Addrs {
+			if !a.Addr().IsLinkLocalUnicast() {
+				return ""
+			}
+		}
+		return "veth"
+	}
+	return ""
 }
 
 func checkConntrack(in Input) []Finding {
@@ -451,25 +489,30 @@ func checkSpoofed(in Input) []Finding {
 	g := in.Host.Guard
 	var ports []string
 	for _, x := range g.Spoofed {
-		if !slices.Contains(ports, x.Port) {
-			ports = append(ports, x.Port)
+		ports = append(ports, x.Port)
+	}
+	for _, port := range otherPorts(g) {
+		if slices.ContainsFunc(g.OtherBy(port), func(x model.OtherDrop) bool { return len(x.MACBoundTo) > 0 }) {
+			ports = append(ports, port) // sent from a MAC bound to another port
 		}
 	}
 	slices.Sort(ports)
+	ports = slices.Compact(ports)
 	var out []Finding
 	for _, port := range ports {
-		network := ""
-		for _, n := range in.Networks {
-			if slices.ContainsFunc(in.Host.Links, func(l model.Link) bool { return l.Name == port && l.Master == n.Bridge }) {
-				network = n.Name
-			}
-		}
+		network := in.networkOf(port)
 		pb := g.Port(port)
 		var ev []string
 		var total uint64
 		for _, x := range g.SpoofedBy(port) {
 			ev = append(ev, "set dropped: "+x.Summary())
 			total += x.Packets
+		}
+		for _, x := range g.OtherBy(port) {
+			if len(x.MACBoundTo) > 0 {
+				ev = append(ev, "set dropped_other: "+x.Summary())
+				total += x.Packets
+			}
 		}
 		if pb.Bound() {
 			ev = append(ev, fmt.Sprintf("%s may send from %s", port, pb.Sources()))
@@ -486,4 +529,88 @@ func checkSpoofed(in Input) []Finding {
 			Fix:      fix + "; if it did not, the guest is spoofing"})
 	}
 	return out
+}
+
+// networkOf names the network whose bridge holds port, or "".
+func (in Input) networkOf(port string) string {
+	for _, n := range in.Networks {
+		if slices.ContainsFunc(in.Host.Links, func(l model.Link) bool { return l.Name == port && l.Master == n.Bridge }) {
+			return n.Name
+		}
+	}
+	return ""
+}
+
+// checkNotIPv4 explains the frames of guest ports that anti-spoofing
+// dropped lately for being neither IPv4 nor ARP (set dropped_other), one
+// finding per port and ether type. A bound port may send only those two:
+// guestnet's networks are IPv4. IPv6 is what every booted guest sends
+// (router solicitations, duplicate address detection, MLD reports) and
+// needs nothing on an IPv4 network: Info, not an attack. A VLAN tag is a
+// Warning: whatever the guest sends tagged, its IPv4 included, never
+// arrives. Frames from a MAC bound to another port are the spoofed
+// check's.
+func checkNotIPv4(in Input) []Finding {
+	g := in.Host.Guard
+	var out []Finding
+	for _, port := range otherPorts(g) {
+		network := in.networkOf(port)
+		anti := "anti_spoofing: false on network " + cmp.Or(network, "NETWORK")
+		bound := port + " is no longer bound"
+		if pb := g.Port(port); pb.Bound() {
+			bound = fmt.Sprintf("%s may send from %s", port, pb.Sources())
+		}
+		byType := map[string][]model.OtherDrop{}
+		var types []string
+		for _, x := range g.OtherBy(port) {
+			if len(x.MACBoundTo) > 0 {
+				continue
+			}
+			if byType[x.EtherType] == nil {
+				types = append(types, x.EtherType)
+			}
+			byType[x.EtherType] = append(byType[x.EtherType], x)
+		}
+		slices.Sort(types)
+		for _, et := range types {
+			xs := byType[et]
+			var ev []string
+			var total uint64
+			for _, x := range xs {
+				ev = append(ev, "set dropped_other: "+x.Summary())
+				total += x.Packets
+			}
+			ev = append(ev, bound)
+			what := model.OtherDrop{EtherType: et, Packets: total}.Frames()
+			f := Finding{Network: network, Evidence: ev}
+			switch xs[0].Kind() {
+			case "IPv6":
+				f.Severity = Info
+				f.What = fmt.Sprintf("guest port %s sent %s: anti-spoofing drops them, since guestnet's networks are IPv4 and a bound port may send only IPv4 and ARP. "+
+					"This is the chatter of any guest's IPv6 stack (router solicitations, duplicate address detection, MLD reports), not an attack, and its IPv4 is not affected", port, what)
+				f.Fix = "nothing is needed for IPv4; to quiet it, disable IPv6 in the guest (sysctl -w net.ipv6.conf.all.disable_ipv6=1, or ipv6.disable=1 on its kernel command line); " +
+					"if the guests need IPv6 before guestnet supports it, set " + anti + " (its guests may then spoof)"
+			case "VLAN-tagged":
+				f.Severity = Warning
+				f.What = fmt.Sprintf("guest port %s sent %s: anti-spoofing drops every tagged frame from a bound port, whatever it carries, so what the guest sends on a VLAN (IPv4 included) never arrives", port, what)
+				f.Fix = "put the guest's addresses on its untagged interface (not a VLAN subinterface such as eth0.10); if the guests must tag their frames, set " + anti + " (its guests may then spoof)"
+			default:
+				f.Severity = Info
+				f.What = fmt.Sprintf("guest port %s sent %s, neither IPv4 nor ARP: anti-spoofing drops them, since guestnet's networks are IPv4 and a bound port may send only IPv4 and ARP", port, what)
+				f.Fix = "nothing is needed for IPv4; if the guests need that protocol across the bridge, set " + anti + " (its guests may then spoof)"
+			}
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// otherPorts are the ports set dropped_other has records of, sorted.
+func otherPorts(g model.Guard) []string {
+	var out []string
+	for _, x := range g.DroppedOther {
+		out = append(out, x.Port)
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
 }

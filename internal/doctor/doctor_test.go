@@ -68,12 +68,24 @@ func TestChecks(t *testing.T) {
 		}, "rp-filter"},
 		{"bridge down", func(in *Input) { in.Host.Links[1].Up = false }, "bridge"},
 		{"TAP in no bridge", func(in *Input) { in.Host.Links[2].Master = "" }, "bridge"},
+		{"veth end in no bridge", func(in *Input) {
+			in.Host.Links = append(in.Host.Links, model.Link{Name: "veth1a2b", Kind: "veth", Up: true})
+		}, "bridge"},
+		{"veth with an address is a routed link, not a port", func(in *Input) {
+			in.Host.Links = append(in.Host.Links, model.Link{Name: "up1", Kind: "veth", Up: true, Addrs: []netip.Prefix{pfx("203.0.113.1/24")}})
+		}, ""},
 		{"conntrack nearly full", func(in *Input) { in.Diag.Conntrack = 950 }, "conntrack"},
 		{"guest sends from an address it is not bound to", func(in *Input) {
 			bound := model.Bind{Port: "tap0", MAC: "52:54:00:00:00:01", IP: netip.MustParseAddr("10.99.0.10")}
 			in.Host.Guard = model.Guard{On: true, Bound: []model.Bind{bound},
 				Spoofed: []model.Spoofed{{Bind: model.Bind{Port: "tap0", MAC: bound.MAC, IP: netip.MustParseAddr("10.99.0.99")}, Packets: 4}}}
 		}, "spoofed"},
+		{"bound guest sends IPv6 and VLAN-tagged frames", func(in *Input) {
+			in.Host.Guard = model.Guard{On: true, DroppedOther: []model.OtherDrop{
+				{Port: "tap0", MAC: "52:54:00:00:00:01", EtherType: "ip6", Packets: 7},
+				{Port: "tap0", MAC: "52:54:00:00:00:01", EtherType: "8021q", Packets: 1}}}
+			in.Host.Guard.SetDeclared([]model.Bind{{Port: "tap0", MAC: "52:54:00:00:00:01", IP: netip.MustParseAddr("10.99.0.10")}})
+		}, "not-ipv4,not-ipv4"},
 	}
 	for _, c := range cases {
 		in := healthy()
@@ -150,5 +162,54 @@ func TestMasqueradedAsksTheMatcher(t *testing.T) {
 		if c.evidence != "" && !strings.Contains(strings.Join(fs[0].Evidence, "\n"), c.evidence) {
 			t.Errorf("%s: evidence %q does not say %q", c.name, fs[0].Evidence, c.evidence)
 		}
+	}
+}
+
+// TestNotIPv4Finding: frames neither IPv4 nor ARP get one finding per
+// port and ether type: IPv6 chatter is Info (no problem: doctor's exit
+// status ignores it), VLAN-tagged frames a Warning, each with the records
+// as evidence and a fix naming the network; frames from a MAC bound to
+// another port are the spoofed check's, not these.
+func TestNotIPv4Finding(t *testing.T) {
+	in := healthy()
+	mac := "52:54:00:00:00:01"
+	in.Host.Guard = model.Guard{On: true, DroppedOther: []model.OtherDrop{
+		{Port: "tap0", MAC: mac, EtherType: "ip6", Packets: 5},
+		{Port: "tap0", MAC: "52:54:00:00:00:09", EtherType: "ip6", Packets: 2},
+		{Port: "tap0", MAC: mac, EtherType: "8021q", Packets: 3},
+		{Port: "tap1", MAC: mac, EtherType: "ip6", Packets: 4}, // tap0's MAC on another port
+	}}
+	in.Host.Guard.SetDeclared([]model.Bind{{Port: "tap0", MAC: mac, IP: netip.MustParseAddr("10.99.0.10")}})
+	fs := checkNotIPv4(in)
+	if len(fs) != 2 {
+		t.Fatalf("findings: %+v", fs)
+	}
+	text := func(f Finding) string { return f.What + "\n" + strings.Join(f.Evidence, "\n") + "\n" + f.Fix }
+	for i, c := range []struct {
+		sev  Severity
+		want []string
+	}{
+		{Warning, []string{"tap0 sent 3 VLAN-tagged frames (ether type 8021q)", "IPv4 included", "set dropped_other: 3 VLAN-tagged frames", "untagged interface", "anti_spoofing: false on network default"}},
+		{Info, []string{"tap0 sent 7 IPv6 frames (ether type ip6)", "router solicitations", "not an attack",
+			"set dropped_other: 5 IPv6 frames (ether type ip6) from MAC 52:54:00:00:00:01", "set dropped_other: 2 IPv6 frames (ether type ip6) from MAC 52:54:00:00:00:09",
+			"tap0 may send from MAC 52:54:00:00:00:01, 10.99.0.10", "disable_ipv6=1", "anti_spoofing: false on network default"}},
+	} {
+		f := fs[i]
+		if f.Severity != c.sev || f.Network != "default" {
+			t.Errorf("finding %d: severity %s, network %q, want %s, default", i, f.Severity, f.Network, c.sev)
+		}
+		for _, w := range c.want {
+			if !strings.Contains(text(f), w) {
+				t.Errorf("finding %d lacks %q:\n%s", i, w, text(f))
+			}
+		}
+	}
+	if n := Problems(fs); n != 1 {
+		t.Errorf("Problems = %d, want 1 (the Warning; Info is none)", n)
+	}
+	sp := checkSpoofed(in)
+	if len(sp) != 1 || !strings.Contains(text(sp[0]), "set dropped_other: 4 IPv6 frames (ether type ip6) from MAC 52:54:00:00:00:01 (last 0s ago): the MAC is bound to port tap0") ||
+		!strings.Contains(sp[0].What, "tap1 sent 4 frames") {
+		t.Errorf("spoofed does not take the IPv6 frames from tap0's MAC on tap1: %+v", sp)
 	}
 }

@@ -5,6 +5,7 @@ package engine
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -322,11 +323,34 @@ func (e *Engine) detach(network, iface string) ([]plan.Action, error) {
 	if err != nil {
 		return nil, err
 	}
-	acts, err := e.changePort(network, iface, false, nil, h, plan.Detach(n, iface, h))
+	acts, err := e.changePort(network, iface, false, nil, h, downFirst(plan.Detach(n, iface, h)))
 	if err != nil {
 		return nil, fmt.Errorf("detach %s from %s: %w", iface, network, err)
 	}
 	return acts, nil
+}
+
+// downFirst puts a detach's "link down" before its "nomaster". The state
+// forgets the port before the writes (journal), so a detach killed between
+// them leaves what the next detach can finish: a port still in the bridge,
+// but down. The other order left a port out of the bridge and up, which a
+// second detach does not touch ("nothing to do": it cannot tell that port
+// from any other of the host's links), and an up port outside the bridge
+// lets its guest talk to the host's own stack (ARP for the host's
+// addresses, IPv6 link-local) past the bridge's rules.
+func downFirst(acts []plan.Action) []plan.Action {
+	out := slices.Clone(acts)
+	slices.SortStableFunc(out, func(a, b plan.Action) int {
+		return cmp.Compare(downRank(a), downRank(b))
+	})
+	return out
+}
+
+func downRank(a plan.Action) int {
+	if a.Op == plan.OpLinkDown {
+		return 0
+	}
+	return 1
 }
 
 // changePort records an attached interface (and its binding) in the state,

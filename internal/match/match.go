@@ -70,8 +70,8 @@ func Match(m model.Match, p Packet) (bool, error) {
 		if m.Kind == model.MatchDAddr {
 			a = p.Dst
 		}
-		if !a.Is4() || !m.Prefix.Addr().Is4() {
-			return false, nil // the nfproto ipv4 check before the payload load fails
+		if !a.IsValid() || model.FamilyOf(a) != model.FamilyOf(m.Prefix.Addr()) {
+			return false, nil // the nfproto check before the payload load fails
 		}
 		return m.Prefix.Masked().Contains(a) != m.Neg, nil
 	}

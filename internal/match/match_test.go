@@ -50,3 +50,28 @@ func TestAbsentInterface(t *testing.T) {
 		}
 	}
 }
+
+// TestAddressFamily: an address match holds only for packets of its
+// prefix's family (the nfproto check Encode puts before the load), negated
+// or not, and compares addresses within the family.
+func TestAddressFamily(t *testing.T) {
+	v4 := Packet{Src: netip.MustParseAddr("10.0.0.2"), Dst: netip.MustParseAddr("10.0.0.1")}
+	v6 := Packet{Src: netip.MustParseAddr("fd00:99::2"), Dst: netip.MustParseAddr("fd00:99::1")}
+	for _, c := range []struct {
+		m    model.Match
+		p    Packet
+		want bool
+	}{
+		{model.Match{Kind: model.MatchSAddr, Prefix: netip.MustParsePrefix("fd00:99::/64")}, v6, true},
+		{model.Match{Kind: model.MatchSAddr, Prefix: netip.MustParsePrefix("fd00:98::/64")}, v6, false},
+		{model.Match{Kind: model.MatchSAddr, Prefix: netip.MustParsePrefix("fd00:98::/64"), Neg: true}, v6, true},
+		{model.Match{Kind: model.MatchDAddr, Prefix: netip.MustParsePrefix("fd00:99::1/128")}, v6, true},
+		{model.Match{Kind: model.MatchSAddr, Prefix: netip.MustParsePrefix("fd00:99::/64"), Neg: true}, v4, false},
+		{model.Match{Kind: model.MatchSAddr, Prefix: netip.MustParsePrefix("0.0.0.0/0")}, v6, false},
+		{model.Match{Kind: model.MatchSAddr, Prefix: netip.MustParsePrefix("10.0.0.0/24")}, v4, true},
+	} {
+		if got, err := Match(c.m, c.p); err != nil || got != c.want {
+			t.Errorf("%s on %v: got %v, %v; want %v", c.m, c.p.Src, got, err, c.want)
+		}
+	}
+}

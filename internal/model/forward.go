@@ -44,7 +44,7 @@ func (f PortForward) Elements() []Forward {
 	if len(f.Listen) > 0 {
 		dsts = nil
 		for _, a := range f.Listen {
-			dsts = append(dsts, netip.PrefixFrom(a, 32))
+			dsts = append(dsts, HostPrefix(a))
 		}
 	}
 	var out []Forward

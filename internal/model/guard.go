@@ -33,11 +33,13 @@ type Guard struct {
 	Broken          bool      `json:"broken,omitempty"`  // the table is not what guestnet wrote
 	Dropped         uint64    `json:"dropped,omitempty"` // frames dropped as spoofed
 	Spoofed         []Spoofed `json:"spoofed,omitempty"` // elements of set "dropped"
+	// DroppedOther are the elements of set "dropped_other".
+	DroppedOther []OtherDrop `json:"dropped_other,omitempty"`
 }
 
 // Spoofed is what set "dropped" remembers of one port . MAC . address whose
-// frames were dropped as spoofed: ARP claims and IPv4 frames (other
-// frames are only counted). An entry lives DropMemory after the last drop.
+// frames were dropped as spoofed: ARP claims and IPv4 frames (set
+// dropped_other remembers the others: OtherDrop). An entry lives DropMemory after the last drop.
 type Spoofed struct {
 	Bind
 	Packets uint64 `json:"packets"`
@@ -59,6 +61,7 @@ const (
 	GuardLearnedMACs     = "learned_macs"      // MACs with a learned binding
 	GuardLearnedPortMACs = "learned_port_macs" // port . mac, from leases
 	GuardDropped         = "dropped"           // port . mac . ip of dropped frames, with counters
+	GuardDroppedOther    = "dropped_other"     // port . mac . ether type of dropped frames neither IPv4 nor ARP
 )
 
 // The sets of each owner of bindings, in the order of Elems' fields.
@@ -74,6 +77,23 @@ func (g Guard) SpoofedBy(port string) []Spoofed {
 	for _, x := range g.Spoofed {
 		if x.Port == port {
 			x.MACBoundTo = slices.DeleteFunc(g.PortsOf(x.MAC), func(p string) bool { return p == port })
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// OtherBy are the recorded drops of one port's frames that are neither
+// IPv4 nor ARP, latest first, each with the other ports its MAC is bound
+// to when it is not bound to this one (that is then why they were
+// dropped).
+func (g Guard) OtherBy(port string) []OtherDrop {
+	var out []OtherDrop
+	for _, x := range g.DroppedOther {
+		if x.Port == port {
+			if owners := g.PortsOf(x.MAC); !slices.Contains(owners, port) {
+				x.MACBoundTo = owners
+			}
 			out = append(out, x)
 		}
 	}
@@ -106,6 +126,68 @@ func (x Spoofed) Summary() string {
 	return s
 }
 
+// OtherDrop is what set "dropped_other" remembers of one port . MAC .
+// ether type whose frames were dropped, neither IPv4 nor ARP: a bound
+// port may send only those (guestnet's networks are IPv4), so a guest's
+// IPv6 (router solicitations, neighbour discovery, MLD) ends up here, and
+// so does a VLAN-tagged frame, whose ether type is its tag's. An entry
+// lives DropMemory after the last drop.
+type OtherDrop struct {
+	Port string `json:"port"`
+	MAC  string `json:"mac"`
+	// EtherType as nft names it: "ip6", "8021q" (an 802.1Q tag), "8021ad",
+	// or the number ("0x88cc").
+	EtherType string        `json:"ether_type"`
+	Packets   uint64        `json:"packets"`
+	Ago       time.Duration `json:"ago_ns"` // since the last frame was dropped
+	// MACBoundTo are the other ports the MAC is bound to (filled in by
+	// OtherBy): the frames were dropped because the MAC is theirs.
+	MACBoundTo []string `json:"mac_bound_to,omitempty"`
+}
+
+// Kind says what the frames were: "IPv6", "VLAN-tagged" (802.1Q or
+// 802.1ad), or "" for another protocol.
+func (x OtherDrop) Kind() string {
+	switch x.EtherType {
+	case "ip6":
+		return "IPv6"
+	case "8021q", "8021ad":
+		return "VLAN-tagged"
+	}
+	return ""
+}
+
+// Frames says how many frames of what were dropped: "12 IPv6 frames
+// (ether type ip6)", "1 frame of ether type 0x88cc".
+func (x OtherDrop) Frames() string {
+	if x.Kind() == "" {
+		return fmt.Sprintf("%s of ether type %s", Frames(x.Packets), x.EtherType)
+	}
+	noun := "frames"
+	if x.Packets == 1 {
+		noun = "frame"
+	}
+	return fmt.Sprintf("%d %s %s (ether type %s)", x.Packets, x.Kind(), noun, x.EtherType)
+}
+
+// Why says why the frames were dropped.
+func (x OtherDrop) Why() string {
+	switch {
+	case len(x.MACBoundTo) > 0:
+		return "the MAC is bound to port " + strings.Join(x.MACBoundTo, ",")
+	case x.Kind() == "VLAN-tagged":
+		return "a bound port may send only untagged IPv4 and ARP (the tag hides what the frame carries)"
+	}
+	return "guestnet's networks are IPv4; a bound port may send only IPv4 and ARP"
+}
+
+// Summary says what was dropped and why: "12 IPv6 frames (ether type ip6)
+// from MAC 52:54:00:00:00:01 (last 3s ago): guestnet's networks are IPv4;
+// a bound port may send only IPv4 and ARP".
+func (x OtherDrop) Summary() string {
+	return fmt.Sprintf("%s from MAC %s (last %s ago): %s", x.Frames(), x.MAC, x.Ago.Round(time.Second), x.Why())
+}
+
 // Frames is "1 frame" or "n frames".
 func Frames(n uint64) string {
 	if n == 1 {
@@ -115,10 +197,15 @@ func Frames(n uint64) string {
 }
 
 // GuardSets are the guard table's sets, in the order they are made.
-var GuardSets = []string{GuardPorts, GuardBound, GuardMACs, GuardPortMACs,
-	GuardLearnedPorts, GuardLearned, GuardLearnedMACs, GuardLearnedPortMACs, GuardDropped}
+var GuardSets = func() []string {
+	var out []string
+	for _, s := range GuardTableOf(GuardFamily).Sets {
+		out = append(out, s.Name)
+	}
+	return out
+}()
 
-// Set "dropped" holds at most DropEntries sources, each for DropMemory
+// Sets "dropped" and "dropped_other" each hold at most DropEntries sources, each for DropMemory
 // after its last dropped frame. A full set records nothing new; the frames
 // are dropped all the same.
 const (
@@ -178,52 +265,6 @@ func Ports(bs []Bind) []string {
 	return slices.Compact(out)
 }
 
-// GuardRules are the rules of the guard table, as nft prints them (the ARP
-// and IPv4 rules imply their ether type), chain by chain in the order nft
-// lists them (the order they are made).
-//
-// Base chain prerouting sees every frame a bridge port receives, before
-// the bridge learns its source MAC: a frame whose source MAC is bound to
-// a port is dropped unless it comes from that port (so a stolen MAC never
-// moves the bridge's forwarding database), and so is a DHCP message whose
-// client MAC (BOOTP chaddr, 36 bytes into the UDP header) is bound to a
-// port and that comes from another: no guest can ask for, renew, release
-// or decline a neighbour's lease. A first fragment bound for the DHCP
-// server is dropped too, since its chaddr could sit in a later fragment.
-// Frames of bound ports then go to chain check, which accepts ARP and IPv4
-// only from a bound port . MAC . address, and DHCP requests from any MAC on
-// a port bound only by leases (a MAC bound elsewhere never gets there).
-// Chain spoofed counts and drops, remembering the source of each dropped
-// ARP and IPv4 frame in set dropped.
-var GuardRules = map[string][]string{
-	"spoofed": {
-		"update @" + GuardDropped + " { iifname . ether saddr . ip saddr counter }",
-		"arp htype 1 arp ptype ip arp hlen 6 arp plen 4 update @" + GuardDropped + " { iifname . ether saddr . arp saddr ip counter }",
-		"counter packets 0 bytes 0 drop",
-	},
-	"check": {
-		"arp htype 1 arp ptype ip arp hlen 6 arp plen 4 iifname . ether saddr . arp saddr ip @" + GuardBound + " iifname . arp saddr ether . arp saddr ip @" + GuardBound + " accept",
-		"arp htype 1 arp ptype ip arp hlen 6 arp plen 4 iifname . ether saddr . arp saddr ip @" + GuardLearned + " iifname . arp saddr ether . arp saddr ip @" + GuardLearned + " accept",
-		"iifname . ether saddr . ip saddr @" + GuardBound + " accept",
-		"iifname . ether saddr . ip saddr @" + GuardLearned + " accept",
-		"iifname @" + GuardLearnedPorts + " ip saddr 0.0.0.0 udp sport 68 udp dport 67 accept",
-		"goto spoofed",
-	},
-	"prerouting": {
-		"ether saddr @" + GuardMACs + " iifname . ether saddr != @" + GuardPortMACs + " goto spoofed",
-		"ether saddr @" + GuardLearnedMACs + " iifname . ether saddr != @" + GuardLearnedPortMACs + " goto spoofed",
-		"udp dport 67 ip frag-off & 8192 != 0 goto spoofed",
-		"ether type ip udp dport 67 @th,288,48 @" + GuardMACs + " iifname . @th,288,48 != @" + GuardPortMACs + " goto spoofed",
-		"ether type ip udp dport 67 @th,288,48 @" + GuardLearnedMACs + " iifname . @th,288,48 != @" + GuardLearnedPortMACs + " goto spoofed",
-		"iifname @" + GuardPorts + " jump check",
-		"iifname @" + GuardLearnedPorts + " jump check",
-	},
-}
-
-// GuardChainOrder are the guard table's chains in the order they are made
-// (a chain before the chains that go to it).
-var GuardChainOrder = []string{"spoofed", "check", "prerouting"}
-
 // String renders the guard table in nft's syntax (one element a line).
 func (g Guard) String() string {
 	if !g.On {
@@ -250,25 +291,30 @@ func (g Guard) String() string {
 		}
 		return out
 	}
-	const key, owner = "ifname . ether_addr . ipv4_addr", "ifname . ether_addr"
-	set(GuardPorts, "ifname", quote(g.Ports))
-	set(GuardBound, key, strs(g.Bound), "flags interval")
-	set(GuardMACs, "ether_addr", g.MACs)
-	set(GuardPortMACs, owner, strs(g.PortMACs))
-	set(GuardLearnedPorts, "ifname", nil)
-	set(GuardLearned, key, nil)
-	set(GuardLearnedMACs, "ether_addr", nil)
-	set(GuardLearnedPortMACs, owner, nil)
-	set(GuardDropped, key, nil, fmt.Sprintf("size %d", DropEntries), "flags dynamic,timeout", "timeout "+nftDuration(DropMemory))
-	for i, c := range GuardChainOrder {
+	elems := map[string][]string{GuardPorts: quote(g.Ports), GuardBound: strs(g.Bound), GuardMACs: g.MACs, GuardPortMACs: strs(g.PortMACs)}
+	t := GuardTableOf(GuardFamily)
+	for _, s := range t.Sets {
+		var props []string
+		if s.Size > 0 {
+			props = append(props, fmt.Sprintf("size %d", s.Size))
+		}
+		switch {
+		case s.Interval:
+			props = append(props, "flags interval")
+		case s.Timeout > 0:
+			props = append(props, "flags dynamic,timeout", "timeout "+nftDuration(s.Timeout))
+		}
+		set(s.Name, strings.Join(s.Key, " . "), elems[s.Name], props...)
+	}
+	for i, c := range t.Chains {
 		if i > 0 {
 			b.WriteString("\n")
 		}
-		fmt.Fprintf(&b, "\tchain %s {\n", c)
-		if c == "prerouting" {
-			b.WriteString("\t\ttype filter hook prerouting priority filter; policy accept;\n")
+		fmt.Fprintf(&b, "\tchain %s {\n", c.Name)
+		if c.Hook != "" {
+			fmt.Fprintf(&b, "\t\ttype filter hook %s priority filter; policy accept;\n", c.Hook)
 		}
-		for _, r := range GuardRules[c] {
+		for _, r := range c.Rules {
 			fmt.Fprintf(&b, "\t\t%s\n", r)
 		}
 		b.WriteString("\t}\n")

@@ -107,7 +107,8 @@ func (l Link) Owner() string {
 	return ""
 }
 
-// Route is one IPv4 route in the main table.
+// Route is one route in the main table (observe reads IPv4 ones today;
+// Dst and Gw carry their family).
 type Route struct {
 	Dst    netip.Prefix `json:"dst"`
 	Gw     netip.Addr   `json:"gw,omitzero"`
@@ -183,12 +184,15 @@ func (c ForeignChain) Lets(bridge string, bridgedOnly bool) bool {
 	return slices.Contains(c.AcceptIIF, bridge) && slices.Contains(c.AcceptOIF, bridge)
 }
 
-// Broadcast is the all-ones host address of p's subnet.
+// Broadcast is the all-ones host address of p's subnet (for an IPv6
+// prefix, its last address), in p's family.
 func Broadcast(p netip.Prefix) netip.Addr {
-	a := p.Masked().Addr().As4()
-	v := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3])
-	v |= uint32(1)<<(32-p.Bits()) - 1
-	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+	b := p.Masked().Addr().AsSlice()
+	for i := p.Bits(); i < len(b)*8; i++ {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	a, _ := netip.AddrFromSlice(b)
+	return a
 }
 
 // BridgeMAC is the fixed MAC guestnet gives a network's bridge: locally

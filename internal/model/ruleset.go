@@ -52,8 +52,8 @@ type MatchKind string
 const (
 	MatchIIF     MatchKind = "iifname"
 	MatchOIF     MatchKind = "oifname"
-	MatchSAddr   MatchKind = "ip saddr"
-	MatchDAddr   MatchKind = "ip daddr"
+	MatchSAddr   MatchKind = "saddr" // Prefix; its family picks ip or ip6
+	MatchDAddr   MatchKind = "daddr"
 	MatchCtReply MatchKind = "ct state" // established,related
 	MatchCtDNAT  MatchKind = "ct status dnat"
 	MatchLocal   MatchKind = "fib daddr type local"
@@ -116,10 +116,11 @@ func (m Match) String() string {
 	case MatchIIF, MatchOIF:
 		return fmt.Sprintf("%s %s%q", m.Kind, op, m.Name)
 	case MatchSAddr, MatchDAddr:
-		if m.Prefix.IsSingleIP() { // nft prints a /32 as the address alone
-			return fmt.Sprintf("%s %s%s", m.Kind, op, m.Prefix.Addr())
+		hdr := FamilyOf(m.Prefix.Addr())
+		if m.Prefix.IsSingleIP() { // nft prints a /32 (/128) as the address alone
+			return fmt.Sprintf("%s %s %s%s", hdr, m.Kind, op, m.Prefix.Addr())
 		}
-		return fmt.Sprintf("%s %s%s", m.Kind, op, m.Prefix)
+		return fmt.Sprintf("%s %s %s%s", hdr, m.Kind, op, m.Prefix)
 	case MatchCtReply:
 		return "ct state established,related"
 	case MatchCtDNAT, MatchLocal:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	mnl "github.com/mdlayher/netlink"
 	"github.com/vishvananda/netlink"
@@ -69,36 +70,94 @@ func (n *NS) Watch(ctx context.Context, changed func()) error {
 
 func isNoBufs(err error) bool { return errors.Is(err, unix.ENOBUFS) }
 
+// neighBuffer is the receive buffer of the neighbour subscription
+// (SO_RCVBUFFORCE: root may exceed net.core.rmem_max). A guest sending
+// from random source MACs makes the bridge learn an entry per frame, each
+// a notification; the default buffer (about 200 KiB) overflows within a
+// few thousand of them.
+const neighBuffer = 8 << 20
+
+// The waits before resubscribing after a lost subscription: 50 ms
+// doubling up to 5 s, back to the first after a subscription that lived
+// neighSteady.
+const (
+	neighFirstWait = 50 * time.Millisecond
+	neighMaxWait   = 5 * time.Second
+	neighSteady    = 30 * time.Second
+)
+
 // WatchNeigh calls fn with every neighbour and bridge forwarding-database
 // entry, first those that exist, then each change, until ctx ends.
-// Equivalent to: bridge fdb show; bridge monitor fdb
-func (n *NS) WatchNeigh(ctx context.Context, fn func(netlink.NeighUpdate)) error {
+// Whatever ends the subscription (ENOBUFS after a flood of changes, a
+// message from a wrong sender, an interrupted dump, a closed socket), it
+// calls lost with the reason and the wait, then subscribes again, which
+// lists the existing entries again: the caller should forget what it
+// knew (entries removed meanwhile are not reported). It never gives up.
+// Equivalent to: while :; do bridge fdb show; bridge monitor fdb; done
+func (n *NS) WatchNeigh(ctx context.Context, fn func(netlink.NeighUpdate), lost func(err error, retryIn time.Duration)) {
+	var wait time.Duration
+	for {
+		start := time.Now()
+		err := n.watchNeighOnce(ctx, fn)
+		if ctx.Err() != nil {
+			return
+		}
+		if time.Since(start) >= neighSteady {
+			wait = 0
+		}
+		wait = min(max(2*wait, neighFirstWait), neighMaxWait)
+		lost(err, wait)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+// watchNeighOnce is one subscription: it returns why it ended (never nil
+// unless ctx ended).
+func (n *NS) watchNeighOnce(ctx context.Context, fn func(netlink.NeighUpdate)) error {
 	ch := make(chan netlink.NeighUpdate, 256)
 	errc := make(chan error, 1)
+	done := make(chan struct{})
 	h := n.handle
-	err := netlink.NeighSubscribeWithOptions(ch, ctx.Done(), netlink.NeighSubscribeOptions{
+	err := netlink.NeighSubscribeWithOptions(ch, done, netlink.NeighSubscribeOptions{
 		Namespace: &h, ListExisting: true,
+		ReceiveBufferSize: neighBuffer, ReceiveBufferForceSize: true,
 		ErrorCallback: func(err error) {
-			if !isNoBufs(err) {
-				select {
-				case errc <- err:
-				default:
-				}
+			select {
+			case errc <- err:
+			default:
 			}
 		},
 	})
 	if err != nil {
+		close(done)
 		return fmt.Errorf("watch neighbours: %w", err)
+	}
+	stop := func() {
+		close(done) // closes the socket: the reader ends and closes ch
+		for range ch {
+		}
 	}
 	for {
 		select {
 		case <-ctx.Done():
+			stop()
 			return nil
 		case err := <-errc:
+			stop()
 			return fmt.Errorf("watch neighbours: %w", err)
 		case u, ok := <-ch:
 			if !ok {
-				return nil
+				close(done)
+				select {
+				case err := <-errc:
+					return fmt.Errorf("watch neighbours: %w", err)
+				default:
+					return errors.New("watch neighbours: the kernel closed the subscription")
+				}
 			}
 			fn(u)
 		}

@@ -20,8 +20,35 @@ func ifname(n string) []byte {
 	return b
 }
 
+// header is where a family's network header keeps its addresses, and
+// the nfproto value that says a packet has that header.
+type header struct {
+	nfproto      byte
+	saddr, daddr uint32
+	len          uint32
+}
+
+func headerOf(f model.Family) header {
+	proto := byte(unix.NFPROTO_IPV4)
+	if f == model.IPv6 {
+		proto = unix.NFPROTO_IPV6
+	}
+	return header{proto, f.SrcOffset(), f.DstOffset(), uint32(f.Len())}
+}
+
+// familyOfNfproto is the family of an nfproto value, ok false for others.
+func familyOfNfproto(b []byte) (model.Family, bool) {
+	switch {
+	case bytes.Equal(b, []byte{unix.NFPROTO_IPV4}):
+		return model.IPv4, true
+	case bytes.Equal(b, []byte{unix.NFPROTO_IPV6}):
+		return model.IPv6, true
+	}
+	return "", false
+}
+
 const (
-	offSaddr = 12 // IPv4 header offsets
+	offSaddr = 12 // IPv4 header offsets (the NAT verdicts are IPv4-only)
 	offDaddr = 16
 	ctReply  = expr.CtStateBitESTABLISHED | expr.CtStateBitRELATED
 	ctDstNAT = 1 << 5 // IPS_DST_NAT
@@ -37,7 +64,10 @@ func cmpOp(neg bool) expr.CmpOp {
 }
 
 // Encode translates a rule to nftables expressions. inet says the table is
-// family inet, where an IPv4 header match needs an explicit nfproto check.
+// family inet, where a network header match needs an explicit nfproto
+// check; elsewhere (table ip filter) only IPv4 matches can be encoded. An
+// address match takes its header's offsets and length from the family of
+// its prefix.
 func Encode(r model.Rule, inet bool) ([]expr.Any, error) {
 	var out []expr.Any
 	for _, m := range r.Match {
@@ -50,21 +80,27 @@ func Encode(r model.Rule, inet bool) ([]expr.Any, error) {
 			out = append(out, &expr.Meta{Key: key, Register: 1},
 				&expr.Cmp{Op: cmpOp(m.Neg), Register: 1, Data: ifname(m.Name)})
 		case model.MatchSAddr, model.MatchDAddr:
+			if !m.Prefix.IsValid() {
+				return nil, fmt.Errorf("encode rule: %s without a prefix", m.Kind)
+			}
+			fam := model.FamilyOf(m.Prefix.Addr())
+			h := headerOf(fam)
 			if inet {
 				out = append(out, &expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
-					&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}})
+					&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{h.nfproto}})
+			} else if fam != model.IPv4 {
+				return nil, fmt.Errorf("encode rule: %s is an %s match, and only a table of family inet holds those (not table ip filter)", m, fam)
 			}
-			off := uint32(offSaddr)
+			off := h.saddr
 			if m.Kind == model.MatchDAddr {
-				off = offDaddr
+				off = h.daddr
 			}
-			mask := netMask(m.Prefix.Bits())
-			net := m.Prefix.Masked().Addr().As4()
-			out = append(out, &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: 4})
-			if m.Prefix.Bits() < 32 {
-				out = append(out, &expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: mask[:], Xor: make([]byte, 4)})
+			net := m.Prefix.Masked().Addr().Unmap().AsSlice()
+			out = append(out, &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: h.len})
+			if m.Prefix.Bits() < fam.Bits() {
+				out = append(out, &expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: h.len, Mask: netMask(m.Prefix.Bits(), int(h.len)), Xor: make([]byte, h.len)})
 			}
-			out = append(out, &expr.Cmp{Op: cmpOp(m.Neg), Register: 1, Data: net[:]})
+			out = append(out, &expr.Cmp{Op: cmpOp(m.Neg), Register: 1, Data: net})
 		case model.MatchLocal:
 			out = append(out, &expr.Fib{Register: 1, FlagDADDR: true, ResultADDRTYPE: true},
 				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binary.NativeEndian.AppendUint32(nil, unix.RTN_LOCAL)})
@@ -146,12 +182,13 @@ func Encode(r model.Rule, inet bool) ([]expr.Any, error) {
 	return out, nil
 }
 
-func netMask(bits int) [4]byte {
-	v := ^uint32(0) << (32 - bits)
-	if bits == 0 {
-		v = 0
+// netMask is the mask of a prefix length, n bytes long.
+func netMask(bits, n int) []byte {
+	m := make([]byte, n)
+	for i := 0; i < bits && i < 8*n; i++ {
+		m[i/8] |= 0x80 >> (i % 8)
 	}
-	return [4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}
+	return m
 }
 
 // Comment is the rule's userdata: the network name, as an nft comment.
@@ -173,6 +210,9 @@ func Decode(exprs []expr.Any, comment string) (model.Rule, bool) {
 	var pending *model.Match // set by a load, completed by its cmp
 	var mask []byte
 	var lookup string // the map a lookup read, for the NAT after it
+	// fam is the network header an address load reads: IPv4 unless an
+	// nfproto check said otherwise (iptables-nft's table ip has none).
+	fam := model.IPv4
 	for _, e := range exprs {
 		switch e := e.(type) {
 		case *expr.Meta:
@@ -228,14 +268,16 @@ func Decode(exprs []expr.Any, comment string) (model.Rule, bool) {
 				continue
 			}
 			// iptables-nft loads only the prefix's whole bytes (3 for a /24).
-			if e.Base != expr.PayloadBaseNetworkHeader || e.Len < 1 || e.Len > 4 || (e.Offset != offSaddr && e.Offset != offDaddr) {
+			h := headerOf(fam)
+			if e.Base != expr.PayloadBaseNetworkHeader || e.Len < 1 || e.Len > h.len || (e.Offset != h.saddr && e.Offset != h.daddr) {
 				return r, false
 			}
 			k := model.MatchSAddr
-			if e.Offset == offDaddr {
+			if e.Offset == h.daddr {
 				k = model.MatchDAddr
 			}
-			pending, mask = &model.Match{Kind: k}, nil
+			// The prefix holds the family until the cmp completes it.
+			pending, mask = &model.Match{Kind: k, Prefix: netip.PrefixFrom(fam.Unspecified(), 0)}, nil
 		case *expr.Ct:
 			switch e.Key {
 			case expr.CtKeySTATE:
@@ -249,6 +291,14 @@ func Decode(exprs []expr.Any, comment string) (model.Rule, bool) {
 		case *expr.Bitwise:
 			mask = e.Mask
 		case *expr.Cmp:
+			if pending != nil && pending.Kind == "nfproto" {
+				f, ok := familyOfNfproto(e.Data)
+				if !ok || e.Op != expr.CmpOpEq {
+					return r, false
+				}
+				fam, pending = f, nil
+				continue
+			}
 			if pending == nil || !completeMatch(pending, e, mask) {
 				return r, false
 			}
@@ -290,22 +340,22 @@ func completeMatch(m *model.Match, c *expr.Cmp, mask []byte) bool {
 			return false
 		}
 		m.Name = string(bytes.TrimRight(c.Data, "\x00"))
-	case "nfproto":
-		return c.Op == expr.CmpOpEq && bytes.Equal(c.Data, []byte{unix.NFPROTO_IPV4})
 	case model.MatchSAddr, model.MatchDAddr:
-		if len(c.Data) < 1 || len(c.Data) > 4 {
+		n := model.FamilyOf(m.Prefix.Addr()).Len() // set by the payload load
+		if len(c.Data) < 1 || len(c.Data) > n {
 			return false
 		}
-		var a [4]byte
-		copy(a[:], c.Data)
+		a := make([]byte, n)
+		copy(a, c.Data)
 		bits := 8 * len(c.Data)
 		if mask != nil {
 			bits = maskBits(mask)
-			if bits < 0 || len(c.Data) != 4 {
+			if bits < 0 || len(c.Data) != n {
 				return false
 			}
 		}
-		m.Prefix = netip.PrefixFrom(netip.AddrFrom4(a), bits)
+		addr, _ := netip.AddrFromSlice(a)
+		m.Prefix = netip.PrefixFrom(addr, bits)
 	case model.MatchCtReply:
 		m.Neg = false
 		return c.Op == expr.CmpOpNeq && len(mask) == 4 && binary.NativeEndian.Uint32(mask) == ctReply
@@ -336,17 +386,20 @@ func completeMatch(m *model.Match, c *expr.Cmp, mask []byte) bool {
 	return true
 }
 
+// maskBits is the prefix length of a mask of leading ones (of 4 or 16
+// bytes), -1 for any other mask.
 func maskBits(m []byte) int {
-	if len(m) != 4 {
+	if len(m) != 4 && len(m) != 16 {
 		return -1
 	}
-	v := binary.BigEndian.Uint32(m)
 	bits := 0
-	for v&0x80000000 != 0 {
+	for i := 0; i < 8*len(m); i++ {
+		if m[i/8]&(0x80>>(i%8)) == 0 {
+			break
+		}
 		bits++
-		v <<= 1
 	}
-	if v != 0 {
+	if !bytes.Equal(m, netMask(bits, len(m))) {
 		return -1
 	}
 	return bits

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"slices"
 
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
@@ -13,14 +12,27 @@ import (
 	"github.com/guestnet/guestnet/internal/model"
 )
 
-// The guard table's keys are ifname . ether_addr . ipv4_addr: 16 bytes of
-// name, 6 of MAC padded to 8, 4 of address (28 bytes, registers 8 to 14).
-const guardKeyLen = 28
+// The guard table's keys are ifname . ether_addr . address: 16 bytes of
+// name, 6 of MAC padded to 8, then the address, whose width is its
+// family's (4 bytes for IPv4, 28 in all, in registers 8 to 14; 16 for
+// IPv6, 40 in all).
+const guardKeyHead = 24
+
+// GuardKeyLen is the length of a key whose address is of family f.
+func GuardKeyLen(f model.Family) int { return guardKeyHead + f.Len() }
 
 // GuardKey is a binding as an element of an interval set: a wildcard MAC
 // or address spans its whole range. For an exact binding start == end.
+// The address part takes its width from the binding's address; a
+// wildcard address, which has no family, spans the guard table's
+// (model.GuardFamily).
 func GuardKey(b model.Bind) (start, end []byte) {
-	start, end = make([]byte, guardKeyLen), make([]byte, guardKeyLen)
+	fam := model.GuardFamily
+	if b.IP.IsValid() {
+		fam = model.FamilyOf(b.IP)
+	}
+	n := GuardKeyLen(fam)
+	start, end = make([]byte, n), make([]byte, n)
 	copy(start, b.Port)
 	copy(end, b.Port)
 	if mac, err := net.ParseMAC(b.MAC); err == nil && b.MAC != "" {
@@ -30,22 +42,32 @@ func GuardKey(b model.Bind) (start, end []byte) {
 		copy(end[16:22], bytes.Repeat([]byte{0xff}, 6))
 	}
 	if b.IP.IsValid() {
-		a := b.IP.As4()
-		copy(start[24:], a[:])
-		copy(end[24:], a[:])
+		a := b.IP.Unmap().AsSlice()
+		copy(start[guardKeyHead:], a)
+		copy(end[guardKeyHead:], a)
 	} else {
-		copy(end[24:], []byte{255, 255, 255, 255})
+		copy(end[guardKeyHead:], bytes.Repeat([]byte{0xff}, fam.Len()))
 	}
 	return start, end
 }
 
-// DecodeGuardKey reads an element back; ok is false for one guestnet would
-// not have written. end is nil for elements of a set without intervals.
+// DecodeGuardKey reads an element back, of either family (told by its
+// length); ok is false for one guestnet would not have written. end is
+// nil for elements of a set without intervals.
 func DecodeGuardKey(start, end []byte) (model.Bind, bool) {
 	if end == nil {
 		end = start
 	}
-	if len(start) != guardKeyLen || len(end) != guardKeyLen || !bytes.Equal(start[:16], end[:16]) {
+	var fam model.Family
+	switch len(start) {
+	case GuardKeyLen(model.IPv4):
+		fam = model.IPv4
+	case GuardKeyLen(model.IPv6):
+		fam = model.IPv6
+	default:
+		return model.Bind{}, false
+	}
+	if len(end) != len(start) || !bytes.Equal(start[:16], end[:16]) {
 		return model.Bind{}, false
 	}
 	b := model.Bind{Port: string(bytes.TrimRight(start[:16], "\x00"))}
@@ -56,9 +78,9 @@ func DecodeGuardKey(start, end []byte) (model.Bind, bool) {
 		return b, false
 	}
 	switch {
-	case bytes.Equal(start[24:], end[24:]):
-		b.IP = netip.AddrFrom4([4]byte(start[24:]))
-	case !bytes.Equal(start[24:], []byte{0, 0, 0, 0}) || !bytes.Equal(end[24:], []byte{255, 255, 255, 255}):
+	case bytes.Equal(start[guardKeyHead:], end[guardKeyHead:]):
+		b.IP, _ = netip.AddrFromSlice(start[guardKeyHead:])
+	case !bytes.Equal(start[guardKeyHead:], make([]byte, fam.Len())) || !bytes.Equal(end[guardKeyHead:], bytes.Repeat([]byte{0xff}, fam.Len())):
 		return b, false
 	}
 	return b, true
@@ -102,121 +124,168 @@ func DecodePortMACKey(k []byte) (model.PortMAC, bool) {
 	return model.PortMAC{Port: string(bytes.TrimRight(k[:16], "\x00")), MAC: net.HardwareAddr(k[16:22]).String()}, true
 }
 
+// DecodeOtherKey reads an element of set dropped_other, which the rule in
+// chain spoofed makes: ifname . ether_addr . ether_type, 16 bytes of name,
+// 6 of MAC padded to 8, and 2 of ether type (big endian, as the frame
+// carries it) padded to 4. ok is false for one the rule would not have
+// made. The key has the length of an IPv4 binding's, so only the set it
+// comes from tells them apart.
+func DecodeOtherKey(k []byte) (model.OtherDrop, bool) {
+	if len(k) != 28 || !bytes.Equal(k[22:24], []byte{0, 0}) || !bytes.Equal(k[26:], []byte{0, 0}) {
+		return model.OtherDrop{}, false
+	}
+	return model.OtherDrop{
+		Port:      string(bytes.TrimRight(k[:16], "\x00")),
+		MAC:       net.HardwareAddr(k[16:22]).String(),
+		EtherType: model.EtherTypeName(uint16(k[24])<<8 | uint16(k[25])),
+	}, true
+}
+
 // GuardChains are the expressions of the guard table's rules, by chain, in
-// the order model.GuardRules prints them.
+// the order model.Guard.String prints them: both come from the one
+// description, model.GuardTableOf.
 func GuardChains() map[string][][]expr.Any {
-	jump := func(set string) []expr.Any {
-		return []expr.Any{
-			&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
-			&expr.Lookup{SourceRegister: 1, SetName: set},
-			&expr.Verdict{Kind: expr.VerdictJump, Chain: "check"},
+	out := map[string][][]expr.Any{}
+	for _, c := range model.GuardTableOf(model.GuardFamily).Chains {
+		out[c.Name] = [][]expr.Any{}
+		for _, r := range c.Rules {
+			out[c.Name] = append(out[c.Name], EncodeGuardRule(r))
 		}
 	}
-	toSpoofed := &expr.Verdict{Kind: expr.VerdictGoto, Chain: "spoofed"}
-	etherType := func(t uint16) []expr.Any {
-		return []expr.Any{
-			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: 12, Len: 2},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{byte(t >> 8), byte(t)}},
+	return out
+}
+
+// EncodeGuardRule translates one rule of the guard table's description to
+// expressions. A concatenated key is loaded into consecutive 32-bit
+// registers from 8 on (each part rounded up to 4 bytes); a part already
+// in its registers from the previous lookup of the rule is not loaded
+// again, as nft itself does.
+func EncodeGuardRule(r model.GuardRule) []expr.Any {
+	var e encoder
+	for _, t := range r.Terms {
+		switch t.Op {
+		case model.OpEtherType:
+			et := model.EtherTypes[t.Proto]
+			e.cmp(expr.CmpOpEq, model.FieldEtherType, []byte{byte(et >> 8), byte(et)})
+		case model.OpProtocol:
+			et := model.EtherTypes[t.Proto]
+			e.add(&expr.Meta{Key: expr.MetaKeyPROTOCOL, Register: 1})
+			e.clobber(reg32First, 1)
+			e.add(&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{byte(et >> 8), byte(et)}})
+		case model.OpARPHeader:
+			e.cmp(expr.CmpOpEq, arpHeaderField, model.ARPHeader)
+		case model.OpL4:
+			e.add(&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1})
+			e.clobber(reg32First, 1)
+			e.add(&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{model.L4Protos[t.Proto]}})
+		case model.OpEq:
+			e.cmp(expr.CmpOpEq, t.Field, t.Value)
+		case model.OpNeq:
+			e.cmp(expr.CmpOpNeq, t.Field, t.Value)
+		case model.OpFlag:
+			e.fresh(t.Field)
+			e.add(&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: t.Field.Len, Mask: t.Value, Xor: make([]byte, len(t.Value))})
+			e.add(&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, len(t.Value))})
+		case model.OpLookup:
+			e.key(t.Key)
+			e.add(&expr.Lookup{SourceRegister: 1, SetName: t.Set, Invert: t.Neg})
+		case model.OpUpdate:
+			e.key(t.Key)
+			e.add(&expr.Dynset{SrcRegKey: 1, SetName: t.Set, Operation: unix.NFT_DYNSET_OP_UPDATE, Exprs: []expr.Any{&expr.Counter{}}})
+		case model.OpCounter:
+			e.add(&expr.Counter{})
 		}
 	}
-	// lookup loads iifname . MAC (at macOff of base) . IPv4 (at ipOff of
-	// the network header) into registers 8-14 (the kernel names 8 and 12 by the 16-byte
-	// registers 1 and 2 that start there) and looks the key up.
-	key := func(base expr.PayloadBase, macOff, ipOff uint32) []expr.Any {
-		return []expr.Any{
-			&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
-			&expr.Payload{DestRegister: 2, Base: base, Offset: macOff, Len: 6},
-			&expr.Payload{DestRegister: 14, Base: expr.PayloadBaseNetworkHeader, Offset: ipOff, Len: 4},
-		}
+	switch r.Verdict.Kind {
+	case "accept":
+		e.add(&expr.Verdict{Kind: expr.VerdictAccept})
+	case "drop":
+		e.add(&expr.Verdict{Kind: expr.VerdictDrop})
+	case "goto":
+		e.add(&expr.Verdict{Kind: expr.VerdictGoto, Chain: r.Verdict.Chain})
+	case "jump":
+		e.add(&expr.Verdict{Kind: expr.VerdictJump, Chain: r.Verdict.Chain})
 	}
-	lookup := func(set string, base expr.PayloadBase, macOff, ipOff uint32) []expr.Any {
-		return append(key(base, macOff, ipOff), &expr.Lookup{SourceRegister: 1, SetName: set})
+	return e.out
+}
+
+// arpHeaderField is the field behind OpARPHeader (OpEtherType's is
+// model.FieldEtherType).
+var arpHeaderField = model.Field{Text: "arp header", Header: model.HeaderNetwork, Offset: 0, Len: 6, Proto: "arp"}
+
+// reg32First is NFT_REG32_00, the first 32-bit register; the 16-byte
+// register 1 starts there.
+const reg32First = 8
+
+var payloadBase = map[model.Header]expr.PayloadBase{
+	model.HeaderLink:      expr.PayloadBaseLLHeader,
+	model.HeaderNetwork:   expr.PayloadBaseNetworkHeader,
+	model.HeaderTransport: expr.PayloadBaseTransportHeader,
+}
+
+// encoder collects a rule's expressions and remembers which field each
+// 32-bit register holds.
+type encoder struct {
+	out  []expr.Any
+	regs [24]string
+}
+
+func (e *encoder) add(x expr.Any) { e.out = append(e.out, x) }
+
+// clobber forgets what n bytes from 32-bit register r held.
+func (e *encoder) clobber(r, n uint32) {
+	for i := r; i < r+(n+3)/4 && int(i) < len(e.regs); i++ {
+		e.regs[i] = ""
 	}
-	// htype 1 (Ethernet), ptype IPv4, hlen 6, plen 4: the layout whose
-	// sender fields sit at offsets 8 (MAC) and 14 (address).
-	arpType := append(etherType(unix.ETH_P_ARP),
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 0, Len: 6},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0, 1, 8, 0, 6, 4}})
-	arp := func(set string) []expr.Any {
-		out := append(slices.Clone(arpType), lookup(set, expr.PayloadBaseLLHeader, 6, 14)...)
-		out = append(out,
-			&expr.Payload{DestRegister: 2, Base: expr.PayloadBaseNetworkHeader, Offset: 8, Len: 6},
-			&expr.Lookup{SourceRegister: 1, SetName: set},
-			&expr.Verdict{Kind: expr.VerdictAccept})
-		return out
+}
+
+// load loads f into the registers from 32-bit register r, unless they
+// hold it already.
+func (e *encoder) load(f model.Field, r uint32) {
+	tag := fmt.Sprintf("%s@%d", f.Text, r)
+	held := true
+	for i := r; i < r+(f.Len+3)/4; i++ {
+		held = held && e.regs[i] == tag
 	}
-	ipv4 := func(set string) []expr.Any {
-		out := append(etherType(unix.ETH_P_IP), lookup(set, expr.PayloadBaseLLHeader, 6, offSaddr)...)
-		return append(out, &expr.Verdict{Kind: expr.VerdictAccept})
+	if held {
+		return
 	}
-	// toServer matches IPv4 UDP to port 67: what a DHCP client sends.
-	toServer := append(etherType(unix.ETH_P_IP),
-		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_UDP}},
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0, 67}})
-	// A port bound only by leases lets any MAC ask for a lease (a guest
-	// that changed its MAC, nested guests); what it gets is bound in turn.
-	dhcp := append([]expr.Any{
-		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
-		&expr.Lookup{SourceRegister: 1, SetName: model.GuardLearnedPorts},
-	}, etherType(unix.ETH_P_IP)...)
-	dhcp = append(dhcp,
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: offSaddr, Len: 4},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0, 0, 0, 0}},
-		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_UDP}},
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 2},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0, 68}},
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0, 67}},
-		&expr.Verdict{Kind: expr.VerdictAccept})
-	// owned sends a frame to chain spoofed when the MAC at off of base is
-	// in set macs (bound to some port) and iifname . MAC is not in set
-	// ports (not bound to this one).
-	owned := func(match []expr.Any, macs, ports string, base expr.PayloadBase, off uint32) []expr.Any {
-		return append(slices.Clone(match),
-			&expr.Payload{DestRegister: 1, Base: base, Offset: off, Len: 6},
-			&expr.Lookup{SourceRegister: 1, SetName: macs},
-			&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
-			&expr.Payload{DestRegister: 2, Base: base, Offset: off, Len: 6},
-			&expr.Lookup{SourceRegister: 1, SetName: ports, Invert: true},
-			toSpoofed)
+	// The kernel lists a register that starts a 16-byte one by that one's
+	// number (8 as 1, 12 as 2), others by their 32-bit number.
+	reg := r
+	if (r-reg32First)%4 == 0 {
+		reg = (r-reg32First)/4 + 1
 	}
-	// fragment: the MF flag of an IPv4 header (the first fragment of a
-	// datagram, the only one with the UDP header).
-	fragment := append(slices.Clone(toServer),
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 6, Len: 2},
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 2, Mask: []byte{0x20, 0}, Xor: []byte{0, 0}},
-		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{0, 0}},
-		toSpoofed)
-	// record remembers the source of a frame about to be dropped, with a
-	// counter. It has no verdict: when set dropped is full, the rule stops
-	// and the next one drops the frame all the same.
-	record := func(match []expr.Any, ipOff uint32) []expr.Any {
-		out := append(slices.Clone(match), key(expr.PayloadBaseLLHeader, 6, ipOff)...)
-		return append(out, &expr.Dynset{SrcRegKey: 1, SetName: model.GuardDropped,
-			Operation: unix.NFT_DYNSET_OP_UPDATE, Exprs: []expr.Any{&expr.Counter{}}})
+	if f.Header == model.HeaderMeta { // the guard's one meta field is iifname
+		e.add(&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: reg})
+	} else {
+		e.add(&expr.Payload{DestRegister: reg, Base: payloadBase[f.Header], Offset: f.Offset, Len: f.Len})
 	}
-	const chaddr = 8 + 28 // UDP header, then BOOTP op..giaddr
-	return map[string][][]expr.Any{
-		"spoofed": {
-			record(etherType(unix.ETH_P_IP), offSaddr), record(arpType, 14),
-			{&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop}},
-		},
-		"check": {
-			arp(model.GuardBound), arp(model.GuardLearned),
-			ipv4(model.GuardBound), ipv4(model.GuardLearned), dhcp,
-			{toSpoofed},
-		},
-		"prerouting": {
-			owned(nil, model.GuardMACs, model.GuardPortMACs, expr.PayloadBaseLLHeader, 6),
-			owned(nil, model.GuardLearnedMACs, model.GuardLearnedPortMACs, expr.PayloadBaseLLHeader, 6),
-			fragment,
-			owned(toServer, model.GuardMACs, model.GuardPortMACs, expr.PayloadBaseTransportHeader, chaddr),
-			owned(toServer, model.GuardLearnedMACs, model.GuardLearnedPortMACs, expr.PayloadBaseTransportHeader, chaddr),
-			jump(model.GuardPorts), jump(model.GuardLearnedPorts),
-		},
+	for i := r; i < r+(f.Len+3)/4; i++ {
+		e.regs[i] = tag
+	}
+}
+
+// fresh loads f into register 1 for a comparison: always, and not to be
+// reused as a key part (the comparison may transform it).
+func (e *encoder) fresh(f model.Field) {
+	e.clobber(reg32First, f.Len)
+	e.load(f, reg32First)
+	e.clobber(reg32First, f.Len)
+}
+
+// cmp loads f into register 1 and compares it with v.
+func (e *encoder) cmp(op expr.CmpOp, f model.Field, v []byte) {
+	e.fresh(f)
+	e.add(&expr.Cmp{Op: op, Register: 1, Data: v})
+}
+
+// key loads a concatenation, part after part.
+func (e *encoder) key(key []model.Field) {
+	r := uint32(reg32First)
+	for _, f := range key {
+		e.load(f, r)
+		r += (f.Len + 3) / 4
 	}
 }
 

@@ -6,7 +6,6 @@ package nft
 import (
 	"cmp"
 	"fmt"
-	"net/netip"
 	"slices"
 	"strings"
 
@@ -241,7 +240,7 @@ func dnsOnlyFromBridge(n model.Network) []model.Rule {
 	if n.DNS == nil || !n.IPv4.IsValid() {
 		return nil
 	}
-	gw := model.Match{Kind: model.MatchDAddr, Prefix: netip.PrefixFrom(n.IPv4.Addr(), 32)}
+	gw := model.Match{Kind: model.MatchDAddr, Prefix: model.HostPrefix(n.IPv4.Addr())}
 	var rules []model.Rule
 	for _, p := range []string{"udp", "tcp"} {
 		rules = append(rules, rule(n, model.Drop, notIIF(n.Bridge), notIIF("lo"), gw,

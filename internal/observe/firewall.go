@@ -233,11 +233,13 @@ func readFloating(c *nftables.Conn, in, out *nftables.Set, h *model.Host) error 
 		}
 		ok := true
 		for _, e := range els {
-			if len(e.Key) != 4 || len(e.Val) != 4 {
+			k, ok1 := netip.AddrFromSlice(e.Key) // 4 or 16 bytes: either family
+			v, ok2 := netip.AddrFromSlice(e.Val)
+			if !ok1 || !ok2 || k.Is4() != v.Is4() {
 				ok = false
 				continue
 			}
-			m[netip.AddrFrom4([4]byte(e.Key))] = netip.AddrFrom4([4]byte(e.Val))
+			m[k] = v
 		}
 		return m, ok, nil
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -42,10 +43,12 @@ func readGuard(c *nftables.Conn) (model.Guard, error) {
 	}
 	g.On = true
 	byName := map[string]*nftables.Set{}
+	desc := model.GuardTableOf(model.GuardFamily)
 	for _, s := range sets {
 		byName[s.Name] = s
-		// Only "bound" holds ranges (a wildcard MAC or address).
-		if s.Interval != (s.Name == model.GuardBound) {
+		// As described: only "bound" holds ranges (a wildcard MAC or
+		// address), and the sets of dropped frames forget them in time.
+		if d, ok := desc.Set(s.Name); !ok || s.Interval != d.Interval || (d.Timeout > 0) != (s.Dynamic && s.HasTimeout) {
 			g.Broken = true
 		}
 	}
@@ -54,13 +57,11 @@ func readGuard(c *nftables.Conn) (model.Guard, error) {
 			g.Broken = true
 		}
 	}
-	if s := byName[model.GuardDropped]; s != nil {
-		if !s.Dynamic || !s.HasTimeout {
-			g.Broken = true
-		}
-		if err := readSpoofed(c, s, &g); err != nil {
-			return g, err
-		}
+	if err := readSpoofed(c, byName[model.GuardDropped], &g); err != nil {
+		return g, err
+	}
+	if err := readOther(c, byName[model.GuardDroppedOther], &g); err != nil {
+		return g, err
 	}
 	for name, dst := range map[string]*[]model.Bind{model.GuardBound: &g.Bound, model.GuardLearned: &g.Learned} {
 		s := byName[name]
@@ -155,8 +156,12 @@ func readElements(c *nftables.Conn, s *nftables.Set, take func([]byte) bool, g *
 	return nil
 }
 
-// readSpoofed reads set dropped: the sources of frames dropped lately.
+// readSpoofed reads set dropped (if it exists): the sources of frames
+// dropped lately.
 func readSpoofed(c *nftables.Conn, s *nftables.Set, g *model.Guard) error {
+	if s == nil {
+		return nil
+	}
 	els, err := c.GetSetElements(s)
 	if err != nil {
 		return fmt.Errorf("observe set bridge %s %s: %w", model.Table, s.Name, err)
@@ -167,18 +172,49 @@ func readSpoofed(c *nftables.Conn, s *nftables.Set, g *model.Guard) error {
 			continue // a key guestnet's rules do not make: not ours to judge
 		}
 		x := model.Spoofed{Bind: b}
-		if e.Counter != nil {
-			x.Packets = e.Counter.Packets
-		}
-		if t := cmp.Or(e.Timeout, s.Timeout); e.Expires > 0 && e.Expires <= t {
-			x.Ago = t - e.Expires
-		}
+		x.Packets, x.Ago = dropCount(s, e)
 		g.Spoofed = append(g.Spoofed, x)
 	}
 	slices.SortFunc(g.Spoofed, func(a, b model.Spoofed) int {
 		return cmp.Or(cmp.Compare(a.Ago, b.Ago), strings.Compare(a.String(), b.String()))
 	})
 	return nil
+}
+
+// readOther reads set dropped_other (if it exists): the port . MAC .
+// ether type of frames neither IPv4 nor ARP dropped lately.
+func readOther(c *nftables.Conn, s *nftables.Set, g *model.Guard) error {
+	if s == nil {
+		return nil
+	}
+	els, err := c.GetSetElements(s)
+	if err != nil {
+		return fmt.Errorf("observe set bridge %s %s: %w", model.Table, s.Name, err)
+	}
+	for _, e := range els {
+		x, ok := nft.DecodeOtherKey(e.Key)
+		if !ok {
+			continue // a key guestnet's rule does not make: not ours to judge
+		}
+		x.Packets, x.Ago = dropCount(s, e)
+		g.DroppedOther = append(g.DroppedOther, x)
+	}
+	slices.SortFunc(g.DroppedOther, func(a, b model.OtherDrop) int {
+		return cmp.Or(cmp.Compare(a.Ago, b.Ago), strings.Compare(a.Port, b.Port), strings.Compare(a.MAC, b.MAC), strings.Compare(a.EtherType, b.EtherType))
+	})
+	return nil
+}
+
+// dropCount reads a dropped frame record's counter, and how long ago its
+// last frame was dropped (the set's timeout less the time left).
+func dropCount(s *nftables.Set, e nftables.SetElement) (packets uint64, ago time.Duration) {
+	if e.Counter != nil {
+		packets = e.Counter.Packets
+	}
+	if t := cmp.Or(e.Timeout, s.Timeout); e.Expires > 0 && e.Expires <= t {
+		ago = t - e.Expires
+	}
+	return packets, ago
 }
 
 func nilIfEmpty(b []byte) []byte {

@@ -85,14 +85,12 @@ func readLinks(nl *netlink.Handle) ([]model.Link, error) {
 	byIndex := map[int][]netip.Prefix{}
 	brd := map[int]map[netip.Prefix]netip.Addr{}
 	for _, a := range addrs {
-		ip, ok := netip.AddrFromSlice(a.IP.To4())
+		p, ok := prefixOf(a.IP, a.Mask)
 		if !ok {
 			continue
 		}
-		bits, _ := a.Mask.Size()
-		p := netip.PrefixFrom(ip, bits)
 		byIndex[a.LinkIndex] = append(byIndex[a.LinkIndex], p)
-		if b, ok := netip.AddrFromSlice(a.Broadcast.To4()); ok && !b.IsUnspecified() {
+		if b, ok := addrOf(a.Broadcast); ok && !b.IsUnspecified() {
 			if brd[a.LinkIndex] == nil {
 				brd[a.LinkIndex] = map[netip.Prefix]netip.Addr{}
 			}
@@ -137,17 +135,15 @@ func readRoutes(nl *netlink.Handle, links []model.Link) ([]model.Route, error) {
 	for _, r := range rs {
 		mr := model.Route{Dev: names[r.LinkIndex], Proto: int(r.Protocol), Scope: int(r.Scope), Metric: r.Priority}
 		if r.Dst != nil {
-			ip, _ := netip.AddrFromSlice(r.Dst.IP.To4())
-			bits, _ := r.Dst.Mask.Size()
-			mr.Dst = netip.PrefixFrom(ip, bits)
+			mr.Dst, _ = prefixOf(r.Dst.IP, r.Dst.Mask)
 		} else {
 			mr.Dst = netip.PrefixFrom(netip.IPv4Unspecified(), 0)
 		}
 		if r.Gw != nil {
-			mr.Gw, _ = netip.AddrFromSlice(r.Gw.To4())
+			mr.Gw, _ = addrOf(r.Gw)
 		}
 		if r.Src != nil {
-			mr.Src, _ = netip.AddrFromSlice(r.Src.To4())
+			mr.Src, _ = addrOf(r.Src)
 		}
 		out = append(out, mr)
 	}

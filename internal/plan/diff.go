@@ -310,7 +310,7 @@ func ensureFloats(n model.Network, had []state.Float, h model.Host) ([]state.Flo
 		if !ok {
 			continue // spec.CheckHost reported it
 		}
-		f := state.Float{Link: link, Addr: netip.PrefixFrom(fl.Public, 32)}
+		f := state.Float{Link: link, Addr: model.HostPrefix(fl.Public)}
 		want = append(want, f)
 		if l, _ := h.Link(link); !slices.Contains(l.Addrs, f.Addr) {
 			acts = append(acts, Action{Op: OpAddrAdd, Link: link, Addr: f.Addr})

@@ -18,6 +18,9 @@ type PortGuard struct {
 	// Spoofed are the sources of the port's frames dropped lately (an
 	// unrestricted port's too: those that used a MAC bound elsewhere).
 	Spoofed []model.Spoofed `json:"spoofed,omitempty"`
+	// DroppedOther are the port's frames dropped lately that were neither
+	// IPv4 nor ARP (IPv6, VLAN-tagged), by MAC and ether type.
+	DroppedOther []model.OtherDrop `json:"dropped_other,omitempty"`
 }
 
 func portGuard(n model.Network, port string, g model.Guard) PortGuard {
@@ -25,9 +28,9 @@ func portGuard(n model.Network, port string, g model.Guard) PortGuard {
 	case !n.Guarded():
 		return PortGuard{Port: port, State: "off"}
 	case pb.Bound():
-		return PortGuard{Port: port, State: "bound", PortBinding: pb, Spoofed: g.SpoofedBy(port)}
+		return PortGuard{Port: port, State: "bound", PortBinding: pb, Spoofed: g.SpoofedBy(port), DroppedOther: g.OtherBy(port)}
 	}
-	return PortGuard{Port: port, State: "unrestricted", Spoofed: g.SpoofedBy(port)}
+	return PortGuard{Port: port, State: "unrestricted", Spoofed: g.SpoofedBy(port), DroppedOther: g.OtherBy(port)}
 }
 
 // guardText lists every guest port and what it may send from.
@@ -50,6 +53,9 @@ func guardText(b *strings.Builder, s Status) {
 			}
 			fmt.Fprintf(b, "%-15s %-12s %s\n", pg.Port, n.Name, what)
 			for _, x := range pg.Spoofed {
+				fmt.Fprintf(b, "%-15s %-12s DROPPED %s\n", "", "", x.Summary())
+			}
+			for _, x := range pg.DroppedOther {
 				fmt.Fprintf(b, "%-15s %-12s DROPPED %s\n", "", "", x.Summary())
 			}
 		}

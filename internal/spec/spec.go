@@ -106,6 +106,18 @@ func Load(paths ...string) (*Spec, error) {
 	return s, nil
 }
 
+// tabIndent returns the first line (1-based) whose indentation holds a
+// tab, or 0.
+func tabIndent(data []byte) int {
+	for i, l := range strings.Split(string(data), "\n") {
+		indent := l[:len(l)-len(strings.TrimLeft(l, " \t"))]
+		if strings.Contains(indent, "\t") && strings.TrimSpace(l) != "" {
+			return i + 1
+		}
+	}
+	return 0
+}
+
 // Parse reads one file's networks without cross-network validation.
 func Parse(file string, data []byte) ([]Network, error) {
 	var doc yaml.Node
@@ -115,6 +127,11 @@ func Parse(file string, data []byte) ([]Network, error) {
 		if m := yamlLine.FindStringSubmatch(msg); m != nil {
 			line, _ = strconv.Atoi(m[1])
 			msg = m[2]
+		}
+		if tab := tabIndent(data); tab > 0 {
+			// yaml.v3 says "found character that cannot start any
+			// token", and often names another line.
+			line, msg = tab, "a tab in the indentation: YAML indents with spaces only"
 		}
 		return nil, &Error{File: file, Line: line, Field: "(yaml)", Msg: msg}
 	}

@@ -1,0 +1,56 @@
+package daemon
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+
+	"github.com/guestnet/guestnet/internal/state"
+)
+
+// The state file is the only record of the ports attach added and the
+// MACs and addresses it bound them to: a bridge made again after drift
+// gets its ports back from it. Removed while the daemon serves (by hand,
+// by a cleanup script), the next repair would make the bridge again
+// without its guests and leave them unrestricted, and the daemon would
+// write the file back without them. So the daemon remembers the state it
+// last read, and writes it back, with a warning, when the file is gone.
+// It does not second-guess a file that is there: attach, detach and
+// apply change it while the daemon serves, under the same lock.
+
+// noteState remembers st, read from the state file, if the file exists.
+// The caller holds d.mu.
+func (d *Daemon) noteState(st state.State) {
+	if _, err := os.Stat(d.Engine.StatePath); err == nil {
+		d.lastState = &st
+	}
+}
+
+// keepState writes the remembered state back if the state file is gone,
+// and otherwise remembers what it holds. The caller holds d.mu and the
+// engine's lock (no CLI is writing the file).
+func (d *Daemon) keepState() {
+	path := d.Engine.StatePath
+	if _, err := os.Stat(path); !errors.Is(err, fs.ErrNotExist) {
+		if st, err := state.Load(path); err == nil {
+			d.noteState(st)
+		}
+		return
+	}
+	last := d.lastState
+	if last == nil || len(last.Networks) == 0 {
+		return
+	}
+	ports, binds := 0, 0
+	for _, n := range last.Networks {
+		ports += len(n.Ports)
+		binds += len(n.Binds)
+	}
+	if err := state.Save(path, *last); err != nil {
+		d.Log.Error("the state file was removed while serving, and writing it back failed: the attached ports and their bindings are known only to this process now",
+			"path", path, "err", err, "ports", ports, "bindings", binds)
+		return
+	}
+	d.Log.Warn("the state file was removed while serving: written back from memory (to forget networks or ports, use guestnet destroy or detach)",
+		"path", path, "networks", len(last.Networks), "ports", ports, "bindings", binds)
+}
