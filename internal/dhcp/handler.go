@@ -241,12 +241,16 @@ const (
 
 // locate names the bridge port mac was last seen on, "" when unknown (no
 // PortBinder, or the bridge has not learnt it).
-func (h *Handler) locate(mac string) string {
+func (h *Handler) locate(mac string) string { return h.locateID(mac).Name }
+
+// locateID is the identity of the port mac was last seen on, waiting up
+// to LocateTries*LocateEvery for the forwarding database to place it.
+func (h *Handler) locateID(mac string) PortID {
 	if h.Ports == nil {
-		return ""
+		return PortID{}
 	}
 	for i := 1; ; i++ {
-		if port := h.Ports.Locate(mac).Name; port != "" || i == LocateTries {
+		if port := h.Ports.Locate(mac); port.Name != "" || i == LocateTries {
 			return port
 		}
 		time.Sleep(LocateEvery)
