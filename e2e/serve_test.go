@@ -213,7 +213,8 @@ func TestDHCPReleaseAndReuse(t *testing.T) {
 func TestKill9KeepsAckedLeases(t *testing.T) {
 	l := newLab(t)
 	host := l.NS("host")
-	spec := l.Spec(strings.Replace(dhcpSpec, "10.99.0.100-10.99.0.199", "10.99.0.2-10.99.0.250", 1))
+	// One guest plays 160 clients: per_port 0 lifts the per-port cap.
+	spec := l.Spec(strings.Replace(dhcpSpec, "range: 10.99.0.100-10.99.0.199", "range: 10.99.0.2-10.99.0.250\n      per_port: 0", 1))
 	d := l.Serve_(host, spec)
 	g := l.dhcpGuest(host, "default", "g", "vg1", "")
 	out := filepath.Join(t.TempDir(), "acked")

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"text/tabwriter"
 
@@ -115,11 +116,26 @@ func leasesCmd(g *globals) *cobra.Command {
 			tw := tabwriter.NewWriter(g.out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "NETWORK\tMAC\tIP\tHOSTNAME\tEXPIRY\tSTATE")
 			for _, l := range ls {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", l.Network, l.MAC, l.IP, l.Hostname, l.Expiry.Format("2006-01-02 15:04:05"), l.State)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", printable(l.Network), printable(l.MAC), printable(l.IP),
+					printable(l.Hostname), l.Expiry.Format("2006-01-02 15:04:05"), printable(l.State))
 			}
 			tw.Flush()
 			fmt.Fprintf(os.Stderr, "(%d leases, read from the %s)\n", len(ls), from)
 			return nil
 		},
 	}
+}
+
+// printable returns s as is when every byte of it is printable ASCII
+// (a space, a tab or any control byte would break the table's columns or
+// drive the terminal), else quoted with Go escapes. A store written
+// before host names were checked may hold a guest's newline and ANSI
+// escapes: the table shows them as "evil\n\x1b[31m", never a forged row.
+func printable(s string) string {
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] >= 0x7f || s[i] == '"' || s[i] == '\\' {
+			return strconv.QuoteToASCII(s)
+		}
+	}
+	return s
 }

@@ -30,12 +30,12 @@ type LeaseView struct {
 func view(network string, l dhcp.Lease, now time.Time) LeaseView {
 	st := "bound"
 	switch {
+	case now.After(l.Expiry):
+		st = "expired" // a quarantine that ran out too: the address is free again
 	case l.Declined && l.MAC == "":
 		st = "abandoned" // answered ARP before it was offered
 	case l.Declined:
 		st = "declined"
-	case now.After(l.Expiry):
-		st = "expired"
 	}
 	return LeaseView{Network: network, MAC: l.MAC, IP: l.IP.String(), Hostname: l.Hostname, Expiry: l.Expiry, State: st}
 }
@@ -153,7 +153,7 @@ func Leases(dir, network string) ([]LeaseView, string, error) {
 	if !errors.Is(err, errNoDaemon) {
 		return nil, "", err
 	}
-	if _, err := os.Stat(LeasePath(dir)); err != nil {
+	if _, err := os.Lstat(LeasePath(dir)); err != nil {
 		return []LeaseView{}, "store", nil // never served: no leases
 	}
 	st, err := dhcp.OpenBolt(LeasePath(dir), true, time.Second)

@@ -39,7 +39,7 @@ func (h *Handler) foreignPort(req *dhcpv4.DHCPv4, mac string) (port PortID, fore
 	if h.Ports == nil {
 		return PortID{}, false
 	}
-	if port = h.Ports.Locate(mac); port.Name == "" {
+	if port = h.locateID(mac); port.Name == "" {
 		return PortID{}, false
 	}
 	l, _ := h.Pool.Lookup(mac)

@@ -2,6 +2,7 @@ package dhcp
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -27,6 +28,16 @@ type Stats struct {
 	Offer, Ack, Nak, Exhausted, Ignored         atomic.Uint64
 	StoreErrors                                 atomic.Uint64
 	Foreign                                     atomic.Uint64 // naming a MAC bound to another port
+	// Relayed counts messages with giaddr set: guestnet serves guests on
+	// its bridge only and takes no relayed message (they count as Ignored
+	// too).
+	Relayed atomic.Uint64
+	// BadName counts REQUESTs whose host name was refused (CleanHostname):
+	// their lease was granted without a name.
+	BadName atomic.Uint64
+	// PortFull counts DISCOVERs left unanswered and REQUESTs NAKed because
+	// the client's port already had its share of the pool (model.DHCP.PerPort).
+	PortFull atomic.Uint64
 }
 
 // Handler answers the DHCP requests of one network.
@@ -46,10 +57,16 @@ type Handler struct {
 	warned     time.Time         // when the last "pool exhausted" line was written
 	unanswered int               // DISCOVERs left unanswered since that line
 	nameLogged map[string]string // MAC -> the taken host name already logged
+	// answers: MAC -> the addresses it answered ARP for, and when (believe)
+	answers map[string]map[netip.Addr]time.Time
 
 	// Now is the clock of the warnings about foreign ports (nil: time.Now).
 	Now         func() time.Time
 	foreignWarn warnLimit
+	relayWarn   warnLimit
+	nameWarn    warnLimit
+	portWarn    warnLimit
+	liarWarn    warnLimit
 }
 
 // ExhaustedEvery is how often at most an exhausted pool is logged.
@@ -84,6 +101,10 @@ func (h *Handler) Handle(req *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
 		return nil
 	}
 	mac := req.ClientHWAddr.String()
+	if gi := req.GatewayIPAddr; gi != nil && !gi.IsUnspecified() {
+		h.relayed(req, mac)
+		return nil
+	}
 	switch req.MessageType() {
 	case dhcpv4.MessageTypeDiscover:
 		h.Stats.Discover.Add(1)
@@ -124,6 +145,13 @@ func (h *Handler) Handle(req *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
 		return nil
 	case dhcpv4.MessageTypeInform:
 		h.Stats.Inform.Add(1)
+		if !h.onLink(req.ClientIPAddr) {
+			// The ACK of an INFORM goes to ciaddr (RFC 2131 4.3.5): one
+			// outside the subnet would send it off the link, to anyone.
+			h.Stats.Ignored.Add(1)
+			h.Log.Debug("dhcp inform ignored: ciaddr is not on the network", "mac", mac, "ciaddr", req.ClientIPAddr)
+			return nil
+		}
 		return h.reply(req, dhcpv4.MessageTypeAck, netip.Addr{}, false)
 	}
 	h.Stats.Ignored.Add(1)
@@ -141,13 +169,12 @@ func (h *Handler) store(f func() error) error {
 
 func (h *Handler) discover(req *dhcpv4.DHCPv4, mac string) *dhcpv4.DHCPv4 {
 	requested := addrOf(req.RequestedIPAddress())
-	a, ok := h.Pool.Offer(mac, requested)
+	port := h.locate(mac)
+	a, ok := h.offer(mac, requested, port)
 	if !ok {
-		h.Stats.Exhausted.Add(1)
-		h.exhausted(mac)
 		return nil
 	}
-	if a, ok = h.probed(mac, requested, a); !ok {
+	if a, ok = h.probed(mac, requested, port, a); !ok {
 		return nil // every address tried answers ARP (logged)
 	}
 	h.Stats.Offer.Add(1)
@@ -171,13 +198,16 @@ func (h *Handler) request(req *dhcpv4.DHCPv4, mac string) *dhcpv4.DHCPv4 {
 	if foreign {
 		return nil // not NAKed: a NAK is broadcast, to the holder's port too
 	}
-	b, ok := h.Pool.BindPort(mac, a, req.HostName(), port)
+	b, ok := h.Pool.BindPort(mac, a, h.hostname(req, mac), port)
 	l := b.Lease
 	if ok && !server.Masked().Contains(a) {
 		h.Pool.Unbind(b)
 		ok = false
 	}
 	if !ok {
+		if b.PortFull {
+			h.portFull(req, mac, port.Name)
+		}
 		h.Stats.Nak.Add(1)
 		h.Log.Info("dhcp nak", "mac", mac, "ip", a)
 		return h.reply(req, dhcpv4.MessageTypeNak, netip.Addr{}, false)
@@ -197,6 +227,126 @@ func (h *Handler) request(req *dhcpv4.DHCPv4, mac string) *dhcpv4.DHCPv4 {
 	h.Stats.Ack.Add(1)
 	h.Log.Debug("dhcp ack", "mac", mac, "ip", a, "hostname", l.Hostname, "port", l.Port)
 	return h.reply(req, dhcpv4.MessageTypeAck, a, true)
+}
+
+// LocateTries and LocateEvery bound the wait for the bridge's forwarding
+// database to place a DISCOVER's client: the bridge learns its MAC as the
+// frame passes, but the daemon may not have read that yet when a burst of
+// new clients arrives. Each request has its own goroutine: the wait holds
+// up no one else.
+const (
+	LocateTries = 5
+	LocateEvery = 20 * time.Millisecond
+)
+
+// locate names the bridge port mac was last seen on, "" when unknown (no
+// PortBinder, or the bridge has not learnt it).
+func (h *Handler) locate(mac string) string { return h.locateID(mac).Name }
+
+// locateID is the identity of the port mac was last seen on, waiting up
+// to LocateTries*LocateEvery for the forwarding database to place it.
+func (h *Handler) locateID(mac string) PortID {
+	if h.Ports == nil {
+		return PortID{}
+	}
+	for i := 1; ; i++ {
+		if port := h.Ports.Locate(mac); port.Name != "" || i == LocateTries {
+			return port
+		}
+		time.Sleep(LocateEvery)
+	}
+}
+
+// offer holds an address for a DISCOVER from port. It returns ok false,
+// counted and logged, when the pool is exhausted (after trying to reclaim
+// an abandoned address) or the port holds its share of the pool (silence:
+// the DISCOVER goes unanswered, as with an exhausted pool).
+func (h *Handler) offer(mac string, requested netip.Addr, port string) (netip.Addr, bool) {
+	a, err := h.Pool.OfferFrom(mac, requested, port)
+	if errors.Is(err, ErrExhausted) {
+		a, err = h.reclaim(mac, port)
+	}
+	switch {
+	case errors.Is(err, ErrPortFull):
+		h.portFull(nil, mac, port)
+		return a, false
+	case err != nil:
+		h.Stats.Exhausted.Add(1)
+		h.exhausted(mac)
+		return a, false
+	}
+	return a, true
+}
+
+// portFull counts and logs (rate-limited) a message refused by the port's
+// cap (model.DHCP.PerPort).
+func (h *Handler) portFull(req *dhcpv4.DHCPv4, mac, port string) {
+	h.Stats.PortFull.Add(1)
+	if n, ok := h.portWarn.allow(h.now()); ok {
+		typ := "DISCOVER"
+		if req != nil {
+			typ = req.MessageType().String()
+		}
+		h.Log.Warn("dhcp: a port asked for more addresses than its share of the pool (a guest inventing client MACs?): refused",
+			"type", typ, "mac", mac, "port", port, "per_port", h.Pool.cfg.PerPort, "refused_since_last_warning", n)
+	}
+}
+
+// reclaim gives an exhausted pool's oldest abandoned address back
+// (Pool.Reclaim), to be probed again before it is offered.
+func (h *Handler) reclaim(mac, port string) (netip.Addr, error) {
+	a, err := h.Pool.Reclaim(mac, port)
+	if err == nil {
+		// Off the disk too: the pool and the store agree, and a restart
+		// does not bring the quarantine back.
+		h.store(func() error { return h.Store.Delete(h.Pool.cfg.Network, a) })
+		h.Log.Info("dhcp pool exhausted: reclaiming the oldest abandoned address (checked with ARP again before the offer)",
+			"ip", a, "client", mac)
+	}
+	return a, err
+}
+
+// relayed drops a message that came through a relay (giaddr set):
+// guestnet's server binds to one bridge with its guests directly on it,
+// and a guest that sets giaddr itself would make the server send the
+// reply to any address it likes (RFC 2131 4.1: replies go to giaddr:67).
+func (h *Handler) relayed(req *dhcpv4.DHCPv4, mac string) {
+	h.Stats.Relayed.Add(1)
+	h.Stats.Ignored.Add(1)
+	if n, ok := h.relayWarn.allow(h.now()); ok {
+		h.Log.Warn("dhcp: dropped a relayed message (giaddr set): guestnet serves only the guests on its bridge and supports no relay",
+			"type", req.MessageType().String(), "mac", mac, "giaddr", req.GatewayIPAddr, "dropped_since_last_warning", n)
+	}
+}
+
+// onLink reports whether ip is an address of the network's subnet.
+func (h *Handler) onLink(ip net.IP) bool {
+	a := addrOf(ip)
+	return a.IsValid() && h.Pool.cfg.Server.Masked().Contains(a)
+}
+
+// hostname is the host name a REQUEST asks for, as guestnet keeps it
+// (CleanHostname); a refused one is counted and logged (rate-limited).
+func (h *Handler) hostname(req *dhcpv4.DHCPv4, mac string) string {
+	asked := req.HostName()
+	kept, refused := CleanHostname(asked)
+	if refused != "" {
+		h.Stats.BadName.Add(1)
+		if n, ok := h.nameWarn.allow(h.now()); ok {
+			h.Log.Warn("dhcp: host name refused, lease granted without a name: "+refused,
+				"mac", mac, "hostname", quoteName(asked), "refused_since_last_warning", n)
+		}
+	}
+	return kept
+}
+
+// quoteName shortens a name a client sent for the log: at most 64 bytes
+// (slog's handlers quote and escape what is not printable).
+func quoteName(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "..."
+	}
+	return s
 }
 
 // exhausted logs a DISCOVER the pool had no address for: at most one

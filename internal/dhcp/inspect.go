@@ -24,9 +24,15 @@ type CorruptError struct {
 	Path     string
 	Problem  string // what is wrong: "0 bytes (truncated?)", "page 7: ..."
 	Readable int    // leases that can still be read from it
+	// Fix is the way out when it is not --recover-leases (a directory or
+	// a link where the store should be); "" for a damaged database.
+	Fix string
 }
 
 func (e *CorruptError) Error() string {
+	if e.Fix != "" {
+		return fmt.Sprintf("lease store %s: %s: %s", e.Path, e.Problem, e.Fix)
+	}
 	keep := "none of its leases can be read"
 	if e.Readable > 0 {
 		keep = fmt.Sprintf("%d leases can still be read from it", e.Readable)
@@ -174,8 +180,8 @@ type Recovery struct {
 // could still read into a new store at path. A sound or missing store is
 // left as it is.
 func RecoverBolt(path string, now time.Time, timeout time.Duration) (Recovery, error) {
-	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
-		return Recovery{}, nil
+	if exists, err := checkPath(path); !exists || err != nil {
+		return Recovery{}, err // nothing there, or not a file to recover
 	}
 	s, err := inspect(path, timeout)
 	if err != nil || s.Problem == "" {

@@ -5,6 +5,7 @@
 package dhcp
 
 import (
+	"errors"
 	"net/netip"
 	"slices"
 	"strings"
@@ -67,6 +68,7 @@ const OfferHold = 60 * time.Second
 type offer struct {
 	ip    netip.Addr
 	until time.Time
+	port  string // the bridge port the DISCOVER came from, "" if unknown
 }
 
 // Pool hands out the addresses of one network. It is safe for concurrent
@@ -125,6 +127,9 @@ func NewPool(cfg Config, now func() time.Time, leases []Lease) *Pool {
 		if !l.IP.IsValid() {
 			continue
 		}
+		// A store written before host names were checked may hold any
+		// bytes: only a name CleanHostname keeps is served.
+		l.Hostname, _ = CleanHostname(l.Hostname)
 		p.set(l) // a later expiry replaces the client's earlier record
 	}
 	t := now()
@@ -266,20 +271,77 @@ func (p *Pool) usable(a netip.Addr, mac string, now time.Time) bool {
 // outstanding offer; the address it asks for, if no one has held it; a
 // never-used address; the longest-expired record.
 func (p *Pool) Offer(mac string, requested netip.Addr) (netip.Addr, bool) {
+	a, err := p.OfferFrom(mac, requested, "")
+	return a, err == nil
+}
+
+// ErrExhausted and ErrPortFull are why OfferFrom has no address.
+var (
+	ErrExhausted = errors.New("no address to offer")
+	ErrPortFull  = errors.New("the port holds its share of the pool")
+)
+
+// OfferFrom is Offer for a client whose DISCOVER came from port. When the
+// port already holds PerPort dynamic addresses for other clients (live
+// leases and outstanding offers), the client gets nothing (ErrPortFull):
+// one guest cannot empty the pool by inventing client MACs. A static host
+// and a client that already has its address are never refused.
+//
+// port "" is a client the bridge cannot place: its chaddr is not a MAC the
+// bridge learnt, as when a guest sends from its own MAC in the name of
+// invented ones. All such clients share one share of PerPort, so that
+// they cannot empty the pool either; an honest client is placed (the
+// bridge learns its MAC from the DISCOVER itself).
+func (p *Pool) OfferFrom(mac string, requested netip.Addr, port string) (netip.Addr, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := p.now()
 	a, ok := p.pick(mac, requested, now)
 	if !ok {
-		return a, false
+		return a, ErrExhausted
+	}
+	if p.portFull(port, mac, a, now) {
+		return netip.Addr{}, ErrPortFull
 	}
 	p.unhold(mac)
 	if m, ok := p.held[a]; ok {
 		p.unhold(m) // an expired offer of another client
 	}
-	p.offers[mac] = offer{ip: a, until: now.Add(OfferHold)}
+	p.offers[mac] = offer{ip: a, until: now.Add(OfferHold), port: port}
 	p.held[a] = mac
-	return a, true
+	return a, nil
+}
+
+// portFull reports whether giving a to mac from port would exceed the
+// port's cap: the distinct other clients holding a dynamic address
+// through port (a live lease or a live offer) number PerPort or more.
+// The client's own live lease or offer at a is no new address: never
+// refused. Port "" is the share of the clients no port is known for.
+func (p *Pool) portFull(port, mac string, a netip.Addr, now time.Time) bool {
+	if p.cfg.PerPort <= 0 || !p.dynamic(a) {
+		return false
+	}
+	if _, ok := p.static[mac]; ok {
+		return false
+	}
+	if l, ok := p.byIP[a]; ok && l.MAC == mac && !l.Declined && l.live(now) {
+		return false // renewing
+	}
+	if o, ok := p.offers[mac]; ok && o.ip == a && now.Before(o.until) {
+		return false // taking its own offer
+	}
+	holders := map[string]bool{}
+	for ip, l := range p.byIP {
+		if l.Port == port && l.MAC != mac && !l.Declined && l.live(now) && p.dynamic(ip) {
+			holders[l.MAC] = true
+		}
+	}
+	for m, o := range p.offers {
+		if o.port == port && m != mac && now.Before(o.until) && p.dynamic(o.ip) {
+			holders[m] = true
+		}
+	}
+	return len(holders) >= p.cfg.PerPort
 }
 
 func (p *Pool) pick(mac string, requested netip.Addr, now time.Time) (netip.Addr, bool) {
@@ -359,6 +421,9 @@ type Binding struct {
 	// NameTaken is the host name the client asked for and did not get,
 	// because another client's live lease or a static host holds it.
 	NameTaken string
+	// PortFull is why Bind refused: the port already holds its share of
+	// the pool (OfferFrom).
+	PortFull bool
 	// offer is the client's outstanding offer the lease consumed: Unbind
 	// gives it back, so that the client's retry finds its address held.
 	offer *offer
@@ -380,11 +445,15 @@ func (p *Pool) Bind(mac string, a netip.Addr, hostname, port string) (Binding, b
 
 // BindPort is Bind with the port's whole identity (see Lease.PortIndex).
 func (p *Pool) BindPort(mac string, a netip.Addr, hostname string, port PortID) (Binding, bool) {
+	hostname, _ = CleanHostname(hostname) // the handler logs a refusal
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := p.now()
 	if !p.usable(a, mac, now) {
 		return Binding{}, false
+	}
+	if p.portFull(port.Name, mac, a, now) {
+		return Binding{PortFull: true}, false
 	}
 	prev, had := p.byIP[a]
 	renew := had && prev.MAC == mac && !prev.Declined
@@ -519,6 +588,56 @@ func (p *Pool) Abandon(a netip.Addr) (Lease, bool) {
 	q := Lease{IP: a, Expiry: now.Add(Quarantine), Declined: true}
 	p.set(q)
 	return q, true
+}
+
+// ReclaimAfter is how long an abandoned address stays out of the pool at
+// least: when the pool runs dry, the oldest abandoned address past it is
+// given back (Reclaim) instead of leaving clients without an address for
+// the whole Quarantine.
+const ReclaimAfter = time.Minute
+
+// Reclaim is the last resort of an exhausted pool (ISC dhcpd reclaims
+// abandoned leases the same way): it ends the quarantine of the address
+// abandoned longest ago, at least ReclaimAfter ago, and holds it for mac
+// as Offer does. The address then has no record, so NeedsCheck says to
+// probe it again before the offer leaves. ErrExhausted when there is no
+// such address (and for a static host, which has its own), ErrPortFull as
+// for OfferFrom. Declined addresses are not reclaimed: a client said it
+// found them in use.
+func (p *Pool) Reclaim(mac, port string) (netip.Addr, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.static[mac]; ok {
+		return netip.Addr{}, ErrExhausted
+	}
+	now := p.now()
+	var best netip.Addr
+	var bestExp time.Time
+	for a, l := range p.byIP {
+		if !l.Declined || l.MAC != "" || !l.live(now) || !p.dynamic(a) || now.Sub(l.Expiry.Add(-Quarantine)) < ReclaimAfter {
+			continue
+		}
+		if _, held := p.heldBy(a, now); held {
+			continue
+		}
+		if !best.IsValid() || l.Expiry.Before(bestExp) || l.Expiry.Equal(bestExp) && a.Less(best) {
+			best, bestExp = a, l.Expiry
+		}
+	}
+	if !best.IsValid() {
+		return best, ErrExhausted
+	}
+	if p.portFull(port, mac, best, now) {
+		return netip.Addr{}, ErrPortFull
+	}
+	p.drop(best)
+	p.unhold(mac)
+	if m, ok := p.held[best]; ok {
+		p.unhold(m)
+	}
+	p.offers[mac] = offer{ip: best, until: now.Add(OfferHold), port: port}
+	p.held[best] = mac
+	return best, nil
 }
 
 // Lookup returns the record of mac's address (live or expired), if any.

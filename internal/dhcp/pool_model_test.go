@@ -115,6 +115,41 @@ func (r *ref) candidates() []netip.Addr {
 	return out
 }
 
+// reclaimable reports whether a new offer of a to mac may be a reclaim
+// (Pool.Reclaim): no address is allowed for mac, and a is the abandoned
+// address abandoned longest ago, at least ReclaimAfter ago.
+func (r *ref) reclaimable(a netip.Addr, mac string, now time.Time) bool {
+	if _, ok := r.static(mac); ok {
+		return false
+	}
+	for _, b := range r.candidates() {
+		if r.allowed(b, mac, now) {
+			return false
+		}
+	}
+	ok := func(b netip.Addr) bool {
+		x, has := r.recs[b]
+		if !has || !x.declined || x.mac != "" || !now.Before(x.exp) || !r.dynamic(b) || now.Sub(x.exp.Add(-Quarantine)) < ReclaimAfter {
+			return false
+		}
+		for _, o := range r.offers {
+			if o.ip == b && now.Before(o.until) {
+				return false
+			}
+		}
+		return true
+	}
+	if !ok(a) {
+		return false
+	}
+	for b := range r.recs {
+		if ok(b) && (r.recs[b].exp.Before(r.recs[a].exp) || r.recs[b].exp.Equal(r.recs[a].exp) && b.Less(a)) {
+			return false
+		}
+	}
+	return true
+}
+
 func (r *ref) dropOffersAt(a netip.Addr) {
 	for m, o := range r.offers {
 		if o.ip == a {
@@ -242,11 +277,13 @@ func (s *sim) step(next func(n int) int) {
 		}
 		what = fmt.Sprintf("DECLINE %s %s", m, a)
 		s.decline(hw, a)
-	case 11: // INFORM: answered, nothing changes
-		what = "INFORM " + m
-		inf, _ := dhcpv4.New(dhcpv4.WithHwAddr(hw), dhcpv4.WithMessageType(dhcpv4.MessageTypeInform), dhcpv4.WithClientIP(ip4(anyAddr())))
-		if r := s.h.Handle(inf); r == nil || r.MessageType() != dhcpv4.MessageTypeAck {
-			s.t.Fatalf("step %d: INFORM answered %v", s.steps, r)
+	case 11: // INFORM: answered when ciaddr is on the subnet, nothing changes
+		ci := anyAddr()
+		what = "INFORM " + m + " " + ci.String()
+		inf, _ := dhcpv4.New(dhcpv4.WithHwAddr(hw), dhcpv4.WithMessageType(dhcpv4.MessageTypeInform), dhcpv4.WithClientIP(ip4(ci)))
+		r := s.h.Handle(inf)
+		if onLink := s.h.Pool.cfg.Server.Masked().Contains(ci); onLink != (r != nil && r.MessageType() == dhcpv4.MessageTypeAck) {
+			s.t.Fatalf("step %d: INFORM from %s (on the subnet: %v) answered %v", s.steps, ci, onLink, r)
 		}
 	case 12: // an ARP probe found an unknown host on an address
 		a := anyAddr()
@@ -304,6 +341,9 @@ func (s *sim) discover(hw net.HardwareAddr, mods []dhcpv4.Modifier) {
 		return
 	}
 	a := addrOf(r.YourIPAddr)
+	if r.MessageType() == dhcpv4.MessageTypeOffer && !s.ref.allowed(a, m, now) && s.ref.reclaimable(a, m, now) {
+		delete(s.ref.recs, a) // the pool ran dry: the oldest abandoned address is reclaimed
+	}
 	if r.MessageType() != dhcpv4.MessageTypeOffer || !s.ref.allowed(a, m, now) {
 		s.t.Fatalf("step %d: %s offered %s (%s), which the model forbids", s.steps, m, a, r.MessageType())
 	}

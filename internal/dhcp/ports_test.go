@@ -48,8 +48,9 @@ func TestLeaseBindsItsPort(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.Handle(rel)
-	// The RELEASE is located too: only the lease's own port may end it.
-	want := []string{"locate 52:54:00:00:00:01", "bound tap7 " + a.String(), "locate 52:54:00:00:00:01", "unbound " + a.String()}
+	// The DISCOVER is located (the per-port cap), the REQUEST and the
+	// RELEASE too: only the lease's own port may end it.
+	want := []string{"locate 52:54:00:00:00:01", "locate 52:54:00:00:00:01", "bound tap7 " + a.String(), "locate 52:54:00:00:00:01", "unbound " + a.String()}
 	if len(r.calls) != len(want) {
 		t.Fatalf("calls = %q, want %q", r.calls, want)
 	}

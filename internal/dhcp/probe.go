@@ -28,9 +28,63 @@ const PrefetchAhead = 8
 // with the addresses after them.
 const MaxProbes = 4
 
-// ProbeStats counts the ARP checks made before offers.
+// ProbeStats counts the ARP checks made before offers. Liar counts the
+// answers not believed: the answering MAC claims too many addresses.
 type ProbeStats struct {
-	Probes, InUse, Errors atomic.Uint64
+	Probes, InUse, Errors, Liar atomic.Uint64
+}
+
+// LiarAfter is how many distinct addresses one MAC may answer ARP for,
+// within Quarantine, and have each abandoned. A guest that answers for
+// every address (`ip route add local 10.78.0.0/24 dev eth0 table local`
+// does it), or a proxy-ARP device, would otherwise make the server
+// abandon the whole pool in seconds: from its third address on, its
+// answers are not believed and the address is offered unverified (the
+// client still checks it with ARP itself, RFC 2131 3.1.5, and DECLINEs
+// it if someone really holds it).
+const LiarAfter = 2
+
+// maxAnswerers bounds the MACs remembered for LiarAfter.
+const maxAnswerers = 4096
+
+// believe records that by answered ARP for a and reports whether that
+// answer is believed: by has answered for at most LiarAfter distinct
+// addresses within Quarantine (this one included).
+func (h *Handler) believe(by string, a netip.Addr) bool {
+	h.logMu.Lock()
+	defer h.logMu.Unlock()
+	now := h.Pool.now()
+	if h.answers == nil {
+		h.answers = map[string]map[netip.Addr]time.Time{}
+	}
+	if len(h.answers) >= maxAnswerers {
+		for m, as := range h.answers {
+			prune(as, now)
+			if len(as) == 0 {
+				delete(h.answers, m)
+			}
+		}
+	}
+	as := h.answers[by]
+	if as == nil {
+		if len(h.answers) >= maxAnswerers {
+			return false // a flood of answering MACs: none of them is believed
+		}
+		as = map[netip.Addr]time.Time{}
+		h.answers[by] = as
+	}
+	prune(as, now)
+	as[a] = now
+	return len(as) <= LiarAfter
+}
+
+// prune forgets the answers older than Quarantine.
+func prune(as map[netip.Addr]time.Time, now time.Time) {
+	for a, t := range as {
+		if now.Sub(t) >= Quarantine {
+			delete(as, a)
+		}
+	}
 }
 
 // probed checks the address the pool picked for mac before it is offered
@@ -39,8 +93,10 @@ type ProbeStats struct {
 // persisted) and the pool asked again, at most MaxProbes times. ok is
 // false when every address tried was in use. Without a Prober, or when
 // the probe itself fails, the address is offered unchecked: DHCP keeps
-// serving, and the client's own ARP check (RFC 2131 3.1.5) remains.
-func (h *Handler) probed(mac string, requested, a netip.Addr) (netip.Addr, bool) {
+// serving, and the client's own ARP check (RFC 2131 3.1.5) remains. So is
+// an address whose answer came from a MAC that answers for more than
+// LiarAfter addresses (believe).
+func (h *Handler) probed(mac string, requested netip.Addr, port string, a netip.Addr) (netip.Addr, bool) {
 	if h.Prober == nil {
 		return a, true
 	}
@@ -61,6 +117,14 @@ func (h *Handler) probed(mac string, requested, a netip.Addr) (netip.Addr, bool)
 			h.prefetch(a)
 			return a, true
 		}
+		if !h.believe(by, a) {
+			h.Probes.Liar.Add(1)
+			if n, ok := h.liarWarn.allow(h.now()); ok {
+				h.Log.Warn("dhcp: a MAC answers ARP for many addresses (a guest lying, or a proxy-ARP device): its answers no longer abandon addresses; offering unverified",
+					"answered_by", by, "ip", a, "client", mac, "more_than", LiarAfter, "ignored_since_last_warning", n)
+			}
+			return a, true
+		}
 		h.Probes.InUse.Add(1)
 		l, ok := h.Pool.Abandon(a)
 		if ok {
@@ -72,7 +136,7 @@ func (h *Handler) probed(mac string, requested, a netip.Addr) (netip.Addr, bool)
 			h.Log.Warn("dhcp: every address checked for this DISCOVER is in use; no offer this time", "client", mac, "checked", MaxProbes)
 			return netip.Addr{}, false
 		}
-		if a, ok = h.Pool.Offer(mac, requested); !ok {
+		if a, ok = h.offer(mac, requested, port); !ok {
 			return a, false
 		}
 	}

@@ -2,6 +2,7 @@ package dhcp
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"slices"
 	"sync"
@@ -114,13 +115,14 @@ func TestProbeClientAnswersForItself(t *testing.T) {
 	}
 }
 
-// Every address answers: bounded tries, no offer, all of them abandoned.
+// Every address answers, each from another host: bounded tries, no
+// offer, all of them abandoned.
 func TestProbeEveryAddressInUse(t *testing.T) {
 	st := &memStore{leases: map[netip.Addr]Lease{}}
 	h := newHandler(t, st, &clock{time.Unix(1e9, 0)})
 	fp := &fakeProber{by: map[netip.Addr]string{}}
-	for _, a := range []string{"10.99.0.100", "10.99.0.101", "10.99.0.102"} {
-		fp.by[addr(a)] = "02:00:00:00:0b:ad"
+	for i, a := range []string{"10.99.0.100", "10.99.0.101", "10.99.0.102"} {
+		fp.by[addr(a)] = fmt.Sprintf("02:00:00:00:0b:%02x", i)
 	}
 	h.Prober = fp
 	if got := offered(t, h, mac(1)); got.IsValid() {

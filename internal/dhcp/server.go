@@ -31,22 +31,20 @@ func (h *Handler) Serve(conn net.PacketConn) error {
 		go func() {
 			defer func() { <-sem }()
 			if resp := h.Handle(req); resp != nil {
-				conn.WriteTo(resp.ToBytes(), destination(req, resp))
+				conn.WriteTo(resp.ToBytes(), h.destination(req, resp))
 			}
 		}()
 	}
 }
 
-// destination is where a reply goes (RFC 2131 4.1): to a relay, to a
-// client that already has its address, or broadcast on the bridge.
-func destination(req, resp *dhcpv4.DHCPv4) net.Addr {
-	if gi := req.GatewayIPAddr; gi != nil && !gi.IsUnspecified() {
-		return &net.UDPAddr{IP: gi, Port: dhcpv4.ServerPort}
-	}
-	if resp.MessageType() != dhcpv4.MessageTypeNak {
-		if ci := req.ClientIPAddr; ci != nil && !ci.IsUnspecified() {
-			return &net.UDPAddr{IP: ci, Port: dhcpv4.ClientPort}
-		}
+// destination is where a reply goes (RFC 2131 4.1): unicast to a client
+// that already has its address, else broadcast on the bridge. Relayed
+// messages never get here (Handle drops them), and a ciaddr outside the
+// network's subnet is not trusted as an address: the reply is broadcast
+// on the bridge, never routed off the link to whoever the guest named.
+func (h *Handler) destination(req, resp *dhcpv4.DHCPv4) net.Addr {
+	if resp.MessageType() != dhcpv4.MessageTypeNak && h.onLink(req.ClientIPAddr) {
+		return &net.UDPAddr{IP: req.ClientIPAddr, Port: dhcpv4.ClientPort}
 	}
 	return &net.UDPAddr{IP: net.IPv4bcast, Port: dhcpv4.ClientPort}
 }

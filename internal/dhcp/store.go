@@ -10,6 +10,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 // BoltStore keeps leases in a bbolt file, one bucket per network. Writes
@@ -32,7 +33,11 @@ var _ Store = (*BoltStore)(nil)
 // not decode is refused with a *CorruptError, never opened as an empty
 // store and never a panic.
 func OpenBolt(path string, readOnly bool, timeout time.Duration) (*BoltStore, error) {
-	if _, err := os.Stat(path); err == nil {
+	exists, err := checkPath(path)
+	if err != nil {
+		return nil, err
+	}
+	if exists {
 		s, err := inspect(path, timeout)
 		if err != nil {
 			return nil, err
@@ -40,10 +45,46 @@ func OpenBolt(path string, readOnly bool, timeout time.Duration) (*BoltStore, er
 		if s.Problem != "" {
 			return nil, &CorruptError{Path: path, Problem: s.Problem, Readable: s.count()}
 		}
-	} else if !errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("open lease store %s: %w", path, err)
 	}
-	return openBolt(path, readOnly, timeout)
+	st, err := openBolt(path, readOnly, timeout)
+	if err != nil && !errors.Is(err, berrors.ErrTimeout) {
+		// Anything but a lock another guestnet holds: a restart cannot fix it.
+		return nil, &CorruptError{Path: path, Problem: "cannot be opened (" + errors.Unwrap(err).Error() + ")",
+			Fix: "check the state folder and its permissions"}
+	}
+	return st, err
+}
+
+// checkPath reports whether the lease store exists, and refuses a path
+// that is not a regular file. A symbolic link is refused, not followed:
+// the store lives in guestnet's root-only state folder, and a link there
+// (dangling, into a missing folder, or to another filesystem) has no
+// reason to exist; following it would create the database wherever it
+// points, or fail later with a bare "no such file or directory".
+func checkPath(path string) (bool, error) {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, &CorruptError{Path: path, Problem: "cannot be examined (" + err.Error() + ")",
+			Fix: "check the state folder and its permissions"}
+	}
+	switch m := fi.Mode(); {
+	case m&fs.ModeSymlink != 0:
+		target, _ := os.Readlink(path)
+		return false, &CorruptError{Path: path, Problem: fmt.Sprintf("a symbolic link (to %s), not a file", target),
+			Fix: "guestnet follows no link to its lease store: replace the link with the file it points to (mv " + target + " " + path + "), " +
+				"or remove it to start with no leases (guests keep their addresses only if they renew them)"}
+	case m.IsDir():
+		return false, &CorruptError{Path: path, Problem: "a directory, not a lease database",
+			Fix: "move the directory away: guestnet then starts a new, empty store (guests keep their addresses only if they renew them); " +
+				"or put a backup of the lease database in its place"}
+	case !m.IsRegular():
+		return false, &CorruptError{Path: path, Problem: fmt.Sprintf("not a regular file (%s)", m.Type()),
+			Fix: "move it away, or put a backup of the lease database in its place"}
+	}
+	return true, nil
 }
 
 func openBolt(path string, readOnly bool, timeout time.Duration) (*BoltStore, error) {

@@ -35,6 +35,15 @@ import (
 // needs IP fragments. Larger answers come by TCP.
 const UpstreamUDPSize = 1232
 
+// MaxUDPAnswer caps every answer to a guest over UDP, whatever EDNS size
+// the guest advertises: the same DNS Flag Day 2020 value. A larger answer
+// would leave in IP fragments (a guest on a 1,500-byte link asked 4,096
+// and got 2,791 bytes in two fragments, 55 times its query: an amplifier
+// aimed at whatever source a guest forges inside its subnet). An answer
+// that does not fit comes with TC set, and the guest asks again over TCP,
+// which has no cap.
+const MaxUDPAnswer = 1232
+
 // DefaultTimeout bounds one upstream exchange when Server.Timeout is zero.
 const DefaultTimeout = 2 * time.Second
 
@@ -118,14 +127,14 @@ func rcode(req *mdns.Msg, code int) *mdns.Msg {
 // reply fits m to the client's hop and sends it. EDNS is hop by hop (RFC
 // 6891 §6.1.1): a client that sent an OPT record gets ours, one that did
 // not gets none. Over UDP the answer is cut to the client's size (512 bytes
-// without EDNS, else its advertised size) with TC set, so it asks again
-// over TCP, where it gets the whole answer.
+// without EDNS, else its advertised size, at most MaxUDPAnswer) with TC
+// set, so it asks again over TCP, where it gets the whole answer.
 func reply(w mdns.ResponseWriter, req, m *mdns.Msg) {
 	m.Extra = dropOPT(m.Extra)
 	size := mdns.MinMsgSize
 	if opt := req.IsEdns0(); opt != nil {
 		m.SetEdns0(UpstreamUDPSize, opt.Do())
-		size = max(int(opt.UDPSize()), mdns.MinMsgSize)
+		size = min(max(int(opt.UDPSize()), mdns.MinMsgSize), MaxUDPAnswer)
 	} else if m.Rcode > 0xF {
 		// An extended rcode (BADCOOKIE...) needs an OPT record to carry it.
 		m.Rcode = mdns.RcodeServerFailure

@@ -264,8 +264,9 @@ func txtCount(m *mdns.Msg) int {
 	return n
 }
 
-// TestLargeAnswerWithEDNS: a guest advertising 4,096 bytes gets answers of
-// ~1,700 and ~2,500 bytes whole over UDP. The upstream was asked with
+// TestLargeAnswerWithEDNS: a guest advertising 4,096 or more bytes gets
+// answers of ~1,700 and ~2,500 bytes over UDP cut to MaxUDPAnswer with TC
+// (never in IP fragments), and whole over TCP. The upstream was asked with
 // EDNS0 at 1,232 bytes, answered truncated, and was asked again over TCP.
 func TestLargeAnswerWithEDNS(t *testing.T) {
 	u := startUpstream(t)
@@ -275,8 +276,9 @@ func TestLargeAnswerWithEDNS(t *testing.T) {
 		q.SetEdns0(4096, false)
 		before := len(u.asked())
 		r, size := ask(t, addr, "udp", q)
-		if r.Truncated || txtCount(r) != txtNames[name] || size <= UpstreamUDPSize {
-			t.Errorf("%s with EDNS 4096: TC=%v, %d of %d records, %d bytes", name, r.Truncated, txtCount(r), txtNames[name], size)
+		if !r.Truncated || txtCount(r) >= txtNames[name] || size > MaxUDPAnswer {
+			t.Errorf("%s with EDNS 4096 over UDP: TC=%v, %d of %d records, %d bytes; want TC, at most %d bytes",
+				name, r.Truncated, txtCount(r), txtNames[name], size, MaxUDPAnswer)
 		}
 		if r.IsEdns0() == nil {
 			t.Errorf("%s: an EDNS query got an answer without OPT", name)
@@ -285,7 +287,12 @@ func TestLargeAnswerWithEDNS(t *testing.T) {
 		if strings.Join(asked, " ") != "udp/1232 tcp/1232" {
 			t.Errorf("%s: upstream asked %v, want udp/1232 then tcp/1232 (TC fallback)", name, asked)
 		}
-		t.Logf("%s: %d bytes, %d TXT records over UDP with EDNS 4096; upstream asked %v", name, size, txtCount(r), asked)
+		udpSize := size
+		r, size = ask(t, addr, "tcp", q)
+		if r.Truncated || txtCount(r) != txtNames[name] || size <= MaxUDPAnswer {
+			t.Errorf("%s with EDNS 4096 over TCP: TC=%v, %d of %d records, %d bytes", name, r.Truncated, txtCount(r), txtNames[name], size)
+		}
+		t.Logf("%s with EDNS 4096: UDP %d bytes TC; TCP %d bytes, %d TXT records; upstream asked %v", name, udpSize, size, txtCount(r), asked)
 	}
 	// A small answer needs no TCP.
 	before := len(u.asked())
@@ -296,7 +303,7 @@ func TestLargeAnswerWithEDNS(t *testing.T) {
 }
 
 // TestTruncatesToGuestLimit: an answer larger than the guest's limit (512
-// bytes without EDNS, or its EDNS size) comes back over UDP cut to that
+// bytes without EDNS, or its EDNS size up to MaxUDPAnswer) comes back over UDP cut to that
 // limit with TC set, without an OPT record when the guest sent none; the
 // same query over TCP gets the whole answer.
 func TestTruncatesToGuestLimit(t *testing.T) {
@@ -306,13 +313,17 @@ func TestTruncatesToGuestLimit(t *testing.T) {
 		name  string
 		edns  uint16 // 0: no EDNS
 		limit int
-	}{{"mid.example.", 0, 512}, {"big.example.", 0, 512}, {"big.example.", 1232, 1232}} {
+	}{{"mid.example.", 0, 512}, {"big.example.", 0, 512}, {"big.example.", 1232, 1232},
+		{"big.example.", 1000, 1000}, {"mid.example.", 4096, MaxUDPAnswer}, {"big.example.", 8192, MaxUDPAnswer},
+		{"big.example.", 65000, MaxUDPAnswer}} {
 		q := query(c.name, mdns.TypeTXT)
 		if c.edns > 0 {
 			q.SetEdns0(c.edns, false)
 		}
 		r, size := ask(t, addr, "udp", q)
-		if !r.Truncated || size > c.limit || txtCount(r) >= txtNames[c.name] {
+		// Cut close to the limit: whole records up to it, never far below
+		// (a guest advertising 65,000 once got 1,097 bytes).
+		if !r.Truncated || size > c.limit || size < c.limit-300 || txtCount(r) >= txtNames[c.name] {
 			t.Errorf("%s, EDNS %d, over UDP: TC=%v, %d bytes (limit %d), %d of %d records", c.name, c.edns, r.Truncated, size, c.limit, txtCount(r), txtNames[c.name])
 		}
 		if (r.IsEdns0() != nil) != (c.edns > 0) {

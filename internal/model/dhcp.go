@@ -14,6 +14,10 @@ type DHCP struct {
 	Domain string        `json:"domain,omitempty"`
 	MTU    int           `json:"mtu,omitempty"`
 	Routes []StaticRoute `json:"routes,omitempty"` // option 121
+	// PerPort caps the dynamic addresses one bridge port may hold at once,
+	// live leases plus outstanding offers (0: no cap); clients whose port
+	// is not known share one such share. Static hosts are not capped.
+	PerPort int `json:"per_port,omitempty"`
 }
 
 // Range is an inclusive span of addresses to lease.

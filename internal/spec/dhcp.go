@@ -15,7 +15,13 @@ import (
 	"github.com/guestnet/guestnet/internal/model"
 )
 
-var dhcpFields = []string{"range", "lease", "hosts", "dns", "domain", "mtu", "routes"}
+var dhcpFields = []string{"range", "lease", "hosts", "dns", "domain", "mtu", "routes", "per_port"}
+
+// DefaultPerPort caps the dynamic addresses one bridge port holds (live
+// leases and outstanding offers) when the spec says nothing: a guest that
+// invents client MACs cannot empty the pool. A VM with a few interfaces
+// on one TAP, or a small nested setup, fits; per_port: 0 lifts the cap.
+const DefaultPerPort = 8
 
 // DefaultLease is the lease time when the spec gives none (libvirt's too).
 const DefaultLease = time.Hour
@@ -23,10 +29,10 @@ const DefaultLease = time.Hour
 // parseDHCP reads a network's dhcp: block. Fields are named
 // "dhcp.range", "dhcp.hosts[2].ip" and so on in errors.
 func (n *Network) parseDHCP(v *yaml.Node) error {
-	d := &model.DHCP{Lease: DefaultLease}
+	d := &model.DHCP{Lease: DefaultLease, PerPort: DefaultPerPort}
 	n.DHCP = d
 	if v.Kind != yaml.MappingNode {
-		return n.errorf("dhcp", "want a mapping (range, lease, hosts, dns, domain, mtu, routes)")
+		return n.errorf("dhcp", "want a mapping (%s)", strings.Join(dhcpFields, ", "))
 	}
 	var errs []error
 	for i := 0; i < len(v.Content); i += 2 {
@@ -71,6 +77,12 @@ func (n *Network) parseDHCP(v *yaml.Node) error {
 				err = n.errorf(f, "want a number from 68 to 65535, not %q", val.Value)
 			}
 			d.MTU = m
+		case "per_port":
+			m, perr := strconv.Atoi(val.Value)
+			if val.Kind != yaml.ScalarNode || perr != nil || m < 0 || m > 65535 {
+				err = n.errorf(f, "want the number of addresses one port may hold, 0 for no cap, like 8, not %q", val.Value)
+			}
+			d.PerPort = m
 		case "hosts":
 			err = n.parseHosts(f, val)
 		case "routes":
