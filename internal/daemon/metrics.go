@@ -13,7 +13,7 @@ import (
 var (
 	descLeases  = prometheus.NewDesc("guestnet_dhcp_leases", "DHCP addresses per network and state: in_use (live leases), quarantined (declined or abandoned), free (could be offered to a new client now).", []string{"network", "state"}, nil)
 	descPackets = prometheus.NewDesc("guestnet_dhcp_packets_total", "DHCP messages per network and type.", []string{"network", "type"}, nil)
-	descProbes  = prometheus.NewDesc("guestnet_dhcp_arp_checks_total", "ARP checks of unrecorded addresses before an offer, per network and result: probed (checks made), in_use (someone answered: abandoned), error (the probe failed; offered unchecked).", []string{"network", "result"}, nil)
+	descProbes  = prometheus.NewDesc("guestnet_dhcp_arp_checks_total", "ARP checks of unrecorded addresses before an offer, per network and result: probed (checks made), in_use (someone answered: abandoned), error (the probe failed; offered unchecked), liar (an answer from a MAC claiming many addresses: not believed).", []string{"network", "result"}, nil)
 	descRepairs = prometheus.NewDesc("guestnet_repairs_total", "Drift repairs applied.", nil, nil)
 	descApply   = prometheus.NewDesc("guestnet_apply_duration_seconds", "Duration of the last apply (reload or repair).", nil, nil)
 )
@@ -53,11 +53,12 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 			"discover": st.Discover.Load(), "request": st.Request.Load(), "release": st.Release.Load(),
 			"decline": st.Decline.Load(), "inform": st.Inform.Load(), "offer": st.Offer.Load(), "ack": st.Ack.Load(),
 			"nak": st.Nak.Load(), "exhausted": st.Exhausted.Load(), "ignored": st.Ignored.Load(), "foreign_port": st.Foreign.Load(),
+			"relayed": st.Relayed.Load(), "bad_hostname": st.BadName.Load(), "port_full": st.PortFull.Load(),
 		} {
 			ch <- prometheus.MustNewConstMetric(descPackets, prometheus.CounterValue, float64(v), name, typ)
 		}
 		pr := &s.handler.Probes
-		for res, v := range map[string]uint64{"probed": pr.Probes.Load(), "in_use": pr.InUse.Load(), "error": pr.Errors.Load()} {
+		for res, v := range map[string]uint64{"probed": pr.Probes.Load(), "in_use": pr.InUse.Load(), "error": pr.Errors.Load(), "liar": pr.Liar.Load()} {
 			ch <- prometheus.MustNewConstMetric(descProbes, prometheus.CounterValue, float64(v), name, res)
 		}
 	}
