@@ -57,6 +57,7 @@ type Handler struct {
 	warned     time.Time         // when the last "pool exhausted" line was written
 	unanswered int               // DISCOVERs left unanswered since that line
 	nameLogged map[string]string // MAC -> the taken host name already logged
+	expired    expiries          // lease expiries already logged (LogExpired)
 	// answers: MAC -> the addresses it answered ARP for, and when (believe)
 	answers map[string]map[netip.Addr]time.Time
 
@@ -122,12 +123,13 @@ func (h *Handler) Handle(req *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
 			if h.Ports != nil {
 				h.Ports.Unbound(l)
 			}
-			h.Log.Info("dhcp release", "mac", mac, "ip", l.IP)
+			h.Log.Info("dhcp lease released", "mac", mac, "ip", l.IP, "hostname", l.Hostname, "port", l.Port)
 		}
 		return nil
 	case dhcpv4.MessageTypeDecline:
 		h.Stats.Decline.Add(1)
-		if _, foreign := h.foreignPort(req, mac); foreign {
+		port, foreign := h.foreignPort(req, mac)
+		if foreign {
 			return nil
 		}
 		a := addrOf(req.RequestedIPAddress())
@@ -141,7 +143,7 @@ func (h *Handler) Handle(req *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
 		if h.Ports != nil {
 			h.Ports.Unbound(l)
 		}
-		h.Log.Warn("dhcp decline: address quarantined", "mac", mac, "ip", l.IP, "until", l.Expiry)
+		h.Log.Warn("dhcp lease declined: address quarantined", "mac", mac, "ip", l.IP, "port", port.Name, "until", l.Expiry.Format(time.RFC3339))
 		return nil
 	case dhcpv4.MessageTypeInform:
 		h.Stats.Inform.Add(1)
@@ -225,7 +227,11 @@ func (h *Handler) request(req *dhcpv4.DHCPv4, mac string) *dhcpv4.DHCPv4 {
 		h.Ports.Bound(l) // the port may send from its address once the ACK arrives
 	}
 	h.Stats.Ack.Add(1)
-	h.Log.Debug("dhcp ack", "mac", mac, "ip", a, "hostname", l.Hostname, "port", l.Port)
+	event := "dhcp lease granted"
+	if p := b.Prev; p.MAC == mac && p.IP == a && !p.Declined && p.Expiry.After(l.Expiry.Add(-h.Pool.cfg.Lease)) {
+		event = "dhcp lease renewed" // the client's own live lease, extended
+	}
+	h.Log.Info(event, "mac", mac, "ip", a, "hostname", l.Hostname, "port", l.Port, "until", l.Expiry.Format(time.RFC3339))
 	return h.reply(req, dhcpv4.MessageTypeAck, a, true)
 }
 

@@ -3,6 +3,7 @@ package dhcp
 import (
 	"errors"
 	"net"
+	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 )
@@ -13,6 +14,20 @@ import (
 // is closed.
 func (h *Handler) Serve(conn net.PacketConn) error {
 	sem := make(chan struct{}, 1024) // bounds work in flight under a flood
+	done := make(chan struct{})
+	defer close(done)
+	go func() { // leases end by themselves: log them as they do
+		t := time.NewTicker(ExpiryEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				h.LogExpired()
+			}
+		}
+	}()
 	for {
 		buf := make([]byte, 1500)
 		n, _, err := conn.ReadFrom(buf)
