@@ -129,17 +129,7 @@ func TestReapplyIsNoopAndDestroyLeavesNoTrace(t *testing.T) {
 		t.Errorf("second apply made %d kernel writes, want 0", w)
 	}
 	// The kernel's copy of guestnet's table is exactly what guestnet renders.
-	s, err := specLoad(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rs, err := nft.Render(s.Models(), model.Host{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := l.In(host, "nft", "list", "table", "inet", "guestnet"); got != rs.String() {
-		t.Errorf("nft list table differs from the rendered ruleset:\n%s", diffLines(rs.String(), got))
-	}
+	s := l.tableIsRendered(host, spec)
 	// So is its anti-spoofing table, with a port bound.
 	l.must("ip", "-n", host, "tuntap", "add", "dev", "tap9", "mode", "tap")
 	l.Guestnet(host, "attach", "default", "tap9", "--ip", "10.99.0.9", "--mac", "52:54:00:00:00:09")
@@ -157,6 +147,24 @@ func TestReapplyIsNoopAndDestroyLeavesNoTrace(t *testing.T) {
 }
 
 func specLoad(path string) (*spec.Spec, error) { return spec.Load(path) }
+
+// tableIsRendered checks that the kernel's table inet guestnet in ns is
+// exactly what guestnet renders for the spec file, and returns the spec.
+func (l *Lab) tableIsRendered(ns, specPath string) *spec.Spec {
+	l.t.Helper()
+	s, err := specLoad(specPath)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	rs, err := nft.Render(s.Models(), model.Host{})
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	if got := l.In(ns, "nft", "list", "table", "inet", "guestnet"); got != rs.String() {
+		l.t.Errorf("nft list table differs from the rendered ruleset:\n%s", diffLines(rs.String(), got))
+	}
+	return s
+}
 
 // TestFailureAtEachStep injects a failure at every step of an apply (and
 // of a destroy) and checks the namespace and the state are exactly as

@@ -7,9 +7,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-
-	"github.com/guestnet/guestnet/internal/model"
-	"github.com/guestnet/guestnet/internal/nft"
 )
 
 // The upstream's TXT names: several --txt-record entries for one name, each
@@ -203,17 +200,7 @@ func TestDNSNotOpenResolver(t *testing.T) {
 	l.must("ip", "-n", inet, "route", "add", "10.99.0.0/23", "via", "198.51.100.1")
 	const gw = "10.99.0.1"
 
-	s, err := specLoad(specPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rs, err := nft.Render(s.Models(), model.Host{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := l.In(host, "nft", "list", "table", "inet", "guestnet"); got != rs.String() {
-		t.Errorf("nft list table differs from the rendered ruleset:\n%s", diffLines(rs.String(), got))
-	}
+	l.tableIsRendered(host, specPath)
 
 	// The controls: what is refused below is reachable, and the guests' dig works.
 	l.expect("internet -> 10.99.0.1 (ping)", true, l.Ping(inet, gw))

@@ -177,6 +177,13 @@ func (l *Lab) Ping(ns, addr string) bool {
 // test ends.
 func (l *Lab) Serve(ns, addrport string) {
 	l.t.Helper()
+	l.answerTCP(ns, addrport, func(peer net.IP) string { return peer.String() })
+}
+
+// answerTCP listens on TCP addr:port inside ns until the test ends and
+// sends each connection the line answer makes of its peer's address.
+func (l *Lab) answerTCP(ns, addrport string, answer func(peer net.IP) string) {
+	l.t.Helper()
 	n, err := netns.Open(ns)
 	if err != nil {
 		l.t.Fatal(err)
@@ -193,7 +200,7 @@ func (l *Lab) Serve(ns, addrport string) {
 			if err != nil {
 				return
 			}
-			fmt.Fprintln(c, c.RemoteAddr().(*net.TCPAddr).IP)
+			fmt.Fprintln(c, answer(c.RemoteAddr().(*net.TCPAddr).IP))
 			c.Close()
 		}
 	}()

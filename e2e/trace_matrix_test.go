@@ -44,26 +44,7 @@ networks:
 // (who answered, and the source it saw), until the test ends.
 func (l *Lab) serveAs(ns, addr, name string) {
 	l.t.Helper()
-	n, err := netns.Open(ns)
-	if err != nil {
-		l.t.Fatal(err)
-	}
-	defer n.Close()
-	var ln net.Listener
-	if err := n.Do(func() (err error) { ln, err = net.Listen("tcp4", addr); return }); err != nil {
-		l.t.Fatalf("listen %s in %s: %v", addr, ns, err)
-	}
-	l.t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			fmt.Fprintln(c, name, c.RemoteAddr().(*net.TCPAddr).IP)
-			c.Close()
-		}
-	}()
+	l.answerTCP(ns, addr, func(peer net.IP) string { return name + " " + peer.String() })
 }
 
 // udpAs answers each datagram on addr in ns with "NAME SOURCE".
