@@ -15,7 +15,7 @@ func statusCmd(g *globals) *cobra.Command {
 		Short: "Show guestnet's networks: bridges, ports, addresses, forwarding, owned rules",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			e, h, err := g.observed()
+			e, h, err := g.observed(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -62,7 +62,7 @@ func routesCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			h, err := e.Observe()
+			h, err := e.Observe(cmd.Context())
 			if err != nil {
 				return err
 			}

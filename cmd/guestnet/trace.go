@@ -24,7 +24,7 @@ func traceCmd(g *globals) *cobra.Command {
 			"drop by policy, masquerade rules, routes, ip_forward and br_netfilter.",
 		Args: cobra.RangeArgs(2, 3),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			e, h, d, err := g.diagnosed()
+			e, h, d, err := g.diagnosed(cmd.Context())
 			if err != nil {
 				return err
 			}

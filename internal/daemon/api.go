@@ -57,7 +57,7 @@ func (d *Daemon) listenAPI() (io.Closer, error) {
 		writeJSON(w, d.leases(r.URL.Query().Get("network")))
 	})
 	mux.HandleFunc("POST /v1/reload", func(w http.ResponseWriter, r *http.Request) {
-		if err := d.Reload(); err != nil {
+		if err := d.Reload(r.Context()); err != nil {
 			http.Error(w, err.Error(), http.StatusUnprocessableEntity)
 			return
 		}

@@ -8,7 +8,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/guestnet/guestnet/internal/netns"
+	"github.com/guestnet/guestnet/internal/engine"
+	"github.com/guestnet/guestnet/internal/model"
 )
 
 // fdb knows on which bridge port each MAC was last learned, from the
@@ -19,7 +20,7 @@ type fdb struct {
 	where map[string]fdbEntry // by MAC
 
 	nlmu   sync.Mutex
-	nl     *netlink.Handle
+	links  func() ([]model.Link, error)    // the kernel's links
 	dump   func() ([]netlink.Neigh, error) // the kernel's table, on a miss
 	now    func() time.Time
 	dumped time.Time
@@ -31,19 +32,13 @@ const dumpEvery = time.Second
 
 type fdbEntry struct{ bridge, port int }
 
-func newFDB(ns *netns.NS) (*fdb, error) {
-	nl, err := ns.Netlink()
-	if err != nil {
-		return nil, err
-	}
-	f := &fdb{nl: nl, where: map[string]fdbEntry{}, now: time.Now}
-	f.dump = func() ([]netlink.Neigh, error) { return f.nl.NeighList(0, unix.AF_BRIDGE) }
-	return f, nil
+func newFDB(k engine.Kernel) *fdb {
+	return &fdb{links: k.Links, dump: k.FDB, where: map[string]fdbEntry{}, now: time.Now}
 }
 
 // watch keeps the table until ctx ends.
-func (f *fdb) watch(ctx context.Context, ns *netns.NS) error {
-	return ns.WatchNeigh(ctx, f.update)
+func (f *fdb) watch(ctx context.Context, ev Events) error {
+	return ev.WatchNeigh(ctx, f.update)
 }
 
 func (f *fdb) update(u netlink.NeighUpdate) {
@@ -71,17 +66,22 @@ func (f *fdb) port(bridge, mac string) string {
 	if !ok {
 		return ""
 	}
-	f.nlmu.Lock()
-	defer f.nlmu.Unlock()
-	br, err := f.nl.LinkByIndex(e.bridge)
-	if err != nil || br.Attrs().Name != bridge {
-		return ""
-	}
-	p, err := f.nl.LinkByIndex(e.port)
+	links, err := f.links()
 	if err != nil {
 		return ""
 	}
-	return p.Attrs().Name
+	name := func(index int) string {
+		for _, l := range links {
+			if l.Index == index {
+				return l.Name
+			}
+		}
+		return ""
+	}
+	if name(e.bridge) != bridge {
+		return ""
+	}
+	return name(e.port)
 }
 
 func (f *fdb) lookup(mac string) (fdbEntry, bool) {
@@ -115,20 +115,14 @@ func (f *fdb) refresh() bool {
 
 // masters maps every interface with a master to its master's name.
 func (f *fdb) masters() (map[string]string, error) {
-	f.nlmu.Lock()
-	defer f.nlmu.Unlock()
-	links, err := f.nl.LinkList()
+	links, err := f.links()
 	if err != nil {
 		return nil, err
 	}
-	names := map[int]string{}
-	for _, l := range links {
-		names[l.Attrs().Index] = l.Attrs().Name
-	}
 	out := map[string]string{}
 	for _, l := range links {
-		if m := l.Attrs().MasterIndex; m != 0 {
-			out[l.Attrs().Name] = names[m]
+		if l.Master != "" {
+			out[l.Name] = l.Master
 		}
 	}
 	return out, nil

@@ -8,7 +8,6 @@ import (
 
 	"github.com/guestnet/guestnet/internal/dhcp"
 	"github.com/guestnet/guestnet/internal/model"
-	"github.com/guestnet/guestnet/internal/observe"
 	"github.com/guestnet/guestnet/internal/state"
 )
 
@@ -134,7 +133,7 @@ func (l learner) Bound(ls dhcp.Lease) {
 	if have := l.d.inKernel.Load(); have != nil && (*have)[leaseBinds(ls)[0]] {
 		return // a renewal: the binding is there already
 	}
-	if err := l.d.Engine.Learn(model.ElemsOf(leaseBinds(ls)), model.Elems{}); err != nil {
+	if err := l.d.Engine.Learn(l.d.ctx, model.ElemsOf(leaseBinds(ls)), model.Elems{}); err != nil {
 		l.d.Log.Error("anti-spoofing: bind leased port", "network", l.network, "port", ls.Port, "ip", ls.IP, "err", err)
 	}
 	l.d.kickLearn() // a client that moved address leaves a stale binding
@@ -187,7 +186,7 @@ func (d *Daemon) syncLearned() {
 	}
 	v.masters = masters
 	d.view.Store(v)
-	g, err := observe.Guard(d.Engine.NS)
+	g, err := d.Engine.Kernel.Guard()
 	if err != nil || !g.On || g.Broken {
 		return // no table (yet): the next repair makes it and syncs again
 	}
@@ -197,7 +196,7 @@ func (d *Daemon) syncLearned() {
 	}
 	want := learnedWant(leases, bridges, masters, v, time.Now())
 	add, del := model.DiffElems(g.LearnedElems(), model.ElemsOf(want))
-	if err := d.Engine.Learn(add, del); err != nil {
+	if err := d.Engine.Learn(d.ctx, add, del); err != nil {
 		d.Log.Error("anti-spoofing: sync leased ports", "err", err)
 		return
 	}
