@@ -91,4 +91,3 @@ func undo(k Writer, done []plan.Action) error {
 	}
 	return errors.Join(errs...)
 }
-
