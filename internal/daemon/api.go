@@ -56,6 +56,9 @@ func (d *Daemon) listenAPI() (io.Closer, error) {
 	mux.HandleFunc("GET /v1/leases", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, d.leases(r.URL.Query().Get("network")))
 	})
+	mux.HandleFunc("GET /v1/services", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, d.Status())
+	})
 	mux.HandleFunc("POST /v1/reload", func(w http.ResponseWriter, r *http.Request) {
 		if err := d.Reload(r.Context()); err != nil {
 			http.Error(w, err.Error(), http.StatusUnprocessableEntity)
@@ -177,6 +180,16 @@ func Leases(dir, network string) ([]LeaseView, string, error) {
 	}
 	sortViews(out)
 	return out, "store", nil
+}
+
+// Services reads the running daemon's services; nil when no daemon runs.
+func Services(dir string) ([]ServiceStatus, error) {
+	var out []ServiceStatus
+	err := call(dir, http.MethodGet, "/v1/services", &out)
+	if errors.Is(err, errNoDaemon) {
+		return nil, nil
+	}
+	return out, err
 }
 
 // Running reports whether a daemon answers for the state folder.
