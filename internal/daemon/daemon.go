@@ -36,8 +36,10 @@ type Daemon struct {
 	// starts with the leases it could still read (dhcp.RecoverBolt);
 	// without it such a store stops the daemon with a *dhcp.CorruptError.
 	RecoverLeases bool
-	// Events are the kernel's notifications; nil means Engine.NS's.
-	Events Events
+	// Events are the kernel's notifications and Sockets opens DHCP's
+	// sockets; nil means Engine.NS's.
+	Events  Events
+	Sockets Sockets
 
 	mu      sync.Mutex // serialises reload, repair and the services' sync
 	ctx     context.Context
@@ -126,6 +128,9 @@ func (d *Daemon) init(ctx context.Context, st *dhcp.BoltStore) {
 	d.kick, d.learnKick, d.fatal = make(chan struct{}, 1), make(chan struct{}, 1), make(chan error, 1)
 	if d.Events == nil && d.Engine.NS != nil {
 		d.Events = d.Engine.NS
+	}
+	if d.Sockets == nil && d.Engine.NS != nil {
+		d.Sockets = nsSockets{d.Engine.NS}
 	}
 	d.Engine.Log = d.Log // the engine logs its retries after kernel errors
 	d.svcs = d.services()

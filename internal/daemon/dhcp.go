@@ -12,6 +12,7 @@ import (
 
 	"github.com/guestnet/guestnet/internal/arpprobe"
 	"github.com/guestnet/guestnet/internal/dhcp"
+	"github.com/guestnet/guestnet/internal/netns"
 )
 
 // syncDHCP starts, stops and re-binds DHCP servers to match the spec.
@@ -58,11 +59,7 @@ func (d *Daemon) syncDHCP() {
 				Pool: dhcp.NewPool(cfg, time.Now, leases), Store: d.store, Log: d.Log.With("network", name),
 				Ports: learner{d: d, network: name, bridge: bridges[name]}, Prober: probe}}
 		}
-		var conn net.PacketConn
-		err = d.Engine.NS.Do(func() (err error) {
-			conn, err = server4.NewIPv4UDPConn(bridges[name], &net.UDPAddr{Port: 67})
-			return err
-		})
+		conn, err := d.Sockets.DHCP(bridges[name])
 		if err != nil {
 			d.Log.Error("dhcp listen", "network", name, "bridge", bridges[name], "err", err)
 			s.probe.set(nil)
@@ -71,7 +68,7 @@ func (d *Daemon) syncDHCP() {
 		}
 		s.conn, s.ifindex = conn, idx
 		// The ARP socket is bound to the bridge as it is now, like conn.
-		pr, err := arpprobe.Open(d.Engine.NS, bridges[name], arpprobe.Wait)
+		pr, err := d.Sockets.ARP(bridges[name])
 		if err != nil {
 			d.Log.Error("dhcp: no ARP check before offers (addresses are offered unchecked)", "network", name, "err", err)
 		}
@@ -81,6 +78,30 @@ func (d *Daemon) syncDHCP() {
 		go s.handler.Serve(conn)
 		d.Log.Info("dhcp serving", "network", name, "bridge", bridges[name], "leases", len(s.handler.Pool.Leases()))
 	}
+}
+
+// Sockets opens the DHCP service's sockets on a bridge of the namespace.
+// nsSockets is the real one; unit tests open loopback sockets instead.
+type Sockets interface {
+	// DHCP listens on UDP port 67 of the bridge.
+	DHCP(bridge string) (net.PacketConn, error)
+	// ARP opens the ARP prober of the bridge.
+	ARP(bridge string) (*arpprobe.Prober, error)
+}
+
+// nsSockets opens sockets inside the served namespace.
+type nsSockets struct{ ns *netns.NS }
+
+func (s nsSockets) DHCP(bridge string) (conn net.PacketConn, err error) {
+	err = s.ns.Do(func() (err error) {
+		conn, err = server4.NewIPv4UDPConn(bridge, &net.UDPAddr{Port: 67})
+		return err
+	})
+	return conn, err
+}
+
+func (s nsSockets) ARP(bridge string) (*arpprobe.Prober, error) {
+	return arpprobe.Open(s.ns, bridge, arpprobe.Wait)
 }
 
 // bridgeProber is a network's dhcp.Prober across re-creations of its
