@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"slices"
 	"time"
@@ -172,6 +173,7 @@ func (d *Daemon) syncLearned() {
 	st, err := d.Engine.State()
 	if err != nil {
 		d.Log.Error("anti-spoofing", "err", err)
+		d.learnErr.set(err)
 		return
 	}
 	v := newLearnView(d.spec.Models(), st.Networks)
@@ -182,6 +184,7 @@ func (d *Daemon) syncLearned() {
 	masters, err := d.fdb.masters()
 	if err != nil {
 		d.Log.Error("anti-spoofing", "err", err)
+		d.learnErr.set(err)
 		return
 	}
 	v.masters = masters
@@ -198,6 +201,7 @@ func (d *Daemon) syncLearned() {
 	add, del := model.DiffElems(g.LearnedElems(), model.ElemsOf(want))
 	if err := d.Engine.Learn(d.ctx, add, del); err != nil {
 		d.Log.Error("anti-spoofing: sync leased ports", "err", err)
+		d.learnErr.set(fmt.Errorf("sync leased ports: %w", err))
 		return
 	}
 	have := map[model.Bind]bool{}
@@ -205,6 +209,7 @@ func (d *Daemon) syncLearned() {
 		have[b] = true
 	}
 	d.inKernel.Store(&have)
+	d.learnErr.set(nil)
 	if len(add.Binds)+len(del.Binds) > 0 {
 		d.Log.Info("anti-spoofing: leased ports", "bindings", len(want), "added", len(add.Binds), "removed", len(del.Binds))
 	}

@@ -146,6 +146,9 @@ func (e *Engine) own(gen uint32) bool {
 // generation it makes is remembered as guestnet's own, so that the next
 // plan can still skip reading back guestnet's unchanged rules.
 func (e *Engine) Learn(ctx context.Context, add, del model.Elems) error {
+	if add.Len()+del.Len() == 0 {
+		return nil // nothing to write
+	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}

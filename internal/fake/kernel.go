@@ -25,13 +25,11 @@ import (
 // daemon does. Tests read Host directly only while nothing runs.
 type Kernel struct {
 	Host model.Host
-	// Neighs are what FDB returns.
-	Neighs []netlink.Neigh
-	// ReadErr, when set, is what every read returns.
-	ReadErr error
 
-	mu  sync.Mutex
-	gen uint32 // nftables transactions
+	mu      sync.Mutex
+	gen     uint32          // nftables transactions
+	neighs  []netlink.Neigh // what FDB returns
+	readErr error           // what every read returns, when set
 }
 
 func (k *Kernel) link(name string) (*model.Link, error) {

@@ -19,8 +19,8 @@ import (
 func (k *Kernel) Observe(*observe.Hint) (model.Host, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if k.ReadErr != nil {
-		return model.Host{}, k.ReadErr
+	if k.readErr != nil {
+		return model.Host{}, k.readErr
 	}
 	h := k.Host
 	h.Links = slices.Clone(h.Links)
@@ -72,11 +72,25 @@ func (k *Kernel) RouteGet(dst, _ netip.Addr, _ string) (string, error) {
 	return dev, nil
 }
 
-// FDB returns the forwarding-database entries a test put in Neighs.
+// FDB returns the forwarding-database entries SetFDB set.
 func (k *Kernel) FDB() ([]netlink.Neigh, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	return slices.Clone(k.Neighs), nil
+	return slices.Clone(k.neighs), nil
+}
+
+// SetFDB sets what FDB returns.
+func (k *Kernel) SetFDB(ns []netlink.Neigh) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.neighs = slices.Clone(ns)
+}
+
+// FailReads makes every read return err from now on (nil: read again).
+func (k *Kernel) FailReads(err error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.readErr = err
 }
 
 // Learn adds and removes learned bindings in one transaction; like the
