@@ -105,6 +105,8 @@ func (d *Daemon) Run(ctx context.Context, ready func()) error {
 	if err != nil {
 		return err
 	}
+	ctx, cancel := context.WithCancel(ctx) // ends every service's goroutines on return
+	defer cancel()
 	d.init(ctx, st)
 	defer d.shutdown()
 	if err := d.startServices(ctx); err != nil {
