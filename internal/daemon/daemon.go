@@ -1,4 +1,5 @@
-// Package daemon is `guestnet serve`: it applies the config, serves DHCP on
+// Package daemon is `guestnet serve`, a list of services over one engine
+// (see services): it applies the config, serves DHCP on
 // each network that declares it, repairs drift the moment the kernel
 // reports it, reloads on SIGHUP or API request, and answers the CLI over a
 // root-only unix socket.

@@ -1,6 +1,8 @@
 // Package engine is guestnet as a library: it wires spec, observe, plan and
 // apply for one network namespace and keeps the state file in step with the
-// kernel. The CLI (and later the daemon) are thin layers over it.
+// kernel. It owns the kernel seam (Kernel), through which it and the daemon
+// read and change the namespace. The CLI and the daemon are thin layers
+// over its verbs, which take the state lock themselves.
 package engine
 
 import (
