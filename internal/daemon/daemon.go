@@ -1,8 +1,8 @@
 // Package daemon is `guestnet serve`, a list of services over one engine
-// (see services): it applies the config, serves DHCP on
-// each network that declares it, repairs drift the moment the kernel
-// reports it, reloads on SIGHUP or API request, and answers the CLI over a
-// root-only unix socket.
+// (see services): it applies the config, serves DHCP and DNS on each
+// network that declares them, binds leased ports (anti-spoofing), repairs
+// drift the moment the kernel reports it, reloads on SIGHUP or API
+// request, and answers the CLI over a root-only unix socket.
 package daemon
 
 import (
