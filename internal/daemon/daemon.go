@@ -290,6 +290,11 @@ func (d *Daemon) repair(ctx context.Context) error {
 func (d *Daemon) Reload(ctx context.Context) error {
 	s, err := spec.Load(d.Config...)
 	if err != nil {
+		d.mu.Lock()
+		if d.spec != nil { // the networks of the last good config stay
+			d.applyErr.set(fmt.Errorf("reload: %w (the previous config is still applied)", err))
+		}
+		d.mu.Unlock()
 		return err
 	}
 	d.mu.Lock()

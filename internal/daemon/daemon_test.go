@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
@@ -206,6 +207,9 @@ func TestReload(t *testing.T) {
 	}
 	if got := r.bridgeAddr("gnat0"); got != "[10.99.5.1/24]" {
 		t.Fatalf("a failed reload changed gnat0: %s", got)
+	}
+	if st := r.status(); !strings.Contains(st, "networks=degraded reload: ") || !strings.Contains(st, "the previous config is still applied") {
+		t.Errorf("a failed reload does not show:\n%s", st)
 	}
 	// Back to DHCP over the API, as `guestnet apply` asks a running daemon.
 	r.write(natSpec)
@@ -469,4 +473,58 @@ func TestLeasedBindingWriteFails(t *testing.T) {
 	f.arm(1) // the ACK's own Learn
 	ip := r.lease(hw)
 	r.waitLearned(bound(hw, ip))
+}
+
+// TestStartFailureStopsStartedServices: a service that cannot start (the
+// API socket's path is taken by a folder) stops the daemon, and the
+// services started before it are stopped.
+func TestStartFailureStopsStartedServices(t *testing.T) {
+	k := &fake.Kernel{Host: fake.BaseHost(vm0)}
+	dir := t.TempDir()
+	config := filepath.Join(dir, "guestnet.yaml")
+	if err := os.WriteFile(config, []byte(natSpec), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := &Daemon{Engine: engine.New(k, filepath.Join(dir, "state", "state.json")), Config: []string{config},
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Events: &events{watched: make(chan struct{})}, Sockets: loopSockets{}}
+	if err := os.MkdirAll(filepath.Join(SocketPath(d.Dir()), "x"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	err := d.Run(context.Background(), func() { t.Error("ready called") })
+	if err == nil || !strings.Contains(err.Error(), "start api:") {
+		t.Fatalf("Run with the API socket path taken: %v", err)
+	}
+	if st := fmt.Sprint(d.Status()); strings.Contains(st, "running") || len(d.servers) != 0 {
+		t.Errorf("services left running: %s, %d DHCP servers", st, len(d.servers))
+	}
+	if l, ok := k.Host.Link("gnat0"); !ok || !l.Up {
+		t.Errorf("the networks (applied before the failure) are not kept: %+v", l)
+	}
+}
+
+// TestServiceMetrics: each service's health is a metric.
+func TestServiceMetrics(t *testing.T) {
+	r := start(t, natSpec)
+	r.write("networks:\n  default: {mode: nat}\n")
+	if err := r.d.Reload(context.Background()); err == nil {
+		t.Fatal("reload of a broken config succeeded")
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collector{r.d})
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, mf := range mfs {
+		if mf.GetName() == "guestnet_service_up" {
+			for _, m := range mf.GetMetric() {
+				got = append(got, fmt.Sprintf("%s=%g", m.GetLabel()[0].GetValue(), m.GetGauge().GetValue()))
+			}
+		}
+	}
+	want := "[api=1 dhcp=1 dns=1 drift repair=1 forwarding database=1 leased bindings=1 networks=0]"
+	if fmt.Sprint(got) != want {
+		t.Errorf("guestnet_service_up: %v, want %s", got, want)
+	}
 }
