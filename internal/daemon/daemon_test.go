@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
+	mdns "github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -83,14 +84,36 @@ func (e *events) fire() {
 	e.changed()
 }
 
-// loopSockets are DHCP sockets on loopback; there is no ARP prober.
+// loopSockets are DHCP and DNS sockets on loopback (on ports the kernel
+// picks); there is no ARP prober and no upstream.
 type loopSockets struct{}
 
 func (loopSockets) DHCP(string) (net.PacketConn, error) {
 	return net.ListenPacket("udp4", "127.0.0.1:0")
 }
+
 func (loopSockets) ARP(string) (*arpprobe.Prober, error) {
 	return nil, errors.New("no ARP socket in unit tests")
+}
+
+func (loopSockets) DNS(string) (net.PacketConn, net.Listener, error) {
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		return nil, nil, err
+	}
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		pc.Close()
+	}
+	return pc, ln, err
+}
+
+func (loopSockets) Dial(network, addr string) (net.Conn, error) {
+	return nil, fmt.Errorf("dial %s %s: no upstream in unit tests", network, addr)
+}
+
+func (loopSockets) HostAddrs() ([]net.Addr, error) {
+	return []net.Addr{&net.IPNet{IP: net.IPv4(127, 0, 0, 1), Mask: net.CIDRMask(8, 32)}}, nil
 }
 
 // rig is a daemon serving the fake kernel k.
@@ -299,10 +322,10 @@ func (r *rig) handler(network string) func(*dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
 }
 
 // lease runs DISCOVER and REQUEST for hw through the daemon's handler.
-func (r *rig) lease(hw net.HardwareAddr) net.IP {
+func (r *rig) lease(hw net.HardwareAddr, mods ...dhcpv4.Modifier) net.IP {
 	r.t.Helper()
 	handle := r.handler("default")
-	disc, err := dhcpv4.NewDiscovery(hw)
+	disc, err := dhcpv4.NewDiscovery(hw, mods...)
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -310,7 +333,7 @@ func (r *rig) lease(hw net.HardwareAddr) net.IP {
 	if off == nil || off.MessageType() != dhcpv4.MessageTypeOffer {
 		r.t.Fatalf("no offer: %v", off)
 	}
-	req, err := dhcpv4.NewRequestFromOffer(off)
+	req, err := dhcpv4.NewRequestFromOffer(off, mods...)
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -526,5 +549,47 @@ func TestServiceMetrics(t *testing.T) {
 	want := "[api=1 dhcp=1 dns=1 drift repair=1 forwarding database=1 leased bindings=1 networks=0]"
 	if fmt.Sprint(got) != want {
 		t.Errorf("guestnet_service_up: %v, want %s", got, want)
+	}
+}
+
+const dnsSpec = natSpec + `    dns:
+      domain: lab.internal
+      upstream: [203.0.113.53]
+`
+
+// TestDNSService: the name service starts with the config, answers a
+// leased guest's name, and stops when a reload drops it.
+func TestDNSService(t *testing.T) {
+	r := start(t, dnsSpec)
+	hw := net.HardwareAddr{0x52, 0x54, 0, 0, 0, 0x24}
+	ip := r.lease(hw, dhcpv4.WithOption(dhcpv4.OptHostName("vm1")))
+	r.d.mu.Lock()
+	s := r.d.dns["default"]
+	r.d.mu.Unlock()
+	if s == nil {
+		t.Fatalf("no DNS server:\n%s", r.status())
+	}
+	addr := s.udp.PacketConn.LocalAddr().String()
+	q := new(mdns.Msg).SetQuestion("vm1.lab.internal.", mdns.TypeA)
+	in, _, err := new(mdns.Client).Exchange(q, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(in.Answer) != 1 || !in.Answer[0].(*mdns.A).A.Equal(ip) {
+		t.Fatalf("vm1.lab.internal: %v, want %s", in.Answer, ip)
+	}
+	r.write(natSpec)
+	if err := r.d.Reload(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	r.d.mu.Lock()
+	n := len(r.d.dns)
+	r.d.mu.Unlock()
+	if n != 0 {
+		t.Errorf("a reload without dns left %d name servers", n)
+	}
+	c := &mdns.Client{Timeout: time.Second}
+	if _, _, err := c.Exchange(q, addr); err == nil {
+		t.Error("the stopped name server still answers")
 	}
 }

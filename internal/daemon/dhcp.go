@@ -80,13 +80,19 @@ func (d *Daemon) syncDHCP() {
 	}
 }
 
-// Sockets opens the DHCP service's sockets on a bridge of the namespace.
+// Sockets opens the DHCP and DNS services' sockets in the namespace.
 // nsSockets is the real one; unit tests open loopback sockets instead.
 type Sockets interface {
 	// DHCP listens on UDP port 67 of the bridge.
 	DHCP(bridge string) (net.PacketConn, error)
 	// ARP opens the ARP prober of the bridge.
 	ARP(bridge string) (*arpprobe.Prober, error)
+	// DNS listens on addr, UDP and TCP.
+	DNS(addr string) (net.PacketConn, net.Listener, error)
+	// Dial connects from the namespace (DNS's upstream queries).
+	Dial(network, addr string) (net.Conn, error)
+	// HostAddrs lists the namespace's addresses.
+	HostAddrs() ([]net.Addr, error)
 }
 
 // nsSockets opens sockets inside the served namespace.
@@ -102,6 +108,36 @@ func (s nsSockets) DHCP(bridge string) (conn net.PacketConn, err error) {
 
 func (s nsSockets) ARP(bridge string) (*arpprobe.Prober, error) {
 	return arpprobe.Open(s.ns, bridge, arpprobe.Wait)
+}
+
+func (s nsSockets) DNS(addr string) (pc net.PacketConn, ln net.Listener, err error) {
+	err = s.ns.Do(func() (err error) {
+		if pc, err = net.ListenPacket("udp4", addr); err != nil {
+			return err
+		}
+		if ln, err = net.Listen("tcp4", addr); err != nil {
+			pc.Close()
+		}
+		return err
+	})
+	return pc, ln, err
+}
+
+func (s nsSockets) Dial(network, addr string) (c net.Conn, err error) {
+	err = s.ns.Do(func() (err error) {
+		c, err = net.Dial(network, addr)
+		return err
+	})
+	return c, err
+}
+
+// HostAddrs is: ip addr show
+func (s nsSockets) HostAddrs() (addrs []net.Addr, err error) {
+	err = s.ns.Do(func() (err error) {
+		addrs, err = net.InterfaceAddrs()
+		return err
+	})
+	return addrs, err
 }
 
 // bridgeProber is a network's dhcp.Prober across re-creations of its
