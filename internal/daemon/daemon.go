@@ -37,8 +37,8 @@ type Daemon struct {
 	// starts with the leases it could still read (dhcp.RecoverBolt);
 	// without it such a store stops the daemon with a *dhcp.CorruptError.
 	RecoverLeases bool
-	// Events are the kernel's notifications and Sockets opens DHCP's
-	// sockets; nil means Engine.NS's.
+	// Events are the kernel's notifications and Sockets opens DHCP's and
+	// DNS's sockets; nil means Engine.NS's (unit tests bring their own).
 	Events  Events
 	Sockets Sockets
 
