@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/netip"
@@ -63,7 +64,7 @@ func (l *Lab) snapshot(ns string) string {
 		l.t.Fatal(err)
 	}
 	defer e.Close()
-	h, err := e.Observe()
+	h, err := e.Observe(context.Background())
 	if err != nil {
 		l.t.Fatal(err)
 	}
@@ -176,7 +177,9 @@ func TestFailureAtEachStep(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	run := func(mk func(*engine.Engine) (plan.Plan, error)) int {
+	// mk plans (a dry run) and do runs the same verb with the kernel
+	// failing at write n.
+	run := func(mk func(*engine.Engine) (plan.Plan, error), do func(*engine.Engine) error) int {
 		t.Helper()
 		before := l.snapshot(host)
 		steps := -1
@@ -190,11 +193,11 @@ func TestFailureAtEachStep(t *testing.T) {
 				t.Fatal(err)
 			}
 			steps = len(p.Actions)
-			e.Kernel = &apply.FailAt{Kernel: e.Kernel, N: n}
-			err = e.Apply(p)
+			e.Kernel = &engine.FailAt{Kernel: e.Kernel, N: n}
+			err = do(e)
 			e.Close()
 			var se *apply.StepError
-			if !errors.As(err, &se) || se.Step != n || !errors.Is(err, apply.ErrInjected) {
+			if !errors.As(err, &se) || se.Step != n || !errors.Is(err, engine.ErrInjected) {
 				t.Fatalf("failure at step %d: got %v", n, err)
 			}
 			if after := l.snapshot(host); after != before {
@@ -203,13 +206,16 @@ func TestFailureAtEachStep(t *testing.T) {
 		}
 		return steps
 	}
-	n := run(func(e *engine.Engine) (plan.Plan, error) { return e.Plan(s) })
+	ctx := context.Background()
+	n := run(func(e *engine.Engine) (plan.Plan, error) { return e.Plan(ctx, s) },
+		func(e *engine.Engine) error { _, err := e.Converge(ctx, s); return err })
 	t.Logf("apply: a failure at each of %d steps left the host as it was", n)
 	l.Guestnet(host, "apply", l.Spec(allModesSpec))
+	all := []string{"default", "iso", "lab", "free", "lan"}
 	n = run(func(e *engine.Engine) (plan.Plan, error) {
-		p, _, err := e.PlanDestroy([]string{"default", "iso", "lab", "free", "lan"})
+		p, _, err := e.PlanDestroy(ctx, all)
 		return p, err
-	})
+	}, func(e *engine.Engine) error { _, _, err := e.Destroy(ctx, all); return err })
 	t.Logf("destroy: a failure at each of %d steps left the host as it was", n)
 }
 

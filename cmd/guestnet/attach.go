@@ -53,7 +53,7 @@ func attachCmd(g *globals) *cobra.Command {
 				return err
 			}
 			defer e.Close()
-			acts, err := e.Attach(args[0], args[1], o)
+			acts, err := e.Attach(cmd.Context(), args[0], args[1], o)
 			if err != nil {
 				return err
 			}
@@ -124,7 +124,7 @@ func detachCmd(g *globals) *cobra.Command {
 				return err
 			}
 			defer e.Close()
-			acts, err := e.Detach(args[0], args[1])
+			acts, err := e.Detach(cmd.Context(), args[0], args[1])
 			if err != nil {
 				return err
 			}
@@ -154,9 +154,9 @@ func ifupCmd(g *globals, verb string) *cobra.Command {
 			}
 			defer e.Close()
 			if verb == "ifup" {
-				_, err = e.Attach(args[0], args[1], plan.AttachOptions{Owner: -1, Group: -1, Bind: bind})
+				_, err = e.Attach(cmd.Context(), args[0], args[1], plan.AttachOptions{Owner: -1, Group: -1, Bind: bind})
 			} else {
-				_, err = e.Detach(args[0], args[1])
+				_, err = e.Detach(cmd.Context(), args[0], args[1])
 			}
 			return err
 		},

@@ -21,7 +21,7 @@ func doctorCmd(g *globals) *cobra.Command {
 			"guestnet never touched, every bridge with an IPv4 address.",
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			e, h, d, err := g.diagnosed()
+			e, h, d, err := g.diagnosed(cmd.Context())
 			if err != nil {
 				return err
 			}

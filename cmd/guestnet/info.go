@@ -2,10 +2,13 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"net/netip"
+	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
+	"github.com/guestnet/guestnet/internal/daemon"
 	"github.com/guestnet/guestnet/internal/report"
 )
 
@@ -15,7 +18,7 @@ func statusCmd(g *globals) *cobra.Command {
 		Short: "Show guestnet's networks: bridges, ports, addresses, forwarding, owned rules",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			e, h, err := g.observed()
+			e, h, err := g.observed(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -25,13 +28,34 @@ func statusCmd(g *globals) *cobra.Command {
 				return err
 			}
 			s := report.MakeStatus(st, h)
+			svcs, err := daemon.Services(g.dir())
+			if err != nil {
+				return fmt.Errorf("ask guestnet serve for its services: %w", err)
+			}
 			if g.json() {
-				return g.printJSON(s)
+				return g.printJSON(struct {
+					report.Status
+					Services []daemon.ServiceStatus `json:"services,omitempty"`
+				}{s, svcs})
 			}
 			fmt.Fprint(g.out, s.Text())
+			printServices(g.out, svcs)
 			return nil
 		},
 	}
+}
+
+// printServices shows the daemon's services, when it runs.
+func printServices(w io.Writer, svcs []daemon.ServiceStatus) {
+	if len(svcs) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\nguestnet serve:")
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for _, s := range svcs {
+		fmt.Fprintf(tw, "  %s\t%s\t%s\n", s.Name, s.State, s.Problem)
+	}
+	tw.Flush()
 }
 
 func routesCmd(g *globals) *cobra.Command {
@@ -62,7 +86,7 @@ func routesCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			h, err := e.Observe()
+			h, err := e.Observe(cmd.Context())
 			if err != nil {
 				return err
 			}

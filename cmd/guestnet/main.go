@@ -4,6 +4,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,7 +16,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/guestnet/guestnet/internal/apply"
 	"github.com/guestnet/guestnet/internal/engine"
 	"github.com/guestnet/guestnet/internal/model"
 	"github.com/guestnet/guestnet/internal/observe"
@@ -57,7 +57,7 @@ func (g *globals) open() (*engine.Engine, error) {
 			e.Close()
 			return nil, fmt.Errorf("GUESTNET_CRASH_AFTER_WRITES=%q: want a write count from 1 (a test hook)", v)
 		}
-		e.Kernel = &apply.CrashAfter{Kernel: e.Kernel, N: n}
+		e.Kernel = &engine.CrashAfter{Kernel: e.Kernel, N: n}
 	}
 	return e, nil
 }
@@ -80,12 +80,12 @@ func (g *globals) paint(s string) string {
 }
 
 // observed opens the namespace and reads it; the caller closes the engine.
-func (g *globals) observed() (*engine.Engine, model.Host, error) {
+func (g *globals) observed(ctx context.Context) (*engine.Engine, model.Host, error) {
 	e, err := g.open()
 	if err != nil {
 		return nil, model.Host{}, err
 	}
-	h, err := e.Observe()
+	h, err := e.Observe(ctx)
 	if err != nil {
 		e.Close()
 		return nil, model.Host{}, err
@@ -94,8 +94,8 @@ func (g *globals) observed() (*engine.Engine, model.Host, error) {
 }
 
 // diagnosed is observed plus what doctor and trace read besides.
-func (g *globals) diagnosed() (*engine.Engine, model.Host, model.Diag, error) {
-	e, h, err := g.observed()
+func (g *globals) diagnosed(ctx context.Context) (*engine.Engine, model.Host, model.Diag, error) {
+	e, h, err := g.observed(ctx)
 	if err != nil {
 		return nil, h, model.Diag{}, err
 	}

@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/guestnet/guestnet/internal/daemon"
+	"github.com/guestnet/guestnet/internal/engine"
 	"github.com/guestnet/guestnet/internal/plan"
 	"github.com/guestnet/guestnet/internal/spec"
 )
@@ -67,7 +68,7 @@ func planCmd(g *globals) *cobra.Command {
 				return err
 			}
 			defer e.Close()
-			p, err := e.Plan(s)
+			p, err := e.Plan(cmd.Context(), s)
 			if err != nil {
 				return err
 			}
@@ -83,12 +84,13 @@ func planCmd(g *globals) *cobra.Command {
 	}
 }
 
-func (g *globals) runPlan(p plan.Plan, run func(plan.Plan) error, writes func() int) error {
-	g.printPlan(p, "Applying")
-	if err := run(p); err != nil {
-		return err
-	}
-	w := writes()
+// showPlan has the engine print each plan before its first write.
+func (g *globals) showPlan(e *engine.Engine) {
+	e.Planned = func(p plan.Plan) { g.printPlan(p, "Applying") }
+}
+
+// printDone reports a plan the engine ran.
+func (g *globals) printDone(p plan.Plan, w int) error {
 	if g.json() {
 		return g.printJSON(newPlanJSON(p, &w))
 	}
@@ -130,16 +132,12 @@ func applyCmd(g *globals) *cobra.Command {
 				return err
 			}
 			defer e.Close()
-			unlock, err := e.Lock()
+			g.showPlan(e)
+			p, err := e.Converge(cmd.Context(), s)
 			if err != nil {
 				return err
 			}
-			defer unlock()
-			p, err := e.Plan(s)
-			if err != nil {
-				return err
-			}
-			return g.runPlan(p, e.Apply, e.Writes)
+			return g.printDone(p, e.Writes())
 		},
 	}
 }
@@ -167,19 +165,15 @@ func destroyCmd(g *globals) *cobra.Command {
 				return err
 			}
 			defer e.Close()
-			unlock, err := e.Lock()
-			if err != nil {
-				return err
-			}
-			defer unlock()
-			p, unknown, err := e.PlanDestroy(names)
-			if err != nil {
-				return err
-			}
+			g.showPlan(e)
+			p, unknown, err := e.Destroy(cmd.Context(), names)
 			for _, n := range unknown {
 				fmt.Fprintf(os.Stderr, "guestnet: network %s is not applied here; nothing to destroy for it\n", n)
 			}
-			return g.runPlan(p, e.Apply, e.Writes)
+			if err != nil {
+				return err
+			}
+			return g.printDone(p, e.Writes())
 		},
 	}
 }

@@ -46,7 +46,7 @@ func serveCmd(g *globals) *cobra.Command {
 			signal.Notify(hup, syscall.SIGHUP)
 			go func() {
 				for range hup {
-					if err := d.Reload(); err != nil {
+					if err := d.Reload(ctx); err != nil {
 						log.Error("reload", "err", err)
 					} else {
 						log.Info("reloaded")

@@ -27,7 +27,7 @@ func traceCmd(g *globals) *cobra.Command {
 			"for the route. A rule it cannot simulate stops the walk (exit 3) and is named.",
 		Args: cobra.RangeArgs(2, 3),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			e, h, d, err := g.diagnosed()
+			e, h, d, err := g.diagnosed(cmd.Context())
 			if err != nil {
 				return err
 			}

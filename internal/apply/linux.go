@@ -1,7 +1,6 @@
 package apply
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -21,26 +20,10 @@ type Linux struct {
 	nl *netlink.Handle
 }
 
-// NewLinux returns the kernel of namespace ns, reached through handle nl.
+// NewLinux returns the writer of namespace ns, reached through handle nl.
 func NewLinux(ns *netns.NS, nl *netlink.Handle) *Linux { return &Linux{ns: ns, nl: nl} }
 
-var _ Kernel = (*Linux)(nil)
-
-// Do makes one change. Each case says its command-line equivalent in
-// plan.Action.String.
-func (k *Linux) Do(a plan.Action) error {
-	err := k.do(a)
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, unix.EEXIST) && (a.Op == plan.OpAddrAdd || a.Op == plan.OpRouteAdd):
-		return nil // already there: the goal of the step holds
-	case errors.Is(err, unix.EADDRNOTAVAIL) && a.Op == plan.OpAddrDel,
-		errors.Is(err, unix.ESRCH) && a.Op == plan.OpRouteDel:
-		return nil // already gone
-	}
-	return err
-}
+var _ Writer = (*Linux)(nil)
 
 func (k *Linux) link(name string) (netlink.Link, error) {
 	l, err := k.nl.LinkByName(name)
@@ -50,7 +33,10 @@ func (k *Linux) link(name string) (netlink.Link, error) {
 	return l, nil
 }
 
-func (k *Linux) do(a plan.Action) error {
+// Do makes one change and returns the kernel's error as it is (Run
+// decides what counts as already done). Each case says its command-line
+// equivalent in plan.Action.String.
+func (k *Linux) Do(a plan.Action) error {
 	switch a.Op {
 	case plan.OpBridgeAdd:
 		attrs := netlink.LinkAttrs{Name: a.Link, MTU: a.MTU, Alias: a.Alias, Group: a.IfGroup}

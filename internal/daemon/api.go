@@ -60,8 +60,11 @@ func (d *Daemon) listenAPI() (io.Closer, error) {
 	mux.HandleFunc("GET /v1/config", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, ConfigView{Config: absPaths(d.Config)})
 	})
+	mux.HandleFunc("GET /v1/services", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, d.Status())
+	})
 	mux.HandleFunc("POST /v1/reload", func(w http.ResponseWriter, r *http.Request) {
-		if err := d.Reload(); err != nil {
+		if err := d.Reload(r.Context()); err != nil {
 			http.Error(w, err.Error(), http.StatusUnprocessableEntity)
 			return
 		}
@@ -242,6 +245,16 @@ func InConfig(files, served []string) bool {
 		}
 	}
 	return true
+}
+
+// Services reads the running daemon's services; nil when no daemon runs.
+func Services(dir string) ([]ServiceStatus, error) {
+	var out []ServiceStatus
+	err := call(dir, http.MethodGet, "/v1/services", &out)
+	if errors.Is(err, errNoDaemon) {
+		return nil, nil
+	}
+	return out, err
 }
 
 // Running reports whether a daemon answers for the state folder.

@@ -1,13 +1,15 @@
-// Package daemon is `guestnet serve`: it applies the config, serves DHCP on
-// each network that declares it, repairs drift the moment the kernel
-// reports it, reloads on SIGHUP or API request, and answers the CLI over a
-// root-only unix socket.
+// Package daemon is `guestnet serve`, a list of services over one engine
+// (see services): it applies the config, serves DHCP and DNS on each
+// network that declares them, binds leased ports (anti-spoofing), repairs
+// drift the moment the kernel reports it, reloads on SIGHUP or API
+// request, and answers the CLI over a root-only unix socket.
 package daemon
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -16,6 +18,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/vishvananda/netlink"
+
 	"github.com/guestnet/guestnet/internal/dhcp"
 	"github.com/guestnet/guestnet/internal/engine"
 	"github.com/guestnet/guestnet/internal/model"
@@ -23,7 +27,8 @@ import (
 	"github.com/guestnet/guestnet/internal/state"
 )
 
-// Daemon serves one namespace.
+// Daemon serves one namespace: a list of services (see services) over
+// one engine.
 type Daemon struct {
 	Engine  *engine.Engine
 	Config  []string // spec files or directories
@@ -33,8 +38,14 @@ type Daemon struct {
 	// starts with the leases it could still read (dhcp.RecoverBolt);
 	// without it such a store stops the daemon with a *dhcp.CorruptError.
 	RecoverLeases bool
+	// Events are the kernel's notifications and Sockets opens DHCP's and
+	// DNS's sockets; nil means Engine.NS's (unit tests bring their own).
+	Events  Events
+	Sockets Sockets
 
-	mu      sync.Mutex // serialises reload and repair
+	mu      sync.Mutex // serialises reload, repair and the services' sync
+	ctx     context.Context
+	svcs    []*service
 	spec    *spec.Spec
 	store   *dhcp.BoltStore
 	servers map[string]*server
@@ -43,12 +54,27 @@ type Daemon struct {
 	repairs atomic.Uint64
 	applyNs atomic.Int64 // last apply's duration
 	kick    chan struct{}
+	fatal   chan error // a service that cannot go on stops the daemon
+	closers map[string]io.Closer
+
+	applyErr, learnErr, repairErr, watchErr, fdbErr lastError
 
 	fdb       *fdb                                // where leased MACs sit, for anti-spoofing
 	view      atomic.Pointer[learnView]           // what DHCP goroutines may bind
 	inKernel  atomic.Pointer[map[model.Bind]bool] // the learned set after the last sync
 	learnKick chan struct{}
 	lastState *state.State // the state file as last read (statekeep.go)
+}
+
+// Events are the kernel notifications the daemon acts on. *netns.NS has
+// them; unit tests send their own.
+type Events interface {
+	// Watch calls changed after every change that may be drift.
+	Watch(ctx context.Context, changed func()) error
+	// WatchNeigh passes every forwarding-database change to fn.
+	// Whatever ends a subscription, it calls lost with the reason and
+	// the wait, and subscribes again (the caller forgets what it knew).
+	WatchNeigh(ctx context.Context, fn func(netlink.NeighUpdate), lost func(err error, retryIn time.Duration))
 }
 
 // server is one network's DHCP service.
@@ -70,7 +96,7 @@ func LeasePath(dir string) string { return filepath.Join(dir, "leases.db") }
 func SocketPath(dir string) string { return filepath.Join(dir, "guestnet.sock") }
 
 // Run serves until ctx ends; ready is called once the config is applied
-// and DHCP and the API are listening.
+// and every service (DHCP, the API, ...) runs.
 func (d *Daemon) Run(ctx context.Context, ready func()) error {
 	if err := os.MkdirAll(d.Dir(), 0o700); err != nil {
 		return err
@@ -87,46 +113,83 @@ func (d *Daemon) Run(ctx context.Context, ready func()) error {
 	if err != nil {
 		return err
 	}
-	d.store, d.servers, d.kick, d.learnKick = st, map[string]*server{}, make(chan struct{}, 1), make(chan struct{}, 1)
-	d.Engine.Log = d.Log // the engine logs its retries after kernel errors
-	if d.fdb, err = newFDB(d.Engine.NS, d.Log); err != nil {
-		st.Close()
-		return err
-	}
-	go func() { // before DHCP starts, so that its first clients are located
-		if err := d.fdb.watch(ctx, d.Engine.NS); err != nil {
-			d.Log.Error("anti-spoofing: watching the bridges' forwarding databases", "err", err)
-		}
-	}()
+	ctx, cancel := context.WithCancel(ctx) // ends every service's goroutines on return
+	defer cancel()
+	d.init(ctx, st)
 	defer d.shutdown()
-	if err := d.Reload(); err != nil {
+	if err := d.startServices(ctx); err != nil {
 		return err
 	}
-	api, err := d.listenAPI()
-	if err != nil {
-		return err
-	}
-	defer api.Close()
-	if d.Metrics != "" {
-		m, err := d.serveMetrics(d.Metrics)
-		if err != nil {
-			return err
-		}
-		defer m.Close()
-	}
-	werr := make(chan error, 1)
-	go func() { werr <- d.Engine.NS.Watch(ctx, d.changed) }()
-	go d.repairLoop(ctx)
-	go d.learnLoop(ctx)
-	d.Log.Info("serving", "netns", d.Engine.NS.Name, "networks", len(d.spec.Networks), "api", SocketPath(d.Dir()))
+	d.Log.Info("serving", "netns", d.Engine.Name(), "networks", len(d.spec.Networks), "api", SocketPath(d.Dir()))
 	ready()
 	select {
 	case <-ctx.Done():
 		return nil
-	case err := <-werr:
-		return fmt.Errorf("watch kernel events: %w", err)
+	case err := <-d.fatal:
+		return err
 	}
 }
+
+// init readies the daemon's fields for startServices, with leases kept
+// in st.
+func (d *Daemon) init(ctx context.Context, st *dhcp.BoltStore) {
+	d.ctx, d.store = ctx, st
+	d.servers, d.dns, d.closers = map[string]*server{}, map[string]*dnsServer{}, map[string]io.Closer{}
+	d.kick, d.learnKick, d.fatal = make(chan struct{}, 1), make(chan struct{}, 1), make(chan error, 1)
+	if d.Events == nil && d.Engine.NS != nil {
+		d.Events = d.Engine.NS
+	}
+	if d.Sockets == nil && d.Engine.NS != nil {
+		d.Sockets = nsSockets{d.Engine.NS}
+	}
+	d.Engine.Log = d.Log // the engine logs its retries after kernel errors
+	d.Engine.Locked = d.keepState // a state file removed while serving is written back (statekeep.go)
+	d.svcs = d.services()
+}
+
+// startFDB follows the bridges' forwarding databases.
+func (d *Daemon) startFDB(ctx context.Context) error {
+	d.fdb = newFDB(d.Engine.Kernel, d.Log)
+	go d.fdb.watch(ctx, d.Events) // subscribes again whatever ends a subscription, until ctx ends
+	return nil
+}
+
+// startRepair watches the kernel and repairs drift.
+func (d *Daemon) startRepair(ctx context.Context) error {
+	go func() {
+		if err := d.Events.Watch(ctx, d.changed); err != nil {
+			d.watchErr.set(err)
+			d.fatal <- fmt.Errorf("watch kernel events: %w", err)
+		}
+	}()
+	go d.repairLoop(ctx)
+	return nil
+}
+
+// startLearn keeps the leased bindings in step with the leases.
+func (d *Daemon) startLearn(ctx context.Context) error {
+	go d.learnLoop(ctx)
+	return nil
+}
+
+func (d *Daemon) startAPI(context.Context) error {
+	c, err := d.listenAPI()
+	d.closers["api"] = c
+	return err
+}
+
+func (d *Daemon) stopAPI() {
+	d.closers["api"].Close()
+	os.Remove(SocketPath(d.Dir()))
+}
+
+func (d *Daemon) startMetrics(context.Context) error {
+	c, err := d.serveMetrics(d.Metrics)
+	d.closers["metrics"] = c
+	return err
+}
+
+func (d *Daemon) stopMetrics() { d.closers["metrics"].Close() }
 
 // recoverLeases is `serve --recover-leases`: it says what it kept and
 // what it lost. Guests whose leases were lost keep their addresses only if
@@ -185,7 +248,7 @@ func (d *Daemon) repairLoop(ctx context.Context) {
 			}
 		}
 		retry = nil
-		if err := d.repair(); err != nil {
+		if err := d.repair(ctx); err != nil {
 			wait = min(max(2*wait, repairFirstWait), repairMaxWait)
 			d.Log.Error("drift repair failed", "err", err, "retry_in", wait)
 			retry = time.After(wait)
@@ -202,18 +265,14 @@ const (
 )
 
 // repair brings the host back to the spec (the engine retries kernel
-// errors a few times itself) and re-syncs DHCP and the learned bindings.
-func (d *Daemon) repair() error {
+// errors a few times itself) and syncs the services (a re-created bridge
+// needs its DHCP socket re-bound, and its learned bindings back).
+func (d *Daemon) repair(ctx context.Context) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	start := time.Now()
-	unlock, err := d.Engine.Lock()
-	if err != nil {
-		return fmt.Errorf("drift check: %w", err)
-	}
-	defer unlock()
-	d.keepState() // a removed state file is written back (statekeep.go)
-	p, err := d.Engine.Converge(d.spec)
+	p, err := d.Engine.Repair(ctx, d.spec)
+	d.repairErr.set(err)
 	if err != nil {
 		return err
 	}
@@ -224,32 +283,29 @@ func (d *Daemon) repair() error {
 			d.Log.Warn("repaired drift", "action", a.String())
 		}
 	}
-	d.syncDHCP() // a re-created bridge needs its DHCP socket re-bound
-	d.syncLearned()
+	d.syncServices()
 	return nil
 }
 
-// Reload re-reads the config and applies the difference. DHCP keeps
-// running, with its leases, on every network whose service is unchanged.
-func (d *Daemon) Reload() error {
+// Reload re-reads the config and applies the difference, then syncs the
+// services. DHCP keeps running, with its leases, on every network whose
+// service is unchanged.
+func (d *Daemon) Reload(ctx context.Context) error {
 	s, err := spec.Load(d.Config...)
 	if err != nil {
+		d.mu.Lock()
+		if d.spec != nil { // the networks of the last good config stay
+			d.applyErr.set(fmt.Errorf("reload: %w (the previous config is still applied)", err))
+		}
+		d.mu.Unlock()
 		return err
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	start := time.Now()
-	unlock, err := d.Engine.Lock()
+	p, err := d.Engine.Converge(ctx, s)
+	d.applyErr.set(err)
 	if err != nil {
-		return err
-	}
-	defer unlock()
-	d.keepState()
-	p, err := d.Engine.Plan(s)
-	if err != nil {
-		return err
-	}
-	if err := d.Engine.Apply(p); err != nil {
 		return err
 	}
 	d.applyNs.Store(int64(time.Since(start)))
@@ -257,31 +313,32 @@ func (d *Daemon) Reload() error {
 		d.Log.Info("applied", "action", a.String())
 	}
 	d.spec = s
-	d.syncDHCP()
-	d.syncDNS()
-	d.syncLearned()
+	d.syncServices()
 	return nil
 }
 
-func (d *Daemon) shutdown() {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+// stopDHCP closes every DHCP server.
+func (d *Daemon) stopDHCP() {
 	for name, s := range d.servers {
 		s.conn.Close()
 		s.probe.set(nil)
 		delete(d.servers, name)
 	}
+}
+
+// stopDNS stops every name server.
+func (d *Daemon) stopDNS() {
 	for name, s := range d.dns {
 		s.stop()
 		delete(d.dns, name)
 	}
+}
+
+func (d *Daemon) shutdown() {
+	d.stopServices()
 	if d.store != nil {
 		d.store.Close() // every ACKed lease was synced before its ACK
 	}
-	if d.fdb != nil {
-		d.fdb.nl.Close()
-	}
-	os.Remove(SocketPath(d.Dir()))
 	d.Log.Info("stopped")
 }
 

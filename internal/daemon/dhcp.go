@@ -12,6 +12,7 @@ import (
 
 	"github.com/guestnet/guestnet/internal/arpprobe"
 	"github.com/guestnet/guestnet/internal/dhcp"
+	"github.com/guestnet/guestnet/internal/netns"
 )
 
 // syncDHCP starts, stops and re-binds DHCP servers to match the spec.
@@ -58,11 +59,7 @@ func (d *Daemon) syncDHCP() {
 				Pool: dhcp.NewPool(cfg, time.Now, leases), Store: d.store, Log: d.Log.With("network", name),
 				Ports: learner{d: d, network: name, bridge: bridges[name]}, Prober: probe}}
 		}
-		var conn net.PacketConn
-		err = d.Engine.NS.Do(func() (err error) {
-			conn, err = server4.NewIPv4UDPConn(bridges[name], &net.UDPAddr{Port: 67})
-			return err
-		})
+		conn, err := d.Sockets.DHCP(bridges[name])
 		if err != nil {
 			d.Log.Error("dhcp listen", "network", name, "bridge", bridges[name], "err", err)
 			s.probe.set(nil)
@@ -71,7 +68,7 @@ func (d *Daemon) syncDHCP() {
 		}
 		s.conn, s.ifindex = conn, idx
 		// The ARP socket is bound to the bridge as it is now, like conn.
-		pr, err := arpprobe.Open(d.Engine.NS, bridges[name], arpprobe.Wait)
+		pr, err := d.Sockets.ARP(bridges[name])
 		if err != nil {
 			d.Log.Error("dhcp: no ARP check before offers (addresses are offered unchecked)", "network", name, "err", err)
 		}
@@ -81,6 +78,66 @@ func (d *Daemon) syncDHCP() {
 		go s.handler.Serve(conn)
 		d.Log.Info("dhcp serving", "network", name, "bridge", bridges[name], "leases", len(s.handler.Pool.Leases()))
 	}
+}
+
+// Sockets opens the DHCP and DNS services' sockets in the namespace.
+// nsSockets is the real one; unit tests open loopback sockets instead.
+type Sockets interface {
+	// DHCP listens on UDP port 67 of the bridge.
+	DHCP(bridge string) (net.PacketConn, error)
+	// ARP opens the ARP prober of the bridge.
+	ARP(bridge string) (*arpprobe.Prober, error)
+	// DNS listens on addr, UDP and TCP.
+	DNS(addr string) (net.PacketConn, net.Listener, error)
+	// Dial connects from the namespace (DNS's upstream queries).
+	Dial(network, addr string) (net.Conn, error)
+	// HostAddrs lists the namespace's addresses.
+	HostAddrs() ([]net.Addr, error)
+}
+
+// nsSockets opens sockets inside the served namespace.
+type nsSockets struct{ ns *netns.NS }
+
+func (s nsSockets) DHCP(bridge string) (conn net.PacketConn, err error) {
+	err = s.ns.Do(func() (err error) {
+		conn, err = server4.NewIPv4UDPConn(bridge, &net.UDPAddr{Port: 67})
+		return err
+	})
+	return conn, err
+}
+
+func (s nsSockets) ARP(bridge string) (*arpprobe.Prober, error) {
+	return arpprobe.Open(s.ns, bridge, arpprobe.Wait)
+}
+
+func (s nsSockets) DNS(addr string) (pc net.PacketConn, ln net.Listener, err error) {
+	err = s.ns.Do(func() (err error) {
+		if pc, err = net.ListenPacket("udp4", addr); err != nil {
+			return err
+		}
+		if ln, err = net.Listen("tcp4", addr); err != nil {
+			pc.Close()
+		}
+		return err
+	})
+	return pc, ln, err
+}
+
+func (s nsSockets) Dial(network, addr string) (c net.Conn, err error) {
+	err = s.ns.Do(func() (err error) {
+		c, err = net.Dial(network, addr)
+		return err
+	})
+	return c, err
+}
+
+// HostAddrs is: ip addr show
+func (s nsSockets) HostAddrs() (addrs []net.Addr, err error) {
+	err = s.ns.Do(func() (err error) {
+		addrs, err = net.InterfaceAddrs()
+		return err
+	})
+	return addrs, err
 }
 
 // bridgeProber is a network's dhcp.Prober across re-creations of its

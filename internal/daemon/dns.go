@@ -82,17 +82,7 @@ func (d *Daemon) syncDNS() {
 		h := &dns.Server{Domain: n.DNS.Domain, Subnet: n.Subnet(), Upstream: ups,
 			Names: names{d, n.Name}, Dial: d.dialInNS, HostAddr: d.hostAddr}
 		addr := netip.AddrPortFrom(n.IPv4.Addr(), 53).String()
-		var pc net.PacketConn
-		var ln net.Listener
-		err := d.Engine.NS.Do(func() (err error) {
-			if pc, err = net.ListenPacket("udp4", addr); err != nil {
-				return err
-			}
-			if ln, err = net.Listen("tcp4", addr); err != nil {
-				pc.Close()
-			}
-			return err
-		})
+		pc, ln, err := d.Sockets.DNS(addr)
 		if err != nil {
 			d.Log.Error("dns listen", "network", n.Name, "addr", addr, "err", err)
 			continue
@@ -108,23 +98,15 @@ func (d *Daemon) syncDNS() {
 
 // dialInNS opens a socket inside the served namespace.
 func (d *Daemon) dialInNS(network, addr string) (net.Conn, error) {
-	var c net.Conn
-	err := d.Engine.NS.Do(func() (err error) {
-		c, err = net.Dial(network, addr)
-		return err
-	})
-	return c, err
+	return d.Sockets.Dial(network, addr)
 }
 
 // hostAddr reports whether a is an address of the served namespace: a DNS
 // query from one comes from the host itself. Asked only for sources outside
 // the network's subnet, which the firewall lets through on lo alone.
 func (d *Daemon) hostAddr(a netip.Addr) bool {
-	var addrs []net.Addr
-	if err := d.Engine.NS.Do(func() (err error) {
-		addrs, err = net.InterfaceAddrs() // Equivalent to: ip addr show
-		return err
-	}); err != nil {
+	addrs, err := d.Sockets.HostAddrs()
+	if err != nil {
 		d.Log.Warn("dns: list the host's addresses", "err", err)
 		return false
 	}

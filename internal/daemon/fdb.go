@@ -10,7 +10,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/guestnet/guestnet/internal/dhcp"
-	"github.com/guestnet/guestnet/internal/netns"
+	"github.com/guestnet/guestnet/internal/engine"
+	"github.com/guestnet/guestnet/internal/model"
 )
 
 // fdb knows on which bridge port each MAC was last learned, from the
@@ -21,7 +22,7 @@ type fdb struct {
 	where map[string]fdbEntry // by MAC
 
 	nlmu   sync.Mutex
-	nl     *netlink.Handle
+	links  func() ([]model.Link, error)    // the kernel's links
 	dump   func() ([]netlink.Neigh, error) // the kernel's table, on a miss
 	now    func() time.Time
 	dumped time.Time
@@ -43,14 +44,8 @@ const dumpEvery = time.Second
 
 type fdbEntry struct{ bridge, port int }
 
-func newFDB(ns *netns.NS, log *slog.Logger) (*fdb, error) {
-	nl, err := ns.Netlink()
-	if err != nil {
-		return nil, err
-	}
-	f := &fdb{nl: nl, where: map[string]fdbEntry{}, now: time.Now, log: log}
-	f.dump = func() ([]netlink.Neigh, error) { return f.nl.NeighList(0, unix.AF_BRIDGE) }
-	return f, nil
+func newFDB(k engine.Kernel, log *slog.Logger) *fdb {
+	return &fdb{links: k.Links, dump: k.FDB, where: map[string]fdbEntry{}, now: time.Now, log: log}
 }
 
 // watch keeps the table until ctx ends. A lost subscription (a guest
@@ -58,9 +53,8 @@ func newFDB(ns *netns.NS, log *slog.Logger) (*fdb, error) {
 // table is forgotten meanwhile: a MAC that moved while notifications were
 // lost must not be placed on its old port. Until the new subscription's
 // listing arrives, a lookup misses and reads the kernel's table.
-func (f *fdb) watch(ctx context.Context, ns *netns.NS) error {
-	ns.WatchNeigh(ctx, f.update, f.lost)
-	return nil
+func (f *fdb) watch(ctx context.Context, ev Events) {
+	ev.WatchNeigh(ctx, f.update, f.lost)
 }
 
 // lost forgets the table and warns, at most once per lostEvery.
@@ -110,23 +104,28 @@ func (f *fdb) port(bridge, mac string) dhcp.PortID {
 	if !ok {
 		return dhcp.PortID{}
 	}
-	f.nlmu.Lock()
-	defer f.nlmu.Unlock()
-	br, err := f.nl.LinkByIndex(e.bridge)
-	if err != nil || br.Attrs().Name != bridge {
+	links, err := f.links()
+	if err != nil {
 		return dhcp.PortID{}
 	}
-	p, err := f.nl.LinkByIndex(e.port)
-	if err != nil || p.Attrs().MasterIndex != e.bridge {
+	var br, p *model.Link
+	for i := range links {
+		switch links[i].Index {
+		case e.bridge:
+			br = &links[i]
+		case e.port:
+			p = &links[i]
+		}
+	}
+	if br == nil || br.Name != bridge || p == nil || p.Master != bridge {
 		return dhcp.PortID{}
 	}
-	return portID(p)
+	return portID(*p)
 }
 
 // portID is a link's identity as a bridge port.
-func portID(l netlink.Link) dhcp.PortID {
-	a := l.Attrs()
-	return dhcp.PortID{Name: a.Name, Index: a.Index, HW: a.HardwareAddr.String()}
+func portID(l model.Link) dhcp.PortID {
+	return dhcp.PortID{Name: l.Name, Index: l.Index, HW: l.MAC}
 }
 
 func (f *fdb) lookup(mac string) (fdbEntry, bool) {
@@ -161,20 +160,14 @@ func (f *fdb) refresh() bool {
 // masters maps the name of every interface with a master to its master's
 // name and its own identity.
 func (f *fdb) masters() (map[string]portLink, error) {
-	f.nlmu.Lock()
-	defer f.nlmu.Unlock()
-	links, err := f.nl.LinkList()
+	links, err := f.links()
 	if err != nil {
 		return nil, err
 	}
-	names := map[int]string{}
-	for _, l := range links {
-		names[l.Attrs().Index] = l.Attrs().Name
-	}
 	out := map[string]portLink{}
 	for _, l := range links {
-		if m := l.Attrs().MasterIndex; m != 0 {
-			out[l.Attrs().Name] = portLink{bridge: names[m], id: portID(l)}
+		if l.Master != "" {
+			out[l.Name] = portLink{bridge: l.Master, id: portID(l)}
 		}
 	}
 	return out, nil

@@ -2,13 +2,13 @@ package daemon
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"slices"
 	"time"
 
 	"github.com/guestnet/guestnet/internal/dhcp"
 	"github.com/guestnet/guestnet/internal/model"
-	"github.com/guestnet/guestnet/internal/observe"
 	"github.com/guestnet/guestnet/internal/state"
 )
 
@@ -149,7 +149,7 @@ func (l learner) Bound(ls dhcp.Lease) {
 	if have := l.d.inKernel.Load(); have != nil && (*have)[leaseBinds(ls)[0]] {
 		return // a renewal: the binding is there already
 	}
-	if err := l.d.Engine.Learn(model.ElemsOf(leaseBinds(ls)), model.Elems{}); err != nil {
+	if err := l.d.Engine.Learn(l.d.ctx, model.ElemsOf(leaseBinds(ls)), model.Elems{}); err != nil {
 		l.d.Log.Error("anti-spoofing: bind leased port", "network", l.network, "port", ls.Port, "ip", ls.IP, "err", err)
 	}
 	l.d.kickLearn() // a client that moved address leaves a stale binding
@@ -188,6 +188,7 @@ func (d *Daemon) syncLearned() {
 	st, err := d.Engine.State()
 	if err != nil {
 		d.Log.Error("anti-spoofing", "err", err)
+		d.learnErr.set(err)
 		return
 	}
 	d.noteState(st)
@@ -199,11 +200,12 @@ func (d *Daemon) syncLearned() {
 	masters, err := d.fdb.masters()
 	if err != nil {
 		d.Log.Error("anti-spoofing", "err", err)
+		d.learnErr.set(err)
 		return
 	}
 	v.masters = masters
 	d.view.Store(v)
-	g, err := observe.Guard(d.Engine.NS)
+	g, err := d.Engine.Kernel.Guard()
 	if err != nil || !g.On || g.Broken {
 		return // no table (yet): the next repair makes it and syncs again
 	}
@@ -213,8 +215,9 @@ func (d *Daemon) syncLearned() {
 	}
 	want := learnedWant(leases, bridges, masters, v, time.Now())
 	add, del := model.DiffElems(g.LearnedElems(), model.ElemsOf(want))
-	if err := d.Engine.Learn(add, del); err != nil {
+	if err := d.Engine.Learn(d.ctx, add, del); err != nil {
 		d.Log.Error("anti-spoofing: sync leased ports", "err", err)
+		d.learnErr.set(fmt.Errorf("sync leased ports: %w", err))
 		return
 	}
 	have := map[model.Bind]bool{}
@@ -222,6 +225,7 @@ func (d *Daemon) syncLearned() {
 		have[b] = true
 	}
 	d.inKernel.Store(&have)
+	d.learnErr.set(nil)
 	if len(add.Binds)+len(del.Binds) > 0 {
 		d.Log.Info("anti-spoofing: leased ports", "bindings", len(want), "added", len(add.Binds), "removed", len(del.Binds))
 	}

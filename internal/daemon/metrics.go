@@ -16,13 +16,14 @@ var (
 	descProbes  = prometheus.NewDesc("guestnet_dhcp_arp_checks_total", "ARP checks of unrecorded addresses before an offer, per network and result: probed (checks made), in_use (someone answered: abandoned), error (the probe failed; offered unchecked), liar (an answer from a MAC claiming many addresses: not believed).", []string{"network", "result"}, nil)
 	descRepairs = prometheus.NewDesc("guestnet_repairs_total", "Drift repairs applied.", nil, nil)
 	descApply   = prometheus.NewDesc("guestnet_apply_duration_seconds", "Duration of the last apply (reload or repair).", nil, nil)
+	descService = prometheus.NewDesc("guestnet_service_up", "1 when the daemon's service runs without a problem, 0 when it is degraded or stopped (guestnet status says why).", []string{"service"}, nil)
 )
 
 // collector reads the daemon's counters at scrape time.
 type collector struct{ d *Daemon }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descLeases, descPackets, descProbes, descRepairs, descApply} {
+	for _, d := range []*prometheus.Desc{descLeases, descPackets, descProbes, descRepairs, descApply, descService} {
 		ch <- d
 	}
 }
@@ -63,6 +64,13 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	d.mu.Unlock()
+	for _, s := range d.Status() {
+		up := 0.0
+		if s.State == "running" {
+			up = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descService, prometheus.GaugeValue, up, s.Name)
+	}
 	ch <- prometheus.MustNewConstMetric(descRepairs, prometheus.CounterValue, float64(d.repairs.Load()))
 	ch <- prometheus.MustNewConstMetric(descApply, prometheus.GaugeValue, time.Duration(d.applyNs.Load()).Seconds())
 }

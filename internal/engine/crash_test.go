@@ -85,7 +85,7 @@ type rig struct {
 
 func newRig(t *testing.T) *rig {
 	k := &fake.Kernel{Host: baseHost()}
-	return &rig{t: t, k: k, e: &Engine{StatePath: filepath.Join(stateDir(t), "state.json"), Kernel: k}}
+	return &rig{t: t, k: k, e: New(k, filepath.Join(stateDir(t), "state.json"))}
 }
 
 // plan diffs spec name (nil: destroy everything) against the fake host,
@@ -161,14 +161,14 @@ func crashed(t *testing.T, what string, f func() error) {
 
 // killAfter stops the process (panics) after the nth write of k; n = 0 is
 // before any write.
-func killAfter(k apply.Kernel, n int) apply.Kernel {
+func killAfter(k Kernel, n int) Kernel {
 	if n == 0 {
-		return killNow{}
+		return killNow{k}
 	}
-	return &apply.CrashAfter{Kernel: k, N: n, Kill: func() { panic(crash{}) }}
+	return &CrashAfter{Kernel: k, N: n, Kill: func() { panic(crash{}) }}
 }
 
-type killNow struct{}
+type killNow struct{ Kernel }
 
 func (killNow) Do(plan.Action) error { panic(crash{}) }
 
@@ -221,7 +221,7 @@ func TestCrashDuringRollback(t *testing.T) {
 				r.apply(tr[0])
 				p := r.plan(tr[1])
 				what := fmt.Sprintf("%s>%s, write %d failed, killed after %d undo writes", tr[0], tr[1], fail, undone)
-				r.e.Kernel = killAfter(&apply.FailAt{Kernel: r.k, N: fail}, fail+undone)
+				r.e.Kernel = killAfter(&FailAt{Kernel: r.k, N: fail}, fail+undone)
 				crashed(t, what, func() error { return r.e.commit(p, nil) })
 				r.e.Kernel = r.k
 				r.apply("")
@@ -238,7 +238,7 @@ func TestCrashDuringRollback(t *testing.T) {
 func TestFailedApplyRestoresState(t *testing.T) {
 	r := newRig(t)
 	p := r.plan("all")
-	r.e.Kernel = &apply.FailAt{Kernel: r.k, N: len(p.Actions)}
+	r.e.Kernel = &FailAt{Kernel: r.k, N: len(p.Actions)}
 	var se *apply.StepError
 	if err := r.e.commit(p, nil); !errors.As(err, &se) || se.Rollback != nil {
 		t.Fatalf("want a failed step, undone: %v", err)
@@ -250,7 +250,7 @@ func TestFailedApplyRestoresState(t *testing.T) {
 	r.apply("all")
 	before, _ := os.ReadFile(r.e.StatePath)
 	p = r.plan("moved")
-	r.e.Kernel = &apply.FailAt{Kernel: r.k, N: len(p.Actions)}
+	r.e.Kernel = &FailAt{Kernel: r.k, N: len(p.Actions)}
 	if err := r.e.commit(p, nil); err == nil {
 		t.Fatal("injected failure not reported")
 	}

@@ -1,11 +1,14 @@
 // Package engine is guestnet as a library: it wires spec, observe, plan and
 // apply for one network namespace and keeps the state file in step with the
-// kernel. The CLI (and later the daemon) are thin layers over it.
+// kernel. It owns the kernel seam (Kernel), through which it and the daemon
+// read and change the namespace. The CLI and the daemon are thin layers
+// over its verbs, which take the state lock themselves.
 package engine
 
 import (
 	"bytes"
 	"cmp"
+	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -14,8 +17,8 @@ import (
 	"sync"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
-	"github.com/guestnet/guestnet/internal/apply"
 	"github.com/guestnet/guestnet/internal/model"
 	"github.com/guestnet/guestnet/internal/netns"
 	"github.com/guestnet/guestnet/internal/observe"
@@ -24,17 +27,29 @@ import (
 	"github.com/guestnet/guestnet/internal/state"
 )
 
-// Engine acts on one namespace.
+// Engine acts on one namespace, through its Kernel. Its verbs take the
+// namespace's state lock themselves (Converge, Repair, Destroy, Attach,
+// Detach); Plan and the reads do not lock.
 type Engine struct {
+	// NS is the namespace when it is a real one (nil on a fake kernel):
+	// the daemon opens its sockets in it.
 	NS        *netns.NS
 	nl        *netlink.Handle
 	StatePath string
-	// Kernel receives every change; Open sets it to the namespace's real
-	// kernel behind a write counter. Tests wrap it (apply.FailAt).
-	Kernel  apply.Kernel
-	counter *apply.Counter
+	// Kernel is the namespace, both ways: every read and every write.
+	// Open sets it to the real namespace behind a write counter; tests
+	// wrap it (FailAt, CrashAfter) or use internal/fake.
+	Kernel  Kernel
+	counter *Counter
 	// Log receives retries after kernel errors; nil discards them.
 	Log *slog.Logger
+	// Planned, when set, is shown each plan of Converge and Destroy
+	// before its first write (the CLI prints it).
+	Planned func(plan.Plan)
+	// Locked, when set, is called by Converge and Repair as soon as they
+	// hold the state lock, before they read the state (the daemon writes
+	// back a state file removed under it).
+	Locked func()
 
 	ownMu  sync.Mutex
 	ownGen map[uint32]bool // generations made by Learn alone
@@ -52,26 +67,47 @@ func Open(nsName, stateDir string) (*Engine, error) {
 		ns.Close()
 		return nil, err
 	}
-	e := &Engine{NS: ns, nl: nl, StatePath: state.Path(stateDir, nsName)}
-	e.counter = &apply.Counter{Kernel: apply.NewLinux(ns, nl)}
-	e.Kernel = e.counter
+	e := New(NewLinux(ns, nl), state.Path(stateDir, nsName))
+	e.NS, e.nl = ns, nl
 	return e, nil
+}
+
+// New returns an engine over kernel k (a fake one, in tests) with its
+// state file at statePath.
+func New(k Kernel, statePath string) *Engine {
+	c := &Counter{Kernel: k}
+	return &Engine{StatePath: statePath, Kernel: c, counter: c}
 }
 
 // Close releases the namespace handles.
 func (e *Engine) Close() {
-	e.nl.Close()
-	e.NS.Close()
+	if e.nl != nil {
+		e.nl.Close()
+	}
+	if e.NS != nil {
+		e.NS.Close()
+	}
+}
+
+// Name is the namespace's name ("" for the current one or a fake).
+func (e *Engine) Name() string {
+	if e.NS == nil {
+		return ""
+	}
+	return e.NS.Name
 }
 
 // Writes is how many kernel writes this engine has made.
 func (e *Engine) Writes() int { return e.counter.Writes }
 
 // Observe reads the whole namespace.
-func (e *Engine) Observe() (model.Host, error) { return e.observe(nil) }
+func (e *Engine) Observe(ctx context.Context) (model.Host, error) { return e.observe(ctx, nil) }
 
-func (e *Engine) observe(hint *observe.Hint) (model.Host, error) {
-	h, err := observe.Host(e.NS, e.nl, hint)
+func (e *Engine) observe(ctx context.Context, hint *observe.Hint) (model.Host, error) {
+	if err := ctx.Err(); err != nil {
+		return model.Host{}, err
+	}
+	h, err := e.Kernel.Observe(hint)
 	if err != nil {
 		return h, &observeError{err}
 	}
@@ -82,13 +118,13 @@ func (e *Engine) observe(hint *observe.Hint) (model.Host, error) {
 // rule read-back when the nftables generation has not moved); only if the
 // plan then changes the firewall does it read the rules, which the undo
 // journal needs.
-func (e *Engine) diff(st state.State, check func(model.Host) error, want func() []model.Network) (plan.Plan, error) {
+func (e *Engine) diff(ctx context.Context, st state.State, check func(model.Host) error, want func() []model.Network) (plan.Plan, error) {
 	var hint *observe.Hint
 	if st.Nft != nil {
 		hint = &observe.Hint{Gen: st.Nft.Gen, Sum: st.Nft.Sum, Own: e.own}
 	}
 	for {
-		h, err := e.observe(hint)
+		h, err := e.observe(ctx, hint)
 		if err != nil {
 			return plan.Plan{}, err
 		}
@@ -98,7 +134,7 @@ func (e *Engine) diff(st state.State, check func(model.Host) error, want func() 
 			return plan.Plan{}, err
 		}
 		p, err := plan.Diff(want(), st, h)
-		if err != nil || h.Ruleset.Digest == "" || !slices.ContainsFunc(p.Actions, isNft) {
+		if err != nil || hint == nil || h.Ruleset.Digest == "" || !slices.ContainsFunc(p.Actions, isNft) {
 			return p, err
 		}
 		hint = nil
@@ -116,12 +152,18 @@ func (e *Engine) own(gen uint32) bool {
 // anti-spoofing table). When its commit is the only one in between, the
 // generation it makes is remembered as guestnet's own, so that the next
 // plan can still skip reading back guestnet's unchanged rules.
-func (e *Engine) Learn(add, del model.Elems) error {
-	g0, err0 := e.NS.NftGen()
-	if err := apply.Learn(e.NS, add, del); err != nil {
+func (e *Engine) Learn(ctx context.Context, add, del model.Elems) error {
+	if add.Len()+del.Len() == 0 {
+		return nil // nothing to write
+	}
+	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if g1, err := e.NS.NftGen(); err == nil && err0 == nil && g1 == g0+1 {
+	g0, err0 := e.Kernel.NftGen()
+	if err := e.Kernel.Learn(add, del); err != nil {
+		return err
+	}
+	if g1, err := e.Kernel.NftGen(); err == nil && err0 == nil && g1 == g0+1 {
 		e.ownMu.Lock()
 		if e.ownGen == nil || len(e.ownGen) > 1<<14 {
 			e.ownGen = map[uint32]bool{} // forgetting only costs one read-back
@@ -139,26 +181,29 @@ func withoutHalfMade(st state.State, h model.Host) model.Host {
 
 func isNft(a plan.Action) bool { return a.Op == plan.OpNft || a.Op == plan.OpNftElements }
 
-// Lock serialises read-plan-write of this namespace's state between
-// processes (the CLI and the daemon). Hold it from Plan to Apply.
-func (e *Engine) Lock() (unlock func(), err error) { return state.Lock(e.StatePath) }
+// lock serialises read-plan-write of this namespace's state between
+// processes (the CLI and the daemon); every verb that writes holds it
+// from its plan to its last write.
+func (e *Engine) lock() (unlock func(), err error) { return state.Lock(e.StatePath) }
 
 // State reads the state file.
 func (e *Engine) State() (state.State, error) { return state.Load(e.StatePath) }
 
-// Plan checks the spec against the host and returns what apply would do.
-func (e *Engine) Plan(s *spec.Spec) (plan.Plan, error) {
+// Plan checks the spec against the host and returns what Converge would
+// do (a dry run: it takes no lock and writes nothing).
+func (e *Engine) Plan(ctx context.Context, s *spec.Spec) (plan.Plan, error) {
 	st, err := e.State()
 	if err != nil {
 		return plan.Plan{}, err
 	}
-	return e.diff(st, s.CheckHost, s.Models)
+	return e.diff(ctx, st, s.CheckHost, s.Models)
 }
 
 // PlanDestroy returns the plan that removes the named networks and keeps
-// every other network guestnet applied. Names guestnet owns nothing of are
-// returned as unknown: destroy is idempotent, so they are not an error.
-func (e *Engine) PlanDestroy(names []string) (p plan.Plan, unknown []string, err error) {
+// every other network guestnet applied (a dry run). Names guestnet owns
+// nothing of are returned as unknown: destroy is idempotent, so they are
+// not an error.
+func (e *Engine) PlanDestroy(ctx context.Context, names []string) (p plan.Plan, unknown []string, err error) {
 	st, err := e.State()
 	if err != nil {
 		return p, nil, err
@@ -181,17 +226,81 @@ func (e *Engine) PlanDestroy(names []string) (p plan.Plan, unknown []string, err
 		}
 		return nil
 	}
-	p, err = e.diff(st, known, func() []model.Network { return keep })
+	p, err = e.diff(ctx, st, known, func() []model.Network { return keep })
 	return p, unknown, err
 }
 
-// Apply runs a plan and records the state it reaches, write-ahead (see
+// Converge makes the host carry exactly the networks of spec s: under the
+// lock it plans and applies the plan (apply, and the daemon's reload). It
+// returns the plan it ran, also when running it failed.
+func (e *Engine) Converge(ctx context.Context, s *spec.Spec) (plan.Plan, error) {
+	unlock, err := e.lock()
+	if err != nil {
+		return plan.Plan{}, err
+	}
+	defer unlock()
+	if e.Locked != nil {
+		e.Locked()
+	}
+	return e.converge(ctx, s)
+}
+
+func (e *Engine) converge(ctx context.Context, s *spec.Spec) (plan.Plan, error) {
+	p, err := e.Plan(ctx, s)
+	if err != nil {
+		return p, err
+	}
+	return p, e.apply(ctx, p)
+}
+
+// Repair is Converge trying again (observing and planning anew) when the
+// kernel fails it: the daemon's drift repair. Each try holds the lock.
+func (e *Engine) Repair(ctx context.Context, s *spec.Spec) (plan.Plan, error) {
+	unlock, err := e.lock()
+	if err != nil {
+		return plan.Plan{}, fmt.Errorf("drift check: %w", err)
+	}
+	defer unlock()
+	if e.Locked != nil {
+		e.Locked()
+	}
+	var p plan.Plan
+	err = e.retry(ctx, "drift repair", func() error {
+		var err error
+		p, err = e.converge(ctx, s)
+		return err
+	})
+	return p, err
+}
+
+// Destroy removes the named networks (see PlanDestroy) under the lock.
+func (e *Engine) Destroy(ctx context.Context, names []string) (p plan.Plan, unknown []string, err error) {
+	unlock, err := e.lock()
+	if err != nil {
+		return p, nil, err
+	}
+	defer unlock()
+	if p, unknown, err = e.PlanDestroy(ctx, names); err != nil {
+		return p, unknown, err
+	}
+	return p, unknown, e.apply(ctx, p)
+}
+
+// apply runs a plan and records the state it reaches, write-ahead (see
 // journal): before the first kernel write the state names everything of
 // both the old and the new state, so a kill -9 at any step leaves a state
 // from which the next apply or destroy finishes the job. If the final state
 // cannot be saved the kernel changes are undone too: state and host never
-// part.
-func (e *Engine) Apply(p plan.Plan) error { return e.commit(p, e.nftMark(p)) }
+// part. The caller holds the lock.
+func (e *Engine) apply(ctx context.Context, p plan.Plan) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if e.Planned != nil {
+		e.Planned(p)
+	}
+	return e.commit(p, e.nftMark(p))
+}
 
 // commit runs p through the journal; done adjusts the state to record
 // once every write is made.
@@ -220,31 +329,16 @@ func (e *Engine) nftMark(p plan.Plan) func(*state.State) {
 	if nftWrites == 0 {
 		return nil
 	}
-	g0, gerr := e.NS.NftGen()
+	g0, gerr := e.Kernel.NftGen()
 	return func(target *state.State) {
 		target.Nft = nil
-		if g1, err := e.NS.NftGen(); err == nil && gerr == nil && g1 == g0+nftWrites {
+		if g1, err := e.Kernel.NftGen(); err == nil && gerr == nil && g1 == g0+nftWrites {
 			last := p.Actions[slices.IndexFunc(p.Actions, isNft)]
 			if !last.Rules.Empty() { // with no rules there is nothing to skip reading
 				target.Nft = &state.NftMark{Gen: g1, Sum: last.Rules.Sum()}
 			}
 		}
 	}
-}
-
-// Converge plans spec s against the host and applies the plan, trying
-// again (observing and planning anew) when the kernel fails it: the
-// daemon's drift repair. The caller holds Lock.
-func (e *Engine) Converge(s *spec.Spec) (plan.Plan, error) {
-	var p plan.Plan
-	err := e.retry("drift repair", func() error {
-		var err error
-		if p, err = e.Plan(s); err != nil || len(p.Actions) == 0 {
-			return err
-		}
-		return e.Apply(p)
-	})
-	return p, err
 }
 
 // Network returns an applied network by name.
@@ -262,21 +356,21 @@ func (e *Engine) Network(name string) (model.Network, error) {
 
 // Attach puts iface into a network's bridge, and binds it to addresses
 // when o.Bind says so. Kernel errors are retried (see retry).
-func (e *Engine) Attach(network, iface string, o plan.AttachOptions) ([]plan.Action, error) {
-	unlock, err := e.Lock()
+func (e *Engine) Attach(ctx context.Context, network, iface string, o plan.AttachOptions) ([]plan.Action, error) {
+	unlock, err := e.lock()
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
 	var acts []plan.Action
-	err = e.retry(fmt.Sprintf("attach %s to %s", iface, network), func() (err error) {
-		acts, err = e.attach(network, iface, o)
+	err = e.retry(ctx, fmt.Sprintf("attach %s to %s", iface, network), func() (err error) {
+		acts, err = e.attach(ctx, network, iface, o)
 		return err
 	})
 	return acts, err
 }
 
-func (e *Engine) attach(network, iface string, o plan.AttachOptions) ([]plan.Action, error) {
+func (e *Engine) attach(ctx context.Context, network, iface string, o plan.AttachOptions) ([]plan.Action, error) {
 	n, err := e.Network(network)
 	if err != nil {
 		return nil, err
@@ -284,7 +378,7 @@ func (e *Engine) attach(network, iface string, o plan.AttachOptions) ([]plan.Act
 	if o.Bind != nil && !n.Guarded() {
 		return nil, fmt.Errorf("attach %s to %s --ip/--mac: the network has no anti-spoofing (mode %s, anti_spoofing: false or mode open), so a binding would not be enforced", iface, network, n.Mode)
 	}
-	h, err := e.Observe()
+	h, err := e.Observe(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -300,26 +394,26 @@ func (e *Engine) attach(network, iface string, o plan.AttachOptions) ([]plan.Act
 }
 
 // Detach takes iface out of a network's bridge. Kernel errors are retried.
-func (e *Engine) Detach(network, iface string) ([]plan.Action, error) {
-	unlock, err := e.Lock()
+func (e *Engine) Detach(ctx context.Context, network, iface string) ([]plan.Action, error) {
+	unlock, err := e.lock()
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
 	var acts []plan.Action
-	err = e.retry(fmt.Sprintf("detach %s from %s", iface, network), func() (err error) {
-		acts, err = e.detach(network, iface)
+	err = e.retry(ctx, fmt.Sprintf("detach %s from %s", iface, network), func() (err error) {
+		acts, err = e.detach(ctx, network, iface)
 		return err
 	})
 	return acts, err
 }
 
-func (e *Engine) detach(network, iface string) ([]plan.Action, error) {
+func (e *Engine) detach(ctx context.Context, network, iface string) ([]plan.Action, error) {
 	n, err := e.Network(network)
 	if err != nil {
 		return nil, err
 	}
-	h, err := e.Observe()
+	h, err := e.Observe(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -404,35 +498,21 @@ func sameJSON(a, b state.State) bool {
 
 // LinkIndex returns the ifindex of a link in the namespace.
 func (e *Engine) LinkIndex(name string) (int, error) {
-	l, err := e.nl.LinkByName(name)
+	ls, err := e.Kernel.Links()
 	if err != nil {
 		return 0, fmt.Errorf("find %s: %w", name, err)
 	}
-	return l.Attrs().Index, nil
+	for _, l := range ls {
+		if l.Name == name {
+			return l.Index, nil
+		}
+	}
+	return 0, fmt.Errorf("find %s: %w", name, unix.ENODEV)
 }
 
 // RouteGet asks the kernel which interface it would send dst out of, for a
 // packet from src arriving on iif ("" or "lo": locally generated).
 // Equivalent to: ip route get DST from SRC iif IIF
 func (e *Engine) RouteGet(dst, src netip.Addr, iif string) (string, error) {
-	opts := &netlink.RouteGetOptions{}
-	if iif != "" && iif != "lo" {
-		idx, err := e.LinkIndex(iif)
-		if err != nil {
-			return "", err
-		}
-		opts.IifIndex, opts.SrcAddr = idx, src.AsSlice()
-	}
-	rs, err := e.nl.RouteGetWithOptions(dst.AsSlice(), opts)
-	if err != nil {
-		return "", err
-	}
-	if len(rs) == 0 {
-		return "", fmt.Errorf("no route")
-	}
-	l, err := e.nl.LinkByIndex(rs[0].LinkIndex)
-	if err != nil {
-		return "", err
-	}
-	return l.Attrs().Name, nil
+	return e.Kernel.RouteGet(dst, src, iif)
 }

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -25,7 +26,7 @@ import (
 // A failure to save target undoes the writes too (state and host never
 // part); intent stays on disk, and it covers the host as it was.
 // Nothing is written when acts is empty and target equals old.
-func journal(k apply.Kernel, path string, old, intent, target state.State, acts []plan.Action, done func(*state.State)) error {
+func journal(k apply.Writer, path string, old, intent, target state.State, acts []plan.Action, done func(*state.State)) error {
 	if len(acts) == 0 {
 		if sameJSON(old, target) {
 			return nil // a no-op writes nothing at all
@@ -99,7 +100,7 @@ const (
 // retry runs try until it succeeds, fails with an error that is not
 // retryable, or has run Tries times. Each try must observe and plan anew,
 // so that it acts on the host as it is then. Each retry is logged.
-func (e *Engine) retry(what string, try func() error) error {
+func (e *Engine) retry(ctx context.Context, what string, try func() error) error {
 	wait := firstWait
 	for n := 1; ; n++ {
 		err := try()
@@ -107,7 +108,11 @@ func (e *Engine) retry(what string, try func() error) error {
 			return err
 		}
 		e.log().Warn("retrying", "what", what, "try", n, "of", Tries, "wait", wait, "err", err)
-		time.Sleep(wait)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (stopped retrying: %w)", err, ctx.Err())
+		case <-time.After(wait):
+		}
 		wait *= 2
 	}
 }

@@ -1,8 +1,9 @@
 // Package fake is an in-memory kernel for tests without root: it applies
 // plan actions to a model.Host with the kernel's rules that matter to
 // guestnet (EEXIST, ENOENT, connected routes that come and go with
-// addresses, ports that leave a deleted bridge). Tests run the production
-// apply.Run against it.
+// addresses, ports that leave a deleted bridge), and answers the reads the
+// engine and the daemon make. It implements engine.Kernel (both ways), so
+// tests run the production engine and daemon against it.
 package fake
 
 import (
@@ -10,16 +11,25 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/guestnet/guestnet/internal/model"
 	"github.com/guestnet/guestnet/internal/plan"
 )
 
-// Kernel holds the host it changes.
+// Kernel holds the host it changes. It is the engine's Kernel (reads and
+// writes); its methods may be called from several goroutines, as the
+// daemon does. Tests read Host directly only while nothing runs.
 type Kernel struct {
 	Host model.Host
+
+	mu      sync.Mutex
+	gen     uint32          // nftables transactions
+	neighs  []netlink.Neigh // what FDB returns
+	readErr error           // what every read returns, when set
 }
 
 func (k *Kernel) link(name string) (*model.Link, error) {
@@ -34,7 +44,12 @@ func (k *Kernel) link(name string) (*model.Link, error) {
 // Do applies one action, then puts the host in canonical form (routes
 // sorted, empty lists nil) so tests can compare hosts whole.
 func (k *Kernel) Do(a plan.Action) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
 	err := k.do(a)
+	if err == nil && (a.Op == plan.OpNft || a.Op == plan.OpNftElements || a.Op == plan.OpGuard) {
+		k.gen++
+	}
 	Canonical(&k.Host)
 	return err
 }
@@ -73,6 +88,9 @@ func (k *Kernel) do(a plan.Action) error {
 		}
 		if l.MTU == 0 {
 			l.MTU = 1500
+		}
+		for _, o := range k.Host.Links {
+			l.Index = max(l.Index, o.Index+1)
 		}
 		k.Host.Links = append(k.Host.Links, l)
 		slices.SortFunc(k.Host.Links, func(x, y model.Link) int { return strings.Compare(x.Name, y.Name) })

@@ -1,17 +1,17 @@
 package plan_test
 
 import (
+	"context"
 	"flag"
 	"fmt"
-	"math/rand/v2"
 	"net/netip"
 	"os"
 	"path/filepath"
-	"reflect"
 	"strings"
 	"testing"
 
 	"github.com/guestnet/guestnet/internal/apply"
+	"github.com/guestnet/guestnet/internal/engine"
 	"github.com/guestnet/guestnet/internal/fake"
 	"github.com/guestnet/guestnet/internal/model"
 	"github.com/guestnet/guestnet/internal/plan"
@@ -21,7 +21,7 @@ import (
 
 var update = flag.Bool("update", false, "rewrite golden files")
 
-var _ apply.Kernel = (*fake.Kernel)(nil)
+var _ apply.Writer = (*fake.Kernel)(nil)
 
 func pfx(s string) netip.Prefix { return netip.MustParsePrefix(s) }
 
@@ -74,112 +74,20 @@ func sortedNames(ns []spec.Network) []spec.Network {
 	return out
 }
 
-// step applies one state on the fake kernel, checks the result is stable
-// (a second diff is empty), and returns the new state.
-func step(t *testing.T, k *fake.Kernel, st state.State, name string) state.State {
+// step converges the fake kernel k on state name through the engine's
+// own verb (the random-order replay of these states is the engine's
+// TestReplayStates) and returns the state it recorded.
+func step(t *testing.T, k *fake.Kernel, name string) state.State {
 	t.Helper()
-	s := load(t, name)
-	if err := s.CheckHost(k.Host); err != nil {
-		t.Fatalf("%s: check host: %v", name, err)
+	e := engine.New(k, filepath.Join(t.TempDir(), "state.json"))
+	if _, err := e.Converge(context.Background(), load(t, name)); err != nil {
+		t.Fatalf("%s: %v", name, err)
 	}
-	p, err := plan.Diff(s.Models(), st, k.Host)
+	st, err := e.State()
 	if err != nil {
-		t.Fatalf("%s: %v", name, err)
+		t.Fatal(err)
 	}
-	if err := apply.Run(k, p.Actions); err != nil {
-		t.Fatalf("%s: %v", name, err)
-	}
-	again, err := plan.Diff(s.Models(), p.State, k.Host)
-	if err != nil || len(again.Actions) != 0 {
-		t.Fatalf("%s: not stable after apply: %v %v", name, again.Actions, err)
-	}
-	checkInvariants(t, name, s, k.Host)
-	return p.State
-}
-
-func checkInvariants(t *testing.T, name string, s *spec.Spec, h model.Host) {
-	t.Helper()
-	want := map[string]bool{}
-	fwd := false
-	for _, n := range s.Networks {
-		want[n.Bridge] = true
-		fwd = fwd || n.NeedsForwarding()
-		l, ok := h.Link(n.Bridge)
-		if !ok || !l.Up || l.Owner() != n.Name {
-			t.Fatalf("%s: bridge %s: %+v", name, n.Bridge, l)
-		}
-		if n.IPv4.IsValid() && !reflect.DeepEqual(l.Addrs, []netip.Prefix{n.IPv4}) {
-			t.Fatalf("%s: %s addrs %v", name, n.Bridge, l.Addrs)
-		}
-		if n.Mode == model.Bridge {
-			up, _ := h.Link(n.Uplink)
-			if up.Master != n.Bridge || len(up.Addrs) != 0 || len(l.Addrs) == 0 {
-				t.Fatalf("%s: uplink not moved: %+v / %+v", name, up, l)
-			}
-		}
-	}
-	for _, l := range h.Links {
-		if l.Owner() != "" && !want[l.Name] {
-			t.Fatalf("%s: leftover bridge %s", name, l.Name)
-		}
-	}
-	if h.IPForward != fwd {
-		t.Fatalf("%s: ip_forward %v, want %v", name, h.IPForward, fwd)
-	}
-}
-
-// TestStates replays the named states in many random orders; every
-// transition must reach its state and ending empty must leave no trace.
-func TestStates(t *testing.T) {
-	var names []string
-	for n := range states {
-		names = append(names, n)
-	}
-	rng := rand.New(rand.NewPCG(1, 2))
-	transitions := map[string]bool{}
-	for round := 0; round < 200; round++ {
-		k := &fake.Kernel{Host: baseHost()}
-		st := state.State{}
-		order := append([]string(nil), names...)
-		rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
-		prev := "empty"
-		for _, n := range append(order, "empty") {
-			st = step(t, k, st, n)
-			transitions[prev+">"+n] = true
-			prev = n
-		}
-		if !reflect.DeepEqual(k.Host, baseHost()) {
-			t.Fatalf("round %d (%v): host after returning to empty differs:\n%+v\nwant\n%+v", round, order, k.Host, baseHost())
-		}
-	}
-	t.Logf("%d distinct transitions exercised", len(transitions))
-}
-
-// TestRollbackEveryStep fails each step of the all-modes apply and of its
-// destroy on the fake kernel: the host must be exactly as before.
-func TestRollbackEveryStep(t *testing.T) {
-	for _, tr := range [][2]string{{"empty", "all"}, {"all", "empty"}, {"all", "nat-moved"}} {
-		k := &fake.Kernel{Host: baseHost()}
-		st := state.State{}
-		if tr[0] != "empty" {
-			st = step(t, k, st, tr[0])
-		}
-		s := load(t, tr[1])
-		p, err := plan.Diff(s.Models(), st, k.Host)
-		if err != nil {
-			t.Fatal(err)
-		}
-		before := fmt.Sprintf("%+v", k.Host)
-		for n := 1; n <= len(p.Actions); n++ {
-			err := apply.Run(&apply.FailAt{Kernel: k, N: n}, p.Actions)
-			if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("step %d/", n)) {
-				t.Fatalf("%v step %d: %v", tr, n, err)
-			}
-			if after := fmt.Sprintf("%+v", k.Host); after != before {
-				t.Fatalf("%v: failure at step %d (%s) left\n%s\nwant\n%s", tr, n, p.Actions[n-1], after, before)
-			}
-		}
-	}
+	return st
 }
 
 // TestGolden prints the plans of a few transitions as their command-line
@@ -189,7 +97,7 @@ func TestGolden(t *testing.T) {
 		k := &fake.Kernel{Host: baseHost()}
 		st := state.State{}
 		if tr[0] != "empty" {
-			st = step(t, k, st, tr[0])
+			st = step(t, k, tr[0])
 		}
 		p, err := plan.Diff(load(t, tr[1]).Models(), st, k.Host)
 		if err != nil {
@@ -216,7 +124,7 @@ func TestGolden(t *testing.T) {
 
 func TestAttach(t *testing.T) {
 	k := &fake.Kernel{Host: baseHost()}
-	step(t, k, state.State{}, "all")
+	step(t, k, "all")
 	lab := network(t, "all", "lab")
 	acts, err := plan.Attach(lab, "tap0", k.Host, plan.AttachOptions{Create: true, Owner: 1000, Group: -1})
 	if err != nil {
