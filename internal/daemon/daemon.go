@@ -142,7 +142,7 @@ func (d *Daemon) init(ctx context.Context, st *dhcp.BoltStore) {
 	if d.Sockets == nil && d.Engine.NS != nil {
 		d.Sockets = nsSockets{d.Engine.NS}
 	}
-	d.Engine.Log = d.Log // the engine logs its retries after kernel errors
+	d.Engine.Log = d.Log          // the engine logs its retries after kernel errors
 	d.Engine.Locked = d.keepState // a state file removed while serving is written back (statekeep.go)
 	d.svcs = d.services()
 }
