@@ -318,11 +318,18 @@ func TestStealLease(t *testing.T) {
 	renews := func() bool {
 		n := events("renew")
 		vProc.Signal(syscall.SIGUSR1)
-		deadline := time.Now().Add(5 * time.Second)
-		for events("renew") == n && time.Now().Before(deadline) {
+		// Generous: on a loaded 2-core machine udhcpc's renewal has taken
+		// over 5 s; the row asserts that it succeeds, not how fast.
+		start := time.Now()
+		for events("renew") == n && time.Since(start) < 20*time.Second {
 			time.Sleep(50 * time.Millisecond)
 		}
-		return events("renew") > n && l.addrOf(victim) == vip.String() && l.Ping(victim, "10.99.0.1")
+		pings := false
+		for i := 0; i < 3 && !pings; i++ {
+			pings = l.Ping(victim, "10.99.0.1")
+		}
+		t.Logf("  renewal took %v", time.Since(start).Round(time.Millisecond))
+		return events("renew") > n && l.addrOf(victim) == vip.String() && pings
 	}
 	rows := []check{
 		{"REQUEST for the victim's address, chaddr+Ethernet source victim", false,
