@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 
@@ -17,6 +18,7 @@ import (
 
 	"github.com/guestnet/guestnet/internal/daemon"
 	"github.com/guestnet/guestnet/internal/dhcp"
+	"github.com/guestnet/guestnet/internal/spec"
 	"github.com/guestnet/guestnet/internal/state"
 )
 
@@ -32,6 +34,14 @@ func serveCmd(g *globals) *cobra.Command {
 			var lv slog.Level
 			if err := lv.UnmarshalText([]byte(level)); err != nil {
 				return fmt.Errorf("--log-level: %w", err)
+			}
+			// Refuse an empty config before anything starts: serving it
+			// would remove every network guestnet applied here. (The
+			// daemon refuses an emptied config on reload too.)
+			if s, err := spec.Load(config...); err == nil && len(s.Networks) == 0 {
+				return fmt.Errorf("--config %s declares no networks: guestnet serve would remove every network guestnet applied here, "+
+					"and serve nothing. Declare a network there (see guestnet apply --help), or run `guestnet destroy --all` to remove them",
+					strings.Join(config, " --config "))
 			}
 			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lv}))
 			e, err := g.open()
