@@ -144,3 +144,28 @@ func TestCliServeRefusesEmptiedConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestCliDestroyTypo: `destroy nosuchnet` used to exit 0. A name typed on
+// the command line that guestnet does not own here is an error listing the
+// applied networks, and nothing changes (also when a known name is given
+// with it).
+func TestCliDestroyTypo(t *testing.T) {
+	l := newLab(t)
+	host := l.NS("host")
+	l.Guestnet(host, "apply", l.Spec(cliSpec))
+	before := l.snapshot(host)
+	for _, args := range [][]string{{"destroy", "nosuchnet"}, {"destroy", "alpha", "nosuchnet"}, {"-o", "json", "destroy", "nosuchnet"}} {
+		out, errs, code := l.Run(host, args...)
+		if code == 0 || !strings.Contains(errs, `no network "nosuchnet"`) || !strings.Contains(errs, "alpha and beta") {
+			t.Errorf("%v: exit %d, want an error naming nosuchnet and the applied networks\n%s%s", args, code, out, errs)
+		}
+		t.Logf("%v: exit %d: %s", args, code, strings.TrimSpace(errs))
+	}
+	if after := l.snapshot(host); after != before {
+		t.Errorf("a refused destroy changed the host:\n%s", diffLines(before, after))
+	}
+	l.Guestnet(host, "destroy", "alpha")
+	if _, err := l.tryIn(host, "ip", "link", "show", "gcli0"); err == nil {
+		t.Error("destroy alpha left gcli0")
+	}
+}

@@ -119,6 +119,9 @@ func detachCmd(g *globals) *cobra.Command {
 		Short: "Take an interface out of a network's bridge",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := g.checkApplied(args[0]); err != nil {
+				return err
+			}
 			e, err := g.open()
 			if err != nil {
 				return err
@@ -185,6 +188,9 @@ func qemuScriptCmd(g *globals) *cobra.Command {
 			bind, err := parseBind(ips, mac)
 			if err != nil {
 				return err
+			}
+			if err := g.checkApplied(args[0]); err != nil {
+				return fmt.Errorf("%w; apply the network before writing its QEMU script", err)
 			}
 			self, err := os.Executable()
 			if err != nil {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -23,6 +24,9 @@ func forwardCmd(g *globals) *cobra.Command {
 		return func(cmd *cobra.Command, args []string) error {
 			data, err := os.ReadFile(file)
 			if err != nil {
+				return err
+			}
+			if err := declared(file, data, args[0]); err != nil {
 				return err
 			}
 			out, n, err := spec.EditForwards(file, data, args[0], f, add)
@@ -68,6 +72,9 @@ func forwardCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if len(args) == 1 && !slices.ContainsFunc(s.Networks, func(n spec.Network) bool { return n.Name == args[0] }) {
+				return unknownNetwork(args[0], specNetworkNames(s.Networks), "declared in "+file)
+			}
 			tw := tabwriter.NewWriter(g.out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "NETWORK\tPROTO\tPORT\tTO\tFROM\tLISTEN")
 			for _, n := range s.Networks {
@@ -94,6 +101,27 @@ func forwardCmd(g *globals) *cobra.Command {
 		c.AddCommand(sc)
 	}
 	return c
+}
+
+// declared refuses a network the spec file does not declare.
+func declared(file string, data []byte, name string) error {
+	nets, err := spec.Parse(file, data)
+	if err != nil {
+		return err
+	}
+	if slices.ContainsFunc(nets, func(n spec.Network) bool { return n.Name == name }) {
+		return nil
+	}
+	return unknownNetwork(name, specNetworkNames(nets), "declared in "+file)
+}
+
+func specNetworkNames(nets []spec.Network) []string {
+	var out []string
+	for _, n := range nets {
+		out = append(out, n.Name)
+	}
+	slices.Sort(out)
+	return out
 }
 
 func join[T fmt.Stringer](xs []T, none string) string {

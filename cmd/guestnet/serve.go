@@ -120,6 +120,13 @@ func leasesCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// A network with no lease must be one guestnet applied (a
+			// destroyed network's leases may still be in the store).
+			if network != "" && len(ls) == 0 {
+				if err := g.checkApplied(network); err != nil {
+					return err
+				}
+			}
 			if g.json() {
 				return g.printJSON(ls)
 			}
