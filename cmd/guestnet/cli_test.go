@@ -24,7 +24,7 @@ func stateDir(t *testing.T) string {
 		t.Fatal(err)
 	}
 	st := state.State{Networks: map[string]state.Net{
-		"alpha": {Network: model.Network{Name: "alpha", Bridge: "gcli0"}},
+		"alpha": {Network: model.Network{Name: "alpha", Bridge: "gcli0"}, Ports: []string{"tap-a1"}},
 		"beta":  {Network: model.Network{Name: "beta", Bridge: "gcli1"}},
 	}}
 	if err := state.Save(p, st); err != nil {

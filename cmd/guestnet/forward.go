@@ -56,17 +56,20 @@ func forwardCmd(g *globals) *cobra.Command {
 			return nil
 		}
 	}
-	add := &cobra.Command{Use: "add NETWORK --file FILE --port PORT[-PORT] --to IP[:PORT]", Args: cobra.ExactArgs(1), RunE: edit(true)}
+	add := &cobra.Command{Use: "add NETWORK --file FILE --port PORT[-PORT] --to IP[:PORT]", Args: cobra.ExactArgs(1), RunE: edit(true),
+		Short: "Add a port forward to a network in its spec file"}
 	add.Flags().StringVar(&f.Proto, "proto", "tcp", "tcp or udp")
 	add.Flags().StringVar(&f.Port, "port", "", "host port or range (8000-8010)")
 	add.Flags().StringVar(&f.To, "to", "", "guest address, with :PORT to change the port")
 	add.Flags().StringArrayVar(&f.From, "from", nil, "allowed source prefix (repeatable; default any)")
 	add.Flags().StringArrayVar(&f.Listen, "listen", nil, "host address to listen on (repeatable; default all)")
-	rm := &cobra.Command{Use: "rm NETWORK --file FILE --port PORT[-PORT]", Args: cobra.ExactArgs(1), RunE: edit(false)}
+	rm := &cobra.Command{Use: "rm NETWORK --file FILE --port PORT[-PORT]", Args: cobra.ExactArgs(1), RunE: edit(false),
+		Short: "Remove a port forward from a network in its spec file"}
 	rm.Flags().StringVar(&f.Proto, "proto", "tcp", "tcp or udp")
 	rm.Flags().StringVar(&f.Port, "port", "", "the forward's port, as written in the file")
 	list := &cobra.Command{
 		Use: "list [NETWORK] --file FILE", Args: cobra.MaximumNArgs(1),
+		Short: "List the port forwards a spec file declares",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			s, err := spec.Load(file)
 			if err != nil {
