@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -55,8 +56,10 @@ func TestCliEmptySpecChangesNothing(t *testing.T) {
 			t.Errorf("apply %s changed the host:\n%s", c, diffLines(before, after))
 		}
 		t.Logf("apply %s: exit %d: %s", filepath.Base(c), code, strings.TrimSpace(errs))
-		// -o json fails the same way, with nothing on stdout.
-		if out, _, code := l.Run(host, "-o", "json", "apply", c); code == 0 || out != "" {
+		// -o json fails the same way, with the error as JSON on stdout.
+		out, _, code = l.Run(host, "-o", "json", "apply", c)
+		var e struct{ Error string }
+		if code == 0 || json.Unmarshal([]byte(out), &e) != nil || !strings.Contains(e.Error, "declares no networks") {
 			t.Errorf("apply -o json %s: exit %d, stdout %q", c, code, out)
 		}
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/guestnet/guestnet/internal/model"
 	"github.com/guestnet/guestnet/internal/spec"
 )
 
@@ -52,7 +53,15 @@ func forwardCmd(g *globals) *cobra.Command {
 				return err
 			}
 			verb := map[bool]string{true: "added", false: "removed"}[add]
-			fmt.Fprintf(g.out, "%s %d forward(s) in %s; `guestnet plan %s` shows the change, apply makes it\n", verb, n, file, file)
+			if g.json() {
+				return g.printJSON(struct {
+					File     string `json:"file"`
+					Network  string `json:"network"`
+					Action   string `json:"action"`
+					Forwards int    `json:"forwards"`
+				}{file, args[0], verb, n})
+			}
+			fmt.Fprintf(g.out, "%s %s in %s; `guestnet plan %s` shows the change, apply makes it\n", verb, plural(n, "forward"), file, file)
 			return nil
 		}
 	}
@@ -77,6 +86,18 @@ func forwardCmd(g *globals) *cobra.Command {
 			}
 			if len(args) == 1 && !slices.ContainsFunc(s.Networks, func(n spec.Network) bool { return n.Name == args[0] }) {
 				return unknownNetwork(args[0], specNetworkNames(s.Networks), "declared in "+file)
+			}
+			if g.json() {
+				out := []forwardJSON{}
+				for _, n := range s.Networks {
+					if len(args) == 1 && n.Name != args[0] {
+						continue
+					}
+					for _, fw := range n.Forwards {
+						out = append(out, forwardJSON{Network: n.Name, PortForward: fw})
+					}
+				}
+				return g.printJSON(out)
 			}
 			tw := tabwriter.NewWriter(g.out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "NETWORK\tPROTO\tPORT\tTO\tFROM\tLISTEN")
@@ -104,6 +125,12 @@ func forwardCmd(g *globals) *cobra.Command {
 		c.AddCommand(sc)
 	}
 	return c
+}
+
+// forwardJSON is one forward of forward list -o json.
+type forwardJSON struct {
+	Network string `json:"network"`
+	model.PortForward
 }
 
 // declared refuses a network the spec file does not declare.

@@ -135,6 +135,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return ee.code
 	default:
 		fmt.Fprintln(stderr, "guestnet:", err)
+		// With -o json, stdout is JSON on every path: a script reading it
+		// gets the error too, not an empty document.
+		if g.json() {
+			g.printJSON(struct {
+				Error string `json:"error"`
+			}{err.Error()})
+		}
 		return 1
 	}
 }

@@ -49,7 +49,7 @@ func (g *globals) printPlan(p plan.Plan, verb string) error {
 			}
 		}
 	}
-	fmt.Fprintf(g.out, "%s: %d changes.\n", verb, len(p.Actions))
+	fmt.Fprintf(g.out, "%s: %s.\n", verb, plural(len(p.Actions), "change"))
 	return nil
 }
 
@@ -94,7 +94,7 @@ func (g *globals) printDone(p plan.Plan, w int) error {
 	if g.json() {
 		return g.printJSON(newPlanJSON(p, &w))
 	}
-	fmt.Fprintf(g.out, "Done: %d changes, %d kernel writes.\n", len(p.Actions), w)
+	fmt.Fprintf(g.out, "Done: %s, %s.\n", plural(len(p.Actions), "change"), plural(w, "kernel write"))
 	return nil
 }
 
@@ -145,7 +145,14 @@ func applyCmd(g *globals) *cobra.Command {
 				if err != nil {
 					return fmt.Errorf("guestnet serve is running and its reload failed: %w", err)
 				}
-				fmt.Fprintln(g.out, "guestnet serve is running here: it re-read its config and applied the difference.")
+				const msg = "guestnet serve is running here: it re-read its config and applied the difference."
+				if g.json() {
+					return g.printJSON(struct {
+						Served bool   `json:"served"`
+						Detail string `json:"detail"`
+					}{true, msg})
+				}
+				fmt.Fprintln(g.out, msg)
 				return nil
 			}
 			e, err := g.open()
@@ -232,7 +239,7 @@ func destroyCmd(g *globals) *cobra.Command {
 			for _, n := range unknown {
 				// Only a file's networks get here: destroy of a file is
 				// idempotent.
-				fmt.Fprintf(os.Stderr, "guestnet: network %s is not applied here; nothing to destroy for it\n", n)
+				fmt.Fprintf(cmd.ErrOrStderr(), "guestnet: network %s is not applied here; nothing to destroy for it\n", n)
 			}
 			if err != nil {
 				return err

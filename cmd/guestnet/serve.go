@@ -127,6 +127,7 @@ func leasesCmd(g *globals) *cobra.Command {
 					return err
 				}
 			}
+			g.staticNames(ls)
 			if g.json() {
 				return g.printJSON(ls)
 			}
@@ -137,9 +138,30 @@ func leasesCmd(g *globals) *cobra.Command {
 					printable(l.Hostname), l.Expiry.Format("2006-01-02 15:04:05"), printable(l.State))
 			}
 			tw.Flush()
-			fmt.Fprintf(os.Stderr, "(%d leases, read from the %s)\n", len(ls), from)
+			fmt.Fprintf(cmd.ErrOrStderr(), "(%s, read from the %s)\n", plural(len(ls), "lease"), from)
 			return nil
 		},
+	}
+}
+
+// staticNames fills the host name of a lease that has none from the
+// network's static host of that MAC and address: the name the spec gave it
+// (a guest that sends no host name still has the one declared for it).
+func (g *globals) staticNames(ls []daemon.LeaseView) {
+	st, err := state.Load(state.Path(g.stateDir, g.netns))
+	if err != nil {
+		return
+	}
+	for i, l := range ls {
+		n, ok := st.Networks[l.Network]
+		if l.Hostname != "" || !ok || n.Network.DHCP == nil {
+			continue
+		}
+		for _, h := range n.Network.DHCP.Hosts {
+			if strings.EqualFold(h.MAC, l.MAC) && h.IP.String() == l.IP {
+				ls[i].Hostname = h.Name
+			}
+		}
 	}
 }
 
