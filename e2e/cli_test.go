@@ -172,3 +172,50 @@ func TestCliDestroyTypo(t *testing.T) {
 		t.Error("destroy alpha left gcli0")
 	}
 }
+
+// TestCliJSON: every command with -o json prints one JSON document on
+// stdout, on its success and error paths, in a real namespace; trace's
+// keys are all lower-case (packet.Src was not).
+func TestCliJSON(t *testing.T) {
+	l := newLab(t)
+	host, _ := natHost(l)
+	spec := l.Spec(cliSpec + "  gamma:\n    mode: routed\n    bridge: gcli2\n    ipv4: 10.99.8.1/24\n")
+	l.must("ip", "-n", host, "tuntap", "add", "dev", "tapj", "mode", "tap")
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"plan", spec}, 2, `"changes"`},
+		{[]string{"apply", spec}, 0, `"kernel_writes"`},
+		{[]string{"plan", spec}, 0, `"changes": 0`},
+		{[]string{"attach", "alpha", "tapj"}, 0, `"command"`},
+		{[]string{"attach", "alpha", "nosuchtap"}, 1, `"error"`},
+		{[]string{"status"}, 0, `"gcli0"`},
+		{[]string{"routes", "gamma", "--peer", "198.51.100.126"}, 0, `10.99.8.0/24`},
+		{[]string{"routes", "nosuch"}, 1, `"error"`},
+		{[]string{"leases"}, 0, `[]`},
+		{[]string{"doctor"}, -1, `[`},
+		{[]string{"doctor", "nosuch"}, 1, `"error"`},
+		{[]string{"trace", "10.99.7.10", "198.51.100.126", "tcp/80"}, -1, `"src": "10.99.7.10"`},
+		{[]string{"trace", "nosuch", "10.99.7.1"}, 1, `"error"`},
+		{[]string{"qemu-script", "beta"}, 0, `"script"`},
+		{[]string{"detach", "alpha", "tapj"}, 0, `"actions"`},
+		{[]string{"detach", "nosuch", "tapj"}, 1, `"error"`},
+		{[]string{"destroy", "gamma"}, 0, `"kernel_writes"`},
+		{[]string{"destroy", "gamma"}, 1, `"error"`},
+		{[]string{"apply", t.TempDir()}, 1, `"error"`},
+		{[]string{"destroy", "--all"}, 0, `"kernel_writes"`},
+	} {
+		out, errs, code := l.Run(host, append([]string{"-o", "json"}, tc.args...)...)
+		if tc.code >= 0 && code != tc.code {
+			t.Errorf("%v: exit %d, want %d\n%s%s", tc.args, code, tc.code, out, errs)
+		}
+		if !json.Valid([]byte(out)) || !strings.Contains(out, tc.want) {
+			t.Errorf("%v -o json: stdout is not one JSON document holding %s:\n%s\n%s", tc.args, tc.want, out, errs)
+		}
+		if tc.args[0] == "trace" && strings.Contains(out, `"Src"`) {
+			t.Errorf("trace -o json has upper-case keys:\n%s", out)
+		}
+	}
+}
