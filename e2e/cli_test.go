@@ -56,6 +56,10 @@ func TestCliEmptySpecChangesNothing(t *testing.T) {
 			t.Errorf("apply %s changed the host:\n%s", c, diffLines(before, after))
 		}
 		t.Logf("apply %s: exit %d: %s", filepath.Base(c), code, strings.TrimSpace(errs))
+		// plan shows what apply would remove, and says apply refuses it.
+		if _, errs, code := l.Run(host, "plan", c); code != 2 || !strings.Contains(errs, "apply refuses it") {
+			t.Errorf("plan %s: exit %d, want 2 with a note that apply refuses it: %s", c, code, errs)
+		}
 		// -o json fails the same way, with the error as JSON on stdout.
 		out, _, code = l.Run(host, "-o", "json", "apply", c)
 		var e struct{ Error string }

@@ -72,6 +72,10 @@ func planCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if len(s.Networks) == 0 {
+				fmt.Fprintf(cmd.ErrOrStderr(), "guestnet: note: %s declares no networks: apply refuses it unless told --allow-empty (destroy --all removes them all)\n",
+					strings.Join(args, " "))
+			}
 			if g.json() {
 				g.printJSON(newPlanJSON(p, nil))
 			}
