@@ -60,3 +60,5 @@ install: build
 	install -D -m 0644 dist/guestnet.service $(DESTDIR)/etc/systemd/system/guestnet.service
 	install -D -m 0644 dist/guestnet-serve.service $(DESTDIR)/etc/systemd/system/guestnet-serve.service
 	install -d -m 0755 $(DESTDIR)/etc/guestnet
+	install -d -m 0755 $(DESTDIR)/usr/share/bash-completion/completions
+	bin/guestnet completion bash > $(DESTDIR)/usr/share/bash-completion/completions/guestnet

@@ -146,15 +146,24 @@ func TestQEMUScriptHelper(t *testing.T) {
 	}
 }
 
+// TestQEMUScriptUnknownNetworkFails: qemu-script of a network guestnet did
+// not apply is an error (it printed a script and exited 0); a script whose
+// network was destroyed since makes QEMU fail to start, naming it.
 func TestQEMUScriptUnknownNetworkFails(t *testing.T) {
 	l := newLab(t)
 	qemu := needQEMU(t)
 	host := l.NS("host")
-	up := l.writeScript(host, "nosuch", false)
+	if out, errs, code := l.Run(host, "qemu-script", "nosuch"); code != 1 || out != "" || !strings.Contains(errs, `no network "nosuch"`) {
+		t.Errorf("qemu-script nosuch: exit %d, want 1 with no script\n%s%s", code, out, errs)
+	}
+	spec := l.Spec(cliSpec)
+	l.Guestnet(host, "apply", spec)
+	up := l.writeScript(host, "alpha", false)
+	l.Guestnet(host, "destroy", "alpha")
 	cmd, stderr, _ := startQEMU(t, qemu, host, "tap7", up, "no")
 	err := cmd.Wait()
-	if err == nil || !strings.Contains(stderr.String(), "nosuch") {
-		t.Fatalf("QEMU with a helper for an unknown network: err %v, stderr %s", err, stderr)
+	if err == nil || !strings.Contains(stderr.String(), "alpha") {
+		t.Fatalf("QEMU with a helper for a destroyed network: err %v, stderr %s", err, stderr)
 	}
 	t.Logf("QEMU refused to start: %s", strings.TrimSpace(stderr.String()))
 }

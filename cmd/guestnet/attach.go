@@ -14,14 +14,18 @@ import (
 	"github.com/guestnet/guestnet/internal/plan"
 )
 
-func (g *globals) printActions(acts []plan.Action, what string) {
+func (g *globals) printActions(acts []plan.Action, what string) error {
+	if g.json() {
+		return g.printJSON(newPlanJSON(plan.Plan{Actions: acts}, nil))
+	}
 	if len(acts) == 0 {
 		fmt.Fprintf(g.out, "%s: nothing to do\n", what)
-		return
+		return nil
 	}
 	for _, a := range acts {
 		fmt.Fprintf(g.out, "%s\n", a)
 	}
+	return nil
 }
 
 func attachCmd(g *globals) *cobra.Command {
@@ -57,8 +61,7 @@ func attachCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			g.printActions(acts, "attach")
-			return nil
+			return g.printActions(acts, "attach")
 		},
 	}
 	c.Flags().BoolVar(&o.Create, "create", false, "create a persistent TAP if IFACE does not exist")
@@ -119,6 +122,9 @@ func detachCmd(g *globals) *cobra.Command {
 		Short: "Take an interface out of a network's bridge",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := g.checkApplied(args[0]); err != nil {
+				return err
+			}
 			e, err := g.open()
 			if err != nil {
 				return err
@@ -128,8 +134,7 @@ func detachCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			g.printActions(acts, "detach")
-			return nil
+			return g.printActions(acts, "detach")
 		},
 	}
 }
@@ -186,6 +191,9 @@ func qemuScriptCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if err := g.checkApplied(args[0]); err != nil {
+				return fmt.Errorf("%w; apply the network before writing its QEMU script", err)
+			}
 			self, err := os.Executable()
 			if err != nil {
 				return err
@@ -207,8 +215,16 @@ func qemuScriptCmd(g *globals) *cobra.Command {
 					sub += " --mac " + bind.MAC
 				}
 			}
-			fmt.Fprintf(g.out, "#!/bin/sh\n# guestnet %s helper for network %s: QEMU calls it as `script IFNAME`.\nexec %q %s %s %q \"$1\"\n",
+			script := fmt.Sprintf("#!/bin/sh\n# guestnet %s helper for network %s: QEMU calls it as `script IFNAME`.\nexec %q %s %s %q \"$1\"\n",
 				verb, args[0], self, flags, sub, args[0])
+			if g.json() {
+				return g.printJSON(struct {
+					Network string `json:"network"`
+					Kind    string `json:"kind"` // ifup or ifdown
+					Script  string `json:"script"`
+				}{args[0], verb, script})
+			}
+			fmt.Fprint(g.out, script)
 			return nil
 		},
 	}

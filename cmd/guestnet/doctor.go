@@ -48,7 +48,11 @@ func doctorCmd(g *globals) *cobra.Command {
 					}
 				}
 				if len(keep) == 0 {
-					return fmt.Errorf("doctor: no network %q here", args[0])
+					var names []string
+					for _, n := range in.Networks {
+						names = append(names, n.Name)
+					}
+					return unknownNetwork(args[0], names, "checked here")
 				}
 				in.Networks = keep
 			}

@@ -4,11 +4,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
+	"github.com/guestnet/guestnet/internal/model"
 	"github.com/guestnet/guestnet/internal/spec"
 )
 
@@ -23,6 +25,9 @@ func forwardCmd(g *globals) *cobra.Command {
 		return func(cmd *cobra.Command, args []string) error {
 			data, err := os.ReadFile(file)
 			if err != nil {
+				return err
+			}
+			if err := declared(file, data, args[0]); err != nil {
 				return err
 			}
 			out, n, err := spec.EditForwards(file, data, args[0], f, add)
@@ -48,25 +53,51 @@ func forwardCmd(g *globals) *cobra.Command {
 				return err
 			}
 			verb := map[bool]string{true: "added", false: "removed"}[add]
-			fmt.Fprintf(g.out, "%s %d forward(s) in %s; `guestnet plan %s` shows the change, apply makes it\n", verb, n, file, file)
+			if g.json() {
+				return g.printJSON(struct {
+					File     string `json:"file"`
+					Network  string `json:"network"`
+					Action   string `json:"action"`
+					Forwards int    `json:"forwards"`
+				}{file, args[0], verb, n})
+			}
+			fmt.Fprintf(g.out, "%s %s in %s; `guestnet plan %s` shows the change, apply makes it\n", verb, plural(n, "forward"), file, file)
 			return nil
 		}
 	}
-	add := &cobra.Command{Use: "add NETWORK --file FILE --port PORT[-PORT] --to IP[:PORT]", Args: cobra.ExactArgs(1), RunE: edit(true)}
+	add := &cobra.Command{Use: "add NETWORK --file FILE --port PORT[-PORT] --to IP[:PORT]", Args: cobra.ExactArgs(1), RunE: edit(true),
+		Short: "Add a port forward to a network in its spec file"}
 	add.Flags().StringVar(&f.Proto, "proto", "tcp", "tcp or udp")
 	add.Flags().StringVar(&f.Port, "port", "", "host port or range (8000-8010)")
 	add.Flags().StringVar(&f.To, "to", "", "guest address, with :PORT to change the port")
 	add.Flags().StringArrayVar(&f.From, "from", nil, "allowed source prefix (repeatable; default any)")
 	add.Flags().StringArrayVar(&f.Listen, "listen", nil, "host address to listen on (repeatable; default all)")
-	rm := &cobra.Command{Use: "rm NETWORK --file FILE --port PORT[-PORT]", Args: cobra.ExactArgs(1), RunE: edit(false)}
+	rm := &cobra.Command{Use: "rm NETWORK --file FILE --port PORT[-PORT]", Args: cobra.ExactArgs(1), RunE: edit(false),
+		Short: "Remove a port forward from a network in its spec file"}
 	rm.Flags().StringVar(&f.Proto, "proto", "tcp", "tcp or udp")
 	rm.Flags().StringVar(&f.Port, "port", "", "the forward's port, as written in the file")
 	list := &cobra.Command{
 		Use: "list [NETWORK] --file FILE", Args: cobra.MaximumNArgs(1),
+		Short: "List the port forwards a spec file declares",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			s, err := spec.Load(file)
 			if err != nil {
 				return err
+			}
+			if len(args) == 1 && !slices.ContainsFunc(s.Networks, func(n spec.Network) bool { return n.Name == args[0] }) {
+				return unknownNetwork(args[0], specNetworkNames(s.Networks), "declared in "+file)
+			}
+			if g.json() {
+				out := []forwardJSON{}
+				for _, n := range s.Networks {
+					if len(args) == 1 && n.Name != args[0] {
+						continue
+					}
+					for _, fw := range n.Forwards {
+						out = append(out, forwardJSON{Network: n.Name, PortForward: fw})
+					}
+				}
+				return g.printJSON(out)
 			}
 			tw := tabwriter.NewWriter(g.out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "NETWORK\tPROTO\tPORT\tTO\tFROM\tLISTEN")
@@ -94,6 +125,33 @@ func forwardCmd(g *globals) *cobra.Command {
 		c.AddCommand(sc)
 	}
 	return c
+}
+
+// forwardJSON is one forward of forward list -o json.
+type forwardJSON struct {
+	Network string `json:"network"`
+	model.PortForward
+}
+
+// declared refuses a network the spec file does not declare.
+func declared(file string, data []byte, name string) error {
+	nets, err := spec.Parse(file, data)
+	if err != nil {
+		return err
+	}
+	if slices.ContainsFunc(nets, func(n spec.Network) bool { return n.Name == name }) {
+		return nil
+	}
+	return unknownNetwork(name, specNetworkNames(nets), "declared in "+file)
+}
+
+func specNetworkNames(nets []spec.Network) []string {
+	var out []string
+	for _, n := range nets {
+		out = append(out, n.Name)
+	}
+	slices.Sort(out)
+	return out
 }
 
 func join[T fmt.Stringer](xs []T, none string) string {

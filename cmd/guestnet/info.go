@@ -77,6 +77,9 @@ func routesCmd(g *globals) *cobra.Command {
 					return fmt.Errorf("--peer: %w", err)
 				}
 			}
+			if err := g.checkApplied(args[0]); err != nil {
+				return err
+			}
 			e, err := g.open()
 			if err != nil {
 				return err

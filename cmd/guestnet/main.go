@@ -116,7 +116,38 @@ func (g *globals) printJSON(v any) error {
 }
 
 func main() {
-	g := &globals{out: os.Stdout}
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run executes one command line and returns the exit code.
+func run(args []string, stdout, stderr io.Writer) int {
+	g := &globals{out: stdout}
+	root := newRoot(g)
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	err := root.Execute()
+	var ee exitError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ee):
+		return ee.code
+	default:
+		fmt.Fprintln(stderr, "guestnet:", err)
+		// With -o json, stdout is JSON on every path: a script reading it
+		// gets the error too, not an empty document.
+		if g.json() {
+			g.printJSON(struct {
+				Error string `json:"error"`
+			}{err.Error()})
+		}
+		return 1
+	}
+}
+
+// newRoot builds the command tree around g.
+func newRoot(g *globals) *cobra.Command {
 	root := &cobra.Command{
 		Use:           "guestnet",
 		Short:         "Declarative VM networks on a Linux host",
@@ -127,20 +158,14 @@ func main() {
 	if dir == "" {
 		dir = state.DefaultDir
 	}
-	root.PersistentFlags().StringVar(&g.netns, "netns", "", "work inside this network namespace (as made by `ip netns add`)")
+	root.PersistentFlags().StringVar(&g.netns, "netns", "", "work inside this network namespace (a name as made by 'ip netns add')")
 	root.PersistentFlags().StringVar(&g.stateDir, "state-dir", dir, "where guestnet records what it owns (env GUESTNET_STATE_DIR)")
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "text", "output format: text or json")
 	root.AddCommand(planCmd(g), applyCmd(g), destroyCmd(g), attachCmd(g), detachCmd(g),
 		ifupCmd(g, "ifup"), ifupCmd(g, "ifdown"), qemuScriptCmd(g), routesCmd(g), statusCmd(g),
 		serveCmd(g), leasesCmd(g), doctorCmd(g), traceCmd(g), forwardCmd(g))
-	err := root.Execute()
-	var ee exitError
-	switch {
-	case err == nil:
-	case errors.As(err, &ee):
-		os.Exit(ee.code)
-	default:
-		fmt.Fprintln(os.Stderr, "guestnet:", err)
-		os.Exit(1)
-	}
+	root.Version = version()
+	document(root)
+	complete(g, root)
+	return root
 }

@@ -49,7 +49,7 @@ func (g *globals) printPlan(p plan.Plan, verb string) error {
 			}
 		}
 	}
-	fmt.Fprintf(g.out, "%s: %d changes.\n", verb, len(p.Actions))
+	fmt.Fprintf(g.out, "%s: %s.\n", verb, plural(len(p.Actions), "change"))
 	return nil
 }
 
@@ -71,6 +71,10 @@ func planCmd(g *globals) *cobra.Command {
 			p, err := e.Plan(cmd.Context(), s)
 			if err != nil {
 				return err
+			}
+			if len(s.Networks) == 0 {
+				fmt.Fprintf(cmd.ErrOrStderr(), "guestnet: note: %s declares no networks: apply refuses it unless told --allow-empty (destroy --all removes them all)\n",
+					strings.Join(args, " "))
 			}
 			if g.json() {
 				g.printJSON(newPlanJSON(p, nil))
@@ -94,12 +98,30 @@ func (g *globals) printDone(p plan.Plan, w int) error {
 	if g.json() {
 		return g.printJSON(newPlanJSON(p, &w))
 	}
-	fmt.Fprintf(g.out, "Done: %d changes, %d kernel writes.\n", len(p.Actions), w)
+	fmt.Fprintf(g.out, "Done: %s, %s.\n", plural(len(p.Actions), "change"), plural(w, "kernel write"))
 	return nil
 }
 
+// refuseEmpty is apply's answer to a spec that declares no networks: it
+// would remove every network, which a deleted file, a comment-only file or
+// an empty directory should never do by accident.
+func (g *globals) refuseEmpty(args []string) error {
+	known, err := g.applied()
+	if err != nil {
+		return err
+	}
+	what := "no network is applied here, so it would change nothing"
+	if len(known) > 0 {
+		what = fmt.Sprintf("applying it would remove every network guestnet applied here: %s", listNames(known))
+	}
+	return fmt.Errorf("%s declares no networks; %s. Nothing was changed. "+
+		"To remove them all, run `guestnet destroy --all` (or `guestnet apply --allow-empty %s`)",
+		strings.Join(args, " "), what, strings.Join(args, " "))
+}
+
 func applyCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var allowEmpty bool
+	c := &cobra.Command{
 		Use:   "apply FILE|DIR...",
 		Short: "Make the host match the spec, all or nothing",
 		Long: "Make the host carry exactly the networks of the given files (a directory means its *.yaml).\n" +
@@ -109,6 +131,9 @@ func applyCmd(g *globals) *cobra.Command {
 			s, err := spec.Load(args...)
 			if err != nil {
 				return err
+			}
+			if len(s.Networks) == 0 && !allowEmpty {
+				return g.refuseEmpty(args)
 			}
 			// With the daemon running, its config is the truth: applying
 			// anything else here would be undone as drift. Ask it to reload,
@@ -124,7 +149,14 @@ func applyCmd(g *globals) *cobra.Command {
 				if err != nil {
 					return fmt.Errorf("guestnet serve is running and its reload failed: %w", err)
 				}
-				fmt.Fprintln(g.out, "guestnet serve is running here: it re-read its config and applied the difference.")
+				const msg = "guestnet serve is running here: it re-read its config and applied the difference."
+				if g.json() {
+					return g.printJSON(struct {
+						Served bool   `json:"served"`
+						Detail string `json:"detail"`
+					}{true, msg})
+				}
+				fmt.Fprintln(g.out, msg)
 				return nil
 			}
 			e, err := g.open()
@@ -140,35 +172,78 @@ func applyCmd(g *globals) *cobra.Command {
 			return g.printDone(p, e.Writes())
 		},
 	}
+	c.Flags().BoolVar(&allowEmpty, "allow-empty", false, "apply a spec that declares no networks (removes every network guestnet applied here)")
+	return c
 }
 
 func destroyCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var all bool
+	c := &cobra.Command{
 		Use:   "destroy FILE|NETWORK...",
-		Short: "Remove networks guestnet made (named, or all those of a file)",
-		Args:  cobra.MinimumNArgs(1),
+		Short: "Remove networks guestnet made (named, or all those of a file, or --all)",
+		Long: "Remove networks guestnet applied here: their bridges, addresses and rules. A NETWORK must be\n" +
+			"one guestnet applied (a typo is an error, and nothing changes); a FILE's networks that are\n" +
+			"already gone are skipped. --all removes every network guestnet applied here.\n\n" +
+			"Destroy forgets the guest ports attached to a network: applying the network again makes an\n" +
+			"empty bridge, and `guestnet attach` (or restarting the VM, whose ifup script attaches) puts\n" +
+			"them back. guestnet does not re-attach an interface by its old name: since the destroy it may\n" +
+			"belong to another guest.",
+		Args: func(cmd *cobra.Command, args []string) error {
+			if all && len(args) > 0 {
+				return fmt.Errorf("destroy --all takes no networks (it removes every one guestnet applied here)")
+			}
+			if !all && len(args) == 0 {
+				return fmt.Errorf("destroy: name networks or spec files, or say --all")
+			}
+			return nil
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var names []string
+			known, err := g.applied()
+			if err != nil {
+				return err
+			}
+			names := known
+			var fromFiles, typed []string
 			for _, a := range args {
 				if _, err := os.Stat(a); err == nil {
 					nets, err := specNames(a)
 					if err != nil {
 						return err
 					}
-					names = append(names, nets...)
+					if len(nets) == 0 {
+						return fmt.Errorf("%s declares no networks, so there is nothing of it to destroy; `guestnet destroy --all` removes every network guestnet applied here", a)
+					}
+					fromFiles = append(fromFiles, nets...)
 					continue
 				}
-				names = append(names, a)
+				typed = append(typed, a)
+			}
+			if !all {
+				names = append(typed, fromFiles...)
 			}
 			e, err := g.open()
 			if err != nil {
 				return err
 			}
 			defer e.Close()
+			// A name typed on the command line must be one guestnet owns
+			// here (in its state, or a link left by a crash): a typo is an
+			// error, before anything changes.
+			if len(typed) > 0 {
+				_, unknown, err := e.PlanDestroy(cmd.Context(), typed)
+				if err != nil {
+					return err
+				}
+				if len(unknown) > 0 {
+					return unknownNetwork(unknown[0], known, "applied here")
+				}
+			}
 			g.showPlan(e)
 			p, unknown, err := e.Destroy(cmd.Context(), names)
 			for _, n := range unknown {
-				fmt.Fprintf(os.Stderr, "guestnet: network %s is not applied here; nothing to destroy for it\n", n)
+				// Only a file's networks get here: destroy of a file is
+				// idempotent.
+				fmt.Fprintf(cmd.ErrOrStderr(), "guestnet: network %s is not applied here; nothing to destroy for it\n", n)
 			}
 			if err != nil {
 				return err
@@ -176,6 +251,8 @@ func destroyCmd(g *globals) *cobra.Command {
 			return g.printDone(p, e.Writes())
 		},
 	}
+	c.Flags().BoolVar(&all, "all", false, "remove every network guestnet applied here (and anything it still owns)")
+	return c
 }
 
 // specNames lists the networks a file or directory declares.

@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 
@@ -17,6 +18,7 @@ import (
 
 	"github.com/guestnet/guestnet/internal/daemon"
 	"github.com/guestnet/guestnet/internal/dhcp"
+	"github.com/guestnet/guestnet/internal/spec"
 	"github.com/guestnet/guestnet/internal/state"
 )
 
@@ -32,6 +34,14 @@ func serveCmd(g *globals) *cobra.Command {
 			var lv slog.Level
 			if err := lv.UnmarshalText([]byte(level)); err != nil {
 				return fmt.Errorf("--log-level: %w", err)
+			}
+			// Refuse an empty config before anything starts: serving it
+			// would remove every network guestnet applied here. (The
+			// daemon refuses an emptied config on reload too.)
+			if s, err := spec.Load(config...); err == nil && len(s.Networks) == 0 {
+				return fmt.Errorf("--config %s declares no networks: guestnet serve would remove every network guestnet applied here, "+
+					"and serve nothing. Declare a network there (see guestnet apply --help), or run `guestnet destroy --all` to remove them",
+					strings.Join(config, " --config "))
 			}
 			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lv}))
 			e, err := g.open()
@@ -110,6 +120,14 @@ func leasesCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// A network with no lease must be one guestnet applied (a
+			// destroyed network's leases may still be in the store).
+			if network != "" && len(ls) == 0 {
+				if err := g.checkApplied(network); err != nil {
+					return err
+				}
+			}
+			g.staticNames(ls)
 			if g.json() {
 				return g.printJSON(ls)
 			}
@@ -120,9 +138,30 @@ func leasesCmd(g *globals) *cobra.Command {
 					printable(l.Hostname), l.Expiry.Format("2006-01-02 15:04:05"), printable(l.State))
 			}
 			tw.Flush()
-			fmt.Fprintf(os.Stderr, "(%d leases, read from the %s)\n", len(ls), from)
+			fmt.Fprintf(cmd.ErrOrStderr(), "(%s, read from the %s)\n", plural(len(ls), "lease"), from)
 			return nil
 		},
+	}
+}
+
+// staticNames fills the host name of a lease that has none from the
+// network's static host of that MAC and address: the name the spec gave it
+// (a guest that sends no host name still has the one declared for it).
+func (g *globals) staticNames(ls []daemon.LeaseView) {
+	st, err := state.Load(state.Path(g.stateDir, g.netns))
+	if err != nil {
+		return
+	}
+	for i, l := range ls {
+		n, ok := st.Networks[l.Network]
+		if l.Hostname != "" || !ok || n.Network.DHCP == nil {
+			continue
+		}
+		for _, h := range n.Network.DHCP.Hosts {
+			if strings.EqualFold(h.MAC, l.MAC) && h.IP.String() == l.IP {
+				ls[i].Hostname = h.Name
+			}
+		}
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -292,6 +293,12 @@ func (d *Daemon) repair(ctx context.Context) error {
 // service is unchanged.
 func (d *Daemon) Reload(ctx context.Context) error {
 	s, err := spec.Load(d.Config...)
+	if err == nil && len(s.Networks) == 0 {
+		// An emptied config (a deleted file, a comment left alone) must not
+		// remove every network: stop serve and run guestnet destroy --all.
+		err = fmt.Errorf("config %s declares no networks; guestnet serve refuses it rather than remove every network "+
+			"(to remove them all, stop guestnet serve and run `guestnet destroy --all`)", strings.Join(d.Config, " "))
+	}
 	if err != nil {
 		d.mu.Lock()
 		if d.spec != nil { // the networks of the last good config stay

@@ -19,12 +19,13 @@ import (
 
 // Packet is what is traced.
 type Packet struct {
-	Src, Dst netip.Addr
-	Proto    string // tcp, udp, icmp
-	Port     int
+	Src   netip.Addr `json:"src"`
+	Dst   netip.Addr `json:"dst"`
+	Proto string     `json:"proto"` // tcp, udp, icmp
+	Port  int        `json:"port,omitempty"`
 	// InDev names the interface the packet arrives on, when the source's
 	// subnet is not one the host has an address in (an isolated bridge).
-	InDev string
+	InDev string `json:"in_dev,omitempty"`
 	// GuestPort names the guest's bridge port (its TAP), when known: the
 	// packet then first meets the port's anti-spoofing binding.
 	GuestPort string `json:"guest_port,omitempty"`
