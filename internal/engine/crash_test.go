@@ -45,25 +45,37 @@ var specs = map[string]string{
 	"lan": "  lan: {mode: bridge, bridge: br0, uplink: eth1}\n",
 }
 
-var loaded = map[string]*spec.Spec{}
+// specFiles loads named spec texts through files, as the CLI does, each
+// once.
+type specFiles struct {
+	texts  map[string]string // name -> the networks: lines
+	loaded map[string]*spec.Spec
+}
 
-// loadSpec loads specs[name] through a file, as the CLI does, once.
-func loadSpec(t *testing.T, name string) *spec.Spec {
+func (f *specFiles) load(t *testing.T, name string) *spec.Spec {
 	t.Helper()
-	if s, ok := loaded[name]; ok {
+	if s, ok := f.loaded[name]; ok {
 		return s
 	}
 	p := filepath.Join(t.TempDir(), name+".yaml")
-	if err := os.WriteFile(p, []byte("networks:\n"+specs[name]), 0o644); err != nil {
+	if err := os.WriteFile(p, []byte("networks:\n"+f.texts[name]), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	s, err := spec.Load(p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	loaded[name] = s
+	if f.loaded == nil {
+		f.loaded = map[string]*spec.Spec{}
+	}
+	f.loaded[name] = s
 	return s
 }
+
+var crashSpecs = &specFiles{texts: specs}
+
+// loadSpec loads specs[name].
+func loadSpec(t *testing.T, name string) *spec.Spec { return crashSpecs.load(t, name) }
 
 // stateDir is where the rigs keep their states: tmpfs when there is one,
 // as these tests are about the order of writes, not about fsync.

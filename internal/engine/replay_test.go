@@ -7,7 +7,6 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"reflect"
 	"slices"
 	"testing"
@@ -38,25 +37,10 @@ var replayStates = map[string]string{
 	"iso-ip":   "  iso: {mode: isolated, bridge: giso0, ipv4: 10.98.0.1/24}\n",
 }
 
-var replayLoaded = map[string]*spec.Spec{}
+var replayFiles = &specFiles{texts: replayStates}
 
-// replaySpec loads replayStates[name] through a file, as the CLI does.
-func replaySpec(t *testing.T, name string) *spec.Spec {
-	t.Helper()
-	if s, ok := replayLoaded[name]; ok {
-		return s
-	}
-	p := filepath.Join(t.TempDir(), name+".yaml")
-	if err := os.WriteFile(p, []byte("networks:\n"+replayStates[name]), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	s, err := spec.Load(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	replayLoaded[name] = s
-	return s
-}
+// replaySpec loads replayStates[name].
+func replaySpec(t *testing.T, name string) *spec.Spec { return replayFiles.load(t, name) }
 
 // converge runs Converge and checks that the plan after it is empty and
 // that the host carries exactly the spec's networks.
