@@ -110,32 +110,30 @@ func readGuard(c *nftables.Conn) (model.Guard, error) {
 // their ports (port_macs, learned_port_macs).
 func readOwners(c *nftables.Conn, byName map[string]*nftables.Set, g *model.Guard) error {
 	for name, dst := range map[string]*[]string{model.GuardMACs: &g.MACs, model.GuardLearnedMACs: &g.LearnedMACs} {
-		err := readElements(c, byName[name], func(k []byte) bool {
-			mac, ok := nft.DecodeMACKey(k)
-			if ok {
-				*dst = append(*dst, mac)
-			}
-			return ok
-		}, g)
-		if err != nil {
+		if err := readKeys(c, byName[name], nft.DecodeMACKey, dst, g); err != nil {
 			return err
 		}
 		slices.Sort(*dst)
 	}
 	for name, dst := range map[string]*[]model.PortMAC{model.GuardPortMACs: &g.PortMACs, model.GuardLearnedPortMACs: &g.LearnedPortMACs} {
-		err := readElements(c, byName[name], func(k []byte) bool {
-			p, ok := nft.DecodePortMACKey(k)
-			if ok {
-				*dst = append(*dst, p)
-			}
-			return ok
-		}, g)
-		if err != nil {
+		if err := readKeys(c, byName[name], nft.DecodePortMACKey, dst, g); err != nil {
 			return err
 		}
 		*dst = model.SortPortMACs(*dst)
 	}
 	return nil
+}
+
+// readKeys appends the decoded keys of a set's elements to dst; a key
+// that does not decode marks the table broken (readElements).
+func readKeys[T any](c *nftables.Conn, set *nftables.Set, decode func([]byte) (T, bool), dst *[]T, g *model.Guard) error {
+	return readElements(c, set, func(k []byte) bool {
+		v, ok := decode(k)
+		if ok {
+			*dst = append(*dst, v)
+		}
+		return ok
+	}, g)
 }
 
 // readElements hands each element of s (if it exists) to take, and marks
