@@ -41,3 +41,25 @@ func TestReloadApplyOtherFile(t *testing.T) {
 	}
 	waitFor(t, "giso0 after apply of the daemon's config", func() bool { _, err := l.tryIn(host, "ip", "link", "show", "giso0"); return err == nil })
 }
+
+// TestDestroyWhileServing: `guestnet destroy` while serve runs used to
+// remove the networks, which the daemon then made again as drift, with
+// none of their guest ports. Now it exits 1, says how to remove them
+// (from the daemon's config), and changes nothing: the port stays in its
+// bridge.
+func TestDestroyWhileServing(t *testing.T) {
+	l := newLab(t)
+	host := l.NS("host")
+	specPath := l.Spec(dhcpSpec)
+	l.Serve_(host, specPath)
+	l.Guest(host, "default", "g", "vg1", "10.99.0.20/24", "10.99.0.1")
+	for _, args := range [][]string{{"destroy", "default"}, {"destroy", "--all"}, {"-o", "json", "destroy", "--all"}} {
+		out, errs, code := l.Run(host, args...)
+		if code != 1 || !strings.Contains(errs, "guestnet serve is running here with --config "+specPath) {
+			t.Errorf("%v while serving: exit %d, want 1 with the daemon's config named\n%s%s", args, code, out, errs)
+		}
+	}
+	if m := strings.Fields(l.In(host, "cat", "/sys/class/net/vg1/master/uevent")); len(m) == 0 || !strings.Contains(strings.Join(m, " "), "INTERFACE=gnat0") {
+		t.Errorf("vg1 is not in gnat0 any more: %v", m)
+	}
+}

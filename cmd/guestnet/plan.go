@@ -187,7 +187,8 @@ func destroyCmd(g *globals) *cobra.Command {
 			"Destroy forgets the guest ports attached to a network: applying the network again makes an\n" +
 			"empty bridge, and `guestnet attach` (or restarting the VM, whose ifup script attaches) puts\n" +
 			"them back. guestnet does not re-attach an interface by its old name: since the destroy it may\n" +
-			"belong to another guest.",
+			"belong to another guest. While guestnet serve runs here, destroy is refused: the daemon would\n" +
+			"make the networks again as drift; remove them from its config and reload it instead.",
 		Args: func(cmd *cobra.Command, args []string) error {
 			if all && len(args) > 0 {
 				return fmt.Errorf("destroy --all takes no networks (it removes every one guestnet applied here)")
@@ -198,6 +199,16 @@ func destroyCmd(g *globals) *cobra.Command {
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
+			// With the daemon running, its config is the truth: it would
+			// take the destroyed networks for drift and make them again,
+			// with none of their guest ports. Refuse, and say the way.
+			if served, ok, err := daemon.ServedConfig(g.dir()); err != nil {
+				return fmt.Errorf("guestnet serve is running here and did not say its config: %w", err)
+			} else if ok {
+				return fmt.Errorf("guestnet serve is running here with --config %s, and would make the destroyed networks again as drift: "+
+					"remove them from its config and run `guestnet apply %s` (or send it SIGHUP), or stop serve first",
+					strings.Join(served, " --config "), strings.Join(served, " "))
+			}
 			known, err := g.applied()
 			if err != nil {
 				return err

@@ -64,6 +64,19 @@ func (n *Network) errorf(field, format string, args ...any) *Error {
 	return &Error{File: n.File, Line: line, Field: f, Msg: fmt.Sprintf(format, args...)}
 }
 
+// fileKind names what a path that is not a regular file is.
+func fileKind(m os.FileMode) string {
+	switch {
+	case m&os.ModeNamedPipe != 0:
+		return "named pipe (FIFO)"
+	case m&os.ModeSocket != 0:
+		return "socket"
+	case m&os.ModeDevice != 0:
+		return "device"
+	}
+	return "special file"
+}
+
 // Load reads the files named by paths (a directory means every *.yaml and
 // *.yml in it), then validates the union. All errors are returned together.
 func Load(paths ...string) (*Spec, error) {
@@ -85,6 +98,13 @@ func Load(paths ...string) (*Spec, error) {
 	s := &Spec{}
 	var errs []error
 	for _, f := range files {
+		// Only regular files: reading a FIFO (or a device) would block for
+		// good, the daemon's reload with it.
+		if st, err := os.Stat(f); err != nil {
+			return nil, fmt.Errorf("read spec: %w", err)
+		} else if !st.Mode().IsRegular() {
+			return nil, fmt.Errorf("read spec %s: a %s, not a regular file: a spec is a YAML file or a directory of them", f, fileKind(st.Mode()))
+		}
 		data, err := os.ReadFile(f)
 		if err != nil {
 			return nil, fmt.Errorf("read spec: %w", err)

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -150,4 +151,17 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestLoadRefusesFIFO: a named pipe as a spec is refused at once, never
+// read (reading it would block apply, plan and the daemon's reload).
+func TestLoadRefusesFIFO(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "net.yaml")
+	if err := syscall.Mkfifo(p, 0o600); err != nil {
+		t.Skip("SKIPPED: cannot make a FIFO here:", err)
+	}
+	_, err := Load(p)
+	if err == nil || !strings.Contains(err.Error(), "named pipe (FIFO), not a regular file") {
+		t.Fatalf("Load of a FIFO: %v", err)
+	}
 }
