@@ -3,6 +3,7 @@ package e2e
 import (
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -58,5 +59,25 @@ func TestDriftStateFileRemoved(t *testing.T) {
 	}
 	if !l.Ping(g, "10.99.0.1") {
 		t.Error("the guest on vg cannot ping the gateway after the repair")
+	}
+
+	// Overwritten with garbage (breaker 2: repair and reload then failed
+	// on it for good): moved aside and written back the same way.
+	if err := os.WriteFile(path, []byte("{garbage"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l.In(host, "ip", "link", "del", "gnat0")
+	waitFor(t, "gnat0 made again with vg and vh in it, after the state file was overwritten", func() bool {
+		out, _ := l.tryIn(host, "ip", "-o", "link", "show", "master", "gnat0")
+		return strings.Contains(out, "vg@") && strings.Contains(out, "vh@")
+	})
+	if st, err := state.Load(path); err != nil || !slices.Contains(st.Networks["default"].Ports, "vg") {
+		t.Errorf("state.json after the second repair: %+v, %v", st.Networks["default"], err)
+	}
+	if aside, _ := filepath.Glob(path + ".corrupt-*"); len(aside) != 1 {
+		t.Errorf("the unreadable state file was not kept aside: %v", aside)
+	}
+	if !strings.Contains(d.log.String(), "the state file was unreadable while serving") {
+		t.Errorf("the daemon did not say it wrote the unreadable state file back:\n%s", lastLines(d.log.String(), 20))
 	}
 }

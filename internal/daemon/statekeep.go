@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io/fs"
 	"os"
+	"time"
 
 	"github.com/guestnet/guestnet/internal/state"
 )
@@ -31,11 +32,25 @@ func (d *Daemon) noteState(st state.State) {
 // engine's lock (no CLI is writing the file).
 func (d *Daemon) keepState() {
 	path := d.Engine.StatePath
+	what := "removed"
 	if _, err := os.Stat(path); !errors.Is(err, fs.ErrNotExist) {
-		if st, err := state.Load(path); err == nil {
+		st, err := state.Load(path)
+		if err == nil {
 			d.noteState(st)
+			return
 		}
-		return
+		if d.lastState == nil {
+			return // nothing to put back: the error reaches the operator as it is
+		}
+		// Unreadable (truncated, overwritten): kept aside for a look, and
+		// written back from memory like a removed one.
+		aside := path + ".corrupt-" + time.Now().UTC().Format("20060102T150405Z")
+		if rerr := os.Rename(path, aside); rerr != nil {
+			d.Log.Error("the state file cannot be read, nor moved aside", "path", path, "err", err, "move_err", rerr)
+			return
+		}
+		d.Log.Warn("the state file cannot be read: moved aside", "path", path, "err", err, "aside", aside)
+		what = "unreadable"
 	}
 	last := d.lastState
 	if last == nil || len(last.Networks) == 0 {
@@ -51,6 +66,6 @@ func (d *Daemon) keepState() {
 			"path", path, "err", err, "ports", ports, "bindings", binds)
 		return
 	}
-	d.Log.Warn("the state file was removed while serving: written back from memory (to forget networks or ports, use guestnet destroy or detach)",
+	d.Log.Warn("the state file was "+what+" while serving: written back from memory (to forget networks or ports, use guestnet destroy or detach)",
 		"path", path, "networks", len(last.Networks), "ports", ports, "bindings", binds)
 }

@@ -97,7 +97,9 @@ func Load(path string) (State, error) {
 		return s, fmt.Errorf("read state: %w", err)
 	}
 	if err := json.Unmarshal(data, &s); err != nil {
-		return s, fmt.Errorf("read state %s: %w", path, err)
+		return s, fmt.Errorf("read state %s: %w (the record of what guestnet owns here is damaged: "+
+			"a running guestnet serve writes it back from memory at its next repair; else move it aside "+
+			"and run guestnet apply with your spec, which finds its bridges by their guestnet: alias)", path, err)
 	}
 	return s, nil
 }
