@@ -163,6 +163,10 @@ func TestTraceMatrix(t *testing.T) {
 		{"other -> default (no peers)", g4, "", "10.99.2.10", "10.99.0.10", "tcp", 8080, "dropped", `iifname != "gnat0" reject`, ""},
 		{"lab -> default (default peers: [lab])", g3, "", "10.99.1.10", "10.99.0.10", "tcp", 8080, "g1", `iifname "grt0" oifname "gnat0" accept`, "10.99.1.10"},
 		{"default -> lab (lab names no peers)", g1, "", "10.99.0.10", "10.99.1.10", "tcp", 8080, "dropped", `iifname != "grt0" reject`, ""},
+		// New namespaces start with bridge-nf-call-iptables=1: a guest's
+		// own forward comes back to the port it came from (breaker 2).
+		{"guest -> its own forward (br_netfilter on)", g1, "", "10.99.0.10", "198.51.100.1", "tcp", 2222, "dropped", "hairpin off", ""},
+		{"guest -> a neighbour's floating address (hairpin)", g1, "", "10.99.0.10", "198.51.100.50", "tcp", 8080, "gf", "floating address 198.51.100.50 is guest 10.99.0.20", ""},
 	}
 	var table []string
 	check := func(r row, when string) {

@@ -167,3 +167,28 @@ func TestWalkSaysWhatItDoesNotSimulate(t *testing.T) {
 		t.Errorf("without foreign DNAT or policy rules the walk has nothing to disclaim:\n%s", detail(r))
 	}
 }
+
+// TestWalkSelfHairpin: a guest reaching itself through its own forward or
+// floating address is dropped under br_netfilter (the frame would go back
+// out the port it came in on; breaker 2 saw the real connection time out),
+// and routed back without it; a neighbour's public address works either way.
+func TestWalkSelfHairpin(t *testing.T) {
+	for _, brnf := range []bool{true, false} {
+		h := natHost(t)
+		h.BridgeNFCallIPTables = brnf
+		for _, c := range []struct {
+			src, dst string
+			port     int
+			want     bool
+		}{
+			{"10.99.0.10", "198.51.100.1", 2222, !brnf}, // its own forward
+			{"10.99.0.20", "198.51.100.50", 22, !brnf},  // its own floating address
+			{"10.99.0.20", "198.51.100.1", 2222, true},  // a neighbour's forward
+		} {
+			r := Walk(h, model.Diag{}, Packet{Src: a(c.src), Dst: a(c.dst), Proto: "tcp", Port: c.port})
+			if r.Delivered != c.want || r.CannotTell {
+				t.Errorf("br_netfilter %v: %s -> %s tcp/%d: delivered %v, want %v\n%s", brnf, c.src, c.dst, c.port, r.Delivered, c.want, detail(r))
+			}
+		}
+	}
+}

@@ -198,6 +198,16 @@ func walk(h model.Host, d model.Diag, f *flow, r *Result) bool {
 		add("route", "note", "not simulated: policy routing (ip rule %s) may choose another table; trace --live asks the kernel",
 			strings.Join(d.PolicyRules, "; "))
 	}
+	if f.dnat && f.iif == f.oif && f.dst == f.src && h.BridgeNFCallIPTables {
+		// br_netfilter bridges a DNATed packet whose new destination is on
+		// the bridge it came from back into that bridge, not through the
+		// router: here toward the port it came in on, which a bridge never
+		// sends a frame back out of while hairpin mode is off.
+		add("forward", "drop", "bridge-nf-call-iptables = 1: br_netfilter bridges the DNATed packet back into %s toward %s, "+
+			"the port it came from, and a bridge port does not send a frame back out (hairpin off): a guest cannot reach "+
+			"itself through its public address here (it reaches itself by %s; a neighbour's public address works)", f.iif, f.dst, f.dst)
+		return false
+	}
 	if f.iif == "lo" { // locally generated: no forward hook
 		if err := snat(h, d, f, r, add); err != nil {
 			return stop("postrouting", err)
