@@ -223,3 +223,30 @@ func TestCliJSON(t *testing.T) {
 		}
 	}
 }
+
+// TestCliRefusesNonsense: input breaker 2 saw accepted is an error naming
+// what is wrong: an unknown output format, a typo in attach's network, a
+// protocol or port trace cannot mean, an interface that is not there.
+func TestCliRefusesNonsense(t *testing.T) {
+	l := newLab(t)
+	host := l.NS("host")
+	l.Guestnet(host, "apply", l.Spec(cliSpec))
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-o", "yaml", "status"}, `unknown output format "yaml"`},
+		{[]string{"attach", "alpah", "vg1"}, `no network "alpah": the networks alpha and beta are applied here`},
+		{[]string{"trace", "10.99.0.10", "198.51.100.1", "sctp/5"}, `protocol "sctp"`},
+		{[]string{"trace", "10.99.0.10", "198.51.100.1", "tcp/99999"}, `port "99999"`},
+		{[]string{"trace", "10.99.0.10", "198.51.100.1", "tcp/0"}, `port "0"`},
+		{[]string{"trace", "10.99.0.10", "198.51.100.1", "icmp/3"}, "icmp has no port"},
+		{[]string{"trace", "--in", "nosuch", "10.99.0.10", "198.51.100.1"}, "trace --in nosuch: no such interface"},
+		{[]string{"trace", "--port", "nosuch", "10.99.0.10", "198.51.100.1"}, "trace --port nosuch: no such interface"},
+	} {
+		out, errs, code := l.Run(host, c.args...)
+		if code != 1 || !strings.Contains(errs, c.want) {
+			t.Errorf("%v: exit %d, want 1 and %q\n%s%s", c.args, code, c.want, out, errs)
+		}
+	}
+}

@@ -42,6 +42,9 @@ func attachCmd(g *globals) *cobra.Command {
 			"serve) is unrestricted; guestnet status says which ports are.",
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := g.checkApplied(args[0]); err != nil {
+				return err
+			}
 			var err error
 			if o.Bind, err = parseBind(ips, mac); err != nil {
 				return err

@@ -161,6 +161,12 @@ func newRoot(g *globals) *cobra.Command {
 	root.PersistentFlags().StringVar(&g.netns, "netns", "", "work inside this network namespace (a name as made by 'ip netns add')")
 	root.PersistentFlags().StringVar(&g.stateDir, "state-dir", dir, "where guestnet records what it owns (env GUESTNET_STATE_DIR)")
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "text", "output format: text or json")
+	root.PersistentPreRunE = func(*cobra.Command, []string) error {
+		if g.output != "text" && g.output != "json" {
+			return fmt.Errorf("unknown output format %q: -o text or -o json", g.output)
+		}
+		return nil
+	}
 	root.AddCommand(planCmd(g), applyCmd(g), destroyCmd(g), attachCmd(g), detachCmd(g),
 		ifupCmd(g, "ifup"), ifupCmd(g, "ifdown"), qemuScriptCmd(g), routesCmd(g), statusCmd(g),
 		serveCmd(g), leasesCmd(g), doctorCmd(g), traceCmd(g), forwardCmd(g))

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -40,12 +41,22 @@ func traceCmd(g *globals) *cobra.Command {
 				return err
 			}
 			if len(args) == 3 {
-				proto, port, _ := strings.Cut(args[2], "/")
+				proto, port, hasPort := strings.Cut(args[2], "/")
 				p.Proto = proto
-				if port != "" {
-					if p.Port, err = strconv.Atoi(port); err != nil {
-						return fmt.Errorf("trace: port %q", port)
+				switch {
+				case proto != "tcp" && proto != "udp" && proto != "icmp":
+					return fmt.Errorf("trace: protocol %q: tcp/PORT, udp/PORT or icmp", proto)
+				case proto == "icmp" && hasPort:
+					return fmt.Errorf("trace: icmp has no port (%q)", args[2])
+				case hasPort:
+					if p.Port, err = strconv.Atoi(port); err != nil || p.Port < 1 || p.Port > 65535 {
+						return fmt.Errorf("trace: port %q: a number from 1 to 65535", port)
 					}
+				}
+			}
+			for _, l := range []struct{ flag, name string }{{"--in", inDev}, {"--port", port}} {
+				if l.name != "" && !slices.ContainsFunc(h.Links, func(k model.Link) bool { return k.Name == l.name }) {
+					return fmt.Errorf("trace %s %s: no such interface here", l.flag, l.name)
 				}
 			}
 			res := trace.Walk(h, d, p)
