@@ -230,7 +230,8 @@ func TestCliJSON(t *testing.T) {
 func TestCliRefusesNonsense(t *testing.T) {
 	l := newLab(t)
 	host := l.NS("host")
-	l.Guestnet(host, "apply", l.Spec(cliSpec))
+	spec := l.Spec(cliSpec)
+	l.Guestnet(host, "apply", spec)
 	for _, c := range []struct {
 		args []string
 		want string
@@ -243,6 +244,7 @@ func TestCliRefusesNonsense(t *testing.T) {
 		{[]string{"trace", "10.99.0.10", "198.51.100.1", "icmp/3"}, "icmp has no port"},
 		{[]string{"trace", "--in", "nosuch", "10.99.0.10", "198.51.100.1"}, "trace --in nosuch: no such interface"},
 		{[]string{"trace", "--port", "nosuch", "10.99.0.10", "198.51.100.1"}, "trace --port nosuch: no such interface"},
+		{[]string{"forward", "add", "beta", "--file", spec}, `required flag(s) "port", "to" not set`},
 	} {
 		out, errs, code := l.Run(host, c.args...)
 		if code != 1 || !strings.Contains(errs, c.want) {

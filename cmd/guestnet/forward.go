@@ -72,10 +72,13 @@ func forwardCmd(g *globals) *cobra.Command {
 	add.Flags().StringVar(&f.To, "to", "", "guest address, with :PORT to change the port")
 	add.Flags().StringArrayVar(&f.From, "from", nil, "allowed source prefix (repeatable; default any)")
 	add.Flags().StringArrayVar(&f.Listen, "listen", nil, "host address to listen on (repeatable; default all)")
+	add.MarkFlagRequired("port")
+	add.MarkFlagRequired("to")
 	rm := &cobra.Command{Use: "rm NETWORK --file FILE --port PORT[-PORT]", Args: cobra.ExactArgs(1), RunE: edit(false),
 		Short: "Remove a port forward from a network in its spec file"}
 	rm.Flags().StringVar(&f.Proto, "proto", "tcp", "tcp or udp")
 	rm.Flags().StringVar(&f.Port, "port", "", "the forward's port, as written in the file")
+	rm.MarkFlagRequired("port")
 	list := &cobra.Command{
 		Use: "list [NETWORK] --file FILE", Args: cobra.MaximumNArgs(1),
 		Short: "List the port forwards a spec file declares",
