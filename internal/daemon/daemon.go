@@ -302,7 +302,7 @@ func (d *Daemon) Reload(ctx context.Context) error {
 	if err != nil {
 		d.mu.Lock()
 		if d.spec != nil { // the networks of the last good config stay
-			d.applyErr.set(fmt.Errorf("reload: %w (the previous config is still applied)", err))
+			d.applyErr.set(fmt.Errorf("reload: %w (the previous config is still applied; fix the config, then reload: SIGHUP or guestnet apply)", err))
 		}
 		d.mu.Unlock()
 		return err
@@ -311,7 +311,13 @@ func (d *Daemon) Reload(ctx context.Context) error {
 	defer d.mu.Unlock()
 	start := time.Now()
 	p, err := d.Engine.Converge(ctx, s)
-	d.applyErr.set(err)
+	if err != nil && d.spec != nil {
+		// Nothing of the new config stays (apply is all or nothing): the
+		// last good one is what the daemon keeps repairing.
+		d.applyErr.set(fmt.Errorf("reload: %w (the previous config is still applied; fix the cause, then reload: SIGHUP or guestnet apply)", err))
+	} else {
+		d.applyErr.set(err)
+	}
 	if err != nil {
 		return err
 	}

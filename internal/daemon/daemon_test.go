@@ -464,7 +464,7 @@ func TestReloadFailsAtEveryStep(t *testing.T) {
 		if after := hostText(r.host()); after != before {
 			t.Fatalf("reload failing at write %d/%d (%s) changed the host:\n%s\nwant\n%s", n, steps, se.Action, after, before)
 		}
-		if st := r.status(); !strings.Contains(st, "networks=degraded apply: step") || !strings.Contains(st, "dhcp=running \n") {
+		if st := r.status(); !strings.Contains(st, "networks=degraded reload: apply: step") || !strings.Contains(st, "the previous config is still applied") || !strings.Contains(st, "dhcp=running \n") {
 			t.Fatalf("status after reload failing at write %d:\n%s", n, st)
 		}
 		r.handler("default") // still serving
