@@ -36,8 +36,17 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "build guestnet:", err)
 		os.Exit(1)
 	}
+	// The machine's resolver file is a thing tests must never change: a
+	// DHCP client run with its stock hook in a test namespace rewrites it
+	// (ip netns exec gives a namespace no /etc/resolv.conf of its own).
+	// Every client here runs with the lab's own hook; this says so.
+	resolvBefore, _ := os.ReadFile("/etc/resolv.conf")
 	code := m.Run()
 	os.RemoveAll(dir)
+	if after, _ := os.ReadFile("/etc/resolv.conf"); !bytes.Equal(after, resolvBefore) {
+		fmt.Fprintf(os.Stderr, "FAIL: the e2e tests changed this machine's /etc/resolv.conf:\nbefore:\n%safter:\n%s", resolvBefore, after)
+		code = 1
+	}
 	os.Exit(code)
 }
 

@@ -357,10 +357,25 @@ func TestStealLease(t *testing.T) {
 	tagged := func(f frame) func() bool {
 		return func() bool {
 			before, _ := l.lease(host, "default", vMAC)
+			tagged := func() uint64 {
+				n := uint64(0)
+				for _, x := range l.guards(host)["vgu"].DroppedOther {
+					if x.EtherType == "8021q" {
+						n += x.Packets
+					}
+				}
+				return n
+			}
+			before8021q := tagged()
 			for _, b := range f.frames() {
 				l.rawSendBytes(unbound, vlan0(b))
 			}
-			time.Sleep(500 * time.Millisecond) // the daemon would have answered by now
+			// The kernel records the tagged frame it drops (set
+			// dropped_other); without the rule nothing is recorded, and
+			// the daemon has had the deadline to answer.
+			for deadline := time.Now().Add(2 * time.Second); tagged() == before8021q && time.Now().Before(deadline); {
+				time.Sleep(50 * time.Millisecond)
+			}
 			now, has := l.lease(host, "default", vMAC)
 			g := l.guards(host)["vgv"]
 			took := !has || now != before || g.State != "bound" || !slices.Contains(g.MACs, vMAC)
