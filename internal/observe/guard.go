@@ -156,51 +156,50 @@ func readElements(c *nftables.Conn, s *nftables.Set, take func([]byte) bool, g *
 
 // readSpoofed reads set dropped (if it exists): the sources of frames
 // dropped lately.
-func readSpoofed(c *nftables.Conn, s *nftables.Set, g *model.Guard) error {
-	if s == nil {
-		return nil
-	}
-	els, err := c.GetSetElements(s)
-	if err != nil {
-		return fmt.Errorf("observe set bridge %s %s: %w", model.Table, s.Name, err)
-	}
-	for _, e := range els {
-		b, ok := nft.DecodeGuardKey(e.Key, nil)
-		if !ok {
-			continue // a key guestnet's rules do not make: not ours to judge
-		}
-		x := model.Spoofed{Bind: b}
-		x.Packets, x.Ago = dropCount(s, e)
-		g.Spoofed = append(g.Spoofed, x)
-	}
+func readSpoofed(c *nftables.Conn, s *nftables.Set, g *model.Guard) (err error) {
+	g.Spoofed, err = readDrops(c, s, func(k []byte, packets uint64, ago time.Duration) (model.Spoofed, bool) {
+		b, ok := nft.DecodeGuardKey(k, nil)
+		return model.Spoofed{Bind: b, Packets: packets, Ago: ago}, ok
+	})
 	slices.SortFunc(g.Spoofed, func(a, b model.Spoofed) int {
 		return cmp.Or(cmp.Compare(a.Ago, b.Ago), strings.Compare(a.String(), b.String()))
 	})
-	return nil
+	return err
 }
 
 // readOther reads set dropped_other (if it exists): the port . MAC .
 // ether type of frames neither IPv4 nor ARP dropped lately.
-func readOther(c *nftables.Conn, s *nftables.Set, g *model.Guard) error {
-	if s == nil {
-		return nil
-	}
-	els, err := c.GetSetElements(s)
-	if err != nil {
-		return fmt.Errorf("observe set bridge %s %s: %w", model.Table, s.Name, err)
-	}
-	for _, e := range els {
-		x, ok := nft.DecodeOtherKey(e.Key)
-		if !ok {
-			continue // a key guestnet's rule does not make: not ours to judge
-		}
-		x.Packets, x.Ago = dropCount(s, e)
-		g.DroppedOther = append(g.DroppedOther, x)
-	}
+func readOther(c *nftables.Conn, s *nftables.Set, g *model.Guard) (err error) {
+	g.DroppedOther, err = readDrops(c, s, func(k []byte, packets uint64, ago time.Duration) (model.OtherDrop, bool) {
+		x, ok := nft.DecodeOtherKey(k)
+		x.Packets, x.Ago = packets, ago
+		return x, ok
+	})
 	slices.SortFunc(g.DroppedOther, func(a, b model.OtherDrop) int {
 		return cmp.Or(cmp.Compare(a.Ago, b.Ago), strings.Compare(a.Port, b.Port), strings.Compare(a.MAC, b.MAC), strings.Compare(a.EtherType, b.EtherType))
 	})
-	return nil
+	return err
+}
+
+// readDrops decodes the records of a set of dropped frames (nil: no such
+// set), each with its counter and age; a key guestnet's rules do not make
+// is skipped, not ours to judge.
+func readDrops[T any](c *nftables.Conn, s *nftables.Set, decode func(key []byte, packets uint64, ago time.Duration) (T, bool)) ([]T, error) {
+	if s == nil {
+		return nil, nil
+	}
+	els, err := c.GetSetElements(s)
+	if err != nil {
+		return nil, fmt.Errorf("observe set bridge %s %s: %w", model.Table, s.Name, err)
+	}
+	var out []T
+	for _, e := range els {
+		packets, ago := dropCount(s, e)
+		if x, ok := decode(e.Key, packets, ago); ok {
+			out = append(out, x)
+		}
+	}
+	return out, nil
 }
 
 // dropCount reads a dropped frame record's counter, and how long ago its
