@@ -12,8 +12,12 @@ import (
 // Ruleset is the firewall state guestnet owns: its own table, and the rules
 // it placed in Docker's DOCKER-USER chain when that chain exists.
 type Ruleset struct {
-	Chains     []Chain `json:"chains,omitempty"`      // table inet guestnet; none = no table
-	DockerUser []Rule  `json:"docker_user,omitempty"` // rules in table ip filter chain DOCKER-USER
+	// Chains are the base chains (Hook set) and the per-network regular
+	// chains (Hook "") of table inet guestnet; none = no table.
+	Chains []Chain `json:"chains,omitempty"`
+	// Vmaps are the verdict maps that dispatch to the per-network chains.
+	Vmaps      []Vmap `json:"vmaps,omitempty"`
+	DockerUser []Rule `json:"docker_user,omitempty"` // rules in table ip filter chain DOCKER-USER
 	// Forwards are the elements of the map "forwards" (sorted).
 	Forwards []Forward `json:"forwards,omitempty"`
 	// Floating are the elements of the maps "floating_in" (public ->
@@ -40,8 +44,8 @@ const Table = "guestnet"
 // Chain is one base chain of guestnet's table.
 type Chain struct {
 	Name     string `json:"name"`
-	Type     string `json:"type"` // "filter" or "nat"
-	Hook     string `json:"hook"` // "forward", "postrouting", ...
+	Type     string `json:"type"`           // "filter" or "nat"
+	Hook     string `json:"hook,omitempty"` // "forward", "postrouting", ...; "" for a regular chain
 	Priority int    `json:"priority"`
 	Rules    []Rule `json:"rules,omitempty"`
 }
