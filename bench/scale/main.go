@@ -1,0 +1,235 @@
+// Command scale measures what the number of networks on a host costs a
+// packet (issue 13): a NAT guest on the last of N networks sends 64-byte UDP
+// to a pretend-internet host, against the same guest on the only network of
+// a one-network host, measured in the same run, alternating, so the noise of
+// a shared machine hits both. It also measures a TCP stream and the TCP
+// connection rate through a port forward with 10,000 forwards against one,
+// and reports the applies it made on the way. It prints one markdown table.
+//
+// Needs root, iperf3, busybox and nft; builds and removes its own
+// namespaces only (also on failure or a signal), never touching the root
+// namespace. The one-network host stays up through the run; the measured
+// host grows from one N to the next by applying the larger spec, and each
+// N gets a fresh guest on its last network.
+//
+//	go run ./bench/scale -guestnet bin/guestnet -n 1,100,1000,4000
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+var (
+	bin      = flag.String("guestnet", "bin/guestnet", "guestnet binary")
+	nList    = flag.String("n", "1,100,1000,4000", "comma-separated numbers of networks on the measured host")
+	seconds  = flag.Int("seconds", 5, "seconds per iperf3 run and per connect loop")
+	runs     = flag.Int("runs", 2, "runs per measurement, alternating with the baseline")
+	forwards = flag.Int("forwards", 10000, "forwards for the TCP rows (0 skips them)")
+)
+
+// row is one line of the result table.
+type row struct {
+	what, host string
+	lines      int // lines of `nft list table inet guestnet`, 0 = not shown
+	baseLines  int // the same on the baseline host, 0 = not shown
+	measured   []float64
+	baseline   []float64
+	unit       string // "pps", "Gbit/s", "conn/s"; "" for the apply rows
+	text       string // apply rows: measured cell as text
+	baseText   string
+	goal       string
+}
+
+func main() {
+	flag.Parse()
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "bench/scale: needs root (it creates network namespaces)")
+		os.Exit(1)
+	}
+	ns, err := parseN(*nList)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench/scale: -n:", err)
+		os.Exit(2)
+	}
+	if _, err := os.Stat(*bin); err != nil {
+		fmt.Fprintf(os.Stderr, "bench/scale: %v (build it: make build, or pass -guestnet PATH)\n", err)
+		os.Exit(2)
+	}
+	l := newLab()
+	defer l.close()
+	began := time.Now()
+	var rows []row
+	if *forwards > 0 {
+		rows = append(rows, forwardRows(l)...)
+	}
+	rows = append(rows, scaleRows(l, ns)...)
+	l.close()
+	printTable(rows, time.Since(began))
+}
+
+func parseN(s string) ([]int, error) {
+	var ns []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 || n > 4096 {
+			return nil, fmt.Errorf("%q: want numbers of networks from 1 to 4096, like 1,100,1000,4000", f)
+		}
+		ns = append(ns, n)
+	}
+	slices.Sort(ns)
+	return slices.Compact(ns), nil
+}
+
+// scaleRows measures the packet rate of a guest on the last of each N
+// networks against the guest of the one-network baseline host.
+func scaleRows(l *lab, ns []int) []row {
+	base := l.host("b")
+	baseApply := base.apply(1, "")
+	baseGuest, _ := l.guest(base, 0)
+	reachable(baseGuest, "198.51.100.2")
+	baseLines := base.ruleLines()
+
+	big := l.host("s")
+	var rows, applies []row
+	prev, prevGuest, prevPort := 0, "", ""
+	for _, n := range ns {
+		fmt.Fprintf(os.Stderr, "bench/scale: applying %d networks (from %d)...\n", n, prev)
+		a := big.apply(n, "")
+		applies = append(applies, row{
+			what: fmt.Sprintf("apply growing the host from %s to %s (wall clock, kernel writes)", commas(prev), plural(n, "network")),
+			host: plural(n, "network"), text: fmt.Sprintf("%s, %s writes", ms(a.took), commas(a.writes)),
+			baseText: fmt.Sprintf("%s, %s writes (1 network on an empty host)", ms(baseApply.took), commas(baseApply.writes)),
+		})
+		if prevGuest != "" {
+			big.guestnet("detach", netName(prev-1), prevPort)
+			l.delNetns(prevGuest)
+		}
+		guest, port := l.guest(big, n-1)
+		reachable(guest, "198.51.100.2")
+		r := row{
+			what: "UDP 64 B packets/s received, guest on the last network",
+			host: plural(n, "network"), lines: big.ruleLines(), baseLines: baseLines, unit: "pps", goal: "≥ 90 %",
+		}
+		fmt.Fprintf(os.Stderr, "bench/scale: measuring at %d networks...\n", n)
+		for i := 0; i < *runs; i++ {
+			r.baseline = append(r.baseline, udpRate(baseGuest))
+			r.measured = append(r.measured, udpRate(guest))
+		}
+		rows = append(rows, r)
+		prev, prevGuest, prevPort = n, guest, port
+	}
+	return append(rows, applies...)
+}
+
+// forwardRows measures a TCP stream and the TCP connect/close rate through
+// a port forward on a host with -forwards forwards, against a host with
+// only the measured forwards, alternating.
+func forwardRows(l *lab) []row {
+	type fwHost struct {
+		h     *host
+		guest string
+		apply applied
+		lines int
+	}
+	build := func(name string, fill int) fwHost {
+		h := l.host(name)
+		a := h.apply(1, forwardsYAML(fill))
+		guest, _ := l.guest(h, 0)
+		l.start(guest, "iperf3", "-s", "-B", subnet(0)+".10", "-p", "5201")
+		acceptAndClose(guest, subnet(0)+".10")
+		return fwHost{h, guest, a, h.ruleLines()}
+	}
+	fmt.Fprintf(os.Stderr, "bench/scale: forwards: building hosts with 2 and %d forwards...\n", *forwards+2)
+	f0, fN := build("f0", 0), build("fn", *forwards)
+	host := fmt.Sprintf("1 network, %s forwards", commas(*forwards+2))
+	tcp := row{what: "TCP Gbit/s through a forward (iperf3)", host: host, lines: fN.lines, baseLines: f0.lines, unit: "Gbit/s", goal: "≥ 95 %"}
+	conn := row{what: "TCP connects/s through a forward", host: host, lines: fN.lines, baseLines: f0.lines, unit: "conn/s", goal: "≥ 95 %"}
+	for i := 0; i < *runs; i++ {
+		tcp.baseline = append(tcp.baseline, tcpRate(f0.h.inet))
+		tcp.measured = append(tcp.measured, tcpRate(fN.h.inet))
+		conn.baseline = append(conn.baseline, connRate(f0.h.inet))
+		conn.measured = append(conn.measured, connRate(fN.h.inet))
+	}
+	ap := row{
+		what: "apply of 1 network with its forwards on an empty host (wall clock, kernel writes)", host: host,
+		lines: fN.lines, baseLines: f0.lines,
+		text:     fmt.Sprintf("%s, %s writes", ms(fN.apply.took), commas(fN.apply.writes)),
+		baseText: fmt.Sprintf("%s, %s writes (2 forwards)", ms(f0.apply.took), commas(f0.apply.writes)),
+	}
+	for _, f := range []fwHost{f0, fN} {
+		for _, ns := range []string{f.guest, f.h.ns, f.h.inet} {
+			l.delNetns(ns)
+		}
+	}
+	return []row{tcp, conn, ap}
+}
+
+func printTable(rows []row, took time.Duration) {
+	fmt.Printf("\n| benchmark | measured host | lines of `table inet guestnet` | measured (per run) | baseline in the same run (per run) | measured / baseline | goal |\n")
+	fmt.Printf("|---|---|---|---|---|---|---|\n")
+	for _, r := range rows {
+		lines := ""
+		if r.lines > 0 {
+			lines = commas(r.lines)
+		}
+		if r.baseLines > 0 {
+			lines += " (baseline " + commas(r.baseLines) + ")"
+		}
+		if r.unit == "" {
+			fmt.Printf("| %s | %s | %s | %s | %s | | |\n", r.what, r.host, lines, r.text, r.baseText)
+			continue
+		}
+		fmt.Printf("| %s | %s | %s | %s | %s | %.0f %% | %s |\n", r.what, r.host, lines,
+			values(r.measured, r.unit), values(r.baseline, r.unit), 100*mean(r.measured)/mean(r.baseline), r.goal)
+	}
+	fmt.Printf("\nBaseline: for the UDP rows, a guest on the only network of a one-network host (same spec line,\n")
+	fmt.Printf("same subnet shape, same binding), alternating with the measured guest, %d runs × %d s each; for the\n", *runs, *seconds)
+	fmt.Printf("forward rows, a host whose only forwards are the two measured ones. Ratio: mean over mean.\n")
+	fmt.Printf("Total run time %s.\n", took.Round(time.Second))
+}
+
+func values(v []float64, unit string) string {
+	var s []string
+	for _, x := range v {
+		switch unit {
+		case "Gbit/s":
+			s = append(s, fmt.Sprintf("%.2f", x))
+		default:
+			s = append(s, commas(int(x+0.5)))
+		}
+	}
+	return strings.Join(s, " / ") + " " + unit
+}
+
+func mean(v []float64) float64 {
+	t := 0.0
+	for _, x := range v {
+		t += x
+	}
+	return t / float64(len(v))
+}
+
+// plural writes 1 network, 4,000 networks.
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return commas(n) + " " + what + "s"
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.0f ms", float64(d.Microseconds())/1000) }
+
+// commas writes 13011 as 13,011.
+func commas(n int) string {
+	s := strconv.Itoa(n)
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
+}

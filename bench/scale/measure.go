@@ -1,0 +1,200 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"time"
+
+	"github.com/guestnet/guestnet/internal/netns"
+)
+
+// applied is one `guestnet apply`: wall clock (process start included) and
+// the kernel writes it reports.
+type applied struct {
+	took   time.Duration
+	writes int
+}
+
+// apply makes the host carry networks n0..n{n-1}, NAT, one /24 each, plus
+// extra YAML under the first network (its forwards).
+func (h *host) apply(n int, extra string) applied {
+	var b strings.Builder
+	b.WriteString("networks:\n")
+	for i := 0; i < n; i++ {
+		fmt.Fprintf(&b, "  %s:\n    mode: nat\n    bridge: gn%d\n    ipv4: %s.1/24\n", netName(i), i, subnet(i))
+		if i == 0 {
+			b.WriteString(extra)
+		}
+	}
+	spec := h.state + ".yaml"
+	if err := os.WriteFile(spec, []byte(b.String()), 0o644); err != nil {
+		die(err)
+	}
+	start := time.Now()
+	cmd := exec.Command(*bin, "--netns", h.ns, "--state-dir", h.state, "-o", "json", "apply", spec)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	took := time.Since(start)
+	if err != nil {
+		die(fmt.Errorf("guestnet apply of %d networks in %s: %v: %s%s", n, h.ns, err, out, stderr.String()))
+	}
+	var r struct {
+		Writes int `json:"kernel_writes"`
+	}
+	if err := json.Unmarshal(out, &r); err != nil {
+		die(fmt.Errorf("guestnet apply -o json: %v: %s", err, out))
+	}
+	return applied{took, r.Writes}
+}
+
+// ruleLines counts the lines of `nft list table inet guestnet` in the host,
+// the measure the issue uses (24 lines at 1 network, 13,011 at 1,000 today).
+func (h *host) ruleLines() int {
+	out := run("ip", "netns", "exec", h.ns, "nft", "list", "table", "inet", "guestnet")
+	return strings.Count(out, "\n")
+}
+
+// reachable waits until the guest reaches the internet host through the
+// NAT (ARP resolved, rules in place), so no measurement pays for setup.
+func reachable(guest, addr string) {
+	var out []byte
+	var err error
+	for try := 0; try < 10; try++ {
+		out, err = exec.Command("ip", "netns", "exec", guest, "busybox", "ping", "-c", "1", "-W", "1", addr).CombinedOutput()
+		if err == nil {
+			return
+		}
+	}
+	die(fmt.Errorf("%s cannot reach %s: %v: %s", guest, addr, err, out))
+}
+
+// udpRate sends 64-byte UDP datagrams from guest to the internet host as
+// fast as iperf3 can (-b 0) and returns the datagrams per second the
+// server received (sent minus lost, as the server counted them).
+func udpRate(guest string) float64 {
+	var out []byte
+	var err error
+	for try := 0; try < 3; try++ { // the server refuses while it finishes the previous test
+		out, err = exec.Command("ip", "netns", "exec", guest, "iperf3", "-c", "198.51.100.2",
+			"-u", "-l", "64", "-b", "0", "-t", fmt.Sprint(*seconds), "-J").Output()
+		if err == nil {
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	if err != nil {
+		die(fmt.Errorf("iperf3 -u from %s: %v: %s", guest, err, out))
+	}
+	var r struct {
+		End struct {
+			Received struct {
+				Seconds float64 `json:"seconds"`
+				Packets int64   `json:"packets"`
+				Lost    int64   `json:"lost_packets"`
+			} `json:"sum_received"`
+		} `json:"end"`
+	}
+	if err := json.Unmarshal(out, &r); err != nil || r.End.Received.Seconds == 0 {
+		die(fmt.Errorf("iperf3 -u -J from %s: no sum_received (%v): %.300s", guest, err, out))
+	}
+	rc := r.End.Received
+	return float64(rc.Packets-rc.Lost) / rc.Seconds
+}
+
+// tcpRate runs iperf3 TCP from the client (the host's internet side) to the
+// host's public address, port 5201, which a forward sends to the guest.
+func tcpRate(client string) float64 {
+	out, err := exec.Command("ip", "netns", "exec", client, "iperf3", "-c", "198.51.100.1", "-p", "5201",
+		"-t", fmt.Sprint(*seconds), "-J").Output()
+	if err != nil {
+		die(fmt.Errorf("iperf3 through the forward from %s: %v: %.300s", client, err, out))
+	}
+	var r struct {
+		End struct {
+			Received struct {
+				BPS float64 `json:"bits_per_second"`
+			} `json:"sum_received"`
+		} `json:"end"`
+	}
+	if err := json.Unmarshal(out, &r); err != nil || r.End.Received.BPS == 0 {
+		die(fmt.Errorf("iperf3 -J from %s: no sum_received (%v): %.300s", client, err, out))
+	}
+	return r.End.Received.BPS / 1e9
+}
+
+// connRate opens and closes TCP connections through the forward on port
+// 5202 for the measuring time and returns how many per second completed.
+// The client resets (linger 0) instead of leaving TIME_WAIT behind, so runs
+// from the same namespace never run out of ports.
+func connRate(client string) float64 {
+	n, err := netns.Open(client)
+	if err != nil {
+		die(err)
+	}
+	defer n.Close()
+	count := 0
+	deadline := time.Now().Add(time.Duration(*seconds) * time.Second)
+	err = n.Do(func() error {
+		for time.Now().Before(deadline) {
+			c, err := net.DialTimeout("tcp4", "198.51.100.1:5202", time.Second)
+			if err != nil {
+				continue
+			}
+			c.(*net.TCPConn).SetLinger(0)
+			c.Close()
+			count++
+		}
+		return nil
+	})
+	if err != nil {
+		die(err)
+	}
+	if count == 0 {
+		die(fmt.Errorf("no TCP connection from %s through the forward to port 5202 completed", client))
+	}
+	return float64(count) / float64(*seconds)
+}
+
+// acceptAndClose listens on the guest's port 5202 and closes every
+// connection; closing the listener (lab end or process exit) stops it.
+func acceptAndClose(guest, addr string) net.Listener {
+	n, err := netns.Open(guest)
+	if err != nil {
+		die(err)
+	}
+	defer n.Close()
+	var ln net.Listener
+	if err := n.Do(func() (err error) { ln, err = net.Listen("tcp4", addr+":5202"); return }); err != nil {
+		die(err)
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	return ln
+}
+
+// forwardsYAML is the forwards of network n0: fill forwards in ranges of
+// 1,000 ports from 20000 (each port to the same port of the guest), then
+// the two measured ones, 5201 (iperf3) and 5202 (connect/close), last.
+func forwardsYAML(fill int) string {
+	to := subnet(0) + ".10"
+	var b strings.Builder
+	b.WriteString("    forwards:\n")
+	for start := 20000; start < 20000+fill; start += 1000 {
+		end := min(start+999, 20000+fill-1)
+		fmt.Fprintf(&b, "      - {proto: tcp, port: %d-%d, to: %s}\n", start, end, to)
+	}
+	fmt.Fprintf(&b, "      - {proto: tcp, port: 5201, to: %s}\n      - {proto: tcp, port: 5202, to: %s}\n", to, to)
+	return b.String()
+}
