@@ -19,6 +19,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -63,14 +64,14 @@ func main() {
 	}
 	l := newLab()
 	defer l.close()
-	began := time.Now()
+	began, loadBefore := time.Now(), loadavg()
 	var rows []row
 	if *forwards > 0 {
 		rows = append(rows, forwardRows(l)...)
 	}
 	rows = append(rows, scaleRows(l, ns)...)
 	l.close()
-	printTable(rows, time.Since(began))
+	printTable(rows, time.Since(began), loadBefore, loadavg())
 }
 
 func parseN(s string) ([]int, error) {
@@ -118,8 +119,12 @@ func scaleRows(l *lab, ns []int) []row {
 		}
 		fmt.Fprintf(os.Stderr, "bench/scale: measuring at %d networks...\n", n)
 		for i := 0; i < *runs; i++ {
-			r.baseline = append(r.baseline, udpRate(baseGuest))
-			r.measured = append(r.measured, udpRate(guest))
+			bRecv, bSent := udpRate(baseGuest)
+			mRecv, mSent := udpRate(guest)
+			fmt.Fprintf(os.Stderr, "bench/scale: %s, run %d: baseline received %s/s (sent %s/s), measured received %s/s (sent %s/s)\n",
+				plural(n, "network"), i+1, commas(int(bRecv)), commas(int(bSent)), commas(int(mRecv)), commas(int(mSent)))
+			r.baseline = append(r.baseline, bRecv)
+			r.measured = append(r.measured, mRecv)
 		}
 		rows = append(rows, r)
 		prev, prevGuest, prevPort = n, guest, port
@@ -170,7 +175,7 @@ func forwardRows(l *lab) []row {
 	return []row{tcp, conn, ap}
 }
 
-func printTable(rows []row, took time.Duration) {
+func printTable(rows []row, took time.Duration, loadBefore, loadAfter string) {
 	fmt.Printf("\n| benchmark | measured host | lines of `table inet guestnet` | measured (per run) | baseline in the same run (per run) | measured / baseline | goal |\n")
 	fmt.Printf("|---|---|---|---|---|---|---|\n")
 	for _, r := range rows {
@@ -191,7 +196,8 @@ func printTable(rows []row, took time.Duration) {
 	fmt.Printf("\nBaseline: for the UDP rows, a guest on the only network of a one-network host (same spec line,\n")
 	fmt.Printf("same subnet shape, same binding), alternating with the measured guest, %d runs × %d s each; for the\n", *runs, *seconds)
 	fmt.Printf("forward rows, a host whose only forwards are the two measured ones. Ratio: mean over mean.\n")
-	fmt.Printf("Total run time %s.\n", took.Round(time.Second))
+	fmt.Printf("Total run time %s; load average (1, 5, 15 min) %s at the start, %s at the end, on %d CPUs.\n",
+		took.Round(time.Second), loadBefore, loadAfter, runtime.NumCPU())
 }
 
 func values(v []float64, unit string) string {
@@ -213,6 +219,15 @@ func mean(v []float64) float64 {
 		t += x
 	}
 	return t / float64(len(v))
+}
+
+// loadavg is the machine's load average, to tell a quiet run from a busy one.
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); err == nil && len(f) >= 3 {
+		return strings.Join(f[:3], " ")
+	}
+	return "unknown"
 }
 
 // plural writes 1 network, 4,000 networks.

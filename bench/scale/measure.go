@@ -75,8 +75,9 @@ func reachable(guest, addr string) {
 
 // udpRate sends 64-byte UDP datagrams from guest to the internet host as
 // fast as iperf3 can (-b 0) and returns the datagrams per second the
-// server received (sent minus lost, as the server counted them).
-func udpRate(guest string) float64 {
+// server received (sent minus lost, as the server counted them) and, for
+// the progress log, the rate the client sent.
+func udpRate(guest string) (received, sent float64) {
 	var out []byte
 	var err error
 	for try := 0; try < 3; try++ { // the server refuses while it finishes the previous test
@@ -97,13 +98,17 @@ func udpRate(guest string) float64 {
 				Packets int64   `json:"packets"`
 				Lost    int64   `json:"lost_packets"`
 			} `json:"sum_received"`
+			Sent struct {
+				Seconds float64 `json:"seconds"`
+				Packets int64   `json:"packets"`
+			} `json:"sum_sent"`
 		} `json:"end"`
 	}
-	if err := json.Unmarshal(out, &r); err != nil || r.End.Received.Seconds == 0 {
-		die(fmt.Errorf("iperf3 -u -J from %s: no sum_received (%v): %.300s", guest, err, out))
+	if err := json.Unmarshal(out, &r); err != nil || r.End.Received.Seconds == 0 || r.End.Sent.Seconds == 0 {
+		die(fmt.Errorf("iperf3 -u -J from %s: no sum_received or sum_sent (%v): %.300s", guest, err, out))
 	}
-	rc := r.End.Received
-	return float64(rc.Packets-rc.Lost) / rc.Seconds
+	rc, sc := r.End.Received, r.End.Sent
+	return float64(rc.Packets-rc.Lost) / rc.Seconds, float64(sc.Packets) / sc.Seconds
 }
 
 // tcpRate runs iperf3 TCP from the client (the host's internet side) to the
