@@ -117,16 +117,20 @@ func scaleRows(l *lab, ns []int) []row {
 			what: "UDP 64 B packets/s received, guest on the last network",
 			host: plural(n, "network"), lines: big.ruleLines(), baseLines: baseLines, unit: "pps", goal: "≥ 90 %",
 		}
-		fmt.Fprintf(os.Stderr, "bench/scale: measuring at %d networks...\n", n)
-		for i := 0; i < *runs; i++ {
-			bRecv, bSent := udpRate(baseGuest)
-			mRecv, mSent := udpRate(guest)
-			fmt.Fprintf(os.Stderr, "bench/scale: %s, run %d: baseline received %s/s (sent %s/s), measured received %s/s (sent %s/s)\n",
-				plural(n, "network"), i+1, commas(int(bRecv)), commas(int(bSent)), commas(int(mRecv)), commas(int(mSent)))
-			r.baseline = append(r.baseline, bRecv)
-			r.measured = append(r.measured, mRecv)
+		c := row{
+			what: "the same runs: packets received per CPU-second of iperf3 client + server",
+			host: plural(n, "network"), unit: "/CPU-s",
 		}
-		rows = append(rows, r)
+		fmt.Fprintf(os.Stderr, "bench/scale: measuring at %s...\n", plural(n, "network"))
+		for i := 0; i < *runs; i++ {
+			b, m := udpRate(baseGuest), udpRate(guest)
+			fmt.Fprintf(os.Stderr, "bench/scale: %s, run %d: baseline received %s/s (sent %s/s, %s/CPU-s), measured received %s/s (sent %s/s, %s/CPU-s)\n",
+				plural(n, "network"), i+1, commas(int(b.received)), commas(int(b.sent)), commas(int(b.perCPU)),
+				commas(int(m.received)), commas(int(m.sent)), commas(int(m.perCPU)))
+			r.baseline, r.measured = append(r.baseline, b.received), append(r.measured, m.received)
+			c.baseline, c.measured = append(c.baseline, b.perCPU), append(c.measured, m.perCPU)
+		}
+		rows = append(rows, r, c)
 		prev, prevGuest, prevPort = n, guest, port
 	}
 	return append(rows, applies...)

@@ -73,11 +73,23 @@ func reachable(guest, addr string) {
 	die(fmt.Errorf("%s cannot reach %s: %v: %s", guest, addr, err, out))
 }
 
+// udpResult is one iperf3 UDP run.
+type udpResult struct {
+	received float64 // datagrams per second the server received (sent minus lost, as it counted)
+	sent     float64 // datagrams per second the client sent
+	// perCPU is datagrams received per CPU-second that the iperf3 client and
+	// server processes used (iperf3's getrusage figures). The forwarding of
+	// a datagram mostly runs in the sender's system time (veth hands it to
+	// the softirq of the sending CPU), so this is the inverse of a packet's
+	// whole cost, and less at the mercy of other load on the machine than
+	// the rate is: a process that gets less CPU sends less but pays the same
+	// per packet. Softirq work deferred to ksoftirqd is not counted.
+	perCPU float64
+}
+
 // udpRate sends 64-byte UDP datagrams from guest to the internet host as
-// fast as iperf3 can (-b 0) and returns the datagrams per second the
-// server received (sent minus lost, as the server counted them) and, for
-// the progress log, the rate the client sent.
-func udpRate(guest string) (received, sent float64) {
+// fast as iperf3 can (-b 0).
+func udpRate(guest string) udpResult {
 	var out []byte
 	var err error
 	for try := 0; try < 3; try++ { // the server refuses while it finishes the previous test
@@ -102,13 +114,21 @@ func udpRate(guest string) (received, sent float64) {
 				Seconds float64 `json:"seconds"`
 				Packets int64   `json:"packets"`
 			} `json:"sum_sent"`
+			CPU struct {
+				Client float64 `json:"host_total"`
+				Server float64 `json:"remote_total"`
+			} `json:"cpu_utilization_percent"`
 		} `json:"end"`
 	}
 	if err := json.Unmarshal(out, &r); err != nil || r.End.Received.Seconds == 0 || r.End.Sent.Seconds == 0 {
 		die(fmt.Errorf("iperf3 -u -J from %s: no sum_received or sum_sent (%v): %.300s", guest, err, out))
 	}
-	rc, sc := r.End.Received, r.End.Sent
-	return float64(rc.Packets-rc.Lost) / rc.Seconds, float64(sc.Packets) / sc.Seconds
+	rc, sc, cpu := r.End.Received, r.End.Sent, r.End.CPU
+	res := udpResult{received: float64(rc.Packets-rc.Lost) / rc.Seconds, sent: float64(sc.Packets) / sc.Seconds}
+	if cpuSeconds := (cpu.Client + cpu.Server) / 100 * rc.Seconds; cpuSeconds > 0 {
+		res.perCPU = float64(rc.Packets-rc.Lost) / cpuSeconds
+	}
+	return res
 }
 
 // tcpRate runs iperf3 TCP from the client (the host's internet side) to the
