@@ -123,12 +123,27 @@ func (l *lab) start(ns string, args ...string) *exec.Cmd {
 	return c
 }
 
+// stop ends one process this run started, by its PID.
+func (l *lab) stop(c *exec.Cmd) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i, x := range l.procs {
+		if x == c {
+			l.procs = append(l.procs[:i], l.procs[i+1:]...)
+			c.Process.Kill()
+			c.Wait()
+			return
+		}
+	}
+}
+
 // host is a namespace guestnet manages, with an uplink to its own pretend
 // internet: host up0 198.51.100.1/24 <-> inet eth0 198.51.100.2/24, the
 // host's default route via the internet host, where iperf3 -s listens.
 type host struct {
 	ns, inet, state string
-	guests          int // veths made so far, for unique names
+	server          *exec.Cmd // iperf3 -s in inet
+	guests          int       // veths made so far, for unique names
 }
 
 func (l *lab) host(name string) *host {
@@ -140,7 +155,7 @@ func (l *lab) host(name string) *host {
 	run("ip", "-n", h.inet, "addr", "add", "198.51.100.2/24", "dev", "eth0")
 	run("ip", "-n", h.inet, "link", "set", "eth0", "up")
 	run("ip", "-n", h.ns, "route", "add", "default", "via", "198.51.100.2")
-	l.start(h.inet, "iperf3", "-s", "-B", "198.51.100.2")
+	h.server = l.start(h.inet, "iperf3", "-s", "-B", "198.51.100.2")
 	return h
 }
 

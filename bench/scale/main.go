@@ -18,7 +18,9 @@ package main
 import (
 	"flag"
 	"fmt"
+	"net"
 	"os"
+	"os/exec"
 	"runtime"
 	"slices"
 	"strconv"
@@ -141,29 +143,39 @@ func scaleRows(l *lab, ns []int) []row {
 // only the measured forwards, alternating.
 func forwardRows(l *lab) []row {
 	type fwHost struct {
-		h     *host
-		guest string
-		apply applied
-		lines int
+		h      *host
+		guest  string
+		apply  applied
+		lines  int
+		server *exec.Cmd
+		ln     net.Listener
 	}
 	build := func(name string, fill int) fwHost {
 		h := l.host(name)
 		a := h.apply(1, forwardsYAML(fill))
 		guest, _ := l.guest(h, 0)
-		l.start(guest, "iperf3", "-s", "-B", subnet(0)+".10", "-p", "5201")
-		acceptAndClose(guest, subnet(0)+".10")
-		return fwHost{h, guest, a, h.ruleLines()}
+		srv := l.start(guest, "iperf3", "-s", "-B", subnet(0)+".10", "-p", "5201")
+		ln := acceptAndClose(guest, subnet(0)+".10")
+		return fwHost{h, guest, a, h.ruleLines(), srv, ln}
 	}
 	fmt.Fprintf(os.Stderr, "bench/scale: forwards: building hosts with 2 and %d forwards...\n", *forwards+2)
 	f0, fN := build("f0", 0), build("fn", *forwards)
 	host := fmt.Sprintf("1 network, %s forwards", commas(*forwards+2))
 	tcp := row{what: "TCP Gbit/s through a forward (iperf3)", host: host, lines: fN.lines, baseLines: f0.lines, unit: "Gbit/s", goal: "≥ 95 %"}
 	conn := row{what: "TCP connects/s through a forward", host: host, lines: fN.lines, baseLines: f0.lines, unit: "conn/s", goal: "≥ 95 %"}
+	tcpCPU := row{what: "the same runs: Gbit per CPU-second of iperf3 client + server", host: host, unit: "Gbit/CPU-s"}
+	connCPU := row{what: "the same runs: connections per CPU-second of the connecting and accepting process", host: host, unit: "/CPU-s"}
 	for i := 0; i < *runs; i++ {
-		tcp.baseline = append(tcp.baseline, tcpRate(f0.h.inet))
-		tcp.measured = append(tcp.measured, tcpRate(fN.h.inet))
-		conn.baseline = append(conn.baseline, connRate(f0.h.inet))
-		conn.measured = append(conn.measured, connRate(fN.h.inet))
+		bGbps, bGbpsCPU := tcpRate(f0.h.inet)
+		mGbps, mGbpsCPU := tcpRate(fN.h.inet)
+		tcp.baseline, tcp.measured = append(tcp.baseline, bGbps), append(tcp.measured, mGbps)
+		tcpCPU.baseline, tcpCPU.measured = append(tcpCPU.baseline, bGbpsCPU), append(tcpCPU.measured, mGbpsCPU)
+		bRate, bCPU := connRate(f0.h.inet)
+		mRate, mCPU := connRate(fN.h.inet)
+		fmt.Fprintf(os.Stderr, "bench/scale: forwards, run %d: %.2f / %.2f Gbit/s, %s / %s conn/s (%s / %s per CPU-s), baseline / measured\n",
+			i+1, tcp.baseline[i], tcp.measured[i], commas(int(bRate)), commas(int(mRate)), commas(int(bCPU)), commas(int(mCPU)))
+		conn.baseline, conn.measured = append(conn.baseline, bRate), append(conn.measured, mRate)
+		connCPU.baseline, connCPU.measured = append(connCPU.baseline, bCPU), append(connCPU.measured, mCPU)
 	}
 	ap := row{
 		what: "apply of 1 network with its forwards on an empty host (wall clock, kernel writes)", host: host,
@@ -171,12 +183,15 @@ func forwardRows(l *lab) []row {
 		text:     fmt.Sprintf("%s, %s writes", ms(fN.apply.took), commas(fN.apply.writes)),
 		baseText: fmt.Sprintf("%s, %s writes (2 forwards)", ms(f0.apply.took), commas(f0.apply.writes)),
 	}
-	for _, f := range []fwHost{f0, fN} {
+	for _, f := range []fwHost{f0, fN} { // a namespace lives on while a process or socket is in it
+		f.ln.Close()
+		l.stop(f.server)
+		l.stop(f.h.server)
 		for _, ns := range []string{f.guest, f.h.ns, f.h.inet} {
 			l.delNetns(ns)
 		}
 	}
-	return []row{tcp, conn, ap}
+	return []row{tcp, tcpCPU, conn, connCPU, ap}
 }
 
 func printTable(rows []row, took time.Duration, loadBefore, loadAfter string) {
@@ -208,7 +223,7 @@ func values(v []float64, unit string) string {
 	var s []string
 	for _, x := range v {
 		switch unit {
-		case "Gbit/s":
+		case "Gbit/s", "Gbit/CPU-s":
 			s = append(s, fmt.Sprintf("%.2f", x))
 		default:
 			s = append(s, commas(int(x+0.5)))
