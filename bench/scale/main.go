@@ -3,8 +3,8 @@
 // to a pretend-internet host, against the same guest on the only network of
 // a one-network host, measured in the same run, alternating, so the noise of
 // a shared machine hits both. It also measures a TCP stream and the TCP
-// connection rate through a port forward with 10,000 forwards against one,
-// and reports the applies it made on the way. It prints one markdown table.
+// connection rate through a port forward with 10,000 forwards against a host
+// with only the two measured forwards, and reports the applies it made on the way. It prints one markdown table.
 //
 // Needs root, iperf3, busybox and nft; builds and removes its own
 // namespaces only (also on failure or a signal), never touching the root
@@ -60,6 +60,10 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench/scale: -n:", err)
 		os.Exit(2)
 	}
+	if *runs < 1 || *seconds < 1 || *forwards < 0 {
+		fmt.Fprintln(os.Stderr, "bench/scale: -runs and -seconds must be at least 1, -forwards at least 0")
+		os.Exit(2)
+	}
 	if _, err := os.Stat(*bin); err != nil {
 		fmt.Fprintf(os.Stderr, "bench/scale: %v (build it: make build, or pass -guestnet PATH)\n", err)
 		os.Exit(2)
@@ -102,7 +106,7 @@ func scaleRows(l *lab, ns []int) []row {
 	var rows, applies []row
 	prev, prevGuest, prevPort := 0, "", ""
 	for _, n := range ns {
-		fmt.Fprintf(os.Stderr, "bench/scale: applying %d networks (from %d)...\n", n, prev)
+		fmt.Fprintf(os.Stderr, "bench/scale: applying %s (from %d)...\n", plural(n, "network"), prev)
 		a := big.apply(n, "")
 		applies = append(applies, row{
 			what: fmt.Sprintf("apply growing the host from %s to %s (wall clock, kernel writes)", commas(prev), plural(n, "network")),
@@ -215,6 +219,9 @@ func printTable(rows []row, took time.Duration, loadBefore, loadAfter string) {
 	fmt.Printf("\nBaseline: for the UDP rows, a guest on the only network of a one-network host (same spec line,\n")
 	fmt.Printf("same subnet shape, same binding), alternating with the measured guest, %d runs × %d s each; for the\n", *runs, *seconds)
 	fmt.Printf("forward rows, a host whose only forwards are the two measured ones. Ratio: mean over mean.\n")
+	fmt.Printf("The 1-network UDP row is a control (same host shape on both sides): its distance from 100 %%\n")
+	fmt.Printf("is this sitting's noise. The per-CPU-second rows are a packet's (connection's) cost seen from\n")
+	fmt.Printf("the processes, steadier under other load; softirq work in ksoftirqd is not counted in them.\n")
 	fmt.Printf("Total run time %s; load average (1, 5, 15 min) %s at the start, %s at the end, on %d CPUs.\n",
 		took.Round(time.Second), loadBefore, loadAfter, runtime.NumCPU())
 }
