@@ -56,7 +56,12 @@ func (d *Daemon) syncDNS() {
 		d.dns = map[string]*dnsServer{}
 	}
 	if d.dnsGroup == nil {
-		d.dnsGroup = dns.NewGroup(dns.UpstreamUDPSize)
+		g, err := dns.NewGroup(dns.UpstreamUDPSize)
+		if err != nil {
+			d.Log.Error("dns", "err", err)
+			return
+		}
+		d.dnsGroup = g
 	}
 	want := map[string]string{}
 	for _, n := range d.spec.Networks {

@@ -1,12 +1,10 @@
 package dns
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"os"
 	"sync"
-	"syscall"
 	"time"
 
 	mdns "github.com/miekg/dns"
@@ -18,42 +16,69 @@ import (
 // for UDP and one for TCP: a datagram or connection from any socket goes
 // to that socket's handler, and its answer leaves from the same socket.
 //
-// Each socket keeps only a small goroutine waiting on it (2 KiB of stack,
-// and no read buffer until a datagram is there); one miekg/dns server per
-// socket would cost two goroutines with their own buffers, pools and
-// 2-second read deadlines per network. The sockets stay per address: a
-// wildcard socket on port 53 could collide with a resolver of the host
-// (systemd-resolved on 127.0.0.53).
+// One goroutine waits on every socket (poller), and a read buffer is
+// taken only once a datagram is there: a network costs its two sockets
+// and no goroutine. One miekg/dns server per socket would cost two
+// goroutines with their own buffers, pools and 2-second read deadlines
+// per network. The sockets stay per address: a wildcard socket on port 53
+// could collide with a resolver of the host (systemd-resolved on
+// 127.0.0.53).
 type Group struct {
+	poll   *poller
 	udp    *udpFan
 	tcp    *tcpFan
 	su, st *mdns.Server
 }
 
-// NewGroup starts the group's two servers; UDPSize is the largest query
+// NewGroup starts the group's two servers; udpSize is the largest query
 // read over UDP.
-func NewGroup(udpSize int) *Group {
-	g := &Group{udp: newUDPFan(udpSize), tcp: newTCPFan()}
+func NewGroup(udpSize int) (*Group, error) {
+	p, err := newPoller()
+	if err != nil {
+		return nil, err
+	}
+	g := &Group{poll: p, udp: newUDPFan(udpSize), tcp: newTCPFan()}
 	g.su = &mdns.Server{PacketConn: g.udp, Handler: mdns.HandlerFunc(route), UDPSize: udpSize}
 	g.st = &mdns.Server{Listener: g.tcp, Handler: mdns.HandlerFunc(route)}
 	go g.su.ActivateAndServe()
 	go g.st.ActivateAndServe()
-	return g
+	return g, nil
 }
 
 // Add serves h on pc (a UDP socket) and ln (a TCP listener) until the
 // returned stop, which closes both.
 func (g *Group) Add(pc net.PacketConn, ln net.Listener, h mdns.Handler) (stop func(), err error) {
-	u, err := g.udp.add(pc, h)
+	u, ok := pc.(*net.UDPConn)
+	if !ok {
+		return nil, fmt.Errorf("dns: a UDP socket is needed, not %T", pc)
+	}
+	t, ok := ln.(*net.TCPListener)
+	if !ok {
+		return nil, fmt.Errorf("dns: a TCP listener is needed, not %T", ln)
+	}
+	us := &udpSock{c: u, h: h}
+	ufd, err := g.poll.add(u, func(fd int) { g.udp.read(fd, us) })
 	if err != nil {
 		return nil, err
 	}
-	t := g.tcp.add(ln, h)
-	return func() { u.close(); t.close() }, nil
+	tl := &atTCP{Addr: t.Addr(), h: h}
+	tfd, err := g.poll.add(t, func(fd int) { g.tcp.accept(fd, tl) })
+	if err != nil {
+		g.poll.remove(ufd)
+		return nil, err
+	}
+	return func() {
+		g.poll.remove(ufd)
+		g.poll.remove(tfd)
+		u.Close()
+		t.Close()
+	}, nil
 }
 
-// Close stops both servers; the sockets added are closed by their stop.
+// Close stops both servers and the poller; the sockets added are closed
+// by their stop.
 func (g *Group) Close() {
+	g.poll.close()
 	g.udp.Close()
 	g.tcp.Close()
 }
@@ -62,8 +87,7 @@ func (g *Group) Close() {
 // handler sees the client's own address (RemoteAddr), as with a server
 // of its own.
 func route(w mdns.ResponseWriter, req *mdns.Msg) {
-	switch a := w.RemoteAddr().(type) {
-	case *fromUDP:
+	if a, ok := w.RemoteAddr().(*fromUDP); ok {
 		a.sock.h.ServeDNS(clientWriter{w, a.UDPAddr}, req)
 		return
 	}
@@ -88,25 +112,26 @@ type fromUDP struct {
 	sock *udpSock
 }
 
-// udpSock is one socket of a udpFan.
+// udpSock is one UDP socket of a Group.
 type udpSock struct {
-	c  *net.UDPConn
-	rc syscall.RawConn
-	h  mdns.Handler
+	c *net.UDPConn
+	h mdns.Handler
 }
-
-func (s *udpSock) close() { s.c.Close() }
 
 type datagram struct {
 	b    []byte
 	from *fromUDP
 }
 
+// queued bounds the datagrams and connections read but not yet taken by
+// miekg/dns's servers; beyond it they are dropped, as a full socket
+// buffer would.
+const queued = 256
+
 // udpFan is one net.PacketConn over many UDP sockets: what miekg/dns's
 // server reads comes from any of them, and what it writes goes out of the
 // socket its query came in on.
 type udpFan struct {
-	size int
 	bufs sync.Pool
 	in   chan datagram
 	wake chan struct{} // a read deadline in the past (miekg's Shutdown)
@@ -115,61 +140,34 @@ type udpFan struct {
 }
 
 func newUDPFan(size int) *udpFan {
-	f := &udpFan{size: size, in: make(chan datagram), wake: make(chan struct{}, 1), done: make(chan struct{})}
+	f := &udpFan{in: make(chan datagram, queued), wake: make(chan struct{}, 1), done: make(chan struct{})}
 	f.bufs.New = func() any { return make([]byte, size) }
 	return f
 }
 
-func (f *udpFan) add(pc net.PacketConn, h mdns.Handler) (*udpSock, error) {
-	c, ok := pc.(*net.UDPConn)
-	if !ok {
-		return nil, fmt.Errorf("dns: a UDP socket is needed, not %T", pc)
-	}
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return nil, fmt.Errorf("dns: raw socket of %s: %w", c.LocalAddr(), err)
-	}
-	s := &udpSock{c: c, rc: rc, h: h}
-	go f.read(s)
-	return s, nil
-}
-
-// read passes each datagram of s to the server. It takes a buffer only
-// once a datagram is there (the runtime's poller waits for it), so a
-// socket that receives nothing holds none.
-func (f *udpFan) read(s *udpSock) {
+// read takes every datagram waiting on socket fd (on the poller's
+// goroutine: it never blocks).
+func (f *udpFan) read(fd int, s *udpSock) {
 	for {
-		var d datagram
-		var rerr error
-		err := s.rc.Read(func(fd uintptr) bool {
-			b := f.bufs.Get().([]byte)
-			n, sa, err := unix.Recvfrom(int(fd), b, unix.MSG_DONTWAIT)
-			if err == unix.EAGAIN || err == unix.EINTR {
-				f.bufs.Put(b)
-				return false // wait until readable
-			}
-			if err != nil {
-				f.bufs.Put(b)
-				rerr = err
-				return true
-			}
-			if sa4, ok := sa.(*unix.SockaddrInet4); ok {
-				d = datagram{b[:n], &fromUDP{&net.UDPAddr{IP: net.IP(sa4.Addr[:]).To16(), Port: sa4.Port}, s}}
-			} else {
-				f.bufs.Put(b) // not IPv4: dropped
-			}
-			return true
-		})
-		if err != nil {
-			return // closed
+		b := f.bufs.Get().([]byte)
+		n, sa, err := unix.Recvfrom(fd, b, unix.MSG_DONTWAIT)
+		if err == unix.EINTR {
+			f.bufs.Put(b)
+			continue
 		}
-		if rerr != nil || d.b == nil {
-			continue // e.g. ECONNREFUSED from an earlier answer's ICMP
+		sa4, ok := sa.(*unix.SockaddrInet4)
+		if err != nil || !ok {
+			f.bufs.Put(b)
+			if err == nil {
+				continue // not IPv4: dropped
+			}
+			return // EAGAIN: all read (or an error the next datagram may not have)
 		}
+		d := datagram{b[:n], &fromUDP{&net.UDPAddr{IP: net.IP(sa4.Addr[:]).To16(), Port: sa4.Port}, s}}
 		select {
 		case f.in <- d:
-		case <-f.done:
-			return
+		default:
+			f.bufs.Put(b) // the server is behind: dropped
 		}
 	}
 }
@@ -221,8 +219,8 @@ func (f *udpFan) SetReadDeadline(t time.Time) error {
 
 func (f *udpFan) SetWriteDeadline(time.Time) error { return nil }
 
-// atTCP is a connection's local address and the handler of the listener
-// that accepted it.
+// atTCP is a listener's address and handler: the LocalAddr of the
+// connections it accepted.
 type atTCP struct {
 	net.Addr
 	h mdns.Handler
@@ -235,14 +233,6 @@ type tcpConn struct {
 
 func (c tcpConn) LocalAddr() net.Addr { return c.local }
 
-// tcpListener is one listener of a tcpFan.
-type tcpListener struct {
-	ln net.Listener
-	h  mdns.Handler
-}
-
-func (l *tcpListener) close() { l.ln.Close() }
-
 // tcpFan is one net.Listener over many: miekg/dns's server accepts the
 // connections of all of them.
 type tcpFan struct {
@@ -251,29 +241,31 @@ type tcpFan struct {
 	once sync.Once
 }
 
-func newTCPFan() *tcpFan { return &tcpFan{in: make(chan net.Conn), done: make(chan struct{})} }
-
-func (f *tcpFan) add(ln net.Listener, h mdns.Handler) *tcpListener {
-	l := &tcpListener{ln: ln, h: h}
-	go f.accept(l)
-	return l
+func newTCPFan() *tcpFan {
+	return &tcpFan{in: make(chan net.Conn, queued), done: make(chan struct{})}
 }
 
-func (f *tcpFan) accept(l *tcpListener) {
+// accept takes every connection waiting on listener fd (on the poller's
+// goroutine: it never blocks).
+func (f *tcpFan) accept(fd int, l *atTCP) {
 	for {
-		c, err := l.ln.Accept()
-		if errors.Is(err, net.ErrClosed) {
-			return
+		nfd, _, err := unix.Accept4(fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		if err == unix.EINTR || err == unix.ECONNABORTED {
+			continue
 		}
 		if err != nil {
-			time.Sleep(10 * time.Millisecond) // EMFILE and the like: try again
+			return // EAGAIN: all taken (EMFILE and the like: tried again when readable)
+		}
+		file := os.NewFile(uintptr(nfd), "dns-tcp")
+		c, err := net.FileConn(file) // a dup, in Go's poller
+		file.Close()
+		if err != nil {
 			continue
 		}
 		select {
-		case f.in <- tcpConn{c, &atTCP{c.LocalAddr(), l.h}}:
-		case <-f.done:
-			c.Close()
-			return
+		case f.in <- tcpConn{c, l}:
+		default:
+			c.Close() // the server is behind: refused
 		}
 	}
 }
