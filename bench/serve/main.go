@@ -256,6 +256,7 @@ func measure(n int) row {
 	log := stderr.String()
 	mu.Unlock()
 	if *keep != "" {
+		log = "bench: daemon started at " + start.UTC().Format(time.RFC3339Nano) + "\n" + log
 		check(os.WriteFile(fmt.Sprintf("%s.%d", *keep, n), []byte(log), 0o644))
 	}
 	r.gors = strings.Count(log, "\ngoroutine ")

@@ -32,6 +32,7 @@ type fdb struct {
 	// leased bindings, or by port), by index: naming a request's port
 	// costs no dump of every link when the port was there then.
 	synced atomic.Pointer[map[int]model.Link]
+	linkMu sync.Mutex // one dump at a time for port's misses
 
 	log      *slog.Logger
 	lostWarn struct {
@@ -110,15 +111,20 @@ func (f *fdb) port(bridge, mac string) dhcp.PortID {
 	if !ok {
 		return dhcp.PortID{}
 	}
-	if m := f.synced.Load(); m != nil {
-		br, okb := (*m)[e.bridge]
-		p, okp := (*m)[e.port]
-		if okb && okp && br.Name == bridge && p.Master == bridge {
-			return portID(p)
-		}
+	seen := f.synced.Load()
+	if id, ok := portIn(seen, e, bridge); ok {
+		return id
 	}
 	// A port made since the last sync (or none yet): the kernel says,
-	// and what it says serves the next requests too.
+	// and what it says serves the next requests too. Requests that miss
+	// together share one dump.
+	f.linkMu.Lock()
+	defer f.linkMu.Unlock()
+	if now := f.synced.Load(); now != seen {
+		if id, ok := portIn(now, e, bridge); ok {
+			return id
+		}
+	}
 	links, err := f.links()
 	if err != nil {
 		return dhcp.PortID{}
@@ -171,6 +177,19 @@ func (f *fdb) refresh() bool {
 		f.update(netlink.NeighUpdate{Type: unix.RTM_NEWNEIGH, Neigh: n})
 	}
 	return true
+}
+
+// portIn is the port of entry e on bridge in m, if m has it there.
+func portIn(m *map[int]model.Link, e fdbEntry, bridge string) (dhcp.PortID, bool) {
+	if m == nil {
+		return dhcp.PortID{}, false
+	}
+	br, okb := (*m)[e.bridge]
+	p, okp := (*m)[e.port]
+	if okb && okp && br.Name == bridge && p.Master == bridge {
+		return portID(p), true
+	}
+	return dhcp.PortID{}, false
 }
 
 // remember keeps links, by index, for port.

@@ -75,6 +75,7 @@ func (d *Daemon) startServices(ctx context.Context) error {
 		}
 		d.mu.Unlock()
 	}
+	debug.FreeOSMemory() // the services' first sync read the host too (see syncServices)
 	return nil
 }
 
