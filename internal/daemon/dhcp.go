@@ -97,7 +97,11 @@ func (d *Daemon) openDHCP() error {
 		d.mux = &dhcp.Mux{}
 	}
 	d.dhcpConn = c
-	go d.mux.Serve(c)
+	go func() {
+		if err := d.mux.Serve(c); err != nil {
+			d.Log.Error("dhcp: the socket failed; no network gets answers until the daemon restarts", "err", err)
+		}
+	}()
 	return nil
 }
 
@@ -174,10 +178,11 @@ type Sockets interface {
 type nsSockets struct{ ns *netns.NS }
 
 // DHCP opens 0.0.0.0:67 with SO_BROADCAST and IP_PKTINFO. SO_REUSEADDR
-// lets it share the port with a DHCP server bound to one interface (as
-// libvirt's dnsmasq is), whose interface's requests then go to that
-// server first; no SO_REUSEPORT, so that no other program's wildcard
-// socket takes a share of the unicast requests to guestnet's bridges.
+// lets it share the port with a DHCP server bound to one interface, as
+// libvirt's dnsmasq is (tried: both bind; a request on that interface
+// is that server's, and the Mux ignores it: not a guestnet bridge). No
+// SO_REUSEPORT, so that no other program's wildcard socket can take a
+// share of the unicast requests to guestnet's bridges.
 func (s nsSockets) DHCP() (c dhcp.Conn, err error) {
 	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
 		var serr error
