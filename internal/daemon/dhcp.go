@@ -133,11 +133,15 @@ func (d *Daemon) stopDHCP() {
 
 // linkIndexes maps the namespace's link names to their indexes: one dump
 // of the links, however many networks (a lookup per network would read
-// every link once per network).
+// every link once per network). The forwarding database keeps the dump
+// too: the first requests need no dump of their own to name their port.
 func (d *Daemon) linkIndexes() (map[string]int, error) {
 	ls, err := d.Engine.Kernel.Links()
 	if err != nil {
 		return nil, fmt.Errorf("list links: %w", err)
+	}
+	if d.fdb != nil {
+		d.fdb.remember(ls)
 	}
 	m := make(map[string]int, len(ls))
 	for _, l := range ls {
