@@ -13,7 +13,7 @@
 // DISCOVER every 25 ms until an OFFER) and miekg/dns (a query every 25 ms
 // until an answer).
 //
-//	go run ./bench/serve -guestnet bin/guestnet [-nets 1,100,1000] [-settle 3s]
+//	go run ./bench/serve -guestnet bin/guestnet [-nets 1,100,1000] [-settle 3s] [-log FILE] [-watch]
 //
 // Goroutines are counted from the stack dump of SIGQUIT (which ends the
 // daemon: it is the last thing measured); the live heap is the last
@@ -50,6 +50,7 @@ var (
 	nets   = flag.String("nets", "1,100,1000", "network counts, comma-separated")
 	settle = flag.Duration("settle", 3*time.Second, "wait after serving before memory is read")
 	limit  = flag.Duration("timeout", 60*time.Second, "longest wait for serving")
+	watch  = flag.Bool("watch", false, "print the daemon's VmRSS every second while settling")
 	keep   = flag.String("log", "", "write each daemon's log (debug level, GC trace, stack dump) to this path + .N")
 )
 
@@ -72,7 +73,7 @@ func main() {
 		fmt.Fprintf(os.Stderr, "bench/serve: N=%d done: %+v\n", n, r)
 		rows = append(rows, r)
 	}
-	print(rows)
+	printTable(rows)
 }
 
 // row is one N's figures.
@@ -84,7 +85,7 @@ type row struct {
 	heapMB             float64 // live heap after the last GC
 }
 
-func print(rows []row) {
+func printTable(rows []row) {
 	base := rows[0]
 	fmt.Printf("\n| networks | ready (log) | DHCP OFFER on last | DNS answer on last | VmRSS | VmHWM | fds | threads | goroutines | live heap |\n")
 	fmt.Printf("|---|---|---|---|---|---|---|---|---|---|\n")
@@ -204,13 +205,18 @@ func measure(n int) row {
 	check(err)
 	start := time.Now()
 	check(daemon.Start())
+	drained := make(chan struct{})
 	go func() {
+		defer close(drained)
 		sc := bufio.NewScanner(pipe)
 		sc.Buffer(nil, 1<<20)
 		for sc.Scan() {
 			line := sc.Text()
 			if strings.Contains(line, "msg=serving") {
-				ready <- time.Now()
+				select {
+				case ready <- time.Now():
+				default:
+				}
 			}
 			mu.Lock()
 			stderr.WriteString(line + "\n")
@@ -224,7 +230,10 @@ func measure(n int) row {
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); offer = untilOffer(ctx, dc, start) }()
-	go func() { defer wg.Done(); answer = untilAnswer(ctx, gns, netip.MustParseAddr(last+".1"), fmt.Sprintf("vm.n%d.test.", n-1), start) }()
+	go func() {
+		defer wg.Done()
+		answer = untilAnswer(ctx, gns, netip.MustParseAddr(last+".1"), fmt.Sprintf("vm.n%d.test.", n-1), start)
+	}()
 	wg.Wait()
 	if offer == 0 || answer == 0 {
 		mu.Lock()
@@ -241,7 +250,7 @@ func measure(n int) row {
 	}
 	pid := daemon.Process.Pid
 	for t := time.Duration(0); t < *settle; t += time.Second {
-		if os.Getenv("BENCH_RSS") != "" {
+		if *watch {
 			rss, _, _ := status(pid)
 			fmt.Fprintf(os.Stderr, "after %s: VmRSS %d kB\n", t, rss)
 		}
@@ -250,8 +259,8 @@ func measure(n int) row {
 	r.rss, r.hwm, r.threads = status(pid)
 	r.fds = fds(pid)
 	daemon.Process.Signal(syscall.SIGQUIT) // dumps every goroutine's stack, then exits
+	<-drained                              // the whole dump read (Wait closes the pipe)
 	daemon.Wait()
-	time.Sleep(100 * time.Millisecond) // the reader drains the pipe
 	mu.Lock()
 	log := stderr.String()
 	mu.Unlock()
