@@ -152,8 +152,8 @@ func (d *Daemon) linkIndexes() (map[string]int, error) {
 
 // arpOpener opens the ARP socket of a network's bridge, as the bridge is
 // when asked.
-func (d *Daemon) arpOpener(network, bridge string) func() (*arpprobe.Prober, error) {
-	return func() (*arpprobe.Prober, error) {
+func (d *Daemon) arpOpener(network, bridge string) func() (arpSocket, error) {
+	return func() (arpSocket, error) {
 		p, err := d.Sockets.ARP(bridge)
 		if err != nil {
 			return nil, fmt.Errorf("open the ARP socket of %s (network %s): %w", bridge, network, err)
@@ -255,18 +255,24 @@ const ProberIdle = time.Minute
 // socket when a probe needs it (the bridge as it is then), shares it
 // between probes, and closes it ProberIdle after the last one.
 type bridgeProber struct {
-	open func() (*arpprobe.Prober, error)
+	open func() (arpSocket, error)
 	idle time.Duration
 
 	mu    sync.Mutex
-	p     *arpprobe.Prober
+	p     arpSocket
 	users int
 	timer *time.Timer
 }
 
+// arpSocket is an open ARP prober (*arpprobe.Prober).
+type arpSocket interface {
+	dhcp.Prober
+	Close() error
+}
+
 // get returns the open socket, opening it if need be; the caller puts it
 // back with put.
-func (b *bridgeProber) get() (*arpprobe.Prober, error) {
+func (b *bridgeProber) get() (arpSocket, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.p == nil {
@@ -280,7 +286,7 @@ func (b *bridgeProber) get() (*arpprobe.Prober, error) {
 	return b.p, nil
 }
 
-func (b *bridgeProber) put(p *arpprobe.Prober) {
+func (b *bridgeProber) put(p arpSocket) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if p != b.p { // closed (the bridge was re-created) while in use
