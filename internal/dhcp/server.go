@@ -71,8 +71,15 @@ type Mux struct {
 	Foreign atomic.Uint64
 
 	mu   sync.RWMutex
-	nets map[int]*Handler // interface index -> its network's handler
+	nets map[int]*Handler           // interface index -> its network's handler
+	busy map[*Handler]chan struct{} // each network's requests in flight
 }
+
+// InFlight bounds each network's requests being answered at once (a
+// flood's work in flight). A request beyond it is dropped and counted as
+// ignored, as a full socket buffer of its own would drop it: one
+// network's flood never stalls the reader the other networks share.
+const InFlight = 1024
 
 // Set makes h answer the requests that come in on interface ifindex; a
 // nil h stops answering there.
@@ -80,20 +87,30 @@ func (m *Mux) Set(ifindex int, h *Handler) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.nets == nil {
-		m.nets = map[int]*Handler{}
+		m.nets, m.busy = map[int]*Handler{}, map[*Handler]chan struct{}{}
+	}
+	if old := m.nets[ifindex]; old != nil {
+		delete(m.busy, old)
 	}
 	if h == nil {
 		delete(m.nets, ifindex)
 		return
 	}
 	m.nets[ifindex] = h
+	m.busy[h] = make(chan struct{}, InFlight)
 }
 
 // Handler is the handler of interface ifindex, nil for none.
 func (m *Mux) Handler(ifindex int) *Handler {
+	h, _ := m.handler(ifindex)
+	return h
+}
+
+func (m *Mux) handler(ifindex int) (*Handler, chan struct{}) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	return m.nets[ifindex]
+	h := m.nets[ifindex]
+	return h, m.busy[h]
 }
 
 func (m *Mux) handlers() []*Handler {
@@ -110,7 +127,6 @@ func (m *Mux) handlers() []*Handler {
 // so that lease writes of concurrent clients share one disk sync. It
 // returns when conn is closed.
 func (m *Mux) Serve(conn Conn) error {
-	sem := make(chan struct{}, 1024) // bounds work in flight under a flood
 	done := make(chan struct{})
 	defer close(done)
 	go m.logExpired(done)
@@ -123,7 +139,7 @@ func (m *Mux) Serve(conn Conn) error {
 			}
 			return err
 		}
-		h := m.Handler(ifindex)
+		h, busy := m.handler(ifindex)
 		if h == nil {
 			m.Foreign.Add(1)
 			continue
@@ -133,9 +149,14 @@ func (m *Mux) Serve(conn Conn) error {
 			h.Stats.Ignored.Add(1)
 			continue // malformed: drop it, never crash
 		}
-		sem <- struct{}{}
+		select {
+		case busy <- struct{}{}:
+		default:
+			h.Stats.Ignored.Add(1) // InFlight already
+			continue
+		}
 		go func() {
-			defer func() { <-sem }()
+			defer func() { <-busy }()
 			if resp := h.Handle(req); resp != nil {
 				conn.WriteTo(resp.ToBytes(), ifindex, h.Pool.cfg.Server.Addr(), h.destination(req, resp))
 			}
