@@ -89,8 +89,10 @@ func (d *Daemon) syncServices() {
 	}
 	// An apply reads the whole host back (at 1,000 networks, tens of MB
 	// that are garbage once it is done): give that memory back to the
-	// system now rather than hold it until the runtime's scavenger gets
-	// to it, minutes later (issue 13: the daemon's RSS at 1,000 networks).
+	// system now, with one forced GC (a few ms: the live heap is small),
+	// rather than hold it until the runtime's background scavenger
+	// returns it, tens of seconds later (bench/serve: 29 MB RSS at 1,000
+	// networks instead of 43-48 MB 5 s after start).
 	debug.FreeOSMemory()
 }
 
