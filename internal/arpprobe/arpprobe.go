@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -69,8 +70,12 @@ func Open(ns *netns.NS, bridge string, wait time.Duration) (*Prober, error) {
 		if err != nil {
 			return err
 		}
-		hw = ifi.HardwareAddr
-		c, err = arp.Dial(ifi) // binds AF_PACKET to the bridge, ETH_P_ARP
+		// The MAC is a slice of the whole link dump Go's net package read
+		// (every link of the namespace): a copy keeps only its 6 bytes.
+		hw = slices.Clone(ifi.HardwareAddr)
+		ifc := *ifi
+		ifc.HardwareAddr = hw
+		c, err = arp.Dial(&ifc) // binds AF_PACKET to the bridge, ETH_P_ARP
 		return err
 	})
 	if err != nil {

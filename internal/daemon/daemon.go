@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -22,6 +21,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/guestnet/guestnet/internal/dhcp"
+	"github.com/guestnet/guestnet/internal/dns"
 	"github.com/guestnet/guestnet/internal/engine"
 	"github.com/guestnet/guestnet/internal/model"
 	"github.com/guestnet/guestnet/internal/spec"
@@ -58,6 +58,10 @@ type Daemon struct {
 	fatal   chan error // a service that cannot go on stops the daemon
 	closers map[string]io.Closer
 
+	mux      *dhcp.Mux // every network's DHCP, served on dhcpConn (dhcp.go)
+	dhcpConn dhcp.Conn
+	dnsGroup *dns.Group // every network's DNS (dns.go)
+
 	applyErr, learnErr, repairErr, watchErr, fdbErr lastError
 
 	fdb       *fdb                                // where leased MACs sit, for anti-spoofing
@@ -81,9 +85,8 @@ type Events interface {
 // server is one network's DHCP service.
 type server struct {
 	handler *dhcp.Handler
-	conn    net.PacketConn
 	key     string // the config it serves, to tell a change on reload
-	ifindex int    // the bridge the socket is bound to
+	ifindex int    // the bridge it answers on
 	probe   *bridgeProber
 }
 
@@ -330,20 +333,15 @@ func (d *Daemon) Reload(ctx context.Context) error {
 	return nil
 }
 
-// stopDHCP closes every DHCP server.
-func (d *Daemon) stopDHCP() {
-	for name, s := range d.servers {
-		s.conn.Close()
-		s.probe.set(nil)
-		delete(d.servers, name)
-	}
-}
-
 // stopDNS stops every name server.
 func (d *Daemon) stopDNS() {
 	for name, s := range d.dns {
 		s.stop()
 		delete(d.dns, name)
+	}
+	if d.dnsGroup != nil {
+		d.dnsGroup.Close()
+		d.dnsGroup = nil
 	}
 }
 

@@ -87,8 +87,12 @@ func (e *events) fire() {
 // picks); there is no ARP prober and no upstream.
 type loopSockets struct{}
 
-func (loopSockets) DHCP(string) (net.PacketConn, error) {
-	return net.ListenPacket("udp4", "127.0.0.1:0")
+func (loopSockets) DHCP() (dhcp.Conn, error) {
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	return dhcp.NewConn(pc)
 }
 
 func (loopSockets) ARP(string) (*arpprobe.Prober, error) {
@@ -568,7 +572,7 @@ func TestDNSService(t *testing.T) {
 	if s == nil {
 		t.Fatalf("no DNS server:\n%s", r.status())
 	}
-	addr := s.udp.PacketConn.LocalAddr().String()
+	addr := s.udp.LocalAddr().String()
 	q := new(mdns.Msg).SetQuestion("vm1.lab.internal.", mdns.TypeA)
 	in, _, err := new(mdns.Client).Exchange(q, addr)
 	if err != nil {

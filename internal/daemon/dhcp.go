@@ -1,23 +1,28 @@
 package daemon
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
-	"sync/atomic"
+	"sync"
+	"syscall"
 	"time"
 
-	"github.com/insomniacslk/dhcp/dhcpv4/server4"
+	"golang.org/x/sys/unix"
 
 	"github.com/guestnet/guestnet/internal/arpprobe"
 	"github.com/guestnet/guestnet/internal/dhcp"
 	"github.com/guestnet/guestnet/internal/netns"
 )
 
-// syncDHCP starts, stops and re-binds DHCP servers to match the spec.
-// A server whose config is unchanged keeps its pool and its socket; one
-// whose bridge was re-created keeps its pool and gets a new socket.
+// syncDHCP starts and stops networks' DHCP to match the spec. Every
+// network is served from one socket (dhcp.Mux): a network's handler
+// answers what comes in on its bridge, by interface index. A network
+// whose config is unchanged keeps its pool; one whose bridge was
+// re-created keeps its pool and answers on the new bridge's index.
 func (d *Daemon) syncDHCP() {
 	want := map[string]dhcp.Config{}
 	bridges := map[string]string{}
@@ -29,17 +34,27 @@ func (d *Daemon) syncDHCP() {
 	}
 	for name, s := range d.servers {
 		if cfg, ok := want[name]; !ok || configKey(cfg) != s.key {
-			s.conn.Close()
-			s.probe.set(nil)
-			delete(d.servers, name)
-			d.pools.Delete(name)
+			d.stopServer(name, s)
 			d.Log.Info("dhcp stopped", "network", name)
 		}
 	}
+	if len(want) == 0 {
+		d.closeDHCP()
+		return
+	}
+	if err := d.openDHCP(); err != nil {
+		d.Log.Error("dhcp listen", "err", err)
+		return
+	}
+	index, err := d.linkIndexes() // one read of the links for every network
+	if err != nil {
+		d.Log.Error("dhcp", "err", err)
+		return
+	}
 	for name, cfg := range want {
-		idx, err := d.Engine.LinkIndex(bridges[name])
-		if err != nil {
-			d.Log.Error("dhcp", "network", name, "err", err)
+		idx, ok := index[bridges[name]]
+		if !ok {
+			d.Log.Error("dhcp", "network", name, "err", fmt.Errorf("find %s: %w", bridges[name], unix.ENODEV))
 			continue
 		}
 		s, running := d.servers[name]
@@ -47,44 +62,112 @@ func (d *Daemon) syncDHCP() {
 			continue
 		}
 		if running {
-			s.conn.Close() // its bridge was deleted and made again
+			// Its bridge was deleted and made again: answer on the new one.
+			d.mux.Set(s.ifindex, nil)
+			s.probe.close()
 		} else {
 			leases, err := d.store.Load(name)
 			if err != nil {
 				d.Log.Error("dhcp", "network", name, "err", err)
 				continue
 			}
-			probe := &bridgeProber{}
+			probe := &bridgeProber{open: d.arpOpener(name, bridges[name]), idle: ProberIdle}
 			s = &server{key: configKey(cfg), probe: probe, handler: &dhcp.Handler{
 				Pool: dhcp.NewPool(cfg, time.Now, leases), Store: d.store, Log: d.Log.With("network", name),
 				Ports: learner{d: d, network: name, bridge: bridges[name]}, Prober: probe}}
 		}
-		conn, err := d.Sockets.DHCP(bridges[name])
-		if err != nil {
-			d.Log.Error("dhcp listen", "network", name, "bridge", bridges[name], "err", err)
-			s.probe.set(nil)
-			delete(d.servers, name)
-			continue
-		}
-		s.conn, s.ifindex = conn, idx
-		// The ARP socket is bound to the bridge as it is now, like conn.
-		pr, err := d.Sockets.ARP(bridges[name])
-		if err != nil {
-			d.Log.Error("dhcp: no ARP check before offers (addresses are offered unchecked)", "network", name, "err", err)
-		}
-		s.probe.set(pr)
+		s.ifindex = idx
 		d.servers[name] = s
 		d.pools.Store(name, s.handler.Pool)
-		go s.handler.Serve(conn)
+		d.mux.Set(idx, s.handler)
 		d.Log.Info("dhcp serving", "network", name, "bridge", bridges[name], "leases", len(s.handler.Pool.Leases()))
+	}
+}
+
+// openDHCP opens the host's DHCP socket, once, and serves it.
+func (d *Daemon) openDHCP() error {
+	if d.dhcpConn != nil {
+		return nil
+	}
+	c, err := d.Sockets.DHCP()
+	if err != nil {
+		return err
+	}
+	if d.mux == nil {
+		d.mux = &dhcp.Mux{}
+	}
+	d.dhcpConn = c
+	go func() {
+		if err := d.mux.Serve(c); err != nil {
+			d.Log.Error("dhcp: the socket failed; no network gets answers until the daemon restarts", "err", err)
+		}
+	}()
+	return nil
+}
+
+// closeDHCP closes the host's DHCP socket (no network has DHCP).
+func (d *Daemon) closeDHCP() {
+	if d.dhcpConn != nil {
+		d.dhcpConn.Close()
+		d.dhcpConn = nil
+	}
+}
+
+// stopServer stops answering for a network and forgets its pool.
+func (d *Daemon) stopServer(name string, s *server) {
+	if d.mux != nil {
+		d.mux.Set(s.ifindex, nil)
+	}
+	s.probe.close()
+	delete(d.servers, name)
+	d.pools.Delete(name)
+}
+
+// stopDHCP stops every network's DHCP and closes the socket.
+func (d *Daemon) stopDHCP() {
+	for name, s := range d.servers {
+		d.stopServer(name, s)
+	}
+	d.closeDHCP()
+}
+
+// linkIndexes maps the namespace's link names to their indexes: one dump
+// of the links, however many networks (a lookup per network would read
+// every link once per network). The forwarding database keeps the dump
+// too: the first requests need no dump of their own to name their port.
+func (d *Daemon) linkIndexes() (map[string]int, error) {
+	ls, err := d.Engine.Kernel.Links()
+	if err != nil {
+		return nil, fmt.Errorf("list links: %w", err)
+	}
+	if d.fdb != nil {
+		d.fdb.remember(ls)
+	}
+	m := make(map[string]int, len(ls))
+	for _, l := range ls {
+		m[l.Name] = l.Index
+	}
+	return m, nil
+}
+
+// arpOpener opens the ARP socket of a network's bridge, as the bridge is
+// when asked.
+func (d *Daemon) arpOpener(network, bridge string) func() (arpSocket, error) {
+	return func() (arpSocket, error) {
+		p, err := d.Sockets.ARP(bridge)
+		if err != nil {
+			return nil, fmt.Errorf("open the ARP socket of %s (network %s): %w", bridge, network, err)
+		}
+		return p, nil
 	}
 }
 
 // Sockets opens the DHCP and DNS services' sockets in the namespace.
 // nsSockets is the real one; unit tests open loopback sockets instead.
 type Sockets interface {
-	// DHCP listens on UDP port 67 of the bridge.
-	DHCP(bridge string) (net.PacketConn, error)
+	// DHCP listens on UDP port 67 of every interface; each request says
+	// the interface it came in on.
+	DHCP() (dhcp.Conn, error)
 	// ARP opens the ARP prober of the bridge.
 	ARP(bridge string) (*arpprobe.Prober, error)
 	// DNS listens on addr, UDP and TCP.
@@ -98,12 +181,33 @@ type Sockets interface {
 // nsSockets opens sockets inside the served namespace.
 type nsSockets struct{ ns *netns.NS }
 
-func (s nsSockets) DHCP(bridge string) (conn net.PacketConn, err error) {
-	err = s.ns.Do(func() (err error) {
-		conn, err = server4.NewIPv4UDPConn(bridge, &net.UDPAddr{Port: 67})
+// DHCP opens 0.0.0.0:67 with SO_BROADCAST and IP_PKTINFO. SO_REUSEADDR
+// lets it share the port with a DHCP server bound to one interface, as
+// libvirt's dnsmasq is (tried: both bind; a request on that interface
+// is that server's, and the Mux ignores it: not a guestnet bridge). No
+// SO_REUSEPORT, so that no other program's wildcard socket can take a
+// share of the unicast requests to guestnet's bridges.
+func (s nsSockets) DHCP() (c dhcp.Conn, err error) {
+	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) {
+			if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_BROADCAST, 1); serr == nil {
+				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+			}
+		})
+		return errors.Join(err, serr)
+	}}
+	err = s.ns.Do(func() error {
+		pc, err := lc.ListenPacket(context.Background(), "udp4", "0.0.0.0:67")
+		if err != nil {
+			return fmt.Errorf("listen on UDP 0.0.0.0:67 (is another DHCP server running here? `ss -ulpn sport = 67`): %w", err)
+		}
+		if c, err = dhcp.NewConn(pc); err != nil {
+			pc.Close()
+		}
 		return err
 	})
-	return conn, err
+	return c, err
 }
 
 func (s nsSockets) ARP(bridge string) (*arpprobe.Prober, error) {
@@ -140,31 +244,103 @@ func (s nsSockets) HostAddrs() (addrs []net.Addr, err error) {
 	return addrs, err
 }
 
-// bridgeProber is a network's dhcp.Prober across re-creations of its
-// bridge: syncDHCP swaps the socket while DHCP goroutines keep probing.
+// ProberIdle is how long a network's ARP socket stays open after its last
+// probe. The socket takes a copy of every ARP frame on the bridge; it is
+// opened for the offers that need a check (a pool's first clients, an
+// address with no record) and closed again, so that an idle network holds
+// no socket and no goroutine for it.
+const ProberIdle = time.Minute
+
+// bridgeProber is a network's dhcp.Prober: it opens the bridge's ARP
+// socket when a probe needs it (the bridge as it is then), shares it
+// between probes, and closes it ProberIdle after the last one.
 type bridgeProber struct {
-	p atomic.Pointer[arpprobe.Prober]
+	open func() (arpSocket, error)
+	idle time.Duration
+
+	mu    sync.Mutex
+	p     arpSocket
+	users int
+	timer *time.Timer
+}
+
+// arpSocket is an open ARP prober (*arpprobe.Prober).
+type arpSocket interface {
+	dhcp.Prober
+	Close() error
+}
+
+// get returns the open socket, opening it if need be; the caller puts it
+// back with put.
+func (b *bridgeProber) get() (arpSocket, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.p == nil {
+		p, err := b.open()
+		if err != nil {
+			return nil, err
+		}
+		b.p = p
+	}
+	b.users++
+	return b.p, nil
+}
+
+func (b *bridgeProber) put(p arpSocket) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if p != b.p { // closed (the bridge was re-created) while in use
+		return
+	}
+	if b.users--; b.users > 0 {
+		return
+	}
+	if b.timer == nil {
+		b.timer = time.AfterFunc(b.idle, b.closeIdle)
+		return
+	}
+	b.timer.Reset(b.idle)
+}
+
+// closeIdle closes the socket if no probe took it since the timer was set.
+func (b *bridgeProber) closeIdle() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.users == 0 && b.p != nil {
+		b.p.Close()
+		b.p = nil
+	}
+}
+
+// close closes the socket now: the bridge is gone or re-created (the next
+// probe opens the new one), or the network stopped.
+func (b *bridgeProber) close() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.p != nil {
+		b.p.Close()
+		b.p, b.users = nil, 0
+	}
 }
 
 func (b *bridgeProber) Probe(a netip.Addr) (string, error) {
-	p := b.p.Load()
-	if p == nil {
-		return "", errors.New("no ARP socket on the bridge (see the log of its start)")
+	p, err := b.get()
+	if err != nil {
+		return "", err
 	}
+	defer b.put(p)
 	return p.Probe(a)
 }
 
+// Prefetch starts probes that outlive the call: the socket stays open for
+// them ProberIdle, far longer than a probe's wait.
 func (b *bridgeProber) Prefetch(as []netip.Addr) {
-	if p := b.p.Load(); p != nil {
-		p.Prefetch(as)
+	p, err := b.get()
+	if err != nil {
+		return // Probe says why when a client needs the check
 	}
-}
-
-// set installs p (nil for none) and closes the socket it replaces.
-func (b *bridgeProber) set(p *arpprobe.Prober) {
-	if old := b.p.Swap(p); old != nil {
-		old.Close()
-	}
+	defer b.put(p)
+	p.Prefetch(as)
 }
 
 func configKey(c dhcp.Config) string { return configKeyOf(c) }

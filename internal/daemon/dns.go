@@ -4,17 +4,15 @@ import (
 	"net"
 	"net/netip"
 
-	mdns "github.com/miekg/dns"
-
 	"github.com/guestnet/guestnet/internal/dhcp"
 	"github.com/guestnet/guestnet/internal/dns"
 )
 
-// dnsServer is one network's running name service.
+// dnsServer is one network's running name service: its sockets, served
+// by the daemon's dns.Group.
 type dnsServer struct {
 	key  string
-	udp  *mdns.Server
-	tcp  *mdns.Server
+	udp  net.PacketConn
 	stop func()
 }
 
@@ -51,10 +49,19 @@ func (n names) Reverse(a netip.Addr) (string, bool) {
 }
 
 // syncDNS starts and stops name servers to match the spec. Called with
-// d.mu held.
+// d.mu held. Every network keeps its own sockets on its gateway address;
+// one dns.Group serves them all.
 func (d *Daemon) syncDNS() {
 	if d.dns == nil {
 		d.dns = map[string]*dnsServer{}
+	}
+	if d.dnsGroup == nil {
+		g, err := dns.NewGroup(dns.UpstreamUDPSize)
+		if err != nil {
+			d.Log.Error("dns", "err", err)
+			return
+		}
+		d.dnsGroup = g
 	}
 	want := map[string]string{}
 	for _, n := range d.spec.Networks {
@@ -87,11 +94,14 @@ func (d *Daemon) syncDNS() {
 			d.Log.Error("dns listen", "network", n.Name, "addr", addr, "err", err)
 			continue
 		}
-		s := &dnsServer{key: want[n.Name], udp: &mdns.Server{PacketConn: pc, Handler: h, UDPSize: dns.UpstreamUDPSize}, tcp: &mdns.Server{Listener: ln, Handler: h}}
-		s.stop = func() { s.udp.Shutdown(); s.tcp.Shutdown() }
-		go s.udp.ActivateAndServe()
-		go s.tcp.ActivateAndServe()
-		d.dns[n.Name] = s
+		stop, err := d.dnsGroup.Add(pc, ln, h)
+		if err != nil {
+			pc.Close()
+			ln.Close()
+			d.Log.Error("dns listen", "network", n.Name, "addr", addr, "err", err)
+			continue
+		}
+		d.dns[n.Name] = &dnsServer{key: want[n.Name], udp: pc, stop: stop}
 		d.Log.Info("dns serving", "network", n.Name, "addr", addr, "domain", n.DNS.Domain)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -26,6 +27,12 @@ type fdb struct {
 	dump   func() ([]netlink.Neigh, error) // the kernel's table, on a miss
 	now    func() time.Time
 	dumped time.Time
+
+	// synced are the links as last read (by masters, at each sync of the
+	// leased bindings, or by port), by index: naming a request's port
+	// costs no dump of every link when the port was there then.
+	synced atomic.Pointer[map[int]model.Link]
+	linkMu sync.Mutex // one dump at a time for port's misses
 
 	log      *slog.Logger
 	lostWarn struct {
@@ -104,10 +111,25 @@ func (f *fdb) port(bridge, mac string) dhcp.PortID {
 	if !ok {
 		return dhcp.PortID{}
 	}
+	seen := f.synced.Load()
+	if id, ok := portIn(seen, e, bridge); ok {
+		return id
+	}
+	// A port made since the last sync (or none yet): the kernel says,
+	// and what it says serves the next requests too. Requests that miss
+	// together share one dump.
+	f.linkMu.Lock()
+	defer f.linkMu.Unlock()
+	if now := f.synced.Load(); now != seen {
+		if id, ok := portIn(now, e, bridge); ok {
+			return id
+		}
+	}
 	links, err := f.links()
 	if err != nil {
 		return dhcp.PortID{}
 	}
+	f.remember(links)
 	var br, p *model.Link
 	for i := range links {
 		switch links[i].Index {
@@ -157,6 +179,28 @@ func (f *fdb) refresh() bool {
 	return true
 }
 
+// portIn is the port of entry e on bridge in m, if m has it there.
+func portIn(m *map[int]model.Link, e fdbEntry, bridge string) (dhcp.PortID, bool) {
+	if m == nil {
+		return dhcp.PortID{}, false
+	}
+	br, okb := (*m)[e.bridge]
+	p, okp := (*m)[e.port]
+	if okb && okp && br.Name == bridge && p.Master == bridge {
+		return portID(p), true
+	}
+	return dhcp.PortID{}, false
+}
+
+// remember keeps links, by index, for port.
+func (f *fdb) remember(links []model.Link) {
+	m := make(map[int]model.Link, len(links))
+	for _, l := range links {
+		m[l.Index] = l
+	}
+	f.synced.Store(&m)
+}
+
 // masters maps the name of every interface with a master to its master's
 // name and its own identity.
 func (f *fdb) masters() (map[string]portLink, error) {
@@ -164,6 +208,7 @@ func (f *fdb) masters() (map[string]portLink, error) {
 	if err != nil {
 		return nil, err
 	}
+	f.remember(links)
 	out := map[string]portLink{}
 	for _, l := range links {
 		if l.Master != "" {

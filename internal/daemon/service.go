@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -74,6 +75,7 @@ func (d *Daemon) startServices(ctx context.Context) error {
 		}
 		d.mu.Unlock()
 	}
+	debug.FreeOSMemory() // the services' first sync read the host too (see syncServices)
 	return nil
 }
 
@@ -85,6 +87,13 @@ func (d *Daemon) syncServices() {
 			s.sync()
 		}
 	}
+	// An apply reads the whole host back (at 1,000 networks, tens of MB
+	// that are garbage once it is done): give that memory back to the
+	// system now, with one forced GC (a few ms: the live heap is small),
+	// rather than hold it until the runtime's background scavenger
+	// returns it, tens of seconds later (bench/serve, 1,000 networks, 5 s
+	// after start: 29 MB RSS with it, 38 MB without).
+	debug.FreeOSMemory()
 }
 
 // stopServices stops the running services in reverse order.
