@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -26,6 +27,14 @@ type fdb struct {
 	dump   func() ([]netlink.Neigh, error) // the kernel's table, on a miss
 	now    func() time.Time
 	dumped time.Time
+
+	// The links as last listed, by index: naming a port costs a map
+	// lookup, not a dump of every link per request (which, under a burst
+	// of new clients on many ports, queued the DHCP handlers behind one
+	// netlink socket). Every sync of the learned sets lists them again
+	// (masters), and so does a lookup the table cannot answer.
+	linkMu  sync.Mutex // one listing at a time; later misses reuse it
+	linkTab atomic.Pointer[map[int]model.Link]
 
 	log      *slog.Logger
 	lostWarn struct {
@@ -95,7 +104,12 @@ func (f *fdb) update(u netlink.NeighUpdate) {
 }
 
 // port identifies the port of bridge on which mac was learned (Name ""
-// if none).
+// if none). The port's link comes from the table of the last listing; a
+// port that table does not know in bridge (new, or moved between bridges)
+// makes a new listing. A port renamed in place keeps its old name until
+// the next sync of the learned sets, which every link event causes: the
+// name a lease binds is then judged again by its index and address, as
+// Holders judges it.
 func (f *fdb) port(bridge, mac string) dhcp.PortID {
 	e, ok := f.lookup(mac)
 	if !ok && f.refresh() {
@@ -104,23 +118,51 @@ func (f *fdb) port(bridge, mac string) dhcp.PortID {
 	if !ok {
 		return dhcp.PortID{}
 	}
-	links, err := f.links()
-	if err != nil {
-		return dhcp.PortID{}
-	}
-	var br, p *model.Link
-	for i := range links {
-		switch links[i].Index {
-		case e.bridge:
-			br = &links[i]
-		case e.port:
-			p = &links[i]
+	tab := f.linkTab.Load()
+	if tab == nil || !inBridge(*tab, e, bridge) {
+		var err error
+		if tab, err = f.relist(tab); err != nil {
+			return dhcp.PortID{}
 		}
 	}
-	if br == nil || br.Name != bridge || p == nil || p.Master != bridge {
+	if !inBridge(*tab, e, bridge) {
 		return dhcp.PortID{}
 	}
-	return portID(*p)
+	return portID((*tab)[e.port])
+}
+
+// inBridge reports whether the entry's bridge is named bridge and its
+// port is a port of it, by the links of tab.
+func inBridge(tab map[int]model.Link, e fdbEntry, bridge string) bool {
+	br, okb := tab[e.bridge]
+	p, okp := tab[e.port]
+	return okb && okp && br.Name == bridge && p.Master == bridge
+}
+
+// relist lists the links into the table, unless another caller did since
+// seen was loaded: a burst of misses costs one listing.
+func (f *fdb) relist(seen *map[int]model.Link) (*map[int]model.Link, error) {
+	f.linkMu.Lock()
+	defer f.linkMu.Unlock()
+	if tab := f.linkTab.Load(); tab != nil && tab != seen {
+		return tab, nil
+	}
+	_, tab, err := f.list()
+	return tab, err
+}
+
+// list lists the kernel's links and keeps them as the table.
+func (f *fdb) list() ([]model.Link, *map[int]model.Link, error) {
+	links, err := f.links()
+	if err != nil {
+		return nil, nil, err
+	}
+	tab := make(map[int]model.Link, len(links))
+	for _, l := range links {
+		tab[l.Index] = l
+	}
+	f.linkTab.Store(&tab)
+	return links, &tab, nil
 }
 
 // portID is a link's identity as a bridge port.
@@ -158,9 +200,11 @@ func (f *fdb) refresh() bool {
 }
 
 // masters maps the name of every interface with a master to its master's
-// name and its own identity.
+// name and its own identity, and renews the table port reads.
 func (f *fdb) masters() (map[string]portLink, error) {
-	links, err := f.links()
+	f.linkMu.Lock()
+	links, _, err := f.list()
+	f.linkMu.Unlock()
 	if err != nil {
 		return nil, err
 	}
