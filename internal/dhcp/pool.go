@@ -363,18 +363,37 @@ func (p *Pool) portFull(port, mac string, a netip.Addr, now time.Time) bool {
 	if o, ok := p.offers[mac]; ok && o.ip == a && now.Before(o.until) {
 		return false // taking its own offer
 	}
-	holders := map[string]bool{}
+	// Each client has at most one record and one offer (the invariants):
+	// the holders are counted without a set, a client with both a live
+	// record and a live offer through port once, and the count stops at
+	// the cap.
+	n := 0
 	for ip := range p.portRecs[port] {
 		if l := p.byIP[ip]; l.MAC != mac && !l.Declined && l.live(now) && p.dynamic(ip) {
-			holders[l.MAC] = true
+			if n++; n >= p.cfg.PerPort {
+				return true
+			}
 		}
 	}
 	for m := range p.portOffers[port] {
-		if o := p.offers[m]; m != mac && now.Before(o.until) && p.dynamic(o.ip) {
-			holders[m] = true
+		if o := p.offers[m]; m != mac && now.Before(o.until) && p.dynamic(o.ip) && !p.holdsThrough(m, port, now) {
+			if n++; n >= p.cfg.PerPort {
+				return true
+			}
 		}
 	}
-	return len(holders) >= p.cfg.PerPort
+	return false
+}
+
+// holdsThrough reports whether mac's record is a live dynamic lease
+// through port (portFull counts it there already).
+func (p *Pool) holdsThrough(mac, port string, now time.Time) bool {
+	a, ok := p.byMAC[mac]
+	if !ok {
+		return false
+	}
+	l := p.byIP[a]
+	return l.Port == port && !l.Declined && l.live(now) && p.dynamic(a)
 }
 
 func (p *Pool) pick(mac string, requested netip.Addr, now time.Time) (netip.Addr, bool) {
