@@ -181,8 +181,16 @@ func (f *fdb) lookup(mac string) (fdbEntry, bool) {
 // than dumpEvery ago. The bridge learns a returning client's MAC before
 // its request reaches the DHCP socket, but the notification of that may
 // still be unread when the request is handled.
+//
+// A lookup that finds a dump under way does not wait for it (false): a
+// dump of a bridge with thousands of learned MACs takes long, and under a
+// burst of new clients every handler queued behind it; the caller looks
+// again after its short wait (Handler.locateID), when the dump or the
+// notification has filled the table.
 func (f *fdb) refresh() bool {
-	f.nlmu.Lock()
+	if !f.nlmu.TryLock() {
+		return false
+	}
 	defer f.nlmu.Unlock()
 	if now := f.now(); now.Sub(f.dumped) >= dumpEvery {
 		f.dumped = now
