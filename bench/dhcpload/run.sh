@@ -31,7 +31,8 @@ SRVPID=""
 stop_server() { if [ -n "$SRVPID" ]; then kill "$SRVPID" 2>/dev/null || true; wait "$SRVPID" 2>/dev/null || true; SRVPID=""; fi; }
 cleanup() { stop_server; ip netns del $S 2>/dev/null || true; ip netns del $C 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
-go build -o "$WORK/guestnet" ./cmd/guestnet
+# GUESTNET=/path/to/guestnet benchmarks another build (A/B in one sitting).
+if [ -n "${GUESTNET:-}" ]; then cp "$GUESTNET" "$WORK/guestnet"; else go build -o "$WORK/guestnet" ./cmd/guestnet; fi
 go build -o "$WORK/dhcpload" ./bench/dhcpload
 
 lab() { # fresh namespaces; $1=yes makes br0 by hand (guestnet makes its own)
