@@ -311,7 +311,7 @@ func (r *result) row(c config) string {
 	}
 	cols := []string{c.label, fmt.Sprint(c.rate),
 		fmt.Sprintf("%.0f", float64(r.sent)/r.sendSpan.Seconds()),
-		fmt.Sprintf("%.0f", float64(r.acked)/c.duration.Seconds()),
+		fmt.Sprintf("%.0f", float64(r.acked)/max(c.duration, r.sendSpan).Seconds()),
 		fmt.Sprintf("%d (%.3f %%)%s", lost, 100*float64(lost)/float64(r.sent), unsentNote(r.unsent)),
 		fmt.Sprint(r.naks),
 		ms(pct(r.dora, 0.50)), ms(pct(r.dora, 0.99)), ms(pct(r.dora, 0.999)), ms(pct(r.dora, 1)),
