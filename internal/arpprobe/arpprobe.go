@@ -31,6 +31,9 @@ const Wait = 200 * time.Millisecond
 // a client's repeated DISCOVER does not probe again.
 const CacheFor = 5 * time.Second
 
+// minPruneAt is the cache size below which stale results are not swept.
+const minPruneAt = 4096
+
 // Prober probes one bridge. It is safe for concurrent use: probes share
 // one socket, one reader hands each answer to the probe of that address,
 // and a probe asked for while one of the same address is under way joins
@@ -44,6 +47,7 @@ type Prober struct {
 	mu       sync.Mutex
 	inflight map[netip.Addr]*probe
 	cache    map[netip.Addr]result
+	pruneAt  int // the cache size that makes finish sweep out stale results
 	closed   bool
 }
 
@@ -87,7 +91,7 @@ func Open(ns *netns.NS, bridge string, wait time.Duration) (*Prober, error) {
 // newProber starts the reader of c; hw is the bridge's MAC, the sender of
 // the probes.
 func newProber(c *arp.Client, hw net.HardwareAddr, wait time.Duration) *Prober {
-	p := &Prober{c: c, hw: hw, wait: wait, now: time.Now,
+	p := &Prober{c: c, hw: hw, wait: wait, now: time.Now, pruneAt: minPruneAt,
 		inflight: map[netip.Addr]*probe{}, cache: map[netip.Addr]result{}}
 	go p.read()
 	return p
@@ -180,12 +184,17 @@ func (p *Prober) finish(a netip.Addr, pr *probe, mac string, err error) {
 	pr.mac, pr.err = mac, err
 	if err == nil {
 		now := p.now()
-		if len(p.cache) > 4096 {
+		if len(p.cache) > p.pruneAt {
 			for k, r := range p.cache {
 				if !now.Before(r.until) {
 					delete(p.cache, k)
 				}
 			}
+			// The next sweep waits until the cache has doubled: at 1,000
+			// probes a second the live results alone exceed 4,096, and a
+			// sweep at every probe (under the lock every probe takes)
+			// queued the DHCP handlers behind it.
+			p.pruneAt = max(minPruneAt, 2*len(p.cache))
 		}
 		p.cache[a] = result{mac: mac, until: now.Add(CacheFor)}
 	}

@@ -68,6 +68,7 @@ type Daemon struct {
 	view      atomic.Pointer[learnView]           // what DHCP goroutines may bind
 	inKernel  atomic.Pointer[map[model.Bind]bool] // the learned set after the last sync
 	learnKick chan struct{}
+	learnQ    learnBatch   // leased bindings, written in groups (learnbatch.go)
 	lastState *state.State // the state file as last read (statekeep.go)
 }
 

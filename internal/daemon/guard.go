@@ -141,7 +141,11 @@ func (l learner) Holders(mac string, ls dhcp.Lease) []string {
 }
 
 // Bound binds the lease's port at once, before the ACK leaves, so the
-// guest's first packets from its new address pass.
+// guest's first packets from its new address pass. The leases granted
+// meanwhile are bound in the same transaction (learnBatch). A binding the
+// lease replaces (another client's, or this client's on another port or
+// address) is the handler's to report with Unbound, which syncs the sets:
+// a new guest costs one element write, not a read of every binding.
 func (l learner) Bound(ls dhcp.Lease) {
 	if !l.d.view.Load().may(l.network, ls) {
 		return
@@ -149,10 +153,13 @@ func (l learner) Bound(ls dhcp.Lease) {
 	if have := l.d.inKernel.Load(); have != nil && (*have)[leaseBinds(ls)[0]] {
 		return // a renewal: the binding is there already
 	}
-	if err := l.d.Engine.Learn(l.d.ctx, model.ElemsOf(leaseBinds(ls)), model.Elems{}); err != nil {
+	err := l.d.learnQ.add(leaseBinds(ls), func(add model.Elems) error {
+		return l.d.Engine.Learn(l.d.ctx, add, model.Elems{})
+	})
+	if err != nil {
 		l.d.Log.Error("anti-spoofing: bind leased port", "network", l.network, "port", ls.Port, "ip", ls.IP, "err", err)
+		l.d.kickLearn() // the next sync tries again
 	}
-	l.d.kickLearn() // a client that moved address leaves a stale binding
 }
 
 func (l learner) Unbound(dhcp.Lease) { l.d.kickLearn() }

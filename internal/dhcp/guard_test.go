@@ -204,3 +204,54 @@ func TestForeignWarningsAreRateLimited(t *testing.T) {
 		t.Errorf("counted %d foreign messages, want 6", got)
 	}
 }
+
+// TestUnboundOnlyWhatALeaseReplaced: a new guest's lease binds its port
+// and replaces no binding, so the handler reports nothing to unbind (the
+// daemon then writes one element, without a sync of the learned sets); a
+// renewal from the same port neither. A lease that takes the place of
+// another binding reports it: the same MAC from another port, and the
+// same MAC at another address.
+func TestUnboundOnlyWhatALeaseReplaced(t *testing.T) {
+	st := &memStore{leases: map[netip.Addr]Lease{}}
+	c := &clock{time.Unix(1e9, 0)}
+	h := newHandler(t, st, c)
+	vm := mac(1)
+	br := &bridge{where: map[string]string{vm.String(): "tap1"}, ports: map[string]bool{"tap1": true, "tap2": true}}
+	h.Ports = br
+	a := lease(t, h, vm)
+	renew := func() {
+		t.Helper()
+		ack := h.Handle(message(t, dhcpv4.MessageTypeRequest, vm, dhcpv4.WithClientIP(ip4(a))))
+		if ack == nil || ack.MessageType() != dhcpv4.MessageTypeAck {
+			t.Fatalf("renewal of %s: %v", a, ack)
+		}
+	}
+	renew()
+	if len(br.bound) != 2 || len(br.unbound) != 0 {
+		t.Fatalf("new lease and renewal: bound %q, unbound %q; want two bound, none unbound", br.bound, br.unbound)
+	}
+
+	// The VM's old port left the bridge; it asks again from tap2.
+	delete(br.ports, "tap1")
+	br.where[vm.String()] = "tap2"
+	renew()
+	want := "tap1 " + vm.String() + " " + a.String()
+	if len(br.unbound) != 1 || br.unbound[0] != want {
+		t.Fatalf("after the move to tap2: unbound %q, want [%q]", br.unbound, want)
+	}
+
+	// It asks for another address: its old one ends.
+	other := addr("10.99.0.102")
+	if other == a {
+		other = addr("10.99.0.101")
+	}
+	br.unbound = nil
+	ack := h.Handle(message(t, dhcpv4.MessageTypeRequest, vm, dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(ip4(other)))))
+	if ack == nil || ack.MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("request of %s: %v", other, ack)
+	}
+	want = "tap2 " + vm.String() + " " + a.String()
+	if len(br.unbound) != 1 || br.unbound[0] != want {
+		t.Fatalf("after the move to %s: unbound %q, want [%q]", other, br.unbound, want)
+	}
+}

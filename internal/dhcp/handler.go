@@ -52,6 +52,9 @@ type Handler struct {
 	// of before it is offered (probe.go).
 	Prober Prober
 	Probes ProbeStats
+	// prefetching sizes the probes made in advance to the stream of new
+	// clients (probe.go).
+	prefetching prefetchState
 
 	logMu      sync.Mutex
 	warned     time.Time         // when the last "pool exhausted" line was written
@@ -225,6 +228,12 @@ func (h *Handler) request(req *dhcpv4.DHCPv4, mac string) *dhcpv4.DHCPv4 {
 	h.nameTaken(mac, b.NameTaken, l.Hostname)
 	if h.Ports != nil {
 		h.Ports.Bound(l) // the port may send from its address once the ACK arrives
+		if replaced(b) {
+			h.Ports.Unbound(b.Prev) // its binding goes, at the next sync
+		}
+		if b.Ended.IP.IsValid() {
+			h.Ports.Unbound(b.Ended)
+		}
 	}
 	h.Stats.Ack.Add(1)
 	event := "dhcp lease granted"
@@ -233,6 +242,15 @@ func (h *Handler) request(req *dhcpv4.DHCPv4, mac string) *dhcpv4.DHCPv4 {
 	}
 	h.Log.Info(event, "mac", mac, "ip", a, "hostname", l.Hostname, "port", l.Port, "until", l.Expiry.Format(time.RFC3339))
 	return h.reply(req, dhcpv4.MessageTypeAck, a, true)
+}
+
+// replaced reports whether the lease of b took the place of a record
+// whose port binding differs from its own: another client's at the same
+// address, or the same client's on another port. A new address, or a
+// client renewing from its port, replaces no binding.
+func replaced(b Binding) bool {
+	p := b.Prev
+	return p.IP.IsValid() && (p.MAC != b.Lease.MAC || p.Port != b.Lease.Port)
 }
 
 // LocateTries and LocateEvery bound the wait for the bridge's forwarding

@@ -104,9 +104,14 @@ type Pool struct {
 	byName map[string][]netip.Addr // lower-case host name -> the records carrying it
 	offers map[string]offer        // by MAC
 	held   map[netip.Addr]string
-	static map[string]model.StaticHost // by MAC
-	fixed  map[netip.Addr]bool         // static addresses
-	cursor netip.Addr                  // next never-tried address
+	// portRecs and portOffers index records and offers by their port, so
+	// that the per-port cap (portFull) reads one port's entries, not the
+	// whole pool's: the cap is checked on every DISCOVER and REQUEST.
+	portRecs   map[string]map[netip.Addr]struct{}
+	portOffers map[string]map[string]struct{} // port -> MACs
+	static     map[string]model.StaticHost    // by MAC
+	fixed      map[netip.Addr]bool            // static addresses
+	cursor     netip.Addr                     // next never-tried address
 }
 
 // NewPool makes a pool holding the given leases (from the store). A store
@@ -116,7 +121,8 @@ type Pool struct {
 // lowest address that holds it (a static host's name on the static host).
 func NewPool(cfg Config, now func() time.Time, leases []Lease) *Pool {
 	p := &Pool{cfg: cfg, now: now, byIP: map[netip.Addr]Lease{}, byMAC: map[string]netip.Addr{}, byName: map[string][]netip.Addr{},
-		offers: map[string]offer{}, held: map[netip.Addr]string{}, static: map[string]model.StaticHost{}, fixed: map[netip.Addr]bool{}}
+		offers: map[string]offer{}, held: map[netip.Addr]string{},
+		portRecs: map[string]map[netip.Addr]struct{}{}, portOffers: map[string]map[string]struct{}{}, static: map[string]model.StaticHost{}, fixed: map[netip.Addr]bool{}}
 	for _, h := range cfg.Hosts {
 		p.static[h.MAC] = h
 		p.fixed[h.IP] = true
@@ -191,6 +197,7 @@ func (p *Pool) set(l Lease) (ended Lease) {
 // put stores l at an address that has no record, with its index entries.
 func (p *Pool) put(l Lease) {
 	p.byIP[l.IP] = l
+	index(p.portRecs, l.Port, l.IP)
 	if !l.Declined {
 		p.byMAC[l.MAC] = l.IP
 	}
@@ -207,6 +214,7 @@ func (p *Pool) drop(a netip.Addr) {
 		return
 	}
 	delete(p.byIP, a)
+	unindex(p.portRecs, l.Port, a)
 	if !l.Declined && p.byMAC[l.MAC] == a {
 		delete(p.byMAC, l.MAC)
 	}
@@ -224,8 +232,34 @@ func (p *Pool) drop(a netip.Addr) {
 func (p *Pool) unhold(mac string) {
 	if o, ok := p.offers[mac]; ok {
 		delete(p.offers, mac)
+		unindex(p.portOffers, o.port, mac)
 		if p.held[o.ip] == mac {
 			delete(p.held, o.ip)
+		}
+	}
+}
+
+// hold records mac's offer, which must be its only one (unhold first).
+func (p *Pool) hold(mac string, o offer) {
+	p.offers[mac], p.held[o.ip] = o, mac
+	index(p.portOffers, o.port, mac)
+}
+
+// index adds k to the entries of port in idx; unindex removes it.
+func index[K comparable](idx map[string]map[K]struct{}, port string, k K) {
+	m := idx[port]
+	if m == nil {
+		m = map[K]struct{}{}
+		idx[port] = m
+	}
+	m[k] = struct{}{}
+}
+
+func unindex[K comparable](idx map[string]map[K]struct{}, port string, k K) {
+	if m := idx[port]; m != nil {
+		delete(m, k)
+		if len(m) == 0 {
+			delete(idx, port)
 		}
 	}
 }
@@ -307,8 +341,7 @@ func (p *Pool) OfferFrom(mac string, requested netip.Addr, port string) (netip.A
 	if m, ok := p.held[a]; ok {
 		p.unhold(m) // an expired offer of another client
 	}
-	p.offers[mac] = offer{ip: a, until: now.Add(OfferHold), port: port}
-	p.held[a] = mac
+	p.hold(mac, offer{ip: a, until: now.Add(OfferHold), port: port})
 	return a, nil
 }
 
@@ -330,18 +363,37 @@ func (p *Pool) portFull(port, mac string, a netip.Addr, now time.Time) bool {
 	if o, ok := p.offers[mac]; ok && o.ip == a && now.Before(o.until) {
 		return false // taking its own offer
 	}
-	holders := map[string]bool{}
-	for ip, l := range p.byIP {
-		if l.Port == port && l.MAC != mac && !l.Declined && l.live(now) && p.dynamic(ip) {
-			holders[l.MAC] = true
+	// Each client has at most one record and one offer (the invariants):
+	// the holders are counted without a set, a client with both a live
+	// record and a live offer through port once, and the count stops at
+	// the cap.
+	n := 0
+	for ip := range p.portRecs[port] {
+		if l := p.byIP[ip]; l.MAC != mac && !l.Declined && l.live(now) && p.dynamic(ip) {
+			if n++; n >= p.cfg.PerPort {
+				return true
+			}
 		}
 	}
-	for m, o := range p.offers {
-		if o.port == port && m != mac && now.Before(o.until) && p.dynamic(o.ip) {
-			holders[m] = true
+	for m := range p.portOffers[port] {
+		if o := p.offers[m]; m != mac && now.Before(o.until) && p.dynamic(o.ip) && !p.holdsThrough(m, port, now) {
+			if n++; n >= p.cfg.PerPort {
+				return true
+			}
 		}
 	}
-	return len(holders) >= p.cfg.PerPort
+	return false
+}
+
+// holdsThrough reports whether mac's record is a live dynamic lease
+// through port (portFull counts it there already).
+func (p *Pool) holdsThrough(mac, port string, now time.Time) bool {
+	a, ok := p.byMAC[mac]
+	if !ok {
+		return false
+	}
+	l := p.byIP[a]
+	return l.Port == port && !l.Declined && l.live(now) && p.dynamic(a)
 }
 
 func (p *Pool) pick(mac string, requested netip.Addr, now time.Time) (netip.Addr, bool) {
@@ -531,7 +583,7 @@ func (p *Pool) Unbind(b Binding) {
 			if other, ok := p.held[o.ip]; ok {
 				p.unhold(other) // an expired offer
 			}
-			p.offers[m], p.held[o.ip] = *o, m
+			p.hold(m, *o)
 		}
 	}
 }
@@ -635,8 +687,7 @@ func (p *Pool) Reclaim(mac, port string) (netip.Addr, error) {
 	if m, ok := p.held[best]; ok {
 		p.unhold(m)
 	}
-	p.offers[mac] = offer{ip: best, until: now.Add(OfferHold), port: port}
-	p.held[best] = mac
+	p.hold(mac, offer{ip: best, until: now.Add(OfferHold), port: port})
 	return best, nil
 }
 

@@ -530,6 +530,38 @@ func (p *Pool) check() error {
 			return fmt.Errorf("held %s -> %s, but its offer is %s", a, m, p.offers[m].ip)
 		}
 	}
+	return p.checkPortIndex()
+}
+
+// checkPortIndex verifies that portRecs and portOffers index exactly the
+// records and offers, by their port (the per-port cap reads only them).
+func (p *Pool) checkPortIndex() error {
+	recs, offers := 0, 0
+	for port, as := range p.portRecs {
+		if len(as) == 0 {
+			return fmt.Errorf("portRecs keeps an empty entry for port %q", port)
+		}
+		for a := range as {
+			if l, ok := p.byIP[a]; !ok || l.Port != port {
+				return fmt.Errorf("portRecs %q -> %s, but the record there is %+v", port, a, l)
+			}
+			recs++
+		}
+	}
+	for port, ms := range p.portOffers {
+		if len(ms) == 0 {
+			return fmt.Errorf("portOffers keeps an empty entry for port %q", port)
+		}
+		for m := range ms {
+			if o, ok := p.offers[m]; !ok || o.port != port {
+				return fmt.Errorf("portOffers %q -> %s, but its offer is %+v", port, m, o)
+			}
+			offers++
+		}
+	}
+	if recs != len(p.byIP) || offers != len(p.offers) {
+		return fmt.Errorf("port index holds %d records and %d offers, the pool %d and %d", recs, offers, len(p.byIP), len(p.offers))
+	}
 	return nil
 }
 

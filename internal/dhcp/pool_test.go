@@ -2,6 +2,7 @@ package dhcp
 
 import (
 	"bytes"
+	"errors"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -378,4 +379,62 @@ func BenchmarkBindLargePool(b *testing.B) {
 			b.Fatalf("renewal of %s refused", l.IP)
 		}
 	}
+}
+
+// TestPortIndexFollowsMoves: the per-port cap reads the pool's index of
+// records and offers by port (portRecs, portOffers); it must follow every
+// offer, lease, move to another port and release, or the cap counts
+// clients that left or misses ones that came. PerPort 2: a third client
+// on port a is refused until one of the two leaves a.
+func TestPortIndexFollowsMoves(t *testing.T) {
+	cfg := testConfig()
+	cfg.PerPort = 2
+	cfg.Ranges = []model.Range{{From: addr("10.99.0.100"), To: addr("10.99.0.199")}}
+	c := &clock{time.Unix(1e9, 0)}
+	p := NewPool(cfg, c.now, nil)
+	step := func(what string) {
+		t.Helper()
+		if err := p.check(); err != nil {
+			t.Fatalf("after %s: %v", what, err)
+		}
+	}
+	lease := func(m net.HardwareAddr, port string) netip.Addr {
+		t.Helper()
+		a, err := p.OfferFrom(m.String(), netip.Addr{}, port)
+		if err != nil {
+			t.Fatalf("offer to %s on %s: %v", m, port, err)
+		}
+		step("offer to " + m.String())
+		if _, ok := p.BindPort(m.String(), a, "", PortID{Name: port}); !ok {
+			t.Fatalf("bind %s on %s refused", m, port)
+		}
+		step("bind " + m.String())
+		return a
+	}
+	a1 := lease(mac(1), "a")
+	a2 := lease(mac(2), "a")
+	if _, err := p.OfferFrom(mac(3).String(), netip.Addr{}, "a"); !errors.Is(err, ErrPortFull) {
+		t.Fatalf("third client on a full port: err %v, want ErrPortFull", err)
+	}
+	step("refused offer")
+	// Client 1 moves to port b with its address: a has room again.
+	if _, ok := p.BindPort(mac(1).String(), a1, "", PortID{Name: "b"}); !ok {
+		t.Fatal("client 1 could not renew from port b")
+	}
+	step("move of client 1 to b")
+	lease(mac(3), "a")
+	// Client 2 releases: a has room for a fourth.
+	if _, ok := p.Release(mac(2).String(), a2); !ok {
+		t.Fatal("release of client 2 refused")
+	}
+	step("release of client 2")
+	lease(mac(4), "a")
+	if _, err := p.OfferFrom(mac(5).String(), netip.Addr{}, "a"); !errors.Is(err, ErrPortFull) {
+		t.Fatalf("fifth client on a full port: err %v, want ErrPortFull", err)
+	}
+	// Leases that expired hold nothing: the index may keep them, the cap
+	// must not count them.
+	c.t = c.t.Add(cfg.Lease + time.Second)
+	lease(mac(5), "a")
+	lease(mac(6), "a")
 }

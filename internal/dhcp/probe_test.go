@@ -145,3 +145,48 @@ func TestProbeErrorOffersUnchecked(t *testing.T) {
 		t.Errorf("probe errors: %d, want 1", h.Probes.Errors.Load())
 	}
 }
+
+// TestPrefetchFollowsTheRate: a slow stream of new clients gets
+// PrefetchAhead addresses probed in advance; one whose clients come a
+// millisecond apart while a probe waits 200 ms gets twice as many as
+// arrive meanwhile (capped by MaxPrefetchAhead), and a next DISCOVER
+// prefetches only what lies beyond the window already under way.
+func TestPrefetchFollowsTheRate(t *testing.T) {
+	var s prefetchState
+	if n := s.ahead(); n != PrefetchAhead {
+		t.Fatalf("no stream measured: ahead %d, want %d", n, PrefetchAhead)
+	}
+	t0 := time.Unix(1e9, 0)
+	s.observe(t0, 200*time.Millisecond)
+	s.observe(t0.Add(time.Second), 0) // a cached result: no wait to learn
+	if n := s.ahead(); n != PrefetchAhead {
+		t.Errorf("one client a second, probes of 200 ms: ahead %d, want %d", n, PrefetchAhead)
+	}
+	var fast prefetchState
+	for i := range 200 {
+		fast.observe(t0.Add(time.Duration(i)*time.Millisecond), 200*time.Millisecond)
+	}
+	if n := fast.ahead(); n != 401 {
+		t.Errorf("one client a millisecond, probes of 200 ms: ahead %d, want 401", n)
+	}
+	fast.gap = time.Microsecond
+	if n := fast.ahead(); n != MaxPrefetchAhead {
+		t.Errorf("a million clients a second: ahead %d, want the cap %d", n, MaxPrefetchAhead)
+	}
+
+	cfg := testConfig()
+	cfg.Ranges[0].To = addr("10.99.0.250")
+	h := &Handler{Pool: NewPool(cfg, (&clock{t0}).now, nil), Log: newHandler(t, &memStore{}, &clock{t0}).Log}
+	fp := &fakeProber{}
+	h.Prober = fp
+	h.prefetching.gap, h.prefetching.wait = 10*time.Millisecond, 100*time.Millisecond // ahead: 21
+	h.prefetch(addr("10.99.0.100"))
+	if len(fp.prefetched) != 21 || fp.prefetched[0] != addr("10.99.0.101") || fp.prefetched[20] != addr("10.99.0.121") {
+		t.Fatalf("first prefetch: %v, want 10.99.0.101 to .121", fp.prefetched)
+	}
+	fp.prefetched = nil
+	h.prefetch(addr("10.99.0.101"))
+	if !slices.Equal(fp.prefetched, []netip.Addr{addr("10.99.0.122")}) {
+		t.Fatalf("next client's prefetch: %v, want only 10.99.0.122", fp.prefetched)
+	}
+}

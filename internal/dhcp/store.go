@@ -10,15 +10,19 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/guestnet/guestnet/internal/groupcommit"
 	berrors "go.etcd.io/bbolt/errors"
 )
 
 // BoltStore keeps leases in a bbolt file, one bucket per network. Writes
-// from concurrent requests are grouped into one transaction and one fsync
-// (bbolt's Batch): each caller returns only once its lease is on disk, and
-// a burst of clients shares the cost of the sync.
+// from concurrent requests are grouped into one transaction and one commit
+// (groupcommit: the changes that arrive while a commit syncs go together
+// in the next): each caller returns only once its lease is on disk, and a
+// burst of clients shares the cost of the sync.
 type BoltStore struct {
-	db *bolt.DB
+	db     *bolt.DB
+	writes groupcommit.Group[func(*bolt.Tx) error]
 }
 
 var _ Store = (*BoltStore)(nil)
@@ -95,8 +99,6 @@ func openBolt(path string, readOnly bool, timeout time.Duration) (*BoltStore, er
 	if err != nil {
 		return nil, fmt.Errorf("open lease store %s: %w", path, err)
 	}
-	db.MaxBatchDelay = 500 * time.Microsecond
-	db.MaxBatchSize = 512
 	return &BoltStore{db: db}, nil
 }
 
@@ -158,7 +160,7 @@ func (s *BoltStore) Put(network string, l Lease) error {
 	if err != nil {
 		return err
 	}
-	return s.db.Batch(func(tx *bolt.Tx) error {
+	return s.update(func(tx *bolt.Tx) error {
 		b, err := tx.CreateBucketIfNotExists([]byte(network))
 		if err != nil {
 			return err
@@ -169,11 +171,28 @@ func (s *BoltStore) Put(network string, l Lease) error {
 
 // Delete removes a lease durably.
 func (s *BoltStore) Delete(network string, ip netip.Addr) error {
-	return s.db.Batch(func(tx *bolt.Tx) error {
+	return s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket([]byte(network))
 		if b == nil {
 			return nil
 		}
 		return b.Delete(key(ip))
+	})
+}
+
+// update runs fn in a write transaction shared with the changes of other
+// callers, and returns once that transaction is on disk. A transaction
+// that fails is run again for each change alone (groupcommit), so that one
+// failing change fails only its own caller.
+func (s *BoltStore) update(fn func(*bolt.Tx) error) error {
+	return s.writes.Do(fn, func(fns []func(*bolt.Tx) error) error {
+		return s.db.Update(func(tx *bolt.Tx) error {
+			for _, f := range fns {
+				if err := f(tx); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
 	})
 }
