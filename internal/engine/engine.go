@@ -115,9 +115,11 @@ func (e *Engine) observe(ctx context.Context, hint *observe.Hint) (model.Host, e
 }
 
 // diff observes and plans. It first trusts the state's ruleset mark (no
-// rule read-back when the nftables generation has not moved); only if the
-// plan then changes the firewall does it read the rules, which the undo
-// journal needs.
+// rule read-back when the nftables generation has not moved): the plan
+// then renders the applied networks again, and if their digest is the
+// mark's, that is the old ruleset its delta starts from. Only if the plan
+// replaces the table with the old rules unknown does it read them back,
+// which the undo journal needs.
 func (e *Engine) diff(ctx context.Context, st state.State, check func(model.Host) error, want func() []model.Network) (plan.Plan, error) {
 	var hint *observe.Hint
 	if st.Nft != nil {
@@ -134,7 +136,7 @@ func (e *Engine) diff(ctx context.Context, st state.State, check func(model.Host
 			return plan.Plan{}, err
 		}
 		p, err := plan.Diff(want(), st, h)
-		if err != nil || hint == nil || h.Ruleset.Digest == "" || !slices.ContainsFunc(p.Actions, isNft) {
+		if err != nil || hint == nil || h.Ruleset.Digest == "" || !slices.ContainsFunc(p.Actions, needsRules) {
 			return p, err
 		}
 		hint = nil
@@ -179,7 +181,13 @@ func withoutHalfMade(st state.State, h model.Host) model.Host {
 	return h
 }
 
-func isNft(a plan.Action) bool { return a.Op == plan.OpNft || a.Op == plan.OpNftElements }
+func isNft(a plan.Action) bool { return a.IsNft() }
+
+// needsRules reports whether a is a full replace whose undo lacks the old
+// rules (observe vouched for them by digest only).
+func needsRules(a plan.Action) bool {
+	return a.Op == plan.OpNft && a.OldRules != nil && a.OldRules.Digest != ""
+}
 
 // lock serialises read-plan-write of this namespace's state between
 // processes (the CLI and the daemon); every verb that writes holds it
@@ -334,8 +342,8 @@ func (e *Engine) nftMark(p plan.Plan) func(*state.State) {
 		target.Nft = nil
 		if g1, err := e.Kernel.NftGen(); err == nil && gerr == nil && g1 == g0+nftWrites {
 			last := p.Actions[slices.IndexFunc(p.Actions, isNft)]
-			if !last.Rules.Empty() { // with no rules there is nothing to skip reading
-				target.Nft = &state.NftMark{Gen: g1, Sum: last.Rules.Sum()}
+			if sum := last.NftSum(); sum != "" { // with no rules there is nothing to skip reading
+				target.Nft = &state.NftMark{Gen: g1, Sum: sum}
 			}
 		}
 	}

@@ -169,20 +169,6 @@ func (rs Ruleset) Equal(o Ruleset) bool {
 		slices.EqualFunc(rs.Floating, o.Floating, func(a, b Floating) bool { return a.Public == b.Public && a.Guest == b.Guest })
 }
 
-// SameChains reports whether two rulesets differ at most in their
-// forwards map elements (then the change is an element update).
-func (rs Ruleset) SameChains(o Ruleset) bool {
-	a, b := rs, o
-	a.Forwards, b.Forwards = nil, nil
-	if !slices.Equal(rs.Floating, o.Floating) {
-		return false // floating maps are rewritten with the table
-	}
-	ae, ar := SplitForwards(rs.Forwards)
-	be, br := SplitForwards(o.Forwards)
-	// Element updates need both maps to exist before and after.
-	return rs.Digest == "" && o.Digest == "" && a.Equal(b) && (len(ae) > 0) == (len(be) > 0) && (len(ar) > 0) == (len(br) > 0)
-}
-
 func ruleEqual(a, b Rule) bool {
 	return a.Network == b.Network && a.Verdict == b.Verdict && slices.Equal(a.Match, b.Match)
 }

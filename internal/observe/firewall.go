@@ -69,6 +69,7 @@ func readFirewall(ns *netns.NS, h *model.Host, hint *Hint) error {
 		if err := readMaps(c, h); err != nil {
 			return err
 		}
+		defer h.Ruleset.Canonical() // the kernel lists chains in the order they were made
 	}
 	if h.Guard, err = readGuard(c); err != nil {
 		return err
@@ -183,8 +184,38 @@ func readMaps(c *nftables.Conn, h *model.Host) error {
 	if err := readForwards(c, byName, h); err != nil {
 		return err
 	}
+	if err := readVmaps(c, byName, h); err != nil {
+		return err
+	}
 	return readFloating(c, byName[model.FloatingIn], byName[model.FloatingOut], h)
 }
+
+// readVmaps reads guestnet's verdict maps and the chain each element
+// jumps to. An element it cannot read back (a key or verdict guestnet
+// would not have written) is kept as one without a chain: the plan sees
+// drift, and a full replace rewrites the table.
+func readVmaps(c *nftables.Conn, sets map[string]*nftables.Set, h *model.Host) error {
+	for _, v := range model.Vmaps {
+		s := sets[v.Name]
+		if s == nil {
+			continue
+		}
+		els, err := c.GetSetElements(s)
+		if err != nil {
+			return fmt.Errorf("observe map %s: %w", v.Name, err)
+		}
+		// The library reports a verdict map's key type as "verdict" (it
+		// reads the data type into KeyType), so the key is checked element
+		// by element: its length and, for names, its padding.
+		key := v.Key
+		if !s.IsMap {
+			key = "(not a map)"
+		}
+		h.Ruleset.Vmaps = append(h.Ruleset.Vmaps, model.Vmap{Name: v.Name, Key: key, Elements: decodeVmap(v.Key, s.Interval, els)})
+	}
+	return nil
+}
+
 
 // readForwards reads the elements of guestnet's forwards maps.
 func readForwards(c *nftables.Conn, sets map[string]*nftables.Set, h *model.Host) error {

@@ -50,13 +50,9 @@ func Diff(want []model.Network, st state.State, h model.Host) (Plan, error) {
 	if err != nil {
 		return Plan{}, err
 	}
-	if !rules.Equal(h.Ruleset) {
-		old := h.Ruleset
-		op := OpNft
-		if rules.SameChains(old) {
-			op = OpNftElements // only forwards changed: element updates, not a rewrite
-		}
-		p.Actions = append(p.Actions, Action{Op: op, Rules: &rules, OldRules: &old})
+	rules.Canonical()
+	if a, ok := firewall(rules, previous(st, h)); ok {
+		p.Actions = append(p.Actions, a)
 	}
 	p.Actions = append(p.Actions, guardAction(WantGuard(want, p.State.Networks), h)...)
 
@@ -71,6 +67,41 @@ func Diff(want []model.Network, st state.State, h model.Host) (Plan, error) {
 		p.State.ForwardingWas = ""
 	}
 	return p, nil
+}
+
+// firewall returns the action that makes guestnet's table rules, when it
+// is not that already: a delta when one can (the base chains are the
+// same), else a full replace.
+func firewall(rules, old model.Ruleset) (Action, bool) {
+	if rules.Equal(old) {
+		return Action{}, false
+	}
+	if d, ok := model.Delta(old, rules); ok {
+		return Action{Op: OpNftDelta, Delta: &d, Sum: rules.Sum(), OldSum: old.Sum()}, true
+	}
+	return Action{Op: OpNft, Rules: &rules, OldRules: &old}, true
+}
+
+// previous is the ruleset observed on h, or, when observe only vouched for
+// it by its digest (the nftables generation has not moved since guestnet
+// wrote it), the ruleset rendered again from the networks the state says
+// were applied, if its digest is that one. The digest covers the whole
+// ruleset, DOCKER-USER rules included, so a host fact Render reads that
+// changed since (Docker's chain, a foreign dropping chain, br_netfilter)
+// makes the digests differ, and the plan falls back to a full replace.
+func previous(st state.State, h model.Host) model.Ruleset {
+	if h.Ruleset.Digest == "" || len(st.Networks) == 0 {
+		return h.Ruleset
+	}
+	rs, err := nft.Render(st.Sorted(), h)
+	if err != nil {
+		return h.Ruleset
+	}
+	rs.Canonical()
+	if rs.Sum() != h.Ruleset.Digest {
+		return h.Ruleset
+	}
+	return rs
 }
 
 // HalfMade returns the actions that delete the bridges a kill -9 left half
