@@ -88,7 +88,10 @@ func addTableContent(c *nftables.Conn, t *nftables.Table, rs *model.Ruleset) err
 		}
 	}
 	for _, v := range rs.Vmaps {
-		s := vmapSet(t, v.Name, v.Key)
+		s, err := nft.VmapSet(t, v.Name)
+		if err != nil {
+			return err
+		}
 		if err := c.AddSet(s, nil); err != nil {
 			return fmt.Errorf("nft add map %s: %w", v.Name, err)
 		}
@@ -110,7 +113,7 @@ func addTableContent(c *nftables.Conn, t *nftables.Table, rs *model.Ruleset) err
 		}
 	}
 	for _, v := range rs.Vmaps {
-		if err := vmapChunked(c.SetAddElements, sets[v.Name], v.Key, v.Elements); err != nil {
+		if err := vmapChunked(c.SetAddElements, sets[v.Name], v.Elements); err != nil {
 			return err
 		}
 	}
@@ -207,7 +210,11 @@ func vmapChanges(op func(*nftables.Set, []nftables.SetElement) error, t *nftable
 		byMap[e.Map] = append(byMap[e.Map], e.Element)
 	}
 	for _, v := range model.Vmaps {
-		if err := vmapChunked(op, vmapSet(t, v.Name, v.Key), v.Key, byMap[v.Name]); err != nil {
+		s, err := nft.VmapSet(t, v.Name)
+		if err != nil {
+			return err
+		}
+		if err := vmapChunked(op, s, byMap[v.Name]); err != nil {
 			return err
 		}
 		delete(byMap, v.Name)
@@ -218,10 +225,14 @@ func vmapChanges(op func(*nftables.Set, []nftables.SetElement) error, t *nftable
 	return nil
 }
 
-func vmapChunked(op func(*nftables.Set, []nftables.SetElement) error, s *nftables.Set, key model.MatchKind, els []model.VmapElement) error {
+func vmapChunked(op func(*nftables.Set, []nftables.SetElement) error, s *nftables.Set, els []model.VmapElement) error {
 	for len(els) > 0 {
 		n := min(len(els), elementsPerMessage)
-		if err := op(s, vmapElements(s.Interval, key, els[:n])); err != nil {
+		ses, err := nft.VmapElements(s.Name, els[:n])
+		if err != nil {
+			return err
+		}
+		if err := op(s, ses); err != nil {
 			return fmt.Errorf("nft map %s elements: %w", s.Name, err)
 		}
 		els = els[n:]

@@ -259,7 +259,8 @@ func applyElems[T comparable](have, add, del []T, key func(T) string, name strin
 // Canonical puts rs in the one order Equal and Sum compare: base chains by
 // hook (forward, input, postrouting, prerouting, output, as Render makes
 // them), then the regular chains by name; verdict maps in the order of
-// Vmaps, their elements by key; forwards and floating addresses sorted.
+// Vmaps, their elements in nft's order; forwards and floating addresses
+// sorted.
 // The kernel lists chains in the order they were made, so a table changed
 // by deltas reads back in another order than a fresh one.
 func (rs *Ruleset) Canonical() {
@@ -268,7 +269,7 @@ func (rs *Ruleset) Canonical() {
 	})
 	slices.SortStableFunc(rs.Vmaps, func(a, b Vmap) int { return cmp.Compare(vmapRank(a.Name), vmapRank(b.Name)) })
 	for i := range rs.Vmaps {
-		slices.SortFunc(rs.Vmaps[i].Elements, compareElements)
+		SortVmapElements(rs.Vmaps[i].Key, rs.Vmaps[i].Elements)
 		if len(rs.Vmaps[i].Elements) == 0 {
 			rs.Vmaps[i].Elements = nil
 		}
@@ -289,11 +290,6 @@ func (rs *Ruleset) Canonical() {
 	if len(rs.DockerUser) == 0 {
 		rs.DockerUser = nil
 	}
-}
-
-func compareElements(a, b VmapElement) int {
-	return cmp.Or(strings.Compare(a.Name, b.Name), a.Prefix.Addr().Compare(b.Prefix.Addr()),
-		cmp.Compare(a.Prefix.Bits(), b.Prefix.Bits()), strings.Compare(a.Chain, b.Chain))
 }
 
 func (e VmapElement) sameKey(o VmapElement) bool { return e.Name == o.Name && e.Prefix == o.Prefix }

@@ -211,7 +211,7 @@ func readVmaps(c *nftables.Conn, sets map[string]*nftables.Set, h *model.Host) e
 		if !s.IsMap {
 			key = "(not a map)"
 		}
-		h.Ruleset.Vmaps = append(h.Ruleset.Vmaps, model.Vmap{Name: v.Name, Key: key, Elements: decodeVmap(v.Key, s.Interval, els)})
+		h.Ruleset.Vmaps = append(h.Ruleset.Vmaps, model.Vmap{Name: v.Name, Key: key, Elements: decodeVmap(v.Name, els)})
 	}
 	return nil
 }
