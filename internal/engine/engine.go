@@ -325,26 +325,40 @@ func (e *Engine) commit(p plan.Plan, done func(*state.State)) error {
 
 // nftMark reads the ruleset generation before p runs and returns what
 // sets the state's ruleset mark after it: the generation reached, if p's
-// firewall transactions were the only commits in between (only then is
-// the ruleset just written the one in the kernel).
+// nftables transactions (guestnet's table, its anti-spoofing table) were
+// the only commits in between, and the digest of guestnet's table then:
+// the one p wrote, or, when p wrote only the anti-spoofing table, the one
+// the old mark vouched for at the start.
 func (e *Engine) nftMark(p plan.Plan) func(*state.State) {
-	nftWrites := uint32(0)
-	for _, a := range p.Actions {
-		if isNft(a) {
-			nftWrites++
+	writes, nft := uint32(0), -1
+	for i, a := range p.Actions {
+		if isNft(a) || a.Op == plan.OpGuard {
+			writes++
+		}
+		if isNft(a) && nft < 0 {
+			nft = i
 		}
 	}
-	if nftWrites == 0 {
+	if writes == 0 {
 		return nil
 	}
 	g0, gerr := e.Kernel.NftGen()
 	return func(target *state.State) {
+		old := target.Nft
 		target.Nft = nil
-		if g1, err := e.Kernel.NftGen(); err == nil && gerr == nil && g1 == g0+nftWrites {
-			last := p.Actions[slices.IndexFunc(p.Actions, isNft)]
-			if sum := last.NftSum(); sum != "" { // with no rules there is nothing to skip reading
-				target.Nft = &state.NftMark{Gen: g1, Sum: sum}
-			}
+		g1, err := e.Kernel.NftGen()
+		if err != nil || gerr != nil || g1 != g0+writes {
+			return
+		}
+		sum := ""
+		switch {
+		case nft >= 0:
+			sum = p.Actions[nft].NftSum() // "" with no rules: nothing to skip reading
+		case old != nil && (&observe.Hint{Gen: old.Gen, Sum: old.Sum, Own: e.own}).Trusts(g0):
+			sum = old.Sum
+		}
+		if sum != "" {
+			target.Nft = &state.NftMark{Gen: g1, Sum: sum}
 		}
 	}
 }

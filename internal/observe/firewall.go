@@ -52,7 +52,7 @@ func readFirewall(ns *netns.NS, h *model.Host, hint *Hint) error {
 		if err != nil {
 			return err
 		}
-		trust = hint.trusts(gen)
+		trust = hint.Trusts(gen)
 	}
 	if trust {
 		h.Ruleset.Digest = hint.Sum
