@@ -133,7 +133,11 @@ func addRules(c *nftables.Conn, t *nftables.Table, ch *nftables.Chain, rules []m
 				l.SetID = sets[l.SetName].ID
 			}
 		}
-		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: exprs, UserData: nft.Comment(r.Network)})
+		nr := &nftables.Rule{Table: t, Chain: ch, Exprs: exprs}
+		if r.Network != "" { // the dispatch rules serve no one network: no comment
+			nr.UserData = nft.Comment(r.Network)
+		}
+		c.AddRule(nr)
 	}
 	return nil
 }

@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
-	"maps"
 	"slices"
 	"strings"
 )
@@ -26,9 +25,11 @@ func Delta(old, new Ruleset) (RulesetDelta, bool) {
 		return d, false
 	}
 	oc, nc := regularChains(old), regularChains(new)
-	for _, name := range slices.Sorted(maps.Keys(oc)) {
-		o := oc[name]
-		n, ok := nc[name]
+	for _, o := range old.Chains {
+		if o.Hook != "" {
+			continue
+		}
+		n, ok := nc[o.Name]
 		switch {
 		case !ok:
 			d.DelChains = append(d.DelChains, o)
@@ -37,14 +38,15 @@ func Delta(old, new Ruleset) (RulesetDelta, bool) {
 			d.OldSetChains = append(d.OldSetChains, o)
 		}
 	}
-	for _, name := range slices.Sorted(maps.Keys(nc)) {
-		if _, ok := oc[name]; !ok {
-			d.AddChains = append(d.AddChains, nc[name])
+	for _, n := range new.Chains {
+		if _, ok := oc[n.Name]; !ok && n.Hook == "" {
+			d.AddChains = append(d.AddChains, n)
 		}
 	}
-	ov, nv := vmapsByName(old), vmapsByName(new)
-	for _, name := range slices.Sorted(maps.Keys(ov)) {
-		add, del := Diff(ov[name].Elements, nv[name].Elements)
+	nv := vmapsByName(new)
+	for _, v := range old.Vmaps {
+		name := v.Name
+		add, del := Diff(v.Elements, nv[name].Elements)
 		for _, e := range del {
 			d.DelElements = append(d.DelElements, VmapChange{Map: name, Element: e})
 		}
@@ -103,7 +105,11 @@ func (d RulesetDelta) String() string {
 	var parts []string
 	count := func(n int, what, how string) {
 		if n == 1 {
-			what = strings.TrimSuffix(strings.Replace(what, "addresses", "address", 1), "s")
+			if w, ok := strings.CutSuffix(what, "addresses"); ok {
+				what = w + "address"
+			} else {
+				what = strings.TrimSuffix(what, "s")
+			}
 		}
 		if n > 0 {
 			parts = append(parts, fmt.Sprintf("%d %s %s", n, what, how))
@@ -264,10 +270,16 @@ func applyElems[T comparable](have, add, del []T, key func(T) string, name strin
 // The kernel lists chains in the order they were made, so a table changed
 // by deltas reads back in another order than a fresh one.
 func (rs *Ruleset) Canonical() {
-	slices.SortStableFunc(rs.Chains, func(a, b Chain) int {
+	byOrder := func(a, b Chain) int {
 		return cmp.Or(cmp.Compare(hookRank(a.Hook), hookRank(b.Hook)), cmp.Compare(regularName(a), regularName(b)))
-	})
-	slices.SortStableFunc(rs.Vmaps, func(a, b Vmap) int { return cmp.Compare(vmapRank(a.Name), vmapRank(b.Name)) })
+	}
+	if !slices.IsSortedFunc(rs.Chains, byOrder) { // Render's order already, but for the kernel's
+		slices.SortStableFunc(rs.Chains, byOrder)
+	}
+	byRank := func(a, b Vmap) int { return cmp.Compare(vmapRank(a.Name), vmapRank(b.Name)) }
+	if !slices.IsSortedFunc(rs.Vmaps, byRank) {
+		slices.SortStableFunc(rs.Vmaps, byRank)
+	}
 	for i := range rs.Vmaps {
 		SortVmapElements(rs.Vmaps[i].Key, rs.Vmaps[i].Elements)
 		if len(rs.Vmaps[i].Elements) == 0 {

@@ -162,6 +162,10 @@ func TestDeltaProportional(t *testing.T) {
 	if got := d.Inverse().String(); got != "5 chains deleted, 5 map elements deleted" {
 		t.Errorf("Inverse().String() = %q", got)
 	}
+	one := RulesetDelta{SetChains: []Chain{{}}, DelFloating: []Floating{{}}, AddElements: []VmapChange{{}}}
+	if got, want := one.String(), "1 chain refilled, 1 map element added, 1 floating address deleted"; got != want {
+		t.Errorf("String() = %q, want %q", got, want)
+	}
 }
 
 // TestDeltaFullReplace: the cases only a full replace handles.

@@ -57,10 +57,13 @@ func readFirewall(ns *netns.NS, h *model.Host, hint *Hint) error {
 	if trust {
 		h.Ruleset.Digest = hint.Sum
 	}
-	c, err := ns.Nft(0)
+	// One socket for every request: a table of 1,000 networks has 5,000
+	// chains, each read with its own request.
+	c, err := ns.Nft(0, nftables.AsLasting())
 	if err != nil {
 		return err
 	}
+	defer c.CloseLasting()
 	chains, err := c.ListChains()
 	if err != nil {
 		return fmt.Errorf("observe nftables: %w", err)

@@ -51,7 +51,7 @@ func Diff(want []model.Network, st state.State, h model.Host) (Plan, error) {
 		return Plan{}, err
 	}
 	rules.Canonical()
-	if a, ok := firewall(rules, previous(st, h)); ok {
+	if a, ok := firewall(rules, st, h); ok {
 		p.Actions = append(p.Actions, a)
 	}
 	p.Actions = append(p.Actions, guardAction(WantGuard(want, p.State.Networks), h)...)
@@ -71,13 +71,24 @@ func Diff(want []model.Network, st state.State, h model.Host) (Plan, error) {
 
 // firewall returns the action that makes guestnet's table rules, when it
 // is not that already: a delta when one can (the base chains are the
-// same), else a full replace.
-func firewall(rules, old model.Ruleset) (Action, bool) {
-	if rules.Equal(old) {
+// same), else a full replace. When observe vouched for the table by its
+// digest alone, the rules' digest decides a no-op without rendering the
+// old rules again; only a change renders them (previous).
+func firewall(rules model.Ruleset, st state.State, h model.Host) (Action, bool) {
+	sum := rules.Sum()
+	if h.Ruleset.Digest != "" && sum == h.Ruleset.Digest {
+		return Action{}, false
+	}
+	old := previous(st, h)
+	if old.Digest == "" && rules.Equal(old) {
 		return Action{}, false
 	}
 	if d, ok := model.Delta(old, rules); ok {
-		return Action{Op: OpNftDelta, Delta: &d, Sum: rules.Sum(), OldSum: old.Sum()}, true
+		oldSum := h.Ruleset.Digest // previous rendered the rules of this digest
+		if oldSum == "" {
+			oldSum = old.Sum()
+		}
+		return Action{Op: OpNftDelta, Delta: &d, Sum: sum, OldSum: oldSum}, true
 	}
 	return Action{Op: OpNft, Rules: &rules, OldRules: &old}, true
 }
