@@ -116,4 +116,3 @@ func mustRead(t *testing.T, path string) string {
 	}
 	return string(b)
 }
-

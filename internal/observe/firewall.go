@@ -219,7 +219,6 @@ func readVmaps(c *nftables.Conn, sets map[string]*nftables.Set, h *model.Host) e
 	return nil
 }
 
-
 // readForwards reads the elements of guestnet's forwards maps.
 func readForwards(c *nftables.Conn, sets map[string]*nftables.Set, h *model.Host) error {
 	for _, name := range []string{model.ForwardsMap, model.ForwardsSrcMap} {
