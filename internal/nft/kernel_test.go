@@ -116,7 +116,11 @@ func manyNetworks(n int) []model.Network {
 				{Public: netipAddr(fmt.Sprintf("198.51.100.%d", 100+i)), Guest: netipAddr(fmt.Sprintf("10.%d.0.11", 10+i))}}
 			fallthrough
 		case model.Routed:
-			nw.Forwards = []model.PortForward{{Proto: "tcp", PortFrom: 2000 + i, PortTo: 2000 + i, To: netipAddr(fmt.Sprintf("10.%d.0.10", 10+i)), ToPort: 22}}
+			to := netipAddr(fmt.Sprintf("10.%d.0.10", 10+i))
+			nw.Forwards = []model.PortForward{{Proto: "tcp", PortFrom: 2000 + i, PortTo: 2000 + i, To: to, ToPort: 22},
+				{Proto: "udp", PortFrom: 2000 + i, PortTo: 2000 + i, To: to}, {Proto: "tcp", PortFrom: 80 + 256*i, PortTo: 80 + 256*i, To: to},
+				{Proto: "udp", PortFrom: 3000 - i, PortTo: 3000 - i, To: to, From: []netip.Prefix{netipPrefix("203.0.113.0/24"), netipPrefix(fmt.Sprintf("198.51.100.%d/32", i))}},
+				{Proto: "tcp", PortFrom: 3000 + 256*i, PortTo: 3000 + 256*i, To: to, Listen: []netip.Addr{netipAddr("198.51.100.1")}}}
 		case model.Isolated:
 			if i%2 == 0 {
 				nw.IPv4, nw.DNS = netipPrefix(""), nil
