@@ -1,6 +1,7 @@
 package nft
 
 import (
+	"encoding/hex"
 	"net/netip"
 	"slices"
 	"testing"
@@ -51,6 +52,14 @@ func TestVmapElementsRoundTrip(t *testing.T) {
 	}
 	if got, ok := DecodeVmapElements(model.VmapNATFrom, els); !ok || !slices.Equal(got, es) {
 		t.Errorf("%v reads back as %v (ok %v)", es, got, ok)
+	}
+	// As google/nftables reads an element from the kernel: the verdict
+	// left as the nested attributes in Val (bytes as the kernel sent them
+	// for "gb2" : jump to-n02).
+	val, _ := hex.DecodeString("08000100fffffffd0b000200746f2d6e30320000")
+	if got, ok := DecodeVmapElements(model.VmapForwardTo, []nftables.SetElement{{Key: ifname("gb2"), Val: val}}); !ok ||
+		!slices.Equal(got, []model.VmapElement{{Name: "gb2", Chain: "to-n02"}}) {
+		t.Errorf("an element as the kernel lists it reads back as %v (ok %v)", got, ok)
 	}
 	// What guestnet never writes is not read as its own.
 	jump := &expr.Verdict{Kind: expr.VerdictJump, Chain: "to-a"}
