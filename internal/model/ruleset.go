@@ -313,6 +313,13 @@ func (rs Ruleset) String() string {
 	if len(rs.Chains) > 0 {
 		fmt.Fprintf(&b, "table inet %s {\n", Table)
 		exact, ranged := SplitForwards(rs.Forwards)
+		exact = slices.Clone(exact)
+		// nft lists this map's elements by the integer its 8-byte key
+		// (proto, 3 pad, port big-endian, 2 pad) is in host (little-endian)
+		// order: by the port's low byte, then its high byte, then protocol.
+		slices.SortStableFunc(exact, func(a, b Forward) int {
+			return cmp.Or(cmp.Compare(a.Port&0xff, b.Port&0xff), cmp.Compare(a.Port>>8, b.Port>>8), cmp.Compare(protoNumber[a.Proto], protoNumber[b.Proto]))
+		})
 		var keys []string
 		for _, f := range exact {
 			keys = append(keys, fmt.Sprintf("%s . %d : %s . %d", f.Proto, f.Port, f.To, f.ToPort))
@@ -375,6 +382,9 @@ func (rs Ruleset) String() string {
 	}
 	return b.String()
 }
+
+// protoNumber is the IP protocol number of the protocols a forward takes.
+var protoNumber = map[string]int{"tcp": 6, "udp": 17}
 
 // printMap prints one named map as nft lists it: elements on the line of
 // "elements = {", perLine to a line (nft puts two IPv4-keyed elements on a

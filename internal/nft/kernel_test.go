@@ -62,7 +62,7 @@ func nftIn(t *testing.T, ns, stdin string, args ...string) string {
 	return string(out)
 }
 
-// TestKernelListsString loads the text of each rendered ruleset with
+// TestKernelListsString (and reads back) loads the text of each rendered ruleset with
 // `nft -f` into a fresh namespace, and checks that the kernel takes it
 // (every chain a map jumps to exists, every rule is valid in its hook) and
 // that `nft list table inet guestnet` prints it back byte for byte: String
@@ -91,6 +91,10 @@ func TestKernelListsString(t *testing.T) {
 			if got != rs.String() {
 				t.Errorf("nft list of the encoded ruleset differs from String():\n%s", lineDiff(rs.String(), got))
 			}
+			back := readBack(t, ns)
+			if !back.Equal(model.Ruleset{Chains: rs.Chains, Vmaps: rs.Vmaps}) {
+				t.Errorf("the kernel's rules and verdict maps decode to\n%s\nwant\n%s", back, rs)
+			}
 		})
 	}
 }
@@ -116,7 +120,11 @@ func manyNetworks(n int) []model.Network {
 				{Public: netipAddr(fmt.Sprintf("198.51.100.%d", 100+i)), Guest: netipAddr(fmt.Sprintf("10.%d.0.11", 10+i))}}
 			fallthrough
 		case model.Routed:
-			nw.Forwards = []model.PortForward{{Proto: "tcp", PortFrom: 2000 + i, PortTo: 2000 + i, To: netipAddr(fmt.Sprintf("10.%d.0.10", 10+i)), ToPort: 22}}
+			to := netipAddr(fmt.Sprintf("10.%d.0.10", 10+i))
+			nw.Forwards = []model.PortForward{{Proto: "tcp", PortFrom: 2000 + i, PortTo: 2000 + i, To: to, ToPort: 22},
+				{Proto: "udp", PortFrom: 2000 + i, PortTo: 2000 + i, To: to}, {Proto: "tcp", PortFrom: 80 + 256*i, PortTo: 80 + 256*i, To: to},
+				{Proto: "udp", PortFrom: 3000 - i, PortTo: 3000 - i, To: to, From: []netip.Prefix{netipPrefix("203.0.113.0/24"), netipPrefix(fmt.Sprintf("198.51.100.%d/32", i))}},
+				{Proto: "tcp", PortFrom: 3000 + 256*i, PortTo: 3000 + 256*i, To: to, Listen: []netip.Addr{netipAddr("198.51.100.1")}}}
 		case model.Isolated:
 			if i%2 == 0 {
 				nw.IPv4, nw.DNS = netipPrefix(""), nil
@@ -268,4 +276,66 @@ func floatingEls(fl []model.Floating, in bool) []nftables.SetElement {
 		}
 	}
 	return out
+}
+
+// readBack reads guestnet's chains and verdict maps from ns's kernel with
+// Decode and DecodeVmapElements, as observe does.
+func readBack(t *testing.T, ns string) model.Ruleset {
+	t.Helper()
+	h, err := netns.Open(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	c, err := h.Nft(8 << 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tbl := &nftables.Table{Name: model.Table, Family: nftables.TableFamilyINet}
+	var rs model.Ruleset
+	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[nftables.ChainHook]string{*nftables.ChainHookForward: "forward", *nftables.ChainHookInput: "input",
+		*nftables.ChainHookPostrouting: "postrouting", *nftables.ChainHookPrerouting: "prerouting", *nftables.ChainHookOutput: "output"}
+	for _, ch := range chains {
+		mc := model.Chain{Name: ch.Name, Type: string(ch.Type)}
+		if ch.Hooknum != nil {
+			mc.Hook, mc.Priority = names[*ch.Hooknum], int(*ch.Priority)
+		}
+		rules, err := c.GetRules(tbl, ch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rules {
+			mr, ok := Decode(r.Exprs, CommentOf(r.UserData))
+			if !ok {
+				t.Errorf("chain %s: a rule does not decode: %v", ch.Name, r.Exprs)
+			}
+			mc.Rules = append(mc.Rules, mr)
+		}
+		rs.Chains = append(rs.Chains, mc)
+	}
+	sets, err := c.GetSets(tbl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range model.Vmaps {
+		for _, s := range sets {
+			if s.Name != v.Name {
+				continue
+			}
+			els, err := c.GetSetElements(s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			es, ok := DecodeVmapElements(v.Name, els)
+			if !ok {
+				t.Errorf("map %s: the kernel's elements do not decode: %+v", v.Name, els)
+			}
+			rs.Vmaps = append(rs.Vmaps, model.Vmap{Name: v.Name, Key: v.Key, Elements: es})
+		}
+	}
+	return rs
 }

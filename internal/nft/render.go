@@ -227,9 +227,10 @@ func networkRules(n model.Network, byName map[string]model.Network) (to, from, i
 // nothing back. The host itself (loopback) may ask: it is the guests'
 // provider, and its resolver may forward the domain there.
 //
-// dns_to holds one chain per address: networks that share a gateway
-// address (a bridge-mode network may overlap another's subnet) share the
-// first one's chain, which holds each one's drop, as the flat list did.
+// dns_to holds one chain per address. A spec cannot give two networks one
+// gateway address (subnets do not overlap), but a model could: they would
+// then share the first one's chain, holding each one's drop, as in the
+// flat list.
 func dnsChains(nets []model.Network) map[string][]model.Rule {
 	out := map[string][]model.Rule{}
 	first := map[netip.Addr]string{}

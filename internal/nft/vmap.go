@@ -2,6 +2,7 @@ package nft
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -9,6 +10,8 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/guestnet/guestnet/internal/model"
 )
@@ -117,10 +120,14 @@ func DecodeVmapElements(name string, els []nftables.SetElement) ([]model.VmapEle
 	}
 	var out []model.VmapElement
 	jumpOf := func(e nftables.SetElement) (string, bool) {
-		if e.VerdictData == nil || e.VerdictData.Kind != expr.VerdictJump || e.VerdictData.Chain == "" {
+		v := e.VerdictData
+		if v == nil {
+			v = verdictOfData(e.Val)
+		}
+		if v == nil || v.Kind != expr.VerdictJump || v.Chain == "" {
 			return "", false
 		}
-		return e.VerdictData.Chain, true
+		return v.Chain, true
 	}
 	switch {
 	case k == model.MatchIIF || k == model.MatchOIF:
@@ -190,4 +197,33 @@ func DecodeVmapElements(name string, els []nftables.SetElement) ([]model.VmapEle
 	}
 	model.SortVmapElements(k, out)
 	return out, true
+}
+
+// verdictOfData reads the verdict of an element as the kernel lists it.
+// google/nftables (v0.3.0) does not decode it into VerdictData: it leaves
+// the nested NFTA_DATA_VERDICT attributes (NFTA_VERDICT_CODE, a big-endian
+// int32, and NFTA_VERDICT_CHAIN) in Val. nil when Val holds no verdict.
+func verdictOfData(b []byte) *expr.Verdict {
+	if len(b) == 0 {
+		return nil
+	}
+	ad, err := netlink.NewAttributeDecoder(b)
+	if err != nil {
+		return nil
+	}
+	ad.ByteOrder = binary.BigEndian
+	var v expr.Verdict
+	code := false
+	for ad.Next() {
+		switch ad.Type() {
+		case unix.NFTA_VERDICT_CODE:
+			v.Kind, code = expr.VerdictKind(int32(ad.Uint32())), true
+		case unix.NFTA_VERDICT_CHAIN:
+			v.Chain = ad.String()
+		}
+	}
+	if ad.Err() != nil || !code {
+		return nil
+	}
+	return &v
 }
