@@ -100,6 +100,7 @@ func (k *Kernel) do(a plan.Action) error {
 		return nil
 	case plan.OpNft:
 		k.Host.Ruleset = a.Rules.Clone()
+		k.Host.Ruleset.Canonical() // as observe reads it back
 		return nil
 	case plan.OpNftDelta:
 		// As the kernel: the whole transaction or nothing; an element for a

@@ -50,7 +50,8 @@ func Diff(want []model.Network, st state.State, h model.Host) (Plan, error) {
 	if err != nil {
 		return Plan{}, err
 	}
-	rules.Canonical()
+	// Rules stay in Render's order: a full replace makes the chains in
+	// that order, and nft lists them so, as Ruleset.String prints them.
 	if a, ok := firewall(rules, st, h); ok {
 		p.Actions = append(p.Actions, a)
 	}
@@ -108,7 +109,6 @@ func previous(st state.State, h model.Host) model.Ruleset {
 	if err != nil {
 		return h.Ruleset
 	}
-	rs.Canonical()
 	if rs.Sum() != h.Ruleset.Digest {
 		return h.Ruleset
 	}
