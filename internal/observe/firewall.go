@@ -77,15 +77,18 @@ func readFirewall(ns *netns.NS, h *model.Host, hint *Hint) error {
 	if h.Guard, err = readGuard(c); err != nil {
 		return err
 	}
+	var own map[string][]*nftables.Rule
+	if !trust && slices.ContainsFunc(chains, isOurs) {
+		if own, err = tableRules(ns); err != nil {
+			return err
+		}
+	}
 	for _, ch := range chains {
-		ours := ch.Table.Family == nftables.TableFamilyINet && ch.Table.Name == model.Table
+		ours := isOurs(ch)
 		switch {
 		case ours && trust:
 		case ours:
-			mc, err := readOwnChain(c, ch)
-			if err != nil {
-				return err
-			}
+			mc := readOwnChain(ch, own[ch.Name])
 			h.Ruleset.Chains = append(h.Ruleset.Chains, mc)
 		case ch.Table.Family == nftables.TableFamilyIPv4 && ch.Table.Name == "filter" && ch.Name == "DOCKER-USER":
 			h.Foreign.DockerUser = true
@@ -120,17 +123,19 @@ func readFirewall(ns *netns.NS, h *model.Host, hint *Hint) error {
 	return nil
 }
 
-func readOwnChain(c *nftables.Conn, ch *nftables.Chain) (model.Chain, error) {
+func isOurs(ch *nftables.Chain) bool {
+	return ch.Table.Family == nftables.TableFamilyINet && ch.Table.Name == model.Table
+}
+
+// readOwnChain reads one chain of guestnet's table and its rules (from
+// tableRules).
+func readOwnChain(ch *nftables.Chain, rules []*nftables.Rule) model.Chain {
 	mc := model.Chain{Name: ch.Name, Type: string(ch.Type)}
 	if ch.Hooknum != nil {
 		mc.Hook = hookNames[*ch.Hooknum]
 	}
 	if ch.Priority != nil {
 		mc.Priority = int(*ch.Priority)
-	}
-	rules, err := c.GetRules(ch.Table, ch)
-	if err != nil {
-		return mc, fmt.Errorf("observe table inet %s chain %s: %w", model.Table, ch.Name, err)
 	}
 	if ch.Policy != nil && *ch.Policy == nftables.ChainPolicyDrop {
 		mc.Rules = append(mc.Rules, model.Rule{Verdict: "(policy drop)"})
@@ -142,7 +147,7 @@ func readOwnChain(c *nftables.Conn, ch *nftables.Chain) (model.Chain, error) {
 		}
 		mc.Rules = append(mc.Rules, mr)
 	}
-	return mc, nil
+	return mc
 }
 
 // readForeignChain records which interfaces a foreign dropping chain
