@@ -72,7 +72,9 @@ func readFirewall(ns *netns.NS, h *model.Host, hint *Hint) error {
 		if err := readMaps(c, h); err != nil {
 			return err
 		}
-		defer h.Ruleset.Canonical() // the kernel lists chains in the order they were made
+		// Chains stay in the kernel's order (the order they were made):
+		// Equal and Sum do not depend on it, and an undo that makes the
+		// table again makes it as it was, listed the same.
 	}
 	if h.Guard, err = readGuard(c); err != nil {
 		return err
