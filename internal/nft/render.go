@@ -77,6 +77,13 @@ func rule(n model.Network, v model.Verdict, m ...model.Match) model.Rule {
 // reaches no verdict returns, so as in the flat list (traffic into guest
 // networks before traffic out of them) one network's outbound accept never
 // lets traffic into another network that refuses it.
+//
+// Chains come in the order a fresh table lists them when made in this
+// order: the base chains forward, input, postrouting, prerouting and
+// output, then each network's (in the order of nets) to, from, input, dns
+// and nat, those that have rules. Maps: forwards, forwards_src,
+// floating_in, floating_out, then the verdict maps in model.Vmaps order,
+// all always present.
 func Render(nets []model.Network, h model.Host) (model.Ruleset, error) {
 	if len(nets) == 0 {
 		return model.Ruleset{}, nil
