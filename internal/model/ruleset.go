@@ -2,8 +2,6 @@ package model
 
 import (
 	"cmp"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -30,13 +28,12 @@ type Ruleset struct {
 	Digest string `json:"digest,omitempty"`
 }
 
-// Sum is a digest of the ruleset's content.
+// Sum is a digest of the ruleset's content (see digest).
 func (rs Ruleset) Sum() string {
 	if rs.Digest != "" {
 		return rs.Digest
 	}
-	h := sha256.Sum256([]byte(rs.canonical().String()))
-	return hex.EncodeToString(h[:])
+	return rs.digest()
 }
 
 // Table is the name of the nftables table guestnet owns (family inet).

@@ -81,15 +81,18 @@ func firewall(rules model.Ruleset, st state.State, h model.Host) (Action, bool) 
 		return Action{}, false
 	}
 	old := previous(st, h)
-	if old.Digest == "" && rules.Equal(old) {
-		return Action{}, false
-	}
 	if d, ok := model.Delta(old, rules); ok {
+		if d.Empty() {
+			return Action{}, false
+		}
 		oldSum := h.Ruleset.Digest // previous rendered the rules of this digest
 		if oldSum == "" {
 			oldSum = old.Sum()
 		}
 		return Action{Op: OpNftDelta, Delta: &d, Sum: sum, OldSum: oldSum}, true
+	}
+	if old.Digest == "" && rules.Equal(old) {
+		return Action{}, false
 	}
 	return Action{Op: OpNft, Rules: &rules, OldRules: &old}, true
 }
