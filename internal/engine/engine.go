@@ -254,11 +254,21 @@ func (e *Engine) Converge(ctx context.Context, s *spec.Spec) (plan.Plan, error) 
 }
 
 func (e *Engine) converge(ctx context.Context, s *spec.Spec) (plan.Plan, error) {
-	p, err := e.Plan(ctx, s)
+	st, err := e.State() // read once, for the plan and the journal (1,000 networks: ~20 ms each)
+	if err != nil {
+		return plan.Plan{}, err
+	}
+	p, err := e.diff(ctx, st, s.CheckHost, s.Models)
 	if err != nil {
 		return p, err
 	}
-	return p, e.apply(ctx, p)
+	if err := ctx.Err(); err != nil {
+		return p, err
+	}
+	if e.Planned != nil {
+		e.Planned(p)
+	}
+	return p, e.commitFrom(st, p, e.nftMark(p))
 }
 
 // Repair is Converge trying again (observing and planning anew) when the
@@ -317,6 +327,11 @@ func (e *Engine) commit(p plan.Plan, done func(*state.State)) error {
 	if err != nil {
 		return err
 	}
+	return e.commitFrom(old, p, done)
+}
+
+// commitFrom is commit with the state as read under the lock already.
+func (e *Engine) commitFrom(old state.State, p plan.Plan, done func(*state.State)) error {
 	if err := journal(e.Kernel, e.StatePath, old, state.Intent(old, p.State), p.State, p.Actions, done); err != nil {
 		return fmt.Errorf("apply: %w", err)
 	}
