@@ -150,3 +150,37 @@ func TestDeltaKernel(t *testing.T) {
 		t.Errorf("nftables generation moved from %d to %d on a refused transaction", gen0, gen1)
 	}
 }
+
+// TestDriftInOneNetworkIsRepairedByDelta: someone deletes one network's
+// map element and empties another's chain. The generation moved, so the
+// next plan reads the table back (one dump), sees both, and repairs them
+// with a delta of just those two objects; the table is then Render's.
+func TestDriftInOneNetworkIsRepairedByDelta(t *testing.T) {
+	l := newLab(t)
+	host := l.NS("host")
+	spec := l.Spec(`networks:
+  n0: {mode: nat, bridge: gn0, ipv4: 10.70.0.1/24}
+  n1: {mode: nat, bridge: gn1, ipv4: 10.70.1.1/24}
+  n2: {mode: routed, bridge: gn2, ipv4: 10.70.2.1/24}
+`)
+	l.Guestnet(host, "apply", spec)
+	l.In(host, "nft", "delete", "element", "inet", "guestnet", "forward_to", `{ "gn1" }`)
+	l.In(host, "nft", "flush", "chain", "inet", "guestnet", "from-n2")
+	out, _, code := l.Run(host, "plan", spec)
+	if code != 2 {
+		t.Fatalf("plan after drift: exit %d, want 2 (changes)\n%s", code, out)
+	}
+	for _, want := range []string{"nft: 1 chain refilled, 1 map element added (table inet guestnet kept)",
+		`+ map forward_to: "gn1" : jump to-n1`, "+ from-n2: ip saddr 10.70.2.0/24 accept"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("plan after drift lacks %q:\n%s", want, out)
+		}
+	}
+	if w := l.ApplyJSON(host, spec); w != 1 {
+		t.Errorf("repair made %d kernel writes, want 1 (one delta)", w)
+	}
+	l.tableIsRendered(host, spec)
+	if out, _, code := l.Run(host, "plan", spec); code != 0 {
+		t.Errorf("plan after repair: exit %d\n%s", code, out)
+	}
+}
