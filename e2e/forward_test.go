@@ -114,15 +114,16 @@ func TestPortForwards(t *testing.T) {
 	_, err = l.Dial(inet, "10.99.0.10:8080")
 	l.expect("internet -> guest directly (no forward)", false, err == nil)
 
-	// Change one forward: exactly one element update, not a table rewrite.
+	// Change one forward: exactly one delta (its map element out, the new
+	// one in), not a table rewrite.
 	os.WriteFile(spec, []byte(strings.Replace(forwardSpec, "port: 2222,", "port: 2223,", 1)), 0o644)
 	out, _, _ := l.Run(host, "-o", "json", "plan", spec)
 	var p struct {
 		Actions []struct{ Op string }
 	}
 	json.Unmarshal([]byte(out), &p)
-	if len(p.Actions) != 1 || p.Actions[0].Op != "nft-elements" {
-		t.Fatalf("changing one forward planned %+v, want one nft-elements action", p.Actions)
+	if len(p.Actions) != 1 || p.Actions[0].Op != "nft-delta" || !strings.Contains(out, "1 forward added, 1 forward deleted (table inet guestnet kept)") {
+		t.Fatalf("changing one forward planned %+v, want one nft delta of one forward out and one in:\n%s", p.Actions, out)
 	}
 	if w := l.ApplyJSON(host, spec); w != 1 {
 		t.Errorf("changing one forward made %d kernel writes, want 1", w)

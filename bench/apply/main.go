@@ -4,7 +4,7 @@
 // a table with the ratio. Needs root; it creates and removes its own
 // namespaces and never touches the root namespace.
 //
-//	go run ./bench/apply -guestnet bin/guestnet [-nets 100] [-noop 1000] [-runs 5]
+//	go run ./bench/apply -guestnet bin/guestnet [-nets 100] [-noop 1000] [-runs 5] [-big 1000] [-forwards 10000]
 package main
 
 import (
@@ -24,6 +24,8 @@ var (
 	nets = flag.Int("nets", 100, "NAT networks applied from scratch")
 	noop = flag.Int("noop", 1000, "networks in the no-op re-apply")
 	runs = flag.Int("runs", 5, "repetitions (the median is reported)")
+	big  = flag.Int("big", 1000, "networks on the host that gets one more, and in the no-op with forwards")
+	fwds = flag.Int("forwards", 10000, "port forwards in the no-op of -big networks")
 )
 
 func main() {
@@ -36,7 +38,7 @@ func main() {
 	check(err)
 	defer os.RemoveAll(dir)
 
-	l := newLab(2**runs + 2)
+	l := newLab(2**runs + 2 + *runs + 2)
 	defer l.close()
 	var gn, sh []time.Duration
 	for r := 0; r < *runs; r++ {
@@ -59,12 +61,48 @@ func main() {
 		return 0
 	})
 
+	// One network on an empty host, against one more on a host with -big:
+	// the same order of writes (a delta of its chains and map elements),
+	// whatever the number of networks already there.
+	var one, more, fwNoop []time.Duration
+	var oneW, moreW, fwW result
+	for r := 0; r < *runs; r++ {
+		l.fresh(dir, func(ns string) time.Duration {
+			res := guestnetRun(dir, ns, specOf(0, 1, 0))
+			one, oneW = append(one, res.took), res
+			return 0
+		})
+	}
+	l.fresh(dir, func(ns string) time.Duration {
+		guestnetRun(dir, ns, specOf(0, *big, 0))
+		for r := 0; r < *runs; r++ {
+			res := guestnetRun(dir, ns, specOf(0, *big+1, 0))
+			more, moreW = append(more, res.took), res
+			guestnetRun(dir, ns, specOf(0, *big, 0)) // and back, untimed
+		}
+		return 0
+	})
+	l.fresh(dir, func(ns string) time.Duration {
+		guestnetRun(dir, ns, specOf(0, *big, *fwds))
+		for r := 0; r < *runs; r++ {
+			res := guestnetRun(dir, ns, specOf(0, *big, *fwds))
+			fwNoop, fwW = append(fwNoop, res.took), res
+		}
+		return 0
+	})
+
 	fmt.Printf("\n| case | guestnet | shell recipe (ip/iptables per line) | shell / guestnet |\n|---|---|---|---|\n")
 	fmt.Printf("| %d NAT networks from scratch (median of %d) | %s | %s | %.1f× |\n",
 		*nets, *runs, ms(median(gn)), ms(median(sh)), ratio(sh, gn))
 	fmt.Printf("| no-op re-apply of %d networks (guestnet: median of %d, %d kernel writes; shell: checks each item with `ip link show`/`iptables -C`, 1 run) | %s | %s | %.1f× |\n",
 		*noop, *runs, writes, ms(median(gnNoop)), ms(median(shNoop)), ratio(shNoop, gnNoop))
-	fmt.Printf("\nGoals: ≥ 5× faster than the shell recipe from scratch; no-op apply under 150 ms with 0 kernel writes.\n")
+	fmt.Printf("\n| case (guestnet, median of %d) | time | kernel writes | nft objects written |\n|---|---|---|---|\n", *runs)
+	fmt.Printf("| one NAT network on an empty host | %s | %d | %s |\n", ms(median(one)), oneW.writes, oneW.nft)
+	fmt.Printf("| one more NAT network on a host with %d | %s | %d | %s |\n", *big, ms(median(more)), moreW.writes, moreW.nft)
+	fmt.Printf("| no-op apply of %d networks with %d forwards | %s | %d | %s |\n", *big, *fwds, ms(median(fwNoop)), fwW.writes, fwW.nft)
+	fmt.Printf("\nGoals: ≥ 5× faster than the shell recipe from scratch; no-op apply under 150 ms with 0 kernel writes;\n")
+	fmt.Printf("one more network on a host with %d: under 20 ms, the same order of writes as one on an empty host;\n", *big)
+	fmt.Printf("no-op of %d networks and %d forwards: under 150 ms, 0 writes.\n", *big, *fwds)
 	fmt.Printf("Times are wall clock of the whole command, process start included.\n")
 }
 
@@ -138,6 +176,85 @@ func run(args ...string) {
 }
 
 func subnet(i int) string { return fmt.Sprintf("10.%d.%d", 100+i/256, i%256) }
+
+// specOf is a spec of NAT networks from..to-1, with forwards port
+// forwards spread over them (10 per network at most; each host port once).
+func specOf(from, to, forwards int) string {
+	var b strings.Builder
+	b.WriteString("networks:\n")
+	per := 0
+	if forwards > 0 {
+		per = (forwards + (to - from) - 1) / (to - from)
+	}
+	port := 10000
+	for i := from; i < to; i++ {
+		fmt.Fprintf(&b, "  n%d: {mode: nat, bridge: gn%d, ipv4: %s.1/24", i, i, subnet(i))
+		if per > 0 && forwards > 0 {
+			b.WriteString(", forwards: [")
+			for j := 0; j < per && forwards > 0; j++ {
+				if j > 0 {
+					b.WriteString(", ")
+				}
+				fmt.Fprintf(&b, "{proto: tcp, port: %d, to: \"%s.10:22\"}", port, subnet(i))
+				port++
+				forwards--
+			}
+			b.WriteString("]")
+		}
+		b.WriteString("}\n")
+	}
+	return b.String()
+}
+
+// result is one timed apply: its wall clock, its kernel writes, and what
+// its nftables action wrote (a delta's objects, or the table's rules).
+type result struct {
+	took   time.Duration
+	writes int
+	nft    string
+}
+
+func guestnetRun(dir, ns, specText string) result {
+	spec := filepath.Join(dir, "spec.yaml")
+	check(os.WriteFile(spec, []byte(specText), 0o644))
+	start := time.Now()
+	cmd := exec.Command(*bin, "--netns", ns, "--state-dir", filepath.Join(dir, "state"), "-o", "json", "apply", spec)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	took := time.Since(start)
+	if err != nil {
+		check(fmt.Errorf("guestnet apply: %v: %s", err, stderr.String()))
+	}
+	var r struct {
+		Writes  int `json:"kernel_writes"`
+		Actions []struct {
+			Command string `json:"command"`
+			Op      string `json:"op"`
+			Delta   map[string]json.RawMessage
+			Rules   *struct {
+				Chains []struct {
+					Rules []json.RawMessage `json:"rules"`
+				} `json:"chains"`
+			} `json:"rules"`
+		} `json:"actions"`
+	}
+	check(json.Unmarshal(out, &r))
+	res := result{took: took, writes: r.Writes, nft: "none"}
+	for _, a := range r.Actions {
+		switch a.Op {
+		case "nft-delta":
+			res.nft = strings.TrimSuffix(strings.TrimPrefix(a.Command, "nft: "), " (table inet guestnet kept)")
+		case "nft":
+			n := 0
+			for _, c := range a.Rules.Chains {
+				n += 1 + len(c.Rules)
+			}
+			res.nft = fmt.Sprintf("whole table: %d chains and rules", n)
+		}
+	}
+	return res
+}
 
 func guestnetApply(dir, ns string, n int, writes *int) time.Duration {
 	var b strings.Builder

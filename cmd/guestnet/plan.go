@@ -43,7 +43,7 @@ func (g *globals) printPlan(p plan.Plan, verb string) error {
 	}
 	for i, a := range p.Actions {
 		fmt.Fprintf(g.out, "%3d  %s\n", i+1, a)
-		if a.Op == plan.OpNft || a.Op == plan.OpNftElements || a.Op == plan.OpGuard {
+		if a.IsNft() || a.Op == plan.OpGuard {
 			for _, l := range a.RuleDiff() {
 				fmt.Fprintf(g.out, "       %s\n", l)
 			}

@@ -78,8 +78,8 @@ func (k *Linux) Do(a plan.Action) error {
 	if a.Op == plan.OpNft {
 		return k.replaceRuleset(a.Rules)
 	}
-	if a.Op == plan.OpNftElements {
-		return k.updateForwards(a.OldRules.Forwards, a.Rules.Forwards)
+	if a.Op == plan.OpNftDelta {
+		return k.applyDelta(a.Delta)
 	}
 	if a.Op == plan.OpGuard {
 		return k.guard(*a.Guard, *a.OldGuard)

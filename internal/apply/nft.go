@@ -42,63 +42,8 @@ func (k *Linux) replaceRuleset(rs *model.Ruleset) error {
 	}
 	if len(rs.Chains) > 0 {
 		c.AddTable(t)
-		sets := map[string]*nftables.Set{}
-		exact, ranged := model.SplitForwards(rs.Forwards)
-		for _, part := range []struct {
-			set *nftables.Set
-			fs  []model.Forward
-		}{{exactSet(t), exact}, {forwardsSet(t), ranged}} {
-			if len(part.fs) == 0 {
-				continue
-			}
-			if err := c.AddSet(part.set, nil); err != nil {
-				return fmt.Errorf("nft add map %s: %w", part.set.Name, err)
-			}
-			if err := addChunked(c.SetAddElements, part.set, part.fs); err != nil {
-				return err
-			}
-			sets[part.set.Name] = part.set
-		}
-		if len(rs.Floating) > 0 {
-			for _, name := range []string{model.FloatingIn, model.FloatingOut} {
-				s := &nftables.Set{Table: t, Name: name, IsMap: true, KeyType: nftables.TypeIPAddr, DataType: nftables.TypeIPAddr}
-				var els []nftables.SetElement
-				for _, f := range rs.Floating {
-					pub, g := f.Public.AsSlice(), f.Guest.AsSlice() // each in its family's width
-					if name == model.FloatingIn {
-						els = append(els, nftables.SetElement{Key: pub, Val: g})
-					} else {
-						els = append(els, nftables.SetElement{Key: g, Val: pub})
-					}
-				}
-				if err := c.AddSet(s, els); err != nil {
-					return fmt.Errorf("nft add map %s: %w", name, err)
-				}
-				sets[name] = s
-			}
-		}
-		accept := nftables.ChainPolicyAccept
-		for _, mc := range rs.Chains {
-			ch := c.AddChain(&nftables.Chain{
-				Name:     mc.Name,
-				Table:    t,
-				Type:     nftables.ChainType(mc.Type),
-				Hooknum:  hooks[mc.Hook],
-				Priority: nftables.ChainPriorityRef(nftables.ChainPriority(mc.Priority)),
-				Policy:   &accept,
-			})
-			for _, r := range mc.Rules {
-				exprs, err := nft.Encode(r, true)
-				if err != nil {
-					return err
-				}
-				for _, e := range exprs {
-					if l, ok := e.(*expr.Lookup); ok && sets[l.SetName] != nil {
-						l.SetID = sets[l.SetName].ID // the map is made in this same transaction
-					}
-				}
-				c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: exprs, UserData: nft.Comment(r.Network)})
-			}
+		if err := addTableContent(c, t, rs); err != nil {
+			return err
 		}
 	}
 	if err := k.replaceDockerUser(c, rs.DockerUser); err != nil {
@@ -108,6 +53,214 @@ func (k *Linux) replaceRuleset(rs *model.Ruleset) error {
 		return fmt.Errorf("nft transaction: %w", err)
 	}
 	return nil
+}
+
+// addTableContent queues, in one transaction, what the new table holds in
+// the order the kernel needs it: the maps (a rule's lookup names its map),
+// the chains with their rules, and the verdict maps' elements last (an
+// element jumps to a chain, which must exist by then).
+func addTableContent(c *nftables.Conn, t *nftables.Table, rs *model.Ruleset) error {
+	sets := map[string]*nftables.Set{}
+	maps := model.MapsOf(*rs)
+	exact, ranged := model.SplitForwards(rs.Forwards)
+	for _, part := range []struct {
+		set *nftables.Set
+		fs  []model.Forward
+	}{{exactSet(t), exact}, {forwardsSet(t), ranged}} {
+		if !slices.Contains(maps, part.set.Name) {
+			continue
+		}
+		if err := c.AddSet(part.set, nil); err != nil {
+			return fmt.Errorf("nft add map %s: %w", part.set.Name, err)
+		}
+		if err := addChunked(c.SetAddElements, part.set, part.fs); err != nil {
+			return err
+		}
+		sets[part.set.Name] = part.set
+	}
+	if slices.Contains(maps, model.FloatingIn) {
+		for _, name := range []string{model.FloatingIn, model.FloatingOut} {
+			s := floatingSet(t, name)
+			if err := c.AddSet(s, floatingElements(name, rs.Floating)); err != nil {
+				return fmt.Errorf("nft add map %s: %w", name, err)
+			}
+			sets[name] = s
+		}
+	}
+	for _, v := range rs.Vmaps {
+		s, err := nft.VmapSet(t, v.Name)
+		if err != nil {
+			return err
+		}
+		if err := c.AddSet(s, nil); err != nil {
+			return fmt.Errorf("nft add map %s: %w", v.Name, err)
+		}
+		sets[v.Name] = s
+	}
+	accept := nftables.ChainPolicyAccept
+	// Chains in the order given (nft lists them in the order they are
+	// made): no rule jumps to a regular chain, only map elements do, and
+	// those come after every chain.
+	for _, mc := range rs.Chains {
+		ch := &nftables.Chain{Name: mc.Name, Table: t}
+		if mc.Hook != "" {
+			ch.Type, ch.Hooknum, ch.Policy = nftables.ChainType(mc.Type), hooks[mc.Hook], &accept
+			ch.Priority = nftables.ChainPriorityRef(nftables.ChainPriority(mc.Priority))
+		}
+		c.AddChain(ch)
+		if err := addRules(c, t, ch, mc.Rules, sets); err != nil {
+			return err
+		}
+	}
+	for _, v := range rs.Vmaps {
+		if err := vmapChunked(c.SetAddElements, sets[v.Name], v.Elements); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// addRules queues rules at the end of chain ch. A lookup in a map made in
+// this same transaction names it by its transaction ID too.
+func addRules(c *nftables.Conn, t *nftables.Table, ch *nftables.Chain, rules []model.Rule, sets map[string]*nftables.Set) error {
+	for _, r := range rules {
+		exprs, err := nft.Encode(r, true)
+		if err != nil {
+			return err
+		}
+		for _, e := range exprs {
+			if l, ok := e.(*expr.Lookup); ok && sets[l.SetName] != nil {
+				l.SetID = sets[l.SetName].ID
+			}
+		}
+		nr := &nftables.Rule{Table: t, Chain: ch, Exprs: exprs}
+		if r.Network != "" { // the dispatch rules serve no one network: no comment
+			nr.UserData = nft.Comment(r.Network)
+		}
+		c.AddRule(nr)
+	}
+	return nil
+}
+
+// applyDelta changes guestnet's table by d in one nftables transaction,
+// in the order RulesetDelta documents: elements out, then the chains they
+// jumped to; new chains with their rules, changed chains flushed and
+// refilled; then the new elements (their chains exist by then), forwards
+// and floating addresses, and guestnet's DOCKER-USER rules. The kernel
+// takes the transaction whole or not at all.
+// Equivalent to: nft -f FILE of delete element / delete chain / add chain /
+// flush chain / add rule / add element lines.
+func (k *Linux) applyDelta(d *model.RulesetDelta) error {
+	c, err := k.ns.Nft(1<<20 + d.Objects()<<10)
+	if err != nil {
+		return err
+	}
+	t := &nftables.Table{Name: model.Table, Family: nftables.TableFamilyINet}
+	if err := vmapChanges(c.SetDeleteElements, t, d.DelElements); err != nil {
+		return err
+	}
+	for _, mc := range d.DelChains {
+		ch := &nftables.Chain{Name: mc.Name, Table: t}
+		c.FlushChain(ch)
+		c.DelChain(ch)
+	}
+	for _, mc := range d.AddChains {
+		ch := c.AddChain(&nftables.Chain{Name: mc.Name, Table: t})
+		if err := addRules(c, t, ch, mc.Rules, nil); err != nil {
+			return err
+		}
+	}
+	for _, mc := range d.SetChains {
+		ch := &nftables.Chain{Name: mc.Name, Table: t}
+		c.FlushChain(ch)
+		if err := addRules(c, t, ch, mc.Rules, nil); err != nil {
+			return err
+		}
+	}
+	if err := vmapChanges(c.SetAddElements, t, d.AddElements); err != nil {
+		return err
+	}
+	if err := queueForwards(c, t, d.DelForwards, d.AddForwards); err != nil {
+		return err
+	}
+	for _, name := range []string{model.FloatingIn, model.FloatingOut} {
+		s := floatingSet(t, name)
+		if len(d.DelFloating) > 0 {
+			if err := c.SetDeleteElements(s, floatingElements(name, d.DelFloating)); err != nil {
+				return fmt.Errorf("nft map %s elements: %w", name, err)
+			}
+		}
+		if len(d.AddFloating) > 0 {
+			if err := c.SetAddElements(s, floatingElements(name, d.AddFloating)); err != nil {
+				return fmt.Errorf("nft map %s elements: %w", name, err)
+			}
+		}
+	}
+	if d.DockerUser != nil {
+		if err := k.replaceDockerUser(c, *d.DockerUser); err != nil {
+			return err
+		}
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("nft transaction (%s): %w", d, err)
+	}
+	return nil
+}
+
+// vmapChanges queues element additions or deletions, map by map.
+func vmapChanges(op func(*nftables.Set, []nftables.SetElement) error, t *nftables.Table, ch []model.VmapChange) error {
+	byMap := map[string][]model.VmapElement{}
+	for _, e := range ch {
+		byMap[e.Map] = append(byMap[e.Map], e.Element)
+	}
+	for _, v := range model.Vmaps {
+		s, err := nft.VmapSet(t, v.Name)
+		if err != nil {
+			return err
+		}
+		if err := vmapChunked(op, s, byMap[v.Name]); err != nil {
+			return err
+		}
+		delete(byMap, v.Name)
+	}
+	for name := range byMap {
+		return fmt.Errorf("nft map %s: not a verdict map of guestnet's", name)
+	}
+	return nil
+}
+
+func vmapChunked(op func(*nftables.Set, []nftables.SetElement) error, s *nftables.Set, els []model.VmapElement) error {
+	for len(els) > 0 {
+		n := min(len(els), elementsPerMessage)
+		ses, err := nft.VmapElements(s.Name, els[:n])
+		if err != nil {
+			return err
+		}
+		if err := op(s, ses); err != nil {
+			return fmt.Errorf("nft map %s elements: %w", s.Name, err)
+		}
+		els = els[n:]
+	}
+	return nil
+}
+
+func floatingSet(t *nftables.Table, name string) *nftables.Set {
+	return &nftables.Set{Table: t, Name: name, IsMap: true, KeyType: nftables.TypeIPAddr, DataType: nftables.TypeIPAddr}
+}
+
+// floatingElements are the elements of floating_in (public -> guest) or
+// floating_out (guest -> public).
+func floatingElements(name string, fs []model.Floating) []nftables.SetElement {
+	var els []nftables.SetElement
+	for _, f := range fs {
+		pub, g := f.Public.AsSlice(), f.Guest.AsSlice() // each in its family's width
+		if name == model.FloatingIn {
+			els = append(els, nftables.SetElement{Key: pub, Val: g})
+		} else {
+			els = append(els, nftables.SetElement{Key: g, Val: pub})
+		}
+	}
+	return els
 }
 
 // replaceDockerUser queues the removal of guestnet's rules in Docker's
@@ -165,17 +318,9 @@ func forwardElements(fs []model.Forward) []nftables.SetElement {
 	return out
 }
 
-// updateForwards changes only the elements of the forwards map that
-// differ, in one transaction: a changed forward is one element deleted and
-// one added, whatever the size of the map.
-// Equivalent to: nft delete element inet guestnet forwards { ... }; nft add element ...
-func (k *Linux) updateForwards(old, cur []model.Forward) error {
-	add, del := model.Diff(old, cur)
-	c, err := k.ns.Nft(1<<20 + (len(del)+len(add))<<9)
-	if err != nil {
-		return err
-	}
-	t := &nftables.Table{Name: model.Table, Family: nftables.TableFamilyINet}
+// queueForwards queues the deletion and addition of forwards map elements:
+// a changed forward is one element deleted and one added.
+func queueForwards(c *nftables.Conn, t *nftables.Table, del, add []model.Forward) error {
 	delExact, delRanged := model.SplitForwards(del)
 	addExact, addRanged := model.SplitForwards(add)
 	for _, op := range []struct {
@@ -187,9 +332,6 @@ func (k *Linux) updateForwards(old, cur []model.Forward) error {
 		if err := addChunked(op.f, op.s, op.els); err != nil {
 			return err
 		}
-	}
-	if err := c.Flush(); err != nil {
-		return fmt.Errorf("nft update map %s: %w", model.ForwardsMap, err)
 	}
 	return nil
 }

@@ -264,39 +264,53 @@ func (in Input) masqueraded(n model.Network) (ok bool, unknown []string) {
 			dst = r.Gw // an address beyond the host, outside every guest subnet
 		}
 	}
-	var rules []string
-	var all []model.Rule
-	for _, c := range in.Host.Ruleset.Chains {
-		if c.Name == "postrouting" {
-			all = append(all, c.Rules...)
-			for range c.Rules {
-				rules = append(rules, "table inet guestnet chain postrouting")
-			}
+	for _, out := range uplinks {
+		both := true
+		for _, src := range []netip.Addr{sub.Addr().Next(), model.Broadcast(sub).Prev()} {
+			hit, unk := in.masquerades(match.Packet{Src: src, Dst: dst, IIF: n.Bridge, OIF: out, Proto: "tcp", Port: 443})
+			unknown = append(unknown, unk...)
+			both = both && hit
 		}
-	}
-	for _, fr := range in.Diag.ForeignNAT {
-		all, rules = append(all, fr.Rule), append(rules, fr.Chain)
-	}
-	for i, r := range all {
-		if r.Verdict != model.Masquerade {
-			continue
-		}
-		for _, out := range uplinks {
-			both := true
-			for _, src := range []netip.Addr{sub.Addr().Next(), model.Broadcast(sub).Prev()} {
-				hit, err := match.Rule(r, match.Packet{Src: src, Dst: dst, IIF: n.Bridge, OIF: out, Proto: "tcp", Port: 443})
-				if err != nil {
-					unknown = append(unknown, rules[i]+": "+err.Error())
-				}
-				both = both && hit
-			}
-			if both {
-				return true, nil
-			}
+		if both {
+			return true, nil
 		}
 	}
 	slices.Sort(unknown)
 	return false, slices.Compact(unknown)
+}
+
+// masquerades reports whether some masquerade rule reached by p in
+// postrouting matches it: guestnet's (through the chain nat_from sends its
+// source to) or another's. unknown lists what match cannot simulate.
+func (in Input) masquerades(p match.Packet) (hit bool, unknown []string) {
+	type placed struct {
+		where string
+		r     model.Rule
+	}
+	var all []placed
+	steps, err := match.Walk(in.Host.Ruleset, "postrouting", p)
+	if err != nil {
+		unknown = append(unknown, "table inet guestnet chain postrouting: "+err.Error())
+	}
+	for _, st := range steps {
+		all = append(all, placed{"table inet guestnet chain " + st.Chain, st.Rule})
+	}
+	for _, fr := range in.Diag.ForeignNAT {
+		all = append(all, placed{fr.Chain, fr.Rule})
+	}
+	for _, pr := range all {
+		if pr.r.Verdict != model.Masquerade {
+			continue
+		}
+		ok, err := match.Rule(pr.r, p)
+		if err != nil {
+			unknown = append(unknown, pr.where+": "+err.Error())
+		}
+		if ok {
+			return true, unknown
+		}
+	}
+	return false, unknown
 }
 
 func checkReturnRoute(in Input) []Finding {

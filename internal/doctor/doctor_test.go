@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/guestnet/guestnet/internal/model"
+	"github.com/guestnet/guestnet/internal/nft"
 )
 
 func pfx(s string) netip.Prefix { return netip.MustParsePrefix(s) }
@@ -211,5 +212,30 @@ func TestNotIPv4Finding(t *testing.T) {
 	if len(sp) != 1 || !strings.Contains(text(sp[0]), "set dropped_other: 4 IPv6 frames (ether type ip6) from MAC 52:54:00:00:00:01 (last 0s ago): the MAC is bound to port tap0") ||
 		!strings.Contains(sp[0].What, "tap1 sent 4 frames") {
 		t.Errorf("spoofed does not take the IPv6 frames from tap0's MAC on tap1: %+v", sp)
+	}
+}
+
+// TestMasqueradeThroughDispatch: guestnet's masquerade lives in the chain
+// nat_from sends the subnet to; doctor finds it there (and only for the
+// subnet the map holds).
+func TestMasqueradeThroughDispatch(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		ipv4    string
+		finding bool
+	}{
+		{"nat_from holds the subnet", "10.99.0.1/24", false},
+		{"nat_from holds another subnet", "10.98.0.1/24", true},
+	} {
+		in := healthy()
+		rs, err := nft.Render([]model.Network{{Name: "default", Mode: model.NAT, Bridge: "gnat0", IPv4: pfx(c.ipv4)}}, model.Host{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		in.Host.Ruleset = rs
+		in.Declared, in.Networks = false, Discover(in.Host)
+		if fs := checkReturnRoute(in); (len(fs) > 0) != c.finding {
+			t.Errorf("%s: return-route findings %+v, want a finding: %v", c.name, fs, c.finding)
+		}
 	}
 }

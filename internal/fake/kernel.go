@@ -47,7 +47,7 @@ func (k *Kernel) Do(a plan.Action) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	err := k.do(a)
-	if err == nil && (a.Op == plan.OpNft || a.Op == plan.OpNftElements || a.Op == plan.OpGuard) {
+	if err == nil && (a.IsNft() || a.Op == plan.OpGuard) {
 		k.gen++
 	}
 	Canonical(&k.Host)
@@ -98,8 +98,18 @@ func (k *Kernel) do(a plan.Action) error {
 	case plan.OpSysctl:
 		k.Host.IPForward = a.Value == "1"
 		return nil
-	case plan.OpNft, plan.OpNftElements:
-		k.Host.Ruleset = *a.Rules
+	case plan.OpNft:
+		k.Host.Ruleset = a.Rules.Clone()
+		k.Host.Ruleset.Canonical() // as observe reads it back
+		return nil
+	case plan.OpNftDelta:
+		// As the kernel: the whole transaction or nothing; an element for a
+		// missing chain, or a chain still jumped to, fails it.
+		rs, err := a.Delta.Apply(k.Host.Ruleset)
+		if err != nil {
+			return fmt.Errorf("nft transaction: %w: %w", err, unix.ENOENT)
+		}
+		k.Host.Ruleset = rs
 		return nil
 	case plan.OpGuard:
 		k.Host.Guard = *a.Guard

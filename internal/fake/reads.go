@@ -14,9 +14,10 @@ import (
 )
 
 // Observe returns a copy of the host: a later write does not change what
-// a caller read. The fake reads its rules back always (the hint only lets
-// the real kernel skip that).
-func (k *Kernel) Observe(*observe.Hint) (model.Host, error) {
+// a caller read. Like the real kernel's observe, it does not read its rules
+// back when the hint's generation still holds: the ruleset is then only
+// the hint's digest, and the plan must make do with that.
+func (k *Kernel) Observe(hint *observe.Hint) (model.Host, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.readErr != nil {
@@ -29,6 +30,10 @@ func (k *Kernel) Observe(*observe.Hint) (model.Host, error) {
 		h.Links[i].Brd = maps.Clone(h.Links[i].Brd)
 	}
 	h.Routes = slices.Clone(h.Routes)
+	h.Ruleset = h.Ruleset.Clone()
+	if hint.Trusts(k.gen) {
+		h.Ruleset = model.Ruleset{Digest: hint.Sum}
+	}
 	return h, nil
 }
 

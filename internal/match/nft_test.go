@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"testing"
 
+	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
 
@@ -23,6 +25,50 @@ import (
 type vm struct {
 	rs   model.Ruleset
 	regs [64]byte
+	// vmaps are the verdict maps' elements as apply sends them
+	// (nft.VmapElements); jump is the chain a verdict map lookup chose.
+	vmaps map[string][]nftables.SetElement
+	jump  string
+}
+
+// newVM is a VM over rs's maps.
+func newVM(t *testing.T, rs model.Ruleset) *vm {
+	m := &vm{rs: rs, vmaps: map[string][]nftables.SetElement{}}
+	for _, v := range rs.Vmaps {
+		els, err := nft.VmapElements(v.Name, v.Elements)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.vmaps[v.Name] = els
+	}
+	return m
+}
+
+// vlookup finds a key in a verdict map as the kernel does: an exact key,
+// or in an interval map the start at or below the key whose interval's end
+// (the next element, flagged as an end) lies above it.
+func (m *vm) vlookup(set string, key []byte) (string, bool) {
+	els := m.vmaps[set]
+	for i, e := range els {
+		if e.IntervalEnd || e.VerdictData == nil {
+			continue
+		}
+		k := key[:len(e.Key)]
+		if !nft.VmapInterval(set) {
+			if bytes.Equal(k, e.Key) {
+				return e.VerdictData.Chain, true
+			}
+			continue
+		}
+		end := []byte{0xff, 0xff, 0xff, 0xff, 0xff} // past the last address
+		if i+1 < len(els) && els[i+1].IntervalEnd {
+			end = els[i+1].Key
+		}
+		if bytes.Compare(k, e.Key) >= 0 && bytes.Compare(k, end) < 0 {
+			return e.VerdictData.Chain, true
+		}
+	}
+	return "", false
 }
 
 // reg is the byte offset of a register: 1..4 are the 16-byte registers,
@@ -155,6 +201,14 @@ func (m *vm) eval(exprs []expr.Any, p match.Packet) (matched bool, nat verdictNA
 			}
 			// len 1, size 2: the kernel converts no element (nft emits it for inet_proto).
 		case *expr.Lookup:
+			if e.IsDestRegSet && e.DestRegister == 0 { // a verdict map: its element's jump is the verdict
+				chain, ok := m.vlookup(e.SetName, m.regs[reg(e.SourceRegister):])
+				if !ok {
+					return false, nat, nil
+				}
+				m.jump = chain
+				return true, nat, nil
+			}
 			val, ok := m.lookup(e.SetName, m.regs[reg(e.SourceRegister):])
 			if !ok {
 				return false, nat, nil
@@ -340,6 +394,19 @@ func TestMatcherAgreesWithNftables(t *testing.T) {
 			}
 			back.Forwards = append(back.Forwards, got)
 		}
+		machine := newVM(t, rs)
+		back.Vmaps = nil
+		for _, v := range rs.Vmaps {
+			els, err := nft.VmapElements(v.Name, v.Elements)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, ok := nft.DecodeVmapElements(v.Name, els)
+			if !ok || !slices.Equal(got, v.Elements) {
+				t.Fatalf("map %s: elements %v decode to %v (ok %v)", v.Name, v.Elements, got, ok)
+			}
+			back.Vmaps = append(back.Vmaps, model.Vmap{Name: v.Name, Key: v.Key, Elements: got})
+		}
 		type placed struct {
 			where string
 			r     model.Rule
@@ -380,7 +447,17 @@ func TestMatcherAgreesWithNftables(t *testing.T) {
 					t.Fatalf("%s: %s: the decoded rule answers %v (%v), the rendered one %v, on %+v", pr.where, r, again, err, want, p)
 				}
 				var wantNAT match.NAT
-				if want && r.Verdict != model.Accept && r.Verdict != model.Drop && r.Verdict != model.Reject && r.Verdict != model.Masquerade {
+				var wantJump string
+				if match.IsDispatch(r.Verdict) {
+					// The chain the verdict map jumps to, from the rendered
+					// elements and from those read back.
+					if wantJump, want, err = match.Dispatch(rs, r, p); err != nil {
+						t.Fatalf("%s: %s: %v", pr.where, r, err)
+					}
+					if again, hitAgain, err := match.Dispatch(back, dec, p); err != nil || hitAgain != want || again != wantJump {
+						t.Fatalf("%s: %s on %+v: the decoded rule and elements jump to %q (%v, %v), the rendered ones to %q (%v)", pr.where, r, p, again, hitAgain, err, wantJump, want)
+					}
+				} else if want && r.Verdict != model.Accept && r.Verdict != model.Drop && r.Verdict != model.Reject && r.Verdict != model.Masquerade {
 					var hit bool
 					if wantNAT, hit, err = match.Lookup(rs, r.Verdict, p); err != nil {
 						t.Fatalf("%s: %s: %v", pr.where, r, err)
@@ -390,13 +467,14 @@ func TestMatcherAgreesWithNftables(t *testing.T) {
 					}
 					want = hit // a lookup miss ends the rule
 				}
-				m := vm{rs: rs}
+				m := *machine
+				m.jump = ""
 				got, nat, err := m.eval(exprs, p)
 				if err != nil {
 					t.Fatalf("%s: %s on %+v: %v", pr.where, r, p, err)
 				}
-				if got != want {
-					t.Fatalf("%s: %s on %+v: the matcher says %v, the nftables expressions %v", pr.where, r, p, want, got)
+				if got != want || m.jump != wantJump {
+					t.Fatalf("%s: %s on %+v: the matcher says %v (jump %q), the nftables expressions %v (jump %q)", pr.where, r, p, want, wantJump, got, m.jump)
 				}
 				if got && (nat.dst != wantNAT.Dst || nat.src != wantNAT.Src || (nat.dst.IsValid() && nat.port != wantNAT.Port)) {
 					t.Fatalf("%s: %s on %+v: the matcher translates to %+v, the expressions to %+v", pr.where, r, p, wantNAT, nat)
@@ -408,7 +486,9 @@ func TestMatcherAgreesWithNftables(t *testing.T) {
 				}
 				compared++
 			}
-			if hits == 0 || misses == 0 {
+			// A rule without matches (the last of a network's chain) matches
+			// every packet the dispatch brings it.
+			if hits == 0 || (misses == 0 && len(r.Match) > 0) {
 				t.Errorf("%s: %s: %d packets match, %d miss: the table does not exercise it", pr.where, r, hits, misses)
 			}
 		}
@@ -419,7 +499,8 @@ func TestMatcherAgreesWithNftables(t *testing.T) {
 			t.Errorf("no rendered rule holds a %q match: the networks do not cover every kind", k)
 		}
 	}
-	for _, v := range []model.Verdict{model.Accept, model.Drop, model.Reject, model.Masquerade, model.DNATMap, model.DNATPort, model.DNATFloat, model.SNATFloat} {
+	for _, v := range []model.Verdict{model.Accept, model.Drop, model.Reject, model.Masquerade, model.DNATMap, model.DNATPort, model.DNATFloat, model.SNATFloat,
+		model.DispatchForwardTo, model.DispatchForwardFrom, model.DispatchInputFrom, model.DispatchDNSTo, model.DispatchNATFrom} {
 		if !verdicts[v] {
 			t.Errorf("no rendered rule has verdict %q", v)
 		}

@@ -1,8 +1,7 @@
 package model
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
+	"cmp"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -29,19 +28,19 @@ type Ruleset struct {
 	Digest string `json:"digest,omitempty"`
 }
 
-// Sum is a digest of the ruleset's content.
+// Sum is a digest of the ruleset's content (see digest).
 func (rs Ruleset) Sum() string {
 	if rs.Digest != "" {
 		return rs.Digest
 	}
-	h := sha256.Sum256([]byte(rs.String()))
-	return hex.EncodeToString(h[:])
+	return rs.digest()
 }
 
 // Table is the name of the nftables table guestnet owns (family inet).
 const Table = "guestnet"
 
-// Chain is one base chain of guestnet's table.
+// Chain is one chain of guestnet's table: a base chain (Hook set) or a
+// regular chain (Type and Hook "") that a verdict map jumps to.
 type Chain struct {
 	Name     string `json:"name"`
 	Type     string `json:"type"`           // "filter" or "nat"
@@ -142,8 +141,19 @@ func (m Match) String() string {
 // String renders the rule as `nft list` prints it.
 func (r Rule) String() string {
 	var b strings.Builder
+	verdict := string(r.Verdict)
 	for i := 0; i < len(r.Match); i++ {
 		m := r.Match[i]
+		if (r.Verdict == DNATMap || r.Verdict == DNATPort) && m.Kind == MatchL4 && !m.Neg && (m.Name == "tcp" || m.Name == "udp") {
+			// nft folds the protocol into the port of the lookup key
+			// ("meta l4proto . tcp dport"), and shows the nfproto check
+			// of DNATPort, whose key holds no address that implies it.
+			verdict = strings.Replace(verdict, ". th dport", ". "+m.Name+" dport", 1)
+			if r.Verdict == DNATPort {
+				verdict = "meta nfproto ipv4 " + verdict
+			}
+			continue
+		}
 		if m.Kind == MatchL4 && i+1 < len(r.Match) && r.Match[i+1].Kind == MatchDPort {
 			fmt.Fprintf(&b, "%s dport %d ", m.Name, r.Match[i+1].Port) // as nft prints it
 			i++
@@ -152,35 +162,113 @@ func (r Rule) String() string {
 		b.WriteString(m.String())
 		b.WriteByte(' ')
 	}
-	b.WriteString(string(r.Verdict))
-	fmt.Fprintf(&b, " comment %q", r.Network)
+	b.WriteString(verdict)
+	if r.Network != "" { // the dispatch rules of the base chains serve no one network
+		fmt.Fprintf(&b, " comment %q", r.Network)
+	}
 	return b.String()
 }
 
-// Equal reports whether two rulesets are the same.
+// Equal reports whether two rulesets are the same. The order of the
+// regular chains and of map elements does not count: the kernel lists
+// chains in the order they were made, which after incremental changes is
+// not the order Render gives.
 func (rs Ruleset) Equal(o Ruleset) bool {
 	if rs.Digest != "" || o.Digest != "" {
 		return rs.Sum() == o.Sum()
 	}
-	return slices.EqualFunc(rs.Chains, o.Chains, func(a, b Chain) bool {
+	a, b := rs.canonical(), o.canonical()
+	return slices.EqualFunc(a.Chains, b.Chains, func(a, b Chain) bool {
 		return a.Name == b.Name && a.Type == b.Type && a.Hook == b.Hook &&
 			a.Priority == b.Priority && slices.EqualFunc(a.Rules, b.Rules, ruleEqual)
+	}) && slices.EqualFunc(a.Vmaps, b.Vmaps, func(a, b Vmap) bool {
+		return a.Name == b.Name && a.Key == b.Key && slices.Equal(a.Elements, b.Elements)
 	}) && slices.EqualFunc(rs.DockerUser, o.DockerUser, ruleEqual) && slices.Equal(rs.Forwards, o.Forwards) &&
 		slices.EqualFunc(rs.Floating, o.Floating, func(a, b Floating) bool { return a.Public == b.Public && a.Guest == b.Guest })
 }
 
-// SameChains reports whether two rulesets differ at most in their
-// forwards map elements (then the change is an element update).
-func (rs Ruleset) SameChains(o Ruleset) bool {
-	a, b := rs, o
-	a.Forwards, b.Forwards = nil, nil
-	if !slices.Equal(rs.Floating, o.Floating) {
-		return false // floating maps are rewritten with the table
+// canonical is a copy with the base chains first (in their order), then
+// the regular chains by name, and the verdict maps' elements in nft's
+// order.
+func (rs Ruleset) canonical() Ruleset {
+	c := rs
+	c.Chains = slices.Clone(rs.Chains)
+	slices.SortStableFunc(c.Chains, func(a, b Chain) int {
+		ra, rb := a.Hook == "", b.Hook == ""
+		switch {
+		case ra && rb:
+			return strings.Compare(a.Name, b.Name)
+		case ra:
+			return 1
+		case rb:
+			return -1
+		}
+		return 0
+	})
+	c.Vmaps = make([]Vmap, len(rs.Vmaps))
+	for i, v := range rs.Vmaps {
+		v.Elements = slices.Clone(v.Elements)
+		SortVmapElements(v.Key, v.Elements)
+		c.Vmaps[i] = v
 	}
-	ae, ar := SplitForwards(rs.Forwards)
-	be, br := SplitForwards(o.Forwards)
-	// Element updates need both maps to exist before and after.
-	return rs.Digest == "" && o.Digest == "" && a.Equal(b) && (len(ae) > 0) == (len(be) > 0) && (len(ar) > 0) == (len(br) > 0)
+	slices.SortStableFunc(c.Vmaps, func(a, b Vmap) int { return cmp.Compare(vmapIndex(a.Name), vmapIndex(b.Name)) })
+	return c
+}
+
+func vmapIndex(name string) int {
+	for i, v := range Vmaps {
+		if v.Name == name {
+			return i
+		}
+	}
+	return len(Vmaps)
+}
+
+// Chain returns the chain of that name.
+func (rs Ruleset) Chain(name string) (Chain, bool) {
+	for _, c := range rs.Chains {
+		if c.Name == name {
+			return c, true
+		}
+	}
+	return Chain{}, false
+}
+
+// Vmap returns the verdict map of that name.
+func (rs Ruleset) Vmap(name string) (Vmap, bool) {
+	for _, v := range rs.Vmaps {
+		if v.Name == name {
+			return v, true
+		}
+	}
+	return Vmap{}, false
+}
+
+// SortVmapElements puts a verdict map's elements in the order nft lists
+// them: addresses by value (then prefix length); interface names as nft
+// compares them, as the little-endian integer of the 16 bytes the kernel
+// keeps (so by length first, then from the last character back: "br2"
+// before "br10", "ba" before "ab").
+func SortVmapElements(key MatchKind, es []VmapElement) {
+	if key == MatchIIF || key == MatchOIF {
+		slices.SortFunc(es, func(a, b VmapElement) int { return compareIfname(a.Name, b.Name) })
+		return
+	}
+	slices.SortFunc(es, func(a, b VmapElement) int {
+		return cmp.Or(a.Prefix.Addr().Compare(b.Prefix.Addr()), cmp.Compare(a.Prefix.Bits(), b.Prefix.Bits()))
+	})
+}
+
+func compareIfname(a, b string) int {
+	if c := cmp.Compare(len(a), len(b)); c != 0 {
+		return c
+	}
+	for i := len(a) - 1; i >= 0; i-- {
+		if c := cmp.Compare(a[i], b[i]); c != 0 {
+			return c
+		}
+	}
+	return 0
 }
 
 func ruleEqual(a, b Rule) bool {
@@ -213,55 +301,71 @@ func priorityName(hook string, p int) string {
 }
 
 // String renders guestnet's table exactly as `nft list table inet guestnet`
-// prints it, then the DOCKER-USER rules as `nft insert rule` lines.
+// prints it, then the DOCKER-USER rules as `nft insert rule` lines. The
+// port-forward and floating maps are printed whenever the table exists (the
+// base chains always look them up), then the verdict maps, then the chains
+// in their order (the order they were made in).
 func (rs Ruleset) String() string {
 	var b strings.Builder
 	if len(rs.Chains) > 0 {
 		fmt.Fprintf(&b, "table inet %s {\n", Table)
 		exact, ranged := SplitForwards(rs.Forwards)
-		// nft lists elements several to a line; this prints one each.
-		if len(exact) > 0 {
-			fmt.Fprintf(&b, "\tmap %s {\n\t\ttype inet_proto . inet_service : ipv4_addr . inet_service\n\t\telements = {", ForwardsMap)
-			for i, f := range exact {
-				if i > 0 {
-					b.WriteString(",")
-				}
-				fmt.Fprintf(&b, "\n\t\t\t%s . %d : %s . %d", f.Proto, f.Port, f.To, f.ToPort)
-			}
-			b.WriteString(" }\n\t}\n\n")
+		exact = slices.Clone(exact)
+		// nft lists this map's elements by the integer its 8-byte key
+		// (proto, 3 pad, port big-endian, 2 pad) is in host (little-endian)
+		// order: by the port's low byte, then its high byte, then protocol.
+		slices.SortStableFunc(exact, func(a, b Forward) int {
+			return cmp.Or(cmp.Compare(a.Port&0xff, b.Port&0xff), cmp.Compare(a.Port>>8, b.Port>>8), cmp.Compare(protoNumber[a.Proto], protoNumber[b.Proto]))
+		})
+		var keys []string
+		for _, f := range exact {
+			keys = append(keys, fmt.Sprintf("%s . %d : %s . %d", f.Proto, f.Port, f.To, f.ToPort))
 		}
-		if len(ranged) > 0 {
-			fmt.Fprintf(&b, "\tmap %s {\n\t\ttype ipv4_addr . ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service\n\t\tflags interval\n\t\telements = {", ForwardsSrcMap)
-			for i, f := range ranged {
-				if i > 0 {
-					b.WriteString(",")
-				}
-				fmt.Fprintf(&b, "\n\t\t\t%s", f)
-			}
-			b.WriteString(" }\n\t}\n\n")
+		printMap(&b, ForwardsMap, "inet_proto . inet_service : ipv4_addr . inet_service", false, 1, keys)
+		keys = nil
+		for _, f := range ranged {
+			keys = append(keys, fmt.Sprintf("%s . %s . %s . %d : %s . %d", addrOrPrefix(f.Src), addrOrPrefix(f.Dst), f.Proto, f.Port, f.To, f.ToPort))
 		}
-		if len(rs.Floating) > 0 {
-			for _, m := range []string{FloatingIn, FloatingOut} {
-				fmt.Fprintf(&b, "\tmap %s {\n\t\ttype ipv4_addr : ipv4_addr\n\t\telements = {", m)
-				for i, f := range rs.Floating {
-					if i > 0 {
-						b.WriteString(",")
-					}
-					if m == FloatingIn {
-						fmt.Fprintf(&b, " %s : %s", f.Public, f.Guest)
-					} else {
-						fmt.Fprintf(&b, " %s : %s", f.Guest, f.Public)
-					}
+		printMap(&b, ForwardsSrcMap, "ipv4_addr . ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service", true, 1, keys)
+		for _, m := range []string{FloatingIn, FloatingOut} {
+			keys = nil
+			fl := slices.Clone(rs.Floating) // nft lists a map by its keys
+			slices.SortFunc(fl, func(a, b Floating) int {
+				if m == FloatingIn {
+					return a.Public.Compare(b.Public)
 				}
-				b.WriteString(" }\n\t}\n\n")
+				return a.Guest.Compare(b.Guest)
+			})
+			for _, f := range fl {
+				if m == FloatingIn {
+					keys = append(keys, fmt.Sprintf("%s : %s", f.Public, f.Guest))
+				} else {
+					keys = append(keys, fmt.Sprintf("%s : %s", f.Guest, f.Public))
+				}
 			}
+			printMap(&b, m, "ipv4_addr : ipv4_addr", false, 2, keys)
+		}
+		for _, v := range rs.Vmaps {
+			typ, perLine := "ifname : verdict", 1
+			if v.Key == MatchSAddr || v.Key == MatchDAddr {
+				typ, perLine = "ipv4_addr : verdict", 2
+			}
+			es := slices.Clone(v.Elements)
+			SortVmapElements(v.Key, es)
+			keys = nil
+			for _, e := range es {
+				keys = append(keys, fmt.Sprintf("%s : jump %s", e.KeyString(), e.Chain))
+			}
+			printMap(&b, v.Name, typ, v.Key == MatchSAddr, perLine, keys)
 		}
 		for i, c := range rs.Chains {
 			if i > 0 {
 				b.WriteString("\n")
 			}
 			fmt.Fprintf(&b, "\tchain %s {\n", c.Name)
-			fmt.Fprintf(&b, "\t\ttype %s hook %s priority %s; policy accept;\n", c.Type, c.Hook, priorityName(c.Hook, c.Priority))
+			if c.Hook != "" {
+				fmt.Fprintf(&b, "\t\ttype %s hook %s priority %s; policy accept;\n", c.Type, c.Hook, priorityName(c.Hook, c.Priority))
+			}
 			for _, r := range c.Rules {
 				fmt.Fprintf(&b, "\t\t%s\n", r)
 			}
@@ -274,4 +378,40 @@ func (rs Ruleset) String() string {
 		fmt.Fprintf(&b, "insert rule ip filter DOCKER-USER %s\n", r)
 	}
 	return b.String()
+}
+
+// protoNumber is the IP protocol number of the protocols a forward takes.
+var protoNumber = map[string]int{"tcp": 6, "udp": 17}
+
+// printMap prints one named map as nft lists it: elements on the line of
+// "elements = {", perLine to a line (nft puts two IPv4-keyed elements on a
+// line, one of any other key), continuation lines indented to the brace.
+func printMap(b *strings.Builder, name, typ string, interval bool, perLine int, elems []string) {
+	fmt.Fprintf(b, "\tmap %s {\n\t\ttype %s\n", name, typ)
+	if interval {
+		b.WriteString("\t\tflags interval\n")
+	}
+	if len(elems) > 0 {
+		b.WriteString("\t\telements = { ")
+		for i, e := range elems {
+			switch {
+			case i == 0:
+			case i%perLine == 0:
+				b.WriteString(",\n\t\t\t     ")
+			default:
+				b.WriteString(", ")
+			}
+			b.WriteString(e)
+		}
+		b.WriteString(" }\n")
+	}
+	b.WriteString("\t}\n\n")
+}
+
+// addrOrPrefix is a prefix as nft prints it: a /32 as the address alone.
+func addrOrPrefix(p netip.Prefix) string {
+	if p.IsSingleIP() {
+		return p.Addr().String()
+	}
+	return p.String()
 }

@@ -55,9 +55,11 @@ func (n *NS) Netlink() (*netlink.Handle, error) {
 // Nft returns an nftables connection bound to the namespace. bufBytes
 // sizes its socket buffers for a large batch, as nft itself does
 // (SO_SNDBUFFORCE needs CAP_NET_ADMIN, which every writer here has); 0
-// keeps the defaults.
-func (n *NS) Nft(bufBytes int) (*nftables.Conn, error) {
-	opts := []nftables.ConnOption{nftables.WithNetNSFd(int(n.handle))}
+// keeps the defaults. more adds options (nftables.AsLasting for a reader
+// that makes many requests: one socket for all of them; it must then
+// CloseLasting it).
+func (n *NS) Nft(bufBytes int, more ...nftables.ConnOption) (*nftables.Conn, error) {
+	opts := append([]nftables.ConnOption{nftables.WithNetNSFd(int(n.handle))}, more...)
 	if bufBytes > 0 {
 		opts = append(opts, nftables.WithSockOptions(func(c *mnl.Conn) error {
 			rc, err := c.SyscallConn()

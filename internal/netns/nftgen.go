@@ -44,3 +44,13 @@ func (n *NS) NftGen() (uint32, error) {
 	}
 	return 0, fmt.Errorf("nft generation: no NFTA_GEN_ID in the kernel's answer")
 }
+
+// Netfilter returns a raw nfnetlink connection in the namespace, for the
+// few requests google/nftables cannot make (the caller closes it).
+func (n *NS) Netfilter() (*mnl.Conn, error) {
+	c, err := mnl.Dial(unix.NETLINK_NETFILTER, &mnl.Config{NetNS: int(n.handle)})
+	if err != nil {
+		return nil, fmt.Errorf("nfnetlink in netns %q: %w", n.Name, err)
+	}
+	return c, nil
+}

@@ -1,6 +1,8 @@
 package nft
 
 import (
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/guestnet/guestnet/internal/model"
@@ -9,9 +11,11 @@ import (
 
 // TestDNSOnlyFromBridge: for every network with dns: (all modes with a
 // gateway address, guest_to_host: all included), its gateway's UDP and TCP
-// 53 is dropped unless it arrives on its bridge or lo, and these drops come
-// before every accept of the input chain. Each rule survives the trip to
-// expressions and back (observe reads what apply wrote).
+// 53 is dropped unless it arrives on its bridge or lo: the input chain
+// first sends UDP and TCP 53 by destination through dns_to (before its
+// dispatch to any network's accepts), and dns_to sends the gateway to the
+// network's chain of one drop. Each rule survives the trip to expressions
+// and back (observe reads what apply wrote).
 func TestDNSOnlyFromBridge(t *testing.T) {
 	s, err := spec.Load("testdata/dns.yaml")
 	if err != nil {
@@ -21,49 +25,43 @@ func TestDNSOnlyFromBridge(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var input []model.Rule
-	for _, c := range rs.Chains {
-		if c.Name == "input" {
-			input = c.Rules
-		}
+	input, _ := rs.Chain("input")
+	var got []string
+	for _, r := range input.Rules {
+		got = append(got, r.String())
 	}
-	firstAccept := len(input)
-	for i, r := range input {
-		if r.Verdict == model.Accept {
-			firstAccept = i
-			break
-		}
+	want := []string{"udp dport 53 ip daddr vmap @dns_to", "tcp dport 53 ip daddr vmap @dns_to", "iifname vmap @input_from"}
+	if !slices.Equal(got, want) {
+		t.Errorf("input chain:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
+	dnsTo, _ := rs.Vmap(model.VmapDNSTo)
+	var rules []model.Rule
 	for _, n := range s.Models() {
+		i := slices.IndexFunc(dnsTo.Elements, func(e model.VmapElement) bool { return e.Prefix == model.HostPrefix(n.IPv4.Addr()) })
 		if n.DNS == nil {
+			if i >= 0 {
+				t.Errorf("network %s has no dns: but dns_to holds %s", n.Name, n.IPv4.Addr())
+			}
 			continue
 		}
-		for _, p := range []string{"udp", "tcp"} {
-			want := `iifname != "` + n.Bridge + `" iifname != "lo" ip daddr ` + n.IPv4.Addr().String() + " " + p + ` dport 53 drop comment "` + n.Name + `"`
-			at := -1
-			for i, r := range input {
-				if r.String() == want {
-					at = i
-				}
-			}
-			if at < 0 || at > firstAccept {
-				t.Errorf("network %s (mode %s, guest_to_host %q): want %q before the first accept (rule %d), found at %d",
-					n.Name, n.Mode, n.GuestToHost, want, firstAccept, at)
-			}
+		if i < 0 || dnsTo.Elements[i].Chain != model.ChainDNS(n.Name) {
+			t.Errorf("network %s: dns_to has no element %s : jump %s (%v)", n.Name, n.IPv4.Addr(), model.ChainDNS(n.Name), dnsTo.Elements)
+			continue
 		}
+		c, _ := rs.Chain(model.ChainDNS(n.Name))
+		want := `iifname != "` + n.Bridge + `" iifname != "lo" drop comment "` + n.Name + `"`
+		if len(c.Rules) != 1 || c.Rules[0].String() != want {
+			t.Errorf("network %s (mode %s, guest_to_host %q): chain %s holds %v, want %q", n.Name, n.Mode, n.GuestToHost, c.Name, c.Rules, want)
+		}
+		rules = append(rules, c.Rules...)
 	}
-	for _, r := range input {
+	for _, r := range append(rules, input.Rules...) {
 		exprs, err := Encode(r, true)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if got, ok := Decode(exprs, r.Network); !ok || got.String() != r.String() {
 			t.Errorf("round trip of %s: got %s (ok=%v)", r, got, ok)
-		}
-	}
-	for _, r := range input {
-		if r.Network == "nodns" && r.Verdict == model.Drop {
-			t.Errorf("network nodns has no dns: but got %s", r)
 		}
 	}
 }

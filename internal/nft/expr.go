@@ -177,9 +177,62 @@ func Encode(r model.Rule, inet bool) ([]expr.Any, error) {
 			&expr.Lookup{SourceRegister: 1, DestRegister: 1, IsDestRegSet: true, SetName: set},
 			&expr.NAT{Type: typ, Family: unix.NFPROTO_IPV4, RegAddrMin: 1})
 	default:
-		return nil, fmt.Errorf("encode rule: unknown verdict %q", r.Verdict)
+		d, ok := dispatchOf(r.Verdict)
+		if !ok {
+			return nil, fmt.Errorf("encode rule: unknown verdict %q", r.Verdict)
+		}
+		if !inet {
+			return nil, fmt.Errorf("encode rule: %q dispatches to guestnet's own chains, which only its table inet holds", r.Verdict)
+		}
+		// Equivalent to: oifname vmap @forward_to (and the like), or
+		// ip saddr vmap @nat_from: the key is loaded into register 1 and
+		// looked up with the verdict register (0) as destination, so the
+		// element's verdict (a jump) is the rule's; a miss goes on.
+		switch d.Key {
+		case model.MatchIIF:
+			out = append(out, &expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1})
+		case model.MatchOIF:
+			out = append(out, &expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1})
+		case model.MatchSAddr, model.MatchDAddr:
+			off := uint32(offSaddr)
+			if d.Key == model.MatchDAddr {
+				off = offDaddr
+			}
+			out = append(out,
+				&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}},
+				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: 4})
+		}
+		out = append(out, &expr.Lookup{SourceRegister: 1, DestRegister: 0, IsDestRegSet: true, SetName: d.Name})
 	}
 	return out, nil
+}
+
+// dispatch is one verdict map as the codec needs it.
+type dispatch struct {
+	Name    string
+	Key     model.MatchKind
+	Verdict model.Verdict
+}
+
+// dispatchOf is the verdict map a dispatch verdict looks up.
+func dispatchOf(v model.Verdict) (dispatch, bool) {
+	for _, d := range model.Vmaps {
+		if d.Dispatch == v {
+			return dispatch{d.Name, d.Key, d.Dispatch}, true
+		}
+	}
+	return dispatch{}, false
+}
+
+// dispatchBySet is the verdict map of that name.
+func dispatchBySet(name string) (dispatch, bool) {
+	for _, d := range model.Vmaps {
+		if d.Name == name {
+			return dispatch{d.Name, d.Key, d.Dispatch}, true
+		}
+	}
+	return dispatch{}, false
 }
 
 // netMask is the mask of a prefix length, n bytes long.
@@ -241,6 +294,16 @@ func Decode(exprs []expr.Any, comment string) (model.Rule, bool) {
 			pending, mask = &model.Match{Kind: model.MatchLocal}, nil
 		case *expr.Byteorder:
 		case *expr.Lookup:
+			if e.IsDestRegSet && e.DestRegister == 0 {
+				// A verdict map: the load before it is its key.
+				d, ok := dispatchBySet(e.SetName)
+				if !ok || pending == nil || pending.Kind != d.Key || mask != nil || e.SourceRegister != 1 || e.Invert ||
+					((d.Key == model.MatchSAddr || d.Key == model.MatchDAddr) && (fam != model.IPv4 || pending.Prefix.Addr() != netip.IPv4Unspecified())) {
+					return r, false
+				}
+				r.Verdict, pending = d.Verdict, nil
+				continue
+			}
 			if !e.IsDestRegSet || (e.SetName != model.ForwardsMap && e.SetName != model.ForwardsSrcMap && e.SetName != model.FloatingIn && e.SetName != model.FloatingOut) {
 				return r, false
 			}

@@ -4,8 +4,8 @@
 package nft
 
 import (
-	"cmp"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 
@@ -55,80 +55,70 @@ func rule(n model.Network, v model.Verdict, m ...model.Match) model.Rule {
 	return model.Rule{Network: n.Name, Match: m, Verdict: v}
 }
 
-// Render builds the ruleset for nets. Forward rules come in three sections,
-// like libvirt's: traffic within a bridge, traffic into guest networks, then
-// traffic out of them, so one network's outbound accept never lets traffic
-// into another network that should refuse it.
+// Render builds the ruleset for nets: constant base chains that dispatch
+// through verdict maps (see model/dispatch.go) to per-network regular
+// chains, so a packet walks a handful of rules whatever the number of
+// networks, and a change to one network touches only its own chains and
+// map elements.
+//
+// Each network's chains hold what its rules held in the flat list this
+// replaces, less the match the dispatch already implies (the bridge an
+// interface map keyed the lookup on, the subnet nat_from keyed it on):
+//
+//	to-NET     traffic into the network: within its bridge (iifname BR
+//	           accept), replies, peers, other guest networks, mode rules
+//	from-NET   traffic out of it (forward_from, on the input interface)
+//	input-NET  its guests to the host (guest_to_host)
+//	dns-NET    its DNS server only from its bridge (dns_to, on the gateway)
+//	nat-NET    source translation of its subnet (nat_from): floating SNAT
+//	           first, then masquerade
+//
+// The forward chain looks forward_to up before forward_from: a jump that
+// reaches no verdict returns, so as in the flat list (traffic into guest
+// networks before traffic out of them) one network's outbound accept never
+// lets traffic into another network that refuses it.
+//
+// Chains come in the order a fresh table lists them when made in this
+// order: the base chains forward, input, postrouting, prerouting and
+// output, then each network's (in the order of nets) to, from, input, dns
+// and nat, those that have rules. Maps: forwards, forwards_src,
+// floating_in, floating_out, then the verdict maps in model.Vmaps order,
+// all always present.
 func Render(nets []model.Network, h model.Host) (model.Ruleset, error) {
 	if len(nets) == 0 {
 		return model.Ruleset{}, nil
 	}
-	var intra, in, out, local, nat, dns []model.Rule
 	byName := map[string]model.Network{}
 	for _, n := range nets {
 		byName[n.Name] = n
-		dns = append(dns, dnsOnlyFromBridge(n)...)
 	}
+	rs := model.Ruleset{Chains: baseChains()}
+	elems := map[string][]model.VmapElement{}
+	add := func(vmap string, e model.VmapElement, chain string, rules []model.Rule) {
+		if len(rules) == 0 {
+			return
+		}
+		e.Chain = chain
+		elems[vmap] = append(elems[vmap], e)
+		rs.Chains = append(rs.Chains, model.Chain{Name: chain, Rules: rules})
+	}
+	dns := dnsChains(nets)
 	for _, n := range nets {
-		br := n.Bridge
-		if n.Mode == model.Open {
-			continue
+		to, from, input, nat := networkRules(n, byName)
+		name := model.VmapElement{Name: n.Bridge}
+		add(model.VmapForwardTo, name, model.ChainTo(n.Name), to)
+		add(model.VmapForwardFrom, name, model.ChainFrom(n.Name), from)
+		add(model.VmapInputFrom, name, model.ChainInput(n.Name), input)
+		if d, ok := dns[n.Name]; ok {
+			add(model.VmapDNSTo, model.VmapElement{Prefix: model.HostPrefix(n.IPv4.Addr())}, model.ChainDNS(n.Name), d)
 		}
-		intra = append(intra, rule(n, model.Accept, iif(br), oif(br)))
-		if n.GuestBridge() {
-			// Replies first; then other guest networks stay out, unless
-			// named as peers.
-			in = append(in, rule(n, model.Accept, oif(br), reply()))
-			for _, peer := range n.Peers {
-				if pn, ok := byName[peer]; ok {
-					in = append(in, rule(n, model.Accept, iif(pn.Bridge), oif(br)))
-				}
-			}
-			in = append(in, rule(n, model.Reject, oif(br), model.Match{Kind: model.MatchIIFGrp, Port: model.GuestGroup}, notIIF(br)))
-		}
-		if n.IPv4.IsValid() && n.Mode != model.Bridge && n.GuestToHost != "all" {
-			local = append(local, guestToHost(n)...)
-		}
-		switch n.Mode {
-		case model.Isolated:
-			in = append(in, rule(n, model.Reject, oif(br)))
-			out = append(out, rule(n, model.Reject, iif(br)))
-			if !n.IPv4.IsValid() {
-				// No address here, so the host is not on this network: without
-				// this, Linux's weak host model would still deliver a guest's
-				// packet for any of the host's other addresses.
-				local = append(local, rule(n, model.Drop, iif(br)))
-			}
-		case model.Routed:
-			in = append(in, rule(n, model.Accept, oif(br), daddr(n)), rule(n, model.Reject, oif(br)))
-			if len(n.Forwards) > 0 {
-				nat = append(nat, rule(n, model.Masquerade, ctDNAT(), saddr(n), oif(br)))
-			}
-			out = append(out, rule(n, model.Accept, iif(br), saddr(n)), rule(n, model.Reject, iif(br)))
-		case model.NAT:
-			if len(n.Floating) > 0 {
-				// A guest with a floating address leaves with it, on whatever
-				// uplink the route picks (before the general masquerade).
-				nat = append(nat, rule(n, model.SNATFloat, notOIF(br)))
-			}
-			if len(n.Forwards) > 0 || len(n.Floating) > 0 {
-				// Port forwards: accept what prerouting DNATed to the guests, and
-				// masquerade a guest's hairpin to a neighbour, so the neighbour
-				// answers through the host and not straight back. (Postrouting
-				// has no input interface: the guest is told by its source.)
-				in = append(in, rule(n, model.Accept, oif(br), ctDNAT()))
-				nat = append(nat, rule(n, model.Masquerade, ctDNAT(), saddr(n), oif(br)))
-			}
-			in = append(in, rule(n, model.Reject, oif(br)))
-			out = append(out, rule(n, model.Accept, iif(br), saddr(n)), rule(n, model.Reject, iif(br)))
-			nat = append(nat, rule(n, model.Masquerade, saddr(n), notOIF(br)))
-		}
+		add(model.VmapNATFrom, model.VmapElement{Prefix: n.Subnet()}, model.ChainNAT(n.Name), nat)
 	}
-	rs := model.Ruleset{Chains: []model.Chain{
-		{Name: "forward", Type: "filter", Hook: "forward", Priority: 0, Rules: concat(intra, in, out)},
-		{Name: "input", Type: "filter", Hook: "input", Priority: 0, Rules: concat(dns, local)},
-		{Name: "postrouting", Type: "nat", Hook: "postrouting", Priority: 100, Rules: nat},
-	}}
+	for _, v := range model.Vmaps {
+		e := elems[v.Name]
+		model.SortVmapElements(v.Key, e)
+		rs.Vmaps = append(rs.Vmaps, model.Vmap{Name: v.Name, Key: v.Key, Elements: e})
+	}
 	for _, n := range nets {
 		for _, f := range n.Forwards {
 			rs.Forwards = append(rs.Forwards, f.Elements()...)
@@ -138,42 +128,129 @@ func Render(nets []model.Network, h model.Host) (model.Ruleset, error) {
 		}
 	}
 	slices.SortFunc(rs.Floating, func(a, b model.Floating) int { return a.Public.Compare(b.Public) })
-	// SNAT by floating address goes before masquerade in postrouting.
-	slices.SortStableFunc(rs.Chains[2].Rules, func(a, b model.Rule) int {
-		return cmp.Compare(natOrder(a), natOrder(b))
-	})
-	if len(rs.Forwards) > 0 || len(rs.Floating) > 0 {
-		model.SortForwards(rs.Forwards)
-		// One map serves every forward: the lookup costs the same for one
-		// element or ten thousand, and a change is an element update.
-		fw := model.Network{Name: "forwards"}
-		var dnat []model.Rule
-		if len(rs.Floating) > 0 {
-			dnat = append(dnat, rule(model.Network{Name: "floating"}, model.DNATFloat))
-		}
-		exact, ranged := model.SplitForwards(rs.Forwards)
-		for _, v := range []model.Verdict{model.DNATMap, model.DNATPort} {
-			if (v == model.DNATMap && len(ranged) == 0) || (v == model.DNATPort && len(exact) == 0) {
-				continue
-			}
-			// Source- or address-limited forwards are looked up first.
-			dnat = append(dnat,
-				rule(fw, v, model.Match{Kind: model.MatchLocal}, model.Match{Kind: model.MatchL4, Name: "tcp"}),
-				rule(fw, v, model.Match{Kind: model.MatchLocal}, model.Match{Kind: model.MatchL4, Name: "udp"}))
-		}
-		rs.Chains = append(rs.Chains,
-			model.Chain{Name: "prerouting", Type: "nat", Hook: "prerouting", Priority: -100, Rules: dnat},
-			model.Chain{Name: "output", Type: "nat", Hook: "output", Priority: -100, Rules: dnat})
-	}
+	model.SortForwards(rs.Forwards)
 	du, err := dockerUser(nets, h)
 	rs.DockerUser = du
 	return rs, err
 }
 
-func concat(parts ...[]model.Rule) []model.Rule {
-	var out []model.Rule
-	for _, p := range parts {
-		out = append(out, p...)
+// baseChains are the base chains of guestnet's table, the same whatever
+// the networks: every change is then an element or regular-chain
+// operation. The DNAT chains look their maps up even when these are
+// empty (a miss goes on to the next rule).
+func baseChains() []model.Chain {
+	base := model.Network{}
+	l4 := func(p string) model.Match { return model.Match{Kind: model.MatchL4, Name: p} }
+	dns := func(p string) model.Rule {
+		return rule(base, model.DispatchDNSTo, l4(p), model.Match{Kind: model.MatchDPort, Port: 53})
+	}
+	// One map serves every forward: the lookup costs the same for one
+	// element or ten thousand, and a change is an element update. Source-
+	// or address-limited forwards are looked up first.
+	fw := model.Network{Name: "forwards"}
+	local := model.Match{Kind: model.MatchLocal}
+	dnat := []model.Rule{rule(model.Network{Name: "floating"}, model.DNATFloat)}
+	for _, v := range []model.Verdict{model.DNATMap, model.DNATPort} {
+		dnat = append(dnat, rule(fw, v, local, l4("tcp")), rule(fw, v, local, l4("udp")))
+	}
+	return []model.Chain{
+		{Name: "forward", Type: "filter", Hook: "forward", Priority: 0, Rules: []model.Rule{
+			rule(base, model.DispatchForwardTo), rule(base, model.DispatchForwardFrom)}},
+		{Name: "input", Type: "filter", Hook: "input", Priority: 0, Rules: []model.Rule{
+			dns("udp"), dns("tcp"), rule(base, model.DispatchInputFrom)}},
+		{Name: "postrouting", Type: "nat", Hook: "postrouting", Priority: 100, Rules: []model.Rule{
+			rule(base, model.DispatchNATFrom)}},
+		{Name: "prerouting", Type: "nat", Hook: "prerouting", Priority: -100, Rules: dnat},
+		{Name: "output", Type: "nat", Hook: "output", Priority: -100, Rules: slices.Clone(dnat)},
+	}
+}
+
+// networkRules are the rules of a network's chains to-NET, from-NET,
+// input-NET and nat-NET (nil: no such chain), in the order the flat list
+// held them.
+func networkRules(n model.Network, byName map[string]model.Network) (to, from, input, nat []model.Rule) {
+	br := n.Bridge
+	if n.Mode == model.Open {
+		return nil, nil, nil, nil
+	}
+	// Within the bridge (forward_to implies oifname BR).
+	to = append(to, rule(n, model.Accept, iif(br)))
+	if n.GuestBridge() {
+		// Replies first; then other guest networks stay out, unless
+		// named as peers.
+		to = append(to, rule(n, model.Accept, reply()))
+		for _, peer := range n.Peers {
+			if pn, ok := byName[peer]; ok {
+				to = append(to, rule(n, model.Accept, iif(pn.Bridge)))
+			}
+		}
+		to = append(to, rule(n, model.Reject, model.Match{Kind: model.MatchIIFGrp, Port: model.GuestGroup}, notIIF(br)))
+	}
+	if n.IPv4.IsValid() && n.Mode != model.Bridge && n.GuestToHost != "all" {
+		input = append(input, guestToHost(n)...)
+	}
+	switch n.Mode {
+	case model.Isolated:
+		to = append(to, rule(n, model.Reject))
+		from = append(from, rule(n, model.Reject))
+		if !n.IPv4.IsValid() {
+			// No address here, so the host is not on this network: without
+			// this, Linux's weak host model would still deliver a guest's
+			// packet for any of the host's other addresses.
+			input = append(input, rule(n, model.Drop))
+		}
+	case model.Routed:
+		to = append(to, rule(n, model.Accept, daddr(n)), rule(n, model.Reject))
+		if len(n.Forwards) > 0 {
+			nat = append(nat, rule(n, model.Masquerade, ctDNAT(), oif(br)))
+		}
+		from = append(from, rule(n, model.Accept, saddr(n)), rule(n, model.Reject))
+	case model.NAT:
+		if len(n.Floating) > 0 {
+			// A guest with a floating address leaves with it, on whatever
+			// uplink the route picks (before the general masquerade).
+			nat = append(nat, rule(n, model.SNATFloat, notOIF(br)))
+		}
+		if len(n.Forwards) > 0 || len(n.Floating) > 0 {
+			// Port forwards: accept what prerouting DNATed to the guests, and
+			// masquerade a guest's hairpin to a neighbour, so the neighbour
+			// answers through the host and not straight back.
+			to = append(to, rule(n, model.Accept, ctDNAT()))
+			nat = append(nat, rule(n, model.Masquerade, ctDNAT(), oif(br)))
+		}
+		to = append(to, rule(n, model.Reject))
+		from = append(from, rule(n, model.Accept, saddr(n)), rule(n, model.Reject))
+		nat = append(nat, rule(n, model.Masquerade, notOIF(br)))
+	}
+	return to, from, input, nat
+}
+
+// dnsChains are the rules of each network's chain dns-NET. A network's DNS
+// server (on its gateway address, UDP and TCP 53) is for its own guests: a
+// query for that address arriving on any other interface is dropped,
+// whatever the mode or guest_to_host, and before any network's accept (a
+// guest of another network would otherwise pass its own input chain's
+// "udp dport 53 accept"). Dropped, not rejected: a spoofed source gets
+// nothing back. The host itself (loopback) may ask: it is the guests'
+// provider, and its resolver may forward the domain there.
+//
+// dns_to holds one chain per address. A spec cannot give two networks one
+// gateway address (subnets do not overlap), but a model could: they would
+// then share the first one's chain, holding each one's drop, as in the
+// flat list.
+func dnsChains(nets []model.Network) map[string][]model.Rule {
+	out := map[string][]model.Rule{}
+	first := map[netip.Addr]string{}
+	for _, n := range nets {
+		if n.DNS == nil || !n.IPv4.IsValid() {
+			continue
+		}
+		gw := n.IPv4.Addr()
+		owner, seen := first[gw]
+		if !seen {
+			first[gw], owner = n.Name, n.Name
+		}
+		out[owner] = append(out[owner], rule(n, model.Drop, notIIF(n.Bridge), notIIF("lo")))
 	}
 	return out
 }
@@ -206,45 +283,19 @@ func dockerUser(nets []model.Network, h model.Host) ([]model.Rule, error) {
 	return rules, nil
 }
 
-func natOrder(r model.Rule) int {
-	if r.Verdict == model.SNATFloat {
-		return 0
-	}
-	return 1
-}
-
 // guestToHost lets guests reach the host for DHCP, DNS and ICMP (and the
-// replies of connections the host opened), and nothing else.
+// replies of connections the host opened), and nothing else. These are the
+// rules of input-NET, which input_from reaches on the network's bridge
+// alone.
 func guestToHost(n model.Network) []model.Rule {
-	br := n.Bridge
 	l4 := func(p string) model.Match { return model.Match{Kind: model.MatchL4, Name: p} }
 	port := func(p int) model.Match { return model.Match{Kind: model.MatchDPort, Port: p} }
 	return []model.Rule{
-		rule(n, model.Accept, iif(br), reply()),
-		rule(n, model.Accept, iif(br), l4("icmp")),
-		rule(n, model.Accept, iif(br), l4("udp"), port(67)),
-		rule(n, model.Accept, iif(br), l4("udp"), port(53)),
-		rule(n, model.Accept, iif(br), l4("tcp"), port(53)),
-		rule(n, model.Reject, iif(br)),
+		rule(n, model.Accept, reply()),
+		rule(n, model.Accept, l4("icmp")),
+		rule(n, model.Accept, l4("udp"), port(67)),
+		rule(n, model.Accept, l4("udp"), port(53)),
+		rule(n, model.Accept, l4("tcp"), port(53)),
+		rule(n, model.Reject),
 	}
-}
-
-// dnsOnlyFromBridge keeps a network's DNS server (on its gateway address,
-// UDP and TCP 53) for its own guests: a query for that address arriving on
-// any other interface is dropped, whatever the mode or guest_to_host, and
-// before any network's accept (a guest of another network would otherwise
-// pass its own bridge's "udp dport 53 accept"). Dropped, not rejected: a
-// spoofed source gets nothing back. The host itself (loopback) may ask: it
-// is the guests' provider, and its resolver may forward the domain there.
-func dnsOnlyFromBridge(n model.Network) []model.Rule {
-	if n.DNS == nil || !n.IPv4.IsValid() {
-		return nil
-	}
-	gw := model.Match{Kind: model.MatchDAddr, Prefix: model.HostPrefix(n.IPv4.Addr())}
-	var rules []model.Rule
-	for _, p := range []string{"udp", "tcp"} {
-		rules = append(rules, rule(n, model.Drop, notIIF(n.Bridge), notIIF("lo"), gw,
-			model.Match{Kind: model.MatchL4, Name: p}, model.Match{Kind: model.MatchDPort, Port: 53}))
-	}
-	return rules
 }

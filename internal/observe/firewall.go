@@ -52,15 +52,18 @@ func readFirewall(ns *netns.NS, h *model.Host, hint *Hint) error {
 		if err != nil {
 			return err
 		}
-		trust = hint.trusts(gen)
+		trust = hint.Trusts(gen)
 	}
 	if trust {
 		h.Ruleset.Digest = hint.Sum
 	}
-	c, err := ns.Nft(0)
+	// One socket for every request: a table of 1,000 networks has 5,000
+	// chains, each read with its own request.
+	c, err := ns.Nft(0, nftables.AsLasting())
 	if err != nil {
 		return err
 	}
+	defer c.CloseLasting()
 	chains, err := c.ListChains()
 	if err != nil {
 		return fmt.Errorf("observe nftables: %w", err)
@@ -69,19 +72,25 @@ func readFirewall(ns *netns.NS, h *model.Host, hint *Hint) error {
 		if err := readMaps(c, h); err != nil {
 			return err
 		}
+		// Chains stay in the kernel's order (the order they were made):
+		// Equal and Sum do not depend on it, and an undo that makes the
+		// table again makes it as it was, listed the same.
 	}
 	if h.Guard, err = readGuard(c); err != nil {
 		return err
 	}
+	var own map[string][]*nftables.Rule
+	if !trust && slices.ContainsFunc(chains, isOurs) {
+		if own, err = tableRules(ns); err != nil {
+			return err
+		}
+	}
 	for _, ch := range chains {
-		ours := ch.Table.Family == nftables.TableFamilyINet && ch.Table.Name == model.Table
+		ours := isOurs(ch)
 		switch {
 		case ours && trust:
 		case ours:
-			mc, err := readOwnChain(c, ch)
-			if err != nil {
-				return err
-			}
+			mc := readOwnChain(ch, own[ch.Name])
 			h.Ruleset.Chains = append(h.Ruleset.Chains, mc)
 		case ch.Table.Family == nftables.TableFamilyIPv4 && ch.Table.Name == "filter" && ch.Name == "DOCKER-USER":
 			h.Foreign.DockerUser = true
@@ -116,17 +125,19 @@ func readFirewall(ns *netns.NS, h *model.Host, hint *Hint) error {
 	return nil
 }
 
-func readOwnChain(c *nftables.Conn, ch *nftables.Chain) (model.Chain, error) {
+func isOurs(ch *nftables.Chain) bool {
+	return ch.Table.Family == nftables.TableFamilyINet && ch.Table.Name == model.Table
+}
+
+// readOwnChain reads one chain of guestnet's table and its rules (from
+// tableRules).
+func readOwnChain(ch *nftables.Chain, rules []*nftables.Rule) model.Chain {
 	mc := model.Chain{Name: ch.Name, Type: string(ch.Type)}
 	if ch.Hooknum != nil {
 		mc.Hook = hookNames[*ch.Hooknum]
 	}
 	if ch.Priority != nil {
 		mc.Priority = int(*ch.Priority)
-	}
-	rules, err := c.GetRules(ch.Table, ch)
-	if err != nil {
-		return mc, fmt.Errorf("observe table inet %s chain %s: %w", model.Table, ch.Name, err)
 	}
 	if ch.Policy != nil && *ch.Policy == nftables.ChainPolicyDrop {
 		mc.Rules = append(mc.Rules, model.Rule{Verdict: "(policy drop)"})
@@ -138,7 +149,7 @@ func readOwnChain(c *nftables.Conn, ch *nftables.Chain) (model.Chain, error) {
 		}
 		mc.Rules = append(mc.Rules, mr)
 	}
-	return mc, nil
+	return mc
 }
 
 // readForeignChain records which interfaces a foreign dropping chain
@@ -183,7 +194,36 @@ func readMaps(c *nftables.Conn, h *model.Host) error {
 	if err := readForwards(c, byName, h); err != nil {
 		return err
 	}
+	if err := readVmaps(c, byName, h); err != nil {
+		return err
+	}
 	return readFloating(c, byName[model.FloatingIn], byName[model.FloatingOut], h)
+}
+
+// readVmaps reads guestnet's verdict maps and the chain each element
+// jumps to. An element it cannot read back (a key or verdict guestnet
+// would not have written) is kept as one without a chain: the plan sees
+// drift, and a full replace rewrites the table.
+func readVmaps(c *nftables.Conn, sets map[string]*nftables.Set, h *model.Host) error {
+	for _, v := range model.Vmaps {
+		s := sets[v.Name]
+		if s == nil {
+			continue
+		}
+		els, err := c.GetSetElements(s)
+		if err != nil {
+			return fmt.Errorf("observe map %s: %w", v.Name, err)
+		}
+		// The library reports a verdict map's key type as "verdict" (it
+		// reads the data type into KeyType), so the key is checked element
+		// by element: its length and, for names, its padding.
+		key := v.Key
+		if !s.IsMap {
+			key = "(not a map)"
+		}
+		h.Ruleset.Vmaps = append(h.Ruleset.Vmaps, model.Vmap{Name: v.Name, Key: key, Elements: decodeVmap(v.Name, els)})
+	}
+	return nil
 }
 
 // readForwards reads the elements of guestnet's forwards maps.

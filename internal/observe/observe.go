@@ -29,8 +29,8 @@ type Hint struct {
 	Own func(gen uint32) bool
 }
 
-// trusts reports whether the ruleset is unchanged at generation gen.
-func (h *Hint) trusts(gen uint32) bool {
+// Trusts reports whether the ruleset is unchanged at generation gen.
+func (h *Hint) Trusts(gen uint32) bool {
 	if h == nil || h.Sum == "" || gen-h.Gen > 1<<16 {
 		return false
 	}

@@ -31,8 +31,9 @@ const (
 	OpRouteDel  Op = "route-del"
 	OpSysctl    Op = "sysctl"
 	OpNft       Op = "nft"
-	// OpNftElements changes only elements of the forwards map.
-	OpNftElements Op = "nft-elements"
+	// OpNftDelta changes guestnet's table by element and chain operations
+	// (model.RulesetDelta) in one transaction: the table is kept.
+	OpNftDelta Op = "nft-delta"
 )
 
 // Action is one kernel change and everything needed to undo it.
@@ -59,6 +60,12 @@ type Action struct {
 	OldRules  *model.Ruleset `json:"old_rules,omitempty"`
 	Guard     *model.Guard   `json:"guard,omitempty"`
 	OldGuard  *model.Guard   `json:"old_guard,omitempty"`
+	// Delta is an OpNftDelta's change, and Sum and OldSum the digests of
+	// the rulesets after and before it: the action holds what changed,
+	// never a whole ruleset.
+	Delta  *model.RulesetDelta `json:"delta,omitempty"`
+	Sum    string              `json:"sum,omitempty"`
+	OldSum string              `json:"old_sum,omitempty"`
 }
 
 // Inverse is the action that undoes a.
@@ -89,8 +96,11 @@ func (a Action) Inverse() Action {
 		b.Op = OpRouteAdd
 	case OpSysctl:
 		b.Value, b.Old = a.Old, a.Value
-	case OpNft, OpNftElements:
+	case OpNft:
 		b.Rules, b.OldRules = a.OldRules, a.Rules
+	case OpNftDelta:
+		inv := a.Delta.Inverse()
+		b.Delta, b.Sum, b.OldSum = &inv, a.OldSum, a.Sum
 	case OpGuard:
 		b.Guard, b.OldGuard = a.OldGuard, a.Guard
 	}
@@ -153,8 +163,8 @@ func (a Action) String() string {
 		return nftSummary(a.Rules)
 	case OpGuard:
 		return guardString(a)
-	case OpNftElements:
-		return fmt.Sprintf("nft add/delete element inet %s %s (%d elements now)", model.Table, model.ForwardsMap, len(a.Rules.Forwards))
+	case OpNftDelta:
+		return fmt.Sprintf("nft: %s (table inet %s kept)", a.Delta, model.Table)
 	}
 	return string(a.Op)
 }
@@ -211,9 +221,20 @@ func (a Action) RuleDiff() []string {
 		for _, f := range rs.Forwards {
 			m["map forwards: "+f.String()] = true
 		}
+		for _, v := range rs.Vmaps {
+			for _, e := range v.Elements {
+				m[elementLine(v.Name, e)] = true
+			}
+		}
+		for _, f := range rs.Floating {
+			m[floatingLine(f)] = true
+		}
 		return m
 	}
 	old, cur := lines(a.OldRules), lines(a.Rules)
+	if a.Op == OpNftDelta {
+		old, cur = deltaLines(a.Delta)
+	}
 	if a.Op == OpGuard {
 		old, cur = guardLines(a.OldGuard), guardLines(a.Guard)
 	}
@@ -232,3 +253,71 @@ func (a Action) RuleDiff() []string {
 }
 
 func sortedKeys(m map[string]bool) []string { return slices.Sorted(maps.Keys(m)) }
+
+// NftSum is the digest of the ruleset an nft action leaves, "" when it
+// leaves none (the table deleted) or a is no nft action.
+func (a Action) NftSum() string {
+	switch {
+	case a.Op == OpNftDelta:
+		return a.Sum
+	case a.Op == OpNft && a.Rules != nil && !a.Rules.Empty():
+		return a.Rules.Sum()
+	}
+	return ""
+}
+
+// IsNft reports whether a writes guestnet's table (or its DOCKER-USER rules).
+func (a Action) IsNft() bool { return a.Op == OpNft || a.Op == OpNftDelta }
+
+func elementLine(vmap string, e model.VmapElement) string {
+	return fmt.Sprintf("map %s: %s : jump %s", vmap, e.KeyString(), e.Chain)
+}
+
+func floatingLine(f model.Floating) string {
+	return fmt.Sprintf("map %s: %s : %s", model.FloatingIn, f.Public, f.Guest)
+}
+
+// deltaLines are the rule lines a delta removes and adds: the rules of
+// the chains it deletes, adds and refills (only those that differ), and
+// the elements it deletes and adds.
+func deltaLines(d *model.RulesetDelta) (old, cur map[string]bool) {
+	old, cur = map[string]bool{}, map[string]bool{}
+	chain := func(m map[string]bool, cs []model.Chain) {
+		for _, c := range cs {
+			for _, r := range c.Rules {
+				m[c.Name+": "+r.String()] = true
+			}
+		}
+	}
+	chain(old, d.DelChains)
+	chain(old, d.OldSetChains)
+	chain(cur, d.AddChains)
+	chain(cur, d.SetChains)
+	for _, e := range d.DelElements {
+		old[elementLine(e.Map, e.Element)] = true
+	}
+	for _, e := range d.AddElements {
+		cur[elementLine(e.Map, e.Element)] = true
+	}
+	for _, f := range d.DelForwards {
+		old["map forwards: "+f.String()] = true
+	}
+	for _, f := range d.AddForwards {
+		cur["map forwards: "+f.String()] = true
+	}
+	for _, f := range d.DelFloating {
+		old[floatingLine(f)] = true
+	}
+	for _, f := range d.AddFloating {
+		cur[floatingLine(f)] = true
+	}
+	if d.DockerUser != nil {
+		for _, r := range *d.OldDockerUser {
+			old["DOCKER-USER: "+r.String()] = true
+		}
+		for _, r := range *d.DockerUser {
+			cur["DOCKER-USER: "+r.String()] = true
+		}
+	}
+	return old, cur
+}

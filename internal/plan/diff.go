@@ -50,13 +50,10 @@ func Diff(want []model.Network, st state.State, h model.Host) (Plan, error) {
 	if err != nil {
 		return Plan{}, err
 	}
-	if !rules.Equal(h.Ruleset) {
-		old := h.Ruleset
-		op := OpNft
-		if rules.SameChains(old) {
-			op = OpNftElements // only forwards changed: element updates, not a rewrite
-		}
-		p.Actions = append(p.Actions, Action{Op: op, Rules: &rules, OldRules: &old})
+	// Rules stay in Render's order: a full replace makes the chains in
+	// that order, and nft lists them so, as Ruleset.String prints them.
+	if a, ok := firewall(rules, st, h); ok {
+		p.Actions = append(p.Actions, a)
 	}
 	p.Actions = append(p.Actions, guardAction(WantGuard(want, p.State.Networks), h)...)
 
@@ -71,6 +68,54 @@ func Diff(want []model.Network, st state.State, h model.Host) (Plan, error) {
 		p.State.ForwardingWas = ""
 	}
 	return p, nil
+}
+
+// firewall returns the action that makes guestnet's table rules, when it
+// is not that already: a delta when one can (the base chains are the
+// same), else a full replace. When observe vouched for the table by its
+// digest alone, the rules' digest decides a no-op without rendering the
+// old rules again; only a change renders them (previous).
+func firewall(rules model.Ruleset, st state.State, h model.Host) (Action, bool) {
+	sum := rules.Sum()
+	if h.Ruleset.Digest != "" && sum == h.Ruleset.Digest {
+		return Action{}, false
+	}
+	old := previous(st, h)
+	if d, ok := model.Delta(old, rules); ok {
+		if d.Empty() {
+			return Action{}, false
+		}
+		oldSum := h.Ruleset.Digest // previous rendered the rules of this digest
+		if oldSum == "" {
+			oldSum = old.Sum()
+		}
+		return Action{Op: OpNftDelta, Delta: &d, Sum: sum, OldSum: oldSum}, true
+	}
+	if old.Digest == "" && rules.Equal(old) {
+		return Action{}, false
+	}
+	return Action{Op: OpNft, Rules: &rules, OldRules: &old}, true
+}
+
+// previous is the ruleset observed on h, or, when observe only vouched for
+// it by its digest (the nftables generation has not moved since guestnet
+// wrote it), the ruleset rendered again from the networks the state says
+// were applied, if its digest is that one. The digest covers the whole
+// ruleset, DOCKER-USER rules included, so a host fact Render reads that
+// changed since (Docker's chain, a foreign dropping chain, br_netfilter)
+// makes the digests differ, and the plan falls back to a full replace.
+func previous(st state.State, h model.Host) model.Ruleset {
+	if h.Ruleset.Digest == "" || len(st.Networks) == 0 {
+		return h.Ruleset
+	}
+	rs, err := nft.Render(st.Sorted(), h)
+	if err != nil {
+		return h.Ruleset
+	}
+	if rs.Sum() != h.Ruleset.Digest {
+		return h.Ruleset
+	}
+	return rs
 }
 
 // HalfMade returns the actions that delete the bridges a kill -9 left half

@@ -114,11 +114,11 @@ func MakeStatus(st state.State, h model.Host) Status {
 				}
 			}
 		}
-		for _, c := range h.Ruleset.Chains {
-			for _, r := range c.Rules {
-				if r.Network == n.Name {
-					ns.Rules++
-				}
+		// The network's rules are those of its own chains (the base
+		// chains only dispatch to them).
+		for _, name := range []string{model.ChainTo(n.Name), model.ChainFrom(n.Name), model.ChainInput(n.Name), model.ChainDNS(n.Name), model.ChainNAT(n.Name)} {
+			if c, ok := h.Ruleset.Chain(name); ok {
+				ns.Rules += len(c.Rules)
 			}
 		}
 		ns.Forwards = len(n.Forwards)

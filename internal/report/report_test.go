@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/guestnet/guestnet/internal/model"
+	"github.com/guestnet/guestnet/internal/nft"
 	"github.com/guestnet/guestnet/internal/state"
 )
 
@@ -58,6 +59,33 @@ func TestStatus(t *testing.T) {
 	for _, want := range []string{"lab          routed    grt0            up    10.99.1.1/24", "tap0", "gone         nat       gn0             MISSING"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("status lacks %q:\n%s", want, text)
+		}
+	}
+}
+
+// TestStatusCountsNetworkChains: a network's rule count is the rules of
+// its own chains in the dispatching ruleset (each tagged with its name),
+// not the base chains' dispatch rules, which serve every network.
+func TestStatusCountsNetworkChains(t *testing.T) {
+	other := model.Network{Name: "other", Mode: model.NAT, Bridge: "gnat0", IPv4: netip.MustParsePrefix("10.99.0.1/24"), DNS: &model.DNS{}}
+	rs, err := nft.Render([]model.Network{lab, other}, model.Host{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := host
+	h.Ruleset = rs
+	s := MakeStatus(state.State{Networks: map[string]state.Net{"lab": {Network: lab}, "other": {Network: other}}}, h)
+	for _, ns := range s.Networks {
+		want := 0
+		for _, c := range rs.Chains {
+			for _, r := range c.Rules {
+				if r.Network == ns.Name {
+					want++
+				}
+			}
+		}
+		if want == 0 || ns.Rules != want {
+			t.Errorf("network %s: %d rules, want %d", ns.Name, ns.Rules, want)
 		}
 	}
 }

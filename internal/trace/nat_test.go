@@ -76,14 +76,14 @@ func TestWalkEveryRule(t *testing.T) {
 		dst   string
 		says  []string
 	}{
-		{"guest -> gateway udp/53", pk("10.99.0.10", "10.99.0.1", "udp", 53), "host", "10.99.0.1", []string{`iifname "gnat0" udp dport 53 accept`}},
-		{"guest -> gateway tcp/53", pk("10.99.0.10", "10.99.0.1", "tcp", 53), "host", "10.99.0.1", []string{`iifname "gnat0" tcp dport 53 accept`}},
+		{"guest -> gateway udp/53", pk("10.99.0.10", "10.99.0.1", "udp", 53), "host", "10.99.0.1", []string{`chain input-default: udp dport 53 accept`}},
+		{"guest -> gateway tcp/53", pk("10.99.0.10", "10.99.0.1", "tcp", 53), "host", "10.99.0.1", []string{`chain input-default: tcp dport 53 accept`}},
 		{"guest -> gateway udp/67", pk("10.99.0.10", "10.99.0.1", "udp", 67), "host", "10.99.0.1", []string{`udp dport 67 accept`}},
 		{"guest -> gateway icmp", pk("10.99.0.10", "10.99.0.1", "icmp", 0), "host", "10.99.0.1", []string{`meta l4proto icmp accept`}},
-		{"guest -> gateway tcp/22", pk("10.99.0.10", "10.99.0.1", "tcp", 22), "", "10.99.0.1", []string{`input DROP table inet guestnet chain input: iifname "gnat0" reject`}},
+		{"guest -> gateway tcp/22", pk("10.99.0.10", "10.99.0.1", "tcp", 22), "", "10.99.0.1", []string{`input DROP table inet guestnet chain input-default: reject`}},
 		{"guest_to_host all: tcp/22", pk("10.99.1.10", "10.99.1.1", "tcp", 22), "host", "10.99.1.1", nil},
 		{"internet -> forward 2222", pk("203.0.113.10", "198.51.100.1", "tcp", 2222), "gnat0", "10.99.0.10",
-			[]string{"port forward tcp/2222 -> 10.99.0.10:8080 (map forwards)", `oifname "gnat0" ct status dnat accept`, "conntrack restores the source: 10.99.0.10 answers as 198.51.100.1"}},
+			[]string{"port forward tcp/2222 -> 10.99.0.10:8080 (map forwards)", `chain to-default: ct status dnat accept`, "conntrack restores the source: 10.99.0.10 answers as 198.51.100.1"}},
 		{"internet -> forward 8081 (from: list)", pk("203.0.113.10", "198.51.100.1", "tcp", 8081), "gnat0", "10.99.0.10",
 			[]string{"port forward tcp/8081 -> 10.99.0.10:8080 from 203.0.113.0/24 (map forwards_src)"}},
 		{"8081 from outside its from: list", pk("198.51.100.126", "198.51.100.1", "tcp", 8081), "host", "198.51.100.1", []string{"is an address of this host"}},
@@ -95,11 +95,11 @@ func TestWalkEveryRule(t *testing.T) {
 		{"floating guest -> internet", pk("10.99.0.20", "203.0.113.10", "icmp", 0), "up0", "203.0.113.10",
 			[]string{"guest 10.99.0.20 leaves as its floating address 198.51.100.50 (map floating_out)", "conntrack un-NATs 198.51.100.50 to 10.99.0.20"}},
 		{"other guest -> internet masqueraded", pk("10.99.0.10", "203.0.113.10", "tcp", 80), "up0", "203.0.113.10", []string{"source 10.99.0.10 becomes 198.51.100.1"}},
-		{"lab (peer) -> default", pk("10.99.1.10", "10.99.0.10", "tcp", 8080), "gnat0", "10.99.0.10", []string{`iifname "grt0" oifname "gnat0" accept`}},
-		{"other (no peer) -> default", pk("10.99.2.10", "10.99.0.10", "tcp", 8080), "", "10.99.0.10", []string{`iifgroup 26485 iifname != "gnat0" reject`}},
-		{"default -> other (no peer)", pk("10.99.0.10", "10.99.2.10", "tcp", 8080), "", "10.99.2.10", []string{`oifname "gnat1" iifgroup 26485 iifname != "gnat1" reject`}},
-		{"internet -> nat guest directly", pk("203.0.113.10", "10.99.0.10", "tcp", 8080), "", "10.99.0.10", []string{`oifname "gnat0" reject`}},
-		{"internet -> gateway dns (dns: keeps it for the bridge)", pk("203.0.113.10", "10.99.0.1", "udp", 53), "", "10.99.0.1", []string{"ip daddr 10.99.0.1 udp dport 53 drop"}},
+		{"lab (peer) -> default", pk("10.99.1.10", "10.99.0.10", "tcp", 8080), "gnat0", "10.99.0.10", []string{`chain to-default: iifname "grt0" accept`}},
+		{"other (no peer) -> default", pk("10.99.2.10", "10.99.0.10", "tcp", 8080), "", "10.99.0.10", []string{`chain to-default: iifgroup 26485 iifname != "gnat0" reject`}},
+		{"default -> other (no peer)", pk("10.99.0.10", "10.99.2.10", "tcp", 8080), "", "10.99.2.10", []string{`chain to-other: iifgroup 26485 iifname != "gnat1" reject`}},
+		{"internet -> nat guest directly", pk("203.0.113.10", "10.99.0.10", "tcp", 8080), "", "10.99.0.10", []string{`chain to-default: reject`}},
+		{"internet -> gateway dns (dns: keeps it for the bridge)", pk("203.0.113.10", "10.99.0.1", "udp", 53), "", "10.99.0.1", []string{`chain dns-default: iifname != "gnat0" iifname != "lo" drop`}},
 		{"the host -> its own :2222", pk("198.51.100.1", "198.51.100.1", "tcp", 2222), "gnat0", "10.99.0.10", []string{"output DNAT port forward tcp/2222"}},
 	} {
 		r := Walk(h, model.Diag{}, c.p)

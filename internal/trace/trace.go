@@ -174,15 +174,15 @@ func walk(h model.Host, d model.Diag, f *flow, r *Result) bool {
 		}
 	}
 	if isLocal(h, f.dst) {
-		rule, ok, err := firstMatch(h, "input", f.packet(h, "input"))
+		st, ok, err := firstMatch(h, "input", f.packet(h, "input"))
 		switch {
 		case err != nil:
 			return stop("input", err)
-		case ok && rule.Verdict != model.Accept:
-			add("input", "drop", "table inet guestnet chain input: %s", rule)
+		case ok && st.Rule.Verdict != model.Accept:
+			add("input", "drop", "table inet guestnet chain %s: %s", st.Chain, st.Rule)
 			return false
 		case ok:
-			add("input", "accept", "table inet guestnet chain input: %s", rule)
+			add("input", "accept", "table inet guestnet chain %s: %s", st.Chain, st.Rule)
 		}
 		add("input", "deliver", "%s is an address of this host", f.dst)
 		return true
@@ -226,15 +226,15 @@ func walk(h model.Host, d model.Diag, f *flow, r *Result) bool {
 		return true
 	}
 	pkt := f.packet(h, "forward")
-	rule, ok, err := firstMatch(h, "forward", pkt)
+	st, ok, err := firstMatch(h, "forward", pkt)
 	switch {
 	case err != nil:
 		return stop("forward", err)
-	case ok && rule.Verdict != model.Accept:
-		add("forward", "drop", "table inet guestnet chain forward: %s", rule)
+	case ok && st.Rule.Verdict != model.Accept:
+		add("forward", "drop", "table inet guestnet chain %s: %s", st.Chain, st.Rule)
 		return false
 	case ok:
-		add("forward", "accept", "table inet guestnet chain forward: %s", rule)
+		add("forward", "accept", "table inet guestnet chain %s: %s", st.Chain, st.Rule)
 	default:
 		add("forward", "pass", "no rule of guestnet's matches (policy accept)")
 	}
@@ -280,40 +280,40 @@ func via(r model.Route) string {
 // lookup hits translates the destination. A lookup that misses goes on to
 // the next rule, as in nftables.
 func dnat(h model.Host, f *flow, hook string, r *Result, add func(string, string, string, ...any)) error {
-	for _, c := range h.Ruleset.Chains {
-		if c.Name != hook {
+	p := f.packet(h, hook)
+	steps, err := match.Walk(h.Ruleset, hook, p)
+	if err != nil {
+		return err
+	}
+	for _, st := range steps {
+		rule := st.Rule
+		ok, err := match.Rule(rule, p)
+		if err != nil || !ok {
+			if err != nil {
+				return fmt.Errorf("table inet guestnet chain %s: %s: %w", st.Chain, rule, err)
+			}
 			continue
 		}
-		for _, rule := range c.Rules {
-			p := f.packet(h, hook)
-			ok, err := match.Rule(rule, p)
-			if err != nil || !ok {
-				if err != nil {
-					return fmt.Errorf("table inet guestnet chain %s: %s: %w", hook, rule, err)
-				}
-				continue
-			}
-			if rule.Verdict == model.Accept {
-				return nil
-			}
-			nat, hit, err := match.Lookup(h.Ruleset, rule.Verdict, p)
-			if err != nil {
-				return fmt.Errorf("table inet guestnet chain %s: %s: %w", hook, rule, err)
-			}
-			if !hit {
-				continue
-			}
-			switch {
-			case nat.Floating != nil:
-				add(hook, "dnat", "floating address %s is guest %s (map %s): destination becomes %s", nat.Floating.Public, nat.Floating.Guest, nat.Map, nat.Dst)
-				r.Floating = nat.Floating
-			case nat.Forward != nil:
-				add(hook, "dnat", "port forward %s (map %s): destination %s:%d becomes %s:%d", describe(*nat.Forward), nat.Map, f.dst, f.port, nat.Dst, nat.Port)
-				r.Forward = nat.Forward
-			}
-			f.dst, f.port, f.dnat = nat.Dst, nat.Port, true
+		if rule.Verdict == model.Accept {
 			return nil
 		}
+		nat, hit, err := match.Lookup(h.Ruleset, rule.Verdict, p)
+		if err != nil {
+			return fmt.Errorf("table inet guestnet chain %s: %s: %w", st.Chain, rule, err)
+		}
+		if !hit {
+			continue
+		}
+		switch {
+		case nat.Floating != nil:
+			add(hook, "dnat", "floating address %s is guest %s (map %s): destination becomes %s", nat.Floating.Public, nat.Floating.Guest, nat.Map, nat.Dst)
+			r.Floating = nat.Floating
+		case nat.Forward != nil:
+			add(hook, "dnat", "port forward %s (map %s): destination %s:%d becomes %s:%d", describe(*nat.Forward), nat.Map, f.dst, f.port, nat.Dst, nat.Port)
+			r.Forward = nat.Forward
+		}
+		f.dst, f.port, f.dnat = nat.Dst, nat.Port, true
+		return nil
 	}
 	return nil
 }
@@ -340,35 +340,34 @@ func snat(h model.Host, d model.Diag, f *flow, r *Result, add func(string, strin
 		}
 	}
 	p := f.packet(h, "postrouting")
-	for _, c := range h.Ruleset.Chains {
-		if c.Name != "postrouting" {
+	steps, err := match.Walk(h.Ruleset, "postrouting", p)
+	if err != nil {
+		return err
+	}
+	for _, st := range steps {
+		rule, where := st.Rule, "table inet guestnet chain "+st.Chain
+		ok, err := match.Rule(rule, p)
+		if err != nil {
+			return fmt.Errorf("%s: %s: %w", where, rule, err)
+		}
+		if !ok {
 			continue
 		}
-		where := "table inet guestnet chain postrouting"
-		for _, rule := range c.Rules {
-			ok, err := match.Rule(rule, p)
-			if err != nil {
-				return fmt.Errorf("%s: %s: %w", where, rule, err)
-			}
-			if !ok {
-				continue
-			}
-			switch rule.Verdict {
-			case model.Masquerade:
-				masq(where, rule)
-				return nil
-			case model.Accept:
-				return nil
-			}
-			nat, hit, err := match.Lookup(h.Ruleset, rule.Verdict, p)
-			if err != nil {
-				return fmt.Errorf("%s: %s: %w", where, rule, err)
-			}
-			if hit {
-				add("postrouting", "snat", "guest %s leaves as its floating address %s (map %s)", f.src, nat.Src, nat.Map)
-				f.src, r.Floating = nat.Src, nat.Floating
-				return nil
-			}
+		switch rule.Verdict {
+		case model.Masquerade:
+			masq(where, rule)
+			return nil
+		case model.Accept:
+			return nil
+		}
+		nat, hit, err := match.Lookup(h.Ruleset, rule.Verdict, p)
+		if err != nil {
+			return fmt.Errorf("%s: %s: %w", where, rule, err)
+		}
+		if hit {
+			add("postrouting", "snat", "guest %s leaves as its floating address %s (map %s)", f.src, nat.Src, nat.Map)
+			f.src, r.Floating = nat.Src, nat.Floating
+			return nil
 		}
 	}
 	for _, fr := range d.ForeignNAT {
@@ -384,23 +383,24 @@ func snat(h model.Host, d model.Diag, f *flow, r *Result, add func(string, strin
 	return nil
 }
 
-// firstMatch evaluates guestnet's chain in order.
-func firstMatch(h model.Host, chain string, p match.Packet) (model.Rule, bool, error) {
-	for _, c := range h.Ruleset.Chains {
-		if c.Name != chain {
-			continue
+// firstMatch evaluates guestnet's base chain in order, through the
+// per-network chains its verdict maps jump to (match.Walk): the first
+// rule that matches, with the chain that holds it.
+func firstMatch(h model.Host, chain string, p match.Packet) (match.Step, bool, error) {
+	steps, err := match.Walk(h.Ruleset, chain, p)
+	if err != nil {
+		return match.Step{}, false, err
+	}
+	for _, st := range steps {
+		ok, err := match.Rule(st.Rule, p)
+		if err != nil {
+			return st, false, fmt.Errorf("table inet guestnet chain %s: %s: %w", st.Chain, st.Rule, err)
 		}
-		for _, r := range c.Rules {
-			ok, err := match.Rule(r, p)
-			if err != nil {
-				return r, false, fmt.Errorf("table inet guestnet chain %s: %s: %w", chain, r, err)
-			}
-			if ok {
-				return r, true, nil
-			}
+		if ok {
+			return st, true, nil
 		}
 	}
-	return model.Rule{}, false, nil
+	return match.Step{}, false, nil
 }
 
 func isLocal(h model.Host, a netip.Addr) bool {

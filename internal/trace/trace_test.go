@@ -58,9 +58,9 @@ func TestWalk(t *testing.T) {
 		stop      string
 	}{
 		{"nat guest out, masqueraded", Packet{Src: a("10.99.0.10"), Dst: a("203.0.113.10")}, nil, true, ""},
-		{"internet in", Packet{Src: a("203.0.113.10"), Dst: a("10.99.0.10")}, nil, false, `oifname "gnat0" reject`},
-		{"isolated out", Packet{Src: a("10.98.0.10"), Dst: a("203.0.113.10"), InDev: "giso0"}, nil, false, `iifname "giso0" reject`},
-		{"isolated to the host", Packet{Src: a("10.98.0.10"), Dst: a("198.51.100.1"), InDev: "giso0"}, nil, false, `chain input: iifname "giso0" drop`},
+		{"internet in", Packet{Src: a("203.0.113.10"), Dst: a("10.99.0.10")}, nil, false, `chain to-default: reject`},
+		{"isolated out", Packet{Src: a("10.98.0.10"), Dst: a("203.0.113.10"), InDev: "giso0"}, nil, false, `chain from-iso: reject`},
+		{"isolated to the host", Packet{Src: a("10.98.0.10"), Dst: a("198.51.100.1"), InDev: "giso0"}, nil, false, `chain input-iso: drop`},
 		{"forwarding off", Packet{Src: a("10.99.0.10"), Dst: a("203.0.113.10")}, func(h *model.Host) { h.IPForward = false }, false, "ip_forward = 0"},
 		{"no route", Packet{Src: a("10.99.0.10"), Dst: a("203.0.113.10")}, func(h *model.Host) { h.Routes = h.Routes[1:] }, false, "no route to 203.0.113.10"},
 		{"foreign FORWARD drop", Packet{Src: a("10.99.0.10"), Dst: a("203.0.113.10")}, func(h *model.Host) {
@@ -113,13 +113,13 @@ func TestWalkDNS(t *testing.T) {
 		stop      string
 	}{
 		{"internet to the gateway, udp/53", Packet{Src: a("203.0.113.10"), Dst: a("10.99.0.1"), Proto: "udp", Port: 53}, false,
-			`iifname != "gnat0" iifname != "lo" ip daddr 10.99.0.1 udp dport 53 drop`},
+			`chain dns-default: iifname != "gnat0" iifname != "lo" drop`},
 		{"internet to the gateway, tcp/53", Packet{Src: a("203.0.113.10"), Dst: a("10.99.0.1"), Proto: "tcp", Port: 53}, false,
-			`iifname != "gnat0" iifname != "lo" ip daddr 10.99.0.1 tcp dport 53 drop`},
+			`chain dns-default: iifname != "gnat0" iifname != "lo" drop`},
 		{"internet to the gateway, icmp", Packet{Src: a("203.0.113.10"), Dst: a("10.99.0.1"), Proto: "icmp"}, true, ""},
 		{"guest to its gateway, udp/53", Packet{Src: a("10.99.0.10"), Dst: a("10.99.0.1"), Proto: "udp", Port: 53}, true, ""},
 		{"guest to its gateway, tcp/22", Packet{Src: a("10.99.0.10"), Dst: a("10.99.0.1"), Proto: "tcp", Port: 22}, false,
-			`iifname "gnat0" reject`},
+			`chain input-default: reject`},
 	} {
 		r := Walk(h, model.Diag{}, c.p)
 		last := r.Hops[len(r.Hops)-1]
