@@ -158,6 +158,7 @@ func TestDHCPUnicastReplies(t *testing.T) {
 		ns                 string
 		cap                *frameCapture
 		out                string
+		took               time.Duration
 	}
 	gs := []*guest{
 		{name: "ua", network: "a", mac: "02:00:00:00:0a:01", cmd: udhcpc},
@@ -181,7 +182,9 @@ func TestDHCPUnicastReplies(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			start := time.Now()
 			g.out, _ = l.tryIn(g.ns, g.cmd...) // dhclient -1 exits 0 or 2 by version; the address tells
+			g.took = time.Since(start)
 		}()
 	}
 	wg.Wait()
@@ -255,6 +258,6 @@ func TestDHCPUnicastReplies(t *testing.T) {
 		if g.cmd == nil && control < 2 {
 			t.Errorf("control: the watcher %s saw %d broadcast replies to its network's udhcpc -B, want its OFFER and ACK: %v", g.name, control, g.cap.list())
 		}
-		t.Logf("%s (%s) saw %v", g.name, l.addrOf(g.ns), g.cap.list())
+		t.Logf("%s (%s, client ran %s) saw %v", g.name, l.addrOf(g.ns), g.took.Round(time.Millisecond), g.cap.list())
 	}
 }
