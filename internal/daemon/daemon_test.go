@@ -92,7 +92,7 @@ func (loopSockets) DHCP() (dhcp.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return dhcp.NewConn(pc)
+	return dhcp.NewConn(pc, nil)
 }
 
 func (loopSockets) ARP(string) (*arpprobe.Prober, error) {

@@ -178,12 +178,11 @@ type Sockets interface {
 	HostAddrs() ([]net.Addr, error)
 }
 
-// dhcpSocketBuffer is the DHCP socket's send and receive buffer. Every
-// OFFER and ACK to a client without an address is broadcast on the
-// bridge, so the kernel holds each one until a copy has reached every
-// port: with 64 ports and 1,000 new clients a second the default 208 KiB
-// send buffer filled, the replies queued on the socket's write lock, and
-// the reader stopped reading (bench/dhcpload lost 45 % of its clients).
+// dhcpSocketBuffer is the DHCP socket's send and receive buffer. A burst
+// of new clients (1,000 a second from 64 ports in bench/dhcpload) fills
+// the default 208 KiB receive buffer while the handlers wait on the lease
+// store, and broadcast replies (NAKs, clients that set the broadcast bit)
+// are held in the send buffer until a copy has reached every port.
 const dhcpSocketBuffer = 4 << 20
 
 // nsSockets opens sockets inside the served namespace.
@@ -194,7 +193,9 @@ type nsSockets struct{ ns *netns.NS }
 // libvirt's dnsmasq is (tried: both bind; a request on that interface
 // is that server's, and the Mux ignores it: not a guestnet bridge). No
 // SO_REUSEPORT, so that no other program's wildcard socket can take a
-// share of the unicast requests to guestnet's bridges.
+// share of the unicast requests to guestnet's bridges. Beside it, one
+// AF_PACKET socket for every bridge sends the OFFERs and ACKs addressed to
+// a client's MAC (dhcp.FrameSender).
 func (s nsSockets) DHCP() (c dhcp.Conn, err error) {
 	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
 		var serr error
@@ -211,12 +212,18 @@ func (s nsSockets) DHCP() (c dhcp.Conn, err error) {
 		return errors.Join(err, serr)
 	}}
 	err = s.ns.Do(func() error {
+		frames, err := dhcp.OpenFrameSender()
+		if err != nil {
+			return err
+		}
 		pc, err := lc.ListenPacket(context.Background(), "udp4", "0.0.0.0:67")
 		if err != nil {
+			frames.Close()
 			return fmt.Errorf("listen on UDP 0.0.0.0:67 (is another DHCP server running here? `ss -ulpn sport = 67`): %w", err)
 		}
-		if c, err = dhcp.NewConn(pc); err != nil {
+		if c, err = dhcp.NewConn(pc, frames); err != nil {
 			pc.Close()
+			frames.Close()
 		}
 		return err
 	})

@@ -15,6 +15,7 @@ var (
 	descPackets = prometheus.NewDesc("guestnet_dhcp_packets_total", "DHCP messages per network and type.", []string{"network", "type"}, nil)
 	descProbes  = prometheus.NewDesc("guestnet_dhcp_arp_checks_total", "ARP checks of unrecorded addresses before an offer, per network and result: probed (checks made), in_use (someone answered: abandoned), error (the probe failed; offered unchecked), liar (an answer from a MAC claiming many addresses: not believed).", []string{"network", "result"}, nil)
 	descForeign = prometheus.NewDesc("guestnet_dhcp_foreign_interface_total", "DHCP requests that came in on an interface without guestnet DHCP (the uplink, a bridge without dhcp:): ignored.", nil, nil)
+	descSendErr = prometheus.NewDesc("guestnet_dhcp_send_errors_total", "DHCP replies the kernel refused to send (the bridge went away, ENOBUFS under a burst): the clients ask again.", nil, nil)
 	descRepairs = prometheus.NewDesc("guestnet_repairs_total", "Drift repairs applied.", nil, nil)
 	descApply   = prometheus.NewDesc("guestnet_apply_duration_seconds", "Duration of the last apply (reload or repair).", nil, nil)
 	descService = prometheus.NewDesc("guestnet_service_up", "1 when the daemon's service runs without a problem, 0 when it is degraded or stopped (guestnet status says why).", []string{"service"}, nil)
@@ -24,7 +25,7 @@ var (
 type collector struct{ d *Daemon }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descLeases, descPackets, descProbes, descForeign, descRepairs, descApply, descService} {
+	for _, d := range []*prometheus.Desc{descLeases, descPackets, descProbes, descForeign, descSendErr, descRepairs, descApply, descService} {
 		ch <- d
 	}
 }
@@ -66,6 +67,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if d.mux != nil {
 		ch <- prometheus.MustNewConstMetric(descForeign, prometheus.CounterValue, float64(d.mux.Foreign.Load()))
+		ch <- prometheus.MustNewConstMetric(descSendErr, prometheus.CounterValue, float64(d.mux.SendErrors.Load()))
 	}
 	d.mu.Unlock()
 	for _, s := range d.Status() {

@@ -157,14 +157,22 @@ func TestRepliesStayOnLink(t *testing.T) {
 	if d := h.destination(inform, r).String(); d != "10.99.0.50:68" {
 		t.Errorf("INFORM ACK goes to %s, want 10.99.0.50:68", d)
 	}
-	// A DISCOVER naming a far ciaddr gets its offer broadcast on the bridge.
+	// A DISCOVER naming a far ciaddr gets its offer on the bridge: to its
+	// own MAC and the address offered (broadcast with the broadcast bit).
 	disc := discover(t, mac(2), dhcpv4.WithClientIP(far))
 	off := h.Handle(disc)
 	if off == nil {
 		t.Fatal("no offer")
 	}
+	if d, want := h.destination(disc, off).String(), off.YourIPAddr.String()+":68 at "+mac(2).String(); d != want {
+		t.Errorf("offer to a client naming ciaddr %s goes to %s, want %s", far, d, want)
+	}
+	disc = discover(t, mac(3), dhcpv4.WithClientIP(far), dhcpv4.WithBroadcast(true))
+	if off = h.Handle(disc); off == nil {
+		t.Fatal("no offer")
+	}
 	if d := h.destination(disc, off).String(); d != "255.255.255.255:68" {
-		t.Errorf("offer to a client naming ciaddr %s goes to %s, want broadcast", far, d)
+		t.Errorf("offer to a client naming ciaddr %s with the broadcast bit goes to %s, want broadcast", far, d)
 	}
 }
 

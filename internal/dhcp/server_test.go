@@ -1,6 +1,8 @@
 package dhcp
 
 import (
+	"encoding/binary"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -9,6 +11,7 @@ import (
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
+	"golang.org/x/net/ipv4"
 )
 
 // fakeConn is a Conn whose requests the test feeds, with the interface
@@ -17,6 +20,7 @@ type fakeConn struct {
 	in     chan fakeDatagram
 	out    chan fakeReply
 	closed chan struct{}
+	fail   error // returned by every WriteTo, when set
 }
 
 type fakeDatagram struct {
@@ -46,13 +50,13 @@ func (c *fakeConn) ReadFrom(b []byte) (int, int, net.Addr, error) {
 	}
 }
 
-func (c *fakeConn) WriteTo(b []byte, ifindex int, from netip.Addr, dst net.Addr) error {
+func (c *fakeConn) WriteTo(b []byte, ifindex int, from netip.Addr, dst Dest) error {
 	m, err := dhcpv4.FromBytes(b)
 	if err != nil {
 		panic(err)
 	}
 	c.out <- fakeReply{m, ifindex, from, dst.String()}
-	return nil
+	return c.fail
 }
 
 func (c *fakeConn) Close() error { close(c.closed); return nil }
@@ -77,7 +81,8 @@ func handlerFor(server, from, to string) *Handler {
 
 // TestMuxRoutesByInterface: one socket serves two networks; a request is
 // answered by the network of the bridge it came in on, out of that bridge
-// only, from that network's server address; a request on any other
+// only, from that network's server address (a new client's OFFER to its
+// MAC); a request on any other
 // interface is never answered, only counted.
 func TestMuxRoutesByInterface(t *testing.T) {
 	a := handlerFor("10.99.0.1/24", "10.99.0.100", "10.99.0.110")
@@ -91,7 +96,7 @@ func TestMuxRoutesByInterface(t *testing.T) {
 
 	c.send(t, 9, discover(t, mac(1)))
 	r := c.reply()
-	if r.ifindex != 9 || r.from != addr("10.98.0.1") || r.dst != "255.255.255.255:68" || r.msg.MessageType() != dhcpv4.MessageTypeOffer || !netip.MustParsePrefix("10.98.0.0/24").Contains(addrOf(r.msg.YourIPAddr)) {
+	if r.ifindex != 9 || r.from != addr("10.98.0.1") || r.dst != r.msg.YourIPAddr.String()+":68 at "+mac(1).String() || r.msg.MessageType() != dhcpv4.MessageTypeOffer || !netip.MustParsePrefix("10.98.0.0/24").Contains(addrOf(r.msg.YourIPAddr)) {
 		t.Errorf("DISCOVER on ifindex 9: %d from %s to %s: %s %s", r.ifindex, r.from, r.dst, r.msg.MessageType(), r.msg.YourIPAddr)
 	}
 
@@ -160,7 +165,7 @@ func TestConnInterface(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := NewConn(pc)
+	c, err := NewConn(pc, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,12 +183,172 @@ func TestConnInterface(t *testing.T) {
 	if err != nil || string(buf[:n]) != "request" || ifindex != lo.Index {
 		t.Fatalf("ReadFrom: %q from %v on ifindex %d (%v), want ifindex %d (lo)", buf[:n], src, ifindex, err, lo.Index)
 	}
-	if err := c.WriteTo([]byte("reply"), lo.Index, addr("127.0.0.1"), src); err != nil {
+	if err := c.WriteTo([]byte("reply"), lo.Index, addr("127.0.0.1"), Dest{Addr: src.(*net.UDPAddr).AddrPort()}); err != nil {
 		t.Fatal(err)
 	}
 	client.SetReadDeadline(time.Now().Add(10 * time.Second)) // a lost reply fails, never hangs
 	n, from, err := client.ReadFrom(buf)
 	if err != nil || string(buf[:n]) != "reply" || from.String() != pc.LocalAddr().String() {
 		t.Fatalf("client got %q from %v (%v), want reply from %s", buf[:n], from, err, pc.LocalAddr())
+	}
+}
+
+// TestDestination: where each reply goes, by RFC 2131 4.1 (giaddr is
+// always 0 here: relayed messages are dropped before).
+func TestDestination(t *testing.T) {
+	h := handlerFor("10.99.0.1/24", "10.99.0.100", "10.99.0.110")
+	yi := dhcpv4.WithYourIP(net.IPv4(10, 99, 0, 105))
+	for _, c := range []struct {
+		name      string
+		req, resp []dhcpv4.Modifier
+		want      string
+	}{
+		{"new client, broadcast bit clear: a frame to its MAC, to yiaddr",
+			nil, []dhcpv4.Modifier{dhcpv4.WithMessageType(dhcpv4.MessageTypeOffer), yi}, "10.99.0.105:68 at 52:54:00:00:00:01"},
+		{"ACK to a new client (INIT-REBOOT, SELECTING): its MAC too",
+			nil, []dhcpv4.Modifier{dhcpv4.WithMessageType(dhcpv4.MessageTypeAck), yi}, "10.99.0.105:68 at 52:54:00:00:00:01"},
+		{"broadcast bit set: broadcast",
+			[]dhcpv4.Modifier{dhcpv4.WithBroadcast(true)}, []dhcpv4.Modifier{dhcpv4.WithMessageType(dhcpv4.MessageTypeOffer), yi}, "255.255.255.255:68"},
+		{"NAK: broadcast, whatever the client asked",
+			nil, []dhcpv4.Modifier{dhcpv4.WithMessageType(dhcpv4.MessageTypeNak)}, "255.255.255.255:68"},
+		{"NAK to a renewing client: broadcast",
+			[]dhcpv4.Modifier{dhcpv4.WithClientIP(net.IPv4(10, 99, 0, 104))}, []dhcpv4.Modifier{dhcpv4.WithMessageType(dhcpv4.MessageTypeNak)}, "255.255.255.255:68"},
+		{"renewal (ciaddr on the network): UDP to ciaddr",
+			[]dhcpv4.Modifier{dhcpv4.WithClientIP(net.IPv4(10, 99, 0, 104))}, []dhcpv4.Modifier{dhcpv4.WithMessageType(dhcpv4.MessageTypeAck), yi}, "10.99.0.104:68"},
+		{"renewal with the broadcast bit: ciaddr first",
+			[]dhcpv4.Modifier{dhcpv4.WithClientIP(net.IPv4(10, 99, 0, 104)), dhcpv4.WithBroadcast(true)}, []dhcpv4.Modifier{dhcpv4.WithMessageType(dhcpv4.MessageTypeAck), yi}, "10.99.0.104:68"},
+		{"ciaddr off the network: not trusted; the frame to the MAC",
+			[]dhcpv4.Modifier{dhcpv4.WithClientIP(net.IPv4(203, 0, 113, 10))}, []dhcpv4.Modifier{dhcpv4.WithMessageType(dhcpv4.MessageTypeAck), yi}, "10.99.0.105:68 at 52:54:00:00:00:01"},
+		{"chaddr a group address: broadcast",
+			[]dhcpv4.Modifier{dhcpv4.WithHwAddr(net.HardwareAddr{0x01, 0, 0x5e, 0, 0, 1})}, []dhcpv4.Modifier{dhcpv4.WithMessageType(dhcpv4.MessageTypeOffer), yi}, "255.255.255.255:68"},
+		{"yiaddr off the network: broadcast",
+			nil, []dhcpv4.Modifier{dhcpv4.WithMessageType(dhcpv4.MessageTypeOffer), dhcpv4.WithYourIP(net.IPv4(203, 0, 113, 10))}, "255.255.255.255:68"},
+		{"no yiaddr (ACK to an INFORM without ciaddr): broadcast",
+			nil, []dhcpv4.Modifier{dhcpv4.WithMessageType(dhcpv4.MessageTypeAck)}, "255.255.255.255:68"},
+	} {
+		req := discover(t, mac(1), c.req...)
+		resp, err := dhcpv4.NewReplyFromRequest(req, c.resp...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := h.destination(req, resp).String(); got != c.want {
+			t.Errorf("%s: %s, want %s", c.name, got, c.want)
+		}
+	}
+}
+
+// fakeFrames records what a Conn sends through its FrameSender.
+type fakeFrames struct {
+	pkt     []byte
+	ifindex int
+	dst     net.HardwareAddr
+	closed  bool
+}
+
+var _ FrameSender = (*fakeFrames)(nil)
+
+func (f *fakeFrames) SendIPv4(pkt []byte, ifindex int, dst net.HardwareAddr) error {
+	f.pkt, f.ifindex, f.dst = pkt, ifindex, dst
+	return nil
+}
+
+func (f *fakeFrames) Close() error { f.closed = true; return nil }
+
+// TestConnFrames: a reply to a MAC leaves through the FrameSender as one
+// IPv4/UDP packet from the server's address, port 67, to yiaddr, port
+// 68, on the request's interface; closing the Conn closes the sender.
+func TestConnFrames(t *testing.T) {
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fakeFrames{}
+	c, err := NewConn(pc, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := []byte("an OFFER")
+	if err := c.WriteTo(msg, 7, addr("10.99.0.1"), Dest{Addr: netip.MustParseAddrPort("10.99.0.105:68"), MAC: mac(1)}); err != nil {
+		t.Fatal(err)
+	}
+	if f.ifindex != 7 || f.dst.String() != mac(1).String() {
+		t.Errorf("frame out of ifindex %d to %s, want 7 and %s", f.ifindex, f.dst, mac(1))
+	}
+	h, err := ipv4.ParseHeader(f.pkt)
+	if err != nil {
+		t.Fatalf("the packet's IPv4 header: %v (% x)", err, f.pkt)
+	}
+	if !h.Src.Equal(net.IPv4(10, 99, 0, 1)) || !h.Dst.Equal(net.IPv4(10, 99, 0, 105)) || h.Protocol != 17 || h.TotalLen != len(f.pkt) {
+		t.Errorf("IPv4 header %v, want UDP 10.99.0.1 -> 10.99.0.105, total length %d", h, len(f.pkt))
+	}
+	u := f.pkt[h.Len:]
+	if sp, dp := binary.BigEndian.Uint16(u[0:2]), binary.BigEndian.Uint16(u[2:4]); sp != 67 || dp != 68 || string(u[8:]) != string(msg) {
+		t.Errorf("UDP %d -> %d carrying %q, want 67 -> 68 carrying %q", sp, dp, u[8:], msg)
+	}
+	c.Close()
+	if !f.closed {
+		t.Error("Close left the frame socket open")
+	}
+}
+
+// TestUDPIPv4Checksums: both checksums of the packets the Conn sends to a
+// MAC verify, checked here by the RFC 1071 rule written out again (the
+// one's-complement sum over the covered bytes, checksum included, is
+// 0xffff), for payloads of odd and even length. Real clients check them
+// too: udhcpc and dhclient drop a reply whose checksums are wrong
+// (e2e TestDHCPUnicastReplies).
+func TestUDPIPv4Checksums(t *testing.T) {
+	ones := func(parts ...[]byte) uint16 {
+		var s uint64
+		for _, b := range parts {
+			for i := 0; i < len(b); i += 2 {
+				w := uint64(b[i]) << 8
+				if i+1 < len(b) {
+					w |= uint64(b[i+1])
+				}
+				s += w
+			}
+		}
+		for s > 0xffff {
+			s = s>>16 + s&0xffff
+		}
+		return uint16(s)
+	}
+	for _, payload := range [][]byte{[]byte("odd"), []byte("even"), make([]byte, 300)} {
+		p := udpIPv4(addr("10.99.0.1"), addr("10.99.0.105"), 67, 68, payload)
+		if got := ones(p[:20]); got != 0xffff {
+			t.Errorf("IPv4 header checksum of a %d-byte payload does not verify: sum %#04x", len(payload), got)
+		}
+		u := p[20:]
+		pseudo := []byte{10, 99, 0, 1, 10, 99, 0, 105, 0, 17, byte(len(u) >> 8), byte(len(u))}
+		if got := ones(pseudo, u); got != 0xffff || binary.BigEndian.Uint16(u[6:8]) == 0 {
+			t.Errorf("UDP checksum %#04x of a %d-byte payload does not verify: sum %#04x", binary.BigEndian.Uint16(u[6:8]), len(payload), got)
+		}
+	}
+}
+
+// TestMuxCountsSendErrors: a reply the kernel refuses is counted (and
+// logged), and the mux goes on serving.
+func TestMuxCountsSendErrors(t *testing.T) {
+	h := handlerFor("10.99.0.1/24", "10.99.0.100", "10.99.0.110")
+	m := &Mux{}
+	m.Set(7, h)
+	c := newFakeConn()
+	c.fail = errors.New("no buffer space available")
+	done := make(chan error)
+	go func() { done <- m.Serve(c) }()
+	c.send(t, 7, discover(t, mac(1)))
+	c.reply()
+	c.send(t, 7, discover(t, mac(2)))
+	c.reply()
+	c.Close()
+	<-done
+	// Each reply's goroutine counts its error after WriteTo returns: wait
+	// for both (the test's own deadline ends a test where they never come).
+	for m.SendErrors.Load() < 2 {
+		time.Sleep(time.Millisecond)
+	}
+	if got := m.SendErrors.Load(); got != 2 {
+		t.Errorf("send errors counted: %d, want 2", got)
 	}
 }
