@@ -3,6 +3,7 @@ package spec
 import (
 	"errors"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -20,6 +21,7 @@ func (n *Network) parseForwards(v *yaml.Node) error {
 		return n.errorf("forwards", "want a list of {proto, port, to, from, listen}")
 	}
 	var errs []error
+	n.Forwards = slices.Grow(n.Forwards, len(v.Content))
 	for i, it := range v.Content {
 		f := "forwards[" + itoa(i) + "]"
 		n.Lines[f] = it.Line

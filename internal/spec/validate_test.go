@@ -120,3 +120,32 @@ func TestForwardTwice(t *testing.T) {
 		t.Errorf("tcp and udp 80: %v", err)
 	}
 }
+
+// BenchmarkLoadThousand is spec.Load of 1,000 NAT networks with 10,000
+// forwards, as bench/apply's no-op applies it: YAML decoding, each
+// network's checks and the cross-network validation.
+func BenchmarkLoadThousand(b *testing.B) {
+	var sb strings.Builder
+	sb.WriteString("networks:\n")
+	port := 10000
+	for i := range 1000 {
+		fmt.Fprintf(&sb, "  n%d: {mode: nat, bridge: gn%d, ipv4: 10.%d.%d.1/24, forwards: [", i, i, 100+i/256, i%256)
+		for j := range 10 {
+			if j > 0 {
+				sb.WriteString(", ")
+			}
+			fmt.Fprintf(&sb, "{proto: tcp, port: %d, to: \"10.%d.%d.10:22\"}", port, 100+i/256, i%256)
+			port++
+		}
+		sb.WriteString("]}\n")
+	}
+	p := b.TempDir() + "/spec.yaml"
+	if err := os.WriteFile(p, []byte(sb.String()), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if s, err := Load(p); err != nil || len(s.Networks) != 1000 {
+			b.Fatal(err)
+		}
+	}
+}
