@@ -4,7 +4,12 @@
 // a table with the ratio. Needs root; it creates and removes its own
 // namespaces and never touches the root namespace.
 //
-//	go run ./bench/apply -guestnet bin/guestnet [-nets 100] [-noop 1000] [-runs 5] [-big 1000] [-forwards 10000]
+//	go run ./bench/apply -guestnet bin/guestnet [-nets 100] [-noop 1000] [-runs 5] [-big 1000] [-forwards 10000] [-scale-only] [-cpuprofile FILE]
+//
+// The scale cases (one network on an empty host, one more on a host with
+// -big, the no-op of -big networks with -forwards) are timed twice in the
+// same run: the whole command, and in-process (spec load plus the
+// engine's Converge, see inproc), whose CPU profile -cpuprofile writes.
 package main
 
 import (
@@ -14,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"time"
@@ -26,6 +32,8 @@ var (
 	runs = flag.Int("runs", 5, "repetitions (the median is reported)")
 	big  = flag.Int("big", 1000, "networks on the host that gets one more, and in the no-op with forwards")
 	fwds = flag.Int("forwards", 10000, "port forwards in the no-op of -big networks")
+	only = flag.Bool("scale-only", false, "skip the comparison with the shell recipe (only the scale cases)")
+	prof = flag.String("cpuprofile", "", "write a CPU profile of the in-process applies to this file")
 )
 
 func main() {
@@ -38,8 +46,17 @@ func main() {
 	check(err)
 	defer os.RemoveAll(dir)
 
-	l := newLab(2**runs + 2 + *runs + 2)
+	l := newLab(2**runs + 2 + 2**runs + 2)
 	defer l.close()
+	if !*only {
+		compare(dir, l)
+	}
+	scale(dir, l)
+}
+
+// compare times guestnet against the shell recipe, from scratch and as a
+// no-op re-apply, and prints that table.
+func compare(dir string, l *lab) {
 	var gn, sh []time.Duration
 	for r := 0; r < *runs; r++ {
 		gn = append(gn, l.fresh(dir, func(ns string) time.Duration { return guestnetApply(dir, ns, *nets, nil) }))
@@ -61,49 +78,91 @@ func main() {
 		return 0
 	})
 
+	fmt.Printf("\n| case | guestnet | shell recipe (ip/iptables per line) | shell / guestnet |\n|---|---|---|---|\n")
+	fmt.Printf("| %d NAT networks from scratch (median of %d) | %s | %s | %.1f× |\n",
+		*nets, *runs, ms(median(gn)), ms(median(sh)), ratio(sh, gn))
+	fmt.Printf("| no-op re-apply of %d networks (guestnet: median of %d, %d kernel writes; shell: checks each item with `ip link show`/`iptables -C`, 1 run) | %s | %s | %.1f× |\n",
+		*noop, *runs, writes, ms(median(gnNoop)), ms(median(shNoop)), ratio(shNoop, gnNoop))
+	fmt.Printf("\nGoals: ≥ 5× faster than the shell recipe from scratch; no-op apply under 150 ms with 0 kernel writes.\n")
+}
+
+// scale times the applies whose cost must not grow with the number of
+// networks, as whole commands and in-process, and prints that table.
+func scale(dir string, l *lab) {
+	if *prof != "" {
+		// Only the in-process applies use this process's CPU: the
+		// commands run in children, which the profile does not see.
+		f, err := os.Create(*prof)
+		check(err)
+		defer f.Close()
+		check(pprof.StartCPUProfile(f))
+		defer pprof.StopCPUProfile()
+	}
 	// One network on an empty host, against one more on a host with -big:
 	// the same order of writes (a delta of its chains and map elements),
-	// whatever the number of networks already there.
-	var one, more, fwNoop []time.Duration
-	var oneW, moreW, fwW result
+	// whatever the number of networks already there. Each case runs as a
+	// command and in-process, alternating, on the same namespace.
+	var one, more, noopC caseTimes
 	for r := 0; r < *runs; r++ {
 		l.fresh(dir, func(ns string) time.Duration {
-			res := guestnetRun(dir, ns, specOf(0, 1, 0))
-			one, oneW = append(one, res.took), res
+			one.add(guestnetRun(dir, ns, specOf(0, 1, 0)), false)
+			return 0
+		})
+		l.fresh(dir, func(ns string) time.Duration {
+			one.add(inproc(dir, ns, specOf(0, 1, 0)), true)
 			return 0
 		})
 	}
 	l.fresh(dir, func(ns string) time.Duration {
 		guestnetRun(dir, ns, specOf(0, *big, 0))
 		for r := 0; r < *runs; r++ {
-			res := guestnetRun(dir, ns, specOf(0, *big+1, 0))
-			more, moreW = append(more, res.took), res
+			more.add(guestnetRun(dir, ns, specOf(0, *big+1, 0)), false)
 			guestnetRun(dir, ns, specOf(0, *big, 0)) // and back, untimed
+			more.add(inproc(dir, ns, specOf(0, *big+1, 0)), true)
+			guestnetRun(dir, ns, specOf(0, *big, 0))
 		}
 		return 0
 	})
 	l.fresh(dir, func(ns string) time.Duration {
 		guestnetRun(dir, ns, specOf(0, *big, *fwds))
 		for r := 0; r < *runs; r++ {
-			res := guestnetRun(dir, ns, specOf(0, *big, *fwds))
-			fwNoop, fwW = append(fwNoop, res.took), res
+			noopC.add(guestnetRun(dir, ns, specOf(0, *big, *fwds)), false)
+			noopC.add(inproc(dir, ns, specOf(0, *big, *fwds)), true)
 		}
 		return 0
 	})
 
-	fmt.Printf("\n| case | guestnet | shell recipe (ip/iptables per line) | shell / guestnet |\n|---|---|---|---|\n")
-	fmt.Printf("| %d NAT networks from scratch (median of %d) | %s | %s | %.1f× |\n",
-		*nets, *runs, ms(median(gn)), ms(median(sh)), ratio(sh, gn))
-	fmt.Printf("| no-op re-apply of %d networks (guestnet: median of %d, %d kernel writes; shell: checks each item with `ip link show`/`iptables -C`, 1 run) | %s | %s | %.1f× |\n",
-		*noop, *runs, writes, ms(median(gnNoop)), ms(median(shNoop)), ratio(shNoop, gnNoop))
-	fmt.Printf("\n| case (guestnet, median of %d) | time | kernel writes | nft objects written |\n|---|---|---|---|\n", *runs)
-	fmt.Printf("| one NAT network on an empty host | %s | %d | %s |\n", ms(median(one)), oneW.writes, oneW.nft)
-	fmt.Printf("| one more NAT network on a host with %d | %s | %d | %s |\n", *big, ms(median(more)), moreW.writes, moreW.nft)
-	fmt.Printf("| no-op apply of %d networks with %d forwards | %s | %d | %s |\n", *big, *fwds, ms(median(fwNoop)), fwW.writes, fwW.nft)
-	fmt.Printf("\nGoals: ≥ 5× faster than the shell recipe from scratch; no-op apply under 150 ms with 0 kernel writes;\n")
-	fmt.Printf("one more network on a host with %d: under 20 ms, the same order of writes as one on an empty host;\n", *big)
+	fmt.Printf("\n| case (guestnet, median of %d) | whole command | in-process (spec load + Converge) | kernel writes | nft objects written |\n|---|---|---|---|---|\n", *runs)
+	one.row("one NAT network on an empty host")
+	more.row(fmt.Sprintf("one more NAT network on a host with %d", *big))
+	noopC.row(fmt.Sprintf("no-op apply of %d networks with %d forwards", *big, *fwds))
+	fmt.Printf("\nGoals: one more network on a host with %d: under 20 ms, the same order of writes as one on an empty host;\n", *big)
 	fmt.Printf("no-op of %d networks and %d forwards: under 150 ms, 0 writes.\n", *big, *fwds)
-	fmt.Printf("Times are wall clock of the whole command, process start included.\n")
+	fmt.Printf("Whole command: wall clock of `guestnet apply`, process start and printing included. In-process: the same\n")
+	fmt.Printf("apply inside this process (spec.Load, engine.Open, Converge): what guestnet itself spends.\n")
+}
+
+// caseTimes collects one case's runs, as commands and in-process.
+type caseTimes struct {
+	cmd, in []time.Duration
+	last    result // of a command: its writes and nft objects
+	inW     int
+}
+
+func (c *caseTimes) add(r result, in bool) {
+	if in {
+		c.in, c.inW = append(c.in, r.took), r.writes
+		return
+	}
+	c.cmd, c.last = append(c.cmd, r.took), r
+}
+
+func (c *caseTimes) row(name string) {
+	w := fmt.Sprint(c.last.writes)
+	if c.inW != c.last.writes {
+		w = fmt.Sprintf("%d (in-process %d)", c.last.writes, c.inW)
+	}
+	fmt.Printf("| %s | %s | %s | %s | %s |\n", name, ms(median(c.cmd)), ms(median(c.in)), w, c.last.nft)
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d.Microseconds())/1000) }

@@ -7,8 +7,6 @@ package observe
 import (
 	"fmt"
 	"net/netip"
-	"slices"
-	"strings"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -45,7 +43,7 @@ func (h *Hint) Trusts(gen uint32) bool {
 // Host reads the namespace. hint may be nil (read everything).
 func Host(ns *netns.NS, nl *netlink.Handle, hint *Hint) (model.Host, error) {
 	var h model.Host
-	links, err := readLinks(nl)
+	links, err := readLinks(ns, nl)
 	if err != nil {
 		return h, err
 	}
@@ -69,14 +67,14 @@ func Host(ns *netns.NS, nl *netlink.Handle, hint *Hint) (model.Host, error) {
 	return h, nil
 }
 
-func readLinks(nl *netlink.Handle) ([]model.Link, error) {
-	ls, err := nl.LinkList()
+func readLinks(ns *netns.NS, nl *netlink.Handle) ([]model.Link, error) {
+	ls, err := dumpLinks(ns)
 	if err != nil {
 		return nil, fmt.Errorf("observe links: %w", err)
 	}
-	names := map[int]string{}
+	names := make(map[int]string, len(ls))
 	for _, l := range ls {
-		names[l.Attrs().Index] = l.Attrs().Name
+		names[l.Index] = l.Name
 	}
 	addrs, err := nl.AddrList(nil, netlink.FAMILY_V4)
 	if err != nil {
@@ -99,26 +97,13 @@ func readLinks(nl *netlink.Handle) ([]model.Link, error) {
 	}
 	out := make([]model.Link, 0, len(ls))
 	for _, l := range ls {
-		at := l.Attrs()
-		ml := model.Link{
-			Name:    at.Name,
-			Index:   at.Index,
-			Kind:    l.Type(),
-			Alias:   at.Alias,
-			Master:  names[at.MasterIndex],
-			Up:      at.Flags&unix.IFF_UP != 0,
-			Carrier: at.OperState == netlink.OperUp || at.OperState == netlink.OperUnknown,
-			Group:   at.Group,
-			MTU:     at.MTU,
-			Addrs:   byIndex[at.Index],
-			Brd:     brd[at.Index],
-		}
-		if len(at.HardwareAddr) > 0 {
-			ml.MAC = at.HardwareAddr.String()
-		}
+		ml := l.Link
+		ml.Master = names[l.master]
+		ml.Addrs = byIndex[l.Index]
+		ml.Brd = brd[l.Index]
 		out = append(out, ml)
 	}
-	slices.SortFunc(out, func(a, b model.Link) int { return strings.Compare(a.Name, b.Name) })
+	sortLinks(out)
 	return out, nil
 }
 

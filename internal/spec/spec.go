@@ -213,8 +213,7 @@ func parseNetwork(file string, key, val *yaml.Node) (Network, error) {
 			continue
 		}
 		n.Lines[k.Value] = k.Line
-		if parse, ok := map[string]func(*yaml.Node) error{"dhcp": n.parseDHCP, "dns": n.parseDNS,
-			"forwards": n.parseForwards, "floating": n.parseFloating, "peers": n.parsePeers}[k.Value]; ok {
+		if parse := n.parser(k.Value); parse != nil {
 			if err := parse(v); err != nil {
 				errs = append(errs, err)
 			}
@@ -232,6 +231,25 @@ func parseNetwork(file string, key, val *yaml.Node) (Network, error) {
 		return n, errors.Join(errs...)
 	}
 	return n, n.check()
+}
+
+// parser is the reader of a field that takes more than one value, or nil.
+// (A switch, not a map literal: that was built again for each field of
+// each network.)
+func (n *Network) parser(field string) func(*yaml.Node) error {
+	switch field {
+	case "dhcp":
+		return n.parseDHCP
+	case "dns":
+		return n.parseDNS
+	case "forwards":
+		return n.parseForwards
+	case "floating":
+		return n.parseFloating
+	case "peers":
+		return n.parsePeers
+	}
+	return nil
 }
 
 func (n *Network) set(field, v string) error {

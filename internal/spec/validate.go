@@ -1,6 +1,7 @@
 package spec
 
 import (
+	"cmp"
 	"errors"
 	"net/netip"
 	"regexp"
@@ -95,29 +96,23 @@ func (n *Network) check() error {
 }
 
 // Validate checks the networks against each other.
+//
+// Each network is checked against the earlier ones that share a name, a
+// bridge, an uplink or an overlapping subnet with it, found by maps and one
+// sorted sweep instead of by comparing every pair (a million pairs at
+// 1,000 networks); each such pair reports what conflict checks it first.
 func (s *Spec) Validate() error {
 	var errs []error
+	clash := clashes(s.Networks)
 	for i := range s.Networks {
 		a := &s.Networks[i]
-		for j := range i {
-			b := &s.Networks[j]
-			switch {
-			case a.Name == b.Name:
-				errs = append(errs, a.errorf("", "declared twice (also at %s:%d)", b.File, b.Line))
-			case a.Bridge == b.Bridge:
-				errs = append(errs, a.errorf("bridge", "%q is also the bridge of network %s (%s:%d)", a.Bridge, b.Name, b.File, b.Line))
-			case a.Uplink != "" && a.Uplink == b.Uplink:
-				errs = append(errs, a.errorf("uplink", "%q is also the uplink of network %s (%s:%d)", a.Uplink, b.Name, b.File, b.Line))
-			case a.Uplink != "" && a.Uplink == b.Bridge:
-				errs = append(errs, a.errorf("uplink", "%q is the bridge of network %s (%s:%d)", a.Uplink, b.Name, b.File, b.Line))
-			case b.Uplink != "" && b.Uplink == a.Bridge:
-				errs = append(errs, a.errorf("bridge", "%q is the uplink of network %s (%s:%d)", a.Bridge, b.Name, b.File, b.Line))
-			case a.IPv4.IsValid() && b.IPv4.IsValid() && a.Subnet().Overlaps(b.Subnet()) && a.Mode != model.Bridge && b.Mode != model.Bridge:
-				errs = append(errs, a.errorf("ipv4", "subnet %s overlaps %s of network %s (%s:%d)", a.Subnet(), b.Subnet(), b.Name, b.File, b.Line))
+		for _, j := range clash[i] {
+			if err := pairError(a, &s.Networks[j]); err != nil {
+				errs = append(errs, err)
 			}
 		}
 	}
-	names := map[string]bool{}
+	names := make(map[string]bool, len(s.Networks))
 	for _, n := range s.Networks {
 		names[n.Name] = true
 	}
@@ -130,6 +125,103 @@ func (s *Spec) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// pairError is the conflict between network a and the earlier network b,
+// or nil.
+func pairError(a, b *Network) error {
+	switch {
+	case a.Name == b.Name:
+		return a.errorf("", "declared twice (also at %s:%d)", b.File, b.Line)
+	case a.Bridge == b.Bridge:
+		return a.errorf("bridge", "%q is also the bridge of network %s (%s:%d)", a.Bridge, b.Name, b.File, b.Line)
+	case a.Uplink != "" && a.Uplink == b.Uplink:
+		return a.errorf("uplink", "%q is also the uplink of network %s (%s:%d)", a.Uplink, b.Name, b.File, b.Line)
+	case a.Uplink != "" && a.Uplink == b.Bridge:
+		return a.errorf("uplink", "%q is the bridge of network %s (%s:%d)", a.Uplink, b.Name, b.File, b.Line)
+	case b.Uplink != "" && b.Uplink == a.Bridge:
+		return a.errorf("bridge", "%q is the uplink of network %s (%s:%d)", a.Bridge, b.Name, b.File, b.Line)
+	case subnetsClash(a, b):
+		return a.errorf("ipv4", "subnet %s overlaps %s of network %s (%s:%d)", a.Subnet(), b.Subnet(), b.Name, b.File, b.Line)
+	}
+	return nil
+}
+
+// subnetsClash reports whether two networks' subnets overlap where that is
+// an error: bridge-mode networks take their uplink's addresses, which may.
+func subnetsClash(a, b *Network) bool {
+	return a.IPv4.IsValid() && b.IPv4.IsValid() && a.Mode != model.Bridge && b.Mode != model.Bridge &&
+		a.Subnet().Overlaps(b.Subnet())
+}
+
+// clashes returns, for each network i, the earlier networks j < i (in
+// ascending order) that pairError may find in conflict with it: those
+// sharing a name, a bridge or an uplink name with it (either way round),
+// and those whose subnet overlaps its own. Every pair pairError reports is
+// among them.
+func clashes(nets []Network) [][]int {
+	byName := map[string][]int{}
+	for i := range nets {
+		n := &nets[i]
+		keys := []string{"n" + n.Name, "i" + n.Bridge}
+		if n.Uplink != "" {
+			keys = append(keys, "i"+n.Uplink) // interface names: bridges and uplinks
+		}
+		for _, k := range keys {
+			if !slices.Contains(byName[k], i) {
+				byName[k] = append(byName[k], i)
+			}
+		}
+	}
+	out := make([][]int, len(nets))
+	add := func(i, j int) {
+		if j < i {
+			out[i] = append(out[i], j)
+		} else if i < j {
+			out[j] = append(out[j], i)
+		}
+	}
+	for _, idx := range byName {
+		for x, i := range idx {
+			for _, j := range idx[:x] {
+				add(i, j)
+			}
+		}
+	}
+	overlaps(nets, add)
+	for i := range out {
+		slices.Sort(out[i])
+		out[i] = slices.Compact(out[i])
+	}
+	return out
+}
+
+// overlaps calls pair for every two networks whose subnets overlap (one
+// holds the other), in one sweep over the subnets sorted by first address,
+// widest first: the stack holds the subnets that hold the current one.
+func overlaps(nets []Network, pair func(i, j int)) {
+	var idx []int
+	for i := range nets {
+		if nets[i].IPv4.IsValid() && nets[i].Mode != model.Bridge {
+			idx = append(idx, i)
+		}
+	}
+	sub := func(i int) netip.Prefix { return nets[i].IPv4.Masked() }
+	slices.SortFunc(idx, func(a, b int) int {
+		pa, pb := sub(a), sub(b)
+		return cmp.Or(pa.Addr().Compare(pb.Addr()), cmp.Compare(pa.Bits(), pb.Bits()))
+	})
+	var stack []int
+	for _, i := range idx {
+		p := sub(i)
+		for len(stack) > 0 && !sub(stack[len(stack)-1]).Contains(p.Addr()) {
+			stack = stack[:len(stack)-1]
+		}
+		for _, j := range stack {
+			pair(i, j)
+		}
+		stack = append(stack, i)
+	}
 }
 
 // CheckHost checks the spec against the observed host before any change:

@@ -105,11 +105,14 @@ func Load(path string) (State, error) {
 }
 
 // Save writes the state durably: temp file, fsync, rename, fsync the folder.
+// The JSON is compact, one line (`jq . FILE` shows it indented): at 1,000
+// networks with 10,000 forwards indenting made it 1.9 MB instead of 0.7,
+// and took longer to encode, to write and to read back than the rest.
 func Save(path string, s State) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return fmt.Errorf("save state: %w", err)
 	}
-	data, err := json.MarshalIndent(s, "", "  ")
+	data, err := json.Marshal(s)
 	if err != nil {
 		return fmt.Errorf("save state: %w", err)
 	}
