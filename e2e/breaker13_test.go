@@ -173,3 +173,27 @@ func TestForeignDispatchDriftIsSeenAndRepaired(t *testing.T) {
 		t.Error("the foreign chain survived the repair")
 	}
 }
+
+// TestForeignSetInOurTableIsSeen: a set someone adds to table inet
+// guestnet is not one guestnet wrote; plan should call it drift and apply
+// remove it, as it does a foreign chain. observe reads only the maps it
+// knows by name (readMaps), so the plan is empty and the set stays.
+// Harmless to packets while no rule looks it up (such a rule would be
+// seen), but the table is not the one the digest vouches for.
+func TestForeignSetInOurTableIsSeen(t *testing.T) {
+	l := newLab(t)
+	host := l.NS("host")
+	spec := l.Spec("networks:\n  A: {mode: nat, bridge: hb0, ipv4: 10.82.0.1/24}\n")
+	l.Guestnet(host, "apply", spec)
+	l.In(host, "nft", "add", "chain", "inet", "guestnet", "lonely")
+	if _, _, code := l.Run(host, "plan", spec); code != 2 {
+		t.Errorf("a foreign chain in our table: plan exit %d, want 2", code)
+	}
+	l.Guestnet(host, "apply", spec)
+	l.In(host, "nft", "add", "set", "inet", "guestnet", "theirs", "{ type ipv4_addr; }")
+	if out, _, code := l.Run(host, "plan", spec); code != 2 {
+		t.Errorf("a foreign set in our table: plan exit %d, want 2 (drift)\n%s", code, out)
+	}
+	l.Guestnet(host, "apply", spec)
+	l.sameAsFresh(host, spec, "after apply over a foreign set")
+}
