@@ -197,7 +197,29 @@ func readMaps(c *nftables.Conn, h *model.Host) error {
 	if err := readVmaps(c, byName, h); err != nil {
 		return err
 	}
-	return readFloating(c, byName[model.FloatingIn], byName[model.FloatingOut], h)
+	if err := readFloating(c, byName[model.FloatingIn], byName[model.FloatingOut], h); err != nil {
+		return err
+	}
+	foreignSets(sets, h)
+	return nil
+}
+
+// foreignSets reports each named set or map of guestnet's table that
+// guestnet does not make (someone's `nft add set inet guestnet ...`) as a
+// map of its own with an unknown key: the table is then not one any spec
+// renders, the plan sees drift and, the set of maps differing, replaces
+// the table whole, which removes it. Anonymous sets belong to the rules
+// that hold them.
+func foreignSets(sets []*nftables.Set, h *model.Host) {
+	known := map[string]bool{model.ForwardsMap: true, model.ForwardsSrcMap: true, model.FloatingIn: true, model.FloatingOut: true}
+	for _, v := range model.Vmaps {
+		known[v.Name] = true
+	}
+	for _, s := range sets {
+		if !s.Anonymous && !known[s.Name] {
+			h.Ruleset.Vmaps = append(h.Ruleset.Vmaps, model.Vmap{Name: s.Name, Key: "(not guestnet's)"})
+		}
+	}
 }
 
 // readVmaps reads guestnet's verdict maps and the chain each element
