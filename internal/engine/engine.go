@@ -15,6 +15,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -53,6 +54,11 @@ type Engine struct {
 
 	ownMu  sync.Mutex
 	ownGen map[uint32]bool // generations made by Learn alone
+	// obsGen is the nftables generation read just before the last
+	// observation of diff (under the state lock): a commit between it and
+	// the start of the plan's writes is someone else's, which a delta would
+	// not overwrite, so nftMark then vouches for nothing.
+	obsGen atomic.Pointer[uint32]
 }
 
 // Open targets the named namespace ("" for the current one) with state
@@ -126,6 +132,10 @@ func (e *Engine) diff(ctx context.Context, st state.State, check func(model.Host
 		hint = &observe.Hint{Gen: st.Nft.Gen, Sum: st.Nft.Sum, Own: e.own}
 	}
 	for {
+		e.obsGen.Store(nil)
+		if g, err := e.Kernel.NftGen(); err == nil {
+			e.obsGen.Store(&g)
+		}
 		h, err := e.observe(ctx, hint)
 		if err != nil {
 			return plan.Plan{}, err
@@ -141,6 +151,21 @@ func (e *Engine) diff(ctx context.Context, st state.State, check func(model.Host
 		}
 		hint = nil
 	}
+}
+
+// onlyOwn reports whether every commit from generation from to to was one
+// of the daemon's own leased-binding writes (Learn), which touch only the
+// anti-spoofing sets and never guestnet's table.
+func (e *Engine) onlyOwn(from, to uint32) bool {
+	if to-from > 64 {
+		return false
+	}
+	for i := uint32(1); i <= to-from; i++ { // uint32: a wrapped counter too
+		if !e.own(from + i) {
+			return false
+		}
+	}
+	return true
 }
 
 func (e *Engine) own(gen uint32) bool {
@@ -358,6 +383,12 @@ func (e *Engine) nftMark(p plan.Plan) func(*state.State) {
 		return nil
 	}
 	g0, gerr := e.Kernel.NftGen()
+	if og := e.obsGen.Load(); gerr == nil && og != nil && !e.onlyOwn(*og, g0) {
+		// Someone committed between the observation and now: the plan did
+		// not see it, and a delta leaves it in place. Vouch for nothing, so
+		// the next plan reads the table back.
+		gerr = fmt.Errorf("nftables generation moved from %d to %d while planning", *og, g0)
+	}
 	return func(target *state.State) {
 		old := target.Nft
 		target.Nft = nil
