@@ -1,10 +1,8 @@
 package e2e
 
 import (
-	"encoding/binary"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -12,95 +10,22 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/insomniacslk/dhcp/dhcpv4"
-	"golang.org/x/sys/unix"
-
-	"github.com/guestnet/guestnet/internal/netns"
 )
 
-// dhcpReplies records the DHCP server replies (UDP from port 67) that
-// reach eth0 of a namespace, through an AF_PACKET socket opened inside it.
-type dhcpReplies struct {
-	mu   sync.Mutex
-	seen []string // "TYPE for MAC to DST"
-	stop chan struct{}
-	done chan struct{}
-}
+// dhcpReplies lists the DHCP server replies that reach eth0 of a
+// namespace as "TYPE for MAC to DST" (a frameCapture underneath).
+type dhcpReplies struct{ c *frameCapture }
 
-func (l *Lab) captureDHCP(ns string) *dhcpReplies {
-	l.t.Helper()
-	n, err := netns.Open(ns)
-	if err != nil {
-		l.t.Fatal(err)
-	}
-	defer n.Close()
-	proto := int(htons(unix.ETH_P_IP))
-	var fd int
-	err = n.Do(func() error {
-		ifi, err := net.InterfaceByName("eth0")
-		if err != nil {
-			return err
-		}
-		if fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM, proto); err != nil {
-			return err
-		}
-		unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Usec: 100000})
-		return unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_IP), Ifindex: ifi.Index})
-	})
-	if err != nil {
-		l.t.Fatalf("capture on eth0 of %s: %v", ns, err)
-	}
-	r := &dhcpReplies{stop: make(chan struct{}), done: make(chan struct{})}
-	go r.read(fd)
-	l.t.Cleanup(r.close)
-	return r
-}
+func (l *Lab) captureDHCP(ns string) *dhcpReplies { return &dhcpReplies{l.captureFrames(ns)} }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
-func (r *dhcpReplies) read(fd int) {
-	defer close(r.done)
-	defer unix.Close(fd)
-	buf := make([]byte, 2048)
-	for {
-		select {
-		case <-r.stop:
-			return
-		default:
-		}
-		n, _, err := unix.Recvfrom(fd, buf, 0)
-		if err != nil || n < 28 || buf[9] != unix.IPPROTO_UDP {
-			continue
-		}
-		ihl := int(buf[0]&0x0f) * 4
-		if n < ihl+8 || binary.BigEndian.Uint16(buf[ihl:]) != 67 {
-			continue
-		}
-		m, err := dhcpv4.FromBytes(buf[ihl+8 : n])
-		if err != nil {
-			continue
-		}
-		dst := net.IP(buf[16:20]).String()
-		r.mu.Lock()
-		r.seen = append(r.seen, fmt.Sprintf("%s for %s to %s", m.MessageType(), m.ClientHWAddr, dst))
-		r.mu.Unlock()
-	}
-}
-
-func (r *dhcpReplies) close() {
-	select {
-	case <-r.stop:
-	default:
-		close(r.stop)
-	}
-	<-r.done
-}
-
 func (r *dhcpReplies) list() []string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]string(nil), r.seen...)
+	var out []string
+	for _, s := range r.c.list() {
+		out = append(out, fmt.Sprintf("%s for %s to %s", s.typ, s.chaddr, s.ipDst))
+	}
+	return out
 }
 
 const twoDHCPSpec = `

@@ -46,7 +46,7 @@ func Delta(old, new Ruleset) (RulesetDelta, bool) {
 	nv := vmapsByName(new)
 	for _, v := range old.Vmaps {
 		name := v.Name
-		add, del := diffSized(v.Elements, nv[name].Elements)
+		add, del := Diff(v.Elements, nv[name].Elements)
 		for _, e := range del {
 			d.DelElements = append(d.DelElements, VmapChange{Map: name, Element: e})
 		}
@@ -54,8 +54,8 @@ func Delta(old, new Ruleset) (RulesetDelta, bool) {
 			d.AddElements = append(d.AddElements, VmapChange{Map: name, Element: e})
 		}
 	}
-	d.AddForwards, d.DelForwards = diffSized(old.Forwards, new.Forwards)
-	d.AddFloating, d.DelFloating = diffSized(old.Floating, new.Floating)
+	d.AddForwards, d.DelForwards = Diff(old.Forwards, new.Forwards)
+	d.AddFloating, d.DelFloating = Diff(old.Floating, new.Floating)
 	if !slices.EqualFunc(old.DockerUser, new.DockerUser, ruleEqual) {
 		du, odu := slices.Clone(new.DockerUser), slices.Clone(old.DockerUser)
 		d.DockerUser, d.OldDockerUser = &du, &odu
@@ -404,26 +404,6 @@ func baseChains(rs Ruleset) []Chain {
 	}
 	slices.SortStableFunc(out, func(a, b Chain) int { return cmp.Compare(hookRank(a.Hook), hookRank(b.Hook)) })
 	return out
-}
-
-// diffSized is Diff with its sets sized up front (thousands of elements).
-func diffSized[T comparable](old, cur []T) (add, del []T) {
-	had, want := make(map[T]bool, len(old)), make(map[T]bool, len(cur))
-	for _, s := range old {
-		had[s] = true
-	}
-	for _, s := range cur {
-		want[s] = true
-		if !had[s] {
-			add = append(add, s)
-		}
-	}
-	for _, s := range old {
-		if !want[s] {
-			del = append(del, s)
-		}
-	}
-	return add, del
 }
 
 func regularChains(rs Ruleset) map[string]Chain {

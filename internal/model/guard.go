@@ -348,7 +348,7 @@ func nftDuration(d time.Duration) string {
 
 // Diff returns the elements of cur that old lacks, and the reverse.
 func Diff[T comparable](old, cur []T) (add, del []T) {
-	had, want := map[T]bool{}, map[T]bool{}
+	had, want := make(map[T]bool, len(old)), make(map[T]bool, len(cur)) // sized: thousands of elements
 	for _, s := range old {
 		had[s] = true
 	}
