@@ -22,7 +22,11 @@ import (
 // network is served from one socket (dhcp.Mux): a network's handler
 // answers what comes in on its bridge, by interface index. A network
 // whose config is unchanged keeps its pool; one whose bridge was
-// re-created keeps its pool and answers on the new bridge's index.
+// re-created keeps its pool and answers on the new bridge's index. A
+// network whose bridge is renamed in the spec restarts, as on any other
+// change of its config (its leases are reloaded from the store): its
+// port lookups and ARP probes name the bridge, and would otherwise go on
+// looking at the old one.
 func (d *Daemon) syncDHCP() {
 	want := map[string]dhcp.Config{}
 	bridges := map[string]string{}
@@ -33,7 +37,7 @@ func (d *Daemon) syncDHCP() {
 		}
 	}
 	for name, s := range d.servers {
-		if cfg, ok := want[name]; !ok || configKey(cfg) != s.key {
+		if cfg, ok := want[name]; !ok || serverKey(cfg, bridges[name]) != s.key {
 			d.stopServer(name, s)
 			d.Log.Info("dhcp stopped", "network", name)
 		}
@@ -72,7 +76,7 @@ func (d *Daemon) syncDHCP() {
 				continue
 			}
 			probe := &bridgeProber{open: d.arpOpener(name, bridges[name]), idle: ProberIdle}
-			s = &server{key: configKey(cfg), probe: probe, handler: &dhcp.Handler{
+			s = &server{key: serverKey(cfg, bridges[name]), probe: probe, handler: &dhcp.Handler{
 				Pool: dhcp.NewPool(cfg, time.Now, leases), Store: d.store, Log: d.Log.With("network", name),
 				Ports: learner{d: d, network: name, bridge: bridges[name]}, Prober: probe}}
 		}
@@ -363,7 +367,9 @@ func (b *bridgeProber) Prefetch(as []netip.Addr) {
 	p.Prefetch(as)
 }
 
-func configKey(c dhcp.Config) string { return configKeyOf(c) }
+// serverKey is what a network's DHCP server is made of: its config and
+// the name of its bridge.
+func serverKey(c dhcp.Config, bridge string) string { return configKeyOf(c, bridge) }
 
 // configKeyOf is a comparable form of a service's configuration.
 func configKeyOf(v ...any) string {
