@@ -24,6 +24,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	mdns "github.com/miekg/dns"
@@ -68,7 +69,22 @@ type Server struct {
 	// makes it inside the network's namespace, so forwarded queries leave
 	// from there.
 	Dial func(network, addr string) (net.Conn, error)
+
+	// forwarding counts the queries waiting on an upstream (MaxForwards).
+	forwarding atomic.Int32
+	// Overloaded counts the queries answered SERVFAIL at once because
+	// MaxForwards were already waiting.
+	Overloaded atomic.Uint64
 }
+
+// MaxForwards bounds a network's queries waiting on an upstream at once,
+// as dnsmasq's dns-forward-max (150) does; beyond it a query is answered
+// SERVFAIL at once. Each one holds a socket for up to the upstream timeout:
+// unbounded, a guest asking 20,000 names a second that its upstream is
+// slow to answer held 20,000 of the daemon's file descriptors (its whole
+// limit here), and every other network's forwarded queries, TCP clients
+// and ARP probes failed with it (e2e TestDNSFloodDoesNotStarveOtherNetwork).
+const MaxForwards = 150
 
 // ServeDNS implements mdns.Handler.
 func (s *Server) ServeDNS(w mdns.ResponseWriter, req *mdns.Msg) {
@@ -92,6 +108,13 @@ func (s *Server) ServeDNS(w mdns.ResponseWriter, req *mdns.Msg) {
 	case strings.HasSuffix(name, ".in-addr.arpa.") && s.inSubnet(name):
 		reply(w, req, s.reverse(req, name))
 	default:
+		if s.forwarding.Add(1) > MaxForwards {
+			s.forwarding.Add(-1)
+			s.Overloaded.Add(1)
+			reply(w, req, rcode(req, mdns.RcodeServerFailure))
+			return
+		}
+		defer s.forwarding.Add(-1)
 		reply(w, req, s.forward(req))
 	}
 }

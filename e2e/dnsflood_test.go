@@ -1,0 +1,118 @@
+package e2e
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	mdns "github.com/miekg/dns"
+
+	"github.com/guestnet/guestnet/internal/netns"
+)
+
+// floodSpec: network default forwards to an upstream that never answers
+// (a blackhole route in the pretend internet: as slow as a resolver
+// chasing a name server the guest's owner made mute), network other to
+// dnsmasq.
+const floodSpec = `
+networks:
+  default:
+    mode: nat
+    bridge: gnat0
+    ipv4: 10.99.0.1/24
+    dns:
+      domain: lab.internal
+      upstream: [203.0.113.99]
+  other:
+    mode: nat
+    bridge: gnat1
+    ipv4: 10.99.1.1/24
+    dns:
+      domain: other.internal
+      upstream: [203.0.113.53]
+`
+
+// floodDNS sends UDP queries for distinct names from ns to server, rate a
+// second, until stop closes; it counts what it sent.
+func floodDNS(t *testing.T, ns, server string, rate int, stop <-chan struct{}, sent *atomic.Uint64) {
+	n, err := netns.Open(ns)
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	defer n.Close()
+	var c net.PacketConn
+	if err := n.Do(func() (err error) { c, err = net.ListenPacket("udp4", ":0"); return }); err != nil {
+		t.Error(err)
+		return
+	}
+	defer c.Close()
+	dst, _ := net.ResolveUDPAddr("udp4", server)
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for i := 0; ; {
+		select {
+		case <-stop:
+			return
+		case <-tick.C:
+		}
+		for range rate / 1000 {
+			m := new(mdns.Msg)
+			m.SetQuestion(fmt.Sprintf("q%d.slow.example.", i), mdns.TypeA)
+			i++
+			b, _ := m.Pack()
+			if _, err := c.WriteTo(b, dst); err == nil {
+				sent.Add(1)
+			}
+		}
+	}
+}
+
+// A guest of one network floods its DNS with queries its upstream never
+// answers; a guest of another network must still get its answers, local
+// and forwarded. The two networks share one miekg/dns server, one queue
+// and the daemon's file descriptors (each forwarded query holds a socket
+// for the upstream timeout).
+func TestDNSFloodDoesNotStarveOtherNetwork(t *testing.T) {
+	l := newLab(t)
+	needDig(t)
+	host, inet := natHost(l)
+	startUpstreamDNS(l, inet)
+	l.must("ip", "-n", inet, "route", "add", "blackhole", "203.0.113.99/32")
+	d := l.Serve_(host, l.Spec(floodSpec))
+	ga := l.Guest(host, "default", "ga", "vga", "10.99.0.20/24", "10.99.0.1")
+	gb := l.Guest(host, "other", "gb", "vgb", "10.99.1.20/24", "10.99.1.1")
+	if r := l.dig(gb, "10.99.1.1", "web.example.test"); r.status != "NOERROR" || r.answers != 1 {
+		t.Fatalf("before the flood, network other's guest: %s\n%s", r, r.out)
+	}
+	stop := make(chan struct{})
+	var sent atomic.Uint64
+	done := make(chan struct{})
+	go func() { defer close(done); floodDNS(t, ga, "10.99.0.1:53", 20000, stop, &sent) }()
+	time.Sleep(3 * time.Second) // the flood's sockets pile up for the 2 s upstream timeout
+	asked, answered, maxFDs := 0, 0, 0
+	var last digResult
+	for deadline := time.Now().Add(8 * time.Second); time.Now().Before(deadline); {
+		asked++
+		r := l.dig(gb, "10.99.1.1", "web.example.test")
+		if r.status == "NOERROR" && r.answers == 1 {
+			answered++
+		} else {
+			last = r
+		}
+		if fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", d.cmd.Process.Pid)); err == nil && len(fds) > maxFDs {
+			maxFDs = len(fds)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	close(stop)
+	<-done
+	t.Logf("flood from network default: %d queries; network other's guest: %d of %d answered; daemon's open files at most %d",
+		sent.Load(), answered, asked, maxFDs)
+	if answered < asked*9/10 {
+		t.Errorf("network other's DNS starved by network default's flood: %d of %d answered (last: %s)", answered, asked, last)
+	}
+}
