@@ -42,6 +42,14 @@ func (d *Daemon) keepState() {
 		if d.lastState == nil {
 			return // nothing to put back: the error reaches the operator as it is
 		}
+		var ioErr *fs.PathError
+		if errors.As(err, &ioErr) {
+			// Not read at all (out of file descriptors, EIO): the file is
+			// not known to be damaged, and moving it aside would leave
+			// none on disk while the write back fails for the same reason.
+			d.Log.Error("the state file cannot be read; left as it is, tried again at the next repair", "path", path, "err", err)
+			return
+		}
 		// Unreadable (truncated, overwritten): kept aside for a look, and
 		// written back from memory like a removed one.
 		aside := path + ".corrupt-" + time.Now().UTC().Format("20060102T150405Z")
