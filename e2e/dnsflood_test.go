@@ -1,9 +1,15 @@
 package e2e
 
 import (
+	"bufio"
 	"fmt"
+	"io"
 	"net"
 	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -115,4 +121,122 @@ func TestDNSFloodDoesNotStarveOtherNetwork(t *testing.T) {
 	if answered < asked*9/10 {
 		t.Errorf("network other's DNS starved by network default's flood: %d of %d answered (last: %s)", answered, asked, last)
 	}
+}
+
+// holdTCP opens n TCP connections from ns to server, each with a query
+// sent at once (miekg/dns drops a silent one after 2 s, an idle one after
+// 8 s), in a child process of its own (the test binary again, running
+// TestHelperHoldTCP): it has a file limit of its own. The child is ended
+// by PID when the test ends. It returns how many connections are open.
+func holdTCP(t *testing.T, ns, server string, n int) int {
+	cmd := exec.Command("ip", "netns", "exec", ns, os.Args[0], "-test.run=^TestHelperHoldTCP$", "-test.v")
+	cmd.Env = append(os.Environ(), fmt.Sprintf("GUESTNET_HOLD_TCP=%s,%d", server, n))
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		if held, ok := strings.CutPrefix(sc.Text(), "held "); ok {
+			go io.Copy(io.Discard, out)
+			k, _ := strconv.Atoi(held)
+			return k
+		}
+	}
+	t.Fatalf("the TCP holder ended before saying how many it holds")
+	return 0
+}
+
+// TestHelperHoldTCP is holdTCP's child, run only by it.
+func TestHelperHoldTCP(t *testing.T) {
+	arg := os.Getenv("GUESTNET_HOLD_TCP")
+	if arg == "" {
+		t.Skip("run by holdTCP only")
+	}
+	server, count, _ := strings.Cut(arg, ",")
+	n, _ := strconv.Atoi(count)
+	m := new(mdns.Msg)
+	m.SetQuestion("held.lab.internal.", mdns.TypeA)
+	b, _ := m.Pack()
+	msg := append([]byte{byte(len(b) >> 8), byte(len(b))}, b...)
+	var mu sync.Mutex
+	var conns []net.Conn
+	go func() { // ask again on each before the 8 s idle timeout, until killed
+		for {
+			time.Sleep(3 * time.Second)
+			mu.Lock()
+			cs := conns
+			mu.Unlock()
+			for _, c := range cs {
+				c.Write(msg)
+			}
+		}
+	}()
+	for range n {
+		c, err := net.DialTimeout("tcp4", server, time.Second)
+		if err != nil {
+			break
+		}
+		c.Write(msg)
+		mu.Lock()
+		conns = append(conns, c)
+		mu.Unlock()
+	}
+	mu.Lock()
+	fmt.Printf("held %d\n", len(conns))
+	mu.Unlock()
+	select {}
+}
+
+// A guest of one network holds 22,000 TCP connections to its DNS (asking
+// on each, as a client keeping them alive would); a guest of another
+// network must still get its answers over UDP, forwarded, and over TCP.
+func TestDNSTCPHoldDoesNotStarveOtherNetwork(t *testing.T) {
+	l := newLab(t)
+	needDig(t)
+	host, inet := natHost(l)
+	startUpstreamDNS(l, inet)
+	d := l.Serve_(host, l.Spec(floodSpec))
+	ga := l.Guest(host, "default", "ga", "vga", "10.99.0.20/24", "10.99.0.1")
+	gb := l.Guest(host, "other", "gb", "vgb", "10.99.1.20/24", "10.99.1.1")
+	held := holdTCP(t, ga, "10.99.0.1:53", 11000) + holdTCP(t, ga, "10.99.0.1:53", 11000)
+	maxFDs := 0
+	for range 10 { // the daemon accepts them
+		if fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", d.cmd.Process.Pid)); err == nil && len(fds) > maxFDs {
+			maxFDs = len(fds)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	t.Logf("network default's guest holds %d TCP connections; the daemon has at most %d open files", held, maxFDs)
+	for _, q := range []struct {
+		what string
+		args []string
+	}{
+		{"forwarded over UDP", []string{"web.example.test"}},
+		{"forwarded over TCP", []string{"+tcp", "web.example.test"}},
+	} {
+		if r := l.dig(gb, "10.99.1.1", q.args...); r.status != "NOERROR" || r.answers != 1 {
+			t.Errorf("network other's guest, %s, while default's guest holds its connections: %s", q.what, r)
+		} else {
+			t.Logf("ok  network other's guest, %s: %s", q.what, r)
+		}
+	}
+	if !alive(d) {
+		t.Errorf("the daemon died while a guest held its TCP connections (out of file descriptors)")
+	}
+}
+
+// alive reports whether the daemon's process is running (not ended, nor
+// a zombie waiting for the test to reap it).
+func alive(d *Daemon) bool {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", d.cmd.Process.Pid))
+	if err != nil {
+		return false
+	}
+	_, rest, _ := strings.Cut(string(stat), ") ")
+	return !strings.HasPrefix(rest, "Z") && !strings.HasPrefix(rest, "X")
 }

@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	mdns "github.com/miekg/dns"
@@ -224,14 +225,36 @@ func (f *udpFan) SetWriteDeadline(time.Time) error { return nil }
 type atTCP struct {
 	net.Addr
 	h mdns.Handler
+	// open counts the listener's connections not yet closed
+	// (MaxTCPClients).
+	open atomic.Int32
 }
+
+// MaxTCPClients bounds a network's open TCP connections to its DNS; a
+// connection beyond it is closed as soon as accepted. miekg/dns keeps a
+// client that asks at least every 8 seconds for up to 128 queries, each
+// connection holding a file descriptor: unbounded, one guest holding
+// 22,000 connections took all 20,000 of the daemon's descriptors, and
+// every other network's TCP clients, forwarded queries and ARP probes
+// failed with it (e2e TestDNSTCPHoldDoesNotStarveOtherNetwork). Guests
+// use TCP for the rare truncated answer; dnsmasq serves 20 TCP clients
+// at once.
+const MaxTCPClients = 128
 
 type tcpConn struct {
 	net.Conn
 	local *atTCP
+	once  sync.Once
 }
 
-func (c tcpConn) LocalAddr() net.Addr { return c.local }
+func (c *tcpConn) LocalAddr() net.Addr { return c.local }
+
+// Close closes the connection and gives its place back, once.
+func (c *tcpConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() { c.local.open.Add(-1) })
+	return err
+}
 
 // tcpFan is one net.Listener over many: miekg/dns's server accepts the
 // connections of all of them.
@@ -256,16 +279,23 @@ func (f *tcpFan) accept(fd int, l *atTCP) {
 		if err != nil {
 			return // EAGAIN: all taken (EMFILE and the like: tried again when readable)
 		}
+		if l.open.Add(1) > MaxTCPClients {
+			l.open.Add(-1)
+			unix.Close(nfd) // this network has its share open already
+			continue
+		}
 		file := os.NewFile(uintptr(nfd), "dns-tcp")
 		c, err := net.FileConn(file) // a dup, in Go's poller
 		file.Close()
 		if err != nil {
+			l.open.Add(-1)
 			continue
 		}
+		tc := &tcpConn{Conn: c, local: l}
 		select {
-		case f.in <- tcpConn{c, l}:
+		case f.in <- tc:
 		default:
-			c.Close() // the server is behind: refused
+			tc.Close() // the server is behind: refused
 		}
 	}
 }
