@@ -98,7 +98,7 @@ func TestDHCPFloodDoesNotStarveOtherNetwork(t *testing.T) {
 		}
 		l.tryIn(gb, "ip", "addr", "flush", "dev", "eth0")
 	}
-		t.Logf("network a's guest sent %d DISCOVERs; network b's guest got a lease %d of %d times (slowest %v); daemon's open files %d",
+	t.Logf("network a's guest sent %d DISCOVERs; network b's guest got a lease %d of %d times (slowest %v); daemon's open files %d",
 		sent.Load(), got, asked, slowest.Round(time.Millisecond), openFiles(d))
 	if got != asked {
 		t.Errorf("network b's DHCP starved by network a's flood: %d of %d leases", got, asked)
