@@ -270,14 +270,24 @@ func newTCPFan() *tcpFan {
 
 // accept takes every connection waiting on listener fd (on the poller's
 // goroutine: it never blocks).
+// acceptBackoff is the pause after accept fails for want of resources.
+const acceptBackoff = 20 * time.Millisecond
+
 func (f *tcpFan) accept(fd int, l *atTCP) {
 	for {
 		nfd, _, err := unix.Accept4(fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
 		if err == unix.EINTR || err == unix.ECONNABORTED {
 			continue
 		}
+		if err == unix.EMFILE || err == unix.ENFILE || err == unix.ENOBUFS || err == unix.ENOMEM {
+			// Out of descriptors or memory: the connection stays queued and
+			// the listener readable, so the poller would call again at once
+			// and spin. Wait a little, as net/http's Serve does.
+			time.Sleep(acceptBackoff)
+			return
+		}
 		if err != nil {
-			return // EAGAIN: all taken (EMFILE and the like: tried again when readable)
+			return // EAGAIN: all taken
 		}
 		if l.open.Add(1) > MaxTCPClients {
 			l.open.Add(-1)
