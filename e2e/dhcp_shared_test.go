@@ -2,8 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"io"
-	"net/http"
 	"net/netip"
 	"os"
 	"strings"
@@ -114,17 +112,7 @@ func TestDHCPOneSocket(t *testing.T) {
 			t.Errorf("the guest on %s saw %d replies for itself, want OFFER and ACK: %q", c.name, own, seen)
 		}
 	}
-	var body string
-	waitFor(t, "metrics", func() bool {
-		resp, err := http.Get("http://" + addr + "/metrics")
-		if err != nil {
-			return false
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		body = string(b)
-		return strings.Contains(body, "guestnet_dhcp_foreign_interface_total")
-	})
+	body := metricsWith(t, addr, "guestnet_dhcp_foreign_interface_total")
 	var foreign int
 	for _, line := range strings.Split(body, "\n") {
 		if strings.HasPrefix(line, "guestnet_dhcp_foreign_interface_total ") {

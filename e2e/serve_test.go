@@ -430,17 +430,7 @@ func TestMetrics(t *testing.T) {
 	l.tryIn(g, "busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-t", "5", "-s", l.clientScript())
 	l.In(host, "ip", "link", "del", "gnat0")
 	waitFor(t, "the bridge repaired", func() bool { _, err := l.tryIn(host, "ip", "link", "show", "gnat0"); return err == nil })
-	var body string
-	waitFor(t, "metrics", func() bool {
-		resp, err := http.Get("http://" + addr + "/metrics")
-		if err != nil {
-			return false
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		body = string(b)
-		return strings.Contains(body, "guestnet_repairs_total 1")
-	})
+	body := metricsWith(t, addr, "guestnet_repairs_total 1")
 	for _, want := range []string{
 		`guestnet_dhcp_leases{network="default",state="in_use"} 1`,
 		`guestnet_dhcp_leases{network="default",state="free"} 99`,
@@ -467,4 +457,22 @@ func killPIDFile(path string) {
 	if _, err := fmt.Sscan(string(b), &pid); err == nil && pid > 1 {
 		syscall.Kill(pid, syscall.SIGTERM)
 	}
+}
+
+// metricsWith waits until the daemon's metrics at addr contain want, and
+// returns them.
+func metricsWith(t *testing.T, addr, want string) string {
+	t.Helper()
+	var body string
+	waitFor(t, "metrics with "+want, func() bool {
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		body = string(b)
+		return strings.Contains(body, want)
+	})
+	return body
 }
