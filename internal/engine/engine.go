@@ -15,7 +15,6 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
-	"sync/atomic"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -54,11 +53,6 @@ type Engine struct {
 
 	ownMu  sync.Mutex
 	ownGen map[uint32]bool // generations made by Learn alone
-	// obsGen is the nftables generation read just before the last
-	// observation of diff (under the state lock): a commit between it and
-	// the start of the plan's writes is someone else's, which a delta would
-	// not overwrite, so nftMark then vouches for nothing.
-	obsGen atomic.Pointer[uint32]
 }
 
 // Open targets the named namespace ("" for the current one) with state
@@ -132,9 +126,9 @@ func (e *Engine) diff(ctx context.Context, st state.State, check func(model.Host
 		hint = &observe.Hint{Gen: st.Nft.Gen, Sum: st.Nft.Sum, Own: e.own}
 	}
 	for {
-		e.obsGen.Store(nil)
+		var gen *uint32 // see nftMark
 		if g, err := e.Kernel.NftGen(); err == nil {
-			e.obsGen.Store(&g)
+			gen = &g
 		}
 		h, err := e.observe(ctx, hint)
 		if err != nil {
@@ -146,6 +140,7 @@ func (e *Engine) diff(ctx context.Context, st state.State, check func(model.Host
 			return plan.Plan{}, err
 		}
 		p, err := plan.Diff(want(), st, h)
+		p.ObservedGen = gen
 		if err != nil || hint == nil || h.Ruleset.Digest == "" || !slices.ContainsFunc(p.Actions, needsRules) {
 			return p, err
 		}
@@ -383,7 +378,7 @@ func (e *Engine) nftMark(p plan.Plan) func(*state.State) {
 		return nil
 	}
 	g0, gerr := e.Kernel.NftGen()
-	if og := e.obsGen.Load(); gerr == nil && og != nil && !e.onlyOwn(*og, g0) {
+	if og := p.ObservedGen; gerr == nil && og != nil && !e.onlyOwn(*og, g0) {
 		// Someone committed between the observation and now: the plan did
 		// not see it, and a delta leaves it in place. Vouch for nothing, so
 		// the next plan reads the table back.

@@ -17,6 +17,9 @@ const SysctlForward = "net.ipv4.ip_forward"
 type Plan struct {
 	Actions []Action
 	State   state.State
+	// ObservedGen is the nftables generation read just before the host
+	// was observed for this plan (set by the engine; nil if unread).
+	ObservedGen *uint32 `json:"-"`
 }
 
 // Diff returns the actions that make host h carry exactly the networks want.
