@@ -126,10 +126,10 @@ func TestDNSFloodDoesNotStarveOtherNetwork(t *testing.T) {
 // holdTCP opens n TCP connections from ns to server, each with a query
 // sent at once (miekg/dns drops a silent one after 2 s, an idle one after
 // 8 s), in a child process of its own (the test binary again, running
-// TestHelperHoldTCP): it has a file limit of its own. The child is ended
+// holdTCPChild): it has a file limit of its own. The child is ended
 // by PID when the test ends. It returns how many connections are open.
 func holdTCP(t *testing.T, ns, server string, n int) int {
-	cmd := exec.Command("ip", "netns", "exec", ns, os.Args[0], "-test.run=^TestHelperHoldTCP$", "-test.v")
+	cmd := exec.Command("ip", "netns", "exec", ns, os.Args[0])
 	cmd.Env = append(os.Environ(), fmt.Sprintf("GUESTNET_HOLD_TCP=%s,%d", server, n))
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -151,12 +151,10 @@ func holdTCP(t *testing.T, ns, server string, n int) int {
 	return 0
 }
 
-// TestHelperHoldTCP is holdTCP's child, run only by it.
-func TestHelperHoldTCP(t *testing.T) {
-	arg := os.Getenv("GUESTNET_HOLD_TCP")
-	if arg == "" {
-		t.Skip("run by holdTCP only")
-	}
+// holdTCPChild is holdTCP's child: the test binary run again with
+// GUESTNET_HOLD_TCP=SERVER,COUNT, which TestMain sends here before
+// anything else. It never returns (it is killed).
+func holdTCPChild(arg string) {
 	server, count, _ := strings.Cut(arg, ",")
 	n, _ := strconv.Atoi(count)
 	m := new(mdns.Msg)

@@ -24,6 +24,9 @@ import (
 var guestnetBin string
 
 func TestMain(m *testing.M) {
+	if arg := os.Getenv("GUESTNET_HOLD_TCP"); arg != "" {
+		holdTCPChild(arg) // a child of TestDNSTCPHoldDoesNotStarveOtherNetwork
+	}
 	dir, err := os.MkdirTemp("", "guestnet-e2e-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
