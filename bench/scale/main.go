@@ -55,6 +55,12 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench/scale: needs root (it creates network namespaces)")
 		os.Exit(1)
 	}
+	for _, tool := range []string{"iperf3", "busybox", "nft", "ip"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			fmt.Fprintf(os.Stderr, "bench/scale: needs %s (Debian: apt-get install iperf3 busybox nftables iproute2)\n", tool)
+			os.Exit(1)
+		}
+	}
 	ns, err := parseN(*nList)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench/scale: -n:", err)
