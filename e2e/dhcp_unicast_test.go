@@ -75,13 +75,16 @@ func (c *frameCapture) read(fd int) {
 	defer unix.Close(fd)
 	buf := make([]byte, 2048)
 	for {
-		select {
-		case <-c.stop:
-			return
-		default:
-		}
 		n, from, err := unix.Recvfrom(fd, buf, 0)
-		if err != nil || n < 14+28 || binary.BigEndian.Uint16(buf[12:14]) != unix.ETH_P_IP {
+		if err != nil {
+			select {
+			case <-c.stop:
+				return // asked to stop, and nothing left queued (the read timed out)
+			default:
+				continue
+			}
+		}
+		if n < 14+28 || binary.BigEndian.Uint16(buf[12:14]) != unix.ETH_P_IP {
 			continue
 		}
 		if ll, ok := from.(*unix.SockaddrLinklayer); ok && ll.Pkttype == unix.PACKET_OUTGOING {
@@ -106,6 +109,8 @@ func (c *frameCapture) read(fd int) {
 	}
 }
 
+// close stops the capture once every frame already queued on its socket
+// has been read: list then has all that reached the guest before.
 func (c *frameCapture) close() {
 	select {
 	case <-c.stop:
@@ -188,7 +193,9 @@ func TestDHCPUnicastReplies(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	time.Sleep(200 * time.Millisecond) // the captures read the last frames
+	for _, g := range gs {
+		g.cap.close() // reads what is queued, then stops
+	}
 
 	server := map[string]string{"a": "10.99.0.1", "b": "10.98.0.1"}
 	subnet := map[string]netip.Prefix{"a": netip.MustParsePrefix("10.99.0.0/24"), "b": netip.MustParsePrefix("10.98.0.0/24")}

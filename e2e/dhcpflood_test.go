@@ -38,6 +38,17 @@ func floodFrames(t *testing.T, ns string, frames [][]byte, rate int, stop <-chan
 		return
 	}
 	defer unix.Close(fd)
+	paced(rate, stop, sent, func(i int) bool {
+		b := frames[i%len(frames)]
+		to := &unix.SockaddrLinklayer{Ifindex: ifindex, Halen: 6}
+		copy(to.Addr[:], b[:6])
+		return unix.Sendto(fd, b, 0, to) == nil
+	})
+}
+
+// paced calls send(0), send(1), ... rate times a second, in bursts each
+// millisecond, until stop closes, counting the sends that succeeded.
+func paced(rate int, stop <-chan struct{}, sent *atomic.Uint64, send func(i int) bool) {
 	tick := time.NewTicker(time.Millisecond)
 	defer tick.Stop()
 	for i := 0; ; {
@@ -47,13 +58,10 @@ func floodFrames(t *testing.T, ns string, frames [][]byte, rate int, stop <-chan
 		case <-tick.C:
 		}
 		for range rate / 1000 {
-			b := frames[i%len(frames)]
-			i++
-			to := &unix.SockaddrLinklayer{Ifindex: ifindex, Halen: 6}
-			copy(to.Addr[:], b[:6])
-			if unix.Sendto(fd, b, 0, to) == nil {
+			if send(i) {
 				sent.Add(1)
 			}
+			i++
 		}
 	}
 }
@@ -80,7 +88,7 @@ func TestDHCPFloodDoesNotStarveOtherNetwork(t *testing.T) {
 	var sent atomic.Uint64
 	go func() { defer close(done); floodFrames(t, ga, frames, 20000, stop, &sent) }()
 	defer func() { close(stop); <-done }()
-	time.Sleep(2 * time.Second)
+	waitFor(t, "a second of the flood sent", func() bool { return sent.Load() >= 20000 })
 	hook := l.clientScript()
 	asked, got := 0, 0
 	var slowest time.Duration

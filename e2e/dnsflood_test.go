@@ -57,24 +57,13 @@ func floodDNS(t *testing.T, ns, server string, rate int, stop <-chan struct{}, s
 	}
 	defer c.Close()
 	dst, _ := net.ResolveUDPAddr("udp4", server)
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
-	for i := 0; ; {
-		select {
-		case <-stop:
-			return
-		case <-tick.C:
-		}
-		for range rate / 1000 {
-			m := new(mdns.Msg)
-			m.SetQuestion(fmt.Sprintf("q%d.slow.example.", i), mdns.TypeA)
-			i++
-			b, _ := m.Pack()
-			if _, err := c.WriteTo(b, dst); err == nil {
-				sent.Add(1)
-			}
-		}
-	}
+	paced(rate, stop, sent, func(i int) bool {
+		m := new(mdns.Msg)
+		m.SetQuestion(fmt.Sprintf("q%d.slow.example.", i), mdns.TypeA)
+		b, _ := m.Pack()
+		_, err := c.WriteTo(b, dst)
+		return err == nil
+	})
 }
 
 // A guest of one network floods its DNS with queries its upstream never
@@ -98,7 +87,12 @@ func TestDNSFloodDoesNotStarveOtherNetwork(t *testing.T) {
 	var sent atomic.Uint64
 	done := make(chan struct{})
 	go func() { defer close(done); floodDNS(t, ga, "10.99.0.1:53", 20000, stop, &sent) }()
-	time.Sleep(3 * time.Second) // the flood's sockets pile up for the 2 s upstream timeout
+	// The flood has reached the forwarder: the daemon holds sockets for
+	// queries waiting on the dead upstream (2 s each).
+	waitFor(t, "the flood's forwarded queries waiting", func() bool {
+		fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", d.cmd.Process.Pid))
+		return err == nil && len(fds) >= 150
+	})
 	asked, answered, maxFDs := 0, 0, 0
 	var last digResult
 	for deadline := time.Now().Add(8 * time.Second); time.Now().Before(deadline); {
