@@ -43,13 +43,22 @@ func serveCmd(g *globals) *cobra.Command {
 					"and serve nothing. Declare a network there (see guestnet apply --help), or run `guestnet destroy --all` to remove them",
 					strings.Join(config, " --config "))
 			}
+			if g.netns != "" {
+				if err := enterNetns(g.netns, metrics); err != nil {
+					return err
+				}
+			}
+			metricsLn, err := inheritedMetrics()
+			if err != nil {
+				return err
+			}
 			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lv}))
 			e, err := g.open()
 			if err != nil {
 				return err
 			}
 			defer e.Close()
-			d := &daemon.Daemon{Engine: e, Config: config, Log: log, Metrics: metrics, RecoverLeases: recoverLeases}
+			d := &daemon.Daemon{Engine: e, Config: config, Log: log, Metrics: metrics, MetricsListener: metricsLn, RecoverLeases: recoverLeases}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
 			hup := make(chan os.Signal, 1)

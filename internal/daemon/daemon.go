@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/guestnet/guestnet/internal/bgp"
 	"github.com/guestnet/guestnet/internal/dhcp"
 	"github.com/guestnet/guestnet/internal/dns"
 	"github.com/guestnet/guestnet/internal/engine"
@@ -35,6 +37,9 @@ type Daemon struct {
 	Config  []string // spec files or directories
 	Log     *slog.Logger
 	Metrics string // listen address for Prometheus metrics, "" for none
+	// MetricsListener, when set, is where Metrics is already listened on
+	// (serve opened it before entering the namespace).
+	MetricsListener net.Listener
 	// RecoverLeases moves a lease store that cannot be read aside and
 	// starts with the leases it could still read (dhcp.RecoverBolt);
 	// without it such a store stops the daemon with a *dhcp.CorruptError.
@@ -62,7 +67,9 @@ type Daemon struct {
 	dhcpConn dhcp.Conn
 	dnsGroup *dns.Group // every network's DNS (dns.go)
 
-	applyErr, learnErr, repairErr, watchErr, fdbErr lastError
+	applyErr, learnErr, repairErr, watchErr, fdbErr, bgpErr lastError
+
+	speaker *bgp.Speaker // the bgp service (bgp.go), nil without a bgp section
 
 	fdb       *fdb                                // where leased MACs sit, for anti-spoofing
 	view      atomic.Pointer[learnView]           // what DHCP goroutines may bind

@@ -85,9 +85,12 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 func (d *Daemon) serveMetrics(addr string) (io.Closer, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collector{d})
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, err
+	ln := d.MetricsListener
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", addr); err != nil {
+			return nil, err
+		}
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))

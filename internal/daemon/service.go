@@ -41,7 +41,9 @@ type ServiceStatus struct {
 // first apply), the kernel's forwarding database (before DHCP, so that
 // its first clients are located), DHCP, DNS, the leased bindings (after
 // DHCP, whose leases they bind), drift repair, the API (last, so that
-// a CLI that finds it finds the config applied) and the metrics.
+// a CLI that finds it finds the config applied) and the metrics. BGP
+// comes after drift repair (what it announces is applied) and before the
+// API.
 func (d *Daemon) services() []*service {
 	list := []*service{
 		{name: "networks", start: d.Reload, health: d.applyHealth},
@@ -50,6 +52,7 @@ func (d *Daemon) services() []*service {
 		{name: "dns", sync: d.syncDNS, stop: d.stopDNS, health: d.dnsHealth},
 		{name: "leased bindings", start: d.startLearn, sync: d.syncLearned, health: d.learnHealth},
 		{name: "drift repair", start: d.startRepair, health: d.repairHealth},
+		{name: "bgp", sync: d.syncBGP, stop: d.stopBGP, health: d.bgpHealth},
 		{name: "api", start: d.startAPI, stop: d.stopAPI},
 	}
 	if d.Metrics != "" {

@@ -48,6 +48,8 @@ type Kernel interface {
 	RouteGet(dst, src netip.Addr, iif string) (string, error)
 	// FDB lists the bridges' forwarding databases.
 	FDB() ([]netlink.Neigh, error)
+	// Routes lists the main table's IPv4 routes (no links, no rules).
+	Routes() ([]model.Route, error)
 }
 
 // linux is the Kernel of a real namespace: apply.Linux for writes,
@@ -116,6 +118,14 @@ func (k *linux) RouteGet(dst, src netip.Addr, iif string) (string, error) {
 
 // FDB is: bridge fdb show
 func (k *linux) FDB() ([]netlink.Neigh, error) { return k.nl.NeighList(0, unix.AF_BRIDGE) }
+
+func (k *linux) Routes() ([]model.Route, error) {
+	links, err := k.Links()
+	if err != nil {
+		return nil, err
+	}
+	return observe.Routes(k.nl, links)
+}
 
 // Counter wraps a Kernel and counts the writes that reach it.
 type Counter struct {

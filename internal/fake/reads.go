@@ -57,6 +57,12 @@ func (k *Kernel) Links() ([]model.Link, error) {
 	return h.Links, err
 }
 
+// Routes is the fake's routing table.
+func (k *Kernel) Routes() ([]model.Route, error) {
+	h, err := k.Observe(nil)
+	return h.Routes, err
+}
+
 // RouteGet picks the route with the longest prefix containing dst (the
 // fake has one table and no policy routing; iif is not consulted).
 func (k *Kernel) RouteGet(dst, _ netip.Addr, _ string) (string, error) {

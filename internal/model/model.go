@@ -46,6 +46,9 @@ type Network struct {
 	Floating []Floating `json:"floating,omitempty"`
 	// AllowSpoofing turns anti-spoofing of bound guest ports off.
 	AllowSpoofing bool `json:"allow_spoofing,omitempty"`
+	// NoAnnounce keeps the network out of what BGP announces
+	// (spec: announce: false).
+	NoAnnounce bool `json:"no_announce,omitempty"`
 }
 
 // Subnet is the guests' subnet (IPv4 with the host bits cleared).

@@ -107,6 +107,12 @@ func readLinks(ns *netns.NS, nl *netlink.Handle) ([]model.Link, error) {
 	return out, nil
 }
 
+// Routes reads the main table's IPv4 routes alone (the BGP speaker's
+// view: connected subnets and its own routes), naming devices from links.
+func Routes(nl *netlink.Handle, links []model.Link) ([]model.Route, error) {
+	return readRoutes(nl, links)
+}
+
 func readRoutes(nl *netlink.Handle, links []model.Link) ([]model.Route, error) {
 	rs, err := nl.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
 	if err != nil {

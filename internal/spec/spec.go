@@ -29,6 +29,8 @@ type Network struct {
 // Spec is the union of one or more files.
 type Spec struct {
 	Networks []Network // sorted by name
+	// BGP is the bgp section (at most one among the files), nil if none.
+	BGP *BGP
 }
 
 // Models returns the declared networks as plain model values.
@@ -109,12 +111,19 @@ func Load(paths ...string) (*Spec, error) {
 		if err != nil {
 			return nil, fmt.Errorf("read spec: %w", err)
 		}
-		nets, err := Parse(f, data)
+		nets, b, err := ParseFile(f, data)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
 		s.Networks = append(s.Networks, nets...)
+		if b != nil && s.BGP != nil {
+			errs = append(errs, b.errorf("", "a second bgp section (the first is at %s:%d): a host has one speaker", s.BGP.File, s.BGP.Line))
+			continue
+		}
+		if b != nil {
+			s.BGP = b
+		}
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
@@ -138,8 +147,16 @@ func tabIndent(data []byte) int {
 	return 0
 }
 
-// Parse reads one file's networks without cross-network validation.
+// Parse reads one file's networks without cross-network validation (its
+// bgp section is checked, and left out: Load keeps it).
 func Parse(file string, data []byte) ([]Network, error) {
+	nets, _, err := ParseFile(file, data)
+	return nets, err
+}
+
+// ParseFile reads one file: its networks, without cross-network
+// validation, and its bgp section, nil if it has none.
+func ParseFile(file string, data []byte) ([]Network, *BGP, error) {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		msg := strings.TrimPrefix(err.Error(), "yaml: ")
@@ -153,21 +170,33 @@ func Parse(file string, data []byte) ([]Network, error) {
 			// token", and often names another line.
 			line, msg = tab, "a tab in the indentation: YAML indents with spaces only"
 		}
-		return nil, &Error{File: file, Line: line, Field: "(yaml)", Msg: msg}
+		return nil, nil, &Error{File: file, Line: line, Field: "(yaml)", Msg: msg}
 	}
 	if len(doc.Content) == 0 {
-		return nil, nil // an empty file declares nothing
+		return nil, nil, nil // an empty file declares nothing
 	}
 	root := doc.Content[0]
 	if root.Kind != yaml.MappingNode {
-		return nil, &Error{File: file, Line: root.Line, Field: "(top)", Msg: "want a mapping with key networks"}
+		return nil, nil, &Error{File: file, Line: root.Line, Field: "(top)", Msg: "want a mapping with keys networks and bgp"}
 	}
 	var nets []Network
+	var b *BGP
 	var errs []error
 	for i := 0; i < len(root.Content); i += 2 {
 		k, v := root.Content[i], root.Content[i+1]
+		if k.Value == "bgp" {
+			if b != nil {
+				errs = append(errs, &Error{File: file, Line: k.Line, Field: "bgp", Msg: "set twice"})
+				continue
+			}
+			var err error
+			if b, err = parseBGP(file, k, v); err != nil {
+				errs = append(errs, err)
+			}
+			continue
+		}
 		if k.Value != "networks" {
-			errs = append(errs, &Error{File: file, Line: k.Line, Field: k.Value, Msg: "unknown key (want networks)"})
+			errs = append(errs, &Error{File: file, Line: k.Line, Field: k.Value, Msg: "unknown key (want networks or bgp)"})
 			continue
 		}
 		if v.Kind == yaml.ScalarNode && v.Tag == "!!null" {
@@ -186,12 +215,12 @@ func Parse(file string, data []byte) ([]Network, error) {
 			nets = append(nets, n)
 		}
 	}
-	return nets, errors.Join(errs...)
+	return nets, b, errors.Join(errs...)
 }
 
 var yamlLine = regexp.MustCompile(`^line (\d+): (.*)$`)
 
-var fieldNames = []string{"mode", "bridge", "ipv4", "uplink", "mtu", "dhcp", "dns", "forwards", "floating", "guest_to_host", "peers", "anti_spoofing"}
+var fieldNames = []string{"mode", "bridge", "ipv4", "uplink", "mtu", "dhcp", "dns", "forwards", "floating", "guest_to_host", "peers", "anti_spoofing", "announce"}
 
 func parseNetwork(file string, key, val *yaml.Node) (Network, error) {
 	n := Network{File: file, Line: key.Line, Lines: map[string]int{}}
@@ -270,6 +299,12 @@ func (n *Network) set(field, v string) error {
 			return n.errorf(field, "want true (the default: bound guest ports may send only from their own MAC and addresses) or false, not %q", v)
 		}
 		n.AllowSpoofing = !on
+	case "announce":
+		on, err := strconv.ParseBool(v)
+		if err != nil {
+			return n.errorf(field, "want true (the default: BGP announces the network) or false, not %q", v)
+		}
+		n.NoAnnounce = !on
 	case "bridge":
 		n.Bridge = v
 	case "uplink":

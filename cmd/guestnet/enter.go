@@ -1,0 +1,84 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"runtime"
+	"strconv"
+	"syscall"
+
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// metricsFDEnv carries the metrics listener across enterNetns's exec.
+const metricsFDEnv = "GUESTNET_METRICS_FD"
+
+// enterNetns makes the whole serve process live in the namespace name,
+// as `ip netns exec` does: switch this thread into it, then exec guestnet
+// again with the same arguments (an exec keeps the calling thread's
+// namespace, and the new process has no other thread). Sockets a library
+// opens on its own goroutines (GoBGP dials and listens on its own) are
+// then in the served namespace: Go gives no way to move a running
+// process's every thread. It returns nil without exec when the process
+// is already there.
+//
+// The metrics listener is opened first and handed over: metrics stay
+// where the operator started guestnet (usually the host's namespace).
+func enterNetns(name, metrics string) error {
+	target, err := netns.GetFromName(name)
+	if err != nil {
+		return fmt.Errorf("open netns %q: %w", name, err)
+	}
+	defer target.Close()
+	cur, err := netns.Get()
+	if err != nil {
+		return fmt.Errorf("netns: current: %w", err)
+	}
+	defer cur.Close()
+	if cur.Equal(target) {
+		return nil
+	}
+	env := os.Environ()
+	if metrics != "" {
+		ln, err := net.Listen("tcp", metrics)
+		if err != nil {
+			return fmt.Errorf("--metrics: %w", err)
+		}
+		f, err := ln.(*net.TCPListener).File()
+		if err != nil {
+			return fmt.Errorf("--metrics: %w", err)
+		}
+		// File's descriptor is close-on-exec; this one must survive it.
+		if _, err := unix.FcntlInt(f.Fd(), unix.F_SETFD, 0); err != nil {
+			return fmt.Errorf("--metrics: %w", err)
+		}
+		env = append(env, metricsFDEnv+"="+strconv.Itoa(int(f.Fd())))
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find guestnet's executable: %w", err)
+	}
+	runtime.LockOSThread() // never unlocked: this thread execs or the process fails
+	if err := netns.Set(target); err != nil {
+		return fmt.Errorf("enter netns %q: %w", name, err)
+	}
+	return fmt.Errorf("exec %s in netns %q: %w", exe, name, syscall.Exec(exe, os.Args, env))
+}
+
+// inheritedMetrics is the metrics listener enterNetns handed over, or nil.
+func inheritedMetrics() (net.Listener, error) {
+	v := os.Getenv(metricsFDEnv)
+	if v == "" {
+		return nil, nil
+	}
+	os.Unsetenv(metricsFDEnv)
+	fd, err := strconv.Atoi(v)
+	if err != nil {
+		return nil, fmt.Errorf("%s=%q: %w", metricsFDEnv, v, err)
+	}
+	f := os.NewFile(uintptr(fd), "metrics")
+	defer f.Close()
+	return net.FileListener(f)
+}

@@ -1,0 +1,93 @@
+package model
+
+import (
+	"net/netip"
+	"slices"
+	"time"
+)
+
+// BGP is the spec's bgp section: this host's speaker, its peers and what
+// it may install of what they announce.
+type BGP struct {
+	ASN uint32 `json:"asn"`
+	// RouterID is the BGP identifier; invalid means "the IPv4 address of
+	// the interface that reaches the first peer", decided at start.
+	RouterID netip.Addr `json:"router_id,omitzero"`
+	// Listen are the addresses the speaker accepts sessions on (port
+	// Port); none means every address of the host.
+	Listen []netip.Addr `json:"listen,omitempty"`
+	// Port is the TCP port of this speaker and of its peers: 179 unless a
+	// test says otherwise.
+	Port  int       `json:"port,omitempty"`
+	Peers []BGPPeer `json:"peers"`
+	// Import are the prefixes a learned route must lie inside (longer
+	// prefixes included) to be installed; the spec fills the default,
+	// DefaultImport, when the list is not written.
+	Import []netip.Prefix `json:"import"`
+}
+
+// BGPPeer is one neighbour.
+type BGPPeer struct {
+	Address netip.Addr `json:"address"`
+	ASN     uint32     `json:"asn"`
+	// Hold is the hold time offered (keepalive is a third of it).
+	Hold time.Duration `json:"hold"`
+}
+
+// Defaults of the bgp section.
+const (
+	BGPPort     = 179
+	BGPHold     = 9 * time.Second
+	BGPMinHold  = 3 * time.Second // RFC 4271 §4.2: 0 or at least 3 s (0, no keepalives, is refused: a dead peer would never be noticed)
+	BGPMaxHold  = 65535 * time.Second
+	ProtoBGP    = 186 // rtnetlink protocol "bgp" (/etc/iproute2/rt_protos): routes the speaker installed
+	BGPMetric   = 20  // the priority of installed routes, as FRR's: a typed static route (metric 0) for the same prefix wins
+	BGPProtoTag = "bgp"
+)
+
+// DefaultImport are the private ranges (RFC 1918): what a speaker
+// installs when the spec lists no import.
+var DefaultImport = []netip.Prefix{
+	netip.MustParsePrefix("10.0.0.0/8"),
+	netip.MustParsePrefix("172.16.0.0/12"),
+	netip.MustParsePrefix("192.168.0.0/16"),
+}
+
+// Announced is what this host announces for its networks: the subnets of
+// routed and open networks; for nat networks the floating addresses and
+// the listen addresses of forwards (/32 each). A network with NoAnnounce
+// announces nothing. Sorted, without duplicates. A pure function of the
+// spec (the daemon announces it after each apply).
+func Announced(nets []Network) []netip.Prefix {
+	var out []netip.Prefix
+	for _, n := range nets {
+		if n.NoAnnounce {
+			continue
+		}
+		switch n.Mode {
+		case Routed, Open:
+			if s := n.Subnet(); s.IsValid() {
+				out = append(out, s)
+			}
+		case NAT:
+			for _, f := range n.Floating {
+				out = append(out, HostPrefix(f.Public))
+			}
+			for _, f := range n.Forwards {
+				for _, a := range f.Listen {
+					out = append(out, HostPrefix(a))
+				}
+			}
+		}
+	}
+	slices.SortFunc(out, ComparePrefix)
+	return slices.Compact(out)
+}
+
+// ComparePrefix orders prefixes by address, then length.
+func ComparePrefix(a, b netip.Prefix) int {
+	if c := a.Addr().Compare(b.Addr()); c != 0 {
+		return c
+	}
+	return a.Bits() - b.Bits()
+}
