@@ -41,6 +41,9 @@ func (d *Daemon) syncBGP() {
 	}
 }
 
+// bgpUsed is true when the config has a bgp section. d.mu is held.
+func (d *Daemon) bgpUsed() bool { return d.spec != nil && d.spec.BGP != nil }
+
 // stopBGP ends the sessions; the routes the speaker installed stay (see
 // bgp.Speaker.Stop). d.mu is held.
 func (d *Daemon) stopBGP() {

@@ -26,6 +26,9 @@ type service struct {
 	stop func()
 	// health says what is wrong, nil when nothing is; d.mu is held.
 	health func() error
+	// used says whether the config asks for the service (nil: always);
+	// status and metrics leave an unused one out. d.mu is held.
+	used func() bool
 
 	running bool
 }
@@ -52,7 +55,7 @@ func (d *Daemon) services() []*service {
 		{name: "dns", sync: d.syncDNS, stop: d.stopDNS, health: d.dnsHealth},
 		{name: "leased bindings", start: d.startLearn, sync: d.syncLearned, health: d.learnHealth},
 		{name: "drift repair", start: d.startRepair, health: d.repairHealth},
-		{name: "bgp", sync: d.syncBGP, stop: d.stopBGP, health: d.bgpHealth},
+		{name: "bgp", sync: d.syncBGP, stop: d.stopBGP, health: d.bgpHealth, used: d.bgpUsed},
 		{name: "api", start: d.startAPI, stop: d.stopAPI},
 	}
 	if d.Metrics != "" {
@@ -117,6 +120,9 @@ func (d *Daemon) Status() []ServiceStatus {
 	defer d.mu.Unlock()
 	var out []ServiceStatus
 	for _, s := range d.svcs {
+		if s.used != nil && !s.used() {
+			continue
+		}
 		st := ServiceStatus{Name: s.name, State: "stopped"}
 		if s.running {
 			st.State = "running"
