@@ -51,8 +51,9 @@ func (s *Speaker) Protect(own []netip.Prefix) { panic("not yet") }
 // Status reports the speaker; zero when stopped.
 func (s *Speaker) Status() Status { panic("not yet") }
 
-// Stop ends the sessions and leaves the installed routes in the kernel
-// (graceful restart: the peers keep this host's routes, and the next
-// serve takes the installed ones over, then removes those its peers do
-// not announce again).
-func (s *Speaker) Stop() { panic("not yet") }
+// Stop ends the sessions. With keepRoutes (the daemon stops: a restart,
+// a crash) the installed routes stay in the kernel (graceful restart: the
+// peers keep this host's routes meanwhile, and the next speaker takes the
+// installed ones over, then removes those its peers do not announce
+// again). Without (the bgp section left the config) it removes them.
+func (s *Speaker) Stop(keepRoutes bool) { panic("not yet") }

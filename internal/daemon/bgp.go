@@ -17,7 +17,11 @@ import (
 // is withdrawn here) and stops when the section goes. d.mu is held.
 func (d *Daemon) syncBGP() {
 	if d.spec == nil || d.spec.BGP == nil {
-		d.stopBGP()
+		if d.speaker != nil { // the section left the config: its routes go too
+			d.speaker.Stop(false)
+			d.speaker = nil
+		}
+		d.bgpErr.set(nil)
 		return
 	}
 	if d.speaker == nil {
@@ -44,14 +48,13 @@ func (d *Daemon) syncBGP() {
 // bgpUsed is true when the config has a bgp section. d.mu is held.
 func (d *Daemon) bgpUsed() bool { return d.spec != nil && d.spec.BGP != nil }
 
-// stopBGP ends the sessions; the routes the speaker installed stay (see
-// bgp.Speaker.Stop). d.mu is held.
+// stopBGP ends the sessions as the daemon stops; the routes the speaker
+// installed stay (graceful restart, see bgp.Speaker.Stop). d.mu is held.
 func (d *Daemon) stopBGP() {
 	if d.speaker != nil {
-		d.speaker.Stop()
+		d.speaker.Stop(true)
 		d.speaker = nil
 	}
-	d.bgpErr.set(nil)
 }
 
 // bgpHealth names the peers whose session is not established, and the
