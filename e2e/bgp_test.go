@@ -148,8 +148,9 @@ func TestBGPHostilePeer(t *testing.T) {
 		switch {
 		case !ok:
 			t.Errorf("guestnet bgp does not list %s as learned", p.prefix)
-		case l.Installed || l.Why == "":
-			t.Errorf("guestnet bgp: %s installed=%v why=%q: want refused with a reason (%s)", p.prefix, l.Installed, l.Why, p.why)
+		case l.Installed || l.Why == "" || l.Refused != p.policy:
+			t.Errorf("guestnet bgp: %s installed=%v refused=%v why=%q: want not installed, refused by the policy %v, with a reason (%s)",
+				p.prefix, l.Installed, l.Refused, l.Why, p.policy, p.why)
 		default:
 			t.Logf("refused %-16s why: %s", p.prefix, l.Why)
 		}

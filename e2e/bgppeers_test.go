@@ -225,14 +225,19 @@ template bgp host {
 }
 
 // The hostile peer's prefixes, and why the first host must refuse each.
-var hostilePrefixes = []struct{ prefix, why string }{
-	{"0.0.0.0/0", "a default route (0.0.0.0/0 is not in import)"},
-	{"10.71.0.0/24", "this host's own network rt"},
-	{"10.71.0.128/25", "inside this host's own network rt"},
-	{"10.10.0.128/25", "inside the LAN, a connected subnet"},
-	{"198.51.100.0/24", "outside import"},
-	{"192.168.5.0/24", "outside import (the written list replaces the private ranges)"},
-	{unreachablePrefix, "next hop " + unreachableHop + " is on no connected subnet"},
+// policy is true for a refusal of the import policy (on purpose: bgp's
+// "refused"), false for a path that cannot be installed.
+var hostilePrefixes = []struct {
+	prefix, why string
+	policy      bool
+}{
+	{"0.0.0.0/0", "a default route (0.0.0.0/0 is not in import)", true},
+	{"10.71.0.0/24", "this host's own network rt", true},
+	{"10.71.0.128/25", "inside this host's own network rt", true},
+	{"10.10.0.128/25", "inside the LAN, a connected subnet", true},
+	{"198.51.100.0/24", "outside import", true},
+	{"192.168.5.0/24", "outside import (the written list replaces the private ranges)", true},
+	{unreachablePrefix, "next hop " + unreachableHop + " is on no connected subnet", false},
 }
 
 const unreachablePrefix, unreachableHop = "10.40.0.0/24", "10.50.0.1"

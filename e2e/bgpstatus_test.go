@@ -2,19 +2,38 @@ package e2e
 
 import (
 	"encoding/json"
-	"net/netip"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/guestnet/guestnet/internal/bgp"
 )
 
+// bgpStatus is the part of `guestnet -o json bgp` (bgp.Status) the
+// tests read, decoded by its JSON names: the CLI's output is the
+// contract here, not the Go type.
+type bgpStatus struct {
+	Peers []struct {
+		Address string `json:"address"`
+		State   string `json:"state"`
+	} `json:"peers"`
+	Announced []string     `json:"announced"`
+	Learned   []bgpLearned `json:"learned"`
+}
+
+type bgpLearned struct {
+	Prefix    string `json:"prefix"`
+	NextHop   string `json:"next_hop"`
+	Peer      string `json:"peer"`
+	Installed bool   `json:"installed"`
+	Why       string `json:"why"`
+	Refused   bool   `json:"refused"` // by the import policy, on purpose
+	Stale     bool   `json:"stale"`
+}
+
 // BGPStatus is what `guestnet -o json bgp` says of the daemon serving ns.
-func (l *Lab) BGPStatus(ns string) bgp.Status {
+func (l *Lab) BGPStatus(ns string) bgpStatus {
 	l.t.Helper()
 	out := l.Guestnet(ns, "-o", "json", "bgp")
-	var st bgp.Status
+	var st bgpStatus
 	if err := json.Unmarshal([]byte(out), &st); err != nil {
 		l.t.Fatalf("guestnet -o json bgp: %v\n%s", err, out)
 	}
@@ -23,9 +42,9 @@ func (l *Lab) BGPStatus(ns string) bgp.Status {
 
 // waitLearned waits until the daemon in ns has learned at least n paths,
 // and returns its status.
-func waitLearned(t *testing.T, l *Lab, ns string, n int) bgp.Status {
+func waitLearned(t *testing.T, l *Lab, ns string, n int) bgpStatus {
 	t.Helper()
-	var st bgp.Status
+	var st bgpStatus
 	waitUntil(t, "guestnet bgp lists the paths learned", 30*time.Second, func() bool {
 		st = l.BGPStatus(ns)
 		return len(st.Learned) >= n
@@ -34,27 +53,28 @@ func waitLearned(t *testing.T, l *Lab, ns string, n int) bgp.Status {
 }
 
 // learnedOf finds prefix among the learned paths.
-func learnedOf(st bgp.Status, prefix string) (bgp.Learned, bool) {
-	p := netip.MustParsePrefix(prefix)
+func learnedOf(st bgpStatus, prefix string) (bgpLearned, bool) {
 	for _, l := range st.Learned {
-		if l.Prefix == p {
+		if l.Prefix == prefix {
 			return l, true
 		}
 	}
-	return bgp.Learned{}, false
+	return bgpLearned{}, false
 }
 
-// checkHostileReported: doctor names every refused prefix of the
-// hostile peer.
+// checkHostileReported: `guestnet bgp` and doctor name every refused
+// prefix of the hostile peer.
 func checkHostileReported(t *testing.T, l *Lab, ns string) {
 	t.Helper()
-	out, errs, _ := l.Run(ns, "doctor")
-	for _, p := range hostilePrefixes {
-		if !strings.Contains(out+errs, p.prefix) {
-			t.Errorf("guestnet doctor does not name the refused %s:\n%s%s", p.prefix, out, errs)
+	for _, cmd := range []string{"bgp", "doctor"} {
+		out, errs, _ := l.Run(ns, cmd)
+		for _, p := range hostilePrefixes {
+			if !strings.Contains(out+errs, p.prefix+" ") {
+				t.Errorf("guestnet %s does not name the refused %s:\n%s%s", cmd, p.prefix, out, errs)
+			}
 		}
+		t.Logf("guestnet %s:\n%s%s", cmd, out, errs)
 	}
-	t.Logf("guestnet doctor:\n%s%s", out, errs)
 }
 
 // checkNoStale: no learned path is still marked stale (kept across a
