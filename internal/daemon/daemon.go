@@ -361,5 +361,6 @@ func (d *Daemon) shutdown() {
 	d.Log.Info("stopped")
 }
 
-// errNoDaemon says no daemon answers on the API socket.
-var errNoDaemon = errors.New("no guestnet daemon answers here")
+// ErrNoDaemon says no daemon answers on the API socket (callers that
+// need the daemon, such as guestnet bgp, tell the user to start it).
+var ErrNoDaemon = errors.New("no guestnet daemon answers here")
