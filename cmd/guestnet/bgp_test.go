@@ -33,11 +33,11 @@ func sampleBGP() bgp.Status {
 		},
 		Announced: []netip.Prefix{p("10.71.0.0/24"), p("203.0.113.7/32")},
 		Learned: []bgp.Learned{
-			{Prefix: p("0.0.0.0/0"), NextHop: a("10.10.0.2"), Peer: a("10.10.0.2"), Why: "a default route: import does not list 0.0.0.0/0"},
-			{Prefix: p("10.71.0.0/24"), NextHop: a("10.10.0.2"), Peer: a("10.10.0.2"), Why: "inside this host's network 10.71.0.0/24"},
+			{Prefix: p("0.0.0.0/0"), NextHop: a("10.10.0.2"), Peer: a("10.10.0.2"), Refused: true, Why: "a default route: import does not list 0.0.0.0/0"},
+			{Prefix: p("10.71.0.0/24"), NextHop: a("10.10.0.2"), Peer: a("10.10.0.2"), Refused: true, Why: "inside this host's network 10.71.0.0/24"},
 			{Prefix: p("10.72.0.0/24"), NextHop: a("10.10.0.2"), Peer: a("10.10.0.2"), Installed: true},
 			{Prefix: p("10.73.0.0/24"), NextHop: a("10.10.0.3"), Peer: a("10.10.0.2"), Installed: true, Stale: true},
-			{Prefix: p("198.51.100.0/24"), NextHop: a("10.10.0.2"), Peer: a("10.10.0.2"), Why: "outside import (10.0.0.0/8, 172.16.0.0/12)"},
+			{Prefix: p("198.51.100.0/24"), NextHop: a("10.10.0.2"), Peer: a("10.10.0.2"), Refused: true, Why: "outside import (10.0.0.0/8, 172.16.0.0/12)"},
 		},
 	}
 }
