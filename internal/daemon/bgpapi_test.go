@@ -6,8 +6,12 @@ import (
 	"net/http"
 	"net/netip"
 	"reflect"
+	"slices"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/guestnet/guestnet/internal/bgp"
 )
@@ -55,5 +59,30 @@ func TestBGPClient(t *testing.T) {
 	}
 	if _, err := BGP(t.TempDir()); !errors.Is(err, ErrNoDaemon) {
 		t.Errorf("no daemon: err %v, want ErrNoDaemon", err)
+	}
+}
+
+// A daemon whose config has no bgp section answers GET /v1/bgp with
+// ErrNoBGP over its real socket, and exports no guestnet_bgp_* metric.
+func TestDaemonWithoutBGP(t *testing.T) {
+	r := start(t, natSpec)
+	if _, err := BGP(r.d.Dir()); !errors.Is(err, ErrNoBGP) {
+		t.Errorf("GET /v1/bgp of a daemon without a bgp section: %v, want ErrNoBGP", err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collector{r.d})
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, mf := range mfs {
+		names = append(names, mf.GetName())
+		if strings.HasPrefix(mf.GetName(), "guestnet_bgp_") {
+			t.Errorf("metric %s without a bgp section", mf.GetName())
+		}
+	}
+	if !slices.Contains(names, "guestnet_service_up") {
+		t.Errorf("the collector gathered %v: not the daemon's metrics", names)
 	}
 }
