@@ -187,3 +187,11 @@ func TestBGPJSONEmptyLists(t *testing.T) {
 		}
 	}
 }
+
+// guestnet bgp takes no argument: the shell offers no file names.
+func TestBGPCompletion(t *testing.T) {
+	out, errs, code := runCLI(t, "__complete", "--netns", testNetns, "--state-dir", stateDir(t), "bgp", "")
+	if code != 0 || strings.TrimSpace(out) != ":4" { // cobra.ShellCompDirectiveNoFileComp
+		t.Errorf("__complete bgp: exit %d, %q (want only the directive :4, no file names)\n%s", code, out, errs)
+	}
+}

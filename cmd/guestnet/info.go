@@ -39,6 +39,7 @@ func statusCmd(g *globals) *cobra.Command {
 			var speaker *bgp.Status
 			switch st, err := daemon.BGP(g.dir()); {
 			case err == nil:
+				st = bgpJSON(st)
 				speaker = &st
 			case !errors.Is(err, daemon.ErrNoDaemon) && !errors.Is(err, daemon.ErrNoBGP) && !errors.Is(err, daemon.ErrOldDaemon):
 				return fmt.Errorf("ask guestnet serve for its BGP status: %w", err)
