@@ -3,10 +3,12 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"regexp"
@@ -115,8 +117,14 @@ func TestCleanEscapesControls(t *testing.T) {
 // a daemon whose config has no bgp section (HTTP 409).
 func fakeDaemon(t *testing.T, st *bgp.Status) string {
 	t.Helper()
+	return fakeDaemonFor(t, testNetns, st)
+}
+
+// fakeDaemonFor is fakeDaemon for the state folder of namespace ns.
+func fakeDaemonFor(t *testing.T, ns string, st *bgp.Status) string {
+	t.Helper()
 	dir := t.TempDir()
-	sock := daemon.SocketPath(filepath.Dir(state.Path(dir, testNetns)))
+	sock := daemon.SocketPath(filepath.Dir(state.Path(dir, ns)))
 	if err := os.MkdirAll(filepath.Dir(sock), 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -132,6 +140,12 @@ func fakeDaemon(t *testing.T, st *bgp.Status) string {
 		}
 		json.NewEncoder(w).Encode(st)
 	})
+	// What status and doctor ask besides (doctor's daemon.Running reads
+	// the leases).
+	mux.HandleFunc("GET /v1/services", func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode([]daemon.ServiceStatus{{Name: "bgp", State: "degraded", Problem: "BGP sessions not established: 10.10.0.254 (AS 65100) active"}})
+	})
+	mux.HandleFunc("GET /v1/leases", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("[]")) })
 	srv := &http.Server{Handler: mux}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
@@ -193,5 +207,73 @@ func TestBGPCompletion(t *testing.T) {
 	out, errs, code := runCLI(t, "__complete", "--netns", testNetns, "--state-dir", stateDir(t), "bgp", "")
 	if code != 0 || strings.TrimSpace(out) != ":4" { // cobra.ShellCompDirectiveNoFileComp
 		t.Errorf("__complete bgp: exit %d, %q (want only the directive :4, no file names)\n%s", code, out, errs)
+	}
+}
+
+// needNetns skips a test that needs a network namespace of its own, or
+// fails it when GUESTNET_E2E_REQUIRED=1 (CI) says it must run; it makes
+// one and removes it when the test ends.
+func needNetns(t *testing.T) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		if os.Getenv("GUESTNET_E2E_REQUIRED") == "1" {
+			t.Fatal("this test needs root (a network namespace to observe), and GUESTNET_E2E_REQUIRED=1")
+		}
+		t.Skip("SKIPPED: needs root to make a network namespace")
+	}
+	ns := fmt.Sprintf("gn-clibgp-%d", os.Getpid())
+	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add %s: %v\n%s", ns, err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("ip", "netns", "del", ns).CombinedOutput(); err != nil {
+			t.Errorf("ip netns del %s: %v\n%s", ns, err, out)
+		}
+	})
+	return ns
+}
+
+// status and doctor of a real (empty) namespace whose daemon runs a
+// speaker: status has its bgp: line and its "bgp" part in JSON; doctor
+// reports the peer not established, the refused routes (info), and the
+// prefixes announced while forwarding is off (a new namespace has
+// ip_forward 0), and exits 1.
+func TestStatusAndDoctorBGP(t *testing.T) {
+	ns := needNetns(t)
+	st := sampleBGP()
+	g := []string{"--netns", ns, "--state-dir", fakeDaemonFor(t, ns, &st)}
+	out, errs, code := runCLI(t, append(g, "status")...)
+	if code != 0 || !strings.Contains(out, "\n  bgp: AS 65001 announces 10.71.0.0/24, 203.0.113.7/32; peers: 10.10.0.2 established, 10.10.0.254 active\n") {
+		t.Errorf("status: exit %d\n%s%s", code, out, errs)
+	}
+	out, errs, code = runCLI(t, append(g, "-o", "json", "status")...)
+	var doc struct{ BGP *bgp.Status }
+	if err := json.Unmarshal([]byte(out), &doc); code != 0 || err != nil || doc.BGP == nil || len(doc.BGP.Peers) != 2 {
+		t.Errorf("status -o json: exit %d, %v\n%s%s", code, err, out, errs)
+	}
+	out, errs, code = runCLI(t, append(g, "-o", "json", "doctor")...)
+	var fs []struct{ Check, Severity, What string }
+	if err := json.Unmarshal([]byte(out), &fs); err != nil || code != 1 {
+		t.Fatalf("doctor -o json: exit %d, %v\n%s%s", code, err, out, errs)
+	}
+	var got []string
+	for _, f := range fs {
+		if strings.HasPrefix(f.Check, "bgp-") {
+			got = append(got, f.Check+":"+f.Severity)
+		}
+	}
+	want := "bgp-session:warning bgp-learned:info bgp-learned:info bgp-learned:info bgp-forwarding:error"
+	if strings.Join(got, " ") != want {
+		t.Errorf("doctor's bgp findings: %v, want %s\n%s", got, want, out)
+	}
+	// Without a bgp section, neither says anything of BGP.
+	g = []string{"--netns", ns, "--state-dir", fakeDaemonFor(t, ns, nil)}
+	out, errs, code = runCLI(t, append(g, "status")...)
+	if code != 0 || strings.Contains(out, "bgp:") {
+		t.Errorf("status without a bgp section: exit %d\n%s%s", code, out, errs)
+	}
+	out, _, _ = runCLI(t, append(g, "doctor")...)
+	if strings.Contains(out, "bgp-") {
+		t.Errorf("doctor without a bgp section reports BGP:\n%s", out)
 	}
 }
