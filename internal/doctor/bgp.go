@@ -99,7 +99,7 @@ func checkBGPLearned(in Input) []Finding {
 			f.What = fmt.Sprintf("the route to %s learned from %s is refused by the import policy: %s", l.Prefix, l.Peer, why)
 			want := fmt.Sprintf("list %s (or a shorter prefix that covers it) under bgp: import: and reload", l.Prefix)
 			if l.Prefix.Bits() == 0 {
-				want = "list 0.0.0.0/0 itself under bgp: import: and reload (a default route is never imported by a shorter list)"
+				want = "list 0.0.0.0/0 under bgp: import: and reload (a default route is installed only when import lists 0.0.0.0/0 itself)"
 			}
 			f.Fix = "nothing, if this host should not use it: the policy is doing its job (the peer could stop announcing it). " +
 				"If it should: " + want + "; a route equal to or inside one of this host's own networks or connected subnets is never installed"
