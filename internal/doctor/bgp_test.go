@@ -103,7 +103,11 @@ func TestBGPFindingText(t *testing.T) {
 	in.BGP.Peers[0].LastError = "peer sent shutdown: maintenance\n\x1b[31m"
 	in.BGP.Peers[1].State = bgp.StateOpenConfirm
 	in.BGP.Learned = append(in.BGP.Learned, bgp.Learned{Prefix: pfx("10.73.0.0/24"), NextHop: netip.MustParseAddr("10.20.0.3"),
-		Peer: netip.MustParseAddr("10.10.0.3"), Why: "next hop 10.20.0.3 is not in a connected subnet"})
+		Peer: netip.MustParseAddr("10.10.0.3"), Why: "next hop 10.20.0.3 is not in a connected subnet"},
+		bgp.Learned{Prefix: pfx("0.0.0.0/0"), NextHop: netip.MustParseAddr("10.10.0.2"), Peer: netip.MustParseAddr("10.10.0.2"),
+			Refused: true, Why: "a default route: import does not list 0.0.0.0/0"},
+		bgp.Learned{Prefix: pfx("172.20.0.0/16"), NextHop: netip.MustParseAddr("10.10.0.2"), Peer: netip.MustParseAddr("10.10.0.2"),
+			Refused: true, Why: "outside import (10.0.0.0/8)"})
 	in.Host.IPForward = false
 	var all []string
 	for _, f := range Run(in) {
@@ -121,6 +125,9 @@ func TestBGPFindingText(t *testing.T) {
 		"disagree on the OPEN: check the AS numbers on both sides (this host 10.10.0.1, AS 65001; the peer must be AS 65003",
 		"bgp-learned: the route to 10.73.0.0/24 learned from 10.10.0.3 is not installed: next hop 10.20.0.3 is not in a connected subnet",
 		"ip route show 10.73.0.0/24",
+		"bgp-learned: the route to 0.0.0.0/0 learned from 10.10.0.2 is refused by the import policy: a default route: import does not list 0.0.0.0/0",
+		"If it should: list 0.0.0.0/0 under bgp: import: and reload",
+		"If it should: list 172.20.0.0/16 (or a shorter prefix that covers it) under bgp: import: and reload",
 		"bgp-forwarding: IPv4 forwarding is off while this host announces 10.71.0.0/24 of dmz by BGP",
 		"2 BGP peer(s), 0 established",
 		"sysctl -w net.ipv4.ip_forward=1", "announce: false on network dmz",
