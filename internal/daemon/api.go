@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -65,12 +66,30 @@ func (d *Daemon) listenAPI() (io.Closer, error) {
 		writeJSON(w, d.Status())
 	})
 	mux.HandleFunc("GET /v1/bgp", bgpHandler(d.BGP))
+	// guestnet apply: re-read the config, held-down networks included.
 	mux.HandleFunc("POST /v1/reload", func(w http.ResponseWriter, r *http.Request) {
-		if err := d.Reload(r.Context()); err != nil {
+		if err := d.Apply(r.Context()); err != nil {
 			http.Error(w, err.Error(), http.StatusUnprocessableEntity)
 			return
 		}
 		writeJSON(w, map[string]string{"result": "reloaded"})
+	})
+	mux.HandleFunc("POST /v1/destroy", func(w http.ResponseWriter, r *http.Request) {
+		var req DestroyRequest
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
+			http.Error(w, "destroy: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		if err := d.destroy(r.Context(), req.Networks); err != nil {
+			code := http.StatusUnprocessableEntity
+			var unknown *unknownError
+			if errors.As(err, &unknown) {
+				code = http.StatusNotFound
+			}
+			http.Error(w, err.Error(), code)
+			return
+		}
+		writeJSON(w, map[string]string{"result": "destroyed"})
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go srv.Serve(ln)
@@ -134,8 +153,19 @@ func refused(err error, code int) bool {
 
 // call asks the daemon of a state folder; ErrNoDaemon when none listens,
 // an *apiError when it answers with another status than 200.
-func call(dir, method, path string, out any) error {
-	req, _ := http.NewRequest(method, "http://guestnet"+path, nil)
+func call(dir, method, path string, out any) error { return callWith(dir, method, path, nil, out) }
+
+// callWith is call with a JSON body (none when body is nil).
+func callWith(dir, method, path string, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, "http://guestnet"+path, rd)
 	resp, err := client(dir).Do(req)
 	if err != nil {
 		var op *net.OpError
@@ -161,6 +191,23 @@ func RequestReload(dir string) (bool, error) {
 		return false, nil
 	}
 	return err == nil, err
+}
+
+// DestroyRequest is the body of POST /v1/destroy.
+type DestroyRequest struct {
+	Networks []string `json:"networks"`
+}
+
+// RequestDestroy asks a running daemon to destroy networks of its config
+// and hold them down. It reports false when no daemon runs for the state
+// folder.
+func RequestDestroy(dir string, networks []string) (bool, error) {
+	var out map[string]string
+	err := callWith(dir, http.MethodPost, "/v1/destroy", DestroyRequest{Networks: networks}, &out)
+	if errors.Is(err, ErrNoDaemon) {
+		return false, nil
+	}
+	return true, err
 }
 
 // Leases reads the leases from the running daemon, or from the store when
