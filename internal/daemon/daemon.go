@@ -69,7 +69,7 @@ type Daemon struct {
 
 	applyErr, learnErr, repairErr, watchErr, fdbErr, bgpErr lastError
 
-	speaker *bgp.Speaker // the bgp service (bgp.go), nil without a bgp section
+	speaker *bgp.Speaker    // the bgp service (bgp.go), nil without a bgp section
 	held    map[string]bool // networks guestnet destroy removed while serving (destroy.go)
 
 	fdb       *fdb                                // where leased MACs sit, for anti-spoofing
