@@ -230,15 +230,21 @@ func TestBGPGracefulRestart(t *testing.T) {
 		if got := b.BGPRoutes(o.NS); !hasAll(got, routeVia(h2.Subnet, h2.Addr), routeVia("10.82.0.0/24", h2.Addr)) {
 			t.Errorf("h%d dropped h2's routes while h2 restarts (graceful restart keeps them): %q", o.N, got)
 		}
+		for _, p := range []string{h2.Subnet, "10.82.0.0/24"} {
+			if l, ok := learnedOf(b.BGPStatus(o.NS), p); !ok || !l.Stale || !l.Installed {
+				t.Errorf("h%d: guestnet bgp shows %s as %+v while h2 restarts: want installed and stale", o.N, p, l)
+			}
+		}
 	}
 	h2.write(hostConfig{Peers: b.Mesh(h2)})
+	began := time.Now()
 	h2.Restart()
-	restarted := time.Now()
+	ready := time.Since(began)
 	cleared := waitUntil(t, "h1 and h3 drop 10.82.0.0/24 (stale, not announced again)", 30*time.Second, func() bool {
 		return hasNone(b.BGPRoutes(h1.NS), "10.82.0.0/24") && hasNone(b.BGPRoutes(h3.NS), "10.82.0.0/24")
-	})
-	t.Logf("serve on h2 killed, restarted %v later; the stale 10.82.0.0/24 was gone from h1 and h3 %v after the restart",
-		restarted.Sub(killed).Round(time.Millisecond), cleared.Round(time.Millisecond))
+	}) + ready
+	t.Logf("serve on h2 killed, started again %v later (its API answered %v after that); the stale 10.82.0.0/24 was gone from h1 and h3 %v after the start",
+		began.Sub(killed).Round(time.Millisecond), ready.Round(time.Millisecond), cleared.Round(time.Millisecond))
 	for name, p := range map[string]*pingLoop{"g1 -> g2 (across h2)": across, "g3 -> g1": aside} {
 		sent, got, out := p.Wait()
 		t.Logf("%s: %d echoes sent, %d answered, %d lost", name, sent, got, sent-got)
@@ -280,10 +286,19 @@ func TestBGPNetworkRemoved(t *testing.T) {
 	}
 	waitUntil(t, "h2 and h3 have 10.81.0.0/24", 30*time.Second, peersHave(true, "10.81.0.0/24"))
 
+	// guestnet destroy while serve runs: the daemon destroys rt2 and its
+	// announcement goes; `guestnet apply` of the config brings both back.
+	b.Guestnet(h1.NS, "destroy", "rt2")
+	took := waitUntil(t, "10.81.0.0/24 gone from h2 and h3 after destroy", 5*time.Second, peersHave(false, "10.81.0.0/24"))
+	t.Logf("guestnet destroy rt2 on h1: gone from h2 and h3 %v after destroy returned", took.Round(time.Millisecond))
+	h1.Reload(hostConfig{Peers: b.Mesh(h1), Extra: []string{rt2}})
+	took = waitUntil(t, "10.81.0.0/24 back on h2 and h3 after apply", 5*time.Second, peersHave(true, "10.81.0.0/24"))
+	t.Logf("guestnet apply brings rt2 back: on h2 and h3 %v after apply returned", took.Round(time.Millisecond))
+
 	// rt2 leaves h1's config; `guestnet apply` of it has serve reload.
 	start := time.Now()
 	h1.Reload(hostConfig{Peers: b.Mesh(h1)})
-	took := waitUntil(t, "10.81.0.0/24 gone from h2 and h3", 5*time.Second, peersHave(false, "10.81.0.0/24"))
+	took = waitUntil(t, "10.81.0.0/24 gone from h2 and h3", 5*time.Second, peersHave(false, "10.81.0.0/24"))
 	t.Logf("rt2 removed from h1's config: gone from h2 and h3 %v after the reload returned (%v after it began)",
 		took.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 	if _, err := b.tryIn(h1.NS, "ip", "link", "show", "grt1"); err == nil {
