@@ -155,3 +155,34 @@ func (l *lab) frr(ns string, hosts []*host) *frr {
 	f.bgpd = l.start("bgpd", ns, args("bgpd")...)
 	return f
 }
+
+// reloads counts the reloads serve has logged so far.
+func (h *host) reloads() int {
+	b, _ := os.ReadFile(filepath.Join(h.l.dir, fmt.Sprintf("serve-h%d.log", h.n)))
+	return strings.Count(string(b), "msg=reloaded")
+}
+
+// reloadedAt waits for the reload after the first `before` ones and
+// returns the time serve logged it.
+func (h *host) reloadedAt(before int) time.Time {
+	var at time.Time
+	waitFor(fmt.Sprintf("serve on h%d logs its reload", h.n), 10*time.Minute, func() bool {
+		b, _ := os.ReadFile(filepath.Join(h.l.dir, fmt.Sprintf("serve-h%d.log", h.n)))
+		n := 0
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.Contains(line, "msg=reloaded") {
+				if n++; n > before {
+					f := strings.Fields(line)
+					t, err := time.Parse(time.RFC3339Nano, strings.TrimPrefix(f[0], "time="))
+					at = t
+					return err == nil
+				}
+			}
+			if strings.Contains(line, "msg=reload ") && strings.Contains(line, "level=ERROR") {
+				die(fmt.Errorf("serve on h%d: %s", h.n, line))
+			}
+		}
+		return false
+	})
+	return at
+}
