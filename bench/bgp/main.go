@@ -164,7 +164,7 @@ func main() {
 		row{fmt.Sprintf("A's %s prefixes → all installed, per receiver", commas(n)),
 			"guestnet B: " + ms(in[0]), "FRR bgpd + zebra: " + ms(in[1]), in[0], in[1]},
 		row{fmt.Sprintf("%s prefixes withdrawn → all gone from B", commas(n)),
-			fmt.Sprintf("networks removed from A's config (SIGHUP): %s (FRR: %s; the reload itself: %s, and the withdrawals go after it)", ms(out[0]), ms(out[1]), ms(removed)),
+			fmt.Sprintf("networks removed from A's config (SIGHUP): %s (FRR: %s; the reload itself: %s)", ms(out[0]), ms(out[1]), ms(removed)),
 			"BIRD static protocol disabled: " + ms(birdOut), out[0], birdOut},
 		row{fmt.Sprintf("memory (VmRSS) of the receiver holding %s learned routes", commas(n)),
 			fmt.Sprintf("guestnet serve on B: %.1f MiB (%.1f MiB before; %.1f MiB with BIRD's)", rssB, rssB0, rssBwithBird),
