@@ -61,6 +61,23 @@ func TestBGPMesh(t *testing.T) {
 	guestMatrix(b)
 }
 
+// TestBGPMeshIBGP is the same mesh with every host in one AS (iBGP, as
+// issue 16 will use it): a locally originated path carries this host's
+// address as next hop to iBGP peers as well, so nothing else is needed.
+func TestBGPMeshIBGP(t *testing.T) {
+	b := newBGPLab(t, 3)
+	for _, h := range b.Hosts {
+		h.ASN = 65000
+	}
+	meshUp(t, b, hostConfig{})
+	for _, h := range b.Hosts {
+		if got := b.BGPRoutes(h.NS); len(got) != 2 {
+			t.Errorf("h%d: want the 2 other subnets by bgp, got %q", h.N, got)
+		}
+	}
+	guestMatrix(b)
+}
+
 func TestBGPWithBIRDAndFRR(t *testing.T) {
 	b := newBGPLab(t, 3)
 	// The LAN's router runs BIRD; its client sits behind it on 10.20.0.0/24,
