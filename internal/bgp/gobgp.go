@@ -205,7 +205,7 @@ type peerInfo struct {
 
 func listPeers(ctx context.Context, srv *server.BgpServer) (map[netip.Addr]peerInfo, error) {
 	out := map[netip.Addr]peerInfo{}
-	err := srv.ListPeer(ctx, &api.ListPeerRequest{}, func(p *api.Peer) {
+	err := srv.ListPeer(ctx, &api.ListPeerRequest{EnableAdvertised: true}, func(p *api.Peer) {
 		st := p.GetState()
 		a, err := netip.ParseAddr(st.GetNeighborAddress())
 		if err != nil {

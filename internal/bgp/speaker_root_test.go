@@ -1,0 +1,260 @@
+package bgp
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/guestnet/guestnet/internal/engine"
+	"github.com/guestnet/guestnet/internal/model"
+)
+
+// These tests run real GoBGP speakers in the test process, on loopback
+// addresses of its namespace (127.0.0.x, a port that is not 179), each
+// installing into a test namespace of its own: a veth pair there holds
+// 127.0.0.100/24, so the peers' next hops (127.0.0.x) are directly
+// reachable and routes through them are real kernel routes.
+
+// needRoot skips a test that needs network namespaces, or fails it when
+// GUESTNET_E2E_REQUIRED=1 (CI) says it must run.
+func needRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		if _, err := exec.LookPath("ip"); err == nil {
+			return
+		}
+	}
+	if os.Getenv("GUESTNET_E2E_REQUIRED") == "1" {
+		t.Fatal("this test needs root and the ip command (network namespaces), and GUESTNET_E2E_REQUIRED=1")
+	}
+	t.Skip("SKIPPED: needs root and ip to make network namespaces")
+}
+
+var nsSeq atomic.Int32
+
+func ipCmd(t *testing.T, args ...string) {
+	t.Helper()
+	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+		t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+// hostNS makes a namespace with a connected subnet 127.0.0.0/24 (on a
+// veth pair inside it) and returns its kernel; it is removed after.
+func hostNS(t *testing.T) Kernel {
+	t.Helper()
+	ns := fmt.Sprintf("gn-bgptest-%d-%d", os.Getpid(), nsSeq.Add(1))
+	ipCmd(t, "netns", "add", ns)
+	t.Cleanup(func() {
+		if out, err := exec.Command("ip", "netns", "del", ns).CombinedOutput(); err != nil {
+			t.Errorf("ip netns del %s: %v\n%s", ns, err, out)
+		}
+	})
+	ipCmd(t, "-n", ns, "link", "add", "v0", "type", "veth", "peer", "name", "v1")
+	ipCmd(t, "-n", ns, "link", "set", "v0", "up")
+	ipCmd(t, "-n", ns, "link", "set", "v1", "up")
+	ipCmd(t, "-n", ns, "addr", "add", "127.0.0.100/24", "dev", "v0")
+	e, err := engine.Open(ns, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	nsNames.Store(e.Kernel, ns)
+	return e.Kernel
+}
+
+// freePort is a TCP port free on 127.0.0.1 (the speakers all use it).
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func testLog(t *testing.T, name string) *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})).With("speaker", name)
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// conf is the bgp section of speaker n (127.0.0.n, AS 6500n) peering
+// with the others.
+func conf(port int, n int, others ...int) model.BGP {
+	c := model.BGP{
+		ASN:      uint32(65000 + n),
+		RouterID: netip.AddrFrom4([4]byte{10, 255, 0, byte(n)}),
+		Listen:   []netip.Addr{netip.AddrFrom4([4]byte{127, 0, 0, byte(n)})},
+		Port:     port,
+		Import:   model.DefaultImport,
+	}
+	for _, o := range others {
+		c.Peers = append(c.Peers, model.BGPPeer{Address: netip.AddrFrom4([4]byte{127, 0, 0, byte(o)}), ASN: uint32(65000 + o), Hold: model.BGPMinHold})
+	}
+	return c
+}
+
+// bgpTable is the namespace's protocol-bgp routes, "dst via gw dev v0".
+func bgpTable(t *testing.T, k Kernel) []string {
+	t.Helper()
+	rs, err := k.Routes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, r := range rs {
+		if r.Proto == model.ProtoBGP {
+			out = append(out, fmt.Sprintf("%s via %s dev %s metric %d", r.Dst, r.Gw, r.Dev, r.Metric))
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// waitFor polls cond until it holds; the deadline only bounds a broken
+// run (the conditions are outcomes, not speeds).
+func waitFor(t *testing.T, what string, limit time.Duration, cond func() (bool, string)) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for {
+		ok, state := cond()
+		if ok {
+			return time.Since(start)
+		}
+		if time.Since(start) > limit {
+			t.Fatalf("%s: not after %s; last: %s", what, limit, state)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func established(s *Speaker) (bool, string) {
+	st := s.Status()
+	for _, p := range st.Peers {
+		if p.State != StateEstablished {
+			return false, fmt.Sprintf("%+v", st.Peers)
+		}
+	}
+	return len(st.Peers) > 0, fmt.Sprintf("%+v", st.Peers)
+}
+
+func tableIs(t *testing.T, k Kernel, want ...string) func() (bool, string) {
+	return func() (bool, string) {
+		got := bgpTable(t, k)
+		return slices.Equal(got, want), strings.Join(got, "; ")
+	}
+}
+
+func start(t *testing.T, k Kernel, c model.BGP, name string, protect ...netip.Prefix) *Speaker {
+	t.Helper()
+	s := New(k, testLog(t, name))
+	s.Protect(protect)
+	if err := s.Configure(context.Background(), c); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func announce(t *testing.T, s *Speaker, ps ...string) {
+	t.Helper()
+	var pp []netip.Prefix
+	for _, p := range ps {
+		pp = append(pp, pfx(p))
+	}
+	if err := s.Announce(pp); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestSpeakers: two speakers establish, announce and withdraw; what one
+// learns lands in its namespace as protocol bgp, metric 20, and what its
+// policy refuses does not, with the reason in Status.
+func TestSpeakers(t *testing.T) {
+	needRoot(t)
+	port := freePort(t)
+	kA, kB := hostNS(t), hostNS(t)
+	a := start(t, kA, conf(port, 1, 2), "A", pfx("10.1.0.0/24"))
+	defer a.Stop(false)
+	b := start(t, kB, conf(port, 2, 1), "B", pfx("10.2.0.0/24"))
+	defer b.Stop(false)
+	announce(t, a, "10.1.0.0/24")
+	// B also announces what A must refuse: a default route, a prefix
+	// inside A's network, one outside import.
+	announce(t, b, "10.2.0.0/24", "0.0.0.0/0", "10.1.0.128/25", "198.51.100.0/24")
+
+	took := waitFor(t, "sessions established", 30*time.Second, func() (bool, string) {
+		ok, s := established(a)
+		okB, sB := established(b)
+		return ok && okB, s + " " + sB
+	})
+	t.Logf("sessions established after %s", took.Round(time.Millisecond))
+	waitFor(t, "A installs B's subnet, and only it", 10*time.Second, tableIs(t, kA, "10.2.0.0/24 via 127.0.0.2 dev v0 metric 20"))
+	waitFor(t, "B installs A's subnet", 10*time.Second, tableIs(t, kB, "10.1.0.0/24 via 127.0.0.1 dev v0 metric 20"))
+
+	st := a.Status()
+	why := map[string]Learned{}
+	for _, l := range st.Learned {
+		why[l.Prefix.String()] = l
+	}
+	for p, has := range map[string]string{
+		"0.0.0.0/0":       "default route",
+		"10.1.0.128/25":   "this host's network 10.1.0.0/24",
+		"198.51.100.0/24": "outside import",
+	} {
+		if l, ok := why[p]; !ok || l.Installed || !strings.Contains(l.Why, has) {
+			t.Errorf("A's learned %s = %+v, want refused saying %q", p, l, has)
+		}
+	}
+	if l := why["10.2.0.0/24"]; !l.Installed || l.NextHop != addr("127.0.0.2") || l.Peer != addr("127.0.0.2") {
+		t.Errorf("A's learned 10.2.0.0/24 = %+v, want installed via 127.0.0.2", l)
+	}
+	waitFor(t, "A's counts", 15*time.Second, func() (bool, string) {
+		p := a.Status().Peers[0]
+		return p.Sent == 1 && p.Received == 4 && p.Installed == 1, fmt.Sprintf("%+v", p)
+	})
+	// A is no transit: what it learned from B (and refused) is not sent back out.
+	if p := b.Status().Peers[0]; p.Received != 1 {
+		t.Errorf("B received %d prefixes from A, want 1 (A's own)", p.Received)
+	}
+
+	// Withdraw: gone from A's kernel.
+	announce(t, b, "10.3.0.0/24")
+	took = waitFor(t, "A follows B's withdraw", 10*time.Second, tableIs(t, kA, "10.3.0.0/24 via 127.0.0.2 dev v0 metric 20"))
+	t.Logf("withdraw and new prefix installed after %s", took.Round(time.Millisecond))
+
+	// Someone deletes the route: the re-check puts it back.
+	rs, _ := kA.Routes()
+	for _, r := range rs {
+		if r.Proto == model.ProtoBGP {
+			ipCmd(t, "-n", nsName(t, kA), "route", "del", r.Dst.String(), "proto", "186", "metric", "20")
+		}
+	}
+	a.Protect([]netip.Prefix{pfx("10.1.0.0/24")}) // as the daemon after a drift repair
+	waitFor(t, "A repairs the deleted route", 10*time.Second, tableIs(t, kA, "10.3.0.0/24 via 127.0.0.2 dev v0 metric 20"))
+}
+
+// nsName finds the namespace of a kernel made by hostNS.
+var nsNames sync.Map // Kernel -> name
+
+func nsName(t *testing.T, k Kernel) string {
+	t.Helper()
+	n, ok := nsNames.Load(k)
+	if !ok {
+		t.Fatal("no namespace name for this kernel")
+	}
+	return n.(string)
+}
