@@ -3,6 +3,7 @@ package bgp
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"time"
 
@@ -46,9 +47,29 @@ const exportPolicy = "guestnet-own-only"
 // ipv4 is the one family the speaker negotiates.
 var ipv4 = &api.Family{Afi: api.Family_AFI_IP, Safi: api.Family_SAFI_UNICAST}
 
+// levelHandler passes on the records at or above its level: GoBGP logs
+// every session event at info, the speaker's own lines say what matters.
+type levelHandler struct {
+	slog.Handler
+	lvl *slog.LevelVar
+}
+
+func (h levelHandler) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= h.lvl.Level() && h.Handler.Enabled(ctx, l)
+}
+
+func (h levelHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return levelHandler{h.Handler.WithAttrs(as), h.lvl}
+}
+
+func (h levelHandler) WithGroup(name string) slog.Handler {
+	return levelHandler{h.Handler.WithGroup(name), h.lvl}
+}
+
 // startServer starts a GoBGP server for c with router ID id.
 func startServer(ctx context.Context, c model.BGP, id netip.Addr, s *Speaker) (*server.BgpServer, error) {
-	srv := server.NewBgpServer(server.LoggerOption(s.log.With("gobgp", true), s.lvl))
+	log := slog.New(levelHandler{s.log.Handler(), s.lvl}).With("gobgp", true)
+	srv := server.NewBgpServer(server.LoggerOption(log, s.lvl))
 	go srv.Serve()
 	g := &api.Global{Asn: c.ASN, RouterId: id.String(), ListenPort: int32(port(c))}
 	for _, a := range c.Listen {

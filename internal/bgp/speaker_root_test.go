@@ -258,3 +258,78 @@ func nsName(t *testing.T, k Kernel) string {
 	}
 	return n.(string)
 }
+
+func learnedOf(s *Speaker, p string) (Learned, bool) {
+	for _, l := range s.Status().Learned {
+		if l.Prefix == pfx(p) {
+			return l, true
+		}
+	}
+	return Learned{}, false
+}
+
+// TestSpeakerRestart: Stop(true) leaves the routes; the peer keeps the
+// stopped speaker's routes (graceful restart); a speaker started again
+// keeps the previous one's routes until its peer's End-of-RIB, then drops
+// those not learned again; Stop(false) removes everything, on both sides.
+func TestSpeakerRestart(t *testing.T) {
+	needRoot(t)
+	port := freePort(t)
+	kA, kB := hostNS(t), hostNS(t)
+	a := start(t, kA, conf(port, 1, 2), "A", pfx("10.1.0.0/24"))
+	b := start(t, kB, conf(port, 2, 1), "B", pfx("10.2.0.0/24"))
+	defer b.Stop(false)
+	announce(t, a, "10.1.0.0/24")
+	announce(t, b, "10.2.0.0/24", "10.3.0.0/24")
+	both := []string{"10.2.0.0/24 via 127.0.0.2 dev v0 metric 20", "10.3.0.0/24 via 127.0.0.2 dev v0 metric 20"}
+	waitFor(t, "A installs B's two subnets", 30*time.Second, tableIs(t, kA, both...))
+	waitFor(t, "B installs A's subnet", 10*time.Second, tableIs(t, kB, "10.1.0.0/24 via 127.0.0.1 dev v0 metric 20"))
+
+	a.Stop(true)
+	if got := bgpTable(t, kA); !slices.Equal(got, both) {
+		t.Fatalf("after Stop(true) A's table is %q, want its routes kept", got)
+	}
+	waitFor(t, "B sees A's session end", 10*time.Second, func() (bool, string) {
+		p := b.Status().Peers[0]
+		return p.State != StateEstablished, fmt.Sprintf("%+v", p)
+	})
+	waitFor(t, "B keeps A's path, stale", 10*time.Second, func() (bool, string) {
+		l, _ := learnedOf(b, "10.1.0.0/24")
+		return l.Stale && l.Installed, fmt.Sprintf("%+v", l)
+	})
+	if got := bgpTable(t, kB); !slices.Equal(got, []string{"10.1.0.0/24 via 127.0.0.1 dev v0 metric 20"}) {
+		t.Errorf("B's table while A restarts: %q, want A's route kept", got)
+	}
+	t.Logf("B while A is down: %+v", b.Status().Peers[0])
+
+	// While A is down, B withdraws 10.3; the new A must drop it once B's
+	// End-of-RIB says B sent everything, and keep 10.2 all along.
+	announce(t, b, "10.2.0.0/24")
+	a2 := start(t, kA, conf(port, 1, 2), "A2", pfx("10.1.0.0/24"))
+	defer a2.Stop(false)
+	announce(t, a2, "10.1.0.0/24")
+	if got := bgpTable(t, kA); !slices.Equal(got, both) {
+		t.Fatalf("right after the restart A's table is %q, want the previous routes kept", got)
+	}
+	took := waitFor(t, "A2 drops what B no longer announces", 60*time.Second, tableIs(t, kA, "10.2.0.0/24 via 127.0.0.2 dev v0 metric 20"))
+	t.Logf("takeover: 10.3 removed %s after the restart (the restart time is %ds: End-of-RIB ended it)", took.Round(time.Millisecond), restartTime)
+	if took > 30*time.Second {
+		t.Errorf("the takeover took %s: it waited for the timer, not End-of-RIB", took)
+	}
+	waitFor(t, "B's path from A is fresh again", 10*time.Second, func() (bool, string) {
+		l, _ := learnedOf(b, "10.1.0.0/24")
+		return !l.Stale && l.Installed, fmt.Sprintf("%+v", l)
+	})
+
+	a2.Stop(false)
+	if got := bgpTable(t, kA); len(got) != 0 {
+		t.Errorf("after Stop(false) A's table still has %q", got)
+	}
+	took = waitFor(t, "B drops A's routes (hard reset)", 10*time.Second, tableIs(t, kB))
+	t.Logf("B dropped A's route %s after A's Stop(false)", took.Round(time.Millisecond))
+	if p := b.Status().Peers[0]; p.LastError == "" {
+		t.Errorf("B's peer status says no reason the session ended: %+v", p)
+	} else {
+		t.Logf("B's peer: %s since %s: %s", p.State, p.Since.Format(time.TimeOnly), p.LastError)
+	}
+}
