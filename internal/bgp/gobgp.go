@@ -304,7 +304,7 @@ func disconnectText(r api.PeerState_DisconnectReason, msg string) string {
 	case api.PeerState_DISCONNECT_REASON_READ_FAILED, api.PeerState_DISCONNECT_REASON_WRITE_FAILED:
 		s = "the connection broke"
 	case api.PeerState_DISCONNECT_REASON_GRACEFUL_RESTART:
-		s = "connection lost; the peer's routes are kept for its graceful restart"
+		s = "session lost; graceful restart: the peer's routes are kept until it is back or its restart time ends"
 	case api.PeerState_DISCONNECT_REASON_RESTART_TIMER_EXPIRED:
 		s = "the peer did not come back within its graceful restart time"
 	case api.PeerState_DISCONNECT_REASON_HARD_RESET:
@@ -318,8 +318,11 @@ func disconnectText(r api.PeerState_DisconnectReason, msg string) string {
 	default:
 		s = r.String()
 	}
-	if msg != "" {
-		s += " (" + msg + ")"
+	switch r {
+	case api.PeerState_DISCONNECT_REASON_NOTIFICATION_SENT, api.PeerState_DISCONNECT_REASON_NOTIFICATION_RECEIVED, api.PeerState_DISCONNECT_REASON_INVALID_MSG:
+		if msg != "" { // the notification's code, which the reason alone does not say
+			s += " (" + msg + ")"
+		}
 	}
 	return s
 }

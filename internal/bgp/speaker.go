@@ -346,8 +346,8 @@ func (s *Speaker) Status() Status {
 		}
 		ps := PeerStatus{Address: c.Address, ASN: c.ASN, State: p.state, Since: p.since, LastError: p.lastError,
 			Sent: p.info.sent, Received: p.info.accepted, Installed: p.installed}
-		if p.gone != "" && ps.LastError != "" {
-			ps.LastError += "; " + p.gone
+		if p.gone != "" {
+			ps.LastError = p.gone
 		}
 		st.Peers = append(st.Peers, ps)
 	}

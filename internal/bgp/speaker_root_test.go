@@ -180,14 +180,17 @@ func announce(t *testing.T, s *Speaker, ps ...string) {
 	}
 }
 
-// TestSpeakers: two speakers establish, announce and withdraw; what one
+// TestSpeakers: speakers establish, announce and withdraw; what one
 // learns lands in its namespace as protocol bgp, metric 20, and what its
-// policy refuses does not, with the reason in Status.
+// policy refuses does not, with the reason in Status. A (AS 65001) peers
+// with B over eBGP (AS 65002), then with C over iBGP (AS 65001, added by
+// a later Configure that leaves B's session alone).
 func TestSpeakers(t *testing.T) {
 	needRoot(t)
 	port := freePort(t)
-	kA, kB := hostNS(t), hostNS(t)
-	a := start(t, kA, conf(port, 1, 2), "A", pfx("10.1.0.0/24"))
+	kA, kB, kC := hostNS(t), hostNS(t), hostNS(t)
+	ca := conf(port, 1, 2)
+	a := start(t, kA, ca, "A", pfx("10.1.0.0/24"))
 	defer a.Stop(false)
 	b := start(t, kB, conf(port, 2, 1), "B", pfx("10.2.0.0/24"))
 	defer b.Stop(false)
@@ -222,29 +225,64 @@ func TestSpeakers(t *testing.T) {
 	if l := why["10.2.0.0/24"]; !l.Installed || l.NextHop != addr("127.0.0.2") || l.Peer != addr("127.0.0.2") {
 		t.Errorf("A's learned 10.2.0.0/24 = %+v, want installed via 127.0.0.2", l)
 	}
+	if st.ASN != 65001 || st.RouterID != addr("10.255.0.1") || st.Port != port || !slices.Equal(st.Announced, []netip.Prefix{pfx("10.1.0.0/24")}) {
+		t.Errorf("A's status = %+v", st)
+	}
 	waitFor(t, "A's counts", 15*time.Second, func() (bool, string) {
 		p := a.Status().Peers[0]
 		return p.Sent == 1 && p.Received == 4 && p.Installed == 1, fmt.Sprintf("%+v", p)
 	})
-	// A is no transit: what it learned from B (and refused) is not sent back out.
+
+	// The same config again changes nothing: B's session is the same one.
+	since := a.Status().Peers[0].Since
+	if err := a.Configure(context.Background(), ca); err != nil {
+		t.Fatal(err)
+	}
+	// C joins over iBGP: A's next Configure adds it, B's session stays.
+	cc := conf(port, 3, 1)
+	cc.ASN = 65001
+	c := start(t, kC, cc, "C", pfx("10.4.0.0/24"))
+	defer c.Stop(false)
+	announce(t, c, "10.4.0.0/24")
+	ca.Peers = append(ca.Peers, model.BGPPeer{Address: addr("127.0.0.3"), ASN: 65001, Hold: model.BGPMinHold})
+	if err := a.Configure(context.Background(), ca); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "A's sessions with B and C established", 30*time.Second, func() (bool, string) { return established(a) })
+	if p := a.Status().Peers[0]; !p.Since.Equal(since) {
+		t.Errorf("B's session was reset by Configure: since %s, was %s", p.Since, since)
+	}
+	// iBGP: A's own path goes to C with A's address as next hop; what A
+	// learned from B does not (no transit), nor C's to B.
+	waitFor(t, "C installs A's subnet, next hop A", 10*time.Second, tableIs(t, kC, "10.1.0.0/24 via 127.0.0.1 dev v0 metric 20"))
+	waitFor(t, "A installs C's and B's subnets", 10*time.Second, tableIs(t, kA, "10.2.0.0/24 via 127.0.0.2 dev v0 metric 20", "10.4.0.0/24 via 127.0.0.3 dev v0 metric 20"))
 	if p := b.Status().Peers[0]; p.Received != 1 {
 		t.Errorf("B received %d prefixes from A, want 1 (A's own)", p.Received)
+	}
+	if got := bgpTable(t, kB); !slices.Equal(got, []string{"10.1.0.0/24 via 127.0.0.1 dev v0 metric 20"}) {
+		t.Errorf("B's table %q: A passed on what it learned", got)
 	}
 
 	// Withdraw: gone from A's kernel.
 	announce(t, b, "10.3.0.0/24")
-	took = waitFor(t, "A follows B's withdraw", 10*time.Second, tableIs(t, kA, "10.3.0.0/24 via 127.0.0.2 dev v0 metric 20"))
+	took = waitFor(t, "A follows B's withdraw", 10*time.Second, tableIs(t, kA, "10.3.0.0/24 via 127.0.0.2 dev v0 metric 20", "10.4.0.0/24 via 127.0.0.3 dev v0 metric 20"))
 	t.Logf("withdraw and new prefix installed after %s", took.Round(time.Millisecond))
 
-	// Someone deletes the route: the re-check puts it back.
-	rs, _ := kA.Routes()
-	for _, r := range rs {
-		if r.Proto == model.ProtoBGP {
-			ipCmd(t, "-n", nsName(t, kA), "route", "del", r.Dst.String(), "proto", "186", "metric", "20")
-		}
-	}
+	// Someone deletes a route: the re-check after a repair puts it back.
+	ipCmd(t, "-n", nsName(t, kA), "route", "del", "10.3.0.0/24", "proto", "186", "metric", "20")
 	a.Protect([]netip.Prefix{pfx("10.1.0.0/24")}) // as the daemon after a drift repair
-	waitFor(t, "A repairs the deleted route", 10*time.Second, tableIs(t, kA, "10.3.0.0/24 via 127.0.0.2 dev v0 metric 20"))
+	waitFor(t, "A repairs the deleted route", 10*time.Second, tableIs(t, kA, "10.3.0.0/24 via 127.0.0.2 dev v0 metric 20", "10.4.0.0/24 via 127.0.0.3 dev v0 metric 20"))
+
+	// A peer removed from the config: its routes go (the session ends
+	// with a Hard Reset, nothing kept).
+	ca.Peers = ca.Peers[1:]
+	if err := a.Configure(context.Background(), ca); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "A drops the removed peer's routes", 10*time.Second, tableIs(t, kA, "10.4.0.0/24 via 127.0.0.3 dev v0 metric 20"))
+	if ps := a.Status().Peers; len(ps) != 1 || ps[0].Address != addr("127.0.0.3") {
+		t.Errorf("A's peers after removing B: %+v", ps)
+	}
 }
 
 // nsName finds the namespace of a kernel made by hostNS.
@@ -332,4 +370,121 @@ func TestSpeakerRestart(t *testing.T) {
 	} else {
 		t.Logf("B's peer: %s since %s: %s", p.State, p.Since.Format(time.TimeOnly), p.LastError)
 	}
+}
+
+// blackhole is a TCP relay that can go silent, as a link that went down
+// does: while frozen it forwards nothing and closes nothing.
+type blackhole struct {
+	l      net.Listener
+	mu     sync.Mutex
+	frozen bool
+	conns  []net.Conn
+}
+
+// relay listens on listen and joins each connection to to, dialled from
+// from (so the far end sees the address it expects).
+func relay(t *testing.T, listen, to, from string) *blackhole {
+	t.Helper()
+	l, err := net.Listen("tcp", listen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &blackhole{l: l}
+	t.Cleanup(func() { l.Close(); b.unfreeze() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: time.Second}
+			u, err := d.Dial("tcp", to)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			b.mu.Lock()
+			b.conns = append(b.conns, c, u)
+			b.mu.Unlock()
+			go b.pipe(u, c)
+			go b.pipe(c, u)
+		}
+	}()
+	return b
+}
+
+func (b *blackhole) isFrozen() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.frozen
+}
+
+func (b *blackhole) pipe(dst, src net.Conn) {
+	buf := make([]byte, 4096)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 && !b.isFrozen() {
+			dst.Write(buf[:n])
+		}
+		if err != nil {
+			if !b.isFrozen() {
+				dst.Close()
+			}
+			return
+		}
+	}
+}
+
+func (b *blackhole) freeze() {
+	b.mu.Lock()
+	b.frozen = true
+	b.mu.Unlock()
+}
+
+// unfreeze ends the connections that went through the silence (their
+// streams lost bytes) and forwards again.
+func (b *blackhole) unfreeze() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.frozen = false
+	for _, c := range b.conns {
+		c.Close()
+	}
+	b.conns = nil
+}
+
+// TestSilentPeer: a peer that goes silent (its link down: no FIN, no
+// RST) ends the session by the hold timer. GoBGP keeps its paths stale as
+// for a graceful restart; the speaker removes its routes from the kernel
+// all the same (they lead nowhere), and installs them again once the
+// peer is back.
+func TestSilentPeer(t *testing.T) {
+	needRoot(t)
+	port := freePort(t)
+	kA, kB := hostNS(t), hostNS(t)
+	// A peers with 127.0.0.2, which is the relay; B listens on 127.0.0.12.
+	hole := relay(t, fmt.Sprintf("127.0.0.2:%d", port), fmt.Sprintf("127.0.0.12:%d", port), "127.0.0.1")
+	cb := conf(port, 2, 1)
+	cb.Listen = []netip.Addr{addr("127.0.0.12")}
+	a := start(t, kA, conf(port, 1, 2), "A", pfx("10.1.0.0/24"))
+	defer a.Stop(false)
+	b := start(t, kB, cb, "B", pfx("10.2.0.0/24"))
+	defer b.Stop(false)
+	announce(t, a, "10.1.0.0/24")
+	announce(t, b, "10.2.0.0/24")
+	route := "10.2.0.0/24 via 127.0.0.12 dev v0 metric 20"
+	waitFor(t, "A installs B's subnet through the relay", 30*time.Second, tableIs(t, kA, route))
+
+	hole.freeze()
+	took := waitFor(t, "A removes the silent peer's route", 20*time.Second, tableIs(t, kA))
+	t.Logf("silent peer's route removed %s after the silence began (hold %s)", took.Round(time.Millisecond), model.BGPMinHold)
+	l, _ := learnedOf(a, "10.2.0.0/24")
+	if l.Installed || !l.Stale || !strings.Contains(l.Why, "hold timer") {
+		t.Errorf("A's path from the silent B = %+v, want stale, not installed, why naming the hold timer", l)
+	}
+	t.Logf("A's learned: %+v; peer: %+v", l, a.Status().Peers[0])
+
+	hole.unfreeze()
+	took = waitFor(t, "A installs B's route again once B is back", 40*time.Second, tableIs(t, kA, route))
+	t.Logf("back %s after the link returned", took.Round(time.Millisecond))
 }
