@@ -216,12 +216,9 @@ func nextHop(p *apiutil.Path) netip.Addr {
 // peerInfo is what the speaker reads of a session with ListPeer.
 type peerInfo struct {
 	state             string
-	uptime, downtime  time.Time
 	sent, accepted    int
 	notificationsSent uint64
 	negotiatedHold    time.Duration
-	disconnect        api.PeerState_DisconnectReason
-	disconnectMessage string
 }
 
 func listPeers(ctx context.Context, srv *server.BgpServer) (map[netip.Addr]peerInfo, error) {
@@ -236,14 +233,6 @@ func listPeers(ctx context.Context, srv *server.BgpServer) (map[netip.Addr]peerI
 			state:             sessionState(st.GetSessionState()),
 			notificationsSent: st.GetMessages().GetSent().GetNotification(),
 			negotiatedHold:    time.Duration(p.GetTimers().GetState().GetNegotiatedHoldTime()) * time.Second,
-			disconnect:        st.GetDisconnectReason(),
-			disconnectMessage: st.GetDisconnectMessage(),
-		}
-		if t := p.GetTimers().GetState().GetUptime(); t != nil && t.GetSeconds() > 0 {
-			pi.uptime = t.AsTime()
-		}
-		if t := p.GetTimers().GetState().GetDowntime(); t != nil && t.GetSeconds() > 0 {
-			pi.downtime = t.AsTime()
 		}
 		for _, af := range p.GetAfiSafis() {
 			pi.sent += int(af.GetState().GetAdvertised())

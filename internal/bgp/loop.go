@@ -106,20 +106,25 @@ func (s *Speaker) pass(ctx context.Context, srv *server.BgpServer) error {
 }
 
 // notePeersLocked takes what ListPeer says of each session: its counts,
-// its state when an event was missed, and whether it ended by this
+// and whether it ended by this
 // side's hold timer. GoBGP treats a hold timer expiry like a restart
-// when graceful restart is on (its stale paths kept for the restart
-// time); a host whose link went down is no restarting host, so its stale
-// paths are not installed. The sign: this side sent a notification (the
-// hold-timer one; a peer that restarts closes the connection, and a
-// reset by either side is a Hard Reset that drops the paths anyway).
+// when graceful restart is on (its paths kept, stale, for the restart
+// time); but a host whose link went down is no restarting host, and
+// routes through it lead nowhere, so its stale paths are not installed.
+// The sign: the session ended gracefully and this side had sent a
+// notification since it was last seen up (the hold-timer one; a peer
+// that restarts closes the connection, and a reset by either side is a
+// Hard Reset that drops the paths anyway).
 func (s *Speaker) notePeersLocked(infos map[netip.Addr]peerInfo) {
 	for a, p := range s.peers {
 		in, ok := infos[a]
 		if !ok {
 			continue
 		}
-		if in.notificationsSent > p.notes && p.gone == "" {
+		switch {
+		case in.state == StateEstablished && p.state == StateEstablished && !p.graceful:
+			p.notesUp = in.notificationsSent
+		case p.graceful && p.gone == "" && in.notificationsSent > p.notesUp:
 			h := in.negotiatedHold
 			if h == 0 {
 				h = hold(p.conf)
@@ -128,22 +133,10 @@ func (s *Speaker) notePeersLocked(infos map[netip.Addr]peerInfo) {
 			p.eor = false
 			s.log.Warn("bgp: peer silent: its routes are removed", "peer", a)
 		}
-		p.notes = in.notificationsSent
 		if in.state == StateEstablished && p.eor {
 			p.gone = ""
 		}
-		p.info = in
-		if p.state != in.state { // an event not seen yet, or missed
-			p.state = in.state
-			switch {
-			case in.state == StateEstablished && !in.uptime.IsZero():
-				p.since = in.uptime
-			case !in.downtime.IsZero():
-				p.since = in.downtime
-			default:
-				p.since = time.Now()
-			}
-		}
+		p.info = in // the state stays the events': they come in order, with the reason
 	}
 }
 

@@ -79,12 +79,16 @@ type peer struct {
 	lastError string
 	// eor: End-of-RIB received since the session was established.
 	eor bool
+	// graceful: the last session ended and GoBGP keeps its paths (stale)
+	// as for a graceful restart.
+	graceful bool
+	// notesUp is the count of notifications this host sent the peer, as
+	// read while the session was up: one more when it ended gracefully
+	// means this side's hold timer ended it.
+	notesUp uint64
 	// gone says why this peer's stale paths are not installed (the
 	// session ended by the hold timer, not a restart); "" keeps them.
-	gone string
-	// notes is the peer's count of notifications this host sent, as last
-	// read: one more means this side ended the session (the hold timer).
-	notes     uint64
+	gone      string
 	installed int
 }
 
@@ -302,9 +306,11 @@ func (s *Speaker) onPeer(ev *apiutil.WatchEventMessage_PeerEvent, at time.Time) 
 		next := fsmState(st.SessionState)
 		if p.state == StateEstablished && next != StateEstablished {
 			p.lastError = disconnectText(st.DisconnectReason, st.DisconnectMessage)
+			p.graceful = st.DisconnectReason == api.PeerState_DISCONNECT_REASON_GRACEFUL_RESTART
 			s.log.Warn("bgp: session down", "peer", p.conf.Address, "why", p.lastError)
 		}
 		if next == StateEstablished && p.state != StateEstablished {
+			p.graceful = false
 			s.log.Info("bgp: session established", "peer", p.conf.Address)
 		}
 		if next != StateEstablished {
