@@ -11,7 +11,6 @@ import (
 
 	"github.com/guestnet/guestnet/internal/apply"
 	"github.com/guestnet/guestnet/internal/model"
-	"github.com/guestnet/guestnet/internal/plan"
 )
 
 // loop is the install loop: the one goroutine that writes routes. It
@@ -75,11 +74,13 @@ func (s *Speaker) pass(ctx context.Context, srv *server.BgpServer) error {
 			s.log.Info("bgp: "+a.String(), "op", a.Op)
 			continue
 		}
-		s.log.Error("bgp: route write failed", "route", a.String(), "err", err)
-		if a.Op == plan.OpRouteReplace {
-			failed[a.Route.Dst] = fmt.Sprintf("the kernel refused it (%s): %v", a, err)
+		why := fmt.Sprintf("the kernel refused it (%s): %v", a, err)
+		if s.refused[a.Route.Dst] != why { // said once, not at every pass
+			s.log.Error("bgp: route write failed", "route", a.String(), "err", err)
 		}
+		failed[a.Route.Dst] = why
 	}
+	s.refused = failed
 	installed := map[netip.Addr]int{}
 	for i := range learned {
 		l := &learned[i]
@@ -106,8 +107,7 @@ func (s *Speaker) pass(ctx context.Context, srv *server.BgpServer) error {
 }
 
 // notePeersLocked takes what ListPeer says of each session: its counts,
-// and whether it ended by this
-// side's hold timer. GoBGP treats a hold timer expiry like a restart
+// and whether it ended by this side's hold timer. GoBGP treats a hold timer expiry like a restart
 // when graceful restart is on (its paths kept, stale, for the restart
 // time); but a host whose link went down is no restarting host, and
 // routes through it lead nowhere, so its stale paths are not installed.

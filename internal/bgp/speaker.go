@@ -65,9 +65,12 @@ type Speaker struct {
 	inherited  map[netip.Prefix]bool
 	takeoverBy time.Time
 	learned    []Learned
-	stop       context.CancelFunc // ends the loop and GoBGP's watch
-	done       chan struct{}      // closed when the loop ended
-	kick       chan struct{}
+	// refused are the writes the kernel refused at the last pass, by
+	// destination (the install loop's own: it logs a refusal once).
+	refused map[netip.Prefix]string
+	stop    context.CancelFunc // ends the loop and GoBGP's watch
+	done    chan struct{}      // closed when the loop ended
+	kick    chan struct{}
 }
 
 // peer is what the speaker knows of one session.
