@@ -43,7 +43,7 @@ func needRoot(t *testing.T) {
 
 var nsSeq atomic.Int32
 
-func ipCmd(t *testing.T, args ...string) {
+func ipCmd(t testing.TB, args ...string) {
 	t.Helper()
 	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
 		t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
@@ -52,7 +52,7 @@ func ipCmd(t *testing.T, args ...string) {
 
 // hostNS makes a namespace with a connected subnet 127.0.0.0/24 (on a
 // veth pair inside it) and returns its kernel; it is removed after.
-func hostNS(t *testing.T) Kernel {
+func hostNS(t testing.TB) Kernel {
 	t.Helper()
 	ns := fmt.Sprintf("gn-bgptest-%d-%d", os.Getpid(), nsSeq.Add(1))
 	ipCmd(t, "netns", "add", ns)
@@ -75,7 +75,7 @@ func hostNS(t *testing.T) Kernel {
 }
 
 // freePort is a TCP port free on 127.0.0.1 (the speakers all use it).
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -487,4 +487,68 @@ func TestSilentPeer(t *testing.T) {
 	hole.unfreeze()
 	took = waitFor(t, "A installs B's route again once B is back", 40*time.Second, tableIs(t, kA, route))
 	t.Logf("back %s after the link returned", took.Round(time.Millisecond))
+}
+
+// BenchmarkConverge1000: A announces 1,000 subnets; the time until B's
+// kernel holds all 1,000 routes (protocol bgp), then until they are gone
+// after A withdraws them.
+func BenchmarkConverge1000(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("needs root (network namespaces)")
+	}
+	var prefixes []netip.Prefix
+	for i := range 1000 {
+		prefixes = append(prefixes, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(100 + i/250), byte(i % 250), 0}), 24))
+	}
+	for range b.N {
+		b.StopTimer()
+		port := freePort(b)
+		kA, kB := hostNS(b), hostNS(b)
+		sa := New(kA, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		sb := New(kB, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		if err := sa.Configure(context.Background(), conf(port, 1, 2)); err != nil {
+			b.Fatal(err)
+		}
+		if err := sb.Configure(context.Background(), conf(port, 2, 1)); err != nil {
+			b.Fatal(err)
+		}
+		for ok, _ := established(sb); !ok; ok, _ = established(sb) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		b.StartTimer()
+		start := time.Now()
+		if err := sa.Announce(prefixes); err != nil {
+			b.Fatal(err)
+		}
+		for countBGP(b, kB) < len(prefixes) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		b.ReportMetric(float64(time.Since(start).Milliseconds()), "ms-install-1000")
+		start = time.Now()
+		if err := sa.Announce(nil); err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(float64(time.Since(start).Milliseconds()), "ms-withdraw-call")
+		for countBGP(b, kB) > 0 {
+			time.Sleep(5 * time.Millisecond)
+		}
+		b.ReportMetric(float64(time.Since(start).Milliseconds()), "ms-remove-1000")
+		b.StopTimer()
+		sa.Stop(false)
+		sb.Stop(false)
+	}
+}
+
+func countBGP(b *testing.B, k Kernel) int {
+	rs, err := k.Routes()
+	if err != nil {
+		b.Fatal(err)
+	}
+	n := 0
+	for _, r := range rs {
+		if r.Proto == model.ProtoBGP {
+			n++
+		}
+	}
+	return n
 }

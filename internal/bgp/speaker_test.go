@@ -95,6 +95,24 @@ func TestAnnounceDiff(t *testing.T) {
 		t.Errorf("RIB after the restart = %q", got)
 	}
 
+	// Many withdrawn at once (named by their paths, not their UUIDs).
+	var many []netip.Prefix
+	for i := range 40 {
+		many = append(many, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 50, byte(i), 0}), 24))
+	}
+	if err := s.Announce(many); err != nil {
+		t.Fatal(err)
+	}
+	if got := localPaths(t, s); len(got) != 40 {
+		t.Fatalf("RIB holds %d paths, want 40", len(got))
+	}
+	if err := s.Announce(many[:2]); err != nil {
+		t.Fatal(err)
+	}
+	if got := localPaths(t, s); !slices.Equal(got, []string{"10.50.0.0/24", "10.50.1.0/24"}) || len(s.paths) != 2 {
+		t.Errorf("after withdrawing 38: RIB %q, paths %v", got, s.paths)
+	}
+
 	s.Stop(false)
 	if st := s.Status(); st.ASN != 0 || len(st.Announced) != 0 {
 		t.Errorf("Status after Stop = %+v, want zero", st)
