@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -42,24 +43,54 @@ func TestReloadApplyOtherFile(t *testing.T) {
 	waitFor(t, "giso0 after apply of the daemon's config", func() bool { _, err := l.tryIn(host, "ip", "link", "show", "giso0"); return err == nil })
 }
 
-// TestDestroyWhileServing: `guestnet destroy` while serve runs used to
-// remove the networks, which the daemon then made again as drift, with
-// none of their guest ports. Now it exits 1, says how to remove them
-// (from the daemon's config), and changes nothing: the port stays in its
-// bridge.
+// TestDestroyWhileServing: `guestnet destroy NET` while serve runs is
+// done by the daemon, which keeps the network down: drift repair, SIGHUP
+// and a restart of serve leave it gone; `guestnet apply` of the config
+// brings it back. destroy --all and an unknown name are refused and
+// change nothing.
 func TestDestroyWhileServing(t *testing.T) {
 	l := newLab(t)
 	host := l.NS("host")
-	specPath := l.Spec(dhcpSpec)
-	l.Serve_(host, specPath)
+	specPath := l.Spec(dhcpSpec + "  lab:\n    mode: isolated\n    bridge: giso0\n")
+	d := l.Serve_(host, specPath)
 	l.Guest(host, "default", "g", "vg1", "10.99.0.20/24", "10.99.0.1")
-	for _, args := range [][]string{{"destroy", "default"}, {"destroy", "--all"}, {"-o", "json", "destroy", "--all"}} {
+	gone := func(link string) bool { _, err := l.tryIn(host, "ip", "link", "show", link); return err != nil }
+	for _, args := range [][]string{{"destroy", "--all"}, {"destroy", "nosuch"}} {
 		out, errs, code := l.Run(host, args...)
-		if code != 1 || !strings.Contains(errs, "guestnet serve is running here with --config "+specPath) {
-			t.Errorf("%v while serving: exit %d, want 1 with the daemon's config named\n%s%s", args, code, out, errs)
+		if code != 1 || !strings.Contains(errs, "guestnet serve") {
+			t.Errorf("%v while serving: exit %d, want 1 naming guestnet serve\n%s%s", args, code, out, errs)
 		}
 	}
-	if m := strings.Fields(l.In(host, "cat", "/sys/class/net/vg1/master/uevent")); len(m) == 0 || !strings.Contains(strings.Join(m, " "), "INTERFACE=gnat0") {
-		t.Errorf("vg1 is not in gnat0 any more: %v", m)
+	if gone("gnat0") || gone("giso0") {
+		t.Fatal("a refused destroy removed a bridge")
+	}
+	out, errs, code := l.Run(host, "destroy", "default")
+	if code != 0 || !strings.Contains(out, "destroyed default") {
+		t.Fatalf("destroy default while serving: exit %d\n%s%s", code, out, errs)
+	}
+	if !gone("gnat0") || gone("giso0") {
+		t.Fatal("after destroy default: want gnat0 gone and giso0 kept")
+	}
+	// Drift repair runs on every kernel event: make some, then SIGHUP.
+	l.must("ip", "netns", "exec", host, "ip", "link", "set", "giso0", "down")
+	waitFor(t, "giso0 repaired up", func() bool {
+		o, _ := l.tryIn(host, "ip", "-br", "link", "show", "giso0")
+		return strings.Contains(o, "UP")
+	})
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, "the reload logged", func() bool { return strings.Contains(d.log.String(), "destroyed with guestnet destroy: left down") })
+	if !gone("gnat0") {
+		t.Fatal("drift repair or SIGHUP made the destroyed network again")
+	}
+	d.Stop()
+	l.Serve_(host, specPath)
+	if !gone("gnat0") {
+		t.Fatal("a restart of serve made the destroyed network again")
+	}
+	if out := l.Guestnet(host, "apply", specPath); !strings.Contains(out, "guestnet serve is running here") {
+		t.Errorf("apply of the daemon's config: %s", out)
+	}
+	if gone("gnat0") {
+		t.Fatal("apply of the config did not bring the destroyed network back")
 	}
 }

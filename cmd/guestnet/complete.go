@@ -72,6 +72,8 @@ func complete(g *globals, root *cobra.Command) {
 			c.ValidArgsFunction = attachArgs
 		case "destroy":
 			c.ValidArgsFunction = destroyArgs
+		case "bgp":
+			c.ValidArgsFunction = cobra.NoFileCompletions
 		case "forward":
 			for _, sc := range c.Commands() {
 				sc.ValidArgsFunction = declared

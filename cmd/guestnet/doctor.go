@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 
@@ -28,6 +29,14 @@ func doctorCmd(g *globals) *cobra.Command {
 			defer e.Close()
 			d.Daemon = daemon.Running(g.dir())
 			in := doctor.Input{Host: h, Diag: d}
+			if d.Daemon {
+				switch st, err := daemon.BGP(g.dir()); {
+				case err == nil:
+					in.BGP = &st
+				case !errors.Is(err, daemon.ErrNoBGP) && !errors.Is(err, daemon.ErrOldDaemon) && !errors.Is(err, daemon.ErrNoDaemon):
+					return fmt.Errorf("ask guestnet serve for its BGP status: %w", err)
+				}
+			}
 			switch st, err := e.State(); {
 			case len(config) > 0:
 				s, err := spec.Load(config...)

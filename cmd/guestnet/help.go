@@ -60,7 +60,7 @@ var help = map[string]struct{ long, example, exits string }{
 		exits:   "0 printed, 1 error (a network guestnet did not apply here, no address to route through)",
 	},
 	"status": {
-		long:    "Show guestnet's networks: bridges, ports and their anti-spoofing bindings, addresses, rules per\nnetwork, ip_forward, br_netfilter, foreign chains that drop by policy, and the services of\nguestnet serve when it runs.",
+		long:    "Show guestnet's networks: bridges, ports and their anti-spoofing bindings, addresses, rules per\nnetwork, ip_forward, br_netfilter, foreign chains that drop by policy, and the services of\nguestnet serve when it runs (with a bgp: line, the prefixes it announces and its peers' states,\nwhen its config has a bgp section).",
 		example: "  guestnet status\n  guestnet status -o json",
 		exits:   "0 shown, 1 error",
 	},
@@ -74,6 +74,14 @@ var help = map[string]struct{ long, example, exits string }{
 	"leases": {
 		example: "  guestnet leases\n  guestnet leases lab -o json",
 		exits:   "0 listed, 1 error (a network guestnet did not apply here)",
+	},
+	"bgp": {
+		long: "Show the BGP speaker of guestnet serve: one line per peer (its address, AS, state spelled out,\n" +
+			"uptime while established, prefixes sent, received and installed, the last error), the prefixes\n" +
+			"this host announces, and the routes learned from peers that are not installed, with the reason.\n" +
+			"-o json prints the speaker's status as the daemon reports it.",
+		example: "  guestnet bgp\n  guestnet bgp --netns lab -o json",
+		exits:   "0 shown, 1 error (no guestnet serve runs here, its config has no bgp section)",
 	},
 	"doctor": {
 		example: "  guestnet doctor\n  guestnet doctor lab --config /etc/guestnet",

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net/netip"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/guestnet/guestnet/internal/bgp"
 	"github.com/guestnet/guestnet/internal/daemon"
 	"github.com/guestnet/guestnet/internal/report"
 )
@@ -32,14 +34,28 @@ func statusCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("ask guestnet serve for its services: %w", err)
 			}
+			// The speaker's part, when the daemon runs one (a daemon without a
+			// bgp section, or none, leaves it out).
+			var speaker *bgp.Status
+			switch st, err := daemon.BGP(g.dir()); {
+			case err == nil:
+				st = bgpJSON(st)
+				speaker = &st
+			case !errors.Is(err, daemon.ErrNoDaemon) && !errors.Is(err, daemon.ErrNoBGP) && !errors.Is(err, daemon.ErrOldDaemon):
+				return fmt.Errorf("ask guestnet serve for its BGP status: %w", err)
+			}
 			if g.json() {
 				return g.printJSON(struct {
 					report.Status
 					Services []daemon.ServiceStatus `json:"services,omitempty"`
-				}{s, svcs})
+					BGP      *bgp.Status            `json:"bgp,omitempty"`
+				}{s, svcs, speaker})
 			}
 			fmt.Fprint(g.out, s.Text())
 			printServices(g.out, svcs)
+			if speaker != nil {
+				fmt.Fprintln(g.out, "  "+bgpSummary(*speaker))
+			}
 			return nil
 		},
 	}

@@ -187,8 +187,9 @@ func destroyCmd(g *globals) *cobra.Command {
 			"Destroy forgets the guest ports attached to a network: applying the network again makes an\n" +
 			"empty bridge, and `guestnet attach` (or restarting the VM, whose ifup script attaches) puts\n" +
 			"them back. guestnet does not re-attach an interface by its old name: since the destroy it may\n" +
-			"belong to another guest. While guestnet serve runs here, destroy is refused: the daemon would\n" +
-			"make the networks again as drift; remove them from its config and reload it instead.",
+			"belong to another guest. While guestnet serve runs here, the daemon destroys the networks (their\n" +
+			"DHCP, DNS and BGP announcements stop) and keeps them down, across drift repair, SIGHUP and a\n" +
+			"restart of serve, until `guestnet apply` of its config; destroy --all is refused then.",
 		Args: func(cmd *cobra.Command, args []string) error {
 			if all && len(args) > 0 {
 				return fmt.Errorf("destroy --all takes no networks (it removes every one guestnet applied here)")
@@ -199,15 +200,43 @@ func destroyCmd(g *globals) *cobra.Command {
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			// With the daemon running, its config is the truth: it would
-			// take the destroyed networks for drift and make them again,
-			// with none of their guest ports. Refuse, and say the way.
+			// With the daemon running, its config is the truth: the daemon
+			// destroys the networks and holds them down (drift repair and
+			// SIGHUP leave them; `guestnet apply` brings them back), and
+			// stops their DHCP, DNS and BGP announcements.
 			if served, ok, err := daemon.ServedConfig(g.dir()); err != nil {
 				return fmt.Errorf("guestnet serve is running here and did not say its config: %w", err)
 			} else if ok {
-				return fmt.Errorf("guestnet serve is running here with --config %s, and would make the destroyed networks again as drift: "+
-					"remove them from its config and run `guestnet apply %s` (or send it SIGHUP), or stop serve first",
-					strings.Join(served, " --config "), strings.Join(served, " "))
+				if all {
+					return fmt.Errorf("guestnet serve is running here with --config %s: destroy --all would leave it nothing to serve; "+
+						"name the networks (guestnet destroy NETWORK...), or stop serve first", strings.Join(served, " --config "))
+				}
+				var names []string
+				for _, a := range args {
+					if _, err := os.Stat(a); err == nil {
+						nets, err := specNames(a)
+						if err != nil {
+							return err
+						}
+						names = append(names, nets...)
+						continue
+					}
+					names = append(names, a)
+				}
+				if _, err := daemon.RequestDestroy(g.dir(), names); err != nil {
+					return err
+				}
+				msg := fmt.Sprintf("guestnet serve is running here: it destroyed %s and keeps them down until `guestnet apply %s`.",
+					strings.Join(names, ", "), strings.Join(served, " "))
+				if g.json() {
+					return g.printJSON(struct {
+						Served    bool     `json:"served"`
+						Destroyed []string `json:"destroyed"`
+						Detail    string   `json:"detail"`
+					}{true, names, msg})
+				}
+				fmt.Fprintln(g.out, msg)
+				return nil
 			}
 			known, err := g.applied()
 			if err != nil {

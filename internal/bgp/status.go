@@ -57,6 +57,15 @@ type Learned struct {
 	// else in the way, a kernel error).
 	Installed bool   `json:"installed"`
 	Why       string `json:"why,omitempty"`
+	// Refused is true when the import policy keeps the path out on
+	// purpose: outside import:, a default route import does not list,
+	// equal to or inside one of this host's own networks or connected
+	// subnets. doctor reports it as info (nothing is broken). A path
+	// neither installed nor refused should be in the kernel and is not
+	// (no directly reachable next hop, someone else's route in the way,
+	// a kernel error): doctor warns. A flag rather than Why's text, so
+	// that nobody decides by matching strings.
+	Refused bool `json:"refused,omitempty"`
 	// Stale is true while the path is kept across its peer's restart
 	// (graceful restart), until the peer's End-of-RIB or the restart time.
 	Stale bool `json:"stale,omitempty"`

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -14,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/guestnet/guestnet/internal/bgp"
 	"github.com/guestnet/guestnet/internal/dhcp"
 )
 
@@ -63,12 +65,31 @@ func (d *Daemon) listenAPI() (io.Closer, error) {
 	mux.HandleFunc("GET /v1/services", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, d.Status())
 	})
+	mux.HandleFunc("GET /v1/bgp", bgpHandler(d.BGP))
+	// guestnet apply: re-read the config, held-down networks included.
 	mux.HandleFunc("POST /v1/reload", func(w http.ResponseWriter, r *http.Request) {
-		if err := d.Reload(r.Context()); err != nil {
+		if err := d.Apply(r.Context()); err != nil {
 			http.Error(w, err.Error(), http.StatusUnprocessableEntity)
 			return
 		}
 		writeJSON(w, map[string]string{"result": "reloaded"})
+	})
+	mux.HandleFunc("POST /v1/destroy", func(w http.ResponseWriter, r *http.Request) {
+		var req DestroyRequest
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
+			http.Error(w, "destroy: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		if err := d.destroy(r.Context(), req.Networks); err != nil {
+			code := http.StatusUnprocessableEntity
+			var unknown *unknownError
+			if errors.As(err, &unknown) {
+				code = http.StatusNotFound
+			}
+			http.Error(w, err.Error(), code)
+			return
+		}
+		writeJSON(w, map[string]string{"result": "destroyed"})
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go srv.Serve(ln)
@@ -115,21 +136,48 @@ func client(dir string) *http.Client {
 		}}}
 }
 
-// call asks the daemon of a state folder; errNoDaemon when none listens.
-func call(dir, method, path string, out any) error {
-	req, _ := http.NewRequest(method, "http://guestnet"+path, nil)
+// apiError is the daemon's refusal of a request. Callers branch on Code,
+// never on the text.
+type apiError struct {
+	Code int
+	Msg  string
+}
+
+func (e *apiError) Error() string { return "daemon: " + e.Msg }
+
+// refused reports whether err is the daemon's answer with HTTP status code.
+func refused(err error, code int) bool {
+	var ae *apiError
+	return errors.As(err, &ae) && ae.Code == code
+}
+
+// call asks the daemon of a state folder; ErrNoDaemon when none listens,
+// an *apiError when it answers with another status than 200.
+func call(dir, method, path string, out any) error { return callWith(dir, method, path, nil, out) }
+
+// callWith is call with a JSON body (none when body is nil).
+func callWith(dir, method, path string, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, "http://guestnet"+path, rd)
 	resp, err := client(dir).Do(req)
 	if err != nil {
 		var op *net.OpError
 		if errors.As(err, &op) || errors.Is(err, os.ErrNotExist) {
-			return errNoDaemon
+			return ErrNoDaemon
 		}
 		return err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		msg, _ := io.ReadAll(resp.Body)
-		return fmt.Errorf("daemon: %s", strings.TrimSpace(string(msg)))
+		return &apiError{Code: resp.StatusCode, Msg: strings.TrimSpace(string(msg))}
 	}
 	return json.NewDecoder(resp.Body).Decode(out)
 }
@@ -139,10 +187,27 @@ func call(dir, method, path string, out any) error {
 func RequestReload(dir string) (bool, error) {
 	var out map[string]string
 	err := call(dir, http.MethodPost, "/v1/reload", &out)
-	if errors.Is(err, errNoDaemon) {
+	if errors.Is(err, ErrNoDaemon) {
 		return false, nil
 	}
 	return err == nil, err
+}
+
+// DestroyRequest is the body of POST /v1/destroy.
+type DestroyRequest struct {
+	Networks []string `json:"networks"`
+}
+
+// RequestDestroy asks a running daemon to destroy networks of its config
+// and hold them down. It reports false when no daemon runs for the state
+// folder.
+func RequestDestroy(dir string, networks []string) (bool, error) {
+	var out map[string]string
+	err := callWith(dir, http.MethodPost, "/v1/destroy", DestroyRequest{Networks: networks}, &out)
+	if errors.Is(err, ErrNoDaemon) {
+		return false, nil
+	}
+	return true, err
 }
 
 // Leases reads the leases from the running daemon, or from the store when
@@ -153,7 +218,7 @@ func Leases(dir, network string) ([]LeaseView, string, error) {
 	if err == nil {
 		return out, "daemon", nil
 	}
-	if !errors.Is(err, errNoDaemon) {
+	if !errors.Is(err, ErrNoDaemon) {
 		return nil, "", err
 	}
 	if _, err := os.Lstat(LeasePath(dir)); err != nil {
@@ -207,7 +272,7 @@ func absPaths(ps []string) []string {
 func ServedConfig(dir string) (paths []string, ok bool, err error) {
 	var out ConfigView
 	err = call(dir, http.MethodGet, "/v1/config", &out)
-	if errors.Is(err, errNoDaemon) || (err != nil && strings.Contains(err.Error(), "404")) {
+	if errors.Is(err, ErrNoDaemon) || refused(err, http.StatusNotFound) {
 		return nil, false, nil
 	}
 	if err != nil {
@@ -251,7 +316,7 @@ func InConfig(files, served []string) bool {
 func Services(dir string) ([]ServiceStatus, error) {
 	var out []ServiceStatus
 	err := call(dir, http.MethodGet, "/v1/services", &out)
-	if errors.Is(err, errNoDaemon) {
+	if errors.Is(err, ErrNoDaemon) {
 		return nil, nil
 	}
 	return out, err
@@ -261,4 +326,45 @@ func Services(dir string) ([]ServiceStatus, error) {
 func Running(dir string) bool {
 	var out []LeaseView
 	return call(dir, http.MethodGet, "/v1/leases?network=-", &out) == nil
+}
+
+// statusNoBGP is GET /v1/bgp's answer when the config has no bgp section:
+// its own code, so that a client tells it from a daemon too old to know
+// the path (404) without reading the text.
+const statusNoBGP = http.StatusConflict
+
+// ErrNoBGP says the running daemon's config has no bgp section.
+var ErrNoBGP = errors.New("the config of guestnet serve has no bgp section: add one (bgp: with asn and peers) to its config and reload it (systemctl reload guestnet-serve, or guestnet apply of that config)")
+
+// ErrOldDaemon says the daemon answering predates the request's path.
+var ErrOldDaemon = errors.New("the guestnet serve running here is older than this guestnet and cannot answer: restart it (systemctl restart guestnet-serve)")
+
+// bgpHandler serves GET /v1/bgp: the speaker's status, or statusNoBGP
+// when status reports the config has none.
+func bgpHandler(status func() (bgp.Status, bool)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		st, ok := status()
+		if !ok {
+			http.Error(w, ErrNoBGP.Error(), statusNoBGP)
+			return
+		}
+		writeJSON(w, st)
+	}
+}
+
+// BGP asks the running daemon of a state folder for its BGP speaker's
+// status: ErrNoDaemon when none runs, ErrNoBGP when its config has no bgp
+// section, ErrOldDaemon when it is too old to say.
+func BGP(dir string) (bgp.Status, error) {
+	var out bgp.Status
+	err := call(dir, http.MethodGet, "/v1/bgp", &out)
+	switch {
+	case refused(err, statusNoBGP):
+		return bgp.Status{}, ErrNoBGP
+	case refused(err, http.StatusNotFound):
+		return bgp.Status{}, ErrOldDaemon
+	case err != nil:
+		return bgp.Status{}, err
+	}
+	return out, nil
 }

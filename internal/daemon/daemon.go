@@ -69,7 +69,8 @@ type Daemon struct {
 
 	applyErr, learnErr, repairErr, watchErr, fdbErr, bgpErr lastError
 
-	speaker *bgp.Speaker // the bgp service (bgp.go), nil without a bgp section
+	speaker *bgp.Speaker    // the bgp service (bgp.go), nil without a bgp section
+	held    map[string]bool // networks guestnet destroy removed while serving (destroy.go)
 
 	fdb       *fdb                                // where leased MACs sit, for anti-spoofing
 	view      atomic.Pointer[learnView]           // what DHCP goroutines may bind
@@ -123,6 +124,10 @@ func (d *Daemon) Run(ctx context.Context, ready func()) error {
 	}
 	st, err := dhcp.OpenBolt(LeasePath(d.Dir()), false, 2*time.Second)
 	if err != nil {
+		return err
+	}
+	if d.held, err = loadHeld(d.Dir()); err != nil {
+		st.Close()
 		return err
 	}
 	ctx, cancel := context.WithCancel(ctx) // ends every service's goroutines on return
@@ -301,8 +306,15 @@ func (d *Daemon) repair(ctx context.Context) error {
 
 // Reload re-reads the config and applies the difference, then syncs the
 // services. DHCP keeps running, with its leases, on every network whose
-// service is unchanged.
-func (d *Daemon) Reload(ctx context.Context) error {
+// service is unchanged. Networks destroyed with guestnet destroy stay
+// down (destroy.go).
+func (d *Daemon) Reload(ctx context.Context) error { return d.reload(ctx, false) }
+
+// Apply is Reload that also brings back the networks guestnet destroy
+// held down: `guestnet apply` of the served config.
+func (d *Daemon) Apply(ctx context.Context) error { return d.reload(ctx, true) }
+
+func (d *Daemon) reload(ctx context.Context, release bool) error {
 	s, err := spec.Load(d.Config...)
 	if err == nil && len(s.Networks) == 0 {
 		// An emptied config (a deleted file, a comment left alone) must not
@@ -320,8 +332,24 @@ func (d *Daemon) Reload(ctx context.Context) error {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	held := d.held
+	if release && len(held) > 0 {
+		// Forget first: a crash after the networks are back must not
+		// hold them down again at the next start.
+		if err := saveHeld(d.Dir(), nil); err != nil {
+			return fmt.Errorf("apply: forget the destroyed networks: %w", err)
+		}
+		d.held = nil
+	}
+	s = d.withoutHeld(s)
 	start := time.Now()
 	p, err := d.Engine.Converge(ctx, s)
+	if err != nil && len(held) > 0 && d.held == nil {
+		d.held = held // the networks did not come back: they stay held down
+		if serr := saveHeld(d.Dir(), held); serr != nil {
+			d.Log.Error("apply failed, and the destroyed networks could not be recorded again", "err", serr, "networks", held)
+		}
+	}
 	if err != nil && d.spec != nil {
 		// Nothing of the new config stays (apply is all or nothing): the
 		// last good one is what the daemon keeps repairing.
@@ -361,5 +389,6 @@ func (d *Daemon) shutdown() {
 	d.Log.Info("stopped")
 }
 
-// errNoDaemon says no daemon answers on the API socket.
-var errNoDaemon = errors.New("no guestnet daemon answers here")
+// ErrNoDaemon says no daemon answers on the API socket (callers that
+// need the daemon, such as guestnet bgp, tell the user to start it).
+var ErrNoDaemon = errors.New("no guestnet daemon answers here")

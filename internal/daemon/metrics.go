@@ -4,10 +4,13 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/guestnet/guestnet/internal/bgp"
 )
 
 var (
@@ -19,13 +22,19 @@ var (
 	descRepairs = prometheus.NewDesc("guestnet_repairs_total", "Drift repairs applied.", nil, nil)
 	descApply   = prometheus.NewDesc("guestnet_apply_duration_seconds", "Duration of the last apply (reload or repair).", nil, nil)
 	descService = prometheus.NewDesc("guestnet_service_up", "1 when the daemon's service runs without a problem, 0 when it is degraded or stopped (guestnet status says why).", []string{"service"}, nil)
+
+	// BGP, only when the config has a bgp section.
+	descBGPSession   = prometheus.NewDesc("guestnet_bgp_session_established", "1 when the BGP session with the peer is established, 0 otherwise (guestnet bgp shows its state and last error).", []string{"peer", "asn"}, nil)
+	descBGPPrefixes  = prometheus.NewDesc("guestnet_bgp_prefixes", "Prefixes per BGP peer and direction: sent (announced to it), received (accepted from it), installed (of those, in the kernel).", []string{"peer", "direction"}, nil)
+	descBGPAnnounced = prometheus.NewDesc("guestnet_bgp_announced", "Prefixes this host announces (its networks' subnets, floating and forward addresses).", nil, nil)
 )
 
 // collector reads the daemon's counters at scrape time.
 type collector struct{ d *Daemon }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descLeases, descPackets, descProbes, descForeign, descSendErr, descRepairs, descApply, descService} {
+	for _, d := range []*prometheus.Desc{descLeases, descPackets, descProbes, descForeign, descSendErr, descRepairs, descApply, descService,
+		descBGPSession, descBGPPrefixes, descBGPAnnounced} {
 		ch <- d
 	}
 }
@@ -77,8 +86,28 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(descService, prometheus.GaugeValue, up, s.Name)
 	}
+	if st, ok := d.BGP(); ok {
+		collectBGP(ch, st)
+	}
 	ch <- prometheus.MustNewConstMetric(descRepairs, prometheus.CounterValue, float64(d.repairs.Load()))
 	ch <- prometheus.MustNewConstMetric(descApply, prometheus.GaugeValue, time.Duration(d.applyNs.Load()).Seconds())
+}
+
+// collectBGP sends the speaker's metrics: per peer its session and
+// prefix counts, and the number of prefixes announced.
+func collectBGP(ch chan<- prometheus.Metric, st bgp.Status) {
+	for _, p := range st.Peers {
+		peer := p.Address.String()
+		up := 0.0
+		if p.State == bgp.StateEstablished {
+			up = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descBGPSession, prometheus.GaugeValue, up, peer, strconv.FormatUint(uint64(p.ASN), 10))
+		for dir, n := range map[string]int{"sent": p.Sent, "received": p.Received, "installed": p.Installed} {
+			ch <- prometheus.MustNewConstMetric(descBGPPrefixes, prometheus.GaugeValue, float64(n), peer, dir)
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(descBGPAnnounced, prometheus.GaugeValue, float64(len(st.Announced)))
 }
 
 // serveMetrics exposes /metrics over HTTP on addr.

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/guestnet/guestnet/internal/bgp"
 	"github.com/guestnet/guestnet/internal/match"
 	"github.com/guestnet/guestnet/internal/model"
 )
@@ -57,6 +58,9 @@ type Input struct {
 	// Declared is true when Networks come from a spec or guestnet's state:
 	// their modes are known.
 	Declared bool
+	// BGP is the speaker's status when guestnet serve runs one (its config
+	// has a bgp section); nil otherwise.
+	BGP *bgp.Status
 }
 
 // Check is one diagnosis.
@@ -78,6 +82,9 @@ var Checks = []Check{
 	{"dhcp", checkDHCP},
 	{"spoofed", checkSpoofed},
 	{"not-ipv4", checkNotIPv4},
+	{"bgp-session", checkBGPSessions},
+	{"bgp-learned", checkBGPLearned},
+	{"bgp-forwarding", checkBGPForwarding},
 }
 
 // Run runs the checks and returns their findings.

@@ -39,9 +39,8 @@ func TestSaveLoad(t *testing.T) {
 	if err != nil || !reflect.DeepEqual(got, s) {
 		t.Fatalf("round trip:\n%+v\nwant\n%+v (%v)", got, s, err)
 	}
-	left, _ := filepath.Glob(filepath.Join(filepath.Dir(p), ".state-*"))
-	if len(left) != 0 {
-		t.Errorf("temp files left: %v", left)
+	if left, _ := os.ReadDir(filepath.Dir(p)); len(left) != 1 {
+		t.Errorf("files beside the state (temp files left?): %v", left)
 	}
 	os.WriteFile(p, []byte("{not json"), 0o644)
 	if _, err := Load(p); err == nil {
