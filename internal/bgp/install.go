@@ -45,9 +45,9 @@ func decide(dests [][]candidate, pol Policy, routes []model.Route, gone map[neti
 		}
 		c := cs[pick]
 		l := Learned{Prefix: c.Prefix, NextHop: c.NextHop, Peer: c.Peer, Stale: c.Stale}
-		dev, why := Importable(c.Prefix, c.NextHop, pol, routes)
+		dev, why, refused := Importable(c.Prefix, c.NextHop, pol, routes)
 		if why != "" {
-			l.Why = why
+			l.Why, l.Refused = why, refused
 		} else {
 			want[c.Prefix] = model.Route{Dst: c.Prefix, Gw: c.NextHop, Dev: dev, Proto: model.ProtoBGP, Metric: model.BGPMetric}
 		}

@@ -100,14 +100,17 @@ func TestInstallDecisions(t *testing.T) {
 	for _, l := range learned {
 		why[l.Prefix.String()] = l
 	}
-	for p, has := range map[string]string{
-		"10.60.0.0/24": "in the way",
-		"10.42.0.0/24": "B went silent",
-		"0.0.0.0/0":    "default route",
-		"10.71.0.0/24": "this host's network",
+	for p, want := range map[string]struct {
+		has     string
+		refused bool
+	}{
+		"10.60.0.0/24": {"in the way", false},
+		"10.42.0.0/24": {"B went silent", false},
+		"0.0.0.0/0":    {"default route", true},
+		"10.71.0.0/24": {"this host's network", true},
 	} {
-		if l := why[p]; !strings.Contains(l.Why, has) {
-			t.Errorf("%s: why = %q, want it to say %q", p, l.Why, has)
+		if l := why[p]; !strings.Contains(l.Why, want.has) || l.Refused != want.refused || l.Installed {
+			t.Errorf("%s: %+v, want not installed, why saying %q, refused %v", p, l, want.has, want.refused)
 		}
 	}
 	if l := why["10.42.0.0/24"]; !l.Stale || l.Peer != B {

@@ -38,30 +38,33 @@ func within(p, outer netip.Prefix) bool {
 // Importable decides whether a best path for dst through next hop nh may
 // be installed in a kernel whose main table is routes: dev is the link of
 // the connected subnet that holds nh; when it may not, dev is "" and why
-// says why, for a person (doctor prints it). The rules: dst lies inside
+// says why, for a person (doctor prints it), and refused tells a refusal
+// on purpose (the prefix is not to be installed here: Learned.Refused)
+// from a route that should be installed and cannot be (its next hop
+// unreachable or this host, someone else's route in the way). The rules: dst lies inside
 // one of pol.Import (a default route only when 0.0.0.0/0 is listed); it
 // is neither equal to nor inside this host's networks (pol.Protect) or
 // connected subnets; nh is directly reachable (inside a connected subnet)
 // and not this host's own address; and no route of someone else (not
 // protocol bgp) has the same destination and metric, since installing
 // would replace it.
-func Importable(dst netip.Prefix, nh netip.Addr, pol Policy, routes []model.Route) (dev, why string) {
+func Importable(dst netip.Prefix, nh netip.Addr, pol Policy, routes []model.Route) (dev, why string, refused bool) {
 	switch {
 	case !dst.Addr().Is4():
-		return "", "not an IPv4 prefix: only IPv4 routes are installed"
+		return "", "not an IPv4 prefix: only IPv4 routes are installed", true
 	case dst.Bits() == 0 && !slices.Contains(pol.Import, dst):
-		return "", "a default route: installed only when import lists 0.0.0.0/0"
+		return "", "a default route: installed only when import lists 0.0.0.0/0", true
 	case !slices.ContainsFunc(pol.Import, func(i netip.Prefix) bool { return within(dst, i) }):
-		return "", fmt.Sprintf("outside import (%s)", prefixList(pol.Import))
+		return "", fmt.Sprintf("outside import (%s)", prefixList(pol.Import)), true
 	}
 	for _, p := range pol.Protect {
 		if within(dst, p) {
-			return "", fmt.Sprintf("inside this host's network %s", p)
+			return "", fmt.Sprintf("inside this host's network %s", p), true
 		}
 	}
 	for _, r := range routes {
 		if connected(r) && within(dst, r.Dst) {
-			return "", fmt.Sprintf("inside this host's connected subnet %s (dev %s)", r.Dst, r.Dev)
+			return "", fmt.Sprintf("inside this host's connected subnet %s (dev %s)", r.Dst, r.Dev), true
 		}
 	}
 	var via *model.Route // the longest connected subnet holding nh
@@ -70,7 +73,7 @@ func Importable(dst netip.Prefix, nh netip.Addr, pol Policy, routes []model.Rout
 			continue
 		}
 		if nh.IsValid() && nh == r.Src {
-			return "", fmt.Sprintf("next hop %s is this host's own address (dev %s)", nh, r.Dev)
+			return "", fmt.Sprintf("next hop %s is this host's own address (dev %s)", nh, r.Dev), false
 		}
 		if r.Dst.Contains(nh) && (via == nil || r.Dst.Bits() > via.Dst.Bits()) {
 			via = &routes[i]
@@ -78,18 +81,18 @@ func Importable(dst netip.Prefix, nh netip.Addr, pol Policy, routes []model.Rout
 	}
 	switch {
 	case !nh.IsValid() || !nh.Is4():
-		return "", fmt.Sprintf("next hop %v is not an IPv4 address", nh)
+		return "", fmt.Sprintf("next hop %v is not an IPv4 address", nh), false
 	case slices.Contains(pol.Own, nh):
-		return "", fmt.Sprintf("next hop %s is this host's own address", nh)
+		return "", fmt.Sprintf("next hop %s is this host's own address", nh), false
 	case via == nil:
-		return "", fmt.Sprintf("next hop %s is not directly reachable: no connected subnet holds it", nh)
+		return "", fmt.Sprintf("next hop %s is not directly reachable: no connected subnet holds it", nh), false
 	}
 	for _, r := range routes {
 		if r.Dst == dst && r.Metric == model.BGPMetric && r.Proto != model.ProtoBGP {
-			return "", fmt.Sprintf("a route not made by BGP is in the way (ip route replace would take it): %s", plan.RouteString(r))
+			return "", fmt.Sprintf("a route not made by BGP is in the way (ip route replace would take it): %s", plan.RouteString(r)), false
 		}
 	}
-	return via.Dev, ""
+	return via.Dev, "", false
 }
 
 func prefixList(ps []netip.Prefix) string {

@@ -42,6 +42,9 @@ func TestImportable(t *testing.T) {
 		pol    Policy
 		dev    string
 		whyHas string
+		// refused: on purpose (doctor: info), not a route that should be
+		// there and is not (doctor: warning)
+		refused bool
 	}{
 		{name: "a subnet inside import", dst: "10.90.0.0/24", nh: "10.10.0.20", dev: "lan0"},
 		{name: "longer prefix inside another import", dst: "172.16.5.0/24", nh: "10.10.0.20", dev: "lan0"},
@@ -51,20 +54,20 @@ func TestImportable(t *testing.T) {
 		{name: "a route of ours already there", dst: "10.82.0.0/24", nh: "10.10.0.20", dev: "lan0"},
 		{name: "someone's route with another metric", dst: "10.81.0.0/24", nh: "10.10.0.20", dev: "lan0"},
 		{name: "default route listed", dst: "0.0.0.0/0", nh: "10.10.0.254", pol: withDefault, dev: "lan0"},
-		{name: "default route not listed", dst: "0.0.0.0/0", nh: "10.10.0.254", whyHas: "default route"},
-		{name: "outside import", dst: "198.51.100.0/24", nh: "10.10.0.20", whyHas: "outside import (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16)"},
-		{name: "overlapping import but shorter", dst: "10.0.0.0/7", nh: "10.10.0.20", whyHas: "outside import"},
-		{name: "empty import", dst: "10.90.0.0/24", nh: "10.10.0.20", pol: Policy{}, whyHas: "nothing is installed"},
-		{name: "equal to this host's network", dst: "10.72.0.0/24", nh: "10.10.0.20", whyHas: "this host's network 10.72.0.0/24"},
-		{name: "inside this host's network", dst: "10.72.0.128/25", nh: "10.10.0.20", whyHas: "this host's network 10.72.0.0/24"},
-		{name: "equal to a connected subnet", dst: "10.10.0.0/24", nh: "10.10.0.20", whyHas: "connected subnet 10.10.0.0/24 (dev lan0)"},
-		{name: "inside a connected subnet", dst: "10.10.0.128/25", nh: "10.10.0.20", whyHas: "connected subnet 10.10.0.0/24"},
+		{name: "default route not listed", dst: "0.0.0.0/0", nh: "10.10.0.254", whyHas: "default route", refused: true},
+		{name: "outside import", dst: "198.51.100.0/24", nh: "10.10.0.20", whyHas: "outside import (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16)", refused: true},
+		{name: "overlapping import but shorter", dst: "10.0.0.0/7", nh: "10.10.0.20", whyHas: "outside import", refused: true},
+		{name: "empty import", dst: "10.90.0.0/24", nh: "10.10.0.20", pol: Policy{}, whyHas: "nothing is installed", refused: true},
+		{name: "equal to this host's network", dst: "10.72.0.0/24", nh: "10.10.0.20", whyHas: "this host's network 10.72.0.0/24", refused: true},
+		{name: "inside this host's network", dst: "10.72.0.128/25", nh: "10.10.0.20", whyHas: "this host's network 10.72.0.0/24", refused: true},
+		{name: "equal to a connected subnet", dst: "10.10.0.0/24", nh: "10.10.0.20", whyHas: "connected subnet 10.10.0.0/24 (dev lan0)", refused: true},
+		{name: "inside a connected subnet", dst: "10.10.0.128/25", nh: "10.10.0.20", whyHas: "connected subnet 10.10.0.0/24", refused: true},
 		{name: "next hop is this host (connected source)", dst: "10.90.0.0/24", nh: "10.10.0.1", whyHas: "this host's own address"},
 		{name: "next hop is this host (listen address)", dst: "10.90.0.0/24", nh: "10.10.0.5", whyHas: "this host's own address"},
 		{name: "next hop not directly reachable", dst: "10.90.0.0/24", nh: "10.20.0.1", whyHas: "not directly reachable"},
 		{name: "no next hop", dst: "10.90.0.0/24", nh: "", whyHas: "not an IPv4 address"},
 		{name: "IPv6 next hop", dst: "10.90.0.0/24", nh: "fd00::1", whyHas: "not an IPv4 address"},
-		{name: "IPv6 prefix", dst: "fd00:1::/64", nh: "10.10.0.20", whyHas: "not an IPv4 prefix"},
+		{name: "IPv6 prefix", dst: "fd00:1::/64", nh: "10.10.0.20", whyHas: "not an IPv4 prefix", refused: true},
 		{name: "someone else's route in the way", dst: "10.80.0.0/24", nh: "10.10.0.20", whyHas: "not made by BGP is in the way (ip route replace would take it): 10.80.0.0/24 via 10.10.0.9 dev lan0 proto 4 metric 20"},
 	}
 	for _, tt := range tests {
@@ -77,7 +80,10 @@ func TestImportable(t *testing.T) {
 			if tt.nh != "" {
 				nh = addr(tt.nh)
 			}
-			dev, why := Importable(pfx(tt.dst), nh, p, hostRoutes())
+			dev, why, refused := Importable(pfx(tt.dst), nh, p, hostRoutes())
+			if refused != tt.refused {
+				t.Errorf("refused = %v, want %v (why %q)", refused, tt.refused, why)
+			}
 			if dev != tt.dev {
 				t.Errorf("dev = %q, want %q (why %q)", dev, tt.dev, why)
 			}

@@ -218,7 +218,7 @@ func TestSpeakers(t *testing.T) {
 		"10.1.0.128/25":   "this host's network 10.1.0.0/24",
 		"198.51.100.0/24": "outside import",
 	} {
-		if l, ok := why[p]; !ok || l.Installed || !strings.Contains(l.Why, has) {
+		if l, ok := why[p]; !ok || l.Installed || !l.Refused || !strings.Contains(l.Why, has) {
 			t.Errorf("A's learned %s = %+v, want refused saying %q", p, l, has)
 		}
 	}
