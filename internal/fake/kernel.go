@@ -125,7 +125,7 @@ func (k *Kernel) do(a plan.Action) error {
 		return nil
 	case plan.OpRouteReplace:
 		// As NLM_F_REPLACE: the route with the same destination and
-		// metric, whoever made it, is replaced; none, one is added.
+		// metric, whoever made it, is replaced; when there is none, it is added.
 		if _, err := k.link(a.Route.Dev); err != nil {
 			return err
 		}
