@@ -84,13 +84,16 @@ func (k *Linux) Do(a plan.Action) error {
 	if a.Op == plan.OpGuard {
 		return k.guard(*a.Guard, *a.OldGuard)
 	}
-	if a.Op == plan.OpRouteAdd || a.Op == plan.OpRouteDel {
+	if a.Op == plan.OpRouteAdd || a.Op == plan.OpRouteDel || a.Op == plan.OpRouteReplace {
 		r, err := k.route(a.Route)
 		if err != nil {
 			return err
 		}
-		if a.Op == plan.OpRouteAdd {
+		switch a.Op {
+		case plan.OpRouteAdd:
 			return k.nl.RouteAdd(r)
+		case plan.OpRouteReplace:
+			return k.nl.RouteReplace(r)
 		}
 		return k.nl.RouteDel(r)
 	}

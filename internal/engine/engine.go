@@ -98,7 +98,7 @@ func (e *Engine) Name() string {
 }
 
 // Writes is how many kernel writes this engine has made.
-func (e *Engine) Writes() int { return e.counter.Writes }
+func (e *Engine) Writes() int { return e.counter.Writes() }
 
 // Observe reads the whole namespace.
 func (e *Engine) Observe(ctx context.Context) (model.Host, error) { return e.observe(ctx, nil) }

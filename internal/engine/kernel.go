@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/vishvananda/netlink"
@@ -127,19 +128,23 @@ func (k *linux) Routes() ([]model.Route, error) {
 	return observe.Routes(k.nl, links)
 }
 
-// Counter wraps a Kernel and counts the writes that reach it.
+// Counter wraps a Kernel and counts the writes that reach it (the
+// daemon's BGP speaker writes through it too, beside applies: atomic).
 type Counter struct {
 	Kernel
-	Writes int
+	writes atomic.Int64
 }
 
+// Writes is the number of writes so far.
+func (c *Counter) Writes() int { return int(c.writes.Load()) }
+
 func (c *Counter) Do(a plan.Action) error {
-	c.Writes++
+	c.writes.Add(1)
 	return c.Kernel.Do(a)
 }
 
 func (c *Counter) Learn(add, del model.Elems) error {
-	c.Writes++
+	c.writes.Add(1)
 	return c.Kernel.Learn(add, del)
 }
 

@@ -123,6 +123,15 @@ func (k *Kernel) do(a plan.Action) error {
 		}
 		k.Host.Routes = append(k.Host.Routes, a.Route)
 		return nil
+	case plan.OpRouteReplace:
+		// As NLM_F_REPLACE: the route with the same destination and
+		// metric, whoever made it, is replaced; when there is none, it is added.
+		if _, err := k.link(a.Route.Dev); err != nil {
+			return err
+		}
+		k.Host.Routes = slices.DeleteFunc(k.Host.Routes, func(r model.Route) bool { return sameRoute(r, a.Route) })
+		k.Host.Routes = append(k.Host.Routes, a.Route)
+		return nil
 	case plan.OpRouteDel:
 		n := len(k.Host.Routes)
 		k.Host.Routes = slices.DeleteFunc(k.Host.Routes, func(r model.Route) bool { return sameRoute(r, a.Route) })

@@ -155,11 +155,13 @@ func (h Host) Link(name string) (Link, bool) {
 	return h.Links[i], true
 }
 
-// RoutesVia returns the routes whose device is dev, kernel-made ones excluded.
+// RoutesVia returns the routes whose device is dev, kernel-made ones and
+// the BGP speaker's excluded (the speaker moves its own to the bridge when
+// their next hop's subnet moves there).
 func (h Host) RoutesVia(dev string) []Route {
 	var out []Route
 	for _, r := range h.Routes {
-		if r.Dev == dev && r.Proto != ProtoKernel {
+		if r.Dev == dev && r.Proto != ProtoKernel && r.Proto != ProtoBGP {
 			out = append(out, r)
 		}
 	}

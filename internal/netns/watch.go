@@ -41,7 +41,8 @@ func (n *NS) Watch(ctx context.Context, changed func()) error {
 	for _, c := range []*mnl.Conn{route, nft} {
 		go func() {
 			for {
-				if _, err := c.Receive(); err != nil {
+				msgs, err := c.Receive()
+				if err != nil {
 					if ctx.Err() != nil {
 						errc <- nil
 						return
@@ -51,6 +52,8 @@ func (n *NS) Watch(ctx context.Context, changed func()) error {
 						errc <- err
 						return
 					}
+				} else if c == route && onlyBGPRoutes(msgs) {
+					continue // the BGP speaker's own routes are not the spec's: no drift
 				}
 				changed()
 			}
@@ -163,3 +166,19 @@ func (n *NS) watchNeighOnce(ctx context.Context, fn func(netlink.NeighUpdate)) e
 		}
 	}
 }
+
+// onlyBGPRoutes reports whether every message is a route change of
+// protocol bgp (186), which only the BGP speaker writes and repairs
+// (rtmsg: family, dst_len, src_len, tos, table, protocol, ...).
+func onlyBGPRoutes(msgs []mnl.Message) bool {
+	for _, m := range msgs {
+		t := m.Header.Type
+		if t != unix.RTM_NEWROUTE && t != unix.RTM_DELROUTE || len(m.Data) < 6 || m.Data[5] != protoBGP {
+			return false
+		}
+	}
+	return len(msgs) > 0
+}
+
+// protoBGP is model.ProtoBGP (netns imports no model).
+const protoBGP = 186

@@ -29,8 +29,12 @@ const (
 	OpAddrDel   Op = "addr-del"
 	OpRouteAdd  Op = "route-add"
 	OpRouteDel  Op = "route-del"
-	OpSysctl    Op = "sysctl"
-	OpNft       Op = "nft"
+	// OpRouteReplace adds a route or replaces the one with the same
+	// destination and metric (ip route replace): the BGP speaker's write,
+	// which moves a route to a new next hop in one step.
+	OpRouteReplace Op = "route-replace"
+	OpSysctl       Op = "sysctl"
+	OpNft          Op = "nft"
 	// OpNftDelta changes guestnet's table by element and chain operations
 	// (model.RulesetDelta) in one transaction: the table is kept.
 	OpNftDelta Op = "nft-delta"
@@ -94,6 +98,8 @@ func (a Action) Inverse() Action {
 		b.Op = OpRouteDel
 	case OpRouteDel:
 		b.Op = OpRouteAdd
+	case OpRouteReplace:
+		b.Op = OpRouteDel
 	case OpSysctl:
 		b.Value, b.Old = a.Old, a.Value
 	case OpNft:
@@ -157,6 +163,8 @@ func (a Action) String() string {
 		return "ip route add " + RouteString(a.Route)
 	case OpRouteDel:
 		return "ip route del " + RouteString(a.Route)
+	case OpRouteReplace:
+		return "ip route replace " + RouteString(a.Route)
 	case OpSysctl:
 		return fmt.Sprintf("sysctl -w %s=%s", a.Key, a.Value)
 	case OpNft:

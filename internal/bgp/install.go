@@ -1,0 +1,92 @@
+package bgp
+
+import (
+	"maps"
+	"net/netip"
+	"slices"
+
+	"github.com/guestnet/guestnet/internal/model"
+	"github.com/guestnet/guestnet/internal/plan"
+)
+
+// candidate is one path a peer announced for a prefix.
+type candidate struct {
+	Prefix  netip.Prefix
+	NextHop netip.Addr
+	Peer    netip.Addr
+	// Stale: kept across the peer's restart (graceful restart).
+	Stale bool
+}
+
+// decide picks what to install: for each prefix (its paths best first,
+// as GoBGP ranks them) the best path, passing over stale paths of peers
+// in gone (peers whose session died by silence: their routes would lead
+// nowhere, so they are not kept for a restart that is not one), checked
+// by Importable. It returns every prefix as Status shows it (Installed
+// still false) and the routes to install, by prefix.
+func decide(dests [][]candidate, pol Policy, routes []model.Route, gone map[netip.Addr]string) ([]Learned, map[netip.Prefix]model.Route) {
+	var learned []Learned
+	want := map[netip.Prefix]model.Route{}
+	for _, cs := range dests {
+		if len(cs) == 0 {
+			continue
+		}
+		pick := -1
+		for i, c := range cs {
+			if !c.Stale || gone[c.Peer] == "" {
+				pick = i
+				break
+			}
+		}
+		if pick < 0 {
+			c := cs[0]
+			learned = append(learned, Learned{Prefix: c.Prefix, NextHop: c.NextHop, Peer: c.Peer, Stale: true, Why: gone[c.Peer]})
+			continue
+		}
+		c := cs[pick]
+		l := Learned{Prefix: c.Prefix, NextHop: c.NextHop, Peer: c.Peer, Stale: c.Stale}
+		dev, why, refused := Importable(c.Prefix, c.NextHop, pol, routes)
+		if why != "" {
+			l.Why, l.Refused = why, refused
+		} else {
+			want[c.Prefix] = model.Route{Dst: c.Prefix, Gw: c.NextHop, Dev: dev, Proto: model.ProtoBGP, Metric: model.BGPMetric}
+		}
+		learned = append(learned, l)
+	}
+	slices.SortFunc(learned, func(a, b Learned) int { return model.ComparePrefix(a.Prefix, b.Prefix) })
+	return learned, want
+}
+
+// ours reports whether r is a route a speaker installed: protocol bgp,
+// metric 20, in the main table (what Kernel.Routes lists).
+func ours(r model.Route) bool { return r.Proto == model.ProtoBGP && r.Metric == model.BGPMetric }
+
+// same reports whether the kernel's route k is the wanted w.
+func same(k, w model.Route) bool {
+	return ours(k) && k.Dst == w.Dst && k.Gw == w.Gw && k.Dev == w.Dev
+}
+
+// reconcile lists the writes that make the kernel's BGP routes (ours)
+// the wanted ones: a replace for each one missing or different, a delete
+// for each one not wanted, except those keep holds back (a previous
+// speaker's, until the takeover ends).
+func reconcile(want map[netip.Prefix]model.Route, routes []model.Route, keep func(model.Route) bool) []plan.Action {
+	var acts []plan.Action
+	for _, p := range slices.SortedFunc(maps.Keys(want), model.ComparePrefix) {
+		w := want[p]
+		if !slices.ContainsFunc(routes, func(k model.Route) bool { return same(k, w) }) {
+			acts = append(acts, plan.Action{Op: plan.OpRouteReplace, Route: w})
+		}
+	}
+	for _, k := range routes {
+		if !ours(k) {
+			continue
+		}
+		if _, wanted := want[k.Dst]; wanted || keep(k) {
+			continue
+		}
+		k.Scope, k.Src = 0, netip.Addr{}
+		acts = append(acts, plan.Action{Op: plan.OpRouteDel, Route: k})
+	}
+	return acts
+}

@@ -1,0 +1,130 @@
+package bgp
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/guestnet/guestnet/internal/model"
+	"github.com/guestnet/guestnet/internal/plan"
+)
+
+// Policy is what a learned path is checked against before it is
+// installed (Importable).
+type Policy struct {
+	// Import are the prefixes a learned one must lie inside (the spec's
+	// import:, model.DefaultImport when not written).
+	Import []netip.Prefix
+	// Protect are this host's networks (Speaker.Protect): a learned
+	// prefix equal to or inside one is never installed.
+	Protect []netip.Prefix
+	// Own are this host's addresses the routes do not show (listen
+	// addresses, router ID): never a next hop.
+	Own []netip.Addr
+}
+
+// connected reports whether r is a connected subnet: the kernel's route
+// for an address's subnet (protocol kernel, scope link, no gateway).
+func connected(r model.Route) bool {
+	return r.Proto == model.ProtoKernel && r.Scope == 253 && !r.Gw.IsValid() && r.Dst.Addr().Is4()
+}
+
+// within reports whether p is equal to or inside outer.
+func within(p, outer netip.Prefix) bool {
+	return outer.Bits() <= p.Bits() && outer.Contains(p.Addr())
+}
+
+// Importable decides whether a best path for dst through next hop nh may
+// be installed in a kernel whose main table is routes: dev is the link of
+// the connected subnet that holds nh; when it may not, dev is "" and why
+// says why, for a person (doctor prints it), and refused tells a refusal
+// on purpose (the prefix is not to be installed here: Learned.Refused)
+// from a route that should be installed and cannot be (its next hop
+// unreachable or this host, someone else's route in the way). The rules: dst lies inside
+// one of pol.Import (a default route only when 0.0.0.0/0 is listed); it
+// is neither equal to nor inside this host's networks (pol.Protect) or
+// connected subnets; nh is directly reachable (inside a connected subnet)
+// and not this host's own address; and no route of someone else (not
+// protocol bgp) has the same destination and metric, since installing
+// would replace it.
+func Importable(dst netip.Prefix, nh netip.Addr, pol Policy, routes []model.Route) (dev, why string, refused bool) {
+	switch {
+	case !dst.Addr().Is4():
+		return "", "not an IPv4 prefix: only IPv4 routes are installed", true
+	case dst.Bits() == 0 && !slices.Contains(pol.Import, dst):
+		return "", "a default route: installed only when import lists 0.0.0.0/0", true
+	case !slices.ContainsFunc(pol.Import, func(i netip.Prefix) bool { return within(dst, i) }):
+		return "", fmt.Sprintf("outside import (%s)", prefixList(pol.Import)), true
+	}
+	for _, p := range pol.Protect {
+		if within(dst, p) {
+			return "", fmt.Sprintf("inside this host's network %s", p), true
+		}
+	}
+	for _, r := range routes {
+		if connected(r) && within(dst, r.Dst) {
+			return "", fmt.Sprintf("inside this host's connected subnet %s (dev %s)", r.Dst, r.Dev), true
+		}
+	}
+	var via *model.Route // the longest connected subnet holding nh
+	for i, r := range routes {
+		if !connected(r) {
+			continue
+		}
+		if nh.IsValid() && nh == r.Src {
+			return "", fmt.Sprintf("next hop %s is this host's own address (dev %s)", nh, r.Dev), false
+		}
+		if r.Dst.Contains(nh) && (via == nil || r.Dst.Bits() > via.Dst.Bits()) {
+			via = &routes[i]
+		}
+	}
+	switch {
+	case !nh.IsValid() || !nh.Is4():
+		return "", fmt.Sprintf("next hop %v is not an IPv4 address", nh), false
+	case slices.Contains(pol.Own, nh):
+		return "", fmt.Sprintf("next hop %s is this host's own address", nh), false
+	case via == nil:
+		return "", fmt.Sprintf("next hop %s is not directly reachable: no connected subnet holds it", nh), false
+	}
+	for _, r := range routes {
+		if r.Dst == dst && r.Metric == model.BGPMetric && r.Proto != model.ProtoBGP {
+			return "", fmt.Sprintf("a route not made by BGP is in the way (ip route replace would take it): %s", plan.RouteString(r)), false
+		}
+	}
+	return via.Dev, "", false
+}
+
+func prefixList(ps []netip.Prefix) string {
+	if len(ps) == 0 {
+		return "empty: nothing is installed"
+	}
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = p.String()
+	}
+	return strings.Join(s, ", ")
+}
+
+// RouterID is the BGP identifier c asks for: its router_id, else the
+// source address of the connected subnet that holds the first peer (the
+// address this host reaches it from).
+func RouterID(c model.BGP, routes []model.Route) (netip.Addr, error) {
+	if c.RouterID.IsValid() {
+		return c.RouterID, nil
+	}
+	if len(c.Peers) == 0 {
+		return netip.Addr{}, fmt.Errorf("bgp: no router_id and no peer to derive it from: set bgp.router_id to one of this host's IPv4 addresses")
+	}
+	first := c.Peers[0].Address
+	var best model.Route
+	for _, r := range routes {
+		if connected(r) && r.Src.Is4() && r.Dst.Contains(first) && (!best.Src.IsValid() || r.Dst.Bits() > best.Dst.Bits()) {
+			best = r
+		}
+	}
+	if !best.Src.IsValid() {
+		return netip.Addr{}, fmt.Errorf("bgp: no router_id, and no connected subnet holds the first peer %s to take this host's address from: set bgp.router_id to one of this host's IPv4 addresses", first)
+	}
+	return best.Src, nil
+}
