@@ -187,8 +187,8 @@ func printTable(rows []row, took time.Duration, loadBefore, loadAfter string) {
 		fmt.Printf("| %s | %s | %s | %s |\n", r.what, r.guestnet, r.peer, ratio)
 	}
 	fmt.Printf("\nTimes are from the command's start (guestnet apply, birdc, SIGHUP) until the kernel of every receiver\n")
-	fmt.Printf("named held the route(s) as protocol bgp (read by netlink every 5 ms). B also learns A's routes\n")
-	fmt.Printf("through C (full mesh). Total run time %s; load average %s at the start, %s at the end, on %d CPUs.\n",
+	fmt.Printf("named held the route(s) as protocol bgp (read by netlink every 5 ms).\n")
+	fmt.Printf("Total run time %s; load average %s at the start, %s at the end, on %d CPUs.\n",
 		took.Round(time.Second), loadBefore, loadAfter, runtime.NumCPU())
 }
 
