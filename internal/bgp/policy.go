@@ -89,7 +89,7 @@ func Importable(dst netip.Prefix, nh netip.Addr, pol Policy, routes []model.Rout
 	}
 	for _, r := range routes {
 		if r.Dst == dst && r.Metric == model.BGPMetric && r.Proto != model.ProtoBGP {
-			return "", fmt.Sprintf("a route not made by BGP is in the way (ip route replace would take it): %s", plan.RouteString(r)), false
+			return "", fmt.Sprintf("a route guestnet did not make is in the way (ip route replace would take it): %s", plan.RouteString(r)), false
 		}
 	}
 	return via.Dev, "", false
