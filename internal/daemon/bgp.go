@@ -9,6 +9,7 @@ import (
 
 	"github.com/guestnet/guestnet/internal/bgp"
 	"github.com/guestnet/guestnet/internal/model"
+	"github.com/guestnet/guestnet/internal/spec"
 )
 
 // syncBGP follows the spec's bgp section after each apply: the speaker
@@ -42,6 +43,27 @@ func (d *Daemon) syncBGP() {
 	d.bgpErr.set(err)
 	if err != nil {
 		d.Log.Error("bgp", "err", err)
+	}
+}
+
+// withdrawAhead withdraws, before an apply to next, what the applied
+// networks announce and next will not: the peers stop sending traffic
+// for networks about to go before they go (removing 1,000 networks
+// takes the kernel tens of seconds), not after. What next adds is
+// announced once it is applied (syncBGP). d.mu is held.
+func (d *Daemon) withdrawAhead(next *spec.Spec) {
+	if d.speaker == nil || d.spec == nil || next.BGP == nil {
+		return // no speaker, or the section goes: syncBGP stops it after the apply
+	}
+	keep := model.Announced(next.Models())
+	var now []netip.Prefix
+	for _, p := range model.Announced(d.spec.Models()) {
+		if _, ok := slices.BinarySearchFunc(keep, p, model.ComparePrefix); ok {
+			now = append(now, p)
+		}
+	}
+	if err := d.speaker.Announce(now); err != nil {
+		d.Log.Error("bgp: withdraw ahead of the apply", "err", err)
 	}
 }
 
