@@ -67,12 +67,12 @@ func main() {
 		os.Exit(2)
 	}
 	l := newLab()
-	defer l.close()
+	defer l.Close()
 	began, loadBefore := time.Now(), loadavg()
 
 	net := l.lan()
 	a, b, c := l.host(1, net), l.host(2, net), l.host(3, net)
-	birdNS, frrNS := l.netns("bird"), l.netns("frr")
+	birdNS, frrNS := l.Netns("bird"), l.Netns("frr")
 	net.plug(birdNS, "10.10.0.254")
 	net.plug(frrNS, "10.10.0.253")
 	a.peers = []peer{{b.addr, b.asn}, {c.addr, c.asn}, {"10.10.0.253", 65200}}
@@ -173,7 +173,7 @@ func main() {
 			fmt.Sprintf("guestnet serve on A with %s networks: %.1f MiB (%.1f MiB with 1)", commas(n), rssA, rssA0),
 			fmt.Sprintf("BIRD with a %s-route static protocol: %.1f MiB", commas(n), rssBird), 0, 0},
 	)
-	l.close()
+	l.Close()
 	printTable(rows, time.Since(began), loadBefore, loadavg())
 }
 

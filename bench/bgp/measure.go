@@ -11,6 +11,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/guestnet/guestnet/bench/internal/benchlab"
 )
 
 // kernel reads one namespace's main table through its own netlink
@@ -24,12 +26,12 @@ type kernel struct {
 func openKernel(name, ns string) *kernel {
 	n, err := netns.GetFromName(ns)
 	if err != nil {
-		die(fmt.Errorf("netns %s: %w", ns, err))
+		benchlab.Die(fmt.Errorf("netns %s: %w", ns, err))
 	}
 	defer n.Close()
 	h, err := netlink.NewHandleAt(n)
 	if err != nil {
-		die(fmt.Errorf("netlink in %s: %w", ns, err))
+		benchlab.Die(fmt.Errorf("netlink in %s: %w", ns, err))
 	}
 	return &kernel{name: name, h: h}
 }
@@ -40,7 +42,7 @@ func (k *kernel) bgpRoutes() map[string]bool {
 	rs, err := k.h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_MAIN, Protocol: 186},
 		netlink.RT_FILTER_TABLE|netlink.RT_FILTER_PROTOCOL)
 	if err != nil {
-		die(fmt.Errorf("%s: list routes: %w", k.name, err))
+		benchlab.Die(fmt.Errorf("%s: list routes: %w", k.name, err))
 	}
 	have := make(map[string]bool, len(rs))
 	for _, r := range rs {
@@ -79,7 +81,7 @@ func waitCount(t0 time.Time, want []string, n int, limit time.Duration, ks ...*k
 			for _, k := range ks {
 				s = append(s, fmt.Sprintf("%s has %d", k.name, k.count(want)))
 			}
-			die(fmt.Errorf("waiting for %d of %d prefixes: not within %v (%s)", n, len(want), limit, strings.Join(s, ", ")))
+			benchlab.Die(fmt.Errorf("waiting for %d of %d prefixes: not within %v (%s)", n, len(want), limit, strings.Join(s, ", ")))
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/guestnet/guestnet/bench/internal/benchlab"
 )
 
 // host is a namespace served by `guestnet serve`, on the LAN as
@@ -30,8 +32,8 @@ type peer struct {
 }
 
 func (l *lab) host(n int, net *lan) *host {
-	h := &host{l: l, n: n, ns: l.netns(fmt.Sprintf("h%d", n)), addr: fmt.Sprintf("10.10.0.%d", n), asn: 65000 + n}
-	h.conf = filepath.Join(l.dir, fmt.Sprintf("h%d.yaml", n))
+	h := &host{l: l, n: n, ns: l.Netns(fmt.Sprintf("h%d", n)), addr: fmt.Sprintf("10.10.0.%d", n), asn: 65000 + n}
+	h.conf = filepath.Join(l.Dir, fmt.Sprintf("h%d.yaml", n))
 	net.plug(h.ns, h.addr)
 	return h
 }
@@ -48,24 +50,24 @@ func (h *host) config(extra []string) {
 		fmt.Fprintf(&s, "  %s\n", e)
 	}
 	if err := os.WriteFile(h.conf, []byte(s.String()), 0o644); err != nil {
-		die(err)
+		benchlab.Die(err)
 	}
 }
 
 func (h *host) guestnet(args ...string) string {
-	return run(append([]string{*bin, "--netns", h.ns, "--state-dir", filepath.Join(h.l.dir, "state")}, args...)...)
+	return benchlab.Run(append([]string{*bin, "--netns", h.ns, "--state-dir", filepath.Join(h.l.Dir, "state")}, args...)...)
 }
 
 // start runs serve on the config (it applies it first) and waits until
 // its API answers.
 func (h *host) start() {
 	h.serve = h.l.start(fmt.Sprintf("serve-h%d", h.n), "", *bin, "--netns", h.ns, "--state-dir",
-		filepath.Join(h.l.dir, "state"), "serve", "--config", h.conf)
+		filepath.Join(h.l.Dir, "state"), "serve", "--config", h.conf)
 	waitFor(fmt.Sprintf("serve on h%d answers", h.n), 30*time.Second, func() bool {
 		if h.serve.ProcessState != nil {
-			die(fmt.Errorf("serve on h%d ended:\n%s", h.n, h.l.logTail(fmt.Sprintf("serve-h%d", h.n))))
+			benchlab.Die(fmt.Errorf("serve on h%d ended:\n%s", h.n, h.l.logTail(fmt.Sprintf("serve-h%d", h.n))))
 		}
-		out, err := exec.Command(*bin, "--netns", h.ns, "--state-dir", filepath.Join(h.l.dir, "state"), "leases").CombinedOutput()
+		out, err := exec.Command(*bin, "--netns", h.ns, "--state-dir", filepath.Join(h.l.Dir, "state"), "leases").CombinedOutput()
 		return err == nil && strings.Contains(string(out), "from the daemon")
 	})
 }
@@ -87,12 +89,12 @@ type bird struct {
 }
 
 func (l *lab) bird(ns, conf string) *bird {
-	path := filepath.Join(l.dir, "bird.conf")
+	path := filepath.Join(l.Dir, "bird.conf")
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
-		die(err)
+		benchlab.Die(err)
 	}
-	b := &bird{l: l, sock: filepath.Join(l.dir, "bird.ctl")}
-	b.cmd = l.start("bird", ns, "bird", "-f", "-c", path, "-s", b.sock, "-P", filepath.Join(l.dir, "bird.pid"))
+	b := &bird{l: l, sock: filepath.Join(l.Dir, "bird.ctl")}
+	b.cmd = l.start("bird", ns, "bird", "-f", "-c", path, "-s", b.sock, "-P", filepath.Join(l.Dir, "bird.pid"))
 	waitFor("bird answers", 10*time.Second, func() bool {
 		return exec.Command("birdc", "-s", b.sock, "show", "status").Run() == nil
 	})
@@ -100,7 +102,7 @@ func (l *lab) bird(ns, conf string) *bird {
 }
 
 func (b *bird) c(args ...string) string {
-	return run(append([]string{"birdc", "-s", b.sock}, args...)...)
+	return benchlab.Run(append([]string{"birdc", "-s", b.sock}, args...)...)
 }
 
 // birdConf: eBGP with the given hosts, exporting its static protocols
@@ -130,11 +132,11 @@ type frr struct {
 func (l *lab) frr(ns string, hosts []*host) *frr {
 	u, err := user.Lookup("frr")
 	if err != nil {
-		die(fmt.Errorf("user frr: %v (apt-get install -y frr makes it)", err))
+		benchlab.Die(fmt.Errorf("user frr: %v (apt-get install -y frr makes it)", err))
 	}
 	uid, _ := strconv.Atoi(u.Uid)
 	gid, _ := strconv.Atoi(u.Gid)
-	dir := filepath.Join(l.dir, "frr")
+	dir := filepath.Join(l.Dir, "frr")
 	os.Mkdir(dir, 0o755)
 	var s strings.Builder
 	s.WriteString("frr defaults traditional\nhostname frr\nrouter bgp 65200\n bgp router-id 10.10.0.253\n no bgp ebgp-requires-policy\n")
@@ -158,7 +160,7 @@ func (l *lab) frr(ns string, hosts []*host) *frr {
 
 // reloads counts the reloads serve has logged so far.
 func (h *host) reloads() int {
-	b, _ := os.ReadFile(filepath.Join(h.l.dir, fmt.Sprintf("serve-h%d.log", h.n)))
+	b, _ := os.ReadFile(filepath.Join(h.l.Dir, fmt.Sprintf("serve-h%d.log", h.n)))
 	return strings.Count(string(b), "msg=reloaded")
 }
 
@@ -167,7 +169,7 @@ func (h *host) reloads() int {
 func (h *host) reloadedAt(before int) time.Time {
 	var at time.Time
 	waitFor(fmt.Sprintf("serve on h%d logs its reload", h.n), 10*time.Minute, func() bool {
-		b, _ := os.ReadFile(filepath.Join(h.l.dir, fmt.Sprintf("serve-h%d.log", h.n)))
+		b, _ := os.ReadFile(filepath.Join(h.l.Dir, fmt.Sprintf("serve-h%d.log", h.n)))
 		n := 0
 		for _, line := range strings.Split(string(b), "\n") {
 			if strings.Contains(line, "msg=reloaded") {
@@ -179,7 +181,7 @@ func (h *host) reloadedAt(before int) time.Time {
 				}
 			}
 			if strings.Contains(line, "msg=reload ") && strings.Contains(line, "level=ERROR") {
-				die(fmt.Errorf("serve on h%d: %s", h.n, line))
+				benchlab.Die(fmt.Errorf("serve on h%d: %s", h.n, line))
 			}
 		}
 		return false

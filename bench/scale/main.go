@@ -75,14 +75,14 @@ func main() {
 		os.Exit(2)
 	}
 	l := newLab()
-	defer l.close()
+	defer l.Close()
 	began, loadBefore := time.Now(), loadavg()
 	var rows []row
 	if *forwards > 0 {
 		rows = append(rows, forwardRows(l)...)
 	}
 	rows = append(rows, scaleRows(l, ns)...)
-	l.close()
+	l.Close()
 	printTable(rows, time.Since(began), loadBefore, loadavg())
 }
 
@@ -121,7 +121,7 @@ func scaleRows(l *lab, ns []int) []row {
 		})
 		if prevGuest != "" {
 			big.guestnet("detach", netName(prev-1), prevPort)
-			l.delNetns(prevGuest)
+			l.DelNetns(prevGuest)
 		}
 		guest, port := l.guest(big, n-1)
 		reachable(guest, "198.51.100.2")
@@ -195,10 +195,10 @@ func forwardRows(l *lab) []row {
 	}
 	for _, f := range []fwHost{f0, fN} { // a namespace lives on while a process or socket is in it
 		f.ln.Close()
-		l.stop(f.server)
-		l.stop(f.h.server)
+		l.Stop(f.server)
+		l.Stop(f.h.server)
 		for _, ns := range []string{f.guest, f.h.ns, f.h.inet} {
-			l.delNetns(ns)
+			l.DelNetns(ns)
 		}
 	}
 	return []row{tcp, tcpCPU, conn, connCPU, ap}

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/guestnet/guestnet/internal/netns"
+
+	"github.com/guestnet/guestnet/bench/internal/benchlab"
 )
 
 // applied is one `guestnet apply`: wall clock (process start included) and
@@ -33,7 +35,7 @@ func (h *host) apply(n int, extra string) applied {
 	}
 	spec := h.state + ".yaml"
 	if err := os.WriteFile(spec, []byte(b.String()), 0o644); err != nil {
-		die(err)
+		benchlab.Die(err)
 	}
 	start := time.Now()
 	cmd := exec.Command(*bin, "--netns", h.ns, "--state-dir", h.state, "-o", "json", "apply", spec)
@@ -42,13 +44,13 @@ func (h *host) apply(n int, extra string) applied {
 	out, err := cmd.Output()
 	took := time.Since(start)
 	if err != nil {
-		die(fmt.Errorf("guestnet apply of %d networks in %s: %v: %s%s", n, h.ns, err, out, stderr.String()))
+		benchlab.Die(fmt.Errorf("guestnet apply of %d networks in %s: %v: %s%s", n, h.ns, err, out, stderr.String()))
 	}
 	var r struct {
 		Writes int `json:"kernel_writes"`
 	}
 	if err := json.Unmarshal(out, &r); err != nil {
-		die(fmt.Errorf("guestnet apply -o json: %v: %s", err, out))
+		benchlab.Die(fmt.Errorf("guestnet apply -o json: %v: %s", err, out))
 	}
 	return applied{took, r.Writes}
 }
@@ -56,7 +58,7 @@ func (h *host) apply(n int, extra string) applied {
 // ruleLines counts the lines of `nft list table inet guestnet` in the host,
 // the measure the issue uses (24 lines at 1 network, 13,011 at 1,000 today).
 func (h *host) ruleLines() int {
-	out := run("ip", "netns", "exec", h.ns, "nft", "list", "table", "inet", "guestnet")
+	out := benchlab.Run("ip", "netns", "exec", h.ns, "nft", "list", "table", "inet", "guestnet")
 	return strings.Count(out, "\n")
 }
 
@@ -71,7 +73,7 @@ func reachable(guest, addr string) {
 			return
 		}
 	}
-	die(fmt.Errorf("%s cannot reach %s: %v: %s", guest, addr, err, out))
+	benchlab.Die(fmt.Errorf("%s cannot reach %s: %v: %s", guest, addr, err, out))
 }
 
 // udpResult is one iperf3 UDP run.
@@ -102,7 +104,7 @@ func udpRate(guest string) udpResult {
 		time.Sleep(time.Second)
 	}
 	if err != nil {
-		die(fmt.Errorf("iperf3 -u from %s: %v: %s", guest, err, out))
+		benchlab.Die(fmt.Errorf("iperf3 -u from %s: %v: %s", guest, err, out))
 	}
 	var r struct {
 		End struct {
@@ -122,7 +124,7 @@ func udpRate(guest string) udpResult {
 		} `json:"end"`
 	}
 	if err := json.Unmarshal(out, &r); err != nil || r.End.Received.Seconds == 0 || r.End.Sent.Seconds == 0 {
-		die(fmt.Errorf("iperf3 -u -J from %s: no sum_received or sum_sent (%v): %.300s", guest, err, out))
+		benchlab.Die(fmt.Errorf("iperf3 -u -J from %s: no sum_received or sum_sent (%v): %.300s", guest, err, out))
 	}
 	rc, sc, cpu := r.End.Received, r.End.Sent, r.End.CPU
 	res := udpResult{received: float64(rc.Packets-rc.Lost) / rc.Seconds, sent: float64(sc.Packets) / sc.Seconds}
@@ -139,7 +141,7 @@ func tcpRate(client string) (gbps, perCPU float64) {
 	out, err := exec.Command("ip", "netns", "exec", client, "iperf3", "-c", "198.51.100.1", "-p", "5201",
 		"-t", fmt.Sprint(*seconds), "-J").Output()
 	if err != nil {
-		die(fmt.Errorf("iperf3 through the forward from %s: %v: %.300s", client, err, out))
+		benchlab.Die(fmt.Errorf("iperf3 through the forward from %s: %v: %.300s", client, err, out))
 	}
 	var r struct {
 		End struct {
@@ -153,7 +155,7 @@ func tcpRate(client string) (gbps, perCPU float64) {
 		} `json:"end"`
 	}
 	if err := json.Unmarshal(out, &r); err != nil || r.End.Received.BPS == 0 {
-		die(fmt.Errorf("iperf3 -J from %s: no sum_received (%v): %.300s", client, err, out))
+		benchlab.Die(fmt.Errorf("iperf3 -J from %s: no sum_received (%v): %.300s", client, err, out))
 	}
 	gbps = r.End.Received.BPS / 1e9
 	if cpu := (r.End.CPU.Client + r.End.CPU.Server) / 100; cpu > 0 {
@@ -173,7 +175,7 @@ func tcpRate(client string) (gbps, perCPU float64) {
 func connRate(client string) (rate, perCPU float64) {
 	n, err := netns.Open(client)
 	if err != nil {
-		die(err)
+		benchlab.Die(err)
 	}
 	defer n.Close()
 	count := 0
@@ -193,10 +195,10 @@ func connRate(client string) (rate, perCPU float64) {
 	})
 	used := cpuTime() - before
 	if err != nil {
-		die(err)
+		benchlab.Die(err)
 	}
 	if count == 0 {
-		die(fmt.Errorf("no TCP connection from %s through the forward to port 5202 completed", client))
+		benchlab.Die(fmt.Errorf("no TCP connection from %s through the forward to port 5202 completed", client))
 	}
 	return float64(count) / float64(*seconds), float64(count) / used.Seconds()
 }
@@ -205,7 +207,7 @@ func connRate(client string) (rate, perCPU float64) {
 func cpuTime() time.Duration {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		die(fmt.Errorf("getrusage: %v", err))
+		benchlab.Die(fmt.Errorf("getrusage: %v", err))
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
@@ -215,12 +217,12 @@ func cpuTime() time.Duration {
 func acceptAndClose(guest, addr string) net.Listener {
 	n, err := netns.Open(guest)
 	if err != nil {
-		die(err)
+		benchlab.Die(err)
 	}
 	defer n.Close()
 	var ln net.Listener
 	if err := n.Do(func() (err error) { ln, err = net.Listen("tcp4", addr+":5202"); return }); err != nil {
-		die(err)
+		benchlab.Die(err)
 	}
 	go func() {
 		for {
