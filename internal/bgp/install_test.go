@@ -1,6 +1,7 @@
 package bgp
 
 import (
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
@@ -11,20 +12,16 @@ import (
 	"github.com/guestnet/guestnet/internal/plan"
 )
 
-// bgpRoutes are the kernel's routes the speaker owns, as "dst via gw dev".
+// bgpRoutes are the kernel's routes the speaker owns (bgpTable has FRR's
+// too: protocol bgp, another metric), as "dst via gw dev v0 metric 186".
 func bgpRoutes(t *testing.T, k *fake.Kernel) []string {
 	t.Helper()
-	rs, err := k.Routes()
-	if err != nil {
-		t.Fatal(err)
-	}
 	var out []string
-	for _, r := range rs {
-		if ours(r) {
-			out = append(out, r.Dst.String()+" via "+r.Gw.String()+" dev "+r.Dev)
+	for _, r := range bgpTable(t, k) {
+		if strings.HasSuffix(r, fmt.Sprintf(" metric %d", model.BGPMetric)) {
+			out = append(out, strings.TrimSuffix(r, fmt.Sprintf(" metric %d", model.BGPMetric)))
 		}
 	}
-	slices.Sort(out)
 	return out
 }
 
