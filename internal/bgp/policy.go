@@ -44,8 +44,9 @@ func within(p, outer netip.Prefix) bool {
 // unreachable or this host, someone else's route in the way). The rules: dst lies inside
 // one of pol.Import (a default route only when 0.0.0.0/0 is listed); it
 // is neither equal to nor inside this host's networks (pol.Protect) or
-// connected subnets; nh is directly reachable (inside a connected subnet)
-// and not this host's own address; and no route of someone else (not
+// connected subnets; nh is directly reachable (inside a connected subnet),
+// neither this host's own address nor a guest's (inside pol.Protect) nor
+// the network or broadcast address of its subnet; and no route of someone else (not
 // protocol bgp) has the same destination and metric, since installing
 // would replace it.
 func Importable(dst netip.Prefix, nh netip.Addr, pol Policy, routes []model.Route) (dev, why string, refused bool) {
@@ -67,6 +68,15 @@ func Importable(dst netip.Prefix, nh netip.Addr, pol Policy, routes []model.Rout
 			return "", fmt.Sprintf("inside this host's connected subnet %s (dev %s)", r.Dst, r.Dev), true
 		}
 	}
+	// A guest's address looks directly reachable (its bridge is a
+	// connected subnet), but a path through it would steer the prefix's
+	// traffic, from the uplink and from the other guests, into a tenant's
+	// VM: guests are never peers, so no legitimate path names one.
+	for _, p := range pol.Protect {
+		if p.Contains(nh) {
+			return "", fmt.Sprintf("next hop %s is inside this host's network %s (a guest, not a router): the route would steer traffic into it", nh, p), false
+		}
+	}
 	var via *model.Route // the longest connected subnet holding nh
 	for i, r := range routes {
 		if !connected(r) {
@@ -86,6 +96,10 @@ func Importable(dst netip.Prefix, nh netip.Addr, pol Policy, routes []model.Rout
 		return "", fmt.Sprintf("next hop %s is this host's own address", nh), false
 	case via == nil:
 		return "", fmt.Sprintf("next hop %s is not directly reachable: no connected subnet holds it", nh), false
+	case via.Dst.Bits() <= 30 && nh == via.Dst.Addr():
+		return "", fmt.Sprintf("next hop %s is the network address of the connected subnet %s, not a router", nh, via.Dst), false
+	case via.Dst.Bits() <= 30 && nh == lastAddr(via.Dst):
+		return "", fmt.Sprintf("next hop %s is the broadcast address of the connected subnet %s, not a router", nh, via.Dst), false
 	}
 	for _, r := range routes {
 		if r.Dst == dst && r.Metric == model.BGPMetric && r.Proto != model.ProtoBGP {
@@ -93,6 +107,15 @@ func Importable(dst netip.Prefix, nh netip.Addr, pol Policy, routes []model.Rout
 		}
 	}
 	return via.Dev, "", false
+}
+
+// lastAddr is the last address of p (its broadcast address).
+func lastAddr(p netip.Prefix) netip.Addr {
+	a := p.Masked().Addr().As4()
+	for i := p.Bits(); i < 32; i++ {
+		a[i/8] |= 0x80 >> (i % 8)
+	}
+	return netip.AddrFrom4(a)
 }
 
 func prefixList(ps []netip.Prefix) string {
