@@ -69,6 +69,13 @@ func (s *Speaker) pass(ctx context.Context, srv *server.BgpServer) error {
 	learned, want := decide(dests, pol, routes, gone)
 	failed := map[netip.Prefix]string{}
 	for _, a := range reconcile(want, routes, func(r model.Route) bool { return keep[r.Dst] }) {
+		if ctx.Err() != nil {
+			// Stopped: Stop waits for this loop with the daemon's lock
+			// held, and 100,000 writes after a flood take a minute.
+			// Stop(true) leaves the routes to the next speaker, which
+			// writes the rest; Stop(false) removes them.
+			return nil
+		}
 		err := s.k.Do(a)
 		if apply.Done(a, err) {
 			s.log.Info("bgp: "+a.String(), "op", a.Op)
