@@ -127,22 +127,13 @@ func importable(dst netip.Prefix, nh netip.Addr, pol Policy, ix routeIndex) (dev
 		return "", fmt.Sprintf("next hop %s is not directly reachable: no connected subnet holds it", nh), false
 	case via.Dst.Bits() <= 30 && nh == via.Dst.Addr():
 		return "", fmt.Sprintf("next hop %s is the network address of the connected subnet %s, not a router", nh, via.Dst), false
-	case via.Dst.Bits() <= 30 && nh == lastAddr(via.Dst):
+	case via.Dst.Bits() <= 30 && nh == model.Broadcast(via.Dst):
 		return "", fmt.Sprintf("next hop %s is the broadcast address of the connected subnet %s, not a router", nh, via.Dst), false
 	}
 	if r, ok := ix.inWay[dst]; ok {
 		return "", fmt.Sprintf("a route not made by BGP is in the way (ip route replace would take it): %s", plan.RouteString(r)), false
 	}
 	return via.Dev, "", false
-}
-
-// lastAddr is the last address of p (its broadcast address).
-func lastAddr(p netip.Prefix) netip.Addr {
-	a := p.Masked().Addr().As4()
-	for i := p.Bits(); i < 32; i++ {
-		a[i/8] |= 0x80 >> (i % 8)
-	}
-	return netip.AddrFrom4(a)
 }
 
 func prefixList(ps []netip.Prefix) string {
