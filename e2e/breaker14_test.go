@@ -1,0 +1,140 @@
+package e2e
+
+import (
+	"fmt"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Breaking the BGP speaker (issue 14): a hostile peer's next hops, a guest
+// that speaks BGP to its gateway.
+
+// steeringBIRD is a peer on the LAN that announces a legitimate prefix
+// and three whose next hop is no router: a guest of h1's network rt
+// (the route would steer the prefix's traffic into that tenant), and the
+// LAN's network and broadcast addresses.
+func steeringBIRD(id string, asn int, hosts []*bgpHost) string {
+	var s strings.Builder
+	fmt.Fprintf(&s, `log stderr all;
+router id %s;
+protocol device { scan time 1; }
+protocol static hostile {
+  ipv4;
+  route 10.30.0.0/24 blackhole;
+`, id)
+	for _, p := range steered {
+		fmt.Fprintf(&s, "  route %s blackhole;\n", p.prefix)
+	}
+	fmt.Fprintf(&s, "}\ntemplate bgp host {\n  local %s as %d;\n  hold time 9; connect retry time 2; error wait time 1, 5;\n  ipv4 { import none; export filter {\n", id, asn)
+	for _, p := range steered {
+		fmt.Fprintf(&s, "    if net = %s then bgp_next_hop = %s;\n", p.prefix, p.hop)
+	}
+	s.WriteString("    accept; }; };\n}\n")
+	for _, h := range hosts {
+		fmt.Fprintf(&s, "protocol bgp h%d from host { neighbor %s as %d; }\n", h.N, h.Addr, h.ASN)
+	}
+	return s.String()
+}
+
+var steered = []struct{ prefix, hop, why string }{
+	{"10.91.0.0/24", "10.71.0.10", "h1's guest g1"},
+	{"10.92.0.0/24", "10.10.0.0", "the LAN's network address"},
+	{"10.93.0.0/24", "10.10.0.255", "the LAN's broadcast address"},
+}
+
+// TestBreakerNextHopIntoGuest: a peer names a guest of this host as the
+// next hop (third-party next hop, legal on a shared LAN). h1's bridge is a
+// connected subnet, so the path looked installable: `ip route get` then
+// sent 10.91.0.0/24, from the LAN and from the other guests, to g1. None
+// of the three may be installed; guestnet bgp says why.
+func TestBreakerNextHopIntoGuest(t *testing.T) {
+	b := newBGPLab(t, 1)
+	h := b.Hosts[0]
+	rtr := b.NS("rtr")
+	b.OnLAN(rtr, "10.10.0.254/24")
+	bd := b.BIRD(rtr, steeringBIRD("10.10.0.254", 65100, b.Hosts))
+	h.Start(hostConfig{Peers: []bgpPeer{{"10.10.0.254", 65100}}})
+	waitUntil(t, "the legitimate prefix installed", 30*time.Second, func() bool {
+		return slices.Contains(b.BGPRoutes(h.NS), routeVia("10.30.0.0/24", "10.10.0.254"))
+	})
+	sent := bd.C("show", "route", "export", "h1", "all")
+	for _, p := range steered {
+		if !strings.Contains(sent, p.prefix) || !strings.Contains(sent, "BGP.next_hop: "+p.hop) {
+			t.Fatalf("BIRD does not export %s with next hop %s to h1:\n%s", p.prefix, p.hop, sent)
+		}
+	}
+	st := waitLearned(t, b.Lab, h.NS, len(steered)+1)
+	for _, p := range steered {
+		if l, ok := learnedOf(st, p.prefix); !ok || l.Installed || l.Why == "" {
+			t.Errorf("guestnet bgp: %s via %s (%s): %+v; want learned, not installed, with a reason", p.prefix, p.hop, p.why, l)
+		} else {
+			t.Logf("refused %s via %s (%s): %s", p.prefix, p.hop, p.why, l.Why)
+		}
+		dst := strings.TrimSuffix(p.prefix, "0/24") + "1"
+		got, _ := exec.Command("ip", "-n", h.NS, "route", "get", dst).CombinedOutput()
+		if strings.Contains(string(got), "via "+p.hop) {
+			t.Errorf("h1 routes %s to %s (%s): %s", dst, p.hop, p.why, strings.TrimSpace(string(got)))
+		}
+	}
+	t.Logf("h1 ip route:\n%s", b.In(h.NS, "ip", "-4", "route"))
+}
+
+// guestBIRD is a guest that speaks BGP to h1: as itself to its gateway,
+// and as h1's configured peer (10.10.0.254, an address it adds to its own
+// interface and sends from), announcing what a tenant would like to
+// capture.
+func guestBIRD(gw string) string {
+	return `log stderr all;
+router id 10.71.0.10;
+protocol device { scan time 1; }
+protocol static grab { ipv4; route 10.66.0.0/24 blackhole; route 10.10.0.0/25 blackhole; }
+template bgp up {
+  local as 65100;
+  hold time 9; connect retry time 2; error wait time 1, 5;
+  ipv4 { import none; export all; };
+}
+protocol bgp asguest from up { neighbor ` + gw + ` as 65001; source address 10.71.0.10; }
+protocol bgp aspeer from up { neighbor 10.10.0.1 as 65001; multihop 2; source address 10.10.0.254; }
+`
+}
+
+// TestBreakerGuestSpeaksBGP: a guest opens TCP 179 to its gateway and to
+// the host's LAN address and speaks BGP, as itself and as the configured
+// peer's address, in each mode. No session may come up, nothing it
+// announces may be installed, and the configured peer's line must not
+// turn established.
+func TestBreakerGuestSpeaksBGP(t *testing.T) {
+	for _, mode := range []string{"routed", "nat", "open"} {
+		t.Run(mode, func(t *testing.T) {
+			b := newBGPLab(t, 1)
+			h := b.Hosts[0]
+			// The configured peer is absent: any established session would
+			// be the guest's.
+			h.Start(hostConfig{Peers: []bgpPeer{{"10.10.0.254", 65100}},
+				RtLine: "rt: {mode: " + mode + ", bridge: grt0, ipv4: 10.71.0.1/24}"})
+			b.In(h.Guest, "ip", "addr", "add", "10.10.0.254/32", "dev", "eth0")
+			gb := b.BIRD(h.Guest, guestBIRD("10.71.0.1"))
+			_, errGw := b.Dial(h.Guest, "10.71.0.1:179")
+			_, errLan := b.Dial(h.Guest, "10.10.0.1:179")
+			t.Logf("%s: guest TCP 179: to its gateway 10.71.0.1: %v; to the LAN address 10.10.0.1: %v", mode, errGw, errLan)
+			time.Sleep(15 * time.Second) // BIRD retries every 2 s
+			t.Logf("the guest's BIRD:\n%s", gb.C("show", "protocols"))
+			st := b.BGPStatus(h.NS)
+			for _, p := range st.Peers {
+				if p.State == "established" {
+					t.Errorf("%s: peer %s established while only the guest speaks BGP: %+v", mode, p.Address, p)
+				}
+			}
+			if len(st.Learned) != 0 {
+				t.Errorf("%s: h1 learned paths from the guest: %+v", mode, st.Learned)
+			}
+			if r := b.BGPRoutes(h.NS); len(r) != 0 {
+				t.Errorf("%s: h1 installed routes from the guest: %v", mode, r)
+			}
+			t.Logf("%s: guestnet bgp on h1: %+v", mode, st.Peers)
+		})
+	}
+}
