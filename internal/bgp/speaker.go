@@ -415,18 +415,32 @@ func (s *Speaker) Stop(keepRoutes bool) {
 		s.log.Debug("bgp: withdraw all", "err", err)
 	}
 	srv.Stop()
-	routes, err := s.k.Routes()
+	n, err := RemoveRoutes(s.k, s.log)
 	if err != nil {
-		s.log.Error("bgp: read the routes to remove them", "err", err)
-		return
-	}
-	n := 0
-	for _, a := range reconcile(nil, routes, func(model.Route) bool { return false }) {
-		if err := s.k.Do(a); err != nil {
-			s.log.Error("bgp: remove route", "route", a.String(), "err", err)
-			continue
-		}
-		n++
+		s.log.Error("bgp: remove the speaker's routes", "err", err)
 	}
 	s.log.Info("bgp: speaker stopped, its routes removed", "routes", n)
+}
+
+// RemoveRoutes removes every route a speaker installed (protocol bgp,
+// metric 20) from k, and returns how many went: what Stop(false) does,
+// for a daemon that starts without a bgp section after one that had a
+// speaker stopped with its routes kept (a crash, a restart). It goes on
+// past a route the kernel refuses to delete, and says which.
+func RemoveRoutes(k Kernel, log *slog.Logger) (int, error) {
+	routes, err := k.Routes()
+	if err != nil {
+		return 0, fmt.Errorf("read the routes to remove them: %w", err)
+	}
+	n := 0
+	var errs []error
+	for _, a := range reconcile(nil, routes, func(model.Route) bool { return false }) {
+		if err := k.Do(a); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", a, err))
+			continue
+		}
+		log.Debug("bgp: "+a.String(), "op", a.Op)
+		n++
+	}
+	return n, errors.Join(errs...)
 }
