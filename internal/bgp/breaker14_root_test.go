@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/guestnet/guestnet/internal/plan"
+	"log/slog"
 	"net/netip"
 	"os"
 	"runtime"
@@ -60,7 +61,12 @@ func TestFloodPeer(t *testing.T) {
 	kA, kB := hostNS(t), hostNS(t)
 	heap0 := heapMB()
 	ca := conf(port, 1, 2)
-	a := start(t, kA, ca, "A", pfx("10.1.0.0/24"))
+	lines := &countHandler{Handler: testLog(t, "A").Handler()}
+	a := New(kA, slog.New(lines))
+	a.Protect([]netip.Prefix{pfx("10.1.0.0/24")})
+	if err := a.Configure(context.Background(), ca); err != nil {
+		t.Fatal(err)
+	}
 	defer a.Stop(false)
 	b := start(t, kB, conf(port, 2, 1), "B", pfx("10.2.0.0/24"))
 	defer b.Stop(false)
@@ -114,6 +120,36 @@ func TestFloodPeer(t *testing.T) {
 		return c == 0, fmt.Sprintf("%d left", c)
 	})
 	t.Logf("withdrawal of %d: all removed from A in %s", n, time.Since(begin).Round(time.Millisecond))
+	// The daemon's log (journald drops a service's lines past 10,000 in
+	// 30 s by default, the other services' with them) says the flood in a
+	// few lines, not one per route.
+	if got := lines.n.Load(); got > 200 {
+		t.Errorf("A logged %d lines at info or above for a flood of %d prefixes in and out: want a summary per pass", got, n)
+	} else {
+		t.Logf("A logged %d lines at info or above for the flood in and out", got)
+	}
+}
+
+// countHandler counts the records at info and above.
+type countHandler struct {
+	slog.Handler
+	n atomic.Int64
+}
+
+func (h *countHandler) Enabled(context.Context, slog.Level) bool { return true }
+
+func (h *countHandler) Handle(ctx context.Context, r slog.Record) error {
+	if r.Level >= slog.LevelInfo {
+		h.n.Add(1)
+	}
+	if h.Handler.Enabled(ctx, r.Level) {
+		return h.Handler.Handle(ctx, r)
+	}
+	return nil
+}
+
+func (h *countHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return &countHandler{Handler: h.Handler.WithAttrs(as)}
 }
 
 // TestFlapPeer: a peer announces and withdraws one prefix 2,000 times
