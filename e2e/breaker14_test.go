@@ -2,8 +2,10 @@ package e2e
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -184,5 +186,96 @@ func TestBreakerForeignProtoBGP(t *testing.T) {
 	time.Sleep(12 * time.Second) // the install pass's slow timer is 10 s
 	if !slices.Contains(b.BGPRoutes(h1.NS), routeVia("10.55.0.0/24", "10.10.0.200")) {
 		t.Errorf("h1's speaker deleted a protocol-bgp metric-20 route it did not write (as FRR's zebra writes them): %q", b.BGPRoutes(h1.NS))
+	}
+}
+
+// churnBIRD is the LAN router announcing set (static routes) to h1.
+func churnBIRD(set []string) string {
+	var s strings.Builder
+	s.WriteString("log stderr all;\nrouter id 10.10.0.254;\nprotocol device { scan time 1; }\nprotocol static churn {\n  ipv4;\n")
+	for _, p := range set {
+		fmt.Fprintf(&s, "  route %s blackhole;\n", p)
+	}
+	s.WriteString("}\nprotocol bgp h1 {\n  local 10.10.0.254 as 65100; neighbor 10.10.0.1 as 65001;\n" +
+		"  hold time 9; connect retry time 2; error wait time 1, 5;\n  graceful restart on;\n" +
+		"  ipv4 { import none; export all; };\n}\n")
+	return s.String()
+}
+
+// TestBreakerKillDuringChurn: BIRD on the LAN announces a set of
+// prefixes that changes every few hundred milliseconds; h1's serve is
+// killed (SIGKILL) at a random moment of it, the set changes again while
+// h1 is down, and serve starts again. Once BIRD's End-of-RIB is in, h1's
+// table holds exactly BIRD's set: no route left that nobody announces,
+// none missing. Five rounds.
+func TestBreakerKillDuringChurn(t *testing.T) {
+	b := newBGPLab(t, 1)
+	h := b.Hosts[0]
+	rtr := b.NS("rtr")
+	b.OnLAN(rtr, "10.10.0.254/24")
+	rnd := rand.New(rand.NewPCG(14, uint64(time.Now().UnixNano())))
+	pick := func() []string {
+		var set []string
+		for i := range 60 {
+			if rnd.IntN(2) == 0 {
+				set = append(set, fmt.Sprintf("10.60.%d.0/24", i))
+			}
+		}
+		return set
+	}
+	conf := filepath.Join(t.TempDir(), "bird.conf")
+	sock := filepath.Join(t.TempDir(), "bird.ctl")
+	set := pick()
+	os.WriteFile(conf, []byte(churnBIRD(set)), 0o644)
+	needBin(t, "bird", "bird2")
+	b.Proc("bird", rtr, "bird", "-f", "-c", conf, "-s", sock, "-P", filepath.Join(t.TempDir(), "bird.pid"))
+	waitUntil(t, "bird answers", 10*time.Second, func() bool {
+		return exec.Command("birdc", "-s", sock, "show", "status").Run() == nil
+	})
+	churn := func() {
+		set = pick()
+		os.WriteFile(conf, []byte(churnBIRD(set)), 0o644)
+		if out, err := exec.Command("birdc", "-s", sock, "configure").CombinedOutput(); err != nil {
+			t.Fatalf("birdc configure: %v\n%s", err, out)
+		}
+	}
+	want := func() []string {
+		var w []string
+		for _, p := range set {
+			w = append(w, routeVia(p, "10.10.0.254"))
+		}
+		slices.Sort(w)
+		return w
+	}
+	h.Start(hostConfig{Peers: []bgpPeer{{"10.10.0.254", 65100}}})
+	waitUntil(t, "h1 holds BIRD's first set", 30*time.Second, func() bool { return slices.Equal(b.BGPRoutes(h.NS), want()) })
+	for round := range 5 {
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		go func() { // BIRD churns while h1 runs
+			defer close(done)
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(time.Duration(100+rnd.IntN(300)) * time.Millisecond):
+					churn()
+				}
+			}
+		}()
+		time.Sleep(time.Duration(500+rnd.IntN(2000)) * time.Millisecond)
+		h.D.Kill()
+		close(stop)
+		<-done
+		churn() // and once more while h1 is down
+		h.Restart()
+		took := waitUntil(t, fmt.Sprintf("round %d: h1 holds exactly BIRD's set", round), 60*time.Second, func() bool {
+			return slices.Equal(b.BGPRoutes(h.NS), want())
+		})
+		t.Logf("round %d: %d prefixes; h1's table matched %v after serve started again", round, len(set), took.Round(time.Millisecond))
+		time.Sleep(3 * time.Second) // and stays so (the takeover's end removes nothing more)
+		if got := b.BGPRoutes(h.NS); !slices.Equal(got, want()) {
+			t.Errorf("round %d: 3 s later h1 holds %q, want %q", round, got, want())
+		}
 	}
 }
