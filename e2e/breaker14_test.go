@@ -279,3 +279,66 @@ func TestBreakerKillDuringChurn(t *testing.T) {
 		}
 	}
 }
+
+// weirdBIRD announces paths a sloppy or hostile peer sends: one whose AS
+// path holds h1's own AS (a loop), one with an AS path of 600 ASNs, one
+// with 500 communities (800 pass BIRD's 4,096-byte UPDATE), and a plain one.
+func weirdBIRD() string {
+	var s strings.Builder
+	s.WriteString(`log stderr all;
+router id 10.10.0.254;
+protocol device { scan time 1; }
+protocol static weird { ipv4; route 10.61.0.0/24 blackhole; route 10.62.0.0/24 blackhole; route 10.63.0.0/24 blackhole; route 10.30.0.0/24 blackhole; }
+filter weird_out {
+  if net = 10.61.0.0/24 then { bgp_path.prepend(65001); bgp_path.prepend(65100); }
+  if net = 10.62.0.0/24 then {
+`)
+	for range 600 {
+		s.WriteString("    bgp_path.prepend(65100);\n")
+	}
+	s.WriteString("  }\n  if net = 10.63.0.0/24 then {\n")
+	for i := range 500 {
+		fmt.Fprintf(&s, "    bgp_community.add((65100, %d));\n", i)
+	}
+	s.WriteString(`  }
+  accept;
+}
+protocol bgp h1 {
+  local 10.10.0.254 as 65100; neighbor 10.10.0.1 as 65001;
+  hold time 9; connect retry time 2; error wait time 1, 5;
+  ipv4 { import none; export filter weird_out; };
+}
+`)
+	return s.String()
+}
+
+// TestBreakerWeirdPaths: the session survives them; the loop is not
+// installed, the long path and the many communities are (they are valid).
+func TestBreakerWeirdPaths(t *testing.T) {
+	b := newBGPLab(t, 1)
+	h := b.Hosts[0]
+	rtr := b.NS("rtr")
+	b.OnLAN(rtr, "10.10.0.254/24")
+	bd := b.BIRD(rtr, weirdBIRD())
+	h.Start(hostConfig{Peers: []bgpPeer{{"10.10.0.254", 65100}}})
+	waitUntil(t, "the plain prefix installed", 30*time.Second, func() bool {
+		return slices.Contains(b.BGPRoutes(h.NS), routeVia("10.30.0.0/24", "10.10.0.254"))
+	})
+	sent := bd.C("show", "route", "export", "h1")
+	t.Logf("BIRD exports to h1: %s", strings.TrimSpace(sent))
+	time.Sleep(2 * time.Second)
+	got := b.BGPRoutes(h.NS)
+	for _, p := range []string{"10.62.0.0/24", "10.63.0.0/24"} {
+		if !slices.Contains(got, routeVia(p, "10.10.0.254")) {
+			t.Errorf("%s (valid, if odd) not installed: %q", p, got)
+		}
+	}
+	if !hasNone(got, "10.61.0.0/24") {
+		t.Errorf("10.61.0.0/24, whose AS path holds h1's own AS, installed: %q", got)
+	}
+	st := b.BGPStatus(h.NS)
+	if len(st.Peers) != 1 || st.Peers[0].State != "established" {
+		t.Errorf("the session after the weird paths: %+v", st.Peers)
+	}
+	t.Logf("h1's bgp routes: %q; peer %+v; learned %+v", got, st.Peers, st.Learned)
+}
