@@ -74,3 +74,25 @@ func BenchmarkPassFlood(b *testing.B) {
 		})
 	}
 }
+
+// TestImportableMartians: with import: [0.0.0.0/0] (everything) a peer
+// still may not route what is no unicast destination on a LAN: loopback,
+// link-local (169.254.169.254 is a cloud's metadata address), multicast
+// (a unicast route there takes the host's own multicast sends, VRRP and
+// mDNS, to the peer), "this network" and the reserved 240.0.0.0/4
+// (limited broadcast included).
+func TestImportableMartians(t *testing.T) {
+	pol := Policy{Import: []netip.Prefix{pfx("0.0.0.0/0")}}
+	for _, dst := range []string{"127.0.0.0/8", "127.0.0.1/32", "169.254.0.0/16", "169.254.169.254/32", "224.0.0.0/4", "224.0.0.18/32",
+		"239.0.0.0/8", "0.0.0.0/8", "240.0.0.0/4", "255.255.255.255/32"} {
+		dev, why, refused := Importable(pfx(dst), addr("10.10.0.20"), pol, hostRoutes())
+		if dev != "" || !refused || !strings.Contains(why, "never routed") {
+			t.Errorf("Importable(%s) = dev %q, why %q, refused %v; want refused as a special-purpose range", dst, dev, why, refused)
+		}
+	}
+	for _, dst := range []string{"0.0.0.0/0", "0.0.0.0/1", "128.0.0.0/1", "198.51.100.0/24", "10.90.0.0/24"} {
+		if dev, why, _ := Importable(pfx(dst), addr("10.10.0.20"), pol, hostRoutes()); dev != "lan0" {
+			t.Errorf("Importable(%s) with import 0.0.0.0/0 = dev %q, why %q; want lan0", dst, dev, why)
+		}
+	}
+}

@@ -24,6 +24,22 @@ type Policy struct {
 	Own []netip.Addr
 }
 
+// neverRouted are the special-purpose ranges (RFC 6890) a learned
+// prefix may not be equal to or inside, even with import: [0.0.0.0/0]:
+// no peer is the way there. A route for link-local would take a cloud's
+// metadata address (169.254.169.254) to the peer; one for multicast, the
+// host's own multicast sends (VRRP, mDNS).
+var neverRouted = []struct {
+	p    netip.Prefix
+	what string
+}{
+	{netip.MustParsePrefix("0.0.0.0/8"), "this network"},
+	{netip.MustParsePrefix("127.0.0.0/8"), "loopback"},
+	{netip.MustParsePrefix("169.254.0.0/16"), "link-local"},
+	{netip.MustParsePrefix("224.0.0.0/4"), "multicast"},
+	{netip.MustParsePrefix("240.0.0.0/4"), "reserved, and the limited broadcast"},
+}
+
 // connected reports whether r is a connected subnet: the kernel's route
 // for an address's subnet (protocol kernel, scope link, no gateway).
 func connected(r model.Route) bool {
@@ -42,7 +58,8 @@ func within(p, outer netip.Prefix) bool {
 // on purpose (the prefix is not to be installed here: Learned.Refused)
 // from a route that should be installed and cannot be (its next hop
 // unreachable or this host, someone else's route in the way). The rules: dst lies inside
-// one of pol.Import (a default route only when 0.0.0.0/0 is listed); it
+// one of pol.Import (a default route only when 0.0.0.0/0 is listed) and
+// in none of the special-purpose ranges (neverRouted); it
 // is neither equal to nor inside this host's networks (pol.Protect) or
 // connected subnets; nh is directly reachable (inside a connected subnet),
 // neither this host's own address nor a guest's (inside pol.Protect) nor
@@ -86,6 +103,11 @@ func importable(dst netip.Prefix, nh netip.Addr, pol Policy, ix routeIndex) (dev
 		return "", "a default route: installed only when import lists 0.0.0.0/0", true
 	case !slices.ContainsFunc(pol.Import, func(i netip.Prefix) bool { return within(dst, i) }):
 		return "", fmt.Sprintf("outside import (%s)", prefixList(pol.Import)), true
+	}
+	for _, m := range neverRouted {
+		if within(dst, m.p) {
+			return "", fmt.Sprintf("inside %s (%s): never routed to a peer, whatever import says", m.p, m.what), true
+		}
 	}
 	for _, p := range pol.Protect {
 		if within(dst, p) {
