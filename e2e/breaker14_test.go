@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -341,4 +342,88 @@ func TestBreakerWeirdPaths(t *testing.T) {
 		t.Errorf("the session after the weird paths: %+v", st.Peers)
 	}
 	t.Logf("h1's bgp routes: %q; peer %+v; learned %+v", got, st.Peers, st.Learned)
+}
+
+// floodBIRD announces n /32s inside 10.128.0.0/9 to h1.
+func floodBIRD(n int) string {
+	var s strings.Builder
+	s.WriteString("log stderr all;\nrouter id 10.10.0.254;\nprotocol device { scan time 1; }\nprotocol static flood {\n  ipv4;\n")
+	for i := range n {
+		fmt.Fprintf(&s, "  route 10.%d.%d.%d/32 blackhole;\n", 128+i>>16, (i>>8)&255, i&255)
+	}
+	s.WriteString("}\nprotocol bgp h1 {\n  local 10.10.0.254 as 65100; neighbor 10.10.0.1 as 65001;\n" +
+		"  hold time 9; connect retry time 2; error wait time 1, 5;\n  ipv4 { import none; export all; };\n}\n")
+	return s.String()
+}
+
+// rssKB is a process's resident set, from /proc.
+func rssKB(pid int) int {
+	data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	for _, l := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			n, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
+			return n
+		}
+	}
+	return 0
+}
+
+// TestBreakerFloodServe: BIRD announces a flood of /32s (20,000; set
+// GUESTNET_BGP_FLOOD for more) to a real `guestnet serve`. All are
+// installed; the CLI keeps answering (guestnet status, guestnet bgp);
+// the figures (time, serve's RSS, the CLI's times) are logged.
+func TestBreakerFloodServe(t *testing.T) {
+	n := 20000
+	if v, err := strconv.Atoi(os.Getenv("GUESTNET_BGP_FLOOD")); err == nil {
+		n = v
+	}
+	b := newBGPLab(t, 1)
+	h := b.Hosts[0]
+	rtr := b.NS("rtr")
+	b.OnLAN(rtr, "10.10.0.254/24")
+	h.Start(hostConfig{Peers: []bgpPeer{{"10.10.0.254", 65100}}})
+	rss0 := rssKB(h.D.cmd.Process.Pid)
+	began := time.Now()
+	b.BIRD(rtr, floodBIRD(n))
+	count := func() int {
+		out, _ := exec.Command("ip", "-n", h.NS, "route", "show", "proto", "bgp").Output()
+		return strings.Count(string(out), "\n")
+	}
+	var worstStatus time.Duration
+	for c := count(); c < n; c = count() {
+		if time.Since(began) > 10*time.Minute {
+			t.Fatalf("%d of %d installed after %v", c, n, time.Since(began))
+		}
+		s0 := time.Now()
+		b.Guestnet(h.NS, "status")
+		worstStatus = max(worstStatus, time.Since(s0))
+		time.Sleep(500 * time.Millisecond)
+	}
+	took := time.Since(began)
+	s0 := time.Now()
+	st := b.BGPStatus(h.NS)
+	jsonTook := time.Since(s0)
+	if len(st.Learned) != n {
+		t.Errorf("guestnet bgp lists %d learned, want %d", len(st.Learned), n)
+	}
+	t.Logf("%d /32s from BIRD installed by serve %v after BIRD started; serve's RSS %d MB -> %d MB; guestnet status took at most %v meanwhile; guestnet -o json bgp took %v",
+		n, took.Round(time.Millisecond), rss0/1024, rssKB(h.D.cmd.Process.Pid)/1024, worstStatus.Round(time.Millisecond), jsonTook.Round(time.Millisecond))
+	for _, cmd := range [][]string{{"status"}, {"leases"}, {"plan", h.spec}} {
+		s0 := time.Now()
+		b.Run(h.NS, cmd...)
+		t.Logf("guestnet %s with %d bgp routes in the table: %v", cmd[0], n, time.Since(s0).Round(time.Millisecond))
+	}
+	cpu0 := cpuTicks(h.D.cmd.Process.Pid)
+	time.Sleep(20 * time.Second) // the steady state: two slow-timer passes
+	t.Logf("steady state with %d routes: serve used %d%% of a core over 20 s; RSS %d MB",
+		n, (cpuTicks(h.D.cmd.Process.Pid)-cpu0)*100/(20*100), rssKB(h.D.cmd.Process.Pid)/1024)
+}
+
+// cpuTicks is a process's user and system time, in clock ticks (1/100 s).
+func cpuTicks(pid int) int {
+	data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	f := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+2:]))
+	u, _ := strconv.Atoi(f[11])
+	s, _ := strconv.Atoi(f[12])
+	return u + s
 }
