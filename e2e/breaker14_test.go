@@ -427,3 +427,23 @@ func cpuTicks(pid int) int {
 	s, _ := strconv.Atoi(f[12])
 	return u + s
 }
+
+// TestBreakerPeerIsSelf: a careless operator lists the host's own LAN
+// address as a peer (not as listen or router_id, which the spec checks)
+// beside a real one. serve must say so rather than show a peer idle for
+// good, and the real peer still gets the host's prefixes.
+func TestBreakerPeerIsSelf(t *testing.T) {
+	b := newBGPLab(t, 2)
+	h1, h2 := b.Hosts[0], b.Hosts[1]
+	h1.Start(hostConfig{Peers: []bgpPeer{{"10.10.0.1", 65009}, {h2.Addr, h2.ASN}}})
+	h2.Start(hostConfig{Peers: []bgpPeer{{h1.Addr, h1.ASN}}})
+	waitUntil(t, "h2 installs h1's subnet", 30*time.Second, func() bool {
+		return slices.Contains(b.BGPRoutes(h2.NS), routeVia(h1.Subnet, h1.Addr))
+	})
+	out, errs, code := b.Run(h1.NS, "bgp")
+	t.Logf("guestnet bgp (exit %d):\n%s%s", code, out, errs)
+	st, _, _ := b.Run(h1.NS, "status")
+	if !strings.Contains(out+errs, "10.10.0.1 is this host's own address") {
+		t.Errorf("guestnet bgp does not say the peer 10.10.0.1 is this host's own address:\n%s%s\n%s", out, errs, st)
+	}
+}

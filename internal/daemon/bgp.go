@@ -57,10 +57,9 @@ func (d *Daemon) syncBGP() {
 	d.speaker.Protect(own)
 	err := mark(d.Dir()) // before the first route: a crash leaves it behind
 	if err == nil {
-		err = d.speaker.Configure(d.ctx, d.spec.BGP.BGP)
-	}
-	if err == nil {
-		err = d.speaker.Announce(model.Announced(nets))
+		// A peer refused (its address is this host's) is an error that
+		// leaves the other sessions running: they get the prefixes too.
+		err = errors.Join(d.speaker.Configure(d.ctx, d.spec.BGP.BGP), d.speaker.Announce(model.Announced(nets)))
 	}
 	d.bgpErr.set(err)
 	if err != nil {
