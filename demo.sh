@@ -2,18 +2,22 @@
 # guestnet demo: builds guestnet, makes a throwaway lab of network namespaces
 # (a host, three guests, a pretend internet), applies a NAT and an isolated
 # network to the host namespace, shows plan/status, proves the paths with
-# ping, and removes everything. It never touches this machine's own network.
+# ping; then a second host on a LAN, each running guestnet serve with a
+# routed network and BGP: their guests reach each other with no route typed.
+# It removes everything, and never touches this machine's own network.
 # Needs: root, Go, iproute2, and ping (or busybox).
 set -euo pipefail
 cd "$(dirname "$0")"
 
 [ "$(id -u)" = 0 ] || { echo "demo.sh: run as root (it creates network namespaces)"; exit 1; }
 P="gndemo$$"
-HOST=$P-host INET=$P-inet G1=$P-g1 G2=$P-g2 G3=$P-g3
-STATE=$(mktemp -d)
+HOST=$P-host INET=$P-inet G1=$P-g1 G2=$P-g2 G3=$P-g3 HOST2=$P-h2 G4=$P-g4 G5=$P-g5
+STATE=$(mktemp -d) STATE2=$(mktemp -d)
+SERVE_PIDS=()
 cleanup() {
-  for ns in $HOST $INET $G1 $G2 $G3; do ip netns del "$ns" 2>/dev/null || true; done
-  rm -rf "$STATE"
+  for pid in "${SERVE_PIDS[@]}"; do kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true; done
+  for ns in $HOST $INET $G1 $G2 $G3 $HOST2 $G4 $G5; do ip netns del "$ns" 2>/dev/null || true; done
+  rm -rf "$STATE" "$STATE2"
 }
 trap cleanup EXIT
 
@@ -94,7 +98,57 @@ check blocked "$G2" 10.99.0.10   "bound guest g2 -> g1 from a spoofed address" 1
 say "guestnet doctor: why did g2's packet not arrive? (exit 1: findings)"
 "${GN[@]}" doctor || true
 
-say "guestnet destroy"
-"${GN[@]}" destroy "$STATE/demo.yaml"
+say "routes announced, not typed: a second host on a LAN (10.10.0.0/24), both running guestnet serve with BGP"
+GN2=(./bin/guestnet --netns "$HOST2" --state-dir "$STATE2")
+for ns in $HOST2 $G4 $G5; do ip netns add "$ns"; ip -n "$ns" link set lo up; done
+ip -n "$HOST" link add lan0 type veth peer name lan0 netns "$HOST2"
+ip -n "$HOST" addr add 10.10.0.1/24 dev lan0 && ip -n "$HOST" link set lan0 up
+ip -n "$HOST2" addr add 10.10.0.2/24 dev lan0 && ip -n "$HOST2" link set lan0 up
+# serve's config is the truth: host 1's keeps the networks above and adds a routed one.
+{ cat "$STATE/demo.yaml"; cat <<'EOF'
+  dmz:                 # routed: announced over BGP, no return route typed anywhere
+    mode: routed
+    bridge: grt0
+    ipv4: 10.71.0.1/24
+bgp:
+  asn: 65001
+  peers: [{address: 10.10.0.2, asn: 65002}]
+EOF
+} > "$STATE/serve.yaml"
+cat > "$STATE2/serve.yaml" <<'EOF'
+networks:
+  dmz:
+    mode: routed
+    bridge: grt0
+    ipv4: 10.72.0.1/24
+bgp:
+  asn: 65002
+  peers: [{address: 10.10.0.1, asn: 65001}]
+EOF
+sed -n '/dmz:/,$p' "$STATE/serve.yaml"
+"${GN[@]}" serve --config "$STATE/serve.yaml" 2>"$STATE/serve.log" & SERVE_PIDS+=($!)
+"${GN2[@]}" serve --config "$STATE2/serve.yaml" 2>"$STATE2/serve.log" & SERVE_PIDS+=($!)
+for _ in $(seq 100); do   # until each host has the other's subnet (about 2 s)
+  ip -n "$HOST" route show proto bgp | grep -q 10.72.0.0/24 && ip -n "$HOST2" route show proto bgp | grep -q 10.71.0.0/24 && break
+  sleep 0.2
+done
+guest2() { # guest2 HOSTNS GUESTNS ADDR GW STATE
+  ip -n "$1" link add "vg${2##*-}" type veth peer name eth0 netns "$2"
+  ip -n "$2" addr add "$3" dev eth0 && ip -n "$2" link set eth0 up && ip -n "$2" route add default via "$4"
+  ./bin/guestnet --netns "$1" --state-dir "$5" attach dmz "vg${2##*-}" >/dev/null
+}
+guest2 "$HOST" "$G4" 10.71.0.10/24 10.71.0.1 "$STATE"
+guest2 "$HOST2" "$G5" 10.72.0.10/24 10.72.0.1 "$STATE2"
+say "guestnet bgp (on host 1)"
+"${GN[@]}" bgp
+say "host 1's routes learned by BGP (protocol bgp, metric 186)"
+ip -n "$HOST" route show proto bgp
+check reaches "$G4" 10.72.0.10 "host 1's guest g4 -> host 2's guest g5" || ok=1
+check reaches "$G5" 10.71.0.10 "host 2's guest g5 -> host 1's guest g4" || ok=1
+for pid in "${SERVE_PIDS[@]}"; do kill "$pid"; wait "$pid" || true; done
+SERVE_PIDS=()
+
+say "guestnet destroy --all"
+"${GN[@]}" destroy --all
 say "done: the lab namespaces are removed on exit"
 exit $ok

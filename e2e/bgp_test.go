@@ -46,7 +46,7 @@ func TestBGPMesh(t *testing.T) {
 	for _, h := range b.Hosts {
 		table := b.In(h.NS, "ip", "-4", "route")
 		for _, o := range b.Hosts {
-			want := fmt.Sprintf("%s via %s dev lan0 proto bgp metric 20", o.Subnet, o.Addr)
+			want := fmt.Sprintf("%s via %s dev lan0 proto bgp metric 186", o.Subnet, o.Addr)
 			if o != h && !strings.Contains(table, want) {
 				t.Errorf("h%d: ip route lacks %q:\n%s", h.N, want, table)
 			}
@@ -373,7 +373,7 @@ func TestBGPSeedStaticRoute(t *testing.T) {
 	}
 	b.must("ip", "-n", h2.NS, "route", "del", h1.Subnet, "via", h1.Addr, "proto", "boot")
 	table := b.In(h2.NS, "ip", "-4", "route", "show", h1.Subnet)
-	if strings.TrimSpace(table) != fmt.Sprintf("%s via %s dev lan0 proto bgp metric 20", h1.Subnet, h1.Addr) {
+	if strings.TrimSpace(table) != fmt.Sprintf("%s via %s dev lan0 proto bgp metric 186", h1.Subnet, h1.Addr) {
 		t.Errorf("h2's route to %s after the typed one went: %q, want only the bgp one", h1.Subnet, table)
 	}
 	if !b.Ping(h2.NS, h1.GuestIP) {

@@ -222,7 +222,7 @@ func (l *Lab) BGPRoutes(ns string) []string {
 }
 
 // routeVia is the wanted form of a bgp route in BGPRoutes.
-func routeVia(dst, gw string) string { return fmt.Sprintf("%s via %s metric 20", dst, gw) }
+func routeVia(dst, gw string) string { return fmt.Sprintf("%s via %s metric 186", dst, gw) }
 
 // waitUntil polls ok every 50 ms until it holds or timeout passes; it
 // returns how long it took, and fails the test on timeout.
@@ -262,7 +262,7 @@ func hasNone(have []string, dsts ...string) bool {
 	return true
 }
 
-// WaitMesh waits until every host has a bgp route (metric 20) to every
+// WaitMesh waits until every host has a bgp route (metric 186) to every
 // other host's subnet via that host, and returns how long it took.
 func (b *bgpLab) WaitMesh(timeout time.Duration) time.Duration {
 	b.t.Helper()

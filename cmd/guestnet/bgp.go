@@ -97,13 +97,20 @@ func printBGP(w io.Writer, st bgp.Status, now time.Time) {
 	for _, a := range st.Announced {
 		fmt.Fprintf(w, "  %s\n", a)
 	}
-	var refused, stale []bgp.Learned
+	var installed, refused, stale []bgp.Learned
 	for _, l := range st.Learned {
 		if !l.Installed {
 			refused = append(refused, l)
-		} else if l.Stale {
+			continue
+		}
+		installed = append(installed, l)
+		if l.Stale {
 			stale = append(stale, l)
 		}
+	}
+	fmt.Fprintf(w, "\nLearned and installed (%d):\n", len(installed))
+	for _, l := range installed {
+		fmt.Fprintf(w, "  %s via %s from %s\n", l.Prefix, l.NextHop, l.Peer)
 	}
 	fmt.Fprintf(w, "\nLearned, not installed (%d):\n", len(refused))
 	for _, l := range refused {

@@ -47,7 +47,8 @@ func sampleBGP() bgp.Status {
 // The text of guestnet bgp, whole: the peers' table (state spelled out,
 // uptime to the second while established, "-" otherwise, the peer's
 // error text escaped so that it forges no row), the announced prefixes,
-// the refused routes with their reason, the stale ones.
+// the installed routes, the refused ones with their reason, the stale
+// ones.
 func TestPrintBGP(t *testing.T) {
 	var b bytes.Buffer
 	printBGP(&b, sampleBGP(), bgpNow)
@@ -59,6 +60,10 @@ PEER         AS     STATE        UPTIME  SENT  RECEIVED  INSTALLED  LAST ERROR
 Announced (2):
   10.71.0.0/24
   203.0.113.7/32
+
+Learned and installed (2):
+  10.72.0.0/24 via 10.10.0.2 from 10.10.0.2
+  10.73.0.0/24 via 10.10.0.3 from 10.10.0.2
 
 Learned, not installed (3):
   0.0.0.0/0 via 10.10.0.2 from 10.10.0.2: a default route: import does not list 0.0.0.0/0
@@ -74,7 +79,7 @@ Kept while their peer restarts (1):
 	// A speaker not started yet: no router id, no peers, nothing learned.
 	b.Reset()
 	printBGP(&b, bgp.Status{ASN: 65001, Port: 179}, bgpNow)
-	want = "AS 65001, router id -, port 179\nNo peers.\n\nAnnounced (0):\n\nLearned, not installed (0):\n"
+	want = "AS 65001, router id -, port 179\nNo peers.\n\nAnnounced (0):\n\nLearned and installed (0):\n\nLearned, not installed (0):\n"
 	if b.String() != want {
 		t.Errorf("an idle speaker printed:\n%q\nwant:\n%q", b.String(), want)
 	}

@@ -169,6 +169,10 @@ func applyCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if s.BGP != nil {
+				fmt.Fprintf(cmd.ErrOrStderr(), "guestnet: note: %s:%d: the bgp section is served by guestnet serve: apply alone announces nothing and installs nothing\n",
+					s.BGP.File, s.BGP.Line)
+			}
 			return g.printDone(p, e.Writes())
 		},
 	}

@@ -59,7 +59,7 @@ func decide(dests [][]candidate, pol Policy, routes []model.Route, gone map[neti
 }
 
 // ours reports whether r is a route a speaker installed: protocol bgp,
-// metric 20, in the main table (what Kernel.Routes lists).
+// metric 186, in the main table (what Kernel.Routes lists).
 func ours(r model.Route) bool { return r.Proto == model.ProtoBGP && r.Metric == model.BGPMetric }
 
 // same reports whether the kernel's route k is the wanted w.

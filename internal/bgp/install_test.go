@@ -62,6 +62,8 @@ func TestInstallDecisions(t *testing.T) {
 		// a previous speaker's route, and someone's static one with BGP's metric
 		{Op: plan.OpRouteReplace, Route: model.Route{Dst: pfx("10.50.0.0/24"), Gw: addr("172.16.5.7"), Dev: "eth1", Proto: model.ProtoBGP, Metric: model.BGPMetric}},
 		{Op: plan.OpRouteAdd, Route: model.Route{Dst: pfx("10.60.0.0/24"), Gw: addr("172.16.5.9"), Dev: "eth1", Proto: 4, Metric: model.BGPMetric}},
+		// FRR's zebra on the same host: protocol bgp too, its metric 20
+		{Op: plan.OpRouteAdd, Route: model.Route{Dst: pfx("10.70.0.0/24"), Gw: addr("172.16.5.8"), Dev: "eth1", Proto: model.ProtoBGP, Metric: 20}},
 	}
 	for _, a := range pre {
 		if err := k.Do(a); err != nil {
@@ -149,16 +151,19 @@ func TestInstallDecisions(t *testing.T) {
 		t.Fatalf("installed:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 	wantOps := []string{
-		"ip route replace 10.40.0.0/24 via 172.16.5.3 dev eth1 proto 186 metric 20",
-		"ip route replace 10.41.0.0/24 via 172.16.5.2 dev eth1 proto 186 metric 20",
-		"ip route del 10.43.0.0/24 via 172.16.5.4 dev eth1 proto 186 metric 20",
-		"ip route del 10.50.0.0/24 via 172.16.5.7 dev eth1 proto 186 metric 20",
+		"ip route replace 10.40.0.0/24 via 172.16.5.3 dev eth1 proto 186 metric 186",
+		"ip route replace 10.41.0.0/24 via 172.16.5.2 dev eth1 proto 186 metric 186",
+		"ip route del 10.43.0.0/24 via 172.16.5.4 dev eth1 proto 186 metric 186",
+		"ip route del 10.50.0.0/24 via 172.16.5.7 dev eth1 proto 186 metric 186",
 	}
 	if got := ops(acts); !slices.Equal(got, wantOps) {
 		t.Errorf("writes:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(wantOps, "\n"))
 	}
 	if r := routeTo(t, k, "10.60.0.0/24"); r.Proto != 4 {
 		t.Errorf("the static route was touched: %+v", r)
+	}
+	if r := routeTo(t, k, "10.70.0.0/24"); r.Proto != model.ProtoBGP || r.Metric != 20 || r.Gw != addr("172.16.5.8") {
+		t.Errorf("FRR's route was touched: %+v", r)
 	}
 
 	// The LAN's address goes: no next hop is reachable, every route goes.

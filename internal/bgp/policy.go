@@ -153,7 +153,7 @@ func importable(dst netip.Prefix, nh netip.Addr, pol Policy, ix routeIndex) (dev
 		return "", fmt.Sprintf("next hop %s is the broadcast address of the connected subnet %s, not a router", nh, via.Dst), false
 	}
 	if r, ok := ix.inWay[dst]; ok {
-		return "", fmt.Sprintf("a route not made by BGP is in the way (ip route replace would take it): %s", plan.RouteString(r)), false
+		return "", fmt.Sprintf("a route guestnet did not make is in the way (ip route replace would take it): %s", plan.RouteString(r)), false
 	}
 	return via.Dev, "", false
 }

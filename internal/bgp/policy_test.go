@@ -68,7 +68,7 @@ func TestImportable(t *testing.T) {
 		{name: "no next hop", dst: "10.90.0.0/24", nh: "", whyHas: "not an IPv4 address"},
 		{name: "IPv6 next hop", dst: "10.90.0.0/24", nh: "fd00::1", whyHas: "not an IPv4 address"},
 		{name: "IPv6 prefix", dst: "fd00:1::/64", nh: "10.10.0.20", whyHas: "not an IPv4 prefix", refused: true},
-		{name: "someone else's route in the way", dst: "10.80.0.0/24", nh: "10.10.0.20", whyHas: "not made by BGP is in the way (ip route replace would take it): 10.80.0.0/24 via 10.10.0.9 dev lan0 proto 4 metric 20"},
+		{name: "someone else's route in the way", dst: "10.80.0.0/24", nh: "10.10.0.20", whyHas: "did not make is in the way (ip route replace would take it): 10.80.0.0/24 via 10.10.0.9 dev lan0 proto 4 metric 186"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

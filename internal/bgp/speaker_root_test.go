@@ -181,7 +181,7 @@ func announce(t *testing.T, s *Speaker, ps ...string) {
 }
 
 // TestSpeakers: speakers establish, announce and withdraw; what one
-// learns lands in its namespace as protocol bgp, metric 20, and what its
+// learns lands in its namespace as protocol bgp, metric 186, and what its
 // policy refuses does not, with the reason in Status. A (AS 65001) peers
 // with B over eBGP (AS 65002), then with C over iBGP (AS 65001, added by
 // a later Configure that leaves B's session alone).
@@ -205,8 +205,8 @@ func TestSpeakers(t *testing.T) {
 		return ok && okB, s + " " + sB
 	})
 	t.Logf("sessions established after %s", took.Round(time.Millisecond))
-	waitFor(t, "A installs B's subnet, and only it", 10*time.Second, tableIs(t, kA, "10.2.0.0/24 via 127.0.0.2 dev v0 metric 20"))
-	waitFor(t, "B installs A's subnet", 10*time.Second, tableIs(t, kB, "10.1.0.0/24 via 127.0.0.1 dev v0 metric 20"))
+	waitFor(t, "A installs B's subnet, and only it", 10*time.Second, tableIs(t, kA, "10.2.0.0/24 via 127.0.0.2 dev v0 metric 186"))
+	waitFor(t, "B installs A's subnet", 10*time.Second, tableIs(t, kB, "10.1.0.0/24 via 127.0.0.1 dev v0 metric 186"))
 
 	st := a.Status()
 	why := map[string]Learned{}
@@ -254,24 +254,24 @@ func TestSpeakers(t *testing.T) {
 	}
 	// iBGP: A's own path goes to C with A's address as next hop; what A
 	// learned from B does not (no transit), nor C's to B.
-	waitFor(t, "C installs A's subnet, next hop A", 10*time.Second, tableIs(t, kC, "10.1.0.0/24 via 127.0.0.1 dev v0 metric 20"))
-	waitFor(t, "A installs C's and B's subnets", 10*time.Second, tableIs(t, kA, "10.2.0.0/24 via 127.0.0.2 dev v0 metric 20", "10.4.0.0/24 via 127.0.0.3 dev v0 metric 20"))
+	waitFor(t, "C installs A's subnet, next hop A", 10*time.Second, tableIs(t, kC, "10.1.0.0/24 via 127.0.0.1 dev v0 metric 186"))
+	waitFor(t, "A installs C's and B's subnets", 10*time.Second, tableIs(t, kA, "10.2.0.0/24 via 127.0.0.2 dev v0 metric 186", "10.4.0.0/24 via 127.0.0.3 dev v0 metric 186"))
 	if p := b.Status().Peers[0]; p.Received != 1 {
 		t.Errorf("B received %d prefixes from A, want 1 (A's own)", p.Received)
 	}
-	if got := bgpTable(t, kB); !slices.Equal(got, []string{"10.1.0.0/24 via 127.0.0.1 dev v0 metric 20"}) {
+	if got := bgpTable(t, kB); !slices.Equal(got, []string{"10.1.0.0/24 via 127.0.0.1 dev v0 metric 186"}) {
 		t.Errorf("B's table %q: A passed on what it learned", got)
 	}
 
 	// Withdraw: gone from A's kernel.
 	announce(t, b, "10.3.0.0/24")
-	took = waitFor(t, "A follows B's withdraw", 10*time.Second, tableIs(t, kA, "10.3.0.0/24 via 127.0.0.2 dev v0 metric 20", "10.4.0.0/24 via 127.0.0.3 dev v0 metric 20"))
+	took = waitFor(t, "A follows B's withdraw", 10*time.Second, tableIs(t, kA, "10.3.0.0/24 via 127.0.0.2 dev v0 metric 186", "10.4.0.0/24 via 127.0.0.3 dev v0 metric 186"))
 	t.Logf("withdraw and new prefix installed after %s", took.Round(time.Millisecond))
 
 	// Someone deletes a route: the re-check after a repair puts it back.
-	ipCmd(t, "-n", nsName(t, kA), "route", "del", "10.3.0.0/24", "proto", "186", "metric", "20")
+	ipCmd(t, "-n", nsName(t, kA), "route", "del", "10.3.0.0/24", "proto", "186", "metric", "186")
 	a.Protect([]netip.Prefix{pfx("10.1.0.0/24")}) // as the daemon after a drift repair
-	waitFor(t, "A repairs the deleted route", 10*time.Second, tableIs(t, kA, "10.3.0.0/24 via 127.0.0.2 dev v0 metric 20", "10.4.0.0/24 via 127.0.0.3 dev v0 metric 20"))
+	waitFor(t, "A repairs the deleted route", 10*time.Second, tableIs(t, kA, "10.3.0.0/24 via 127.0.0.2 dev v0 metric 186", "10.4.0.0/24 via 127.0.0.3 dev v0 metric 186"))
 
 	// A peer removed from the config: its routes go (the session ends
 	// with a Hard Reset, nothing kept).
@@ -279,7 +279,7 @@ func TestSpeakers(t *testing.T) {
 	if err := a.Configure(context.Background(), ca); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "A drops the removed peer's routes", 10*time.Second, tableIs(t, kA, "10.4.0.0/24 via 127.0.0.3 dev v0 metric 20"))
+	waitFor(t, "A drops the removed peer's routes", 10*time.Second, tableIs(t, kA, "10.4.0.0/24 via 127.0.0.3 dev v0 metric 186"))
 	if ps := a.Status().Peers; len(ps) != 1 || ps[0].Address != addr("127.0.0.3") {
 		t.Errorf("A's peers after removing B: %+v", ps)
 	}
@@ -319,9 +319,9 @@ func TestSpeakerRestart(t *testing.T) {
 	defer b.Stop(false)
 	announce(t, a, "10.1.0.0/24")
 	announce(t, b, "10.2.0.0/24", "10.3.0.0/24")
-	both := []string{"10.2.0.0/24 via 127.0.0.2 dev v0 metric 20", "10.3.0.0/24 via 127.0.0.2 dev v0 metric 20"}
+	both := []string{"10.2.0.0/24 via 127.0.0.2 dev v0 metric 186", "10.3.0.0/24 via 127.0.0.2 dev v0 metric 186"}
 	waitFor(t, "A installs B's two subnets", 30*time.Second, tableIs(t, kA, both...))
-	waitFor(t, "B installs A's subnet", 10*time.Second, tableIs(t, kB, "10.1.0.0/24 via 127.0.0.1 dev v0 metric 20"))
+	waitFor(t, "B installs A's subnet", 10*time.Second, tableIs(t, kB, "10.1.0.0/24 via 127.0.0.1 dev v0 metric 186"))
 
 	a.Stop(true)
 	if got := bgpTable(t, kA); !slices.Equal(got, both) {
@@ -335,7 +335,7 @@ func TestSpeakerRestart(t *testing.T) {
 		l, _ := learnedOf(b, "10.1.0.0/24")
 		return l.Stale && l.Installed, fmt.Sprintf("%+v", l)
 	})
-	if got := bgpTable(t, kB); !slices.Equal(got, []string{"10.1.0.0/24 via 127.0.0.1 dev v0 metric 20"}) {
+	if got := bgpTable(t, kB); !slices.Equal(got, []string{"10.1.0.0/24 via 127.0.0.1 dev v0 metric 186"}) {
 		t.Errorf("B's table while A restarts: %q, want A's route kept", got)
 	}
 	t.Logf("B while A is down: %+v", b.Status().Peers[0])
@@ -349,7 +349,7 @@ func TestSpeakerRestart(t *testing.T) {
 	if got := bgpTable(t, kA); !slices.Equal(got, both) {
 		t.Fatalf("right after the restart A's table is %q, want the previous routes kept", got)
 	}
-	took := waitFor(t, "A2 drops what B no longer announces", 60*time.Second, tableIs(t, kA, "10.2.0.0/24 via 127.0.0.2 dev v0 metric 20"))
+	took := waitFor(t, "A2 drops what B no longer announces", 60*time.Second, tableIs(t, kA, "10.2.0.0/24 via 127.0.0.2 dev v0 metric 186"))
 	t.Logf("takeover: 10.3 removed %s after the restart (the restart time is %ds: End-of-RIB ended it)", took.Round(time.Millisecond), restartTime)
 	if took > 30*time.Second {
 		t.Errorf("the takeover took %s: it waited for the timer, not End-of-RIB", took)
@@ -472,7 +472,7 @@ func TestSilentPeer(t *testing.T) {
 	defer b.Stop(false)
 	announce(t, a, "10.1.0.0/24")
 	announce(t, b, "10.2.0.0/24")
-	route := "10.2.0.0/24 via 127.0.0.12 dev v0 metric 20"
+	route := "10.2.0.0/24 via 127.0.0.12 dev v0 metric 186"
 	waitFor(t, "A installs B's subnet through the relay", 30*time.Second, tableIs(t, kA, route))
 
 	hole.freeze()

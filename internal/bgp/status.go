@@ -1,7 +1,7 @@
 // Package bgp is guestnet's BGP speaker: GoBGP v4 embedded as a library
 // (github.com/osrg/gobgp/v4/pkg/server). It announces what the spec says
 // (model.Announced), and installs the best paths its peers announce into
-// the main table itself, with protocol bgp (186) and metric 20, under an
+// the main table itself, with protocol bgp (186) and metric 186, under an
 // import policy (Importable): GoBGP does not write to the kernel.
 //
 // The daemon runs it as its "bgp" service: Configure after each apply,

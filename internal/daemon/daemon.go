@@ -342,6 +342,7 @@ func (d *Daemon) reload(ctx context.Context, release bool) error {
 		d.held = nil
 	}
 	s = d.withoutHeld(s)
+	d.withdrawAhead(s)
 	start := time.Now()
 	p, err := d.Engine.Converge(ctx, s)
 	if err != nil && len(held) > 0 && d.held == nil {
@@ -349,6 +350,9 @@ func (d *Daemon) reload(ctx context.Context, release bool) error {
 		if serr := saveHeld(d.Dir(), held); serr != nil {
 			d.Log.Error("apply failed, and the destroyed networks could not be recorded again", "err", serr, "networks", held)
 		}
+	}
+	if err != nil {
+		d.syncBGP() // announce the config still applied again
 	}
 	if err != nil && d.spec != nil {
 		// Nothing of the new config stays (apply is all or nothing): the

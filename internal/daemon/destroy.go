@@ -127,9 +127,11 @@ func (d *Daemon) destroy(ctx context.Context, names []string) error {
 		d.held = prev
 		return fmt.Errorf("destroy: record the destroyed networks: %w", err)
 	}
+	d.withdrawAhead(s)
 	p, err := d.Engine.Converge(ctx, s)
 	if err != nil {
 		d.held = prev
+		d.syncBGP() // announce what is still applied again
 		if serr := saveHeld(d.Dir(), prev); serr != nil {
 			err = errors.Join(err, serr)
 		}

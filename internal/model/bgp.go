@@ -36,12 +36,16 @@ type BGPPeer struct {
 
 // Defaults of the bgp section.
 const (
-	BGPPort     = 179
-	BGPHold     = 9 * time.Second
-	BGPMinHold  = 3 * time.Second // RFC 4271 §4.2: 0 or at least 3 s (0, no keepalives, is refused: a dead peer would never be noticed)
-	BGPMaxHold  = 65535 * time.Second
-	ProtoBGP    = 186 // rtnetlink protocol "bgp" (/etc/iproute2/rt_protos): routes the speaker installed
-	BGPMetric   = 20  // the priority of installed routes, as FRR's: a typed static route (metric 0) for the same prefix wins
+	BGPPort    = 179
+	BGPHold    = 9 * time.Second
+	BGPMinHold = 3 * time.Second // RFC 4271 §4.2: 0 or at least 3 s (0, no keepalives, is refused: a dead peer would never be noticed)
+	BGPMaxHold = 65535 * time.Second
+	ProtoBGP   = 186 // rtnetlink protocol "bgp" (/etc/iproute2/rt_protos): routes the speaker installed
+	// BGPMetric is the priority of installed routes. With ProtoBGP it
+	// marks them as the speaker's: FRR's zebra installs protocol bgp too,
+	// with metric 20 (eBGP) or 200 (iBGP), and a host may run both. A typed
+	// static route (metric 0) for the same prefix wins over it.
+	BGPMetric   = 186
 	BGPProtoTag = "bgp"
 )
 
