@@ -172,9 +172,9 @@ func TestFlapPeer(t *testing.T) {
 		}
 	}
 	t.Logf("2,000 flaps sent in %s", time.Since(begin).Round(time.Millisecond))
-	waitFor(t, "A holds B's last word (10.3 withdrawn)", 30*time.Second, tableIs(t, kA, "10.2.0.0/24 via 127.0.0.2 dev v0 metric 20"))
+	waitFor(t, "A holds B's last word (10.3 withdrawn)", 30*time.Second, tableIs(t, kA, "10.2.0.0/24 via 127.0.0.2 dev v0 metric 186"))
 	announce(t, b, "10.2.0.0/24", "10.3.0.0/24")
-	waitFor(t, "A holds 10.3 again", 30*time.Second, tableIs(t, kA, "10.2.0.0/24 via 127.0.0.2 dev v0 metric 20", "10.3.0.0/24 via 127.0.0.2 dev v0 metric 20"))
+	waitFor(t, "A holds 10.3 again", 30*time.Second, tableIs(t, kA, "10.2.0.0/24 via 127.0.0.2 dev v0 metric 186", "10.3.0.0/24 via 127.0.0.2 dev v0 metric 186"))
 	if st := a.Status(); len(st.Peers) != 1 || st.Peers[0].State != StateEstablished {
 		t.Errorf("A's peer after the flaps: %+v", st.Peers)
 	}
