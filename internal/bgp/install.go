@@ -27,6 +27,7 @@ type candidate struct {
 func decide(dests [][]candidate, pol Policy, routes []model.Route, gone map[netip.Addr]string) ([]Learned, map[netip.Prefix]model.Route) {
 	var learned []Learned
 	want := map[netip.Prefix]model.Route{}
+	ix := indexRoutes(routes)
 	for _, cs := range dests {
 		if len(cs) == 0 {
 			continue
@@ -45,7 +46,7 @@ func decide(dests [][]candidate, pol Policy, routes []model.Route, gone map[neti
 		}
 		c := cs[pick]
 		l := Learned{Prefix: c.Prefix, NextHop: c.NextHop, Peer: c.Peer, Stale: c.Stale}
-		dev, why, refused := Importable(c.Prefix, c.NextHop, pol, routes)
+		dev, why, refused := importable(c.Prefix, c.NextHop, pol, ix)
 		if why != "" {
 			l.Why, l.Refused = why, refused
 		} else {
@@ -72,9 +73,15 @@ func same(k, w model.Route) bool {
 // speaker's, until the takeover ends).
 func reconcile(want map[netip.Prefix]model.Route, routes []model.Route, keep func(model.Route) bool) []plan.Action {
 	var acts []plan.Action
+	have := map[netip.Prefix][]model.Route{} // ours by destination: one lookup per wanted route
+	for _, k := range routes {
+		if ours(k) {
+			have[k.Dst] = append(have[k.Dst], k)
+		}
+	}
 	for _, p := range slices.SortedFunc(maps.Keys(want), model.ComparePrefix) {
 		w := want[p]
-		if !slices.ContainsFunc(routes, func(k model.Route) bool { return same(k, w) }) {
+		if !slices.ContainsFunc(have[p], func(k model.Route) bool { return same(k, w) }) {
 			acts = append(acts, plan.Action{Op: plan.OpRouteReplace, Route: w})
 		}
 	}

@@ -3,6 +3,7 @@ package bgp
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"slices"
 	"time"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/guestnet/guestnet/internal/apply"
 	"github.com/guestnet/guestnet/internal/model"
+	"github.com/guestnet/guestnet/internal/plan"
 )
 
 // loop is the install loop: the one goroutine that writes routes. It
@@ -32,6 +34,10 @@ func (s *Speaker) loop(ctx context.Context, srv *server.BgpServer, kick <-chan s
 		}
 	}
 }
+
+// logEachUpTo is the most route writes of one pass logged one by one at
+// info level.
+const logEachUpTo = 16
 
 // pass reads GoBGP's sessions and paths and the kernel's routes, decides
 // what is installed and repairs the difference: one Kernel.Routes, one
@@ -68,10 +74,35 @@ func (s *Speaker) pass(ctx context.Context, srv *server.BgpServer) error {
 
 	learned, want := decide(dests, pol, routes, gone)
 	failed := map[netip.Prefix]string{}
-	for _, a := range reconcile(want, routes, func(r model.Route) bool { return keep[r.Dst] }) {
+	acts := reconcile(want, routes, func(r model.Route) bool { return keep[r.Dst] })
+	// Each write is named at info when a pass makes few; a flood of them
+	// (a peer's 100,000 prefixes) is one line, the routes at debug.
+	each := slog.LevelInfo
+	if len(acts) > logEachUpTo {
+		each = slog.LevelDebug
+	}
+	var wrote [2]int // replaced, deleted
+	defer func() {
+		if len(acts) > logEachUpTo {
+			s.log.Info("bgp: routes written", "installed", wrote[0], "removed", wrote[1], "failed", len(failed))
+		}
+	}()
+	for _, a := range acts {
+		if ctx.Err() != nil {
+			// Stopped: Stop waits for this loop with the daemon's lock
+			// held, and 100,000 writes after a flood take a minute.
+			// Stop(true) leaves the routes to the next speaker, which
+			// writes the rest; Stop(false) removes them.
+			return nil
+		}
 		err := s.k.Do(a)
 		if apply.Done(a, err) {
-			s.log.Info("bgp: "+a.String(), "op", a.Op)
+			s.log.Log(ctx, each, "bgp: "+a.String(), "op", a.Op)
+			if a.Op == plan.OpRouteDel {
+				wrote[1]++
+			} else {
+				wrote[0]++
+			}
 			continue
 		}
 		why := fmt.Sprintf("the kernel refused it (%s): %v", a, err)

@@ -93,6 +93,8 @@ type peer struct {
 	// session ended by the hold timer, not a restart); "" keeps them.
 	gone      string
 	installed int
+	// self: the address is this host's own; never given to GoBGP.
+	self bool
 }
 
 // New returns a stopped speaker over k, logging to log.
@@ -110,7 +112,13 @@ func New(k Kernel, log *slog.Logger) *Speaker {
 func (s *Speaker) Configure(ctx context.Context, c model.BGP) error {
 	s.mu.Lock()
 	if s.srv != nil && sameGlobal(s.cfg, c) {
-		err := s.syncPeersLocked(ctx, c)
+		var self map[netip.Addr]string
+		if !slices.Equal(c.Peers, s.cfg.Peers) { // new peers: is one this host?
+			if routes, err := s.k.Routes(); err == nil {
+				self = selfPeers(c, routes)
+			}
+		}
+		err := s.syncPeersLocked(ctx, c, self)
 		s.cfg = c
 		s.mu.Unlock()
 		s.wake()
@@ -164,11 +172,8 @@ func (s *Speaker) startLocked(ctx context.Context, c model.BGP) error {
 		OnPathEor:    s.onEOR,
 		OnPeerUpdate: s.onPeer,
 	}, server.WatchBestPath(false), server.WatchPeer(), server.WatchEor(false))
-	if err == nil {
-		err = s.syncPeersLocked(ctx, c)
-	}
-	if err == nil {
-		err = s.syncPathsLocked()
+	if err == nil { // a peer refused does not keep the others from the paths
+		err = errors.Join(s.syncPeersLocked(ctx, c, selfPeers(c, routes)), s.syncPathsLocked())
 	}
 	go s.loop(lctx, srv, s.kick, s.done)
 	s.kick <- struct{}{} // the first pass: a fresh channel has room
@@ -179,8 +184,25 @@ func (s *Speaker) startLocked(ctx context.Context, c model.BGP) error {
 	return nil
 }
 
-// syncPeersLocked adds, removes and replaces GoBGP's peers to match c.
-func (s *Speaker) syncPeersLocked(ctx context.Context, c model.BGP) error {
+// selfPeers are the peers of c whose address is this host's own (the
+// source of a connected subnet), with its link: GoBGP would dial itself
+// and close what it accepts, every few seconds, a peer idle for good.
+func selfPeers(c model.BGP, routes []model.Route) map[netip.Addr]string {
+	out := map[netip.Addr]string{}
+	for _, p := range c.Peers {
+		for _, r := range routes {
+			if connected(r) && r.Src == p.Address {
+				out[p.Address] = r.Dev
+			}
+		}
+	}
+	return out
+}
+
+// syncPeersLocked adds, removes and replaces GoBGP's peers to match c;
+// the peers in self (this host's own addresses, by link) are listed, with
+// the reason, and not started.
+func (s *Speaker) syncPeersLocked(ctx context.Context, c model.BGP, self map[netip.Addr]string) error {
 	var errs []error
 	want := map[netip.Addr]model.BGPPeer{}
 	for _, p := range c.Peers {
@@ -188,6 +210,10 @@ func (s *Speaker) syncPeersLocked(ctx context.Context, c model.BGP) error {
 	}
 	for a, p := range s.peers {
 		if w, ok := want[a]; ok && w.ASN == p.conf.ASN && hold(w) == hold(p.conf) {
+			continue
+		}
+		if p.self {
+			delete(s.peers, a)
 			continue
 		}
 		if err := s.srv.DeletePeer(ctx, &api.DeletePeerRequest{Address: a.String()}); err != nil {
@@ -199,6 +225,12 @@ func (s *Speaker) syncPeersLocked(ctx context.Context, c model.BGP) error {
 	restarting := s.inherited != nil
 	for _, p := range c.Peers {
 		if _, ok := s.peers[p.Address]; ok {
+			continue
+		}
+		if dev, ok := self[p.Address]; ok {
+			why := fmt.Sprintf("%s is this host's own address (dev %s): a peer is a neighbour; fix bgp.peers", p.Address, dev)
+			s.peers[p.Address] = &peer{conf: p, state: StateIdle, since: time.Now(), lastError: why, self: true}
+			errs = append(errs, errors.New("peer "+why))
 			continue
 		}
 		if err := s.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: apiPeer(c, p, restarting)}); err != nil {
@@ -415,18 +447,32 @@ func (s *Speaker) Stop(keepRoutes bool) {
 		s.log.Debug("bgp: withdraw all", "err", err)
 	}
 	srv.Stop()
-	routes, err := s.k.Routes()
+	n, err := RemoveRoutes(s.k, s.log)
 	if err != nil {
-		s.log.Error("bgp: read the routes to remove them", "err", err)
-		return
-	}
-	n := 0
-	for _, a := range reconcile(nil, routes, func(model.Route) bool { return false }) {
-		if err := s.k.Do(a); err != nil {
-			s.log.Error("bgp: remove route", "route", a.String(), "err", err)
-			continue
-		}
-		n++
+		s.log.Error("bgp: remove the speaker's routes", "err", err)
 	}
 	s.log.Info("bgp: speaker stopped, its routes removed", "routes", n)
+}
+
+// RemoveRoutes removes every route a speaker installed (protocol bgp,
+// metric 20) from k, and returns how many went: what Stop(false) does,
+// for a daemon that starts without a bgp section after one that had a
+// speaker stopped with its routes kept (a crash, a restart). It goes on
+// past a route the kernel refuses to delete, and says which.
+func RemoveRoutes(k Kernel, log *slog.Logger) (int, error) {
+	routes, err := k.Routes()
+	if err != nil {
+		return 0, fmt.Errorf("read the routes to remove them: %w", err)
+	}
+	n := 0
+	var errs []error
+	for _, a := range reconcile(nil, routes, func(model.Route) bool { return false }) {
+		if err := k.Do(a); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", a, err))
+			continue
+		}
+		log.Debug("bgp: "+a.String(), "op", a.Op)
+		n++
+	}
+	return n, errors.Join(errs...)
 }

@@ -4,12 +4,15 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 
 	"github.com/guestnet/guestnet/internal/bgp"
 	"github.com/guestnet/guestnet/internal/model"
 	"github.com/guestnet/guestnet/internal/spec"
+	"github.com/guestnet/guestnet/internal/state"
 )
 
 // syncBGP follows the spec's bgp section after each apply: the speaker
@@ -18,11 +21,28 @@ import (
 // is withdrawn here) and stops when the section goes. d.mu is held.
 func (d *Daemon) syncBGP() {
 	if d.spec == nil || d.spec.BGP == nil {
-		if d.speaker != nil { // the section left the config: its routes go too
+		var err error
+		switch {
+		case d.speaker != nil: // the section left the config: its routes go too
 			d.speaker.Stop(false)
 			d.speaker = nil
+			err = removeMark(d.Dir())
+		case marked(d.Dir()):
+			// A speaker of an earlier serve stopped with its routes kept
+			// (a crash, a restart) and the section went meanwhile: no
+			// speaker will take them over, so they go now.
+			var n int
+			n, err = bgp.RemoveRoutes(d.Engine.Kernel, d.Log)
+			if err == nil {
+				d.Log.Info("bgp: no bgp section: the routes an earlier speaker installed are removed", "routes", n)
+				err = removeMark(d.Dir())
+			}
 		}
-		d.bgpErr.set(nil)
+		if err != nil {
+			err = fmt.Errorf("bgp: remove the routes of the speaker that left the config: %w", err)
+			d.Log.Error("bgp", "err", err)
+		}
+		d.bgpErr.set(err)
 		return
 	}
 	if d.speaker == nil {
@@ -36,9 +56,11 @@ func (d *Daemon) syncBGP() {
 		}
 	}
 	d.speaker.Protect(own)
-	err := d.speaker.Configure(d.ctx, d.spec.BGP.BGP)
+	err := mark(d.Dir()) // before the first route: a crash leaves it behind
 	if err == nil {
-		err = d.speaker.Announce(model.Announced(nets))
+		// A peer refused (its address is this host's) is an error that
+		// leaves the other sessions running: they get the prefixes too.
+		err = errors.Join(d.speaker.Configure(d.ctx, d.spec.BGP.BGP), d.speaker.Announce(model.Announced(nets)))
 	}
 	d.bgpErr.set(err)
 	if err != nil {
@@ -108,4 +130,32 @@ func (d *Daemon) BGP() (bgp.Status, bool) {
 		return bgp.Status{}, false
 	}
 	return s.Status(), true
+}
+
+// SpeakerMarkPath is the file that says a speaker may have routes in the
+// kernel: written before it starts, removed once its routes are. A serve
+// that starts without a bgp section and finds it removes the routes an
+// earlier speaker left (a crash, a restart); without it, a config that
+// never had the section costs no read of the routing table at each
+// apply and drift repair.
+func SpeakerMarkPath(dir string) string { return filepath.Join(dir, "bgp-speaker") }
+
+func marked(dir string) bool {
+	_, err := os.Stat(SpeakerMarkPath(dir))
+	return err == nil
+}
+
+func mark(dir string) error {
+	if marked(dir) {
+		return nil
+	}
+	return state.WriteFile(SpeakerMarkPath(dir), []byte("a guestnet BGP speaker ran here; its routes (protocol bgp, metric 20) may be in the kernel\n"))
+}
+
+func removeMark(dir string) error {
+	err := os.Remove(SpeakerMarkPath(dir))
+	if errors.Is(err, os.ErrNotExist) {
+		err = nil
+	}
+	return err
 }

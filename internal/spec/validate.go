@@ -124,6 +124,17 @@ func (s *Spec) Validate() error {
 			}
 		}
 	}
+	if s.BGP != nil {
+		// Guests are never peers: a peer address in a network is one a
+		// guest can take, and the speaker would accept its session.
+		for i, p := range s.BGP.Peers {
+			for _, n := range s.Networks {
+				if sub := n.Subnet(); sub.IsValid() && sub.Contains(p.Address) {
+					errs = append(errs, s.BGP.errorf("peers["+itoa(i)+"].address", "%s is inside network %s (%s): a guest's address; guests are never BGP peers", p.Address, n.Name, sub))
+				}
+			}
+		}
+	}
 	return errors.Join(errs...)
 }
 
