@@ -55,6 +55,8 @@ type bgpPeer struct {
 type hostConfig struct {
 	Peers  []bgpPeer
 	Hold   string   // "" = the default (9s)
+	// MaxPrefixes of every peer (0 = not written: the default, 10,000).
+	MaxPrefixes int
 	Import []string // nil = not written (the private ranges)
 	NoBGP  bool     // no bgp section at all
 	// Extra networks, as YAML flow mappings after their name:
@@ -121,6 +123,9 @@ func (h *bgpHost) Config(c hostConfig) string {
 			hold := ""
 			if c.Hold != "" {
 				hold = ", hold: " + c.Hold
+			}
+			if c.MaxPrefixes != 0 {
+				hold += fmt.Sprintf(", max_prefixes: %d", c.MaxPrefixes)
 			}
 			fmt.Fprintf(&s, "    - {address: %s, asn: %d%s}\n", p.Addr, p.ASN, hold)
 		}

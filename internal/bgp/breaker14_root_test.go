@@ -1,6 +1,9 @@
 package bgp
 
 import (
+	"github.com/guestnet/guestnet/internal/model"
+	"strings"
+
 	"context"
 	"errors"
 	"fmt"
@@ -61,6 +64,7 @@ func TestFloodPeer(t *testing.T) {
 	kA, kB := hostNS(t), hostNS(t)
 	heap0 := heapMB()
 	ca := conf(port, 1, 2)
+	ca.Peers[0].MaxPrefixes = max(n, model.BGPMaxPrefixes)
 	lines := &countHandler{Handler: testLog(t, "A").Handler()}
 	a := New(kA, slog.New(lines))
 	a.Protect([]netip.Prefix{pfx("10.1.0.0/24")})
@@ -243,4 +247,53 @@ func TestStopDuringFlood(t *testing.T) {
 		c := countOurs(t, kA)
 		return c == n, fmt.Sprintf("%d installed", c)
 	})
+}
+
+// TestMaxPrefixes: a peer that announces one prefix more than its
+// max_prefixes has its session shut down, as routers do (RFC 4486): its
+// routes go, the session stays down (no reconnect loop that would install
+// the flood again and again), and guestnet bgp says why and what to do.
+// Raising the limit brings it back with everything it announces.
+func TestMaxPrefixes(t *testing.T) {
+	needRoot(t)
+	port := freePort(t)
+	kA, kB := hostNS(t), hostNS(t)
+	ca := conf(port, 1, 2)
+	ca.Peers[0].MaxPrefixes = 100
+	a := start(t, kA, ca, "A", pfx("10.1.0.0/24"))
+	defer a.Stop(false)
+	b := start(t, kB, conf(port, 2, 1), "B", pfx("10.2.0.0/24"))
+	defer b.Stop(false)
+	waitFor(t, "A established", 30*time.Second, func() (bool, string) { return established(a) })
+
+	if err := b.Announce(floodPrefixes(100)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "A installs B's 100 prefixes (at the limit)", 30*time.Second, func() (bool, string) {
+		n := countOurs(t, kA)
+		return n == 100, fmt.Sprint(n)
+	})
+	if err := b.Announce(floodPrefixes(101)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "A shuts the session down and removes B's routes", 30*time.Second, func() (bool, string) {
+		st := a.Status()
+		n := countOurs(t, kA)
+		p := st.Peers[0]
+		return n == 0 && p.State != StateEstablished && strings.Contains(p.LastError, "max_prefixes (100)"), fmt.Sprintf("%d routes, %+v", n, p)
+	})
+	// It stays down: no reconnect that installs the flood again.
+	time.Sleep(3 * idleHoldAfterReset * time.Second)
+	if n, st := countOurs(t, kA), a.Status().Peers[0].State; n != 0 || st == StateEstablished {
+		t.Fatalf("after %d s: %d routes, session %s; want it shut down", 3*idleHoldAfterReset, n, st)
+	}
+	ca.Peers[0].MaxPrefixes = 1000
+	if err := a.Configure(context.Background(), ca); err != nil {
+		t.Fatal(err)
+	}
+	took := waitFor(t, "A, its limit raised, installs B's 101 prefixes", 30*time.Second, func() (bool, string) {
+		n := countOurs(t, kA)
+		return n == 101, fmt.Sprint(n)
+	})
+	t.Logf("limit raised: B's 101 prefixes installed after %s", took.Round(time.Millisecond))
 }

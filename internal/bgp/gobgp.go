@@ -114,6 +114,13 @@ func port(c model.BGP) int {
 	return c.Port
 }
 
+func maxPrefixes(p model.BGPPeer) int {
+	if p.MaxPrefixes == 0 {
+		return model.BGPMaxPrefixes
+	}
+	return p.MaxPrefixes
+}
+
 func hold(p model.BGPPeer) time.Duration {
 	if p.Hold == 0 {
 		return model.BGPHold
@@ -145,6 +152,10 @@ func apiPeer(c model.BGP, p model.BGPPeer, restarting bool) *api.Peer {
 		AfiSafis: []*api.AfiSafi{{
 			Config:            &api.AfiSafiConfig{Family: ipv4, Enabled: true},
 			MpGracefulRestart: &api.MpGracefulRestart{Config: &api.MpGracefulRestartConfig{Enabled: true}},
+			// One prefix over the limit shuts the session down (GoBGP's
+			// administrative state PFX_CT: no reconnect, so no churn),
+			// and its paths go.
+			PrefixLimits: &api.PrefixLimit{Family: ipv4, MaxPrefixes: uint32(maxPrefixes(p)), ShutdownThresholdPct: 90},
 		}},
 	}
 	// Sessions leave from the address the speaker listens on (of the
@@ -216,6 +227,7 @@ func nextHop(p *apiutil.Path) netip.Addr {
 // peerInfo is what the speaker reads of a session with ListPeer.
 type peerInfo struct {
 	state             string
+	overLimit         bool // shut down for sending more than max_prefixes
 	sent, accepted    int
 	notificationsSent uint64
 	negotiatedHold    time.Duration
@@ -233,6 +245,7 @@ func listPeers(ctx context.Context, srv *server.BgpServer) (map[netip.Addr]peerI
 			state:             sessionState(st.GetSessionState()),
 			notificationsSent: st.GetMessages().GetSent().GetNotification(),
 			negotiatedHold:    time.Duration(p.GetTimers().GetState().GetNegotiatedHoldTime()) * time.Second,
+			overLimit:         st.GetAdminState() == api.PeerState_ADMIN_STATE_PFX_CT,
 		}
 		for _, af := range p.GetAfiSafis() {
 			pi.sent += int(af.GetState().GetAdvertised())

@@ -153,6 +153,12 @@ func (s *Speaker) notePeersLocked(infos map[netip.Addr]peerInfo) {
 			continue
 		}
 		switch {
+		case in.overLimit:
+			// GoBGP sent a Cease, which graceful restart (RFC 8538) takes
+			// for a restart and keeps the paths: they must go.
+			p.gone = fmt.Sprintf("sent more than its max_prefixes (%d): session shut down, its routes removed; "+
+				"raise max_prefixes for the peer in the bgp section and reload (or restart guestnet serve)", maxPrefixes(p.conf))
+			p.eor = false
 		case in.state == StateEstablished && p.state == StateEstablished && !p.graceful:
 			p.notesUp = in.notificationsSent
 		case p.graceful && p.gone == "" && in.notificationsSent > p.notesUp:

@@ -209,7 +209,7 @@ func (s *Speaker) syncPeersLocked(ctx context.Context, c model.BGP, self map[net
 		want[p.Address] = p
 	}
 	for a, p := range s.peers {
-		if w, ok := want[a]; ok && w.ASN == p.conf.ASN && hold(w) == hold(p.conf) {
+		if w, ok := want[a]; ok && w.ASN == p.conf.ASN && hold(w) == hold(p.conf) && maxPrefixes(w) == maxPrefixes(p.conf) {
 			continue
 		}
 		if p.self {

@@ -180,7 +180,7 @@ func (b *BGP) prefixes(field string, v *yaml.Node, errs *[]error) []netip.Prefix
 	return out
 }
 
-var peerFields = []string{"address", "asn", "hold"}
+var peerFields = []string{"address", "asn", "hold", "max_prefixes"}
 
 func (b *BGP) parsePeers(v *yaml.Node, errs *[]error) {
 	for i, it := range b.list("peers", "{address, asn, hold}", v, errs) {
@@ -190,7 +190,7 @@ func (b *BGP) parsePeers(v *yaml.Node, errs *[]error) {
 			*errs = append(*errs, b.errorf(f, "want a mapping with keys %s", strings.Join(peerFields, ", ")))
 			continue
 		}
-		p := model.BGPPeer{Hold: model.BGPHold}
+		p := model.BGPPeer{Hold: model.BGPHold, MaxPrefixes: model.BGPMaxPrefixes}
 		for j := 0; j < len(it.Content); j += 2 {
 			k, val := it.Content[j], it.Content[j+1]
 			kf := f + "." + k.Value
@@ -215,6 +215,12 @@ func (b *BGP) parsePeers(v *yaml.Node, errs *[]error) {
 					*errs = append(*errs, b.errorf(kf, "want whole seconds from 3s to 65535s (keepalives go every third of it), not %q", val.Value))
 				}
 				p.Hold = d
+			case "max_prefixes":
+				n, err := strconv.Atoi(val.Value)
+				if val.Kind != yaml.ScalarNode || err != nil || n < 1 || n > model.BGPMaxMaxPrefixes {
+					*errs = append(*errs, b.errorf(kf, "want a number of prefixes from 1 to %d (default %d), not %q", model.BGPMaxMaxPrefixes, model.BGPMaxPrefixes, val.Value))
+				}
+				p.MaxPrefixes = n
 			default:
 				*errs = append(*errs, b.errorf(kf, "unknown key (want one of %s)", strings.Join(peerFields, ", ")))
 			}
