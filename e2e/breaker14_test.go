@@ -60,7 +60,7 @@ func TestBreakerNextHopIntoGuest(t *testing.T) {
 	rtr := b.NS("rtr")
 	b.OnLAN(rtr, "10.10.0.254/24")
 	bd := b.BIRD(rtr, steeringBIRD("10.10.0.254", 65100, b.Hosts))
-	h.Start(hostConfig{Peers: []bgpPeer{{"10.10.0.254", 65100}}, MaxPrefixes: n + 1000})
+	h.Start(hostConfig{Peers: []bgpPeer{{"10.10.0.254", 65100}}})
 	waitUntil(t, "the legitimate prefix installed", 30*time.Second, func() bool {
 		return slices.Contains(b.BGPRoutes(h.NS), routeVia("10.30.0.0/24", "10.10.0.254"))
 	})
@@ -384,7 +384,7 @@ func TestBreakerFloodServe(t *testing.T) {
 	h := b.Hosts[0]
 	rtr := b.NS("rtr")
 	b.OnLAN(rtr, "10.10.0.254/24")
-	h.Start(hostConfig{Peers: []bgpPeer{{"10.10.0.254", 65100}}})
+	h.Start(hostConfig{Peers: []bgpPeer{{"10.10.0.254", 65100}}, MaxPrefixes: n + 1000})
 	rss0 := rssKB(h.D.cmd.Process.Pid)
 	began := time.Now()
 	b.BIRD(rtr, floodBIRD(n))
