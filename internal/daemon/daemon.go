@@ -150,7 +150,10 @@ func (d *Daemon) Run(ctx context.Context, ready func()) error {
 // init readies the daemon's fields for startServices, with leases kept
 // in st.
 func (d *Daemon) init(ctx context.Context, st *dhcp.BoltStore) {
-	d.ctx, d.store = ctx, st
+	d.mu.Lock() // a reload (SIGHUP) may look at d.ctx meanwhile
+	d.ctx = ctx
+	d.mu.Unlock()
+	d.store = st
 	d.servers, d.dns, d.closers = map[string]*server{}, map[string]*dnsServer{}, map[string]io.Closer{}
 	d.kick, d.learnKick, d.fatal = make(chan struct{}, 1), make(chan struct{}, 1), make(chan error, 1)
 	if d.Events == nil && d.Engine.NS != nil {
@@ -315,6 +318,15 @@ func (d *Daemon) Reload(ctx context.Context) error { return d.reload(ctx, false)
 func (d *Daemon) Apply(ctx context.Context) error { return d.reload(ctx, true) }
 
 func (d *Daemon) reload(ctx context.Context, release bool) error {
+	d.mu.Lock()
+	started := d.ctx != nil
+	d.mu.Unlock()
+	if !started {
+		// A SIGHUP while serve starts: Run has not read destroyed.json
+		// yet, and applying the config now would bring back what
+		// guestnet destroy removed. The first apply reads the config.
+		return fmt.Errorf("guestnet serve is still starting: its first apply reads the config; reload once it serves")
+	}
 	s, err := spec.Load(d.Config...)
 	if err == nil && len(s.Networks) == 0 {
 		// An emptied config (a deleted file, a comment left alone) must not

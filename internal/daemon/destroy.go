@@ -31,13 +31,13 @@ func loadHeld(dir string) (map[string]bool, error) {
 	if errors.Is(err, os.ErrNotExist) {
 		return map[string]bool{}, nil
 	}
+	way := "it lists the networks guestnet destroy removed while serve ran; remove the file to bring them back"
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w (%s)", err, way)
 	}
 	var names []string
 	if err := json.Unmarshal(data, &names); err != nil {
-		return nil, fmt.Errorf("read %s: %w (it lists the networks guestnet destroy removed while serve ran; "+
-			"remove the file to bring them back)", DestroyedPath(dir), err)
+		return nil, fmt.Errorf("read %s: %w (%s)", DestroyedPath(dir), err, way)
 	}
 	held := make(map[string]bool, len(names))
 	for _, n := range names {
@@ -87,7 +87,9 @@ func (d *Daemon) withoutHeld(s *spec.Spec) *spec.Spec {
 }
 
 // destroy removes networks of the config and holds them down. Every name
-// must be a network the daemon serves now; on any error nothing changes.
+// must be a network the daemon serves now or one already held down (a
+// second destroy is no typo: the network is down, as asked); on any error
+// nothing changes.
 func (d *Daemon) destroy(ctx context.Context, names []string) error {
 	if len(names) == 0 {
 		return fmt.Errorf("destroy: no network named")
@@ -99,7 +101,7 @@ func (d *Daemon) destroy(ctx context.Context, names []string) error {
 	}
 	var unknown []string
 	for _, n := range names {
-		if !slices.ContainsFunc(d.spec.Networks, func(x spec.Network) bool { return x.Name == n }) {
+		if !d.held[n] && !slices.ContainsFunc(d.spec.Networks, func(x spec.Network) bool { return x.Name == n }) {
 			unknown = append(unknown, n)
 		}
 	}
