@@ -1,0 +1,158 @@
+package e2e
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Breaker tests of issue 14's serve --netns (it re-executes itself in
+// the namespace) and of guestnet destroy while serve runs.
+
+const b14bSpec = `
+networks:
+  default:
+    mode: nat
+    bridge: gnat0
+    ipv4: 10.99.0.1/24
+    dhcp:
+      range: 10.99.0.100-10.99.0.199
+      lease: 1h
+  iso:
+    mode: isolated
+    bridge: giso0
+`
+
+// startServeIn runs `guestnet --netns ns serve` from inside namespace
+// from (ip netns exec execs, so the PID is guestnet's), and waits until
+// the daemon answers, or returns its exit and output once it stops.
+func (l *Lab) startServeIn(from, ns, spec string, extra ...string) (*Daemon, error) {
+	l.t.Helper()
+	d := &Daemon{log: &bytes.Buffer{}}
+	args := append([]string{"netns", "exec", from, guestnetBin, "--netns", ns, "--state-dir", l.StateDir,
+		"serve", "--config", spec}, extra...)
+	d.cmd = exec.Command("ip", args...)
+	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
+	if err := d.cmd.Start(); err != nil {
+		l.t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- d.cmd.Wait() }()
+	l.t.Cleanup(func() {
+		if d.cmd.ProcessState == nil {
+			d.cmd.Process.Signal(syscall.SIGTERM)
+			<-exited
+		}
+	})
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		select {
+		case err := <-exited:
+			return d, fmt.Errorf("serve stopped: %v\n%s", err, d.log)
+		default:
+		}
+		if _, errs, code := l.Run(ns, "leases"); code == 0 && strings.Contains(errs, "from the daemon") {
+			return d, nil
+		}
+	}
+	l.t.Fatalf("daemon did not become ready:\n%s", d.log)
+	return nil, nil
+}
+
+// netnsInode is the inode of a process's network namespace.
+func netnsInode(t *testing.T, path string) uint64 {
+	t.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Ino
+}
+
+// metricsIn GETs /metrics at addr from inside ns.
+func metricsIn(ns, addr string) (string, error) {
+	c, err := dialIn(ns, addr, time.Second)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprintf(c, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+	b, err := io.ReadAll(c)
+	return string(b), err
+}
+
+// serve --netns host started from inside namespace outer: the PID the
+// caller holds is the daemon's, in host; --metrics listens in outer (where
+// the operator started it), not in host, also after a SIGHUP; a second
+// serve on host is refused and the first goes on; SIGTERM stops it.
+func TestBreaker14bServeFromOtherNamespace(t *testing.T) {
+	l := newLab(t)
+	outer, host := l.NS("outer"), l.NS("host")
+	spec := l.Spec(b14bSpec)
+	addr := fmt.Sprintf("127.0.0.1:%d", 20000+os.Getpid()%1000)
+	d, err := l.startServeIn(outer, host, spec, "--metrics", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := d.cmd.Process.Pid
+	if got, want := netnsInode(t, fmt.Sprintf("/proc/%d/ns/net", pid)), netnsInode(t, "/run/netns/"+host); got != want {
+		t.Fatalf("PID %d is in netns inode %d, want host's %d", pid, got, want)
+	}
+	if body, err := metricsIn(outer, addr); err != nil || !strings.Contains(body, "guestnet_apply_duration_seconds") {
+		t.Fatalf("metrics in outer: %v\n%s", err, body)
+	}
+	if _, err := dialIn(host, addr, 300*time.Millisecond); err == nil {
+		t.Fatalf("metrics answer in host's namespace too: %s", addr)
+	}
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, "the reload logged", func() bool { return strings.Contains(d.log.String(), "reloaded") })
+	if body, err := metricsIn(outer, addr); err != nil || !strings.Contains(body, "guestnet_apply_duration_seconds") {
+		t.Fatalf("metrics in outer after SIGHUP: %v\n%s", err, body)
+	}
+	// A second serve on host, metrics on another port: refused, first goes on.
+	addr2 := fmt.Sprintf("127.0.0.1:%d", 21000+os.Getpid()%1000)
+	d2 := exec.Command("ip", "netns", "exec", outer, guestnetBin, "--netns", host, "--state-dir", t.TempDir(),
+		"serve", "--config", spec, "--metrics", addr2)
+	out, err := d2.CombinedOutput()
+	if err == nil {
+		t.Fatalf("a second serve on %s ran:\n%s", host, out)
+	}
+	if !strings.Contains(string(out), fmt.Sprint(pid)) {
+		t.Errorf("the second serve's refusal does not name the first's PID %d:\n%s", pid, out)
+	}
+	// The same --metrics port: refused before it enters the namespace.
+	out, err = exec.Command("ip", "netns", "exec", outer, guestnetBin, "--netns", host, "--state-dir", l.StateDir,
+		"serve", "--config", spec, "--metrics", addr).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "--metrics") {
+		t.Fatalf("a second serve on the same --metrics port: %v\n%s", err, out)
+	}
+	t.Logf("second serve, same --metrics: %s", strings.TrimSpace(lastLines(string(out), 1)))
+	if body, err := metricsIn(outer, addr); err != nil || !strings.Contains(body, "guestnet_apply_duration_seconds") {
+		t.Fatalf("metrics of the first serve after the second was refused: %v", err)
+	}
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	waitFor(t, "serve to stop on SIGTERM", func() bool {
+		return syscall.Kill(pid, 0) != nil
+	})
+}
+
+// serve --netns of a namespace that does not exist says which, and how
+// to make it.
+func TestBreaker14bServeNoNamespace(t *testing.T) {
+	l := newLab(t)
+	spec := l.Spec(b14bSpec)
+	out, err := exec.Command(guestnetBin, "--netns", l.prefix+"never", "--state-dir", l.StateDir,
+		"serve", "--config", spec).CombinedOutput()
+	if err == nil {
+		t.Fatalf("serve in a missing namespace ran:\n%s", out)
+	}
+	if !strings.Contains(string(out), l.prefix+"never") || !strings.Contains(string(out), "ip netns add") {
+		t.Fatalf("serve in a missing namespace: %s", out)
+	}
+}
