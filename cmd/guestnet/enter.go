@@ -10,6 +10,8 @@ import (
 
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	gnetns "github.com/guestnet/guestnet/internal/netns"
 )
 
 // metricsFDEnv carries the metrics listener across enterNetns's exec.
@@ -29,7 +31,7 @@ const metricsFDEnv = "GUESTNET_METRICS_FD"
 func enterNetns(name, metrics string) error {
 	target, err := netns.GetFromName(name)
 	if err != nil {
-		return fmt.Errorf("open netns %q: %w", name, err)
+		return gnetns.OpenError(name, err)
 	}
 	defer target.Close()
 	cur, err := netns.Get()

@@ -5,6 +5,7 @@
 package netns
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -35,9 +36,18 @@ func Open(name string) (*NS, error) {
 		h, err = netns.GetFromName(name)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("open netns %q: %w", name, err)
+		return nil, OpenError(name, err)
 	}
 	return &NS{Name: name, handle: h}, nil
+}
+
+// OpenError is the error of opening the namespace name; a name that does
+// not exist says how to make one.
+func OpenError(name string, err error) error {
+	if errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("open netns %q: %w (no namespace of that name: make it with `ip netns add %s`, or name one `ip netns list` shows)", name, err, name)
+	}
+	return fmt.Errorf("open netns %q: %w", name, err)
 }
 
 // Close releases the namespace handle.
