@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -155,4 +156,101 @@ func TestBreaker14bServeNoNamespace(t *testing.T) {
 	if !strings.Contains(string(out), l.prefix+"never") || !strings.Contains(string(out), "ip netns add") {
 		t.Fatalf("serve in a missing namespace: %s", out)
 	}
+}
+
+const b14bPeersSpec = `
+networks:
+  default:
+    mode: nat
+    bridge: gnat0
+    ipv4: 10.99.0.1/24
+    peers: [iso]
+    dhcp:
+      range: 10.99.0.100-10.99.0.199
+      lease: 1h
+  iso:
+    mode: nat
+    bridge: giso0
+    ipv4: 10.98.0.1/24
+`
+
+// linkUp reports whether ns has the link name.
+func (l *Lab) linkUp(ns, name string) bool {
+	_, err := l.tryIn(ns, "ip", "link", "show", name)
+	return err == nil
+}
+
+// guestnet destroy while serve runs, the odd ways: a name list with a
+// typo changes nothing; the destroyed network is one another lists in
+// peers (that one stays up, and its rules lose the peer); status and
+// leases of the held network; kill -9 of serve right after the destroy
+// was recorded keeps it down at the restart; apply brings it back with
+// the lease its guest had.
+func TestBreaker14bDestroyWhileServing(t *testing.T) {
+	l := newLab(t)
+	host := l.NS("host")
+	spec := l.Spec(b14bPeersSpec)
+	d := l.Serve_(host, spec)
+	g := l.dhcpGuest(host, "default", "g", "vg1", "")
+	l.tryIn(g, "busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-t", "5", "-s", l.clientScript())
+	ip := l.addrOf(g)
+	if !strings.HasPrefix(ip, "10.99.0.") {
+		t.Fatalf("guest address %q", ip)
+	}
+
+	out, errs, code := l.Run(host, "destroy", "iso", "isoo")
+	if code == 0 || !strings.Contains(errs, "isoo") {
+		t.Fatalf("destroy iso isoo: exit %d\n%s%s", code, out, errs)
+	}
+	if !l.linkUp(host, "giso0") {
+		t.Fatal("destroy iso isoo removed giso0")
+	}
+
+	l.Guestnet(host, "destroy", "iso")
+	if l.linkUp(host, "giso0") {
+		t.Fatal("giso0 still there after destroy iso")
+	}
+	if !l.linkUp(host, "gnat0") {
+		t.Fatal("destroy iso took gnat0, which lists iso in peers")
+	}
+	if rules := l.In(host, "nft", "list", "ruleset"); strings.Contains(rules, "giso0") {
+		t.Errorf("rules still name giso0 after destroy iso:\n%s", rules)
+	}
+	// A second destroy of iso: it is down, as asked.
+	if out, errs, code := l.Run(host, "destroy", "iso"); code != 0 {
+		t.Errorf("destroy iso again: exit %d\n%s%s", code, out, errs)
+	}
+	st, errs, code := l.Run(host, "status")
+	t.Logf("guestnet status with iso held down (exit %d):\n%s%s", code, st, errs)
+	leases := l.Guestnet(host, "leases")
+	if !strings.Contains(leases, ip) {
+		t.Errorf("leases lost %s after destroy iso:\n%s", ip, leases)
+	}
+
+	// Destroy default, whose guest holds a lease, and kill -9 serve once
+	// the destroy is recorded.
+	destroy := exec.Command(guestnetBin, "--netns", host, "--state-dir", l.StateDir, "destroy", "default")
+	if err := destroy.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "destroyed.json to name default", func() bool {
+		b, _ := os.ReadFile(filepath.Join(l.StateDir, "netns", host, "destroyed.json"))
+		return strings.Contains(string(b), "default")
+	})
+	d.Kill()
+	destroy.Wait()
+	t.Logf("destroy cut by kill -9 of serve: %v, gnat0 up: %v", destroy.ProcessState, l.linkUp(host, "gnat0"))
+	d = l.Serve_(host, spec)
+	if l.linkUp(host, "gnat0") || l.linkUp(host, "giso0") {
+		t.Fatalf("the restart of serve brought back a destroyed network: gnat0 %v giso0 %v",
+			l.linkUp(host, "gnat0"), l.linkUp(host, "giso0"))
+	}
+	l.Guestnet(host, "apply", spec)
+	if !l.linkUp(host, "gnat0") || !l.linkUp(host, "giso0") {
+		t.Fatal("apply did not bring both networks back")
+	}
+	if leases := l.Guestnet(host, "leases"); !strings.Contains(leases, ip) {
+		t.Fatalf("the lease of %s did not come back with default:\n%s", ip, leases)
+	}
+	d.Stop()
 }
