@@ -254,3 +254,67 @@ func TestBreaker14bDestroyWhileServing(t *testing.T) {
 	}
 	d.Stop()
 }
+
+// SIGTERM at once after serve starts (before or while it enters the
+// namespace and applies): it stops, and leaves nothing that keeps the
+// next serve from starting (the namespace lock, the API socket).
+func TestBreaker14bSIGTERMBeforeReady(t *testing.T) {
+	l := newLab(t)
+	host := l.NS("host")
+	spec := l.Spec(b14bSpec)
+	for _, wait := range []time.Duration{0, 5 * time.Millisecond, 30 * time.Millisecond, 100 * time.Millisecond, 250 * time.Millisecond} {
+		cmd := exec.Command(guestnetBin, "--netns", host, "--state-dir", l.StateDir, "serve", "--config", spec)
+		var log bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &log, &log
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(wait) // the moment of the signal, not an assertion
+		cmd.Process.Signal(syscall.SIGTERM)
+		err := cmd.Wait()
+		t.Logf("SIGTERM %v after start: %v, %s", wait, err, strings.TrimSpace(lastLines(log.String(), 1)))
+	}
+	l.Serve_(host, spec).Stop()
+}
+
+// SIGHUP at once after serve starts (a config tool reloading as it
+// starts serve): serve goes on, with the config it read at start, and
+// the network held down by guestnet destroy stays down.
+func TestBreaker14bSIGHUPWhileStarting(t *testing.T) {
+	l := newLab(t)
+	host := l.NS("host")
+	spec := l.Spec(b14bSpec)
+	d := l.Serve_(host, spec)
+	l.Guestnet(host, "destroy", "iso")
+	d.Stop()
+	for _, wait := range []time.Duration{0, 5 * time.Millisecond, 30 * time.Millisecond, 100 * time.Millisecond} {
+		cmd := exec.Command(guestnetBin, "--netns", host, "--state-dir", l.StateDir, "serve", "--config", spec)
+		var log bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &log, &log
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		exited := make(chan error, 1)
+		go func() { exited <- cmd.Wait() }()
+		time.Sleep(wait) // the moment of the signal, not an assertion
+		cmd.Process.Signal(syscall.SIGHUP)
+		ready := false
+		for deadline := time.Now().Add(10 * time.Second); !ready && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			select {
+			case err := <-exited:
+				t.Fatalf("SIGHUP %v after start stopped serve: %v\n%s", wait, err, log.String())
+			default:
+			}
+			_, errs, code := l.Run(host, "leases")
+			ready = code == 0 && strings.Contains(errs, "from the daemon")
+		}
+		if !ready {
+			t.Fatalf("serve not ready after SIGHUP %v after start:\n%s", wait, log.String())
+		}
+		if l.linkUp(host, "giso0") {
+			t.Errorf("SIGHUP %v after start brought the destroyed iso back", wait)
+		}
+		cmd.Process.Signal(syscall.SIGTERM)
+		<-exited
+	}
+}
