@@ -31,6 +31,11 @@ func serveCmd(g *globals) *cobra.Command {
 		Short: "Run the daemon: apply the config, serve DHCP, repair drift, answer the CLI",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			// A SIGHUP while serve starts (its default action ends the
+			// process) is ignored until the reload handler below takes
+			// it: the first apply reads the config anyway. An ignored
+			// signal stays ignored across enterNetns's exec.
+			signal.Ignore(syscall.SIGHUP)
 			var lv slog.Level
 			if err := lv.UnmarshalText([]byte(level)); err != nil {
 				return fmt.Errorf("--log-level: %w", err)
