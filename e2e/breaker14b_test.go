@@ -221,7 +221,9 @@ func TestBreaker14bDestroyWhileServing(t *testing.T) {
 		t.Errorf("destroy iso again: exit %d\n%s%s", code, out, errs)
 	}
 	st, errs, code := l.Run(host, "status")
-	t.Logf("guestnet status with iso held down (exit %d):\n%s%s", code, st, errs)
+	if code != 0 || !strings.Contains(st, "held down by guestnet destroy: iso") {
+		t.Errorf("guestnet status with iso held down (exit %d) does not say so:\n%s%s", code, st, errs)
+	}
 	leases := l.Guestnet(host, "leases")
 	if !strings.Contains(leases, ip) {
 		t.Errorf("leases lost %s after destroy iso:\n%s", ip, leases)

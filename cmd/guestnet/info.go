@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -69,7 +70,7 @@ func printServices(w io.Writer, svcs []daemon.ServiceStatus) {
 	fmt.Fprintln(w, "\nguestnet serve:")
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	for _, s := range svcs {
-		fmt.Fprintf(tw, "  %s\t%s\t%s\n", s.Name, s.State, s.Problem)
+		fmt.Fprintf(tw, "  %s\t%s\t%s\n", s.Name, s.State, strings.TrimSpace(s.Problem+" "+s.Note))
 	}
 	tw.Flush()
 }

@@ -241,3 +241,30 @@ func TestBreaker14bReloadBeforeRun(t *testing.T) {
 		t.Fatalf("a reload before Run: %v, want an error saying serve is starting", err)
 	}
 }
+
+// guestnet status says which networks of the config guestnet destroy
+// holds down, and the way back: the first version showed the remaining
+// networks only, as if the config declared nothing else.
+func TestBreaker14bStatusNamesHeld(t *testing.T) {
+	r := start(t, twoNets)
+	if err := r.d.destroy(context.Background(), []string{"iso"}); err != nil {
+		t.Fatal(err)
+	}
+	var nets ServiceStatus
+	for _, s := range r.d.Status() {
+		if s.Name == "networks" {
+			nets = s
+		}
+	}
+	if nets.State != "running" || !strings.Contains(nets.Note, "iso") || !strings.Contains(nets.Note, "guestnet apply") {
+		t.Fatalf("networks service with iso held down: %+v", nets)
+	}
+	if err := r.d.Apply(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range r.d.Status() {
+		if s.Name == "networks" && s.Note != "" {
+			t.Fatalf("networks service after apply: %+v", s)
+		}
+	}
+}

@@ -147,6 +147,21 @@ func (d *Daemon) destroy(ctx context.Context, names []string) error {
 	return nil
 }
 
+// heldNote names the held-down networks for guestnet status: without it
+// the status lists the other networks only, as if the config declared
+// nothing else. d.mu is held.
+func (d *Daemon) heldNote() string {
+	if len(d.held) == 0 {
+		return ""
+	}
+	names := make([]string, 0, len(d.held))
+	for n := range d.held {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return fmt.Sprintf("held down by guestnet destroy: %s (guestnet apply of the config brings them back)", strings.Join(names, ", "))
+}
+
 // unknownError is a destroy of a network the daemon does not serve.
 type unknownError struct{ msg string }
 

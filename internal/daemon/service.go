@@ -26,6 +26,9 @@ type service struct {
 	stop func()
 	// health says what is wrong, nil when nothing is; d.mu is held.
 	health func() error
+	// note says what the operator should know that is no fault (nil:
+	// nothing); d.mu is held.
+	note func() string
 	// used says whether the config asks for the service (nil: always);
 	// status and metrics leave an unused one out. d.mu is held.
 	used func() bool
@@ -38,6 +41,7 @@ type ServiceStatus struct {
 	Name    string `json:"name"`
 	State   string `json:"state"`             // running, degraded, stopped
 	Problem string `json:"problem,omitempty"` // what is wrong, when degraded
+	Note    string `json:"note,omitempty"`    // what is so on purpose (networks held down by guestnet destroy)
 }
 
 // services lists the daemon's parts, in start order: the networks (the
@@ -49,7 +53,7 @@ type ServiceStatus struct {
 // API.
 func (d *Daemon) services() []*service {
 	list := []*service{
-		{name: "networks", start: d.Reload, health: d.applyHealth},
+		{name: "networks", start: d.Reload, health: d.applyHealth, note: d.heldNote},
 		{name: "forwarding database", start: d.startFDB, health: d.fdbHealth},
 		{name: "dhcp", sync: d.syncDHCP, stop: d.stopDHCP, health: d.dhcpHealth},
 		{name: "dns", sync: d.syncDNS, stop: d.stopDNS, health: d.dnsHealth},
@@ -124,6 +128,9 @@ func (d *Daemon) Status() []ServiceStatus {
 			continue
 		}
 		st := ServiceStatus{Name: s.name, State: "stopped"}
+		if s.note != nil {
+			st.Note = s.note()
+		}
 		if s.running {
 			st.State = "running"
 			if s.health != nil {
