@@ -268,3 +268,32 @@ func TestBreaker14bStatusNamesHeld(t *testing.T) {
 		}
 	}
 }
+
+// A destroy and reloads at the same moment (an operator's destroy while
+// a config tool sends SIGHUP): whatever the order, iso ends down and
+// held, default up.
+func TestBreaker14bDestroyDuringReload(t *testing.T) {
+	r := start(t, twoNets)
+	errs := make(chan error, 5)
+	for range 4 {
+		go func() { errs <- r.d.Reload(context.Background()) }()
+	}
+	go func() { errs <- r.d.destroy(context.Background(), []string{"iso"}) }()
+	for range 5 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	if err := r.d.Reload(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.bridgeAddr("giso0"); got != "(none)" {
+		t.Fatalf("giso0 after destroy among reloads: %s", got)
+	}
+	if got := r.bridgeAddr("gnat0"); got != "[10.99.0.1/24]" {
+		t.Fatalf("gnat0 after destroy among reloads: %s", got)
+	}
+	if got := r.heldFile(); got != `["iso"]` {
+		t.Fatalf("destroyed.json: %s", got)
+	}
+}
