@@ -336,3 +336,24 @@ func TestBreaker14bSIGHUPWhileStarting(t *testing.T) {
 		<-exited
 	}
 }
+
+// guestnet destroy while serve runs, then serve stopped and the config
+// applied by hand: the operator said "make the host match the config".
+// The next serve must not take iso down again.
+func TestBreaker14bApplyWhileServeStopped(t *testing.T) {
+	l := newLab(t)
+	host := l.NS("host")
+	spec := l.Spec(b14bSpec)
+	d := l.Serve_(host, spec)
+	l.Guestnet(host, "destroy", "iso")
+	d.Stop()
+	l.Guestnet(host, "apply", spec)
+	if !l.linkUp(host, "giso0") {
+		t.Fatal("apply without serve did not make giso0")
+	}
+	d = l.Serve_(host, spec)
+	if !l.linkUp(host, "giso0") {
+		t.Fatal("serve took iso down again after guestnet apply of its config brought it back")
+	}
+	d.Stop()
+}
