@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -165,9 +166,21 @@ func applyCmd(g *globals) *cobra.Command {
 			}
 			defer e.Close()
 			g.showPlan(e)
-			p, err := e.Converge(cmd.Context(), s)
+			// Networks a serve that ran here destroyed and held down come
+			// back now; the next serve must not take them down again.
+			// Forgotten first, as the daemon's apply does: a crash after
+			// the kernel changed must not hold them down again.
+			var names []string
+			for _, n := range s.Networks {
+				names = append(names, n.Name)
+			}
+			undo, err := daemon.ReleaseHeld(g.dir(), names)
 			if err != nil {
 				return err
+			}
+			p, err := e.Converge(cmd.Context(), s)
+			if err != nil {
+				return errors.Join(err, undo())
 			}
 			if s.BGP != nil {
 				fmt.Fprintf(cmd.ErrOrStderr(), "guestnet: note: %s:%d: the bgp section is served by guestnet serve: apply alone announces nothing and installs nothing\n",

@@ -297,3 +297,42 @@ func TestBreaker14bDestroyDuringReload(t *testing.T) {
 		t.Fatalf("destroyed.json: %s", got)
 	}
 }
+
+// ReleaseHeld (guestnet apply without serve) forgets the applied names
+// only, undo writes the set back, and a set it does not touch is not
+// written.
+func TestBreaker14bReleaseHeld(t *testing.T) {
+	dir := t.TempDir()
+	if err := saveHeld(dir, map[string]bool{"iso": true, "lab": true}); err != nil {
+		t.Fatal(err)
+	}
+	read := func() string {
+		b, err := os.ReadFile(DestroyedPath(dir))
+		if errors.Is(err, os.ErrNotExist) {
+			return "(none)"
+		}
+		return strings.TrimSpace(string(b))
+	}
+	undo, err := ReleaseHeld(dir, []string{"default", "iso"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := read(); got != `["lab"]` {
+		t.Fatalf("after releasing iso: %s", got)
+	}
+	if err := undo(); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(); got != `["iso","lab"]` {
+		t.Fatalf("after undo: %s", got)
+	}
+	if _, err := ReleaseHeld(dir, []string{"iso", "lab"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(); got != "(none)" {
+		t.Fatalf("after releasing both: %s", got)
+	}
+	if _, err := ReleaseHeld(dir, []string{"iso"}); err != nil {
+		t.Fatalf("release with no file: %v", err)
+	}
+}

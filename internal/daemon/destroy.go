@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -62,6 +63,28 @@ func saveHeld(dir string, held map[string]bool) error {
 	slices.Sort(names)
 	data, _ := json.Marshal(names)
 	return state.WriteFile(DestroyedPath(dir), append(data, '\n'))
+}
+
+// ReleaseHeld forgets names from the held-down networks of a state
+// folder: `guestnet apply` without a daemon applies them, and the next
+// serve must not take them down again. undo writes the set back (the
+// apply failed). Nothing is written when no name was held.
+func ReleaseHeld(dir string, names []string) (undo func() error, err error) {
+	held, err := loadHeld(dir)
+	if err != nil {
+		return nil, err
+	}
+	left := maps.Clone(held)
+	for _, n := range names {
+		delete(left, n)
+	}
+	if len(left) == len(held) {
+		return func() error { return nil }, nil
+	}
+	if err := saveHeld(dir, left); err != nil {
+		return nil, fmt.Errorf("forget the networks guestnet destroy held down: %w", err)
+	}
+	return func() error { return saveHeld(dir, held) }, nil
 }
 
 // withoutHeld is s minus the held-down networks (and the peers entries
