@@ -134,15 +134,20 @@ func TestBreaker14bDestroyFailsAnnouncesAgain(t *testing.T) {
 	}
 }
 
-// A reload that removes the bgp section and rt2 and fails: the speaker
-// keeps announcing both (nothing changed); once it succeeds the speaker
-// stops.
+// A reload that removes the bgp section and rt2: rt2 is withdrawn
+// before its bridge goes, as in any reload (the first version left it
+// announced until the apply ended and the speaker stopped); when the
+// apply fails the speaker keeps announcing both (nothing changed); once
+// it succeeds the speaker stops.
 func TestBreaker14bReloadDropsSection(t *testing.T) {
 	r, w, port := bgpRig(t)
 	r.write(bgpSpec(port, false, "rt1", "10.71.0.1/24"))
 	w.arm(1)
 	if err := r.d.Reload(context.Background()); err == nil {
 		t.Fatal("reload with its first write failing succeeded")
+	}
+	if w.atFirst != "[10.71.0.0/24]" {
+		t.Errorf("announced at the apply's first write: %s, want rt2 withdrawn ahead", w.atFirst)
 	}
 	if got := r.announced(); got != "[10.71.0.0/24 10.72.0.0/24]" {
 		t.Fatalf("announced after the failed reload: %s", got)
