@@ -72,10 +72,13 @@ func (d *Daemon) syncBGP() {
 // networks announce and next will not: the peers stop sending traffic
 // for networks about to go before they go (removing 1,000 networks
 // takes the kernel tens of seconds), not after. What next adds is
-// announced once it is applied (syncBGP). d.mu is held.
+// announced once it is applied (syncBGP). When next has no bgp section
+// the networks it removes are withdrawn ahead too; the others stay
+// announced until syncBGP stops the speaker after the apply. d.mu is
+// held.
 func (d *Daemon) withdrawAhead(next *spec.Spec) {
-	if d.speaker == nil || d.spec == nil || next.BGP == nil {
-		return // no speaker, or the section goes: syncBGP stops it after the apply
+	if d.speaker == nil || d.spec == nil {
+		return // no speaker
 	}
 	keep := model.Announced(next.Models())
 	var now []netip.Prefix
