@@ -130,7 +130,7 @@ func TestBreaker14bServeFromOtherNamespace(t *testing.T) {
 	// The same --metrics port: refused before it enters the namespace.
 	out, err = exec.Command("ip", "netns", "exec", outer, guestnetBin, "--netns", host, "--state-dir", l.StateDir,
 		"serve", "--config", spec, "--metrics", addr).CombinedOutput()
-	if err == nil || !strings.Contains(string(out), "--metrics") {
+	if err == nil || !strings.Contains(string(out), "--metrics") || !strings.Contains(string(out), "free address") {
 		t.Fatalf("a second serve on the same --metrics port: %v\n%s", err, out)
 	}
 	t.Logf("second serve, same --metrics: %s", strings.TrimSpace(lastLines(string(out), 1)))
