@@ -11,6 +11,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/guestnet/guestnet/internal/daemon"
 	gnetns "github.com/guestnet/guestnet/internal/netns"
 )
 
@@ -46,7 +47,7 @@ func enterNetns(name, metrics string) error {
 	if metrics != "" {
 		ln, err := net.Listen("tcp", metrics)
 		if err != nil {
-			return fmt.Errorf("--metrics: %w", err)
+			return daemon.MetricsListenError(err)
 		}
 		f, err := ln.(*net.TCPListener).File()
 		if err != nil {

@@ -1,10 +1,13 @@
 package daemon
 
 import (
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -110,6 +113,15 @@ func collectBGP(ch chan<- prometheus.Metric, st bgp.Status) {
 	ch <- prometheus.MustNewConstMetric(descBGPAnnounced, prometheus.GaugeValue, float64(len(st.Announced)))
 }
 
+// MetricsListenError is the error of listening on --metrics; an address
+// in use says the way out.
+func MetricsListenError(err error) error {
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return fmt.Errorf("--metrics: %w (something listens there already, perhaps another guestnet serve: name a free address)", err)
+	}
+	return fmt.Errorf("--metrics: %w", err)
+}
+
 // serveMetrics exposes /metrics over HTTP on addr.
 func (d *Daemon) serveMetrics(addr string) (io.Closer, error) {
 	reg := prometheus.NewRegistry()
@@ -118,7 +130,7 @@ func (d *Daemon) serveMetrics(addr string) (io.Closer, error) {
 	if ln == nil {
 		var err error
 		if ln, err = net.Listen("tcp", addr); err != nil {
-			return nil, err
+			return nil, MetricsListenError(err)
 		}
 	}
 	mux := http.NewServeMux()
