@@ -357,3 +357,35 @@ func TestBreaker14bApplyWhileServeStopped(t *testing.T) {
 	}
 	d.Stop()
 }
+
+// A GUESTNET_METRICS_FD that guestnet did not set (left in the
+// environment serve starts in) is not taken for the metrics listener:
+// serve listens on --metrics itself.
+func TestBreaker14bStrayMetricsFD(t *testing.T) {
+	l := newLab(t)
+	host := l.NS("host")
+	spec := l.Spec(b14bSpec)
+	addr := fmt.Sprintf("127.0.0.1:%d", 22000+os.Getpid()%1000)
+	// From inside host: serve has no namespace to enter, and no exec.
+	cmd := exec.Command("ip", "netns", "exec", host, guestnetBin, "--netns", host, "--state-dir", l.StateDir,
+		"serve", "--config", spec, "--metrics", addr)
+	cmd.Env = append(os.Environ(), "GUESTNET_METRICS_FD=0")
+	var log bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &log, &log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() { cmd.Process.Signal(syscall.SIGTERM); <-exited })
+	waitFor(t, "metrics in host", func() bool {
+		select {
+		case err := <-exited:
+			exited <- err
+			t.Fatalf("serve with a stray GUESTNET_METRICS_FD stopped: %v\n%s", err, log.String())
+		default:
+		}
+		body, err := metricsIn(host, addr)
+		return err == nil && strings.Contains(body, "guestnet_apply_duration_seconds")
+	})
+}
