@@ -6,6 +6,7 @@ import (
 	"os"
 	"runtime"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/vishvananda/netns"
@@ -57,7 +58,9 @@ func enterNetns(name, metrics string) error {
 		if _, err := unix.FcntlInt(f.Fd(), unix.F_SETFD, 0); err != nil {
 			return fmt.Errorf("--metrics: %w", err)
 		}
-		env = append(env, metricsFDEnv+"="+strconv.Itoa(int(f.Fd())))
+		// The PID (exec keeps it) tells this hand-over from a variable
+		// left in the environment serve was started in.
+		env = append(env, fmt.Sprintf("%s=%d:%d", metricsFDEnv, os.Getpid(), f.Fd()))
 	}
 	exe, err := os.Executable()
 	if err != nil {
@@ -70,14 +73,19 @@ func enterNetns(name, metrics string) error {
 	return fmt.Errorf("exec %s in netns %q: %w", exe, name, syscall.Exec(exe, os.Args, env))
 }
 
-// inheritedMetrics is the metrics listener enterNetns handed over, or nil.
+// inheritedMetrics is the metrics listener enterNetns handed over, or nil
+// (also for a variable enterNetns of this process did not set).
 func inheritedMetrics() (net.Listener, error) {
 	v := os.Getenv(metricsFDEnv)
 	if v == "" {
 		return nil, nil
 	}
 	os.Unsetenv(metricsFDEnv)
-	fd, err := strconv.Atoi(v)
+	pid, fdText, _ := strings.Cut(v, ":")
+	if pid != strconv.Itoa(os.Getpid()) {
+		return nil, nil // not handed over by enterNetns in this process
+	}
+	fd, err := strconv.Atoi(fdText)
 	if err != nil {
 		return nil, fmt.Errorf("%s=%q: %w", metricsFDEnv, v, err)
 	}
