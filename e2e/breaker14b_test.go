@@ -247,6 +247,9 @@ func TestBreaker14bDestroyWhileServing(t *testing.T) {
 		t.Fatalf("the restart of serve brought back a destroyed network: gnat0 %v giso0 %v",
 			l.linkUp(host, "gnat0"), l.linkUp(host, "giso0"))
 	}
+	if leases := l.Guestnet(host, "leases"); !strings.Contains(leases, ip) {
+		t.Errorf("guestnet leases with default held down lacks %s, which comes back with it:\n%s", ip, leases)
+	}
 	l.Guestnet(host, "apply", spec)
 	if !l.linkUp(host, "gnat0") || !l.linkUp(host, "giso0") {
 		t.Fatal("apply did not bring both networks back")

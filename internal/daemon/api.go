@@ -101,7 +101,8 @@ func writeJSON(w http.ResponseWriter, v any) {
 	json.NewEncoder(w).Encode(v)
 }
 
-// leases lists the live pools' leases.
+// leases lists the live pools' leases, and the stored ones of networks
+// held down.
 func (d *Daemon) leases(network string) []LeaseView {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -112,6 +113,21 @@ func (d *Daemon) leases(network string) []LeaseView {
 			continue
 		}
 		for _, l := range s.handler.Pool.Leases() {
+			out = append(out, view(name, l, now))
+		}
+	}
+	// A network guestnet destroy holds down keeps its leases in the
+	// store: they come back with it, so they are listed too.
+	for name := range d.held {
+		if _, served := d.servers[name]; served || network != "" && name != network {
+			continue
+		}
+		ls, err := d.store.Load(name)
+		if err != nil {
+			d.Log.Error("leases of a network held down", "network", name, "err", err)
+			continue
+		}
+		for _, l := range ls {
 			out = append(out, view(name, l, now))
 		}
 	}
