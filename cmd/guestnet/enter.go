@@ -62,15 +62,13 @@ func enterNetns(name, metrics string) error {
 		// left in the environment serve was started in.
 		env = append(env, fmt.Sprintf("%s=%d:%d", metricsFDEnv, os.Getpid(), f.Fd()))
 	}
-	exe, err := os.Executable()
-	if err != nil {
-		return fmt.Errorf("find guestnet's executable: %w", err)
-	}
 	runtime.LockOSThread() // never unlocked: this thread execs or the process fails
 	if err := netns.Set(target); err != nil {
 		return fmt.Errorf("enter netns %q: %w", name, err)
 	}
-	return fmt.Errorf("exec %s in netns %q: %w", exe, name, syscall.Exec(exe, os.Args, env))
+	// /proc/self/exe, not the path: the very binary running, even if an
+	// upgrade replaced the file a moment ago.
+	return fmt.Errorf("exec guestnet again in netns %q: %w", name, syscall.Exec("/proc/self/exe", os.Args, env))
 }
 
 // inheritedMetrics is the metrics listener enterNetns handed over, or nil
