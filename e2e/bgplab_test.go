@@ -53,12 +53,12 @@ type bgpPeer struct {
 
 // hostConfig is what a host's config says beyond its routed network rt.
 type hostConfig struct {
-	Peers  []bgpPeer
-	Hold   string   // "" = the default (9s)
+	Peers []bgpPeer
+	Hold  string // "" = the default (9s)
 	// MaxPrefixes of every peer (0 = not written: the default, 10,000).
 	MaxPrefixes int
-	Import []string // nil = not written (the private ranges)
-	NoBGP  bool     // no bgp section at all
+	Import      []string // nil = not written (the private ranges)
+	NoBGP       bool     // no bgp section at all
 	// Extra networks, as YAML flow mappings after their name:
 	// "rt2: {mode: routed, bridge: grt1, ipv4: 10.81.0.1/24}".
 	Extra []string

@@ -200,24 +200,36 @@ router bgp %d
 // LAN (a connected subnet), prefixes outside import, and a path whose
 // next hop is not on any connected subnet.
 func hostileBIRD(id string, asn int, hosts []*bgpHost) string {
-	var s strings.Builder
-	fmt.Fprintf(&s, `log stderr all;
-router id %s;
-protocol device { scan time 1; }
-protocol static hostile {
-  ipv4;
-  route 10.30.0.0/24 blackhole;
-`, id)
+	var rs []birdRoute
 	for _, p := range hostilePrefixes {
-		fmt.Fprintf(&s, "  route %s blackhole;\n", p.prefix)
+		r := birdRoute{prefix: p.prefix}
+		if p.prefix == unreachablePrefix {
+			r.hop = unreachableHop
+		}
+		rs = append(rs, r)
 	}
-	fmt.Fprintf(&s, `}
-template bgp host {
-  local %s as %d;
-  hold time 9; connect retry time 2; error wait time 1, 5;
-  ipv4 { import none; export filter { if net = %s then bgp_next_hop = %s; accept; }; };
+	return staticBIRD(id, asn, hosts, rs)
 }
-`, id, asn, unreachablePrefix, unreachableHop)
+
+// birdRoute is a prefix a static BIRD announces, with the next hop it
+// names ("" = its own address).
+type birdRoute struct{ prefix, hop string }
+
+// staticBIRD is a peer of every host that announces 10.30.0.0/24 (the
+// legitimate one) and routes, each with its next hop, and imports nothing.
+func staticBIRD(id string, asn int, hosts []*bgpHost, routes []birdRoute) string {
+	var s strings.Builder
+	fmt.Fprintf(&s, "log stderr all;\nrouter id %s;\nprotocol device { scan time 1; }\nprotocol static hostile {\n  ipv4;\n  route 10.30.0.0/24 blackhole;\n", id)
+	for _, r := range routes {
+		fmt.Fprintf(&s, "  route %s blackhole;\n", r.prefix)
+	}
+	fmt.Fprintf(&s, "}\ntemplate bgp host {\n  local %s as %d;\n  hold time 9; connect retry time 2; error wait time 1, 5;\n  ipv4 { import none; export filter {\n", id, asn)
+	for _, r := range routes {
+		if r.hop != "" {
+			fmt.Fprintf(&s, "    if net = %s then bgp_next_hop = %s;\n", r.prefix, r.hop)
+		}
+	}
+	s.WriteString("    accept; }; };\n}\n")
 	for _, h := range hosts {
 		fmt.Fprintf(&s, "protocol bgp h%d from host { neighbor %s as %d; }\n", h.N, h.Addr, h.ASN)
 	}

@@ -21,26 +21,11 @@ import (
 // (the route would steer the prefix's traffic into that tenant), and the
 // LAN's network and broadcast addresses.
 func steeringBIRD(id string, asn int, hosts []*bgpHost) string {
-	var s strings.Builder
-	fmt.Fprintf(&s, `log stderr all;
-router id %s;
-protocol device { scan time 1; }
-protocol static hostile {
-  ipv4;
-  route 10.30.0.0/24 blackhole;
-`, id)
+	var rs []birdRoute
 	for _, p := range steered {
-		fmt.Fprintf(&s, "  route %s blackhole;\n", p.prefix)
+		rs = append(rs, birdRoute{p.prefix, p.hop})
 	}
-	fmt.Fprintf(&s, "}\ntemplate bgp host {\n  local %s as %d;\n  hold time 9; connect retry time 2; error wait time 1, 5;\n  ipv4 { import none; export filter {\n", id, asn)
-	for _, p := range steered {
-		fmt.Fprintf(&s, "    if net = %s then bgp_next_hop = %s;\n", p.prefix, p.hop)
-	}
-	s.WriteString("    accept; }; };\n}\n")
-	for _, h := range hosts {
-		fmt.Fprintf(&s, "protocol bgp h%d from host { neighbor %s as %d; }\n", h.N, h.Addr, h.ASN)
-	}
-	return s.String()
+	return staticBIRD(id, asn, hosts, rs)
 }
 
 var steered = []struct{ prefix, hop, why string }{
