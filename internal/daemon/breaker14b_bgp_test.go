@@ -81,27 +81,41 @@ func bgpRig(t *testing.T) (*rig, *watching, int) {
 	return r, w, port
 }
 
-// A reload that removes rt2 withdraws it before the first kernel write;
-// when the apply fails, rt2 (still applied) is announced again.
+// A reload that removes rt2, with the bgp section kept or dropped,
+// withdraws rt2 before the first kernel write (the first version left it
+// announced until the apply ended when the section went); when the apply
+// fails, rt2 (still applied) is announced again; once it succeeds, rt1
+// alone is announced, or the speaker is stopped with its section.
 func TestBreaker14bReloadFailsAfterWithdraw(t *testing.T) {
-	r, w, port := bgpRig(t)
-	r.write(bgpSpec(port, true, "rt1", "10.71.0.1/24"))
-	w.arm(1)
-	if err := r.d.Reload(context.Background()); err == nil {
-		t.Fatal("reload with its first write failing succeeded")
-	}
-	if w.atFirst != "[10.71.0.0/24]" {
-		t.Errorf("announced at the apply's first write: %s, want rt2 withdrawn ahead", w.atFirst)
-	}
-	if got := r.announced(); got != "[10.71.0.0/24 10.72.0.0/24]" {
-		t.Fatalf("announced after the failed reload: %s, want rt2 back (its bridge is still up: %s)", got, r.bridgeAddr("grt2"))
-	}
-	w.arm(0)
-	if err := r.d.Reload(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	if got := r.announced(); got != "[10.71.0.0/24]" {
-		t.Fatalf("announced after the reload: %s", got)
+	for _, c := range []struct {
+		name    string
+		keepBGP bool
+		after   string
+	}{
+		{"section kept", true, "[10.71.0.0/24]"},
+		{"section dropped", false, "(no speaker)"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r, w, port := bgpRig(t)
+			r.write(bgpSpec(port, c.keepBGP, "rt1", "10.71.0.1/24"))
+			w.arm(1)
+			if err := r.d.Reload(context.Background()); err == nil {
+				t.Fatal("reload with its first write failing succeeded")
+			}
+			if w.atFirst != "[10.71.0.0/24]" {
+				t.Errorf("announced at the apply's first write: %s, want rt2 withdrawn ahead", w.atFirst)
+			}
+			if got := r.announced(); got != "[10.71.0.0/24 10.72.0.0/24]" {
+				t.Fatalf("announced after the failed reload: %s, want rt2 back (its bridge is still up: %s)", got, r.bridgeAddr("grt2"))
+			}
+			w.arm(0)
+			if err := r.d.Reload(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if got := r.announced(); got != c.after {
+				t.Fatalf("announced after the reload: %s, want %s", got, c.after)
+			}
+		})
 	}
 }
 
@@ -131,33 +145,6 @@ func TestBreaker14bDestroyFailsAnnouncesAgain(t *testing.T) {
 	}
 	if got := r.announced(); got != "[10.71.0.0/24]" {
 		t.Fatalf("announced after destroy rt2 and SIGHUP: %s", got)
-	}
-}
-
-// A reload that removes the bgp section and rt2: rt2 is withdrawn
-// before its bridge goes, as in any reload (the first version left it
-// announced until the apply ended and the speaker stopped); when the
-// apply fails the speaker keeps announcing both (nothing changed); once
-// it succeeds the speaker stops.
-func TestBreaker14bReloadDropsSection(t *testing.T) {
-	r, w, port := bgpRig(t)
-	r.write(bgpSpec(port, false, "rt1", "10.71.0.1/24"))
-	w.arm(1)
-	if err := r.d.Reload(context.Background()); err == nil {
-		t.Fatal("reload with its first write failing succeeded")
-	}
-	if w.atFirst != "[10.71.0.0/24]" {
-		t.Errorf("announced at the apply's first write: %s, want rt2 withdrawn ahead", w.atFirst)
-	}
-	if got := r.announced(); got != "[10.71.0.0/24 10.72.0.0/24]" {
-		t.Fatalf("announced after the failed reload: %s", got)
-	}
-	w.arm(0)
-	if err := r.d.Reload(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	if got := r.announced(); got != "(no speaker)" {
-		t.Fatalf("after the section left: %s", got)
 	}
 }
 
