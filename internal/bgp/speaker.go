@@ -455,7 +455,7 @@ func (s *Speaker) Stop(keepRoutes bool) {
 }
 
 // RemoveRoutes removes every route a speaker installed (protocol bgp,
-// metric 20) from k, and returns how many went: what Stop(false) does,
+// metric 186) from k, and returns how many went: what Stop(false) does,
 // for a daemon that starts without a bgp section after one that had a
 // speaker stopped with its routes kept (a crash, a restart). It goes on
 // past a route the kernel refuses to delete, and says which.

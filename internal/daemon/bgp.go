@@ -152,7 +152,7 @@ func mark(dir string) error {
 	if marked(dir) {
 		return nil
 	}
-	return state.WriteFile(SpeakerMarkPath(dir), []byte("a guestnet BGP speaker ran here; its routes (protocol bgp, metric 20) may be in the kernel\n"))
+	return state.WriteFile(SpeakerMarkPath(dir), fmt.Appendf(nil, "a guestnet BGP speaker ran here; its routes (protocol bgp, metric %d) may be in the kernel\n", model.BGPMetric))
 }
 
 func removeMark(dir string) error {
