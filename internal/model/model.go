@@ -31,9 +31,13 @@ type Network struct {
 	Mode   Mode         `json:"mode"`
 	Bridge string       `json:"bridge"`
 	IPv4   netip.Prefix `json:"ipv4,omitzero"` // host address with prefix length
+	// IPv6 is the host's IPv6 address on the bridge with the guests'
+	// prefix length: the guests' router (RA, DHCPv6, DNS, NAT66).
+	IPv6   netip.Prefix `json:"ipv6,omitzero"`
 	Uplink string       `json:"uplink,omitempty"`
 	MTU    int          `json:"mtu,omitempty"`
 	DHCP   *DHCP        `json:"dhcp,omitempty"`
+	DHCP6  *DHCP6       `json:"dhcp6,omitempty"` // stateful DHCPv6 (RA then sets M)
 	DNS    *DNS         `json:"dns,omitempty"`
 	// Forwards open ports of the host to guests (nat and routed networks).
 	Forwards []PortForward `json:"forwards,omitempty"`
@@ -57,6 +61,48 @@ func (n Network) Subnet() netip.Prefix {
 		return netip.Prefix{}
 	}
 	return n.IPv4.Masked()
+}
+
+// Subnet6 is the guests' IPv6 prefix (host bits cleared), or the zero
+// prefix when the network has no ipv6.
+func (n Network) Subnet6() netip.Prefix {
+	if !n.IPv6.IsValid() {
+		return netip.Prefix{}
+	}
+	return n.IPv6.Masked()
+}
+
+// Subnets are the guests' subnets, IPv4 first; none when the host has no
+// address on the network.
+func (n Network) Subnets() []netip.Prefix {
+	var out []netip.Prefix
+	for _, p := range []netip.Prefix{n.Subnet(), n.Subnet6()} {
+		if p.IsValid() {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Addrs are the host's addresses on the bridge (with prefix length), IPv4
+// first: the guests' gateways.
+func (n Network) Addrs() []netip.Prefix {
+	var out []netip.Prefix
+	for _, p := range []netip.Prefix{n.IPv4, n.IPv6} {
+		if p.IsValid() {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Addr is the network's address of family f (IPv4 or IPv6), or the zero
+// prefix.
+func (n Network) Addr(f Family) netip.Prefix {
+	if f == IPv6 {
+		return n.IPv6
+	}
+	return n.IPv4
 }
 
 // NeedsForwarding reports whether the network needs IP forwarding on the host.

@@ -282,10 +282,10 @@ func (n *Network) parseDNS(v *yaml.Node) error {
 		case "upstream":
 			errs = append(errs, n.eachScalar(f, val, func(field, s string) error {
 				a, err := netip.ParseAddr(s)
-				if err != nil || !a.Is4() {
-					return n.errorf(field, "want an IPv4 address, not %q", s)
+				if err != nil || a.Zone() != "" || a.IsUnspecified() || a.IsMulticast() {
+					return n.errorf(field, "want an IPv4 or IPv6 address, not %q", s)
 				}
-				d.Upstream = append(d.Upstream, a)
+				d.Upstream = append(d.Upstream, a.Unmap())
 				return nil
 			}))
 		default:

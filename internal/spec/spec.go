@@ -220,7 +220,7 @@ func ParseFile(file string, data []byte) ([]Network, *BGP, error) {
 
 var yamlLine = regexp.MustCompile(`^line (\d+): (.*)$`)
 
-var fieldNames = []string{"mode", "bridge", "ipv4", "uplink", "mtu", "dhcp", "dns", "forwards", "floating", "guest_to_host", "peers", "anti_spoofing", "announce"}
+var fieldNames = []string{"mode", "bridge", "ipv4", "ipv6", "uplink", "mtu", "dhcp", "dhcp6", "dns", "forwards", "floating", "guest_to_host", "peers", "anti_spoofing", "announce"}
 
 func parseNetwork(file string, key, val *yaml.Node) (Network, error) {
 	n := Network{File: file, Line: key.Line, Lines: map[string]int{}}
@@ -269,6 +269,8 @@ func (n *Network) parser(field string) func(*yaml.Node) error {
 	switch field {
 	case "dhcp":
 		return n.parseDHCP
+	case "dhcp6":
+		return n.parseDHCP6
 	case "dns":
 		return n.parseDNS
 	case "forwards":
@@ -315,6 +317,12 @@ func (n *Network) set(field, v string) error {
 			return n.errorf(field, "want an IPv4 address with prefix length, like 10.99.0.1/24, not %q", v)
 		}
 		n.IPv4 = p
+	case "ipv6":
+		p, err := netip.ParsePrefix(v)
+		if err != nil || !p.Addr().Is6() || p.Addr().Is4In6() || p.Addr().Zone() != "" {
+			return n.errorf(field, "want an IPv6 address with prefix length, like fd42:99::1/64, not %q", v)
+		}
+		n.IPv6 = p
 	case "mtu":
 		m, err := strconv.Atoi(v)
 		if err != nil || m < 68 || m > 65535 {

@@ -50,12 +50,15 @@ func (n *Network) check() error {
 	}
 	switch n.Mode {
 	case model.Routed, model.NAT, model.Open:
-		if !n.IPv4.IsValid() {
-			errs = append(errs, n.errorf("ipv4", "missing: mode %s needs the host's address on the bridge (the guests' gateway)", n.Mode))
+		if !n.IPv4.IsValid() && !n.IPv6.IsValid() {
+			errs = append(errs, n.errorf("ipv4", "missing: mode %s needs the host's address on the bridge (the guests' gateway): ipv4, ipv6 or both", n.Mode))
 		}
 	case model.Bridge:
 		if n.IPv4.IsValid() {
 			errs = append(errs, n.errorf("ipv4", "not allowed in mode bridge: the bridge takes the uplink's addresses"))
+		}
+		if n.IPv6.IsValid() {
+			errs = append(errs, n.errorf("ipv6", "not allowed in mode bridge: the bridge takes the uplink's addresses, and the LAN's router advertises"))
 		}
 		if n.Uplink == "" {
 			errs = append(errs, n.errorf("uplink", "missing: mode bridge needs the NIC to put in the bridge"))
@@ -86,11 +89,14 @@ func (n *Network) check() error {
 			errs = append(errs, n.errorf("ipv4", "%s cannot be a gateway", p.Addr()))
 		}
 	}
-	if n.DNS != nil && !n.IPv4.IsValid() {
-		errs = append(errs, n.errorf("dns", "needs the network's ipv4 (the address it answers on)"))
+	if err := n.checkIPv6(); err != nil {
+		errs = append(errs, err)
+	}
+	if n.DNS != nil && !n.IPv4.IsValid() && !n.IPv6.IsValid() {
+		errs = append(errs, n.errorf("dns", "needs the network's ipv4 or ipv6 (the address it answers on)"))
 	}
 	if len(errs) == 0 {
-		errs = append(errs, n.checkDHCP(), n.checkForwards(), n.checkFloating())
+		errs = append(errs, n.checkDHCP(), n.checkDHCP6(), n.checkForwards(), n.checkFloating())
 	}
 	return errors.Join(errs...)
 }
@@ -129,8 +135,10 @@ func (s *Spec) Validate() error {
 		// guest can take, and the speaker would accept its session.
 		for i, p := range s.BGP.Peers {
 			for _, n := range s.Networks {
-				if sub := n.Subnet(); sub.IsValid() && sub.Contains(p.Address) {
-					errs = append(errs, s.BGP.errorf("peers["+itoa(i)+"].address", "%s is inside network %s (%s): a guest's address; guests are never BGP peers", p.Address, n.Name, sub))
+				for _, sub := range n.Subnets() {
+					if sub.Contains(p.Address) {
+						errs = append(errs, s.BGP.errorf("peers["+itoa(i)+"].address", "%s is inside network %s (%s): a guest's address; guests are never BGP peers", p.Address, n.Name, sub))
+					}
 				}
 			}
 		}
@@ -154,6 +162,8 @@ func pairError(a, b *Network) error {
 		return a.errorf("bridge", "%q is the uplink of network %s (%s:%d)", a.Bridge, b.Name, b.File, b.Line)
 	case subnetsClash(a, b):
 		return a.errorf("ipv4", "subnet %s overlaps %s of network %s (%s:%d)", a.Subnet(), b.Subnet(), b.Name, b.File, b.Line)
+	case a.IPv6.IsValid() && b.IPv6.IsValid() && a.Subnet6().Overlaps(b.Subnet6()):
+		return a.errorf("ipv6", "prefix %s overlaps %s of network %s (%s:%d)", a.Subnet6(), b.Subnet6(), b.Name, b.File, b.Line)
 	}
 	return nil
 }
@@ -199,7 +209,13 @@ func clashes(nets []Network) [][]int {
 			}
 		}
 	}
-	overlaps(nets, add)
+	overlaps(nets, func(n *Network) netip.Prefix {
+		if n.Mode == model.Bridge {
+			return netip.Prefix{}
+		}
+		return n.Subnet()
+	}, add)
+	overlaps(nets, func(n *Network) netip.Prefix { return n.Subnet6() }, add)
 	for i := range out {
 		slices.Sort(out[i])
 		out[i] = slices.Compact(out[i])
@@ -207,17 +223,18 @@ func clashes(nets []Network) [][]int {
 	return out
 }
 
-// overlaps calls pair for every two networks whose subnets overlap (one
-// holds the other), in one sweep over the subnets sorted by first address,
-// widest first: the stack holds the subnets that hold the current one.
-func overlaps(nets []Network, pair func(i, j int)) {
+// overlaps calls pair for every two networks whose subnets (of one family,
+// as subnet returns them; invalid: none) overlap (one holds the other), in
+// one sweep over the subnets sorted by first address, widest first: the
+// stack holds the subnets that hold the current one.
+func overlaps(nets []Network, subnet func(*Network) netip.Prefix, pair func(i, j int)) {
 	var idx []int
 	for i := range nets {
-		if nets[i].IPv4.IsValid() && nets[i].Mode != model.Bridge {
+		if subnet(&nets[i]).IsValid() {
 			idx = append(idx, i)
 		}
 	}
-	sub := func(i int) netip.Prefix { return nets[i].IPv4.Masked() }
+	sub := func(i int) netip.Prefix { return subnet(&nets[i]) }
 	slices.SortFunc(idx, func(a, b int) int {
 		pa, pb := sub(a), sub(b)
 		return cmp.Or(pa.Addr().Compare(pb.Addr()), cmp.Compare(pa.Bits(), pb.Bits()))
@@ -290,14 +307,17 @@ func (s *Spec) CheckHost(h model.Host) error {
 				errs = append(errs, n.errorf("floating["+itoa(i)+"]", "no interface of this host holds %s's subnet (name one with uplink:)", fl.Public))
 			}
 		}
-		if !n.IPv4.IsValid() {
-			continue
-		}
-		for _, r := range routes {
-			if r.Dev == n.Bridge || !r.Dst.Overlaps(n.Subnet()) {
-				continue
+		for _, sub := range n.Subnets() {
+			field := "ipv4"
+			if sub.Addr().Is6() {
+				field = "ipv6"
 			}
-			errs = append(errs, n.errorf("ipv4", "subnet %s overlaps the host's route %s dev %s", n.Subnet(), r.Dst, r.Dev))
+			for _, r := range routes {
+				if r.Dev == n.Bridge || !r.Dst.Overlaps(sub) {
+					continue
+				}
+				errs = append(errs, n.errorf(field, "subnet %s overlaps the host's route %s dev %s", sub, r.Dst, r.Dev))
+			}
 		}
 	}
 	return errors.Join(errs...)
