@@ -174,6 +174,13 @@ type Host struct {
 
 	Routes    []Route `json:"routes"`
 	IPForward bool    `json:"ip_forward"`
+	// IP6Forward is net.ipv6.conf.all.forwarding.
+	IP6Forward bool `json:"ip6_forward"`
+	// RAUplinks are the interfaces (not guestnet's) that take their
+	// default route from router advertisements (a route of protocol ra)
+	// with accept_ra 1: turning IPv6 forwarding on makes the kernel ignore
+	// their RAs, and the default route expires. Plan raises them to 2.
+	RAUplinks []RAUplink `json:"ra_uplinks,omitempty"`
 	// BridgeNFCallIPTables is true when br_netfilter sends bridged frames
 	// through the IP hooks (bridge-nf-call-iptables=1) in this namespace.
 	BridgeNFCallIPTables bool    `json:"bridge_nf_call_iptables"`
@@ -181,6 +188,16 @@ type Host struct {
 	Guard                Guard   `json:"guard,omitzero"`
 	Foreign              Foreign `json:"foreign"`
 }
+
+// RAUplink is an interface that learns its default route from router
+// advertisements, and its net.ipv6.conf.IF.accept_ra.
+type RAUplink struct {
+	Name     string `json:"name"`
+	AcceptRA int    `json:"accept_ra"`
+}
+
+// ProtoRA marks routes the kernel learned from router advertisements.
+const ProtoRA = 9
 
 // Foreign is what guestnet knows of firewalls it does not own.
 type Foreign struct {
