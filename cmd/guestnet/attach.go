@@ -37,7 +37,9 @@ func attachCmd(g *globals) *cobra.Command {
 		Short: "Put a guest's TAP (or veth end) into a network's bridge, up, with the bridge's MTU",
 		Long: "Put a guest's TAP (or veth end) into a network's bridge, up, with the bridge's MTU.\n" +
 			"--ip and --mac bind the port: it may then send only ARP and IPv4 from that MAC and those\n" +
-			"addresses (anti-spoofing). --mac alone takes the addresses of the MAC's DHCP static hosts,\n" +
+			"addresses (anti-spoofing), and, when an --ip is IPv6, IPv6 only from those and its link-local\n" +
+			"address. Without an IPv6 --ip, a guest port claims its IPv6 addresses first-come (RFC 6620).\n" +
+			"--mac alone takes the addresses of the MAC's DHCP static hosts,\n" +
 			"or the lease guestnet serve gives it. A port with no binding (and no lease from guestnet\n" +
 			"serve) is unrestricted; guestnet status says which ports are.",
 		Args: cobra.ExactArgs(2),
@@ -82,8 +84,8 @@ func parseBind(ips []string, mac string) (*model.PortBind, error) {
 	b := &model.PortBind{}
 	for _, s := range ips {
 		a, err := netip.ParseAddr(s)
-		if err != nil || !a.Is4() || a.IsUnspecified() || a.IsMulticast() {
-			return nil, fmt.Errorf("--ip %q: want a unicast IPv4 address, like 10.99.0.10", s)
+		if err != nil || a.Is4In6() || a.Zone() != "" || a.IsUnspecified() || a.IsMulticast() || a.IsLoopback() {
+			return nil, fmt.Errorf("--ip %q: want a unicast IPv4 or IPv6 address, like 10.99.0.10 or fd42:99::10", s)
 		}
 		b.IPs = append(b.IPs, a)
 	}
@@ -174,7 +176,7 @@ func ifupCmd(g *globals, verb string) *cobra.Command {
 }
 
 func bindFlags(c *cobra.Command, ips *[]string, mac *string) {
-	c.Flags().StringArrayVar(ips, "ip", nil, "bind the port to this IPv4 address (repeat for several)")
+	c.Flags().StringArrayVar(ips, "ip", nil, "bind the port to this IPv4 or IPv6 address (repeat for several)")
 	c.Flags().StringVar(mac, "mac", "", "bind the port to this guest MAC address")
 }
 

@@ -1,7 +1,12 @@
 package apply
 
 import (
+	"errors"
 	"fmt"
+	"net/netip"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -10,6 +15,7 @@ import (
 	"github.com/guestnet/guestnet/internal/model"
 	"github.com/guestnet/guestnet/internal/netns"
 	"github.com/guestnet/guestnet/internal/nft"
+	"github.com/guestnet/guestnet/internal/observe"
 )
 
 func guardTable() *nftables.Table {
@@ -20,7 +26,7 @@ func guardTable() *nftables.Table {
 var keyTypes = map[string]nftables.SetDatatype{
 	"ifname": nftables.TypeIFName, "ether_addr": nftables.TypeEtherAddr,
 	"ipv4_addr": nftables.TypeIPAddr, "ipv6_addr": nftables.TypeIP6Addr,
-	"ether_type": nftables.TypeEtherType,
+	"ether_type": nftables.TypeEtherType, "inet_proto": nftables.TypeInetProto,
 }
 
 // guardSets are the sets of the guard table, by name, as its description
@@ -129,7 +135,8 @@ func queueElems(op func(*nftables.Set, []nftables.SetElement) error, sets map[st
 	for _, p := range e.Ports {
 		ports = append(ports, nftables.SetElement{Key: nft.PortKey(p)})
 	}
-	for _, b := range e.Binds {
+	v4, v6 := model.SplitBinds(e.Binds)
+	for _, b := range v4 {
 		el := nftables.SetElement{}
 		el.Key, el.KeyEnd = nft.GuardKey(b)
 		if !sets[names[1]].Interval {
@@ -151,8 +158,35 @@ func queueElems(op func(*nftables.Set, []nftables.SetElement) error, sets map[st
 		}
 		owners = append(owners, nftables.SetElement{Key: k})
 	}
-	for i, els := range [][]nftables.SetElement{ports, binds, macs, owners} {
-		s := sets[names[i]]
+	queue := map[string][]nftables.SetElement{names[0]: ports, names[1]: binds, names[2]: macs, names[3]: owners}
+	if names == model.DeclaredSets { // the IPv6 sets are declared only
+		var bound6, ports6, held6, guests6, prefixes6 []nftables.SetElement
+		for _, b := range v6 {
+			el := nftables.SetElement{}
+			el.Key, el.KeyEnd = nft.GuardKey(b)
+			bound6 = append(bound6, el)
+		}
+		for _, p := range e.Ports6 {
+			ports6 = append(ports6, nftables.SetElement{Key: nft.PortKey(p)})
+		}
+		for _, a := range e.Held6 {
+			held6 = append(held6, nftables.SetElement{Key: nft.AddrKey(a)})
+		}
+		for _, b := range e.Guests6 {
+			guests6 = append(guests6, nftables.SetElement{Key: nft.PortKey(b)})
+		}
+		for _, p := range e.Prefixes6 {
+			el := nftables.SetElement{}
+			el.Key, el.KeyEnd = nft.PrefixKey(p)
+			prefixes6 = append(prefixes6, el)
+		}
+		queue[model.GuardBound6], queue[model.GuardPorts6], queue[model.GuardHeld6] = bound6, ports6, held6
+		queue[model.GuardGuests6], queue[model.GuardPrefixes6] = guests6, prefixes6
+	} else if len(v6) > 0 {
+		return fmt.Errorf("nft set %s: IPv6 bindings are declared only (attach --ip), not learned", names[1])
+	}
+	for _, name := range model.GuardSets { // in a fixed order
+		els, s := queue[name], sets[name]
 		for len(els) > 0 {
 			n := min(len(els), elementsPerMessage)
 			if err := op(s, els[:n]); err != nil {
@@ -184,6 +218,113 @@ func Learn(ns *netns.NS, add, del model.Elems) error {
 	}
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("nft set bridge %s %s: %w", model.Table, model.GuardLearned, err)
+	}
+	return nil
+}
+
+// ErrHeld6 is returned by ClaimLease6 for an address another port holds
+// (by claim or by attach --ip): the DHCPv6 server must not lease it there.
+var ErrHeld6 = errors.New("the address is held by another port")
+
+// ClaimLease6 binds a DHCPv6 lease's address to the port the client asked
+// from, for the lease's valid lifetime: it becomes the port's claim (sets
+// claims6 and claimed6) as if the port had claimed it by duplicate address
+// detection, so that no other port takes it while the guest is quiet. Each
+// packet from the address then refreshes the claim to model.ClaimMemory
+// (the kernel's update sets the set's timeout), so a lease protects its
+// address for its whole lifetime only until its first packet; a claim
+// after that lasts while the guest talks. The MAC is not part of a claim
+// (first-come claims are by port); it is taken for the log and the
+// caller's symmetry with DHCPv4's leaseBinds. A lifetime of 0 releases the
+// claim (a RELEASE or DECLINE, or an expiry the server notices).
+// Equivalent to: nft add element bridge guestnet claims6 { "PORT" . ADDR timeout LIFETIME }
+//
+// The lead wires it from the DHCPv6 server (helper "svc"): after the
+// REPLY's lease is stored, with the port the request came in by.
+func ClaimLease6(ns *netns.NS, port, mac string, addr netip.Addr, lifetime time.Duration) error {
+	if !addr.Is6() || addr.Is4In6() {
+		return fmt.Errorf("claim %s on port %s (MAC %s): not an IPv6 address", addr, port, mac)
+	}
+	c, err := ns.Nft(1 << 20)
+	if err != nil {
+		return err
+	}
+	sets := guardSets(guardTable())
+	claims, claimed := sets[model.GuardClaims6], sets[model.GuardClaimed6]
+	if lifetime <= 0 {
+		if err := c.SetDeleteElements(claims, []nftables.SetElement{{Key: nft.ClaimKey(port, addr)}}); err != nil {
+			return err
+		}
+		if err := c.SetDeleteElements(claimed, []nftables.SetElement{{Key: nft.AddrKey(addr)}}); err != nil {
+			return err
+		}
+		if err := c.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("release claim of %s on port %s: %w", addr, port, err)
+		}
+		return nil
+	}
+	g, err := observe.Guard(ns)
+	if err != nil {
+		return err
+	}
+	if holder, by := g.HolderOf(addr, port); holder != "" {
+		return fmt.Errorf("claim %s for port %s (MAC %s): %w: port %s (by %s)", addr, port, mac, ErrHeld6, holder, by)
+	}
+	// The kernel keeps a timeout in milliseconds, and at most its own
+	// maximum (about 49 days with HZ 1000): a longer lease is capped.
+	lifetime = min(lifetime, 30*24*time.Hour)
+	if err := c.SetAddElements(claims, []nftables.SetElement{{Key: nft.ClaimKey(port, addr), Timeout: lifetime}}); err != nil {
+		return err
+	}
+	if err := c.SetAddElements(claimed, []nftables.SetElement{{Key: nft.AddrKey(addr), Timeout: lifetime}}); err != nil {
+		return err
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("claim %s for port %s (nft add element bridge %s %s): %w", addr, port, model.Table, model.GuardClaims6, err)
+	}
+	return nil
+}
+
+// ForgetClaims6 removes every claim of ports that left their bridge, so
+// that a VM started on a reused port name (libvirt's vnetN) does not
+// inherit them and a neighbour may claim the addresses at once, instead of
+// ClaimMemory later. gone says whether a port is gone.
+// Equivalent to: nft delete element bridge guestnet claims6 { ... }
+func ForgetClaims6(ns *netns.NS, claims []model.Claim6, gone func(port string) bool) (int, error) {
+	var del, addrs []nftables.SetElement
+	for _, cl := range claims {
+		if gone(cl.Port) {
+			del = append(del, nftables.SetElement{Key: nft.ClaimKey(cl.Port, cl.IP)})
+			addrs = append(addrs, nftables.SetElement{Key: nft.AddrKey(cl.IP)})
+		}
+	}
+	if len(del) == 0 {
+		return 0, nil
+	}
+	c, err := ns.Nft(1<<20 + len(del)<<8)
+	if err != nil {
+		return 0, err
+	}
+	sets := guardSets(guardTable())
+	if err := queueChunks(c.SetDeleteElements, sets[model.GuardClaims6], del); err != nil {
+		return 0, err
+	}
+	if err := queueChunks(c.SetDeleteElements, sets[model.GuardClaimed6], addrs); err != nil {
+		return 0, err
+	}
+	if err := c.Flush(); err != nil {
+		return 0, fmt.Errorf("forget claims of departed ports (nft delete element bridge %s %s): %w", model.Table, model.GuardClaims6, err)
+	}
+	return len(del), nil
+}
+
+func queueChunks(op func(*nftables.Set, []nftables.SetElement) error, s *nftables.Set, els []nftables.SetElement) error {
+	for len(els) > 0 {
+		n := min(len(els), elementsPerMessage)
+		if err := op(s, els[:n]); err != nil {
+			return fmt.Errorf("nft set %s elements: %w", s.Name, err)
+		}
+		els = els[n:]
 	}
 	return nil
 }

@@ -59,7 +59,7 @@ func (v *learnView) may(network string, l dhcp.Lease) bool {
 		return false
 	}
 	b, ok := v.explicit[network][l.Port]
-	return !ok || (len(b.IPs) == 0 && (b.MAC == "" || b.MAC == l.MAC))
+	return !ok || (!slices.ContainsFunc(b.IPs, func(a netip.Addr) bool { return model.FamilyOf(a) == model.IPv4 }) && (b.MAC == "" || b.MAC == l.MAC))
 }
 
 // newLearnView gathers what may() needs from the state of the networks.

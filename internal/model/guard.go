@@ -25,6 +25,13 @@ type Guard struct {
 	Bound    []Bind    `json:"bound,omitempty"`     // elements of set "bound", sorted
 	MACs     []string  `json:"macs,omitempty"`      // elements of set "macs": MACs(Bound)
 	PortMACs []PortMAC `json:"port_macs,omitempty"` // elements of set "port_macs": PortMACs(Bound)
+	// IPv6 (see guard6.go): the first-come guest ports and their prefixes, and
+	// what Bound's IPv6 bindings make (sets ports6 and held6; the
+	// bindings themselves are set bound6).
+	Guests6   []string     `json:"guests6,omitempty"`
+	Prefixes6 []PortPrefix `json:"prefixes6,omitempty"`
+	Ports6    []string     `json:"ports6,omitempty"`
+	Held6     []netip.Addr `json:"held6,omitempty"`
 	// Observed only, never compared:
 	LearnedPorts    []string  `json:"learned_ports,omitempty"`
 	Learned         []Bind    `json:"learned,omitempty"` // elements of set "learned"
@@ -35,6 +42,11 @@ type Guard struct {
 	Spoofed         []Spoofed `json:"spoofed,omitempty"` // elements of set "dropped"
 	// DroppedOther are the elements of set "dropped_other".
 	DroppedOther []OtherDrop `json:"dropped_other,omitempty"`
+	// Claims6 are the elements of set claims6: IPv6 addresses ports
+	// claimed first.
+	Claims6 []Claim6 `json:"claims6,omitempty"`
+	// Dropped6 are the elements of sets dropped6, router6 and na6.
+	Dropped6 []Drop6 `json:"dropped6,omitempty"`
 }
 
 // Spoofed is what set "dropped" remembers of one port . MAC . address whose
@@ -61,7 +73,7 @@ const (
 	GuardLearnedMACs     = "learned_macs"      // MACs with a learned binding
 	GuardLearnedPortMACs = "learned_port_macs" // port . mac, from leases
 	GuardDropped         = "dropped"           // port . mac . ip of dropped frames, with counters
-	GuardDroppedOther    = "dropped_other"     // port . mac . ether type of dropped frames neither IPv4 nor ARP
+	GuardDroppedOther    = "dropped_other"     // port . mac . ether type of dropped frames neither IPv4, IPv6 nor ARP
 )
 
 // The sets of each owner of bindings, in the order of Elems' fields.
@@ -242,6 +254,19 @@ func (b Bind) String() string {
 	return fmt.Sprintf("%q . %s . %s", b.Port, mac, ip)
 }
 
+// SplitBinds parts bindings into those of set bound (IPv4, or any
+// address) and those of set bound6 (IPv6).
+func SplitBinds(bs []Bind) (v4, v6 []Bind) {
+	for _, b := range bs {
+		if b.IP.IsValid() && FamilyOf(b.IP) == IPv6 {
+			v6 = append(v6, b)
+		} else {
+			v4 = append(v4, b)
+		}
+	}
+	return v4, v6
+}
+
 // SortBinds sorts and removes duplicates.
 func SortBinds(bs []Bind) []Bind {
 	slices.SortFunc(bs, func(a, b Bind) int {
@@ -291,7 +316,9 @@ func (g Guard) String() string {
 		}
 		return out
 	}
-	elems := map[string][]string{GuardPorts: quote(g.Ports), GuardBound: strs(g.Bound), GuardMACs: g.MACs, GuardPortMACs: strs(g.PortMACs)}
+	v4, v6 := SplitBinds(g.Bound)
+	elems := map[string][]string{GuardPorts: quote(g.Ports), GuardBound: strs(v4), GuardMACs: g.MACs, GuardPortMACs: strs(g.PortMACs),
+		GuardBound6: strs(v6), GuardPorts6: quote(g.Ports6), GuardHeld6: strs(g.Held6), GuardGuests6: quote(g.Guests6), GuardPrefixes6: strs(g.Prefixes6)}
 	t := GuardTableOf(GuardFamily)
 	for _, s := range t.Sets {
 		var props []string

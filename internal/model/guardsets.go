@@ -3,6 +3,7 @@ package model
 import (
 	"cmp"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 )
@@ -24,9 +25,15 @@ func (p PortMAC) String() string { return fmt.Sprintf("%q . %s", p.Port, p.MAC) 
 // see ElemsOf.
 type Elems struct {
 	Ports    []string
-	Binds    []Bind
+	Binds    []Bind // of both families: the IPv6 ones are set bound6's
 	MACs     []string
 	PortMACs []PortMAC
+	// Declared only: the first-come guest ports and their prefixes (from
+	// the networks), and the ports and addresses of the IPv6 bindings.
+	Guests6   []string
+	Prefixes6 []PortPrefix
+	Ports6    []string
+	Held6     []netip.Addr
 }
 
 // ElemsOf are the elements that bindings make: the distinct ports, the
@@ -43,6 +50,16 @@ func ElemsOf(bs []Bind) Elems {
 	slices.Sort(e.MACs)
 	e.MACs = slices.Compact(e.MACs)
 	e.PortMACs = SortPortMACs(e.PortMACs)
+	for _, b := range e.Binds {
+		if FamilyOf(b.IP) == IPv6 {
+			e.Ports6 = append(e.Ports6, b.Port)
+			e.Held6 = append(e.Held6, b.IP)
+		}
+	}
+	slices.Sort(e.Ports6)
+	e.Ports6 = slices.Compact(e.Ports6)
+	slices.SortFunc(e.Held6, netip.Addr.Compare)
+	e.Held6 = slices.Compact(e.Held6)
 	return e
 }
 
@@ -57,11 +74,16 @@ func SortPortMACs(ps []PortMAC) []PortMAC {
 // Equal compares element by element (both sorted).
 func (e Elems) Equal(o Elems) bool {
 	return slices.Equal(e.Ports, o.Ports) && slices.Equal(e.Binds, o.Binds) &&
-		slices.Equal(e.MACs, o.MACs) && slices.Equal(e.PortMACs, o.PortMACs)
+		slices.Equal(e.MACs, o.MACs) && slices.Equal(e.PortMACs, o.PortMACs) &&
+		slices.Equal(e.Guests6, o.Guests6) && slices.Equal(e.Prefixes6, o.Prefixes6) &&
+		slices.Equal(e.Ports6, o.Ports6) && slices.Equal(e.Held6, o.Held6)
 }
 
 // Len counts the elements.
-func (e Elems) Len() int { return len(e.Ports) + len(e.Binds) + len(e.MACs) + len(e.PortMACs) }
+func (e Elems) Len() int {
+	return len(e.Ports) + len(e.Binds) + len(e.MACs) + len(e.PortMACs) +
+		len(e.Guests6) + len(e.Prefixes6) + len(e.Ports6) + len(e.Held6)
+}
 
 // DiffElems returns the elements of cur that old lacks, and the reverse.
 func DiffElems(old, cur Elems) (add, del Elems) {
@@ -69,19 +91,50 @@ func DiffElems(old, cur Elems) (add, del Elems) {
 	add.Binds, del.Binds = Diff(old.Binds, cur.Binds)
 	add.MACs, del.MACs = Diff(old.MACs, cur.MACs)
 	add.PortMACs, del.PortMACs = Diff(old.PortMACs, cur.PortMACs)
+	add.Guests6, del.Guests6 = Diff(old.Guests6, cur.Guests6)
+	add.Prefixes6, del.Prefixes6 = Diff(old.Prefixes6, cur.Prefixes6)
+	add.Ports6, del.Ports6 = Diff(old.Ports6, cur.Ports6)
+	add.Held6, del.Held6 = Diff(old.Held6, cur.Held6)
 	return add, del
 }
 
 // Declared are the elements plan owns.
-func (g Guard) Declared() Elems { return Elems{g.Ports, g.Bound, g.MACs, g.PortMACs} }
+func (g Guard) Declared() Elems {
+	return Elems{g.Ports, g.Bound, g.MACs, g.PortMACs, g.Guests6, g.Prefixes6, g.Ports6, g.Held6}
+}
 
 // LearnedElems are the elements the daemon owns, as observed.
 func (g Guard) LearnedElems() Elems {
-	return Elems{g.LearnedPorts, g.Learned, g.LearnedMACs, g.LearnedPortMACs}
+	return Elems{Ports: g.LearnedPorts, Binds: g.Learned, MACs: g.LearnedMACs, PortMACs: g.LearnedPortMACs}
 }
 
 // SetDeclared makes the declared elements those of the bindings.
 func (g *Guard) SetDeclared(bs []Bind) {
 	e := ElemsOf(bs)
 	g.Ports, g.Bound, g.MACs, g.PortMACs = e.Ports, e.Binds, e.MACs, e.PortMACs
+	g.Ports6, g.Held6 = e.Ports6, e.Held6
+}
+
+// SetFirstCome makes the first-come ports and their prefixes those of
+// the guest ports of the networks (ports: network -> its attached ports).
+func (g *Guard) SetFirstCome(nets []Network, ports map[string][]string) {
+	g.Guests6, g.Prefixes6 = nil, nil
+	for _, n := range nets {
+		if !n.FirstCome() {
+			continue
+		}
+		for _, p := range ports[n.Name] {
+			g.Guests6 = append(g.Guests6, p)
+			g.Prefixes6 = append(g.Prefixes6, n.ClaimPrefixes(p)...)
+		}
+	}
+	slices.Sort(g.Guests6)
+	g.Guests6 = slices.Compact(g.Guests6)
+	g.Prefixes6 = SortPortPrefixes(g.Prefixes6)
+}
+
+// WithDeclared is g's presence and integrity with the declared elements e.
+func (g Guard) WithDeclared(e Elems) Guard {
+	return Guard{On: g.On, Broken: g.Broken, Ports: e.Ports, Bound: e.Binds, MACs: e.MACs, PortMACs: e.PortMACs,
+		Guests6: e.Guests6, Prefixes6: e.Prefixes6, Ports6: e.Ports6, Held6: e.Held6}
 }

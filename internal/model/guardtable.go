@@ -63,7 +63,20 @@ var (
 	// FieldChaddr is a BOOTP message's client MAC: 36 bytes into the UDP
 	// header (8 of UDP, 28 of op..giaddr), as a raw payload match.
 	FieldChaddr = RawTransport(8+28, 6, "ether_addr")
+	// FieldL4Proto is the transport protocol, behind any IPv6 extension
+	// headers, as a key part.
+	FieldL4Proto   = Field{Text: "meta l4proto", Header: HeaderMeta, Len: 1, Type: "inet_proto"}
+	FieldICMP6Type = Field{Text: "icmpv6 type", Header: HeaderTransport, Offset: 0, Len: 1, Type: "icmpv6_type", Proto: string(IPv6), L4: "ipv6-icmp"}
+	// FieldNDTarget is the target address of a neighbour solicitation or
+	// advertisement: 8 bytes into the ICMPv6 header.
+	FieldNDTarget = RawTransport(8, 16, IPv6.AddrType())
 )
+
+// The ICMPv6 types the guard tells apart, by nft's names.
+var ICMP6Types = map[string]byte{
+	"mld-listener-report": 131, "nd-router-solicit": 133, "nd-router-advert": 134,
+	"nd-neighbor-solicit": 135, "nd-neighbor-advert": 136, "nd-redirect": 137, "mld2-listener-report": 143,
+}
 
 // FieldSrc is the source address of the family's network header.
 func FieldSrc(f Family) Field {
@@ -88,8 +101,9 @@ const (
 	OpNeq                     // Field != Value
 	OpFlag                    // Field & Value != 0
 	OpLookup                  // Key (a concatenation) is (Neg: is not) in Set
-	OpUpdate                  // add Key to Set, or refresh it, with a counter
+	OpUpdate                  // add Key to Set, or refresh it, with a counter unless Bare
 	OpCounter                 // count
+	OpPrefix                  // Field is (Neg: is not) in the prefix Value/Bits
 )
 
 // Term is one step of a guard rule.
@@ -100,7 +114,9 @@ type Term struct {
 	Value []byte  // OpEq, OpNeq: the value; OpFlag: the mask (big endian)
 	Key   []Field // OpLookup, OpUpdate: the fields concatenated
 	Set   string  // OpLookup, OpUpdate
-	Neg   bool    // OpLookup: not in the set
+	Neg   bool    // OpLookup, OpPrefix: not in the set, the prefix
+	Bits  int     // OpPrefix: the prefix length
+	Bare  bool    // OpUpdate: no counter in the element
 }
 
 // EtherTypes are the ether types nft names: those of the protocols the
@@ -119,7 +135,7 @@ func EtherTypeName(t uint16) string {
 }
 
 // L4Protos are the IP protocol numbers of the transport protocols.
-var L4Protos = map[string]byte{"tcp": 6, "udp": 17}
+var L4Protos = map[string]byte{"tcp": 6, "udp": 17, "ipv6-icmp": 58}
 
 // ARPHeader is the start of an ARP packet for Ethernet and IPv4: htype 1,
 // ptype 0x0800, hlen 6, plen 4 (the layout whose sender fields are
@@ -232,9 +248,10 @@ func GuardTableOf(f Family) GuardTable {
 	not := func(p string) Term {
 		return Term{Op: OpNeq, Field: FieldEtherType, Value: binary.BigEndian.AppendUint16(nil, EtherTypes[p])}
 	}
-	recordOther := GuardRule{Terms: []Term{not(string(IPv4)), not("arp"),
+	recordOther := GuardRule{Terms: []Term{not(string(IPv4)), not("arp"), not(string(IPv6)),
 		{Op: OpUpdate, Set: GuardDroppedOther, Key: []Field{FieldIIF, FieldEtherSrc, FieldEtherType}}}}
-	return GuardTable{
+	sets6, chains6, dispatch6, record6 := guard6()
+	t := GuardTable{
 		Sets: []GuardSet{
 			{Name: GuardPorts, Key: []string{"ifname"}},
 			{Name: GuardBound, Key: bind, Interval: true}, // only declared bindings hold ranges (any MAC, any address)
@@ -251,6 +268,7 @@ func GuardTableOf(f Family) GuardTable {
 			{Name: "spoofed", Rules: []GuardRule{
 				record([]Term{ether(string(f))}, src),
 				record(arp, FieldARPSrcIP),
+				record6,
 				recordOther,
 				{[]Term{{Op: OpCounter}}, GuardVerdict{Kind: "drop"}},
 			}},
@@ -267,6 +285,10 @@ func GuardTableOf(f Family) GuardTable {
 					{Op: OpEq, Field: FieldUDPSport, Value: port(68)},
 					{Op: OpEq, Field: FieldUDPDport, Value: port(67)},
 				}, accept},
+				// IPv6 that reaches this chain comes from a port bound to no
+				// IPv6 address outside a first-come bridge (mode bridge):
+				// each family is restricted by the addresses listed of it.
+				{[]Term{ether(string(IPv6))}, accept},
 				{nil, toSpoofed},
 			}},
 			{Name: "prerouting", Hook: "prerouting", Rules: []GuardRule{
@@ -277,11 +299,18 @@ func GuardTableOf(f Family) GuardTable {
 				{append(clone(toServer), Term{Op: OpFlag, Field: FieldFragOff, Value: []byte{0x20, 0}}), toSpoofed},
 				owned(toServer, GuardMACs, GuardPortMACs, FieldChaddr),
 				owned(toServer, GuardLearnedMACs, GuardLearnedPortMACs, FieldChaddr),
-				{[]Term{lookup(GuardPorts, false, FieldIIF)}, GuardVerdict{"jump", "check"}},
-				{[]Term{lookup(GuardLearnedPorts, false, FieldIIF)}, GuardVerdict{"jump", "check"}},
 			}},
 		},
 	}
+	t.Sets = append(t.Sets, sets6...)
+	pre := &t.Chains[len(t.Chains)-1]
+	pre.Rules = append(pre.Rules, dispatch6...)
+	pre.Rules = append(pre.Rules,
+		GuardRule{[]Term{lookup(GuardPorts, false, FieldIIF)}, GuardVerdict{"jump", "check"}},
+		GuardRule{[]Term{lookup(GuardLearnedPorts, false, FieldIIF)}, GuardVerdict{"jump", "check"}})
+	// spoofed first, then the chains that go to it, then those that go to them.
+	t.Chains = append(t.Chains[:1], append(chains6, t.Chains[1:]...)...)
+	return t
 }
 
 func port(p uint16) []byte { return binary.BigEndian.AppendUint16(nil, p) }
@@ -355,9 +384,28 @@ func (r GuardRule) String() string {
 			}
 			parts = append(parts, fmt.Sprintf("%s %s@%s", keyText(t.Key), op, t.Set))
 		case OpUpdate:
-			parts = append(parts, fmt.Sprintf("update @%s { %s counter }", t.Set, keyText(t.Key)))
+			counter := " counter"
+			if t.Bare {
+				counter = ""
+			}
+			parts = append(parts, fmt.Sprintf("update @%s { %s%s }", t.Set, keyText(t.Key), counter))
 		case OpCounter:
 			parts = append(parts, "counter packets 0 bytes 0")
+		case OpPrefix:
+			op := ""
+			if t.Neg {
+				op = "!= "
+			}
+			a, _ := netip.AddrFromSlice(t.Value)
+			if strings.HasPrefix(t.Field.Text, "@") { // a raw field: nft prints mask and value in hex
+				eq := "=="
+				if t.Neg {
+					eq = "!="
+				}
+				parts = append(parts, fmt.Sprintf("%s & 0x%x %s 0x%x", t.Field.Text, prefixMask(len(t.Value), t.Bits), eq, t.Value))
+				continue
+			}
+			parts = append(parts, fmt.Sprintf("%s %s%s", t.Field.Text, op, netip.PrefixFrom(a, t.Bits)))
 		}
 	}
 	if r.Verdict.Kind != "" {
@@ -383,6 +431,12 @@ func fieldValue(f Field, v []byte) string {
 		return a.String()
 	case "ether_type":
 		return EtherTypeName(binary.BigEndian.Uint16(v))
+	case "icmpv6_type":
+		for name, t := range ICMP6Types {
+			if len(v) == 1 && v[0] == t {
+				return name
+			}
+		}
 	}
 	var n uint64
 	for _, b := range v {
@@ -403,3 +457,17 @@ func GuardRules() map[string][]string {
 	}
 	return out
 }
+
+// prefixMask is the mask of a prefix of bits in n bytes.
+func prefixMask(n, bits int) []byte {
+	m := make([]byte, n)
+	for i := range m {
+		b := max(0, min(8, bits-8*i))
+		m[i] = byte(0xff << (8 - b))
+	}
+	return m
+}
+
+// PrefixMask is the mask of a prefix of bits in n bytes, as a bitwise
+// expression takes it.
+func PrefixMask(n, bits int) []byte { return prefixMask(n, bits) }

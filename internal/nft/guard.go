@@ -191,7 +191,22 @@ func EncodeGuardRule(r model.GuardRule) []expr.Any {
 			e.add(&expr.Lookup{SourceRegister: 1, SetName: t.Set, Invert: t.Neg})
 		case model.OpUpdate:
 			e.key(t.Key)
-			e.add(&expr.Dynset{SrcRegKey: 1, SetName: t.Set, Operation: unix.NFT_DYNSET_OP_UPDATE, Exprs: []expr.Any{&expr.Counter{}}})
+			d := &expr.Dynset{SrcRegKey: 1, SetName: t.Set, Operation: unix.NFT_DYNSET_OP_UPDATE}
+			if !t.Bare {
+				d.Exprs = []expr.Any{&expr.Counter{}}
+			}
+			e.add(d)
+		case model.OpPrefix:
+			// As nft encodes `ip6 saddr fe80::/10`: the whole address,
+			// masked, compared.
+			m := model.PrefixMask(len(t.Value), t.Bits)
+			e.fresh(t.Field)
+			e.add(&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: t.Field.Len, Mask: m, Xor: make([]byte, len(m))})
+			op := expr.CmpOpEq
+			if t.Neg {
+				op = expr.CmpOpNeq
+			}
+			e.add(&expr.Cmp{Op: op, Register: 1, Data: t.Value})
 		case model.OpCounter:
 			e.add(&expr.Counter{})
 		}
@@ -216,6 +231,12 @@ var arpHeaderField = model.Field{Text: "arp header", Header: model.HeaderNetwork
 // reg32First is NFT_REG32_00, the first 32-bit register; the 16-byte
 // register 1 starts there.
 const reg32First = 8
+
+// metaKeys are the meta keys of the guard's meta fields, by their text.
+var metaKeys = map[string]expr.MetaKey{
+	model.FieldIIF.Text:     expr.MetaKeyIIFNAME,
+	model.FieldL4Proto.Text: expr.MetaKeyL4PROTO,
+}
 
 var payloadBase = map[model.Header]expr.PayloadBase{
 	model.HeaderLink:      expr.PayloadBaseLLHeader,
@@ -256,8 +277,8 @@ func (e *encoder) load(f model.Field, r uint32) {
 	if (r-reg32First)%4 == 0 {
 		reg = (r-reg32First)/4 + 1
 	}
-	if f.Header == model.HeaderMeta { // the guard's one meta field is iifname
-		e.add(&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: reg})
+	if f.Header == model.HeaderMeta {
+		e.add(&expr.Meta{Key: metaKeys[f.Text], Register: reg})
 	} else {
 		e.add(&expr.Payload{DestRegister: reg, Base: payloadBase[f.Header], Offset: f.Offset, Len: f.Len})
 	}
@@ -327,4 +348,80 @@ func normal(e expr.Any) string {
 		return fmt.Sprintf("bitwise %d %d %d %x %x", x.SourceRegister, x.DestRegister, x.Len, x.Mask, x.Xor)
 	}
 	return fmt.Sprintf("%T %+v", e, e)
+}
+
+// PrefixKey is an element of set prefixes6, port . prefix: 16 bytes of
+// name and the prefix's first and last address.
+func PrefixKey(p model.PortPrefix) (start, end []byte) {
+	first := p.Prefix.Masked().Addr().As16()
+	last := first
+	for i := range last {
+		bits := max(0, min(8, p.Prefix.Bits()-8*i))
+		last[i] |= byte(0xff >> bits)
+	}
+	return append(ifname(p.Port), first[:]...), append(ifname(p.Port), last[:]...)
+}
+
+// DecodePrefixKey reads an element of set prefixes6 back; ok is false
+// for a range that is no prefix.
+func DecodePrefixKey(start, end []byte) (model.PortPrefix, bool) {
+	if len(start) != 32 || len(end) != 32 || !bytes.Equal(start[:16], end[:16]) {
+		return model.PortPrefix{}, false
+	}
+	a, _ := netip.AddrFromSlice(start[16:])
+	for bits := 0; bits <= 128; bits++ {
+		p := model.PortPrefix{Port: string(bytes.TrimRight(start[:16], "\x00")), Prefix: netip.PrefixFrom(a, bits)}
+		if s, e := PrefixKey(p); p.Prefix.Masked() == p.Prefix && bytes.Equal(s, start) && bytes.Equal(e, end) {
+			return p, true
+		}
+	}
+	return model.PortPrefix{}, false
+}
+
+// ClaimKey is an element of set claims6: 16 bytes of port name and the
+// address.
+func ClaimKey(port string, ip netip.Addr) []byte {
+	a := ip.As16()
+	return append(ifname(port), a[:]...)
+}
+
+// DecodeClaimKey reads an element of set claims6 back.
+func DecodeClaimKey(k []byte) (model.Claim6, bool) {
+	if len(k) != 32 {
+		return model.Claim6{}, false
+	}
+	a, _ := netip.AddrFromSlice(k[16:])
+	return model.Claim6{Port: string(bytes.TrimRight(k[:16], "\x00")), IP: a}, true
+}
+
+// AddrKey is an IPv6 address as an element of sets held6 and claimed6.
+func AddrKey(ip netip.Addr) []byte {
+	a := ip.As16()
+	return a[:]
+}
+
+// DecodeAddrKey reads an element of sets held6 and claimed6 back.
+func DecodeAddrKey(k []byte) (netip.Addr, bool) {
+	if len(k) != 16 {
+		return netip.Addr{}, false
+	}
+	a, _ := netip.AddrFromSlice(k)
+	return a, true
+}
+
+// DecodeRouter6Key reads an element of set router6, which the RA guard's
+// rules make: ifname . ether_addr . ipv6_addr . inet_proto, 16 bytes of
+// name, 6 of MAC padded to 8, 16 of address and 1 of protocol padded to
+// 4. ICMPv6 (58) is a router advertisement or redirect, UDP (17) a DHCPv6
+// server message.
+func DecodeRouter6Key(k []byte) (model.Drop6, bool) {
+	if len(k) != 44 || !bytes.Equal(k[22:24], []byte{0, 0}) || !bytes.Equal(k[41:], []byte{0, 0, 0}) {
+		return model.Drop6{}, false
+	}
+	kind := map[byte]model.Drop6Kind{58: model.Drop6Router, 17: model.Drop6DHCP}[k[40]]
+	if kind == "" {
+		return model.Drop6{}, false
+	}
+	a, _ := netip.AddrFromSlice(k[24:40])
+	return model.Drop6{Kind: kind, Port: string(bytes.TrimRight(k[:16], "\x00")), MAC: net.HardwareAddr(k[16:22]).String(), IP: a}, true
 }

@@ -183,15 +183,15 @@ func TestOtherKeys(t *testing.T) {
 	}
 }
 
-// TestOtherDropRule: chain spoofed records a frame that is neither IPv4
-// nor ARP by port, MAC and ether type, as nft itself encodes
-// `ether type != ip ether type != arp update @dropped_other { iifname .
+// TestOtherDropRule: chain spoofed records a frame that is neither IPv4,
+// IPv6 nor ARP by port, MAC and ether type, as nft itself encodes
+// `ether type != ip ether type != arp ether type != ip6 update @dropped_other { iifname .
 // ether saddr . ether type counter }` (nft --debug=netlink): two not-equal
 // compares, then the key in registers 1, 2 and 14, the ether type loaded
 // again as a key part.
 func TestOtherDropRule(t *testing.T) {
 	chain, _ := model.GuardTableOf(model.GuardFamily).Chain("spoofed")
-	const text = "ether type != ip ether type != arp update @dropped_other { iifname . ether saddr . ether type counter }"
+	const text = "ether type != ip ether type != arp ether type != ip6 update @dropped_other { iifname . ether saddr . ether type counter }"
 	var rule model.GuardRule
 	for _, r := range chain.Rules {
 		if r.String() == text {
@@ -206,6 +206,8 @@ func TestOtherDropRule(t *testing.T) {
 		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{0x08, 0x00}},
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: 12, Len: 2},
 		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{0x08, 0x06}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: 12, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{0x86, 0xdd}},
 		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
 		&expr.Payload{DestRegister: 2, Base: expr.PayloadBaseLLHeader, Offset: 6, Len: 6},
 		&expr.Payload{DestRegister: 14, Base: expr.PayloadBaseLLHeader, Offset: 12, Len: 2},

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -63,7 +64,8 @@ func readGuard(c *nftables.Conn) (model.Guard, error) {
 	if err := readOther(c, byName[model.GuardDroppedOther], &g); err != nil {
 		return g, err
 	}
-	for name, dst := range map[string]*[]model.Bind{model.GuardBound: &g.Bound, model.GuardLearned: &g.Learned} {
+	var bound6 []model.Bind
+	for name, dst := range map[string]*[]model.Bind{model.GuardBound: &g.Bound, model.GuardLearned: &g.Learned, model.GuardBound6: &bound6} {
 		s := byName[name]
 		if s == nil {
 			continue
@@ -84,7 +86,8 @@ func readGuard(c *nftables.Conn) (model.Guard, error) {
 			*dst = append(*dst, b)
 		}
 	}
-	for name, dst := range map[string]*[]string{model.GuardPorts: &g.Ports, model.GuardLearnedPorts: &g.LearnedPorts} {
+	g.Bound = append(g.Bound, bound6...)
+	for name, dst := range map[string]*[]string{model.GuardPorts: &g.Ports, model.GuardLearnedPorts: &g.LearnedPorts, model.GuardPorts6: &g.Ports6, model.GuardGuests6: &g.Guests6} {
 		if s := byName[name]; s != nil {
 			els, err := c.GetSetElements(s)
 			if err != nil {
@@ -99,7 +102,11 @@ func readGuard(c *nftables.Conn) (model.Guard, error) {
 	if err := readOwners(c, byName, &g); err != nil {
 		return g, err
 	}
+	if err := read6(c, byName, &g); err != nil {
+		return g, err
+	}
 	g.Bound, g.Learned = model.SortBinds(g.Bound), model.SortBinds(g.Learned)
+	slices.Sort(g.Guests6)
 	if err := checkGuardChains(c, t, &g); err != nil {
 		return g, err
 	}
@@ -249,8 +256,8 @@ func checkGuardChains(c *nftables.Conn, t *nftables.Table, g *model.Guard) error
 				g.Broken = true
 			}
 			for _, e := range r.Exprs {
-				if n, ok := e.(*expr.Counter); ok {
-					g.Dropped = n.Packets
+				if n, ok := e.(*expr.Counter); ok { // each drop rule counts its own
+					g.Dropped += n.Packets
 				}
 			}
 		}
@@ -258,5 +265,75 @@ func checkGuardChains(c *nftables.Conn, t *nftables.Table, g *model.Guard) error
 	if seen != len(want) {
 		g.Broken = true
 	}
+	return nil
+}
+
+// read6 reads the IPv6 sets: the declared prefixes and held addresses,
+// the claims, and the records of dropped IPv6 frames.
+func read6(c *nftables.Conn, byName map[string]*nftables.Set, g *model.Guard) error {
+	if s := byName[model.GuardPrefixes6]; s != nil {
+		els, err := c.GetSetElements(s)
+		if err != nil {
+			return fmt.Errorf("observe set bridge %s %s: %w", model.Table, s.Name, err)
+		}
+		for _, e := range els {
+			if e.IntervalEnd {
+				continue
+			}
+			p, ok := nft.DecodePrefixKey(e.Key, e.KeyEnd)
+			if !ok {
+				g.Broken = true
+				continue
+			}
+			g.Prefixes6 = append(g.Prefixes6, p)
+		}
+		g.Prefixes6 = model.SortPortPrefixes(g.Prefixes6)
+	}
+	if err := readKeys(c, byName[model.GuardHeld6], nft.DecodeAddrKey, &g.Held6, g); err != nil {
+		return err
+	}
+	slices.SortFunc(g.Held6, netip.Addr.Compare)
+	if s := byName[model.GuardClaims6]; s != nil {
+		els, err := c.GetSetElements(s)
+		if err != nil {
+			return fmt.Errorf("observe set bridge %s %s: %w", model.Table, s.Name, err)
+		}
+		for _, e := range els {
+			if cl, ok := nft.DecodeClaimKey(e.Key); ok {
+				cl.Left = e.Expires
+				g.Claims6 = append(g.Claims6, cl)
+			}
+		}
+		slices.SortFunc(g.Claims6, func(a, b model.Claim6) int {
+			return cmp.Or(strings.Compare(a.Port, b.Port), a.IP.Compare(b.IP))
+		})
+	}
+	for _, src := range []struct {
+		set    string
+		decode func([]byte) (model.Drop6, bool)
+	}{
+		{model.GuardDropped6, func(k []byte) (model.Drop6, bool) {
+			b, ok := nft.DecodeGuardKey(k, nil)
+			return model.Drop6{Kind: model.Drop6Source, Port: b.Port, MAC: b.MAC, IP: b.IP}, ok && b.IP.Is6()
+		}},
+		{model.GuardRouter6, nft.DecodeRouter6Key},
+		{model.GuardNA6, func(k []byte) (model.Drop6, bool) {
+			b, ok := nft.DecodeGuardKey(k, nil)
+			return model.Drop6{Kind: model.Drop6NA, Port: b.Port, MAC: b.MAC, IP: b.IP}, ok && b.IP.Is6()
+		}},
+	} {
+		xs, err := readDrops(c, byName[src.set], func(k []byte, packets uint64, ago time.Duration) (model.Drop6, bool) {
+			x, ok := src.decode(k)
+			x.Packets, x.Ago = packets, ago
+			return x, ok
+		})
+		if err != nil {
+			return err
+		}
+		g.Dropped6 = append(g.Dropped6, xs...)
+	}
+	slices.SortFunc(g.Dropped6, func(a, b model.Drop6) int {
+		return cmp.Or(cmp.Compare(a.Ago, b.Ago), strings.Compare(a.Port, b.Port), a.IP.Compare(b.IP), strings.Compare(string(a.Kind), string(b.Kind)))
+	})
 	return nil
 }

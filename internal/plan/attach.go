@@ -19,6 +19,9 @@ type AttachOptions struct {
 // Attach returns the actions that put iface into network n's bridge, up,
 // with the bridge's MTU (what a hand-written qemu-ifup does).
 func Attach(n model.Network, iface string, h model.Host, o AttachOptions) ([]Action, error) {
+	if err := checkBind6(n, iface, o.Bind); err != nil {
+		return nil, err
+	}
 	br, ok := h.Link(n.Bridge)
 	if !ok {
 		return nil, fmt.Errorf("attach %s to %s: bridge %s does not exist (run guestnet apply first)", iface, n.Name, n.Bridge)
@@ -63,4 +66,24 @@ func Detach(n model.Network, iface string, h model.Host) []Action {
 		acts = append(acts, Action{Op: OpLinkDown, Link: iface})
 	}
 	return acts
+}
+
+// checkBind6 refuses IPv6 addresses a port of n could never send from: a
+// first-come network lets a port claim addresses in its prefix and
+// link-local only, so a bound one must lie there too.
+func checkBind6(n model.Network, iface string, b *model.PortBind) error {
+	if b == nil || !n.FirstCome() {
+		return nil
+	}
+	for _, a := range b.IPs {
+		if model.FamilyOf(a) != model.IPv6 || model.LinkLocal.Contains(a) || (n.IPv6.IsValid() && n.Subnet6().Contains(a)) {
+			continue
+		}
+		where := "the network has no ipv6 prefix, so only link-local (fe80::/10)"
+		if n.IPv6.IsValid() {
+			where = n.Subnet6().String() + " or link-local (fe80::/10)"
+		}
+		return fmt.Errorf("attach %s to %s --ip %s: outside the network's IPv6 addresses; want %s", iface, n.Name, a, where)
+	}
+	return nil
 }

@@ -37,12 +37,37 @@ func WantGuard(nets []model.Network, st map[string]state.Net) model.Guard {
 		}
 	}
 	g.SetDeclared(binds)
+	ports := map[string][]string{}
+	for _, n := range nets {
+		ports[n.Name] = st[n.Name].Ports
+	}
+	g.SetFirstCome(nets, ports)
 	return g
 }
 
 // Binds are the set elements of one bound port.
+// Each family is bound by the addresses listed of it: a port bound to
+// IPv6 addresses alone is, for IPv4, bound as by --mac alone, and a port
+// bound to no IPv6 address claims its IPv6 ones first-come (model.guard6).
 func Binds(n model.Network, port string, b model.PortBind) []model.Bind {
-	ips := b.IPs
+	var ips, ips6 []netip.Addr
+	for _, a := range b.IPs {
+		if model.FamilyOf(a) == model.IPv6 {
+			ips6 = append(ips6, a)
+		} else {
+			ips = append(ips, a)
+		}
+	}
+	var v6 []model.Bind
+	for _, a := range ips6 {
+		v6 = append(v6, model.Bind{Port: port, MAC: b.MAC, IP: a})
+	}
+	return append(binds4(n, port, b.MAC, ips), v6...)
+}
+
+// binds4 are the IPv4 elements of a bound port.
+func binds4(n model.Network, port, mac string, ips []netip.Addr) []model.Bind {
+	b := model.PortBind{MAC: mac}
 	if len(ips) == 0 && n.DHCP != nil {
 		for _, h := range n.DHCP.Hosts {
 			if h.MAC == b.MAC {
@@ -66,8 +91,7 @@ func guardAction(want model.Guard, h model.Host) []Action {
 	if want.Equal(h.Guard) {
 		return nil
 	}
-	d := h.Guard.Declared() // the learned elements are the daemon's
-	old := model.Guard{On: h.Guard.On, Broken: h.Guard.Broken, Ports: d.Ports, Bound: d.Binds, MACs: d.MACs, PortMACs: d.PortMACs}
+	old := h.Guard.WithDeclared(h.Guard.Declared()) // the learned elements are the daemon's
 	return []Action{{Op: OpGuard, Guard: &want, OldGuard: &old}}
 }
 
@@ -84,7 +108,7 @@ func guardString(a Action) string {
 	case a.OldGuard.On && !a.OldGuard.Broken:
 		add, del := model.DiffElems(a.OldGuard.Declared(), a.Guard.Declared())
 		return fmt.Sprintf("nft add/delete element bridge %s %s (%d added, %d deleted)", model.Table,
-			strings.Join(model.DeclaredSets[:], ","), add.Len(), del.Len())
+			strings.Join(append(model.DeclaredSets[:], model.DeclaredSets6...), ","), add.Len(), del.Len())
 	}
 	return fmt.Sprintf("nft -f - (create table bridge %s: anti-spoofing of bound guest ports, %d bindings)", model.Table, len(a.Guard.Bound))
 }
@@ -99,6 +123,9 @@ func guardLines(g *model.Guard) map[string]bool {
 	}
 	for _, p := range g.PortMACs {
 		m["set "+model.GuardPortMACs+": "+p.String()] = true
+	}
+	for _, p := range g.Prefixes6 {
+		m["set "+model.GuardPrefixes6+": "+p.String()] = true
 	}
 	return m
 }
