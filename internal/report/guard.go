@@ -2,6 +2,8 @@ package report
 
 import (
 	"fmt"
+	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/guestnet/guestnet/internal/model"
@@ -21,16 +23,26 @@ type PortGuard struct {
 	// DroppedOther are the port's frames dropped lately that were neither
 	// IPv4 nor ARP (IPv6, VLAN-tagged), by MAC and ether type.
 	DroppedOther []model.OtherDrop `json:"dropped_other,omitempty"`
+	// FirstCome says the port claims its IPv6 addresses first-come (RFC
+	// 6620); Claims6 are those it holds now.
+	FirstCome bool         `json:"first_come,omitempty"`
+	Claims6   []netip.Addr `json:"claims6,omitempty"`
+	// Dropped6 are the port's IPv6 frames dropped lately: for their source,
+	// as router advertisements or DHCPv6 server messages, or as neighbour
+	// advertisements for an address the port does not hold, each with why.
+	Dropped6 []model.Drop6 `json:"dropped6,omitempty"`
 }
 
 func portGuard(n model.Network, port string, g model.Guard) PortGuard {
+	pg := PortGuard{Port: port, State: "unrestricted", Spoofed: g.SpoofedBy(port), DroppedOther: g.OtherBy(port),
+		FirstCome: n.FirstCome() && slices.Contains(g.Guests6, port), Claims6: g.ClaimsOf(port), Dropped6: g.Dropped6By(port)}
 	switch pb := g.Port(port); {
 	case !n.Guarded():
 		return PortGuard{Port: port, State: "off"}
 	case pb.Bound():
-		return PortGuard{Port: port, State: "bound", PortBinding: pb, Spoofed: g.SpoofedBy(port), DroppedOther: g.OtherBy(port)}
+		pg.State, pg.PortBinding = "bound", pb
 	}
-	return PortGuard{Port: port, State: "unrestricted", Spoofed: g.SpoofedBy(port), DroppedOther: g.OtherBy(port)}
+	return pg
 }
 
 // guardText lists every guest port and what it may send from.
@@ -52,7 +64,13 @@ func guardText(b *strings.Builder, s Status) {
 				what = pg.Sources()
 			}
 			fmt.Fprintf(b, "%-15s %-12s %s\n", pg.Port, n.Name, what)
+			if pg.FirstCome || len(pg.Claims6) > 0 {
+				fmt.Fprintf(b, "%-15s %-12s %s\n", "", "", claims6Text(pg))
+			}
 			for _, x := range pg.Spoofed {
+				fmt.Fprintf(b, "%-15s %-12s DROPPED %s\n", "", "", x.Summary())
+			}
+			for _, x := range pg.Dropped6 {
 				fmt.Fprintf(b, "%-15s %-12s DROPPED %s\n", "", "", x.Summary())
 			}
 			for _, x := range pg.DroppedOther {
@@ -61,6 +79,19 @@ func guardText(b *strings.Builder, s Status) {
 		}
 	}
 	if s.SpoofDropped > 0 {
-		fmt.Fprintf(b, "frames dropped by anti-spoofing (a source not bound, a MAC bound to another port, or neither IPv4 nor ARP): %d\n", s.SpoofDropped)
+		fmt.Fprintf(b, "frames dropped by anti-spoofing (a source not bound or held by another port, a MAC bound to another port, a guest's router advertisement, or neither IPv4, IPv6 nor ARP): %d\n", s.SpoofDropped)
 	}
+}
+
+// claims6Text says which IPv6 addresses a port holds by first-come claim:
+// "IPv6 claimed first (3): fd42:99::5, fe80::1".
+func claims6Text(pg PortGuard) string {
+	if len(pg.Claims6) == 0 {
+		return "IPv6 claimed first: none yet (the port claims the addresses it uses first, RFC 6620)"
+	}
+	addrs := make([]string, len(pg.Claims6))
+	for i, a := range pg.Claims6 {
+		addrs[i] = a.String()
+	}
+	return fmt.Sprintf("IPv6 claimed first (%d): %s", len(addrs), strings.Join(addrs, ", "))
 }
