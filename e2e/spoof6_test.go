@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -17,6 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/guestnet/guestnet/internal/apply"
 	"github.com/guestnet/guestnet/internal/model"
 	"github.com/guestnet/guestnet/internal/netns"
 	"github.com/guestnet/guestnet/internal/report"
@@ -142,6 +144,29 @@ func TestAntiSpoofing6(t *testing.T) {
 	neigh := l.In(gU, "ip", "-6", "neigh", "show", addrS.String(), "dev", "eth0")
 	l.expect("ga's NA for gs's address -> gu's neighbour cache", true, strings.Contains(neigh, "02:00:00:00:06:0a") == false && strings.Contains(neigh, "02:00:00:00:06:05"))
 
+	// A DHCPv6 lease is a claim too (apply.ClaimLease6, for the server to
+	// call): gn's leased address is refused to ga before gn ever sends
+	// from it, and a lease of an address another port holds is refused.
+	hostNS, err := netns.Open(host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hostNS.Close()
+	leased := netip.MustParseAddr("fd42:99::150")
+	if err := apply.ClaimLease6(hostNS, "vgn", "02:00:00:00:06:0f", leased, time.Hour); err != nil {
+		t.Fatalf("claim gn's lease: %v", err)
+	}
+	if err := apply.ClaimLease6(hostNS, "vgn", "02:00:00:00:06:0f", addrA, time.Hour); !errors.Is(err, apply.ErrHeld6) {
+		t.Errorf("a lease of ga's address on gn's port: %v, want ErrHeld6", err)
+	}
+	l.must("ip", "-n", gA, "addr", "add", leased.String()+"/64", "dev", "eth0", "nodad")
+	l.must("ip", "-n", gN, "addr", "add", leased.String()+"/64", "dev", "eth0", "nodad")
+	static(gN)
+	l.matrix("IPv6: a DHCPv6 lease's address | want | got", []check{
+		{"ga, from gn's leased fd42:99::150", false, send(gA, leased)},
+		{"gn, from its leased fd42:99::150", true, send(gN, leased)},
+	})
+
 	// The drops, from the guard's sets, each with its port and reason.
 	var st report.Status
 	if err := json.Unmarshal([]byte(l.Guestnet(host, "status", "-o", "json")), &st); err != nil {
@@ -163,6 +188,7 @@ func TestAntiSpoofing6(t *testing.T) {
 		{"vga", model.Drop6Source, netip.MustParseAddr("fd99::5"), "outside the network's IPv6 prefix"},
 		{"vgr", model.Drop6Router, lladdrR, "router advertisement"},
 		{"vga", model.Drop6NA, addrS, "held by port vgs"},
+		{"vga", model.Drop6Source, leased, "address held by port vgn"},
 	} {
 		i := slices.IndexFunc(byPort[w.port].Dropped6, func(x model.Drop6) bool { return x.Kind == w.kind && x.IP == w.ip })
 		if i < 0 {

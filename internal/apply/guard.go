@@ -199,7 +199,8 @@ func queueElems(op func(*nftables.Set, []nftables.SetElement) error, sets map[st
 }
 
 // Learn adds and removes elements of the daemon's own sets (learned,
-// learned_ports, learned_macs, learned_port_macs) in one transaction.
+// learned_ports, learned_macs, learned_port_macs, and claims: claims6 and
+// claimed6) in one transaction.
 // Equivalent to: nft add/delete element bridge guestnet learned { ... }
 func Learn(ns *netns.NS, add, del model.Elems) error {
 	if add.Len()+del.Len() == 0 {
@@ -214,6 +215,9 @@ func Learn(ns *netns.NS, add, del model.Elems) error {
 		return err
 	}
 	if err := queueElems(c.SetAddElements, sets, model.LearnedSets, add); err != nil {
+		return err
+	}
+	if err := queueClaims(c, sets, add.Claims6, del.Claims6); err != nil {
 		return err
 	}
 	if err := c.Flush(); err != nil {
@@ -250,12 +254,9 @@ func ClaimLease6(ns *netns.NS, port, mac string, addr netip.Addr, lifetime time.
 		return err
 	}
 	sets := guardSets(guardTable())
-	claims, claimed := sets[model.GuardClaims6], sets[model.GuardClaimed6]
+	cl := []model.Claim6{{Port: port, IP: addr, Left: lifetime}}
 	if lifetime <= 0 {
-		if err := c.SetDeleteElements(claims, []nftables.SetElement{{Key: nft.ClaimKey(port, addr)}}); err != nil {
-			return err
-		}
-		if err := c.SetDeleteElements(claimed, []nftables.SetElement{{Key: nft.AddrKey(addr)}}); err != nil {
+		if err := queueClaims(c, sets, nil, cl); err != nil {
 			return err
 		}
 		if err := c.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {
@@ -270,52 +271,13 @@ func ClaimLease6(ns *netns.NS, port, mac string, addr netip.Addr, lifetime time.
 	if holder, by := g.HolderOf(addr, port); holder != "" {
 		return fmt.Errorf("claim %s for port %s (MAC %s): %w: port %s (by %s)", addr, port, mac, ErrHeld6, holder, by)
 	}
-	// The kernel keeps a timeout in milliseconds, and at most its own
-	// maximum (about 49 days with HZ 1000): a longer lease is capped.
-	lifetime = min(lifetime, 30*24*time.Hour)
-	if err := c.SetAddElements(claims, []nftables.SetElement{{Key: nft.ClaimKey(port, addr), Timeout: lifetime}}); err != nil {
-		return err
-	}
-	if err := c.SetAddElements(claimed, []nftables.SetElement{{Key: nft.AddrKey(addr), Timeout: lifetime}}); err != nil {
+	if err := queueClaims(c, sets, cl, nil); err != nil {
 		return err
 	}
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("claim %s for port %s (nft add element bridge %s %s): %w", addr, port, model.Table, model.GuardClaims6, err)
 	}
 	return nil
-}
-
-// ForgetClaims6 removes every claim of ports that left their bridge, so
-// that a VM started on a reused port name (libvirt's vnetN) does not
-// inherit them and a neighbour may claim the addresses at once, instead of
-// ClaimMemory later. gone says whether a port is gone.
-// Equivalent to: nft delete element bridge guestnet claims6 { ... }
-func ForgetClaims6(ns *netns.NS, claims []model.Claim6, gone func(port string) bool) (int, error) {
-	var del, addrs []nftables.SetElement
-	for _, cl := range claims {
-		if gone(cl.Port) {
-			del = append(del, nftables.SetElement{Key: nft.ClaimKey(cl.Port, cl.IP)})
-			addrs = append(addrs, nftables.SetElement{Key: nft.AddrKey(cl.IP)})
-		}
-	}
-	if len(del) == 0 {
-		return 0, nil
-	}
-	c, err := ns.Nft(1<<20 + len(del)<<8)
-	if err != nil {
-		return 0, err
-	}
-	sets := guardSets(guardTable())
-	if err := queueChunks(c.SetDeleteElements, sets[model.GuardClaims6], del); err != nil {
-		return 0, err
-	}
-	if err := queueChunks(c.SetDeleteElements, sets[model.GuardClaimed6], addrs); err != nil {
-		return 0, err
-	}
-	if err := c.Flush(); err != nil {
-		return 0, fmt.Errorf("forget claims of departed ports (nft delete element bridge %s %s): %w", model.Table, model.GuardClaims6, err)
-	}
-	return len(del), nil
 }
 
 func queueChunks(op func(*nftables.Set, []nftables.SetElement) error, s *nftables.Set, els []nftables.SetElement) error {
@@ -325,6 +287,36 @@ func queueChunks(op func(*nftables.Set, []nftables.SetElement) error, s *nftable
 			return fmt.Errorf("nft set %s elements: %w", s.Name, err)
 		}
 		els = els[n:]
+	}
+	return nil
+}
+
+// queueClaims queues first-come claims to remove (each from claims6, its
+// address from claimed6) and to add, for their Left (a DHCPv6 lease's
+// lifetime) or else the sets' own timeout.
+func queueClaims(c *nftables.Conn, sets map[string]*nftables.Set, add, del []model.Claim6) error {
+	for _, x := range []struct {
+		op      func(*nftables.Set, []nftables.SetElement) error
+		claims  []model.Claim6
+		timeout bool // a deletion names no timeout
+	}{{c.SetDeleteElements, del, false}, {c.SetAddElements, add, true}} {
+		var claims, addrs []nftables.SetElement
+		for _, cl := range x.claims {
+			var t time.Duration
+			if x.timeout {
+				// The kernel keeps a timeout in milliseconds, at most about
+				// 49 days: a longer lease is capped.
+				t = min(cl.Left, 30*24*time.Hour)
+			}
+			claims = append(claims, nftables.SetElement{Key: nft.ClaimKey(cl.Port, cl.IP), Timeout: t})
+			addrs = append(addrs, nftables.SetElement{Key: nft.AddrKey(cl.IP), Timeout: t})
+		}
+		if err := queueChunks(x.op, sets[model.GuardClaims6], claims); err != nil {
+			return err
+		}
+		if err := queueChunks(x.op, sets[model.GuardClaimed6], addrs); err != nil {
+			return err
+		}
 	}
 	return nil
 }

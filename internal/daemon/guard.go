@@ -227,6 +227,7 @@ func (d *Daemon) syncLearned() {
 		d.learnErr.set(fmt.Errorf("sync leased ports: %w", err))
 		return
 	}
+	d.forgetClaims6(g.Claims6, masters)
 	have := map[model.Bind]bool{}
 	for _, b := range want {
 		have[b] = true
@@ -251,4 +252,27 @@ func learnedWant(leases map[string][]dhcp.Lease, bridges map[string]string, mast
 		}
 	}
 	return model.SortBinds(want)
+}
+
+// forgetClaims6 removes the IPv6 claims of ports that left their bridge
+// (a VM stopped, its TAP gone), so that a new VM on a reused port name
+// (libvirt's vnetN) inherits none, and a neighbour may take the addresses
+// at once instead of model.ClaimMemory later. A claim about to lapse is
+// left to the kernel: deleting an element that is gone would fail the
+// transaction. A failure is only logged: the claims lapse anyway.
+func (d *Daemon) forgetClaims6(claims []model.Claim6, masters map[string]portLink) {
+	var gone []model.Claim6
+	for _, c := range claims {
+		if masters[c.Port].bridge == "" && c.Left > 2*time.Second {
+			gone = append(gone, c)
+		}
+	}
+	if len(gone) == 0 {
+		return
+	}
+	if err := d.Engine.Learn(d.ctx, model.Elems{}, model.Elems{Claims6: gone}); err != nil {
+		d.Log.Warn("anti-spoofing: forget IPv6 claims of departed ports (they lapse by themselves)", "claims", len(gone), "err", err)
+		return
+	}
+	d.Log.Info("anti-spoofing: forgot IPv6 claims of departed ports", "claims", len(gone))
 }

@@ -418,6 +418,8 @@ func (p PortBinding) Sources() string {
 	}
 	addrs := strings.Join(ips, ",")
 	switch {
+	case p.AnyIP && addrs != "": // IPv6 addresses next to any IPv4 one
+		addrs = "any IPv4 address, " + addrs
 	case p.AnyIP:
 		addrs = "any address"
 	case addrs == "":

@@ -34,6 +34,10 @@ type Elems struct {
 	Prefixes6 []PortPrefix
 	Ports6    []string
 	Held6     []netip.Addr
+	// Claims6 are first-come claims (sets claims6 and claimed6) the daemon
+	// adds (a DHCPv6 lease, for Left) or removes (a port that left its
+	// bridge) through Learn; plan never declares any.
+	Claims6 []Claim6
 }
 
 // ElemsOf are the elements that bindings make: the distinct ports, the
@@ -76,13 +80,13 @@ func (e Elems) Equal(o Elems) bool {
 	return slices.Equal(e.Ports, o.Ports) && slices.Equal(e.Binds, o.Binds) &&
 		slices.Equal(e.MACs, o.MACs) && slices.Equal(e.PortMACs, o.PortMACs) &&
 		slices.Equal(e.Guests6, o.Guests6) && slices.Equal(e.Prefixes6, o.Prefixes6) &&
-		slices.Equal(e.Ports6, o.Ports6) && slices.Equal(e.Held6, o.Held6)
+		slices.Equal(e.Ports6, o.Ports6) && slices.Equal(e.Held6, o.Held6) && slices.Equal(e.Claims6, o.Claims6)
 }
 
 // Len counts the elements.
 func (e Elems) Len() int {
 	return len(e.Ports) + len(e.Binds) + len(e.MACs) + len(e.PortMACs) +
-		len(e.Guests6) + len(e.Prefixes6) + len(e.Ports6) + len(e.Held6)
+		len(e.Guests6) + len(e.Prefixes6) + len(e.Ports6) + len(e.Held6) + len(e.Claims6)
 }
 
 // DiffElems returns the elements of cur that old lacks, and the reverse.
@@ -100,7 +104,7 @@ func DiffElems(old, cur Elems) (add, del Elems) {
 
 // Declared are the elements plan owns.
 func (g Guard) Declared() Elems {
-	return Elems{g.Ports, g.Bound, g.MACs, g.PortMACs, g.Guests6, g.Prefixes6, g.Ports6, g.Held6}
+	return Elems{g.Ports, g.Bound, g.MACs, g.PortMACs, g.Guests6, g.Prefixes6, g.Ports6, g.Held6, nil}
 }
 
 // LearnedElems are the elements the daemon owns, as observed.

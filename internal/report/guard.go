@@ -55,10 +55,12 @@ func guardText(b *strings.Builder, s Status) {
 				first = false
 			}
 			var what string
-			switch pg.State {
-			case "off":
+			switch {
+			case pg.State == "off":
 				what = "anything (the network has anti_spoofing: false or mode open)"
-			case "unrestricted":
+			case pg.State == "unrestricted" && pg.FirstCome:
+				what = "UNRESTRICTED IPv4 and ARP: nothing bound (guestnet attach --ip/--mac, or a lease from guestnet serve); IPv6 first-come"
+			case pg.State == "unrestricted":
 				what = "UNRESTRICTED: nothing bound (guestnet attach --ip/--mac, or a lease from guestnet serve)"
 			default:
 				what = pg.Sources()
