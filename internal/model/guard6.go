@@ -276,8 +276,17 @@ func guard6() (sets []GuardSet, chains []GuardChain, dispatch []GuardRule, recor
 		{Name: GuardNA6, Key: bind, Size: DropEntries, Timeout: DropMemory},
 	}
 	na := icmp("nd-neighbor-advert")
+	// The chains are ordered for the common case: a packet from an
+	// address the port already holds costs one hash lookup and the claim's
+	// refresh, then the few compares of chain own6.
 	chains = []GuardChain{
 		{Name: "own6", Rules: []GuardRule{
+			// RA guard: no router advertisement, redirect or DHCPv6 server
+			// message from a guest (whatever its source: one the port does
+			// not hold never gets here, and is dropped for it).
+			guest(icmp("nd-router-advert")),
+			guest(icmp("nd-redirect")),
+			guest([]Term{{Op: OpL4, Proto: "udp"}, {Op: OpEq, Field: FieldUDPSport, Value: port(547)}}),
 			// A neighbour advertisement only for an address the port holds.
 			{cat(na, []Term{lookup(GuardClaims6, false, FieldIIF, FieldNDTarget)}), accept},
 			{cat(na, []Term{lookup(GuardBound6, false, FieldIIF, FieldEtherSrc, FieldNDTarget)}), accept},
@@ -285,13 +294,11 @@ func guard6() (sets []GuardSet, chains []GuardChain, dispatch []GuardRule, recor
 			{nil, accept},
 		}},
 		{Name: "check6", Rules: []GuardRule{
-			// RA guard: no router advertisement, redirect or DHCPv6 server
-			// message from a guest.
-			guest(icmp("nd-router-advert")),
-			guest(icmp("nd-redirect")),
-			guest([]Term{{Op: OpL4, Proto: "udp"}, {Op: OpEq, Field: FieldUDPSport, Value: port(547)}}),
+			// The source: the port's claim, or bound to it by attach.
+			{cat([]Term{lookup(GuardClaims6, false, FieldIIF, src)}, claim(src)), toOwn},
+			{[]Term{lookup(GuardBound6, false, FieldIIF, FieldEtherSrc, src)}, toOwn},
 			// Duplicate address detection claims its target when nobody
-			// holds it, inside the bridge's prefixes (a port bound to IPv6
+			// holds it, inside the port's prefixes (a port bound to IPv6
 			// addresses claims link-local ones only); it passes anyway, so
 			// that a holder defends its address.
 			{cat(dad, []Term{lookup(GuardPorts6, true, FieldIIF), lookup(GuardPrefixes6, false, FieldIIF, FieldNDTarget)}, unclaimed(FieldNDTarget), claim(FieldNDTarget)), accept},
@@ -300,11 +307,10 @@ func guard6() (sets []GuardSet, chains []GuardChain, dispatch []GuardRule, recor
 			{cat([]Term{fromAny}, icmp("mld-listener-report")), accept},
 			{cat([]Term{fromAny}, icmp("mld2-listener-report")), accept},
 			{[]Term{fromAny}, toSpoofed},
-			// The source: bound by attach, or the port's claim, or free to
-			// claim.
-			{[]Term{lookup(GuardBound6, false, FieldIIF, FieldEtherSrc, src)}, toOwn},
+			// A new source: refused when the port is bound to other IPv6
+			// addresses (but for link-local ones) or another port holds it,
+			// else claimed when it lies in the port's prefixes.
 			{[]Term{lookup(GuardPorts6, false, FieldIIF), linkLocal(src, true)}, toSpoofed},
-			{cat([]Term{lookup(GuardClaims6, false, FieldIIF, src)}, claim(src)), toOwn},
 			{[]Term{lookup(GuardClaimed6, false, src)}, toSpoofed},
 			{[]Term{lookup(GuardHeld6, false, src)}, toSpoofed},
 			{cat([]Term{lookup(GuardPrefixes6, false, FieldIIF, src)}, claim(src)), toOwn},
