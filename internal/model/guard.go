@@ -139,11 +139,11 @@ func (x Spoofed) Summary() string {
 }
 
 // OtherDrop is what set "dropped_other" remembers of one port . MAC .
-// ether type whose frames were dropped, neither IPv4 nor ARP: a bound
-// port may send only those (guestnet's networks are IPv4), so a guest's
-// IPv6 (router solicitations, neighbour discovery, MLD) ends up here, and
-// so does a VLAN-tagged frame, whose ether type is its tag's. An entry
-// lives DropMemory after the last drop.
+// ether type whose frames were dropped, neither IPv4, IPv6 nor ARP: a
+// bound port may send only those, so a VLAN-tagged frame ends up here,
+// whose ether type is its tag's (an untagged IPv6 frame is judged by the
+// IPv6 rules and recorded in dropped6 when dropped). An entry lives
+// DropMemory after the last drop.
 type OtherDrop struct {
 	Port string `json:"port"`
 	MAC  string `json:"mac"`

@@ -14,9 +14,9 @@ import (
 // and apply and observe make and check the sets it declares; none of them
 // holds a rule of its own, so the text and the expressions cannot drift.
 
-// GuardFamily is the address family of the guard table's keys: guestnet's
-// networks are IPv4 (an IPv6 guard would declare its sets with
-// GuardTableOf(IPv6)'s key types).
+// GuardFamily is the address family of the keys of the guard table's
+// ARP and IPv4 sets (bound, learned, dropped). IPv6 has sets and chains of
+// its own in the same table (guard6.go), whatever GuardFamily is.
 const GuardFamily = IPv4
 
 // Header is the part of a frame a field is read from.
@@ -187,10 +187,12 @@ type GuardTable struct {
 
 // GuardTableOf describes the guard table whose keys hold addresses of
 // family f: the sets' address type and the source address its rules look
-// up and record follow f. guestnet makes the IPv4 one (GuardFamily); for
-// IPv6 the description is only the key layout so far: its ARP rules (whose
-// sender address is IPv4) and DHCPv4 rules are IPv4's, and the IPv6 issue
-// adds neighbour discovery in their place.
+// up and record follow f. guestnet makes the IPv4 one (GuardFamily); its
+// ARP rules (whose sender address is IPv4) and DHCPv4 rules are IPv4's
+// whatever f. The IPv6 sets and chains (first-come claims, RA guard,
+// neighbour advertisements: guard6) are part of every description, and
+// prerouting sends every IPv6 frame of a guest port to them (chain check6)
+// before bound ports go to chain check.
 //
 // Base chain prerouting sees every frame a bridge port receives, before
 // the bridge learns its source MAC: a frame whose source MAC is bound to
@@ -204,8 +206,9 @@ type GuardTable struct {
 // only from a bound port . MAC . address, and DHCP requests from any MAC on
 // a port bound only by leases (a MAC bound elsewhere never gets there).
 // Chain spoofed counts and drops, remembering the source of each dropped
-// ARP and IPv4 frame in set dropped, and the port . MAC . ether type of
-// any other (IPv6, VLAN-tagged) in set dropped_other.
+// ARP and IPv4 frame in set dropped, of each IPv6 one in set dropped6, and
+// the port . MAC . ether type of any other (VLAN-tagged, ...) in set
+// dropped_other.
 func GuardTableOf(f Family) GuardTable {
 	src := FieldSrc(f)
 	bind := []string{"ifname", "ether_addr", f.AddrType()}
