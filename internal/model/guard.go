@@ -190,12 +190,12 @@ func (x OtherDrop) Why() string {
 	case x.Kind() == "VLAN-tagged":
 		return "a bound port may send only untagged IPv4 and ARP (the tag hides what the frame carries)"
 	}
-	return "guestnet's networks are IPv4; a bound port may send only IPv4 and ARP"
+	return "a bound port may send only IPv4, IPv6 and ARP"
 }
 
-// Summary says what was dropped and why: "12 IPv6 frames (ether type ip6)
-// from MAC 52:54:00:00:00:01 (last 3s ago): guestnet's networks are IPv4;
-// a bound port may send only IPv4 and ARP".
+// Summary says what was dropped and why: "2 frames of ether type 0x88cc
+// from MAC 52:54:00:00:00:01 (last 3s ago): a bound port may send only
+// IPv4, IPv6 and ARP".
 func (x OtherDrop) Summary() string {
 	return fmt.Sprintf("%s from MAC %s (last %s ago): %s", x.Frames(), x.MAC, x.Ago.Round(time.Second), x.Why())
 }

@@ -52,11 +52,11 @@ func TestOtherDropSummary(t *testing.T) {
 		want string
 	}{
 		{OtherDrop{MAC: "52:54:00:00:00:01", EtherType: "ip6", Packets: 12, Ago: 3 * time.Second},
-			"12 IPv6 frames (ether type ip6) from MAC 52:54:00:00:00:01 (last 3s ago): guestnet's networks are IPv4; a bound port may send only IPv4 and ARP"},
+			"12 IPv6 frames (ether type ip6) from MAC 52:54:00:00:00:01 (last 3s ago): a bound port may send only IPv4, IPv6 and ARP"},
 		{OtherDrop{MAC: "52:54:00:00:00:01", EtherType: "8021q", Packets: 1},
 			"1 VLAN-tagged frame (ether type 8021q) from MAC 52:54:00:00:00:01 (last 0s ago): a bound port may send only untagged IPv4 and ARP (the tag hides what the frame carries)"},
 		{OtherDrop{MAC: "52:54:00:00:00:01", EtherType: "0x88cc", Packets: 2},
-			"2 frames of ether type 0x88cc from MAC 52:54:00:00:00:01 (last 0s ago): guestnet's networks are IPv4; a bound port may send only IPv4 and ARP"},
+			"2 frames of ether type 0x88cc from MAC 52:54:00:00:00:01 (last 0s ago): a bound port may send only IPv4, IPv6 and ARP"},
 		{OtherDrop{MAC: "52:54:00:00:00:01", EtherType: "ip6", Packets: 2, MACBoundTo: []string{"vga"}},
 			"2 IPv6 frames (ether type ip6) from MAC 52:54:00:00:00:01 (last 0s ago): the MAC is bound to port vga"},
 	} {

@@ -27,7 +27,7 @@ func TestStatusOtherDrops(t *testing.T) {
 	s := MakeStatus(state.State{Networks: map[string]state.Net{"lab": {Network: lab}}}, h)
 	text := s.Text()
 	for _, want := range []string{
-		"DROPPED 12 IPv6 frames (ether type ip6) from MAC 52:54:00:00:00:01 (last 2s ago): guestnet's networks are IPv4; a bound port may send only IPv4 and ARP",
+		"DROPPED 12 IPv6 frames (ether type ip6) from MAC 52:54:00:00:00:01 (last 2s ago): a bound port may send only IPv4, IPv6 and ARP",
 		"DROPPED 2 VLAN-tagged frames (ether type 8021q) from MAC 52:54:00:00:00:01 (last 5s ago): a bound port may send only untagged IPv4 and ARP",
 		"DROPPED 1 IPv6 frame (ether type ip6) from MAC 52:54:00:00:00:01 (last 0s ago): the MAC is bound to port tap0",
 	} {
