@@ -144,6 +144,11 @@ func TestAntiSpoofing6(t *testing.T) {
 	neigh := l.In(gU, "ip", "-6", "neigh", "show", addrS.String(), "dev", "eth0")
 	l.expect("ga's NA for gs's address -> gu's neighbour cache", true, strings.Contains(neigh, "02:00:00:00:06:0a") == false && strings.Contains(neigh, "02:00:00:00:06:05"))
 
+	// gd is bound to its MAC: IPv6 from another MAC, even from its own
+	// address, is dropped (no foreign MAC reaches the bridge's forwarding
+	// database from it).
+	l.sendNA(gD, "02:00:00:00:06:99", netip.MustParseAddr("fd42:99::20"), netip.MustParseAddr("fd42:99::20"))
+
 	// A DHCPv6 lease is a claim too (apply.ClaimLease6, for the server to
 	// call): gn's leased address is refused to ga before gn ever sends
 	// from it, and a lease of an address another port holds is refused.
@@ -189,6 +194,7 @@ func TestAntiSpoofing6(t *testing.T) {
 		{"vgr", model.Drop6Router, lladdrR, "router advertisement"},
 		{"vga", model.Drop6NA, addrS, "held by port vgs"},
 		{"vga", model.Drop6Source, leased, "address held by port vgn"},
+		{"vgd", model.Drop6Source, netip.MustParseAddr("fd42:99::20"), "the port is bound to MAC 02:00:00:00:06:0d"},
 	} {
 		i := slices.IndexFunc(byPort[w.port].Dropped6, func(x model.Drop6) bool { return x.Kind == w.kind && x.IP == w.ip })
 		if i < 0 {

@@ -169,6 +169,11 @@ func queueElems(op func(*nftables.Set, []nftables.SetElement) error, sets map[st
 		for _, p := range e.Ports6 {
 			ports6 = append(ports6, nftables.SetElement{Key: nft.PortKey(p)})
 		}
+		var macPorts []nftables.SetElement
+		for _, p := range e.MACPorts {
+			macPorts = append(macPorts, nftables.SetElement{Key: nft.PortKey(p)})
+		}
+		queue[model.GuardMACPorts] = macPorts
 		for _, a := range e.Held6 {
 			held6 = append(held6, nftables.SetElement{Key: nft.AddrKey(a)})
 		}

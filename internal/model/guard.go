@@ -32,6 +32,7 @@ type Guard struct {
 	Prefixes6 []PortPrefix `json:"prefixes6,omitempty"`
 	Ports6    []string     `json:"ports6,omitempty"`
 	Held6     []netip.Addr `json:"held6,omitempty"`
+	MACPorts  []string     `json:"mac_ports,omitempty"` // elements of set "mac_ports": the ports of PortMACs
 	// Observed only, never compared:
 	LearnedPorts    []string  `json:"learned_ports,omitempty"`
 	Learned         []Bind    `json:"learned,omitempty"` // elements of set "learned"
@@ -318,7 +319,7 @@ func (g Guard) String() string {
 	}
 	v4, v6 := SplitBinds(g.Bound)
 	elems := map[string][]string{GuardPorts: quote(g.Ports), GuardBound: strs(v4), GuardMACs: g.MACs, GuardPortMACs: strs(g.PortMACs),
-		GuardBound6: strs(v6), GuardPorts6: quote(g.Ports6), GuardHeld6: strs(g.Held6), GuardGuests6: quote(g.Guests6), GuardPrefixes6: strs(g.Prefixes6)}
+		GuardBound6: strs(v6), GuardPorts6: quote(g.Ports6), GuardHeld6: strs(g.Held6), GuardGuests6: quote(g.Guests6), GuardPrefixes6: strs(g.Prefixes6), GuardMACPorts: quote(g.MACPorts)}
 	t := GuardTableOf(GuardFamily)
 	for _, s := range t.Sets {
 		var props []string

@@ -41,6 +41,7 @@ const (
 	GuardGuests6   = "guests6"   // guest ports of first-come networks (declared)
 	GuardPrefixes6 = "prefixes6" // port . prefix a claim must lie in (declared)
 	GuardPorts6    = "ports6"    // ports bound to IPv6 addresses by attach (declared)
+	GuardMACPorts  = "mac_ports" // ports bound to a MAC by attach (declared)
 	GuardBound6    = "bound6"    // port . MAC . IPv6 address, declared
 	GuardHeld6     = "held6"     // the addresses of bound6: no other port claims them
 	GuardClaims6   = "claims6"   // port . address, claimed first (the kernel's)
@@ -51,7 +52,7 @@ const (
 )
 
 // DeclaredSets6 are the IPv6 sets plan owns, next to DeclaredSets.
-var DeclaredSets6 = []string{GuardGuests6, GuardPrefixes6, GuardPorts6, GuardBound6, GuardHeld6}
+var DeclaredSets6 = []string{GuardGuests6, GuardPrefixes6, GuardPorts6, GuardBound6, GuardHeld6, GuardMACPorts}
 
 // A claim lives ClaimMemory after its last packet; set claims6 holds at
 // most ClaimEntries (a full set makes no new claim, and an unclaimed
@@ -205,7 +206,15 @@ func (g Guard) why6(x Drop6) string {
 		}
 		return "advertises an address the port does not hold"
 	}
+	var macs []string
+	for _, p := range g.PortMACs {
+		if p.Port == x.Port {
+			macs = append(macs, p.MAC)
+		}
+	}
 	switch {
+	case len(macs) > 0 && !slices.Contains(macs, x.MAC):
+		return "the port is bound to MAC " + strings.Join(macs, ",") + " (attach --mac)"
 	case x.IP.IsUnspecified():
 		return "from :: but neither duplicate address detection nor an MLD report"
 	case holder != "" && by == "attach":
@@ -267,6 +276,7 @@ func guard6() (sets []GuardSet, chains []GuardChain, dispatch []GuardRule, recor
 		{Name: GuardGuests6, Key: []string{"ifname"}},
 		{Name: GuardPrefixes6, Key: claimKey, Interval: true},
 		{Name: GuardPorts6, Key: []string{"ifname"}},
+		{Name: GuardMACPorts, Key: []string{"ifname"}},
 		{Name: GuardBound6, Key: bind, Interval: true},
 		{Name: GuardHeld6, Key: []string{IPv6.AddrType()}},
 		{Name: GuardClaims6, Key: claimKey, Size: ClaimEntries, Timeout: ClaimMemory},
@@ -294,6 +304,10 @@ func guard6() (sets []GuardSet, chains []GuardChain, dispatch []GuardRule, recor
 			{nil, accept},
 		}},
 		{Name: "check6", Rules: []GuardRule{
+			// A port bound to a MAC by attach sends IPv6 from that MAC only,
+			// as it does IPv4: no other MAC gets into the bridge's
+			// forwarding database from it.
+			{[]Term{lookup(GuardMACPorts, false, FieldIIF), lookup(GuardPortMACs, true, FieldIIF, FieldEtherSrc)}, toSpoofed},
 			// The source: the port's claim, or bound to it by attach.
 			{cat([]Term{lookup(GuardClaims6, false, FieldIIF, src)}, claim(src)), toOwn},
 			{[]Term{lookup(GuardBound6, false, FieldIIF, FieldEtherSrc, src)}, toOwn},

@@ -14,15 +14,17 @@ import (
 func TestGuard6Reasons(t *testing.T) {
 	a := netip.MustParseAddr
 	g := Guard{
-		Bound:   []Bind{{Port: "vgd", MAC: "02:00:00:00:00:0d", IP: a("fd42:99::20")}},
-		Ports6:  []string{"vgd"},
-		Claims6: []Claim6{{Port: "vgs", IP: a("fd42:99::77")}, {Port: "vga", IP: a("fd42:99::5")}},
+		Bound:    []Bind{{Port: "vgd", MAC: "02:00:00:00:00:0d", IP: a("fd42:99::20")}},
+		Ports6:   []string{"vgd"},
+		PortMACs: []PortMAC{{"vgd", "02:00:00:00:00:0d"}},
+		Claims6:  []Claim6{{Port: "vgs", IP: a("fd42:99::77")}, {Port: "vga", IP: a("fd42:99::5")}},
 		Dropped6: []Drop6{
 			{Kind: Drop6Source, Port: "vga", IP: a("fd42:99::77"), Packets: 3},
 			{Kind: Drop6Source, Port: "vga", IP: a("fd42:99::20"), Packets: 1},
 			{Kind: Drop6Source, Port: "vga", IP: a("fd99::5"), Packets: 1},
 			{Kind: Drop6Source, Port: "vga", IP: a("::"), Packets: 1},
-			{Kind: Drop6Source, Port: "vgd", IP: a("fd42:99::21"), Packets: 2},
+			{Kind: Drop6Source, Port: "vgd", MAC: "02:00:00:00:00:0d", IP: a("fd42:99::21"), Packets: 2},
+			{Kind: Drop6Source, Port: "vgd", MAC: "02:00:00:00:00:99", IP: a("fd42:99::20"), Packets: 2},
 			{Kind: Drop6Router, Port: "vgr", IP: a("fe80::1"), Packets: 2},
 			{Kind: Drop6DHCP, Port: "vgr", IP: a("fe80::1"), Packets: 1},
 			{Kind: Drop6NA, Port: "vga", IP: a("fd42:99::77"), Packets: 1},
@@ -41,6 +43,7 @@ func TestGuard6Reasons(t *testing.T) {
 		"vga: from :: but neither duplicate address detection nor an MLD report",
 		"vga: advertises an address held by port vgs",
 		"vgd: not among the port's bound IPv6 addresses (attach --ip)",
+		"vgd: the port is bound to MAC 02:00:00:00:00:0d (attach --mac)",
 		"vgr: router advertisement or redirect from a guest (RA guard)",
 		"vgr: DHCPv6 server message from a guest",
 	}
@@ -55,14 +58,15 @@ func TestGuard6Reasons(t *testing.T) {
 	}
 }
 
-// TestGuard6Table: the common case comes first (a source the port holds:
+// TestGuard6Table: the common case comes first, behind the MAC check of a
+// port bound to a MAC (a source the port holds:
 // one lookup, the claim's refresh, then own6), every rule of the IPv6
 // chains checks the protocol, the RA guard is in own6, and each key fits
 // the 64 bytes of registers a lookup may use.
 func TestGuard6Table(t *testing.T) {
 	tb := GuardTableOf(GuardFamily)
 	check6, _ := tb.Chain("check6")
-	if got := check6.Rules[0].String(); got != "iifname . ip6 saddr @claims6 update @claims6 { iifname . ip6 saddr } update @claimed6 { ip6 saddr } goto own6" {
+	if got := check6.Rules[1].String(); got != "iifname . ip6 saddr @claims6 update @claims6 { iifname . ip6 saddr } update @claimed6 { ip6 saddr } goto own6" {
 		t.Errorf("check6 starts with %q", got)
 	}
 	own6, _ := tb.Chain("own6")

@@ -34,6 +34,7 @@ type Elems struct {
 	Prefixes6 []PortPrefix
 	Ports6    []string
 	Held6     []netip.Addr
+	MACPorts  []string // the ports of PortMACs
 	// Claims6 are first-come claims (sets claims6 and claimed6) the daemon
 	// adds (a DHCPv6 lease, for Left) or removes (a port that left its
 	// bridge) through Learn; plan never declares any.
@@ -64,6 +65,10 @@ func ElemsOf(bs []Bind) Elems {
 	e.Ports6 = slices.Compact(e.Ports6)
 	slices.SortFunc(e.Held6, netip.Addr.Compare)
 	e.Held6 = slices.Compact(e.Held6)
+	for _, p := range e.PortMACs {
+		e.MACPorts = append(e.MACPorts, p.Port)
+	}
+	e.MACPorts = slices.Compact(e.MACPorts) // sorted with PortMACs
 	return e
 }
 
@@ -80,13 +85,14 @@ func (e Elems) Equal(o Elems) bool {
 	return slices.Equal(e.Ports, o.Ports) && slices.Equal(e.Binds, o.Binds) &&
 		slices.Equal(e.MACs, o.MACs) && slices.Equal(e.PortMACs, o.PortMACs) &&
 		slices.Equal(e.Guests6, o.Guests6) && slices.Equal(e.Prefixes6, o.Prefixes6) &&
-		slices.Equal(e.Ports6, o.Ports6) && slices.Equal(e.Held6, o.Held6) && slices.Equal(e.Claims6, o.Claims6)
+		slices.Equal(e.Ports6, o.Ports6) && slices.Equal(e.Held6, o.Held6) && slices.Equal(e.Claims6, o.Claims6) &&
+		slices.Equal(e.MACPorts, o.MACPorts)
 }
 
 // Len counts the elements.
 func (e Elems) Len() int {
 	return len(e.Ports) + len(e.Binds) + len(e.MACs) + len(e.PortMACs) +
-		len(e.Guests6) + len(e.Prefixes6) + len(e.Ports6) + len(e.Held6) + len(e.Claims6)
+		len(e.Guests6) + len(e.Prefixes6) + len(e.Ports6) + len(e.Held6) + len(e.Claims6) + len(e.MACPorts)
 }
 
 // DiffElems returns the elements of cur that old lacks, and the reverse.
@@ -99,12 +105,13 @@ func DiffElems(old, cur Elems) (add, del Elems) {
 	add.Prefixes6, del.Prefixes6 = Diff(old.Prefixes6, cur.Prefixes6)
 	add.Ports6, del.Ports6 = Diff(old.Ports6, cur.Ports6)
 	add.Held6, del.Held6 = Diff(old.Held6, cur.Held6)
+	add.MACPorts, del.MACPorts = Diff(old.MACPorts, cur.MACPorts)
 	return add, del
 }
 
 // Declared are the elements plan owns.
 func (g Guard) Declared() Elems {
-	return Elems{g.Ports, g.Bound, g.MACs, g.PortMACs, g.Guests6, g.Prefixes6, g.Ports6, g.Held6, nil}
+	return Elems{g.Ports, g.Bound, g.MACs, g.PortMACs, g.Guests6, g.Prefixes6, g.Ports6, g.Held6, g.MACPorts, nil}
 }
 
 // LearnedElems are the elements the daemon owns, as observed.
@@ -116,7 +123,7 @@ func (g Guard) LearnedElems() Elems {
 func (g *Guard) SetDeclared(bs []Bind) {
 	e := ElemsOf(bs)
 	g.Ports, g.Bound, g.MACs, g.PortMACs = e.Ports, e.Binds, e.MACs, e.PortMACs
-	g.Ports6, g.Held6 = e.Ports6, e.Held6
+	g.Ports6, g.Held6, g.MACPorts = e.Ports6, e.Held6, e.MACPorts
 }
 
 // SetFirstCome makes the first-come ports and their prefixes those of
@@ -140,5 +147,5 @@ func (g *Guard) SetFirstCome(nets []Network, ports map[string][]string) {
 // WithDeclared is g's presence and integrity with the declared elements e.
 func (g Guard) WithDeclared(e Elems) Guard {
 	return Guard{On: g.On, Broken: g.Broken, Ports: e.Ports, Bound: e.Binds, MACs: e.MACs, PortMACs: e.PortMACs,
-		Guests6: e.Guests6, Prefixes6: e.Prefixes6, Ports6: e.Ports6, Held6: e.Held6}
+		Guests6: e.Guests6, Prefixes6: e.Prefixes6, Ports6: e.Ports6, Held6: e.Held6, MACPorts: e.MACPorts}
 }

@@ -26,7 +26,7 @@ func TestElemsOf(t *testing.T) {
 	if want := []PortMAC{{"tap1", "52:54:00:00:00:01"}, {"tap2", "52:54:00:00:00:02"}}; !slices.Equal(e.PortMACs, want) {
 		t.Errorf("port MACs %v, want %v", e.PortMACs, want)
 	}
-	if e.Len() != 3+4+2+2 {
+	if e.Len() != 3+4+2+2+2 { // and the ports of the MACs (set mac_ports)
 		t.Errorf("Len %d", e.Len())
 	}
 	add, del := DiffElems(e, ElemsOf(binds[1:3])) // tap2 and tap3 go

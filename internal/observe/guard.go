@@ -87,7 +87,7 @@ func readGuard(c *nftables.Conn) (model.Guard, error) {
 		}
 	}
 	g.Bound = append(g.Bound, bound6...)
-	for name, dst := range map[string]*[]string{model.GuardPorts: &g.Ports, model.GuardLearnedPorts: &g.LearnedPorts, model.GuardPorts6: &g.Ports6, model.GuardGuests6: &g.Guests6} {
+	for name, dst := range map[string]*[]string{model.GuardPorts: &g.Ports, model.GuardLearnedPorts: &g.LearnedPorts, model.GuardPorts6: &g.Ports6, model.GuardGuests6: &g.Guests6, model.GuardMACPorts: &g.MACPorts} {
 		if s := byName[name]; s != nil {
 			els, err := c.GetSetElements(s)
 			if err != nil {
