@@ -71,9 +71,13 @@ udp() { # $1 = server address; prints datagrams/s delivered (one retry: iperf3's
 for r in $(seq "$ROUNDS"); do
   spec true; attach
   echo "$(udp 10.99.0.40) $(udp fd42:99::40)" >> "$WORK/on"
-  ip netns exec $H nft list set bridge guestnet claims6 | grep -q '"va" . fd42:99::20' || { echo "no claim of fd42:99::20 by va (last: $(tail -1 "$WORK/on"))" >&2; ip netns exec $H nft list table bridge guestnet >&2; exit 1; }
+  # (the listing is read whole first: grep -q stopping early would make
+  # nft die of SIGPIPE, and pipefail report that as a failure)
+  claims=$(ip netns exec $H nft list set bridge guestnet claims6)
+  grep -q '"va" . fd42:99::20' <<<"$claims" || { echo "no claim of fd42:99::20 by va:" >&2; echo "$claims" >&2; exit 1; }
   spec false
-  ip netns exec $H nft list tables | grep -q "bridge guestnet" && { echo "bridge table still there" >&2; exit 1; }
+  tables=$(ip netns exec $H nft list tables)
+  grep -q "bridge guestnet" <<<"$tables" && { echo "bridge table still there" >&2; exit 1; }
   echo "$(udp 10.99.0.40) $(udp fd42:99::40)" >> "$WORK/off"
   echo "round $r done" >&2
 done
