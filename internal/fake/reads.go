@@ -104,9 +104,10 @@ func (k *Kernel) FailReads(err error) {
 	k.readErr = err
 }
 
-// Learn adds and removes learned bindings in one transaction; like the
-// kernel, it fails when the table is not there or an element to delete is
-// missing (nft add element of one already there is no error).
+// Learn adds and removes learned bindings (and IPv6 claims) in one
+// transaction; like the kernel, it fails when the table is not there or
+// an element to delete is missing (nft add element of one already there
+// is no error).
 func (k *Kernel) Learn(add, del model.Elems) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -123,6 +124,15 @@ func (k *Kernel) Learn(add, del model.Elems) error {
 			return fmt.Errorf("nft delete element learned %v: %w", b, unix.ENOENT)
 		}
 	}
+	for _, c := range del.Claims6 {
+		if !slices.ContainsFunc(g.Claims6, func(x model.Claim6) bool { return x.Port == c.Port && x.IP == c.IP }) {
+			return fmt.Errorf("nft delete element claims6 %v: %w", c, unix.ENOENT)
+		}
+	}
+	g.Claims6 = slices.DeleteFunc(g.Claims6, func(x model.Claim6) bool {
+		return slices.ContainsFunc(del.Claims6, func(c model.Claim6) bool { return x.Port == c.Port && x.IP == c.IP })
+	})
+	g.Claims6 = append(g.Claims6, add.Claims6...)
 	binds := slices.DeleteFunc(slices.Clone(have.Binds), func(b model.Bind) bool { return slices.Contains(del.Binds, b) })
 	e := model.ElemsOf(append(binds, add.Binds...))
 	g.LearnedPorts, g.Learned, g.LearnedMACs, g.LearnedPortMACs = e.Ports, e.Binds, e.MACs, e.PortMACs
