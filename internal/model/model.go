@@ -187,6 +187,10 @@ type Host struct {
 	Ruleset              Ruleset `json:"ruleset"`
 	Guard                Guard   `json:"guard,omitzero"`
 	Foreign              Foreign `json:"foreign"`
+
+	// BridgeNFCallIP6Tables is BridgeNFCallIPTables for IPv6
+	// (bridge-nf-call-ip6tables=1).
+	BridgeNFCallIP6Tables bool `json:"bridge_nf_call_ip6tables"`
 }
 
 // RAUplink is an interface that learns its default route from router
@@ -293,6 +297,9 @@ type Diag struct {
 	// local, main and default lookups (as ip rule prints them): trace reads
 	// the main table only and says so.
 	PolicyRules []string `json:"policy_rules,omitempty"`
+	// PolicyRules6 are the same for IPv6 (ip -6 rule), beyond local at 0
+	// and main at 32766.
+	PolicyRules6 []string `json:"policy_rules6,omitempty"`
 }
 
 // ForeignRule is a rule of a table guestnet does not own.
