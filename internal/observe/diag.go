@@ -2,6 +2,8 @@ package observe
 
 import (
 	"fmt"
+	"net/netip"
+	"slices"
 	"strconv"
 
 	"github.com/google/nftables"
@@ -22,7 +24,9 @@ func Diagnose(ns *netns.NS, h model.Host) (model.Diag, error) {
 	d := model.Diag{RPFilter: map[string]int{}}
 	names := []string{"all"}
 	for _, l := range h.Links {
-		if l.Kind == "bridge" || (len(l.Addrs) > 0 && l.Name != "lo") {
+		// Not every link with an address: once IPv6 link-local addresses
+		// are observed, every guest port has one (rp_filter is IPv4's).
+		if l.Kind == "bridge" || (l.Name != "lo" && slices.ContainsFunc(l.Addrs, func(p netip.Prefix) bool { return p.Addr().Is4() })) {
 			names = append(names, l.Name)
 		}
 	}
