@@ -98,7 +98,7 @@ func gatewayMissing(n model.Network, br model.Link) []Finding {
 		}
 		var has []string
 		for _, p := range br.Addrs {
-			if model.FamilyOf(p.Addr()) == f {
+			if model.FamilyOf(p.Addr()) == f && !p.Addr().IsLinkLocalUnicast() {
 				has = append(has, p.String())
 			}
 		}
