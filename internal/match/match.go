@@ -22,16 +22,12 @@ type Packet struct {
 	// absent interface does not match, negated or not, as in nftables.
 	IIF, OIF string
 	IIFGroup uint32 // the input interface's group
-	Proto    string // tcp, udp, icmp, or ipv6-icmp (ICMPv6, as nft names l4proto 58)
+	Proto    string // tcp, udp or icmp
 	Port     int    // destination port (tcp and udp)
 	Reply    bool   // ct state established or related
 	DNAT     bool   // ct status dnat: the connection's destination was translated
 	Local    bool   // fib daddr type local: the destination is an address of this host
 }
-
-// ProtoICMPv6 is ICMPv6 as nft names it in "meta l4proto ipv6-icmp": an
-// IPv6 packet's ICMP, which "meta l4proto icmp" (protocol 1) does not match.
-const ProtoICMPv6 = "ipv6-icmp"
 
 // UnknownError says a rule holds a match the matcher cannot evaluate: the
 // caller must say it cannot simulate the rule instead of guessing.
@@ -97,7 +93,7 @@ func Match(m model.Match, p Packet) (bool, error) {
 		return p.Local, nil
 	case model.MatchL4:
 		switch m.Name {
-		case "tcp", "udp", "icmp", ProtoICMPv6:
+		case "tcp", "udp", "icmp":
 			return p.Proto == m.Name, nil
 		}
 		return unknown("unknown protocol")

@@ -75,17 +75,3 @@ func TestAddressFamily(t *testing.T) {
 		}
 	}
 }
-
-// TestICMPv6: an IPv6 packet's ICMP is "meta l4proto ipv6-icmp"
-// (protocol 58), which "meta l4proto icmp" (protocol 1) does not match.
-func TestICMPv6(t *testing.T) {
-	p := Packet{Src: netip.MustParseAddr("fd00:99::2"), Dst: netip.MustParseAddr("fd00:99::1"), Proto: ProtoICMPv6}
-	for _, c := range []struct {
-		name string
-		want bool
-	}{{ProtoICMPv6, true}, {"icmp", false}, {"tcp", false}} {
-		if got, err := Match(model.Match{Kind: model.MatchL4, Name: c.name}, p); err != nil || got != c.want {
-			t.Errorf("meta l4proto %s on ICMPv6: got %v, %v; want %v", c.name, got, err, c.want)
-		}
-	}
-}

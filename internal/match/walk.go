@@ -101,8 +101,8 @@ func IsDispatch(v model.Verdict) bool {
 }
 
 // lookupVmap is the chain the map's element for p's key jumps to; ok is
-// false when the key is absent at this hook (no such interface, an address
-// of another family than the map's) or not in the map.
+// false when the key is absent at this hook (no such interface, another
+// family than the map's IPv4) or not in the map.
 func lookupVmap(rs model.Ruleset, name string, key model.MatchKind, p Packet) (string, bool, error) {
 	m, ok := rs.Vmap(name)
 	if !ok {
@@ -131,12 +131,9 @@ func lookupVmap(rs model.Ruleset, name string, key model.MatchKind, p Packet) (s
 		if key == model.MatchDAddr {
 			a = p.Dst
 		}
-		if !a.IsValid() {
-			return "", false, nil
+		if !a.Is4() {
+			return "", false, nil // the nfproto ipv4 check before the load fails
 		}
-		// An address of the other family than the map's is in no element
-		// (Contains is false across families): the nfproto check of the
-		// "ip saddr" or "ip6 saddr" load fails, and the rule is skipped.
 		for _, e := range m.Elements {
 			if e.Prefix.Masked().Contains(a) {
 				return e.Chain, true, nil

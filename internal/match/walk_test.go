@@ -62,16 +62,6 @@ func TestWalk(t *testing.T) {
 			t.Errorf("%s %+v: walked %q, want %q", c.chain, c.p, got, c.want)
 		}
 	}
-	// A map keyed on IPv6 addresses (as nat_from6 would be) sends IPv6
-	// sources only: the family of the key is the elements'.
-	v6 := rs
-	v6.Vmaps = append(rs.Vmaps[:2:2], model.Vmap{Name: model.VmapNATFrom, Key: model.MatchSAddr,
-		Elements: []model.VmapElement{{Prefix: netip.MustParsePrefix("fd42:1::/64"), Chain: "nat-a"}}})
-	for src, want := range map[string]int{"fd42:1::3": 1, "fd42:2::3": 0, "10.1.0.3": 0} {
-		if steps, err := Walk(v6, "postrouting", Packet{Src: netip.MustParseAddr(src)}); err != nil || len(steps) != want {
-			t.Errorf("postrouting from %s through an IPv6 map: %d steps, %v; want %d", src, len(steps), err, want)
-		}
-	}
 	// A map the ruleset lacks, or a chain an element names that it lacks:
 	// the walk cannot tell.
 	broken := rs
