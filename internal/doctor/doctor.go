@@ -229,7 +229,7 @@ func checkForwardDrop(in Input) []Finding {
 					what = fmt.Sprintf("%s drops the forwarded IPv6 traffic of %s", fc.Name, n.Bridge)
 					fix = fmt.Sprintf("ip6tables -I FORWARD -i %s -j ACCEPT && ip6tables -I FORWARD -o %s -j ACCEPT (Docker sets this policy when ip6tables is on, moby/moby#48365: "+
 						"put them in ip6tables' DOCKER-USER, which guestnet apply does for its networks)", n.Bridge, n.Bridge)
-					if !model.TableSees(fc.Name, model.IPv4) {
+					if fc.Family() == model.IPv6 {
 						ev = append(ev, "IPv4 is not affected: the chain is ip6tables'")
 					}
 				}
@@ -251,11 +251,12 @@ func checkForwardDrop(in Input) []Finding {
 // f accept the network's traffic, as package match reads them: a packet
 // from its bridge out of the default route and one back (or, for
 // bridged-only traffic, one within the bridge). unknown lists the rules
-// match cannot simulate. The model holds guestnet's rules of iptables'
-// DOCKER-USER only: for IPv6 none are known to let anything through.
+// match cannot simulate. IPv4 asks iptables' DOCKER-USER, IPv6
+// ip6tables'.
 func (in Input) dockerUserLets(n model.Network, onlyBridged bool, f model.Family) (lets bool, unknown []string) {
+	rules, table := in.Host.Ruleset.DockerUser, "table ip filter chain DOCKER-USER: "
 	if f == model.IPv6 {
-		return false, nil
+		rules, table = in.Host.Ruleset.DockerUser6, "table ip6 filter chain DOCKER-USER: "
 	}
 	up := cmp.Or(defaultDev(in.Host, f), "uplink")
 	guest, far := subnet(n, f).Addr().Next(), f.Unspecified()
@@ -266,10 +267,10 @@ func (in Input) dockerUserLets(n model.Network, onlyBridged bool, f model.Family
 	for _, p := range pkts {
 		p.Proto = "tcp"
 		accepted := false
-		for _, r := range in.Host.Ruleset.DockerUser {
+		for _, r := range rules {
 			ok, err := match.Rule(r, p)
 			if err != nil {
-				unknown = append(unknown, "table ip filter chain DOCKER-USER: "+err.Error())
+				unknown = append(unknown, table+err.Error())
 				continue
 			}
 			if ok {

@@ -66,6 +66,20 @@ func TestChecksIPv6(t *testing.T) {
 		{"iptables FORWARD drop: not the IPv6-only network's problem", func(in *Input) {
 			in.Host.Foreign.ForwardDrop = []model.ForeignChain{{Name: "table ip filter chain FORWARD"}}
 		}, "forward-drop[default]", []string{"iptables -I FORWARD -i gnat0"}},
+		{"ip6tables FORWARD drop, guestnet's ip6tables DOCKER-USER rules let the bridges through", func(in *Input) {
+			in.Host.Foreign = model.Foreign{ForwardDrop: []model.ForeignChain{ip6Drop}}
+			for _, br := range []string{"gnat0", "grt0"} {
+				in.Host.Ruleset.DockerUser6 = append(in.Host.Ruleset.DockerUser6,
+					model.Rule{Verdict: model.Accept, Match: []model.Match{{Kind: model.MatchIIF, Name: br}}},
+					model.Rule{Verdict: model.Accept, Match: []model.Match{{Kind: model.MatchOIF, Name: br}}})
+			}
+		}, "", nil},
+		{"ip6tables FORWARD drop, guestnet's rules only in iptables' DOCKER-USER", func(in *Input) {
+			in.Host.Foreign = model.Foreign{DockerUser: true, ForwardDrop: []model.ForeignChain{ip6Drop}}
+			in.Host.Ruleset.DockerUser = []model.Rule{
+				{Verdict: model.Accept, Match: []model.Match{{Kind: model.MatchIIF, Name: "gnat0"}}},
+				{Verdict: model.Accept, Match: []model.Match{{Kind: model.MatchOIF, Name: "gnat0"}}}}
+		}, "forward-drop[default],forward-drop[lab]", nil},
 		{"ip6tables FORWARD drop that accepts the bridges", func(in *Input) {
 			in.Host.Foreign.ForwardDrop = []model.ForeignChain{{Name: ip6Drop.Name, AcceptIIF: []string{"gnat0", "grt0"}, AcceptOIF: []string{"gnat0", "grt0"}}}
 		}, "", nil},

@@ -93,7 +93,7 @@ func Match(m model.Match, p Packet) (bool, error) {
 		return p.Local, nil
 	case model.MatchL4:
 		switch m.Name {
-		case "tcp", "udp", "icmp":
+		case "tcp", "udp", "icmp", "ipv6-icmp":
 			return p.Proto == m.Name, nil
 		}
 		return unknown("unknown protocol")

@@ -80,7 +80,7 @@ func reg(r uint32) int {
 	return int(r-1) * 16
 }
 
-var protoNum = map[string]byte{"tcp": unix.IPPROTO_TCP, "udp": unix.IPPROTO_UDP, "icmp": unix.IPPROTO_ICMP}
+var protoNum = map[string]byte{"tcp": unix.IPPROTO_TCP, "udp": unix.IPPROTO_UDP, "icmp": unix.IPPROTO_ICMP, "ipv6-icmp": unix.IPPROTO_ICMPV6}
 
 func ifname(n string) []byte {
 	b := make([]byte, unix.IFNAMSIZ)

@@ -183,14 +183,13 @@ type Host struct {
 	RAUplinks []RAUplink `json:"ra_uplinks,omitempty"`
 	// BridgeNFCallIPTables is true when br_netfilter sends bridged frames
 	// through the IP hooks (bridge-nf-call-iptables=1) in this namespace.
-	BridgeNFCallIPTables bool    `json:"bridge_nf_call_iptables"`
-	Ruleset              Ruleset `json:"ruleset"`
-	Guard                Guard   `json:"guard,omitzero"`
-	Foreign              Foreign `json:"foreign"`
-
-	// BridgeNFCallIP6Tables is BridgeNFCallIPTables for IPv6
-	// (bridge-nf-call-ip6tables=1).
-	BridgeNFCallIP6Tables bool `json:"bridge_nf_call_ip6tables"`
+	BridgeNFCallIPTables bool `json:"bridge_nf_call_iptables"`
+	// BridgeNFCallIP6Tables is the same for IPv6 (bridge-nf-call-ip6tables=1):
+	// bridged IPv6 frames cross table ip6 filter's FORWARD.
+	BridgeNFCallIP6Tables bool    `json:"bridge_nf_call_ip6tables,omitempty"`
+	Ruleset               Ruleset `json:"ruleset"`
+	Guard                 Guard   `json:"guard,omitzero"`
+	Foreign               Foreign `json:"foreign"`
 }
 
 // RAUplink is an interface that learns its default route from router
@@ -245,6 +244,18 @@ type ForeignChain struct {
 	AcceptIIF     []string `json:"accept_iif,omitempty"`     // "iifname X accept"
 	AcceptOIF     []string `json:"accept_oif,omitempty"`     // "oifname X accept"
 	AcceptBridged []string `json:"accept_bridged,omitempty"` // "iifname X oifname X accept"
+}
+
+// Family is the address family whose packets cross the chain: IPv6 for a
+// chain of table ip6 (ip6tables), IPv4 for table ip, "" for both (inet).
+func (c ForeignChain) Family() Family {
+	switch {
+	case strings.HasPrefix(c.Name, "table ip6 "):
+		return IPv6
+	case strings.HasPrefix(c.Name, "table ip "):
+		return IPv4
+	}
+	return ""
 }
 
 // Lets reports whether the chain already accepts a bridge's traffic: both

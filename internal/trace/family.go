@@ -3,21 +3,24 @@ package trace
 import (
 	"net/netip"
 
-	"github.com/guestnet/guestnet/internal/match"
 	"github.com/guestnet/guestnet/internal/model"
 )
 
 // The switches of the host that differ by family, each with the name a
 // person reads and sets.
 
-// l4 is the protocol the rules see: ICMP of an IPv6 packet is ICMPv6
-// ("meta l4proto ipv6-icmp"), which a rule for icmp does not match.
+// icmpv6 is ICMPv6 as nft names it in "meta l4proto ipv6-icmp" (and
+// package match's Packet.Proto with it).
+const icmpv6 = "ipv6-icmp"
+
+// l4 is the protocol the rules see: ICMP of an IPv6 packet is ICMPv6,
+// which a rule for icmp (protocol 1) does not match.
 func l4(proto string, f model.Family) string {
 	switch {
-	case f == model.IPv6 && (proto == "icmp" || proto == "icmpv6" || proto == match.ProtoICMPv6):
-		return match.ProtoICMPv6
+	case f == model.IPv6 && (proto == "icmp" || proto == "icmpv6" || proto == icmpv6):
+		return icmpv6
 	case proto == "icmpv6":
-		return match.ProtoICMPv6
+		return icmpv6
 	}
 	return proto
 }
@@ -52,13 +55,11 @@ func foreignDrops(h model.Host, f model.Family) []model.ForeignChain {
 	return out
 }
 
-// dockerUser are guestnet's rules in the DOCKER-USER chain of family f.
-// The model holds those of table ip filter only: guestnet's rules in
-// ip6tables' DOCKER-USER (helper fw's) are not in it yet, so for IPv6 none
-// let a packet past an ip6 FORWARD drop here.
+// dockerUser are guestnet's rules in the DOCKER-USER chain of family f
+// (iptables' or ip6tables').
 func dockerUser(h model.Host, f model.Family) []model.Rule {
 	if f == model.IPv6 {
-		return nil
+		return h.Ruleset.DockerUser6
 	}
 	return h.Ruleset.DockerUser
 }

@@ -6,7 +6,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/guestnet/guestnet/internal/match"
 	"github.com/guestnet/guestnet/internal/model"
 	"github.com/guestnet/guestnet/internal/nft"
 )
@@ -113,15 +112,16 @@ func withIPv6(rs model.Ruleset, nets []model.Network) model.Ruleset {
 		if n.Mode == model.Routed {
 			beforeLast(model.ChainTo(n.Name), model.Rule{Network: n.Name, Match: []model.Match{{Kind: model.MatchDAddr, Prefix: s6}}, Verdict: model.Accept})
 		}
-		if n.Mode == model.NAT {
-			for i, v := range rs.Vmaps {
-				if v.Name == model.VmapNATFrom {
-					rs.Vmaps[i].Elements = append(rs.Vmaps[i].Elements, model.VmapElement{Prefix: s6, Chain: model.ChainNAT(n.Name)})
+		if n.Mode == model.NAT { // NAT66 (fw's render dispatches by nat_from6 to the same masquerade)
+			for i, c := range rs.Chains {
+				if c.Name == "postrouting" {
+					rs.Chains[i].Rules = append(slices.Clone(c.Rules), model.Rule{Network: n.Name, Verdict: model.Masquerade,
+						Match: []model.Match{{Kind: model.MatchSAddr, Prefix: s6}, {Kind: model.MatchOIF, Name: n.Bridge, Neg: true}}})
 				}
 			}
 		}
 		if _, ok := rs.Chain(model.ChainInput(n.Name)); ok {
-			beforeLast(model.ChainInput(n.Name), model.Rule{Network: n.Name, Match: []model.Match{{Kind: model.MatchL4, Name: match.ProtoICMPv6}}, Verdict: model.Accept})
+			beforeLast(model.ChainInput(n.Name), model.Rule{Network: n.Name, Match: []model.Match{{Kind: model.MatchL4, Name: "ipv6-icmp"}}, Verdict: model.Accept})
 		}
 	}
 	return rs
@@ -149,7 +149,7 @@ func TestWalkIPv6(t *testing.T) {
 	}{
 		{"nat guest -> internet (NAT66)", out, nil, "up0", []string{
 			"ip -6 route get 2001:db8:ff::2: dev up0 via fe80::ff (main table)",
-			"source fd42:99::10 becomes 2001:db8:1::1",
+			"masquerade", "source fd42:99::10 becomes 2001:db8:1::1",
 			"conntrack un-NATs 2001:db8:1::1 to fd42:99::10"}},
 		{"internet -> nat guest", pk("2001:db8:ff::2", "fd42:99::10", "tcp", 8080), nil, "", []string{"chain to-default: reject"}},
 		{"internet -> routed guest", pk("2001:db8:ff::2", "2001:db8:71::10", "tcp", 8080), nil, "grt0", []string{
@@ -173,6 +173,10 @@ func TestWalkIPv6(t *testing.T) {
 			h.Foreign = model.Foreign{DockerUser: true, ForwardDrop: []model.ForeignChain{ip6Drop}}
 			h.Ruleset.DockerUser = []model.Rule{{Network: "default", Verdict: model.Accept, Match: []model.Match{{Kind: model.MatchIIF, Name: "gnat0"}}}}
 		}, "", []string{"table ip6 filter chain FORWARD: policy drop"}},
+		{"ip6tables FORWARD drop, guestnet's ip6tables DOCKER-USER rules", out, func(h *model.Host) {
+			h.Foreign = model.Foreign{ForwardDrop: []model.ForeignChain{ip6Drop}}
+			h.Ruleset.DockerUser6 = []model.Rule{{Network: "default", Verdict: model.Accept, Match: []model.Match{{Kind: model.MatchIIF, Name: "gnat0"}}}}
+		}, "up0", []string{`table ip6 filter chain DOCKER-USER: iifname "gnat0" accept`}},
 		{"iptables FORWARD drop does not see IPv6", out, func(h *model.Host) { h.Foreign.ForwardDrop = []model.ForeignChain{ip4Drop} }, "up0", nil},
 		{"an inet table's FORWARD drop sees IPv6", out, func(h *model.Host) { h.Foreign.ForwardDrop = []model.ForeignChain{inetDrop} }, "", []string{
 			"table inet firewalld chain filter_FORWARD: policy drop"}},
