@@ -175,8 +175,9 @@ func TestWalkIPv6(t *testing.T) {
 		}, "", []string{"table ip6 filter chain FORWARD: policy drop"}},
 		{"ip6tables FORWARD drop, guestnet's ip6tables DOCKER-USER rules", out, func(h *model.Host) {
 			h.Foreign = model.Foreign{ForwardDrop: []model.ForeignChain{ip6Drop}}
-			h.Ruleset.DockerUser6 = []model.Rule{{Network: "default", Verdict: model.Accept, Match: []model.Match{{Kind: model.MatchIIF, Name: "gnat0"}}}}
-		}, "up0", []string{`table ip6 filter chain DOCKER-USER: iifname "gnat0" accept`}},
+			h.Ruleset.DockerUser6 = []model.Rule{{Network: "default", Verdict: model.Accept, Match: []model.Match{{Kind: model.MatchIIF, Name: "gnat0"}}},
+				{Network: "default", Verdict: model.Accept, Match: []model.Match{{Kind: model.MatchOIF, Name: "gnat0"}}}}
+		}, "up0", []string{`table ip6 filter chain DOCKER-USER: iifname "gnat0" accept`, `table ip6 filter chain DOCKER-USER: oifname "gnat0" accept`}},
 		{"iptables FORWARD drop does not see IPv6", out, func(h *model.Host) { h.Foreign.ForwardDrop = []model.ForeignChain{ip4Drop} }, "up0", nil},
 		{"an inet table's FORWARD drop sees IPv6", out, func(h *model.Host) { h.Foreign.ForwardDrop = []model.ForeignChain{inetDrop} }, "", []string{
 			"table inet firewalld chain filter_FORWARD: policy drop"}},
