@@ -63,10 +63,10 @@ func trace6Apply(l *Lab, host string) {
 	l.In(host, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
 }
 
-// guest6 makes a guest namespace attached to network with a static IPv6
+// traceGuest6 makes a guest namespace attached to network with a static IPv6
 // address (nodad: the test is not about DAD) and its default route via
 // gw, plus an IPv4 address and route when addr4 is set.
-func guest6(l *Lab, host, network, name, hostIf, addr4, gw4, addr6, gw6 string) string {
+func traceGuest6(l *Lab, host, network, name, hostIf, addr4, gw4, addr6, gw6 string) string {
 	g := l.Guest(host, network, name, hostIf, addr4, gw4)
 	l.must("ip", "-n", g, "-6", "addr", "add", addr6, "dev", "eth0", "nodad")
 	l.must("ip", "-n", g, "-6", "route", "add", "default", "via", gw6)
@@ -142,9 +142,9 @@ func TestTrace6Matrix(t *testing.T) {
 	l := newLab(t)
 	host, inet := trace6Host(l)
 	trace6Apply(l, host)
-	g1 := guest6(l, host, "default", "g1", "vg1", "10.99.0.10/24", "10.99.0.1", "fd42:99::10/64", "fd42:99::1")
-	g3 := guest6(l, host, "lab", "g3", "vg3", "", "", "2001:db8:71::10/64", "2001:db8:71::1")
-	g4 := guest6(l, host, "other", "g4", "vg4", "", "", "fd42:2::10/64", "fd42:2::1")
+	g1 := traceGuest6(l, host, "default", "g1", "vg1", "10.99.0.10/24", "10.99.0.1", "fd42:99::10/64", "fd42:99::1")
+	g3 := traceGuest6(l, host, "lab", "g3", "vg3", "", "", "2001:db8:71::10/64", "2001:db8:71::1")
+	g4 := traceGuest6(l, host, "other", "g4", "vg4", "", "", "fd42:2::10/64", "fd42:2::1")
 	names := map[string]string{"fd42:99::10": "g1", "2001:db8:71::10": "g3", "fd42:2::10": "g4", "2001:db8:ff::2": "inet"}
 	for addr, name := range names {
 		ns := map[string]string{"g1": g1, "g3": g3, "g4": g4, "inet": inet}[name]
