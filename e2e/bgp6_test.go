@@ -52,9 +52,9 @@ func TestBGP6(t *testing.T) {
 	}
 	rtr := l.NS("rtr")
 	onLAN(rtr, "fd00:10::fe/64")
-	waitLinkLocal(t, l, rtr) // BIRD's next hop beside the global one
+	bgp6WaitLinkLocal(t, l, rtr) // BIRD's next hop beside the global one
 
-	b := l.BIRD(rtr, bird6(hosts[0].addr, hosts[1].addr))
+	b := l.BIRD(rtr, bgp6BIRD(hosts[0].addr, hosts[1].addr))
 	dir := t.TempDir()
 	for _, h := range hosts {
 		other := hosts[2-h.n]
@@ -72,7 +72,7 @@ networks:
 			t.Fatal(err)
 		}
 		l.Serve_(h.ns, spec)
-		h.guest = guest6(l, h.ns, fmt.Sprintf("g%d", h.n), fmt.Sprintf("vg%d", h.n), h.guestIP+"/64", fmt.Sprintf("fd42:7%d::1", h.n))
+		h.guest = bgp6Guest(l, h.ns, fmt.Sprintf("g%d", h.n), fmt.Sprintf("vg%d", h.n), h.guestIP+"/64", fmt.Sprintf("fd42:7%d::1", h.n))
 	}
 
 	// Each host installs the other's prefix via its LAN address, and
@@ -106,7 +106,7 @@ networks:
 		out, err := exec.Command("ip", "netns", "exec", h.guest, "busybox", "ping", "-6", "-c", "3", "-W", "2", other.guestIP).CombinedOutput()
 		if err != nil {
 			t.Errorf("g%d pings g%d (%s): %v\n%s\nh%d routes: %v\nh%d nft: %s", h.n, other.n, other.guestIP, err, out,
-				h.n, bgpRoutes6(l, h.ns), h.n, nftList(h.ns))
+				h.n, bgpRoutes6(l, h.ns), h.n, bgp6Nft(h.ns))
 		} else {
 			t.Logf("g%d -> g%d: %s", h.n, other.n, lastLines(string(out), 1))
 		}
@@ -129,7 +129,7 @@ networks:
 	if !slices.Contains(st.Announced, "fd42:71::/64") {
 		t.Errorf("h1 announces %v, want fd42:71::/64", st.Announced)
 	}
-	ll := linkLocal(t, l, rtr)
+	ll := bgp6LinkLocal(t, l, rtr)
 	if p, ok := learnedOf(st, "fd00:31::/64"); !ok || !p.Installed || p.NextHop != ll+"%lan0" {
 		t.Errorf("fd00:31::/64 (off-link global next hop, link-local %s beside): %+v, want installed via %s%%lan0", ll, p, ll)
 	}
@@ -165,11 +165,11 @@ networks:
 	}
 }
 
-// bird6 is the LAN router's config: eBGP over IPv6 with both hosts,
+// bgp6BIRD is the LAN router's config: eBGP over IPv6 with both hosts,
 // import all (into BIRD's table only: no kernel protocol), exporting
 // its static routes, one with an off-link global next hop (BIRD keeps
 // its link-local one beside).
-func bird6(h1, h2 string) string {
+func bgp6BIRD(h1, h2 string) string {
 	return fmt.Sprintf(`log stderr all;
 router id 10.255.0.254;
 protocol device { scan time 1; }
@@ -192,9 +192,9 @@ protocol bgp h2 from host { neighbor %s as 65002; }
 `, h1, h2)
 }
 
-// guest6 makes a guest namespace with an IPv6 address (nodad) and a
+// bgp6Guest makes a guest namespace with an IPv6 address (nodad) and a
 // default route via gw, on a veth whose host end is attached to network.
-func guest6(l *Lab, host, name, hostIf, addr, gw string) string {
+func bgp6Guest(l *Lab, host, name, hostIf, addr, gw string) string {
 	l.t.Helper()
 	g := l.NS(name)
 	l.Veth(g, "eth0", "", host, hostIf, "")
@@ -231,8 +231,8 @@ func bgpRoutes6(l *Lab, ns string) []string {
 // route6Via is the wanted form of a bgp route (metric 186) in bgpRoutes6.
 func route6Via(dst, gw, dev string) string { return fmt.Sprintf("%s via %s dev %s", dst, gw, dev) }
 
-// linkLocal is ns's link-local address on lan0.
-func linkLocal(t *testing.T, l *Lab, ns string) string {
+// bgp6LinkLocal is ns's link-local address on lan0.
+func bgp6LinkLocal(t *testing.T, l *Lab, ns string) string {
 	t.Helper()
 	out := l.must("ip", "-n", ns, "-6", "-br", "addr", "show", "dev", "lan0", "scope", "link")
 	for _, f := range strings.Fields(out) {
@@ -244,9 +244,9 @@ func linkLocal(t *testing.T, l *Lab, ns string) string {
 	return ""
 }
 
-// waitLinkLocal waits until ns's link-local address on lan0 has left
+// bgp6WaitLinkLocal waits until ns's link-local address on lan0 has left
 // the tentative state (duplicate address detection).
-func waitLinkLocal(t *testing.T, l *Lab, ns string) {
+func bgp6WaitLinkLocal(t *testing.T, l *Lab, ns string) {
 	t.Helper()
 	waitUntil(t, "lan0's link-local address leaves DAD in "+ns, 10*time.Second, func() bool {
 		out := l.must("ip", "-n", ns, "-6", "addr", "show", "dev", "lan0", "scope", "link")
@@ -254,8 +254,8 @@ func waitLinkLocal(t *testing.T, l *Lab, ns string) {
 	})
 }
 
-// nftList is ns's ruleset, for a failure's message.
-func nftList(ns string) string {
+// bgp6Nft is ns's ruleset, for a failure's message.
+func bgp6Nft(ns string) string {
 	out, _ := exec.Command("ip", "netns", "exec", ns, "nft", "list", "ruleset").CombinedOutput()
 	return lastLines(string(out), 60)
 }
