@@ -22,9 +22,9 @@ import (
 //
 // No host has a typed route: the guests reach each other through what BGP
 // installed. BIRD announces fd00:30::/64 (installed by both hosts), ::/0
-// (refused: import does not list it) and fd00:31::/64 with an off-link
-// global next hop beside its link-local one (installed through the
-// link-local one, on the session's interface).
+// (refused: import does not list it) and fd00:31::/64 with its link-local
+// address as next hop (installed through it, on the session's
+// interface).
 func TestBGP6(t *testing.T) {
 	l := newLab(t)
 	lan := l.NS("lan")
@@ -52,9 +52,10 @@ func TestBGP6(t *testing.T) {
 	}
 	rtr := l.NS("rtr")
 	onLAN(rtr, "fd00:10::fe/64")
-	bgp6WaitLinkLocal(t, l, rtr) // BIRD's next hop beside the global one
+	bgp6WaitLinkLocal(t, l, rtr)
+	ll := bgp6LinkLocal(t, l, rtr) // the next hop BIRD names for fd00:31::/64
 
-	b := l.BIRD(rtr, bgp6BIRD(hosts[0].addr, hosts[1].addr))
+	b := l.BIRD(rtr, bgp6BIRD(hosts[0].addr, hosts[1].addr, ll))
 	dir := t.TempDir()
 	for _, h := range hosts {
 		other := hosts[2-h.n]
@@ -129,9 +130,8 @@ networks:
 	if !slices.Contains(st.Announced, "fd42:71::/64") {
 		t.Errorf("h1 announces %v, want fd42:71::/64", st.Announced)
 	}
-	ll := bgp6LinkLocal(t, l, rtr)
 	if p, ok := learnedOf(st, "fd00:31::/64"); !ok || !p.Installed || p.NextHop != ll+"%lan0" {
-		t.Errorf("fd00:31::/64 (off-link global next hop, link-local %s beside): %+v, want installed via %s%%lan0", ll, p, ll)
+		t.Errorf("fd00:31::/64 (BIRD's link-local next hop %s): %+v, want installed via %s%%lan0", ll, p, ll)
 	}
 	have := bgpRoutes6(l, h1.ns)
 	if !slices.Contains(have, route6Via("fd00:31::/64", ll, "lan0")) {
@@ -167,9 +167,9 @@ networks:
 
 // bgp6BIRD is the LAN router's config: eBGP over IPv6 with both hosts,
 // import all (into BIRD's table only: no kernel protocol), exporting
-// its static routes, one with an off-link global next hop (BIRD keeps
-// its link-local one beside).
-func bgp6BIRD(h1, h2 string) string {
+// its static routes, fd00:31::/64 with its link-local address ll as the
+// next hop.
+func bgp6BIRD(h1, h2, ll string) string {
 	return fmt.Sprintf(`log stderr all;
 router id 10.255.0.254;
 protocol device { scan time 1; }
@@ -183,13 +183,13 @@ template bgp host {
   local fd00:10::fe as 65100;
   hold time 9; connect retry time 2; error wait time 1, 5;
   ipv6 { import all; export filter {
-    if net = fd00:31::/64 then bgp_next_hop = fd00:99::1;
+    if net = fd00:31::/64 then bgp_next_hop = %s;
     if source = RTS_STATIC then accept; reject; };
   };
 }
 protocol bgp h1 from host { neighbor %s as 65001; }
 protocol bgp h2 from host { neighbor %s as 65002; }
-`, h1, h2)
+`, ll, h1, h2)
 }
 
 // bgp6Guest makes a guest namespace with an IPv6 address (nodad) and a
