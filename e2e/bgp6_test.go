@@ -42,6 +42,8 @@ func TestBGP6(t *testing.T) {
 		n                int
 		ns, addr, subnet string
 		guest, guestIP   string
+		spec             string
+		d                *Daemon
 	}
 	var hosts []*host
 	for n := 1; n <= 2; n++ {
@@ -59,7 +61,8 @@ func TestBGP6(t *testing.T) {
 	dir := t.TempDir()
 	for _, h := range hosts {
 		other := hosts[2-h.n]
-		spec := filepath.Join(dir, fmt.Sprintf("h%d.yaml", h.n))
+		h.spec = filepath.Join(dir, fmt.Sprintf("h%d.yaml", h.n))
+		spec := h.spec
 		conf := fmt.Sprintf(`bgp:
   asn: %d
   router_id: 10.255.0.%d   # every peer is IPv6: the identifier is written
@@ -72,7 +75,7 @@ networks:
 		if err := os.WriteFile(spec, []byte(conf), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		l.Serve_(h.ns, spec)
+		h.d = l.Serve_(h.ns, spec)
 		h.guest = bgp6Guest(l, h.ns, fmt.Sprintf("g%d", h.n), fmt.Sprintf("vg%d", h.n), h.guestIP+"/64", fmt.Sprintf("fd42:7%d::1", h.n))
 	}
 
@@ -109,7 +112,7 @@ networks:
 			t.Errorf("g%d pings g%d (%s): %v\n%s\nh%d routes: %v\nh%d nft: %s", h.n, other.n, other.guestIP, err, out,
 				h.n, bgpRoutes6(l, h.ns), h.n, bgp6Nft(h.ns))
 		} else {
-			t.Logf("g%d -> g%d: %s", h.n, other.n, lastLines(string(out), 1))
+			t.Logf("g%d -> g%d: %s", h.n, other.n, strings.ReplaceAll(lastLines(string(out), 2), "\n", "; "))
 		}
 	}
 
@@ -163,6 +166,34 @@ networks:
 	if out := b.C("show", "route", "for", hosts[1].guestIP); strings.Contains(out, "fd42:72::/64") {
 		t.Errorf("BIRD still has h2's withdrawn prefix:\n%s", out)
 	}
+
+	// h1's serve restarts: its IPv6 routes stay in the kernel meanwhile
+	// (graceful restart), the next speaker takes them over and keeps
+	// those learned again.
+	kept := []string{route6Via("fd00:30::/64", "fd00:10::fe", "lan0"), route6Via("fd00:31::/64", ll, "lan0")}
+	h1.d.Stop()
+	if have := bgpRoutes6(l, h1.ns); !hasAll(have, kept...) {
+		t.Errorf("after serve stopped, h1's bgp routes are %v, want %v kept", have, kept)
+	}
+	h1.d = l.Serve_(h1.ns, h1.spec)
+	waitUntil(t, "the restarted speaker takes over h1's IPv6 routes", 30*time.Second, func() bool {
+		return strings.Contains(h1.d.log.String(), "takeover done")
+	})
+	if !strings.Contains(h1.d.log.String(), `taking over the routes of a previous speaker" service=bgp routes=2`) {
+		t.Errorf("the restarted speaker did not take over the two IPv6 routes:\n%s", lastLines(h1.d.log.String(), 20))
+	}
+	if have := bgpRoutes6(l, h1.ns); !hasAll(have, kept...) {
+		t.Errorf("after the takeover, h1's bgp routes are %v, want %v", have, kept)
+	}
+
+	// The bgp section leaves h1's config: the speaker stops and its IPv6
+	// routes go with it.
+	conf, _ = os.ReadFile(h1.spec)
+	os.WriteFile(h1.spec, []byte(string(conf)[strings.Index(string(conf), "networks:"):]), 0o644)
+	l.Guestnet(h1.ns, "apply", h1.spec)
+	waitUntil(t, "h1's IPv6 bgp routes are removed with the bgp section", 10*time.Second, func() bool {
+		return len(bgpRoutes6(l, h1.ns)) == 0
+	})
 }
 
 // bgp6BIRD is the LAN router's config: eBGP over IPv6 with both hosts,
