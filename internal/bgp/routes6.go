@@ -54,7 +54,9 @@ func (r routes6) Routes() ([]model.Route, error) {
 			return nil, fmt.Errorf("list IPv6 routes: %w", err)
 		}
 		for _, x := range v6 {
-			rs = append(rs, route6(x, names))
+			if x.Type == unix.RTN_UNICAST { // not unreachable, prohibit or multicast ones
+				rs = append(rs, route6(x, names))
+			}
 		}
 	}
 	addrs, err := nl.AddrList(nil, netlink.FAMILY_V6)
