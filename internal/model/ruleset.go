@@ -60,9 +60,10 @@ const (
 	MatchCtReply MatchKind = "ct state" // established,related
 	MatchCtDNAT  MatchKind = "ct status dnat"
 	MatchLocal   MatchKind = "fib daddr type local"
-	MatchL4      MatchKind = "meta l4proto" // Name: tcp, udp or icmp
+	MatchL4      MatchKind = "meta l4proto" // Name: tcp, udp, icmp or ipv6-icmp (ICMPv6, as nft names it)
 	MatchDPort   MatchKind = "th dport"     // Port; follows a MatchL4 of tcp or udp
 	MatchIIFGrp  MatchKind = "iifgroup"     // Port holds the group
+	MatchNFProto MatchKind = "meta nfproto" // Name: ipv4 or ipv6 (the packet's family)
 )
 
 // Match is one condition of a rule.
@@ -134,6 +135,8 @@ func (m Match) String() string {
 		return fmt.Sprintf("th dport %d", m.Port)
 	case MatchIIFGrp:
 		return fmt.Sprintf("iifgroup %d", m.Port)
+	case MatchNFProto:
+		return "meta nfproto " + m.Name
 	}
 	return fmt.Sprintf("?%s", m.Kind)
 }
@@ -348,7 +351,11 @@ func (rs Ruleset) String() string {
 		for _, v := range rs.Vmaps {
 			typ, perLine := "ifname : verdict", 1
 			if v.Key == MatchSAddr || v.Key == MatchDAddr {
-				typ, perLine = "ipv4_addr : verdict", 2
+				f := VmapFamily(v.Name)
+				typ = f.AddrType() + " : verdict"
+				if f == IPv4 {
+					perLine = 2
+				}
 			}
 			es := slices.Clone(v.Elements)
 			SortVmapElements(v.Key, es)

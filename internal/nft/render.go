@@ -38,17 +38,20 @@ func (e *ConflictError) Error() string {
 		e.Chain, e.Network, e.Bridge, e.Bridge, e.Bridge)
 }
 
-func iif(n string) model.Match    { return model.Match{Kind: model.MatchIIF, Name: n} }
-func oif(n string) model.Match    { return model.Match{Kind: model.MatchOIF, Name: n} }
-func notOIF(n string) model.Match { return model.Match{Kind: model.MatchOIF, Name: n, Neg: true} }
-func reply() model.Match          { return model.Match{Kind: model.MatchCtReply} }
-func ctDNAT() model.Match         { return model.Match{Kind: model.MatchCtDNAT} }
-func notIIF(n string) model.Match { return model.Match{Kind: model.MatchIIF, Name: n, Neg: true} }
-func saddr(n model.Network) model.Match {
-	return model.Match{Kind: model.MatchSAddr, Prefix: n.Subnet()}
-}
-func daddr(n model.Network) model.Match {
-	return model.Match{Kind: model.MatchDAddr, Prefix: n.Subnet()}
+func iif(n string) model.Match         { return model.Match{Kind: model.MatchIIF, Name: n} }
+func oif(n string) model.Match         { return model.Match{Kind: model.MatchOIF, Name: n} }
+func notOIF(n string) model.Match      { return model.Match{Kind: model.MatchOIF, Name: n, Neg: true} }
+func reply() model.Match               { return model.Match{Kind: model.MatchCtReply} }
+func ctDNAT() model.Match              { return model.Match{Kind: model.MatchCtDNAT} }
+func notIIF(n string) model.Match      { return model.Match{Kind: model.MatchIIF, Name: n, Neg: true} }
+func saddr(p netip.Prefix) model.Match { return model.Match{Kind: model.MatchSAddr, Prefix: p} }
+func daddr(p netip.Prefix) model.Match { return model.Match{Kind: model.MatchDAddr, Prefix: p} }
+func nfproto(f model.Family) model.Match {
+	name := "ipv4"
+	if f == model.IPv6 {
+		name = "ipv6"
+	}
+	return model.Match{Kind: model.MatchNFProto, Name: name}
 }
 
 func rule(n model.Network, v model.Verdict, m ...model.Match) model.Rule {
@@ -94,25 +97,37 @@ func Render(nets []model.Network, h model.Host) (model.Ruleset, error) {
 	}
 	rs := model.Ruleset{Chains: baseChains()}
 	elems := map[string][]model.VmapElement{}
-	add := func(vmap string, e model.VmapElement, chain string, rules []model.Rule) {
+	// add makes a network's chain and the map elements that jump to it:
+	// one per key (a dual-stack network's dns-NET and nat-NET are reached
+	// from the IPv4 map and from the IPv6 one).
+	add := func(chain string, rules []model.Rule, keys ...mapKey) {
 		if len(rules) == 0 {
 			return
 		}
-		e.Chain = chain
-		elems[vmap] = append(elems[vmap], e)
+		for _, k := range keys {
+			k.e.Chain = chain
+			elems[k.vmap] = append(elems[k.vmap], k.e)
+		}
 		rs.Chains = append(rs.Chains, model.Chain{Name: chain, Rules: rules})
 	}
 	dns := dnsChains(nets)
 	for _, n := range nets {
 		to, from, input, nat := networkRules(n, byName)
 		name := model.VmapElement{Name: n.Bridge}
-		add(model.VmapForwardTo, name, model.ChainTo(n.Name), to)
-		add(model.VmapForwardFrom, name, model.ChainFrom(n.Name), from)
-		add(model.VmapInputFrom, name, model.ChainInput(n.Name), input)
+		add(model.ChainTo(n.Name), to, mapKey{model.VmapForwardTo, name})
+		add(model.ChainFrom(n.Name), from, mapKey{model.VmapForwardFrom, name})
+		add(model.ChainInput(n.Name), input, mapKey{model.VmapInputFrom, name})
 		if d, ok := dns[n.Name]; ok {
-			add(model.VmapDNSTo, model.VmapElement{Prefix: model.HostPrefix(n.IPv4.Addr())}, model.ChainDNS(n.Name), d)
+			add(model.ChainDNS(n.Name), d.rules, d.keys...)
 		}
-		add(model.VmapNATFrom, model.VmapElement{Prefix: n.Subnet()}, model.ChainNAT(n.Name), nat)
+		var natKeys []mapKey
+		if n.IPv4.IsValid() {
+			natKeys = append(natKeys, mapKey{model.VmapNATFrom, model.VmapElement{Prefix: n.Subnet()}})
+		}
+		if n.IPv6.IsValid() && n.Mode == model.NAT {
+			natKeys = append(natKeys, mapKey{model.VmapNATFrom6, model.VmapElement{Prefix: n.Subnet6()}})
+		}
+		add(model.ChainNAT(n.Name), nat, natKeys...)
 	}
 	for _, v := range model.Vmaps {
 		e := elems[v.Name]
@@ -134,6 +149,12 @@ func Render(nets []model.Network, h model.Host) (model.Ruleset, error) {
 	return rs, err
 }
 
+// mapKey is one element of one verdict map, before its chain is known.
+type mapKey struct {
+	vmap string
+	e    model.VmapElement
+}
+
 // baseChains are the base chains of guestnet's table, the same whatever
 // the networks: every change is then an element or regular-chain
 // operation. The DNAT chains look their maps up even when these are
@@ -141,8 +162,8 @@ func Render(nets []model.Network, h model.Host) (model.Ruleset, error) {
 func baseChains() []model.Chain {
 	base := model.Network{}
 	l4 := func(p string) model.Match { return model.Match{Kind: model.MatchL4, Name: p} }
-	dns := func(p string) model.Rule {
-		return rule(base, model.DispatchDNSTo, l4(p), model.Match{Kind: model.MatchDPort, Port: 53})
+	dns := func(p string, v model.Verdict) model.Rule {
+		return rule(base, v, l4(p), model.Match{Kind: model.MatchDPort, Port: 53})
 	}
 	// One map serves every forward: the lookup costs the same for one
 	// element or ten thousand, and a change is an element update. Source-
@@ -157,9 +178,10 @@ func baseChains() []model.Chain {
 		{Name: "forward", Type: "filter", Hook: "forward", Priority: 0, Rules: []model.Rule{
 			rule(base, model.DispatchForwardTo), rule(base, model.DispatchForwardFrom)}},
 		{Name: "input", Type: "filter", Hook: "input", Priority: 0, Rules: []model.Rule{
-			dns("udp"), dns("tcp"), rule(base, model.DispatchInputFrom)}},
+			dns("udp", model.DispatchDNSTo), dns("tcp", model.DispatchDNSTo),
+			dns("udp", model.DispatchDNSTo6), dns("tcp", model.DispatchDNSTo6), rule(base, model.DispatchInputFrom)}},
 		{Name: "postrouting", Type: "nat", Hook: "postrouting", Priority: 100, Rules: []model.Rule{
-			rule(base, model.DispatchNATFrom)}},
+			rule(base, model.DispatchNATFrom), rule(base, model.DispatchNATFrom6)}},
 		{Name: "prerouting", Type: "nat", Hook: "prerouting", Priority: -100, Rules: dnat},
 		{Name: "output", Type: "nat", Hook: "output", Priority: -100, Rules: slices.Clone(dnat)},
 	}
@@ -167,7 +189,9 @@ func baseChains() []model.Chain {
 
 // networkRules are the rules of a network's chains to-NET, from-NET,
 // input-NET and nat-NET (nil: no such chain), in the order the flat list
-// held them.
+// held them. The chains serve both families: what is the same for IPv4
+// and IPv6 (interfaces, conntrack, rejects, masquerade) is one rule, an
+// address match is one rule per family the network has.
 func networkRules(n model.Network, byName map[string]model.Network) (to, from, input, nat []model.Rule) {
 	br := n.Bridge
 	if n.Mode == model.Open {
@@ -186,25 +210,33 @@ func networkRules(n model.Network, byName map[string]model.Network) (to, from, i
 		}
 		to = append(to, rule(n, model.Reject, model.Match{Kind: model.MatchIIFGrp, Port: model.GuestGroup}, notIIF(br)))
 	}
-	if n.IPv4.IsValid() && n.Mode != model.Bridge && n.GuestToHost != "all" {
+	hasAddr := n.IPv4.IsValid() || n.IPv6.IsValid()
+	if hasAddr && n.Mode != model.Bridge && n.GuestToHost != "all" {
 		input = append(input, guestToHost(n)...)
 	}
+	subnets := n.Subnets()
 	switch n.Mode {
 	case model.Isolated:
 		to = append(to, rule(n, model.Reject))
 		from = append(from, rule(n, model.Reject))
-		if !n.IPv4.IsValid() {
+		if !hasAddr {
 			// No address here, so the host is not on this network: without
 			// this, Linux's weak host model would still deliver a guest's
 			// packet for any of the host's other addresses.
 			input = append(input, rule(n, model.Drop))
 		}
 	case model.Routed:
-		to = append(to, rule(n, model.Accept, daddr(n)), rule(n, model.Reject))
+		for _, p := range subnets {
+			to = append(to, rule(n, model.Accept, daddr(p)))
+		}
+		to = append(to, rule(n, model.Reject))
 		if len(n.Forwards) > 0 {
 			nat = append(nat, rule(n, model.Masquerade, ctDNAT(), oif(br)))
 		}
-		from = append(from, rule(n, model.Accept, saddr(n)), rule(n, model.Reject))
+		for _, p := range subnets {
+			from = append(from, rule(n, model.Accept, saddr(p)))
+		}
+		from = append(from, rule(n, model.Reject))
 	case model.NAT:
 		if len(n.Floating) > 0 {
 			// A guest with a floating address leaves with it, on whatever
@@ -219,38 +251,68 @@ func networkRules(n model.Network, byName map[string]model.Network) (to, from, i
 			nat = append(nat, rule(n, model.Masquerade, ctDNAT(), oif(br)))
 		}
 		to = append(to, rule(n, model.Reject))
-		from = append(from, rule(n, model.Accept, saddr(n)), rule(n, model.Reject))
+		for _, p := range subnets {
+			from = append(from, rule(n, model.Accept, saddr(p)))
+		}
+		from = append(from, rule(n, model.Reject))
+		// Masquerade serves both families: nat_from sends the IPv4 subnet
+		// here, nat_from6 the IPv6 prefix (NAT66, as libvirt's
+		// <nat ipv6='yes'/>), and each leaves with the address of the
+		// interface the route picks.
 		nat = append(nat, rule(n, model.Masquerade, notOIF(br)))
 	}
 	return to, from, input, nat
 }
 
+// dnsChain is a network's chain dns-NET and the keys (its gateway
+// addresses, in dns_to and dns_to6) that jump to it.
+type dnsChain struct {
+	rules []model.Rule
+	keys  []mapKey
+}
+
 // dnsChains are the rules of each network's chain dns-NET. A network's DNS
-// server (on its gateway address, UDP and TCP 53) is for its own guests: a
-// query for that address arriving on any other interface is dropped,
-// whatever the mode or guest_to_host, and before any network's accept (a
-// guest of another network would otherwise pass its own input chain's
-// "udp dport 53 accept"). Dropped, not rejected: a spoofed source gets
-// nothing back. The host itself (loopback) may ask: it is the guests'
-// provider, and its resolver may forward the domain there.
+// server (on its gateway addresses, IPv4 and IPv6, UDP and TCP 53) is for
+// its own guests: a query for one of those addresses arriving on any other
+// interface is dropped, whatever the mode or guest_to_host, and before any
+// network's accept (a guest of another network would otherwise pass its
+// own input chain's "udp dport 53 accept"). Dropped, not rejected: a
+// spoofed source gets nothing back. The host itself (loopback) may ask: it
+// is the guests' provider, and its resolver may forward the domain there.
 //
-// dns_to holds one chain per address. A spec cannot give two networks one
-// gateway address (subnets do not overlap), but a model could: they would
-// then share the first one's chain, holding each one's drop, as in the
-// flat list.
-func dnsChains(nets []model.Network) map[string][]model.Rule {
-	out := map[string][]model.Rule{}
+// dns_to (dns_to6) holds one chain per address. A spec cannot give two
+// networks one gateway address (subnets do not overlap), but a model
+// could: they would then share the first one's chain, holding each one's
+// drop, as in the flat list.
+func dnsChains(nets []model.Network) map[string]dnsChain {
+	out := map[string]dnsChain{}
 	first := map[netip.Addr]string{}
 	for _, n := range nets {
-		if n.DNS == nil || !n.IPv4.IsValid() {
+		if n.DNS == nil {
 			continue
 		}
-		gw := n.IPv4.Addr()
-		owner, seen := first[gw]
-		if !seen {
-			first[gw], owner = n.Name, n.Name
+		for _, gw := range []netip.Prefix{n.IPv4, n.IPv6} {
+			if !gw.IsValid() {
+				continue
+			}
+			owner, seen := first[gw.Addr()]
+			if !seen {
+				first[gw.Addr()], owner = n.Name, n.Name
+				vm := model.VmapDNSTo
+				if model.FamilyOf(gw.Addr()) == model.IPv6 {
+					vm = model.VmapDNSTo6
+				}
+				c := out[owner]
+				c.keys = append(c.keys, mapKey{vm, model.VmapElement{Prefix: model.HostPrefix(gw.Addr())}})
+				out[owner] = c
+			}
+			c := out[owner]
+			drop := rule(n, model.Drop, notIIF(n.Bridge), notIIF("lo"))
+			if !slices.ContainsFunc(c.rules, func(r model.Rule) bool { return r.Network == n.Name }) {
+				c.rules = append(c.rules, drop)
+			}
+			out[owner] = c
 		}
-		out[owner] = append(out[owner], rule(n, model.Drop, notIIF(n.Bridge), notIIF("lo")))
 	}
 	return out
 }
@@ -287,15 +349,41 @@ func dockerUser(nets []model.Network, h model.Host) ([]model.Rule, error) {
 // replies of connections the host opened), and nothing else. These are the
 // rules of input-NET, which input_from reaches on the network's bridge
 // alone.
+//
+// For IPv6: all of ICMPv6, as all of ICMP for IPv4 (echo, the errors, and
+// what IPv6 cannot work without: neighbour discovery, for guests to resolve
+// their router and to answer the host's solicitations; router
+// solicitations; MLD), and DHCPv6 (udp 547). A network serves only the
+// families it has addresses of: on an IPv4-only network a guest's IPv6 to
+// the host is rejected, link-local neighbour discovery included (the host
+// has nothing there to be reached at), and on an IPv6-only one its IPv4;
+// replies of connections the host opened still pass. The family check
+// comes before the port rules, which hold for either family.
 func guestToHost(n model.Network) []model.Rule {
 	l4 := func(p string) model.Match { return model.Match{Kind: model.MatchL4, Name: p} }
 	port := func(p int) model.Match { return model.Match{Kind: model.MatchDPort, Port: p} }
-	return []model.Rule{
-		rule(n, model.Accept, reply()),
-		rule(n, model.Accept, l4("icmp")),
-		rule(n, model.Accept, l4("udp"), port(67)),
+	out := []model.Rule{rule(n, model.Accept, reply())}
+	switch {
+	case !n.IPv6.IsValid():
+		out = append(out, rule(n, model.Reject, nfproto(model.IPv6)))
+	case !n.IPv4.IsValid():
+		out = append(out, rule(n, model.Reject, nfproto(model.IPv4)))
+	}
+	if n.IPv4.IsValid() {
+		out = append(out, rule(n, model.Accept, l4("icmp")))
+	}
+	if n.IPv6.IsValid() {
+		out = append(out, rule(n, model.Accept, l4("ipv6-icmp")))
+	}
+	if n.IPv4.IsValid() {
+		out = append(out, rule(n, model.Accept, l4("udp"), port(67)))
+	}
+	if n.IPv6.IsValid() {
+		out = append(out, rule(n, model.Accept, l4("udp"), port(547)))
+	}
+	return append(out,
 		rule(n, model.Accept, l4("udp"), port(53)),
 		rule(n, model.Accept, l4("tcp"), port(53)),
 		rule(n, model.Reject),
-	}
+	)
 }
