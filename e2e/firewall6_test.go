@@ -185,3 +185,49 @@ func TestFirewall6(t *testing.T) {
 	l.In(host, "nft", "flush", "chain", "inet", "guestnet", "to-default")
 	l.expect("internet -> nat guest, to-default flushed by hand", true, reaches6(inet, "[fd42:99::10]:8080"))
 }
+
+// TestForwardDrop6: Docker's ip6tables sets table ip6 filter's FORWARD
+// policy to drop (moby/moby#48365). Without DOCKER-USER there, apply stops
+// and names the chain and the ip6tables fix; with it, guestnet's accepts go
+// into it, and a guest reaches the internet over IPv6 again.
+func TestForwardDrop6(t *testing.T) {
+	l := newLab(t)
+	host, inet := v6Host(l)
+	spec := l.Spec(fw6Spec)
+	l.In(host, "ip6tables", "-P", "FORWARD", "DROP")
+	out, errs, code := l.Run(host, "apply", spec)
+	if code != 1 || !strings.Contains(errs, "table ip6 filter chain FORWARD drops by policy") || !strings.Contains(errs, "ip6tables -I FORWARD") {
+		t.Fatalf("apply: exit %d, want 1 and an error naming the ip6 chain and the ip6tables fix\n%s%s", code, out, errs)
+	}
+	t.Logf("apply refused: %s", strings.TrimSpace(errs))
+	l.In(host, "ip6tables", "-N", "DOCKER-USER")
+	l.In(host, "ip6tables", "-A", "DOCKER-USER", "-j", "RETURN")
+	l.In(host, "ip6tables", "-I", "FORWARD", "-j", "DOCKER-USER")
+	l.Guestnet(host, "apply", spec)
+	bridgeAddrs6(l, host, map[string]string{"gnat0": "fd42:99::1/64", "goth0": "fd42:98::1/64", "grt0": "2001:db8:71::1/64"})
+	g1 := guest6(l, host, "default", "g1", "vg1", "10.99.0.10/24", "10.99.0.1", "fd42:99::10/64", "fd42:99::1")
+	g2 := guest6(l, host, "default", "g2", "vg2", "10.99.0.11/24", "10.99.0.1", "fd42:99::11/64", "fd42:99::1")
+	serve6(l, inet, "[2001:db8:ff::2]:8080")
+	serve6(l, g2, "[fd42:99::11]:8080")
+	src, err := dial6(g1, "[2001:db8:ff::2]:8080")
+	l.expect("guest -> internet over IPv6 through ip6tables' FORWARD DROP", true, err == nil && src == "2001:db8:ff:1::1")
+	l.expect("guest1 -> guest2 (bridged, bridge-nf-call-ip6tables=1)", true, reaches6(g1, "[fd42:99::11]:8080"))
+	rules := l.In(host, "ip6tables", "-S", "DOCKER-USER")
+	for _, want := range []string{"-i gnat0", "-o gnat0", "guestnet:default", "-A DOCKER-USER -j RETURN"} {
+		if !strings.Contains(rules, want) {
+			t.Errorf("ip6 DOCKER-USER lacks %q:\n%s", want, rules)
+		}
+	}
+	if out, errs, code := l.Run(host, "plan", spec); code != 0 {
+		t.Errorf("plan after apply with ip6 DOCKER-USER: exit %d, want 0\n%s%s", code, out, errs)
+	}
+	// Proof the conflict is real: without guestnet's rules IPv6 drops.
+	l.In(host, "ip6tables", "-F", "DOCKER-USER")
+	l.expect("same, after ip6 DOCKER-USER is flushed by hand", false, reaches6(g1, "[2001:db8:ff::2]:8080"))
+	l.Guestnet(host, "apply", spec) // drift repaired
+	l.Guestnet(host, "destroy", spec)
+	rules = l.In(host, "ip6tables", "-S", "DOCKER-USER")
+	if strings.Contains(rules, "guestnet") {
+		t.Errorf("destroy must remove guestnet's ip6 DOCKER-USER rules:\n%s", rules)
+	}
+}

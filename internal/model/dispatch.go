@@ -143,6 +143,10 @@ type RulesetDelta struct {
 	DelFloating   []Floating   `json:"del_floating,omitempty"`
 	DockerUser    *[]Rule      `json:"docker_user,omitempty"` // nil: unchanged
 	OldDockerUser *[]Rule      `json:"old_docker_user,omitempty"`
+	// DockerUser6, when set, replaces guestnet's rules in table ip6
+	// filter's DOCKER-USER.
+	DockerUser6    *[]Rule `json:"docker_user6,omitempty"`
+	OldDockerUser6 *[]Rule `json:"old_docker_user6,omitempty"`
 }
 
 // VmapChange is one element added to or deleted from one verdict map.

@@ -184,6 +184,9 @@ type Host struct {
 	// BridgeNFCallIPTables is true when br_netfilter sends bridged frames
 	// through the IP hooks (bridge-nf-call-iptables=1) in this namespace.
 	BridgeNFCallIPTables bool    `json:"bridge_nf_call_iptables"`
+	// BridgeNFCallIP6Tables is the same for IPv6 (bridge-nf-call-ip6tables=1):
+	// bridged IPv6 frames cross table ip6 filter's FORWARD.
+	BridgeNFCallIP6Tables bool `json:"bridge_nf_call_ip6tables,omitempty"`
 	Ruleset              Ruleset `json:"ruleset"`
 	Guard                Guard   `json:"guard,omitzero"`
 	Foreign              Foreign `json:"foreign"`
@@ -207,6 +210,8 @@ type Foreign struct {
 	// DockerUser is true when table ip filter has a DOCKER-USER chain,
 	// the place Docker documents for rules of other tools.
 	DockerUser bool `json:"docker_user,omitempty"`
+	// DockerUser6 is the same for table ip6 filter (Docker's ip6tables).
+	DockerUser6 bool `json:"docker_user6,omitempty"`
 }
 
 // Link returns the link with that name (Links must be sorted by name).

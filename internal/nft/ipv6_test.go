@@ -1,8 +1,10 @@
 package nft
 
 import (
+	"errors"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/guestnet/guestnet/internal/model"
@@ -88,5 +90,56 @@ func TestFamiliesOfInput(t *testing.T) {
 		if !slices.Equal(got, c.want) {
 			t.Errorf("ipv4 %v ipv6 %v: input-n\n%q\nwant\n%q", c.ipv4, c.ipv6, got, c.want)
 		}
+	}
+}
+
+// TestDockerIP6: a foreign table ip6 filter FORWARD that drops by policy
+// (Docker's ip6tables, moby/moby#48365) is a conflict for networks whose
+// IPv6 it would drop, named with the ip6tables fix, unless table ip6
+// filter has DOCKER-USER: then guestnet's accepts go there, and not into
+// table ip filter's DOCKER-USER. A chain of table ip says nothing of IPv6.
+func TestDockerIP6(t *testing.T) {
+	nets := []model.Network{
+		{Name: "dual", Mode: model.NAT, Bridge: "gdual0", IPv4: netip.MustParsePrefix("10.9.0.1/24"), IPv6: netip.MustParsePrefix("fd42:9::1/64")},
+		{Name: "v4", Mode: model.NAT, Bridge: "gv4", IPv4: netip.MustParsePrefix("10.8.0.1/24")},
+	}
+	drop6 := model.Foreign{ForwardDrop: []model.ForeignChain{{Name: "table ip6 filter chain FORWARD"}}}
+	_, err := Render(nets, model.Host{Foreign: drop6})
+	var ce *ConflictError
+	if !errors.As(err, &ce) || ce.Network != "dual" || !strings.Contains(err.Error(), "ip6tables -I FORWARD -i gdual0 -j ACCEPT") ||
+		!strings.Contains(err.Error(), "table ip6 filter chain FORWARD drops by policy") {
+		t.Fatalf("ip6 FORWARD drop without DOCKER-USER: %v, want a conflict for network dual naming ip6tables", err)
+	}
+	// Bridged IPv6 frames of an IPv4-only network cross it too, under
+	// bridge-nf-call-ip6tables=1.
+	_, err = Render(nets[1:], model.Host{Foreign: drop6, BridgeNFCallIP6Tables: true})
+	if !errors.As(err, &ce) || !ce.Bridged || !strings.Contains(err.Error(), "bridge-nf-call-ip6tables=1") {
+		t.Fatalf("bridged IPv6 of an IPv4-only network: %v, want the br_netfilter conflict for ip6", err)
+	}
+	if _, err := Render(nets[1:], model.Host{Foreign: drop6}); err != nil {
+		t.Fatalf("an IPv4-only network without br_netfilter forwards no IPv6: %v", err)
+	}
+	drop6.DockerUser6 = true
+	rs, err := Render(nets, model.Host{Foreign: drop6, BridgeNFCallIP6Tables: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range rs.DockerUser6 {
+		got = append(got, r.String())
+		exprs, err := Encode(r, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if back, ok := Decode(exprs, r.Network); !ok || back.String() != r.String() {
+			t.Errorf("%s decodes to %s (ok %v)", r, back, ok)
+		}
+	}
+	want := []string{`iifname "gdual0" accept comment "dual"`, `oifname "gdual0" accept comment "dual"`, `iifname "gv4" oifname "gv4" accept comment "v4"`}
+	if !slices.Equal(got, want) || len(rs.DockerUser) != 0 {
+		t.Errorf("ip6 DOCKER-USER %q, ip DOCKER-USER %v; want %q and none", got, rs.DockerUser, want)
+	}
+	if !strings.Contains(rs.String(), "insert rule ip6 filter DOCKER-USER iifname \"gdual0\" accept comment \"guestnet:dual\"") {
+		t.Errorf("String lacks the ip6 DOCKER-USER rules:\n%s", rs.String())
 	}
 }

@@ -20,22 +20,27 @@ type ConflictError struct {
 	Bridge  string
 	Bridged bool // only bridged frames are affected (br_netfilter)
 	Open    bool // the network is mode open, which adds no forwarding rules
+	IPv6    bool // the chain is of table ip6 (ip6tables): the fixes are ip6tables'
 }
 
 func (e *ConflictError) Error() string {
+	ipt, sysctl := "iptables", "bridge-nf-call-iptables"
+	if e.IPv6 {
+		ipt, sysctl = "ip6tables", "bridge-nf-call-ip6tables"
+	}
 	if e.Open {
 		return fmt.Sprintf("firewall conflict: %s drops by policy, and network %s is mode open, for which guestnet adds no forwarding rules; "+
-			"fix: iptables -I FORWARD -i %s -j ACCEPT && iptables -I FORWARD -o %s -j ACCEPT, or use mode routed",
-			e.Chain, e.Network, e.Bridge, e.Bridge)
+			"fix: %s -I FORWARD -i %s -j ACCEPT && %s -I FORWARD -o %s -j ACCEPT, or use mode routed",
+			e.Chain, e.Network, ipt, e.Bridge, ipt, e.Bridge)
 	}
 	if e.Bridged {
-		return fmt.Sprintf("firewall conflict: %s drops by policy and bridge-nf-call-iptables=1 sends the bridged frames of network %s (bridge %s) through it; "+
-			"fix: iptables -I FORWARD -i %s -o %s -j ACCEPT, or sysctl -w net.bridge.bridge-nf-call-iptables=0, or create Docker's DOCKER-USER chain for guestnet to use",
-			e.Chain, e.Network, e.Bridge, e.Bridge, e.Bridge)
+		return fmt.Sprintf("firewall conflict: %s drops by policy and %s=1 sends the bridged frames of network %s (bridge %s) through it; "+
+			"fix: %s -I FORWARD -i %s -o %s -j ACCEPT, or sysctl -w net.bridge.%s=0, or create Docker's DOCKER-USER chain for guestnet to use",
+			e.Chain, sysctl, e.Network, e.Bridge, ipt, e.Bridge, e.Bridge, sysctl)
 	}
 	return fmt.Sprintf("firewall conflict: %s drops by policy, so the forwarded traffic of network %s (bridge %s) would be dropped; "+
-		"fix: iptables -I FORWARD -i %s -j ACCEPT && iptables -I FORWARD -o %s -j ACCEPT, or create Docker's DOCKER-USER chain for guestnet to use",
-		e.Chain, e.Network, e.Bridge, e.Bridge, e.Bridge)
+		"fix: %s -I FORWARD -i %s -j ACCEPT && %s -I FORWARD -o %s -j ACCEPT, or create Docker's DOCKER-USER chain for guestnet to use",
+		e.Chain, e.Network, e.Bridge, ipt, e.Bridge, ipt, e.Bridge)
 }
 
 func iif(n string) model.Match         { return model.Match{Kind: model.MatchIIF, Name: n} }
@@ -144,8 +149,12 @@ func Render(nets []model.Network, h model.Host) (model.Ruleset, error) {
 	}
 	slices.SortFunc(rs.Floating, func(a, b model.Floating) int { return a.Public.Compare(b.Public) })
 	model.SortForwards(rs.Forwards)
-	du, err := dockerUser(nets, h)
+	du, err := dockerUser(nets, h, model.IPv4)
+	if err != nil {
+		return rs, err
+	}
 	rs.DockerUser = du
+	rs.DockerUser6, err = dockerUser(nets, h, model.IPv6)
 	return rs, err
 }
 
@@ -318,21 +327,38 @@ func dnsChains(nets []model.Network) map[string]dnsChain {
 }
 
 // dockerUser returns the rules that let guest traffic past a foreign
-// forward chain that drops by policy: in DOCKER-USER when Docker made one,
-// otherwise a ConflictError naming the chain and the fix.
-func dockerUser(nets []model.Network, h model.Host) ([]model.Rule, error) {
+// forward chain that drops by policy: in DOCKER-USER of the chain's
+// family's table (table ip filter, or table ip6 filter for Docker's
+// ip6tables, moby/moby#48365) when Docker made one, otherwise a
+// ConflictError naming the chain and the fix.
+//
+// For f IPv4 the chains are those of tables ip and inet, and a network's
+// traffic is forwarded when it NeedsForwarding; for IPv6, the chains of
+// table ip6, and it is forwarded when the network also has ipv6. A network
+// whose traffic is not forwarded still sends its bridged frames through
+// the family's chains when br_netfilter says so (guests speak IPv6 to each
+// other, link-local at least, on any network).
+func dockerUser(nets []model.Network, h model.Host, f model.Family) ([]model.Rule, error) {
 	var rules []model.Rule
+	table, brnf, docker := "table ip filter ", h.BridgeNFCallIPTables, h.Foreign.DockerUser
+	if f == model.IPv6 {
+		table, brnf, docker = "table ip6 filter ", h.BridgeNFCallIP6Tables, h.Foreign.DockerUser6
+	}
 	for _, n := range nets {
-		bridged := h.BridgeNFCallIPTables && !n.NeedsForwarding()
-		if !n.NeedsForwarding() && !h.BridgeNFCallIPTables {
+		forwarded := n.NeedsForwarding() && (f == model.IPv4 || n.IPv6.IsValid())
+		bridged := brnf && !forwarded
+		if !forwarded && !brnf {
 			continue
 		}
 		for _, fc := range h.Foreign.ForwardDrop {
+			if strings.HasPrefix(fc.Name, "table ip6 ") != (f == model.IPv6) {
+				continue // a chain of the other family
+			}
 			if fc.Lets(n.Bridge, bridged) {
 				continue
 			}
-			if !h.Foreign.DockerUser || n.Mode == model.Open || !strings.HasPrefix(fc.Name, "table ip filter ") {
-				return nil, &ConflictError{Chain: fc.Name, Network: n.Name, Bridge: n.Bridge, Bridged: bridged, Open: n.Mode == model.Open}
+			if !docker || n.Mode == model.Open || !strings.HasPrefix(fc.Name, table) {
+				return nil, &ConflictError{Chain: fc.Name, Network: n.Name, Bridge: n.Bridge, Bridged: bridged, Open: n.Mode == model.Open, IPv6: f == model.IPv6}
 			}
 			if bridged {
 				rules = append(rules, rule(n, model.Accept, iif(n.Bridge), oif(n.Bridge)))

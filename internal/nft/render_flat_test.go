@@ -136,8 +136,12 @@ func renderFlat(nets []model.Network, h model.Host) (model.Ruleset, error) {
 			model.Chain{Name: "prerouting", Type: "nat", Hook: "prerouting", Priority: -100, Rules: dnat},
 			model.Chain{Name: "output", Type: "nat", Hook: "output", Priority: -100, Rules: dnat})
 	}
-	du, err := dockerUser(nets, h)
+	du, err := dockerUser(nets, h, model.IPv4)
+	if err != nil {
+		return rs, err
+	}
 	rs.DockerUser = du
+	rs.DockerUser6, err = dockerUser(nets, h, model.IPv6)
 	return rs, err
 }
 
