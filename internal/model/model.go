@@ -183,13 +183,13 @@ type Host struct {
 	RAUplinks []RAUplink `json:"ra_uplinks,omitempty"`
 	// BridgeNFCallIPTables is true when br_netfilter sends bridged frames
 	// through the IP hooks (bridge-nf-call-iptables=1) in this namespace.
-	BridgeNFCallIPTables bool    `json:"bridge_nf_call_iptables"`
+	BridgeNFCallIPTables bool `json:"bridge_nf_call_iptables"`
 	// BridgeNFCallIP6Tables is the same for IPv6 (bridge-nf-call-ip6tables=1):
 	// bridged IPv6 frames cross table ip6 filter's FORWARD.
-	BridgeNFCallIP6Tables bool `json:"bridge_nf_call_ip6tables,omitempty"`
-	Ruleset              Ruleset `json:"ruleset"`
-	Guard                Guard   `json:"guard,omitzero"`
-	Foreign              Foreign `json:"foreign"`
+	BridgeNFCallIP6Tables bool    `json:"bridge_nf_call_ip6tables,omitempty"`
+	Ruleset               Ruleset `json:"ruleset"`
+	Guard                 Guard   `json:"guard,omitzero"`
+	Foreign               Foreign `json:"foreign"`
 }
 
 // RAUplink is an interface that learns its default route from router

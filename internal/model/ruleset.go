@@ -15,7 +15,7 @@ type Ruleset struct {
 	// chains (Hook "") of table inet guestnet; none = no table.
 	Chains []Chain `json:"chains,omitempty"`
 	// Vmaps are the verdict maps that dispatch to the per-network chains.
-	Vmaps      []Vmap `json:"vmaps,omitempty"`
+	Vmaps       []Vmap `json:"vmaps,omitempty"`
 	DockerUser  []Rule `json:"docker_user,omitempty"`  // rules in table ip filter chain DOCKER-USER
 	DockerUser6 []Rule `json:"docker_user6,omitempty"` // rules in table ip6 filter chain DOCKER-USER
 	// Forwards are the elements of the map "forwards" (sorted).
