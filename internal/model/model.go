@@ -248,6 +248,18 @@ type ForeignChain struct {
 	AcceptBridged []string `json:"accept_bridged,omitempty"` // "iifname X oifname X accept"
 }
 
+// Family is the address family whose packets cross the chain: IPv6 for a
+// chain of table ip6 (ip6tables), IPv4 for table ip, "" for both (inet).
+func (c ForeignChain) Family() Family {
+	switch {
+	case strings.HasPrefix(c.Name, "table ip6 "):
+		return IPv6
+	case strings.HasPrefix(c.Name, "table ip "):
+		return IPv4
+	}
+	return ""
+}
+
 // Lets reports whether the chain already accepts a bridge's traffic: both
 // directions, or for bridged-only traffic, frames within the bridge.
 func (c ForeignChain) Lets(bridge string, bridgedOnly bool) bool {
