@@ -19,6 +19,7 @@ networks:
     bridge: gnat0
     ipv4: 10.99.0.1/24
     ipv6: fd42:99::1/64
+    dns: {domain: lab.internal}
   other:
     mode: nat
     bridge: goth0
@@ -28,6 +29,14 @@ networks:
     mode: routed
     bridge: grt0
     ipv6: 2001:db8:71::1/64
+  six:
+    mode: nat
+    bridge: gsix0
+    ipv6: fd42:97::1/64
+  four:
+    mode: nat
+    bridge: gfour0
+    ipv4: 10.97.0.1/24
 `
 
 // v6Host is natHost with IPv6 on the uplink: the host at 2001:db8:ff:1::1,
@@ -112,6 +121,19 @@ func dial6(ns, addrport string) (string, error) {
 	return strings.TrimSpace(string(buf[:k])), nil
 }
 
+// bridgeLinkLocal is an interface's link-local address once it has left
+// the tentative state (DAD, about 2 s), or "" when it has none.
+func bridgeLinkLocal(l *Lab, host, br string) string {
+	for range 50 {
+		out := l.In(host, "ip", "-6", "-o", "addr", "show", "dev", br, "scope", "link")
+		if f := strings.Fields(out); len(f) > 3 && !strings.Contains(out, "tentative") {
+			return strings.SplitN(f[3], "/", 2)[0]
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return ""
+}
+
 func reaches6(ns, addrport string) bool { _, err := dial6(ns, addrport); return err == nil }
 
 // TestFirewall6: real IPv6 packets through guestnet's table inet: NAT66
@@ -124,7 +146,7 @@ func TestFirewall6(t *testing.T) {
 	host, inet := v6Host(l)
 	spec := l.Spec(fw6Spec)
 	l.Guestnet(host, "apply", spec)
-	bridgeAddrs6(l, host, map[string]string{"gnat0": "fd42:99::1/64", "goth0": "fd42:98::1/64", "grt0": "2001:db8:71::1/64"})
+	bridgeAddrs6(l, host, map[string]string{"gnat0": "fd42:99::1/64", "goth0": "fd42:98::1/64", "grt0": "2001:db8:71::1/64", "gsix0": "fd42:97::1/64"})
 	if v := strings.TrimSpace(l.In(host, "sysctl", "-n", "net.bridge.bridge-nf-call-ip6tables")); v != "1" {
 		t.Fatalf("bridge-nf-call-ip6tables is %q in the host namespace: the bridge case needs 1", v)
 	}
@@ -136,6 +158,12 @@ func TestFirewall6(t *testing.T) {
 	l.Guestnet(host, "attach", "dmz", "vg4")
 	l.must("ip", "-n", g4, "addr", "add", "2001:db8:71::10/64", "dev", "eth0", "nodad")
 	l.must("ip", "-n", g4, "-6", "route", "add", "default", "via", "2001:db8:71::1")
+	g5 := l.NS("g5") // IPv6-only nat network
+	l.Veth(g5, "eth0", "", host, "vg5", "")
+	l.Guestnet(host, "attach", "six", "vg5")
+	l.must("ip", "-n", g5, "addr", "add", "fd42:97::10/64", "dev", "eth0", "nodad")
+	l.must("ip", "-n", g5, "-6", "route", "add", "default", "via", "fd42:97::1")
+	g6 := l.Guest(host, "four", "g6", "vg6", "10.97.0.10/24", "10.97.0.1") // IPv4-only network
 	// The pretend internet routes the routed prefix to the host (the
 	// return route `guestnet routes` prints), and someone there who knows
 	// the nat networks' prefixes tries to get in.
@@ -143,7 +171,8 @@ func TestFirewall6(t *testing.T) {
 		l.must("ip", "-n", inet, "-6", "route", "add", p, "via", "2001:db8:ff:1::1")
 	}
 	serve6(l, inet, "[2001:db8:ff::2]:8080")
-	serve6(l, host, "[::]:8022") // a service of the host's: not for guests (guest_to_host: services)
+	serve6(l, host, "[::]:8022")       // a service of the host's: not for guests (guest_to_host: services)
+	serve6(l, host, "[fd42:99::1]:53") // the default network's DNS address (TCP), for dns_to6
 	for _, g := range []struct{ ns, addr string }{{g1, "fd42:99::10"}, {g2, "fd42:99::11"}, {g3, "fd42:98::10"}, {g4, "2001:db8:71::10"}} {
 		serve6(l, g.ns, "["+g.addr+"]:8080")
 	}
@@ -160,7 +189,14 @@ func TestFirewall6(t *testing.T) {
 	if err == nil && src != "2001:db8:71::10" {
 		t.Errorf("the far end saw %s, want the routed guest's own 2001:db8:71::10", src)
 	}
+	src, err = dial6(g5, "[2001:db8:ff::2]:8080")
+	l.expect("IPv6-only nat guest -> internet (NAT66)", true, err == nil && src == "2001:db8:ff:1::1")
 	l.matrix("IPv6 | want | got", []check{
+		{"IPv6-only nat guest -> its router (ping)", true, func() bool { return l.Ping(g5, "fd42:97::1") }},
+		{"internet -> IPv6-only nat guest (ping)", false, func() bool { return l.Ping(inet, "fd42:97::10") }},
+		{"IPv6-only nat guest -> default network's guest", false, func() bool { return reaches6(g5, "[fd42:99::10]:8080") }},
+		{"guest -> its own network's DNS address tcp 53", true, func() bool { return reaches6(g1, "[fd42:99::1]:53") }},
+		{"other network's guest -> that DNS address tcp 53 (dns_to6)", false, func() bool { return reaches6(g3, "[fd42:99::1]:53") }},
 		{"nat guest -> internet (ping)", true, func() bool { return l.Ping(g1, "2001:db8:ff::2") }},
 		{"nat guest -> its router fd42:99::1 (ping, ICMPv6 to the host)", true, func() bool { return l.Ping(g1, "fd42:99::1") }},
 		{"guest1 -> guest2 on one bridge (br_netfilter on)", true, func() bool { return reaches6(g1, "[fd42:99::11]:8080") }},
@@ -179,6 +215,24 @@ func TestFirewall6(t *testing.T) {
 	if _, _, code := l.Run(host, "plan", spec); code != 0 {
 		out, errs, _ := l.Run(host, "plan", spec)
 		t.Errorf("plan after apply: exit %d, want 0 (the kernel's IPv6 maps and rules read back as rendered)\n%s%s", code, out, errs)
+	}
+	// An IPv4-only network's guest reaches the host over IPv4 services
+	// only: IPv6 to the host's link-local address on its bridge (neighbour
+	// discovery included) is rejected; flushing input-four by hand shows
+	// the reject is guestnet's.
+	// Both ends' link-local addresses must have left DAD, or the attempt
+	// fails for want of a source address, not for guestnet's reject.
+	if ll, own := bridgeLinkLocal(l, host, "gfour0"), bridgeLinkLocal(l, g6, "eth0"); ll == "" || own == "" {
+		t.Logf("bridge gfour0 (%q) or the guest (%q) has no link-local IPv6 address: the IPv4-only network's IPv6 case is not tried", ll, own)
+	} else {
+		target := "[" + ll + "%eth0]:8022"
+		l.expect("IPv4-only network's guest -> host link-local "+ll+" tcp 8022", false, reaches6(g6, target))
+		l.In(host, "nft", "flush", "chain", "inet", "guestnet", "input-four")
+		ok := false
+		for i := 0; i < 3 && !ok; i++ { // the guest's neighbour entry for the host may be FAILED for a moment
+			ok = reaches6(g6, target)
+		}
+		l.expect("same, input-four flushed by hand", true, ok)
 	}
 	// Proof the blocks are guestnet's: without the nat network's to-chain
 	// the internet's packets reach the guest (the host forwards IPv6).
