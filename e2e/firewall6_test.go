@@ -285,3 +285,32 @@ func TestForwardDrop6(t *testing.T) {
 		t.Errorf("destroy must remove guestnet's ip6 DOCKER-USER rules:\n%s", rules)
 	}
 }
+
+// TestDelta6: giving a network of a live table IPv6, then taking it away,
+// is planned and applied as a delta (table inet guestnet kept: that
+// network's chains refilled and its dns_to6/nat_from6 elements), and the
+// kernel's table reads back as rendered after each step.
+func TestDelta6(t *testing.T) {
+	l := newLab(t)
+	host, _ := natHost(l)
+	four := "networks:\n  a:\n    mode: nat\n    bridge: gna0\n    ipv4: 10.99.0.1/24\n    dns: {domain: a.internal}\n" +
+		"  b:\n    mode: routed\n    bridge: gnb0\n    ipv4: 10.99.1.1/24\n"
+	dual := strings.Replace(four, "    ipv4: 10.99.0.1/24\n", "    ipv4: 10.99.0.1/24\n    ipv6: fd42:99::1/64\n", 1)
+	l.Guestnet(host, "apply", l.Spec(four))
+	for _, step := range []struct{ what, spec string }{{"ipv6 added", dual}, {"ipv6 removed", four}} {
+		spec := l.Spec(step.spec)
+		out, errs, code := l.Run(host, "plan", spec)
+		if code != 2 || !strings.Contains(out, "table inet guestnet kept") || !strings.Contains(out, "map elements") || strings.Contains(out, "replace table") {
+			t.Fatalf("%s: plan exit %d, want 2 and a delta of map elements with the table kept\n%s%s", step.what, code, out, errs)
+		}
+		for _, line := range strings.Split(out, "\n") {
+			if strings.Contains(line, "table inet guestnet kept") {
+				t.Logf("%s: %s", step.what, strings.TrimSpace(line))
+			}
+		}
+		l.Guestnet(host, "apply", spec)
+		if out, errs, code := l.Run(host, "plan", spec); code != 0 {
+			t.Fatalf("%s: plan after apply: exit %d, want 0\n%s%s", step.what, code, out, errs)
+		}
+	}
+}
