@@ -210,6 +210,8 @@ type Foreign struct {
 	// DockerUser is true when table ip filter has a DOCKER-USER chain,
 	// the place Docker documents for rules of other tools.
 	DockerUser bool `json:"docker_user,omitempty"`
+	// DockerUser6 is the same for table ip6 filter (Docker's ip6tables).
+	DockerUser6 bool `json:"docker_user6,omitempty"`
 }
 
 // Link returns the link with that name (Links must be sorted by name).
