@@ -122,7 +122,11 @@ func (k *Linux) Do(a plan.Action) error {
 		}
 		return k.nl.LinkSetMasterByIndex(l, m.Attrs().Index)
 	case plan.OpAddrAdd:
-		return k.nl.AddrAdd(l, addr(a.Addr, a.Brd))
+		na := addr(a.Addr, a.Brd)
+		if plan.NoDAD(a.Addr) {
+			na.Flags |= unix.IFA_F_NODAD
+		}
+		return k.nl.AddrAdd(l, na)
 	case plan.OpAddrDel:
 		return k.nl.AddrDel(l, addr(a.Addr, a.Brd))
 	}

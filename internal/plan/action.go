@@ -156,15 +156,18 @@ func (a Action) String() string {
 		if a.Brd.IsValid() {
 			return fmt.Sprintf("ip addr add %s brd %s dev %s", a.Addr, a.Brd, a.Link)
 		}
+		if NoDAD(a.Addr) {
+			return fmt.Sprintf("ip addr add %s dev %s nodad", a.Addr, a.Link)
+		}
 		return fmt.Sprintf("ip addr add %s dev %s", a.Addr, a.Link)
 	case OpAddrDel:
 		return fmt.Sprintf("ip addr del %s dev %s", a.Addr, a.Link)
 	case OpRouteAdd:
-		return "ip route add " + RouteString(a.Route)
+		return ipRoute(a.Route) + " add " + RouteString(a.Route)
 	case OpRouteDel:
-		return "ip route del " + RouteString(a.Route)
+		return ipRoute(a.Route) + " del " + RouteString(a.Route)
 	case OpRouteReplace:
-		return "ip route replace " + RouteString(a.Route)
+		return ipRoute(a.Route) + " replace " + RouteString(a.Route)
 	case OpSysctl:
 		return fmt.Sprintf("sysctl -w %s=%s", a.Key, a.Value)
 	case OpNft:
@@ -175,6 +178,21 @@ func (a Action) String() string {
 		return fmt.Sprintf("nft: %s (table inet %s kept)", a.Delta, model.Table)
 	}
 	return string(a.Op)
+}
+
+// NoDAD reports whether an address guestnet adds skips duplicate address
+// detection: every IPv6 one. The addresses are guestnet's own (a guest
+// prefix's router, or one moved from an uplink that held it already), and
+// the services bound to them (RA, DHCPv6, DNS) must bind at once, not
+// after the second or two a tentative address waits.
+func NoDAD(p netip.Prefix) bool { return p.Addr().Is6() && !p.Addr().Is4In6() }
+
+// ipRoute is the `ip` command of a route's family.
+func ipRoute(r model.Route) string {
+	if r.Dst.Addr().Is6() {
+		return "ip -6 route"
+	}
+	return "ip route"
 }
 
 // RouteString prints a route as `ip route` takes it.
