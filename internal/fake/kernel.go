@@ -7,6 +7,7 @@
 package fake
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -56,7 +57,8 @@ func (k *Kernel) Do(a plan.Action) error {
 	return err
 }
 
-// Canonical sorts routes and turns empty lists and maps into nil.
+// Canonical sorts routes and addresses (by family) and turns empty lists
+// and maps into nil.
 func Canonical(h *model.Host) {
 	slices.SortFunc(h.Routes, func(x, y model.Route) int {
 		if c := strings.Compare(x.Dst.String(), y.Dst.String()); c != 0 {
@@ -66,6 +68,11 @@ func Canonical(h *model.Host) {
 	})
 	for i := range h.Links {
 		l := &h.Links[i]
+		// A dump lists IPv4 addresses before IPv6 ones (observe reads both
+		// families at once), each family in the order it was added.
+		slices.SortStableFunc(l.Addrs, func(x, y netip.Prefix) int {
+			return cmp.Compare(x.Addr().BitLen(), y.Addr().BitLen())
+		})
 		if len(l.Addrs) == 0 {
 			l.Addrs = nil
 		}
