@@ -42,15 +42,8 @@ func Routes(n model.Network, h model.Host, via, peer netip.Addr, forOS string) (
 			}
 		}
 		if !v.IsValid() {
-			p := peer
-			if p.IsValid() && model.FamilyOf(p) != f {
-				p = netip.Addr{}
-				if !n.Addr(model.FamilyOf(peer)).IsValid() {
-					return nil, fmt.Errorf("routes %s: --peer %s is an %s address, and the network has only %s", n.Name, peer, familyName(model.FamilyOf(peer)), familyName(f))
-				}
-			}
 			var err error
-			if v, err = facing(h, f, p, n.Bridge); err != nil {
+			if v, err = facing(h, f, peer, n.Bridge); err != nil {
 				return nil, fmt.Errorf("routes %s: %w", n.Name, err)
 			}
 		}
@@ -85,16 +78,22 @@ func maskString(bits int) string {
 }
 
 // facing is the host's address of family f on the interface facing the
-// peers: the one whose subnet holds peer, or with no peer, the one of the
-// interface of the family's default route.
+// peers: the one whose subnet holds peer (of either family: the interface
+// that holds it faces the peers, and its address of family f is the next
+// hop), or with no peer, the one of the interface of the family's default
+// route.
 func facing(h model.Host, f model.Family, peer netip.Addr, bridge string) (netip.Addr, error) {
 	if peer.IsValid() {
 		for _, l := range h.Links {
+			if l.Name == bridge || !slices.ContainsFunc(l.Addrs, func(a netip.Prefix) bool { return a.Masked().Contains(peer) }) {
+				continue
+			}
 			for _, a := range l.Addrs {
-				if a.Masked().Contains(peer) && l.Name != bridge {
+				if model.FamilyOf(a.Addr()) == f && (f != model.FamilyOf(peer) || a.Masked().Contains(peer)) {
 					return a.Addr(), nil
 				}
 			}
+			return netip.Addr{}, fmt.Errorf("%s, which faces %s, has no static %s address: give --via", l.Name, peer, familyName(f))
 		}
 		return netip.Addr{}, fmt.Errorf("no interface holds a subnet with %s: give --via", peer)
 	}

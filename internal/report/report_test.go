@@ -112,8 +112,9 @@ func TestRoutesIPv6(t *testing.T) {
 		{only6, "", "fd10:10::7", "linux", "ip -6 route add 2001:db8:71::/64 via fd10:10::1"},
 		{only6, "fd10:10::9", "", "windows", "route -p add 2001:db8:71::/64 fd10:10::9"},
 		{dual, "", "", "linux", "ip route add 10.99.1.0/24 via 198.51.100.1\nip -6 route add fd42:1::/64 via 2001:db8:ff::1"},
-		{dual, "", "10.10.0.7", "linux", "ip route add 10.99.1.0/24 via 10.10.0.1\nip -6 route add fd42:1::/64 via 2001:db8:ff::1"},
-		{dual, "", "fd10:10::7", "linux", "ip route add 10.99.1.0/24 via 198.51.100.1\nip -6 route add fd42:1::/64 via fd10:10::1"},
+		{dual, "", "10.10.0.7", "linux", "ip route add 10.99.1.0/24 via 10.10.0.1\nip -6 route add fd42:1::/64 via fd10:10::1"},
+		{dual, "", "fd10:10::7", "linux", "ip route add 10.99.1.0/24 via 10.10.0.1\nip -6 route add fd42:1::/64 via fd10:10::1"},
+		{dual, "", "198.51.100.5", "windows", "route -p add 10.99.1.0 mask 255.255.255.0 198.51.100.1\nroute -p add fd42:1::/64 2001:db8:ff::1"},
 		{nat6, "", "", "linux", ""},
 		{nat, "", "", "linux", "ip route add 10.99.6.0/24 via 198.51.100.1"},
 	}
@@ -132,6 +133,9 @@ func TestRoutesIPv6(t *testing.T) {
 	}
 	if _, err := Routes(only6, host, netip.Addr{}, netip.Addr{}, "linux"); err == nil || !strings.Contains(err.Error(), "no IPv6 default route") {
 		t.Errorf("no IPv6 default route: %v", err)
+	}
+	if _, err := Routes(only6, host, netip.Addr{}, netip.MustParseAddr("10.10.0.7"), "linux"); err == nil || !strings.Contains(err.Error(), "eth0, which faces 10.10.0.7, has no static IPv6 address") {
+		t.Errorf("a peer facing an interface without IPv6: %v", err)
 	}
 	if _, err := Routes(only6, h, netip.MustParseAddr("10.10.0.1"), netip.Addr{}, "linux"); err == nil {
 		t.Error("an IPv4 --via for an IPv6-only network accepted")
