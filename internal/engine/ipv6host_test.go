@@ -252,3 +252,18 @@ func TestIPv6CheckHost(t *testing.T) {
 		}
 	}
 }
+
+// TestIPv6OnlyNoIPForward: an IPv6-only routed network turns IPv6
+// forwarding on, not ip_forward.
+func TestIPv6OnlyNoIPForward(t *testing.T) {
+	files := &specFiles{texts: map[string]string{"only6": "  lab6: {mode: routed, bridge: grt6, ipv6: 2001:db8:71::1/64}\n"}}
+	r := v6Rig(t, raHost())
+	p, err := r.e.Plan(context.Background(), files.load(t, "only6"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := actionLines(p)
+	if slices.Contains(got, "sysctl -w net.ipv4.ip_forward=1") || !slices.Contains(got, "sysctl -w net.ipv6.conf.all.forwarding=1") {
+		t.Errorf("plan of an IPv6-only routed network:\n%s", strings.Join(got, "\n"))
+	}
+}

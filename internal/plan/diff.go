@@ -50,7 +50,7 @@ func Diff(want []model.Network, st state.State, h model.Host) (Plan, error) {
 		p.State.Networks[n.Name] = state.Net{Network: n, Uplink: up, Ports: ports, Floats: floats, Binds: keepBinds(st.Networks[n.Name].Binds, ports)}
 	}
 
-	needFwd := slices.ContainsFunc(want, model.Network.NeedsForwarding)
+	needFwd := slices.ContainsFunc(want, needsForwarding4)
 	if needFwd && !h.IPForward {
 		p.Actions = append(p.Actions, Action{Op: OpSysctl, Key: SysctlForward, Value: "1", Old: "0"})
 		p.State.ForwardingWas = "0"
@@ -97,6 +97,10 @@ func Diff(want []model.Network, st state.State, h model.Host) (Plan, error) {
 	}
 	return p, nil
 }
+
+// needsForwarding4 reports whether a network routes IPv4 through the host
+// (an IPv6-only network does not need ip_forward).
+func needsForwarding4(n model.Network) bool { return n.IPv4.IsValid() && n.NeedsForwarding() }
 
 // needsForwarding6 reports whether a network routes IPv6 through the host.
 func needsForwarding6(n model.Network) bool { return n.IPv6.IsValid() && n.NeedsForwarding() }
