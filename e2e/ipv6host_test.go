@@ -136,11 +136,11 @@ func testIPv6Routed(t *testing.T, mode string) {
 	spec := l.Spec(`
 networks:
   dmz:
-    mode: `+mode+`
+    mode: ` + mode + `
     bridge: grt6
     ipv6: 2001:db8:71::1/64
   dual:
-    mode: `+mode+`
+    mode: ` + mode + `
     bridge: grt0
     ipv4: 10.99.1.1/24
     ipv6: fd42:1::1/64

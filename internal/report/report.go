@@ -134,18 +134,18 @@ type NetworkStatus struct {
 
 // Status is guestnet's view of one namespace.
 type Status struct {
-	Networks   []NetworkStatus      `json:"networks"`
-	IPForward  bool                 `json:"ip_forward"`
-	IP6Forward bool                 `json:"ip6_forward"`
+	Networks   []NetworkStatus `json:"networks"`
+	IPForward  bool            `json:"ip_forward"`
+	IP6Forward bool            `json:"ip6_forward"`
 	// RAUplinks are the interfaces that learn routes from router
 	// advertisements, with their accept_ra; AcceptRARaised names those
 	// guestnet raised to 2 for IPv6 forwarding (destroy puts them back).
-	RAUplinks      []model.RAUplink `json:"ra_uplinks,omitempty"`
-	AcceptRARaised []string         `json:"accept_ra_raised,omitempty"`
-	BridgeNF   bool                 `json:"bridge_nf_call_iptables"`
-	Rules      int                  `json:"rules"`
-	DockerUser int                  `json:"docker_user_rules"`
-	Foreign    []model.ForeignChain `json:"foreign_drop_chains,omitempty"`
+	RAUplinks      []model.RAUplink     `json:"ra_uplinks,omitempty"`
+	AcceptRARaised []string             `json:"accept_ra_raised,omitempty"`
+	BridgeNF       bool                 `json:"bridge_nf_call_iptables"`
+	Rules          int                  `json:"rules"`
+	DockerUser     int                  `json:"docker_user_rules"`
+	Foreign        []model.ForeignChain `json:"foreign_drop_chains,omitempty"`
 	// SpoofDropped counts frames the anti-spoofing table dropped: spoofed
 	// sources, and frames of bound ports that are neither IPv4 nor ARP.
 	SpoofDropped uint64 `json:"spoofed_frames_dropped"`
