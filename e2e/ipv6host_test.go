@@ -390,3 +390,51 @@ func expires(route string) int {
 	}
 	return -1
 }
+
+// TestIPv6DriftRepairedByDaemon: under `guestnet serve`, the bridge's IPv6
+// address deleted by hand and IPv6 forwarding turned off come back by
+// themselves (the daemon hears IPv6 address and netconf events), and the
+// peer reaches the guest again.
+func TestIPv6DriftRepairedByDaemon(t *testing.T) {
+	l := newLab(t)
+	host, peer := l.NS("host"), l.NS("peer")
+	l.Veth(host, "up0", "", peer, "eth0", "")
+	l.addr6(host, "up0", "fd10:10::1/64")
+	l.addr6(peer, "eth0", "fd10:10::2/64")
+	spec := l.Spec(`
+networks:
+  dmz:
+    mode: open
+    bridge: grt6
+    ipv6: 2001:db8:71::1/64
+`)
+	l.Serve_(host, spec)
+	g := l.guest6(host, "dmz", "g6", "vg6", []string{"2001:db8:71::10/64"}, []string{"2001:db8:71::1"})
+	l.In(peer, "ip", "-6", "route", "add", "2001:db8:71::/64", "via", "fd10:10::1")
+	l.expect("peer -> guest before any drift (ping)", true, l.ping6(peer, "2001:db8:71::10"))
+	var rows []string
+	for _, c := range []struct {
+		name   string
+		cmd    []string
+		healed func() bool
+	}{
+		{"ip -6 addr del 2001:db8:71::1/64 dev grt6", []string{"ip", "-6", "addr", "del", "2001:db8:71::1/64", "dev", "grt6"},
+			func() bool {
+				return strings.Contains(l.In(host, "ip", "-6", "addr", "show", "dev", "grt6"), "2001:db8:71::1/64")
+			}},
+		{"sysctl net.ipv6.conf.all.forwarding=0", []string{"sysctl", "-qw", "net.ipv6.conf.all.forwarding=0"},
+			func() bool { return l.sysctl(host, "net.ipv6.conf.all.forwarding") == "1" }},
+	} {
+		start := time.Now()
+		l.In(host, c.cmd...)
+		if !pollUntil(5*time.Second, c.healed) {
+			t.Errorf("%s: not repaired within 5 s", c.name)
+			continue
+		}
+		back := time.Since(start)
+		rows = append(rows, fmt.Sprintf("| %-44s | %8.1f ms |", c.name, float64(back.Microseconds())/1000))
+		l.expect("peer -> guest after "+c.name+" (ping)", true, l.ping6(peer, "2001:db8:71::10"))
+		l.expect("guest -> peer after "+c.name+" (ping)", true, l.ping6(g, "fd10:10::2"))
+	}
+	t.Logf("IPv6 drift repaired by the daemon:\n| drift | repaired after |\n|---|---|\n%s", strings.Join(rows, "\n"))
+}
