@@ -317,7 +317,7 @@ networks:
     ipv6: fd42:99::1/64
 `)
 	plan, _, _ := l.Run(host, "plan", spec)
-	if !strings.Contains(plan, "sysctl -w net.ipv6.conf.up0.accept_ra=2") {
+	if !strings.Contains(plan, "sysctl -w net.ipv6.conf.up0.accept_ra=2\n       (up0 learns its default route from router advertisements") {
 		t.Errorf("plan does not raise up0's accept_ra:\n%s", plan)
 	}
 	l.Guestnet(host, "apply", spec)

@@ -113,6 +113,11 @@ func TestIPv6HostSide(t *testing.T) {
 		"sysctl -w net.ipv4.ip_forward=1",
 		"sysctl -w net.ipv6.conf.eth0.accept_ra=2",
 		"sysctl -w net.ipv6.conf.all.forwarding=1")
+	for _, a := range p.Actions {
+		if a.Key == "net.ipv6.conf.eth0.accept_ra" && !strings.HasPrefix(a.Note(), "eth0 learns its default route from router advertisements") {
+			t.Errorf("the accept_ra action says why as %q", a.Note())
+		}
+	}
 	h := r.k.Host
 	if !h.IP6Forward || !h.IPForward {
 		t.Errorf("forwarding after apply: ipv4 %v ipv6 %v, want both on", h.IPForward, h.IP6Forward)

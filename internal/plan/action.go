@@ -180,6 +180,18 @@ func (a Action) String() string {
 	return string(a.Op)
 }
 
+// Note explains an action whose reason the command does not say: raising
+// or putting back an uplink's accept_ra. "" for the others.
+func (a Action) Note() string {
+	if a.Op != OpSysctl || !strings.HasSuffix(a.Key, ".accept_ra") {
+		return ""
+	}
+	if a.Value == "2" {
+		return a.Link + " learns its default route from router advertisements: with IPv6 forwarding on, accept_ra 1 would make the kernel drop that route and ignore the RAs after"
+	}
+	return "put back: no network needs IPv6 forwarding any more"
+}
+
 // NoDAD reports whether an address guestnet adds skips duplicate address
 // detection: every IPv6 one. The addresses are guestnet's own (a guest
 // prefix's router, or one moved from an uplink that held it already), and
