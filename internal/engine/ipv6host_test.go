@@ -201,7 +201,9 @@ func TestIPv6ForwardingNotOurs(t *testing.T) {
 	if got := actionLines(p); slices.Contains(got, "sysctl -w net.ipv6.conf.all.forwarding=0") || !slices.Contains(got, "sysctl -w net.ipv6.conf.eth0.accept_ra=1") {
 		t.Errorf("destroy plan:\n%s", strings.Join(got, "\n"))
 	}
-	if got, want := hostText(r.k.Host), hostText(h); got != want {
+	want := raHost() // afresh: the fake shares h's slices
+	want.IP6Forward = true
+	if got, want := hostText(r.k.Host), hostText(want); got != want {
 		t.Errorf("after destroy:\n%s\nwant\n%s", got, want)
 	}
 }
@@ -270,5 +272,57 @@ func TestIPv6OnlyNoIPForward(t *testing.T) {
 	got := actionLines(p)
 	if slices.Contains(got, "sysctl -w net.ipv4.ip_forward=1") || !slices.Contains(got, "sysctl -w net.ipv6.conf.all.forwarding=1") {
 		t.Errorf("plan of an IPv6-only routed network:\n%s", strings.Join(got, "\n"))
+	}
+}
+
+// TestIPv6BridgeModeMovesStaticAddress: a bridge-mode network moves the
+// NIC's static IPv6 address (and a person's IPv6 route) to the bridge
+// with its IPv4 ones, leaves the kernel's RA-learned routes to the kernel,
+// and destroy puts everything back.
+func TestIPv6BridgeModeMovesStaticAddress(t *testing.T) {
+	files := &specFiles{texts: map[string]string{"lan": "  lan: {mode: bridge, bridge: br0, uplink: eth1}\n"}}
+	mk := func() model.Host {
+		h := raHost()
+		h.Routes = append(h.Routes,
+			model.Route{Dst: pfx("fd10:6::/64"), Gw: netip.MustParseAddr("fd10:5::1"), Dev: "eth1", Proto: 4, Metric: 1024},
+			model.Route{Dst: pfx("2001:db8:2::/64"), Dev: "eth1", Proto: model.ProtoRA, Metric: 256})
+		fake.Canonical(&h)
+		return h
+	}
+	r := v6Rig(t, mk())
+	p, err := r.e.Converge(context.Background(), files.load(t, "lan"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := actionLines(p)
+	inOrder(t, "bridge mode", got,
+		"ip -6 route del fd10:6::/64 via fd10:5::1 dev eth1 proto 4 metric 1024",
+		"ip addr del fd10:5::10/64 dev eth1",
+		"ip link set eth1 master br0",
+		"ip addr add fd10:5::10/64 dev br0 nodad",
+		"ip -6 route add fd10:6::/64 via fd10:5::1 dev br0 proto 157 metric 1024")
+	for _, l := range got {
+		if strings.Contains(l, "2001:db8:2::/64") || strings.Contains(l, "fe80") {
+			t.Errorf("bridge mode touches the kernel's route: %s", l)
+		}
+	}
+	if br, _ := r.k.Host.Link("br0"); !slices.Contains(br.Addrs, pfx("fd10:5::10/64")) {
+		t.Errorf("br0 holds %v", br.Addrs)
+	}
+	if _, _, err := r.e.Destroy(context.Background(), []string{"lan"}); err != nil {
+		t.Fatal(err)
+	}
+	// The kernel's routes of eth1 (RA-learned, link-local), which the fake
+	// drops with eth1's last address, are the kernel's to make again;
+	// everything guestnet moved is back.
+	kernels := func(x model.Route) bool {
+		return x.Dev == "eth1" && (x.Proto == model.ProtoRA || x.Dst == pfx("fe80::/64"))
+	}
+	want := mk()
+	want.Routes = slices.DeleteFunc(want.Routes, kernels)
+	got2 := r.k.Host
+	got2.Routes = slices.DeleteFunc(slices.Clone(got2.Routes), kernels)
+	if a, b := hostText(got2), hostText(want); a != b {
+		t.Errorf("after destroy:\n%s\nwant\n%s", a, b)
 	}
 }
