@@ -18,22 +18,22 @@ import (
 // forwarding, the return route of routed networks, and an uplink that
 // learns its default route from router advertisements keeping it.
 
-// addr6 adds an IPv6 address without duplicate address detection (the
+// h6Addr adds an IPv6 address without duplicate address detection (the
 // test is not about DAD, which takes a second or two per address).
-func (l *Lab) addr6(ns, dev, addr string) {
+func (l *Lab) h6Addr(ns, dev, addr string) {
 	l.t.Helper()
 	l.must("ip", "-n", ns, "-6", "addr", "add", addr, "dev", dev, "nodad")
 }
 
-// guest6 makes a guest namespace attached to network, with static
+// h6Guest makes a guest namespace attached to network, with static
 // addresses (IPv6 ones without DAD) and a default route per gateway.
-func (l *Lab) guest6(host, network, name, hostIf string, addrs, gws []string) string {
+func (l *Lab) h6Guest(host, network, name, hostIf string, addrs, gws []string) string {
 	l.t.Helper()
 	g := l.NS(name)
 	l.Veth(g, "eth0", "", host, hostIf, "")
 	for _, a := range addrs {
 		if strings.Contains(a, ":") {
-			l.addr6(g, "eth0", a)
+			l.h6Addr(g, "eth0", a)
 		} else {
 			l.must("ip", "-n", g, "addr", "add", a, "dev", "eth0")
 		}
@@ -45,9 +45,9 @@ func (l *Lab) guest6(host, network, name, hostIf string, addrs, gws []string) st
 	return g
 }
 
-// serveAny is Serve for either family: it answers each connection with
+// h6Serve is Serve for either family: it answers each connection with
 // the peer address it saw.
-func (l *Lab) serveAny(ns, addrport string) {
+func (l *Lab) h6Serve(ns, addrport string) {
 	l.t.Helper()
 	n, err := netns.Open(ns)
 	if err != nil {
@@ -71,8 +71,8 @@ func (l *Lab) serveAny(ns, addrport string) {
 	}()
 }
 
-// dialAny is Dial for either family.
-func (l *Lab) dialAny(ns, addrport string) (string, error) {
+// h6Dial is Dial for either family.
+func (l *Lab) h6Dial(ns, addrport string) (string, error) {
 	n, err := netns.Open(ns)
 	if err != nil {
 		return "", err
@@ -92,21 +92,21 @@ func (l *Lab) dialAny(ns, addrport string) (string, error) {
 	return strings.TrimSpace(string(buf[:k])), nil
 }
 
-// ping6 reports whether one of two ICMPv6 echoes from ns to addr is
+// h6Ping reports whether one of two ICMPv6 echoes from ns to addr is
 // answered: the first echo to a guest not yet in the host's neighbour
 // table was lost at times (1 of 3 runs) while neighbour discovery ran.
-func (l *Lab) ping6(ns, addr string) bool {
+func (l *Lab) h6Ping(ns, addr string) bool {
 	return exec.Command("ip", "netns", "exec", ns, "busybox", "ping", "-c", "2", "-W", "2", addr).Run() == nil
 }
 
-// sysctl reads a sysctl of a test namespace.
-func (l *Lab) sysctl(ns, key string) string {
+// h6Sysctl reads a sysctl of a test namespace.
+func (l *Lab) h6Sysctl(ns, key string) string {
 	l.t.Helper()
 	return strings.TrimSpace(l.In(ns, "sysctl", "-n", key))
 }
 
-// pollUntil polls cond every 100 ms until it holds or the time is up.
-func pollUntil(d time.Duration, cond func() bool) bool {
+// h6Poll polls cond every 100 ms until it holds or the time is up.
+func h6Poll(d time.Duration, cond func() bool) bool {
 	for deadline := time.Now().Add(d); ; time.Sleep(100 * time.Millisecond) {
 		if cond() {
 			return true
@@ -131,8 +131,8 @@ func testIPv6Routed(t *testing.T, mode string) {
 	l := newLab(t)
 	host, peer := l.NS("host"), l.NS("peer")
 	l.Veth(host, "up0", "10.10.0.1/24", peer, "eth0", "10.10.0.2/24")
-	l.addr6(host, "up0", "fd10:10::1/64")
-	l.addr6(peer, "eth0", "fd10:10::2/64")
+	l.h6Addr(host, "up0", "fd10:10::1/64")
+	l.h6Addr(peer, "eth0", "fd10:10::2/64")
 	spec := l.Spec(`
 networks:
   dmz:
@@ -146,7 +146,7 @@ networks:
     ipv6: fd42:1::1/64
 `)
 	l.Guestnet(host, "apply", spec)
-	if got := l.sysctl(host, "net.ipv6.conf.all.forwarding"); got != "1" {
+	if got := l.h6Sysctl(host, "net.ipv6.conf.all.forwarding"); got != "1" {
 		t.Errorf("IPv6 forwarding after apply: %s, want 1", got)
 	}
 	a := l.In(host, "ip", "-6", "-o", "addr", "show", "dev", "grt6", "scope", "global")
@@ -154,15 +154,15 @@ networks:
 		t.Errorf("grt6's IPv6 address (present, not tentative):\n%s", a)
 	}
 
-	g6 := l.guest6(host, "dmz", "g6", "vg6", []string{"2001:db8:71::10/64"}, []string{"2001:db8:71::1"})
-	gd := l.guest6(host, "dual", "gd", "vgd", []string{"10.99.1.10/24", "fd42:1::10/64"}, []string{"10.99.1.1", "fd42:1::1"})
-	l.serveAny(g6, "[2001:db8:71::10]:8080")
-	l.serveAny(gd, "[fd42:1::10]:8080")
-	l.serveAny(peer, "[fd10:10::2]:8080")
+	g6 := l.h6Guest(host, "dmz", "g6", "vg6", []string{"2001:db8:71::10/64"}, []string{"2001:db8:71::1"})
+	gd := l.h6Guest(host, "dual", "gd", "vgd", []string{"10.99.1.10/24", "fd42:1::10/64"}, []string{"10.99.1.1", "fd42:1::1"})
+	l.h6Serve(g6, "[2001:db8:71::10]:8080")
+	l.h6Serve(gd, "[fd42:1::10]:8080")
+	l.h6Serve(peer, "[fd10:10::2]:8080")
 
 	// The bridge keeps its link-local address (the guests' router for
 	// RA): once it has one, a plan has nothing to do.
-	if !pollUntil(5*time.Second, func() bool {
+	if !h6Poll(5*time.Second, func() bool {
 		return strings.Contains(l.In(host, "ip", "-6", "addr", "show", "dev", "grt6", "scope", "link"), "fe80::")
 	}) {
 		t.Errorf("grt6 has no link-local address:\n%s", l.In(host, "ip", "-6", "addr", "show", "dev", "grt6"))
@@ -187,9 +187,9 @@ networks:
 		l.In(peer, "sh", "-c", r)
 	}
 
-	l.expect("guest -> its router, the bridge's IPv6 address (ping)", true, l.ping6(g6, "2001:db8:71::1"))
-	l.expect("peer -> IPv6-only guest (ping)", true, l.ping6(peer, "2001:db8:71::10"))
-	l.expect("peer -> dual-stack guest over IPv6 (ping)", true, l.ping6(peer, "fd42:1::10"))
+	l.expect("guest -> its router, the bridge's IPv6 address (ping)", true, l.h6Ping(g6, "2001:db8:71::1"))
+	l.expect("peer -> IPv6-only guest (ping)", true, l.h6Ping(peer, "2001:db8:71::10"))
+	l.expect("peer -> dual-stack guest over IPv6 (ping)", true, l.h6Ping(peer, "fd42:1::10"))
 	l.expect("peer -> dual-stack guest over IPv4 (ping)", true, l.Ping(peer, "10.99.1.10"))
 	for _, c := range []struct{ from, to, want string }{
 		{peer, "[2001:db8:71::10]:8080", "fd10:10::2"},
@@ -197,7 +197,7 @@ networks:
 		{g6, "[fd10:10::2]:8080", "2001:db8:71::10"},
 		{gd, "[fd10:10::2]:8080", "fd42:1::10"},
 	} {
-		src, err := l.dialAny(c.from, c.to)
+		src, err := l.h6Dial(c.from, c.to)
 		l.expect(c.from+" -> "+c.to+" (tcp)", true, err == nil)
 		if err == nil && src != c.want {
 			t.Errorf("%s saw %q, want %q (routed: no NAT)", c.to, src, c.want)
@@ -211,22 +211,22 @@ networks:
 		t.Errorf("plan after the address was deleted: exit %d\n%s", code, out)
 	}
 	l.Guestnet(host, "apply", spec)
-	l.expect("peer -> IPv6-only guest after repair (ping)", true, l.ping6(peer, "2001:db8:71::10"))
+	l.expect("peer -> IPv6-only guest after repair (ping)", true, l.h6Ping(peer, "2001:db8:71::10"))
 
 	l.Guestnet(host, "destroy", spec)
 	if a := l.In(host, "ip", "-6", "-o", "addr", "show", "scope", "global"); strings.Contains(a, "2001:db8:71::1") || strings.Contains(a, "fd42:1::1") {
 		t.Errorf("destroy left IPv6 addresses:\n%s", a)
 	}
-	if got := l.sysctl(host, "net.ipv6.conf.all.forwarding"); got != "0" {
+	if got := l.h6Sysctl(host, "net.ipv6.conf.all.forwarding"); got != "0" {
 		t.Errorf("IPv6 forwarding after destroy: %s, want 0 as before", got)
 	}
 }
 
-// radvd runs Debian's radvd in namespace ns with its own config, pid and
+// h6Radvd runs Debian's radvd in namespace ns with its own config, pid and
 // log files, advertising on each interface of ifs a default route with a
 // router lifetime of lifetime seconds and the prefix 2001:db8:1::/64. It
 // is stopped (by its PID) when the test ends.
-func (l *Lab) radvd(ns string, lifetime int, ifs ...string) {
+func (l *Lab) h6Radvd(ns string, lifetime int, ifs ...string) {
 	l.t.Helper()
 	dir := l.t.TempDir()
 	var cfg strings.Builder
@@ -265,9 +265,9 @@ func (l *Lab) radvd(ns string, lifetime int, ifs ...string) {
 	})
 }
 
-// defaultRA is ns's IPv6 default route learned from router
+// h6DefaultRA is ns's IPv6 default route learned from router
 // advertisements ("" when there is none).
-func (l *Lab) defaultRA(ns string) string {
+func (l *Lab) h6DefaultRA(ns string) string {
 	l.t.Helper()
 	return strings.TrimSpace(l.In(ns, "ip", "-6", "route", "show", "default", "proto", "ra"))
 }
@@ -289,24 +289,24 @@ func TestIPv6AcceptRAKeepsDefaultRoute(t *testing.T) {
 	l.Veth(rtr, "eth1", "", ctl, "up0", "")
 	l.In(rtr, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
 	for _, ns := range []string{host, ctl} {
-		if got := l.sysctl(ns, "net.ipv6.conf.up0.accept_ra"); got != "1" {
+		if got := l.h6Sysctl(ns, "net.ipv6.conf.up0.accept_ra"); got != "1" {
 			t.Fatalf("%s: accept_ra of a new interface is %s, want the default 1", ns, got)
 		}
 	}
 	// radvd needs the link-local addresses out of DAD first.
-	if !pollUntil(5*time.Second, func() bool {
+	if !h6Poll(5*time.Second, func() bool {
 		a := l.In(rtr, "ip", "-6", "addr", "show", "scope", "link")
 		return strings.Count(a, "fe80::") == 2 && !strings.Contains(a, "tentative")
 	}) {
 		t.Fatalf("rtr's link-local addresses:\n%s", l.In(rtr, "ip", "-6", "addr"))
 	}
-	l.radvd(rtr, lifetime, "eth0", "eth1")
+	l.h6Radvd(rtr, lifetime, "eth0", "eth1")
 	for _, ns := range []string{host, ctl} {
-		if !pollUntil(15*time.Second, func() bool { return l.defaultRA(ns) != "" }) {
+		if !h6Poll(15*time.Second, func() bool { return l.h6DefaultRA(ns) != "" }) {
 			t.Fatalf("%s learned no default route from radvd:\n%s", ns, l.In(ns, "ip", "-6", "route"))
 		}
 	}
-	t.Logf("uplink learned: %s", l.defaultRA(host))
+	t.Logf("uplink learned: %s", l.h6DefaultRA(host))
 
 	spec := l.Spec(`
 networks:
@@ -328,11 +328,11 @@ networks:
 		{ctl, "net.ipv6.conf.all.forwarding", "1"},
 		{ctl, "net.ipv6.conf.up0.accept_ra", "1"},
 	} {
-		if got := l.sysctl(c.ns, c.key); got != c.want {
+		if got := l.h6Sysctl(c.ns, c.key); got != c.want {
 			t.Errorf("%s: %s = %s, want %s", c.ns, c.key, got, c.want)
 		}
 	}
-	if l.defaultRA(host) == "" {
+	if l.h6DefaultRA(host) == "" {
 		t.Errorf("the uplink lost its default route as forwarding went on")
 	}
 
@@ -342,20 +342,20 @@ networks:
 	// ignored. Past a router lifetime and a few RAs, it is still gone,
 	// while the uplink's was renewed by the RAs since.
 	start := time.Now()
-	gone := pollUntil(2*time.Second, func() bool { return l.defaultRA(ctl) == "" })
+	gone := h6Poll(2*time.Second, func() bool { return l.h6DefaultRA(ctl) == "" })
 	t.Logf("control (forwarding on by hand, accept_ra 1): default route gone %v, %v after forwarding went on", gone, time.Since(start).Round(100*time.Millisecond))
 	if !gone {
-		t.Errorf("control: with forwarding on and accept_ra 1 the RA default route should go, still there: %s", l.defaultRA(ctl))
+		t.Errorf("control: with forwarding on and accept_ra 1 the RA default route should go, still there: %s", l.h6DefaultRA(ctl))
 	}
 	time.Sleep(time.Duration(lifetime+1)*time.Second - time.Since(start))
-	if r := l.defaultRA(ctl); r != "" {
+	if r := l.h6DefaultRA(ctl); r != "" {
 		t.Errorf("control: an RA brought the default route back although forwarding is on and accept_ra 1: %s", r)
 	}
-	r := l.defaultRA(host)
+	r := l.h6DefaultRA(host)
 	if r == "" {
 		t.Fatalf("uplink: the default route expired although accept_ra is 2:\n%s", l.In(host, "ip", "-6", "route"))
 	}
-	if exp := expires(r); exp < 0 || exp > lifetime {
+	if exp := h6Expires(r); exp < 0 || exp > lifetime {
 		t.Errorf("uplink's default route %q: want it renewed by the latest RA (expires within %d s)", r, lifetime)
 	}
 	t.Logf("uplink after %v: %s", time.Since(start).Round(100*time.Millisecond), r)
@@ -366,19 +366,19 @@ networks:
 	}
 
 	l.Guestnet(host, "destroy", spec)
-	if got := l.sysctl(host, "net.ipv6.conf.all.forwarding"); got != "0" {
+	if got := l.h6Sysctl(host, "net.ipv6.conf.all.forwarding"); got != "0" {
 		t.Errorf("after destroy: IPv6 forwarding %s, want 0", got)
 	}
-	if got := l.sysctl(host, "net.ipv6.conf.up0.accept_ra"); got != "1" {
+	if got := l.h6Sysctl(host, "net.ipv6.conf.up0.accept_ra"); got != "1" {
 		t.Errorf("after destroy: up0 accept_ra %s, want 1 back", got)
 	}
-	if l.defaultRA(host) == "" {
+	if l.h6DefaultRA(host) == "" {
 		t.Errorf("after destroy: the uplink lost its default route")
 	}
 }
 
-// expires reads "expires Nsec" of an `ip -6 route` line (-1: none).
-func expires(route string) int {
+// h6Expires reads "expires Nsec" of an `ip -6 route` line (-1: none).
+func h6Expires(route string) int {
 	f := strings.Fields(route)
 	for i, w := range f {
 		if w == "expires" && i+1 < len(f) {
@@ -399,8 +399,8 @@ func TestIPv6DriftRepairedByDaemon(t *testing.T) {
 	l := newLab(t)
 	host, peer := l.NS("host"), l.NS("peer")
 	l.Veth(host, "up0", "", peer, "eth0", "")
-	l.addr6(host, "up0", "fd10:10::1/64")
-	l.addr6(peer, "eth0", "fd10:10::2/64")
+	l.h6Addr(host, "up0", "fd10:10::1/64")
+	l.h6Addr(peer, "eth0", "fd10:10::2/64")
 	spec := l.Spec(`
 networks:
   dmz:
@@ -409,9 +409,9 @@ networks:
     ipv6: 2001:db8:71::1/64
 `)
 	l.Serve_(host, spec)
-	g := l.guest6(host, "dmz", "g6", "vg6", []string{"2001:db8:71::10/64"}, []string{"2001:db8:71::1"})
+	g := l.h6Guest(host, "dmz", "g6", "vg6", []string{"2001:db8:71::10/64"}, []string{"2001:db8:71::1"})
 	l.In(peer, "ip", "-6", "route", "add", "2001:db8:71::/64", "via", "fd10:10::1")
-	l.expect("peer -> guest before any drift (ping)", true, l.ping6(peer, "2001:db8:71::10"))
+	l.expect("peer -> guest before any drift (ping)", true, l.h6Ping(peer, "2001:db8:71::10"))
 	var rows []string
 	for _, c := range []struct {
 		name   string
@@ -423,18 +423,18 @@ networks:
 				return strings.Contains(l.In(host, "ip", "-6", "addr", "show", "dev", "grt6"), "2001:db8:71::1/64")
 			}},
 		{"sysctl net.ipv6.conf.all.forwarding=0", []string{"sysctl", "-qw", "net.ipv6.conf.all.forwarding=0"},
-			func() bool { return l.sysctl(host, "net.ipv6.conf.all.forwarding") == "1" }},
+			func() bool { return l.h6Sysctl(host, "net.ipv6.conf.all.forwarding") == "1" }},
 	} {
 		start := time.Now()
 		l.In(host, c.cmd...)
-		if !pollUntil(5*time.Second, c.healed) {
+		if !h6Poll(5*time.Second, c.healed) {
 			t.Errorf("%s: not repaired within 5 s", c.name)
 			continue
 		}
 		back := time.Since(start)
 		rows = append(rows, fmt.Sprintf("| %-44s | %8.1f ms |", c.name, float64(back.Microseconds())/1000))
-		l.expect("peer -> guest after "+c.name+" (ping)", true, l.ping6(peer, "2001:db8:71::10"))
-		l.expect("guest -> peer after "+c.name+" (ping)", true, l.ping6(g, "fd10:10::2"))
+		l.expect("peer -> guest after "+c.name+" (ping)", true, l.h6Ping(peer, "2001:db8:71::10"))
+		l.expect("guest -> peer after "+c.name+" (ping)", true, l.h6Ping(g, "fd10:10::2"))
 	}
 	t.Logf("IPv6 drift repaired by the daemon:\n| drift | repaired after |\n|---|---|\n%s", strings.Join(rows, "\n"))
 }
