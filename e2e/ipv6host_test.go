@@ -438,3 +438,26 @@ networks:
 	}
 	t.Logf("IPv6 drift repaired by the daemon:\n| drift | repaired after |\n|---|---|\n%s", strings.Join(rows, "\n"))
 }
+
+// TestIPv6DisabledSaysSo: on a namespace whose new interfaces get IPv6
+// disabled, applying a network with ipv6 fails, changes nothing, and
+// names the sysctl.
+func TestIPv6DisabledSaysSo(t *testing.T) {
+	l := newLab(t)
+	host := l.NS("host")
+	l.In(host, "sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1")
+	before := l.In(host, "ip", "-o", "link") + l.In(host, "ip", "-o", "addr")
+	out, errs, code := l.Run(host, "apply", l.Spec(`
+networks:
+  iso6:
+    mode: isolated
+    bridge: giso6
+    ipv6: fd42:9::1/64
+`))
+	if code == 0 || !strings.Contains(errs, "IPv6 is disabled on giso6 (net.ipv6.conf.giso6.disable_ipv6=1") {
+		t.Errorf("apply with IPv6 disabled: exit %d\n%s%s", code, out, errs)
+	}
+	if after := l.In(host, "ip", "-o", "link") + l.In(host, "ip", "-o", "addr"); after != before {
+		t.Errorf("the failed apply left changes:\n%s\nwant\n%s", after, before)
+	}
+}

@@ -1,6 +1,7 @@
 package apply
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -126,7 +127,11 @@ func (k *Linux) Do(a plan.Action) error {
 		if plan.NoDAD(a.Addr) {
 			na.Flags |= unix.IFA_F_NODAD
 		}
-		return k.nl.AddrAdd(l, na)
+		err := k.nl.AddrAdd(l, na)
+		if errors.Is(err, unix.EACCES) && plan.NoDAD(a.Addr) {
+			return fmt.Errorf("%w: IPv6 is disabled on %s (net.ipv6.conf.%s.disable_ipv6=1, or net.ipv6.conf.default.disable_ipv6=1 when it was made): set it to 0, or drop ipv6: from the network", err, a.Link, a.Link)
+		}
+		return err
 	case plan.OpAddrDel:
 		return k.nl.AddrDel(l, addr(a.Addr, a.Brd))
 	}

@@ -6,6 +6,7 @@
 package observe
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 
@@ -147,6 +148,9 @@ func readRoutes(nl *netlink.Handle, links []model.Link) ([]model.Route, error) {
 		return nil, err
 	}
 	v6, err := readFamilyRoutes(nl, links, netlink.FAMILY_V6)
+	if errors.Is(err, unix.EAFNOSUPPORT) {
+		return v4, nil // a kernel booted with ipv6.disable=1: no IPv6 routes
+	}
 	if err != nil {
 		return nil, err
 	}
