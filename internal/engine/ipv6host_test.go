@@ -326,3 +326,23 @@ func TestIPv6BridgeModeMovesStaticAddress(t *testing.T) {
 		t.Errorf("after destroy:\n%s\nwant\n%s", a, b)
 	}
 }
+
+// TestIPv6AcceptRAOfGoneLink: an interface guestnet raised that is gone
+// has nothing to put back, and the state forgets it.
+func TestIPv6AcceptRAOfGoneLink(t *testing.T) {
+	st := state.State{Forwarding6Was: "0", AcceptRAWas: map[string]string{"gone0": "1"}}
+	for _, name := range []string{"v6", "empty"} {
+		p, err := plan.Diff(v6Specs.load(t, name).Models(), st, raHost())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range p.Actions {
+			if a.Link == "gone0" {
+				t.Errorf("%s: plan writes to a gone interface: %s", name, a)
+			}
+		}
+		if _, ok := p.State.AcceptRAWas["gone0"]; ok {
+			t.Errorf("%s: state keeps gone0: %v", name, p.State.AcceptRAWas)
+		}
+	}
+}

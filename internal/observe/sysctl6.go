@@ -21,9 +21,10 @@ func AcceptRAKey(ifname string) string {
 	return "net.ipv6.conf." + strings.ReplaceAll(ifname, ".", "/") + ".accept_ra"
 }
 
-// raUplinks lists the interfaces guestnet does not own that hold a route
-// of protocol ra (learned from router advertisements, the default route
-// typically), with their accept_ra. Those with accept_ra 1 lose that route
+// raUplinks lists the interfaces that hold a route of protocol ra (learned
+// from router advertisements, the default route typically), with their
+// accept_ra: the host's uplinks, a bridge-mode network's bridge among
+// them (it is the host's LAN interface), but not guestnet's guest bridges. Those with accept_ra 1 lose that route
 // when IPv6 forwarding goes on (the kernel then ignores their RAs, and the
 // route expires with its lifetime): plan raises them to 2 first.
 func raUplinks(ns *netns.NS, links []model.Link, routes []model.Route) ([]model.RAUplink, error) {
@@ -38,8 +39,8 @@ func raUplinks(ns *netns.NS, links []model.Link, routes []model.Route) ([]model.
 	var out []model.RAUplink
 	for _, name := range names {
 		i := slices.IndexFunc(links, func(l model.Link) bool { return l.Name == name })
-		if i < 0 || links[i].Owner() != "" {
-			continue
+		if i < 0 || links[i].Group == model.GuestGroup {
+			continue // a guest bridge: RAs there come from guests, never the host's routes
 		}
 		v, err := ns.ReadSysctl(AcceptRAKey(name))
 		if err != nil {

@@ -56,6 +56,10 @@ func Diff(want []model.Network, st state.State, h model.Host) (Plan, error) {
 		p.State.ForwardingWas = "0"
 	}
 	needFwd6 := slices.ContainsFunc(want, needsForwarding6)
+	maps.DeleteFunc(p.State.AcceptRAWas, func(name, _ string) bool {
+		_, ok := h.Link(name)
+		return !ok // gone: nothing to put back
+	})
 	if needFwd6 {
 		p.Actions = append(p.Actions, raiseAcceptRA(h, &p.State)...)
 		if !h.IP6Forward {
