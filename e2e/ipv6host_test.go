@@ -461,3 +461,56 @@ networks:
 		t.Errorf("the failed apply left changes:\n%s\nwant\n%s", after, before)
 	}
 }
+
+// TestIPv6GuestRAIgnoredByHost: a guest that sends router advertisements
+// (radvd in the guest) on an IPv4-only open network (no rules; IPv6
+// forwarding stays off, so the bridge would process RAs) gives the host
+// neither a default route through the guest nor a SLAAC address: guestnet
+// makes its guest bridges with accept_ra 0. The control: a bridge made by
+// hand beside it, with the kernel's default accept_ra 1, takes both.
+func TestIPv6GuestRAIgnoredByHost(t *testing.T) {
+	l := newLab(t)
+	host := l.NS("host")
+	l.Guestnet(host, "apply", l.Spec(`
+networks:
+  free:
+    mode: open
+    bridge: gopen0
+    ipv4: 10.99.2.1/24
+`))
+	if got := l.h6Sysctl(host, "net.ipv6.conf.gopen0.accept_ra"); got != "0" {
+		t.Errorf("gopen0 accept_ra = %s, want 0", got)
+	}
+	g := l.h6Guest(host, "free", "g", "vg1", []string{"10.99.2.10/24"}, nil)
+	// The control bridge, with a guest of its own.
+	l.must("ip", "-n", host, "link", "add", "ctl0", "type", "bridge")
+	l.must("ip", "-n", host, "link", "set", "ctl0", "up")
+	c := l.NS("c")
+	l.Veth(c, "eth0", "", host, "vc1", "")
+	l.must("ip", "-n", host, "link", "set", "vc1", "master", "ctl0")
+	for _, ns := range []string{g, c} {
+		l.In(ns, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
+		if !h6Poll(5*time.Second, func() bool {
+			a := l.In(ns, "ip", "-6", "addr", "show", "dev", "eth0", "scope", "link")
+			return strings.Contains(a, "fe80::") && !strings.Contains(a, "tentative")
+		}) {
+			t.Fatalf("%s: no usable link-local address", ns)
+		}
+		l.h6Radvd(ns, 30, "eth0")
+	}
+	if !h6Poll(15*time.Second, func() bool {
+		return strings.Contains(l.In(host, "ip", "-6", "route", "show", "default", "dev", "ctl0"), "proto ra") ||
+			strings.Contains(l.In(host, "ip", "-6", "route", "show", "default"), "ctl0")
+	}) {
+		t.Fatalf("control: the hand-made bridge learned no default route from its guest's RAs:\n%s", l.In(host, "ip", "-6", "route"))
+	}
+	time.Sleep(5 * time.Second) // at least one more RA from each guest
+	routes := l.In(host, "ip", "-6", "route")
+	t.Logf("host's IPv6 routes with both guests advertising:\n%s", routes)
+	if strings.Contains(routes, "dev gopen0 proto ra") || strings.Contains(l.In(host, "ip", "-6", "route", "show", "default"), "gopen0") {
+		t.Errorf("the host took a guest's RA on gopen0:\n%s", routes)
+	}
+	if a := l.In(host, "ip", "-6", "addr", "show", "dev", "gopen0", "scope", "global"); strings.Contains(a, "inet6") {
+		t.Errorf("gopen0 got a SLAAC address from a guest:\n%s", a)
+	}
+}

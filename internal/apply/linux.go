@@ -3,6 +3,7 @@ package apply
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/netip"
 
@@ -56,6 +57,13 @@ func (k *Linux) Do(a plan.Action) error {
 		if err := k.nl.LinkSetAlias(br, a.Alias); err != nil {
 			k.nl.LinkDel(br)
 			return fmt.Errorf("set alias: %w", err)
+		}
+		if key, ok := plan.GuestBridgeAcceptRA(a); ok {
+			// No IPv6 in this kernel (ipv6.disable=1): no RAs to refuse.
+			if err := k.ns.WriteSysctl(key, "0"); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				k.nl.LinkDel(br)
+				return fmt.Errorf("refuse router advertisements on %s: %w", a.Link, err)
+			}
 		}
 		return nil
 	case plan.OpTapAdd:

@@ -127,7 +127,11 @@ func (a Action) String() string {
 		if a.IfGroup != 0 {
 			s += fmt.Sprintf(" group %d", a.IfGroup)
 		}
-		return s + fmt.Sprintf(" && ip link set %s alias %s", a.Link, a.Alias)
+		s += fmt.Sprintf(" && ip link set %s alias %s", a.Link, a.Alias)
+		if key, ok := GuestBridgeAcceptRA(a); ok {
+			s += " && sysctl -w " + key + "=0"
+		}
+		return s
 	case OpTapAdd:
 		s := "ip tuntap add dev " + a.Link + " mode tap"
 		if a.Owner >= 0 {
@@ -178,6 +182,19 @@ func (a Action) String() string {
 		return fmt.Sprintf("nft: %s (table inet %s kept)", a.Delta, model.Table)
 	}
 	return string(a.Op)
+}
+
+// GuestBridgeAcceptRA is the accept_ra sysctl of a guest bridge that a
+// bridge-add makes: written 0 with the bridge, so that the host never takes
+// a guest's router advertisement for its own (with IPv6 forwarding off, a
+// guest's RA would give the host a default route through that guest, and
+// a SLAAC address on the bridge). A bridge-mode network's bridge is the
+// host's LAN interface and keeps the default.
+func GuestBridgeAcceptRA(a Action) (string, bool) {
+	if a.Op != OpBridgeAdd || a.IfGroup != model.GuestGroup {
+		return "", false
+	}
+	return "net.ipv6.conf." + strings.ReplaceAll(a.Link, ".", "/") + ".accept_ra", true
 }
 
 // Note explains an action whose reason the command does not say: raising
