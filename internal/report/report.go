@@ -153,9 +153,10 @@ type Status struct {
 
 // MakeStatus combines the state file and the observed host.
 func MakeStatus(st state.State, h model.Host) Status {
-	s := Status{IPForward: h.IPForward, IP6Forward: h.IP6Forward, BridgeNF: h.BridgeNFCallIPTables, Rules: h.Ruleset.RuleCount(),
-		DockerUser: len(h.Ruleset.DockerUser), Foreign: h.Foreign.ForwardDrop, SpoofDropped: h.Guard.Dropped,
-		RAUplinks: h.RAUplinks, AcceptRARaised: slices.Sorted(maps.Keys(st.AcceptRAWas))}
+	s := Status{IPForward: h.IPForward, BridgeNF: h.BridgeNFCallIPTables, Rules: h.Ruleset.RuleCount(),
+		DockerUser: len(h.Ruleset.DockerUser), Foreign: h.Foreign.ForwardDrop, SpoofDropped: h.Guard.Dropped}
+	s.IP6Forward, s.RAUplinks = h.IP6Forward, h.RAUplinks
+	s.AcceptRARaised = slices.Sorted(maps.Keys(st.AcceptRAWas))
 	for _, n := range st.Sorted() {
 		ns := NetworkStatus{Name: n.Name, Mode: n.Mode, Bridge: n.Bridge, Uplink: n.Uplink}
 		if l, ok := h.Link(n.Bridge); ok {
