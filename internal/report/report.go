@@ -154,7 +154,7 @@ type Status struct {
 // MakeStatus combines the state file and the observed host.
 func MakeStatus(st state.State, h model.Host) Status {
 	s := Status{IPForward: h.IPForward, BridgeNF: h.BridgeNFCallIPTables, Rules: h.Ruleset.RuleCount(),
-		DockerUser: len(h.Ruleset.DockerUser), Foreign: h.Foreign.ForwardDrop, SpoofDropped: h.Guard.Dropped}
+		DockerUser: len(h.Ruleset.DockerUser) + len(h.Ruleset.DockerUser6), Foreign: h.Foreign.ForwardDrop, SpoofDropped: h.Guard.Dropped}
 	s.IP6Forward, s.RAUplinks = h.IP6Forward, h.RAUplinks
 	s.AcceptRARaised = slices.Sorted(maps.Keys(st.AcceptRAWas))
 	for _, n := range st.Sorted() {
