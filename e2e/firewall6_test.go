@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -51,19 +50,6 @@ func v6Host(l *Lab) (host, inet string) {
 	return host, inet
 }
 
-// bridgeAddrs6 gives each bridge its IPv6 address, and turns IPv6
-// forwarding on, in the test's host namespace. Helper "host" makes apply do
-// both (addresses on the bridges, net.ipv6.conf.all.forwarding); until that
-// lands, the test does it after apply. `ip addr replace` is a no-op when
-// apply already added the address.
-// TODO(lead): remove once the host side of issue 15 is merged.
-func bridgeAddrs6(l *Lab, host string, addrs map[string]string) {
-	for br, a := range addrs {
-		l.must("ip", "-n", host, "addr", "replace", a, "dev", br, "nodad")
-	}
-	l.In(host, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
-}
-
 // guest6 is a guest with a static IPv6 address in its network's prefix
 // (nodad) and a default route via the bridge's address.
 func guest6(l *Lab, host, network, name, hostIf, addr4, gw4, addr6, gw6 string) string {
@@ -71,32 +57,6 @@ func guest6(l *Lab, host, network, name, hostIf, addr4, gw4, addr6, gw6 string) 
 	l.must("ip", "-n", g, "addr", "add", addr6, "dev", "eth0", "nodad")
 	l.must("ip", "-n", g, "-6", "route", "add", "default", "via", gw6)
 	return g
-}
-
-// serve6 listens on TCP [addr]:port inside ns and answers each
-// connection with the peer address it saw.
-func serve6(l *Lab, ns, addrport string) {
-	l.t.Helper()
-	n, err := netns.Open(ns)
-	if err != nil {
-		l.t.Fatal(err)
-	}
-	defer n.Close()
-	var ln net.Listener
-	if err := n.Do(func() (err error) { ln, err = net.Listen("tcp6", addrport); return }); err != nil {
-		l.t.Fatalf("listen %s in %s: %v", addrport, ns, err)
-	}
-	l.t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			fmt.Fprintln(c, c.RemoteAddr().(*net.TCPAddr).IP)
-			c.Close()
-		}
-	}()
 }
 
 // dial6 connects from ns to [addr]:port and returns the source address the
@@ -146,7 +106,6 @@ func TestFirewall6(t *testing.T) {
 	host, inet := v6Host(l)
 	spec := l.Spec(fw6Spec)
 	l.Guestnet(host, "apply", spec)
-	bridgeAddrs6(l, host, map[string]string{"gnat0": "fd42:99::1/64", "goth0": "fd42:98::1/64", "grt0": "2001:db8:71::1/64", "gsix0": "fd42:97::1/64"})
 	if v := strings.TrimSpace(l.In(host, "sysctl", "-n", "net.bridge.bridge-nf-call-ip6tables")); v != "1" {
 		t.Fatalf("bridge-nf-call-ip6tables is %q in the host namespace: the bridge case needs 1", v)
 	}
@@ -170,11 +129,11 @@ func TestFirewall6(t *testing.T) {
 	for _, p := range []string{"2001:db8:71::/64", "fd42:99::/64", "fd42:98::/64"} {
 		l.must("ip", "-n", inet, "-6", "route", "add", p, "via", "2001:db8:ff:1::1")
 	}
-	serve6(l, inet, "[2001:db8:ff::2]:8080")
-	serve6(l, host, "[::]:8022")       // a service of the host's: not for guests (guest_to_host: services)
-	serve6(l, host, "[fd42:99::1]:53") // the default network's DNS address (TCP), for dns_to6
+	l.Serve(inet, "[2001:db8:ff::2]:8080")
+	l.Serve(host, "[::]:8022")       // a service of the host's: not for guests (guest_to_host: services)
+	l.Serve(host, "[fd42:99::1]:53") // the default network's DNS address (TCP), for dns_to6
 	for _, g := range []struct{ ns, addr string }{{g1, "fd42:99::10"}, {g2, "fd42:99::11"}, {g3, "fd42:98::10"}, {g4, "2001:db8:71::10"}} {
-		serve6(l, g.ns, "["+g.addr+"]:8080")
+		l.Serve(g.ns, "["+g.addr+"]:8080")
 	}
 
 	src, err := dial6(g1, "[2001:db8:ff::2]:8080")
@@ -258,11 +217,10 @@ func TestForwardDrop6(t *testing.T) {
 	l.In(host, "ip6tables", "-A", "DOCKER-USER", "-j", "RETURN")
 	l.In(host, "ip6tables", "-I", "FORWARD", "-j", "DOCKER-USER")
 	l.Guestnet(host, "apply", spec)
-	bridgeAddrs6(l, host, map[string]string{"gnat0": "fd42:99::1/64", "goth0": "fd42:98::1/64", "grt0": "2001:db8:71::1/64"})
 	g1 := guest6(l, host, "default", "g1", "vg1", "10.99.0.10/24", "10.99.0.1", "fd42:99::10/64", "fd42:99::1")
 	g2 := guest6(l, host, "default", "g2", "vg2", "10.99.0.11/24", "10.99.0.1", "fd42:99::11/64", "fd42:99::1")
-	serve6(l, inet, "[2001:db8:ff::2]:8080")
-	serve6(l, g2, "[fd42:99::11]:8080")
+	l.Serve(inet, "[2001:db8:ff::2]:8080")
+	l.Serve(g2, "[fd42:99::11]:8080")
 	src, err := dial6(g1, "[2001:db8:ff::2]:8080")
 	l.expect("guest -> internet over IPv6 through ip6tables' FORWARD DROP", true, err == nil && src == "2001:db8:ff:1::1")
 	l.expect("guest1 -> guest2 (bridged, bridge-nf-call-ip6tables=1)", true, reaches6(g1, "[fd42:99::11]:8080"))
