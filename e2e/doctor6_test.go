@@ -48,10 +48,6 @@ func TestDoctorIPv6(t *testing.T) {
 			l := newLab(t)
 			host, _ := trace6Host(l)
 			l.Guestnet(host, "apply", l.Spec(doctor6Spec))
-			// Until the host side of IPv6 is merged (helper "host"), put the
-			// bridge's address and IPv6 forwarding there as apply will.
-			l.must("ip", "-n", host, "-6", "addr", "replace", "fd42:99::1/64", "dev", "gnat0", "nodad")
-			l.In(host, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
 			c.setup(l, host)
 			fs, code := l.doctor(host)
 			var text []string

@@ -51,16 +51,10 @@ func trace6Host(l *Lab) (host, inet string) {
 	return host, inet
 }
 
-// trace6Apply applies trace6Spec. Until the host side of IPv6 is merged
-// (helper "host": bridge addresses, IPv6 forwarding), it puts each
-// bridge's IPv6 address there itself and turns IPv6 forwarding on, as
-// apply will; both are no-ops once apply does them.
+// trace6Apply applies trace6Spec (apply puts the bridges' IPv6 addresses
+// there and turns IPv6 forwarding on).
 func trace6Apply(l *Lab, host string) {
 	l.Guestnet(host, "apply", l.Spec(trace6Spec))
-	for br, a := range map[string]string{"gnat0": "fd42:99::1/64", "grt0": "2001:db8:71::1/64", "gnat1": "fd42:2::1/64"} {
-		l.must("ip", "-n", host, "-6", "addr", "replace", a, "dev", br, "nodad")
-	}
-	l.In(host, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
 }
 
 // traceGuest6 makes a guest namespace attached to network with a static IPv6
