@@ -1,8 +1,14 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"syscall"
 	"strings"
 	"testing"
 	"time"
@@ -165,3 +171,196 @@ func TestIPv6SLAAC(t *testing.T) {
 	}
 	t.Logf("isolated guest: %v after %v, no default route", l.addrs6(gi), took.Round(time.Millisecond))
 }
+
+// hook6 is dhclient -6's script: it sets the address it was given and
+// logs each event ($reason and address) to log, nothing else (the stock
+// script would rewrite this machine's /etc/resolv.conf).
+func (l *Lab) hook6(log string) string {
+	p := filepath.Join(l.t.TempDir(), "dhcp6-hook")
+	os.WriteFile(p, []byte(`#!/bin/sh
+echo "$reason $new_ip6_address $old_ip6_address" >> `+log+`
+case "$reason" in
+BOUND6|RENEW6|REBIND6|REBOOT6)
+  [ -n "$old_ip6_address" ] && [ "$old_ip6_address" != "$new_ip6_address" ] && ip -6 addr del "$old_ip6_address/128" dev $interface
+  ip -6 addr replace "$new_ip6_address/128" dev $interface valid_lft ${new_max_life:-forever} preferred_lft ${new_preferred_life:-forever}
+  ;;
+EXPIRE6|RELEASE6|STOP6)
+  ip -6 addr del "$old_ip6_address/128" dev $interface
+  ;;
+esac
+exit 0
+`), 0o755)
+	return p
+}
+
+// startBG starts a client in a guest namespace, in a process group of its
+// own (dhcpcd forks its privilege-separation helpers), its output in a
+// file; the test ends the group (by its PID) when it is over.
+func (l *Lab) startBG(ns string, args ...string) *exec.Cmd {
+	l.t.Helper()
+	c := exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...)
+	f, err := os.Create(filepath.Join(l.t.TempDir(), "out"))
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	c.Stdout, c.Stderr = f, f
+	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := c.Start(); err != nil {
+		l.t.Fatalf("%s: %v", strings.Join(args, " "), err)
+	}
+	l.t.Cleanup(func() {
+		syscall.Kill(-c.Process.Pid, syscall.SIGKILL)
+		c.Wait()
+		f.Close()
+		if l.t.Failed() {
+			b, _ := os.ReadFile(f.Name())
+			l.t.Logf("%s:\n%s", strings.Join(args, " "), lastLines(string(b), 30))
+		}
+	})
+	return c
+}
+
+// inRange6 reports whether ns's eth0 has an address of the dhcp6 range.
+func (l *Lab) inRange6(ns string) string {
+	r := struct{ from, to netip.Addr }{netip.MustParseAddr("fd42:61::100"), netip.MustParseAddr("fd42:61::1ff")}
+	for _, s := range l.addrs6(ns) {
+		a := netip.MustParseAddr(s)
+		if a.Compare(r.from) >= 0 && a.Compare(r.to) <= 0 {
+			return s
+		}
+	}
+	return ""
+}
+
+type lease6View struct {
+	Network, MAC, DUID, IP, Hostname, State string
+	Expiry                                  time.Time
+}
+
+func (l *Lab) leases6(host string) map[string]lease6View {
+	var ls []lease6View
+	if err := json.Unmarshal([]byte(l.Guestnet(host, "leases", "-o", "json")), &ls); err != nil {
+		l.t.Fatal(err)
+	}
+	out := map[string]lease6View{}
+	for _, x := range ls {
+		if x.DUID != "" {
+			out[x.IP] = x
+		}
+	}
+	return out
+}
+
+func TestIPv6DHCPv6Clients(t *testing.T) {
+	l := newLab(t)
+	needDig(t)
+	host := l.NS("host")
+	spec := l.Spec(fmt.Sprintf(v6Spec, "1m"))
+	d := l.Serve_(host, spec)
+	l.addBridge6(host, "gn6", "fd42:61::1/64")
+	tmp := t.TempDir()
+
+	// dhclient -6, DUID-LLT (its default), renewing in the background.
+	gc := l.v6Guest(host, "six", "dhc", "vd1", "02:00:00:00:61:02")
+	l.must("ip", "-n", gc, "link", "set", "eth0", "up")
+	clog := filepath.Join(tmp, "dhclient.log")
+	l.startBG(gc, "dhclient", "-6", "-d", "-sf", l.hook6(clog), "-lf", filepath.Join(tmp, "dhc.leases"),
+		"-pf", filepath.Join(tmp, "dhc.pid"), "eth0")
+
+	// dhclient -6 -D LL: DUID-LL of its MAC, the static host's DUID.
+	gf := l.v6Guest(host, "six", "fixed", "vd2", "02:00:00:00:61:10")
+	l.must("ip", "-n", gf, "link", "set", "eth0", "up")
+	l.startBG(gf, "dhclient", "-6", "-d", "-D", "LL", "-sf", l.hook6(filepath.Join(tmp, "fixed.log")),
+		"-lf", filepath.Join(tmp, "fixed.leases"), "-pf", filepath.Join(tmp, "fixed.pid"), "eth0")
+
+	// dhcpcd -6 with its own config, its database and run folders in the
+	// test's temp dir (bind-mounted in the mount namespace ip netns exec
+	// makes), sending its name by FQDN.
+	gd := l.v6Guest(host, "six", "dcd", "vd3", "02:00:00:00:61:03")
+	l.must("ip", "-n", gd, "link", "set", "eth0", "up")
+	dconf := filepath.Join(tmp, "dhcpcd.conf")
+	os.WriteFile(dconf, []byte("hostname dcdguest\nfqdn both\nipv6only\nia_na\nnohook resolv.conf\noption rapid_commit\n"), 0o644)
+	db, run := filepath.Join(tmp, "db"), filepath.Join(tmp, "run")
+	os.MkdirAll(db, 0o755)
+	os.MkdirAll(run, 0o755)
+	l.startBG(gd, "sh", "-c", fmt.Sprintf("mount --bind %s /var/lib/dhcpcd && mount --bind %s /run/dhcpcd && exec dhcpcd -6 -B -d -f %s --nohook resolv.conf -c /bin/true eth0",
+		db, run, dconf))
+
+	var got map[string]string
+	if _, ok := waitTrue(20*time.Second, func() bool {
+		got = map[string]string{"dhclient": l.inRange6(gc), "dhcpcd": l.inRange6(gd)}
+		return got["dhclient"] != "" && got["dhcpcd"] != "" && slices.Contains(l.addrs6(gf), "fd42:61::10")
+	}); !ok {
+		t.Fatalf("DHCPv6 addresses: dhclient %q, dhcpcd %q, static %v; want two of fd42:61::100-1ff and fd42:61::10",
+			got["dhclient"], got["dhcpcd"], l.addrs6(gf))
+	}
+	if got["dhclient"] == got["dhcpcd"] {
+		t.Errorf("dhclient and dhcpcd share %s", got["dhclient"])
+	}
+	t.Logf("dhclient -6: %s, dhcpcd -6: %s, static host by DUID: fd42:61::10", got["dhclient"], got["dhcpcd"])
+	ls := l.leases6(host)
+	for _, a := range []string{got["dhclient"], got["dhcpcd"], "fd42:61::10"} {
+		if ls[a].State != "bound" {
+			t.Errorf("guestnet leases: %s is %+v, want bound", a, ls[a])
+		}
+	}
+	if ls["fd42:61::10"].MAC != "02:00:00:00:61:10" {
+		t.Errorf("static host's lease: MAC %q, want the DUID-LL's 02:00:00:00:61:10", ls["fd42:61::10"].MAC)
+	}
+
+	// A guest resolves another's AAAA (static host, and dhcpcd's FQDN)
+	// and PTR through the gateway's IPv6 address.
+	for _, c := range []struct {
+		q    []string
+		want string
+	}{
+		{[]string{"AAAA", "fixed.six.test"}, "fd42:61::10"},
+		{[]string{"AAAA", "dcdguest.six.test"}, got["dhcpcd"]},
+		{[]string{"-x", "fd42:61::10"}, "fixed.six.test."},
+		{[]string{"-x", got["dhcpcd"]}, "dcdguest.six.test."},
+	} {
+		out := l.In(gc, append([]string{"dig", "+short", "+time=2", "+tries=1", "@fd42:61::1"}, c.q...)...)
+		if strings.TrimSpace(out) != c.want {
+			t.Errorf("dig %v from a guest: %q, want %s", c.q, strings.TrimSpace(out), c.want)
+		} else {
+			t.Logf("ok  dig @fd42:61::1 %-40s -> %s", strings.Join(c.q, " "), c.want)
+		}
+	}
+
+	// kill -9, start again: no lease is lost (each was on disk before
+	// its Reply), and the clients' renewals (at T1: 0.5 of the preferred
+	// lifetime, 5/8 of the 1m lease) keep their addresses.
+	d.Kill()
+	before := ls
+	restarted := time.Now()
+	l.Serve_(host, spec)
+	after := l.leases6(host)
+	for a, x := range before {
+		if after[a].DUID != x.DUID {
+			t.Errorf("lease %s of %s lost across kill -9: now %+v", a, x.DUID, after[a])
+		}
+	}
+	renewed := func(a string) bool {
+		x, ok := l.leases6(host)[a]
+		return ok && x.State == "bound" && x.Expiry.After(restarted.Add(time.Minute-time.Second))
+	}
+	took, ok := waitTrue(45*time.Second, func() bool {
+		return renewed(got["dhclient"]) && renewed(got["dhcpcd"]) && renewed("fd42:61::10")
+	})
+	if !ok {
+		t.Fatalf("not every lease was renewed with the restarted daemon within 45 s:\n%s\ndhclient's events:\n%s",
+			l.Guestnet(host, "leases"), readFile(clog))
+	}
+	if now := l.inRange6(gc); now != got["dhclient"] {
+		t.Errorf("dhclient's address after the renewal: %q, want %s", now, got["dhclient"])
+	}
+	if now := l.inRange6(gd); now != got["dhcpcd"] {
+		t.Errorf("dhcpcd's address after the renewal: %q, want %s", now, got["dhcpcd"])
+	}
+	if !strings.Contains(readFile(clog), "RENEW6 "+got["dhclient"]) {
+		t.Errorf("dhclient logged no RENEW6 of %s:\n%s", got["dhclient"], readFile(clog))
+	}
+	t.Logf("kill -9 and restart: %d leases kept, all renewed %v after the restart, same addresses", len(after), took.Round(time.Second))
+}
+
+func readFile(p string) string { b, _ := os.ReadFile(p); return string(b) }
