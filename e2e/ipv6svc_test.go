@@ -8,8 +8,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"syscall"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -117,7 +117,7 @@ func waitTrue(d time.Duration, ok func() bool) (time.Duration, bool) {
 func TestIPv6SLAAC(t *testing.T) {
 	l := newLab(t)
 	host := l.NS("host")
-	l.Serve_(host, l.Spec(fmt.Sprintf(v6Spec, "1h")))
+	d := l.Serve_(host, l.Spec(fmt.Sprintf(v6Spec, "1h")))
 	l.addBridge6(host, "gn6", "fd42:61::1/64")
 	l.addBridge6(host, "gn6i", "fd42:62::1/64")
 
@@ -170,6 +170,17 @@ func TestIPv6SLAAC(t *testing.T) {
 		t.Errorf("isolated guest has a default route %q; its RA must have router lifetime 0", r)
 	}
 	t.Logf("isolated guest: %v after %v, no default route", l.addrs6(gi), took.Round(time.Millisecond))
+
+	// The daemon stops: its last RA says router lifetime 0, and the guest
+	// drops the default route at once (not after the 30 minutes the route
+	// had left).
+	d.Stop()
+	took, ok = waitTrue(3*time.Second, func() bool { return l.defaultRoute6(g) == "" })
+	if !ok {
+		t.Errorf("the guest still has %q 3 s after the daemon stopped; the final RA must end it", l.defaultRoute6(g))
+	} else {
+		t.Logf("daemon stopped: the guest dropped its default route after %v, kept %v", took.Round(time.Millisecond), l.addrs6(g))
+	}
 }
 
 // hook6 is dhclient -6's script: it sets the address it was given and

@@ -47,7 +47,7 @@ type salvage struct {
 	Problem string             // the first thing found wrong, "" for a sound store
 	Leases  map[string][]Lease // by network: every record that decoded
 	Leases6 map[string][]Lease6
-	Bad     int                // records that did not decode
+	Bad     int // records that did not decode
 }
 
 func (s salvage) count() int {
