@@ -36,7 +36,7 @@ func TestPoolModel(t *testing.T) {
 func runPoolModel(t *testing.T, seed uint64) {
 	r := rand.New(rand.NewPCG(seed, 7))
 	rng := model.Range{From: netip.MustParseAddr("fd42:61::ff"), To: netip.MustParseAddr("fd42:61::106")} // 8 addresses, across a byte boundary
-	static := netip.MustParseAddr("fd42:61::102")                                                           // a static host's address inside the range
+	static := netip.MustParseAddr("fd42:61::102")                                                         // a static host's address inside the range
 	cfg := Config{Network: "m", Prefix: prefix, DHCP6: model.DHCP6{Ranges: []model.Range{rng}, Lease: time.Hour,
 		Hosts: []model.StaticHost6{{DUID: "st", IP: static, Name: "st"}}}}
 	c := &clock{time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}

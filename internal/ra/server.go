@@ -79,8 +79,13 @@ type Advertiser struct {
 
 // Start begins advertising r on the bridge that open opens.
 func Start(r model.RA, open Opener, log *slog.Logger) *Advertiser {
+	return start(r, open, log, time.Now)
+}
+
+// start is Start with a clock (tests freeze it).
+func start(r model.RA, open Opener, log *slog.Logger, now func() time.Time) *Advertiser {
 	ctx, cancel := context.WithCancel(context.Background())
-	a := &Advertiser{open: open, log: log, now: time.Now, ra: r, changed: make(chan struct{}, 1),
+	a := &Advertiser{open: open, log: log, now: now, ra: r, changed: make(chan struct{}, 1),
 		cancel: cancel, done: make(chan struct{})}
 	go a.run(ctx)
 	return a
