@@ -169,7 +169,7 @@ func (d *Daemon) init(ctx context.Context, st *dhcp.BoltStore) {
 	if d.Sockets == nil && d.Engine.NS != nil {
 		d.Sockets = nsSockets{d.Engine.NS}
 		if d.Sockets6 == nil {
-			d.Sockets6 = nsSockets{d.Engine.NS}
+			d.Sockets6 = newNSSockets6(d.Engine.NS)
 		}
 	}
 	d.Engine.Log = d.Log          // the engine logs its retries after kernel errors

@@ -26,8 +26,8 @@ import (
 // of a network with ipv6 (internal/ra), and stateful DHCPv6 on those with
 // dhcp6 (internal/dhcp6), its leases in the DHCPv4 lease store's file.
 
-// Sockets6 opens the IPv6 services' sockets in the namespace. nsSockets is
-// the real one; nil (unit tests with loopback sockets) serves no IPv6.
+// Sockets6 opens the IPv6 services' sockets in the namespace. nsSockets6
+// is the real one; nil (unit tests with loopback sockets) serves no IPv6.
 type Sockets6 interface {
 	// RA opens the bridge's ICMPv6 socket on its link-local address,
 	// joined to ff02::2 (ra.ErrNotReady while the address is missing or
@@ -346,18 +346,27 @@ func (n names6) Reverse(a netip.Addr) (string, bool) {
 	return "", false
 }
 
+// nsSockets6 opens the IPv6 services' sockets inside the served
+// namespace.
+type nsSockets6 struct {
+	ns *netns.NS
+	ll *linkLocals
+}
+
+func newNSSockets6(ns *netns.NS) nsSockets6 { return nsSockets6{ns: ns, ll: &linkLocals{ns: ns}} }
+
 // RA opens the bridge's ICMPv6 socket once its link-local address is
 // usable (RFC 4861 §6.1.2: RAs come from it; a tentative one cannot be
 // bound).
-func (s nsSockets) RA(bridge string) (c ra.Conn, mac net.HardwareAddr, err error) {
+func (s nsSockets6) RA(bridge string) (c ra.Conn, mac net.HardwareAddr, err error) {
 	err = s.ns.Do(func() error {
+		ll, err := s.ll.ready(bridge) // before any per-bridge call: most tries find it not ready
+		if err != nil {
+			return err
+		}
 		ifi, err := net.InterfaceByName(bridge)
 		if err != nil {
 			return fmt.Errorf("find %s: %w", bridge, err)
-		}
-		ll, err := linkLocal(s.ns, ifi.Index)
-		if err != nil {
-			return err
 		}
 		nc, _, err := ndp.Listen(ifi, ndp.Addr(ll.String()))
 		if err != nil {
@@ -377,17 +386,69 @@ func (s nsSockets) RA(bridge string) (c ra.Conn, mac net.HardwareAddr, err error
 	return c, mac, err
 }
 
-// linkLocal is the interface's link-local address once it left duplicate
+// linkLocals is the namespace's link-local addresses, read with one dump
+// of every IPv6 address at most every linkLocalsEvery, however many
+// advertisers wait for theirs: a thousand bridges with no port up (no
+// link-local address yet) cost one dump every 200 ms, not a thousand.
+type linkLocals struct {
+	ns *netns.NS
+
+	mu        sync.Mutex
+	at        time.Time
+	err       error
+	index     map[string]int     // link name -> ifindex
+	usable    map[int]netip.Addr // ifindex -> its link-local address, out of DAD
+	tentative map[int]netip.Addr // ifindex -> one still in DAD
+}
+
+const linkLocalsEvery = 200 * time.Millisecond
+
+// ready is the interface's link-local address once it left duplicate
 // address detection; ra.ErrNotReady before.
-func linkLocal(ns *netns.NS, index int) (netip.Addr, error) {
-	h, err := ns.Netlink()
+func (c *linkLocals) ready(link string) (netip.Addr, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.usable == nil || time.Since(c.at) >= linkLocalsEvery {
+		c.read()
+	}
+	if c.err != nil {
+		return netip.Addr{}, c.err
+	}
+	index, ok := c.index[link]
+	if !ok {
+		return netip.Addr{}, fmt.Errorf("find %s: %w", link, unix.ENODEV)
+	}
+	if a, ok := c.usable[index]; ok {
+		return a, nil
+	}
+	if a, ok := c.tentative[index]; ok {
+		return netip.Addr{}, fmt.Errorf("%w: %v is tentative", ra.ErrNotReady, a)
+	}
+	return netip.Addr{}, fmt.Errorf("%w: no link-local address (no port up yet, or IPv6 disabled on it)", ra.ErrNotReady)
+}
+
+// read is: ip link show; ip -6 addr show scope link
+func (c *linkLocals) read() {
+	c.at, c.err = time.Now(), nil
+	c.index, c.usable, c.tentative = map[string]int{}, map[int]netip.Addr{}, map[int]netip.Addr{}
+	h, err := c.ns.Netlink()
 	if err != nil {
-		return netip.Addr{}, err
+		c.err = err
+		return
 	}
 	defer h.Close()
-	addrs, err := h.AddrList(&netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Index: index}}, netlink.FAMILY_V6)
+	links, err := h.LinkList()
 	if err != nil {
-		return netip.Addr{}, fmt.Errorf("list the addresses of interface %d: %w", index, err)
+		c.err = fmt.Errorf("list the links: %w", err)
+		return
+	}
+	for _, l := range links {
+		c.index[l.Attrs().Name] = l.Attrs().Index
+	}
+	addrs, err := h.AddrList(nil, netlink.FAMILY_V6)
+	if err != nil {
+		c.err = fmt.Errorf("list the IPv6 addresses: %w", err)
+		return
 	}
 	for _, a := range addrs {
 		ip, ok := netip.AddrFromSlice(a.IP)
@@ -395,15 +456,15 @@ func linkLocal(ns *netns.NS, index int) (netip.Addr, error) {
 			continue
 		}
 		if a.Flags&(unix.IFA_F_TENTATIVE|unix.IFA_F_DADFAILED) != 0 {
-			return netip.Addr{}, fmt.Errorf("%w: %v is tentative", ra.ErrNotReady, ip)
+			c.tentative[a.LinkIndex] = ip
+			continue
 		}
-		return ip, nil
+		c.usable[a.LinkIndex] = ip
 	}
-	return netip.Addr{}, fmt.Errorf("%w: no link-local address (no port up yet, or IPv6 disabled on it)", ra.ErrNotReady)
 }
 
 // DHCP6 opens [::]:547.
-func (s nsSockets) DHCP6() (c dhcp6.Conn, err error) {
+func (s nsSockets6) DHCP6() (c dhcp6.Conn, err error) {
 	err = s.ns.Do(func() error {
 		pc, err := net.ListenPacket("udp6", fmt.Sprintf("[::]:%d", dhcp6.ServerPort))
 		if err != nil {
@@ -418,7 +479,7 @@ func (s nsSockets) DHCP6() (c dhcp6.Conn, err error) {
 }
 
 // NeighbourMAC is: ip -6 neigh show dev BRIDGE to A
-func (s nsSockets) NeighbourMAC(bridge string, a netip.Addr) string {
+func (s nsSockets6) NeighbourMAC(bridge string, a netip.Addr) string {
 	h, err := s.ns.Netlink()
 	if err != nil {
 		return ""
