@@ -207,7 +207,7 @@ exit 0
 // startBG starts a client in a guest namespace, in a process group of its
 // own (dhcpcd forks its privilege-separation helpers), its output in a
 // file; the test ends the group (by its PID) when it is over.
-func (l *Lab) startBG(ns string, args ...string) *exec.Cmd {
+func (l *Lab) startBG(ns string, args ...string) (out string) {
 	l.t.Helper()
 	c := exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...)
 	f, err := os.Create(filepath.Join(l.t.TempDir(), "out"))
@@ -228,7 +228,7 @@ func (l *Lab) startBG(ns string, args ...string) *exec.Cmd {
 			l.t.Logf("%s:\n%s", strings.Join(args, " "), lastLines(string(b), 30))
 		}
 	})
-	return c
+	return f.Name()
 }
 
 // inRange6 reports whether ns's eth0 has an address of the dhcp6 range.
@@ -294,7 +294,7 @@ func TestIPv6DHCPv6Clients(t *testing.T) {
 	db, run := filepath.Join(tmp, "db"), filepath.Join(tmp, "run")
 	os.MkdirAll(db, 0o755)
 	os.MkdirAll(run, 0o755)
-	l.startBG(gd, "sh", "-c", fmt.Sprintf("mount --bind %s /var/lib/dhcpcd && mount --bind %s /run/dhcpcd && exec dhcpcd -6 -B -d -f %s --nohook resolv.conf -c /bin/true eth0",
+	dout := l.startBG(gd, "sh", "-c", fmt.Sprintf("mount --bind %s /var/lib/dhcpcd && mount --bind %s /run/dhcpcd && exec dhcpcd -6 -B -d -f %s --nohook resolv.conf -c /bin/true eth0",
 		db, run, dconf))
 
 	var got map[string]string
@@ -309,6 +309,13 @@ func TestIPv6DHCPv6Clients(t *testing.T) {
 		t.Errorf("dhclient and dhcpcd share %s", got["dhclient"])
 	}
 	t.Logf("dhclient -6: %s, dhcpcd -6: %s, static host by DUID: fd42:61::10", got["dhclient"], got["dhcpcd"])
+	// dhcpcd -d says where the Reply came from: the bridge's link-local
+	// address.
+	if brLL := l.linkLocal6(host, "gn6"); !strings.Contains(readFile(dout), "REPLY6 received from "+brLL) {
+		t.Errorf("dhcpcd's log names no message from the bridge's link-local %s:\n%s", brLL, lastLines(readFile(dout), 20))
+	} else {
+		t.Logf("dhcpcd got its Reply from %s, the bridge's link-local address", brLL)
+	}
 	ls := l.leases6(host)
 	for _, a := range []string{got["dhclient"], got["dhcpcd"], "fd42:61::10"} {
 		if ls[a].State != "bound" {
