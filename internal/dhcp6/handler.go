@@ -55,6 +55,21 @@ type Handler struct {
 	// kernel's neighbour entry of src on the bridge. nil or "" unknown.
 	MACOf func(src netip.Addr) string
 	Stats Stats
+
+	lastFull atomic.Int64 // when "no address left" was last logged (unix ns)
+}
+
+// exhausted logs a full pool at most once a minute (a client retries its
+// Solicit every few seconds; a flood of them must not flood the log).
+func (h *Handler) exhausted(duid string) {
+	h.Stats.NoAddrs.Add(1)
+	now := time.Now().UnixNano()
+	last := h.lastFull.Load()
+	if now-last < int64(time.Minute) || !h.lastFull.CompareAndSwap(last, now) {
+		return
+	}
+	h.Log.Warn("dhcp6: no address left in the range; clients go without (see guestnet leases)",
+		"network", h.Pool.cfg.Network, "duid", duid, "unanswered", h.Stats.NoAddrs.Load())
 }
 
 // ServerDUID is the server's DUID on a network: a DUID-UUID (RFC 6355)
@@ -260,8 +275,7 @@ func (h *Handler) advertise(msg, rep *dhcpv6.Message, cid dhcpv6.DUID, src netip
 	for _, ia := range msg.Options.IANA() {
 		a, ok := h.Pool.Offer(duid, iaidOf(ia), mac, hint(ia))
 		if !ok {
-			h.Stats.NoAddrs.Add(1)
-			h.Log.Warn("dhcp6: no address left", "network", h.Pool.cfg.Network, "duid", duid)
+			h.exhausted(duid)
 			out := &dhcpv6.OptIANA{IaId: ia.IaId}
 			out.Options.Add(status(iana.StatusNoAddrsAvail, "no addresses available"))
 			rep.AddOption(out)
@@ -288,7 +302,7 @@ func (h *Handler) bindAll(msg, rep *dhcpv6.Message, cid dhcpv6.DUID, src netip.A
 		out := &dhcpv6.OptIANA{IaId: ia.IaId}
 		a, ok := h.Pool.Offer(duid, iaid, mac, want)
 		if !ok {
-			h.Stats.NoAddrs.Add(1)
+			h.exhausted(duid)
 			if renew {
 				out.Options.Add(status(iana.StatusNoBinding, "no binding for this IA"))
 			} else {
