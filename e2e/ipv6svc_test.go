@@ -171,6 +171,13 @@ func TestIPv6SLAAC(t *testing.T) {
 	}
 	t.Logf("isolated guest: %v after %v, no default route", l.addrs6(gi), took.Round(time.Millisecond))
 
+	st := l.Guestnet(host, "status")
+	if !slices.ContainsFunc(strings.Split(st, "\n"), func(line string) bool {
+		return strings.Contains(line, "ra + dhcp6") && strings.Contains(line, "running")
+	}) {
+		t.Errorf("guestnet status does not show ra + dhcp6 running:\n%s", st)
+	}
+
 	// The daemon stops: its last RA says router lifetime 0, and the guest
 	// drops the default route at once (not after the 30 minutes the route
 	// had left).
