@@ -369,8 +369,11 @@ func TestIPv6DHCPv6Clients(t *testing.T) {
 		x, ok := l.leases6(host)[a]
 		return ok && x.State == "bound" && x.Expiry.After(restarted.Add(time.Minute-time.Second))
 	}
+	// The server stores a renewal before its Reply leaves: wait for
+	// dhclient's hook too, which runs once the Reply is in.
 	took, ok := waitTrue(45*time.Second, func() bool {
-		return renewed(got["dhclient"]) && renewed(got["dhcpcd"]) && renewed("fd42:61::10")
+		return renewed(got["dhclient"]) && renewed(got["dhcpcd"]) && renewed("fd42:61::10") &&
+			strings.Contains(readFile(clog), "RENEW6 "+got["dhclient"])
 	})
 	if !ok {
 		t.Fatalf("not every lease was renewed with the restarted daemon within 45 s:\n%s\ndhclient's events:\n%s",
