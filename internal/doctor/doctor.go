@@ -154,6 +154,9 @@ func checkForwardDrop(in Input) []Finding {
 		}
 		onlyBridged := bridged && !in.forwards(n)
 		for _, fc := range in.Host.Foreign.ForwardDrop {
+			if fc.Family() == model.IPv6 {
+				continue // table ip6 (Docker's ip6tables): its IPv6 form is diag6's; apply already refuses or uses ip6 DOCKER-USER
+			}
 			lets, unknown := in.dockerUserLets(n, onlyBridged)
 			if fc.Lets(n.Bridge, onlyBridged) || lets {
 				continue

@@ -61,6 +61,11 @@ func Host(ns *netns.NS, nl *netlink.Handle, hint *Hint) (model.Host, error) {
 		return h, fmt.Errorf("observe: %w", err)
 	}
 	h.BridgeNFCallIPTables = brnf == "1"
+	brnf6, err := ns.ReadSysctl("net.bridge.bridge-nf-call-ip6tables")
+	if err != nil {
+		return h, fmt.Errorf("observe: %w", err)
+	}
+	h.BridgeNFCallIP6Tables = brnf6 == "1"
 	if err := readFirewall(ns, &h, hint); err != nil {
 		return h, err
 	}

@@ -208,7 +208,8 @@ func nftSummary(rs *model.Ruleset) string {
 	if rs == nil || rs.Empty() {
 		return "nft delete table inet " + model.Table + " (and guestnet's DOCKER-USER rules)"
 	}
-	return fmt.Sprintf("nft -f - (replace table inet %s: %d rules, %d in DOCKER-USER)", model.Table, rs.RuleCount()-len(rs.DockerUser), len(rs.DockerUser))
+	du := len(rs.DockerUser) + len(rs.DockerUser6)
+	return fmt.Sprintf("nft -f - (replace table inet %s: %d rules, %d in DOCKER-USER)", model.Table, rs.RuleCount()-du, du)
 }
 
 // RuleDiff lists the rules an nft action adds ("+ ...") and removes ("- ...").
@@ -225,6 +226,9 @@ func (a Action) RuleDiff() []string {
 		}
 		for _, r := range rs.DockerUser {
 			m["DOCKER-USER: "+r.String()] = true
+		}
+		for _, r := range rs.DockerUser6 {
+			m["ip6 DOCKER-USER: "+r.String()] = true
 		}
 		for _, f := range rs.Forwards {
 			m["map forwards: "+f.String()] = true
@@ -325,6 +329,14 @@ func deltaLines(d *model.RulesetDelta) (old, cur map[string]bool) {
 		}
 		for _, r := range *d.DockerUser {
 			cur["DOCKER-USER: "+r.String()] = true
+		}
+	}
+	if d.DockerUser6 != nil {
+		for _, r := range *d.OldDockerUser6 {
+			old["ip6 DOCKER-USER: "+r.String()] = true
+		}
+		for _, r := range *d.DockerUser6 {
+			cur["ip6 DOCKER-USER: "+r.String()] = true
 		}
 	}
 	return old, cur

@@ -100,7 +100,7 @@ type Status struct {
 // MakeStatus combines the state file and the observed host.
 func MakeStatus(st state.State, h model.Host) Status {
 	s := Status{IPForward: h.IPForward, BridgeNF: h.BridgeNFCallIPTables, Rules: h.Ruleset.RuleCount(),
-		DockerUser: len(h.Ruleset.DockerUser), Foreign: h.Foreign.ForwardDrop, SpoofDropped: h.Guard.Dropped}
+		DockerUser: len(h.Ruleset.DockerUser) + len(h.Ruleset.DockerUser6), Foreign: h.Foreign.ForwardDrop, SpoofDropped: h.Guard.Dropped}
 	for _, n := range st.Sorted() {
 		ns := NetworkStatus{Name: n.Name, Mode: n.Mode, Bridge: n.Bridge, Uplink: n.Uplink}
 		if l, ok := h.Link(n.Bridge); ok {

@@ -240,19 +240,27 @@ func walk(h model.Host, d model.Diag, f *flow, r *Result) bool {
 	}
 	if len(h.Foreign.ForwardDrop) > 0 {
 		ours := false // an accept of guestnet's in DOCKER-USER
-		for _, du := range h.Ruleset.DockerUser {
+		fam, duTable := model.FamilyOf(pkt.Src), "table ip filter"
+		dockerUser := h.Ruleset.DockerUser
+		if fam == model.IPv6 {
+			dockerUser, duTable = h.Ruleset.DockerUser6, "table ip6 filter"
+		}
+		for _, du := range dockerUser {
 			ok, err := match.Rule(du, pkt)
 			if err != nil {
 				return stop("forward", err)
 			}
 			if ok && du.Verdict == model.Accept {
 				ours = true
-				add("forward", "accept", "table ip filter chain DOCKER-USER: %s", du)
+				add("forward", "accept", "%s chain DOCKER-USER: %s", duTable, du)
 				break
 			}
 		}
 		bridged := f.iif == f.oif && !f.dnat
 		for _, fc := range h.Foreign.ForwardDrop {
+			if cf := fc.Family(); cf != "" && cf != fam {
+				continue // a chain of the other family: the packet does not cross it
+			}
 			if !ours && !fc.Lets(f.iif, bridged) && !fc.Lets(f.oif, bridged) {
 				add("forward", "drop", "%s: policy drop, no rule accepts %s -> %s", fc.Name, f.iif, f.oif)
 				return false
