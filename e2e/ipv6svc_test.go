@@ -17,21 +17,18 @@ import (
 // The IPv6 services of `guestnet serve` against real clients: the
 // kernel's own SLAAC, dhcpcd and dhclient -6, dig.
 //
-// Until the firewall's IPv6 input rules (helper fw) and the bridge's IPv6
-// address (helper host) land, these tests add the bridge's address
-// themselves (nodad, in the test's host namespace), serve with
-// guest_to_host: all, and give the networks an IPv4 address too (the
-// firewall's encoder refuses an IPv6-only network before fw's work).
-// TODO(lead): drop addBridge6, guest_to_host and ipv4 once both are merged.
+// Until the bridge's IPv6 address (helper host) lands, these tests add it
+// themselves (nodad, in the test's host namespace). TODO(lead): drop
+// addBridge6 once host is merged. The networks are IPv6-only, with the
+// default guest_to_host (services): the firewall's IPv6 input rules (fw)
+// let RS, DHCPv6 and DNS in.
 
 const v6Spec = `
 networks:
   six:
     mode: routed
     bridge: gn6
-    ipv4: 10.61.0.1/24
     ipv6: fd42:61::1/64
-    guest_to_host: all
     dhcp6:
       range: [fd42:61::100-fd42:61::1ff]
       lease: %s
@@ -41,9 +38,7 @@ networks:
   iso:
     mode: isolated
     bridge: gn6i
-    ipv4: 10.62.0.1/24
     ipv6: fd42:62::1/64
-    guest_to_host: all
 `
 
 // addBridge6 gives the bridge the network's IPv6 address (what helper
