@@ -18,8 +18,8 @@ import (
 // kernel's own SLAAC, dhcpcd and dhclient -6, dig.
 //
 // Until the bridge's IPv6 address (helper host) lands, these tests add it
-// themselves (nodad, in the test's host namespace). TODO(lead): drop
-// addBridge6 once host is merged. The networks are IPv6-only, with the
+// themselves (nodad, in the test's host namespace); addBridge6 goes once
+// host is merged. The networks are IPv6-only, with the
 // default guest_to_host (services): the firewall's IPv6 input rules (fw)
 // let RS, DHCPv6 and DNS in.
 
@@ -302,7 +302,10 @@ func TestIPv6DHCPv6Clients(t *testing.T) {
 	var got map[string]string
 	if _, ok := waitTrue(20*time.Second, func() bool {
 		got = map[string]string{"dhclient": l.inRange6(gc), "dhcpcd": l.inRange6(gd)}
-		return got["dhclient"] != "" && got["dhcpcd"] != "" && slices.Contains(l.addrs6(gf), "fd42:61::10")
+		// DHCPv6 gives addresses, not routes: the guest reaches the
+		// gateway by the RA's on-link prefix.
+		return got["dhclient"] != "" && got["dhcpcd"] != "" && slices.Contains(l.addrs6(gf), "fd42:61::10") &&
+			l.defaultRoute6(gc) != ""
 	}); !ok {
 		t.Fatalf("DHCPv6 addresses: dhclient %q, dhcpcd %q, static %v; want two of fd42:61::100-1ff and fd42:61::10",
 			got["dhclient"], got["dhcpcd"], l.addrs6(gf))

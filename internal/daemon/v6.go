@@ -35,6 +35,9 @@ type Sockets6 interface {
 	RA(bridge string) (ra.Conn, net.HardwareAddr, error)
 	// DHCP6 listens on UDP [::]:547 of every interface.
 	DHCP6() (dhcp6.Conn, error)
+	// LinkLocal is the link-local address of interface ifindex once it
+	// left DAD (ra.ErrNotReady before): DHCPv6 answers come from it.
+	LinkLocal(ifindex int) (netip.Addr, error)
 	// NeighbourMAC is the MAC of a's neighbour entry on the bridge, "" if
 	// none.
 	NeighbourMAC(bridge string, a netip.Addr) string
@@ -418,6 +421,23 @@ func (c *linkLocals) ready(link string) (netip.Addr, error) {
 	if !ok {
 		return netip.Addr{}, fmt.Errorf("find %s: %w", link, unix.ENODEV)
 	}
+	return c.of(index)
+}
+
+// readyIndex is ready by the interface's index.
+func (c *linkLocals) readyIndex(index int) (netip.Addr, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.usable == nil || time.Since(c.at) >= linkLocalsEvery {
+		c.read()
+	}
+	if c.err != nil {
+		return netip.Addr{}, c.err
+	}
+	return c.of(index)
+}
+
+func (c *linkLocals) of(index int) (netip.Addr, error) {
 	if a, ok := c.usable[index]; ok {
 		return a, nil
 	}
@@ -462,6 +482,10 @@ func (c *linkLocals) read() {
 		c.usable[a.LinkIndex] = ip
 	}
 }
+
+// LinkLocal is the interface's usable link-local address (one read of the
+// namespace's addresses every 200 ms at most, shared with the advertisers).
+func (s nsSockets6) LinkLocal(ifindex int) (netip.Addr, error) { return s.ll.readyIndex(ifindex) }
 
 // DHCP6 opens [::]:547.
 func (s nsSockets6) DHCP6() (c dhcp6.Conn, err error) {

@@ -55,6 +55,7 @@ var _ Sockets6 = (*fakeSockets6)(nil)
 func (f *fakeSockets6) RA(bridge string) (ra.Conn, net.HardwareAddr, error) {
 	return &fakeRAConn{bridge: bridge, out: f.ras, closed: make(chan struct{})}, net.HardwareAddr{2, 0, 0, 0, 0, 1}, nil
 }
+func (f *fakeSockets6) LinkLocal(int) (netip.Addr, error)      { return netip.MustParseAddr("fe80::1"), nil }
 func (f *fakeSockets6) DHCP6() (dhcp6.Conn, error)             { return f.dhcp, nil }
 func (f *fakeSockets6) NeighbourMAC(string, netip.Addr) string { return "" }
 
@@ -98,7 +99,7 @@ func (c *fakeConn6) ReadFrom(b []byte) (int, int, netip.AddrPort, error) {
 		return 0, 0, netip.AddrPort{}, net.ErrClosed
 	}
 }
-func (c *fakeConn6) WriteTo(b []byte, _ int, _ netip.AddrPort) error {
+func (c *fakeConn6) WriteTo(b []byte, _ int, _ netip.Addr, _ netip.AddrPort) error {
 	c.out <- append([]byte(nil), b...)
 	return nil
 }

@@ -26,10 +26,9 @@ const (
 // interface it came in on.
 type Conn interface {
 	ReadFrom(b []byte) (n, ifindex int, src netip.AddrPort, err error)
-	// WriteTo sends b out of interface ifindex to dst (a client's
-	// link-local address): the kernel picks the bridge's link-local
-	// address as the source (RFC 6724 rule 2, same scope).
-	WriteTo(b []byte, ifindex int, dst netip.AddrPort) error
+	// WriteTo sends b out of interface ifindex from src (the bridge's
+	// link-local address) to dst (the client's).
+	WriteTo(b []byte, ifindex int, src netip.Addr, dst netip.AddrPort) error
 	// Join joins AllServers on interface ifindex (a bridge that serves).
 	Join(ifindex int) error
 	Close() error
@@ -60,8 +59,12 @@ func (c udpConn) ReadFrom(b []byte) (int, int, netip.AddrPort, error) {
 	return n, cm.IfIndex, u.AddrPort(), nil
 }
 
-func (c udpConn) WriteTo(b []byte, ifindex int, dst netip.AddrPort) error {
-	_, err := c.p.WriteTo(b, &ipv6.ControlMessage{IfIndex: ifindex},
+func (c udpConn) WriteTo(b []byte, ifindex int, src netip.Addr, dst netip.AddrPort) error {
+	cm := &ipv6.ControlMessage{IfIndex: ifindex}
+	if src.IsValid() {
+		cm.Src = src.AsSlice()
+	}
+	_, err := c.p.WriteTo(b, cm,
 		&net.UDPAddr{IP: dst.Addr().AsSlice(), Port: int(dst.Port()), Zone: fmt.Sprint(ifindex)})
 	return err
 }
@@ -79,6 +82,11 @@ func (c udpConn) Close() error { return c.p.Close() }
 // Mux sends each message to the handler of the bridge it came in on.
 type Mux struct {
 	Log *slog.Logger
+	// Source is the bridge's link-local address, the answers' source
+	// (RFC 8415 §18.3: the client answers to it). An error (the address
+	// is missing or still tentative: the kernel would pick another)
+	// leaves the message unanswered; the client sends it again.
+	Source func(ifindex int) (netip.Addr, error)
 
 	mu       sync.RWMutex
 	handlers map[int]*Handler
@@ -127,6 +135,15 @@ func (m *Mux) Serve(c Conn) error {
 		if h == nil || !src.IsValid() {
 			continue
 		}
+		var from netip.Addr
+		if m.Source != nil {
+			if from, err = m.Source(ifindex); err != nil {
+				if m.Log != nil {
+					m.Log.Debug("dhcp6: not answered", "from", src, "err", err)
+				}
+				continue
+			}
+		}
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem }()
@@ -134,7 +151,7 @@ func (m *Mux) Serve(c Conn) error {
 			if rep == nil {
 				return
 			}
-			if err := c.WriteTo(rep, ifindex, src); err != nil && m.Log != nil {
+			if err := c.WriteTo(rep, ifindex, from, src); err != nil && m.Log != nil {
 				m.Log.Warn("dhcp6: send", "to", src, "err", err)
 			}
 		}()
