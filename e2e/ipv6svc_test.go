@@ -16,12 +16,9 @@ import (
 
 // The IPv6 services of `guestnet serve` against real clients: the
 // kernel's own SLAAC, dhcpcd and dhclient -6, dig.
-//
-// Until the bridge's IPv6 address (helper host) lands, these tests add it
-// themselves (nodad, in the test's host namespace); addBridge6 goes once
-// host is merged. The networks are IPv6-only, with the
-// default guest_to_host (services): the firewall's IPv6 input rules (fw)
-// let RS, DHCPv6 and DNS in.
+// The networks are IPv6-only, with the default guest_to_host (services):
+// the firewall's IPv6 input rules let RS, DHCPv6 and DNS in, and apply
+// puts the IPv6 address on the bridge.
 
 const v6Spec = `
 networks:
@@ -40,15 +37,6 @@ networks:
     bridge: gn6i
     ipv6: fd42:62::1/64
 `
-
-// addBridge6 gives the bridge the network's IPv6 address (what helper
-// host's apply will do).
-func (l *Lab) addBridge6(host, bridge, addr string) {
-	out, err := l.tryIn(host, "ip", "-6", "addr", "add", addr, "dev", bridge, "nodad")
-	if err != nil && !strings.Contains(out, "File exists") {
-		l.t.Fatalf("add %s to %s: %v\n%s", addr, bridge, err, out)
-	}
-}
 
 // v6Guest is a guest namespace on a veth attached to network, IPv6 on
 // (accept_ra 1, autoconf 1: a host's defaults), its link-local address
@@ -113,8 +101,6 @@ func TestIPv6SLAAC(t *testing.T) {
 	l := newLab(t)
 	host := l.NS("host")
 	d := l.Serve_(host, l.Spec(fmt.Sprintf(v6Spec, "1h")))
-	l.addBridge6(host, "gn6", "fd42:61::1/64")
-	l.addBridge6(host, "gn6i", "fd42:62::1/64")
 
 	g := l.v6Guest(host, "six", "slaac", "vs1", "02:00:00:00:61:01")
 	gi := l.v6Guest(host, "iso", "isol", "vi1", "02:00:00:00:62:01")
@@ -270,7 +256,6 @@ func TestIPv6DHCPv6Clients(t *testing.T) {
 	host := l.NS("host")
 	spec := l.Spec(fmt.Sprintf(v6Spec, "1m"))
 	d := l.Serve_(host, spec)
-	l.addBridge6(host, "gn6", "fd42:61::1/64")
 	tmp := t.TempDir()
 
 	// dhclient -6, DUID-LLT (its default), renewing in the background.
