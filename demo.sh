@@ -3,7 +3,8 @@
 # (a host, three guests, a pretend internet), applies a NAT and an isolated
 # network to the host namespace, shows plan/status, proves the paths with
 # ping; then a second host on a LAN, each running guestnet serve with a
-# routed network and BGP: their guests reach each other with no route typed.
+# routed network and BGP: their guests reach each other with no route typed;
+# and a guest that configures IPv6 by itself (SLAAC) and leaves by NAT66.
 # It removes everything, and never touches this machine's own network.
 # Needs: root, Go, iproute2, and ping (or busybox).
 set -euo pipefail
@@ -11,12 +12,12 @@ cd "$(dirname "$0")"
 
 [ "$(id -u)" = 0 ] || { echo "demo.sh: run as root (it creates network namespaces)"; exit 1; }
 P="gndemo$$"
-HOST=$P-host INET=$P-inet G1=$P-g1 G2=$P-g2 G3=$P-g3 HOST2=$P-h2 G4=$P-g4 G5=$P-g5
+HOST=$P-host INET=$P-inet G1=$P-g1 G2=$P-g2 G3=$P-g3 HOST2=$P-h2 G4=$P-g4 G5=$P-g5 G6=$P-g6
 STATE=$(mktemp -d) STATE2=$(mktemp -d)
 SERVE_PIDS=()
 cleanup() {
   for pid in "${SERVE_PIDS[@]}"; do kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true; done
-  for ns in $HOST $INET $G1 $G2 $G3 $HOST2 $G4 $G5; do ip netns del "$ns" 2>/dev/null || true; done
+  for ns in $HOST $INET $G1 $G2 $G3 $HOST2 $G4 $G5 $G6; do ip netns del "$ns" 2>/dev/null || true; done
   rm -rf "$STATE" "$STATE2"
 }
 trap cleanup EXIT
@@ -47,6 +48,9 @@ ip -n "$HOST" addr add 198.51.100.1/24 dev up0 && ip -n "$HOST" link set up0 up
 ip -n "$INET" addr add 198.51.100.254/24 dev eth0 && ip -n "$INET" link set eth0 up
 ip -n "$INET" addr add 203.0.113.10/32 dev lo
 ip -n "$HOST" route add default via 198.51.100.254
+ip -n "$HOST" addr add 2001:db8:fe::1/64 dev up0 nodad   # and IPv6, with 2001:db8:ff::10 beyond
+ip -n "$INET" addr add 2001:db8:fe::2/64 dev eth0 nodad && ip -n "$INET" addr add 2001:db8:ff::10/128 dev lo
+ip -n "$HOST" -6 route add default via 2001:db8:fe::2
 
 cat > "$STATE/demo.yaml" <<'EOF'
 networks:
@@ -104,8 +108,9 @@ for ns in $HOST2 $G4 $G5; do ip netns add "$ns"; ip -n "$ns" link set lo up; don
 ip -n "$HOST" link add lan0 type veth peer name lan0 netns "$HOST2"
 ip -n "$HOST" addr add 10.10.0.1/24 dev lan0 && ip -n "$HOST" link set lan0 up
 ip -n "$HOST2" addr add 10.10.0.2/24 dev lan0 && ip -n "$HOST2" link set lan0 up
-# serve's config is the truth: host 1's keeps the networks above and adds a routed one.
-{ cat "$STATE/demo.yaml"; cat <<'EOF'
+# serve's config is the truth: host 1's keeps the networks above (the NAT
+# network now dual-stack) and adds a routed one.
+{ sed 's|^    ipv4: 10.99.0.1/24$|&\n    ipv6: fd42:99::1/64    # SLAAC from router advertisements; NAT66|' "$STATE/demo.yaml"; cat <<'EOF'
   dmz:                 # routed: announced over BGP, no return route typed anywhere
     mode: routed
     bridge: grt0
@@ -145,6 +150,22 @@ say "host 1's routes learned by BGP (protocol bgp, metric 186)"
 ip -n "$HOST" route show proto bgp
 check reaches "$G4" 10.72.0.10 "host 1's guest g4 -> host 2's guest g5" || ok=1
 check reaches "$G5" 10.71.0.10 "host 2's guest g5 -> host 1's guest g4" || ok=1
+
+say "IPv6: guest g6 configures itself (the kernel's SLAAC, from guestnet's router advertisement)"
+ip netns add "$G6"; ip -n "$G6" link set lo up
+ip -n "$HOST" link add vg6 type veth peer name eth0 netns "$G6"
+"${GN[@]}" attach default vg6 >/dev/null
+ip -n "$G6" link set eth0 up
+for _ in $(seq 50); do   # the router solicitation is answered at once; DAD takes about a second
+  ip -n "$G6" -6 addr show dev eth0 scope global | grep -v tentative | grep -q fd42:99:: && break
+  sleep 0.2
+done
+ip -n "$G6" -6 addr show dev eth0 scope global | sed -n 's/^ *\(inet6 [^ ]*\).*/  g6: \1/p'
+ip -n "$G6" -6 route show default | sed 's/^/  g6: /'
+check reaches "$G6" 2001:db8:ff::10 "IPv6 guest g6 -> internet (NAT66)" || ok=1
+ip -n "$INET" -6 route add fd42:99::/64 via 2001:db8:fe::1   # someone outside tries to get in
+g6addr=$(ip -n "$G6" -6 addr show dev eth0 scope global | awk '/inet6/ {sub("/.*", "", $2); print $2; exit}')
+check blocked "$INET" "${g6addr:-fd42:99::1234}" "internet -> IPv6 guest g6" || ok=1
 for pid in "${SERVE_PIDS[@]}"; do kill "$pid"; wait "$pid" || true; done
 SERVE_PIDS=()
 

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -202,7 +203,11 @@ func (l *Lab) answerTCP(ns, addrport string, answer func(peer net.IP) string) {
 	}
 	defer n.Close()
 	var ln net.Listener
-	if err := n.Do(func() (err error) { ln, err = net.Listen("tcp4", addrport); return }); err != nil {
+	family := "tcp4"
+	if ap, err := netip.ParseAddrPort(addrport); err == nil && ap.Addr().Is6() {
+		family = "tcp6"
+	}
+	if err := n.Do(func() (err error) { ln, err = net.Listen(family, addrport); return }); err != nil {
 		l.t.Fatalf("listen %s in %s: %v", addrport, ns, err)
 	}
 	l.t.Cleanup(func() { ln.Close() })

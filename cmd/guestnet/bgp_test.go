@@ -282,3 +282,48 @@ func TestStatusAndDoctorBGP(t *testing.T) {
 		t.Errorf("doctor without a bgp section reports BGP:\n%s", out)
 	}
 }
+
+// IPv6 peers, prefixes and next hops read as IPv4 ones do, a link-local
+// next hop with its interface (fe80::2%lan0), in the text and in -o json.
+func TestPrintBGP6(t *testing.T) {
+	a, p := netip.MustParseAddr, netip.MustParsePrefix
+	st := bgp.Status{ASN: 65001, RouterID: a("10.10.0.1"), Port: 179,
+		Peers:     []bgp.PeerStatus{{Address: a("fd00:10::2"), ASN: 65002, State: bgp.StateEstablished, Since: bgpNow.Add(-time.Minute), Sent: 1, Received: 2, Installed: 1}},
+		Announced: []netip.Prefix{p("2001:db8:71::/64")},
+		Learned: []bgp.Learned{
+			{Prefix: p("::/0"), NextHop: a("fd00:10::2"), Peer: a("fd00:10::2"), Refused: true, Why: "a default route: installed only when import lists ::/0"},
+			{Prefix: p("fd00:90::/64"), NextHop: a("fe80::2%lan0"), Peer: a("fd00:10::2"), Installed: true},
+		},
+	}
+	var b bytes.Buffer
+	printBGP(&b, st, bgpNow)
+	want := `AS 65001, router id 10.10.0.1, port 179
+PEER        AS     STATE        UPTIME  SENT  RECEIVED  INSTALLED  LAST ERROR
+fd00:10::2  65002  established  1m0s    1     2         1
+
+Announced (1):
+  2001:db8:71::/64
+
+Learned and installed (1):
+  fd00:90::/64 via fe80::2%lan0 from fd00:10::2
+
+Learned, not installed (1):
+  ::/0 via fd00:10::2 from fd00:10::2: a default route: installed only when import lists ::/0
+`
+	if got := b.String(); got != want {
+		t.Errorf("guestnet bgp printed:\n%s\nwant:\n%s", got, want)
+	}
+	js, err := json.Marshal(bgpJSON(st))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []string{`"address":"fd00:10::2"`, `"announced":["2001:db8:71::/64"]`, `"prefix":"fd00:90::/64","next_hop":"fe80::2%lan0"`, `"prefix":"::/0"`} {
+		if !strings.Contains(string(js), w) {
+			t.Errorf("json lacks %s:\n%s", w, js)
+		}
+	}
+	var back bgp.Status
+	if err := json.Unmarshal(js, &back); err != nil || !reflect.DeepEqual(back.Learned, st.Learned) {
+		t.Errorf("json round trip: %v\n%+v\nwant %+v", err, back.Learned, st.Learned)
+	}
+}

@@ -19,7 +19,10 @@ func doctorCmd(g *globals) *cobra.Command {
 		Use:   "doctor [NETWORK]",
 		Short: "Say why guests cannot get through, with the evidence and the fix (exit 0: clean or info only, 1: warnings or errors)",
 		Long: "Checks the host against the networks of --config, or those guestnet applied here, or, on a host\n" +
-			"guestnet never touched, every bridge with an IPv4 address.",
+			"guestnet never touched, every bridge with an address (IPv4, or IPv6 other than link-local).\n" +
+			"Checks run for IPv4 and IPv6 each: forwarding, foreign FORWARD drops (iptables, ip6tables),\n" +
+			"br_netfilter, uplinks whose RA-learned default route expires once forwarding is on (accept_ra),\n" +
+			"the bridge's gateway addresses, and the daemon that sends router advertisements.",
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			e, h, d, err := g.diagnosed(cmd.Context())

@@ -88,7 +88,7 @@ var help = map[string]struct{ long, example, exits string }{
 		exits:   "0 no findings, or info only; 1 warnings or errors found, or the check failed",
 	},
 	"trace": {
-		example: "  guestnet trace 10.99.0.10 198.51.100.7 tcp/443\n  guestnet trace tap0 10.99.1.5 --port tap0 --live",
+		example: "  guestnet trace 10.99.0.10 198.51.100.7 tcp/443\n  guestnet trace fd42:99::10 2001:db8:ff::2 icmp\n  guestnet trace tap0 10.99.1.5 --port tap0 --live",
 		exits:   "0 delivered, 1 dropped (or an error), 3 cannot tell (the last hop names what the walk cannot simulate)",
 	},
 	"forward": {

@@ -44,6 +44,9 @@ func (g *globals) printPlan(p plan.Plan, verb string) error {
 	}
 	for i, a := range p.Actions {
 		fmt.Fprintf(g.out, "%3d  %s\n", i+1, a)
+		if n := a.Note(); n != "" {
+			fmt.Fprintf(g.out, "       (%s)\n", n)
+		}
 		if a.IsNft() || a.Op == plan.OpGuard {
 			for _, l := range a.RuleDiff() {
 				fmt.Fprintf(g.out, "       %s\n", l)

@@ -148,7 +148,11 @@ func leasesCmd(g *globals) *cobra.Command {
 			tw := tabwriter.NewWriter(g.out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "NETWORK\tMAC\tIP\tHOSTNAME\tEXPIRY\tSTATE")
 			for _, l := range ls {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", printable(l.Network), printable(l.MAC), printable(l.IP),
+				client := l.MAC
+				if client == "" && l.DUID != "" {
+					client = "duid " + l.DUID // a DHCPv6 client whose MAC is unknown
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", printable(l.Network), printable(client), printable(l.IP),
 					printable(l.Hostname), l.Expiry.Format("2006-01-02 15:04:05"), printable(l.State))
 			}
 			tw.Flush()

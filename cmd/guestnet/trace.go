@@ -18,14 +18,17 @@ func traceCmd(g *globals) *cobra.Command {
 	var inDev, port string
 	var live bool
 	c := &cobra.Command{
-		Use:   "trace FROM TO [tcp|udp|icmp[/PORT]]",
+		Use:   "trace FROM TO [tcp|udp|icmp|icmpv6[/PORT]]",
 		Short: "Walk one packet (and its reply) through the host; exit 0: delivered, 1: dropped, 3: cannot tell",
-		Long: "FROM and TO are addresses or interface names (an interface stands for its first address).\n" +
+		Long: "FROM and TO are IPv4 or IPv6 addresses, or interface names (an interface stands for its first\n" +
+			"address of the other end's family, else its first address). icmp of an IPv6 packet is ICMPv6.\n" +
 			"The walk is a simulation over the observed host: guestnet's rules and maps (port forwards,\n" +
 			"floating addresses: it follows their DNAT and SNAT and names the one used), foreign forward\n" +
-			"chains that drop by policy, masquerade rules, the main routing table, ip_forward and br_netfilter.\n" +
-			"It does not simulate foreign DNAT rules or policy routing (ip rule): --live asks the kernel\n" +
-			"for the route. A rule it cannot simulate stops the walk (exit 3) and is named.",
+			"chains that drop by policy (ip, ip6 and inet tables, each for its family), masquerade rules,\n" +
+			"the main routing table, forwarding (ip_forward, conf.all.forwarding) and br_netfilter\n" +
+			"(bridge-nf-call-iptables, -ip6tables). It does not simulate foreign DNAT rules or policy\n" +
+			"routing (ip rule, ip -6 rule): --live asks the kernel for the route. A rule it cannot\n" +
+			"simulate stops the walk (exit 3) and is named.",
 		Args: cobra.RangeArgs(2, 3),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			e, h, d, err := g.diagnosed(cmd.Context())
@@ -34,19 +37,18 @@ func traceCmd(g *globals) *cobra.Command {
 			}
 			defer e.Close()
 			p := trace.Packet{Proto: "icmp", InDev: inDev, GuestPort: port}
-			if p.Src, err = endpoint(h, args[0]); err != nil {
-				return err
-			}
-			if p.Dst, err = endpoint(h, args[1]); err != nil {
+			if p.Src, p.Dst, err = endpoints(h, args[0], args[1]); err != nil {
 				return err
 			}
 			if len(args) == 3 {
 				proto, port, hasPort := strings.Cut(args[2], "/")
 				p.Proto = proto
 				switch {
-				case proto != "tcp" && proto != "udp" && proto != "icmp":
-					return fmt.Errorf("trace: protocol %q: tcp/PORT, udp/PORT or icmp", proto)
-				case proto == "icmp" && hasPort:
+				case proto != "tcp" && proto != "udp" && proto != "icmp" && proto != "icmpv6":
+					return fmt.Errorf("trace: protocol %q: tcp/PORT, udp/PORT, icmp or icmpv6", proto)
+				case proto == "icmpv6" && !p.Dst.Is6():
+					return fmt.Errorf("trace: icmpv6 is IPv6's: %s is an IPv4 address (say icmp)", p.Dst)
+				case (proto == "icmp" || proto == "icmpv6") && hasPort:
 					return fmt.Errorf("trace: icmp has no port (%q)", args[2])
 				case hasPort:
 					if p.Port, err = strconv.Atoi(port); err != nil || p.Port < 1 || p.Port > 65535 {
@@ -99,15 +101,70 @@ func traceCmd(g *globals) *cobra.Command {
 	return c
 }
 
-// endpoint is an address, or an interface's first address.
-func endpoint(h model.Host, s string) (netip.Addr, error) {
-	if a, err := netip.ParseAddr(s); err == nil {
-		return a, nil
+// endpoints are FROM and TO: addresses, or interfaces standing for their
+// first address of the other end's family (IPv4 when both are interfaces
+// with one), not a link-local one. Both must be of one family.
+func endpoints(h model.Host, from, to string) (src, dst netip.Addr, err error) {
+	parse := func(s string) (netip.Addr, bool) {
+		a, err := netip.ParseAddr(s)
+		return a.WithZone(""), err == nil
 	}
-	if l, ok := h.Link(s); ok && len(l.Addrs) > 0 {
-		return l.Addrs[0].Addr(), nil
+	src, srcOK := parse(from)
+	dst, dstOK := parse(to)
+	fam := model.IPv4
+	switch {
+	case srcOK:
+		fam = model.FamilyOf(src)
+	case dstOK:
+		fam = model.FamilyOf(dst)
 	}
-	return netip.Addr{}, fmt.Errorf("trace: %q is neither an address nor an interface with one", s)
+	if !srcOK {
+		if src, err = ifAddr(h, from, fam); err != nil {
+			return src, dst, err
+		}
+	}
+	if !dstOK {
+		if dst, err = ifAddr(h, to, model.FamilyOf(src)); err != nil {
+			return src, dst, err
+		}
+	}
+	if model.FamilyOf(src) != model.FamilyOf(dst) {
+		return src, dst, fmt.Errorf("trace: %s is %s and %s is %s: FROM and TO must be of one family", src, famWord(src), dst, famWord(dst))
+	}
+	return src, dst, nil
+}
+
+// ifAddr is an interface's first address of family f, else its first
+// address that is not link-local.
+func ifAddr(h model.Host, name string, f model.Family) (netip.Addr, error) {
+	l, ok := h.Link(name)
+	if !ok {
+		return netip.Addr{}, fmt.Errorf("trace: %q is neither an address nor an interface", name)
+	}
+	var other netip.Addr
+	for _, p := range l.Addrs {
+		a := p.Addr()
+		if a.IsLinkLocalUnicast() {
+			continue
+		}
+		if model.FamilyOf(a) == f {
+			return a, nil
+		}
+		if !other.IsValid() {
+			other = a
+		}
+	}
+	if other.IsValid() {
+		return other, nil
+	}
+	return netip.Addr{}, fmt.Errorf("trace: interface %s has no address to trace from or to (give one)", name)
+}
+
+func famWord(a netip.Addr) string {
+	if model.FamilyOf(a) == model.IPv6 {
+		return "IPv6"
+	}
+	return "IPv4"
 }
 
 // liveCheck compares the simulated route decision with the kernel's (for
@@ -120,7 +177,7 @@ func liveCheck(e *engine.Engine, p trace.Packet, res trace.Result) string {
 	dev, err := e.RouteGet(dst, p.Src, res.Ingress)
 	last := res.Hops[len(res.Hops)-1]
 	switch {
-	case err != nil && !res.Delivered && strings.Contains(last.Detail, "ip_forward = 0"):
+	case err != nil && !res.Delivered && (strings.Contains(last.Detail, "ip_forward = 0") || strings.Contains(last.Detail, "forwarding = 0")):
 		return fmt.Sprintf("live: AGREE    the kernel will not forward it either (%v)", err)
 	case err != nil && res.Egress == "" && !res.Local:
 		return fmt.Sprintf("live: AGREE    the kernel has no route either (%v)", err)

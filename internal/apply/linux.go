@@ -1,7 +1,9 @@
 package apply
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/netip"
 
@@ -55,6 +57,13 @@ func (k *Linux) Do(a plan.Action) error {
 		if err := k.nl.LinkSetAlias(br, a.Alias); err != nil {
 			k.nl.LinkDel(br)
 			return fmt.Errorf("set alias: %w", err)
+		}
+		if key, ok := plan.GuestBridgeAcceptRA(a); ok {
+			// No IPv6 in this kernel (ipv6.disable=1): no RAs to refuse.
+			if err := k.ns.WriteSysctl(key, "0"); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				k.nl.LinkDel(br)
+				return fmt.Errorf("refuse router advertisements on %s: %w", a.Link, err)
+			}
 		}
 		return nil
 	case plan.OpTapAdd:
@@ -122,7 +131,15 @@ func (k *Linux) Do(a plan.Action) error {
 		}
 		return k.nl.LinkSetMasterByIndex(l, m.Attrs().Index)
 	case plan.OpAddrAdd:
-		return k.nl.AddrAdd(l, addr(a.Addr, a.Brd))
+		na := addr(a.Addr, a.Brd)
+		if plan.NoDAD(a.Addr) {
+			na.Flags |= unix.IFA_F_NODAD
+		}
+		err := k.nl.AddrAdd(l, na)
+		if errors.Is(err, unix.EACCES) && plan.NoDAD(a.Addr) {
+			return fmt.Errorf("%w: IPv6 is disabled on %s (net.ipv6.conf.%s.disable_ipv6=1, or net.ipv6.conf.default.disable_ipv6=1 when it was made): set it to 0, or drop ipv6: from the network", err, a.Link, a.Link)
+		}
+		return err
 	case plan.OpAddrDel:
 		return k.nl.AddrDel(l, addr(a.Addr, a.Brd))
 	}

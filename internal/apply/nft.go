@@ -46,7 +46,10 @@ func (k *Linux) replaceRuleset(rs *model.Ruleset) error {
 			return err
 		}
 	}
-	if err := k.replaceDockerUser(c, rs.DockerUser); err != nil {
+	if err := k.replaceDockerUser(c, nftables.TableFamilyIPv4, rs.DockerUser); err != nil {
+		return err
+	}
+	if err := k.replaceDockerUser(c, nftables.TableFamilyIPv6, rs.DockerUser6); err != nil {
 		return err
 	}
 	if err := c.Flush(); err != nil {
@@ -197,7 +200,12 @@ func (k *Linux) applyDelta(d *model.RulesetDelta) error {
 		}
 	}
 	if d.DockerUser != nil {
-		if err := k.replaceDockerUser(c, *d.DockerUser); err != nil {
+		if err := k.replaceDockerUser(c, nftables.TableFamilyIPv4, *d.DockerUser); err != nil {
+			return err
+		}
+	}
+	if d.DockerUser6 != nil {
+		if err := k.replaceDockerUser(c, nftables.TableFamilyIPv6, *d.DockerUser6); err != nil {
 			return err
 		}
 	}
@@ -264,16 +272,21 @@ func floatingElements(name string, fs []model.Floating) []nftables.SetElement {
 }
 
 // replaceDockerUser queues the removal of guestnet's rules in Docker's
-// DOCKER-USER chain and the insertion of want at its top.
-func (k *Linux) replaceDockerUser(c *nftables.Conn, want []model.Rule) error {
-	t := &nftables.Table{Name: "filter", Family: nftables.TableFamilyIPv4}
+// DOCKER-USER chain of table ip filter (fam IPv4) or table ip6 filter
+// (IPv6, Docker's ip6tables) and the insertion of want at its top.
+func (k *Linux) replaceDockerUser(c *nftables.Conn, fam nftables.TableFamily, want []model.Rule) error {
+	t := &nftables.Table{Name: "filter", Family: fam}
 	ch := &nftables.Chain{Name: "DOCKER-USER", Table: t}
+	table := "ip"
+	if fam == nftables.TableFamilyIPv6 {
+		table = "ip6"
+	}
 	old, err := c.GetRules(t, ch)
 	if err != nil {
 		if len(want) == 0 && errors.Is(err, unix.ENOENT) {
 			return nil // no Docker here: nothing of ours to remove
 		}
-		return fmt.Errorf("nft list chain ip filter DOCKER-USER: %w", err)
+		return fmt.Errorf("nft list chain %s filter DOCKER-USER: %w", table, err)
 	}
 	for _, r := range old {
 		if strings.HasPrefix(nft.CommentOf(r.UserData), model.AliasPrefix) {

@@ -44,8 +44,24 @@ const (
 // route, a prefix outside import): a black hole for whoever believes it.
 const exportPolicy = "guestnet-own-only"
 
-// ipv4 is the one family the speaker negotiates.
-var ipv4 = &api.Family{Afi: api.Family_AFI_IP, Safi: api.Family_SAFI_UNICAST}
+// The families the speaker negotiates: a session carries its
+// address's own, IPv4 unicast with an IPv4 peer and IPv6 unicast with an
+// IPv6 one (no IPv4 over IPv6 sessions, RFC 8950, nor the reverse).
+var (
+	ipv4 = &api.Family{Afi: api.Family_AFI_IP, Safi: api.Family_SAFI_UNICAST}
+	ipv6 = &api.Family{Afi: api.Family_AFI_IP6, Safi: api.Family_SAFI_UNICAST}
+)
+
+// families are the unicast families whose paths the speaker reads.
+var families = []gobgp.Family{gobgp.RF_IPv4_UC, gobgp.RF_IPv6_UC}
+
+// peerFamily is the family a session with a carries.
+func peerFamily(a netip.Addr) *api.Family {
+	if model.FamilyOf(a) == model.IPv6 {
+		return ipv6
+	}
+	return ipv4
+}
 
 // levelHandler passes on the records at or above its level: GoBGP logs
 // every session event at info, the speaker's own lines say what matters.
@@ -133,6 +149,7 @@ func hold(p model.BGPPeer) time.Duration {
 // the routes it had installed.
 func apiPeer(c model.BGP, p model.BGPPeer, restarting bool) *api.Peer {
 	h := uint64(hold(p) / time.Second)
+	fam := peerFamily(p.Address)
 	ap := &api.Peer{
 		Conf: &api.PeerConf{NeighborAddress: p.Address.String(), PeerAsn: p.ASN},
 		Timers: &api.Timers{Config: &api.TimersConfig{
@@ -150,12 +167,12 @@ func apiPeer(c model.BGP, p model.BGPPeer, restarting bool) *api.Peer {
 			LocalRestarting:     restarting,
 		},
 		AfiSafis: []*api.AfiSafi{{
-			Config:            &api.AfiSafiConfig{Family: ipv4, Enabled: true},
+			Config:            &api.AfiSafiConfig{Family: fam, Enabled: true},
 			MpGracefulRestart: &api.MpGracefulRestart{Config: &api.MpGracefulRestartConfig{Enabled: true}},
 			// One prefix over the limit shuts the session down (GoBGP's
 			// administrative state PFX_CT: no reconnect, so no churn),
 			// and its paths go.
-			PrefixLimits: &api.PrefixLimit{Family: ipv4, MaxPrefixes: uint32(maxPrefixes(p)), ShutdownThresholdPct: 90},
+			PrefixLimits: &api.PrefixLimit{Family: fam, MaxPrefixes: uint32(maxPrefixes(p)), ShutdownThresholdPct: 90},
 		}},
 	}
 	// Sessions leave from the address the speaker listens on (of the
@@ -169,59 +186,74 @@ func apiPeer(c model.BGP, p model.BGPPeer, restarting bool) *api.Peer {
 	return ap
 }
 
-// ownPath is a path this host originates for prefix: next hop 0.0.0.0,
-// which GoBGP sends as this host's address toward each peer, eBGP and
-// iBGP alike (next-hop-self for local paths).
+// ownPath is a path this host originates for prefix: next hop 0.0.0.0
+// (an IPv4 prefix) or :: (an IPv6 one, in MP_REACH_NLRI), which GoBGP
+// sends as this host's address on each session, eBGP and iBGP alike
+// (next-hop-self for local paths). GoBGP sends a path only on the
+// sessions that negotiated its family.
 func ownPath(prefix netip.Prefix) (*apiutil.Path, error) {
 	nlri, err := gobgp.NewIPAddrPrefix(prefix)
 	if err != nil {
 		return nil, err
 	}
+	origin := gobgp.NewPathAttributeOrigin(gobgp.BGP_ORIGIN_ATTR_TYPE_IGP)
+	if model.FamilyOf(prefix.Addr()) == model.IPv6 {
+		mp, err := gobgp.NewPathAttributeMpReachNLRI(gobgp.RF_IPv6_UC, []gobgp.PathNLRI{{NLRI: nlri}}, netip.IPv6Unspecified())
+		if err != nil {
+			return nil, err
+		}
+		return &apiutil.Path{Family: gobgp.RF_IPv6_UC, Nlri: nlri, Attrs: []gobgp.PathAttributeInterface{origin, mp}}, nil
+	}
 	nh, err := gobgp.NewPathAttributeNextHop(netip.IPv4Unspecified())
 	if err != nil {
 		return nil, err
 	}
-	return &apiutil.Path{
-		Family: gobgp.RF_IPv4_UC,
-		Nlri:   nlri,
-		Attrs:  []gobgp.PathAttributeInterface{gobgp.NewPathAttributeOrigin(gobgp.BGP_ORIGIN_ATTR_TYPE_IGP), nh},
-	}, nil
+	return &apiutil.Path{Family: gobgp.RF_IPv4_UC, Nlri: nlri, Attrs: []gobgp.PathAttributeInterface{origin, nh}}, nil
 }
 
-// candidates lists, per prefix, the paths learned from peers, best first
-// (GoBGP's order); this host's own paths are left out.
+// candidates lists, per prefix of both unicast families, the paths
+// learned from peers, best first (GoBGP's order); this host's own paths
+// are left out.
 func candidates(srv *server.BgpServer) ([][]candidate, error) {
 	var out [][]candidate
-	err := srv.ListPath(apiutil.ListPathRequest{TableType: api.TableType_TABLE_TYPE_GLOBAL, Family: gobgp.RF_IPv4_UC},
-		func(nlri gobgp.NLRI, paths []*apiutil.Path) {
-			pfx, ok := nlri.(*gobgp.IPAddrPrefix)
-			if !ok {
-				return
-			}
-			var cs []candidate
-			for _, p := range paths {
-				if p.PeerASN == 0 || p.Withdrawal { // a local path: ours
-					continue
+	for _, f := range families {
+		err := srv.ListPath(apiutil.ListPathRequest{TableType: api.TableType_TABLE_TYPE_GLOBAL, Family: f},
+			func(nlri gobgp.NLRI, paths []*apiutil.Path) {
+				pfx, ok := nlri.(*gobgp.IPAddrPrefix)
+				if !ok {
+					return
 				}
-				cs = append(cs, candidate{Prefix: pfx.Prefix, NextHop: nextHop(p), Peer: p.PeerAddress, Stale: p.Stale})
-			}
-			if len(cs) > 0 {
-				out = append(out, cs)
-			}
-		})
-	return out, err
+				var cs []candidate
+				for _, p := range paths {
+					if p.PeerASN == 0 || p.Withdrawal { // a local path: ours
+						continue
+					}
+					nh, ll := nextHops(p)
+					cs = append(cs, candidate{Prefix: pfx.Prefix, NextHop: nh, LinkLocal: ll, Peer: p.PeerAddress, Stale: p.Stale})
+				}
+				if len(cs) > 0 {
+					out = append(out, cs)
+				}
+			})
+		if err != nil {
+			return out, fmt.Errorf("%s: %w", f, err)
+		}
+	}
+	return out, nil
 }
 
-func nextHop(p *apiutil.Path) netip.Addr {
+// nextHops are a path's next hop and, for IPv6, the link-local one the
+// peer sent beside it (RFC 2545), if any.
+func nextHops(p *apiutil.Path) (nh, ll netip.Addr) {
 	for _, a := range p.Attrs {
 		switch a := a.(type) {
 		case *gobgp.PathAttributeNextHop:
-			return a.Value
+			return a.Value, netip.Addr{}
 		case *gobgp.PathAttributeMpReachNLRI:
-			return a.Nexthop
+			return a.Nexthop, a.LinkLocalNexthop
 		}
 	}
-	return netip.Addr{}
+	return netip.Addr{}, netip.Addr{}
 }
 
 // peerInfo is what the speaker reads of a session with ListPeer.
@@ -231,6 +263,9 @@ type peerInfo struct {
 	sent, accepted    int
 	notificationsSent uint64
 	negotiatedHold    time.Duration
+	// local is this host's end of the session (its address on the
+	// peer's subnet), when GoBGP knows it: never a next hop.
+	local netip.Addr
 }
 
 func listPeers(ctx context.Context, srv *server.BgpServer) (map[netip.Addr]peerInfo, error) {
@@ -246,6 +281,9 @@ func listPeers(ctx context.Context, srv *server.BgpServer) (map[netip.Addr]peerI
 			notificationsSent: st.GetMessages().GetSent().GetNotification(),
 			negotiatedHold:    time.Duration(p.GetTimers().GetState().GetNegotiatedHoldTime()) * time.Second,
 			overLimit:         st.GetAdminState() == api.PeerState_ADMIN_STATE_PFX_CT,
+		}
+		if l, err := netip.ParseAddr(p.GetTransport().GetLocalAddress()); err == nil && !l.IsUnspecified() {
+			pi.local = l.WithZone("")
 		}
 		for _, af := range p.GetAfiSafis() {
 			pi.sent += int(af.GetState().GetAdvertised())

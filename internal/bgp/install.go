@@ -13,7 +13,10 @@ import (
 type candidate struct {
 	Prefix  netip.Prefix
 	NextHop netip.Addr
-	Peer    netip.Addr
+	// LinkLocal is an IPv6 path's second next hop (RFC 2545), when the
+	// peer sent one.
+	LinkLocal netip.Addr
+	Peer      netip.Addr
 	// Stale: kept across the peer's restart (graceful restart).
 	Stale bool
 }
@@ -45,17 +48,29 @@ func decide(dests [][]candidate, pol Policy, routes []model.Route, gone map[neti
 			continue
 		}
 		c := cs[pick]
-		l := Learned{Prefix: c.Prefix, NextHop: c.NextHop, Peer: c.Peer, Stale: c.Stale}
-		dev, why, refused := importable(c.Prefix, c.NextHop, pol, ix)
+		l := Learned{Prefix: c.Prefix, NextHop: shownNextHop(c), Peer: c.Peer, Stale: c.Stale}
+		gw, dev, why, refused := importable(c, pol, ix)
 		if why != "" {
 			l.Why, l.Refused = why, refused
 		} else {
-			want[c.Prefix] = model.Route{Dst: c.Prefix, Gw: c.NextHop, Dev: dev, Proto: model.ProtoBGP, Metric: model.BGPMetric}
+			want[c.Prefix] = model.Route{Dst: c.Prefix, Gw: gw, Dev: dev, Proto: model.ProtoBGP, Metric: model.BGPMetric}
+			if gw.IsLinkLocalUnicast() { // the interface is part of the address
+				l.NextHop = gw.WithZone(dev)
+			}
 		}
 		learned = append(learned, l)
 	}
 	slices.SortFunc(learned, func(a, b Learned) int { return model.ComparePrefix(a.Prefix, b.Prefix) })
 	return learned, want
+}
+
+// shownNextHop is the next hop Status shows of a path: the global one,
+// or the link-local one when the global one is missing.
+func shownNextHop(c candidate) netip.Addr {
+	if (!c.NextHop.IsValid() || c.NextHop.IsUnspecified()) && c.LinkLocal.IsValid() {
+		return c.LinkLocal
+	}
+	return c.NextHop
 }
 
 // ours reports whether r is a route a speaker installed: protocol bgp,

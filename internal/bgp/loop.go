@@ -63,6 +63,11 @@ func (s *Speaker) pass(ctx context.Context, srv *server.BgpServer) error {
 	}
 	s.notePeersLocked(infos)
 	pol := Policy{Import: s.cfg.Import, Protect: slices.Clone(s.protect), Own: append(slices.Clone(s.cfg.Listen), s.id)}
+	for _, in := range infos {
+		if in.local.IsValid() {
+			pol.Own = append(pol.Own, in.local)
+		}
+	}
 	gone := map[netip.Addr]string{}
 	for a, p := range s.peers {
 		if p.gone != "" {

@@ -55,7 +55,7 @@ func TestImportable(t *testing.T) {
 		{name: "someone's route with another metric", dst: "10.81.0.0/24", nh: "10.10.0.20", dev: "lan0"},
 		{name: "default route listed", dst: "0.0.0.0/0", nh: "10.10.0.254", pol: withDefault, dev: "lan0"},
 		{name: "default route not listed", dst: "0.0.0.0/0", nh: "10.10.0.254", whyHas: "default route", refused: true},
-		{name: "outside import", dst: "198.51.100.0/24", nh: "10.10.0.20", whyHas: "outside import (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16)", refused: true},
+		{name: "outside import", dst: "198.51.100.0/24", nh: "10.10.0.20", whyHas: "outside import (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, fc00::/7)", refused: true},
 		{name: "overlapping import but shorter", dst: "10.0.0.0/7", nh: "10.10.0.20", whyHas: "outside import", refused: true},
 		{name: "empty import", dst: "10.90.0.0/24", nh: "10.10.0.20", pol: Policy{}, whyHas: "nothing is installed", refused: true},
 		{name: "equal to this host's network", dst: "10.72.0.0/24", nh: "10.10.0.20", whyHas: "this host's network 10.72.0.0/24", refused: true},
@@ -67,7 +67,7 @@ func TestImportable(t *testing.T) {
 		{name: "next hop not directly reachable", dst: "10.90.0.0/24", nh: "10.20.0.1", whyHas: "not directly reachable"},
 		{name: "no next hop", dst: "10.90.0.0/24", nh: "", whyHas: "not an IPv4 address"},
 		{name: "IPv6 next hop", dst: "10.90.0.0/24", nh: "fd00::1", whyHas: "not an IPv4 address"},
-		{name: "IPv6 prefix", dst: "fd00:1::/64", nh: "10.10.0.20", whyHas: "not an IPv4 prefix", refused: true},
+		{name: "IPv6 prefix with an IPv4 next hop", dst: "fd00:1::/64", nh: "10.10.0.20", whyHas: "not an IPv6 address"},
 		{name: "someone else's route in the way", dst: "10.80.0.0/24", nh: "10.10.0.20", whyHas: "did not make is in the way (ip route replace would take it): 10.80.0.0/24 via 10.10.0.9 dev lan0 proto 4 metric 186"},
 	}
 	for _, tt := range tests {

@@ -13,7 +13,6 @@ import (
 	"github.com/google/uuid"
 	api "github.com/osrg/gobgp/v4/api"
 	"github.com/osrg/gobgp/v4/pkg/apiutil"
-	gobgp "github.com/osrg/gobgp/v4/pkg/packet/bgp"
 	"github.com/osrg/gobgp/v4/pkg/server"
 
 	"github.com/guestnet/guestnet/internal/model"
@@ -249,7 +248,7 @@ func (s *Speaker) Announce(prefixes []netip.Prefix) error {
 	defer s.mu.Unlock()
 	s.announce = nil
 	for _, p := range prefixes {
-		if p.Addr().Is4() { // the sessions carry IPv4 unicast only
+		if p.IsValid() && !p.Addr().Is4In6() { // IPv4 ones go to IPv4 peers, IPv6 ones to IPv6 peers
 			s.announce = append(s.announce, p.Masked())
 		}
 	}
@@ -379,7 +378,7 @@ func (s *Speaker) onPeer(ev *apiutil.WatchEventMessage_PeerEvent, at time.Time) 
 
 // onEOR notes a peer's End-of-RIB (GoBGP's event goroutine).
 func (s *Speaker) onEOR(path *apiutil.Path, _ time.Time) {
-	if path.Family != gobgp.RF_IPv4_UC {
+	if !slices.Contains(families, path.Family) {
 		return
 	}
 	s.mu.Lock()

@@ -23,6 +23,7 @@ import (
 type LeaseView struct {
 	Network  string    `json:"network"`
 	MAC      string    `json:"mac"`
+	DUID     string    `json:"duid,omitempty"` // a DHCPv6 lease's client`
 	IP       string    `json:"ip"`
 	Hostname string    `json:"hostname,omitempty"`
 	Expiry   time.Time `json:"expiry"`
@@ -40,6 +41,17 @@ func view(network string, l dhcp.Lease, now time.Time) LeaseView {
 		st = "declined"
 	}
 	return LeaseView{Network: network, MAC: l.MAC, IP: l.IP.String(), Hostname: l.Hostname, Expiry: l.Expiry, State: st}
+}
+
+func view6(network string, l dhcp.Lease6, now time.Time) LeaseView {
+	st := "bound"
+	switch {
+	case now.After(l.Expiry):
+		st = "expired"
+	case l.Declined:
+		st = "declined"
+	}
+	return LeaseView{Network: network, MAC: l.MAC, DUID: l.DUID, IP: l.IP.String(), Hostname: l.Hostname, Expiry: l.Expiry, State: st}
 }
 
 // listenAPI serves the CLI on a unix socket only root can reach (the
@@ -114,6 +126,14 @@ func (d *Daemon) leases(network string) []LeaseView {
 		}
 		for _, l := range s.handler.Pool.Leases() {
 			out = append(out, view(name, l, now))
+		}
+	}
+	for name, s := range d.v6.servers {
+		if network != "" && name != network {
+			continue
+		}
+		for _, l := range s.handler.Pool.Leases() {
+			out = append(out, view6(name, l, now))
 		}
 	}
 	// A network guestnet destroy holds down keeps its leases in the
@@ -270,6 +290,22 @@ func Leases(dir, network string) ([]LeaseView, string, error) {
 		}
 		for _, l := range ls {
 			out = append(out, view(n, l, now))
+		}
+	}
+	nets6, err := st.Networks6()
+	if err != nil {
+		return nil, "", err
+	}
+	for _, n := range nets6 {
+		if network != "" && n != network {
+			continue
+		}
+		ls, err := st.Load6(n)
+		if err != nil {
+			return nil, "", err
+		}
+		for _, l := range ls {
+			out = append(out, view6(n, l, now))
 		}
 	}
 	sortViews(out)

@@ -32,7 +32,7 @@ func (d *Daemon) syncBGP() {
 			// (a crash, a restart) and the section went meanwhile: no
 			// speaker will take them over, so they go now.
 			var n int
-			n, err = bgp.RemoveRoutes(d.Engine.Kernel, d.Log)
+			n, err = bgp.RemoveRoutes(d.bgpKernel(), d.Log)
 			if err == nil {
 				d.Log.Info("bgp: no bgp section: the routes an earlier speaker installed are removed", "routes", n)
 				err = removeMark(d.Dir())
@@ -46,14 +46,12 @@ func (d *Daemon) syncBGP() {
 		return
 	}
 	if d.speaker == nil {
-		d.speaker = bgp.New(d.Engine.Kernel, d.Log.With("service", "bgp"))
+		d.speaker = bgp.New(d.bgpKernel(), d.Log.With("service", "bgp"))
 	}
 	nets := d.spec.Models()
 	own := make([]netip.Prefix, 0, len(nets))
 	for _, n := range nets {
-		if s := n.Subnet(); s.IsValid() {
-			own = append(own, s)
-		}
+		own = append(own, n.Subnets()...)
 	}
 	d.speaker.Protect(own)
 	err := mark(d.Dir()) // before the first route: a crash leaves it behind
@@ -66,6 +64,15 @@ func (d *Daemon) syncBGP() {
 	if err != nil {
 		d.Log.Error("bgp", "err", err)
 	}
+}
+
+// bgpKernel is the kernel the speaker reads and writes: the engine's,
+// with IPv6 routes read beside (bgp.WithRoutes6) in a real namespace.
+func (d *Daemon) bgpKernel() bgp.Kernel {
+	if d.Engine.NS == nil {
+		return d.Engine.Kernel
+	}
+	return bgp.WithRoutes6(d.Engine.Kernel, d.Engine.NS)
 }
 
 // withdrawAhead withdraws, before an apply to next, what the applied

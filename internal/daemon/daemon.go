@@ -48,6 +48,12 @@ type Daemon struct {
 	// DNS's sockets; nil means Engine.NS's (unit tests bring their own).
 	Events  Events
 	Sockets Sockets
+	// Sockets6 opens the IPv6 services' sockets (v6.go); nil with a
+	// Sockets of the caller's serves no RA or DHCPv6.
+	Sockets6 Sockets6
+	// Guard6 is told of DHCPv6 leases as they begin and end (v6.go,
+	// Binder6): IPv6 anti-spoofing. nil binds nothing.
+	Guard6 Binder6
 
 	mu      sync.Mutex // serialises reload, repair and the services' sync
 	ctx     context.Context
@@ -66,6 +72,7 @@ type Daemon struct {
 	mux      *dhcp.Mux // every network's DHCP, served on dhcpConn (dhcp.go)
 	dhcpConn dhcp.Conn
 	dnsGroup *dns.Group // every network's DNS (dns.go)
+	v6       v6         // router advertisements and DHCPv6 (v6.go)
 
 	applyErr, learnErr, repairErr, watchErr, fdbErr, bgpErr lastError
 
@@ -161,6 +168,9 @@ func (d *Daemon) init(ctx context.Context, st *dhcp.BoltStore) {
 	}
 	if d.Sockets == nil && d.Engine.NS != nil {
 		d.Sockets = nsSockets{d.Engine.NS}
+		if d.Sockets6 == nil {
+			d.Sockets6 = newNSSockets6(d.Engine.NS)
+		}
 	}
 	d.Engine.Log = d.Log          // the engine logs its retries after kernel errors
 	d.Engine.Locked = d.keepState // a state file removed while serving is written back (statekeep.go)

@@ -238,12 +238,27 @@ func (s nsSockets) ARP(bridge string) (*arpprobe.Prober, error) {
 	return arpprobe.Open(s.ns, bridge, arpprobe.Wait)
 }
 
+// DNS listens on an IPv4 or IPv6 address. An IPv6 one is bound with
+// IPV6_FREEBIND: the bridge's address may still be in duplicate address
+// detection (tentative), and queries to it arrive once it leaves.
 func (s nsSockets) DNS(addr string) (pc net.PacketConn, ln net.Listener, err error) {
+	udp, tcp := "udp4", "tcp4"
+	var lc net.ListenConfig
+	if ap, perr := netip.ParseAddrPort(addr); perr == nil && ap.Addr().Is6() {
+		udp, tcp = "udp6", "tcp6"
+		lc.Control = func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			err := rc.Control(func(fd uintptr) {
+				serr = unix.SetsockoptInt(int(fd), unix.SOL_IPV6, unix.IPV6_FREEBIND, 1)
+			})
+			return errors.Join(err, serr)
+		}
+	}
 	err = s.ns.Do(func() (err error) {
-		if pc, err = net.ListenPacket("udp4", addr); err != nil {
+		if pc, err = lc.ListenPacket(context.Background(), udp, addr); err != nil {
 			return err
 		}
-		if ln, err = net.Listen("tcp4", addr); err != nil {
+		if ln, err = lc.Listen(context.Background(), tcp, addr); err != nil {
 			pc.Close()
 		}
 		return err

@@ -3,6 +3,7 @@ package daemon
 import (
 	"net"
 	"net/netip"
+	"strings"
 
 	"github.com/guestnet/guestnet/internal/dhcp"
 	"github.com/guestnet/guestnet/internal/dns"
@@ -66,7 +67,7 @@ func (d *Daemon) syncDNS() {
 	want := map[string]string{}
 	for _, n := range d.spec.Networks {
 		if n.DNS != nil {
-			want[n.Name] = configKeyOf(n.DNS, n.IPv4)
+			want[n.Name] = configKeyOf(n.DNS, n.IPv4, n.IPv6)
 		}
 	}
 	for name, s := range d.dns {
@@ -86,22 +87,44 @@ func (d *Daemon) syncDNS() {
 		// Only the network's own subnet and the host itself are answered
 		// (the firewall also drops DNS to this address arriving on any
 		// interface but the bridge and lo).
-		h := &dns.Server{Domain: n.DNS.Domain, Subnet: n.Subnet(), Upstream: ups,
+		h := &dns.Server{Domain: n.DNS.Domain, Subnet: n.Subnet(), Subnet6: n.Subnet6(), Upstream: ups,
 			Names: names{d, n.Name}, Dial: d.dialInNS, HostAddr: d.hostAddr}
-		addr := netip.AddrPortFrom(n.IPv4.Addr(), 53).String()
-		pc, ln, err := d.Sockets.DNS(addr)
-		if err != nil {
-			d.Log.Error("dns listen", "network", n.Name, "addr", addr, "err", err)
+		if n.IPv6.IsValid() {
+			h.Names6 = names6{d, n.Name}
+		}
+		// One socket pair on each of the network's gateway addresses
+		// (IPv4, IPv6): the same server answers both.
+		var stops []func()
+		var addrs []string
+		var udp net.PacketConn
+		for _, gw := range n.Addrs() {
+			addr := netip.AddrPortFrom(gw.Addr(), 53).String()
+			pc, ln, err := d.Sockets.DNS(addr)
+			if err != nil {
+				d.Log.Error("dns listen", "network", n.Name, "addr", addr, "err", err)
+				continue
+			}
+			stop, err := d.dnsGroup.Add(pc, ln, h)
+			if err != nil {
+				pc.Close()
+				ln.Close()
+				d.Log.Error("dns listen", "network", n.Name, "addr", addr, "err", err)
+				continue
+			}
+			if udp == nil {
+				udp = pc
+			}
+			stops, addrs = append(stops, stop), append(addrs, addr)
+		}
+		if len(stops) == 0 {
 			continue
 		}
-		stop, err := d.dnsGroup.Add(pc, ln, h)
-		if err != nil {
-			pc.Close()
-			ln.Close()
-			d.Log.Error("dns listen", "network", n.Name, "addr", addr, "err", err)
-			continue
-		}
-		d.dns[n.Name] = &dnsServer{key: want[n.Name], udp: pc, stop: stop}
+		d.dns[n.Name] = &dnsServer{key: want[n.Name], udp: udp, stop: func() {
+			for _, s := range stops {
+				s()
+			}
+		}}
+		addr := strings.Join(addrs, " ")
 		d.Log.Info("dns serving", "network", n.Name, "addr", addr, "domain", n.DNS.Domain)
 	}
 }

@@ -56,6 +56,7 @@ func (d *Daemon) services() []*service {
 		{name: "networks", start: d.Reload, health: d.applyHealth, note: d.heldNote},
 		{name: "forwarding database", start: d.startFDB, health: d.fdbHealth},
 		{name: "dhcp", sync: d.syncDHCP, stop: d.stopDHCP, health: d.dhcpHealth},
+		{name: "ra + dhcp6", sync: d.syncV6, stop: d.stopV6, health: d.v6Health, used: d.v6Used},
 		{name: "dns", sync: d.syncDNS, stop: d.stopDNS, health: d.dnsHealth},
 		{name: "leased bindings", start: d.startLearn, sync: d.syncLearned, health: d.learnHealth},
 		{name: "drift repair", start: d.startRepair, health: d.repairHealth},

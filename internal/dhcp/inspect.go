@@ -46,12 +46,16 @@ func (e *CorruptError) Error() string {
 type salvage struct {
 	Problem string             // the first thing found wrong, "" for a sound store
 	Leases  map[string][]Lease // by network: every record that decoded
-	Bad     int                // records that did not decode
+	Leases6 map[string][]Lease6
+	Bad     int // records that did not decode
 }
 
 func (s salvage) count() int {
 	n := 0
 	for _, ls := range s.Leases {
+		n += len(ls)
+	}
+	for _, ls := range s.Leases6 {
 		n += len(ls)
 	}
 	return n
@@ -83,7 +87,7 @@ func guarded(fn func() error) (err error) {
 // file cannot be read at all for another reason (permissions, a lock held
 // past timeout); what is wrong with the content is in Problem.
 func inspect(path string, timeout time.Duration) (salvage, error) {
-	s := salvage{Leases: map[string][]Lease{}}
+	s := salvage{Leases: map[string][]Lease{}, Leases6: map[string][]Lease6{}}
 	fi, err := os.Stat(path)
 	if err != nil {
 		return s, fmt.Errorf("open lease store %s: %w", path, err)
@@ -155,6 +159,9 @@ func (s *salvage) bucket(tx *bolt.Tx, name []byte) error {
 	if b == nil {
 		return fmt.Errorf("bucket missing")
 	}
+	if string(name) == Bucket6 {
+		return s.bucket6(b)
+	}
 	return b.ForEach(func(k, v []byte) error {
 		l, err := decode(k, v)
 		if err != nil {
@@ -164,6 +171,22 @@ func (s *salvage) bucket(tx *bolt.Tx, name []byte) error {
 		}
 		s.Leases[string(name)] = append(s.Leases[string(name)], l)
 		return nil
+	})
+}
+
+// bucket6 reads the DHCPv6 leases: one sub-bucket per network.
+func (s *salvage) bucket6(top *bolt.Bucket) error {
+	return top.ForEachBucket(func(name []byte) error {
+		return top.Bucket(name).ForEach(func(k, v []byte) error {
+			l, err := decode6(k, v)
+			if err != nil {
+				s.Bad++
+				s.fail("DHCPv6 leases of %s: %v", name, err)
+				return nil
+			}
+			s.Leases6[string(name)] = append(s.Leases6[string(name)], l)
+			return nil
+		})
 	})
 }
 
@@ -200,6 +223,14 @@ func RecoverBolt(path string, now time.Time, timeout time.Duration) (Recovery, e
 		for _, l := range ls {
 			if err := st.Put(network, l); err != nil {
 				return r, fmt.Errorf("write salvaged lease %s of %s: %w", l.IP, network, err)
+			}
+			r.Kept++
+		}
+	}
+	for network, ls := range s.Leases6 {
+		for _, l := range ls {
+			if err := st.Put6(network, l); err != nil {
+				return r, fmt.Errorf("write salvaged DHCPv6 lease %s of %s: %w", l.IP, network, err)
 			}
 			r.Kept++
 		}

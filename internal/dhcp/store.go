@@ -147,7 +147,9 @@ func (s *BoltStore) Networks() ([]string, error) {
 	var out []string
 	err := s.db.View(func(tx *bolt.Tx) error {
 		return tx.ForEach(func(name []byte, _ *bolt.Bucket) error {
-			out = append(out, string(name))
+			if string(name) != Bucket6 {
+				out = append(out, string(name))
+			}
 			return nil
 		})
 	})

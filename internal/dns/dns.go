@@ -57,9 +57,11 @@ type Names interface {
 // Server answers one network's queries.
 type Server struct {
 	Domain   string       // without the trailing dot
-	Subnet   netip.Prefix // the only sources answered
+	Subnet   netip.Prefix // the only sources answered (with Subnet6)
+	Subnet6  netip.Prefix // the network's IPv6 prefix, if any
 	Upstream []netip.AddrPort
-	Names    Names
+	Names    Names // A records and in-addr.arpa
+	Names6   Names // AAAA records and ip6.arpa (DHCPv6 leases, static hosts6); nil for none
 	TTL      uint32
 	Timeout  time.Duration // one upstream exchange; DefaultTimeout when zero
 	// HostAddr reports whether a is one of the host's own addresses (the
@@ -107,6 +109,8 @@ func (s *Server) ServeDNS(w mdns.ResponseWriter, req *mdns.Msg) {
 		reply(w, req, s.local(req, name, zone))
 	case strings.HasSuffix(name, ".in-addr.arpa.") && s.inSubnet(name):
 		reply(w, req, s.reverse(req, name))
+	case strings.HasSuffix(name, ".ip6.arpa.") && s.inSubnet6(name):
+		reply(w, req, s.reverse(req, name))
 	default:
 		if s.forwarding.Add(1) > MaxForwards {
 			s.forwarding.Add(-1)
@@ -133,7 +137,7 @@ func (s *Server) Allowed(addr net.Addr) bool {
 	}
 	a := ap.Addr().Unmap()
 	switch {
-	case s.Subnet.IsValid() && s.Subnet.Contains(a), a.IsLoopback():
+	case s.Subnet.IsValid() && s.Subnet.Contains(a), s.Subnet6.IsValid() && s.Subnet6.Contains(a), a.IsLoopback():
 		return true
 	case s.HostAddr != nil:
 		return s.HostAddr(a)
@@ -192,15 +196,29 @@ func (s *Server) local(req *mdns.Msg, name, zone string) *mdns.Msg {
 	m.SetReply(req)
 	m.Authoritative, m.RecursionAvailable = true, true
 	host := strings.TrimSuffix(strings.TrimSuffix(name, zone), ".")
-	a, ok := s.Names.Lookup(host)
-	if !ok || strings.Contains(host, ".") {
+	var a4, a6 netip.Addr
+	var ok4, ok6 bool
+	if s.Names != nil {
+		a4, ok4 = s.Names.Lookup(host)
+	}
+	if s.Names6 != nil {
+		a6, ok6 = s.Names6.Lookup(host)
+	}
+	if !ok4 && !ok6 || strings.Contains(host, ".") {
 		m.SetRcode(req, mdns.RcodeNameError)
 		return m
 	}
-	if req.Question[0].Qtype == mdns.TypeA || req.Question[0].Qtype == mdns.TypeANY {
+	qt := req.Question[0].Qtype
+	if ok4 && (qt == mdns.TypeA || qt == mdns.TypeANY) {
 		m.Answer = append(m.Answer, &mdns.A{
 			Hdr: mdns.RR_Header{Name: req.Question[0].Name, Rrtype: mdns.TypeA, Class: mdns.ClassINET, Ttl: s.ttl()},
-			A:   a.AsSlice(),
+			A:   a4.AsSlice(),
+		})
+	}
+	if ok6 && (qt == mdns.TypeAAAA || qt == mdns.TypeANY) {
+		m.Answer = append(m.Answer, &mdns.AAAA{
+			Hdr:  mdns.RR_Header{Name: req.Question[0].Name, Rrtype: mdns.TypeAAAA, Class: mdns.ClassINET, Ttl: s.ttl()},
+			AAAA: a6.AsSlice(),
 		})
 	}
 	return m // NOERROR with no answer for other types (NODATA)
@@ -220,12 +238,58 @@ func (s *Server) inSubnet(name string) bool {
 	return ok && s.Subnet.Contains(a)
 }
 
+// ptrAddr6 is the address of an ip6.arpa name: 32 nibble labels, least
+// significant first (RFC 3596 §2.5).
+func ptrAddr6(name string) (netip.Addr, bool) {
+	labels := strings.Split(strings.TrimSuffix(name, ".ip6.arpa."), ".")
+	if len(labels) != 32 {
+		return netip.Addr{}, false
+	}
+	var b [16]byte
+	for i, l := range labels {
+		if len(l) != 1 {
+			return netip.Addr{}, false
+		}
+		v, ok := nibble(l[0])
+		if !ok {
+			return netip.Addr{}, false
+		}
+		pos := 31 - i // labels[0] is the last nibble
+		if pos%2 == 0 {
+			b[pos/2] |= v << 4
+		} else {
+			b[pos/2] |= v
+		}
+	}
+	return netip.AddrFrom16(b), true
+}
+
+func nibble(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	}
+	return 0, false
+}
+
+func (s *Server) inSubnet6(name string) bool {
+	a, ok := ptrAddr6(name)
+	return ok && s.Subnet6.IsValid() && s.Subnet6.Contains(a)
+}
+
 func (s *Server) reverse(req *mdns.Msg, name string) *mdns.Msg {
 	m := new(mdns.Msg)
 	m.SetReply(req)
 	m.Authoritative, m.RecursionAvailable = true, true
-	a, _ := ptrAddr(name)
-	host, ok := s.Names.Reverse(a)
+	var host string
+	var ok bool
+	if a, is4 := ptrAddr(name); is4 && s.Names != nil {
+		host, ok = s.Names.Reverse(a)
+	} else if a, is6 := ptrAddr6(name); is6 && s.Names6 != nil {
+		host, ok = s.Names6.Reverse(a)
+	}
 	if !ok {
 		m.SetRcode(req, mdns.RcodeNameError)
 		return m

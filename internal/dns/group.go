@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -156,15 +157,24 @@ func (f *udpFan) read(fd int, s *udpSock) {
 			f.bufs.Put(b)
 			continue
 		}
-		sa4, ok := sa.(*unix.SockaddrInet4)
-		if err != nil || !ok {
+		if err != nil {
 			f.bufs.Put(b)
-			if err == nil {
-				continue // not IPv4: dropped
-			}
 			return // EAGAIN: all read (or an error the next datagram may not have)
 		}
-		d := datagram{b[:n], &fromUDP{&net.UDPAddr{IP: net.IP(sa4.Addr[:]).To16(), Port: sa4.Port}, s}}
+		var from *net.UDPAddr
+		switch sa := sa.(type) {
+		case *unix.SockaddrInet4:
+			from = &net.UDPAddr{IP: net.IP(sa.Addr[:]).To16(), Port: sa.Port}
+		case *unix.SockaddrInet6:
+			from = &net.UDPAddr{IP: net.IP(sa.Addr[:]), Port: sa.Port}
+			if sa.ZoneId != 0 {
+				from.Zone = strconv.Itoa(int(sa.ZoneId)) // a link-local source
+			}
+		default:
+			f.bufs.Put(b)
+			continue // no address: dropped
+		}
+		d := datagram{b[:n], &fromUDP{from, s}}
 		select {
 		case f.in <- d:
 		default:

@@ -92,14 +92,14 @@ func checkBGPLearned(in Input) []Finding {
 		ev := []string{fmt.Sprintf("%s via %s from peer %s, not in the kernel", l.Prefix, l.NextHop, l.Peer), "why: " + why}
 		f := Finding{Severity: Warning, Evidence: ev,
 			What: fmt.Sprintf("the route to %s learned from %s is not installed: %s", l.Prefix, l.Peer, why),
-			Fix: fmt.Sprintf("the next hop %s must be directly reachable (in a subnet connected to this host), and no other route to %s may be in the way (ip route show %s); "+
-				"guestnet serve's log has the kernel's error", l.NextHop, l.Prefix, l.Prefix)}
+			Fix: fmt.Sprintf("the next hop %s must be directly reachable (in a subnet connected to this host), and no other route to %s may be in the way (%s %s); "+
+				"guestnet serve's log has the kernel's error", l.NextHop, l.Prefix, ipRoute(l.Prefix), l.Prefix)}
 		if l.Refused {
 			f.Severity = Info
 			f.What = fmt.Sprintf("the route to %s learned from %s is refused by the import policy: %s", l.Prefix, l.Peer, why)
 			want := fmt.Sprintf("list %s (or a shorter prefix that covers it) under bgp: import: and reload", l.Prefix)
 			if l.Prefix.Bits() == 0 {
-				want = "list 0.0.0.0/0 under bgp: import: and reload (a default route is installed only when import lists 0.0.0.0/0 itself)"
+				want = fmt.Sprintf("list %s under bgp: import: and reload (a default route is installed only when import lists %s itself)", l.Prefix, l.Prefix)
 			}
 			f.Fix = "nothing, if this host should not use it: the policy is doing its job (the peer could stop announcing it). " +
 				"If it should: " + want + "; a route equal to or inside one of this host's own networks or connected subnets is never installed"
@@ -109,37 +109,75 @@ func checkBGPLearned(in Input) []Finding {
 	return out
 }
 
-// checkBGPForwarding: a network announced by BGP while IPv4 forwarding is
-// off. The peers send the traffic for it here, and the host drops it:
-// worse than not announcing it, since a peer with another way there
-// prefers this one. What is announced is model.Announced of the networks
-// checked; for networks found on a hand-made host (modes unknown) the
-// speaker's own list.
+// checkBGPForwarding: a network announced by BGP while forwarding of
+// its family is off (net.ipv4.ip_forward for IPv4 prefixes,
+// net.ipv6.conf.all.forwarding for IPv6 ones). The peers send the
+// traffic for it here, and the host drops it: worse than not announcing
+// it, since a peer with another way there prefers this one. What is
+// announced is model.Announced of the networks checked; for networks
+// found on a hand-made host (modes unknown) the speaker's own list.
 func checkBGPForwarding(in Input) []Finding {
-	if in.BGP == nil || in.Host.IPForward {
+	if in.BGP == nil {
 		return nil
 	}
 	peers := fmt.Sprintf("%d BGP peer(s), %d established", len(in.BGP.Peers), established(*in.BGP))
 	var out []Finding
-	for _, n := range in.Networks {
-		ann := model.Announced([]model.Network{n})
-		if len(ann) == 0 {
+	for _, f := range []fwdFamily{
+		{model.IPv4, "IPv4", "net.ipv4.ip_forward", in.Host.IPForward},
+		{model.IPv6, "IPv6", "net.ipv6.conf.all.forwarding", in.Host.IP6Forward},
+	} {
+		if f.on {
 			continue
 		}
-		out = append(out, Finding{Severity: Error, Network: n.Name,
-			What: fmt.Sprintf("IPv4 forwarding is off while this host announces %s of %s by BGP: its peers send that traffic here, and the host drops it",
-				prefixes(ann), n.Name),
-			Evidence: []string{"net.ipv4.ip_forward = 0", "announced: " + prefixes(ann), peers},
-			Fix: fmt.Sprintf("sysctl -w net.ipv4.ip_forward=1 (guestnet apply turns it on for the networks that need it), "+
-				"or set announce: false on network %s until forwarding is on", n.Name)})
-	}
-	if !in.Declared && len(out) == 0 && len(in.BGP.Announced) > 0 {
-		out = append(out, Finding{Severity: Error,
-			What:     fmt.Sprintf("IPv4 forwarding is off while this host announces %s by BGP: its peers send that traffic here, and the host drops it", prefixes(in.BGP.Announced)),
-			Evidence: []string{"net.ipv4.ip_forward = 0", "announced: " + prefixes(in.BGP.Announced), peers},
-			Fix:      "sysctl -w net.ipv4.ip_forward=1, or set announce: false on the networks that should not be announced"})
+		found := false
+		for _, n := range in.Networks {
+			ann := f.of(model.Announced([]model.Network{n}))
+			if len(ann) == 0 {
+				continue
+			}
+			found = true
+			out = append(out, Finding{Severity: Error, Network: n.Name,
+				What: fmt.Sprintf("%s forwarding is off while this host announces %s of %s by BGP: its peers send that traffic here, and the host drops it",
+					f.name, prefixes(ann), n.Name),
+				Evidence: []string{f.sysctl + " = 0", "announced: " + prefixes(ann), peers},
+				Fix: fmt.Sprintf("sysctl -w %s=1 (guestnet apply turns it on for the networks that need it), "+
+					"or set announce: false on network %s until forwarding is on", f.sysctl, n.Name)})
+		}
+		if ann := f.of(in.BGP.Announced); !in.Declared && !found && len(ann) > 0 {
+			out = append(out, Finding{Severity: Error,
+				What:     fmt.Sprintf("%s forwarding is off while this host announces %s by BGP: its peers send that traffic here, and the host drops it", f.name, prefixes(ann)),
+				Evidence: []string{f.sysctl + " = 0", "announced: " + prefixes(ann), peers},
+				Fix:      fmt.Sprintf("sysctl -w %s=1, or set announce: false on the networks that should not be announced", f.sysctl)})
+		}
 	}
 	return out
+}
+
+// fwdFamily is one family's forwarding switch, as checkBGPForwarding
+// reads it.
+type fwdFamily struct {
+	fam          model.Family
+	name, sysctl string
+	on           bool
+}
+
+// of returns the prefixes of ps of the family.
+func (f fwdFamily) of(ps []netip.Prefix) []netip.Prefix {
+	var out []netip.Prefix
+	for _, p := range ps {
+		if model.FamilyOf(p.Addr()) == f.fam {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// ipRoute is the command that shows routes of p's family.
+func ipRoute(p netip.Prefix) string {
+	if model.FamilyOf(p.Addr()) == model.IPv6 {
+		return "ip -6 route show"
+	}
+	return "ip route show"
 }
 
 func established(st bgp.Status) int {

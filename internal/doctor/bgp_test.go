@@ -140,3 +140,37 @@ func TestBGPFindingText(t *testing.T) {
 		t.Errorf("a peer's escape sequence reached the findings:\n%q", text)
 	}
 }
+
+// IPv6 prefixes are checked like IPv4 ones: an announced IPv6 prefix
+// while IPv6 forwarding is off is an error naming the IPv6 sysctl (and
+// IPv4 forwarding on does not hide it); a learned IPv6 route not
+// installed names ip -6; a refused ::/0 says to list ::/0.
+func TestBGPChecks6(t *testing.T) {
+	a := netip.MustParseAddr
+	in := withBGP()
+	in.Networks = append(in.Networks, model.Network{Name: "v6", Mode: model.Routed, Bridge: "gv60", IPv6: pfx("2001:db8:71::1/64")})
+	in.BGP.Announced = append(in.BGP.Announced, pfx("2001:db8:71::/64"))
+	in.Host.IP6Forward = false
+	got := checkBGPForwarding(in)
+	if len(got) != 1 || got[0].Network != "v6" || !strings.Contains(got[0].What, "IPv6 forwarding is off while this host announces 2001:db8:71::/64 of v6") ||
+		!strings.Contains(got[0].Fix, "sysctl -w net.ipv6.conf.all.forwarding=1") {
+		t.Errorf("IPv6 forwarding off: %+v", got)
+	}
+	in.Host.IP6Forward = true
+	if got := checkBGPForwarding(in); len(got) != 0 {
+		t.Errorf("both forwardings on: %+v", got)
+	}
+	in.Host.IPForward = false // IPv4 off: dmz only, not v6
+	if got := checkBGPForwarding(in); len(got) != 1 || got[0].Network != "dmz" {
+		t.Errorf("IPv4 forwarding off: %+v", got)
+	}
+	in.Host.IPForward = true
+	in.BGP.Learned = append(in.BGP.Learned,
+		bgp.Learned{Prefix: pfx("::/0"), NextHop: a("fd00:10::2"), Peer: a("fd00:10::2"), Refused: true, Why: "a default route: installed only when import lists ::/0"},
+		bgp.Learned{Prefix: pfx("fd00:90::/64"), NextHop: a("fd00:99::2"), Peer: a("fd00:10::2"), Why: "next hop fd00:99::2 is not directly reachable"})
+	fs := checkBGPLearned(in)
+	if len(fs) != 2 || fs[0].Severity != Info || !strings.Contains(fs[0].Fix, "list ::/0 under bgp: import:") ||
+		fs[1].Severity != Warning || !strings.Contains(fs[1].Fix, "ip -6 route show fd00:90::/64") {
+		t.Errorf("learned IPv6 findings: %+v", fs)
+	}
+}

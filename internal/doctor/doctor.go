@@ -2,7 +2,10 @@
 // of small checks, each reading the observed host (and the declared
 // networks, when there are any) and returning findings with the evidence it
 // read and the fix. It works on hosts guestnet never touched: bridges with
-// an IPv4 address are taken as guest networks. It is pure.
+// an address (IPv4, or IPv6 other than link-local) are taken as guest
+// networks. Checks that have an IPv6 form run for both families, each with
+// its own switches (ip_forward and conf.all.forwarding, iptables and
+// ip6tables, bridge-nf-call-iptables and -ip6tables). It is pure.
 package doctor
 
 import (
@@ -72,6 +75,7 @@ type Check struct {
 // Checks is every check, in the order findings are reported.
 var Checks = []Check{
 	{"ip-forward", checkForwarding},
+	{"accept-ra", checkAcceptRA},
 	{"forward-drop", checkForwardDrop},
 	{"masquerade-oif", checkMasqueradeOIF},
 	{"return-route", checkReturnRoute},
@@ -80,6 +84,7 @@ var Checks = []Check{
 	{"bridge", checkBridges},
 	{"conntrack", checkConntrack},
 	{"dhcp", checkDHCP},
+	{"ipv6-ra", checkRA},
 	{"spoofed", checkSpoofed},
 	{"not-ipv4", checkNotIPv4},
 	{"bgp-session", checkBGPSessions},
@@ -99,85 +104,162 @@ func Run(in Input) []Finding {
 	return out
 }
 
-// Discover takes every bridge with an IPv4 address as a guest network
-// (mode unknown), for hosts configured by hand.
+// Discover takes every bridge with an address as a guest network (mode
+// unknown), for hosts configured by hand: its first IPv4 address and its
+// first IPv6 address that is not link-local (every bridge has one of
+// those).
 func Discover(h model.Host) []model.Network {
 	var out []model.Network
 	for _, l := range h.Links {
-		if l.Kind != "bridge" || len(l.Addrs) == 0 {
+		if l.Kind != "bridge" {
 			continue
 		}
-		name := l.Owner()
-		if name == "" {
-			name = l.Name
+		n := model.Network{Name: cmp.Or(l.Owner(), l.Name), Bridge: l.Name}
+		for _, a := range l.Addrs {
+			switch {
+			case a.Addr().IsLinkLocalUnicast():
+			case a.Addr().Is4() && !n.IPv4.IsValid():
+				n.IPv4 = a
+			case a.Addr().Is6() && !n.IPv6.IsValid():
+				n.IPv6 = a
+			}
 		}
-		out = append(out, model.Network{Name: name, Bridge: l.Name, IPv4: l.Addrs[0]})
+		if n.IPv4.IsValid() || n.IPv6.IsValid() {
+			out = append(out, n)
+		}
 	}
 	return out
 }
 
-// forwards reports whether a network's guests should reach beyond the host.
-func (in Input) forwards(n model.Network) bool {
-	if in.Declared {
-		return n.NeedsForwarding()
+// families are the address families, in the order findings are reported.
+var families = []model.Family{model.IPv4, model.IPv6}
+
+// forwards reports whether a network's guests of family f should reach
+// beyond the host: a declared network of a forwarding mode with an
+// address of that family, or a hand-made bridge with one.
+func (in Input) forwards(n model.Network, f model.Family) bool {
+	if in.Declared && !n.NeedsForwarding() {
+		return false
 	}
-	return n.IPv4.IsValid()
+	return n.Addr(f).IsValid()
+}
+
+// subnet is the network's subnet of family f (zero without).
+func subnet(n model.Network, f model.Family) netip.Prefix {
+	if f == model.IPv6 {
+		return n.Subnet6()
+	}
+	return n.Subnet()
+}
+
+// famName names a family as a person reads it.
+func famName(f model.Family) string {
+	if f == model.IPv6 {
+		return "IPv6"
+	}
+	return "IPv4"
 }
 
 func checkForwarding(in Input) []Finding {
-	if in.Host.IPForward {
-		return nil
-	}
 	var out []Finding
-	for _, n := range in.Networks {
-		if !in.forwards(n) {
+	for _, f := range families {
+		on, key := in.Host.IPForward, "net.ipv4.ip_forward"
+		fix := "sysctl -w net.ipv4.ip_forward=1 (and persist it in /etc/sysctl.d/), or guestnet apply for a declared network"
+		if f == model.IPv6 {
+			on, key = in.Host.IP6Forward, "net.ipv6.conf.all.forwarding"
+			fix = "sysctl -w net.ipv6.conf.all.forwarding=1 (and persist it in /etc/sysctl.d/), after setting accept_ra=2 on every uplink that takes " +
+				"its default route by router advertisement (forwarding makes the kernel ignore their RAs); guestnet apply does both for a declared network"
+		}
+		if on {
 			continue
 		}
-		sev := Error
-		if !in.Declared {
-			sev = Warning // a hand-made bridge may be meant to be host-only
-		}
-		out = append(out, Finding{Severity: sev, Network: n.Name,
-			What:     fmt.Sprintf("IPv4 forwarding is off: guests of %s (%s) reach the host but nothing beyond it", n.Name, n.Subnet()),
-			Evidence: []string{"net.ipv4.ip_forward = 0"},
-			Fix:      "sysctl -w net.ipv4.ip_forward=1 (and persist it in /etc/sysctl.d/), or guestnet apply for a declared network"})
-	}
-	return out
-}
-
-func checkForwardDrop(in Input) []Finding {
-	var out []Finding
-	for _, n := range in.Networks {
-		bridged := in.Host.BridgeNFCallIPTables
-		if !in.forwards(n) && !bridged {
-			continue
-		}
-		onlyBridged := bridged && !in.forwards(n)
-		for _, fc := range in.Host.Foreign.ForwardDrop {
-			lets, unknown := in.dockerUserLets(n, onlyBridged)
-			if fc.Lets(n.Bridge, onlyBridged) || lets {
+		for _, n := range in.Networks {
+			if !in.forwards(n, f) {
 				continue
 			}
-			ev := append([]string{fc.Name + ": policy drop, no rule accepting " + n.Bridge}, unknown...)
-			what := fmt.Sprintf("%s drops the forwarded traffic of %s", fc.Name, n.Bridge)
-			if bridged {
-				ev = append(ev, "net.bridge.bridge-nf-call-iptables = 1: bridged frames cross it too")
-				what += ", bridged frames included"
+			sev := Error
+			if !in.Declared {
+				sev = Warning // a hand-made bridge may be meant to be host-only
 			}
-			out = append(out, Finding{Severity: Error, Network: n.Name, What: what, Evidence: ev,
-				Fix: fmt.Sprintf("iptables -I FORWARD -i %s -j ACCEPT && iptables -I FORWARD -o %s -j ACCEPT (Docker: in DOCKER-USER, which guestnet apply does for its networks)", n.Bridge, n.Bridge)})
+			out = append(out, Finding{Severity: sev, Network: n.Name,
+				What:     fmt.Sprintf("%s forwarding is off: guests of %s (%s) reach the host but nothing beyond it", famName(f), n.Name, subnet(n, f)),
+				Evidence: []string{key + " = 0"},
+				Fix:      fix})
 		}
 	}
 	return out
 }
 
-// dockerUserLets reports whether guestnet's DOCKER-USER rules accept the
-// network's traffic, as package match reads them: a packet from its bridge
-// out of the default route and one back (or, for bridged-only traffic, one
-// within the bridge). unknown lists the rules match cannot simulate.
-func (in Input) dockerUserLets(n model.Network, onlyBridged bool) (lets bool, unknown []string) {
-	up := cmp.Or(defaultDev(in.Host), "uplink")
-	guest, far := n.Subnet().Addr().Next(), netip.IPv4Unspecified()
+// checkForwardDrop: a foreign forward chain that drops by policy (Docker's
+// iptables FORWARD, and since Docker 27 with ip6tables on its ip6tables
+// FORWARD too, moby/moby#48365) and lets a network's traffic through by no
+// rule. Each family meets the chains that see it; bridged frames cross them
+// too when br_netfilter sends that family through the IP hooks (for IPv6,
+// only on networks with ipv6: bridged IPv6 elsewhere is the guests'
+// link-local chatter).
+func checkForwardDrop(in Input) []Finding {
+	var out []Finding
+	for _, f := range families {
+		bridged, brnf := in.Host.BridgeNFCallIPTables, "net.bridge.bridge-nf-call-iptables"
+		if f == model.IPv6 {
+			bridged, brnf = in.Host.BridgeNFCallIP6Tables, "net.bridge.bridge-nf-call-ip6tables"
+		}
+		for _, n := range in.Networks {
+			// A family the network has no address of is not its guests'
+			// (an isolated network without any address is IPv4's, as ever).
+			if !n.Addr(f).IsValid() && (f == model.IPv6 || n.IPv6.IsValid()) {
+				continue
+			}
+			if !in.forwards(n, f) && !bridged {
+				continue
+			}
+			onlyBridged := bridged && !in.forwards(n, f)
+			for _, fc := range in.Host.Foreign.ForwardDrop {
+				if !fc.Sees(f) {
+					continue
+				}
+				lets, unknown := in.dockerUserLets(n, onlyBridged, f)
+				if fc.Lets(n.Bridge, onlyBridged) || lets {
+					continue
+				}
+				ev := append([]string{fc.Name + ": policy drop, no rule accepting " + n.Bridge}, unknown...)
+				what := fmt.Sprintf("%s drops the forwarded traffic of %s", fc.Name, n.Bridge)
+				fix := fmt.Sprintf("iptables -I FORWARD -i %s -j ACCEPT && iptables -I FORWARD -o %s -j ACCEPT (Docker: in DOCKER-USER, which guestnet apply does for its networks)", n.Bridge, n.Bridge)
+				if f == model.IPv6 {
+					what = fmt.Sprintf("%s drops the forwarded IPv6 traffic of %s", fc.Name, n.Bridge)
+					fix = fmt.Sprintf("ip6tables -I FORWARD -i %s -j ACCEPT && ip6tables -I FORWARD -o %s -j ACCEPT (Docker sets this policy when ip6tables is on, moby/moby#48365: "+
+						"put them in ip6tables' DOCKER-USER, which guestnet apply does for its networks)", n.Bridge, n.Bridge)
+					if fc.Family() == model.IPv6 {
+						ev = append(ev, "IPv4 is not affected: the chain is ip6tables'")
+					}
+				}
+				if bridged {
+					ev = append(ev, brnf+" = 1: bridged frames cross it too")
+					what += ", bridged frames included"
+					if onlyBridged {
+						what += fmt.Sprintf(" (guests on %s cannot reach each other by %s)", n.Bridge, famName(f))
+					}
+				}
+				out = append(out, Finding{Severity: Error, Network: n.Name, What: what, Evidence: ev, Fix: fix})
+			}
+		}
+	}
+	return out
+}
+
+// dockerUserLets reports whether guestnet's DOCKER-USER rules for family
+// f accept the network's traffic, as package match reads them: a packet
+// from its bridge out of the default route and one back (or, for
+// bridged-only traffic, one within the bridge). unknown lists the rules
+// match cannot simulate. IPv4 asks iptables' DOCKER-USER, IPv6
+// ip6tables'.
+func (in Input) dockerUserLets(n model.Network, onlyBridged bool, f model.Family) (lets bool, unknown []string) {
+	rules, table := in.Host.Ruleset.DockerUser, "table ip filter chain DOCKER-USER: "
+	if f == model.IPv6 {
+		rules, table = in.Host.Ruleset.DockerUser6, "table ip6 filter chain DOCKER-USER: "
+	}
+	up := cmp.Or(defaultDev(in.Host, f), "uplink")
+	guest, far := subnet(n, f).Addr().Next(), f.Unspecified()
 	pkts := []match.Packet{{Src: guest, Dst: far, IIF: n.Bridge, OIF: up}, {Src: far, Dst: guest, IIF: up, OIF: n.Bridge}}
 	if onlyBridged {
 		pkts = []match.Packet{{Src: guest, Dst: guest.Next(), IIF: n.Bridge, OIF: n.Bridge}}
@@ -185,10 +267,10 @@ func (in Input) dockerUserLets(n model.Network, onlyBridged bool) (lets bool, un
 	for _, p := range pkts {
 		p.Proto = "tcp"
 		accepted := false
-		for _, r := range in.Host.Ruleset.DockerUser {
+		for _, r := range rules {
 			ok, err := match.Rule(r, p)
 			if err != nil {
-				unknown = append(unknown, "table ip filter chain DOCKER-USER: "+err.Error())
+				unknown = append(unknown, table+err.Error())
 				continue
 			}
 			if ok {
@@ -203,9 +285,10 @@ func (in Input) dockerUserLets(n model.Network, onlyBridged bool) (lets bool, un
 	return true, nil
 }
 
-func defaultDev(h model.Host) string {
+// defaultDev is the interface of the default route of family f.
+func defaultDev(h model.Host, f model.Family) string {
 	for _, r := range h.Routes {
-		if r.Dst.Bits() == 0 {
+		if r.Dst.Bits() == 0 && model.FamilyOf(r.Dst.Addr()) == f {
 			return r.Dev
 		}
 	}
@@ -214,9 +297,9 @@ func defaultDev(h model.Host) string {
 
 func checkMasqueradeOIF(in Input) []Finding {
 	var out []Finding
-	def := defaultDev(in.Host)
 	seen := map[netip.Prefix]string{}
 	for _, fr := range in.Diag.ForeignNAT {
+		def := defaultDev(in.Host, ruleFamily(fr))
 		var src netip.Prefix
 		for _, m := range fr.Rule.Match {
 			if m.Kind == model.MatchSAddr && !m.Neg {
@@ -242,6 +325,20 @@ func checkMasqueradeOIF(in Input) []Finding {
 	return out
 }
 
+// ruleFamily is the family a foreign masquerade rule NATs: its source
+// prefix's, else its table's (ip6: IPv6), else IPv4.
+func ruleFamily(fr model.ForeignRule) model.Family {
+	for _, m := range fr.Rule.Match {
+		if m.Kind == model.MatchSAddr && m.Prefix.IsValid() {
+			return model.FamilyOf(m.Prefix.Addr())
+		}
+	}
+	if !fr.Sees(model.IPv4) {
+		return model.IPv6
+	}
+	return model.IPv4
+}
+
 func ruleText(r model.Rule) string {
 	s := r.String()
 	if i := strings.LastIndex(s, " comment "); i >= 0 {
@@ -261,13 +358,13 @@ func (in Input) masqueraded(n model.Network) (ok bool, unknown []string) {
 	sub := n.Subnet()
 	var uplinks []string
 	for _, l := range in.Host.Links {
-		if l.Kind != "bridge" && l.Name != "lo" && l.Master == "" && len(l.Addrs) > 0 {
+		if l.Kind != "bridge" && l.Name != "lo" && l.Master == "" && hasAddr(l, model.IPv4) {
 			uplinks = append(uplinks, l.Name)
 		}
 	}
 	dst := netip.IPv4Unspecified()
 	for _, r := range in.Host.Routes {
-		if r.Dst.Bits() == 0 && r.Gw.IsValid() {
+		if r.Dst.Bits() == 0 && r.Gw.Is4() {
 			dst = r.Gw // an address beyond the host, outside every guest subnet
 		}
 	}
@@ -303,7 +400,9 @@ func (in Input) masquerades(p match.Packet) (hit bool, unknown []string) {
 		all = append(all, placed{"table inet guestnet chain " + st.Chain, st.Rule})
 	}
 	for _, fr := range in.Diag.ForeignNAT {
-		all = append(all, placed{fr.Chain, fr.Rule})
+		if fr.Sees(model.FamilyOf(p.Src)) {
+			all = append(all, placed{fr.Chain, fr.Rule})
+		}
 	}
 	for _, pr := range all {
 		if pr.r.Verdict != model.Masquerade {
@@ -325,7 +424,8 @@ func checkReturnRoute(in Input) []Finding {
 	for _, n := range in.Networks {
 		// A declared routed or open network is routed on purpose (guestnet
 		// routes prints the peers' command); only a hand-made one is suspect.
-		if in.Declared || !in.forwards(n) {
+		// IPv6 is routed by design: a prefix without NAT66 is no finding.
+		if in.Declared || !in.forwards(n, model.IPv4) {
 			continue
 		}
 		masq, unknown := in.masqueraded(n)
@@ -342,35 +442,43 @@ func checkReturnRoute(in Input) []Finding {
 
 func checkOverlap(in Input) []Finding {
 	var out []Finding
-	for i, a := range in.Networks {
-		if !a.IPv4.IsValid() {
-			continue
-		}
-		for _, b := range in.Networks[:i] {
-			if b.IPv4.IsValid() && a.Subnet().Overlaps(b.Subnet()) {
-				out = append(out, Finding{Severity: Error, Network: a.Name,
-					What:     fmt.Sprintf("%s of %s overlaps %s of %s", a.Subnet(), a.Name, b.Subnet(), b.Name),
-					Evidence: []string{a.Bridge + " " + a.IPv4.String(), b.Bridge + " " + b.IPv4.String()},
-					Fix:      "give each network its own subnet"})
-			}
-		}
-		for _, r := range in.Host.Routes {
-			if r.Dst.Bits() == 0 || r.Dev == a.Bridge || !r.Dst.Overlaps(a.Subnet()) || slices.ContainsFunc(in.Networks, func(n model.Network) bool { return n.Bridge == r.Dev }) {
+	for _, f := range families {
+		for i, a := range in.Networks {
+			sa := subnet(a, f)
+			if !sa.IsValid() {
 				continue
 			}
-			out = append(out, Finding{Severity: Error, Network: a.Name,
-				What:     fmt.Sprintf("%s of %s overlaps the host's route %s dev %s: some guest or host traffic takes the wrong path", a.Subnet(), a.Name, r.Dst, r.Dev),
-				Evidence: []string{"route " + r.Dst.String() + " dev " + r.Dev},
-				Fix:      "move the guest network to a subnet no route of the host covers"})
+			for _, b := range in.Networks[:i] {
+				if sb := subnet(b, f); sb.IsValid() && sa.Overlaps(sb) {
+					out = append(out, Finding{Severity: Error, Network: a.Name,
+						What:     fmt.Sprintf("%s of %s overlaps %s of %s", sa, a.Name, sb, b.Name),
+						Evidence: []string{a.Bridge + " " + a.Addr(f).String(), b.Bridge + " " + b.Addr(f).String()},
+						Fix:      "give each network its own subnet"})
+				}
+			}
+			for _, r := range in.Host.Routes {
+				// Link-local and multicast routes are on every interface
+				// and never a guest prefix's.
+				if r.Dst.Bits() == 0 || r.Dst.Addr().IsLinkLocalUnicast() || r.Dst.Addr().IsMulticast() || r.Dev == a.Bridge || !r.Dst.Overlaps(sa) ||
+					slices.ContainsFunc(in.Networks, func(n model.Network) bool { return n.Bridge == r.Dev }) {
+					continue
+				}
+				out = append(out, Finding{Severity: Error, Network: a.Name,
+					What:     fmt.Sprintf("%s of %s overlaps the host's route %s dev %s: some guest or host traffic takes the wrong path", sa, a.Name, r.Dst, r.Dev),
+					Evidence: []string{"route " + r.Dst.String() + " dev " + r.Dev},
+					Fix:      "move the guest network to a subnet no route of the host covers"})
+			}
 		}
 	}
 	return out
 }
 
+// checkRPFilter has no IPv6 form: IPv6 has no rp_filter sysctl (its
+// reverse-path filter is a firewall rule, rpfilter/fib, someone's own).
 func checkRPFilter(in Input) []Finding {
 	uplinks := 0
 	for _, l := range in.Host.Links {
-		if l.Kind != "bridge" && l.Name != "lo" && len(l.Addrs) > 0 {
+		if l.Kind != "bridge" && l.Name != "lo" && l.Master == "" && hasAddr(l, model.IPv4) {
 			uplinks++
 		}
 	}
@@ -400,6 +508,9 @@ func checkBridges(in Input) []Finding {
 			out = append(out, Finding{Severity: Error, Network: n.Name, What: "bridge " + n.Bridge + " does not exist",
 				Evidence: []string{"no link " + n.Bridge}, Fix: "guestnet apply"})
 			continue
+		}
+		if in.Declared {
+			out = append(out, gatewayMissing(n, br)...)
 		}
 		if !br.Up {
 			out = append(out, Finding{Severity: Error, Network: n.Name, What: "bridge " + n.Bridge + " is down",
@@ -435,6 +546,15 @@ func checkBridges(in Input) []Finding {
 		}
 	}
 	return out
+}
+
+// hasAddr reports whether a link has an address of family f that is not
+// link-local (every IPv6 link has one of those: it says nothing of what
+// the link is for).
+func hasAddr(l model.Link, f model.Family) bool {
+	return slices.ContainsFunc(l.Addrs, func(p netip.Prefix) bool {
+		return model.FamilyOf(p.Addr()) == f && !p.Addr().IsLinkLocalUnicast()
+	})
 }
 
 // guestPort names the kind of a link that looks like a guest's port left
@@ -491,7 +611,7 @@ func checkDHCP(in Input) []Finding {
 				Fix:      "systemctl start guestnet-serve (or guestnet serve --config ...)"})
 		}
 		for _, fc := range in.Diag.InputDrop {
-			if slices.Contains(fc.AcceptIIF, n.Bridge) {
+			if !fc.Sees(model.IPv4) || slices.Contains(fc.AcceptIIF, n.Bridge) {
 				continue
 			}
 			out = append(out, Finding{Severity: Warning, Network: n.Name,
@@ -564,10 +684,10 @@ func (in Input) networkOf(port string) string {
 
 // checkNotIPv4 explains the frames of guest ports that anti-spoofing
 // dropped lately for being neither IPv4 nor ARP (set dropped_other), one
-// finding per port and ether type. A bound port may send only those two:
-// guestnet's networks are IPv4. IPv6 is what every booted guest sends
-// (router solicitations, duplicate address detection, MLD reports) and
-// needs nothing on an IPv4 network: Info, not an attack. A VLAN tag is a
+// finding per port and ether type. A bound port of a network without ipv6
+// may send only those two. IPv6 is what every booted guest sends (router
+// solicitations, duplicate address detection, MLD reports) and needs
+// nothing on an IPv4-only network: Info, not an attack. A VLAN tag is a
 // Warning: whatever the guest sends tagged, its IPv4 included, never
 // arrives. Frames from a MAC bound to another port are the spoofed
 // check's.
@@ -607,17 +727,18 @@ func checkNotIPv4(in Input) []Finding {
 			switch xs[0].Kind() {
 			case "IPv6":
 				f.Severity = Info
-				f.What = fmt.Sprintf("guest port %s sent %s: anti-spoofing drops them, since guestnet's networks are IPv4 and a bound port may send only IPv4 and ARP. "+
-					"This is the chatter of any guest's IPv6 stack (router solicitations, duplicate address detection, MLD reports), not an attack, and its IPv4 is not affected", port, what)
+				f.What = fmt.Sprintf("guest port %s sent %s: anti-spoofing drops them, since %s has no ipv6 and a bound port of it may send only IPv4 and ARP. "+
+					"This is the chatter of any guest's IPv6 stack (router solicitations, duplicate address detection, MLD reports), not an attack, and its IPv4 is not affected",
+					port, what, cmp.Or(network, "its network"))
 				f.Fix = "nothing is needed for IPv4; to quiet it, disable IPv6 in the guest (sysctl -w net.ipv6.conf.all.disable_ipv6=1, or ipv6.disable=1 on its kernel command line); " +
-					"if the guests need IPv6 before guestnet supports it, set " + anti + " (its guests may then spoof)"
+					"if the guests need IPv6, give network " + cmp.Or(network, "NETWORK") + " an ipv6: prefix (its guests then get addresses, and anti-spoofing binds them), or set " + anti + " (its guests may then spoof)"
 			case "VLAN-tagged":
 				f.Severity = Warning
 				f.What = fmt.Sprintf("guest port %s sent %s: anti-spoofing drops every tagged frame from a bound port, whatever it carries, so what the guest sends on a VLAN (IPv4 included) never arrives", port, what)
 				f.Fix = "put the guest's addresses on its untagged interface (not a VLAN subinterface such as eth0.10); if the guests must tag their frames, set " + anti + " (its guests may then spoof)"
 			default:
 				f.Severity = Info
-				f.What = fmt.Sprintf("guest port %s sent %s, neither IPv4 nor ARP: anti-spoofing drops them, since guestnet's networks are IPv4 and a bound port may send only IPv4 and ARP", port, what)
+				f.What = fmt.Sprintf("guest port %s sent %s, neither IP nor ARP: anti-spoofing drops them, since a bound port may send only IPv4, IPv6 (on a network with ipv6) and ARP", port, what)
 				f.Fix = "nothing is needed for IPv4; if the guests need that protocol across the bridge, set " + anti + " (its guests may then spoof)"
 			}
 			out = append(out, f)

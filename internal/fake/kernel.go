@@ -7,9 +7,11 @@
 package fake
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -17,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/guestnet/guestnet/internal/model"
+	"github.com/guestnet/guestnet/internal/observe"
 	"github.com/guestnet/guestnet/internal/plan"
 )
 
@@ -54,7 +57,8 @@ func (k *Kernel) Do(a plan.Action) error {
 	return err
 }
 
-// Canonical sorts routes and turns empty lists and maps into nil.
+// Canonical sorts routes and addresses (by family) and turns empty lists
+// and maps into nil.
 func Canonical(h *model.Host) {
 	slices.SortFunc(h.Routes, func(x, y model.Route) int {
 		if c := strings.Compare(x.Dst.String(), y.Dst.String()); c != 0 {
@@ -64,6 +68,11 @@ func Canonical(h *model.Host) {
 	})
 	for i := range h.Links {
 		l := &h.Links[i]
+		// A dump lists IPv4 addresses before IPv6 ones (observe reads both
+		// families at once), each family in the order it was added.
+		slices.SortStableFunc(l.Addrs, func(x, y netip.Prefix) int {
+			return cmp.Compare(x.Addr().BitLen(), y.Addr().BitLen())
+		})
 		if len(l.Addrs) == 0 {
 			l.Addrs = nil
 		}
@@ -96,8 +105,7 @@ func (k *Kernel) do(a plan.Action) error {
 		slices.SortFunc(k.Host.Links, func(x, y model.Link) int { return strings.Compare(x.Name, y.Name) })
 		return nil
 	case plan.OpSysctl:
-		k.Host.IPForward = a.Value == "1"
-		return nil
+		return k.sysctl(a.Key, a.Value)
 	case plan.OpNft:
 		k.Host.Ruleset = a.Rules.Clone()
 		k.Host.Ruleset.Canonical() // as observe reads it back
@@ -178,7 +186,7 @@ func (k *Kernel) do(a plan.Action) error {
 			}
 			l.Brd[a.Addr] = a.Brd
 		}
-		k.Host.Routes = append(k.Host.Routes, model.Route{Dst: a.Addr.Masked(), Dev: l.Name, Src: a.Addr.Addr(), Proto: model.ProtoKernel, Scope: 253})
+		k.Host.Routes = append(k.Host.Routes, connected(l.Name, a.Addr))
 	case plan.OpAddrDel:
 		if !slices.Contains(l.Addrs, a.Addr) {
 			return unix.EADDRNOTAVAIL
@@ -189,12 +197,52 @@ func (k *Kernel) do(a plan.Action) error {
 		k.Host.Routes = slices.DeleteFunc(k.Host.Routes, func(r model.Route) bool {
 			// The kernel drops the connected route, and every route of the
 			// device once its last address is gone.
-			return r.Dev == name && (r.Src == a.Addr.Addr() || len(l.Addrs) == 0)
+			return r.Dev == name && (r == connected(name, a.Addr) || len(l.Addrs) == 0)
 		})
 	default:
 		return fmt.Errorf("fake kernel: unknown action %q", a.Op)
 	}
 	return nil
+}
+
+// connected is the route the kernel makes for an address: for IPv4 a link
+// scope route with the address as source; for IPv6 a universe-scope one
+// of metric 256 without a source.
+func connected(dev string, p netip.Prefix) model.Route {
+	if p.Addr().Is6() {
+		return model.Route{Dst: p.Masked(), Dev: dev, Proto: model.ProtoKernel, Metric: 256}
+	}
+	return model.Route{Dst: p.Masked(), Dev: dev, Src: p.Addr(), Proto: model.ProtoKernel, Scope: 253}
+}
+
+// sysctl writes one of the sysctls guestnet knows: forwarding of either
+// family, and accept_ra of an interface (seen in Host.RAUplinks, which
+// lists the interfaces holding a route of protocol ra).
+func (k *Kernel) sysctl(key, value string) error {
+	switch key {
+	case plan.SysctlForward:
+		k.Host.IPForward = value == "1"
+		return nil
+	case plan.SysctlForward6:
+		k.Host.IP6Forward = value == "1"
+		return nil
+	}
+	for i, u := range k.Host.RAUplinks {
+		if key == observe.AcceptRAKey(u.Name) {
+			n, err := strconv.Atoi(value)
+			if err != nil {
+				return fmt.Errorf("sysctl %s=%q: %w", key, value, unix.EINVAL)
+			}
+			k.Host.RAUplinks[i].AcceptRA = n
+			return nil
+		}
+	}
+	for _, l := range k.Host.Links {
+		if key == observe.AcceptRAKey(l.Name) {
+			return nil // an interface without RA routes: nothing the fake shows
+		}
+	}
+	return fmt.Errorf("fake kernel: sysctl %s: %w", key, unix.ENOENT)
 }
 
 func sameRoute(a, b model.Route) bool {

@@ -30,6 +30,7 @@ func (k *Kernel) Observe(hint *observe.Hint) (model.Host, error) {
 		h.Links[i].Brd = maps.Clone(h.Links[i].Brd)
 	}
 	h.Routes = slices.Clone(h.Routes)
+	h.RAUplinks = slices.Clone(h.RAUplinks)
 	h.Ruleset = h.Ruleset.Clone()
 	if hint.Trusts(k.gen) {
 		h.Ruleset = model.Ruleset{Digest: hint.Sum}

@@ -22,11 +22,13 @@ type Packet struct {
 	// absent interface does not match, negated or not, as in nftables.
 	IIF, OIF string
 	IIFGroup uint32 // the input interface's group
-	Proto    string // tcp, udp or icmp
-	Port     int    // destination port (tcp and udp)
-	Reply    bool   // ct state established or related
-	DNAT     bool   // ct status dnat: the connection's destination was translated
-	Local    bool   // fib daddr type local: the destination is an address of this host
+	// Proto is tcp, udp, icmp, or ipv6-icmp (ICMPv6, nft's name for it);
+	// the packet's family is that of Src and Dst.
+	Proto string
+	Port  int  // destination port (tcp and udp)
+	Reply bool // ct state established or related
+	DNAT  bool // ct status dnat: the connection's destination was translated
+	Local bool // fib daddr type local: the destination is an address of this host
 }
 
 // UnknownError says a rule holds a match the matcher cannot evaluate: the
@@ -93,10 +95,25 @@ func Match(m model.Match, p Packet) (bool, error) {
 		return p.Local, nil
 	case model.MatchL4:
 		switch m.Name {
-		case "tcp", "udp", "icmp":
+		case "tcp", "udp", "icmp", "ipv6-icmp":
 			return p.Proto == m.Name, nil
 		}
 		return unknown("unknown protocol")
+	case model.MatchNFProto:
+		a := p.Src
+		if !a.IsValid() {
+			a = p.Dst
+		}
+		if !a.IsValid() {
+			return unknown("the packet has no address to tell its family by")
+		}
+		switch m.Name {
+		case "ipv4":
+			return model.FamilyOf(a) == model.IPv4, nil
+		case "ipv6":
+			return model.FamilyOf(a) == model.IPv6, nil
+		}
+		return unknown("unknown family")
 	case model.MatchDPort:
 		if p.Proto != "tcp" && p.Proto != "udp" {
 			return unknown("th dport of a " + p.Proto + " packet reads no port (put meta l4proto tcp or udp before it)")

@@ -80,7 +80,7 @@ func reg(r uint32) int {
 	return int(r-1) * 16
 }
 
-var protoNum = map[string]byte{"tcp": unix.IPPROTO_TCP, "udp": unix.IPPROTO_UDP, "icmp": unix.IPPROTO_ICMP}
+var protoNum = map[string]byte{"tcp": unix.IPPROTO_TCP, "udp": unix.IPPROTO_UDP, "icmp": unix.IPPROTO_ICMP, "ipv6-icmp": unix.IPPROTO_ICMPV6}
 
 func ifname(n string) []byte {
 	b := make([]byte, unix.IFNAMSIZ)
@@ -146,6 +146,15 @@ func (m *vm) eval(exprs []expr.Any, p match.Packet) (matched bool, nat verdictNA
 					a = p.Dst.As4()
 				}
 				m.store(e.DestRegister, a[:e.Len])
+			case e.Base == expr.PayloadBaseNetworkHeader && (e.Offset == 8 || e.Offset == 24) && e.Len == 16:
+				if ipv4 {
+					return false, nat, fmt.Errorf("vm: IPv6 header load on an IPv4 packet (no nfproto check before it)")
+				}
+				a := p.Src.As16()
+				if e.Offset == 24 {
+					a = p.Dst.As16()
+				}
+				m.store(e.DestRegister, a[:])
 			case e.Base == expr.PayloadBaseTransportHeader && e.Offset == 2 && e.Len == 2:
 				if p.Proto != "tcp" && p.Proto != "udp" {
 					return false, nat, fmt.Errorf("vm: th dport of a %s packet", p.Proto)
@@ -301,6 +310,11 @@ func networks() []model.Network {
 		{Name: "iso4", Mode: model.Isolated, Bridge: "giso4", IPv4: pfx("10.97.0.1/24")},
 		{Name: "lan", Mode: model.Bridge, Bridge: "brlan", IPv4: pfx("198.51.100.1/25"), Uplink: "up0"},
 		{Name: "open", Mode: model.Open, Bridge: "gopen0", IPv4: pfx("10.96.0.1/24")},
+		// IPv6: dual-stack and IPv6-only networks of each mode.
+		{Name: "nat6", Mode: model.NAT, Bridge: "gnat6", IPv4: pfx("10.95.0.1/24"), IPv6: pfx("fd42:95::1/64"), DNS: &model.DNS{Domain: "six"}, Peers: []string{"rt6"}},
+		{Name: "rt6", Mode: model.Routed, Bridge: "grt6", IPv6: pfx("2001:db8:71::1/64")},
+		{Name: "v6nat", Mode: model.NAT, Bridge: "gv6nat", IPv6: pfx("fd42:96::1/64"), DNS: &model.DNS{Domain: "v6"}},
+		{Name: "iso6", Mode: model.Isolated, Bridge: "giso6", IPv6: pfx("fd42:97::1/64")},
 	}
 }
 
@@ -314,13 +328,14 @@ func dockerHost() model.Host {
 // packets is a deterministic table over the addresses, interfaces,
 // protocols, ports and conntrack states the rules name.
 func packets(nets []model.Network) []match.Packet {
-	addrs := []netip.Addr{ip("203.0.113.10"), ip("198.51.100.1"), ip("198.51.100.50"), ip("198.51.100.126"), ip("fd00::1"), ip("127.0.0.1")}
+	addrs := []netip.Addr{ip("203.0.113.10"), ip("198.51.100.1"), ip("198.51.100.50"), ip("198.51.100.126"), ip("fd00::1"), ip("127.0.0.1"),
+		ip("2001:db8:ff::2"), ip("fe80::1")}
 	ifs := []string{"", "lo", "up0"}
-	ports := []int{22, 53, 67, 80, 8080}
+	ports := []int{22, 53, 67, 80, 547, 8080}
 	for _, n := range nets {
 		ifs = append(ifs, n.Bridge)
-		if n.IPv4.IsValid() {
-			addrs = append(addrs, n.IPv4.Addr(), n.IPv4.Addr().Next().Next())
+		for _, a := range n.Addrs() {
+			addrs = append(addrs, a.Addr(), a.Addr().Next().Next())
 		}
 		for _, f := range n.Forwards {
 			addrs = append(addrs, f.To)
@@ -330,17 +345,17 @@ func packets(nets []model.Network) []match.Packet {
 			addrs = append(addrs, f.Guest)
 		}
 	}
-	protos := []string{"tcp", "udp", "icmp"}
+	protos := []string{"tcp", "udp", "icmp", "ipv6-icmp"}
 	r := rand.New(rand.NewPCG(1, 2))
 	pick := func(n int) int { return r.IntN(n) }
 	var out []match.Packet
 	for range 40000 {
 		p := match.Packet{Src: addrs[pick(len(addrs))], Dst: addrs[pick(len(addrs))], IIF: ifs[pick(len(ifs))], OIF: ifs[pick(len(ifs))],
-			Proto: protos[pick(3)], Reply: pick(2) == 0, DNAT: pick(3) == 0, Local: pick(2) == 0}
+			Proto: protos[pick(len(protos))], Reply: pick(2) == 0, DNAT: pick(3) == 0, Local: pick(2) == 0}
 		if p.Src.Is4() != p.Dst.Is4() {
 			p.Dst = p.Src
 		}
-		if p.Proto != "icmp" {
+		if p.Proto == "tcp" || p.Proto == "udp" {
 			p.Port = ports[pick(len(ports))]
 		}
 		if pick(2) == 0 {
@@ -494,13 +509,14 @@ func TestMatcherAgreesWithNftables(t *testing.T) {
 		}
 	}
 	for _, k := range []model.MatchKind{model.MatchIIF, model.MatchOIF, model.MatchSAddr, model.MatchDAddr, model.MatchCtReply,
-		model.MatchCtDNAT, model.MatchLocal, model.MatchL4, model.MatchDPort, model.MatchIIFGrp} {
+		model.MatchCtDNAT, model.MatchLocal, model.MatchL4, model.MatchDPort, model.MatchIIFGrp, model.MatchNFProto} {
 		if !kinds[k] {
 			t.Errorf("no rendered rule holds a %q match: the networks do not cover every kind", k)
 		}
 	}
 	for _, v := range []model.Verdict{model.Accept, model.Drop, model.Reject, model.Masquerade, model.DNATMap, model.DNATPort, model.DNATFloat, model.SNATFloat,
-		model.DispatchForwardTo, model.DispatchForwardFrom, model.DispatchInputFrom, model.DispatchDNSTo, model.DispatchNATFrom} {
+		model.DispatchForwardTo, model.DispatchForwardFrom, model.DispatchInputFrom, model.DispatchDNSTo, model.DispatchNATFrom,
+		model.DispatchDNSTo6, model.DispatchNATFrom6} {
 		if !verdicts[v] {
 			t.Errorf("no rendered rule has verdict %q", v)
 		}

@@ -102,7 +102,8 @@ func IsDispatch(v model.Verdict) bool {
 
 // lookupVmap is the chain the map's element for p's key jumps to; ok is
 // false when the key is absent at this hook (no such interface, another
-// family than the map's IPv4) or not in the map.
+// family than the map's: dns_to and nat_from are IPv4, dns_to6 and
+// nat_from6 IPv6) or not in the map.
 func lookupVmap(rs model.Ruleset, name string, key model.MatchKind, p Packet) (string, bool, error) {
 	m, ok := rs.Vmap(name)
 	if !ok {
@@ -131,8 +132,8 @@ func lookupVmap(rs model.Ruleset, name string, key model.MatchKind, p Packet) (s
 		if key == model.MatchDAddr {
 			a = p.Dst
 		}
-		if !a.Is4() {
-			return "", false, nil // the nfproto ipv4 check before the load fails
+		if !a.IsValid() || model.FamilyOf(a) != model.VmapFamily(name) {
+			return "", false, nil // the nfproto check before the load fails
 		}
 		for _, e := range m.Elements {
 			if e.Prefix.Masked().Contains(a) {

@@ -58,17 +58,20 @@ const (
 	BGPProtoTag = "bgp"
 )
 
-// DefaultImport are the private ranges (RFC 1918): what a speaker
-// installs when the spec lists no import.
+// DefaultImport are the private ranges, the RFC 1918 ones and IPv6's
+// unique local addresses (fc00::/7, RFC 4193): what a speaker installs
+// when the spec lists no import.
 var DefaultImport = []netip.Prefix{
 	netip.MustParsePrefix("10.0.0.0/8"),
 	netip.MustParsePrefix("172.16.0.0/12"),
 	netip.MustParsePrefix("192.168.0.0/16"),
+	netip.MustParsePrefix("fc00::/7"),
 }
 
 // Announced is what this host announces for its networks: the subnets of
-// routed and open networks; for nat networks the floating addresses and
-// the listen addresses of forwards (/32 each). A network with NoAnnounce
+// routed and open networks, IPv4 and IPv6; for nat networks the floating
+// addresses and the listen addresses of forwards (/32 or /128 each), not
+// the IPv6 prefix, which is masqueraded as the IPv4 subnet is. A network with NoAnnounce
 // announces nothing. Sorted, without duplicates. A pure function of the
 // spec (the daemon announces it after each apply).
 func Announced(nets []Network) []netip.Prefix {
@@ -79,9 +82,7 @@ func Announced(nets []Network) []netip.Prefix {
 		}
 		switch n.Mode {
 		case Routed, Open:
-			if s := n.Subnet(); s.IsValid() {
-				out = append(out, s)
-			}
+			out = append(out, n.Subnets()...)
 		case NAT:
 			for _, f := range n.Floating {
 				out = append(out, HostPrefix(f.Public))

@@ -60,6 +60,10 @@ func Delta(old, new Ruleset) (RulesetDelta, bool) {
 		du, odu := slices.Clone(new.DockerUser), slices.Clone(old.DockerUser)
 		d.DockerUser, d.OldDockerUser = &du, &odu
 	}
+	if !slices.EqualFunc(old.DockerUser6, new.DockerUser6, ruleEqual) {
+		du, odu := slices.Clone(new.DockerUser6), slices.Clone(old.DockerUser6)
+		d.DockerUser6, d.OldDockerUser6 = &du, &odu
+	}
 	return d, true
 }
 
@@ -74,13 +78,14 @@ func (d RulesetDelta) Inverse() RulesetDelta {
 		AddForwards: d.DelForwards, DelForwards: d.AddForwards,
 		AddFloating: d.DelFloating, DelFloating: d.AddFloating,
 		DockerUser: d.OldDockerUser, OldDockerUser: d.DockerUser,
+		DockerUser6: d.OldDockerUser6, OldDockerUser6: d.DockerUser6,
 	}
 }
 
 // Empty reports whether d changes nothing.
 func (d RulesetDelta) Empty() bool {
 	return len(d.DelElements)+len(d.DelChains)+len(d.AddChains)+len(d.SetChains)+len(d.AddElements)+
-		len(d.AddForwards)+len(d.DelForwards)+len(d.AddFloating)+len(d.DelFloating) == 0 && d.DockerUser == nil
+		len(d.AddForwards)+len(d.DelForwards)+len(d.AddFloating)+len(d.DelFloating) == 0 && d.DockerUser == nil && d.DockerUser6 == nil
 }
 
 // Objects is the number of kernel objects d writes: chains added, deleted
@@ -96,6 +101,9 @@ func (d RulesetDelta) Objects() int {
 	}
 	if d.DockerUser != nil {
 		n += len(*d.DockerUser) + len(*d.OldDockerUser)
+	}
+	if d.DockerUser6 != nil {
+		n += len(*d.DockerUser6) + len(*d.OldDockerUser6)
 	}
 	return n
 }
@@ -126,6 +134,9 @@ func (d RulesetDelta) String() string {
 	count(len(d.DelFloating), "floating addresses", "deleted")
 	if d.DockerUser != nil {
 		parts = append(parts, fmt.Sprintf("DOCKER-USER rules replaced (%d now)", len(*d.DockerUser)))
+	}
+	if d.DockerUser6 != nil {
+		parts = append(parts, fmt.Sprintf("ip6 DOCKER-USER rules replaced (%d now)", len(*d.DockerUser6)))
 	}
 	if len(parts) == 0 {
 		return "nothing"
@@ -237,6 +248,9 @@ func (d RulesetDelta) Apply(rs Ruleset) (Ruleset, error) {
 	if d.DockerUser != nil {
 		out.DockerUser = slices.Clone(*d.DockerUser)
 	}
+	if d.DockerUser6 != nil {
+		out.DockerUser6 = slices.Clone(*d.DockerUser6)
+	}
 	out.Canonical()
 	return out, nil
 }
@@ -301,6 +315,9 @@ func (rs *Ruleset) Canonical() {
 	}
 	if len(rs.DockerUser) == 0 {
 		rs.DockerUser = nil
+	}
+	if len(rs.DockerUser6) == 0 {
+		rs.DockerUser6 = nil
 	}
 }
 
@@ -458,5 +475,6 @@ func (rs Ruleset) Clone() Ruleset {
 	out.Forwards = slices.Clone(rs.Forwards)
 	out.Floating = slices.Clone(rs.Floating)
 	out.DockerUser = slices.Clone(rs.DockerUser)
+	out.DockerUser6 = slices.Clone(rs.DockerUser6)
 	return out
 }

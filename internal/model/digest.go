@@ -66,6 +66,13 @@ func (rs Ruleset) digest() string {
 	for _, r := range rs.DockerUser {
 		d.rule(r)
 	}
+	if len(rs.DockerUser6) > 0 { // absent, it leaves the digest of an IPv4-only ruleset as it was
+		d.str("docker-user6")
+		d.num(len(rs.DockerUser6))
+		for _, r := range rs.DockerUser6 {
+			d.rule(r)
+		}
+	}
 	return d.sum()
 }
 

@@ -18,6 +18,8 @@ import (
 //		map input_from   { type ifname : verdict; ... }
 //		map dns_to       { type ipv4_addr : verdict; ... }
 //		map nat_from     { type ipv4_addr : verdict; flags interval; ... }
+//		map dns_to6      { type ipv6_addr : verdict; ... }
+//		map nat_from6    { type ipv6_addr : verdict; flags interval; ... }
 //		chain forward { type filter hook forward priority filter; policy accept;
 //			oifname vmap @forward_to
 //			iifname vmap @forward_from }
@@ -39,6 +41,8 @@ const (
 	DispatchInputFrom   Verdict = "iifname vmap @" + VmapInputFrom
 	DispatchDNSTo       Verdict = "ip daddr vmap @" + VmapDNSTo
 	DispatchNATFrom     Verdict = "ip saddr vmap @" + VmapNATFrom
+	DispatchDNSTo6      Verdict = "ip6 daddr vmap @" + VmapDNSTo6
+	DispatchNATFrom6    Verdict = "ip6 saddr vmap @" + VmapNATFrom6
 )
 
 // The verdict maps of guestnet's table.
@@ -48,11 +52,13 @@ const (
 	VmapInputFrom   = "input_from"   // iifname -> input-NET: a network's guests to the host
 	VmapDNSTo       = "dns_to"       // gateway address -> dns-NET: its DNS server only from its bridge
 	VmapNATFrom     = "nat_from"     // guest subnet (interval) -> nat-NET: source translation
+	VmapDNSTo6      = "dns_to6"      // the bridge's IPv6 address -> dns-NET (the same chain as dns_to's)
+	VmapNATFrom6    = "nat_from6"    // guest IPv6 prefix (interval) -> nat-NET (NAT66; the same chain)
 )
 
 // Vmap is one verdict map and its elements. Key says what is looked up:
-// MatchIIF or MatchOIF (interface names), MatchSAddr or MatchDAddr (IPv4
-// prefixes; a /32 is an address).
+// MatchIIF or MatchOIF (interface names), MatchSAddr or MatchDAddr
+// (prefixes of the map's family, VmapFamily; a /32 or /128 is an address).
 type Vmap struct {
 	Name     string        `json:"name"`
 	Key      MatchKind     `json:"key"`
@@ -78,17 +84,34 @@ func (e VmapElement) KeyString() string {
 }
 
 // Vmaps is every verdict map of guestnet's table, in the order they are
-// printed, with the key of each and the dispatch verdict that uses it.
+// printed, with the key of each, the address family of an address key
+// (nft types a set by one family: IPv6 has its own maps, whose elements
+// jump to the same per-network chains as the IPv4 ones), and the dispatch
+// verdict that uses it.
 var Vmaps = []struct {
 	Name     string
 	Key      MatchKind
+	Family   Family // of an address key; "" for interface names
 	Dispatch Verdict
 }{
-	{VmapForwardTo, MatchOIF, DispatchForwardTo},
-	{VmapForwardFrom, MatchIIF, DispatchForwardFrom},
-	{VmapInputFrom, MatchIIF, DispatchInputFrom},
-	{VmapDNSTo, MatchDAddr, DispatchDNSTo},
-	{VmapNATFrom, MatchSAddr, DispatchNATFrom},
+	{VmapForwardTo, MatchOIF, "", DispatchForwardTo},
+	{VmapForwardFrom, MatchIIF, "", DispatchForwardFrom},
+	{VmapInputFrom, MatchIIF, "", DispatchInputFrom},
+	{VmapDNSTo, MatchDAddr, IPv4, DispatchDNSTo},
+	{VmapNATFrom, MatchSAddr, IPv4, DispatchNATFrom},
+	{VmapDNSTo6, MatchDAddr, IPv6, DispatchDNSTo6},
+	{VmapNATFrom6, MatchSAddr, IPv6, DispatchNATFrom6},
+}
+
+// VmapFamily is the address family of a verdict map's key (IPv4 for an
+// unknown name, "" for an interface-keyed map).
+func VmapFamily(name string) Family {
+	for _, v := range Vmaps {
+		if v.Name == name {
+			return v.Family
+		}
+	}
+	return IPv4
 }
 
 // The per-network chains, one of each at most per network, named for it.
@@ -120,6 +143,10 @@ type RulesetDelta struct {
 	DelFloating   []Floating   `json:"del_floating,omitempty"`
 	DockerUser    *[]Rule      `json:"docker_user,omitempty"` // nil: unchanged
 	OldDockerUser *[]Rule      `json:"old_docker_user,omitempty"`
+	// DockerUser6, when set, replaces guestnet's rules in table ip6
+	// filter's DOCKER-USER.
+	DockerUser6    *[]Rule `json:"docker_user6,omitempty"`
+	OldDockerUser6 *[]Rule `json:"old_docker_user6,omitempty"`
 }
 
 // VmapChange is one element added to or deleted from one verdict map.

@@ -183,10 +183,13 @@ type Host struct {
 	RAUplinks []RAUplink `json:"ra_uplinks,omitempty"`
 	// BridgeNFCallIPTables is true when br_netfilter sends bridged frames
 	// through the IP hooks (bridge-nf-call-iptables=1) in this namespace.
-	BridgeNFCallIPTables bool    `json:"bridge_nf_call_iptables"`
-	Ruleset              Ruleset `json:"ruleset"`
-	Guard                Guard   `json:"guard,omitzero"`
-	Foreign              Foreign `json:"foreign"`
+	BridgeNFCallIPTables bool `json:"bridge_nf_call_iptables"`
+	// BridgeNFCallIP6Tables is the same for IPv6 (bridge-nf-call-ip6tables=1):
+	// bridged IPv6 frames cross table ip6 filter's FORWARD.
+	BridgeNFCallIP6Tables bool    `json:"bridge_nf_call_ip6tables,omitempty"`
+	Ruleset               Ruleset `json:"ruleset"`
+	Guard                 Guard   `json:"guard,omitzero"`
+	Foreign               Foreign `json:"foreign"`
 }
 
 // RAUplink is an interface that learns its default route from router
@@ -207,6 +210,8 @@ type Foreign struct {
 	// DockerUser is true when table ip filter has a DOCKER-USER chain,
 	// the place Docker documents for rules of other tools.
 	DockerUser bool `json:"docker_user,omitempty"`
+	// DockerUser6 is the same for table ip6 filter (Docker's ip6tables).
+	DockerUser6 bool `json:"docker_user6,omitempty"`
 }
 
 // Link returns the link with that name (Links must be sorted by name).
@@ -241,6 +246,18 @@ type ForeignChain struct {
 	AcceptIIF     []string `json:"accept_iif,omitempty"`     // "iifname X accept"
 	AcceptOIF     []string `json:"accept_oif,omitempty"`     // "oifname X accept"
 	AcceptBridged []string `json:"accept_bridged,omitempty"` // "iifname X oifname X accept"
+}
+
+// Family is the address family whose packets cross the chain: IPv6 for a
+// chain of table ip6 (ip6tables), IPv4 for table ip, "" for both (inet).
+func (c ForeignChain) Family() Family {
+	switch {
+	case strings.HasPrefix(c.Name, "table ip6 "):
+		return IPv6
+	case strings.HasPrefix(c.Name, "table ip "):
+		return IPv4
+	}
+	return ""
 }
 
 // Lets reports whether the chain already accepts a bridge's traffic: both
@@ -293,6 +310,9 @@ type Diag struct {
 	// local, main and default lookups (as ip rule prints them): trace reads
 	// the main table only and says so.
 	PolicyRules []string `json:"policy_rules,omitempty"`
+	// PolicyRules6 are the same for IPv6 (ip -6 rule), beyond local at 0
+	// and main at 32766.
+	PolicyRules6 []string `json:"policy_rules6,omitempty"`
 }
 
 // ForeignRule is a rule of a table guestnet does not own.

@@ -15,8 +15,9 @@ type Ruleset struct {
 	// chains (Hook "") of table inet guestnet; none = no table.
 	Chains []Chain `json:"chains,omitempty"`
 	// Vmaps are the verdict maps that dispatch to the per-network chains.
-	Vmaps      []Vmap `json:"vmaps,omitempty"`
-	DockerUser []Rule `json:"docker_user,omitempty"` // rules in table ip filter chain DOCKER-USER
+	Vmaps       []Vmap `json:"vmaps,omitempty"`
+	DockerUser  []Rule `json:"docker_user,omitempty"`  // rules in table ip filter chain DOCKER-USER
+	DockerUser6 []Rule `json:"docker_user6,omitempty"` // rules in table ip6 filter chain DOCKER-USER
 	// Forwards are the elements of the map "forwards" (sorted).
 	Forwards []Forward `json:"forwards,omitempty"`
 	// Floating are the elements of the maps "floating_in" (public ->
@@ -60,9 +61,10 @@ const (
 	MatchCtReply MatchKind = "ct state" // established,related
 	MatchCtDNAT  MatchKind = "ct status dnat"
 	MatchLocal   MatchKind = "fib daddr type local"
-	MatchL4      MatchKind = "meta l4proto" // Name: tcp, udp or icmp
+	MatchL4      MatchKind = "meta l4proto" // Name: tcp, udp, icmp or ipv6-icmp (ICMPv6, as nft names it)
 	MatchDPort   MatchKind = "th dport"     // Port; follows a MatchL4 of tcp or udp
 	MatchIIFGrp  MatchKind = "iifgroup"     // Port holds the group
+	MatchNFProto MatchKind = "meta nfproto" // Name: ipv4 or ipv6 (the packet's family)
 )
 
 // Match is one condition of a rule.
@@ -134,6 +136,8 @@ func (m Match) String() string {
 		return fmt.Sprintf("th dport %d", m.Port)
 	case MatchIIFGrp:
 		return fmt.Sprintf("iifgroup %d", m.Port)
+	case MatchNFProto:
+		return "meta nfproto " + m.Name
 	}
 	return fmt.Sprintf("?%s", m.Kind)
 }
@@ -183,7 +187,8 @@ func (rs Ruleset) Equal(o Ruleset) bool {
 			a.Priority == b.Priority && slices.EqualFunc(a.Rules, b.Rules, ruleEqual)
 	}) && slices.EqualFunc(a.Vmaps, b.Vmaps, func(a, b Vmap) bool {
 		return a.Name == b.Name && a.Key == b.Key && slices.Equal(a.Elements, b.Elements)
-	}) && slices.EqualFunc(rs.DockerUser, o.DockerUser, ruleEqual) && slices.Equal(rs.Forwards, o.Forwards) &&
+	}) && slices.EqualFunc(rs.DockerUser, o.DockerUser, ruleEqual) && slices.EqualFunc(rs.DockerUser6, o.DockerUser6, ruleEqual) &&
+		slices.Equal(rs.Forwards, o.Forwards) &&
 		slices.EqualFunc(rs.Floating, o.Floating, func(a, b Floating) bool { return a.Public == b.Public && a.Guest == b.Guest })
 }
 
@@ -276,11 +281,13 @@ func ruleEqual(a, b Rule) bool {
 }
 
 // Empty reports whether guestnet owns no rules at all.
-func (rs Ruleset) Empty() bool { return len(rs.Chains) == 0 && len(rs.DockerUser) == 0 }
+func (rs Ruleset) Empty() bool {
+	return len(rs.Chains) == 0 && len(rs.DockerUser) == 0 && len(rs.DockerUser6) == 0
+}
 
 // RuleCount is the number of rules, DOCKER-USER ones included.
 func (rs Ruleset) RuleCount() int {
-	n := len(rs.DockerUser) + len(rs.Forwards)
+	n := len(rs.DockerUser) + len(rs.DockerUser6) + len(rs.Forwards)
 	for _, c := range rs.Chains {
 		n += len(c.Rules)
 	}
@@ -348,7 +355,11 @@ func (rs Ruleset) String() string {
 		for _, v := range rs.Vmaps {
 			typ, perLine := "ifname : verdict", 1
 			if v.Key == MatchSAddr || v.Key == MatchDAddr {
-				typ, perLine = "ipv4_addr : verdict", 2
+				f := VmapFamily(v.Name)
+				typ = f.AddrType() + " : verdict"
+				if f == IPv4 {
+					perLine = 2
+				}
 			}
 			es := slices.Clone(v.Elements)
 			SortVmapElements(v.Key, es)
@@ -376,6 +387,10 @@ func (rs Ruleset) String() string {
 	for _, r := range rs.DockerUser {
 		r.Network = OwnerAlias(r.Network) // its comment there says who owns it
 		fmt.Fprintf(&b, "insert rule ip filter DOCKER-USER %s\n", r)
+	}
+	for _, r := range rs.DockerUser6 {
+		r.Network = OwnerAlias(r.Network)
+		fmt.Fprintf(&b, "insert rule ip6 filter DOCKER-USER %s\n", r)
 	}
 	return b.String()
 }

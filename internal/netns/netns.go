@@ -118,8 +118,11 @@ func (n *NS) Do(fn func() error) error {
 	return ferr
 }
 
+// sysctlPath is the /proc/sys file of a key in sysctl(8)'s notation: dots
+// separate the levels, and a slash stands for a dot inside one (an
+// interface named eth0.100 is net.ipv6.conf.eth0/100.accept_ra).
 func sysctlPath(key string) string {
-	return filepath.Join("/proc/sys", strings.ReplaceAll(key, ".", "/"))
+	return filepath.Join("/proc/sys", strings.NewReplacer(".", "/", "/", ".").Replace(key))
 }
 
 // ReadSysctl reads a sysctl of the namespace ("net.ipv4.ip_forward").

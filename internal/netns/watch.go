@@ -12,8 +12,9 @@ import (
 )
 
 // Watch calls changed after every kernel notification that could mean the
-// namespace drifted: links, IPv4 addresses and routes, IPv4 netconf (the
-// forwarding sysctl announces itself there), and any nftables commit. It
+// namespace drifted: links, addresses and routes of both families, netconf
+// of both (the forwarding sysctls announce themselves there), and any
+// nftables commit. It
 // returns when ctx ends. Event-driven: there is no polling.
 // Equivalent to: ip monitor link address route netconf & nft monitor
 func (n *NS) Watch(ctx context.Context, changed func()) error {
@@ -21,7 +22,8 @@ func (n *NS) Watch(ctx context.Context, changed func()) error {
 	if err != nil {
 		return fmt.Errorf("watch rtnetlink: %w", err)
 	}
-	for _, g := range []uint32{unix.RTNLGRP_LINK, unix.RTNLGRP_IPV4_IFADDR, unix.RTNLGRP_IPV4_ROUTE, unix.RTNLGRP_IPV4_NETCONF} {
+	for _, g := range []uint32{unix.RTNLGRP_LINK, unix.RTNLGRP_IPV4_IFADDR, unix.RTNLGRP_IPV4_ROUTE, unix.RTNLGRP_IPV4_NETCONF,
+		unix.RTNLGRP_IPV6_IFADDR, unix.RTNLGRP_IPV6_ROUTE, unix.RTNLGRP_IPV6_NETCONF} {
 		if err := route.JoinGroup(g); err != nil {
 			route.Close()
 			return fmt.Errorf("watch rtnetlink group %d: %w", g, err)

@@ -30,22 +30,37 @@ func TestDNSOnlyFromBridge(t *testing.T) {
 	for _, r := range input.Rules {
 		got = append(got, r.String())
 	}
-	want := []string{"udp dport 53 ip daddr vmap @dns_to", "tcp dport 53 ip daddr vmap @dns_to", "iifname vmap @input_from"}
+	want := []string{"udp dport 53 ip daddr vmap @dns_to", "tcp dport 53 ip daddr vmap @dns_to",
+		"udp dport 53 ip6 daddr vmap @dns_to6", "tcp dport 53 ip6 daddr vmap @dns_to6", "iifname vmap @input_from"}
 	if !slices.Equal(got, want) {
 		t.Errorf("input chain:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 	dnsTo, _ := rs.Vmap(model.VmapDNSTo)
+	dnsTo6, _ := rs.Vmap(model.VmapDNSTo6)
+	if len(dnsTo6.Elements) == 0 {
+		t.Fatal("dns_to6 is empty: testdata/dns.yaml has no network with ipv6 and dns")
+	}
 	var rules []model.Rule
 	for _, n := range s.Models() {
-		i := slices.IndexFunc(dnsTo.Elements, func(e model.VmapElement) bool { return e.Prefix == model.HostPrefix(n.IPv4.Addr()) })
-		if n.DNS == nil {
-			if i >= 0 {
-				t.Errorf("network %s has no dns: but dns_to holds %s", n.Name, n.IPv4.Addr())
+		missing := false
+		for _, a := range n.Addrs() {
+			m, name := dnsTo, model.VmapDNSTo
+			if a.Addr().Is6() {
+				m, name = dnsTo6, model.VmapDNSTo6
 			}
-			continue
+			i := slices.IndexFunc(m.Elements, func(e model.VmapElement) bool { return e.Prefix == model.HostPrefix(a.Addr()) })
+			if n.DNS == nil {
+				if i >= 0 {
+					t.Errorf("network %s has no dns: but %s holds %s", n.Name, name, a.Addr())
+				}
+				continue
+			}
+			if i < 0 || m.Elements[i].Chain != model.ChainDNS(n.Name) {
+				t.Errorf("network %s: %s has no element %s : jump %s (%v)", n.Name, name, a.Addr(), model.ChainDNS(n.Name), m.Elements)
+				missing = true
+			}
 		}
-		if i < 0 || dnsTo.Elements[i].Chain != model.ChainDNS(n.Name) {
-			t.Errorf("network %s: dns_to has no element %s : jump %s (%v)", n.Name, n.IPv4.Addr(), model.ChainDNS(n.Name), dnsTo.Elements)
+		if n.DNS == nil || missing {
 			continue
 		}
 		c, _ := rs.Chain(model.ChainDNS(n.Name))

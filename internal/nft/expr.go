@@ -54,7 +54,10 @@ const (
 	ctDstNAT = 1 << 5 // IPS_DST_NAT
 )
 
-var l4protos = map[string]byte{"tcp": unix.IPPROTO_TCP, "udp": unix.IPPROTO_UDP, "icmp": unix.IPPROTO_ICMP}
+var l4protos = map[string]byte{"tcp": unix.IPPROTO_TCP, "udp": unix.IPPROTO_UDP, "icmp": unix.IPPROTO_ICMP, "ipv6-icmp": unix.IPPROTO_ICMPV6}
+
+// nfprotos are the nfproto values of a MatchNFProto, by nft's name.
+var nfprotos = map[string]byte{"ipv4": unix.NFPROTO_IPV4, "ipv6": unix.NFPROTO_IPV6}
 
 func cmpOp(neg bool) expr.CmpOp {
 	if neg {
@@ -111,6 +114,16 @@ func Encode(r model.Rule, inet bool) ([]expr.Any, error) {
 			}
 			out = append(out, &expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
 				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}})
+		case model.MatchNFProto:
+			p, ok := nfprotos[m.Name]
+			if !ok || m.Neg {
+				return nil, fmt.Errorf("encode rule: meta nfproto %q (want ipv4 or ipv6, not negated)", m.Name)
+			}
+			if !inet {
+				return nil, fmt.Errorf("encode rule: %s is only needed in a table of family inet", m)
+			}
+			out = append(out, &expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{p}})
 		case model.MatchIIFGrp:
 			out = append(out, &expr.Meta{Key: expr.MetaKeyIIFGROUP, Register: 1},
 				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binary.NativeEndian.AppendUint32(nil, uint32(m.Port))})
@@ -185,7 +198,7 @@ func Encode(r model.Rule, inet bool) ([]expr.Any, error) {
 			return nil, fmt.Errorf("encode rule: %q dispatches to guestnet's own chains, which only its table inet holds", r.Verdict)
 		}
 		// Equivalent to: oifname vmap @forward_to (and the like), or
-		// ip saddr vmap @nat_from: the key is loaded into register 1 and
+		// ip saddr vmap @nat_from (ip6 saddr vmap @nat_from6): the key is loaded into register 1 and
 		// looked up with the verdict register (0) as destination, so the
 		// element's verdict (a jump) is the rule's; a miss goes on.
 		switch d.Key {
@@ -194,14 +207,15 @@ func Encode(r model.Rule, inet bool) ([]expr.Any, error) {
 		case model.MatchOIF:
 			out = append(out, &expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1})
 		case model.MatchSAddr, model.MatchDAddr:
-			off := uint32(offSaddr)
+			h := headerOf(model.VmapFamily(d.Name))
+			off := h.saddr
 			if d.Key == model.MatchDAddr {
-				off = offDaddr
+				off = h.daddr
 			}
 			out = append(out,
 				&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
-				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}},
-				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: 4})
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{h.nfproto}},
+				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: h.len})
 		}
 		out = append(out, &expr.Lookup{SourceRegister: 1, DestRegister: 0, IsDestRegSet: true, SetName: d.Name})
 	}
@@ -266,7 +280,17 @@ func Decode(exprs []expr.Any, comment string) (model.Rule, bool) {
 	// fam is the network header an address load reads: IPv4 unless an
 	// nfproto check said otherwise (iptables-nft's table ip has none).
 	fam := model.IPv4
+	// nfproto is the family an nfproto check just named: the start of an
+	// address match when a network header load follows, otherwise a
+	// MatchNFProto of its own.
+	nfproto := ""
 	for _, e := range exprs {
+		if p, ok := e.(*expr.Payload); nfproto != "" && (!ok || p.Base != expr.PayloadBaseNetworkHeader) {
+			r.Match = append(r.Match, model.Match{Kind: model.MatchNFProto, Name: nfproto})
+		}
+		if _, ok := e.(*expr.Cmp); !ok || pending == nil || pending.Kind != "nfproto" {
+			nfproto = ""
+		}
 		switch e := e.(type) {
 		case *expr.Meta:
 			switch e.Key {
@@ -298,7 +322,7 @@ func Decode(exprs []expr.Any, comment string) (model.Rule, bool) {
 				// A verdict map: the load before it is its key.
 				d, ok := dispatchBySet(e.SetName)
 				if !ok || pending == nil || pending.Kind != d.Key || mask != nil || e.SourceRegister != 1 || e.Invert ||
-					((d.Key == model.MatchSAddr || d.Key == model.MatchDAddr) && (fam != model.IPv4 || pending.Prefix.Addr() != netip.IPv4Unspecified())) {
+					((d.Key == model.MatchSAddr || d.Key == model.MatchDAddr) && (fam != model.VmapFamily(d.Name) || pending.Prefix.Addr() != fam.Unspecified())) {
 					return r, false
 				}
 				r.Verdict, pending = d.Verdict, nil
@@ -313,6 +337,11 @@ func Decode(exprs []expr.Any, comment string) (model.Rule, bool) {
 			case e.Type == expr.NATTypeDestNAT && lookup == model.ForwardsSrcMap:
 				r.Verdict = model.DNATMap
 			case e.Type == expr.NATTypeDestNAT && lookup == model.ForwardsMap:
+				// Its nfproto check is part of the verdict (its key holds
+				// no address that implies the family).
+				if n := len(r.Match); n > 0 && r.Match[n-1] == (model.Match{Kind: model.MatchNFProto, Name: "ipv4"}) {
+					r.Match = r.Match[:n-1]
+				}
 				r.Verdict = model.DNATPort
 			case e.Type == expr.NATTypeDestNAT && lookup == model.FloatingIn:
 				r.Verdict = model.DNATFloat
@@ -359,7 +388,10 @@ func Decode(exprs []expr.Any, comment string) (model.Rule, bool) {
 				if !ok || e.Op != expr.CmpOpEq {
 					return r, false
 				}
-				fam, pending = f, nil
+				fam, pending, nfproto = f, nil, "ipv4"
+				if f == model.IPv6 {
+					nfproto = "ipv6"
+				}
 				continue
 			}
 			if pending == nil || !completeMatch(pending, e, mask) {
@@ -391,6 +423,9 @@ func Decode(exprs []expr.Any, comment string) (model.Rule, bool) {
 		default:
 			return r, false
 		}
+	}
+	if nfproto != "" {
+		return r, false // an nfproto check with no verdict after it
 	}
 	return r, r.Verdict != "" && pending == nil
 }

@@ -38,7 +38,7 @@ func EncodeForward(f model.Forward) (k, kEnd, val []byte) {
 
 // prefixOf is the prefix spanning [from, to], if the span is one.
 func prefixOf(from, to netip.Addr) (netip.Prefix, bool) {
-	for bits := 0; bits <= 32; bits++ {
+	for bits := 0; bits <= from.BitLen(); bits++ {
 		p := netip.PrefixFrom(from, bits)
 		if p.Masked().Addr() == from && last(p) == to {
 			return p, true

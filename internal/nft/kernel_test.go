@@ -127,8 +127,15 @@ func manyNetworks(n int) []model.Network {
 				{Proto: "tcp", PortFrom: 3000 + 256*i, PortTo: 3000 + 256*i, To: to, Listen: []netip.Addr{netipAddr("198.51.100.1")}}}
 		case model.Isolated:
 			if i%2 == 0 {
-				nw.IPv4, nw.DNS = netipPrefix(""), nil
+				nw.IPv4 = netipPrefix("")
 			}
+		}
+		// Dual-stack (and, for an isolated one above, IPv6-only) networks.
+		if m != model.Bridge && i%3 != 1 {
+			nw.IPv6 = netipPrefix(fmt.Sprintf("fd42:%x::1/64", i))
+		}
+		if !nw.IPv4.IsValid() && !nw.IPv6.IsValid() {
+			nw.DNS = nil
 		}
 		nets = append(nets, nw)
 	}

@@ -20,35 +20,43 @@ type ConflictError struct {
 	Bridge  string
 	Bridged bool // only bridged frames are affected (br_netfilter)
 	Open    bool // the network is mode open, which adds no forwarding rules
+	IPv6    bool // the chain is of table ip6 (ip6tables): the fixes are ip6tables'
 }
 
 func (e *ConflictError) Error() string {
+	ipt, sysctl := "iptables", "bridge-nf-call-iptables"
+	if e.IPv6 {
+		ipt, sysctl = "ip6tables", "bridge-nf-call-ip6tables"
+	}
 	if e.Open {
 		return fmt.Sprintf("firewall conflict: %s drops by policy, and network %s is mode open, for which guestnet adds no forwarding rules; "+
-			"fix: iptables -I FORWARD -i %s -j ACCEPT && iptables -I FORWARD -o %s -j ACCEPT, or use mode routed",
-			e.Chain, e.Network, e.Bridge, e.Bridge)
+			"fix: %s -I FORWARD -i %s -j ACCEPT && %s -I FORWARD -o %s -j ACCEPT, or use mode routed",
+			e.Chain, e.Network, ipt, e.Bridge, ipt, e.Bridge)
 	}
 	if e.Bridged {
-		return fmt.Sprintf("firewall conflict: %s drops by policy and bridge-nf-call-iptables=1 sends the bridged frames of network %s (bridge %s) through it; "+
-			"fix: iptables -I FORWARD -i %s -o %s -j ACCEPT, or sysctl -w net.bridge.bridge-nf-call-iptables=0, or create Docker's DOCKER-USER chain for guestnet to use",
-			e.Chain, e.Network, e.Bridge, e.Bridge, e.Bridge)
+		return fmt.Sprintf("firewall conflict: %s drops by policy and %s=1 sends the bridged frames of network %s (bridge %s) through it; "+
+			"fix: %s -I FORWARD -i %s -o %s -j ACCEPT, or sysctl -w net.bridge.%s=0, or create Docker's DOCKER-USER chain for guestnet to use",
+			e.Chain, sysctl, e.Network, e.Bridge, ipt, e.Bridge, e.Bridge, sysctl)
 	}
 	return fmt.Sprintf("firewall conflict: %s drops by policy, so the forwarded traffic of network %s (bridge %s) would be dropped; "+
-		"fix: iptables -I FORWARD -i %s -j ACCEPT && iptables -I FORWARD -o %s -j ACCEPT, or create Docker's DOCKER-USER chain for guestnet to use",
-		e.Chain, e.Network, e.Bridge, e.Bridge, e.Bridge)
+		"fix: %s -I FORWARD -i %s -j ACCEPT && %s -I FORWARD -o %s -j ACCEPT, or create Docker's DOCKER-USER chain for guestnet to use",
+		e.Chain, e.Network, e.Bridge, ipt, e.Bridge, ipt, e.Bridge)
 }
 
-func iif(n string) model.Match    { return model.Match{Kind: model.MatchIIF, Name: n} }
-func oif(n string) model.Match    { return model.Match{Kind: model.MatchOIF, Name: n} }
-func notOIF(n string) model.Match { return model.Match{Kind: model.MatchOIF, Name: n, Neg: true} }
-func reply() model.Match          { return model.Match{Kind: model.MatchCtReply} }
-func ctDNAT() model.Match         { return model.Match{Kind: model.MatchCtDNAT} }
-func notIIF(n string) model.Match { return model.Match{Kind: model.MatchIIF, Name: n, Neg: true} }
-func saddr(n model.Network) model.Match {
-	return model.Match{Kind: model.MatchSAddr, Prefix: n.Subnet()}
-}
-func daddr(n model.Network) model.Match {
-	return model.Match{Kind: model.MatchDAddr, Prefix: n.Subnet()}
+func iif(n string) model.Match         { return model.Match{Kind: model.MatchIIF, Name: n} }
+func oif(n string) model.Match         { return model.Match{Kind: model.MatchOIF, Name: n} }
+func notOIF(n string) model.Match      { return model.Match{Kind: model.MatchOIF, Name: n, Neg: true} }
+func reply() model.Match               { return model.Match{Kind: model.MatchCtReply} }
+func ctDNAT() model.Match              { return model.Match{Kind: model.MatchCtDNAT} }
+func notIIF(n string) model.Match      { return model.Match{Kind: model.MatchIIF, Name: n, Neg: true} }
+func saddr(p netip.Prefix) model.Match { return model.Match{Kind: model.MatchSAddr, Prefix: p} }
+func daddr(p netip.Prefix) model.Match { return model.Match{Kind: model.MatchDAddr, Prefix: p} }
+func nfproto(f model.Family) model.Match {
+	name := "ipv4"
+	if f == model.IPv6 {
+		name = "ipv6"
+	}
+	return model.Match{Kind: model.MatchNFProto, Name: name}
 }
 
 func rule(n model.Network, v model.Verdict, m ...model.Match) model.Rule {
@@ -94,25 +102,37 @@ func Render(nets []model.Network, h model.Host) (model.Ruleset, error) {
 	}
 	rs := model.Ruleset{Chains: baseChains()}
 	elems := map[string][]model.VmapElement{}
-	add := func(vmap string, e model.VmapElement, chain string, rules []model.Rule) {
+	// add makes a network's chain and the map elements that jump to it:
+	// one per key (a dual-stack network's dns-NET and nat-NET are reached
+	// from the IPv4 map and from the IPv6 one).
+	add := func(chain string, rules []model.Rule, keys ...mapKey) {
 		if len(rules) == 0 {
 			return
 		}
-		e.Chain = chain
-		elems[vmap] = append(elems[vmap], e)
+		for _, k := range keys {
+			k.e.Chain = chain
+			elems[k.vmap] = append(elems[k.vmap], k.e)
+		}
 		rs.Chains = append(rs.Chains, model.Chain{Name: chain, Rules: rules})
 	}
 	dns := dnsChains(nets)
 	for _, n := range nets {
 		to, from, input, nat := networkRules(n, byName)
 		name := model.VmapElement{Name: n.Bridge}
-		add(model.VmapForwardTo, name, model.ChainTo(n.Name), to)
-		add(model.VmapForwardFrom, name, model.ChainFrom(n.Name), from)
-		add(model.VmapInputFrom, name, model.ChainInput(n.Name), input)
+		add(model.ChainTo(n.Name), to, mapKey{model.VmapForwardTo, name})
+		add(model.ChainFrom(n.Name), from, mapKey{model.VmapForwardFrom, name})
+		add(model.ChainInput(n.Name), input, mapKey{model.VmapInputFrom, name})
 		if d, ok := dns[n.Name]; ok {
-			add(model.VmapDNSTo, model.VmapElement{Prefix: model.HostPrefix(n.IPv4.Addr())}, model.ChainDNS(n.Name), d)
+			add(model.ChainDNS(n.Name), d.rules, d.keys...)
 		}
-		add(model.VmapNATFrom, model.VmapElement{Prefix: n.Subnet()}, model.ChainNAT(n.Name), nat)
+		var natKeys []mapKey
+		if n.IPv4.IsValid() {
+			natKeys = append(natKeys, mapKey{model.VmapNATFrom, model.VmapElement{Prefix: n.Subnet()}})
+		}
+		if n.IPv6.IsValid() && n.Mode == model.NAT {
+			natKeys = append(natKeys, mapKey{model.VmapNATFrom6, model.VmapElement{Prefix: n.Subnet6()}})
+		}
+		add(model.ChainNAT(n.Name), nat, natKeys...)
 	}
 	for _, v := range model.Vmaps {
 		e := elems[v.Name]
@@ -129,9 +149,19 @@ func Render(nets []model.Network, h model.Host) (model.Ruleset, error) {
 	}
 	slices.SortFunc(rs.Floating, func(a, b model.Floating) int { return a.Public.Compare(b.Public) })
 	model.SortForwards(rs.Forwards)
-	du, err := dockerUser(nets, h)
+	du, err := dockerUser(nets, h, model.IPv4)
+	if err != nil {
+		return rs, err
+	}
 	rs.DockerUser = du
+	rs.DockerUser6, err = dockerUser(nets, h, model.IPv6)
 	return rs, err
+}
+
+// mapKey is one element of one verdict map, before its chain is known.
+type mapKey struct {
+	vmap string
+	e    model.VmapElement
 }
 
 // baseChains are the base chains of guestnet's table, the same whatever
@@ -141,8 +171,8 @@ func Render(nets []model.Network, h model.Host) (model.Ruleset, error) {
 func baseChains() []model.Chain {
 	base := model.Network{}
 	l4 := func(p string) model.Match { return model.Match{Kind: model.MatchL4, Name: p} }
-	dns := func(p string) model.Rule {
-		return rule(base, model.DispatchDNSTo, l4(p), model.Match{Kind: model.MatchDPort, Port: 53})
+	dns := func(p string, v model.Verdict) model.Rule {
+		return rule(base, v, l4(p), model.Match{Kind: model.MatchDPort, Port: 53})
 	}
 	// One map serves every forward: the lookup costs the same for one
 	// element or ten thousand, and a change is an element update. Source-
@@ -157,9 +187,10 @@ func baseChains() []model.Chain {
 		{Name: "forward", Type: "filter", Hook: "forward", Priority: 0, Rules: []model.Rule{
 			rule(base, model.DispatchForwardTo), rule(base, model.DispatchForwardFrom)}},
 		{Name: "input", Type: "filter", Hook: "input", Priority: 0, Rules: []model.Rule{
-			dns("udp"), dns("tcp"), rule(base, model.DispatchInputFrom)}},
+			dns("udp", model.DispatchDNSTo), dns("tcp", model.DispatchDNSTo),
+			dns("udp", model.DispatchDNSTo6), dns("tcp", model.DispatchDNSTo6), rule(base, model.DispatchInputFrom)}},
 		{Name: "postrouting", Type: "nat", Hook: "postrouting", Priority: 100, Rules: []model.Rule{
-			rule(base, model.DispatchNATFrom)}},
+			rule(base, model.DispatchNATFrom), rule(base, model.DispatchNATFrom6)}},
 		{Name: "prerouting", Type: "nat", Hook: "prerouting", Priority: -100, Rules: dnat},
 		{Name: "output", Type: "nat", Hook: "output", Priority: -100, Rules: slices.Clone(dnat)},
 	}
@@ -167,7 +198,9 @@ func baseChains() []model.Chain {
 
 // networkRules are the rules of a network's chains to-NET, from-NET,
 // input-NET and nat-NET (nil: no such chain), in the order the flat list
-// held them.
+// held them. The chains serve both families: what is the same for IPv4
+// and IPv6 (interfaces, conntrack, rejects, masquerade) is one rule, an
+// address match is one rule per family the network has.
 func networkRules(n model.Network, byName map[string]model.Network) (to, from, input, nat []model.Rule) {
 	br := n.Bridge
 	if n.Mode == model.Open {
@@ -186,25 +219,33 @@ func networkRules(n model.Network, byName map[string]model.Network) (to, from, i
 		}
 		to = append(to, rule(n, model.Reject, model.Match{Kind: model.MatchIIFGrp, Port: model.GuestGroup}, notIIF(br)))
 	}
-	if n.IPv4.IsValid() && n.Mode != model.Bridge && n.GuestToHost != "all" {
+	hasAddr := n.IPv4.IsValid() || n.IPv6.IsValid()
+	if hasAddr && n.Mode != model.Bridge && n.GuestToHost != "all" {
 		input = append(input, guestToHost(n)...)
 	}
+	subnets := n.Subnets()
 	switch n.Mode {
 	case model.Isolated:
 		to = append(to, rule(n, model.Reject))
 		from = append(from, rule(n, model.Reject))
-		if !n.IPv4.IsValid() {
+		if !hasAddr {
 			// No address here, so the host is not on this network: without
 			// this, Linux's weak host model would still deliver a guest's
 			// packet for any of the host's other addresses.
 			input = append(input, rule(n, model.Drop))
 		}
 	case model.Routed:
-		to = append(to, rule(n, model.Accept, daddr(n)), rule(n, model.Reject))
+		for _, p := range subnets {
+			to = append(to, rule(n, model.Accept, daddr(p)))
+		}
+		to = append(to, rule(n, model.Reject))
 		if len(n.Forwards) > 0 {
 			nat = append(nat, rule(n, model.Masquerade, ctDNAT(), oif(br)))
 		}
-		from = append(from, rule(n, model.Accept, saddr(n)), rule(n, model.Reject))
+		for _, p := range subnets {
+			from = append(from, rule(n, model.Accept, saddr(p)))
+		}
+		from = append(from, rule(n, model.Reject))
 	case model.NAT:
 		if len(n.Floating) > 0 {
 			// A guest with a floating address leaves with it, on whatever
@@ -219,58 +260,105 @@ func networkRules(n model.Network, byName map[string]model.Network) (to, from, i
 			nat = append(nat, rule(n, model.Masquerade, ctDNAT(), oif(br)))
 		}
 		to = append(to, rule(n, model.Reject))
-		from = append(from, rule(n, model.Accept, saddr(n)), rule(n, model.Reject))
+		for _, p := range subnets {
+			from = append(from, rule(n, model.Accept, saddr(p)))
+		}
+		from = append(from, rule(n, model.Reject))
+		// Masquerade serves both families: nat_from sends the IPv4 subnet
+		// here, nat_from6 the IPv6 prefix (NAT66, as libvirt's
+		// <nat ipv6='yes'/>), and each leaves with the address of the
+		// interface the route picks.
 		nat = append(nat, rule(n, model.Masquerade, notOIF(br)))
 	}
 	return to, from, input, nat
 }
 
+// dnsChain is a network's chain dns-NET and the keys (its gateway
+// addresses, in dns_to and dns_to6) that jump to it.
+type dnsChain struct {
+	rules []model.Rule
+	keys  []mapKey
+}
+
 // dnsChains are the rules of each network's chain dns-NET. A network's DNS
-// server (on its gateway address, UDP and TCP 53) is for its own guests: a
-// query for that address arriving on any other interface is dropped,
-// whatever the mode or guest_to_host, and before any network's accept (a
-// guest of another network would otherwise pass its own input chain's
-// "udp dport 53 accept"). Dropped, not rejected: a spoofed source gets
-// nothing back. The host itself (loopback) may ask: it is the guests'
-// provider, and its resolver may forward the domain there.
+// server (on its gateway addresses, IPv4 and IPv6, UDP and TCP 53) is for
+// its own guests: a query for one of those addresses arriving on any other
+// interface is dropped, whatever the mode or guest_to_host, and before any
+// network's accept (a guest of another network would otherwise pass its
+// own input chain's "udp dport 53 accept"). Dropped, not rejected: a
+// spoofed source gets nothing back. The host itself (loopback) may ask: it
+// is the guests' provider, and its resolver may forward the domain there.
 //
-// dns_to holds one chain per address. A spec cannot give two networks one
-// gateway address (subnets do not overlap), but a model could: they would
-// then share the first one's chain, holding each one's drop, as in the
-// flat list.
-func dnsChains(nets []model.Network) map[string][]model.Rule {
-	out := map[string][]model.Rule{}
+// dns_to (dns_to6) holds one chain per address. A spec cannot give two
+// networks one gateway address (subnets do not overlap), but a model
+// could: they would then share the first one's chain, holding each one's
+// drop, as in the flat list.
+func dnsChains(nets []model.Network) map[string]dnsChain {
+	out := map[string]dnsChain{}
 	first := map[netip.Addr]string{}
 	for _, n := range nets {
-		if n.DNS == nil || !n.IPv4.IsValid() {
+		if n.DNS == nil {
 			continue
 		}
-		gw := n.IPv4.Addr()
-		owner, seen := first[gw]
-		if !seen {
-			first[gw], owner = n.Name, n.Name
+		for _, gw := range []netip.Prefix{n.IPv4, n.IPv6} {
+			if !gw.IsValid() {
+				continue
+			}
+			owner, seen := first[gw.Addr()]
+			if !seen {
+				first[gw.Addr()], owner = n.Name, n.Name
+				vm := model.VmapDNSTo
+				if model.FamilyOf(gw.Addr()) == model.IPv6 {
+					vm = model.VmapDNSTo6
+				}
+				c := out[owner]
+				c.keys = append(c.keys, mapKey{vm, model.VmapElement{Prefix: model.HostPrefix(gw.Addr())}})
+				out[owner] = c
+			}
+			c := out[owner]
+			drop := rule(n, model.Drop, notIIF(n.Bridge), notIIF("lo"))
+			if !slices.ContainsFunc(c.rules, func(r model.Rule) bool { return r.Network == n.Name }) {
+				c.rules = append(c.rules, drop)
+			}
+			out[owner] = c
 		}
-		out[owner] = append(out[owner], rule(n, model.Drop, notIIF(n.Bridge), notIIF("lo")))
 	}
 	return out
 }
 
 // dockerUser returns the rules that let guest traffic past a foreign
-// forward chain that drops by policy: in DOCKER-USER when Docker made one,
-// otherwise a ConflictError naming the chain and the fix.
-func dockerUser(nets []model.Network, h model.Host) ([]model.Rule, error) {
+// forward chain that drops by policy: in DOCKER-USER of the chain's
+// family's table (table ip filter, or table ip6 filter for Docker's
+// ip6tables, moby/moby#48365) when Docker made one, otherwise a
+// ConflictError naming the chain and the fix.
+//
+// For f IPv4 the chains are those of tables ip and inet, and a network's
+// traffic is forwarded when it NeedsForwarding; for IPv6, the chains of
+// table ip6, and it is forwarded when the network also has ipv6. A network
+// whose traffic is not forwarded still sends its bridged frames through
+// the family's chains when br_netfilter says so (guests speak IPv6 to each
+// other, link-local at least, on any network).
+func dockerUser(nets []model.Network, h model.Host, f model.Family) ([]model.Rule, error) {
 	var rules []model.Rule
+	table, brnf, docker := "table ip filter ", h.BridgeNFCallIPTables, h.Foreign.DockerUser
+	if f == model.IPv6 {
+		table, brnf, docker = "table ip6 filter ", h.BridgeNFCallIP6Tables, h.Foreign.DockerUser6
+	}
 	for _, n := range nets {
-		bridged := h.BridgeNFCallIPTables && !n.NeedsForwarding()
-		if !n.NeedsForwarding() && !h.BridgeNFCallIPTables {
+		forwarded := n.NeedsForwarding() && (f == model.IPv4 || n.IPv6.IsValid())
+		bridged := brnf && !forwarded
+		if !forwarded && !brnf {
 			continue
 		}
 		for _, fc := range h.Foreign.ForwardDrop {
+			if strings.HasPrefix(fc.Name, "table ip6 ") != (f == model.IPv6) {
+				continue // a chain of the other family
+			}
 			if fc.Lets(n.Bridge, bridged) {
 				continue
 			}
-			if !h.Foreign.DockerUser || n.Mode == model.Open || !strings.HasPrefix(fc.Name, "table ip filter ") {
-				return nil, &ConflictError{Chain: fc.Name, Network: n.Name, Bridge: n.Bridge, Bridged: bridged, Open: n.Mode == model.Open}
+			if !docker || n.Mode == model.Open || !strings.HasPrefix(fc.Name, table) {
+				return nil, &ConflictError{Chain: fc.Name, Network: n.Name, Bridge: n.Bridge, Bridged: bridged, Open: n.Mode == model.Open, IPv6: f == model.IPv6}
 			}
 			if bridged {
 				rules = append(rules, rule(n, model.Accept, iif(n.Bridge), oif(n.Bridge)))
@@ -287,15 +375,41 @@ func dockerUser(nets []model.Network, h model.Host) ([]model.Rule, error) {
 // replies of connections the host opened), and nothing else. These are the
 // rules of input-NET, which input_from reaches on the network's bridge
 // alone.
+//
+// For IPv6: all of ICMPv6, as all of ICMP for IPv4 (echo, the errors, and
+// what IPv6 cannot work without: neighbour discovery, for guests to resolve
+// their router and to answer the host's solicitations; router
+// solicitations; MLD), and DHCPv6 (udp 547). A network serves only the
+// families it has addresses of: on an IPv4-only network a guest's IPv6 to
+// the host is rejected, link-local neighbour discovery included (the host
+// has nothing there to be reached at), and on an IPv6-only one its IPv4;
+// replies of connections the host opened still pass. The family check
+// comes before the port rules, which hold for either family.
 func guestToHost(n model.Network) []model.Rule {
 	l4 := func(p string) model.Match { return model.Match{Kind: model.MatchL4, Name: p} }
 	port := func(p int) model.Match { return model.Match{Kind: model.MatchDPort, Port: p} }
-	return []model.Rule{
-		rule(n, model.Accept, reply()),
-		rule(n, model.Accept, l4("icmp")),
-		rule(n, model.Accept, l4("udp"), port(67)),
+	out := []model.Rule{rule(n, model.Accept, reply())}
+	switch {
+	case !n.IPv6.IsValid():
+		out = append(out, rule(n, model.Reject, nfproto(model.IPv6)))
+	case !n.IPv4.IsValid():
+		out = append(out, rule(n, model.Reject, nfproto(model.IPv4)))
+	}
+	if n.IPv4.IsValid() {
+		out = append(out, rule(n, model.Accept, l4("icmp")))
+	}
+	if n.IPv6.IsValid() {
+		out = append(out, rule(n, model.Accept, l4("ipv6-icmp")))
+	}
+	if n.IPv4.IsValid() {
+		out = append(out, rule(n, model.Accept, l4("udp"), port(67)))
+	}
+	if n.IPv6.IsValid() {
+		out = append(out, rule(n, model.Accept, l4("udp"), port(547)))
+	}
+	return append(out,
 		rule(n, model.Accept, l4("udp"), port(53)),
 		rule(n, model.Accept, l4("tcp"), port(53)),
 		rule(n, model.Reject),
-	}
+	)
 }

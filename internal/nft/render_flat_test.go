@@ -43,25 +43,32 @@ func renderFlat(nets []model.Network, h model.Host) (model.Ruleset, error) {
 			}
 			in = append(in, rule(n, model.Reject, oif(br), model.Match{Kind: model.MatchIIFGrp, Port: model.GuestGroup}, notIIF(br)))
 		}
-		if n.IPv4.IsValid() && n.Mode != model.Bridge && n.GuestToHost != "all" {
+		hasAddr := n.IPv4.IsValid() || n.IPv6.IsValid()
+		if hasAddr && n.Mode != model.Bridge && n.GuestToHost != "all" {
 			local = append(local, guestToHostFlat(n)...)
 		}
 		switch n.Mode {
 		case model.Isolated:
 			in = append(in, rule(n, model.Reject, oif(br)))
 			out = append(out, rule(n, model.Reject, iif(br)))
-			if !n.IPv4.IsValid() {
+			if !hasAddr {
 				// No address here, so the host is not on this network: without
 				// this, Linux's weak host model would still deliver a guest's
 				// packet for any of the host's other addresses.
 				local = append(local, rule(n, model.Drop, iif(br)))
 			}
 		case model.Routed:
-			in = append(in, rule(n, model.Accept, oif(br), daddr(n)), rule(n, model.Reject, oif(br)))
-			if len(n.Forwards) > 0 {
-				nat = append(nat, rule(n, model.Masquerade, ctDNAT(), saddr(n), oif(br)))
+			for _, p := range n.Subnets() {
+				in = append(in, rule(n, model.Accept, oif(br), daddr(p)))
 			}
-			out = append(out, rule(n, model.Accept, iif(br), saddr(n)), rule(n, model.Reject, iif(br)))
+			in = append(in, rule(n, model.Reject, oif(br)))
+			if len(n.Forwards) > 0 {
+				nat = append(nat, rule(n, model.Masquerade, ctDNAT(), saddr(n.Subnet()), oif(br)))
+			}
+			for _, p := range n.Subnets() {
+				out = append(out, rule(n, model.Accept, iif(br), saddr(p)))
+			}
+			out = append(out, rule(n, model.Reject, iif(br)))
 		case model.NAT:
 			if len(n.Floating) > 0 {
 				// A guest with a floating address leaves with it, on whatever
@@ -74,11 +81,18 @@ func renderFlat(nets []model.Network, h model.Host) (model.Ruleset, error) {
 				// answers through the host and not straight back. (Postrouting
 				// has no input interface: the guest is told by its source.)
 				in = append(in, rule(n, model.Accept, oif(br), ctDNAT()))
-				nat = append(nat, rule(n, model.Masquerade, ctDNAT(), saddr(n), oif(br)))
+				for _, p := range n.Subnets() {
+					nat = append(nat, rule(n, model.Masquerade, ctDNAT(), saddr(p), oif(br)))
+				}
 			}
 			in = append(in, rule(n, model.Reject, oif(br)))
-			out = append(out, rule(n, model.Accept, iif(br), saddr(n)), rule(n, model.Reject, iif(br)))
-			nat = append(nat, rule(n, model.Masquerade, saddr(n), notOIF(br)))
+			for _, p := range n.Subnets() {
+				out = append(out, rule(n, model.Accept, iif(br), saddr(p)))
+			}
+			out = append(out, rule(n, model.Reject, iif(br)))
+			for _, p := range n.Subnets() {
+				nat = append(nat, rule(n, model.Masquerade, saddr(p), notOIF(br)))
+			}
 		}
 	}
 	rs := model.Ruleset{Chains: []model.Chain{
@@ -122,8 +136,12 @@ func renderFlat(nets []model.Network, h model.Host) (model.Ruleset, error) {
 			model.Chain{Name: "prerouting", Type: "nat", Hook: "prerouting", Priority: -100, Rules: dnat},
 			model.Chain{Name: "output", Type: "nat", Hook: "output", Priority: -100, Rules: dnat})
 	}
-	du, err := dockerUser(nets, h)
+	du, err := dockerUser(nets, h, model.IPv4)
+	if err != nil {
+		return rs, err
+	}
 	rs.DockerUser = du
+	rs.DockerUser6, err = dockerUser(nets, h, model.IPv6)
 	return rs, err
 }
 
@@ -135,37 +153,35 @@ func natOrderFlat(r model.Rule) int {
 }
 
 // guestToHostFlat lets guests reach the host for DHCP, DNS and ICMP (and the
-// replies of connections the host opened), and nothing else.
+// replies of connections the host opened), and nothing else; for the
+// families the network has addresses of.
 func guestToHostFlat(n model.Network) []model.Rule {
-	br := n.Bridge
-	l4 := func(p string) model.Match { return model.Match{Kind: model.MatchL4, Name: p} }
-	port := func(p int) model.Match { return model.Match{Kind: model.MatchDPort, Port: p} }
-	return []model.Rule{
-		rule(n, model.Accept, iif(br), reply()),
-		rule(n, model.Accept, iif(br), l4("icmp")),
-		rule(n, model.Accept, iif(br), l4("udp"), port(67)),
-		rule(n, model.Accept, iif(br), l4("udp"), port(53)),
-		rule(n, model.Accept, iif(br), l4("tcp"), port(53)),
-		rule(n, model.Reject, iif(br)),
+	var out []model.Rule
+	for _, r := range guestToHost(n) {
+		r.Match = append([]model.Match{iif(n.Bridge)}, r.Match...)
+		out = append(out, r)
 	}
+	return out
 }
 
-// dnsOnlyFromBridge keeps a network's DNS server (on its gateway address,
-// UDP and TCP 53) for its own guests: a query for that address arriving on
+// dnsOnlyFromBridge keeps a network's DNS server (on its gateway addresses,
+// UDP and TCP 53) for its own guests: a query for one of them arriving on
 // any other interface is dropped, whatever the mode or guest_to_host, and
 // before any network's accept (a guest of another network would otherwise
 // pass its own bridge's "udp dport 53 accept"). Dropped, not rejected: a
 // spoofed source gets nothing back. The host itself (loopback) may ask: it
 // is the guests' provider, and its resolver may forward the domain there.
 func dnsOnlyFromBridge(n model.Network) []model.Rule {
-	if n.DNS == nil || !n.IPv4.IsValid() {
+	if n.DNS == nil {
 		return nil
 	}
-	gw := model.Match{Kind: model.MatchDAddr, Prefix: model.HostPrefix(n.IPv4.Addr())}
 	var rules []model.Rule
-	for _, p := range []string{"udp", "tcp"} {
-		rules = append(rules, rule(n, model.Drop, notIIF(n.Bridge), notIIF("lo"), gw,
-			model.Match{Kind: model.MatchL4, Name: p}, model.Match{Kind: model.MatchDPort, Port: 53}))
+	for _, a := range n.Addrs() {
+		gw := model.Match{Kind: model.MatchDAddr, Prefix: model.HostPrefix(a.Addr())}
+		for _, p := range []string{"udp", "tcp"} {
+			rules = append(rules, rule(n, model.Drop, notIIF(n.Bridge), notIIF("lo"), gw,
+				model.Match{Kind: model.MatchL4, Name: p}, model.Match{Kind: model.MatchDPort, Port: 53}))
+		}
 	}
 	return rules
 }

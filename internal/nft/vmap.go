@@ -32,12 +32,14 @@ func vmapKey(name string) (model.MatchKind, bool) {
 }
 
 // VmapInterval reports whether the map holds prefixes (flags interval):
-// nat_from, keyed on guest subnets. dns_to holds single addresses.
-func VmapInterval(name string) bool { return name == model.VmapNATFrom }
+// nat_from and nat_from6, keyed on guest subnets. dns_to and dns_to6 hold
+// single addresses.
+func VmapInterval(name string) bool { return name == model.VmapNATFrom || name == model.VmapNATFrom6 }
 
 // VmapSet is the set guestnet's verdict map of that name is made as.
 // Equivalent to: nft add map inet guestnet forward_to { type ifname : verdict; }
-// (type ipv4_addr : verdict for dns_to; plus flags interval for nat_from).
+// (type ipv4_addr : verdict for dns_to, ipv6_addr for dns_to6; plus flags
+// interval for nat_from and nat_from6).
 func VmapSet(t *nftables.Table, name string) (*nftables.Set, error) {
 	k, ok := vmapKey(name)
 	if !ok {
@@ -46,6 +48,9 @@ func VmapSet(t *nftables.Table, name string) (*nftables.Set, error) {
 	s := &nftables.Set{Table: t, Name: name, IsMap: true, KeyType: nftables.TypeIFName, KeyByteOrder: binaryutil.NativeEndian, DataType: nftables.TypeVerdict}
 	if k == model.MatchSAddr || k == model.MatchDAddr {
 		s.KeyType, s.KeyByteOrder = nftables.TypeIPAddr, binaryutil.BigEndian // else nft prints the addresses reversed
+		if model.VmapFamily(name) == model.IPv6 {
+			s.KeyType = nftables.TypeIP6Addr
+		}
 		s.Interval = VmapInterval(name)
 	}
 	return s, nil
@@ -86,23 +91,21 @@ func VmapElements(name string, es []model.VmapElement) ([]nftables.SetElement, e
 			}
 			out = append(out, nftables.SetElement{Key: ifname(e.Name), VerdictData: jump})
 		default:
-			if !e.Prefix.Addr().Is4() {
-				return nil, fmt.Errorf("map %s: element %q is not an IPv4 prefix", name, e.KeyString())
+			fam := model.VmapFamily(name)
+			if !e.Prefix.IsValid() || model.FamilyOf(e.Prefix.Addr()) != fam || e.Prefix.Addr().Is4In6() {
+				return nil, fmt.Errorf("map %s: element %q is not an %s prefix", name, e.KeyString(), fam.AddrType())
 			}
 			p := e.Prefix.Masked()
 			if !VmapInterval(name) {
 				if !p.IsSingleIP() {
 					return nil, fmt.Errorf("map %s: %s is not one address (the map holds gateway addresses)", name, p)
 				}
-				a := p.Addr().As4()
-				out = append(out, nftables.SetElement{Key: a[:], VerdictData: jump})
+				out = append(out, nftables.SetElement{Key: p.Addr().AsSlice(), VerdictData: jump})
 				continue
 			}
-			a := p.Addr().As4()
-			out = append(out, nftables.SetElement{Key: a[:], VerdictData: jump})
+			out = append(out, nftables.SetElement{Key: p.Addr().AsSlice(), VerdictData: jump})
 			if end := model.Broadcast(p).Next(); end.IsValid() {
-				e := end.As4()
-				out = append(out, nftables.SetElement{Key: e[:], IntervalEnd: true})
+				out = append(out, nftables.SetElement{Key: end.AsSlice(), IntervalEnd: true})
 			}
 		}
 	}
@@ -119,6 +122,7 @@ func DecodeVmapElements(name string, els []nftables.SetElement) ([]model.VmapEle
 		return nil, false
 	}
 	var out []model.VmapElement
+	width := model.VmapFamily(name).Len()
 	jumpOf := func(e nftables.SetElement) (string, bool) {
 		v := e.VerdictData
 		if v == nil {
@@ -142,10 +146,11 @@ func DecodeVmapElements(name string, els []nftables.SetElement) ([]model.VmapEle
 	case !VmapInterval(name):
 		for _, e := range els {
 			c, ok := jumpOf(e)
-			if !ok || e.IntervalEnd || len(e.Key) != 4 {
+			if !ok || e.IntervalEnd || len(e.Key) != width {
 				return nil, false
 			}
-			out = append(out, model.VmapElement{Prefix: model.HostPrefix(netip.AddrFrom4([4]byte(e.Key))), Chain: c})
+			a, _ := netip.AddrFromSlice(e.Key)
+			out = append(out, model.VmapElement{Prefix: model.HostPrefix(a), Chain: c})
 		}
 	default:
 		// The kernel lists an interval map's starts and ends in its own
@@ -154,7 +159,7 @@ func DecodeVmapElements(name string, els []nftables.SetElement) ([]model.VmapEle
 		// next begins), then pair each start with the end after it.
 		sorted := slices.Clone(els)
 		for _, e := range sorted {
-			if len(e.Key) != 4 {
+			if len(e.Key) != width {
 				return nil, false
 			}
 		}
@@ -173,19 +178,20 @@ func DecodeVmapElements(name string, els []nftables.SetElement) ([]model.VmapEle
 		for i := 0; i < len(sorted); i++ {
 			e := sorted[i]
 			if e.IntervalEnd {
-				continue // an end without a start: the 0.0.0.0 nft adds
+				continue // an end without a start: the 0.0.0.0 (::) nft adds
 			}
 			c, ok := jumpOf(e)
 			if !ok {
 				return nil, false
 			}
-			from := netip.AddrFrom4([4]byte(e.Key))
-			to := netip.AddrFrom4([4]byte{255, 255, 255, 255})
+			from, _ := netip.AddrFromSlice(e.Key)
+			to := model.Broadcast(netip.PrefixFrom(from, 0))
 			if i+1 < len(sorted) {
 				if !sorted[i+1].IntervalEnd {
 					return nil, false // two starts in a row: not a set of prefixes
 				}
-				to = netip.AddrFrom4([4]byte(sorted[i+1].Key)).Prev()
+				end, _ := netip.AddrFromSlice(sorted[i+1].Key)
+				to = end.Prev()
 				i++
 			}
 			p, ok := prefixOf(from, to)

@@ -30,15 +30,15 @@ func TestVmapElementsRoundTrip(t *testing.T) {
 			t.Fatal(err)
 		}
 		slices.Reverse(els) // the kernel's dump order is its own
-		if v.Name == model.VmapNATFrom {
-			els = append(els, nftables.SetElement{Key: []byte{0, 0, 0, 0}, IntervalEnd: true})
+		if VmapInterval(v.Name) {
+			els = append(els, nftables.SetElement{Key: make([]byte, model.VmapFamily(v.Name).Len()), IntervalEnd: true})
 		}
 		got, ok := DecodeVmapElements(v.Name, els)
 		if !ok || !slices.Equal(got, v.Elements) {
 			t.Errorf("map %s: %v reads back as %v (ok %v)", v.Name, v.Elements, got, ok)
 		}
 		s, err := VmapSet(&nftables.Table{Name: model.Table, Family: nftables.TableFamilyINet}, v.Name)
-		if err != nil || !s.IsMap || s.DataType.Name != "verdict" || s.Interval != (v.Name == model.VmapNATFrom) {
+		if err != nil || !s.IsMap || s.DataType.Name != "verdict" || s.Interval != VmapInterval(v.Name) || (model.VmapFamily(v.Name) == model.IPv6) != (s.KeyType == nftables.TypeIP6Addr) {
 			t.Errorf("map %s: set %+v (%v)", v.Name, s, err)
 		}
 	}
@@ -52,6 +52,22 @@ func TestVmapElementsRoundTrip(t *testing.T) {
 	}
 	if got, ok := DecodeVmapElements(model.VmapNATFrom, els); !ok || !slices.Equal(got, es) {
 		t.Errorf("%v reads back as %v (ok %v)", es, got, ok)
+	}
+	// The same for IPv6 prefixes, up to the end of the address space.
+	es6 := []model.VmapElement{{Prefix: netip.MustParsePrefix("fd42:1::/64"), Chain: "nat-a"},
+		{Prefix: netip.MustParsePrefix("fd42:1:0:1::/64"), Chain: "nat-b"}, {Prefix: netip.MustParsePrefix("ff00::/8"), Chain: "nat-c"}}
+	els, err = VmapElements(model.VmapNATFrom6, es6)
+	if err != nil || len(els) != 5 || len(els[0].Key) != 16 {
+		t.Fatalf("%d elements (%v), want 5 of 16 bytes", len(els), err)
+	}
+	if got, ok := DecodeVmapElements(model.VmapNATFrom6, els); !ok || !slices.Equal(got, es6) {
+		t.Errorf("%v reads back as %v (ok %v)", es6, got, ok)
+	}
+	if _, err := VmapElements(model.VmapNATFrom6, es); err == nil {
+		t.Error("IPv4 prefixes in nat_from6: want an error")
+	}
+	if _, err := VmapElements(model.VmapNATFrom, es6); err == nil {
+		t.Error("IPv6 prefixes in nat_from: want an error")
 	}
 	// As google/nftables reads an element from the kernel: the verdict
 	// left as the nested attributes in Val (bytes as the kernel sent them
@@ -67,6 +83,7 @@ func TestVmapElementsRoundTrip(t *testing.T) {
 		model.VmapForwardTo: {{Key: ifname("gb0"), VerdictData: &expr.Verdict{Kind: expr.VerdictAccept}}},
 		model.VmapInputFrom: {{Key: []byte("gb0"), VerdictData: jump}},
 		model.VmapDNSTo:     {{Key: []byte{10, 0, 0, 1}}},
+		model.VmapDNSTo6:    {{Key: []byte{10, 0, 0, 1}, VerdictData: jump}}, // an IPv4 key in the IPv6 map
 		model.VmapNATFrom:   {{Key: []byte{10, 0, 0, 1}, VerdictData: jump}, {Key: []byte{10, 0, 0, 4}, IntervalEnd: true}},
 		"other":             {{Key: ifname("gb0"), VerdictData: jump}},
 	} {

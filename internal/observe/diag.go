@@ -2,6 +2,8 @@ package observe
 
 import (
 	"fmt"
+	"net/netip"
+	"slices"
 	"strconv"
 
 	"github.com/google/nftables"
@@ -15,13 +17,16 @@ import (
 )
 
 // Diagnose reads what doctor needs beyond Host: rp_filter of "all", the
-// bridges and the interfaces with IPv4 addresses, conntrack fill, and the
-// masquerade rules of tables guestnet does not own.
+// bridges and the interfaces with IPv4 addresses, conntrack fill, the
+// masquerade rules of tables guestnet does not own (ip, ip6 and inet), and
+// the policy routing rules of both families.
 func Diagnose(ns *netns.NS, h model.Host) (model.Diag, error) {
 	d := model.Diag{RPFilter: map[string]int{}}
 	names := []string{"all"}
 	for _, l := range h.Links {
-		if l.Kind == "bridge" || (len(l.Addrs) > 0 && l.Name != "lo") {
+		// Not every link with an address: once IPv6 link-local addresses
+		// are observed, every guest port has one (rp_filter is IPv4's).
+		if l.Kind == "bridge" || (l.Name != "lo" && slices.ContainsFunc(l.Addrs, func(p netip.Prefix) bool { return p.Addr().Is4() })) {
 			names = append(names, l.Name)
 		}
 	}
@@ -58,7 +63,9 @@ func Diagnose(ns *netns.NS, h model.Host) (model.Diag, error) {
 		if ch.Table.Name == model.Table && ch.Table.Family == nftables.TableFamilyINet {
 			continue
 		}
-		if ch.Table.Family != nftables.TableFamilyIPv4 && ch.Table.Family != nftables.TableFamilyINet {
+		switch ch.Table.Family {
+		case nftables.TableFamilyIPv4, nftables.TableFamilyIPv6, nftables.TableFamilyINet:
+		default:
 			continue // masquerade lives in nat chains, base or jumped-to (libvirt's LIBVIRT_PRT)
 		}
 		if ch.Hooknum != nil && *ch.Hooknum == unix.NF_INET_LOCAL_IN && ch.Policy != nil && *ch.Policy == nftables.ChainPolicyDrop {
@@ -84,7 +91,10 @@ func Diagnose(ns *netns.NS, h model.Host) (model.Diag, error) {
 			d.ForeignDNAT = append(d.ForeignDNAT, name)
 		}
 	}
-	if d.PolicyRules, err = policyRules(ns); err != nil {
+	if d.PolicyRules, err = policyRules(ns, netlink.FAMILY_V4); err != nil {
+		return d, err
+	}
+	if d.PolicyRules6, err = policyRules(ns, netlink.FAMILY_V6); err != nil {
 		return d, err
 	}
 	return d, nil
@@ -110,18 +120,19 @@ func holdsDNAT(exprs []expr.Any) bool {
 	return false
 }
 
-// policyRules lists the IPv4 routing rules other than the standard three
-// (local at 0, main at 32766, default at 32767).
-// Equivalent to: ip -4 rule show
-func policyRules(ns *netns.NS) ([]string, error) {
+// policyRules lists the routing rules of a family (netlink.FAMILY_V4 or
+// FAMILY_V6) other than the standard ones (local at 0, main at 32766,
+// default at 32767; IPv6 has no default rule).
+// Equivalent to: ip -4 rule show, ip -6 rule show
+func policyRules(ns *netns.NS, family int) ([]string, error) {
 	h, err := ns.Netlink()
 	if err != nil {
 		return nil, err
 	}
 	defer h.Close()
-	rules, err := h.RuleList(netlink.FAMILY_V4)
+	rules, err := h.RuleList(family)
 	if err != nil {
-		return nil, fmt.Errorf("diagnose: ip rule show: %w", err)
+		return nil, fmt.Errorf("diagnose: ip rule show (family %d): %w", family, err)
 	}
 	var out []string
 	for _, r := range rules {

@@ -92,8 +92,14 @@ func readFirewall(ns *netns.NS, h *model.Host, hint *Hint) error {
 		case ours:
 			mc := readOwnChain(ch, own[ch.Name])
 			h.Ruleset.Chains = append(h.Ruleset.Chains, mc)
-		case ch.Table.Family == nftables.TableFamilyIPv4 && ch.Table.Name == "filter" && ch.Name == "DOCKER-USER":
-			h.Foreign.DockerUser = true
+		case (ch.Table.Family == nftables.TableFamilyIPv4 || ch.Table.Family == nftables.TableFamilyIPv6) &&
+			ch.Table.Name == "filter" && ch.Name == "DOCKER-USER":
+			v6 := ch.Table.Family == nftables.TableFamilyIPv6
+			if v6 {
+				h.Foreign.DockerUser6 = true
+			} else {
+				h.Foreign.DockerUser = true
+			}
 			if trust {
 				continue
 			}
@@ -110,11 +116,15 @@ func readFirewall(ns *netns.NS, h *model.Host, hint *Hint) error {
 				if !ok {
 					mr = invalid
 				}
-				h.Ruleset.DockerUser = append(h.Ruleset.DockerUser, mr)
+				if v6 {
+					h.Ruleset.DockerUser6 = append(h.Ruleset.DockerUser6, mr)
+				} else {
+					h.Ruleset.DockerUser = append(h.Ruleset.DockerUser, mr)
+				}
 			}
 		case ch.Hooknum != nil && *ch.Hooknum == unix.NF_INET_FORWARD &&
 			ch.Policy != nil && *ch.Policy == nftables.ChainPolicyDrop &&
-			(ch.Table.Family == nftables.TableFamilyIPv4 || ch.Table.Family == nftables.TableFamilyINet):
+			(ch.Table.Family == nftables.TableFamilyIPv4 || ch.Table.Family == nftables.TableFamilyIPv6 || ch.Table.Family == nftables.TableFamilyINet):
 			fc, err := readForeignChain(c, ch)
 			if err != nil {
 				return err

@@ -127,7 +127,11 @@ func (a Action) String() string {
 		if a.IfGroup != 0 {
 			s += fmt.Sprintf(" group %d", a.IfGroup)
 		}
-		return s + fmt.Sprintf(" && ip link set %s alias %s", a.Link, a.Alias)
+		s += fmt.Sprintf(" && ip link set %s alias %s", a.Link, a.Alias)
+		if key, ok := GuestBridgeAcceptRA(a); ok {
+			s += " && sysctl -w " + key + "=0"
+		}
+		return s
 	case OpTapAdd:
 		s := "ip tuntap add dev " + a.Link + " mode tap"
 		if a.Owner >= 0 {
@@ -156,15 +160,18 @@ func (a Action) String() string {
 		if a.Brd.IsValid() {
 			return fmt.Sprintf("ip addr add %s brd %s dev %s", a.Addr, a.Brd, a.Link)
 		}
+		if NoDAD(a.Addr) {
+			return fmt.Sprintf("ip addr add %s dev %s nodad", a.Addr, a.Link)
+		}
 		return fmt.Sprintf("ip addr add %s dev %s", a.Addr, a.Link)
 	case OpAddrDel:
 		return fmt.Sprintf("ip addr del %s dev %s", a.Addr, a.Link)
 	case OpRouteAdd:
-		return "ip route add " + RouteString(a.Route)
+		return ipRoute(a.Route) + " add " + RouteString(a.Route)
 	case OpRouteDel:
-		return "ip route del " + RouteString(a.Route)
+		return ipRoute(a.Route) + " del " + RouteString(a.Route)
 	case OpRouteReplace:
-		return "ip route replace " + RouteString(a.Route)
+		return ipRoute(a.Route) + " replace " + RouteString(a.Route)
 	case OpSysctl:
 		return fmt.Sprintf("sysctl -w %s=%s", a.Key, a.Value)
 	case OpNft:
@@ -175,6 +182,46 @@ func (a Action) String() string {
 		return fmt.Sprintf("nft: %s (table inet %s kept)", a.Delta, model.Table)
 	}
 	return string(a.Op)
+}
+
+// GuestBridgeAcceptRA is the accept_ra sysctl of a guest bridge that a
+// bridge-add makes: written 0 with the bridge, so that the host never takes
+// a guest's router advertisement for its own (with IPv6 forwarding off, a
+// guest's RA would give the host a default route through that guest, and
+// a SLAAC address on the bridge). A bridge-mode network's bridge is the
+// host's LAN interface and keeps the default.
+func GuestBridgeAcceptRA(a Action) (string, bool) {
+	if a.Op != OpBridgeAdd || a.IfGroup != model.GuestGroup {
+		return "", false
+	}
+	return "net.ipv6.conf." + strings.ReplaceAll(a.Link, ".", "/") + ".accept_ra", true
+}
+
+// Note explains an action whose reason the command does not say: raising
+// or putting back an uplink's accept_ra. "" for the others.
+func (a Action) Note() string {
+	if a.Op != OpSysctl || !strings.HasSuffix(a.Key, ".accept_ra") {
+		return ""
+	}
+	if a.Value == "2" {
+		return a.Link + " learns its default route from router advertisements: with IPv6 forwarding on, accept_ra 1 would make the kernel drop that route and ignore the RAs after"
+	}
+	return "put back: no network needs IPv6 forwarding any more"
+}
+
+// NoDAD reports whether an address guestnet adds skips duplicate address
+// detection: every IPv6 one. The addresses are guestnet's own (a guest
+// prefix's router, or one moved from an uplink that held it already), and
+// the services bound to them (RA, DHCPv6, DNS) must bind at once, not
+// after the second or two a tentative address waits.
+func NoDAD(p netip.Prefix) bool { return p.Addr().Is6() && !p.Addr().Is4In6() }
+
+// ipRoute is the `ip` command of a route's family.
+func ipRoute(r model.Route) string {
+	if r.Dst.Addr().Is6() {
+		return "ip -6 route"
+	}
+	return "ip route"
 }
 
 // RouteString prints a route as `ip route` takes it.
@@ -208,7 +255,8 @@ func nftSummary(rs *model.Ruleset) string {
 	if rs == nil || rs.Empty() {
 		return "nft delete table inet " + model.Table + " (and guestnet's DOCKER-USER rules)"
 	}
-	return fmt.Sprintf("nft -f - (replace table inet %s: %d rules, %d in DOCKER-USER)", model.Table, rs.RuleCount()-len(rs.DockerUser), len(rs.DockerUser))
+	du := len(rs.DockerUser) + len(rs.DockerUser6)
+	return fmt.Sprintf("nft -f - (replace table inet %s: %d rules, %d in DOCKER-USER)", model.Table, rs.RuleCount()-du, du)
 }
 
 // RuleDiff lists the rules an nft action adds ("+ ...") and removes ("- ...").
@@ -225,6 +273,9 @@ func (a Action) RuleDiff() []string {
 		}
 		for _, r := range rs.DockerUser {
 			m["DOCKER-USER: "+r.String()] = true
+		}
+		for _, r := range rs.DockerUser6 {
+			m["ip6 DOCKER-USER: "+r.String()] = true
 		}
 		for _, f := range rs.Forwards {
 			m["map forwards: "+f.String()] = true
@@ -325,6 +376,14 @@ func deltaLines(d *model.RulesetDelta) (old, cur map[string]bool) {
 		}
 		for _, r := range *d.DockerUser {
 			cur["DOCKER-USER: "+r.String()] = true
+		}
+	}
+	if d.DockerUser6 != nil {
+		for _, r := range *d.OldDockerUser6 {
+			old["ip6 DOCKER-USER: "+r.String()] = true
+		}
+		for _, r := range *d.DockerUser6 {
+			cur["ip6 DOCKER-USER: "+r.String()] = true
 		}
 	}
 	return old, cur

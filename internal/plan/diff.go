@@ -4,14 +4,19 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
+	"strconv"
 
 	"github.com/guestnet/guestnet/internal/model"
 	"github.com/guestnet/guestnet/internal/nft"
+	"github.com/guestnet/guestnet/internal/observe"
 	"github.com/guestnet/guestnet/internal/state"
 )
 
 // SysctlForward is the sysctl that turns IPv4 forwarding on.
 const SysctlForward = "net.ipv4.ip_forward"
+
+// SysctlForward6 is the sysctl that turns IPv6 forwarding on.
+const SysctlForward6 = observe.SysctlForward6
 
 // Plan is the actions to run and the state to record once they succeed.
 type Plan struct {
@@ -24,11 +29,13 @@ type Plan struct {
 
 // Diff returns the actions that make host h carry exactly the networks want.
 // Networks guestnet owns (in st, or by link alias) that want lacks are
-// removed. Order: create and configure, forwarding on, firewall, then
-// removals and forwarding off, so a change adds before it deletes.
+// removed. Order: create and configure, accept_ra raised, forwarding on,
+// firewall, then removals, forwarding off and accept_ra put back, so a
+// change adds before it deletes.
 // want must already have passed spec.CheckHost against h.
 func Diff(want []model.Network, st state.State, h model.Host) (Plan, error) {
-	p := Plan{State: state.State{Networks: map[string]state.Net{}, ForwardingWas: st.ForwardingWas, Nft: st.Nft}}
+	p := Plan{State: state.State{Networks: map[string]state.Net{}, ForwardingWas: st.ForwardingWas,
+		Forwarding6Was: st.Forwarding6Was, AcceptRAWas: maps.Clone(st.AcceptRAWas), Nft: st.Nft}}
 	h, p.Actions = HalfMade(st, h)
 	wanted := map[string]bool{}
 	for _, n := range want {
@@ -43,10 +50,22 @@ func Diff(want []model.Network, st state.State, h model.Host) (Plan, error) {
 		p.State.Networks[n.Name] = state.Net{Network: n, Uplink: up, Ports: ports, Floats: floats, Binds: keepBinds(st.Networks[n.Name].Binds, ports)}
 	}
 
-	needFwd := slices.ContainsFunc(want, model.Network.NeedsForwarding)
+	needFwd := slices.ContainsFunc(want, needsForwarding4)
 	if needFwd && !h.IPForward {
 		p.Actions = append(p.Actions, Action{Op: OpSysctl, Key: SysctlForward, Value: "1", Old: "0"})
 		p.State.ForwardingWas = "0"
+	}
+	needFwd6 := slices.ContainsFunc(want, needsForwarding6)
+	maps.DeleteFunc(p.State.AcceptRAWas, func(name, _ string) bool {
+		_, ok := h.Link(name)
+		return !ok // gone: nothing to put back
+	})
+	if needFwd6 {
+		p.Actions = append(p.Actions, raiseAcceptRA(h, &p.State)...)
+		if !h.IP6Forward {
+			p.Actions = append(p.Actions, Action{Op: OpSysctl, Key: SysctlForward6, Value: "1", Old: "0"})
+			p.State.Forwarding6Was = "0"
+		}
 	}
 
 	rules, err := nft.Render(want, h)
@@ -70,7 +89,68 @@ func Diff(want []model.Network, st state.State, h model.Host) (Plan, error) {
 		}
 		p.State.ForwardingWas = ""
 	}
+	if !needFwd6 {
+		if st.Forwarding6Was == "0" {
+			if h.IP6Forward {
+				p.Actions = append(p.Actions, Action{Op: OpSysctl, Key: SysctlForward6, Value: "0", Old: "1"})
+			}
+			p.State.Forwarding6Was = ""
+		}
+		p.Actions = append(p.Actions, restoreAcceptRA(st.AcceptRAWas, h)...)
+		p.State.AcceptRAWas = nil
+	}
 	return p, nil
+}
+
+// needsForwarding4 reports whether a network routes IPv4 through the host
+// (an IPv6-only network does not need ip_forward).
+func needsForwarding4(n model.Network) bool { return n.IPv4.IsValid() && n.NeedsForwarding() }
+
+// needsForwarding6 reports whether a network routes IPv6 through the host.
+func needsForwarding6(n model.Network) bool { return n.IPv6.IsValid() && n.NeedsForwarding() }
+
+// raiseAcceptRA returns the actions that set accept_ra to 2 on every
+// uplink that learns routes from router advertisements with accept_ra 1:
+// with forwarding on, the kernel ignores RAs on an interface with 1, and
+// the default route it learned expires (libvirt refuses to start there
+// instead). Each is recorded in st with the value to put back.
+func raiseAcceptRA(h model.Host, st *state.State) []Action {
+	var acts []Action
+	for _, u := range h.RAUplinks {
+		if u.AcceptRA != 1 {
+			continue
+		}
+		acts = append(acts, Action{Op: OpSysctl, Key: observe.AcceptRAKey(u.Name), Link: u.Name, Value: "2", Old: "1"})
+		if _, ok := st.AcceptRAWas[u.Name]; !ok {
+			if st.AcceptRAWas == nil {
+				st.AcceptRAWas = map[string]string{}
+			}
+			st.AcceptRAWas[u.Name] = "1"
+		}
+	}
+	return acts
+}
+
+// restoreAcceptRA puts back accept_ra on the uplinks guestnet raised, once
+// no network needs IPv6 forwarding. An interface that is gone has nothing
+// to put back; one still raised is written (whether or not it holds an RA
+// route now: the recorded value is what its owner set).
+func restoreAcceptRA(was map[string]string, h model.Host) []Action {
+	var acts []Action
+	for _, name := range slices.Sorted(maps.Keys(was)) {
+		if _, ok := h.Link(name); !ok {
+			continue
+		}
+		cur := "2"
+		if i := slices.IndexFunc(h.RAUplinks, func(u model.RAUplink) bool { return u.Name == name }); i >= 0 {
+			cur = strconv.Itoa(h.RAUplinks[i].AcceptRA)
+		}
+		if cur == was[name] {
+			continue
+		}
+		acts = append(acts, Action{Op: OpSysctl, Key: observe.AcceptRAKey(name), Link: name, Value: was[name], Old: cur})
+	}
+	return acts
 }
 
 // firewall returns the action that makes guestnet's table rules, when it
@@ -159,6 +239,14 @@ func withoutLink(h model.Host, name string) model.Host {
 	return h
 }
 
+// broadcast is the broadcast address an IPv4 address gets (none for IPv6).
+func broadcast(a netip.Prefix) netip.Addr {
+	if !a.Addr().Is4() {
+		return netip.Addr{}
+	}
+	return model.Broadcast(a)
+}
+
 // removedNetworks names the networks guestnet owns that are no longer wanted.
 func removedNetworks(wanted map[string]bool, st state.State, h model.Host) []string {
 	gone := map[string]bool{}
@@ -212,13 +300,13 @@ func ensureNetwork(n model.Network, h model.Host, saved *state.Uplink) ([]Action
 		move, up := ensureUplink(n, br, uplink, saved, h)
 		return append(acts, move...), up
 	}
-	var want []netip.Prefix
-	if n.IPv4.IsValid() {
-		want = append(want, n.IPv4)
-	}
+	// Observe leaves the bridge's IPv6 link-local address out of Addrs,
+	// so it is neither compared nor deleted: it is the source of the
+	// network's router advertisements and the guests' default router.
+	want := n.Addrs()
 	for _, a := range want {
 		if !slices.Contains(br.Addrs, a) {
-			acts = append(acts, Action{Op: OpAddrAdd, Link: n.Bridge, Addr: a, Brd: model.Broadcast(a)})
+			acts = append(acts, Action{Op: OpAddrAdd, Link: n.Bridge, Addr: a, Brd: broadcast(a)})
 		}
 	}
 	for _, a := range br.Addrs {
@@ -245,6 +333,9 @@ func ensureUplink(n model.Network, br, up model.Link, saved *state.Uplink, h mod
 	var acts []Action
 	if up.Master != n.Bridge {
 		for _, r := range h.RoutesVia(up.Name) {
+			if r.Proto == model.ProtoRA {
+				continue // the kernel's, from router advertisements: it learns them again on the bridge
+			}
 			acts = append(acts, Action{Op: OpRouteDel, Route: r})
 			if !slices.Contains(rec.Routes, r) {
 				rec.Routes = append(rec.Routes, r)

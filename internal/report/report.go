@@ -5,6 +5,7 @@ package report
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -14,27 +15,61 @@ import (
 )
 
 // Routes returns the commands a peer host runs so it can reach a routed
-// network's guests through this host. via is the host's address facing the
-// peers; when it is not valid it is the address on the interface that holds
-// peer's subnet, or else on the interface of the default route.
+// network's guests through this host, one per family (IPv4 first). via is
+// the host's address facing the peers; when it is not valid it is the
+// address on the interface that holds peer's subnet, or else on the
+// interface of the default route, of each family. A nat network's IPv6
+// guests leave masqueraded (NAT66): no IPv6 return route is printed for it.
 func Routes(n model.Network, h model.Host, via, peer netip.Addr, forOS string) ([]string, error) {
-	if !n.IPv4.IsValid() {
-		return nil, fmt.Errorf("routes %s: network has no ipv4 subnet", n.Name)
+	if forOS != "linux" && forOS != "" && forOS != "windows" {
+		return nil, fmt.Errorf("routes: --for %q: want linux or windows", forOS)
 	}
-	if !via.IsValid() {
-		var err error
-		if via, err = facing(h, peer, n.Bridge); err != nil {
-			return nil, fmt.Errorf("routes %s: %w", n.Name, err)
+	if !n.IPv4.IsValid() && !n.IPv6.IsValid() {
+		return nil, fmt.Errorf("routes %s: network has no ipv4 or ipv6 subnet", n.Name)
+	}
+	var out []string
+	for _, f := range []model.Family{model.IPv4, model.IPv6} {
+		sub := n.Addr(f).Masked()
+		if !sub.IsValid() || (f == model.IPv6 && n.Mode == model.NAT) {
+			continue
 		}
+		v := via
+		if v.IsValid() && model.FamilyOf(v) != f {
+			if n.Addr(model.FamilyOf(v)).IsValid() {
+				v = netip.Addr{} // --via names the other family's next hop: pick this one's
+			} else {
+				return nil, fmt.Errorf("routes %s: --via %s is an %s address, and the network has only %s", n.Name, v, familyName(model.FamilyOf(v)), familyName(f))
+			}
+		}
+		if !v.IsValid() {
+			var err error
+			if v, err = facing(h, f, peer, n.Bridge); err != nil {
+				return nil, fmt.Errorf("routes %s: %w", n.Name, err)
+			}
+		}
+		out = append(out, routeLine(sub, v, forOS))
 	}
-	sub := n.Subnet()
-	switch forOS {
-	case "linux", "":
-		return []string{fmt.Sprintf("ip route add %s via %s", sub, via)}, nil
-	case "windows":
-		return []string{fmt.Sprintf("route -p add %s mask %s %s", sub.Addr(), maskString(sub.Bits()), via)}, nil
+	return out, nil
+}
+
+func familyName(f model.Family) string {
+	if f == model.IPv6 {
+		return "IPv6"
 	}
-	return nil, fmt.Errorf("routes: --for %q: want linux or windows", forOS)
+	return "IPv4"
+}
+
+// routeLine is the command that routes sub via v, in the peer's syntax.
+func routeLine(sub netip.Prefix, v netip.Addr, forOS string) string {
+	switch {
+	case forOS == "windows" && sub.Addr().Is6():
+		return fmt.Sprintf("route -p add %s %s", sub, v)
+	case forOS == "windows":
+		return fmt.Sprintf("route -p add %s mask %s %s", sub.Addr(), maskString(sub.Bits()), v)
+	case sub.Addr().Is6():
+		return fmt.Sprintf("ip -6 route add %s via %s", sub, v)
+	}
+	return fmt.Sprintf("ip route add %s via %s", sub, v)
 }
 
 func maskString(bits int) string {
@@ -42,26 +77,39 @@ func maskString(bits int) string {
 	return fmt.Sprintf("%d.%d.%d.%d", byte(v>>24), byte(v>>16), byte(v>>8), byte(v))
 }
 
-func facing(h model.Host, peer netip.Addr, bridge string) (netip.Addr, error) {
+// facing is the host's address of family f on the interface facing the
+// peers: the one whose subnet holds peer (of either family: the interface
+// that holds it faces the peers, and its address of family f is the next
+// hop), or with no peer, the one of the interface of the family's default
+// route.
+func facing(h model.Host, f model.Family, peer netip.Addr, bridge string) (netip.Addr, error) {
 	if peer.IsValid() {
 		for _, l := range h.Links {
+			if l.Name == bridge || !slices.ContainsFunc(l.Addrs, func(a netip.Prefix) bool { return a.Masked().Contains(peer) }) {
+				continue
+			}
 			for _, a := range l.Addrs {
-				if a.Masked().Contains(peer) && l.Name != bridge {
+				if model.FamilyOf(a.Addr()) == f && (f != model.FamilyOf(peer) || a.Masked().Contains(peer)) {
 					return a.Addr(), nil
 				}
 			}
+			return netip.Addr{}, fmt.Errorf("%s, which faces %s, has no static %s address: give --via", l.Name, peer, familyName(f))
 		}
 		return netip.Addr{}, fmt.Errorf("no interface holds a subnet with %s: give --via", peer)
 	}
 	for _, r := range h.Routes {
-		if r.Dst.Bits() != 0 {
+		if r.Dst.Bits() != 0 || model.FamilyOf(r.Dst.Addr()) != f {
 			continue
 		}
-		if l, ok := h.Link(r.Dev); ok && len(l.Addrs) > 0 {
-			return l.Addrs[0].Addr(), nil
+		if l, ok := h.Link(r.Dev); ok {
+			for _, a := range l.Addrs {
+				if model.FamilyOf(a.Addr()) == f {
+					return a.Addr(), nil
+				}
+			}
 		}
 	}
-	return netip.Addr{}, fmt.Errorf("no default route to tell which address faces the peers: give --via or --peer")
+	return netip.Addr{}, fmt.Errorf("no %s default route on an interface with a static %s address, to tell which address faces the peers: give --via or --peer", familyName(f), familyName(f))
 }
 
 // NetworkStatus is one network as status shows it.
@@ -86,12 +134,18 @@ type NetworkStatus struct {
 
 // Status is guestnet's view of one namespace.
 type Status struct {
-	Networks   []NetworkStatus      `json:"networks"`
-	IPForward  bool                 `json:"ip_forward"`
-	BridgeNF   bool                 `json:"bridge_nf_call_iptables"`
-	Rules      int                  `json:"rules"`
-	DockerUser int                  `json:"docker_user_rules"`
-	Foreign    []model.ForeignChain `json:"foreign_drop_chains,omitempty"`
+	Networks   []NetworkStatus `json:"networks"`
+	IPForward  bool            `json:"ip_forward"`
+	IP6Forward bool            `json:"ip6_forward"`
+	// RAUplinks are the interfaces that learn routes from router
+	// advertisements, with their accept_ra; AcceptRARaised names those
+	// guestnet raised to 2 for IPv6 forwarding (destroy puts them back).
+	RAUplinks      []model.RAUplink     `json:"ra_uplinks,omitempty"`
+	AcceptRARaised []string             `json:"accept_ra_raised,omitempty"`
+	BridgeNF       bool                 `json:"bridge_nf_call_iptables"`
+	Rules          int                  `json:"rules"`
+	DockerUser     int                  `json:"docker_user_rules"`
+	Foreign        []model.ForeignChain `json:"foreign_drop_chains,omitempty"`
 	// SpoofDropped counts frames the anti-spoofing table dropped: spoofed
 	// sources, and frames of bound ports that are neither IPv4 nor ARP.
 	SpoofDropped uint64 `json:"spoofed_frames_dropped"`
@@ -100,7 +154,9 @@ type Status struct {
 // MakeStatus combines the state file and the observed host.
 func MakeStatus(st state.State, h model.Host) Status {
 	s := Status{IPForward: h.IPForward, BridgeNF: h.BridgeNFCallIPTables, Rules: h.Ruleset.RuleCount(),
-		DockerUser: len(h.Ruleset.DockerUser), Foreign: h.Foreign.ForwardDrop, SpoofDropped: h.Guard.Dropped}
+		DockerUser: len(h.Ruleset.DockerUser) + len(h.Ruleset.DockerUser6), Foreign: h.Foreign.ForwardDrop, SpoofDropped: h.Guard.Dropped}
+	s.IP6Forward, s.RAUplinks = h.IP6Forward, h.RAUplinks
+	s.AcceptRARaised = slices.Sorted(maps.Keys(st.AcceptRAWas))
 	for _, n := range st.Sorted() {
 		ns := NetworkStatus{Name: n.Name, Mode: n.Mode, Bridge: n.Bridge, Uplink: n.Uplink}
 		if l, ok := h.Link(n.Bridge); ok {
@@ -161,8 +217,18 @@ func (s Status) Text() string {
 		fmt.Fprintf(&b, "%-12s %-9s %-15s %-5s %-20s %-5d %-8d %s\n", n.Name, n.Mode, n.Bridge, st, a, n.Rules, n.Forwards, ports)
 	}
 	onoff := map[bool]string{true: "on", false: "off"}
-	fmt.Fprintf(&b, "\nip_forward: %s   bridge-nf-call-iptables: %s   rules owned: %d (table inet %s) + %d (DOCKER-USER)\n",
-		onoff[s.IPForward], onoff[s.BridgeNF], s.Rules-s.DockerUser, model.Table, s.DockerUser)
+	fmt.Fprintf(&b, "\nip_forward: %s   ipv6 forwarding: %s   bridge-nf-call-iptables: %s   rules owned: %d (table inet %s) + %d (DOCKER-USER)\n",
+		onoff[s.IPForward], onoff[s.IP6Forward], onoff[s.BridgeNF], s.Rules-s.DockerUser, model.Table, s.DockerUser)
+	for _, u := range s.RAUplinks {
+		note := ""
+		switch {
+		case slices.Contains(s.AcceptRARaised, u.Name):
+			note = " (raised by guestnet so IPv6 forwarding keeps its RA-learned routes; destroy puts it back)"
+		case u.AcceptRA == 1 && s.IP6Forward:
+			note = " (IPv6 forwarding is on: the kernel ignores this interface's router advertisements, and its RA-learned routes expire; accept_ra=2 keeps them)"
+		}
+		fmt.Fprintf(&b, "router advertisements on %s: accept_ra %d%s\n", u.Name, u.AcceptRA, note)
+	}
 	for _, f := range s.Foreign {
 		fmt.Fprintf(&b, "foreign chain that drops by policy: %s\n", f.Name)
 	}

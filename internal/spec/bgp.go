@@ -99,6 +99,11 @@ func parseBGP(file string, key, v *yaml.Node) (*BGP, error) {
 	if b.Port == 0 {
 		b.Port = model.BGPPort
 	}
+	if _, ok := b.Lines["router_id"]; !ok && len(b.Peers) > 0 && !slices.ContainsFunc(b.Peers, func(p model.BGPPeer) bool { return p.Address.Is4() }) {
+		// The identifier is an IPv4 address even on IPv6 sessions (RFC
+		// 4271, RFC 6286 only widens its meaning): nothing to take it from.
+		add(b.errorf("router_id", "missing: every peer is IPv6, and the BGP identifier is an IPv4 address taken from the first IPv4 peer's subnet; set router_id to one of this host's IPv4 addresses (any unique dotted quad works)"))
+	}
 	if _, ok := b.Lines["import"]; !ok {
 		b.Import = slices.Clone(model.DefaultImport)
 	}
@@ -148,12 +153,12 @@ func (b *BGP) list(field, want string, v *yaml.Node, errs *[]error) []*yaml.Node
 
 func (b *BGP) addrs(field string, v *yaml.Node, errs *[]error) []netip.Addr {
 	var out []netip.Addr
-	for i, it := range b.list(field, "IPv4 addresses", v, errs) {
+	for i, it := range b.list(field, "IP addresses", v, errs) {
 		f := field + "[" + itoa(i) + "]"
 		b.Lines[f] = it.Line
 		a, err := netip.ParseAddr(it.Value)
-		if it.Kind != yaml.ScalarNode || err != nil || !a.Is4() {
-			*errs = append(*errs, b.errorf(f, "want an IPv4 address, not %q", it.Value))
+		if it.Kind != yaml.ScalarNode || err != nil || !(a.Is4() || unicastAddr(a)) {
+			*errs = append(*errs, b.errorf(f, "want one of this host's IPv4 or IPv6 addresses (global or unique local), not %q", it.Value))
 			continue
 		}
 		out = append(out, a)
@@ -163,12 +168,12 @@ func (b *BGP) addrs(field string, v *yaml.Node, errs *[]error) []netip.Addr {
 
 func (b *BGP) prefixes(field string, v *yaml.Node, errs *[]error) []netip.Prefix {
 	out := []netip.Prefix{} // an empty list is written: install nothing
-	for i, it := range b.list(field, "IPv4 prefixes like 10.0.0.0/8", v, errs) {
+	for i, it := range b.list(field, "prefixes like 10.0.0.0/8 or fd00::/8", v, errs) {
 		f := field + "[" + itoa(i) + "]"
 		b.Lines[f] = it.Line
 		p, err := netip.ParsePrefix(it.Value)
-		if it.Kind != yaml.ScalarNode || err != nil || !p.Addr().Is4() {
-			*errs = append(*errs, b.errorf(f, "want an IPv4 prefix like 10.0.0.0/8, not %q", it.Value))
+		if it.Kind != yaml.ScalarNode || err != nil || p.Addr().Is4In6() || p.Addr().Zone() != "" {
+			*errs = append(*errs, b.errorf(f, "want an IPv4 or IPv6 prefix like 10.0.0.0/8 or fd00::/8, not %q", it.Value))
 			continue
 		}
 		if p != p.Masked() {
@@ -198,8 +203,8 @@ func (b *BGP) parsePeers(v *yaml.Node, errs *[]error) {
 			switch k.Value {
 			case "address":
 				a, err := netip.ParseAddr(val.Value)
-				if val.Kind != yaml.ScalarNode || err != nil || !a.Is4() || a.IsUnspecified() || a.IsMulticast() || a.IsLoopback() {
-					*errs = append(*errs, b.errorf(kf, "want the neighbour's IPv4 address, not %q", val.Value))
+				if val.Kind != yaml.ScalarNode || err != nil || !unicastAddr(a) {
+					*errs = append(*errs, b.errorf(kf, "want the neighbour's IPv4 or IPv6 address (global or unique local: a link-local one names no interface), not %q", val.Value))
 				}
 				p.Address = a
 			case "asn":
@@ -226,11 +231,22 @@ func (b *BGP) parsePeers(v *yaml.Node, errs *[]error) {
 			}
 		}
 		if _, ok := b.Lines[f+".address"]; !ok {
-			*errs = append(*errs, b.errorf(f+".address", "missing: the neighbour's IPv4 address"))
+			*errs = append(*errs, b.errorf(f+".address", "missing: the neighbour's IPv4 or IPv6 address"))
 		}
 		if _, ok := b.Lines[f+".asn"]; !ok {
 			*errs = append(*errs, b.errorf(f+".asn", "missing: the neighbour's AS number"))
 		}
 		b.Peers = append(b.Peers, p)
 	}
+}
+
+// unicastAddr reports whether a can be a session's end: an IPv4 address
+// that is neither unspecified, multicast nor loopback, or a global or
+// unique local IPv6 one (a link-local address needs an interface, which
+// the spec does not name; a v4-mapped one is written in its IPv4 form).
+func unicastAddr(a netip.Addr) bool {
+	if a.Is4() {
+		return !a.IsUnspecified() && !a.IsMulticast() && !a.IsLoopback()
+	}
+	return a.IsGlobalUnicast() && !a.Is4In6() && a.Zone() == ""
 }

@@ -70,3 +70,43 @@ func TestBGPImportEmptyAndTwice(t *testing.T) {
 		t.Errorf("err = %v\nwant %s", err, want)
 	}
 }
+
+// IPv6 peers, listen addresses and import prefixes load; the default
+// import covers the unique local range; an IPv6-only routed network is
+// announced by its prefix.
+func TestBGPSectionIPv6(t *testing.T) {
+	dir := t.TempDir()
+	f := filepath.Join(dir, "host.yaml")
+	os.WriteFile(f, []byte(`bgp:
+  asn: 65001
+  router_id: 10.10.0.1
+  listen: [10.10.0.1, "fd00:10::1"]
+  peers:
+    - {address: "fd00:10::2", asn: 65002}
+    - {address: 10.10.0.2, asn: 65003}
+networks:
+  dmz: {mode: routed, bridge: grt0, ipv6: "2001:db8:71::1/64"}
+`), 0o644)
+	s, err := Load(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := s.BGP
+	if len(b.Peers) != 2 || b.Peers[0].Address != netip.MustParseAddr("fd00:10::2") || len(b.Listen) != 2 {
+		t.Errorf("bgp = %+v", b.BGP)
+	}
+	if !slices.Contains(b.Import, netip.MustParsePrefix("fc00::/7")) || !slices.Contains(b.Import, netip.MustParsePrefix("10.0.0.0/8")) {
+		t.Errorf("import = %v, want the private ranges of both families", b.Import)
+	}
+	if got := model.Announced(s.Models()); len(got) != 1 || got[0] != netip.MustParsePrefix("2001:db8:71::/64") {
+		t.Errorf("announced %v, want dmz's IPv6 prefix", got)
+	}
+	os.WriteFile(f, []byte("bgp:\n  asn: 65001\n  peers: [{address: \"fd00:10::2\", asn: 65002}, {address: 10.10.0.2, asn: 65003}]\n  import: [\"2001:db8::/32\", 10.0.0.0/8]\n"), 0o644)
+	s, err = Load(f)
+	if err != nil {
+		t.Fatalf("a mixed section without router_id (an IPv4 peer gives it): %v", err)
+	}
+	if want := []netip.Prefix{netip.MustParsePrefix("2001:db8::/32"), netip.MustParsePrefix("10.0.0.0/8")}; !slices.Equal(s.BGP.Import, want) {
+		t.Errorf("import = %v, want %v", s.BGP.Import, want)
+	}
+}

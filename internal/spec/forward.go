@@ -53,6 +53,11 @@ func (n *Network) parseForwards(v *yaml.Node) error {
 				}
 				fw.PortFrom, fw.PortTo = p1, p2
 			case "to":
+				if v6, ok := ipv6Target(val.Value); ok {
+					fw.To = v6 // named: the one error is this one
+					err = n.errorf(kf, "%s is an IPv6 address: forwards translate IPv4 only (guests of a routed network with ipv6 are reached at their own addresses; NAT66 is for their outbound traffic)", v6)
+					break
+				}
 				host, port, hasPort := strings.Cut(val.Value, ":")
 				a, perr := netip.ParseAddr(host)
 				if perr != nil || !a.Is4() {
@@ -73,6 +78,9 @@ func (n *Network) parseForwards(v *yaml.Node) error {
 							p, perr = netip.PrefixFrom(a, 32), nil
 						}
 					}
+					if perr == nil && p.Addr().Is6() {
+						return n.errorf(field, "%s is IPv6: forwards translate IPv4 only, so from takes IPv4 addresses or prefixes", s)
+					}
 					if perr != nil || !p.Addr().Is4() {
 						return n.errorf(field, "want an IPv4 address or prefix, not %q", s)
 					}
@@ -82,6 +90,9 @@ func (n *Network) parseForwards(v *yaml.Node) error {
 			case "listen":
 				err = n.eachScalar(kf, val, func(field, s string) error {
 					a, perr := netip.ParseAddr(s)
+					if perr == nil && a.Is6() {
+						return n.errorf(field, "%s is IPv6: forwards translate IPv4 only, so listen takes IPv4 addresses of this host", s)
+					}
 					if perr != nil || !a.Is4() {
 						return n.errorf(field, "want an IPv4 address of this host, not %q", s)
 					}
@@ -114,6 +125,9 @@ func (n *Network) checkForwards() error {
 	if n.Mode != model.NAT && n.Mode != model.Routed {
 		return n.errorf("forwards", "only nat and routed networks take forwards (mode %s)", n.Mode)
 	}
+	if !n.IPv4.IsValid() {
+		return n.errorf("forwards", "the network has no ipv4: forwards translate IPv4 only (an IPv6 guest is reached at its own address on a routed network)")
+	}
 	var errs []error
 	// What a forward is keyed by in the map (model.Forward.Key, without
 	// formatting it as text: 10,000 forwards are parsed on every apply).
@@ -144,6 +158,14 @@ func (n *Network) checkForwards() error {
 func (n *Network) parseFloating(v *yaml.Node) error {
 	return n.mappings("floating", v, []string{"public", "guest", "uplink"}, func(f string, kv map[string]string) error {
 		pub, err := netip.ParseAddr(kv["public"])
+		g6, gerr := netip.ParseAddr(kv["guest"])
+		if (err == nil && pub.Is6()) || (gerr == nil && g6.Is6()) {
+			field := f + ".public"
+			if err != nil || !pub.Is6() {
+				field = f + ".guest"
+			}
+			return n.errorf(field, "floating addresses are IPv4 only (an IPv6 guest takes a global address on a routed network instead of 1:1 NAT66)")
+		}
 		if err != nil || !pub.Is4() {
 			return n.errorf(f+".public", "want an IPv4 address, not %q", kv["public"])
 		}
@@ -164,6 +186,9 @@ func (n *Network) checkFloating() error {
 	if n.Mode != model.NAT {
 		return n.errorf("floating", "only nat networks take floating addresses (mode %s)", n.Mode)
 	}
+	if !n.IPv4.IsValid() {
+		return n.errorf("floating", "the network has no ipv4: floating addresses are IPv4 only")
+	}
 	var errs []error
 	pubs, guests := map[netip.Addr]bool{}, map[netip.Addr]bool{}
 	for i, fl := range n.Floating {
@@ -179,6 +204,18 @@ func (n *Network) checkFloating() error {
 		pubs[fl.Public], guests[fl.Guest] = true, true
 	}
 	return errors.Join(errs...)
+}
+
+// ipv6Target reports whether a forward's to names an IPv6 address, bare
+// or as [ADDR]:PORT.
+func ipv6Target(s string) (netip.Addr, bool) {
+	if ap, err := netip.ParseAddrPort(s); err == nil && ap.Addr().Is6() {
+		return ap.Addr(), true
+	}
+	if a, err := netip.ParseAddr(strings.Trim(s, "[]")); err == nil && a.Is6() {
+		return a, true
+	}
+	return netip.Addr{}, false
 }
 
 // parsePeers reads peers: [NETWORK...], the networks whose guests may reach

@@ -17,13 +17,26 @@ import (
 //     target's definition (the one being made), with the ports, bindings and
 //     floating addresses of both, and the uplink record of a bridge-mode
 //     network from whichever side has one (the target's is the newer).
-//   - ForwardingWas is "0" when either side turned ip_forward on.
+//   - ForwardingWas is "0" when either side turned ip_forward on, and
+//     Forwarding6Was likewise for IPv6; AcceptRAWas holds the interfaces
+//     either side raised (the old side's value first: it is the original).
 //   - The ruleset mark is dropped: the rules may change under it, so the next
 //     plan reads them back.
 func Intent(old, target State) State {
-	in := State{Networks: map[string]Net{}, ForwardingWas: target.ForwardingWas}
+	in := State{Networks: map[string]Net{}, ForwardingWas: target.ForwardingWas, Forwarding6Was: target.Forwarding6Was}
 	if old.ForwardingWas == "0" {
 		in.ForwardingWas = "0"
+	}
+	if old.Forwarding6Was == "0" {
+		in.Forwarding6Was = "0"
+	}
+	for _, m := range []map[string]string{target.AcceptRAWas, old.AcceptRAWas} {
+		for ifname, v := range m {
+			if in.AcceptRAWas == nil {
+				in.AcceptRAWas = map[string]string{}
+			}
+			in.AcceptRAWas[ifname] = v
+		}
 	}
 	for name, n := range old.Networks {
 		in.Networks[name] = n.Clone()
@@ -69,7 +82,7 @@ func union[T comparable](a, b []T) []T {
 
 // Clone is a deep copy of the state.
 func (s State) Clone() State {
-	c := State{ForwardingWas: s.ForwardingWas}
+	c := State{ForwardingWas: s.ForwardingWas, Forwarding6Was: s.Forwarding6Was, AcceptRAWas: maps.Clone(s.AcceptRAWas)}
 	if s.Nft != nil {
 		m := *s.Nft
 		c.Nft = &m

@@ -56,3 +56,22 @@ func TestIntent(t *testing.T) {
 		t.Errorf("turning forwarding on: %+v", got)
 	}
 }
+
+// TestIntentIPv6Sysctls: Forwarding6Was "0" from either side, and every
+// interface either side raised, with the old side's value (the original).
+func TestIntentIPv6Sysctls(t *testing.T) {
+	old := State{Forwarding6Was: "0", AcceptRAWas: map[string]string{"eth0": "1"}}
+	target := State{AcceptRAWas: map[string]string{"eth0": "2", "eth1": "1"}}
+	in := Intent(old, target)
+	if in.Forwarding6Was != "0" || !reflect.DeepEqual(in.AcceptRAWas, map[string]string{"eth0": "1", "eth1": "1"}) {
+		t.Errorf("intent: forwarding6_was %q accept_ra_was %v", in.Forwarding6Was, in.AcceptRAWas)
+	}
+	if in := Intent(State{}, State{Forwarding6Was: "0"}); in.Forwarding6Was != "0" || in.AcceptRAWas != nil {
+		t.Errorf("intent of a first apply: %+v", in)
+	}
+	c := old.Clone()
+	c.AcceptRAWas["eth9"] = "1"
+	if _, ok := old.AcceptRAWas["eth9"]; ok {
+		t.Error("Clone shares AcceptRAWas")
+	}
+}

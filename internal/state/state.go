@@ -1,6 +1,7 @@
 // Package state keeps what guestnet must remember between runs about what it
 // owns: the networks it applied, the uplink settings a bridge-mode network
-// moved (to put them back on destroy), and whether it turned ip_forward on.
+// moved (to put them back on destroy), and whether it turned forwarding of
+// either family on (and raised accept_ra of uplinks for IPv6).
 // One JSON file per network namespace, replaced atomically.
 package state
 
@@ -29,6 +30,13 @@ type State struct {
 	// ForwardingWas is "0" when guestnet turned net.ipv4.ip_forward on, so
 	// that it turns it off again when its last forwarding network goes.
 	ForwardingWas string `json:"forwarding_was,omitempty"`
+	// Forwarding6Was is "0" when guestnet turned
+	// net.ipv6.conf.all.forwarding on, for the same reason.
+	Forwarding6Was string `json:"forwarding6_was,omitempty"`
+	// AcceptRAWas holds, per interface guestnet raised to accept_ra 2
+	// (so that IPv6 forwarding does not cost it its RA-learned default
+	// route), the value it had: put back when forwarding goes off again.
+	AcceptRAWas map[string]string `json:"accept_ra_was,omitempty"`
 	// Nft marks the ruleset guestnet last committed: the kernel's ruleset
 	// generation right after that commit, and the ruleset's digest. While
 	// the generation has not moved, observe need not read the rules back.

@@ -5,7 +5,11 @@
 // hop has a verdict; the walk stops at the first drop and names the rule,
 // policy or missing route. It is a simulation over model.Host (pure): rules
 // mean what package match says they mean, and where the walk cannot decide
-// (a rule it cannot simulate) it stops and says so.
+// (a rule it cannot simulate) it stops and says so. IPv4 and IPv6 packets
+// take the same walk, each through its own family's switches: forwarding
+// (ip_forward, conf.all.forwarding), br_netfilter (bridge-nf-call-iptables,
+// -ip6tables), the foreign tables that see the family (ip, ip6, inet) and
+// its policy routing rules.
 package trace
 
 import (
@@ -21,7 +25,7 @@ import (
 type Packet struct {
 	Src   netip.Addr `json:"src"`
 	Dst   netip.Addr `json:"dst"`
-	Proto string     `json:"proto"` // tcp, udp, icmp
+	Proto string     `json:"proto"` // tcp, udp, icmp (ICMPv6 for IPv6 addresses)
 	Port  int        `json:"port,omitempty"`
 	// InDev names the interface the packet arrives on, when the source's
 	// subnet is not one the host has an address in (an isolated bridge).
@@ -64,9 +68,10 @@ type flow struct {
 	src, dst netip.Addr
 	iif, oif string
 	iifGroup uint32
+	fam      model.Family
 	reply    bool   // conntrack state established (the reply direction)
 	dnat     bool   // conntrack status dnat: guestnet's DNAT translated the connection
-	proto    string // tcp, udp, icmp; "" matches no protocol rule
+	proto    string // tcp, udp, icmp, ipv6-icmp; "" matches no protocol rule
 	port     int    // destination port; 0 (unknown) in the reply direction
 }
 
@@ -88,6 +93,12 @@ func (f *flow) packet(h model.Host, hook string) match.Packet {
 // Walk traces p through h; d gives the foreign masquerade rules.
 func Walk(h model.Host, d model.Diag, p Packet) Result {
 	r := Result{Packet: p}
+	fam := model.FamilyOf(p.Dst)
+	if model.FamilyOf(p.Src) != fam {
+		r.Hops = append(r.Hops, Hop{"ingress", "drop", fmt.Sprintf("%s and %s are not of one address family: no packet carries both", p.Src, p.Dst)})
+		return r
+	}
+	proto := l4(p.Proto, fam)
 	if p.GuestPort != "" {
 		hop, ok := guard(h, p.GuestPort, p.Src)
 		r.Hops = append(r.Hops, hop)
@@ -98,7 +109,7 @@ func Walk(h model.Host, d model.Diag, p Packet) Result {
 			p.InDev = l.Master // routed on from the port's bridge
 		}
 	}
-	f := flow{src: p.Src, dst: p.Dst, iif: p.InDev, proto: p.Proto, port: p.Port}
+	f := flow{src: p.Src, dst: p.Dst, iif: p.InDev, fam: fam, proto: proto, port: p.Port}
 	ok := walk(h, d, &f, &r)
 	r.Ingress, r.Egress, r.Local, r.Dst = f.iif, f.oif, isLocal(h, f.dst), f.dst
 	if !ok {
@@ -110,7 +121,7 @@ func Walk(h model.Host, d model.Diag, p Packet) Result {
 		r.Delivered = true
 		return r
 	}
-	back := flow{src: f.dst, dst: f.src, reply: true, dnat: f.dnat, proto: p.Proto}
+	back := flow{src: f.dst, dst: f.src, fam: fam, reply: true, dnat: f.dnat, proto: proto}
 	r.Hops = append(r.Hops, Hop{"reply", "note", fmt.Sprintf("%s answers %s", back.src, back.dst)})
 	if !isLocal(h, back.dst) {
 		if _, ok := lookup(h, back.dst); !ok {
@@ -143,6 +154,10 @@ func walk(h model.Host, d model.Diag, f *flow, r *Result) bool {
 	stop := func(stage string, err error) bool {
 		add(stage, "stop", "%v: the walk cannot tell what the kernel does from here", err)
 		r.CannotTell = true
+		return false
+	}
+	if f.iif == "" && f.src.Is6() && f.src.IsLinkLocalUnicast() {
+		add("ingress", "drop", "%s is link-local: every interface has fe80::/64, so give the interface it arrives on (--in)", f.src)
 		return false
 	}
 	if f.iif == "" {
@@ -193,19 +208,20 @@ func walk(h model.Host, d model.Diag, f *flow, r *Result) bool {
 		return false
 	}
 	f.oif = rt.Dev
-	add("route", "pass", "ip route get %s: dev %s%s (main table)", f.dst, rt.Dev, via(rt))
-	if len(d.PolicyRules) > 0 && !f.reply {
-		add("route", "note", "not simulated: policy routing (ip rule %s) may choose another table; trace --live asks the kernel",
-			strings.Join(d.PolicyRules, "; "))
+	add("route", "pass", "%s route get %s: dev %s%s (main table)", ipCmd(f.fam), f.dst, rt.Dev, via(rt))
+	if rules := policyRules(d, f.fam); len(rules) > 0 && !f.reply {
+		add("route", "note", "not simulated: policy routing (%s rule %s) may choose another table; trace --live asks the kernel",
+			ipCmd(f.fam), strings.Join(rules, "; "))
 	}
-	if f.dnat && f.iif == f.oif && f.dst == f.src && h.BridgeNFCallIPTables {
+	brnf, brnfName := brNetfilter(h, f.fam)
+	if f.dnat && f.iif == f.oif && f.dst == f.src && brnf {
 		// br_netfilter bridges a DNATed packet whose new destination is on
 		// the bridge it came from back into that bridge, not through the
 		// router: here toward the port it came in on, which a bridge never
 		// sends a frame back out of while hairpin mode is off.
-		add("forward", "drop", "bridge-nf-call-iptables = 1: br_netfilter bridges the DNATed packet back into %s toward %s, "+
+		add("forward", "drop", "%s = 1: br_netfilter bridges the DNATed packet back into %s toward %s, "+
 			"the port it came from, and a bridge port does not send a frame back out (hairpin off): a guest cannot reach "+
-			"itself through its public address here (it reaches itself by %s; a neighbour's public address works)", f.iif, f.dst, f.dst)
+			"itself through its public address here (it reaches itself by %s; a neighbour's public address works)", brnfName, f.iif, f.dst, f.dst)
 		return false
 	}
 	if f.iif == "lo" { // locally generated: no forward hook
@@ -215,13 +231,13 @@ func walk(h model.Host, d model.Diag, f *flow, r *Result) bool {
 		add("egress", "deliver", "out of %s to %s", f.oif, f.dst)
 		return true
 	}
-	if f.oif != f.iif && !h.IPForward {
-		add("forward", "drop", "net.ipv4.ip_forward = 0: the host does not route between %s and %s", f.iif, f.oif)
+	if on, name := forwarding(h, f.fam); f.oif != f.iif && !on {
+		add("forward", "drop", "%s = 0: the host does not route %s between %s and %s", name, famName(f.fam), f.iif, f.oif)
 		return false
 	}
 	// Within one bridge and not DNATed: the frame is bridged, not routed.
-	if f.oif == f.iif && !f.dnat && !h.BridgeNFCallIPTables {
-		add("forward", "pass", "bridged within %s (br_netfilter off: no IP hooks)", f.iif)
+	if f.oif == f.iif && !f.dnat && !brnf {
+		add("forward", "pass", "bridged within %s (%s = 0: no IP hooks)", f.iif, brnfName)
 		add("egress", "deliver", "out of %s to %s", f.oif, f.dst)
 		return true
 	}
@@ -238,23 +254,27 @@ func walk(h model.Host, d model.Diag, f *flow, r *Result) bool {
 	default:
 		add("forward", "pass", "no rule of guestnet's matches (policy accept)")
 	}
-	if len(h.Foreign.ForwardDrop) > 0 {
+	if drops := foreignDrops(h, f.fam); len(drops) > 0 {
 		ours := false // an accept of guestnet's in DOCKER-USER
-		for _, du := range h.Ruleset.DockerUser {
+		for _, du := range dockerUser(h, f.fam) {
 			ok, err := match.Rule(du, pkt)
 			if err != nil {
 				return stop("forward", err)
 			}
 			if ok && du.Verdict == model.Accept {
 				ours = true
-				add("forward", "accept", "table ip filter chain DOCKER-USER: %s", du)
+				add("forward", "accept", "table %s filter chain DOCKER-USER: %s", f.fam, du)
 				break
 			}
 		}
 		bridged := f.iif == f.oif && !f.dnat
-		for _, fc := range h.Foreign.ForwardDrop {
+		for _, fc := range drops {
 			if !ours && !fc.Lets(f.iif, bridged) && !fc.Lets(f.oif, bridged) {
-				add("forward", "drop", "%s: policy drop, no rule accepts %s -> %s", fc.Name, f.iif, f.oif)
+				why := ""
+				if bridged {
+					why = fmt.Sprintf(" (%s = 1: bridged frames cross it)", brnfName)
+				}
+				add("forward", "drop", "%s: policy drop, no rule accepts %s -> %s%s", fc.Name, f.iif, f.oif, why)
 				return false
 			}
 		}
@@ -334,9 +354,9 @@ func describe(fw model.Forward) string {
 // chain (floating address, then masquerade), then foreign masquerade rules.
 func snat(h model.Host, d model.Diag, f *flow, r *Result, add func(string, string, string, ...any)) error {
 	masq := func(where string, rule model.Rule) {
-		if l, ok := h.Link(f.oif); ok && len(l.Addrs) > 0 {
-			add("postrouting", "snat", "%s: %s: source %s becomes %s", where, rule, f.src, l.Addrs[0].Addr())
-			f.src = l.Addrs[0].Addr()
+		if a, ok := masqAddr(h, f.oif, f.fam); ok {
+			add("postrouting", "snat", "%s: %s: source %s becomes %s", where, rule, f.src, a)
+			f.src = a
 		}
 	}
 	p := f.packet(h, "postrouting")
@@ -371,6 +391,9 @@ func snat(h model.Host, d model.Diag, f *flow, r *Result, add func(string, strin
 		}
 	}
 	for _, fr := range d.ForeignNAT {
+		if !fr.Sees(f.fam) {
+			continue
+		}
 		ok, err := match.Rule(fr.Rule, p)
 		if err != nil {
 			return fmt.Errorf("%s: %s: %w", fr.Chain, fr.Rule, err)
@@ -414,14 +437,15 @@ func isLocal(h model.Host, a netip.Addr) bool {
 	return false
 }
 
-// bridgeOf is the bridge whose subnet holds a.
+// bridgeOf is the bridge whose subnet holds a (not by its link-local
+// prefix, which every bridge has).
 func bridgeOf(h model.Host, a netip.Addr) string {
 	for _, l := range h.Links {
 		if l.Kind != "bridge" {
 			continue
 		}
 		for _, p := range l.Addrs {
-			if p.Masked().Contains(a) {
+			if !p.Addr().IsLinkLocalUnicast() && p.Masked().Contains(a) {
 				return l.Name
 			}
 		}
