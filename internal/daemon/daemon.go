@@ -159,6 +159,9 @@ func (d *Daemon) Run(ctx context.Context, ready func()) error {
 func (d *Daemon) init(ctx context.Context, st *dhcp.BoltStore) {
 	d.mu.Lock() // a reload (SIGHUP) may look at d.ctx meanwhile
 	d.ctx = ctx
+	if d.Guard6 == nil {
+		d.Guard6 = claims6{d} // IPv6 anti-spoofing: DHCPv6 leases are claims (guard.go)
+	}
 	d.mu.Unlock()
 	d.store = st
 	d.servers, d.dns, d.closers = map[string]*server{}, map[string]*dnsServer{}, map[string]io.Closer{}

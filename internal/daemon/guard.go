@@ -276,3 +276,44 @@ func (d *Daemon) forgetClaims6(claims []model.Claim6, masters map[string]portLin
 	}
 	d.Log.Info("anti-spoofing: forgot IPv6 claims of departed ports", "claims", len(gone))
 }
+
+// claims6 is the daemon's Binder6 (Daemon.Guard6, unless the caller set
+// one): a DHCPv6 lease is a first-come claim of its address by the port
+// the client asked from, for the lease's valid lifetime (sets claims6 and
+// claimed6; each packet then refreshes it as any claim). A lease of an
+// address another port holds claims nothing (the holder keeps it, and the
+// newcomer's frames from it are dropped). Failures are logged: the
+// guest's first packet claims the address anyway when nobody holds it.
+type claims6 struct{ d *Daemon }
+
+func (c claims6) Bound6(network string, l dhcp.Lease6) {
+	d := c.d
+	left := time.Until(l.Expiry)
+	if v := d.view.Load(); v == nil || !v.guarded[network] || l.Port == "" || l.Declined || left <= 0 {
+		return
+	}
+	g, err := d.Engine.Kernel.Guard()
+	if err != nil || !g.On || g.Broken {
+		return // no table (yet): the repair makes it, and the guest's packets claim
+	}
+	if holder, by := g.HolderOf(l.IP, l.Port); holder != "" {
+		d.Log.Warn("anti-spoofing: DHCPv6 lease of an address another port holds", "network", network, "port", l.Port, "ip", l.IP, "holder", holder, "by", by)
+		return
+	}
+	add := model.Elems{Claims6: []model.Claim6{{Port: l.Port, IP: l.IP, Left: left}}}
+	if err := d.Engine.Learn(d.ctx, add, model.Elems{}); err != nil {
+		d.Log.Error("anti-spoofing: claim a DHCPv6 lease's address", "network", network, "port", l.Port, "ip", l.IP, "err", err)
+	}
+}
+
+func (c claims6) Unbound6(network string, l dhcp.Lease6) {
+	d := c.d
+	if l.Port == "" {
+		return
+	}
+	del := model.Elems{Claims6: []model.Claim6{{Port: l.Port, IP: l.IP}}}
+	if err := d.Engine.Learn(d.ctx, model.Elems{}, del); err != nil {
+		// The claim may have lapsed already, or never been made.
+		d.Log.Debug("anti-spoofing: release a DHCPv6 lease's claim", "network", network, "port", l.Port, "ip", l.IP, "err", err)
+	}
+}
