@@ -159,7 +159,7 @@ func (d *Daemon) syncDHCP6(s6 Sockets6, index map[string]int) {
 			d.Log.Error("dhcp6 listen", "err", err)
 			return
 		}
-		d.v6.conn, d.v6.mux, d.v6.joined = c, &dhcp6.Mux{Log: d.Log}, map[int]bool{}
+		d.v6.conn, d.v6.mux, d.v6.joined = c, &dhcp6.Mux{Log: d.Log, Source: s6.LinkLocal}, map[int]bool{}
 		go func() {
 			if err := d.v6.mux.Serve(c); err != nil {
 				d.v6.err.set(fmt.Errorf("the DHCPv6 socket failed: %w", err))
