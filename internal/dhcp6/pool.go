@@ -28,6 +28,9 @@ type Config struct {
 	model.DHCP6
 	DNS    []netip.Addr // DNS servers (the gateway, when dns: is set)
 	Domain string       // search list, "" for none
+	// PerPort caps the dynamic addresses held through one bridge port at
+	// once (DHCPv4's per_port); 0 is no cap.
+	PerPort int
 }
 
 // Quarantine is how long a declined address is kept out of the pool.

@@ -1,0 +1,95 @@
+package dhcp6
+
+import (
+	"io"
+	"log/slog"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv6"
+	"github.com/insomniacslk/dhcp/iana"
+
+	"github.com/guestnet/guestnet/internal/dhcp"
+	"github.com/guestnet/guestnet/internal/model"
+)
+
+// hostileHandler serves a /64 range (as an operator may write it: the
+// pool never runs dry, so nothing but a per-port cap bounds the leases a
+// guest collects, in memory and in leases.db) with a cap of perPort.
+func hostileHandler(t *testing.T, perPort int) (*Handler, *fakeStore) {
+	t.Helper()
+	c := &clock{time.Date(2026, 11, 30, 9, 0, 0, 0, time.UTC)}
+	cfg := Config{Network: "six", Prefix: prefix, PerPort: perPort,
+		DHCP6: model.DHCP6{Ranges: []model.Range{{From: netip.MustParseAddr("fd42:61::"), To: netip.MustParseAddr("fd42:61::ffff:ffff:ffff:ffff")}},
+			Lease: time.Hour}}
+	st := &fakeStore{m: map[netip.Addr]dhcp.Lease6{}}
+	h := &Handler{Pool: NewPool(cfg, c.now, nil), Store: st, Ports: &fakePorts{},
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	return h, st
+}
+
+// granted counts the IAs of rep that carry an address with a lifetime.
+func granted(rep *dhcpv6.Message) int {
+	n := 0
+	for _, ia := range rep.Options.IANA() {
+		for _, a := range ia.Options.Addresses() {
+			if a.ValidLifetime > 0 {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// TestPerPortCap: one guest inventing DUIDs (all its messages come from
+// its own link-local address, whose neighbour entry is its MAC on port
+// vnet-aa), or asking for many IAs in one Request, holds at most PerPort
+// addresses; its first clients renew, and a guest on another port is
+// served.
+func TestPerPortCap(t *testing.T) {
+	h, st := hostileHandler(t, 8)
+	h.MACOf = func(netip.Addr) string { return "02:00:00:00:00:aa" }
+	sid := ServerDUID("six")
+	got := 0
+	var first dhcpv6.DUID
+	for i := range 100 {
+		cid := &dhcpv6.DUIDUUID{UUID: [16]byte{0: 1, 14: byte(i >> 8), 15: byte(i)}}
+		if i == 0 {
+			first = cid
+		}
+		got += granted(roundTrip(t, h, msg(dhcpv6.MessageTypeRequest, cid, sid, iaNA(1))))
+	}
+	if got != 8 || len(st.m) != 8 {
+		t.Errorf("100 invented DUIDs from one port got %d addresses (%d stored), want 8", got, len(st.m))
+	}
+	// Rapid commit is no way around it.
+	rc := msg(dhcpv6.MessageTypeSolicit, &dhcpv6.DUIDUUID{UUID: [16]byte{0: 2}}, nil, iaNA(1), &dhcpv6.OptionGeneric{OptionCode: dhcpv6.OptionRapidCommit})
+	if n := granted(roundTrip(t, h, rc)); n != 0 {
+		t.Errorf("a rapid-commit Solicit past the cap got %d addresses", n)
+	}
+	// Nor is the Advertise a promise: it says NoAddrsAvail.
+	adv := roundTrip(t, h, msg(dhcpv6.MessageTypeSolicit, &dhcpv6.DUIDUUID{UUID: [16]byte{0: 3}}, nil, iaNA(1)))
+	if s := adv.Options.OneIANA().Options.Status(); s == nil || s.StatusCode != iana.StatusNoAddrsAvail {
+		t.Errorf("Solicit past the cap: %s, want NoAddrsAvail", adv.Summary())
+	}
+	// A client that holds its address renews it.
+	if n := granted(roundTrip(t, h, msg(dhcpv6.MessageTypeRenew, first, sid, iaNA(1)))); n != 1 {
+		t.Errorf("the first client's Renew got %d addresses, want its own", n)
+	}
+	// Many IAs in one message: the same cap.
+	h2, st2 := hostileHandler(t, 8)
+	h2.MACOf = h.MACOf
+	var ias []dhcpv6.Option
+	for i := range 50 {
+		ias = append(ias, iaNA(byte(i)))
+	}
+	if n := granted(roundTrip(t, h2, msg(dhcpv6.MessageTypeRequest, duidLL("02:00:00:00:00:bb"), sid, ias...))); n != 8 || len(st2.m) != 8 {
+		t.Errorf("a Request with 50 IA_NAs got %d addresses (%d stored), want 8", n, len(st2.m))
+	}
+	// Another guest, on another port, is served.
+	h.MACOf = func(netip.Addr) string { return "02:00:00:00:00:cc" }
+	if n := granted(roundTrip(t, h, msg(dhcpv6.MessageTypeRequest, &dhcpv6.DUIDUUID{UUID: [16]byte{0: 4}}, sid, iaNA(1)))); n != 1 {
+		t.Errorf("a guest on another port got %d addresses, want 1", n)
+	}
+}
