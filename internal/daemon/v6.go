@@ -133,7 +133,9 @@ func (d *Daemon) syncDHCP6(s6 Sockets6, index map[string]int) {
 		if n.DHCP6 == nil || !n.IPv6.IsValid() || !n.GuestBridge() {
 			continue
 		}
-		cfg := dhcp6.Config{Network: n.Name, Prefix: n.Subnet6(), DHCP6: *n.DHCP6}
+		// The DHCPv4 default cap (per_port: 8) holds for DHCPv6 too; the
+		// spec has no dhcp6 key for it yet.
+		cfg := dhcp6.Config{Network: n.Name, Prefix: n.Subnet6(), DHCP6: *n.DHCP6, PerPort: spec.DefaultPerPort}
 		if r, ok := n.RA(); ok {
 			cfg.DNS = r.RDNSS
 			if len(r.DNSSL) > 0 {

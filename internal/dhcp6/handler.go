@@ -41,7 +41,7 @@ type PortBinder interface {
 
 // Stats counts what a handler did.
 type Stats struct {
-	Advertised, Replied, Released, Declined, NoAddrs, Dropped, StoreErrors atomic.Uint64
+	Advertised, Replied, Released, Declined, NoAddrs, PortFull, Dropped, StoreErrors atomic.Uint64
 }
 
 // Handler answers one network's DHCPv6 messages.
@@ -56,7 +56,8 @@ type Handler struct {
 	MACOf func(src netip.Addr) string
 	Stats Stats
 
-	lastFull atomic.Int64 // when "no address left" was last logged (unix ns)
+	lastFull     atomic.Int64 // when "no address left" was last logged (unix ns)
+	lastPortFull atomic.Int64 // when a port's cap was last logged
 }
 
 // exhausted logs a full pool at most once a minute (a client retries its
@@ -70,6 +71,27 @@ func (h *Handler) exhausted(duid string) {
 	}
 	h.Log.Warn("dhcp6: no address left in the range; clients go without (see guestnet leases)",
 		"network", h.Pool.cfg.Network, "duid", duid, "unanswered", h.Stats.NoAddrs.Load())
+}
+
+// locate is the bridge port mac sits on, the zero PortID when unknown.
+func (h *Handler) locate(mac string) dhcp.PortID {
+	if h.Ports == nil || mac == "" {
+		return dhcp.PortID{}
+	}
+	return h.Ports.Locate(mac)
+}
+
+// portFull counts and logs, at most once a minute, an IA refused by the
+// port's cap (Config.PerPort).
+func (h *Handler) portFull(duid, port string) {
+	h.Stats.PortFull.Add(1)
+	now := time.Now().UnixNano()
+	last := h.lastPortFull.Load()
+	if now-last < int64(time.Minute) || !h.lastPortFull.CompareAndSwap(last, now) {
+		return
+	}
+	h.Log.Warn("dhcp6: a port asked for more addresses than its share of the range (a guest inventing DUIDs or IAs?): refused",
+		"network", h.Pool.cfg.Network, "duid", duid, "port", port, "per_port", h.Pool.cfg.PerPort, "refused", h.Stats.PortFull.Load())
 }
 
 // ServerDUID is the server's DUID on a network: a DUID-UUID (RFC 6355)
@@ -272,8 +294,16 @@ func hint(ia *dhcpv6.OptIANA) netip.Addr {
 // the IA when the pool is full.
 func (h *Handler) advertise(msg, rep *dhcpv6.Message, cid dhcpv6.DUID, src netip.Addr) {
 	duid, mac := DUIDString(cid), h.mac(cid, src)
+	port := h.locate(mac)
 	for _, ia := range msg.Options.IANA() {
 		a, ok := h.Pool.Offer(duid, iaidOf(ia), mac, hint(ia))
+		if ok && h.Pool.PortFull(port.Name, duid, iaidOf(ia), mac, a) {
+			h.portFull(duid, port.Name)
+			out := &dhcpv6.OptIANA{IaId: ia.IaId}
+			out.Options.Add(status(iana.StatusNoAddrsAvail, "this port holds its share of the range"))
+			rep.AddOption(out)
+			continue
+		}
 		if !ok {
 			h.exhausted(duid)
 			out := &dhcpv6.OptIANA{IaId: ia.IaId}
@@ -292,15 +322,18 @@ func (h *Handler) advertise(msg, rep *dhcpv6.Message, cid dhcpv6.DUID, src netip
 // address it may have instead (RFC 8415 §18.3.4).
 func (h *Handler) bindAll(msg, rep *dhcpv6.Message, cid dhcpv6.DUID, src netip.Addr, renew bool) {
 	duid, mac := DUIDString(cid), h.mac(cid, src)
-	var port dhcp.PortID
-	if h.Ports != nil && mac != "" {
-		port = h.Ports.Locate(mac)
-	}
+	port := h.locate(mac)
 	for _, ia := range msg.Options.IANA() {
 		iaid := iaidOf(ia)
 		want := hint(ia)
 		out := &dhcpv6.OptIANA{IaId: ia.IaId}
 		a, ok := h.Pool.Offer(duid, iaid, mac, want)
+		if ok && h.Pool.PortFull(port.Name, duid, iaid, mac, a) {
+			h.portFull(duid, port.Name)
+			out.Options.Add(status(iana.StatusNoAddrsAvail, "this port holds its share of the range"))
+			rep.AddOption(out)
+			continue
+		}
 		if !ok {
 			h.exhausted(duid)
 			if renew {

@@ -235,7 +235,7 @@ func (p *Pool) Bind(l dhcp.Lease6) (bound dhcp.Lease6, replaced []dhcp.Lease6, o
 			return dhcp.Lease6{}, nil, false
 		}
 		l.Hostname = h.Name
-	} else if !p.free(l.IP, c, now) {
+	} else if !p.free(l.IP, c, now) || p.portFull(l.Port, c, l.IP, now) {
 		return dhcp.Lease6{}, nil, false
 	}
 	if old, ok := p.byIP[l.IP]; ok && (client{old.DUID, old.IAID}) != c {
@@ -251,6 +251,40 @@ func (p *Pool) Bind(l dhcp.Lease6) (bound dhcp.Lease6, replaced []dhcp.Lease6, o
 	l.Declined = false
 	p.put(l)
 	return l, replaced, true
+}
+
+// PortFull reports whether giving a to the client's IA through port
+// would exceed the port's cap (Config.PerPort): the live dynamic
+// addresses other IAs hold through port number PerPort or more. One guest
+// inventing DUIDs, or asking for many IAs at once, cannot empty the range
+// nor, with a /64 range that never runs dry, fill memory and leases.db.
+// A static host, and an IA that holds a already (a renewal), is never
+// refused. Port "" is the share of every client no port is known for.
+func (p *Pool) PortFull(port, duid string, iaid uint32, mac string, a netip.Addr) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.Static(duid, mac); ok {
+		return false
+	}
+	return p.portFull(port, client{duid, iaid}, a, p.now())
+}
+
+func (p *Pool) portFull(port string, c client, a netip.Addr, now time.Time) bool {
+	if p.cfg.PerPort <= 0 || p.isStatic(a) {
+		return false
+	}
+	if l, ok := p.byIP[a]; ok && (client{l.DUID, l.IAID}) == c && !l.Declined && now.Before(l.Expiry) {
+		return false // renewing
+	}
+	n := 0
+	for _, l := range p.byIP {
+		if l.Port == port && !l.Declined && now.Before(l.Expiry) && (client{l.DUID, l.IAID}) != c && !p.isStatic(l.IP) {
+			if n++; n >= p.cfg.PerPort {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // nameTaken reports whether name is a static host's or another client's
