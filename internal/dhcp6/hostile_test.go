@@ -3,6 +3,7 @@ package dhcp6
 import (
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"testing"
 	"time"
@@ -91,5 +92,73 @@ func TestPerPortCap(t *testing.T) {
 	h.MACOf = func(netip.Addr) string { return "02:00:00:00:00:cc" }
 	if n := granted(roundTrip(t, h, msg(dhcpv6.MessageTypeRequest, &dhcpv6.DUIDUUID{UUID: [16]byte{0: 4}}, sid, iaNA(1)))); n != 1 {
 		t.Errorf("a guest on another port got %d addresses, want 1", n)
+	}
+}
+
+// eui64LL is the link-local address a guest with mac forms (modified
+// EUI-64), the source of its DHCPv6 messages.
+func eui64LL(mac string) netip.Addr {
+	hw, _ := net.ParseMAC(mac)
+	return netip.AddrFrom16([16]byte{0: 0xfe, 1: 0x80, 8: hw[0] ^ 2, 9: hw[1], 10: hw[2], 11: 0xff, 12: 0xfe, 13: hw[3], 14: hw[4], 15: hw[5]})
+}
+
+func answerFrom(t *testing.T, h *Handler, m *dhcpv6.Message, src netip.Addr) *dhcpv6.Message {
+	t.Helper()
+	b := Answer(h, m.ToBytes(), src)
+	if b == nil {
+		return nil
+	}
+	rep, err := dhcpv6.MessageFromBytes(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rep
+}
+
+// TestStealLease6: guest B (port vnet-bb) learnt guest A's DUID and IAID
+// from A's multicast Solicit. Speaking in A's name from its own port, B
+// neither ends A's lease (Release, Decline) nor moves it to its port
+// (Request, Renew, Rebind: IPv6 anti-spoofing would bind A's address to
+// B). A, from its own port, still renews; whatever its DUID's kind.
+func TestStealLease6(t *testing.T) {
+	for _, victim := range []struct {
+		name string
+		duid dhcpv6.DUID
+	}{
+		{"DUID-LL", duidLL("02:00:00:00:00:aa")},
+		{"DUID-UUID", &dhcpv6.DUIDUUID{UUID: [16]byte{0: 0xaa}}},
+	} {
+		t.Run(victim.name, func(t *testing.T) {
+			h, st, ports, _ := testHandler(t)
+			sid := ServerDUID("six")
+			srcA, srcB := eui64LL("02:00:00:00:00:aa"), eui64LL("02:00:00:00:00:bb")
+			addr, _ := addrOf(t, answerFrom(t, h, msg(dhcpv6.MessageTypeRequest, victim.duid, sid, iaNA(1)), srcA))
+			if p := st.m[addr].Port; p != "vnet-aa" {
+				t.Fatalf("A's lease is bound through %q, want vnet-aa", p)
+			}
+			for _, typ := range []dhcpv6.MessageType{dhcpv6.MessageTypeRenew, dhcpv6.MessageTypeRequest,
+				dhcpv6.MessageTypeRelease, dhcpv6.MessageTypeDecline} {
+				answerFrom(t, h, msg(typ, victim.duid, sid, iaNA(1, addr)), srcB)
+				if !h.Pool.Holds(DUIDString(victim.duid), 1, addr) {
+					t.Fatalf("after B's %s in A's name, A no longer holds %v", typ, addr)
+				}
+				if l := st.m[addr]; l.Port != "vnet-aa" || l.Declined {
+					t.Errorf("after B's %s in A's name, the stored lease is %+v, want A's through vnet-aa", typ, l)
+				}
+			}
+			answerFrom(t, h, msg(dhcpv6.MessageTypeRebind, victim.duid, nil, iaNA(1, addr)), srcB)
+			for _, l := range ports.bound {
+				if l.Port != "vnet-aa" {
+					t.Errorf("anti-spoofing was told to bind %v through %s", l.IP, l.Port)
+				}
+			}
+			if ports.unbound != nil {
+				t.Errorf("anti-spoofing was told to unbind %v", ports.unbound)
+			}
+			// A itself renews.
+			if got, _ := addrOf(t, answerFrom(t, h, msg(dhcpv6.MessageTypeRenew, victim.duid, sid, iaNA(1, addr)), srcA)); got != addr {
+				t.Errorf("A's own Renew: %v, want %v", got, addr)
+			}
+		})
 	}
 }
