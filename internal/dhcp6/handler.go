@@ -41,7 +41,7 @@ type PortBinder interface {
 
 // Stats counts what a handler did.
 type Stats struct {
-	Advertised, Replied, Released, Declined, NoAddrs, PortFull, Dropped, StoreErrors atomic.Uint64
+	Advertised, Replied, Released, Declined, NoAddrs, PortFull, Foreign, Dropped, StoreErrors atomic.Uint64
 }
 
 // Handler answers one network's DHCPv6 messages.
@@ -58,6 +58,7 @@ type Handler struct {
 
 	lastFull     atomic.Int64 // when "no address left" was last logged (unix ns)
 	lastPortFull atomic.Int64 // when a port's cap was last logged
+	lastForeign  atomic.Int64 // when a foreign message was last logged
 }
 
 // exhausted logs a full pool at most once a minute (a client retries its
@@ -92,6 +93,73 @@ func (h *Handler) portFull(duid, port string) {
 	}
 	h.Log.Warn("dhcp6: a port asked for more addresses than its share of the range (a guest inventing DUIDs or IAs?): refused",
 		"network", h.Pool.cfg.Network, "duid", duid, "port", port, "per_port", h.Pool.cfg.PerPort, "refused", h.Stats.PortFull.Load())
+}
+
+// senderPort is the bridge port a message from src came through, located
+// by the MAC of src's modified EUI-64 interface identifier, else of its
+// neighbour entry: not by the DUID, which the client writes as it likes.
+// "" when unknown.
+func (h *Handler) senderPort(src netip.Addr) string {
+	if h.Ports == nil {
+		return ""
+	}
+	var mac string
+	if src.IsLinkLocalUnicast() {
+		mac = eui64MAC(src)
+	}
+	if mac == "" && h.MACOf != nil {
+		mac = h.MACOf(src)
+	}
+	if mac == "" {
+		return ""
+	}
+	return h.Ports.Locate(mac).Name
+}
+
+// foreign is the port msg came through when it speaks for an IA whose
+// live lease is bound through another port, holder, whose client still
+// sits there: a guest that learnt another's DUID and IAID (Solicits are
+// multicast, every guest on the bridge sees them) speaking in its name,
+// to end its lease or to move it to its own port (where IPv6
+// anti-spoofing would bind the address). A client that moved (its MAC
+// is on the new port now) is not foreign. "" when msg is not foreign or
+// its port is unknown (no neighbour entry, no EUI-64 source: the server
+// cannot tell).
+func (h *Handler) foreign(msg *dhcpv6.Message, cid dhcpv6.DUID, src netip.Addr) (port, holder string) {
+	if h.Ports == nil {
+		return "", ""
+	}
+	duid := DUIDString(cid)
+	var sender string
+	for _, ia := range msg.Options.IANA() {
+		l, ok := h.Pool.Lease(duid, iaidOf(ia))
+		if !ok || l.Port == "" {
+			continue
+		}
+		if sender == "" {
+			if sender = h.senderPort(src); sender == "" {
+				return "", ""
+			}
+		}
+		if l.Port != sender && (l.MAC == "" || h.Ports.Locate(l.MAC).Name == l.Port) {
+			return sender, l.Port
+		}
+	}
+	return "", ""
+}
+
+// foreignDrop counts and logs, at most once a minute, a message dropped
+// by foreign.
+func (h *Handler) foreignDrop(msg *dhcpv6.Message, cid dhcpv6.DUID, port, holder string) *dhcpv6.Message {
+	h.Stats.Foreign.Add(1)
+	now := time.Now().UnixNano()
+	last := h.lastForeign.Load()
+	if now-last >= int64(time.Minute) && h.lastForeign.CompareAndSwap(last, now) {
+		h.Log.Warn("dhcp6: a guest spoke in the name of a client whose lease is bound to another port (a stolen DUID?): dropped",
+			"network", h.Pool.cfg.Network, "type", msg.MessageType, "duid", DUIDString(cid), "port", port, "lease_port", holder,
+			"dropped", h.Stats.Foreign.Load())
+	}
+	return nil
 }
 
 // ServerDUID is the server's DUID on a network: a DUID-UUID (RFC 6355)
@@ -192,6 +260,11 @@ func (h *Handler) Handle(msg *dhcpv6.Message, src netip.Addr) *dhcpv6.Message {
 		}
 	default:
 		return h.drop(msg, "not a client message")
+	}
+	if msg.MessageType != dhcpv6.MessageTypeInformationRequest && msg.MessageType != dhcpv6.MessageTypeConfirm {
+		if port, holder := h.foreign(msg, cid, src); port != "" {
+			return h.foreignDrop(msg, cid, port, holder)
+		}
 	}
 	switch msg.MessageType {
 	case dhcpv6.MessageTypeInformationRequest:

@@ -303,6 +303,18 @@ func (p *Pool) nameTaken(name, duid string, now time.Time) bool {
 	return false
 }
 
+// Lease is the live lease the client's IA holds, if any.
+func (p *Pool) Lease(duid string, iaid uint32) (dhcp.Lease6, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	a, ok := p.byClient[client{duid, iaid}]
+	if !ok {
+		return dhcp.Lease6{}, false
+	}
+	l := p.byIP[a]
+	return l, !l.Declined && p.now().Before(l.Expiry)
+}
+
 // Holds reports whether the client's IA holds a now (a Renew or Rebind of
 // an address it may keep).
 func (p *Pool) Holds(duid string, iaid uint32, a netip.Addr) bool {
