@@ -10,6 +10,7 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv6"
 	"github.com/insomniacslk/dhcp/iana"
+	"github.com/insomniacslk/dhcp/rfc1035label"
 
 	"github.com/guestnet/guestnet/internal/dhcp"
 	"github.com/guestnet/guestnet/internal/model"
@@ -160,5 +161,38 @@ func TestStealLease6(t *testing.T) {
 				t.Errorf("A's own Renew: %v, want %v", got, addr)
 			}
 		})
+	}
+}
+
+func fqdn(name string) *dhcpv6.OptFQDN {
+	return &dhcpv6.OptFQDN{DomainName: &rfc1035label.Labels{Labels: []string{name}}}
+}
+
+// TestNameHijackAcrossFamilies: guest A holds the name "web" by its
+// DHCPv4 lease (its A record). Guest B asking for "web" in its DHCPv6
+// FQDN gets its address but not the name: else AAAA web would point to B,
+// and a client preferring IPv6 (every getaddrinfo) would talk to B. A
+// itself takes its name for its IPv6 address too. Odd names are cleaned
+// or refused as in DHCPv4.
+func TestNameHijackAcrossFamilies(t *testing.T) {
+	h, st := hostileHandler(t, 0)
+	h.Pool.cfg.NameHeld = func(name, mac string) bool { return name == "web" && mac != "02:00:00:00:00:aa" }
+	sid := ServerDUID("six")
+	b, _ := addrOf(t, roundTrip(t, h, msg(dhcpv6.MessageTypeRequest, duidLL("02:00:00:00:00:bb"), sid, iaNA(1), fqdn("web"))))
+	if n := st.m[b].Hostname; n != "" {
+		t.Errorf("guest B took the name %q that guest A holds over DHCPv4", n)
+	}
+	if a, ok := h.Pool.Resolve("web"); ok {
+		t.Errorf("AAAA web resolves to %v (guest B's)", a)
+	}
+	a, _ := addrOf(t, roundTrip(t, h, msg(dhcpv6.MessageTypeRequest, duidLL("02:00:00:00:00:aa"), sid, iaNA(1), fqdn("web"))))
+	if got, ok := h.Pool.Resolve("web"); !ok || got != a {
+		t.Errorf("AAAA web of guest A itself: %v %v, want %v", got, ok, a)
+	}
+	for _, c := range []struct{ ask, want string }{{"wpad", ""}, {"localhost", ""}, {"a b", ""}, {"x\x00y", ""}, {"ok-name", "ok-name"}} {
+		ip, _ := addrOf(t, roundTrip(t, h, msg(dhcpv6.MessageTypeRequest, duidLL("02:00:00:00:00:c"+string(rune('0'+len(c.ask)%10))), sid, iaNA(1), fqdn(c.ask))))
+		if got := st.m[ip].Hostname; got != c.want {
+			t.Errorf("FQDN %q: host name %q, want %q", c.ask, got, c.want)
+		}
 	}
 }

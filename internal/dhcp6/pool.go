@@ -31,6 +31,11 @@ type Config struct {
 	// PerPort caps the dynamic addresses held through one bridge port at
 	// once (DHCPv4's per_port); 0 is no cap.
 	PerPort int
+	// NameHeld reports whether a host name belongs to a guest other than
+	// the one with this MAC ("" unknown) in the network's other family
+	// (DHCPv4 leases and static hosts): a name is one guest's in both A
+	// and AAAA. nil: no other family. Called without the pool's lock.
+	NameHeld func(name, mac string) bool
 }
 
 // Quarantine is how long a declined address is kept out of the pool.
