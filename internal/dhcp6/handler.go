@@ -457,13 +457,17 @@ func (h *Handler) bindAll(msg, rep *dhcpv6.Message, cid dhcpv6.DUID, src netip.A
 }
 
 // hostname is the name a lease carries in DNS: a static host's, else the
-// client's FQDN option's first label (RFC 4704).
+// client's FQDN option's first label (RFC 4704), unless another guest
+// holds that name in the other family (Config.NameHeld).
 func (p *Pool) hostname(duid, mac string, msg *dhcpv6.Message) string {
 	if h, ok := p.Static(duid, mac); ok && h.Name != "" {
 		return h.Name
 	}
 	if f := msg.Options.FQDN(); f != nil && f.DomainName != nil && len(f.DomainName.Labels) > 0 {
 		name, _ := dhcp.CleanHostname(f.DomainName.Labels[0])
+		if name != "" && p.cfg.NameHeld != nil && p.cfg.NameHeld(name, mac) {
+			return "" // another guest's in DHCPv4: its A record, not this one's AAAA
+		}
 		return name
 	}
 	return ""
