@@ -135,7 +135,8 @@ func (d *Daemon) syncDHCP6(s6 Sockets6, index map[string]int) {
 		}
 		// The DHCPv4 default cap (per_port: 8) holds for DHCPv6 too; the
 		// spec has no dhcp6 key for it yet.
-		cfg := dhcp6.Config{Network: n.Name, Prefix: n.Subnet6(), DHCP6: *n.DHCP6, PerPort: spec.DefaultPerPort}
+		cfg := dhcp6.Config{Network: n.Name, Prefix: n.Subnet6(), DHCP6: *n.DHCP6, PerPort: spec.DefaultPerPort,
+			NameHeld: d.nameHeld4(n.Name)}
 		if r, ok := n.RA(); ok {
 			cfg.DNS = r.RDNSS
 			if len(r.DNSSL) > 0 {
@@ -321,6 +322,23 @@ func (l learner6) Bound(ls dhcp.Lease6) {
 func (l learner6) Unbound(ls dhcp.Lease6) {
 	if g := l.d.Guard6; g != nil {
 		g.Unbound6(l.network, ls)
+	}
+}
+
+// nameHeld4 and nameHeld6 tell one family's pool who holds a name in the
+// other's (read without d.mu, as DNS does): a guest's name is its own in
+// A and AAAA, no other guest takes it in the family it does not use.
+func (d *Daemon) nameHeld4(network string) func(name, mac string) bool {
+	return func(name, mac string) bool {
+		p, ok := d.pools.Load(network)
+		return ok && p.(*dhcp.Pool).NameHeld(name, mac)
+	}
+}
+
+func (d *Daemon) nameHeld6(network string) func(name, mac string) bool {
+	return func(name, mac string) bool {
+		p, ok := d.v6.pools.Load(network)
+		return ok && p.(*dhcp6.Pool).NameHeld(name, mac)
 	}
 }
 

@@ -189,6 +189,10 @@ func TestNameHijackAcrossFamilies(t *testing.T) {
 	if got, ok := h.Pool.Resolve("web"); !ok || got != a {
 		t.Errorf("AAAA web of guest A itself: %v %v, want %v", got, ok, a)
 	}
+	// What the DHCPv4 pool asks in turn (dhcp.Config.NameHeld).
+	if !h.Pool.NameHeld("web", "02:00:00:00:00:bb") || h.Pool.NameHeld("web", "02:00:00:00:00:aa") || !h.Pool.NameHeld("WEB", "") {
+		t.Errorf("NameHeld(web): held for B, not for A, held for an unknown MAC: want true, false, true")
+	}
 	for _, c := range []struct{ ask, want string }{{"wpad", ""}, {"localhost", ""}, {"a b", ""}, {"x\x00y", ""}, {"ok-name", "ok-name"}} {
 		ip, _ := addrOf(t, roundTrip(t, h, msg(dhcpv6.MessageTypeRequest, duidLL("02:00:00:00:00:c"+string(rune('0'+len(c.ask)%10))), sid, iaNA(1), fqdn(c.ask))))
 		if got := st.m[ip].Hostname; got != c.want {

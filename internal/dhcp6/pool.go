@@ -35,7 +35,7 @@ type Config struct {
 	// the one with this MAC ("" unknown) in the network's other family
 	// (DHCPv4 leases and static hosts): a name is one guest's in both A
 	// and AAAA. nil: no other family. Called without the pool's lock.
-	NameHeld func(name, mac string) bool
+	NameHeld func(name, mac string) bool `json:"-"`
 }
 
 // Quarantine is how long a declined address is kept out of the pool.
@@ -287,6 +287,31 @@ func (p *Pool) portFull(port string, c client, a netip.Addr, now time.Time) bool
 			if n++; n >= p.cfg.PerPort {
 				return true
 			}
+		}
+	}
+	return false
+}
+
+// NameHeld reports whether name belongs to a guest other than the one
+// with mac ("" unknown: any holder is another): a static host's name, or
+// a live lease's whose MAC is not mac. The DHCPv4 pool of the same
+// network asks it (dhcp.Config.NameHeld): a name is one guest's in A and
+// AAAA.
+func (p *Pool) NameHeld(name, mac string) bool {
+	if name == "" {
+		return false
+	}
+	for _, h := range p.cfg.Hosts {
+		if strings.EqualFold(h.Name, name) && (mac == "" || h.MAC != mac) {
+			return true
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := p.now()
+	for _, l := range p.byIP {
+		if !l.Declined && now.Before(l.Expiry) && strings.EqualFold(l.Hostname, name) && (mac == "" || l.MAC != mac) {
+			return true
 		}
 	}
 	return false
