@@ -295,3 +295,6 @@ func equalRA(a, b model.RA) bool {
 		a.Prefix == b.Prefix && a.Autonomous == b.Autonomous && a.MTU == b.MTU &&
 		slices.Equal(a.RDNSS, b.RDNSS) && slices.Equal(a.DNSSL, b.DNSSL)
 }
+
+// Withdraw is Stop for a network that goes away.
+func (a *Advertiser) Withdraw() { a.Stop() }
