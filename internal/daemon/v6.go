@@ -119,7 +119,7 @@ func (d *Daemon) syncRA(s6 Sockets6, index map[string]int) {
 	}
 	for name, s := range d.v6.ras {
 		if !want[name] {
-			s.adv.Stop() // sends the final RA: guests drop the default router now
+			s.adv.Withdraw() // the final RA: guests drop the default router and the prefix now
 			delete(d.v6.ras, name)
 			d.Log.Info("ra stopped", "network", name)
 		}
