@@ -43,8 +43,8 @@ func TestIPv6Renumber(t *testing.T) {
 	if _, ok := waitTrue(15*time.Second, has("fd42:61:")); !ok {
 		t.Fatalf("no SLAAC address in fd42:61::/64: %v", l.addrs6(g))
 	}
-	// preferred reports whether the guest's address in prefix is still
-	// preferred (not marked deprecated).
+	// state is the guest's line of `ip -6 addr` for its address in
+	// prefix, "" when it has none.
 	state := func(prefix string) string {
 		out, _ := l.tryIn(g, "ip", "-6", "-o", "addr", "show", "dev", "eth0", "scope", "global")
 		for _, line := range strings.Split(out, "\n") {
@@ -83,6 +83,9 @@ func TestIPv6Renumber(t *testing.T) {
 		return s == "" || strings.Contains(s, "deprecated")
 	}); !ok {
 		t.Errorf("the network was removed, the guest's address in it is still preferred:\n%s", state("fd42:63:"))
+	}
+	if r := l.defaultRoute6(g); r != "" {
+		t.Errorf("the network was removed, the guest keeps its default route %q", r)
 	}
 	t.Logf("after removal: %q, routes %q", state("fd42:63:"), l.In(g, "ip", "-6", "route", "show", "dev", "eth0"))
 }

@@ -226,6 +226,32 @@ func (d *Daemon) closeDHCP6() {
 	}
 }
 
+// withdrawRAAhead sends, before an apply, the final RA of every network
+// the next config removes or moves to another bridge: after the apply
+// the bridge is gone and the RA cannot leave (sendmsg: no such device),
+// and the guests would keep the default route for up to RouterLifetime
+// and their addresses preferred. If the apply then fails, syncV6 starts
+// the advertiser again, and its first RA restores what this one took.
+// d.mu is held.
+func (d *Daemon) withdrawRAAhead(next *spec.Spec) {
+	keep := map[string]string{}
+	for _, n := range next.Networks {
+		if _, ok := n.RA(); ok {
+			keep[n.Name] = n.Bridge
+		}
+	}
+	var wg sync.WaitGroup
+	for name, s := range d.v6.ras {
+		if b, ok := keep[name]; ok && strings.HasPrefix(s.key, b+"/") {
+			continue
+		}
+		wg.Go(s.adv.Withdraw)
+		delete(d.v6.ras, name)
+		d.Log.Info("ra stopped ahead of the apply", "network", name)
+	}
+	wg.Wait()
+}
+
 // stopV6 sends every network's final RA and stops DHCPv6.
 func (d *Daemon) stopV6() {
 	var wg sync.WaitGroup
