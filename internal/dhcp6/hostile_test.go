@@ -200,3 +200,76 @@ func TestNameHijackAcrossFamilies(t *testing.T) {
 		}
 	}
 }
+
+// TestStaticHostUnderLiveLease: the operator adds a static host for an
+// address another client holds a live lease of. The static host does not
+// get it while that lease lives (two guests would use one address: the
+// other client is not told until it renews); the other client's Renew
+// moves it (its old address with lifetimes 0), and then the static host
+// gets its address. Nor does a static host get an address in quarantine.
+func TestStaticHostUnderLiveLease(t *testing.T) {
+	h, st, _, c := testHandler(t)
+	sid := ServerDUID("six")
+	dyn := duidLL("02:00:00:00:00:d1")
+	x, _ := addrOf(t, roundTrip(t, h, msg(dhcpv6.MessageTypeRequest, dyn, sid, iaNA(1))))
+
+	static := duidLL("02:00:00:00:00:51")
+	cfg := h.Pool.Config()
+	cfg.Hosts = []model.StaticHost6{{DUID: DUIDString(static), IP: x, Name: "fixed"}}
+	var leases []dhcp.Lease6
+	for _, l := range st.m {
+		leases = append(leases, l)
+	}
+	h.Pool = NewPool(cfg, c.now, leases) // the reload
+
+	rep := roundTrip(t, h, msg(dhcpv6.MessageTypeRequest, static, sid, iaNA(1)))
+	if n := granted(rep); n != 0 {
+		t.Fatalf("the static host got %v while %s's lease of it lives: two guests on one address", x, DUIDString(dyn))
+	}
+	// The dynamic client renews: it is moved.
+	rep = roundTrip(t, h, msg(dhcpv6.MessageTypeRenew, dyn, sid, iaNA(1, x)))
+	moved, _ := addrOf(t, rep)
+	if moved == x {
+		t.Fatalf("the dynamic client keeps %v, now a static host's", x)
+	}
+	rep = roundTrip(t, h, msg(dhcpv6.MessageTypeRequest, static, sid, iaNA(1)))
+	if got, _ := addrOf(t, rep); got != x {
+		t.Errorf("the static host after the other client moved: %v, want %v", got, x)
+	}
+	if l := st.m[x]; l.DUID != DUIDString(static) {
+		t.Errorf("stored lease of %v: %+v", x, l)
+	}
+}
+
+// TestDeclineLoop: a guest that declines every address it gets (Request,
+// Decline, again, with fresh DUIDs) quarantines at most PerPort addresses
+// of a small range; the others stay for its neighbours.
+func TestDeclineLoop(t *testing.T) {
+	h, _, _, _ := testHandler(t)
+	h.Pool.cfg.PerPort = 2
+	h.Pool.cfg.Ranges = []model.Range{{From: netip.MustParseAddr("fd42:61::100"), To: netip.MustParseAddr("fd42:61::107")}}
+	h.MACOf = func(netip.Addr) string { return "02:00:00:00:00:aa" }
+	sid := ServerDUID("six")
+	for i := range 20 {
+		cid := &dhcpv6.DUIDUUID{UUID: [16]byte{0: 9, 15: byte(i)}}
+		rep := roundTrip(t, h, msg(dhcpv6.MessageTypeRequest, cid, sid, iaNA(1)))
+		if granted(rep) == 0 {
+			continue
+		}
+		a, _ := addrOf(t, rep)
+		roundTrip(t, h, msg(dhcpv6.MessageTypeDecline, cid, sid, iaNA(1, a)))
+	}
+	quarantined := 0
+	for _, l := range h.Pool.Leases() {
+		if l.Declined {
+			quarantined++
+		}
+	}
+	if quarantined > 2 {
+		t.Errorf("one port quarantined %d of 8 addresses by declining, want at most its share (2)", quarantined)
+	}
+	h.MACOf = func(netip.Addr) string { return "02:00:00:00:00:cc" }
+	if n := granted(roundTrip(t, h, msg(dhcpv6.MessageTypeRequest, duidLL("02:00:00:00:00:cc"), sid, iaNA(1)))); n != 1 {
+		t.Errorf("a neighbour after the decline loop got %d addresses, want 1", n)
+	}
+}
