@@ -148,6 +148,15 @@ func (p *Pool) free(a netip.Addr, c client, now time.Time) bool {
 	return !l.Declined && client{l.DUID, l.IAID} == c
 }
 
+// staticFree reports whether a static host's address a may go to its
+// client c now: no other client's live lease of it (the operator added
+// the host under a lease: that client is moved at its next Renew, and
+// two guests must not use one address meanwhile) and no quarantine.
+func (p *Pool) staticFree(a netip.Addr, c client, now time.Time) bool {
+	l, ok := p.byIP[a]
+	return !ok || !now.Before(l.Expiry) || (!l.Declined && client{l.DUID, l.IAID} == c)
+}
+
 // Offer is the address the pool would give the client's IA: its static
 // host's, the one it holds (or last held, if still free), the hint it
 // asked for when free, else a new one. ok is false when the ranges are
@@ -159,10 +168,10 @@ func (p *Pool) Offer(duid string, iaid uint32, mac string, hint netip.Addr) (net
 }
 
 func (p *Pool) pick(duid string, iaid uint32, mac string, hint netip.Addr, now time.Time) (netip.Addr, bool) {
-	if h, ok := p.Static(duid, mac); ok {
-		return h.IP, true
-	}
 	c := client{duid, iaid}
+	if h, ok := p.Static(duid, mac); ok {
+		return h.IP, p.staticFree(h.IP, c, now)
+	}
 	if a, ok := p.byClient[c]; ok && p.free(a, c, now) {
 		return a, true
 	}
@@ -236,7 +245,7 @@ func (p *Pool) Bind(l dhcp.Lease6) (bound dhcp.Lease6, replaced []dhcp.Lease6, o
 	c := client{l.DUID, l.IAID}
 	h, static := p.Static(l.DUID, l.MAC)
 	if static {
-		if l.IP != h.IP {
+		if l.IP != h.IP || !p.staticFree(l.IP, c, now) {
 			return dhcp.Lease6{}, nil, false
 		}
 		l.Hostname = h.Name
@@ -260,7 +269,8 @@ func (p *Pool) Bind(l dhcp.Lease6) (bound dhcp.Lease6, replaced []dhcp.Lease6, o
 
 // PortFull reports whether giving a to the client's IA through port
 // would exceed the port's cap (Config.PerPort): the live dynamic
-// addresses other IAs hold through port number PerPort or more. One guest
+// addresses other IAs hold through port, with the quarantines of the
+// addresses declined through it, number PerPort or more. One guest
 // inventing DUIDs, or asking for many IAs at once, cannot empty the range
 // nor, with a /64 range that never runs dry, fill memory and leases.db.
 // A static host, and an IA that holds a already (a renewal), is never
@@ -283,7 +293,9 @@ func (p *Pool) portFull(port string, c client, a netip.Addr, now time.Time) bool
 	}
 	n := 0
 	for _, l := range p.byIP {
-		if l.Port == port && !l.Declined && now.Before(l.Expiry) && (client{l.DUID, l.IAID}) != c && !p.isStatic(l.IP) {
+		// A quarantine counts against the port of its decliner: a guest
+		// declining every address it gets takes no more than its share.
+		if l.Port == port && now.Before(l.Expiry) && (l.Declined || (client{l.DUID, l.IAID}) != c) && !p.isStatic(l.IP) {
 			if n++; n >= p.cfg.PerPort {
 				return true
 			}
@@ -377,7 +389,8 @@ func (p *Pool) Decline(duid string, iaid uint32, a netip.Addr) (dhcp.Lease6, boo
 	if !ok || l.Declined || l.DUID != duid || l.IAID != iaid {
 		return dhcp.Lease6{}, false
 	}
-	q := dhcp.Lease6{DUID: "", IP: a, Expiry: p.now().Add(Quarantine), Declined: true}
+	q := dhcp.Lease6{DUID: "", IP: a, Expiry: p.now().Add(Quarantine), Declined: true,
+		Port: l.Port, PortIndex: l.PortIndex, PortHW: l.PortHW} // the port's share (PortFull)
 	delete(p.byClient, client{duid, iaid})
 	p.byIP[a] = q
 	return q, true
