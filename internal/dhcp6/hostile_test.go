@@ -2,9 +2,11 @@ package dhcp6
 
 import (
 	"io"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -271,5 +273,40 @@ func TestDeclineLoop(t *testing.T) {
 	h.MACOf = func(netip.Addr) string { return "02:00:00:00:00:cc" }
 	if n := granted(roundTrip(t, h, msg(dhcpv6.MessageTypeRequest, duidLL("02:00:00:00:00:cc"), sid, iaNA(1)))); n != 1 {
 		t.Errorf("a neighbour after the decline loop got %d addresses, want 1", n)
+	}
+}
+
+// knownPorts places only the MACs the bridge has learnt.
+type knownPorts struct{ fakePorts }
+
+func (k *knownPorts) Locate(mac string) dhcp.PortID {
+	if strings.HasPrefix(mac, "02:00:00:00:00:") {
+		return k.fakePorts.Locate(mac)
+	}
+	return dhcp.PortID{}
+}
+
+// TestDUIDOfAnotherNIC: clients whose DUID-LLT names a MAC the bridge
+// never saw (made on another NIC, or copied with a VM image) are placed
+// by their frames' MAC (their EUI-64 link-local source), each on its own
+// port: twelve such guests on twelve ports all get addresses, none shares
+// the cap of the clients no port is known for, and each lease binds its
+// sender's port.
+func TestDUIDOfAnotherNIC(t *testing.T) {
+	h, st := hostileHandler(t, 8)
+	h.Ports = &knownPorts{}
+	sid := ServerDUID("six")
+	for i := range 12 {
+		cid := &dhcpv6.DUIDLLT{HWType: iana.HWTypeEthernet, Time: 1, LinkLayerAddr: net.HardwareAddr{0x52, 0x54, 0, 0, 0x10, byte(i)}}
+		src := eui64LL(fmt.Sprintf("02:00:00:00:00:%02x", 0x10+i))
+		rep := answerFrom(t, h, msg(dhcpv6.MessageTypeRequest, cid, sid, iaNA(1)), src)
+		if granted(rep) != 1 {
+			t.Errorf("guest %d (its own port) got no address: %s", i, rep.Summary())
+			continue
+		}
+		a, _ := addrOf(t, rep)
+		if want := fmt.Sprintf("vnet-%02x", 0x10+i); st.m[a].Port != want {
+			t.Errorf("guest %d's lease is bound through %q, want its sender's port %s", i, st.m[a].Port, want)
+		}
 	}
 }
