@@ -82,6 +82,35 @@ func (h *Handler) locate(mac string) dhcp.PortID {
 	return h.Ports.Locate(mac)
 }
 
+// clientPort is the port of a client with mac (h.mac) whose message came
+// from src: where mac sits, else where the sender's frames come from (a
+// DUID-LLT made on another NIC, or copied with a VM image, names a MAC
+// the bridge never saw; the client is on the sender's port all the same).
+func (h *Handler) clientPort(mac string, src netip.Addr) dhcp.PortID {
+	if p := h.locate(mac); p.Name != "" {
+		return p
+	}
+	if m := h.senderMAC(src); m != "" && m != mac {
+		return h.locate(m)
+	}
+	return dhcp.PortID{}
+}
+
+// senderMAC is the MAC of the frames src sends from: its modified EUI-64
+// interface identifier, else its neighbour entry; "" when unknown. Not
+// the DUID's, which the client writes as it likes.
+func (h *Handler) senderMAC(src netip.Addr) string {
+	if src.IsLinkLocalUnicast() {
+		if m := eui64MAC(src); m != "" {
+			return m
+		}
+	}
+	if h.MACOf != nil {
+		return h.MACOf(src)
+	}
+	return ""
+}
+
 // portFull counts and logs, at most once a minute, an IA refused by the
 // port's cap (Config.PerPort).
 func (h *Handler) portFull(duid, port string) {
@@ -95,25 +124,10 @@ func (h *Handler) portFull(duid, port string) {
 		"network", h.Pool.cfg.Network, "duid", duid, "port", port, "per_port", h.Pool.cfg.PerPort, "refused", h.Stats.PortFull.Load())
 }
 
-// senderPort is the bridge port a message from src came through, located
-// by the MAC of src's modified EUI-64 interface identifier, else of its
-// neighbour entry: not by the DUID, which the client writes as it likes.
-// "" when unknown.
+// senderPort is the bridge port a message from src came through (by
+// senderMAC), "" when unknown.
 func (h *Handler) senderPort(src netip.Addr) string {
-	if h.Ports == nil {
-		return ""
-	}
-	var mac string
-	if src.IsLinkLocalUnicast() {
-		mac = eui64MAC(src)
-	}
-	if mac == "" && h.MACOf != nil {
-		mac = h.MACOf(src)
-	}
-	if mac == "" {
-		return ""
-	}
-	return h.Ports.Locate(mac).Name
+	return h.locate(h.senderMAC(src)).Name
 }
 
 // foreign is the port msg came through when it speaks for an IA whose
@@ -367,7 +381,7 @@ func hint(ia *dhcpv6.OptIANA) netip.Addr {
 // the IA when the pool is full.
 func (h *Handler) advertise(msg, rep *dhcpv6.Message, cid dhcpv6.DUID, src netip.Addr) {
 	duid, mac := DUIDString(cid), h.mac(cid, src)
-	port := h.locate(mac)
+	port := h.clientPort(mac, src)
 	for _, ia := range msg.Options.IANA() {
 		a, ok := h.Pool.Offer(duid, iaidOf(ia), mac, hint(ia))
 		if ok && h.Pool.PortFull(port.Name, duid, iaidOf(ia), mac, a) {
@@ -395,7 +409,7 @@ func (h *Handler) advertise(msg, rep *dhcpv6.Message, cid dhcpv6.DUID, src netip
 // address it may have instead (RFC 8415 §18.3.4).
 func (h *Handler) bindAll(msg, rep *dhcpv6.Message, cid dhcpv6.DUID, src netip.Addr, renew bool) {
 	duid, mac := DUIDString(cid), h.mac(cid, src)
-	port := h.locate(mac)
+	port := h.clientPort(mac, src)
 	for _, ia := range msg.Options.IANA() {
 		iaid := iaidOf(ia)
 		want := hint(ia)

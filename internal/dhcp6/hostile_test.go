@@ -1,8 +1,8 @@
 package dhcp6
 
 import (
-	"io"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
