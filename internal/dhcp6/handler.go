@@ -83,17 +83,17 @@ func (h *Handler) locate(mac string) dhcp.PortID {
 }
 
 // clientPort is the port of a client with mac (h.mac) whose message came
-// from src: where mac sits, else where the sender's frames come from (a
-// DUID-LLT made on another NIC, or copied with a VM image, names a MAC
-// the bridge never saw; the client is on the sender's port all the same).
+// from src: where the sender's frames come from, else where mac sits. The
+// sender first: a DUID-LLT made on another NIC (of the same guest, or
+// copied with a VM image) names a MAC the bridge never saw or saw on
+// another port, and the port the lease binds is the one its frames use.
 func (h *Handler) clientPort(mac string, src netip.Addr) dhcp.PortID {
-	if p := h.locate(mac); p.Name != "" {
-		return p
+	if m := h.senderMAC(src); m != "" {
+		if p := h.locate(m); p.Name != "" {
+			return p
+		}
 	}
-	if m := h.senderMAC(src); m != "" && m != mac {
-		return h.locate(m)
-	}
-	return dhcp.PortID{}
+	return h.locate(mac)
 }
 
 // senderMAC is the MAC of the frames src sends from: its modified EUI-64

@@ -309,4 +309,22 @@ func TestDUIDOfAnotherNIC(t *testing.T) {
 			t.Errorf("guest %d's lease is bound through %q, want its sender's port %s", i, st.m[a].Port, want)
 		}
 	}
+	// One guest, two NICs on the bridge, one DUID-LLT (of the first
+	// NIC): each NIC's IA is bound through its own port and renews.
+	two := duidLL("02:00:00:00:00:a1")
+	nic1, nic2 := eui64LL("02:00:00:00:00:a1"), eui64LL("02:00:00:00:00:a2")
+	a1, _ := addrOf(t, answerFrom(t, h, msg(dhcpv6.MessageTypeRequest, two, sid, iaNA(1)), nic1))
+	a2, _ := addrOf(t, answerFrom(t, h, msg(dhcpv6.MessageTypeRequest, two, sid, iaNA(2)), nic2))
+	if st.m[a1].Port != "vnet-a1" || st.m[a2].Port != "vnet-a2" {
+		t.Errorf("two NICs' leases bound through %q and %q, want vnet-a1 and vnet-a2", st.m[a1].Port, st.m[a2].Port)
+	}
+	for _, c := range []struct {
+		iaid byte
+		a    netip.Addr
+		src  netip.Addr
+	}{{1, a1, nic1}, {2, a2, nic2}} {
+		if rep := answerFrom(t, h, msg(dhcpv6.MessageTypeRenew, two, sid, iaNA(c.iaid, c.a)), c.src); rep == nil || granted(rep) != 1 {
+			t.Errorf("NIC %d's Renew went unanswered or ungranted", c.iaid)
+		}
+	}
 }
