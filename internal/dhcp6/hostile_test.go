@@ -328,3 +328,23 @@ func TestDUIDOfAnotherNIC(t *testing.T) {
 		}
 	}
 }
+
+// TestStealLease6UnknownSender: B sends its Release in A's name from a
+// link-local address of its own making, neither modified EUI-64 nor in the
+// host's neighbour table (it never answers the host's neighbour
+// solicitation): the server cannot tell the port it came from.
+func TestStealLease6UnknownSender(t *testing.T) {
+	t.Skip("known: a Release from a source the host cannot place (random link-local, no neighbour entry) still ends " +
+		"another client's lease. Refusing unplaced senders would also refuse honest stable-privacy clients whose " +
+		"neighbour entry the kernel collected (more than gc_thresh1 neighbours): they would lose their address at expiry. " +
+		"IPv6 anti-spoofing (guard6: a port sends only from its own link-local address) closes it in the bridge; " +
+		"a server-side fix needs the frame's source MAC (a packet socket instead of UDP)")
+	h, _, _, _ := testHandler(t)
+	sid := ServerDUID("six")
+	victim := duidLL("02:00:00:00:00:aa")
+	addr, _ := addrOf(t, answerFrom(t, h, msg(dhcpv6.MessageTypeRequest, victim, sid, iaNA(1)), eui64LL("02:00:00:00:00:aa")))
+	answerFrom(t, h, msg(dhcpv6.MessageTypeRelease, victim, sid, iaNA(1, addr)), netip.MustParseAddr("fe80::1:2:3:4"))
+	if !h.Pool.Holds(DUIDString(victim), 1, addr) {
+		t.Errorf("a Release from an unplaced source ended A's lease of %v", addr)
+	}
+}
