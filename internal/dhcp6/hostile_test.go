@@ -348,3 +348,26 @@ func TestStealLease6UnknownSender(t *testing.T) {
 		t.Errorf("a Release from an unplaced source ended A's lease of %v", addr)
 	}
 }
+
+// TestReleaseLoop: a guest that takes an address and releases it, again
+// and again with fresh DUIDs, stays within its port's cap at every
+// moment; the released records must not pile up either (a /64 range
+// never gives an address twice: each would stay in memory and in
+// leases.db for ever).
+func TestReleaseLoop(t *testing.T) {
+	h, st := hostileHandler(t, 8)
+	h.MACOf = func(netip.Addr) string { return "02:00:00:00:00:aa" }
+	sid := ServerDUID("six")
+	for i := range 300 {
+		cid := &dhcpv6.DUIDUUID{UUID: [16]byte{0: 7, 14: byte(i >> 8), 15: byte(i)}}
+		rep := roundTrip(t, h, msg(dhcpv6.MessageTypeRequest, cid, sid, iaNA(1)))
+		if granted(rep) != 1 {
+			t.Fatalf("round %d: no address", i)
+		}
+		a, _ := addrOf(t, rep)
+		roundTrip(t, h, msg(dhcpv6.MessageTypeRelease, cid, sid, iaNA(1, a)))
+	}
+	if n, m := len(h.Pool.Leases()), len(st.m); n > 8 || m > 8 {
+		t.Errorf("300 take-and-release rounds left %d records in the pool and %d in the store, want at most 8", n, m)
+	}
+}
