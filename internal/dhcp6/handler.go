@@ -536,7 +536,11 @@ func (h *Handler) release(msg *dhcpv6.Message, cid dhcpv6.DUID, sid dhcpv6.DUID)
 				rep.AddOption(out)
 				continue
 			}
-			if err := h.Store.Put6(h.Pool.cfg.Network, l); err != nil {
+			store := func() error { return h.Store.Put6(h.Pool.cfg.Network, l) } // the quarantine
+			if !decline {
+				store = func() error { return h.Store.Delete6(h.Pool.cfg.Network, ip) }
+			}
+			if err := store(); err != nil {
 				h.Stats.StoreErrors.Add(1)
 				h.Log.Warn("dhcp6: store the ended lease", "ip", ip, "err", err)
 			}

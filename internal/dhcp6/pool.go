@@ -366,8 +366,12 @@ func (p *Pool) Holds(duid string, iaid uint32, a netip.Addr) bool {
 	return ok && !l.Declined && l.DUID == duid && l.IAID == iaid && p.now().Before(l.Expiry)
 }
 
-// Release ends the client's lease of a; the record stays (expired), so
-// that the client gets the same address back while it is free.
+// Release ends the client's lease of a and forgets it: the caller
+// deletes it from the store. Keeping the record would let a guest that
+// takes and releases addresses with fresh DUIDs pile up records without
+// bound (in a /64 range no address comes twice); the client gets the same
+// address back while it is free all the same, from the hash of its DUID
+// and IAID (fresh). The returned lease is the ended one (Expiry now).
 func (p *Pool) Release(duid string, iaid uint32, a netip.Addr) (dhcp.Lease6, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -376,7 +380,10 @@ func (p *Pool) Release(duid string, iaid uint32, a netip.Addr) (dhcp.Lease6, boo
 		return dhcp.Lease6{}, false
 	}
 	l.Expiry = p.now()
-	p.byIP[a] = l
+	delete(p.byIP, a)
+	if p.byClient[client{duid, iaid}] == a {
+		delete(p.byClient, client{duid, iaid})
+	}
 	return l, true
 }
 

@@ -130,7 +130,7 @@ func runPoolModel(t *testing.T, seed uint64) {
 				t.Fatalf("step %d: release of %v by %v: %v, want %v", step, a, cl, ok, want)
 			}
 			if ok {
-				ref[a] = refHold{c: cl, until: c.t}
+				delete(ref, a) // forgotten (the client comes back to it by its hash)
 			}
 		case op < 7: // Decline
 			a := addrAt(r.IntN(8))
