@@ -368,6 +368,7 @@ func (d *Daemon) reload(ctx context.Context, release bool) error {
 	}
 	s = d.withoutHeld(s)
 	d.withdrawAhead(s)
+	d.withdrawRAAhead(s) // while the bridges are still there
 	start := time.Now()
 	p, err := d.Engine.Converge(ctx, s)
 	if err != nil && len(held) > 0 && d.held == nil {

@@ -153,6 +153,7 @@ func (d *Daemon) destroy(ctx context.Context, names []string) error {
 		return fmt.Errorf("destroy: record the destroyed networks: %w", err)
 	}
 	d.withdrawAhead(s)
+	d.withdrawRAAhead(s) // while the bridges are still there
 	p, err := d.Engine.Converge(ctx, s)
 	if err != nil {
 		d.held = prev

@@ -32,7 +32,7 @@ func (d *Daemon) syncDHCP() {
 	bridges := map[string]string{}
 	for _, n := range d.spec.Networks {
 		if n.DHCP != nil {
-			want[n.Name] = dhcp.Config{Network: n.Name, Server: n.IPv4, DHCP: *n.DHCP}
+			want[n.Name] = dhcp.Config{Network: n.Name, Server: n.IPv4, DHCP: *n.DHCP, NameHeld: d.nameHeld6(n.Name)}
 			bridges[n.Name] = n.Bridge
 		}
 	}

@@ -119,7 +119,7 @@ func (d *Daemon) syncRA(s6 Sockets6, index map[string]int) {
 	}
 	for name, s := range d.v6.ras {
 		if !want[name] {
-			s.adv.Stop() // sends the final RA: guests drop the default router now
+			s.adv.Withdraw() // the final RA: guests drop the default router and the prefix now
 			delete(d.v6.ras, name)
 			d.Log.Info("ra stopped", "network", name)
 		}
@@ -133,7 +133,10 @@ func (d *Daemon) syncDHCP6(s6 Sockets6, index map[string]int) {
 		if n.DHCP6 == nil || !n.IPv6.IsValid() || !n.GuestBridge() {
 			continue
 		}
-		cfg := dhcp6.Config{Network: n.Name, Prefix: n.Subnet6(), DHCP6: *n.DHCP6}
+		// The DHCPv4 default cap (per_port: 8) holds for DHCPv6 too; the
+		// spec has no dhcp6 key for it yet.
+		cfg := dhcp6.Config{Network: n.Name, Prefix: n.Subnet6(), DHCP6: *n.DHCP6, PerPort: spec.DefaultPerPort,
+			NameHeld: d.nameHeld4(n.Name)}
 		if r, ok := n.RA(); ok {
 			cfg.DNS = r.RDNSS
 			if len(r.DNSSL) > 0 {
@@ -159,7 +162,7 @@ func (d *Daemon) syncDHCP6(s6 Sockets6, index map[string]int) {
 			d.Log.Error("dhcp6 listen", "err", err)
 			return
 		}
-		d.v6.conn, d.v6.mux, d.v6.joined = c, &dhcp6.Mux{Log: d.Log}, map[int]bool{}
+		d.v6.conn, d.v6.mux, d.v6.joined = c, &dhcp6.Mux{Log: d.Log, Source: s6.LinkLocal}, map[int]bool{}
 		go func() {
 			if err := d.v6.mux.Serve(c); err != nil {
 				d.v6.err.set(fmt.Errorf("the DHCPv6 socket failed: %w", err))
@@ -221,6 +224,32 @@ func (d *Daemon) closeDHCP6() {
 		d.v6.conn = nil
 		d.v6.joined = map[int]bool{}
 	}
+}
+
+// withdrawRAAhead sends, before an apply, the final RA of every network
+// the next config removes or moves to another bridge: after the apply
+// the bridge is gone and the RA cannot leave (sendmsg: no such device),
+// and the guests would keep the default route for up to RouterLifetime
+// and their addresses preferred. If the apply then fails, syncV6 starts
+// the advertiser again, and its first RA restores what this one took.
+// d.mu is held.
+func (d *Daemon) withdrawRAAhead(next *spec.Spec) {
+	keep := map[string]string{}
+	for _, n := range next.Networks {
+		if _, ok := n.RA(); ok {
+			keep[n.Name] = n.Bridge
+		}
+	}
+	var wg sync.WaitGroup
+	for name, s := range d.v6.ras {
+		if b, ok := keep[name]; ok && strings.HasPrefix(s.key, b+"/") {
+			continue
+		}
+		wg.Go(s.adv.Withdraw)
+		delete(d.v6.ras, name)
+		d.Log.Info("ra stopped ahead of the apply", "network", name)
+	}
+	wg.Wait()
 }
 
 // stopV6 sends every network's final RA and stops DHCPv6.
@@ -319,6 +348,23 @@ func (l learner6) Bound(ls dhcp.Lease6) {
 func (l learner6) Unbound(ls dhcp.Lease6) {
 	if g := l.d.Guard6; g != nil {
 		g.Unbound6(l.network, ls)
+	}
+}
+
+// nameHeld4 and nameHeld6 tell one family's pool who holds a name in the
+// other's (read without d.mu, as DNS does): a guest's name is its own in
+// A and AAAA, no other guest takes it in the family it does not use.
+func (d *Daemon) nameHeld4(network string) func(name, mac string) bool {
+	return func(name, mac string) bool {
+		p, ok := d.pools.Load(network)
+		return ok && p.(*dhcp.Pool).NameHeld(name, mac)
+	}
+}
+
+func (d *Daemon) nameHeld6(network string) func(name, mac string) bool {
+	return func(name, mac string) bool {
+		p, ok := d.v6.pools.Load(network)
+		return ok && p.(*dhcp6.Pool).NameHeld(name, mac)
 	}
 }
 

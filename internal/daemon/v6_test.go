@@ -89,6 +89,9 @@ type fakeConn6 struct {
 	joined chan int
 	closed chan struct{}
 	once   sync.Once
+
+	mu   sync.Mutex
+	from []netip.Addr // each answer's source address
 }
 
 func (c *fakeConn6) ReadFrom(b []byte) (int, int, netip.AddrPort, error) {
@@ -99,7 +102,10 @@ func (c *fakeConn6) ReadFrom(b []byte) (int, int, netip.AddrPort, error) {
 		return 0, 0, netip.AddrPort{}, net.ErrClosed
 	}
 }
-func (c *fakeConn6) WriteTo(b []byte, _ int, _ netip.Addr, _ netip.AddrPort) error {
+func (c *fakeConn6) WriteTo(b []byte, _ int, src netip.Addr, _ netip.AddrPort) error {
+	c.mu.Lock()
+	c.from = append(c.from, src)
+	c.mu.Unlock()
 	c.out <- append([]byte(nil), b...)
 	return nil
 }
@@ -165,6 +171,14 @@ func TestRADHCP6Service(t *testing.T) {
 		t.Fatalf("Request: %s", rep.Summary())
 	}
 	got, _ := netip.AddrFromSlice(addrs[0].IPv6Addr)
+	// The Reply leaves from the bridge's link-local address (RFC 8415
+	// §18.3; the fake's is fe80::1), not whatever the kernel would pick
+	// while that address is tentative (the bridge's global one).
+	s6.dhcp.mu.Lock()
+	if len(s6.dhcp.from) != 1 || s6.dhcp.from[0] != netip.MustParseAddr("fe80::1") {
+		t.Errorf("the Reply left from %v, want the bridge's link-local fe80::1", s6.dhcp.from)
+	}
+	s6.dhcp.mu.Unlock()
 	stored, err := r.d.store.Load6("default")
 	if err != nil || len(stored) != 1 || stored[0].IP != got {
 		t.Errorf("store after the Reply: %v %v, want %v", stored, err, got)

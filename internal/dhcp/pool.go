@@ -56,6 +56,11 @@ type Config struct {
 	Network string
 	Server  netip.Prefix // the bridge address: server identifier, router, subnet
 	model.DHCP
+	// NameHeld reports whether a host name belongs to a guest other than
+	// the one with this MAC in the network's other family (DHCPv6 leases
+	// and static hosts): a name is one guest's in A and AAAA. nil: no
+	// other family. Called without the pool's lock.
+	NameHeld func(name, mac string) bool `json:"-"`
 }
 
 // Quarantine is how long a declined or abandoned address is kept out of
@@ -498,6 +503,10 @@ func (p *Pool) Bind(mac string, a netip.Addr, hostname, port string) (Binding, b
 // BindPort is Bind with the port's whole identity (see Lease.PortIndex).
 func (p *Pool) BindPort(mac string, a netip.Addr, hostname string, port PortID) (Binding, bool) {
 	hostname, _ = CleanHostname(hostname) // the handler logs a refusal
+	var elsewhere string
+	if hostname != "" && p.cfg.NameHeld != nil && p.cfg.NameHeld(hostname, mac) {
+		elsewhere, hostname = hostname, "" // another guest's AAAA: not this one's A
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := p.now()
@@ -522,10 +531,25 @@ func (p *Pool) BindPort(mac string, a netip.Addr, hostname string, port PortID) 
 	if hostname != "" && p.nameHeld(hostname, mac, now) {
 		b.NameTaken, hostname = hostname, ""
 	}
+	if elsewhere != "" {
+		b.NameTaken = elsewhere
+	}
 	b.Lease = Lease{MAC: mac, IP: a, Hostname: hostname, Expiry: now.Add(p.cfg.Lease),
 		Port: port.Name, PortIndex: port.Index, PortHW: port.HW}
 	b.Ended = p.set(b.Lease)
 	return b, true
+}
+
+// NameHeld reports whether name belongs to a client other than mac ("":
+// any client): a static host's name or another client's live lease. The
+// DHCPv6 pool of the same network asks it (dhcp6.Config.NameHeld).
+func (p *Pool) NameHeld(name, mac string) bool {
+	if name == "" {
+		return false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.nameHeld(name, mac, p.now())
 }
 
 // nameHeld reports whether name belongs to a client other than mac: a

@@ -41,7 +41,7 @@ type PortBinder interface {
 
 // Stats counts what a handler did.
 type Stats struct {
-	Advertised, Replied, Released, Declined, NoAddrs, Dropped, StoreErrors atomic.Uint64
+	Advertised, Replied, Released, Declined, NoAddrs, PortFull, Foreign, Dropped, StoreErrors atomic.Uint64
 }
 
 // Handler answers one network's DHCPv6 messages.
@@ -56,7 +56,9 @@ type Handler struct {
 	MACOf func(src netip.Addr) string
 	Stats Stats
 
-	lastFull atomic.Int64 // when "no address left" was last logged (unix ns)
+	lastFull     atomic.Int64 // when "no address left" was last logged (unix ns)
+	lastPortFull atomic.Int64 // when a port's cap was last logged
+	lastForeign  atomic.Int64 // when a foreign message was last logged
 }
 
 // exhausted logs a full pool at most once a minute (a client retries its
@@ -70,6 +72,108 @@ func (h *Handler) exhausted(duid string) {
 	}
 	h.Log.Warn("dhcp6: no address left in the range; clients go without (see guestnet leases)",
 		"network", h.Pool.cfg.Network, "duid", duid, "unanswered", h.Stats.NoAddrs.Load())
+}
+
+// locate is the bridge port mac sits on, the zero PortID when unknown.
+func (h *Handler) locate(mac string) dhcp.PortID {
+	if h.Ports == nil || mac == "" {
+		return dhcp.PortID{}
+	}
+	return h.Ports.Locate(mac)
+}
+
+// clientPort is the port of a client with mac (h.mac) whose message came
+// from src: where the sender's frames come from, else where mac sits. The
+// sender first: a DUID-LLT made on another NIC (of the same guest, or
+// copied with a VM image) names a MAC the bridge never saw or saw on
+// another port, and the port the lease binds is the one its frames use.
+func (h *Handler) clientPort(mac string, src netip.Addr) dhcp.PortID {
+	if m := h.senderMAC(src); m != "" {
+		if p := h.locate(m); p.Name != "" {
+			return p
+		}
+	}
+	return h.locate(mac)
+}
+
+// senderMAC is the MAC of the frames src sends from: its modified EUI-64
+// interface identifier, else its neighbour entry; "" when unknown. Not
+// the DUID's, which the client writes as it likes.
+func (h *Handler) senderMAC(src netip.Addr) string {
+	if src.IsLinkLocalUnicast() {
+		if m := eui64MAC(src); m != "" {
+			return m
+		}
+	}
+	if h.MACOf != nil {
+		return h.MACOf(src)
+	}
+	return ""
+}
+
+// portFull counts and logs, at most once a minute, an IA refused by the
+// port's cap (Config.PerPort).
+func (h *Handler) portFull(duid, port string) {
+	h.Stats.PortFull.Add(1)
+	now := time.Now().UnixNano()
+	last := h.lastPortFull.Load()
+	if now-last < int64(time.Minute) || !h.lastPortFull.CompareAndSwap(last, now) {
+		return
+	}
+	h.Log.Warn("dhcp6: a port asked for more addresses than its share of the range (a guest inventing DUIDs or IAs?): refused",
+		"network", h.Pool.cfg.Network, "duid", duid, "port", port, "per_port", h.Pool.cfg.PerPort, "refused", h.Stats.PortFull.Load())
+}
+
+// senderPort is the bridge port a message from src came through (by
+// senderMAC), "" when unknown.
+func (h *Handler) senderPort(src netip.Addr) string {
+	return h.locate(h.senderMAC(src)).Name
+}
+
+// foreign is the port msg came through when it speaks for an IA whose
+// live lease is bound through another port, holder, whose client still
+// sits there: a guest that learnt another's DUID and IAID (Solicits are
+// multicast, every guest on the bridge sees them) speaking in its name,
+// to end its lease or to move it to its own port (where IPv6
+// anti-spoofing would bind the address). A client that moved (its MAC
+// is on the new port now) is not foreign. "" when msg is not foreign or
+// its port is unknown (no neighbour entry, no EUI-64 source: the server
+// cannot tell).
+func (h *Handler) foreign(msg *dhcpv6.Message, cid dhcpv6.DUID, src netip.Addr) (port, holder string) {
+	if h.Ports == nil {
+		return "", ""
+	}
+	duid := DUIDString(cid)
+	var sender string
+	for _, ia := range msg.Options.IANA() {
+		l, ok := h.Pool.Lease(duid, iaidOf(ia))
+		if !ok || l.Port == "" {
+			continue
+		}
+		if sender == "" {
+			if sender = h.senderPort(src); sender == "" {
+				return "", ""
+			}
+		}
+		if l.Port != sender && (l.MAC == "" || h.Ports.Locate(l.MAC).Name == l.Port) {
+			return sender, l.Port
+		}
+	}
+	return "", ""
+}
+
+// foreignDrop counts and logs, at most once a minute, a message dropped
+// by foreign.
+func (h *Handler) foreignDrop(msg *dhcpv6.Message, cid dhcpv6.DUID, port, holder string) *dhcpv6.Message {
+	h.Stats.Foreign.Add(1)
+	now := time.Now().UnixNano()
+	last := h.lastForeign.Load()
+	if now-last >= int64(time.Minute) && h.lastForeign.CompareAndSwap(last, now) {
+		h.Log.Warn("dhcp6: a guest spoke in the name of a client whose lease is bound to another port (a stolen DUID?): dropped",
+			"network", h.Pool.cfg.Network, "type", msg.MessageType, "duid", DUIDString(cid), "port", port, "lease_port", holder,
+			"dropped", h.Stats.Foreign.Load())
+	}
+	return nil
 }
 
 // ServerDUID is the server's DUID on a network: a DUID-UUID (RFC 6355)
@@ -170,6 +274,11 @@ func (h *Handler) Handle(msg *dhcpv6.Message, src netip.Addr) *dhcpv6.Message {
 		}
 	default:
 		return h.drop(msg, "not a client message")
+	}
+	if msg.MessageType != dhcpv6.MessageTypeInformationRequest && msg.MessageType != dhcpv6.MessageTypeConfirm {
+		if port, holder := h.foreign(msg, cid, src); port != "" {
+			return h.foreignDrop(msg, cid, port, holder)
+		}
 	}
 	switch msg.MessageType {
 	case dhcpv6.MessageTypeInformationRequest:
@@ -272,8 +381,16 @@ func hint(ia *dhcpv6.OptIANA) netip.Addr {
 // the IA when the pool is full.
 func (h *Handler) advertise(msg, rep *dhcpv6.Message, cid dhcpv6.DUID, src netip.Addr) {
 	duid, mac := DUIDString(cid), h.mac(cid, src)
+	port := h.clientPort(mac, src)
 	for _, ia := range msg.Options.IANA() {
 		a, ok := h.Pool.Offer(duid, iaidOf(ia), mac, hint(ia))
+		if ok && h.Pool.PortFull(port.Name, duid, iaidOf(ia), mac, a) {
+			h.portFull(duid, port.Name)
+			out := &dhcpv6.OptIANA{IaId: ia.IaId}
+			out.Options.Add(status(iana.StatusNoAddrsAvail, "this port holds its share of the range"))
+			rep.AddOption(out)
+			continue
+		}
 		if !ok {
 			h.exhausted(duid)
 			out := &dhcpv6.OptIANA{IaId: ia.IaId}
@@ -292,15 +409,18 @@ func (h *Handler) advertise(msg, rep *dhcpv6.Message, cid dhcpv6.DUID, src netip
 // address it may have instead (RFC 8415 §18.3.4).
 func (h *Handler) bindAll(msg, rep *dhcpv6.Message, cid dhcpv6.DUID, src netip.Addr, renew bool) {
 	duid, mac := DUIDString(cid), h.mac(cid, src)
-	var port dhcp.PortID
-	if h.Ports != nil && mac != "" {
-		port = h.Ports.Locate(mac)
-	}
+	port := h.clientPort(mac, src)
 	for _, ia := range msg.Options.IANA() {
 		iaid := iaidOf(ia)
 		want := hint(ia)
 		out := &dhcpv6.OptIANA{IaId: ia.IaId}
 		a, ok := h.Pool.Offer(duid, iaid, mac, want)
+		if ok && h.Pool.PortFull(port.Name, duid, iaid, mac, a) {
+			h.portFull(duid, port.Name)
+			out.Options.Add(status(iana.StatusNoAddrsAvail, "this port holds its share of the range"))
+			rep.AddOption(out)
+			continue
+		}
 		if !ok {
 			h.exhausted(duid)
 			if renew {
@@ -351,13 +471,17 @@ func (h *Handler) bindAll(msg, rep *dhcpv6.Message, cid dhcpv6.DUID, src netip.A
 }
 
 // hostname is the name a lease carries in DNS: a static host's, else the
-// client's FQDN option's first label (RFC 4704).
+// client's FQDN option's first label (RFC 4704), unless another guest
+// holds that name in the other family (Config.NameHeld).
 func (p *Pool) hostname(duid, mac string, msg *dhcpv6.Message) string {
 	if h, ok := p.Static(duid, mac); ok && h.Name != "" {
 		return h.Name
 	}
 	if f := msg.Options.FQDN(); f != nil && f.DomainName != nil && len(f.DomainName.Labels) > 0 {
 		name, _ := dhcp.CleanHostname(f.DomainName.Labels[0])
+		if name != "" && p.cfg.NameHeld != nil && p.cfg.NameHeld(name, mac) {
+			return "" // another guest's in DHCPv4: its A record, not this one's AAAA
+		}
 		return name
 	}
 	return ""
@@ -412,7 +536,11 @@ func (h *Handler) release(msg *dhcpv6.Message, cid dhcpv6.DUID, sid dhcpv6.DUID)
 				rep.AddOption(out)
 				continue
 			}
-			if err := h.Store.Put6(h.Pool.cfg.Network, l); err != nil {
+			store := func() error { return h.Store.Put6(h.Pool.cfg.Network, l) } // the quarantine
+			if !decline {
+				store = func() error { return h.Store.Delete6(h.Pool.cfg.Network, ip) }
+			}
+			if err := store(); err != nil {
 				h.Stats.StoreErrors.Add(1)
 				h.Log.Warn("dhcp6: store the ended lease", "ip", ip, "err", err)
 			}

@@ -28,6 +28,14 @@ type Config struct {
 	model.DHCP6
 	DNS    []netip.Addr // DNS servers (the gateway, when dns: is set)
 	Domain string       // search list, "" for none
+	// PerPort caps the dynamic addresses held through one bridge port at
+	// once (DHCPv4's per_port); 0 is no cap.
+	PerPort int
+	// NameHeld reports whether a host name belongs to a guest other than
+	// the one with this MAC ("" unknown) in the network's other family
+	// (DHCPv4 leases and static hosts): a name is one guest's in both A
+	// and AAAA. nil: no other family. Called without the pool's lock.
+	NameHeld func(name, mac string) bool `json:"-"`
 }
 
 // Quarantine is how long a declined address is kept out of the pool.
@@ -140,6 +148,15 @@ func (p *Pool) free(a netip.Addr, c client, now time.Time) bool {
 	return !l.Declined && client{l.DUID, l.IAID} == c
 }
 
+// staticFree reports whether a static host's address a may go to its
+// client c now: no other client's live lease of it (the operator added
+// the host under a lease: that client is moved at its next Renew, and
+// two guests must not use one address meanwhile) and no quarantine.
+func (p *Pool) staticFree(a netip.Addr, c client, now time.Time) bool {
+	l, ok := p.byIP[a]
+	return !ok || !now.Before(l.Expiry) || (!l.Declined && client{l.DUID, l.IAID} == c)
+}
+
 // Offer is the address the pool would give the client's IA: its static
 // host's, the one it holds (or last held, if still free), the hint it
 // asked for when free, else a new one. ok is false when the ranges are
@@ -151,10 +168,10 @@ func (p *Pool) Offer(duid string, iaid uint32, mac string, hint netip.Addr) (net
 }
 
 func (p *Pool) pick(duid string, iaid uint32, mac string, hint netip.Addr, now time.Time) (netip.Addr, bool) {
-	if h, ok := p.Static(duid, mac); ok {
-		return h.IP, true
-	}
 	c := client{duid, iaid}
+	if h, ok := p.Static(duid, mac); ok {
+		return h.IP, p.staticFree(h.IP, c, now)
+	}
 	if a, ok := p.byClient[c]; ok && p.free(a, c, now) {
 		return a, true
 	}
@@ -228,11 +245,11 @@ func (p *Pool) Bind(l dhcp.Lease6) (bound dhcp.Lease6, replaced []dhcp.Lease6, o
 	c := client{l.DUID, l.IAID}
 	h, static := p.Static(l.DUID, l.MAC)
 	if static {
-		if l.IP != h.IP {
+		if l.IP != h.IP || !p.staticFree(l.IP, c, now) {
 			return dhcp.Lease6{}, nil, false
 		}
 		l.Hostname = h.Name
-	} else if !p.free(l.IP, c, now) {
+	} else if !p.free(l.IP, c, now) || p.portFull(l.Port, c, l.IP, now) {
 		return dhcp.Lease6{}, nil, false
 	}
 	if old, ok := p.byIP[l.IP]; ok && (client{old.DUID, old.IAID}) != c {
@@ -248,6 +265,68 @@ func (p *Pool) Bind(l dhcp.Lease6) (bound dhcp.Lease6, replaced []dhcp.Lease6, o
 	l.Declined = false
 	p.put(l)
 	return l, replaced, true
+}
+
+// PortFull reports whether giving a to the client's IA through port
+// would exceed the port's cap (Config.PerPort): the live dynamic
+// addresses other IAs hold through port, with the quarantines of the
+// addresses declined through it, number PerPort or more. One guest
+// inventing DUIDs, or asking for many IAs at once, cannot empty the range
+// nor, with a /64 range that never runs dry, fill memory and leases.db.
+// A static host, and an IA that holds a already (a renewal), is never
+// refused. Port "" is the share of every client no port is known for.
+func (p *Pool) PortFull(port, duid string, iaid uint32, mac string, a netip.Addr) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.Static(duid, mac); ok {
+		return false
+	}
+	return p.portFull(port, client{duid, iaid}, a, p.now())
+}
+
+func (p *Pool) portFull(port string, c client, a netip.Addr, now time.Time) bool {
+	if p.cfg.PerPort <= 0 || p.isStatic(a) {
+		return false
+	}
+	if l, ok := p.byIP[a]; ok && (client{l.DUID, l.IAID}) == c && !l.Declined && now.Before(l.Expiry) {
+		return false // renewing
+	}
+	n := 0
+	for _, l := range p.byIP {
+		// A quarantine counts against the port of its decliner: a guest
+		// declining every address it gets takes no more than its share.
+		if l.Port == port && now.Before(l.Expiry) && (l.Declined || (client{l.DUID, l.IAID}) != c) && !p.isStatic(l.IP) {
+			if n++; n >= p.cfg.PerPort {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// NameHeld reports whether name belongs to a guest other than the one
+// with mac ("" unknown: any holder is another): a static host's name, or
+// a live lease's whose MAC is not mac. The DHCPv4 pool of the same
+// network asks it (dhcp.Config.NameHeld): a name is one guest's in A and
+// AAAA.
+func (p *Pool) NameHeld(name, mac string) bool {
+	if name == "" {
+		return false
+	}
+	for _, h := range p.cfg.Hosts {
+		if strings.EqualFold(h.Name, name) && (mac == "" || h.MAC != mac) {
+			return true
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := p.now()
+	for _, l := range p.byIP {
+		if !l.Declined && now.Before(l.Expiry) && strings.EqualFold(l.Hostname, name) && (mac == "" || l.MAC != mac) {
+			return true
+		}
+	}
+	return false
 }
 
 // nameTaken reports whether name is a static host's or another client's
@@ -266,6 +345,18 @@ func (p *Pool) nameTaken(name, duid string, now time.Time) bool {
 	return false
 }
 
+// Lease is the live lease the client's IA holds, if any.
+func (p *Pool) Lease(duid string, iaid uint32) (dhcp.Lease6, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	a, ok := p.byClient[client{duid, iaid}]
+	if !ok {
+		return dhcp.Lease6{}, false
+	}
+	l := p.byIP[a]
+	return l, !l.Declined && p.now().Before(l.Expiry)
+}
+
 // Holds reports whether the client's IA holds a now (a Renew or Rebind of
 // an address it may keep).
 func (p *Pool) Holds(duid string, iaid uint32, a netip.Addr) bool {
@@ -275,8 +366,12 @@ func (p *Pool) Holds(duid string, iaid uint32, a netip.Addr) bool {
 	return ok && !l.Declined && l.DUID == duid && l.IAID == iaid && p.now().Before(l.Expiry)
 }
 
-// Release ends the client's lease of a; the record stays (expired), so
-// that the client gets the same address back while it is free.
+// Release ends the client's lease of a and forgets it: the caller
+// deletes it from the store. Keeping the record would let a guest that
+// takes and releases addresses with fresh DUIDs pile up records without
+// bound (in a /64 range no address comes twice); the client gets the same
+// address back while it is free all the same, from the hash of its DUID
+// and IAID (fresh). The returned lease is the ended one (Expiry now).
 func (p *Pool) Release(duid string, iaid uint32, a netip.Addr) (dhcp.Lease6, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -285,7 +380,10 @@ func (p *Pool) Release(duid string, iaid uint32, a netip.Addr) (dhcp.Lease6, boo
 		return dhcp.Lease6{}, false
 	}
 	l.Expiry = p.now()
-	p.byIP[a] = l
+	delete(p.byIP, a)
+	if p.byClient[client{duid, iaid}] == a {
+		delete(p.byClient, client{duid, iaid})
+	}
 	return l, true
 }
 
@@ -298,7 +396,8 @@ func (p *Pool) Decline(duid string, iaid uint32, a netip.Addr) (dhcp.Lease6, boo
 	if !ok || l.Declined || l.DUID != duid || l.IAID != iaid {
 		return dhcp.Lease6{}, false
 	}
-	q := dhcp.Lease6{DUID: "", IP: a, Expiry: p.now().Add(Quarantine), Declined: true}
+	q := dhcp.Lease6{DUID: "", IP: a, Expiry: p.now().Add(Quarantine), Declined: true,
+		Port: l.Port, PortIndex: l.PortIndex, PortHW: l.PortHW} // the port's share (PortFull)
 	delete(p.byClient, client{duid, iaid})
 	p.byIP[a] = q
 	return q, true

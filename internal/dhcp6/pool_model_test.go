@@ -36,7 +36,7 @@ func TestPoolModel(t *testing.T) {
 func runPoolModel(t *testing.T, seed uint64) {
 	r := rand.New(rand.NewPCG(seed, 7))
 	rng := model.Range{From: netip.MustParseAddr("fd42:61::ff"), To: netip.MustParseAddr("fd42:61::106")} // 8 addresses, across a byte boundary
-	static := netip.MustParseAddr("fd42:61::102")                                                         // a static host's address inside the range
+	static := netip.MustParseAddr("fd42:61::102")                                                         // a static host's address inside the range (the operator moves it)
 	cfg := Config{Network: "m", Prefix: prefix, DHCP6: model.DHCP6{Ranges: []model.Range{rng}, Lease: time.Hour,
 		Hosts: []model.StaticHost6{{DUID: "st", IP: static, Name: "st"}}}}
 	c := &clock{time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
@@ -77,7 +77,7 @@ func runPoolModel(t *testing.T, seed uint64) {
 			}
 			mine := false
 			for i := range 8 {
-				if h, held := heldBy(addrAt(i)); held && h == cl {
+				if h, held := heldBy(addrAt(i)); held && h == cl && addrAt(i) != static { // one made static under it moves
 					mine = true
 					if !ok || a != addrAt(i) {
 						t.Fatalf("step %d: %v holds %v but is offered %v (%v)", step, cl, addrAt(i), a, ok)
@@ -130,7 +130,7 @@ func runPoolModel(t *testing.T, seed uint64) {
 				t.Fatalf("step %d: release of %v by %v: %v, want %v", step, a, cl, ok, want)
 			}
 			if ok {
-				ref[a] = refHold{c: cl, until: c.t}
+				delete(ref, a) // forgotten (the client comes back to it by its hash)
 			}
 		case op < 7: // Decline
 			a := addrAt(r.IntN(8))
@@ -148,8 +148,30 @@ func runPoolModel(t *testing.T, seed uint64) {
 			} else {
 				c.t = c.t.Add(time.Duration(r.IntN(40)) * time.Minute)
 			}
-		default: // a restart from the stored records
-			p = NewPool(cfg, c.now, p.Leases())
+		default:
+			switch r.IntN(3) {
+			case 0: // a restart from the stored records
+				p = NewPool(cfg, c.now, p.Leases())
+			case 1: // the operator moves the static host, perhaps under a live lease
+				static = addrAt(r.IntN(8))
+				cfg.Hosts = []model.StaticHost6{{DUID: "st", IP: static, Name: "st"}}
+				p = NewPool(cfg, c.now, p.Leases())
+			default: // the static host asks for its address
+				l, _, ok := p.Bind(dhcp.Lease6{DUID: "st", IAID: 0, IP: static})
+				h, has := ref[static]
+				busy := has && c.t.Before(h.until) && (h.declined || h.c != (client{"st", 0}))
+				if ok == busy {
+					t.Fatalf("step %d: the static host's bind of %v: %v, want %v (record %+v)", step, static, ok, !busy, h)
+				}
+				if ok {
+					for x, h := range ref {
+						if h.c == (client{"st", 0}) && x != static && !h.declined {
+							delete(ref, x)
+						}
+					}
+					ref[static] = refHold{c: client{"st", 0}, until: l.Expiry}
+				}
+			}
 		}
 		checkPool(t, step, p, ref, c.t)
 	}

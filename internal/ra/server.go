@@ -68,13 +68,15 @@ type Advertiser struct {
 	log  *slog.Logger
 	now  func() time.Time
 
-	mu      sync.Mutex
-	ra      model.RA
-	changed chan struct{}
-	cancel  context.CancelFunc
-	done    chan struct{}
-	err     error // the last failure to open or send, nil once it works
-	sent    uint64
+	mu       sync.Mutex
+	ra       model.RA
+	changed  chan struct{}
+	cancel   context.CancelFunc
+	done     chan struct{}
+	err      error // the last failure to open or send, nil once it works
+	sent     uint64
+	old      []deprecated // former prefixes, announced with lifetimes 0
+	withdraw bool         // the final RA deprecates the prefix too
 }
 
 // Start begins advertising r on the bridge that open opens.
@@ -97,6 +99,16 @@ func start(r model.RA, open Opener, log *slog.Logger, now func() time.Time) *Adv
 func (a *Advertiser) Set(r model.RA) {
 	a.mu.Lock()
 	same := equalRA(a.ra, r)
+	if was := a.ra.Prefix; was.IsValid() && was != r.Prefix {
+		// Renumbered: the guests' addresses in the old prefix are
+		// deprecated by the next RAs for as long as they could live.
+		a.old = slices.DeleteFunc(a.old, func(d deprecated) bool { return d.prefix == was || d.prefix == r.Prefix })
+		a.old = append(a.old, deprecated{prefix: was, until: a.now().Add(model.PrefixValid)})
+		if len(a.old) > MaxDeprecated {
+			a.old = a.old[len(a.old)-MaxDeprecated:]
+		}
+	}
+	a.old = slices.DeleteFunc(a.old, func(d deprecated) bool { return d.prefix == r.Prefix })
 	a.ra = r
 	a.mu.Unlock()
 	if !same {
@@ -252,7 +264,12 @@ func interval() time.Duration {
 }
 
 func (a *Advertiser) send(c Conn, mac net.HardwareAddr, dst netip.Addr, final bool) error {
-	if err := c.WriteTo(Build(a.current(), mac, final), nil, dst); err != nil {
+	m := Build(a.current(), mac, final)
+	a.mu.Lock()
+	all := final && a.withdraw
+	a.mu.Unlock()
+	a.deprecate(m, all)
+	if err := c.WriteTo(m, nil, dst); err != nil {
 		return err
 	}
 	a.mu.Lock()
@@ -294,4 +311,48 @@ func equalRA(a, b model.RA) bool {
 	return a.RouterLifetime == b.RouterLifetime && a.Managed == b.Managed && a.Other == b.Other &&
 		a.Prefix == b.Prefix && a.Autonomous == b.Autonomous && a.MTU == b.MTU &&
 		slices.Equal(a.RDNSS, b.RDNSS) && slices.Equal(a.DNSSL, b.DNSSL)
+}
+
+// Withdraw is Stop for a network that goes away: its final RA also gives
+// the prefix lifetimes 0 (guests stop using their addresses in it as
+// sources and drop its on-link route; RFC 8978 §3).
+func (a *Advertiser) Withdraw() {
+	a.mu.Lock()
+	a.withdraw = true
+	a.mu.Unlock()
+	a.Stop()
+}
+
+// MaxDeprecated bounds the former prefixes an advertiser still
+// announces with lifetimes 0 (an operator renumbering over and over).
+const MaxDeprecated = 8
+
+// deprecated is a former prefix of the network, announced with lifetimes
+// 0 until the guests' last addresses in it would have expired anyway.
+type deprecated struct {
+	prefix netip.Prefix
+	until  time.Time
+}
+
+// deprecate adds a prefix option with lifetimes 0 to m for each former
+// prefix still announced; all: the current prefix's lifetimes go to 0 too
+// (Withdraw).
+func (a *Advertiser) deprecate(m *ndp.RouterAdvertisement, all bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	now := a.now()
+	a.old = slices.DeleteFunc(a.old, func(d deprecated) bool { return !now.Before(d.until) })
+	if all {
+		for _, o := range m.Options {
+			if p, ok := o.(*ndp.PrefixInformation); ok {
+				p.PreferredLifetime, p.ValidLifetime = 0, 0
+			}
+		}
+	}
+	for _, d := range a.old {
+		m.Options = append(m.Options, &ndp.PrefixInformation{
+			PrefixLength: uint8(d.prefix.Bits()), OnLink: true, AutonomousAddressConfiguration: d.prefix.Bits() == 64,
+			Prefix: d.prefix.Masked().Addr(),
+		})
+	}
 }
