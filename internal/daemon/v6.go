@@ -135,7 +135,7 @@ func (d *Daemon) syncDHCP6(s6 Sockets6, index map[string]int) {
 		}
 		// The DHCPv4 default cap (per_port: 8) holds for DHCPv6 too; the
 		// spec has no dhcp6 key for it yet.
-		cfg := dhcp6.Config{Network: n.Name, Prefix: n.Subnet6(), DHCP6: *n.DHCP6, PerPort: spec.DefaultPerPort,
+		cfg := dhcp6.Config{Network: n.Name, Prefix: n.Subnet6(), DHCP6: *n.DHCP6, PerPort: n.DHCP6.PerPort,
 			NameHeld: d.nameHeld4(n.Name)}
 		if r, ok := n.RA(); ok {
 			cfg.DNS = r.RDNSS

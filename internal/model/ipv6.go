@@ -11,6 +11,9 @@ type DHCP6 struct {
 	Ranges []Range       `json:"ranges"`
 	Lease  time.Duration `json:"lease"` // valid lifetime; preferred is 5/8 of it
 	Hosts  []StaticHost6 `json:"hosts,omitempty"`
+	// PerPort caps the dynamic addresses one bridge port may hold at once
+	// (leases, offers and its declines; 0: no cap), as DHCP.PerPort.
+	PerPort int `json:"per_port,omitempty"`
 }
 
 // StaticHost6 is a fixed IPv6 address (and name) for a client, named by its

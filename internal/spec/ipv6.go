@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
@@ -12,7 +13,7 @@ import (
 	"github.com/guestnet/guestnet/internal/model"
 )
 
-var dhcp6Fields = []string{"range", "lease", "hosts"}
+var dhcp6Fields = []string{"range", "lease", "hosts", "per_port"}
 
 // ulaOrGlobal is where a network's IPv6 prefix may be: unique local
 // (fc00::/7) or global unicast (2000::/3).
@@ -46,7 +47,7 @@ func (n *Network) checkIPv6() error {
 // parseDHCP6 reads a network's dhcp6: block ("dhcp6.range",
 // "dhcp6.hosts[1].duid" in errors).
 func (n *Network) parseDHCP6(v *yaml.Node) error {
-	d := &model.DHCP6{Lease: DefaultLease}
+	d := &model.DHCP6{Lease: DefaultLease, PerPort: DefaultPerPort}
 	n.DHCP6 = d
 	if v.Kind != yaml.MappingNode {
 		return n.errorf("dhcp6", "want a mapping (%s)", strings.Join(dhcp6Fields, ", "))
@@ -76,6 +77,12 @@ func (n *Network) parseDHCP6(v *yaml.Node) error {
 			d.Lease = dur
 		case "hosts":
 			err = n.parseHosts6(f, val)
+		case "per_port":
+			m, perr := strconv.Atoi(val.Value)
+			if val.Kind != yaml.ScalarNode || perr != nil || m < 0 || m > 65535 {
+				err = n.errorf(f, "want the number of addresses one port may hold, 0 for no cap, like 8, not %q", val.Value)
+			}
+			d.PerPort = m
 		default:
 			err = n.errorf(f, "unknown key (want one of %s)", strings.Join(dhcp6Fields, ", "))
 		}

@@ -25,6 +25,9 @@ func TestIPv6Good(t *testing.T) {
 		d.DHCP6.Hosts[0].DUID != "00:01:00:01:2c:4f:aa:bb:52:54:00:aa:bb:cc" || d.DHCP6.Hosts[1].MAC != "52:54:00:aa:bb:dd" {
 		t.Errorf("dhcp6 %+v", d.DHCP6)
 	}
+	if d.DHCP6.PerPort != DefaultPerPort {
+		t.Errorf("dhcp6 per_port %d, want the default %d", d.DHCP6.PerPort, DefaultPerPort)
+	}
 	if len(d.Subnets()) != 2 || len(d.Addrs()) != 2 {
 		t.Errorf("subnets %v addrs %v", d.Subnets(), d.Addrs())
 	}
