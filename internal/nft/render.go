@@ -5,6 +5,7 @@ package nft
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -209,15 +210,24 @@ func networkRules(n model.Network, byName map[string]model.Network) (to, from, i
 	// Within the bridge (forward_to implies oifname BR).
 	to = append(to, rule(n, model.Accept, iif(br)))
 	if n.GuestBridge() {
-		// Replies first; then other guest networks stay out, unless
-		// named as peers.
-		to = append(to, rule(n, model.Accept, reply()))
+		// Other guest networks stay out, unless named as peers; then
+		// replies. The replies come after that reject, not before: a
+		// conntrack entry names no interface, so a guest of another
+		// network sending with the far end's address (IPv6 has no
+		// rp_filter, IPv4's is often loose) would otherwise pass as a
+		// reply to this network's flows. The only replies another guest
+		// network sends here are those of a network that lets this one's
+		// guests in (it lists this one as a peer).
 		for _, peer := range n.Peers {
 			if pn, ok := byName[peer]; ok {
 				to = append(to, rule(n, model.Accept, iif(pn.Bridge)))
 			}
 		}
+		for _, r := range peeredBy(n, byName) {
+			to = append(to, rule(n, model.Accept, iif(r.Bridge), reply()))
+		}
 		to = append(to, rule(n, model.Reject, model.Match{Kind: model.MatchIIFGrp, Port: model.GuestGroup}, notIIF(br)))
+		to = append(to, rule(n, model.Accept, reply()))
 	}
 	hasAddr := n.IPv4.IsValid() || n.IPv6.IsValid()
 	if hasAddr && n.Mode != model.Bridge && n.GuestToHost != "all" {
@@ -271,6 +281,24 @@ func networkRules(n model.Network, byName map[string]model.Network) (to, from, i
 		nat = append(nat, rule(n, model.Masquerade, notOIF(br)))
 	}
 	return to, from, input, nat
+}
+
+// peeredBy are the guest networks, by name, that let n's guests in and
+// that n does not list as peers itself: those that list n as a peer, and
+// those of mode open (no to-chain: anyone may reach their guests). Their
+// replies to n's guests come back through n's to-chain. Bridge-mode
+// bridges are not in GuestGroup, so their replies need no rule here.
+func peeredBy(n model.Network, byName map[string]model.Network) []model.Network {
+	var out []model.Network
+	for _, name := range slices.Sorted(maps.Keys(byName)) {
+		r := byName[name]
+		letsIn := r.Mode == model.Open || slices.Contains(r.Peers, n.Name)
+		if r.Name == n.Name || !r.GuestBridge() || !letsIn || slices.Contains(n.Peers, r.Name) {
+			continue
+		}
+		out = append(out, r)
+	}
+	return out
 }
 
 // dnsChain is a network's chain dns-NET and the keys (its gateway

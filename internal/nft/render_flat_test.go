@@ -33,15 +33,19 @@ func renderFlat(nets []model.Network, h model.Host) (model.Ruleset, error) {
 		}
 		intra = append(intra, rule(n, model.Accept, iif(br), oif(br)))
 		if n.GuestBridge() {
-			// Replies first; then other guest networks stay out, unless
-			// named as peers.
-			in = append(in, rule(n, model.Accept, oif(br), reply()))
+			// Other guest networks stay out, unless named as peers, or
+			// replying to a flow this one's guests opened into them;
+			// then replies.
 			for _, peer := range n.Peers {
 				if pn, ok := byName[peer]; ok {
 					in = append(in, rule(n, model.Accept, iif(pn.Bridge), oif(br)))
 				}
 			}
+			for _, r := range peeredBy(n, byName) {
+				in = append(in, rule(n, model.Accept, iif(r.Bridge), oif(br), reply()))
+			}
 			in = append(in, rule(n, model.Reject, oif(br), model.Match{Kind: model.MatchIIFGrp, Port: model.GuestGroup}, notIIF(br)))
+			in = append(in, rule(n, model.Accept, oif(br), reply()))
 		}
 		hasAddr := n.IPv4.IsValid() || n.IPv6.IsValid()
 		if hasAddr && n.Mode != model.Bridge && n.GuestToHost != "all" {
