@@ -1,12 +1,18 @@
 package e2e
 
 import (
+	"context"
+	"errors"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/guestnet/guestnet/internal/apply"
+	"github.com/guestnet/guestnet/internal/engine"
 	"github.com/guestnet/guestnet/internal/netns"
+	"github.com/guestnet/guestnet/internal/plan"
 )
 
 // b6Listen opens an unconnected UDP socket in ns on addr:port; unconnected so
@@ -130,4 +136,81 @@ func TestRepliesFromAnOpenNetwork(t *testing.T) {
 		{"nat guest -> open network's guest (tcp: the reply comes back)", true, func() bool { _, err := l.dialQuick(g1, "10.99.2.10:8080"); return err == nil }},
 		{"open network's guest -> nat guest", false, func() bool { _, err := l.dialQuick(g2, "10.99.0.10:8080"); return err == nil }},
 	})
+}
+
+// b6FailSpec: every IPv6 thing apply does on the host at once: bridge
+// addresses of each mode, IPv6 forwarding, accept_ra raised on an uplink
+// that has its default route by RA, NAT66, DHCPv6's input rule.
+const b6FailSpec = `
+networks:
+  dual:
+    mode: nat
+    bridge: gnat0
+    ipv4: 10.99.0.1/24
+    ipv6: fd42:99::1/64
+  six:
+    mode: routed
+    bridge: grt0
+    ipv6: 2001:db8:71::1/64
+  iso:
+    mode: isolated
+    bridge: giso0
+    ipv6: fd42:98::1/80
+    dhcp6: {range: ["fd42:98::100-fd42:98::1ff"]}
+`
+
+// TestIPv6FailureAtEachStep: apply and destroy of IPv6 networks, with the
+// kernel failing at each write in turn, leave the host as it was: the
+// bridges' IPv6 addresses, net.ipv6.conf.all.forwarding, the uplink's
+// accept_ra and the ruleset (the snapshot holds all of them).
+func TestIPv6FailureAtEachStep(t *testing.T) {
+	l := newLab(t)
+	host, _ := v6Host(l)
+	// up0's default route came by RA (proto ra, accept_ra 1): apply raises
+	// accept_ra to 2 before it turns forwarding on.
+	l.must("ip", "-n", host, "-6", "route", "replace", "default", "via", "2001:db8:ff:1::2", "dev", "up0", "proto", "ra")
+	l.In(host, "sysctl", "-w", "net.ipv6.conf.up0.accept_ra=1")
+	s, err := specLoad(l.Spec(b6FailSpec))
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := func(verb string, mk func(*engine.Engine) (plan.Plan, error), do func(*engine.Engine) error) {
+		t.Helper()
+		before := l.snapshot(host)
+		steps := -1
+		for n := 1; steps < 0 || n <= steps; n++ {
+			e, err := engine.Open(host, l.StateDir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p, err := mk(e)
+			if err != nil {
+				t.Fatal(err)
+			}
+			steps = len(p.Actions)
+			e.Kernel = &engine.FailAt{Kernel: e.Kernel, N: n}
+			err = do(e)
+			e.Close()
+			var se *apply.StepError
+			if !errors.As(err, &se) || se.Step != n || !errors.Is(err, engine.ErrInjected) {
+				t.Fatalf("%s, failure at step %d: got %v", verb, n, err)
+			}
+			if after := l.snapshot(host); after != before {
+				t.Fatalf("%s, failure at step %d/%d (%s) changed the host:\n%s", verb, n, steps, se.Action, diffLines(before, after))
+			}
+		}
+		t.Logf("%s: a failure at each of %d steps left the host as it was", verb, steps)
+	}
+	ctx := context.Background()
+	run("apply", func(e *engine.Engine) (plan.Plan, error) { return e.Plan(ctx, s) },
+		func(e *engine.Engine) error { _, err := e.Converge(ctx, s); return err })
+	l.Guestnet(host, "apply", l.Spec(b6FailSpec))
+	if v := strings.TrimSpace(l.In(host, "sysctl", "-n", "net.ipv6.conf.up0.accept_ra")); v != "2" {
+		t.Errorf("after apply, up0 accept_ra = %s, want 2 (its default route is by RA)", v)
+	}
+	all := []string{"dual", "six", "iso"}
+	run("destroy", func(e *engine.Engine) (plan.Plan, error) {
+		p, _, err := e.PlanDestroy(ctx, all)
+		return p, err
+	}, func(e *engine.Engine) error { _, _, err := e.Destroy(ctx, all); return err })
 }
