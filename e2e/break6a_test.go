@@ -214,3 +214,44 @@ func TestIPv6FailureAtEachStep(t *testing.T) {
 		return p, err
 	}, func(e *engine.Engine) error { _, _, err := e.Destroy(ctx, all); return err })
 }
+
+// TestIPv6GuestBridgeAcceptRARepaired: a guest bridge whose accept_ra is 1
+// (made by a guestnet from before bridges were made with accept_ra 0, or
+// set back by someone) is seen and set to 0 by apply. On an isolated IPv6
+// network IPv6 forwarding stays off, so with accept_ra 1 a guest's router
+// advertisement (radvd in the guest) would give the host a default route
+// through that guest.
+func TestIPv6GuestBridgeAcceptRARepaired(t *testing.T) {
+	l := newLab(t)
+	host := l.NS("host")
+	spec := l.Spec("networks:\n  lab:\n    mode: isolated\n    bridge: giso0\n    ipv6: fd42:98::1/64\n")
+	l.Guestnet(host, "apply", spec)
+	if v := l.h6Sysctl(host, "net.ipv6.conf.all.forwarding"); v != "0" {
+		t.Fatalf("IPv6 forwarding is %s with only an isolated network: the case needs it off", v)
+	}
+	l.In(host, "sysctl", "-qw", "net.ipv6.conf.giso0.accept_ra=1")
+	out, _, code := l.Run(host, "plan", spec)
+	if code != 2 || !strings.Contains(out, "net.ipv6.conf.giso0.accept_ra=0") {
+		t.Errorf("plan with giso0's accept_ra at 1: exit %d, want 2 and the sysctl back to 0:\n%s", code, out)
+	}
+	l.Guestnet(host, "apply", spec)
+	if v := l.h6Sysctl(host, "net.ipv6.conf.giso0.accept_ra"); v != "0" {
+		t.Errorf("after apply, giso0 accept_ra = %s, want 0", v)
+	}
+	if _, _, code := l.Run(host, "plan", spec); code != 0 {
+		t.Errorf("plan after apply: exit %d, want 0", code)
+	}
+	g := l.h6Guest(host, "lab", "g", "vg1", nil, nil)
+	l.In(g, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
+	if !h6Poll(5*time.Second, func() bool {
+		a := l.In(g, "ip", "-6", "addr", "show", "dev", "eth0", "scope", "link")
+		return strings.Contains(a, "fe80::") && !strings.Contains(a, "tentative")
+	}) {
+		t.Fatal("the guest has no usable link-local address")
+	}
+	l.h6Radvd(g, 30, "eth0")
+	time.Sleep(9 * time.Second) // two or three RAs (every 3-4 s)
+	if r := l.In(host, "ip", "-6", "route", "show", "default"); strings.Contains(r, "giso0") {
+		t.Errorf("the host took a default route from a guest's RA:\n%s", r)
+	}
+}
