@@ -255,3 +255,50 @@ func TestIPv6GuestBridgeAcceptRARepaired(t *testing.T) {
 		t.Errorf("the host took a default route from a guest's RA:\n%s", r)
 	}
 }
+
+// TestIPv6SpoofedReplyToTheHost: the host has a UDP flow of its own with a
+// far host (as the DNS forwarder of guestnet serve has with an upstream);
+// a guest sends it datagrams with the far host's address (IPv6 has no
+// rp_filter). input-NET accepts ct state established before anything
+// else, so they reached the host's socket, also from a guest of an
+// IPv4-only network, whose IPv6 the host otherwise refuses. Only a guest's
+// own addresses (its prefixes, link-local) may answer the host's flows.
+func TestIPv6SpoofedReplyToTheHost(t *testing.T) {
+	l := newLab(t)
+	host, inet := v6Host(l)
+	l.Guestnet(host, "apply", l.Spec(fw6Spec))
+	g3 := guest6(l, host, "other", "g3", "vg3", "10.98.0.10/24", "10.98.0.1", "fd42:98::10/64", "fd42:98::1")
+	g6 := l.Guest(host, "four", "g6", "vg6", "10.97.0.10/24", "10.97.0.1") // IPv4-only network
+	// The IPv4-only guest routes IPv6 to the host by hand (nothing tells
+	// it a router): via the bridge's link-local address.
+	ll := bridgeLinkLocal(l, host, "gfour0")
+	if ll == "" || bridgeLinkLocal(l, g6, "eth0") == "" {
+		t.Fatal("gfour0 or the IPv4-only guest has no link-local address")
+	}
+	l.must("ip", "-n", g6, "-6", "route", "add", "default", "via", ll, "dev", "eth0")
+	// The host refuses its neighbour solicitations: it writes the
+	// bridge's MAC in by hand.
+	mac := strings.Fields(l.In(host, "cat", "/sys/class/net/gfour0/address"))[0]
+	l.must("ip", "-n", g6, "-6", "neigh", "replace", ll, "lladdr", mac, "dev", "eth0", "nud", "permanent")
+	far := netip.MustParseAddrPort("[2001:db8:ff::2]:9000")
+	b6Listen(l, inet, far.String())
+	for _, g := range []string{g3, g6} {
+		l.must("ip", "-n", g, "addr", "add", "2001:db8:ff::2/128", "dev", "lo", "nodad")
+	}
+	s3, s6 := b6Listen(l, g3, far.String()), b6Listen(l, g6, far.String())
+	own := b6Listen(l, host, "[2001:db8:ff:1::1]:7100")
+	b6Send(l, own, far.String(), "out")
+	try := func(from *net.UDPConn, payload string) func() bool {
+		return func() bool { b6Send(l, from, "[2001:db8:ff:1::1]:7100", payload); return b6Got(own, far, payload) }
+	}
+	l.matrix("spoofed reply to the host | want | got", []check{
+		{"guest as 2001:db8:ff::2 -> the host's own flow", false, try(s3, "a")},
+		{"IPv4-only network's guest as 2001:db8:ff::2 -> the host's own flow", false, try(s6, "b")},
+		{"the far host itself -> the host's own flow (a real reply)", true, func() bool {
+			c := b6Listen(l, inet, "[2001:db8:ff::2]:9001")
+			b6Send(l, own, "[2001:db8:ff::2]:9001", "out")
+			b6Send(l, c, "[2001:db8:ff:1::1]:7100", "c")
+			return b6Got(own, netip.MustParseAddrPort("[2001:db8:ff::2]:9001"), "c")
+		}},
+	})
+}
