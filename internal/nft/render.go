@@ -416,7 +416,18 @@ func dockerUser(nets []model.Network, h model.Host, f model.Family) ([]model.Rul
 func guestToHost(n model.Network) []model.Rule {
 	l4 := func(p string) model.Match { return model.Match{Kind: model.MatchL4, Name: p} }
 	port := func(p int) model.Match { return model.Match{Kind: model.MatchDPort, Port: p} }
-	out := []model.Rule{rule(n, model.Accept, reply())}
+	// Replies to the host's own flows, from the network's own addresses
+	// only (its subnets, and for IPv6 its link-local ones): a conntrack
+	// entry names no interface, so a guest sending with the far end's
+	// address (IPv6 has no rp_filter) would otherwise pass as a reply to
+	// a flow the host has with anyone, before the family reject below.
+	var out []model.Rule
+	for _, p := range n.Subnets() {
+		out = append(out, rule(n, model.Accept, reply(), saddr(p)))
+	}
+	if n.IPv6.IsValid() {
+		out = append(out, rule(n, model.Accept, reply(), saddr(model.LinkLocal)))
+	}
 	switch {
 	case !n.IPv6.IsValid():
 		out = append(out, rule(n, model.Reject, nfproto(model.IPv6)))
