@@ -3,8 +3,10 @@ package e2e
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -300,5 +302,48 @@ func TestIPv6SpoofedReplyToTheHost(t *testing.T) {
 			b6Send(l, c, "[2001:db8:ff:1::1]:7100", "c")
 			return b6Got(own, netip.MustParseAddrPort("[2001:db8:ff::2]:9001"), "c")
 		}},
+	})
+}
+
+// TestIPv6ModeChangeKeepsInboundFlows: a network switched from routed to
+// nat refuses new connections from the internet, but a flow the internet
+// opened while it was routed lives on in conntrack, and to-NET's "ct state
+// established,related accept" keeps letting it in: the internet still
+// reaches a nat guest. IPv4 is the same. A fix is for apply to delete the
+// conntrack entries of a network whose mode changes (netlink's conntrack
+// delete with a filter on the prefix): not done here.
+func TestIPv6ModeChangeKeepsInboundFlows(t *testing.T) {
+	t.Skip("known: conntrack entries of flows a routed network accepted survive its switch to nat; apply flushes no conntrack (see the report of break6a)")
+	l := newLab(t)
+	host, inet := v6Host(l)
+	base := "networks:\n  dmz:\n    mode: %s\n    bridge: grt0\n    ipv6: 2001:db8:71::1/64\n"
+	spec := l.Spec(fmt.Sprintf(base, "routed"))
+	l.Guestnet(host, "apply", spec)
+	l.must("ip", "-n", inet, "-6", "route", "add", "2001:db8:71::/64", "via", "2001:db8:ff:1::1")
+	g := l.NS("g")
+	l.Veth(g, "eth0", "", host, "vg1", "")
+	l.Guestnet(host, "attach", "dmz", "vg1")
+	l.must("ip", "-n", g, "addr", "add", "2001:db8:71::10/64", "dev", "eth0", "nodad")
+	l.must("ip", "-n", g, "-6", "route", "add", "default", "via", "2001:db8:71::1")
+	guest := b6Listen(l, g, "[2001:db8:71::10]:7000")
+	old := b6Listen(l, inet, "[2001:db8:ff::2]:9000")
+	fresh := b6Listen(l, inet, "[2001:db8:ff::2]:9001")
+	from := func(p uint16) netip.AddrPort { return netip.AddrPortFrom(netip.MustParseAddr("2001:db8:ff::2"), p) }
+	// The internet opens a flow while the network is routed; the guest
+	// answers, so conntrack holds it as established.
+	ok := false
+	for i := 0; i < 5 && !ok; i++ { // the first datagrams may wait for neighbour discovery
+		b6Send(l, old, "[2001:db8:71::10]:7000", "hello")
+		ok = b6Got(guest, from(9000), "hello")
+	}
+	if !ok {
+		t.Fatal("the internet does not reach the routed guest: the case needs it to")
+	}
+	b6Send(l, guest, "[2001:db8:ff::2]:9000", "hi")
+	os.WriteFile(spec, []byte(fmt.Sprintf(base, "nat")), 0o644)
+	l.Guestnet(host, "apply", spec)
+	l.matrix("after routed -> nat | want | got", []check{
+		{"internet, a new flow -> the now nat guest", false, func() bool { b6Send(l, fresh, "[2001:db8:71::10]:7000", "a"); return b6Got(guest, from(9001), "a") }},
+		{"internet, the flow opened while routed -> the now nat guest", false, func() bool { b6Send(l, old, "[2001:db8:71::10]:7000", "b"); return b6Got(guest, from(9000), "b") }},
 	})
 }
