@@ -5,7 +5,6 @@ package nft
 
 import (
 	"fmt"
-	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -117,8 +116,9 @@ func Render(nets []model.Network, h model.Host) (model.Ruleset, error) {
 		rs.Chains = append(rs.Chains, model.Chain{Name: chain, Rules: rules})
 	}
 	dns := dnsChains(nets)
+	in := newLetIn(nets)
 	for _, n := range nets {
-		to, from, input, nat := networkRules(n, byName)
+		to, from, input, nat := networkRules(n, byName, in)
 		name := model.VmapElement{Name: n.Bridge}
 		add(model.ChainTo(n.Name), to, mapKey{model.VmapForwardTo, name})
 		add(model.ChainFrom(n.Name), from, mapKey{model.VmapForwardFrom, name})
@@ -202,7 +202,7 @@ func baseChains() []model.Chain {
 // held them. The chains serve both families: what is the same for IPv4
 // and IPv6 (interfaces, conntrack, rejects, masquerade) is one rule, an
 // address match is one rule per family the network has.
-func networkRules(n model.Network, byName map[string]model.Network) (to, from, input, nat []model.Rule) {
+func networkRules(n model.Network, byName map[string]model.Network, in letIn) (to, from, input, nat []model.Rule) {
 	br := n.Bridge
 	if n.Mode == model.Open {
 		return nil, nil, nil, nil
@@ -223,7 +223,7 @@ func networkRules(n model.Network, byName map[string]model.Network) (to, from, i
 				to = append(to, rule(n, model.Accept, iif(pn.Bridge)))
 			}
 		}
-		for _, r := range peeredBy(n, byName) {
+		for _, r := range in.of(n) {
 			to = append(to, rule(n, model.Accept, iif(r.Bridge), reply()))
 		}
 		to = append(to, rule(n, model.Reject, model.Match{Kind: model.MatchIIFGrp, Port: model.GuestGroup}, notIIF(br)))
@@ -283,21 +283,43 @@ func networkRules(n model.Network, byName map[string]model.Network) (to, from, i
 	return to, from, input, nat
 }
 
-// peeredBy are the guest networks, by name, that let n's guests in and
-// that n does not list as peers itself: those that list n as a peer, and
-// those of mode open (no to-chain: anyone may reach their guests). Their
-// replies to n's guests come back through n's to-chain. Bridge-mode
-// bridges are not in GuestGroup, so their replies need no rule here.
-func peeredBy(n model.Network, byName map[string]model.Network) []model.Network {
+// letIn indexes, once per Render, the guest networks that let another
+// network's guests in: those of mode open (no to-chain: anyone may reach
+// their guests), and by name those that list it in peers. Their replies to
+// that network's guests come back through its to-chain. Bridge-mode
+// bridges are not in GuestGroup, so their replies need no rule.
+type letIn struct {
+	open  []model.Network
+	peers map[string][]model.Network
+}
+
+func newLetIn(nets []model.Network) letIn {
+	x := letIn{peers: map[string][]model.Network{}}
+	for _, r := range nets {
+		switch {
+		case !r.GuestBridge():
+		case r.Mode == model.Open:
+			x.open = append(x.open, r)
+		default:
+			for _, p := range r.Peers {
+				x.peers[p] = append(x.peers[p], r)
+			}
+		}
+	}
+	return x
+}
+
+// of returns the networks that let n's guests in and that n does not list
+// as peers itself (those have an accept of their own), by name.
+func (x letIn) of(n model.Network) []model.Network {
 	var out []model.Network
-	for _, name := range slices.Sorted(maps.Keys(byName)) {
-		r := byName[name]
-		letsIn := r.Mode == model.Open || slices.Contains(r.Peers, n.Name)
-		if r.Name == n.Name || !r.GuestBridge() || !letsIn || slices.Contains(n.Peers, r.Name) {
+	for _, r := range slices.Concat(x.open, x.peers[n.Name]) {
+		if r.Name == n.Name || slices.Contains(n.Peers, r.Name) || slices.ContainsFunc(out, func(o model.Network) bool { return o.Name == r.Name }) {
 			continue
 		}
 		out = append(out, r)
 	}
+	slices.SortFunc(out, func(a, b model.Network) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }
 

@@ -197,3 +197,19 @@ func concat(parts ...[]model.Rule) []model.Rule {
 	}
 	return out
 }
+
+// peeredBy is letIn.of the slow, plain way (every network looked at for
+// each one): the flat list's own account of which networks' replies a
+// network's to-chain accepts by bridge.
+func peeredBy(n model.Network, byName map[string]model.Network) []model.Network {
+	var out []model.Network
+	for _, r := range byName {
+		letsIn := r.Mode == model.Open || slices.Contains(r.Peers, n.Name)
+		if r.Name == n.Name || !r.GuestBridge() || !letsIn || slices.Contains(n.Peers, r.Name) {
+			continue
+		}
+		out = append(out, r)
+	}
+	slices.SortFunc(out, func(a, b model.Network) int { return cmp.Compare(a.Name, b.Name) })
+	return out
+}
