@@ -127,9 +127,9 @@ func TestDeltaSequenceMatchesFreshApply(t *testing.T) {
 	})
 }
 
-// TestForeignDispatchDriftIsSeenAndRepaired: someone re-points one
-// network's dispatch at a chain of their own that accepts, which opens
-// the network to every other. Real packets pass while it is there; trace
+// TestForeignDispatchDriftIsSeenAndRepaired: someone re-points two
+// networks' dispatch at a chain of their own that accepts, which opens
+// them to each other. Real packets pass while it is there; trace
 // must not claim they are dropped; apply deletes the foreign chain and
 // element by delta, and the network is closed again.
 func TestForeignDispatchDriftIsSeenAndRepaired(t *testing.T) {
@@ -157,11 +157,15 @@ func TestForeignDispatchDriftIsSeenAndRepaired(t *testing.T) {
 	for _, v := range []struct{ what, verdict string }{{"jump", "jump theirs"}, {"goto", "goto theirs"}} {
 		l.In(host, "nft", "add", "chain", "inet", "guestnet", "theirs")
 		l.In(host, "nft", "add", "rule", "inet", "guestnet", "theirs", "accept")
-		l.In(host, "nft", "delete", "element", "inet", "guestnet", "forward_to", `{ "hb1" }`)
-		l.In(host, "nft", "add", "element", "inet", "guestnet", "forward_to", `{ "hb1" : `+v.verdict+` }`)
+		// Both directions: to-hb0 alone would still reject g1's replies
+		// (another guest bridge is rejected before replies are accepted).
+		for _, br := range []string{"hb0", "hb1"} {
+			l.In(host, "nft", "delete", "element", "inet", "guestnet", "forward_to", `{ "`+br+`" }`)
+			l.In(host, "nft", "add", "element", "inet", "guestnet", "forward_to", `{ "`+br+`" : `+v.verdict+` }`)
+		}
 		real := reach()
-		l.expect("g0 -> g1 with forward_to hb1 : "+v.verdict, true, real)
-		traceSays("forward_to hb1 : "+v.verdict, real)
+		l.expect("g0 -> g1 with forward_to hb0, hb1 : "+v.verdict, true, real)
+		traceSays("forward_to hb0, hb1 : "+v.verdict, real)
 		if out, _, code := l.Run(host, "plan", spec); code != 2 {
 			t.Errorf("%s: plan does not see the foreign dispatch: exit %d\n%s", v.what, code, out)
 		}

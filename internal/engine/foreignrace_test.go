@@ -41,6 +41,8 @@ func (r *raceKernel) NftGen() (uint32, error) {
 // read it back and see the foreign rule. The mark's generation is counted
 // from the generation read just before the delta, which already includes
 // the foreign commit, so the mark trusts a table that is not guestnet's.
+// The foreign rule goes into from-iso, a chain the delta leaves alone
+// (to-iso changes with it: it names the open network's bridge, removed).
 func TestForeignChangeBeforeDeltaIsNotVouched(t *testing.T) {
 	ctx := context.Background()
 	r := newRig(t)
@@ -49,7 +51,7 @@ func TestForeignChangeBeforeDeltaIsNotVouched(t *testing.T) {
 	rk.foreign = func() {
 		rs := r.k.Host.Ruleset
 		for _, c := range rs.Chains {
-			if c.Name == model.ChainTo("iso") {
+			if c.Name == model.ChainFrom("iso") {
 				old := cloneChainForTest(c)
 				c = cloneChainForTest(c)
 				c.Rules = append([]model.Rule{{Verdict: model.Accept}}, c.Rules...)
@@ -60,7 +62,7 @@ func TestForeignChangeBeforeDeltaIsNotVouched(t *testing.T) {
 				return
 			}
 		}
-		t.Fatalf("no chain %s to change", model.ChainTo("iso"))
+		t.Fatalf("no chain %s to change", model.ChainFrom("iso"))
 	}
 	r.e.Kernel = rk
 	p, err := r.e.Converge(ctx, replaySpec(t, "nat-moved"))
@@ -84,7 +86,7 @@ func TestForeignChangeBeforeDeltaIsNotVouched(t *testing.T) {
 	}
 	if len(again.Actions) == 0 {
 		t.Fatalf("the foreign accept rule in %s survives and the next plan is empty: the ruleset mark vouched for a table someone else changed\nchain now: %+v",
-			model.ChainTo("iso"), chainNamed(r.k.Host.Ruleset, model.ChainTo("iso")))
+			model.ChainFrom("iso"), chainNamed(r.k.Host.Ruleset, model.ChainFrom("iso")))
 	}
 }
 

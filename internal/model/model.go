@@ -181,6 +181,10 @@ type Host struct {
 	// with accept_ra 1: turning IPv6 forwarding on makes the kernel ignore
 	// their RAs, and the default route expires. Plan raises them to 2.
 	RAUplinks []RAUplink `json:"ra_uplinks,omitempty"`
+	// GuestAcceptRA is net.ipv6.conf.BR.accept_ra of each guest bridge
+	// (GuestGroup) that has one: guestnet makes them 0, and plan puts back
+	// a 0 that someone (or a guestnet from before that) left otherwise.
+	GuestAcceptRA map[string]int `json:"guest_accept_ra,omitempty"`
 	// BridgeNFCallIPTables is true when br_netfilter sends bridged frames
 	// through the IP hooks (bridge-nf-call-iptables=1) in this namespace.
 	BridgeNFCallIPTables bool `json:"bridge_nf_call_iptables"`

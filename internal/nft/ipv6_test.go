@@ -68,11 +68,15 @@ func TestFamiliesOfInput(t *testing.T) {
 		ipv4, ipv6 netip.Prefix
 		want       []string
 	}{
-		{v4, netip.Prefix{}, []string{"ct state established,related accept", "meta nfproto ipv6 reject with icmpx admin-prohibited",
+		// Replies to the host's flows only from the network's own
+		// addresses (TestIPv6SpoofedReplyToTheHost sends the spoofed ones).
+		{v4, netip.Prefix{}, []string{"ct state established,related ip saddr 10.9.0.0/24 accept", "meta nfproto ipv6 reject with icmpx admin-prohibited",
 			"meta l4proto icmp accept", "udp dport 67 accept", "udp dport 53 accept", "tcp dport 53 accept", "reject with icmpx admin-prohibited"}},
-		{netip.Prefix{}, v6, []string{"ct state established,related accept", "meta nfproto ipv4 reject with icmpx admin-prohibited",
+		{netip.Prefix{}, v6, []string{"ct state established,related ip6 saddr fd42:9::/64 accept", "ct state established,related ip6 saddr fe80::/10 accept",
+			"meta nfproto ipv4 reject with icmpx admin-prohibited",
 			"meta l4proto ipv6-icmp accept", "udp dport 547 accept", "udp dport 53 accept", "tcp dport 53 accept", "reject with icmpx admin-prohibited"}},
-		{v4, v6, []string{"ct state established,related accept", "meta l4proto icmp accept", "meta l4proto ipv6-icmp accept",
+		{v4, v6, []string{"ct state established,related ip saddr 10.9.0.0/24 accept", "ct state established,related ip6 saddr fd42:9::/64 accept",
+			"ct state established,related ip6 saddr fe80::/10 accept", "meta l4proto icmp accept", "meta l4proto ipv6-icmp accept",
 			"udp dport 67 accept", "udp dport 547 accept", "udp dport 53 accept", "tcp dport 53 accept", "reject with icmpx admin-prohibited"}},
 		{netip.Prefix{}, netip.Prefix{}, []string{"drop"}},
 	} {

@@ -116,8 +116,9 @@ func Render(nets []model.Network, h model.Host) (model.Ruleset, error) {
 		rs.Chains = append(rs.Chains, model.Chain{Name: chain, Rules: rules})
 	}
 	dns := dnsChains(nets)
+	in := newLetIn(nets)
 	for _, n := range nets {
-		to, from, input, nat := networkRules(n, byName)
+		to, from, input, nat := networkRules(n, byName, in)
 		name := model.VmapElement{Name: n.Bridge}
 		add(model.ChainTo(n.Name), to, mapKey{model.VmapForwardTo, name})
 		add(model.ChainFrom(n.Name), from, mapKey{model.VmapForwardFrom, name})
@@ -201,7 +202,7 @@ func baseChains() []model.Chain {
 // held them. The chains serve both families: what is the same for IPv4
 // and IPv6 (interfaces, conntrack, rejects, masquerade) is one rule, an
 // address match is one rule per family the network has.
-func networkRules(n model.Network, byName map[string]model.Network) (to, from, input, nat []model.Rule) {
+func networkRules(n model.Network, byName map[string]model.Network, in letIn) (to, from, input, nat []model.Rule) {
 	br := n.Bridge
 	if n.Mode == model.Open {
 		return nil, nil, nil, nil
@@ -209,15 +210,24 @@ func networkRules(n model.Network, byName map[string]model.Network) (to, from, i
 	// Within the bridge (forward_to implies oifname BR).
 	to = append(to, rule(n, model.Accept, iif(br)))
 	if n.GuestBridge() {
-		// Replies first; then other guest networks stay out, unless
-		// named as peers.
-		to = append(to, rule(n, model.Accept, reply()))
+		// Other guest networks stay out, unless named as peers; then
+		// replies. The replies come after that reject, not before: a
+		// conntrack entry names no interface, so a guest of another
+		// network sending with the far end's address (IPv6 has no
+		// rp_filter, IPv4's is often loose) would otherwise pass as a
+		// reply to this network's flows. The only replies another guest
+		// network sends here are those of a network that lets this one's
+		// guests in (it lists this one as a peer).
 		for _, peer := range n.Peers {
 			if pn, ok := byName[peer]; ok {
 				to = append(to, rule(n, model.Accept, iif(pn.Bridge)))
 			}
 		}
+		for _, r := range in.of(n) {
+			to = append(to, rule(n, model.Accept, iif(r.Bridge), reply()))
+		}
 		to = append(to, rule(n, model.Reject, model.Match{Kind: model.MatchIIFGrp, Port: model.GuestGroup}, notIIF(br)))
+		to = append(to, rule(n, model.Accept, reply()))
 	}
 	hasAddr := n.IPv4.IsValid() || n.IPv6.IsValid()
 	if hasAddr && n.Mode != model.Bridge && n.GuestToHost != "all" {
@@ -271,6 +281,46 @@ func networkRules(n model.Network, byName map[string]model.Network) (to, from, i
 		nat = append(nat, rule(n, model.Masquerade, notOIF(br)))
 	}
 	return to, from, input, nat
+}
+
+// letIn indexes, once per Render, the guest networks that let another
+// network's guests in: those of mode open (no to-chain: anyone may reach
+// their guests), and by name those that list it in peers. Their replies to
+// that network's guests come back through its to-chain. Bridge-mode
+// bridges are not in GuestGroup, so their replies need no rule.
+type letIn struct {
+	open  []model.Network
+	peers map[string][]model.Network
+}
+
+func newLetIn(nets []model.Network) letIn {
+	x := letIn{peers: map[string][]model.Network{}}
+	for _, r := range nets {
+		switch {
+		case !r.GuestBridge():
+		case r.Mode == model.Open:
+			x.open = append(x.open, r)
+		default:
+			for _, p := range r.Peers {
+				x.peers[p] = append(x.peers[p], r)
+			}
+		}
+	}
+	return x
+}
+
+// of returns the networks that let n's guests in and that n does not list
+// as peers itself (those have an accept of their own), by name.
+func (x letIn) of(n model.Network) []model.Network {
+	var out []model.Network
+	for _, r := range slices.Concat(x.open, x.peers[n.Name]) {
+		if r.Name == n.Name || slices.Contains(n.Peers, r.Name) || slices.ContainsFunc(out, func(o model.Network) bool { return o.Name == r.Name }) {
+			continue
+		}
+		out = append(out, r)
+	}
+	slices.SortFunc(out, func(a, b model.Network) int { return strings.Compare(a.Name, b.Name) })
+	return out
 }
 
 // dnsChain is a network's chain dns-NET and the keys (its gateway
@@ -388,7 +438,18 @@ func dockerUser(nets []model.Network, h model.Host, f model.Family) ([]model.Rul
 func guestToHost(n model.Network) []model.Rule {
 	l4 := func(p string) model.Match { return model.Match{Kind: model.MatchL4, Name: p} }
 	port := func(p int) model.Match { return model.Match{Kind: model.MatchDPort, Port: p} }
-	out := []model.Rule{rule(n, model.Accept, reply())}
+	// Replies to the host's own flows, from the network's own addresses
+	// only (its subnets, and for IPv6 its link-local ones): a conntrack
+	// entry names no interface, so a guest sending with the far end's
+	// address (IPv6 has no rp_filter) would otherwise pass as a reply to
+	// a flow the host has with anyone, before the family reject below.
+	var out []model.Rule
+	for _, p := range n.Subnets() {
+		out = append(out, rule(n, model.Accept, reply(), saddr(p)))
+	}
+	if n.IPv6.IsValid() {
+		out = append(out, rule(n, model.Accept, reply(), saddr(model.LinkLocal)))
+	}
 	switch {
 	case !n.IPv6.IsValid():
 		out = append(out, rule(n, model.Reject, nfproto(model.IPv6)))

@@ -33,15 +33,19 @@ func renderFlat(nets []model.Network, h model.Host) (model.Ruleset, error) {
 		}
 		intra = append(intra, rule(n, model.Accept, iif(br), oif(br)))
 		if n.GuestBridge() {
-			// Replies first; then other guest networks stay out, unless
-			// named as peers.
-			in = append(in, rule(n, model.Accept, oif(br), reply()))
+			// Other guest networks stay out, unless named as peers, or
+			// replying to a flow this one's guests opened into them;
+			// then replies.
 			for _, peer := range n.Peers {
 				if pn, ok := byName[peer]; ok {
 					in = append(in, rule(n, model.Accept, iif(pn.Bridge), oif(br)))
 				}
 			}
+			for _, r := range peeredBy(n, byName) {
+				in = append(in, rule(n, model.Accept, iif(r.Bridge), oif(br), reply()))
+			}
 			in = append(in, rule(n, model.Reject, oif(br), model.Match{Kind: model.MatchIIFGrp, Port: model.GuestGroup}, notIIF(br)))
+			in = append(in, rule(n, model.Accept, oif(br), reply()))
 		}
 		hasAddr := n.IPv4.IsValid() || n.IPv6.IsValid()
 		if hasAddr && n.Mode != model.Bridge && n.GuestToHost != "all" {
@@ -191,5 +195,21 @@ func concat(parts ...[]model.Rule) []model.Rule {
 	for _, p := range parts {
 		out = append(out, p...)
 	}
+	return out
+}
+
+// peeredBy is letIn.of the slow, plain way (every network looked at for
+// each one): the flat list's own account of which networks' replies a
+// network's to-chain accepts by bridge.
+func peeredBy(n model.Network, byName map[string]model.Network) []model.Network {
+	var out []model.Network
+	for _, r := range byName {
+		letsIn := r.Mode == model.Open || slices.Contains(r.Peers, n.Name)
+		if r.Name == n.Name || !r.GuestBridge() || !letsIn || slices.Contains(n.Peers, r.Name) {
+			continue
+		}
+		out = append(out, r)
+	}
+	slices.SortFunc(out, func(a, b model.Network) int { return cmp.Compare(a.Name, b.Name) })
 	return out
 }

@@ -66,6 +66,7 @@ func Host(ns *netns.NS, nl *netlink.Handle, hint *Hint) (model.Host, error) {
 	if h.RAUplinks, err = raUplinks(ns, links, h.Routes); err != nil {
 		return h, fmt.Errorf("observe: %w", err)
 	}
+	h.GuestAcceptRA = guestAcceptRA(ns, links)
 	brnf, err := ns.ReadSysctl("net.bridge.bridge-nf-call-iptables")
 	if err != nil {
 		return h, fmt.Errorf("observe: %w", err)

@@ -54,3 +54,28 @@ func raUplinks(ns *netns.NS, links []model.Link, routes []model.Route) ([]model.
 	}
 	return out, nil
 }
+
+// guestAcceptRA reads accept_ra of guestnet's guest bridges (GuestGroup).
+// A bridge without the sysctl (IPv6 absent from the kernel, or the link
+// gone meanwhile) is left out: it takes no router advertisement.
+func guestAcceptRA(ns *netns.NS, links []model.Link) map[string]int {
+	var out map[string]int
+	for _, l := range links {
+		if l.Group != model.GuestGroup {
+			continue
+		}
+		v, err := ns.ReadSysctl(AcceptRAKey(l.Name))
+		if err != nil {
+			continue
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			continue
+		}
+		if out == nil {
+			out = map[string]int{}
+		}
+		out[l.Name] = n
+	}
+	return out
+}

@@ -198,13 +198,17 @@ func GuestBridgeAcceptRA(a Action) (string, bool) {
 }
 
 // Note explains an action whose reason the command does not say: raising
-// or putting back an uplink's accept_ra. "" for the others.
+// or putting back an uplink's accept_ra, or a guest bridge's set back to
+// 0. "" for the others.
 func (a Action) Note() string {
 	if a.Op != OpSysctl || !strings.HasSuffix(a.Key, ".accept_ra") {
 		return ""
 	}
 	if a.Value == "2" {
 		return a.Link + " learns its default route from router advertisements: with IPv6 forwarding on, accept_ra 1 would make the kernel drop that route and ignore the RAs after"
+	}
+	if a.Value == "0" {
+		return a.Link + " is a guest bridge: the host must not take its guests' router advertisements (a default route through a guest)"
 	}
 	return "put back: no network needs IPv6 forwarding any more"
 }

@@ -292,6 +292,12 @@ func ensureNetwork(n model.Network, h model.Host, saved *state.Uplink) ([]Action
 		if want := map[bool]uint32{true: model.GuestGroup}[n.GuestBridge()]; br.Group != want {
 			acts = append(acts, Action{Op: OpGroup, Link: n.Bridge, IfGroup: want, OldGroup: br.Group})
 		}
+		// A guest bridge takes no router advertisement (GuestBridgeAcceptRA):
+		// one made by an older guestnet, or set back by someone, is put
+		// back to 0.
+		if v, ok := h.GuestAcceptRA[n.Bridge]; ok && v != 0 && n.GuestBridge() {
+			acts = append(acts, Action{Op: OpSysctl, Key: observe.AcceptRAKey(n.Bridge), Link: n.Bridge, Value: "0", Old: strconv.Itoa(v)})
+		}
 	}
 	if !br.Up {
 		acts = append(acts, Action{Op: OpLinkUp, Link: n.Bridge})

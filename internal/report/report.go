@@ -19,13 +19,27 @@ import (
 // the host's address facing the peers; when it is not valid it is the
 // address on the interface that holds peer's subnet, or else on the
 // interface of the default route, of each family. A nat network's IPv6
-// guests leave masqueraded (NAT66): no IPv6 return route is printed for it.
+// guests leave masqueraded (NAT66): no IPv6 return route is printed for it,
+// and one with IPv6 only is refused (nothing to route). --via and --peer
+// that name no other host (loopback, link-local --via, this host's own
+// address, the network's own prefix) are refused; a link-local --peer
+// needs its zone (fe80::2%eth0), which names the interface facing it.
 func Routes(n model.Network, h model.Host, via, peer netip.Addr, forOS string) ([]string, error) {
 	if forOS != "linux" && forOS != "" && forOS != "windows" {
 		return nil, fmt.Errorf("routes: --for %q: want linux or windows", forOS)
 	}
 	if !n.IPv4.IsValid() && !n.IPv6.IsValid() {
 		return nil, fmt.Errorf("routes %s: network has no ipv4 or ipv6 subnet", n.Name)
+	}
+	if !n.IPv4.IsValid() && n.Mode == model.NAT {
+		return nil, fmt.Errorf("routes %s: nothing to route: network %s is nat and has only IPv6, which leaves masqueraded (NAT66): other hosts need no return route", n.Name, n.Name)
+	}
+	via, peer = via.Unmap(), peer.Unmap()
+	if err := checkVia(n, via); err != nil {
+		return nil, fmt.Errorf("routes %s: %w", n.Name, err)
+	}
+	if err := checkPeer(n, h, peer); err != nil {
+		return nil, fmt.Errorf("routes %s: %w", n.Name, err)
 	}
 	var out []string
 	for _, f := range []model.Family{model.IPv4, model.IPv6} {
@@ -50,6 +64,75 @@ func Routes(n model.Network, h model.Host, via, peer netip.Addr, forOS string) (
 		out = append(out, routeLine(sub, v, forOS))
 	}
 	return out, nil
+}
+
+// notAHost says why addr, given as flag, cannot be another host's address
+// (nil when it can).
+func notAHost(flag string, a netip.Addr) error {
+	switch {
+	case a.IsLoopback():
+		return fmt.Errorf("%s %s is a loopback address: name an address of the hosts that need the route", flag, a)
+	case a.IsUnspecified() || a.IsMulticast():
+		return fmt.Errorf("%s %s is not an address of a host", flag, a)
+	}
+	return nil
+}
+
+// inOwn says when a is inside one of the network's own subnets (nil when
+// it is not): those face the guests, not the peers.
+func inOwn(flag string, n model.Network, a netip.Addr) error {
+	for _, sub := range n.Subnets() {
+		if sub.Contains(a) {
+			return fmt.Errorf("%s %s is inside network %s's own prefix %s, which faces its guests: name an address of the hosts that need the route", flag, a, n.Name, sub)
+		}
+	}
+	return nil
+}
+
+// checkVia refuses a --via a peer host cannot route through: loopback,
+// link-local (a route through one needs the peer's interface, which this
+// host does not know), or the network's own gateway side.
+func checkVia(n model.Network, via netip.Addr) error {
+	if !via.IsValid() {
+		return nil
+	}
+	if err := notAHost("--via", via); err != nil {
+		return err
+	}
+	if via.IsLinkLocalUnicast() {
+		return fmt.Errorf("--via %s is link-local: a route through it needs the peer's own interface name; give this host's global or unique local address facing the peers", via)
+	}
+	return inOwn("--via", n, via)
+}
+
+// checkPeer refuses a --peer that is no other host: loopback, one of this
+// host's own addresses, a link-local address without a zone (it names no
+// interface), or an address inside the network itself.
+func checkPeer(n model.Network, h model.Host, peer netip.Addr) error {
+	if !peer.IsValid() {
+		return nil
+	}
+	if err := notAHost("--peer", peer); err != nil {
+		return err
+	}
+	if peer.IsLinkLocalUnicast() {
+		if peer.Zone() == "" {
+			return fmt.Errorf("--peer %s is link-local and names no interface: write %s%%IFACE (the interface that faces it)", peer, peer)
+		}
+		if _, ok := h.Link(peer.Zone()); !ok {
+			return fmt.Errorf("--peer %s: no interface %s on this host", peer, peer.Zone())
+		}
+		return nil
+	}
+	if err := inOwn("--peer", n, peer); err != nil {
+		return err
+	}
+	for _, l := range h.Links {
+		if slices.ContainsFunc(l.Addrs, func(a netip.Prefix) bool { return a.Addr() == peer }) {
+			return fmt.Errorf("--peer %s is this host's own address (on %s): name an address of the hosts that need the route", peer, l.Name)
+		}
+	}
+	return nil
 }
 
 func familyName(f model.Family) string {
@@ -85,11 +168,17 @@ func maskString(bits int) string {
 func facing(h model.Host, f model.Family, peer netip.Addr, bridge string) (netip.Addr, error) {
 	if peer.IsValid() {
 		for _, l := range h.Links {
-			if l.Name == bridge || !slices.ContainsFunc(l.Addrs, func(a netip.Prefix) bool { return a.Masked().Contains(peer) }) {
+			// A link-local peer's zone names the interface facing it.
+			holds := peer.Zone() == l.Name
+			if !peer.IsLinkLocalUnicast() {
+				holds = slices.ContainsFunc(l.Addrs, func(a netip.Prefix) bool { return a.Masked().Contains(peer) })
+			}
+			if l.Name == bridge || !holds {
 				continue
 			}
 			for _, a := range l.Addrs {
-				if model.FamilyOf(a.Addr()) == f && (f != model.FamilyOf(peer) || a.Masked().Contains(peer)) {
+				if model.FamilyOf(a.Addr()) == f && !a.Addr().IsLinkLocalUnicast() &&
+					(f != model.FamilyOf(peer) || peer.IsLinkLocalUnicast() || a.Masked().Contains(peer)) {
 					return a.Addr(), nil
 				}
 			}

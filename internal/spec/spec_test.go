@@ -90,6 +90,10 @@ func host() model.Host {
 			{Name: "eth1", Kind: "device", Master: "br-docker"},
 			{Name: "gnat0", Kind: "bridge", Alias: "guestnet:default"},
 			{Name: "virbr0", Kind: "bridge"},
+			// Addresses without a prefix route (noprefixroute): no route
+			// says the host has them.
+			{Name: "x9", Kind: "veth", Addrs: []netip.Prefix{netip.MustParsePrefix("fd42:55::1/64"), netip.MustParsePrefix("10.96.0.5/24"),
+				netip.MustParsePrefix("fe80::1/64")}},
 		},
 		Routes: []model.Route{
 			{Dst: netip.MustParsePrefix("0.0.0.0/0"), Dev: "eth0"},
@@ -112,6 +116,10 @@ func TestCheckHost(t *testing.T) {
 			`h.yaml:4: networks.other.bridge: "gnat0" belongs to guestnet network default: destroy that network first`},
 		{"networks:\n  d:\n    mode: nat\n    bridge: gd0\n    ipv4: 172.17.3.1/24\n",
 			`h.yaml:5: networks.d.ipv4: subnet 172.17.3.0/24 overlaps the host's route 172.17.0.0/16 dev br-docker`},
+		{"networks:\n  d:\n    mode: nat\n    bridge: gd0\n    ipv6: fd42:55::1/64\n",
+			`h.yaml:5: networks.d.ipv6: subnet fd42:55::/64 holds fd42:55::1, an address of x9 already (pick another subnet, or remove the address from x9)`},
+		{"networks:\n  d:\n    mode: routed\n    bridge: gd0\n    ipv4: 10.96.0.1/24\n",
+			`h.yaml:5: networks.d.ipv4: subnet 10.96.0.0/24 holds 10.96.0.5, an address of x9 already (pick another subnet, or remove the address from x9)`},
 	}
 	for _, c := range cases {
 		nets, err := Parse("h.yaml", []byte(c.yaml))
@@ -128,6 +136,11 @@ func TestCheckHost(t *testing.T) {
 	ok.Networks, _ = Parse("h.yaml", []byte("networks:\n  default:\n    mode: nat\n    bridge: gnat0\n    ipv4: 10.99.0.1/24\n"))
 	if err := ok.CheckHost(host()); err != nil {
 		t.Errorf("re-applying an owned network: %v", err)
+	}
+	// Link-local addresses are on every interface and in no guest subnet.
+	ok.Networks, _ = Parse("h.yaml", []byte("networks:\n  d:\n    mode: nat\n    bridge: gd0\n    ipv6: fd42:56::1/64\n"))
+	if err := ok.CheckHost(host()); err != nil {
+		t.Errorf("a subnet no interface holds an address of: %v", err)
 	}
 }
 

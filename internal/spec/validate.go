@@ -252,6 +252,26 @@ func overlaps(nets []Network, subnet func(*Network) netip.Prefix, pair func(i, j
 	}
 }
 
+// addrIn finds an address of another interface inside sub: one with no
+// prefix route (noprefixroute, or a /128 in the local table only) escapes
+// the route check, and the host would then hold the guests' router address,
+// or one of their addresses, twice. guestnet's own bridges (checked against
+// each other, or being changed) and the network's own uplink (bridge mode
+// moves its addresses to the bridge) do not count.
+func addrIn(links []model.Link, sub netip.Prefix, n *Network) (string, netip.Addr, bool) {
+	for _, l := range links {
+		if l.Name == n.Bridge || l.Name == n.Uplink || l.Owner() != "" {
+			continue
+		}
+		for _, p := range l.Addrs {
+			if sub.Contains(p.Addr()) {
+				return l.Name, p.Addr(), true
+			}
+		}
+	}
+	return "", netip.Addr{}, false
+}
+
 // CheckHost checks the spec against the observed host before any change:
 // uplinks exist and are free, bridge names are not taken by links guestnet
 // does not own, and guest subnets do not overlap the host's own routes.
@@ -317,6 +337,9 @@ func (s *Spec) CheckHost(h model.Host) error {
 					continue
 				}
 				errs = append(errs, n.errorf(field, "subnet %s overlaps the host's route %s dev %s", sub, r.Dst, r.Dev))
+			}
+			if l, a, ok := addrIn(h.Links, sub, n); ok {
+				errs = append(errs, n.errorf(field, "subnet %s holds %s, an address of %s already (pick another subnet, or remove the address from %s)", sub, a, l, l))
 			}
 		}
 	}
