@@ -227,6 +227,11 @@ func (d *Daemon) syncLearned() {
 		d.learnErr.set(fmt.Errorf("sync leased ports: %w", err))
 		return
 	}
+	if err := d.syncGuests6(d.spec.Models(), g, masters); err != nil {
+		d.Log.Error("anti-spoofing: sync the IPv6 checks of ports guestnet did not attach", "err", err)
+		d.learnErr.set(fmt.Errorf("sync IPv6 checks of ports not attached: %w", err))
+		return
+	}
 	d.forgetClaims6(g.Claims6, masters)
 	have := map[model.Bind]bool{}
 	for _, b := range want {

@@ -1,0 +1,57 @@
+package daemon
+
+import (
+	"slices"
+
+	"github.com/guestnet/guestnet/internal/model"
+)
+
+// IPv6 anti-spoofing of ports guestnet did not attach: plan puts in set
+// guests6 only the ports `guestnet attach` put in a first-come bridge, and
+// the kernel here has no meta ibrname to tell the rules a port's bridge.
+// A port another tool adds (libvirt's vnetN, `ip link set tapX master
+// gnat0`) would get no IPv6 check: its guest could send router
+// advertisements to its neighbours. The daemon, which follows the links
+// (a link event makes a repair, then this sync), puts every other port of
+// a first-come bridge in its own sets guests6_learned and
+// prefixes6_learned, and takes it out when it leaves the bridge.
+
+// learnedGuests6 are the elements of guests6_learned and prefixes6_learned:
+// the ports of the first-come networks' bridges (masters: port -> its
+// bridge) that are not declared first-come ports already, with each
+// network's claim prefixes.
+func learnedGuests6(nets []model.Network, masters map[string]portLink, declared []string) model.Elems {
+	firstCome := map[string]model.Network{} // by bridge
+	for _, n := range nets {
+		if n.FirstCome() {
+			firstCome[n.Bridge] = n
+		}
+	}
+	var e model.Elems
+	for port, m := range masters {
+		n, ok := firstCome[m.bridge]
+		if !ok || slices.Contains(declared, port) {
+			continue
+		}
+		e.Guests6 = append(e.Guests6, port)
+		e.Prefixes6 = append(e.Prefixes6, n.ClaimPrefixes(port)...)
+	}
+	slices.Sort(e.Guests6)
+	e.Prefixes6 = model.SortPortPrefixes(e.Prefixes6)
+	return e
+}
+
+// syncGuests6 makes sets guests6_learned and prefixes6_learned (g as
+// observed) hold exactly learnedGuests6.
+func (d *Daemon) syncGuests6(nets []model.Network, g model.Guard, masters map[string]portLink) error {
+	want := learnedGuests6(nets, masters, g.Guests6)
+	add, del := model.DiffElems(model.Elems{Guests6: g.LearnedGuests6, Prefixes6: g.LearnedPrefixes6}, want)
+	if add.Len()+del.Len() == 0 {
+		return nil
+	}
+	if err := d.Engine.Learn(d.ctx, add, del); err != nil {
+		return err
+	}
+	d.Log.Info("anti-spoofing: IPv6 of ports not attached by guestnet", "ports", len(want.Guests6), "added", add.Guests6, "removed", del.Guests6)
+	return nil
+}
