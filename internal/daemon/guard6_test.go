@@ -93,18 +93,24 @@ func TestSyncGuests6(t *testing.T) {
 		t.Errorf("prefixes6_learned %v, want %v", got.Prefixes6, want)
 	}
 
+	// The leases' bindings and the ports are one owner's elements: a sync
+	// leaves both as they are (neither deletes the other's).
+	binds := []model.Bind{{Port: "vnet1", MAC: "02:00:00:00:00:01", IP: netip.MustParseAddr("10.42.0.5")}}
+	e := learnedElems(binds, []model.Network{nat}, masters, []string{"vnet0"})
 	k := &fake.Kernel{}
 	k.Host.Guard = model.Guard{On: true, Guests6: []string{"vnet0"}}
-	d := &Daemon{Engine: engine.New(k, filepath.Join(t.TempDir(), "state.json")), Log: slog.New(slog.NewTextHandler(io.Discard, nil)), ctx: context.Background()}
-	nets := []model.Network{nat}
-	if err := d.syncGuests6(nets, k.Host.Guard, masters); err != nil {
+	if err := k.Learn(e, model.Elems{}); err != nil {
 		t.Fatal(err)
 	}
-	if want := []string{"vnet1"}; !slices.Equal(k.Host.Guard.LearnedGuests6, want) {
-		t.Fatalf("after the first sync guests6_learned %q, want %q", k.Host.Guard.LearnedGuests6, want)
+	if add, del := model.DiffElems(k.Host.Guard.LearnedElems(), learnedElems(binds, []model.Network{nat}, masters, []string{"vnet0"})); add.Len()+del.Len() > 0 {
+		t.Errorf("a second sync would add %+v, delete %+v", add, del)
+	}
+	if want := []string{"vnet1"}; !slices.Equal(k.Host.Guard.LearnedGuests6, want) || len(k.Host.Guard.Learned) != 1 {
+		t.Fatalf("after the sync guests6_learned %q, learned %v; want %q and the lease", k.Host.Guard.LearnedGuests6, k.Host.Guard.Learned, want)
 	}
 	delete(masters, "vnet1")
-	if err := d.syncGuests6(nets, k.Host.Guard, masters); err != nil {
+	add, del := model.DiffElems(k.Host.Guard.LearnedElems(), learnedElems(nil, []model.Network{nat}, masters, []string{"vnet0"}))
+	if err := k.Learn(add, del); err != nil {
 		t.Fatal(err)
 	}
 	if len(k.Host.Guard.LearnedGuests6)+len(k.Host.Guard.LearnedPrefixes6) > 0 {

@@ -41,17 +41,14 @@ func learnedGuests6(nets []model.Network, masters map[string]portLink, declared 
 	return e
 }
 
-// syncGuests6 makes sets guests6_learned and prefixes6_learned (g as
-// observed) hold exactly learnedGuests6.
-func (d *Daemon) syncGuests6(nets []model.Network, g model.Guard, masters map[string]portLink) error {
-	want := learnedGuests6(nets, masters, g.Guests6)
-	add, del := model.DiffElems(model.Elems{Guests6: g.LearnedGuests6, Prefixes6: g.LearnedPrefixes6}, want)
-	if add.Len()+del.Len() == 0 {
-		return nil
-	}
-	if err := d.Engine.Learn(d.ctx, add, del); err != nil {
-		return err
-	}
-	d.Log.Info("anti-spoofing: IPv6 of ports not attached by guestnet", "ports", len(want.Guests6), "added", add.Guests6, "removed", del.Guests6)
-	return nil
+// learnedElems are all the elements of the daemon's sets: those of the
+// leases' bindings, and the first-come ports guestnet did not attach
+// (declared: set guests6 as observed). Both are synced in one
+// transaction: a sync of either alone would delete the other's.
+func learnedElems(binds []model.Bind, nets []model.Network, masters map[string]portLink, declared []string) model.Elems {
+	e := model.ElemsOf(binds)
+	g6 := learnedGuests6(nets, masters, declared)
+	e.Guests6, e.Prefixes6 = g6.Guests6, g6.Prefixes6
+	e.MACPorts = nil // declared only: no learned set holds them (and a diff would find them missing at every sync)
+	return e
 }
