@@ -25,12 +25,12 @@ type PortGuard struct {
 	DroppedOther []model.OtherDrop `json:"dropped_other,omitempty"`
 	// FirstCome says the port claims its IPv6 addresses first-come (RFC
 	// 6620); Claims6 are those it holds now.
-	FirstCome bool         `json:"first_come,omitempty"`
+	FirstCome bool `json:"first_come,omitempty"`
 	// IPv6Unchecked: a port of a first-come network that no IPv6 rule
 	// checks: guestnet attach did not add it (set guests6) and guestnet
 	// serve does not guard it (guests6_learned), e.g. no daemon runs.
-	IPv6Unchecked bool `json:"ipv6_unchecked,omitempty"`
-	Claims6   []netip.Addr `json:"claims6,omitempty"`
+	IPv6Unchecked bool         `json:"ipv6_unchecked,omitempty"`
+	Claims6       []netip.Addr `json:"claims6,omitempty"`
 	// Dropped6 are the port's IPv6 frames dropped lately: for their source,
 	// as router advertisements or DHCPv6 server messages, or as neighbour
 	// advertisements for an address the port does not hold, each with why.
