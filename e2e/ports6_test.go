@@ -13,11 +13,12 @@ import (
 // daemon puts it in set guests6_learned within moments of the link event,
 // before its guest's first frame; radvd in its guest does not reach the
 // neighbour, a spoofed source is dropped, its own addresses pass; after it
-// leaves the bridge it is gone from the daemon's sets.
+// leaves the bridge it is gone from the daemon's sets. Without the daemon,
+// status flags such a port and doctor warns.
 func TestPorts6NotAttached(t *testing.T) {
 	l := newLab(t)
 	host, _ := natHost(l)
-	l.Serve_(host, l.Spec(spoof6Spec))
+	daemon := l.Serve_(host, l.Spec(spoof6Spec))
 	l.In(host, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
 
 	// gn, the neighbour, attached as usual; it receives at fd42:99::40.
@@ -81,4 +82,18 @@ func TestPorts6NotAttached(t *testing.T) {
 		return !strings.Contains(learned("guests6_learned"), `"vgr"`) && !strings.Contains(learned("prefixes6_learned"), `"vgr"`)
 	})
 	t.Logf("ip link set vgr nomaster -> vgr gone from the learned sets: %v", time.Since(start).Round(time.Millisecond))
+
+	// Without the daemon a port put in the bridge by hand gets no IPv6
+	// check: status flags it, and doctor warns.
+	daemon.Stop()
+	l.must("ip", "-n", host, "link", "set", "vgr", "master", "gnat0")
+	if st := l.Guestnet(host, "status"); !strings.Contains(st, "IPv6 UNCHECKED") {
+		t.Errorf("status does not flag vgr, in gnat0 without guestnet serve:\n%s", st)
+	}
+	out, errs, _ := l.Run(host, "doctor")
+	if !strings.Contains(out+errs, "vgr") || !strings.Contains(out+errs, "no IPv6 anti-spoofing") {
+		t.Errorf("doctor does not warn about vgr:\n%s%s", out, errs)
+	} else {
+		t.Logf("doctor without serve:\n%s", out)
+	}
 }
