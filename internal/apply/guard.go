@@ -159,8 +159,20 @@ func queueElems(op func(*nftables.Set, []nftables.SetElement) error, sets map[st
 		owners = append(owners, nftables.SetElement{Key: k})
 	}
 	queue := map[string][]nftables.SetElement{names[0]: ports, names[1]: binds, names[2]: macs, names[3]: owners}
-	if names == model.DeclaredSets { // the IPv6 sets are declared only
-		var bound6, ports6, held6, guests6, prefixes6 []nftables.SetElement
+	var guests6, prefixes6 []nftables.SetElement
+	for _, b := range e.Guests6 {
+		guests6 = append(guests6, nftables.SetElement{Key: nft.PortKey(b)})
+	}
+	for _, p := range e.Prefixes6 {
+		el := nftables.SetElement{}
+		el.Key, el.KeyEnd = nft.PrefixKey(p)
+		prefixes6 = append(prefixes6, el)
+	}
+	if names == model.LearnedSets { // the daemon's first-come ports
+		queue[model.GuardLearnedGuests6], queue[model.GuardLearnedPrefixes6] = guests6, prefixes6
+	}
+	if names == model.DeclaredSets { // the other IPv6 sets are declared only
+		var bound6, ports6, held6 []nftables.SetElement
 		for _, b := range v6 {
 			el := nftables.SetElement{}
 			el.Key, el.KeyEnd = nft.GuardKey(b)
@@ -176,14 +188,6 @@ func queueElems(op func(*nftables.Set, []nftables.SetElement) error, sets map[st
 		queue[model.GuardMACPorts] = macPorts
 		for _, a := range e.Held6 {
 			held6 = append(held6, nftables.SetElement{Key: nft.AddrKey(a)})
-		}
-		for _, b := range e.Guests6 {
-			guests6 = append(guests6, nftables.SetElement{Key: nft.PortKey(b)})
-		}
-		for _, p := range e.Prefixes6 {
-			el := nftables.SetElement{}
-			el.Key, el.KeyEnd = nft.PrefixKey(p)
-			prefixes6 = append(prefixes6, el)
 		}
 		queue[model.GuardBound6], queue[model.GuardPorts6], queue[model.GuardHeld6] = bound6, ports6, held6
 		queue[model.GuardGuests6], queue[model.GuardPrefixes6] = guests6, prefixes6
@@ -204,8 +208,8 @@ func queueElems(op func(*nftables.Set, []nftables.SetElement) error, sets map[st
 }
 
 // Learn adds and removes elements of the daemon's own sets (learned,
-// learned_ports, learned_macs, learned_port_macs, and claims: claims6 and
-// claimed6) in one transaction.
+// learned_ports, learned_macs, learned_port_macs, guests6_learned,
+// prefixes6_learned, and claims: claims6 and claimed6) in one transaction.
 // Equivalent to: nft add/delete element bridge guestnet learned { ... }
 func Learn(ns *netns.NS, add, del model.Elems) error {
 	if add.Len()+del.Len() == 0 {

@@ -190,7 +190,8 @@ func (d *Daemon) learnLoop(ctx context.Context) {
 }
 
 // syncLearned makes the learned sets hold exactly the bindings of the
-// current leases. The caller holds d.mu.
+// current leases, and the first-come ports guestnet did not attach
+// (guests6.go), in one transaction. The caller holds d.mu.
 func (d *Daemon) syncLearned() {
 	st, err := d.Engine.State()
 	if err != nil {
@@ -221,7 +222,7 @@ func (d *Daemon) syncLearned() {
 		leases[name] = s.handler.Pool.Leases()
 	}
 	want := learnedWant(leases, bridges, masters, v, time.Now())
-	add, del := model.DiffElems(g.LearnedElems(), model.ElemsOf(want))
+	add, del := model.DiffElems(g.LearnedElems(), learnedElems(want, d.spec.Models(), masters, g.Guests6))
 	if err := d.Engine.Learn(d.ctx, add, del); err != nil {
 		d.Log.Error("anti-spoofing: sync leased ports", "err", err)
 		d.learnErr.set(fmt.Errorf("sync leased ports: %w", err))
@@ -236,6 +237,9 @@ func (d *Daemon) syncLearned() {
 	d.learnErr.set(nil)
 	if len(add.Binds)+len(del.Binds) > 0 {
 		d.Log.Info("anti-spoofing: leased ports", "bindings", len(want), "added", len(add.Binds), "removed", len(del.Binds))
+	}
+	if len(add.Guests6)+len(del.Guests6) > 0 {
+		d.Log.Info("anti-spoofing: IPv6 checks of ports guestnet did not attach", "added", add.Guests6, "removed", del.Guests6)
 	}
 }
 

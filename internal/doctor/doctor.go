@@ -86,6 +86,7 @@ var Checks = []Check{
 	{"dhcp", checkDHCP},
 	{"ipv6-ra", checkRA},
 	{"spoofed", checkSpoofed},
+	{"ipv6-guard-ports", checkPorts6},
 	{"not-ipv4", checkNotIPv4},
 	{"bgp-session", checkBGPSessions},
 	{"bgp-learned", checkBGPLearned},

@@ -78,11 +78,11 @@ func TestChecks(t *testing.T) {
 		{"conntrack nearly full", func(in *Input) { in.Diag.Conntrack = 950 }, "conntrack"},
 		{"guest sends from an address it is not bound to", func(in *Input) {
 			bound := model.Bind{Port: "tap0", MAC: "52:54:00:00:00:01", IP: netip.MustParseAddr("10.99.0.10")}
-			in.Host.Guard = model.Guard{On: true, Bound: []model.Bind{bound},
+			in.Host.Guard = model.Guard{On: true, Bound: []model.Bind{bound}, Guests6: []string{"tap0"},
 				Spoofed: []model.Spoofed{{Bind: model.Bind{Port: "tap0", MAC: bound.MAC, IP: netip.MustParseAddr("10.99.0.99")}, Packets: 4}}}
 		}, "spoofed"},
 		{"bound guest sends IPv6 and VLAN-tagged frames", func(in *Input) {
-			in.Host.Guard = model.Guard{On: true, DroppedOther: []model.OtherDrop{
+			in.Host.Guard = model.Guard{On: true, Guests6: []string{"tap0"}, DroppedOther: []model.OtherDrop{
 				{Port: "tap0", MAC: "52:54:00:00:00:01", EtherType: "ip6", Packets: 7},
 				{Port: "tap0", MAC: "52:54:00:00:00:01", EtherType: "8021q", Packets: 1}}}
 			in.Host.Guard.SetDeclared([]model.Bind{{Port: "tap0", MAC: "52:54:00:00:00:01", IP: netip.MustParseAddr("10.99.0.10")}})

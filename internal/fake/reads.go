@@ -137,6 +137,17 @@ func (k *Kernel) Learn(add, del model.Elems) error {
 	binds := slices.DeleteFunc(slices.Clone(have.Binds), func(b model.Bind) bool { return slices.Contains(del.Binds, b) })
 	e := model.ElemsOf(append(binds, add.Binds...))
 	g.LearnedPorts, g.Learned, g.LearnedMACs, g.LearnedPortMACs = e.Ports, e.Binds, e.MACs, e.PortMACs
+	for _, p := range del.Guests6 {
+		if !slices.Contains(g.LearnedGuests6, p) {
+			return fmt.Errorf("nft delete element guests6_learned %q: %w", p, unix.ENOENT)
+		}
+	}
+	g.LearnedGuests6 = slices.DeleteFunc(g.LearnedGuests6, func(p string) bool { return slices.Contains(del.Guests6, p) })
+	g.LearnedGuests6 = append(g.LearnedGuests6, add.Guests6...)
+	slices.Sort(g.LearnedGuests6)
+	g.LearnedGuests6 = slices.Compact(g.LearnedGuests6)
+	g.LearnedPrefixes6 = slices.DeleteFunc(g.LearnedPrefixes6, func(p model.PortPrefix) bool { return slices.Contains(del.Prefixes6, p) })
+	g.LearnedPrefixes6 = model.SortPortPrefixes(append(g.LearnedPrefixes6, add.Prefixes6...))
 	k.gen++
 	return nil
 }

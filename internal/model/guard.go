@@ -38,9 +38,13 @@ type Guard struct {
 	Learned         []Bind    `json:"learned,omitempty"` // elements of set "learned"
 	LearnedMACs     []string  `json:"learned_macs,omitempty"`
 	LearnedPortMACs []PortMAC `json:"learned_port_macs,omitempty"`
-	Broken          bool      `json:"broken,omitempty"`  // the table is not what guestnet wrote
-	Dropped         uint64    `json:"dropped,omitempty"` // frames dropped as spoofed
-	Spoofed         []Spoofed `json:"spoofed,omitempty"` // elements of set "dropped"
+	// LearnedGuests6 and LearnedPrefixes6 are the daemon's first-come
+	// ports (sets guests6_learned, prefixes6_learned: guard6.go).
+	LearnedGuests6   []string     `json:"learned_guests6,omitempty"`
+	LearnedPrefixes6 []PortPrefix `json:"learned_prefixes6,omitempty"`
+	Broken           bool         `json:"broken,omitempty"`  // the table is not what guestnet wrote
+	Dropped          uint64       `json:"dropped,omitempty"` // frames dropped as spoofed
+	Spoofed          []Spoofed    `json:"spoofed,omitempty"` // elements of set "dropped"
 	// DroppedOther are the elements of set "dropped_other".
 	DroppedOther []OtherDrop `json:"dropped_other,omitempty"`
 	// Claims6 are the elements of set claims6: IPv6 addresses ports

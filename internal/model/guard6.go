@@ -26,6 +26,15 @@ import (
 // which passes so that the owner defends the address and the newcomer's
 // DAD fails (the guest then knows, instead of sending into a void).
 //
+// Plan fills guests6 and prefixes6 with the ports attach put in a
+// first-come bridge. A port another tool adds to it (libvirt's vnetN, `ip
+// link set tapX master BRIDGE`) is guarded while guestnet serve runs: the
+// daemon puts every other port of a first-come bridge in its own sets
+// guests6_learned and prefixes6_learned, within moments of the link event
+// and at each sync, and removes it when it leaves the bridge. The rules
+// look up both. Without the daemon, such a port gets no IPv6 check (the
+// kernel guestnet targets has no meta ibrname to tell a port's bridge).
+//
 // A port bound by attach --ip with IPv6 addresses (set ports6) sends IPv6
 // only from them (set bound6, port . MAC . address; set held6 keeps them
 // from every other port) and from the link-local address it claims first.
@@ -49,6 +58,11 @@ const (
 	GuardDropped6  = "dropped6"  // port . MAC . source of IPv6 frames dropped for their source
 	GuardRouter6   = "router6"   // port . MAC . source . protocol of dropped RAs, redirects, DHCPv6 replies
 	GuardNA6       = "na6"       // port . MAC . target of dropped neighbour advertisements
+	// The daemon's: ports another tool put in a first-come bridge (libvirt's
+	// vnetN, ip link set master), found by guestnet serve from the bridges'
+	// ports, and their prefixes. Plan never touches them.
+	GuardLearnedGuests6   = "guests6_learned"
+	GuardLearnedPrefixes6 = "prefixes6_learned"
 )
 
 // DeclaredSets6 are the IPv6 sets plan owns, next to DeclaredSets.
@@ -284,6 +298,8 @@ func guard6() (sets []GuardSet, chains []GuardChain, dispatch []GuardRule, recor
 		{Name: GuardDropped6, Key: bind, Size: DropEntries, Timeout: DropMemory},
 		{Name: GuardRouter6, Key: append(bind, "inet_proto"), Size: DropEntries, Timeout: DropMemory},
 		{Name: GuardNA6, Key: bind, Size: DropEntries, Timeout: DropMemory},
+		{Name: GuardLearnedGuests6, Key: []string{"ifname"}},
+		{Name: GuardLearnedPrefixes6, Key: claimKey, Interval: true},
 	}
 	na := icmp("nd-neighbor-advert")
 	// The chains are ordered for the common case: a packet from an
@@ -316,6 +332,7 @@ func guard6() (sets []GuardSet, chains []GuardChain, dispatch []GuardRule, recor
 			// addresses claims link-local ones only); it passes anyway, so
 			// that a holder defends its address.
 			{cat(dad, []Term{lookup(GuardPorts6, true, FieldIIF), lookup(GuardPrefixes6, false, FieldIIF, FieldNDTarget)}, unclaimed(FieldNDTarget), claim(FieldNDTarget)), accept},
+			{cat(dad, []Term{lookup(GuardLearnedPrefixes6, false, FieldIIF, FieldNDTarget)}, unclaimed(FieldNDTarget), claim(FieldNDTarget)), accept},
 			{cat(dad, []Term{linkLocal(FieldNDTarget, false)}, unclaimed(FieldNDTarget), claim(FieldNDTarget)), accept},
 			{dad, accept},
 			{cat([]Term{fromAny}, icmp("mld-listener-report")), accept},
@@ -328,6 +345,7 @@ func guard6() (sets []GuardSet, chains []GuardChain, dispatch []GuardRule, recor
 			{[]Term{lookup(GuardClaimed6, false, src)}, toSpoofed},
 			{[]Term{lookup(GuardHeld6, false, src)}, toSpoofed},
 			{cat([]Term{lookup(GuardPrefixes6, false, FieldIIF, src)}, claim(src)), toOwn},
+			{cat([]Term{lookup(GuardLearnedPrefixes6, false, FieldIIF, src)}, claim(src)), toOwn},
 			{cat([]Term{lookup(GuardPorts6, false, FieldIIF)}, claim(src)), toOwn}, // link-local, outside a first-come bridge
 			{nil, toSpoofed},
 		}},
@@ -348,6 +366,7 @@ func guard6() (sets []GuardSet, chains []GuardChain, dispatch []GuardRule, recor
 	dispatch = []GuardRule{
 		{[]Term{ip6, lookup(GuardGuests6, false, FieldIIF)}, GuardVerdict{"goto", "check6"}},
 		{[]Term{ip6, lookup(GuardPorts6, false, FieldIIF)}, GuardVerdict{"goto", "check6"}},
+		{[]Term{ip6, lookup(GuardLearnedGuests6, false, FieldIIF)}, GuardVerdict{"goto", "check6"}},
 	}
 	record = GuardRule{Terms: []Term{{Op: OpEtherType, Proto: string(IPv6)}, update(GuardDropped6, FieldIIF, FieldEtherSrc, src)}}
 	return sets, chains, dispatch, record

@@ -126,3 +126,32 @@ func TestFirstComePorts(t *testing.T) {
 		t.Errorf("prefixes: %q, want %q", got, want)
 	}
 }
+
+// TestLearnedGuests6Checked: a port the daemon put in guests6_learned goes
+// to check6 as a declared one does, and claims in prefixes6_learned.
+func TestLearnedGuests6Checked(t *testing.T) {
+	rules := GuardRules()
+	has := func(chain, want string) {
+		t.Helper()
+		for _, r := range rules[chain] {
+			if r == want {
+				return
+			}
+		}
+		t.Errorf("chain %s lacks %q:\n%s", chain, want, strings.Join(rules[chain], "\n"))
+	}
+	has("prerouting", `meta protocol ip6 iifname @guests6_learned goto check6`)
+	has("check6", `iifname . ip6 saddr @prefixes6_learned update @claims6 { iifname . ip6 saddr } update @claimed6 { ip6 saddr } goto own6`)
+	found := false
+	for _, r := range rules["check6"] {
+		found = found || (strings.Contains(r, "icmpv6 type nd-neighbor-solicit") && strings.Contains(r, "@prefixes6_learned"))
+	}
+	if !found {
+		t.Error("no DAD claim rule looks up prefixes6_learned")
+	}
+	for _, name := range []string{GuardLearnedGuests6, GuardLearnedPrefixes6} {
+		if slices.Contains(DeclaredSets6, name) {
+			t.Errorf("set %s is the daemon's, not declared", name)
+		}
+	}
+}

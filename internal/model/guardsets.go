@@ -28,8 +28,10 @@ type Elems struct {
 	Binds    []Bind // of both families: the IPv6 ones are set bound6's
 	MACs     []string
 	PortMACs []PortMAC
-	// Declared only: the first-come guest ports and their prefixes (from
-	// the networks), and the ports and addresses of the IPv6 bindings.
+	// The first-come guest ports and their prefixes: declared from the
+	// networks' attached ports, learned (sets guests6_learned,
+	// prefixes6_learned) from the bridges' other ports by the daemon.
+	// Declared only: the ports and addresses of the IPv6 bindings.
 	Guests6   []string
 	Prefixes6 []PortPrefix
 	Ports6    []string
@@ -116,7 +118,8 @@ func (g Guard) Declared() Elems {
 
 // LearnedElems are the elements the daemon owns, as observed.
 func (g Guard) LearnedElems() Elems {
-	return Elems{Ports: g.LearnedPorts, Binds: g.Learned, MACs: g.LearnedMACs, PortMACs: g.LearnedPortMACs}
+	return Elems{Ports: g.LearnedPorts, Binds: g.Learned, MACs: g.LearnedMACs, PortMACs: g.LearnedPortMACs,
+		Guests6: g.LearnedGuests6, Prefixes6: g.LearnedPrefixes6}
 }
 
 // SetDeclared makes the declared elements those of the bindings.

@@ -87,7 +87,7 @@ func readGuard(c *nftables.Conn) (model.Guard, error) {
 		}
 	}
 	g.Bound = append(g.Bound, bound6...)
-	for name, dst := range map[string]*[]string{model.GuardPorts: &g.Ports, model.GuardLearnedPorts: &g.LearnedPorts, model.GuardPorts6: &g.Ports6, model.GuardGuests6: &g.Guests6, model.GuardMACPorts: &g.MACPorts} {
+	for name, dst := range map[string]*[]string{model.GuardPorts: &g.Ports, model.GuardLearnedPorts: &g.LearnedPorts, model.GuardPorts6: &g.Ports6, model.GuardGuests6: &g.Guests6, model.GuardMACPorts: &g.MACPorts, model.GuardLearnedGuests6: &g.LearnedGuests6} {
 		if s := byName[name]; s != nil {
 			els, err := c.GetSetElements(s)
 			if err != nil {
@@ -271,7 +271,11 @@ func checkGuardChains(c *nftables.Conn, t *nftables.Table, g *model.Guard) error
 // read6 reads the IPv6 sets: the declared prefixes and held addresses,
 // the claims, and the records of dropped IPv6 frames.
 func read6(c *nftables.Conn, byName map[string]*nftables.Set, g *model.Guard) error {
-	if s := byName[model.GuardPrefixes6]; s != nil {
+	for name, dst := range map[string]*[]model.PortPrefix{model.GuardPrefixes6: &g.Prefixes6, model.GuardLearnedPrefixes6: &g.LearnedPrefixes6} {
+		s := byName[name]
+		if s == nil {
+			continue
+		}
 		els, err := c.GetSetElements(s)
 		if err != nil {
 			return fmt.Errorf("observe set bridge %s %s: %w", model.Table, s.Name, err)
@@ -285,9 +289,9 @@ func read6(c *nftables.Conn, byName map[string]*nftables.Set, g *model.Guard) er
 				g.Broken = true
 				continue
 			}
-			g.Prefixes6 = append(g.Prefixes6, p)
+			*dst = append(*dst, p)
 		}
-		g.Prefixes6 = model.SortPortPrefixes(g.Prefixes6)
+		*dst = model.SortPortPrefixes(*dst)
 	}
 	if err := readKeys(c, byName[model.GuardHeld6], nft.DecodeAddrKey, &g.Held6, g); err != nil {
 		return err

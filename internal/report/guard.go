@@ -25,8 +25,12 @@ type PortGuard struct {
 	DroppedOther []model.OtherDrop `json:"dropped_other,omitempty"`
 	// FirstCome says the port claims its IPv6 addresses first-come (RFC
 	// 6620); Claims6 are those it holds now.
-	FirstCome bool         `json:"first_come,omitempty"`
-	Claims6   []netip.Addr `json:"claims6,omitempty"`
+	FirstCome bool `json:"first_come,omitempty"`
+	// IPv6Unchecked: a port of a first-come network that no IPv6 rule
+	// checks: guestnet attach did not add it (set guests6) and guestnet
+	// serve does not guard it (guests6_learned), e.g. no daemon runs.
+	IPv6Unchecked bool         `json:"ipv6_unchecked,omitempty"`
+	Claims6       []netip.Addr `json:"claims6,omitempty"`
 	// Dropped6 are the port's IPv6 frames dropped lately: for their source,
 	// as router advertisements or DHCPv6 server messages, or as neighbour
 	// advertisements for an address the port does not hold, each with why.
@@ -35,7 +39,8 @@ type PortGuard struct {
 
 func portGuard(n model.Network, port string, g model.Guard) PortGuard {
 	pg := PortGuard{Port: port, State: "unrestricted", Spoofed: g.SpoofedBy(port), DroppedOther: g.OtherBy(port),
-		FirstCome: n.FirstCome() && slices.Contains(g.Guests6, port), Claims6: g.ClaimsOf(port), Dropped6: g.Dropped6By(port)}
+		FirstCome: n.FirstCome() && (slices.Contains(g.Guests6, port) || slices.Contains(g.LearnedGuests6, port)), Claims6: g.ClaimsOf(port), Dropped6: g.Dropped6By(port)}
+	pg.IPv6Unchecked = n.FirstCome() && g.On && !pg.FirstCome
 	switch pb := g.Port(port); {
 	case !n.Guarded():
 		return PortGuard{Port: port, State: "off"}
@@ -66,6 +71,9 @@ func guardText(b *strings.Builder, s Status) {
 				what = pg.Sources()
 			}
 			fmt.Fprintf(b, "%-15s %-12s %s\n", pg.Port, n.Name, what)
+			if pg.IPv6Unchecked {
+				fmt.Fprintf(b, "%-15s %-12s %s\n", "", "", "IPv6 UNCHECKED (no RA guard, no source check): not attached by guestnet, and guestnet serve, which guards such ports, does not (is it running?)")
+			}
 			if pg.FirstCome || len(pg.Claims6) > 0 {
 				fmt.Fprintf(b, "%-15s %-12s %s\n", "", "", claims6Text(pg))
 			}

@@ -54,3 +54,31 @@ func TestStatusOtherDrops(t *testing.T) {
 		t.Errorf("JSON does not name the ether type as nft does:\n%s", b)
 	}
 }
+
+// TestStatusIPv6Unchecked: a port of a first-come network in neither
+// guests6 (attach) nor guests6_learned (serve) is flagged, text and
+// JSON; ports in either set are first-come and not flagged.
+func TestStatusIPv6Unchecked(t *testing.T) {
+	h := host
+	h.Links = append(h.Links[:len(h.Links):len(h.Links)], model.Link{Name: "vnet7", Master: "grt0"}, model.Link{Name: "vnet8", Master: "grt0"})
+	h.Guard = model.Guard{On: true, Guests6: []string{"tap0"}, LearnedGuests6: []string{"vnet8"}}
+	s := MakeStatus(state.State{Networks: map[string]state.Net{"lab": {Network: lab}}}, h)
+	if !lab.FirstCome() {
+		t.Fatalf("the fixture network %+v is not first-come", lab)
+	}
+	got := map[string]PortGuard{}
+	for _, pg := range s.Networks[0].Guard {
+		got[pg.Port] = pg
+	}
+	if !got["vnet7"].IPv6Unchecked || got["vnet7"].FirstCome {
+		t.Errorf("vnet7 (in no set): %+v, want IPv6 unchecked", got["vnet7"])
+	}
+	for _, p := range []string{"tap0", "vnet8"} {
+		if got[p].IPv6Unchecked || !got[p].FirstCome {
+			t.Errorf("%s: %+v, want first-come and checked", p, got[p])
+		}
+	}
+	if text := s.Text(); !strings.Contains(text, "IPv6 UNCHECKED") || strings.Count(text, "IPv6 UNCHECKED") != 1 {
+		t.Errorf("status text should flag vnet7 alone:\n%s", text)
+	}
+}

@@ -1,0 +1,35 @@
+package doctor
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/guestnet/guestnet/internal/model"
+)
+
+// TestPorts6Unguarded: without guestnet serve, a port of a first-come
+// network's bridge that attach did not add is reported; one attach added
+// (guests6) or the daemon guards (guests6_learned) is not, nor any port
+// while the daemon runs, nor a port of an open network.
+func TestPorts6Unguarded(t *testing.T) {
+	in := healthy()
+	in.Diag.Daemon = false
+	in.Host.Links = append(in.Host.Links, model.Link{Name: "vnet7", Kind: "tuntap", Up: true, Master: "gnat0"},
+		model.Link{Name: "vnet8", Kind: "tuntap", Up: true, Master: "gnat0"})
+	in.Host.Guard = model.Guard{On: true, Guests6: []string{"tap0"}, LearnedGuests6: []string{"vnet8"}}
+	got := checkPorts6(in)
+	if len(got) != 1 || got[0].Severity != Warning || !strings.Contains(got[0].What, "vnet7") ||
+		strings.Contains(got[0].What, "vnet8") || strings.Contains(got[0].What, "tap0") || !strings.Contains(got[0].Fix, "guestnet attach default vnet7") {
+		t.Fatalf("findings %+v, want one warning naming vnet7 alone", got)
+	}
+	t.Logf("%s\n  fix: %s", got[0].What, got[0].Fix)
+	in.Diag.Daemon = true
+	if got := checkPorts6(in); len(got) > 0 {
+		t.Errorf("with the daemon running: %+v", got)
+	}
+	in.Diag.Daemon = false
+	in.Networks[0].Mode = model.Open
+	if got := checkPorts6(in); len(got) > 0 {
+		t.Errorf("an open network: %+v", got)
+	}
+}
