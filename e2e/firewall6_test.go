@@ -1,12 +1,9 @@
 package e2e
 
 import (
-	"net"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/guestnet/guestnet/internal/netns"
 )
 
 // fw6Spec: a dual-stack nat network (NAT66), a second nat network with
@@ -59,28 +56,6 @@ func guest6(l *Lab, host, network, name, hostIf, addr4, gw4, addr6, gw6 string) 
 	return g
 }
 
-// dial6 connects from ns to [addr]:port and returns the source address the
-// server saw.
-func dial6(ns, addrport string) (string, error) {
-	n, err := netns.Open(ns)
-	if err != nil {
-		return "", err
-	}
-	defer n.Close()
-	var c net.Conn
-	if err := n.Do(func() (err error) { c, err = net.DialTimeout("tcp6", addrport, 2*time.Second); return }); err != nil {
-		return "", err
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(2 * time.Second))
-	buf := make([]byte, 64)
-	k, err := c.Read(buf)
-	if err != nil {
-		return "", err
-	}
-	return strings.TrimSpace(string(buf[:k])), nil
-}
-
 // bridgeLinkLocal is an interface's link-local address once it has left
 // the tentative state (DAD, about 2 s), or "" when it has none.
 func bridgeLinkLocal(l *Lab, host, br string) string {
@@ -94,7 +69,16 @@ func bridgeLinkLocal(l *Lab, host, br string) string {
 	return ""
 }
 
-func reaches6(ns, addrport string) bool { _, err := dial6(ns, addrport); return err == nil }
+func reaches6(ns, addrport string) bool {
+	c, err := dialIn(ns, addrport, 2*time.Second)
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	_, err = c.Read(make([]byte, 64))
+	return err == nil
+}
 
 // TestFirewall6: real IPv6 packets through guestnet's table inet: NAT66
 // out of a nat network (the far end sees the uplink's address), nothing in
@@ -136,19 +120,19 @@ func TestFirewall6(t *testing.T) {
 		l.Serve(g.ns, "["+g.addr+"]:8080")
 	}
 
-	src, err := dial6(g1, "[2001:db8:ff::2]:8080")
+	src, err := l.Dial(g1, "[2001:db8:ff::2]:8080")
 	l.expect("nat guest -> internet [2001:db8:ff::2]:8080 (NAT66)", true, err == nil)
 	if err == nil && src != "2001:db8:ff:1::1" {
 		t.Errorf("the far end saw %s, want the uplink's address 2001:db8:ff:1::1 (masqueraded)", src)
 	} else if err == nil {
 		t.Logf("the far end saw %s (the uplink's address)", src)
 	}
-	src, err = dial6(g4, "[2001:db8:ff::2]:8080")
+	src, err = l.Dial(g4, "[2001:db8:ff::2]:8080")
 	l.expect("routed guest -> internet", true, err == nil)
 	if err == nil && src != "2001:db8:71::10" {
 		t.Errorf("the far end saw %s, want the routed guest's own 2001:db8:71::10", src)
 	}
-	src, err = dial6(g5, "[2001:db8:ff::2]:8080")
+	src, err = l.Dial(g5, "[2001:db8:ff::2]:8080")
 	l.expect("IPv6-only nat guest -> internet (NAT66)", true, err == nil && src == "2001:db8:ff:1::1")
 	l.matrix("IPv6 | want | got", []check{
 		{"IPv6-only nat guest -> its router (ping)", true, func() bool { return l.Ping(g5, "fd42:97::1") }},
@@ -221,7 +205,7 @@ func TestForwardDrop6(t *testing.T) {
 	g2 := guest6(l, host, "default", "g2", "vg2", "10.99.0.11/24", "10.99.0.1", "fd42:99::11/64", "fd42:99::1")
 	l.Serve(inet, "[2001:db8:ff::2]:8080")
 	l.Serve(g2, "[fd42:99::11]:8080")
-	src, err := dial6(g1, "[2001:db8:ff::2]:8080")
+	src, err := l.Dial(g1, "[2001:db8:ff::2]:8080")
 	l.expect("guest -> internet over IPv6 through ip6tables' FORWARD DROP", true, err == nil && src == "2001:db8:ff:1::1")
 	l.expect("guest1 -> guest2 (bridged, bridge-nf-call-ip6tables=1)", true, reaches6(g1, "[fd42:99::11]:8080"))
 	rules := l.In(host, "ip6tables", "-S", "DOCKER-USER")

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,8 +9,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/guestnet/guestnet/internal/netns"
 )
 
 // The host side of IPv6 (issue 15): the bridge's address, IPv6
@@ -43,53 +40,6 @@ func (l *Lab) h6Guest(host, network, name, hostIf string, addrs, gws []string) s
 	}
 	l.Guestnet(host, "attach", network, hostIf)
 	return g
-}
-
-// h6Serve is Serve for either family: it answers each connection with
-// the peer address it saw.
-func (l *Lab) h6Serve(ns, addrport string) {
-	l.t.Helper()
-	n, err := netns.Open(ns)
-	if err != nil {
-		l.t.Fatal(err)
-	}
-	defer n.Close()
-	var ln net.Listener
-	if err := n.Do(func() (err error) { ln, err = net.Listen("tcp", addrport); return }); err != nil {
-		l.t.Fatalf("listen %s in %s: %v", addrport, ns, err)
-	}
-	l.t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			fmt.Fprintln(c, c.RemoteAddr().(*net.TCPAddr).IP)
-			c.Close()
-		}
-	}()
-}
-
-// h6Dial is Dial for either family.
-func (l *Lab) h6Dial(ns, addrport string) (string, error) {
-	n, err := netns.Open(ns)
-	if err != nil {
-		return "", err
-	}
-	defer n.Close()
-	var c net.Conn
-	if err := n.Do(func() (err error) { c, err = net.DialTimeout("tcp", addrport, 2*time.Second); return }); err != nil {
-		return "", err
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(2 * time.Second))
-	buf := make([]byte, 64)
-	k, err := c.Read(buf)
-	if err != nil {
-		return "", err
-	}
-	return strings.TrimSpace(string(buf[:k])), nil
 }
 
 // h6Ping reports whether one of two ICMPv6 echoes from ns to addr is
@@ -156,9 +106,9 @@ networks:
 
 	g6 := l.h6Guest(host, "dmz", "g6", "vg6", []string{"2001:db8:71::10/64"}, []string{"2001:db8:71::1"})
 	gd := l.h6Guest(host, "dual", "gd", "vgd", []string{"10.99.1.10/24", "fd42:1::10/64"}, []string{"10.99.1.1", "fd42:1::1"})
-	l.h6Serve(g6, "[2001:db8:71::10]:8080")
-	l.h6Serve(gd, "[fd42:1::10]:8080")
-	l.h6Serve(peer, "[fd10:10::2]:8080")
+	l.Serve(g6, "[2001:db8:71::10]:8080")
+	l.Serve(gd, "[fd42:1::10]:8080")
+	l.Serve(peer, "[fd10:10::2]:8080")
 
 	// The bridge keeps its link-local address (the guests' router for
 	// RA): once it has one, a plan has nothing to do.
@@ -197,7 +147,7 @@ networks:
 		{g6, "[fd10:10::2]:8080", "2001:db8:71::10"},
 		{gd, "[fd10:10::2]:8080", "fd42:1::10"},
 	} {
-		src, err := l.h6Dial(c.from, c.to)
+		src, err := l.Dial(c.from, c.to)
 		l.expect(c.from+" -> "+c.to+" (tcp)", true, err == nil)
 		if err == nil && src != c.want {
 			t.Errorf("%s saw %q, want %q (routed: no NAT)", c.to, src, c.want)

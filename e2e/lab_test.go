@@ -292,7 +292,11 @@ func dialIn(ns, addrport string, timeout time.Duration) (net.Conn, error) {
 	}
 	defer n.Close()
 	var c net.Conn
-	err = n.Do(func() (err error) { c, err = net.DialTimeout("tcp4", addrport, timeout); return })
+	family := "tcp4"
+	if ap, err := netip.ParseAddrPort(addrport); err == nil && ap.Addr().Is6() {
+		family = "tcp6"
+	}
+	err = n.Do(func() (err error) { c, err = net.DialTimeout(family, addrport, timeout); return })
 	return c, err
 }
 

@@ -71,26 +71,7 @@ func traceGuest6(l *Lab, host, network, name, hostIf, addr4, gw4, addr6, gw6 str
 // SOURCE" (who answered, and the source it saw), until the test ends.
 func traceServe6(l *Lab, ns, addrport, name string) {
 	l.t.Helper()
-	n, err := netns.Open(ns)
-	if err != nil {
-		l.t.Fatal(err)
-	}
-	defer n.Close()
-	var ln net.Listener
-	if err := n.Do(func() (err error) { ln, err = net.Listen("tcp6", addrport); return }); err != nil {
-		l.t.Fatalf("listen %s in %s: %v", addrport, ns, err)
-	}
-	l.t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			fmt.Fprintf(c, "%s %s\n", name, c.RemoteAddr().(*net.TCPAddr).IP)
-			c.Close()
-		}
-	}()
+	l.answerTCP(ns, addrport, func(peer net.IP) string { return name + " " + peer.String() })
 }
 
 // traceProbe6 sends one real packet from ns, source laddr, to raddr over
