@@ -138,7 +138,8 @@ func (h *Handler) senderPort(src netip.Addr) string {
 // anti-spoofing would bind the address). A client that moved (its MAC
 // is on the new port now) is not foreign. "" when msg is not foreign or
 // its port is unknown (no neighbour entry, no EUI-64 source: the server
-// cannot tell).
+// cannot tell), except for a Release or Decline, which only a placed
+// sender may send for a lease bound to a port.
 func (h *Handler) foreign(msg *dhcpv6.Message, cid dhcpv6.DUID, src netip.Addr) (port, holder string) {
 	if h.Ports == nil {
 		return "", ""
@@ -152,6 +153,14 @@ func (h *Handler) foreign(msg *dhcpv6.Message, cid dhcpv6.DUID, src netip.Addr) 
 		}
 		if sender == "" {
 			if sender = h.senderPort(src); sender == "" {
+				if msg.MessageType == dhcpv6.MessageTypeRelease || msg.MessageType == dhcpv6.MessageTypeDecline {
+					// Ending a lease bound to a port is for a sender the
+					// server can place: an honest client's Release that is
+					// ignored costs only the lease running out (and a
+					// client declining the address it was just given is
+					// placeable: the Reply made its neighbour entry).
+					return "(unknown port)", l.Port
+				}
 				return "", ""
 			}
 		}

@@ -191,7 +191,10 @@ func TestSolicitRequestRenewRelease(t *testing.T) {
 		t.Errorf("answered a Solicit with a server ID: %s", rep.Summary())
 	}
 
-	rep = roundTrip(t, h, msg(dhcpv6.MessageTypeRelease, cid, sid, iaNA(1, a)))
+	// The Release comes from the client's EUI-64 link-local address: a
+	// lease bound to a port is ended only by a sender the server places
+	// there (TestStealLease6UnknownSender).
+	rep = answerFrom(t, h, msg(dhcpv6.MessageTypeRelease, cid, sid, iaNA(1, a)), eui64LL("02:00:00:00:61:02"))
 	if s := rep.Options.Status(); s == nil || s.StatusCode != iana.StatusSuccess {
 		t.Errorf("Release: status %v, want Success", s)
 	}
