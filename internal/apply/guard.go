@@ -252,8 +252,9 @@ var ErrHeld6 = errors.New("the address is held by another port")
 // claim (a RELEASE or DECLINE, or an expiry the server notices).
 // Equivalent to: nft add element bridge guestnet claims6 { "PORT" . ADDR timeout LIFETIME }
 //
-// The lead wires it from the DHCPv6 server (helper "svc"): after the
-// REPLY's lease is stored, with the port the request came in by.
+// The daemon makes the same claim through Engine.Learn (daemon/guard.go,
+// claims6); this form, for a namespace without a daemon, serves the e2e
+// matrix (TestAntiSpoofing6).
 func ClaimLease6(ns *netns.NS, port, mac string, addr netip.Addr, lifetime time.Duration) error {
 	if !addr.Is6() || addr.Is4In6() {
 		return fmt.Errorf("claim %s on port %s (MAC %s): not an IPv6 address", addr, port, mac)

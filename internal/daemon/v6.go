@@ -311,7 +311,7 @@ func (d *Daemon) Leases6() map[string][]dhcp.Lease6 {
 	return out
 }
 
-// Binder6 is the seam of IPv6 anti-spoofing (helper "guard6"): set
+// Binder6 is the seam of IPv6 anti-spoofing (daemon/guard.go, claims6): set
 // Daemon.Guard6 and the DHCPv6 handlers call it, from their goroutines,
 // once a lease is on disk and before its Reply leaves (Bound), and when a
 // lease ends or is replaced (Unbound). A lease carries its network's

@@ -63,7 +63,7 @@ func host6(t *testing.T) model.Host {
 }
 
 // withIPv6 adds to a ruleset rendered without IPv6 the rules the firewall
-// for IPv6 is specified to have (issue 15, helper fw's): a network's
+// for IPv6 is specified to have (issue 15): a network's
 // from-chain accepts its IPv6 prefix, a routed network's to-chain the
 // traffic to it, a nat network's prefix is masqueraded (NAT66), guests
 // reach the host's services by ICMPv6 too. A render that already holds
