@@ -55,16 +55,10 @@ func (l *Lab) h6Sysctl(ns, key string) string {
 	return strings.TrimSpace(l.In(ns, "sysctl", "-n", key))
 }
 
-// h6Poll polls cond every 100 ms until it holds or the time is up.
+// h6Poll is waitTrue without the time it took.
 func h6Poll(d time.Duration, cond func() bool) bool {
-	for deadline := time.Now().Add(d); ; time.Sleep(100 * time.Millisecond) {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-	}
+	_, ok := waitTrue(d, cond)
+	return ok
 }
 
 func TestIPv6Routed(t *testing.T) { testIPv6Routed(t, "routed") }

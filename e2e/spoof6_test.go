@@ -124,7 +124,11 @@ func TestAntiSpoofing6(t *testing.T) {
 	gN := l.guest6(host, "gn", "vgn", "02:00:00:00:06:0f", nil)
 	addrN := l.slaac(gN, "") // the host's RAs reach gn
 	lladdrR := l.linkLocal(gR)
-	time.Sleep(5 * time.Second) // radvd's first RAs, and its answer to gn's solicitation
+	// Until the guard has dropped an RA of gr's: radvd sent its first ones
+	// (and its answer to gn's solicitation) by then.
+	if !h6Poll(10*time.Second, func() bool { return l.dropped6(host, "vgr", model.Drop6Router, lladdrR) }) {
+		t.Fatalf("no router advertisement of gr's dropped in 10 s: is radvd sending?")
+	}
 	addrsN, routesN := l.In(gN, "ip", "-6", "addr", "show", "dev", "eth0"), l.In(gN, "ip", "-6", "route", "show")
 	l.expect("gr's radvd RA -> gn (prefix fd66:6::/64)", false, strings.Contains(addrsN, "fd66:6:"))
 	l.expect("gr's radvd RA -> gn (default route via gr)", false, strings.Contains(routesN, lladdrR.String()))
@@ -140,7 +144,9 @@ func TestAntiSpoofing6(t *testing.T) {
 		t.Fatalf("gu cannot reach gs at %s", addrS)
 	}
 	l.sendNA(gA, "02:00:00:00:06:0a", l.linkLocal(gA), addrS)
-	time.Sleep(200 * time.Millisecond)
+	if !h6Poll(5*time.Second, func() bool { return l.dropped6(host, "vga", model.Drop6NA, addrS) }) {
+		t.Errorf("ga's neighbour advertisement for %s was not recorded as dropped", addrS)
+	}
 	neigh := l.In(gU, "ip", "-6", "neigh", "show", addrS.String(), "dev", "eth0")
 	l.expect("ga's NA for gs's address -> gu's neighbour cache", true, strings.Contains(neigh, "02:00:00:00:06:0a") == false && strings.Contains(neigh, "02:00:00:00:06:05"))
 
@@ -445,4 +451,21 @@ func icmp6Checksum(src, dst netip.Addr, msg []byte) uint16 {
 		sum = sum>>16 + sum&0xffff
 	}
 	return ^uint16(sum)
+}
+
+// dropped6 reports whether status records a drop of kind for address ip
+// on port.
+func (l *Lab) dropped6(host, port string, kind model.Drop6Kind, ip netip.Addr) bool {
+	var st report.Status
+	if err := json.Unmarshal([]byte(l.Guestnet(host, "status", "-o", "json")), &st); err != nil {
+		l.t.Fatal(err)
+	}
+	for _, n := range st.Networks {
+		for _, pg := range n.Guard {
+			if pg.Port == port && slices.ContainsFunc(pg.Dropped6, func(x model.Drop6) bool { return x.Kind == kind && x.IP == ip }) {
+				return true
+			}
+		}
+	}
+	return false
 }
