@@ -42,21 +42,9 @@ func (n *Network) parseDHCP(v *yaml.Node) error {
 		var err error
 		switch k.Value {
 		case "range":
-			err = n.eachScalar(f, val, func(field, s string) error {
-				r, ok := parseRange(s)
-				if !ok {
-					return n.errorf(field, "want FIRST-LAST addresses, like 10.99.0.100-10.99.0.200, not %q", s)
-				}
-				d.Ranges = append(d.Ranges, r)
-				return nil
-			})
+			d.Ranges, err = n.parseRanges(f, val, parseRange, "addresses, like 10.99.0.100-10.99.0.200")
 		case "lease":
-			var dur time.Duration
-			dur, err = time.ParseDuration(val.Value)
-			if err != nil || dur < time.Minute {
-				err = n.errorf(f, "want a duration of at least 1m, like 1h or 30m, not %q", val.Value)
-			}
-			d.Lease = dur
+			d.Lease, err = n.parseLease(f, val)
 		case "dns":
 			err = n.eachScalar(f, val, func(field, s string) error {
 				a, perr := netip.ParseAddr(s)
@@ -78,11 +66,7 @@ func (n *Network) parseDHCP(v *yaml.Node) error {
 			}
 			d.MTU = m
 		case "per_port":
-			m, perr := strconv.Atoi(val.Value)
-			if val.Kind != yaml.ScalarNode || perr != nil || m < 0 || m > 65535 {
-				err = n.errorf(f, "want the number of addresses one port may hold, 0 for no cap, like 8, not %q", val.Value)
-			}
-			d.PerPort = m
+			d.PerPort, err = n.parsePerPort(f, val)
 		case "hosts":
 			err = n.parseHosts(f, val)
 		case "routes":
@@ -95,6 +79,39 @@ func (n *Network) parseDHCP(v *yaml.Node) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// parseRanges reads a range or a list of them, FIRST-LAST each, as parse
+// reads one; what says what a range is made of, for the error.
+func (n *Network) parseRanges(field string, v *yaml.Node, parse func(string) (model.Range, bool), what string) ([]model.Range, error) {
+	var out []model.Range
+	err := n.eachScalar(field, v, func(f, s string) error {
+		r, ok := parse(s)
+		if !ok {
+			return n.errorf(f, "want FIRST-LAST %s, not %q", what, s)
+		}
+		out = append(out, r)
+		return nil
+	})
+	return out, err
+}
+
+// parseLease reads a lease time: at least a minute.
+func (n *Network) parseLease(field string, v *yaml.Node) (time.Duration, error) {
+	d, err := time.ParseDuration(v.Value)
+	if err != nil || d < time.Minute {
+		return d, n.errorf(field, "want a duration of at least 1m, like 1h or 30m, not %q", v.Value)
+	}
+	return d, nil
+}
+
+// parsePerPort reads a per-port cap: 0 (none) to 65535.
+func (n *Network) parsePerPort(field string, v *yaml.Node) (int, error) {
+	m, err := strconv.Atoi(v.Value)
+	if v.Kind != yaml.ScalarNode || err != nil || m < 0 || m > 65535 {
+		return m, n.errorf(field, "want the number of addresses one port may hold, 0 for no cap, like 8, not %q", v.Value)
+	}
+	return m, nil
 }
 
 // eachScalar calls fn for a scalar or for each item of a list of scalars.

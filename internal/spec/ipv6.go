@@ -4,9 +4,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
-	"strconv"
 	"strings"
-	"time"
 
 	"gopkg.in/yaml.v3"
 
@@ -60,29 +58,13 @@ func (n *Network) parseDHCP6(v *yaml.Node) error {
 		var err error
 		switch k.Value {
 		case "range":
-			err = n.eachScalar(f, val, func(field, s string) error {
-				r, ok := parseRange6(s)
-				if !ok {
-					return n.errorf(field, "want FIRST-LAST IPv6 addresses, like fd42:99::100-fd42:99::1ff, not %q", s)
-				}
-				d.Ranges = append(d.Ranges, r)
-				return nil
-			})
+			d.Ranges, err = n.parseRanges(f, val, parseRange6, "IPv6 addresses, like fd42:99::100-fd42:99::1ff")
 		case "lease":
-			var dur time.Duration
-			dur, err = time.ParseDuration(val.Value)
-			if err != nil || dur < time.Minute {
-				err = n.errorf(f, "want a duration of at least 1m, like 1h or 30m, not %q", val.Value)
-			}
-			d.Lease = dur
+			d.Lease, err = n.parseLease(f, val)
 		case "hosts":
 			err = n.parseHosts6(f, val)
 		case "per_port":
-			m, perr := strconv.Atoi(val.Value)
-			if val.Kind != yaml.ScalarNode || perr != nil || m < 0 || m > 65535 {
-				err = n.errorf(f, "want the number of addresses one port may hold, 0 for no cap, like 8, not %q", val.Value)
-			}
-			d.PerPort = m
+			d.PerPort, err = n.parsePerPort(f, val)
 		default:
 			err = n.errorf(f, "unknown key (want one of %s)", strings.Join(dhcp6Fields, ", "))
 		}
