@@ -16,8 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/guestnet/guestnet/internal/apply"
 	"github.com/guestnet/guestnet/internal/model"
 	"github.com/guestnet/guestnet/internal/netns"
@@ -404,31 +402,7 @@ func (l *Lab) sendNA(ns, mac string, src, target netip.Addr) {
 	copy(ip[8:], src.AsSlice())
 	copy(ip[24:], dst.AsSlice())
 	frame := append(append(append([]byte{0x33, 0x33, 0, 0, 0, 1}, hw...), 0x86, 0xdd), append(ip, icmp...)...)
-	n, err := netns.Open(ns)
-	if err != nil {
-		l.t.Fatal(err)
-	}
-	defer n.Close()
-	err = n.Do(func() error {
-		ifi, err := net.InterfaceByName("eth0")
-		if err != nil {
-			return err
-		}
-		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, 0)
-		if err != nil {
-			return err
-		}
-		defer unix.Close(fd)
-		for range 3 {
-			if err := unix.Sendto(fd, frame, 0, &unix.SockaddrLinklayer{Ifindex: ifi.Index, Halen: 6, Addr: [8]byte{0x33, 0x33, 0, 0, 0, 1}}); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		l.t.Fatalf("send a neighbour advertisement from %s: %v", ns, err)
-	}
+	l.rawSendBytes(ns, frame, frame, frame)
 }
 
 // icmp6Checksum is the ICMPv6 checksum over the pseudo-header and msg
