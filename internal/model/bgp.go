@@ -24,6 +24,9 @@ type BGP struct {
 	// prefixes included) to be installed; the spec fills the default,
 	// DefaultImport, when the list is not written.
 	Import []netip.Prefix `json:"import"`
+	// EVPN negotiates the L2VPN EVPN family with every peer: set when a
+	// network is stretched (has vxlan).
+	EVPN bool `json:"evpn,omitempty"`
 }
 
 // BGPPeer is one neighbour.

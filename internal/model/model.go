@@ -53,6 +53,8 @@ type Network struct {
 	// NoAnnounce keeps the network out of what BGP announces
 	// (spec: announce: false).
 	NoAnnounce bool `json:"no_announce,omitempty"`
+	// VXLAN stretches the network across hosts (spec: vxlan: {vni: N}).
+	VXLAN *VXLAN `json:"vxlan,omitempty"`
 }
 
 // Subnet is the guests' subnet (IPv4 with the host bits cleared).

@@ -31,6 +31,15 @@ type Spec struct {
 	Networks []Network // sorted by name
 	// BGP is the bgp section (at most one among the files), nil if none.
 	BGP *BGP
+	// Leases is the leases section (at most one), nil if none.
+	Leases *Leases
+}
+
+// File is what one file declares.
+type File struct {
+	Networks []Network
+	BGP      *BGP    // nil if the file has no bgp section
+	Leases   *Leases // nil if the file has no leases section
 }
 
 // Models returns the declared networks as plain model values.
@@ -111,12 +120,18 @@ func Load(paths ...string) (*Spec, error) {
 		if err != nil {
 			return nil, fmt.Errorf("read spec: %w", err)
 		}
-		nets, b, err := ParseFile(f, data)
+		pf, err := ParseFile(f, data)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		s.Networks = append(s.Networks, nets...)
+		s.Networks = append(s.Networks, pf.Networks...)
+		if l := pf.Leases; l != nil && s.Leases != nil {
+			errs = append(errs, l.errorf("", "a second leases section (the first is at %s:%d)", s.Leases.File, s.Leases.Line))
+		} else if l != nil {
+			s.Leases = l
+		}
+		b := pf.BGP
 		if b != nil && s.BGP != nil {
 			errs = append(errs, b.errorf("", "a second bgp section (the first is at %s:%d): a host has one speaker", s.BGP.File, s.BGP.Line))
 			continue
@@ -150,13 +165,13 @@ func tabIndent(data []byte) int {
 // Parse reads one file's networks without cross-network validation (its
 // bgp section is checked, and left out: Load keeps it).
 func Parse(file string, data []byte) ([]Network, error) {
-	nets, _, err := ParseFile(file, data)
-	return nets, err
+	f, err := ParseFile(file, data)
+	return f.Networks, err
 }
 
 // ParseFile reads one file: its networks, without cross-network
-// validation, and its bgp section, nil if it has none.
-func ParseFile(file string, data []byte) ([]Network, *BGP, error) {
+// validation, and its bgp and leases sections.
+func ParseFile(file string, data []byte) (File, error) {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		msg := strings.TrimPrefix(err.Error(), "yaml: ")
@@ -170,20 +185,32 @@ func ParseFile(file string, data []byte) ([]Network, *BGP, error) {
 			// token", and often names another line.
 			line, msg = tab, "a tab in the indentation: YAML indents with spaces only"
 		}
-		return nil, nil, &Error{File: file, Line: line, Field: "(yaml)", Msg: msg}
+		return File{}, &Error{File: file, Line: line, Field: "(yaml)", Msg: msg}
 	}
 	if len(doc.Content) == 0 {
-		return nil, nil, nil // an empty file declares nothing
+		return File{}, nil // an empty file declares nothing
 	}
 	root := doc.Content[0]
 	if root.Kind != yaml.MappingNode {
-		return nil, nil, &Error{File: file, Line: root.Line, Field: "(top)", Msg: "want a mapping with keys networks and bgp"}
+		return File{}, &Error{File: file, Line: root.Line, Field: "(top)", Msg: "want a mapping with keys networks, bgp and leases"}
 	}
 	var nets []Network
 	var b *BGP
+	var ls *Leases
 	var errs []error
 	for i := 0; i < len(root.Content); i += 2 {
 		k, v := root.Content[i], root.Content[i+1]
+		if k.Value == "leases" {
+			if ls != nil {
+				errs = append(errs, &Error{File: file, Line: k.Line, Field: "leases", Msg: "set twice"})
+				continue
+			}
+			var err error
+			if ls, err = parseLeases(file, k, v); err != nil {
+				errs = append(errs, err)
+			}
+			continue
+		}
 		if k.Value == "bgp" {
 			if b != nil {
 				errs = append(errs, &Error{File: file, Line: k.Line, Field: "bgp", Msg: "set twice"})
@@ -196,7 +223,7 @@ func ParseFile(file string, data []byte) ([]Network, *BGP, error) {
 			continue
 		}
 		if k.Value != "networks" {
-			errs = append(errs, &Error{File: file, Line: k.Line, Field: k.Value, Msg: "unknown key (want networks or bgp)"})
+			errs = append(errs, &Error{File: file, Line: k.Line, Field: k.Value, Msg: "unknown key (want networks, bgp or leases)"})
 			continue
 		}
 		if v.Kind == yaml.ScalarNode && v.Tag == "!!null" {
@@ -215,12 +242,12 @@ func ParseFile(file string, data []byte) ([]Network, *BGP, error) {
 			nets = append(nets, n)
 		}
 	}
-	return nets, b, errors.Join(errs...)
+	return File{Networks: nets, BGP: b, Leases: ls}, errors.Join(errs...)
 }
 
 var yamlLine = regexp.MustCompile(`^line (\d+): (.*)$`)
 
-var fieldNames = []string{"mode", "bridge", "ipv4", "ipv6", "uplink", "mtu", "dhcp", "dhcp6", "dns", "forwards", "floating", "guest_to_host", "peers", "anti_spoofing", "announce"}
+var fieldNames = []string{"mode", "bridge", "ipv4", "ipv6", "uplink", "mtu", "dhcp", "dhcp6", "dns", "forwards", "floating", "guest_to_host", "peers", "anti_spoofing", "announce", "vxlan"}
 
 func parseNetwork(file string, key, val *yaml.Node) (Network, error) {
 	n := Network{File: file, Line: key.Line, Lines: map[string]int{}}
@@ -279,6 +306,8 @@ func (n *Network) parser(field string) func(*yaml.Node) error {
 		return n.parseFloating
 	case "peers":
 		return n.parsePeers
+	case "vxlan":
+		return n.parseVXLAN
 	}
 	return nil
 }

@@ -92,6 +92,9 @@ func (n *Network) check() error {
 	if err := n.checkIPv6(); err != nil {
 		errs = append(errs, err)
 	}
+	if err := n.checkVXLAN(); err != nil {
+		errs = append(errs, err)
+	}
 	if n.DNS != nil && !n.IPv4.IsValid() && !n.IPv6.IsValid() {
 		errs = append(errs, n.errorf("dns", "needs the network's ipv4 or ipv6 (the address it answers on)"))
 	}
@@ -130,6 +133,7 @@ func (s *Spec) Validate() error {
 			}
 		}
 	}
+	errs = append(errs, s.validateStretch()...)
 	if s.BGP != nil {
 		// Guests are never peers: a peer address in a network is one a
 		// guest can take, and the speaker would accept its session.
