@@ -206,6 +206,9 @@ func (s *Spec) validateStretch() []error {
 			errs = append(errs, n.errorf("vxlan.vni", "%d is also network %s's VNI", n.VXLAN.VNI, o))
 		}
 		vni[n.VXLAN.VNI] = n.Name
+		if !n.VXLAN.Local.IsValid() && s.BGP != nil {
+			n.VXLAN.Local = s.BGP.RouterID // invalid too in a shared spec: the host derives it
+		}
 		if s.BGP == nil {
 			errs = append(errs, n.errorf("vxlan", "needs a bgp section: the hosts of a stretched network find each other's guests by BGP EVPN over its sessions"))
 		}
