@@ -401,10 +401,7 @@ func (h *stretchHost) fdb(dev string) ([]fdbEntry, error) {
 // its broadcast goes.
 func (h *stretchHost) FloodVTEPs() []string {
 	var out []string
-	es, err := h.fdb(stretchVX)
-	if err != nil {
-		h.s.t.Log(err) // no device (yet): polled again
-	}
+	es, _ := h.fdb(stretchVX) // no device (yet): nothing, polled again
 	for _, e := range es {
 		if e.MAC == "00:00:00:00:00:00" && e.Dst != "" {
 			out = append(out, e.Dst)
@@ -432,20 +429,31 @@ func (s *stretchLab) WaitOverlay(live ...*stretchHost) time.Duration {
 	if len(live) == 0 {
 		live = s.Hosts
 	}
-	return waitUntil(s.t, "every host floods to the others' VTEPs (EVPN type 3)", 40*time.Second, func() bool {
+	start := time.Now()
+	for {
+		var missing []string
 		for _, h := range live {
-			var want []string
+			have := h.FloodVTEPs()
 			for _, o := range live {
-				if o != h {
-					want = append(want, o.Addr)
+				if o != h && !slices.Contains(have, o.Addr) {
+					missing = append(missing, fmt.Sprintf("h%d floods not to %s", h.N, o.Addr))
 				}
 			}
-			if !hasAll(h.FloodVTEPs(), want...) {
-				return false
-			}
 		}
-		return true
-	})
+		if len(missing) == 0 {
+			return time.Since(start)
+		}
+		if time.Since(start) > 40*time.Second {
+			var fdb []string
+			for _, h := range live {
+				_, err := h.fdb(stretchVX)
+				fdb = append(fdb, fmt.Sprintf("h%d: %v", h.N, err))
+			}
+			s.t.Fatalf("overlay not up within 40 s (EVPN type 3 of every peer installed): %s\n%s",
+				strings.Join(missing, "; "), strings.Join(fdb, "\n"))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // stretchGuest is a guest namespace on a veth port of a host's bridge.
