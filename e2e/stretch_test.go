@@ -89,14 +89,27 @@ func TestStretchGuests(t *testing.T) {
 			return err == nil && src == g.Host.Addr
 		}})
 	}
-	// Broadcast crosses hosts: bravo holds an extra address no lease or
-	// EVPN route names, so no host can answer for it (ARP suppression
-	// knows nothing of it): alpha's ARP request must be flooded over the
-	// VXLAN to h2 for bravo to answer it.
-	s.In(gs[1].NS, "ip", "addr", "add", "10.60.0.77/24", "dev", "eth0")
-	rows = append(rows, check{"alpha (h1) ARP who-has 10.60.0.77 (bravo on h2, no route) answered", true, func() bool {
-		out, err := s.tryIn(gs[0].NS, "busybox", "arping", "-c", "2", "-w", "3", "-I", "eth0", "10.60.0.77")
-		return err == nil && strings.Contains(strings.ToLower(out), gs[1].MAC)
+	// Broadcast crosses hosts, DHCP does not: bravo (h2) and charlie (h3)
+	// listen while alpha (h1) asks ARP for an address no one holds (no
+	// host can answer it from its neighbour table: ARP suppression
+	// knows nothing of it, so the request is flooded to every VTEP) and
+	// sends a DHCP DISCOVER again (its own host answers; the VXLAN port
+	// drops DHCP).
+	rows = append(rows, check{"alpha (h1) ARP who-has 10.60.0.77 heard by bravo (h2) and charlie (h3); alpha's DHCP by neither", true, func() bool {
+		ears := []*heard{s.Hear(gs[1].NS, gs[0].MAC), s.Hear(gs[2].NS, gs[0].MAC)}
+		s.tryIn(gs[0].NS, "busybox", "arping", "-c", "2", "-w", "2", "-I", "eth0", "10.60.0.77")
+		if a, out := gs[0].DHCP(); a != addrs["alpha"] {
+			t.Errorf("alpha's second DHCP exchange: got %q, want %s\n%s", a, addrs["alpha"], out)
+		}
+		ok := true
+		for i, e := range ears {
+			got := e.Stop()
+			arp := slices.Contains(got, "arp who-has 10.60.0.77 tell "+addrs["alpha"])
+			dhcp := slices.ContainsFunc(got, func(f string) bool { return strings.HasSuffix(f, ":67") || strings.HasSuffix(f, ":68") })
+			t.Logf("%s heard from alpha: %v", gs[i+1].Name, got)
+			ok = ok && arp && !dhcp
+		}
+		return ok
 	}})
 	s.matrix("check | want | got", rows)
 

@@ -1,8 +1,11 @@
 package e2e
 
 import (
+	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +15,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/guestnet/guestnet/internal/netns"
+	"golang.org/x/sys/unix"
 )
 
 // The stretch lab (issue 16): three hosts on one LAN carry one network
@@ -648,4 +654,94 @@ func (b *clientBatch) Bound() map[string]string {
 		}
 	}
 	return got
+}
+
+// heard records what frames from one source MAC reach eth0 of a guest
+// namespace: an AF_PACKET socket inside it, which sees every frame its
+// port delivers (a broadcast flooded over the VXLAN, too).
+type heard struct {
+	mu     sync.Mutex
+	frames []string // "arp who-has 10.60.0.77 tell 10.60.0.100", "udp 0.0.0.0:68 > 255.255.255.255:67"
+	stop   chan struct{}
+	done   chan struct{}
+}
+
+// Hear starts recording, in ns, the frames whose source MAC is from.
+func (s *stretchLab) Hear(ns, from string) *heard {
+	s.t.Helper()
+	n, err := netns.Open(ns)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer n.Close()
+	var fd int
+	err = n.Do(func() error {
+		ifi, err := net.InterfaceByName("eth0")
+		if err != nil {
+			return err
+		}
+		if fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, int(htons(unix.ETH_P_ALL))); err != nil {
+			return err
+		}
+		unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Usec: 100000})
+		return unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifi.Index})
+	})
+	if err != nil {
+		s.t.Fatalf("listen on eth0 of %s: %v", ns, err)
+	}
+	h := &heard{stop: make(chan struct{}), done: make(chan struct{})}
+	src, _ := net.ParseMAC(from)
+	go func() {
+		defer close(h.done)
+		defer unix.Close(fd)
+		buf := make([]byte, 2048)
+		for {
+			k, _, err := unix.Recvfrom(fd, buf, 0)
+			if err != nil {
+				select {
+				case <-h.stop:
+					return
+				default:
+					continue
+				}
+			}
+			if k < 42 || !bytes.Equal(buf[6:12], src) {
+				continue
+			}
+			var what string
+			switch binary.BigEndian.Uint16(buf[12:14]) {
+			case unix.ETH_P_ARP:
+				op := map[uint16]string{1: "who-has", 2: "reply"}[binary.BigEndian.Uint16(buf[20:22])]
+				what = fmt.Sprintf("arp %s %s tell %s", op, net.IP(buf[38:42]), net.IP(buf[28:32]))
+			case unix.ETH_P_IP:
+				ip := buf[14:k]
+				ihl := int(ip[0]&0x0f) * 4
+				if ip[9] != unix.IPPROTO_UDP || len(ip) < ihl+8 {
+					continue
+				}
+				what = fmt.Sprintf("udp %s:%d > %s:%d", net.IP(ip[12:16]), binary.BigEndian.Uint16(ip[ihl:]),
+					net.IP(ip[16:20]), binary.BigEndian.Uint16(ip[ihl+2:]))
+			default:
+				continue
+			}
+			h.mu.Lock()
+			h.frames = append(h.frames, what)
+			h.mu.Unlock()
+		}
+	}()
+	s.t.Cleanup(func() { h.Stop() })
+	return h
+}
+
+// Stop ends the recording (once what is queued is read) and returns it.
+func (h *heard) Stop() []string {
+	select {
+	case <-h.stop:
+	default:
+		close(h.stop)
+	}
+	<-h.done
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.frames)
 }
