@@ -279,6 +279,17 @@ func waitLease(h *stretchHost, mac string, timeout time.Duration) leaseRow {
 	return nil
 }
 
+// routesFor is the routes of rs for mac.
+func routesFor(rs evpnRoutes, mac string) evpnRoutes {
+	var out evpnRoutes
+	for _, r := range rs {
+		if strings.EqualFold(r.MAC, mac) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
 func values(m map[string]string) []string {
 	var out []string
 	for _, v := range m {
@@ -352,11 +363,12 @@ func TestStretch60Clients(t *testing.T) {
 	}
 }
 
-// TestStretchMove: a guest moves from h3 to h2 (its port moves, it keeps
-// MAC and address, and sends one gratuitous ARP): the others reach it
-// within 5 s, h1 now sends its frames to h2 with a higher mobility
-// sequence number than h3's route had, the late withdraw of h3's route
-// does not undo that, and its lease renews on h2.
+// TestStretchMove: a guest moves from h3 to h2 as in a live migration (a
+// new port on h2 with the same MAC and address, the old port still up on
+// h3, one gratuitous ARP): the others reach it within 5 s, h1 sends its
+// frames to h2, whose route has a higher mobility sequence number than
+// h3's had; the old port's removal and h3's late withdraw change nothing;
+// its running DHCP client renews the lease on h2.
 func TestStretchMove(t *testing.T) {
 	s := newStretchLab(t, stretchOpts{})
 	s.WaitOverlay()
@@ -376,29 +388,36 @@ func TestStretchMove(t *testing.T) {
 	})
 	grantsH3 := countGrants(h3, g3.MAC)
 
-	g3.Move(h2)
-	s.In(g3.NS, "busybox", "arping", "-U", "-c", "1", "-I", "eth0", a3)
+	done := g3.Migrate(h2, a3)
+	s.In(g3.NS, "busybox", "arping", "-U", "-c", "1", "-I", "eth1", a3)
 	took := waitUntil(t, "alpha (h1) pings mover on h2", 5*time.Second, func() bool { return s.Ping(g1.NS, a3) })
-	t.Logf("moved h3 -> h2: alpha (h1) reaches mover %v after its gratuitous ARP", took.Round(time.Millisecond))
+	t.Logf("migrated h3 -> h2: alpha (h1) reaches mover %v after its gratuitous ARP (the old port still up on h3)", took.Round(time.Millisecond))
 	if !s.Ping(g2.NS, a3) {
 		t.Errorf("bravo (h2, now the same host) cannot ping mover")
 	}
-	after, ok := h1.EVPNRoutes().best(g3.MAC)
-	if !ok || after.VTEP != h2.Addr || after.Seq <= before.Seq {
-		t.Errorf("h1's best route for mover: %+v (before the move %+v): want VTEP %s with a higher Seq", after, before, h2.Addr)
-	} else {
-		t.Logf("h1's best route for mover: VTEP %s seq %d (was %s seq %d)", after.VTEP, after.Seq, before.VTEP, before.Seq)
-	}
-	// h3's old route goes (its withdraw arrives whenever it does); h1's
-	// entries keep pointing to h2 and traffic keeps flowing.
+	var after evpnRoute
+	waitUntil(t, "h1's best route for mover is h2's with a higher Seq", 5*time.Second, func() bool {
+		r, ok := h1.EVPNRoutes().best(g3.MAC)
+		after = r
+		return ok && r.VTEP == h2.Addr && r.Seq > before.Seq
+	})
+	t.Logf("h1's best route for mover: VTEP %s seq %d (was %s seq %d); h1's routes for it: %v",
+		after.VTEP, after.Seq, before.VTEP, before.Seq, routesFor(h1.EVPNRoutes(), g3.MAC))
+	// The source QEMU quits: the old port goes, and with it h3's entry;
+	// its withdraw (if h3 still announced it) arrives whenever it does.
+	// h1's entries keep pointing to h2 and traffic keeps flowing.
+	done()
 	time.Sleep(3 * time.Second)
 	for _, e := range h1.FDB(stretchVX) {
 		if strings.EqualFold(e.MAC, g3.MAC) && e.Dst != "" && e.Dst != h2.Addr {
-			t.Errorf("h1 after the old host's withdraw: %s", e)
+			t.Errorf("h1 after the old port is gone: %s", e)
 		}
 	}
 	if !s.Ping(g1.NS, a3) {
-		t.Errorf("3 s after the move alpha no longer reaches mover")
+		t.Errorf("3 s after the old port went, alpha no longer reaches mover")
+	}
+	if rs := routesFor(h1.EVPNRoutes(), g3.MAC); len(rs) != 1 || rs[0].VTEP != h2.Addr {
+		t.Errorf("h1's routes for mover once h3's port is gone: %v, want h2's only", rs)
 	}
 	s.checkFDBFromEVPN(h1, []*stretchGuest{g2, g3})
 

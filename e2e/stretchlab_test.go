@@ -575,16 +575,38 @@ func (g *stretchGuest) Renew(timeout time.Duration) string {
 	return ""
 }
 
-// Move takes g's port off its host and puts it on h, as a live migration
-// does (the guest keeps its NIC, MAC and address; only the host end of its
-// link changes hosts), then attaches it there.
-func (g *stretchGuest) Move(h *stretchHost) {
-	g.s.t.Helper()
-	g.Host.Guestnet("detach", stretchNet, g.HostIf)
-	g.s.must("ip", "-n", g.Host.NS, "link", "set", g.HostIf, "netns", h.NS)
-	g.s.must("ip", "-n", h.NS, "link", "set", g.HostIf, "up")
-	h.Guestnet("attach", stretchNet, g.HostIf)
+// Migrate moves g to h the way a live migration does: the destination
+// gets a new port (QEMU's new TAP; here a veth whose guest end is eth1
+// with g's MAC) while the source's port stays, up, with g's MAC in the
+// source bridge's FDB (the source QEMU lives on until the switchover is
+// done); at the switchover the guest's address and default route go to
+// the new NIC. Done (the source QEMU quits) deletes the old NIC, and the
+// new one takes the name eth0, under which g's running DHCP client (bound
+// by name) renews.
+func (g *stretchGuest) Migrate(h *stretchHost, addr string) (done func()) {
+	s := g.s
+	s.t.Helper()
+	s.guests++
+	newIf := fmt.Sprintf("vs%d", s.guests)
+	s.Veth(g.NS, "eth1", "", h.NS, newIf, "")
+	s.must("ip", "-n", g.NS, "link", "set", "eth1", "address", g.MAC, "mtu", "1450")
+	h.Guestnet("attach", stretchNet, newIf)
+	// The switchover.
+	s.must("ip", "-n", g.NS, "addr", "flush", "dev", "eth0")
+	s.must("ip", "-n", g.NS, "addr", "add", addr+"/24", "dev", "eth1")
+	s.must("ip", "-n", g.NS, "route", "replace", "default", "via", stretchGW, "dev", "eth1")
+	old := g.Host
 	g.Host = h
+	return func() {
+		s.t.Helper()
+		s.must("ip", "-n", g.NS, "link", "del", "eth0") // and with it the port on the old host
+		old.Guestnet("detach", stretchNet, g.HostIf)
+		g.HostIf = newIf
+		s.must("ip", "-n", g.NS, "link", "set", "eth1", "down")
+		s.must("ip", "-n", g.NS, "link", "set", "eth1", "name", "eth0")
+		s.must("ip", "-n", g.NS, "link", "set", "eth0", "up")
+		s.must("ip", "-n", g.NS, "route", "replace", "default", "via", stretchGW, "dev", "eth0")
+	}
 }
 
 // clientBatch is n DHCP clients behind one host: one namespace with n
