@@ -123,7 +123,7 @@ func (c *Client) op() (context.Context, context.CancelFunc) {
 func (c *Client) unreachable(what string, err error) error {
 	err = fmt.Errorf("%s: etcd %v did not answer within %v (quorum lost?): %w: %w", what, c.cfg.Etcd, c.cfg.Timeout, dhcp.ErrNoQuorum, err)
 	c.mu.Lock()
-	c.health.Quorum, c.health.Error, c.health.Checked = false, err.Error(), time.Now()
+	c.health.Quorum, c.health.Error = false, err.Error()
 	c.mu.Unlock()
 	return err
 }

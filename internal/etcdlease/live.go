@@ -69,7 +69,8 @@ func (c *Client) watchHealth() {
 func (c *Client) checkHealth() {
 	var reach []string
 	for _, ep := range c.cfg.Etcd {
-		ctx, cancel := c.op()
+		// Not c.op(): a member answers its status without a leader.
+		ctx, cancel := context.WithTimeout(c.ctx, c.cfg.Timeout)
 		if _, err := c.cli.Status(ctx, ep); err == nil {
 			reach = append(reach, ep)
 		}
