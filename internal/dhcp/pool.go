@@ -698,7 +698,7 @@ func (p *Pool) Decline(mac string, a netip.Addr) (Lease, bool) {
 	if !owns {
 		return Lease{}, false
 	}
-	q := Lease{MAC: mac, IP: a, Expiry: now.Add(Quarantine), Declined: true}
+	q := Lease{MAC: mac, IP: a, Expiry: now.Add(Quarantine), Declined: true, Host: p.cfg.Host}
 	p.set(q)
 	return q, true
 }
@@ -719,7 +719,7 @@ func (p *Pool) Abandon(a netip.Addr) (Lease, bool) {
 	if l, ok := p.byIP[a]; ok && !l.Declined && l.live(now) {
 		return Lease{}, false
 	}
-	q := Lease{IP: a, Expiry: now.Add(Quarantine), Declined: true}
+	q := Lease{IP: a, Expiry: now.Add(Quarantine), Declined: true, Host: p.cfg.Host}
 	p.set(q)
 	return q, true
 }
@@ -748,7 +748,8 @@ func (p *Pool) Reclaim(mac, port string) (netip.Addr, error) {
 	var best netip.Addr
 	var bestExp time.Time
 	for a, l := range p.byIP {
-		if !l.Declined || l.MAC != "" || !l.live(now) || !p.dynamic(a) || now.Sub(l.Expiry.Add(-Quarantine)) < ReclaimAfter {
+		if !l.Declined || l.MAC != "" || !l.live(now) || !p.dynamic(a) || now.Sub(l.Expiry.Add(-Quarantine)) < ReclaimAfter ||
+			p.cfg.Blocks != nil && !p.granted(a) {
 			continue
 		}
 		if _, held := p.heldBy(a, now); held {
