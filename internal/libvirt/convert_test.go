@@ -178,3 +178,18 @@ func TestCheckAll(t *testing.T) {
 		t.Errorf("two fine networks: %v", err)
 	}
 }
+
+// TestNotANetwork: a domain's XML, or no XML at all, is refused with
+// where and why.
+func TestNotANetwork(t *testing.T) {
+	for x, want := range map[string]string{
+		"<domain type='kvm'>\n<name>vm</name>\n</domain>": "d.xml:1: not a libvirt network: expected element type <network> but have <domain>",
+		"<network>\n<name>n</name>\n":                     "d.xml:3: not a libvirt network: unexpected EOF",
+		"":                                                "d.xml:1: not a libvirt network: EOF",
+	} {
+		r, err := Convert("d.xml", []byte(x))
+		if r != nil || err == nil || err.Error() != want {
+			t.Errorf("%q: got %v, %v; want %q", x, r, err, want)
+		}
+	}
+}
