@@ -5,8 +5,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // importLibvirt runs `guestnet import libvirt FILE` (no namespace: it
@@ -116,4 +118,51 @@ func TestImportLibvirtExamplesApply(t *testing.T) {
 		}
 		t.Logf("%s: applied (%d lines of output)", filepath.Base(f), strings.Count(out, "\n"))
 	}
+}
+
+// TestImportLibvirtDHCPv6Host: a DHCPv6 host of libvirt, named by its
+// DUID as libvirt writes it (id='0:3:0:1:2:0:0:0:63:10', a byte per group,
+// no leading zeros; libvirt's "local6" example), imported, applied and
+// served: dhclient -6 -D LL, whose DUID-LL is that of its MAC, gets the
+// host entry's address, and the lease names the DUID guestnet wrote.
+func TestImportLibvirtDHCPv6Host(t *testing.T) {
+	l := newLab(t)
+	file := filepath.Join(t.TempDir(), "local6.xml")
+	err := os.WriteFile(file, []byte(`<network>
+  <name>local6</name>
+  <bridge name='virbr1'/>
+  <forward mode='route'/>
+  <ip family='ipv6' address='fd42:63::1' prefix='64'>
+    <dhcp>
+      <range start='fd42:63::100' end='fd42:63::1ff'/>
+      <host id='0:3:0:1:2:0:0:0:63:10' name='fixed' ip='fd42:63::10'/>
+    </dhcp>
+  </ip>
+</network>
+`), 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	yaml, warnings := importLibvirt(t, file)
+	t.Logf("guestnet import libvirt:\n%s\nstderr:\n%s", yaml, warnings)
+	if !strings.Contains(yaml, `{duid: "00:03:00:01:02:00:00:00:63:10", ip: "fd42:63::10", name: fixed}`) {
+		t.Fatalf("the spec lacks the host by its DUID")
+	}
+	host := l.NS("host")
+	spec := l.Spec(yaml)
+	l.Guestnet(host, "apply", spec)
+	l.Serve_(host, spec)
+	tmp := t.TempDir()
+	g := l.v6Guest(host, "local6", "fixed", "vnet0", "02:00:00:00:63:10")
+	l.must("ip", "-n", g, "link", "set", "eth0", "up")
+	l.startBG(g, "dhclient", "-6", "-d", "-D", "LL", "-sf", l.hook6(filepath.Join(tmp, "fixed.log")),
+		"-lf", filepath.Join(tmp, "fixed.leases"), "-pf", filepath.Join(tmp, "fixed.pid"), "eth0")
+	took, ok := waitTrue(20*time.Second, func() bool { return slices.Contains(l.addrs6(g), "fd42:63::10") })
+	if !ok {
+		t.Fatalf("the guest of DUID-LL 02:00:00:00:63:10 holds %v, want fd42:63::10", l.addrs6(g))
+	}
+	if x, ok := l.leases6(host)["fd42:63::10"]; !ok || x.DUID != "00:03:00:01:02:00:00:00:63:10" {
+		t.Errorf("lease of fd42:63::10: %+v, want DUID 00:03:00:01:02:00:00:00:63:10", x)
+	}
+	t.Logf("dhclient -6 -D LL got fd42:63::10 in %v", took.Round(time.Millisecond))
 }

@@ -171,8 +171,14 @@ func TestCheckAll(t *testing.T) {
 		t.Errorf("same bridge: %v", err)
 	}
 	err = CheckAll([]*Result{a, c})
-	if err == nil || !strings.Contains(err.Error(), "c.xml:1: ") || !strings.Contains(err.Error(), "as \"a\" of a.xml:1 does") {
+	if err == nil || !strings.Contains(err.Error(), "c.xml:1: ") || !strings.Contains(err.Error(), "network a is also defined at a.xml:1") {
 		t.Errorf("same name: %v", err)
+	}
+	e := conv("e.xml", "<network><name>my net</name><bridge name='virbr3'/></network>")
+	f := conv("f.xml", "<network><name>my-net</name><bridge name='virbr4'/></network>")
+	err = CheckAll([]*Result{e, f})
+	if err == nil || !strings.Contains(err.Error(), `f.xml:1: libvirt networks "my-net" and "my net" (e.xml:1) both become guestnet network my-net`) {
+		t.Errorf("names mapped to one: %v", err)
 	}
 	if err := CheckAll([]*Result{a, conv("d.xml", "<network><name>d</name><bridge name='virbr2'/></network>")}); err != nil {
 		t.Errorf("two fine networks: %v", err)

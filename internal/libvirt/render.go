@@ -144,7 +144,11 @@ func CheckAll(rs []*Result) error {
 	var dups []error
 	for _, r := range rs {
 		if o := seen[r.Network.Name]; o != nil {
-			dups = append(dups, &Diag{File: r.File, Line: r.Line, Msg: fmt.Sprintf("libvirt network %q becomes guestnet network %s, as %q of %s:%d does: rename one", r.Libvirt, r.Network.Name, o.Libvirt, o.File, o.Line)})
+			msg := fmt.Sprintf("network %s is also defined at %s:%d: a spec holds one network of a name (rename one in its XML)", r.Network.Name, o.File, o.Line)
+			if r.Libvirt != o.Libvirt {
+				msg = fmt.Sprintf("libvirt networks %q and %q (%s:%d) both become guestnet network %s: rename one in its XML", r.Libvirt, o.Libvirt, o.File, o.Line, r.Network.Name)
+			}
+			dups = append(dups, &Diag{File: r.File, Line: r.Line, Msg: msg})
 		}
 		seen[r.Network.Name] = r
 	}
