@@ -88,8 +88,8 @@ func TestStretchedDHCPTwoHosts(t *testing.T) {
 		waitUntil(t, h.Addr+" lists both leases with their writers", 10*time.Second, ok)
 		var st struct {
 			Leases struct {
-				Host string
-				Etcd struct{ Quorum bool }
+				Host   string
+				Etcd   struct{ Quorum bool }
 				Blocks []struct {
 					First, Last, Host string
 					Leases            int
