@@ -47,8 +47,8 @@ func (n *Network) Grow() error {
 	}
 	for _, b := range n.blocks {
 		if s, ok := owned[b.From]; ok {
-			if s.rec.Host == n.c.cfg.Host {
-				n.setOwner(b.From, s.rec) // this host's already (a restart): the watch may not have said yet
+			if s.rec.Host == n.c.cfg.Host && !n.known(b.From) {
+				n.setOwner(b.From, s.rec) // this host's already (a restart): the watch has not said yet
 				return nil
 			}
 			continue
@@ -136,6 +136,13 @@ func (n *Network) claim(b model.Range, cmps ...clientv3.Cmp) (won bool, err erro
 		n.c.cfg.Log.Info("leases: claimed a block", "network", n.name, "first", b.From, "last", b.To, "host", rec.Host)
 	}
 	return resp.Succeeded, nil
+}
+
+// known reports whether the block at first is this host's in the cache.
+func (n *Network) known(first netip.Addr) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.owners[first].Host == n.c.cfg.Host
 }
 
 func (n *Network) setOwner(first netip.Addr, rec blockRec) {

@@ -61,9 +61,10 @@ type tHost struct {
 	h    *dhcp.Handler
 }
 
-func startHost(t testing.TB, eps []string, prefix, name string, clk *fakeClock, log *slog.Logger) *tHost {
+// startHost starts a host whose liveness lapses ttl after it stops.
+func startHost(t testing.TB, eps []string, prefix, name string, ttl time.Duration, clk *fakeClock, log *slog.Logger) *tHost {
 	t.Helper()
-	c, err := Open(Config{Leases: model.Leases{Etcd: eps, Prefix: prefix, Block: 4, Host: name}, TTL: 2 * time.Second, Now: clk.now, Log: log})
+	c, err := Open(Config{Leases: model.Leases{Etcd: eps, Prefix: prefix, Block: 4, Host: name}, TTL: ttl, Now: clk.now, Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,7 +187,9 @@ func (w *world) start(name string) {
 		w.names++
 		name = fmt.Sprintf("h%d", w.names)
 	}
-	w.hosts[name] = startHost(w.t, w.eps, w.k.prefix, name, w.clk, quiet)
+	// A long TTL: a dead host's liveness lapses when the test says
+	// (revoke), never by itself between two checks.
+	w.hosts[name] = startHost(w.t, w.eps, w.k.prefix, name, time.Minute, w.clk, quiet)
 }
 
 func (w *world) alive() []*tHost {
@@ -249,6 +252,7 @@ func (w *world) step(rng *rand.Rand) string {
 		off := h.h.Handle(msg(w.t, hw, dhcpv4.MessageTypeDiscover))
 		if off == nil {
 			w.stats.refused++
+			w.noBlockLeft(h)
 			return "DISCOVER " + m + " on " + h.name + ": no offer"
 		}
 		r := h.h.Handle(msg(w.t, hw, dhcpv4.MessageTypeRequest, dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(off.YourIPAddr)),
@@ -324,6 +328,29 @@ func (w *world) step(rng *rand.Rand) string {
 		w.start(name)
 		w.stats.restarts++
 		return "start " + name
+	}
+}
+
+// noBlockLeft checks a DISCOVER left unanswered: the host could claim no
+// block (every block has an owner that is alive or live leases inside).
+func (w *world) noBlockLeft(h *tHost) {
+	st := readEtcd(w.t, w.cli, w.k)
+	now := w.clk.now()
+	for _, b := range Blocks(testRanges, 4) {
+		owner, ok := st.owners[b.From]
+		if !ok {
+			w.t.Fatalf("step %d: %s left a DISCOVER unanswered with block %s free", w.steps, h.name, b.From)
+		}
+		if _, alive := st.alive[owner]; alive {
+			continue
+		}
+		live := false
+		for a, l := range st.leases {
+			live = live || b.Contains(a) && now.Before(l.Expiry)
+		}
+		if !live {
+			w.t.Fatalf("step %d: %s left a DISCOVER unanswered with block %s of dead %s reclaimable", w.steps, h.name, b.From, owner)
+		}
 	}
 }
 

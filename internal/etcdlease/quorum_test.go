@@ -37,7 +37,7 @@ func renew(t testing.TB, h *tHost, hw net.HardwareAddr, a netip.Addr) *dhcpv4.DH
 func TestQuorumLost(t *testing.T) {
 	ms := startCluster(t, 3)
 	clk := &fakeClock{t: time.Unix(2e9, 0)}
-	h := startHost(t, endpoints(ms), "/quorum/", "a", clk, quiet)
+	h := startHost(t, endpoints(ms), "/quorum/", "a", 2*time.Second, clk, quiet)
 	t.Cleanup(func() { h.c.Close() })
 	m1, m2 := net.HardwareAddr{0x52, 0x54, 0, 0, 1, 1}, net.HardwareAddr{0x52, 0x54, 0, 0, 1, 2}
 	r, a1 := exchange(t, h, m1)
@@ -130,8 +130,8 @@ func waitHealth(t testing.TB, c *Client, q bool) (h model.EtcdHealth) {
 func TestPutRefusesAnotherClientsAddress(t *testing.T) {
 	ms := startCluster(t, 1)
 	clk := &fakeClock{t: time.Unix(2e9, 0)}
-	a := startHost(t, endpoints(ms), "/stale/", "a", clk, quiet)
-	b := startHost(t, endpoints(ms), "/stale/", "b", clk, quiet)
+	a := startHost(t, endpoints(ms), "/stale/", "a", 2*time.Second, clk, quiet)
+	b := startHost(t, endpoints(ms), "/stale/", "b", 2*time.Second, clk, quiet)
 	t.Cleanup(func() { a.c.Close(); b.c.Close() })
 	r, x := exchange(t, a, net.HardwareAddr{0x52, 0x54, 0, 0, 2, 1})
 	if r == nil || r.MessageType() != dhcpv4.MessageTypeAck {
@@ -158,7 +158,7 @@ func TestPutRefusesAnotherClientsAddress(t *testing.T) {
 func TestLivenessLapses(t *testing.T) {
 	ms := startCluster(t, 1)
 	clk := &fakeClock{t: time.Unix(2e9, 0)}
-	h := startHost(t, endpoints(ms), "/live/", "a", clk, quiet)
+	h := startHost(t, endpoints(ms), "/live/", "a", 2*time.Second, clk, quiet)
 	cli := rawClient(t, endpoints(ms))
 	k := keys{"/live/"}
 	has := func() bool {
