@@ -294,11 +294,21 @@ func (h *Handler) locateID(mac string) PortID {
 func (h *Handler) offer(mac string, requested netip.Addr, port string) (netip.Addr, bool) {
 	a, err := h.Pool.OfferFrom(mac, requested, port)
 	if errors.Is(err, ErrExhausted) {
-		a, err = h.reclaim(mac, port)
+		if a, rerr := h.reclaim(mac, port); rerr == nil || !errors.Is(err, ErrNoQuorum) {
+			return h.offered(a, rerr, mac, requested, port)
+		}
 	}
+	return h.offered(a, err, mac, requested, port)
+}
+
+// offered sorts out OfferFrom's (or Reclaim's) answer.
+func (h *Handler) offered(a netip.Addr, err error, mac string, requested netip.Addr, port string) (netip.Addr, bool) {
 	switch {
 	case errors.Is(err, ErrPortFull):
 		h.portFull(nil, mac, port)
+		return a, false
+	case errors.Is(err, ErrNoQuorum): // no block could be claimed
+		h.noQuorum("DISCOVER", mac, requested, err)
 		return a, false
 	case err != nil:
 		h.Stats.Exhausted.Add(1)

@@ -35,10 +35,17 @@ func (h *Handler) unstored(req *dhcpv4.DHCPv4, mac string, a netip.Addr, port Po
 			return h.replyFor(req, dhcpv4.MessageTypeAck, a, left.Truncate(time.Second))
 		}
 	}
+	h.noQuorum("REQUEST", mac, a, err)
+	return nil
+}
+
+// noQuorum counts and logs (at most once per ForeignLogEvery) a message
+// refused because the lease cluster is out of reach: a REQUEST whose
+// lease cannot be stored, or a DISCOVER that needed a new block.
+func (h *Handler) noQuorum(typ, mac string, a netip.Addr, err error) {
 	h.Stats.NoQuorum.Add(1)
 	if n, ok := h.quorumWarn.allow(h.now()); ok {
-		h.Log.Warn("dhcp: new lease refused (no ACK): it cannot be stored in the lease cluster; only renewals of leases this host wrote are answered, with their remaining time",
-			"mac", mac, "ip", a, "err", err, "refused_since_last_warning", n)
+		h.Log.Warn("dhcp: new lease refused: the lease cluster (etcd) is out of reach; only renewals of leases this host wrote are answered, with their remaining time",
+			"type", typ, "mac", mac, "ip", a, "err", err, "refused_since_last_warning", n)
 	}
-	return nil
 }

@@ -166,7 +166,7 @@ type world struct {
 func newWorld(t testing.TB, eps []string, prefix string) *world {
 	w := &world{t: t, eps: eps, cli: rawClient(t, eps), k: keys{prefix}, clk: &fakeClock{t: time.Unix(2e9, 0)},
 		hosts: map[string]*tHost{}, ref: map[string]acked{}, fresh: map[string]bool{}}
-	for i := range 26 {
+	for i := range 36 { // more clients than the 30 addresses: the range runs dry
 		hw := net.HardwareAddr{0x52, 0x54, 0, 0, 0, byte(i + 1)}
 		w.clients = append(w.clients, hw)
 		w.fresh[hw.String()] = true
