@@ -455,7 +455,7 @@ func TestAllocatorModel(t *testing.T) {
 	ms := startCluster(t, 1)
 	steps, seeds := 400, 3
 	if testing.Short() {
-		steps, seeds = 150, 1
+		steps, seeds = 400, 1
 	}
 	for seed := range seeds {
 		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) {

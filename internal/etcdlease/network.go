@@ -46,7 +46,6 @@ type Network struct {
 	// floor: lease key -> the revision of the last change seen (a write,
 	// a delete): a watch event older than it is stale.
 	floor  map[netip.Addr]int64
-	loaded bool
 	growMu sync.Mutex // one claim at a time
 }
 
@@ -203,7 +202,7 @@ func (n *Network) reload() (int64, error) {
 		}
 	}
 	n.mu.Lock()
-	n.owners, n.leases, n.revs, n.floor, n.loaded = owners, leases, revs, maps.Clone(revs), true
+	n.owners, n.leases, n.revs, n.floor = owners, leases, revs, maps.Clone(revs)
 	sink, ls := n.sink, n.list()
 	n.mu.Unlock()
 	if sink != nil {
