@@ -34,7 +34,7 @@ func (k *Kernel) addVXLAN(a plan.Action) error {
 	dev.PortLearning, dev.NeighSuppress = false, false
 	l := model.Link{Name: a.Link, Kind: "vxlan", Alias: a.Alias, MTU: a.MTU, MAC: a.MAC, VXLAN: &dev, Up: a.Up}
 	if l.MTU == 0 {
-		l.MTU = 1450 // the kernel's without a lower device: 1500 less VXLAN's 50
+		l.MTU = 1500 // the kernel's without a lower device
 	}
 	if a.Master != "" {
 		setMaster(&l, a.Master)
