@@ -50,6 +50,19 @@ func TestVXLANHost(t *testing.T) {
 			t.Errorf("guestnet plan has no %q:\n%s", w, plan)
 		}
 	}
+	// A VXLAN device guestnet did not make, with the same VNI and port:
+	// apply stops before any write and names it.
+	l.must("ip", "-n", h2, "link", "add", "vxother", "type", "vxlan", "id", "6000", "dstport", "4789")
+	out, errs, code := l.Run(h2, "apply", spec)
+	if code == 0 || !strings.Contains(errs, "VXLAN device vxother already has VNI 6000 on port 4789 (guestnet did not create it)") {
+		t.Fatalf("apply beside a foreign device with VNI 6000: exit %d\n%s%s", code, out, errs)
+	}
+	if links := l.must("ip", "-n", h2, "link", "show"); strings.Contains(links, "gst0") || strings.Contains(links, "gvx6000") {
+		t.Fatalf("the refused apply made links:\n%s", links)
+	}
+	t.Logf("refused: %s", strings.TrimSpace(errs))
+	l.must("ip", "-n", h2, "link", "del", "vxother")
+
 	for _, h := range []string{h1, h2} {
 		l.Guestnet(h, "apply", spec)
 		checkVXLANDevice(t, l, h)
@@ -107,11 +120,13 @@ func TestVXLANHost(t *testing.T) {
 	}{
 		{"ip link del gvx6000", []string{"ip", "link", "del", "gvx6000"}},
 		{"bridge link set dev gvx6000 learning on neigh_suppress off", []string{"bridge", "link", "set", "dev", "gvx6000", "learning", "on", "neigh_suppress", "off"}},
+		{"ip link set gvx6000 type vxlan learning", []string{"ip", "link", "set", "gvx6000", "type", "vxlan", "learning"}},
 	} {
 		l.In(h1, c.cmd...)
 		took := waitUntil(t, "serve repairs "+c.name, 10*time.Second, func() bool {
 			port, _, _ := runIn(h1, "bridge", "-d", "link", "show", "dev", "gvx6000")
-			return strings.Contains(port, "learning off") && strings.Contains(port, "neigh_suppress on")
+			link, _, _ := runIn(h1, "ip", "-d", "link", "show", "gvx6000")
+			return strings.Contains(port, "learning off") && strings.Contains(port, "neigh_suppress on") && strings.Contains(link, "nolearning")
 		})
 		checkVXLANDevice(t, l, h1)
 		t.Logf("serve repaired %q in %v", c.name, took.Round(time.Millisecond))
