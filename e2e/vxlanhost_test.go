@@ -41,7 +41,7 @@ func TestVXLANHost(t *testing.T) {
 		t.Fatalf("guestnet plan: exit %d, want 2\n%s%s", code, plan, errs)
 	}
 	for _, w := range []string{
-		"ip link add gvx6000 mtu 1450 type vxlan id 6000 dstport 4789 nolearning && ip link set gvx6000 alias guestnet:stretch",
+		"ip link add gvx6000 mtu 1450 type vxlan id 6000 dstport 4789 nolearning && ip link set gvx6000 alias guestnet:stretch addrgenmode none",
 		"ip link set gvx6000 master gst0",
 		"bridge link set dev gvx6000 learning off neigh_suppress on",
 		"ip link set gvx6000 up",
@@ -148,7 +148,7 @@ func TestVXLANHost(t *testing.T) {
 func checkVXLANDevice(t *testing.T, l *Lab, ns string) {
 	t.Helper()
 	link := l.In(ns, "ip", "-d", "link", "show", "gvx6000")
-	for _, w := range []string{"mtu 1450", "master gst0", ",UP,", "vxlan id 6000 ", "dstport 4789 ", "nolearning", "alias guestnet:stretch"} {
+	for _, w := range []string{"mtu 1450", "master gst0", ",UP,", "vxlan id 6000 ", "dstport 4789 ", "nolearning", "addrgenmode none", "alias guestnet:stretch"} {
 		if !strings.Contains(link, w) {
 			t.Errorf("%s: ip -d link show gvx6000 has no %q:\n%s", ns, w, link)
 		}

@@ -1,6 +1,7 @@
 package apply
 
 import (
+	"errors"
 	"fmt"
 	"net"
 
@@ -17,7 +18,7 @@ import (
 // master, port flags and up state. Any write after the first that fails
 // deletes the device again: the action is whole or not at all.
 // Equivalent to: ip link add NAME mtu MTU type vxlan id VNI dstport PORT
-// [local ADDR] nolearning && ip link set NAME alias ALIAS
+// [local ADDR] nolearning && ip link set NAME alias ALIAS addrgenmode none
 func (k *Linux) addVXLAN(a plan.Action) error {
 	x := a.VXLAN
 	if x == nil {
@@ -53,6 +54,14 @@ func (k *Linux) addVXLAN(a plan.Action) error {
 func (k *Linux) finishVXLAN(vx netlink.Link, a plan.Action) error {
 	if err := k.nl.LinkSetAlias(vx, a.Alias); err != nil {
 		return fmt.Errorf("set alias: %w", err)
+	}
+	// A bridge port needs no IPv6 address: without one the host sends no
+	// DAD, MLD or router solicitation of its own to every VTEP, and has
+	// no link-local route through the device. A kernel without IPv6
+	// makes none anyway.
+	err := k.nl.LinkSetIP6AddrGenMode(vx, nl.IN6_ADDR_GEN_MODE_NONE)
+	if err != nil && !errors.Is(err, unix.EAFNOSUPPORT) && !errors.Is(err, unix.EOPNOTSUPP) {
+		return fmt.Errorf("set addrgenmode none: %w", err)
 	}
 	if a.Master != "" {
 		m, err := k.link(a.Master)

@@ -37,22 +37,22 @@ func TestVXLANPlanText(t *testing.T) {
 	inOrder(t, "apply stretch", got,
 		"ip link add gst0 type bridge mtu 1450 address "+model.BridgeMAC("wide")+" group 26485 && ip link set gst0 alias guestnet:wide && sysctl -w net.ipv6.conf.gst0.accept_ra=0",
 		"ip link set gst0 up",
-		"ip link add gvx6000 mtu 1450 type vxlan id 6000 dstport 4789 local 10.10.0.1 nolearning && ip link set gvx6000 alias guestnet:wide",
+		"ip link add gvx6000 mtu 1450 type vxlan id 6000 dstport 4789 local 10.10.0.1 nolearning && ip link set gvx6000 alias guestnet:wide addrgenmode none",
 		"ip link set gvx6000 master gst0",
 		"bridge link set dev gvx6000 learning off neigh_suppress on",
 		"ip link set gvx6000 up",
-		"ip link add gvx6001 mtu 1400 type vxlan id 6001 dstport 4790 nolearning && ip link set gvx6001 alias guestnet:wide2",
+		"ip link add gvx6001 mtu 1400 type vxlan id 6001 dstport 4790 nolearning && ip link set gvx6001 alias guestnet:wide2 addrgenmode none",
 	)
 	r.apply("stretch")
 	got = actionLines(r.plan("stretch-moved"))
 	inOrder(t, "move", got,
 		"ip link del gvx6000",
-		"ip link add gvx6000 mtu 1450 type vxlan id 6000 dstport 4790 local 10.10.0.2 nolearning && ip link set gvx6000 alias guestnet:wide",
+		"ip link add gvx6000 mtu 1450 type vxlan id 6000 dstport 4790 local 10.10.0.2 nolearning && ip link set gvx6000 alias guestnet:wide addrgenmode none",
 		"ip link set gvx6000 master gst0",
 		"bridge link set dev gvx6000 learning off neigh_suppress on",
 		"ip link set gvx6000 up",
 		"ip link set gst1 mtu 1300",
-		"ip link add gvx6002 mtu 1300 type vxlan id 6002 dstport 4790 nolearning && ip link set gvx6002 alias guestnet:wide2",
+		"ip link add gvx6002 mtu 1300 type vxlan id 6002 dstport 4790 nolearning && ip link set gvx6002 alias guestnet:wide2 addrgenmode none",
 		"ip link del gvx6001", // after the new one: adds before deletes
 		"ip link del gvx6003", // wide3 is no longer stretched
 	)
@@ -91,7 +91,7 @@ func TestVXLANDrift(t *testing.T) {
 			if err := r.k.Do(plan.Action{Op: plan.OpLinkDel, Link: "gvx6000"}); err != nil {
 				t.Fatal(err)
 			}
-		}, []string{"ip link add gvx6000 mtu 1450 type vxlan id 6000 dstport 4789 local 10.10.0.1 nolearning && ip link set gvx6000 alias guestnet:wide",
+		}, []string{"ip link add gvx6000 mtu 1450 type vxlan id 6000 dstport 4789 local 10.10.0.1 nolearning && ip link set gvx6000 alias guestnet:wide addrgenmode none",
 			"ip link set gvx6000 master gst0", "bridge link set dev gvx6000 learning off neigh_suppress on", "ip link set gvx6000 up"}},
 		{"port learning on", set(func(l *model.Link) { l.VXLAN.PortLearning = true }), []string{"bridge link set dev gvx6000 learning off neigh_suppress on"}},
 		{"neigh_suppress off", set(func(l *model.Link) { l.VXLAN.NeighSuppress = false }), []string{"bridge link set dev gvx6000 learning off neigh_suppress on"}},
@@ -99,8 +99,8 @@ func TestVXLANDrift(t *testing.T) {
 		{"nomaster", set(func(l *model.Link) { l.Master, l.VXLAN.PortLearning, l.VXLAN.NeighSuppress = "", false, false }),
 			[]string{"ip link set gvx6000 master gst0", "bridge link set dev gvx6000 learning off neigh_suppress on"}},
 		{"down", set(func(l *model.Link) { l.Up = false }), []string{"ip link set gvx6000 up"}},
-		{"learning", set(func(l *model.Link) { l.VXLAN.Learning = true }), []string{"ip link del gvx6000", "ip link add gvx6000 mtu 1450 type vxlan id 6000 dstport 4789 local 10.10.0.1 nolearning && ip link set gvx6000 alias guestnet:wide"}},
-		{"local", set(func(l *model.Link) { l.VXLAN.Local = model.VXLANLink{}.Local }), []string{"ip link del gvx6000", "ip link add gvx6000 mtu 1450 type vxlan id 6000 dstport 4789 local 10.10.0.1 nolearning && ip link set gvx6000 alias guestnet:wide"}},
+		{"learning", set(func(l *model.Link) { l.VXLAN.Learning = true }), []string{"ip link del gvx6000", "ip link add gvx6000 mtu 1450 type vxlan id 6000 dstport 4789 local 10.10.0.1 nolearning && ip link set gvx6000 alias guestnet:wide addrgenmode none"}},
+		{"local", set(func(l *model.Link) { l.VXLAN.Local = model.VXLANLink{}.Local }), []string{"ip link del gvx6000", "ip link add gvx6000 mtu 1450 type vxlan id 6000 dstport 4789 local 10.10.0.1 nolearning && ip link set gvx6000 alias guestnet:wide addrgenmode none"}},
 	} {
 		r := newRig(t)
 		r.apply("stretch")

@@ -137,7 +137,7 @@ func vxlanAddString(a Action) string {
 	if !x.Learning {
 		b.WriteString(" nolearning")
 	}
-	b.WriteString(" && ip link set " + a.Link + " alias " + a.Alias)
+	b.WriteString(" && ip link set " + a.Link + " alias " + a.Alias + " addrgenmode none")
 	if a.Master != "" {
 		b.WriteString(" && " + bridgePortString(a.Link, *x))
 	}
