@@ -41,6 +41,12 @@ func (k *Linux) addVXLAN(a plan.Action) error {
 		vx.HardwareAddr = mac
 	}
 	if err := k.nl.LinkAdd(vx); err != nil {
+		switch {
+		case errors.Is(err, unix.EOPNOTSUPP):
+			return fmt.Errorf("%w: this kernel makes no VXLAN devices (load its vxlan module: modprobe vxlan)", err)
+		case errors.Is(err, unix.EEXIST):
+			return fmt.Errorf("%w: a link named %s, or another VXLAN device with VNI %d on port %d, appeared since the plan (ip -d link show type vxlan)", err, a.Link, x.VNI, x.Port)
+		}
 		return err
 	}
 	if err := k.finishVXLAN(vx, a); err != nil {
