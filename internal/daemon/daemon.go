@@ -77,6 +77,7 @@ type Daemon struct {
 	applyErr, learnErr, repairErr, watchErr, fdbErr, bgpErr lastError
 
 	speaker *bgp.Speaker    // the bgp service (bgp.go), nil without a bgp section
+	evpn    evpnService     // the evpn service (evpn.go)
 	held    map[string]bool // networks guestnet destroy removed while serving (destroy.go)
 
 	fdb       *fdb                                // where leased MACs sit, for anti-spoofing
@@ -166,6 +167,7 @@ func (d *Daemon) init(ctx context.Context, st *dhcp.BoltStore) {
 	d.store = st
 	d.servers, d.dns, d.closers = map[string]*server{}, map[string]*dnsServer{}, map[string]io.Closer{}
 	d.kick, d.learnKick, d.fatal = make(chan struct{}, 1), make(chan struct{}, 1), make(chan error, 1)
+	d.evpn.kick = make(chan struct{}, 1)
 	if d.Events == nil && d.Engine.NS != nil {
 		d.Events = d.Engine.NS
 	}

@@ -83,6 +83,7 @@ func (k *Linux) Read(nets []Network) (Observed, error) {
 			vx, err = k.owned(n.VXLAN, n.Name, "vxlan")
 			if err == nil {
 				links = append(links, ids{n, br, vx})
+				o.Links = append(o.Links, br, vx)
 				k.index[n.Bridge], k.index[n.VXLAN] = br, vx
 			}
 		}

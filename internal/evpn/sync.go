@@ -23,6 +23,9 @@ type Observed struct {
 	Masters []RemoteMAC
 	// Neighs are the bridges' extern_learn neighbour entries.
 	Neighs []Neigh
+	// Links are the indexes of the bridges and VXLAN devices read: their
+	// notifications are the ones that may change the decision.
+	Links []int
 }
 
 // OpKind is what an Op does.
