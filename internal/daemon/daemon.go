@@ -25,6 +25,7 @@ import (
 	"github.com/guestnet/guestnet/internal/dhcp"
 	"github.com/guestnet/guestnet/internal/dns"
 	"github.com/guestnet/guestnet/internal/engine"
+	"github.com/guestnet/guestnet/internal/evpn"
 	"github.com/guestnet/guestnet/internal/model"
 	"github.com/guestnet/guestnet/internal/spec"
 	"github.com/guestnet/guestnet/internal/state"
@@ -54,6 +55,11 @@ type Daemon struct {
 	// Guard6 is told of DHCPv6 leases as they begin and end (v6.go,
 	// Binder6): IPv6 anti-spoofing. nil binds nothing.
 	Guard6 Binder6
+	// EVPNKernel holds the evpn service's entries and EVPNSpeaker is its
+	// BGP side (evpn.go); nil means the namespace's (netlink) and the bgp
+	// service's speaker (unit tests bring fakes).
+	EVPNKernel  evpn.Kernel
+	EVPNSpeaker evpn.Speaker
 
 	mu      sync.Mutex // serialises reload, repair and the services' sync
 	ctx     context.Context

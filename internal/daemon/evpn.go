@@ -144,6 +144,9 @@ func (d *Daemon) syncEVPN() {
 // startEVPN opens the netlink handle and starts the loop. d.mu is held.
 func (d *Daemon) startEVPN() error {
 	s := &d.evpn
+	if s.kernel == nil && d.EVPNKernel != nil {
+		s.kernel = d.EVPNKernel
+	}
 	if s.kernel == nil {
 		if d.Engine.NS == nil {
 			return errors.New("evpn: no namespace to sync (a fake kernel)")
@@ -377,6 +380,9 @@ func (d *Daemon) EVPN() []EVPNStatus {
 // evpnSpeaker is the speaker as the evpn service uses it, nil without a
 // bgp section. d.mu is held.
 func (d *Daemon) evpnSpeaker() evpn.Speaker {
+	if d.EVPNSpeaker != nil {
+		return d.EVPNSpeaker
+	}
 	if d.speaker == nil {
 		return nil
 	}
