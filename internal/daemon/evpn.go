@@ -161,12 +161,13 @@ func (d *Daemon) startEVPN() error {
 	s.cancel = cancel
 	s.started = time.Now()
 	go d.evpnLoop(ctx)
-	if d.Events != nil {
-		go d.Events.WatchNeigh(ctx, func(u netlink.NeighUpdate) {
-			if m := s.links.Load(); m == nil || (*m)[u.LinkIndex] || (*m)[u.MasterIndex] {
+	if d.fdb != nil { // the forwarding database service's subscription
+		tap := func(u netlink.NeighUpdate, lost bool) {
+			if m := s.links.Load(); lost || m == nil || (*m)[u.LinkIndex] || (*m)[u.MasterIndex] {
 				s.wake()
 			}
-		}, func(error, time.Duration) { s.wake() })
+		}
+		d.fdb.tap.Store(&tap)
 	}
 	return nil
 }
@@ -179,6 +180,9 @@ func (d *Daemon) stopEVPN() {
 	if s := &d.evpn; s.cancel != nil {
 		s.cancel()
 		s.cancel = nil
+		if d.fdb != nil {
+			d.fdb.tap.Store(nil)
+		}
 	}
 }
 
