@@ -125,7 +125,22 @@ func (d *Daemon) syncEVPN() {
 	s.nets.Store(&nets)
 	s.netsErr = err
 	if len(nets) == 0 {
-		d.stopEVPN()
+		if s.cancel != nil {
+			// No network is stretched any more: what this host announced
+			// goes (a daemon that stops keeps it: stopEVPN alone).
+			// Under s.mu: a pass under way announces before this, or
+			// sees the networks changed and announces nothing.
+			d.stopEVPN()
+			s.mu.Lock()
+			if sp := d.evpnSpeaker(); sp != nil {
+				if err := sp.AnnounceEVPN(model.EVPN{}); err != nil {
+					d.Log.Error("evpn: withdraw the routes of the networks no longer stretched", "err", err)
+				}
+			}
+			s.announced, s.last = model.EVPN{}, evpn.Decision{}
+			s.mu.Unlock()
+		}
+		s.err.set(nil)
 		return
 	}
 	if sp := d.evpnSpeaker(); sp != nil {
@@ -224,7 +239,8 @@ func (d *Daemon) evpnLoop(ctx context.Context) {
 func (d *Daemon) evpnPass() {
 	s := &d.evpn
 	d.mu.Lock()
-	nets := *s.nets.Load()
+	np := s.nets.Load()
+	nets := *np
 	sp := d.evpnSpeaker()
 	leases := d.leaseIPs(nets)
 	hold := d.evpnHolding(s.started)
@@ -248,6 +264,10 @@ func (d *Daemon) evpnPass() {
 	}
 	dec := evpn.Decide(evpn.Input{Networks: nets, Local: have.Local, Remote: remote, Announced: s.announced})
 	errs := []error{netsErr, readErr}
+	if s.nets.Load() != np {
+		s.wake() // a sync changed the networks meanwhile: a new pass follows
+		return
+	}
 	if sp != nil {
 		if err := sp.AnnounceEVPN(dec.Announce); err != nil {
 			errs = append(errs, fmt.Errorf("announce: %w", err))

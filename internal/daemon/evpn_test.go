@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -212,4 +213,18 @@ func TestEVPNService(t *testing.T) {
 	k.mu.Unlock()
 	sp.setRemote(sp.RemoteEVPN())
 	waitUntil(t, "the health back", func() bool { return strings.Contains(r.status(), "evpn=running \n") })
+
+	// The network is no longer stretched: its routes are withdrawn and the
+	// service leaves the status.
+	spec := stretchSpec(t)
+	r.write(strings.Replace(spec, ", vxlan: {vni: 6000}", "", 1))
+	if err := r.d.Reload(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	sp.mu.Lock()
+	left := sp.announced
+	sp.mu.Unlock()
+	if len(left.MACs)+len(left.Flood) != 0 || strings.Contains(r.status(), "evpn") {
+		t.Fatalf("after the network stopped being stretched: announced %+v, status\n%s", left, r.status())
+	}
 }
