@@ -25,6 +25,9 @@ type Status struct {
 	// Learned are the best paths learned from peers, installed or not
 	// (Why says why not), sorted by prefix.
 	Learned []Learned `json:"learned"`
+	// EVPN is what this host announces and receives of EVPN (stretched
+	// networks); nil when no network is stretched.
+	EVPN *EVPNStatus `json:"evpn,omitempty"`
 }
 
 // PeerStatus is one session.
@@ -79,4 +82,7 @@ const (
 	StateOpenSent    = "opensent"
 	StateOpenConfirm = "openconfirm"
 	StateEstablished = "established"
+	// StateSelf is a peer whose address is this host's own: a spec
+	// shared by every host lists them all, each leaves itself out.
+	StateSelf = "self"
 )
