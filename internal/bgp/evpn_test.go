@@ -98,7 +98,7 @@ func TestEVPNPathAttributes(t *testing.T) {
 	}{
 		{flood, 65000, []string{"[rd:10.10.0.1:6000]", "[etag:0]", "[ip:10.10.0.1]", "65000:6000", "VXLAN", "type: ingress-repl", "label: 6000", "tunnel-id: 10.10.0.1", "Nexthop: 10.10.0.1"}},
 		{mac, 65000, []string{"[rd:10.10.0.1:6000]", "[mac:52:54:00:aa:00:01]", "[ip:10.60.0.101]", "65000:6000", "VXLAN", "mac-mobility: 7", "Nexthop: 10.10.0.1"}},
-		{mac, 4200000001, []string{"64086.59905:6000"} // asdot: 4200000001},
+		{mac, 4200000001, []string{"64086.59905:6000"}}, // asdot: 4200000001,
 		// A 4-byte AS with a VNI above 16 bits: the AS's low 16 bits.
 		{evpnRoute{Type: flood.Type, EVPNMAC: model.EVPNMAC{VNI: 70000, VTEP: a("10.10.0.1")}}, 4200000001, []string{"[rd:10.10.0.1:4464]", "59905:70000"}},
 	} {
