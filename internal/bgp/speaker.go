@@ -75,8 +75,8 @@ type Speaker struct {
 	evpnRemote model.EVPN
 	onEVPN     func()
 	stop       context.CancelFunc // ends the loop and GoBGP's watch
-	done    chan struct{}      // closed when the loop ended
-	kick    chan struct{}
+	done       chan struct{}      // closed when the loop ended
+	kick       chan struct{}
 }
 
 // peer is what the speaker knows of one session.
