@@ -170,3 +170,27 @@ func TestEVPNSet(t *testing.T) {
 		t.Errorf("status %+v", st.VNIs)
 	}
 }
+
+// With EVPN every session negotiates L2VPN EVPN beside its unicast
+// family, with a prefix limit of its own (max_prefixes per family);
+// without, only the unicast one.
+func TestEVPNFamilyNegotiated(t *testing.T) {
+	p := model.BGPPeer{Address: netip.MustParseAddr("10.10.0.2"), ASN: 65000, MaxPrefixes: 500}
+	c := model.BGP{ASN: 65000, Peers: []model.BGPPeer{p}}
+	if got := apiPeer(c, p, false).AfiSafis; len(got) != 1 || got[0].Config.Family.Afi != ipv4.Afi {
+		t.Errorf("without EVPN: %v", got)
+	}
+	c.EVPN = true
+	got := apiPeer(c, p, false).AfiSafis
+	if len(got) != 2 {
+		t.Fatalf("with EVPN: %d families, want 2: %v", len(got), got)
+	}
+	e := got[1]
+	if e.Config.Family.Afi != l2vpnEVPN.Afi || e.Config.Family.Safi != l2vpnEVPN.Safi || !e.Config.Enabled ||
+		e.PrefixLimits.MaxPrefixes != 500 || e.PrefixLimits.Family.Safi != l2vpnEVPN.Safi || !e.MpGracefulRestart.Config.Enabled {
+		t.Errorf("the EVPN family: %v", e)
+	}
+	if sameGlobal(model.BGP{ASN: 1}, model.BGP{ASN: 1, EVPN: true}) {
+		t.Error("EVPN turned on does not restart the server (every session's families change)")
+	}
+}
