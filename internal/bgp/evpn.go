@@ -353,19 +353,31 @@ func (s *Speaker) syncEVPNLocked() error {
 	}
 	if len(add) > 0 {
 		res, err := s.srv.AddPath(apiutil.AddPathRequest{Paths: add})
+		if err != nil && len(res) == 0 {
+			// GoBGP answers a batch with one path refused by its error
+			// alone (the others were taken): each again, alone, says
+			// which (a path added twice is the same path).
+			res = make([]apiutil.AddPathResponse, len(add))
+			for i, p := range add {
+				if _, e := s.srv.AddPath(apiutil.AddPathRequest{Paths: []*apiutil.Path{p}}); e != nil {
+					res[i].Error = e
+				}
+			}
+		}
 		var refused []string
 		for i, r := range res {
 			if r.Error == nil {
 				s.evpnHave[addK[i]] = s.evpnWant[addK[i]]
 			} else {
-				refused = append(refused, fmt.Sprintf("%s: %v", describe(s.evpnWant[addK[i]]), r.Error))
+				why := r.Error.Error()
+				if strings.Contains(why, "MAC mobility") {
+					why += " (a peer announces this MAC with a higher sequence: announce it with a higher Seq, or withdraw it)"
+				}
+				refused = append(refused, describe(s.evpnWant[addK[i]])+": "+why)
 			}
 		}
-		switch {
-		case len(refused) > 0:
+		if len(refused) > 0 {
 			errs = append(errs, fmt.Errorf("GoBGP refused EVPN routes: %s", strings.Join(refused, "; ")))
-		case err != nil:
-			errs = append(errs, fmt.Errorf("announce %d EVPN routes: %w", len(add), err))
 		}
 	}
 	return errors.Join(errs...)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"reflect"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -184,4 +185,43 @@ func TestEVPNSelfPeer(t *testing.T) {
 	if self == nil || self.State != StateSelf {
 		t.Errorf("A's peer 127.0.0.100 (itself): %+v, want state self", self)
 	}
+}
+
+// TestEVPNMobilityIBGP: two hosts of one AS (one route target per VNI).
+// GoBGP checks MAC mobility as it takes a route: a MAC a peer announces
+// with Seq 5 is refused from this host with Seq 2 (AnnounceEVPN says
+// so, the rest of the set is announced), taken with Seq 6; a MAC
+// announced with no Seq while a peer has it gets the peer's Seq + 1.
+func TestEVPNMobilityIBGP(t *testing.T) {
+	needRoot(t)
+	port := freePort(t)
+	kA, kB := hostNS(t), hostNS(t)
+	ca, cb := conf(port, 1, 2), conf(port, 2, 1)
+	cb.ASN, ca.Peers[0].ASN = 65001, 65001
+	ca.EVPN, cb.EVPN = true, true
+	a := start(t, kA, ca, "A")
+	defer a.Stop(false)
+	b := start(t, kB, cb, "B")
+	defer b.Stop(false)
+	eb := evpnOfHost("10.10.0.2", 6000, model.EVPNMAC{MAC: "52:54:00:0b:00:01", Seq: 5}, model.EVPNMAC{MAC: "52:54:00:0b:00:02", Seq: 3})
+	if err := b.AnnounceEVPN(eb); err != nil {
+		t.Fatal(err)
+	}
+	evpnIs(t, a, "A receives B's MACs", eb)
+
+	ea := evpnOfHost("10.10.0.1", 6000, model.EVPNMAC{MAC: "52:54:00:0b:00:01", Seq: 2})
+	err := a.AnnounceEVPN(ea)
+	t.Logf("A announces B's MAC with Seq 2: %v", err)
+	if err == nil || !strings.Contains(err.Error(), "MAC 52:54:00:0b:00:01 VNI 6000 VTEP 10.10.0.1 seq 2") {
+		t.Errorf("AnnounceEVPN with a Seq below the peer's: %v, want GoBGP's refusal naming the route", err)
+	}
+	evpnIs(t, b, "B has A's flood route (the refused MAC left out)", evpnOfHost("10.10.0.1", 6000))
+
+	ea = evpnOfHost("10.10.0.1", 6000, model.EVPNMAC{MAC: "52:54:00:0b:00:01", Seq: 6}, model.EVPNMAC{MAC: "52:54:00:0b:00:02"})
+	if err := a.AnnounceEVPN(ea); err != nil {
+		t.Fatal(err)
+	}
+	seen := ea
+	seen.MACs[1].Seq = 4 // GoBGP's: B's 3 + 1
+	evpnIs(t, b, "B has A's MACs, Seq 6 and 4", seen)
 }
