@@ -137,7 +137,11 @@ func printBGP(w io.Writer, st bgp.Status, now time.Time) {
 // sequence. Every remote route is listed, also a MAC two VTEPs name
 // (a guest moving: the higher sequence wins).
 func printEVPN(w io.Writer, e bgp.EVPNStatus) {
-	fmt.Fprintf(w, "\nEVPN VNIs (%d):\n", len(e.VNIs))
+	ready := ""
+	if !e.Ready {
+		ready = ", remote routes incomplete: waiting for the peers' End-of-RIB"
+	}
+	fmt.Fprintf(w, "\nEVPN VNIs (%d%s):\n", len(e.VNIs), ready)
 	for _, v := range e.VNIs {
 		local := "-"
 		if v.LocalVTEP.IsValid() {

@@ -355,7 +355,7 @@ func TestPrintBGPEVPN(t *testing.T) {
 		EVPN: &bgp.EVPNStatus{Local: local, Remote: remote, VNIs: []bgp.VNIStatus{
 			{VNI: 6000, LocalVTEP: a("10.10.0.1"), RemoteVTEPs: []netip.Addr{a("10.10.0.2"), a("10.10.0.3")}, LocalMACs: 1, RemoteMACs: 3},
 			{VNI: 7000, LocalVTEP: a("10.10.0.1"), RemoteVTEPs: []netip.Addr{}},
-		}},
+		}, Ready: true},
 	}
 	var b bytes.Buffer
 	printBGP(&b, st, bgpNow)
@@ -382,6 +382,13 @@ Remote MACs (3):
 `
 	if got := b.String(); got != want {
 		t.Errorf("guestnet bgp printed:\n%s\nwant:\n%s", got, want)
+	}
+	b.Reset()
+	notReady := *st.EVPN
+	notReady.Ready = false
+	printEVPN(&b, notReady)
+	if !strings.Contains(b.String(), "EVPN VNIs (2, remote routes incomplete: waiting for the peers' End-of-RIB):") {
+		t.Errorf("EVPN not ready printed:\n%s", b.String())
 	}
 	dir := fakeDaemon(t, &st)
 	out, errs, code := runCLI(t, "--netns", testNetns, "--state-dir", dir, "-o", "json", "bgp")

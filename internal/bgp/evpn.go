@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"time"
 
 	api "github.com/osrg/gobgp/v4/api"
 	"github.com/osrg/gobgp/v4/pkg/apiutil"
@@ -423,6 +424,35 @@ func (s *Speaker) OnEVPN(f func()) {
 	s.mu.Unlock()
 }
 
+// EVPNReady reports whether RemoteEVPN is complete since the speaker
+// started: every peer (but this host's own address) sent the End-of-RIB
+// of the EVPN family since its session came up, or deferralTime passed
+// since the start (a peer down does not hold the others back longer).
+// Before, an empty or partial RemoteEVPN says nothing of what the peers
+// have: a caller that removes kernel entries for routes missing from it
+// (after a restart of the daemon) waits for this, as the install pass
+// waits for End-of-RIB before removing inherited routes.
+func (s *Speaker) EVPNReady() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.evpnReadyLocked()
+}
+
+func (s *Speaker) evpnReadyLocked() bool {
+	if s.srv == nil {
+		return false
+	}
+	if time.Since(s.started) > deferralTime*time.Second {
+		return true
+	}
+	for _, p := range s.peers {
+		if !p.self && !p.evpnEOR {
+			return false
+		}
+	}
+	return true
+}
+
 // localEVPN is the set this host announces, as AnnounceEVPN took it.
 func (s *Speaker) localEVPNLocked() model.EVPN {
 	var e model.EVPN
@@ -439,6 +469,8 @@ type EVPNStatus struct {
 	Remote model.EVPN `json:"remote"`
 	// VNIs count both per VNI, sorted by VNI.
 	VNIs []VNIStatus `json:"vnis"`
+	// Ready: Remote is complete (see Speaker.EVPNReady).
+	Ready bool `json:"ready"`
 }
 
 // VNIStatus is one VNI: the VTEPs that want its flood traffic (type-3

@@ -49,6 +49,7 @@ func ourEVPN() model.EVPN {
 type childView struct {
 	Remote model.EVPN
 	Peers  []PeerStatus
+	Ready  bool
 }
 
 // TestEVPNFRRChild is our speaker's side of TestEVPNFRR; it runs only as
@@ -74,7 +75,7 @@ func TestEVPNFRRChild(t *testing.T) {
 	}
 	defer s.Stop(false)
 	for end := time.Now().Add(90 * time.Second); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
-		b, _ := json.Marshal(childView{Remote: s.RemoteEVPN(), Peers: s.Status().Peers})
+		b, _ := json.Marshal(childView{Remote: s.RemoteEVPN(), Peers: s.Status().Peers, Ready: s.EVPNReady()})
 		if err := os.WriteFile(out+".tmp", b, 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -209,6 +210,8 @@ router bgp 65000
 		return slices.Equal(v.Remote.Flood, flood) && slices.Contains(v.Remote.MACs, guest), fmt.Sprintf("%+v\n%s", v.Remote, f.vtysh(t, "show bgp l2vpn evpn"))
 	})
 	t.Logf("our RemoteEVPN: %+v", view().Remote)
+	took = waitFor(t, "EVPNReady by FRR's End-of-RIB", deferralTime*time.Second/2, func() (bool, string) { return view().Ready, "" })
+	t.Logf("EVPN ready (FRR's End-of-RIB) %s after FRR's routes were seen", took.Round(time.Millisecond))
 
 	// FRR's guest leaves: its type 2 is withdrawn, RemoteEVPN follows.
 	bridgeCmd(t, nsF, "fdb", "del", "52:54:00:ff:00:01", "dev", "tap0", "master", "static")

@@ -54,6 +54,9 @@ func TestEVPNSpeakers(t *testing.T) {
 	if err := a.AnnounceEVPN(ea); err != nil {
 		t.Fatal(err)
 	}
+	if a.EVPNReady() {
+		t.Error("EVPNReady before the speaker started")
+	}
 	if err := a.Configure(context.Background(), ca); err != nil {
 		t.Fatal(err)
 	}
@@ -67,6 +70,8 @@ func TestEVPNSpeakers(t *testing.T) {
 	took := evpnIs(t, b, "B receives A's type 2 and 3", ea)
 	t.Logf("B has A's EVPN routes %s after start", took.Round(time.Millisecond))
 	evpnIs(t, a, "A receives B's", eb)
+	took = waitFor(t, "A's EVPN ready (B's End-of-RIB)", deferralTime*time.Second/2, func() (bool, string) { return a.EVPNReady(), "" })
+	t.Logf("A's EVPN ready %s after B had A's routes", took.Round(time.Millisecond))
 	if changedA.Load() == 0 {
 		t.Error("A's OnEVPN not called when B's routes came")
 	}

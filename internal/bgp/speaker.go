@@ -13,6 +13,7 @@ import (
 	"github.com/google/uuid"
 	api "github.com/osrg/gobgp/v4/api"
 	"github.com/osrg/gobgp/v4/pkg/apiutil"
+	gobgp "github.com/osrg/gobgp/v4/pkg/packet/bgp"
 	"github.com/osrg/gobgp/v4/pkg/server"
 
 	"github.com/guestnet/guestnet/internal/model"
@@ -74,6 +75,7 @@ type Speaker struct {
 	evpnHave   map[string]evpnRoute
 	evpnRemote model.EVPN
 	onEVPN     func()
+	started    time.Time          // of srv
 	stop       context.CancelFunc // ends the loop and GoBGP's watch
 	done       chan struct{}      // closed when the loop ended
 	kick       chan struct{}
@@ -86,8 +88,9 @@ type peer struct {
 	state     string   // from the last event or ListPeer
 	since     time.Time
 	lastError string
-	// eor: End-of-RIB received since the session was established.
-	eor bool
+	// eor: End-of-RIB received since the session was established;
+	// evpnEOR: the same of the EVPN family.
+	eor, evpnEOR bool
 	// graceful: the last session ended and GoBGP keeps its paths (stale)
 	// as for a graceful restart.
 	graceful bool
@@ -170,7 +173,7 @@ func (s *Speaker) startLocked(ctx context.Context, c model.BGP) error {
 	lctx, cancel := context.WithCancel(ctx)
 	s.srv, s.cfg, s.id, s.stop = srv, c, id, cancel
 	s.paths, s.peers, s.learned = map[netip.Prefix]uuid.UUID{}, map[netip.Addr]*peer{}, nil
-	s.evpnHave = map[string]evpnRoute{}
+	s.evpnHave, s.started = map[string]evpnRoute{}, time.Now()
 	s.inherited, s.takeoverBy = nil, time.Time{}
 	if len(inherited) > 0 {
 		s.inherited, s.takeoverBy = inherited, time.Now().Add(restartTime*time.Second)
@@ -378,7 +381,7 @@ func (s *Speaker) onPeer(ev *apiutil.WatchEventMessage_PeerEvent, at time.Time) 
 			s.log.Info("bgp: session established", "peer", p.conf.Address)
 		}
 		if next != StateEstablished {
-			p.eor = false
+			p.eor, p.evpnEOR = false, false
 		}
 		if next != p.state {
 			p.state, p.since = next, at
@@ -390,12 +393,17 @@ func (s *Speaker) onPeer(ev *apiutil.WatchEventMessage_PeerEvent, at time.Time) 
 
 // onEOR notes a peer's End-of-RIB (GoBGP's event goroutine).
 func (s *Speaker) onEOR(path *apiutil.Path, _ time.Time) {
-	if !slices.Contains(families, path.Family) {
+	evpn := path.Family == gobgp.RF_EVPN
+	if !evpn && !slices.Contains(families, path.Family) {
 		return
 	}
 	s.mu.Lock()
 	if p := s.peers[path.PeerAddress]; p != nil {
-		p.eor = true
+		if evpn {
+			p.evpnEOR = true
+		} else {
+			p.eor = true
+		}
 	}
 	s.mu.Unlock()
 	s.wake()
@@ -411,6 +419,7 @@ func (s *Speaker) Status() Status {
 	st := Status{ASN: s.cfg.ASN, RouterID: s.id, Port: port(s.cfg), Announced: slices.Clone(s.announce), Learned: slices.Clone(s.learned)}
 	if s.cfg.EVPN || len(s.evpnWant) > 0 || len(s.evpnRemote.Flood)+len(s.evpnRemote.MACs) > 0 {
 		st.EVPN = evpnStatus(s.localEVPNLocked(), s.remoteEVPNLocked())
+		st.EVPN.Ready = s.evpnReadyLocked()
 	}
 	for _, c := range s.cfg.Peers {
 		p := s.peers[c.Address]
