@@ -21,7 +21,7 @@ import (
 func bgpCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "bgp",
-		Short: "Show the BGP speaker of guestnet serve: peers, announced prefixes, learned routes not installed, EVPN VTEPs and remote MACs",
+		Short: "Show the BGP speaker of guestnet serve: peers, announced prefixes, learned routes not installed",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			st, err := g.bgpStatus()
