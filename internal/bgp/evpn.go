@@ -292,11 +292,13 @@ func sameEVPN(a, b model.EVPN) bool {
 // speaker restarts. A route e names wrongly (VNI 0, no VTEP, a bad MAC)
 // is an error and left out; the others are announced.
 //
-// GoBGP checks MAC mobility as it takes a type-2 route: announced
-// without Seq while a peer announces the same MAC (same route target),
-// the route gets that peer's Seq + 1; announced with a Seq below a
-// peer's, it is refused (an error): the caller sets Seq from
-// RemoteEVPN's (model.EVPNMAC.Better), or withdraws the route.
+// GoBGP checks MAC mobility as it takes a type-2 route, against the
+// routes of the same MAC with the same route target (hosts of one AS):
+// announced without Seq while a peer announces the MAC, the route gets
+// that peer's Seq + 1; announced with a Seq below a peer's, it is
+// refused (an error naming it; the rest of e is announced). The caller
+// sets Seq from RemoteEVPN's (model.EVPNMAC.Better), or withdraws the
+// route.
 func (s *Speaker) AnnounceEVPN(e model.EVPN) error {
 	want, err := evpnWant(e)
 	s.mu.Lock()
