@@ -41,7 +41,9 @@ type PeerStatus struct {
 	// established); zero if never.
 	Since time.Time `json:"since,omitzero"`
 	// Sent, Received and Installed count prefixes: announced to the peer,
-	// accepted from it, and of those, installed in the kernel.
+	// accepted from it, and of those, installed in the kernel. Sent and
+	// Received count EVPN routes too (every family of the session);
+	// those are never installed as routes.
 	Sent      int `json:"sent"`
 	Received  int `json:"received"`
 	Installed int `json:"installed"`
