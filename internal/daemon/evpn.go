@@ -306,17 +306,12 @@ func (d *Daemon) evpnHolding(started time.Time) bool {
 		return false
 	}
 	for _, p := range d.speaker.Status().Peers {
-		if p.State != bgp.StateEstablished && p.State != stateSelf {
+		if p.State != bgp.StateEstablished && p.State != bgp.StateSelf {
 			return true
 		}
 	}
 	return false
 }
-
-// stateSelf is the state of a peer that is this host (a spec shared by
-// every host lists them all): never established, nothing to wait for.
-// bgp.StateSelf once the EVPN speaker is merged.
-const stateSelf = "self"
 
 // leaseIPs are the live leases' addresses of nets, by VNI and MAC.
 // d.mu is held.
@@ -406,19 +401,16 @@ func (d *Daemon) EVPN() []EVPNStatus {
 	return out
 }
 
-// evpnSpeaker is the speaker as the evpn service uses it, nil without a
-// bgp section. d.mu is held.
+// evpnSpeaker is the speaker as the evpn service uses it: EVPNSpeaker,
+// else the bgp service's; nil without a bgp section. d.mu is held.
 func (d *Daemon) evpnSpeaker() evpn.Speaker {
 	if d.EVPNSpeaker != nil {
 		return d.EVPNSpeaker
 	}
 	if d.speaker == nil {
-		return nil
+		return nil // not a nil *bgp.Speaker in a non-nil interface
 	}
-	if s, ok := any(d.speaker).(evpn.Speaker); ok {
-		return s
-	}
-	return nil
+	return d.speaker
 }
 
 // EVPNOf asks the running daemon of a state folder for its evpn
@@ -428,3 +420,5 @@ func EVPNOf(dir string) ([]EVPNStatus, error) {
 	err := call(dir, http.MethodGet, "/v1/evpn", &out)
 	return out, err
 }
+
+var _ evpn.Speaker = (*bgp.Speaker)(nil)
