@@ -1,0 +1,135 @@
+package e2e
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// routedFromSpec is the write-up's network: NAT toward the internet, routed
+// for the LAN's hosts in 10.94.0.0/24 (and fd94::/64), which reach the
+// guests by their own addresses through a static route to the host.
+const routedFromSpec = `
+networks:
+  default:
+    mode: nat
+    bridge: gnat0
+    ipv4: 10.91.0.1/24
+    ipv6: fd91::1/64
+    routed_from: [10.94.0.0/24, "fd94::/64"]
+`
+
+// plainNATSpec is the same network without routed_from: the control.
+const plainNATSpec = `
+networks:
+  default:
+    mode: nat
+    bridge: gnat0
+    ipv4: 10.91.0.1/24
+    ipv6: fd91::1/64
+`
+
+// TestRoutedFrom builds the write-up's scenario in namespaces: a host with
+// a nat network, a pretend internet on its uplink, a LAN peer in
+// routed_from (10.94.0.10, fd94::10) and a host outside it (10.95.0.10,
+// fd95::10), each with a route to the guests' subnet via the host, as is
+// the internet's router. The peer reaches the guest by the guest's own
+// address and the guest sees the peer's; the guest reaches the peer
+// unmasqueraded and the internet masqueraded; the internet and the
+// outsider cannot reach the guest.
+//
+// Controls: before routed_from (plain nat) the peer is refused and sees
+// the guest masqueraded; with guestnet's table removed the internet and
+// the outsider do reach the guest, so the blocks are guestnet's and not a
+// missing route.
+func TestRoutedFrom(t *testing.T) {
+	l := newLab(t)
+	host, inet := natHost(l)
+	peer, out := l.NS("peer"), l.NS("outsider")
+	l.Veth(host, "lan0", "10.94.0.1/24", peer, "eth0", "10.94.0.10/24")
+	l.Veth(host, "lan1", "10.95.0.1/24", out, "eth0", "10.95.0.10/24")
+	l.must("ip", "-n", host, "addr", "add", "fd94::1/64", "dev", "lan0", "nodad")
+	l.must("ip", "-n", peer, "addr", "add", "fd94::10/64", "dev", "eth0", "nodad")
+	l.must("ip", "-n", host, "addr", "add", "fd95::1/64", "dev", "lan1", "nodad")
+	l.must("ip", "-n", out, "addr", "add", "fd95::10/64", "dev", "eth0", "nodad")
+	// The return routes the LAN's hosts are told to add (guestnet routes).
+	for _, r := range [][]string{
+		{peer, "10.91.0.0/24", "10.94.0.1"}, {peer, "fd91::/64", "fd94::1"},
+		{out, "10.91.0.0/24", "10.95.0.1"}, {out, "fd91::/64", "fd95::1"},
+		{inet, "10.91.0.0/24", "198.51.100.1"},
+	} {
+		l.must("ip", "-n", r[0], "route", "add", r[1], "via", r[2])
+	}
+
+	l.Guestnet(host, "apply", l.Spec(plainNATSpec))
+	g := l.Guest(host, "default", "g", "vg1", "10.91.0.10/24", "10.91.0.1")
+	l.must("ip", "-n", g, "addr", "add", "fd91::10/64", "dev", "eth0", "nodad")
+	l.must("ip", "-n", g, "-6", "route", "add", "default", "via", "fd91::1")
+	// IPv6 waits for the bridge's and the guest's addresses to leave
+	// duplicate address detection (the bridge's gateway address answers
+	// neighbour solicitations only then).
+	waitUntil(t, "gnat0's and the guest's IPv6 addresses leave DAD", 10*time.Second, func() bool {
+		a := l.In(host, "ip", "-6", "addr", "show", "dev", "gnat0") + l.In(g, "ip", "-6", "addr", "show", "dev", "eth0")
+		return strings.Contains(a, "fd91::1/64") && strings.Contains(a, "fe80:") && !strings.Contains(a, "tentative")
+	})
+	l.Serve(g, "10.91.0.10:8080")
+	l.Serve(g, "[fd91::10]:8080")
+	l.Serve(peer, "10.94.0.10:8080")
+	l.Serve(inet, "203.0.113.10:8080")
+
+	// Control: plain nat refuses the peer and masquerades toward it.
+	_, err := l.Dial(peer, "10.91.0.10:8080")
+	l.expect("plain nat: peer 10.94.0.10 -> guest (tcp)", false, err == nil)
+	if src, err := l.Dial(g, "10.94.0.10:8080"); err != nil || src != "10.94.0.1" {
+		t.Errorf("plain nat: the peer saw the guest as %q (%v), want the host's 10.94.0.1 (masquerade)", src, err)
+	}
+
+	spec := l.Spec(routedFromSpec)
+	l.Guestnet(host, "apply", spec)
+	if o, _, code := l.Run(host, "plan", spec); code != 0 {
+		t.Errorf("plan after apply: exit %d (the rules read back differ)\n%s", code, o)
+	}
+	seen := map[string]string{}
+	dial := func(key, ns, addr string) func() bool {
+		return func() bool {
+			src, err := l.Dial(ns, addr)
+			seen[key] = src
+			return err == nil
+		}
+	}
+	l.matrix("routed_from [10.94.0.0/24, fd94::/64] | allowed | happened", []check{
+		{"peer 10.94.0.10 -> guest 10.91.0.10 (tcp)", true, dial("peer4", peer, "10.91.0.10:8080")},
+		{"peer fd94::10 -> guest fd91::10 (tcp)", true, dial("peer6", peer, "[fd91::10]:8080")},
+		{"peer 10.94.0.10 -> guest (ping)", true, func() bool { return l.Ping(peer, "10.91.0.10") }},
+		{"guest -> peer 10.94.0.10 (tcp, new connection)", true, dial("topeer", g, "10.94.0.10:8080")},
+		{"guest -> internet 203.0.113.10 (tcp)", true, dial("inet", g, "203.0.113.10:8080")},
+		{"internet 198.51.100.126 -> guest (tcp)", false, dial("", inet, "10.91.0.10:8080")},
+		{"internet -> guest (ping)", false, func() bool { return l.Ping(inet, "10.91.0.10") }},
+		{"outsider 10.95.0.10 -> guest (tcp)", false, dial("", out, "10.91.0.10:8080")},
+		{"outsider fd95::10 -> guest fd91::10 (tcp)", false, dial("", out, "[fd91::10]:8080")},
+	})
+	for key, want := range map[string]string{
+		"peer4":  "10.94.0.10",   // the guest sees the peer's real address
+		"peer6":  "fd94::10",     // and over IPv6
+		"topeer": "10.91.0.10",   // the peer sees the guest's own address
+		"inet":   "198.51.100.1", // the internet sees the uplink (masquerade)
+	} {
+		if seen[key] != want {
+			t.Errorf("%s: the far end saw %q, want %s", key, seen[key], want)
+		}
+	}
+	rules := l.In(host, "nft", "list", "chain", "inet", "guestnet", "nat-default")
+	if !strings.Contains(rules, "ip daddr 10.94.0.0/24 accept") || !strings.Contains(rules, "ip6 daddr fd94::/64 accept") {
+		t.Errorf("nat-default in the kernel lacks the routed_from accepts:\n%s", rules)
+	}
+
+	// Control: without guestnet's table the same routes let the internet
+	// and the outsider in, so the refusals above were guestnet's rules.
+	l.In(host, "nft", "delete", "table", "inet", "guestnet")
+	_, err = l.Dial(inet, "10.91.0.10:8080")
+	l.expect("control, no guestnet table: internet -> guest (tcp)", true, err == nil)
+	_, err = l.Dial(out, "10.91.0.10:8080")
+	l.expect("control, no guestnet table: outsider 10.95.0.10 -> guest (tcp)", true, err == nil)
+	_, err = l.Dial(out, "[fd91::10]:8080")
+	l.expect("control, no guestnet table: outsider fd95::10 -> guest (tcp)", true, err == nil)
+}
