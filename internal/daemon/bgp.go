@@ -58,7 +58,7 @@ func (d *Daemon) syncBGP() {
 	if err == nil {
 		// A peer refused (its address is this host's) is an error that
 		// leaves the other sessions running: they get the prefixes too.
-		err = errors.Join(d.speaker.Configure(d.ctx, d.spec.BGP.BGP), d.speaker.Announce(model.Announced(nets)))
+		err = errors.Join(d.speaker.Configure(d.ctx, d.spec.BGP.BGP), d.speaker.Scope(model.Scoped(nets)), d.speaker.Announce(model.Announced(nets)))
 	}
 	d.bgpErr.set(err)
 	if err != nil {
