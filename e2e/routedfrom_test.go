@@ -52,7 +52,8 @@ func TestRoutedFrom(t *testing.T) {
 	l.must("ip", "-n", peer, "addr", "add", "fd94::10/64", "dev", "eth0", "nodad")
 	l.must("ip", "-n", host, "addr", "add", "fd95::1/64", "dev", "lan1", "nodad")
 	l.must("ip", "-n", out, "addr", "add", "fd95::10/64", "dev", "eth0", "nodad")
-	// The return routes the LAN's hosts are told to add (guestnet routes).
+	// The return routes: the peer's are what guestnet routes prints (checked
+	// below); the outsider and the internet's router add theirs anyway.
 	for _, r := range [][]string{
 		{peer, "10.91.0.0/24", "10.94.0.1"}, {peer, "fd91::/64", "fd94::1"},
 		{out, "10.91.0.0/24", "10.95.0.1"}, {out, "fd91::/64", "fd95::1"},
@@ -88,6 +89,12 @@ func TestRoutedFrom(t *testing.T) {
 	l.Guestnet(host, "apply", spec)
 	if o, _, code := l.Run(host, "plan", spec); code != 0 {
 		t.Errorf("plan after apply: exit %d (the rules read back differ)\n%s", code, o)
+	}
+	// The routes the peer was given are the ones guestnet routes prints.
+	wantRoutes := "# on the hosts in 10.94.0.0/24 (routed_from):\nip route add 10.91.0.0/24 via 10.94.0.1\n" +
+		"# on the hosts in fd94::/64 (routed_from):\nip -6 route add fd91::/64 via fd94::1\n"
+	if got := l.Guestnet(host, "routes", "default"); got != wantRoutes {
+		t.Errorf("guestnet routes default:\n%s\nwant:\n%s", got, wantRoutes)
 	}
 	seen := map[string]string{}
 	dial := func(key, ns, addr string) func() bool {
