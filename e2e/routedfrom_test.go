@@ -130,6 +130,23 @@ func TestRoutedFrom(t *testing.T) {
 		t.Errorf("nat-default in the kernel lacks the routed_from accepts:\n%s", rules)
 	}
 
+	// trace, over this host as observed, agrees with the packets.
+	for _, c := range []struct {
+		from, to string
+		code     int
+		says     string
+	}{
+		{"10.94.0.10", "10.91.0.10", 0, "chain to-default: ip saddr 10.94.0.0/24 accept"},
+		{"10.91.0.10", "10.94.0.10", 0, "not masqueraded (routed_from): the far end sees 10.91.0.10"},
+		{"10.95.0.10", "10.91.0.10", 1, "routed_from [10.94.0.0/24 fd94::/64]"},
+		{"10.91.0.10", "203.0.113.10", 0, "source 10.91.0.10 becomes 198.51.100.1"},
+	} {
+		o, _, code := l.Run(host, "trace", c.from, c.to, "tcp/8080")
+		if code != c.code || !strings.Contains(o, c.says) {
+			t.Errorf("trace %s -> %s: exit %d (want %d), want it to say %q:\n%s", c.from, c.to, code, c.code, c.says, o)
+		}
+	}
+
 	// Control: without guestnet's table the same routes let the internet
 	// and the outsider in, so the refusals above were guestnet's rules.
 	l.In(host, "nft", "delete", "table", "inet", "guestnet")
