@@ -147,6 +147,14 @@ func TestRoutedFrom(t *testing.T) {
 		}
 	}
 
+	// doctor knows the mode: it sees nothing wrong from here, and says
+	// what it cannot see (the peers' return route).
+	doc, _, _ := l.Run(host, "doctor")
+	if !strings.Contains(doc, "the hosts in routed_from 10.94.0.0/24") || !strings.Contains(doc, "ip route add 10.91.0.0/24 via 10.94.0.1") ||
+		strings.Contains(doc, "still masqueraded") {
+		t.Errorf("guestnet doctor on the routed_from network:\n%s", doc)
+	}
+
 	// Control: without guestnet's table the same routes let the internet
 	// and the outsider in, so the refusals above were guestnet's rules.
 	l.In(host, "nft", "delete", "table", "inet", "guestnet")
