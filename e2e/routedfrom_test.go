@@ -86,6 +86,12 @@ func TestRoutedFrom(t *testing.T) {
 	}
 
 	spec := l.Spec(routedFromSpec)
+	// Adding routed_from refills the network's to- and nat-chains only.
+	if o, _, code := l.Run(host, "plan", spec); code != 2 || !strings.Contains(o, "2 chains refilled") {
+		t.Errorf("plan of routed_from over plain nat: exit %d, want 2 and a delta of 2 chains refilled:\n%s", code, o)
+	} else {
+		t.Logf("plan:\n%s", o)
+	}
 	l.Guestnet(host, "apply", spec)
 	if o, _, code := l.Run(host, "plan", spec); code != 0 {
 		t.Errorf("plan after apply: exit %d (the rules read back differ)\n%s", code, o)
