@@ -171,3 +171,55 @@ func TestRoutedFrom(t *testing.T) {
 	_, err = l.Dial(out, "[fd91::10]:8080")
 	l.expect("control, no guestnet table: outsider fd95::10 -> guest (tcp)", true, err == nil)
 }
+
+// TestBGPRoutedFrom: with guestnet serve and a bgp section, a nat
+// network's subnet is announced to the peers inside its routed_from and to
+// no other (its routed network rt goes to every peer, as before). h1 has
+// nat network lan with routed_from [h2's address]: h2 installs the route
+// and reaches lan's guest by the guest's own address (the guest sees
+// h2's), h3 learns nothing of lan. A reload that moves routed_from to h3
+// withdraws the route from h2 and gives it to h3.
+func TestBGPRoutedFrom(t *testing.T) {
+	b := newBGPLab(t, 3)
+	h1, h2, h3 := b.Hosts[0], b.Hosts[1], b.Hosts[2]
+	nat := func(peer string) []string {
+		return []string{"lan: {mode: nat, bridge: gnat0, ipv4: 10.91.0.1/24, routed_from: [" + peer + "/32]}"}
+	}
+	for _, h := range b.Hosts {
+		hc := hostConfig{Peers: b.Mesh(h)}
+		if h == h1 {
+			hc.Extra = nat(h2.Addr)
+		}
+		h.Start(hc)
+	}
+	t.Logf("mesh converged %v after the last serve started", b.WaitMesh(60*time.Second).Round(time.Millisecond))
+	natRoute := routeVia("10.91.0.0/24", h1.Addr)
+	waitUntil(t, "h2, in routed_from, installs lan's subnet", 15*time.Second, func() bool { return hasAll(b.BGPRoutes(h2.NS), natRoute) })
+	if got := b.BGPRoutes(h3.NS); !hasNone(got, "10.91.0.0/24") {
+		t.Errorf("h3, outside routed_from, learned lan's subnet: %q", got)
+	}
+	g := b.Guest(h1.NS, "lan", "gn", "vgn", "10.91.0.10/24", "10.91.0.1")
+	b.Serve(g, "10.91.0.10:8080")
+	src, err := b.Dial(h2.NS, "10.91.0.10:8080")
+	b.expect("h2 10.10.0.2 -> lan's guest 10.91.0.10 over the BGP route (tcp)", true, err == nil)
+	if err == nil && src != h2.Addr {
+		t.Errorf("lan's guest saw %q, want h2's own address %s", src, h2.Addr)
+	}
+	_, err = b.Dial(h3.NS, "10.91.0.10:8080")
+	b.expect("h3 (no route: not announced to it) -> lan's guest (tcp)", false, err == nil)
+
+	h1.Reload(hostConfig{Peers: b.Mesh(h1), Extra: nat(h3.Addr)})
+	waitUntil(t, "routed_from moved: h3 installs lan's subnet, h2 drops it", 15*time.Second, func() bool {
+		return hasAll(b.BGPRoutes(h3.NS), natRoute) && hasNone(b.BGPRoutes(h2.NS), "10.91.0.0/24")
+	})
+	src, err = b.Dial(h3.NS, "10.91.0.10:8080")
+	b.expect("h3 10.10.0.3 -> lan's guest after the reload (tcp)", true, err == nil)
+	if err == nil && src != h3.Addr {
+		t.Errorf("lan's guest saw %q, want h3's own address %s", src, h3.Addr)
+	}
+	for _, h := range []*bgpHost{h2, h3} {
+		if got := b.BGPRoutes(h.NS); !hasAll(got, routeVia(h1.Subnet, h1.Addr)) {
+			t.Errorf("h%d lost h1's routed subnet: %q", h.N, got)
+		}
+	}
+}
