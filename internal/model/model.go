@@ -48,6 +48,10 @@ type Network struct {
 	GuestToHost string `json:"guest_to_host,omitempty"`
 	// Floating are 1:1 public addresses of guests (nat networks).
 	Floating []Floating `json:"floating,omitempty"`
+	// RoutedFrom are the prefixes (hosts of the LAN) whose traffic with a
+	// nat network's guests is routed, not masqueraded, both ways: they
+	// reach the guests by the guests' own addresses (spec: routed_from).
+	RoutedFrom []netip.Prefix `json:"routed_from,omitempty"`
 	// AllowSpoofing turns anti-spoofing of bound guest ports off.
 	AllowSpoofing bool `json:"allow_spoofing,omitempty"`
 	// NoAnnounce keeps the network out of what BGP announces

@@ -257,6 +257,15 @@ func networkRules(n model.Network, byName map[string]model.Network, in letIn) (t
 		}
 		from = append(from, rule(n, model.Reject))
 	case model.NAT:
+		// routed_from: the LAN's hosts there reach the guests by their own
+		// addresses, and the guests reach them unmasqueraded (before the
+		// floating SNAT and the masquerade: accept in a nat chain ends
+		// source translation for the flow). The to-chain's accept comes
+		// after the reject of other guest networks, so a guest elsewhere
+		// sending from a routed_from address stays out.
+		for _, p := range n.RoutedFrom {
+			nat = append(nat, rule(n, model.Accept, daddr(p)))
+		}
 		if len(n.Floating) > 0 {
 			// A guest with a floating address leaves with it, on whatever
 			// uplink the route picks (before the general masquerade).
@@ -268,6 +277,9 @@ func networkRules(n model.Network, byName map[string]model.Network, in letIn) (t
 			// answers through the host and not straight back.
 			to = append(to, rule(n, model.Accept, ctDNAT()))
 			nat = append(nat, rule(n, model.Masquerade, ctDNAT(), oif(br)))
+		}
+		for _, p := range n.RoutedFrom {
+			to = append(to, rule(n, model.Accept, saddr(p)))
 		}
 		to = append(to, rule(n, model.Reject))
 		for _, p := range subnets {

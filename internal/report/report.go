@@ -31,6 +31,9 @@ func Routes(n model.Network, h model.Host, via, peer netip.Addr, forOS string) (
 	if !n.IPv4.IsValid() && !n.IPv6.IsValid() {
 		return nil, fmt.Errorf("routes %s: network has no ipv4 or ipv6 subnet", n.Name)
 	}
+	if n.Mode == model.NAT && len(n.RoutedFrom) > 0 {
+		return routedFromRoutes(n, h, via, peer, forOS)
+	}
 	if !n.IPv4.IsValid() && n.Mode == model.NAT {
 		return nil, fmt.Errorf("routes %s: nothing to route: network %s is nat and has only IPv6, which leaves masqueraded (NAT66): other hosts need no return route", n.Name, n.Name)
 	}

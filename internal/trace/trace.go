@@ -247,7 +247,7 @@ func walk(h model.Host, d model.Diag, f *flow, r *Result) bool {
 	case err != nil:
 		return stop("forward", err)
 	case ok && st.Rule.Verdict != model.Accept:
-		add("forward", "drop", "table inet guestnet chain %s: %s", st.Chain, st.Rule)
+		add("forward", "drop", "table inet guestnet chain %s: %s%s", st.Chain, st.Rule, refusedWhy(h, st.Chain, f.src))
 		return false
 	case ok:
 		add("forward", "accept", "table inet guestnet chain %s: %s", st.Chain, st.Rule)
@@ -378,6 +378,7 @@ func snat(h model.Host, d model.Diag, f *flow, r *Result, add func(string, strin
 			masq(where, rule)
 			return nil
 		case model.Accept:
+			add("postrouting", "accept", "%s", notTranslated(where, rule, f.src))
 			return nil
 		}
 		nat, hit, err := match.Lookup(h.Ruleset, rule.Verdict, p)
