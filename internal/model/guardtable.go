@@ -61,9 +61,9 @@ var (
 	FieldARPSrcIP  = Field{Text: "arp saddr ip", Header: HeaderNetwork, Offset: 14, Len: 4, Type: IPv4.AddrType(), Proto: "arp"}
 	// FieldARPDstIP is an ARP packet's target address.
 	FieldARPDstIP = Field{Text: "arp daddr ip", Header: HeaderNetwork, Offset: 24, Len: 4, Type: IPv4.AddrType(), Proto: "arp"}
-	FieldFragOff   = Field{Text: "ip frag-off", Header: HeaderNetwork, Offset: 6, Len: 2, Proto: string(IPv4)}
-	FieldUDPSport  = Field{Text: "udp sport", Header: HeaderTransport, Offset: 0, Len: 2, L4: "udp"}
-	FieldUDPDport  = Field{Text: "udp dport", Header: HeaderTransport, Offset: 2, Len: 2, L4: "udp"}
+	FieldFragOff  = Field{Text: "ip frag-off", Header: HeaderNetwork, Offset: 6, Len: 2, Proto: string(IPv4)}
+	FieldUDPSport = Field{Text: "udp sport", Header: HeaderTransport, Offset: 0, Len: 2, L4: "udp"}
+	FieldUDPDport = Field{Text: "udp dport", Header: HeaderTransport, Offset: 2, Len: 2, L4: "udp"}
 	// FieldChaddr is a BOOTP message's client MAC: 36 bytes into the UDP
 	// header (8 of UDP, 28 of op..giaddr), as a raw payload match.
 	FieldChaddr = RawTransport(8+28, 6, "ether_addr")
