@@ -254,7 +254,7 @@ func MakeStatus(st state.State, h model.Host) Status {
 		for _, l := range h.Links {
 			if l.Master == n.Bridge {
 				ns.Ports = append(ns.Ports, l.Name)
-				if l.Name != n.Uplink {
+				if !n.Infra(l.Name) {
 					ns.Guard = append(ns.Guard, portGuard(n, l.Name, h.Guard))
 				}
 			}
