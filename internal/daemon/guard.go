@@ -36,7 +36,7 @@ const learnEvery = 15 * time.Second
 // refreshed at each sync: guarded networks and the ports bound by attach.
 type learnView struct {
 	guarded  map[string]bool
-	infra    map[string]func(port string) bool // network -> model.Network.Infra
+	infra    map[string]func(port string) bool    // network -> model.Network.Infra
 	explicit map[string]map[string]model.PortBind // network -> port -> binding
 	owners   map[string][]string                  // MAC -> ports attach bound it to, in guarded networks
 	masters  map[string]portLink                  // port name -> its link, as the learned sets were synced
