@@ -204,6 +204,8 @@ func (x OtherDrop) Why() string {
 		return "the MAC is bound to port " + strings.Join(x.MACBoundTo, ",")
 	case x.Kind() == "VLAN-tagged":
 		return "a bound port may send only untagged IPv4 and ARP (the tag hides what the frame carries)"
+	case x.EtherType == EtherTypeName(EtherTypeRARP):
+		return "a RARP announce (QEMU's, after a live migration) passes only from a MAC bound to the port"
 	}
 	return "a bound port may send only IPv4, IPv6 and ARP"
 }
