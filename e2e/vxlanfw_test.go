@@ -230,6 +230,7 @@ func TestVXLANFirewall(t *testing.T) {
 	// trace names the VTEP of the guest on B once A has the entries EVPN
 	// installs (here by hand): its MAC at B's VTEP, its neighbour entry.
 	l.must("bridge", "-n", a, "fdb", "replace", macB, "dev", "gvx6000", "dst", "10.10.0.2", "self", "permanent")
+	l.must("bridge", "-n", a, "fdb", "replace", macB, "dev", "gvx6000", "master", "static") // whether or not the port learns
 	l.must("ip", "-n", a, "neigh", "replace", "10.60.0.20", "lladdr", macB, "dev", "gst0", "nud", "noarp")
 	tr, _, code := l.Run(a, "trace", "10.60.0.10", "10.60.0.20", "tcp/7000")
 	if want := "bridged over gvx6000 to VTEP 10.10.0.2"; code != 0 || !strings.Contains(tr, want) || strings.Contains(tr, "SNAT") {
