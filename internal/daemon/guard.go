@@ -150,6 +150,7 @@ func (l learner) Holders(mac string, ls dhcp.Lease) []string {
 // address) is the handler's to report with Unbound, which syncs the sets:
 // a new guest costs one element write, not a read of every binding.
 func (l learner) Bound(ls dhcp.Lease) {
+	l.d.evpn.wake() // a guest's address: EVPN announces it with its MAC
 	if !l.d.view.Load().may(l.network, ls) {
 		return
 	}
@@ -165,7 +166,7 @@ func (l learner) Bound(ls dhcp.Lease) {
 	}
 }
 
-func (l learner) Unbound(dhcp.Lease) { l.d.kickLearn() }
+func (l learner) Unbound(dhcp.Lease) { l.d.kickLearn(); l.d.evpn.wake() }
 
 func (d *Daemon) kickLearn() {
 	select {
