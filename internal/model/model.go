@@ -326,6 +326,9 @@ type Diag struct {
 	// PolicyRules6 are the same for IPv6 (ip -6 rule), beyond local at 0
 	// and main at 32766.
 	PolicyRules6 []string `json:"policy_rules6,omitempty"`
+	// Overlay holds the forwarding entries of the VXLAN devices and the
+	// neighbours of their bridges: trace tells a remote guest's VTEP.
+	Overlay Overlay `json:"overlay,omitzero"`
 }
 
 // ForeignRule is a rule of a table guestnet does not own.

@@ -239,6 +239,7 @@ func walk(h model.Host, d model.Diag, f *flow, r *Result) bool {
 	if f.oif == f.iif && !f.dnat && !brnf {
 		add("forward", "pass", "bridged within %s (%s = 0: no IP hooks)", f.iif, brnfName)
 		add("egress", "deliver", "out of %s to %s", f.oif, f.dst)
+		overlay(h, d, f, r)
 		return true
 	}
 	pkt := f.packet(h, "forward")
@@ -285,7 +286,19 @@ func walk(h model.Host, d model.Diag, f *flow, r *Result) bool {
 		}
 	}
 	add("egress", "deliver", "out of %s to %s (source %s)", f.oif, f.dst, f.src)
+	overlay(h, d, f, r)
 	return true
+}
+
+// overlay adds, for a first-direction packet out of a stretched network's
+// bridge, where the frame goes from there (overlayHop).
+func overlay(h model.Host, d model.Diag, f *flow, r *Result) {
+	if f.reply {
+		return
+	}
+	if hop, ok := overlayHop(h, d, f.oif, f.dst); ok {
+		r.Hops = append(r.Hops, hop)
+	}
 }
 
 func via(r model.Route) string {
