@@ -27,7 +27,7 @@ func checkPorts6(in Input) []Finding {
 		}
 		var bare []string
 		for _, l := range in.Host.Links {
-			if l.Master == n.Bridge && l.Name != n.Uplink && !slices.Contains(g.Guests6, l.Name) && !slices.Contains(g.LearnedGuests6, l.Name) {
+			if l.Master == n.Bridge && !n.Infra(l.Name) && !slices.Contains(g.Guests6, l.Name) && !slices.Contains(g.LearnedGuests6, l.Name) {
 				bare = append(bare, l.Name)
 			}
 		}
