@@ -6,6 +6,7 @@ package dhcp
 
 import (
 	"errors"
+	"math/rand/v2"
 	"net/netip"
 	"slices"
 	"strings"
@@ -76,18 +77,39 @@ type Config struct {
 // Allocator grants a pool the parts of its ranges it may hand out to new
 // clients (etcdlease claims blocks of a stretched network's range in etcd).
 // An address outside them is given only to the client whose record it
-// already is (a guest that moved here renews with its address).
+// already is (a guest that moved here renews with its address), or, when
+// Grow says no span is left (ErrNoSpan), borrowed: see OfferFrom.
 type Allocator interface {
 	// Blocks are the spans the pool may allocate from now. It is called
 	// with the pool's lock held: it MUST NOT block on I/O nor call the
 	// pool.
 	Blocks() []model.Range
 	// Grow claims one more span; the pool calls it, without its lock,
-	// when no address of its spans is free for a new client. It returns
-	// an error when no span could be had (none free, or the cluster is
-	// out of reach).
+	// when no address of its spans is free for a new client, and looks
+	// again when it returns. It is single-flight: a caller that comes
+	// while a claim is in flight waits for that claim and claims nothing
+	// itself (a burst of DISCOVERs claims one span, not one each). It
+	// returns an error when no span could be had: wrapping ErrNoSpan when
+	// every span has an owner, else why (the cluster is out of reach).
 	Grow() error
+	// Reserve is how many free addresses the pool keeps in its spans: when
+	// an offer leaves fewer, the pool calls Ahead. 0: no claim ahead.
+	Reserve() int
+	// Ahead claims one more span in the background (so that a DISCOVER
+	// rarely waits for the cluster), unless a claim is in flight. It is
+	// called with the pool's lock held: it MUST NOT block nor call the
+	// pool in its own goroutine.
+	Ahead()
 }
+
+// ErrNoSpan is an Allocator's answer when every span of the range has an
+// owner: the pool may then borrow a free address in another host's span.
+var ErrNoSpan = errors.New("no block of the range is free: each has a live owner or live leases inside")
+
+// growTries bounds OfferFrom's rounds of Grow and look again: in a burst
+// the span one claim brought may be taken by the clients that waited for
+// it.
+const growTries = 4
 
 // Quarantine is how long a declined or abandoned address is kept out of
 // the pool.
@@ -328,10 +350,26 @@ func (p *Pool) usable(a netip.Addr, mac string, now time.Time) bool {
 	if m, ok := p.heldBy(a, now); ok && m != mac {
 		return false
 	}
-	if _, ok := p.static[mac]; !ok && p.cfg.Blocks != nil && !(rec && !l.Declined && l.MAC == mac) && !p.granted(a) {
-		return false // not this host's to give: only to the client whose record it is
+	if _, ok := p.static[mac]; !ok && p.cfg.Blocks != nil && !(rec && !l.Declined && l.MAC == mac) && !p.granted(a) && !p.offered(a, mac, now) {
+		return false // not this host's to give: only to the client whose record it is, or a borrowed offer's
 	}
 	return true
+}
+
+// offered reports whether a is mac's live offer (outside the spans: an
+// address the pool borrowed for it).
+func (p *Pool) offered(a netip.Addr, mac string, now time.Time) bool {
+	o, ok := p.offers[mac]
+	return ok && o.ip == a && now.Before(o.until)
+}
+
+// Offered reports whether a live offer of this pool holds a (offers are
+// this host's alone: the cluster never sees them).
+func (p *Pool) Offered(a netip.Addr) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_, held := p.heldBy(a, p.now())
+	return held
 }
 
 // granted reports whether a lies in a span the allocator granted.
@@ -371,16 +409,22 @@ func (p *Pool) OfferFrom(mac string, requested netip.Addr, port string) (netip.A
 	defer p.mu.Unlock()
 	now := p.now()
 	a, ok := p.pick(mac, requested, now)
-	if !ok && p.cfg.Blocks != nil {
+	for try := 0; !ok && p.cfg.Blocks != nil && try < growTries; try++ {
 		// The granted spans are full: claim another, without the lock
 		// (a round trip to the cluster), and look again.
 		p.mu.Unlock()
 		err := p.cfg.Blocks.Grow()
 		p.mu.Lock()
+		now = p.now()
+		if errors.Is(err, ErrNoSpan) {
+			if a, ok = p.pick(mac, requested, now); !ok {
+				a, ok = p.borrow(mac, now)
+			}
+			break
+		}
 		if err != nil {
 			return netip.Addr{}, errors.Join(ErrExhausted, err)
 		}
-		now = p.now()
 		a, ok = p.pick(mac, requested, now)
 	}
 	if !ok {
@@ -394,7 +438,102 @@ func (p *Pool) OfferFrom(mac string, requested netip.Addr, port string) (netip.A
 		p.unhold(m) // an expired offer of another client
 	}
 	p.hold(mac, offer{ip: a, until: now.Add(OfferHold), port: port})
+	p.ahead(now)
 	return a, nil
+}
+
+// ahead asks the allocator to claim the next span in the background when
+// an offer left fewer free addresses in the granted spans than its
+// Reserve.
+func (p *Pool) ahead(now time.Time) {
+	if p.cfg.Blocks == nil {
+		return
+	}
+	if r := p.cfg.Blocks.Reserve(); r > 0 && p.spare(r, now) < r {
+		p.cfg.Blocks.Ahead()
+	}
+}
+
+// spare counts the addresses of the granted spans a new client could be
+// offered now, up to limit (the count stops there: a host with many
+// spans does not walk them all on every offer).
+func (p *Pool) spare(limit int, now time.Time) int {
+	n := 0
+	for _, r := range p.cfg.Blocks.Blocks() {
+		for a := r.From; a.IsValid() && r.Contains(a); a = a.Next() {
+			if p.free(a, now) {
+				if n++; n >= limit {
+					return n
+				}
+			}
+		}
+	}
+	return n
+}
+
+// free reports whether a new client could get a: a dynamic address with
+// no live record (lease or quarantine) and no live offer.
+func (p *Pool) free(a netip.Addr, now time.Time) bool {
+	if !p.dynamic(a) {
+		return false
+	}
+	if l, ok := p.byIP[a]; ok && l.live(now) {
+		return false
+	}
+	_, held := p.heldBy(a, now)
+	return !held
+}
+
+// Spare is how many addresses of the granted spans a new client could be
+// offered now, counted up to limit: the allocator reads it before a claim
+// (a span is claimed only when the host's are really full).
+func (p *Pool) Spare(limit int) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cfg.Blocks == nil {
+		return 0
+	}
+	return p.spare(limit, p.now())
+}
+
+// borrow picks a free address outside this host's spans, in another
+// host's, when no span is left to claim (Calico's IPAM with strict
+// affinity off does the same): a cluster does not refuse a client while
+// its range has a free address. The pool sees every host's leases (the
+// cluster's watch), so it skips addresses with a live lease or
+// quarantine anywhere, and its own live offers; another host's offers it
+// cannot see. That is safe: the lease is written with a compare-and-swap
+// on the address's key before the ACK, so of two hosts that offered one
+// address, the second REQUEST is NAKed and its client starts again. To
+// make such races rare, the walk starts at a random address (two
+// borrowing hosts seldom pick the same one) and prefers addresses with no
+// record over expired ones (the owner gives those first, from its spans'
+// start).
+func (p *Pool) borrow(mac string, now time.Time) (netip.Addr, bool) {
+	if _, ok := p.static[mac]; ok {
+		return netip.Addr{}, false
+	}
+	size := p.Size()
+	if size == 0 {
+		return netip.Addr{}, false
+	}
+	a := p.cfg.Ranges[0].From
+	for skip := rand.IntN(size); skip > 0; skip-- {
+		a = p.next(a)
+	}
+	var expired netip.Addr
+	for range size {
+		if p.free(a, now) {
+			if _, rec := p.byIP[a]; !rec {
+				return a, true
+			}
+			if !expired.IsValid() {
+				expired = a
+			}
+		}
+		a = p.next(a)
+	}
+	return expired, expired.IsValid()
 }
 
 // portFull reports whether giving a to mac from port would exceed the

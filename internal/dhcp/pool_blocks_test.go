@@ -48,6 +48,11 @@ func (b *testBlocks) Grow() error {
 	return nil
 }
 
+// Reserve and Ahead: no claim ahead in the model (grants come as the
+// pool asks, so that the model sees the pool run dry).
+func (b *testBlocks) Reserve() int { return 0 }
+func (b *testBlocks) Ahead()       {}
+
 // blocksConfig is modelConfig with blocks of two addresses, three of them
 // granted on demand, as host h1 of a cluster.
 func blocksConfig() (Config, *testBlocks) {

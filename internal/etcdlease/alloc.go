@@ -15,22 +15,115 @@ import (
 )
 
 // ErrNoBlock is Grow's answer when every block of the range has an owner
-// that is alive, or still holds live leases.
-var ErrNoBlock = errors.New("no block of the range is free: each has a live owner or live leases inside")
+// that is alive, or still holds live leases: the pool then borrows an
+// address in another host's block (dhcp.ErrNoSpan).
+var ErrNoBlock = dhcp.ErrNoSpan
 
 // ErrTaken is Put's answer when the address is another client's live
 // lease (or a live quarantine) in the cluster: the pool learns of it, and
 // the client gets no ACK.
 var ErrTaken = errors.New("the address is held by another client's live lease in etcd")
 
-// Grow (dhcp.Allocator) claims one more block: the first that no one
-// owns, with a create-if-absent; else the first whose owner's liveness
-// key is gone and whose leases have all expired (reclaim), with a
-// transaction that fails if the block's owner, the owner's liveness or
-// any lease inside changed since they were read.
+// flight is one claim of a block, which concurrent callers share.
+type flight struct {
+	done chan struct{}
+	err  error
+}
+
+// aheadPause is how long claims ahead rest after one found no block free:
+// every offer of a host low on addresses would otherwise read the
+// cluster's blocks again.
+const aheadPause = 5 * time.Second
+
+// Grow (dhcp.Allocator) claims one more block, single-flight: a caller
+// that comes while a claim is in flight (another DISCOVER's, or a claim
+// ahead) waits for it and returns its answer without claiming, and the
+// pool looks again. So a burst of DISCOVERs claims one block, and a host
+// does not hoard blocks that another host then lacks.
 func (n *Network) Grow() error {
-	n.growMu.Lock()
-	defer n.growMu.Unlock()
+	f, lead := n.join()
+	if !lead {
+		<-f.done
+		return f.err
+	}
+	n.land(f, n.grow(1))
+	return f.err
+}
+
+// Reserve (dhcp.Allocator) is a quarter of a block: the pool calls Ahead
+// when an offer leaves fewer free addresses in this host's blocks.
+func (n *Network) Reserve() int { return max(1, n.c.cfg.Block/4) }
+
+// Ahead (dhcp.Allocator) claims the next block in the background unless a
+// claim is in flight (or the last claim ahead found none free, less than
+// aheadPause ago). It does not block: the pool calls it under its lock.
+func (n *Network) Ahead() {
+	n.mu.Lock()
+	if n.flight != nil || n.c.cfg.Now().Before(n.aheadRest) || n.ctx.Err() != nil {
+		n.mu.Unlock()
+		return
+	}
+	f := &flight{done: make(chan struct{})}
+	n.flight = f
+	n.bg.Add(1)
+	n.mu.Unlock()
+	go func() {
+		defer n.bg.Done()
+		err := n.grow(n.Reserve())
+		if errors.Is(err, ErrNoBlock) {
+			n.mu.Lock()
+			n.aheadRest = n.c.cfg.Now().Add(aheadPause)
+			n.mu.Unlock()
+		}
+		if err != nil {
+			n.c.cfg.Log.Debug("leases: no block claimed ahead", "network", n.name, "err", err)
+		}
+		n.land(f, err)
+	}()
+}
+
+// join returns the claim in flight, or starts one (lead).
+func (n *Network) join() (f *flight, lead bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.flight != nil {
+		return n.flight, false
+	}
+	n.flight = &flight{done: make(chan struct{})}
+	return n.flight, true
+}
+
+// land ends the claim f with err and wakes its waiters.
+func (n *Network) land(f *flight, err error) {
+	n.mu.Lock()
+	f.err = err
+	if n.flight == f {
+		n.flight = nil
+	}
+	n.mu.Unlock()
+	close(f.done)
+}
+
+// grow claims a block when this host's blocks are really full: fewer
+// than want free addresses in them, as the pool counts (leases,
+// quarantines and outstanding offers are not free). A claim that ended
+// just before may have brought them.
+func (n *Network) grow(want int) error {
+	n.mu.Lock()
+	sink := n.sink
+	n.mu.Unlock()
+	if s, ok := sink.(interface{ Spare(int) int }); ok && s.Spare(want) >= want {
+		return nil
+	}
+	return n.claimOne()
+}
+
+// claimOne claims the first block that no one owns, with a
+// create-if-absent; else the first whose owner's liveness key is gone
+// and whose leases have all expired (reclaim), with a transaction that
+// fails if the block's owner, the owner's liveness or any lease inside
+// changed since they were read.
+func (n *Network) claimOne() error {
 	ctx, cancel := n.c.op()
 	defer cancel()
 	resp, err := n.c.cli.Get(ctx, n.c.keys.blocks(n.name), clientv3.WithPrefix())

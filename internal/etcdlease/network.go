@@ -45,8 +45,12 @@ type Network struct {
 	revs   map[netip.Addr]int64 // lease key -> its mod revision, as last seen
 	// floor: lease key -> the revision of the last change seen (a write,
 	// a delete): a watch event older than it is stale.
-	floor  map[netip.Addr]int64
-	growMu sync.Mutex // one claim at a time
+	floor map[netip.Addr]int64
+	// flight is the claim of a block in progress (Grow, Ahead), nil when
+	// none: one at a time, its callers share its answer.
+	flight    *flight
+	aheadRest time.Time // no claim ahead before then (none was free)
+	bg        sync.WaitGroup
 }
 
 var _ dhcp.Allocator = (*Network)(nil)
@@ -63,6 +67,7 @@ func newNetwork(c *Client, name string, ranges []model.Range) *Network {
 func (n *Network) close() {
 	n.stop()
 	<-n.done
+	n.bg.Wait()
 }
 
 // Attach makes s the network's sink (its pool) and gives it the leases
