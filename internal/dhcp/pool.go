@@ -122,6 +122,9 @@ type offer struct {
 	ip    netip.Addr
 	until time.Time
 	port  string // the bridge port the DISCOVER came from, "" if unknown
+	// borrowed: an address outside the allocator's spans, which the pool
+	// borrowed for this client (OfferFrom): its REQUEST may take it.
+	borrowed bool
 }
 
 // Pool hands out the addresses of one network. It is safe for concurrent
@@ -360,7 +363,7 @@ func (p *Pool) usable(a netip.Addr, mac string, now time.Time) bool {
 // address the pool borrowed for it).
 func (p *Pool) offered(a netip.Addr, mac string, now time.Time) bool {
 	o, ok := p.offers[mac]
-	return ok && o.ip == a && now.Before(o.until)
+	return ok && o.borrowed && o.ip == a && now.Before(o.until)
 }
 
 // Offered reports whether a live offer of this pool holds a (offers are
@@ -409,6 +412,7 @@ func (p *Pool) OfferFrom(mac string, requested netip.Addr, port string) (netip.A
 	defer p.mu.Unlock()
 	now := p.now()
 	a, ok := p.pick(mac, requested, now)
+	borrowed := false
 	for try := 0; !ok && p.cfg.Blocks != nil && try < growTries; try++ {
 		// The granted spans are full: claim another, without the lock
 		// (a round trip to the cluster), and look again.
@@ -419,6 +423,7 @@ func (p *Pool) OfferFrom(mac string, requested netip.Addr, port string) (netip.A
 		if errors.Is(err, ErrNoSpan) {
 			if a, ok = p.pick(mac, requested, now); !ok {
 				a, ok = p.borrow(mac, now)
+				borrowed = ok
 			}
 			break
 		}
@@ -433,11 +438,14 @@ func (p *Pool) OfferFrom(mac string, requested netip.Addr, port string) (netip.A
 	if p.portFull(port, mac, a, now) {
 		return netip.Addr{}, ErrPortFull
 	}
+	if o, ok := p.offers[mac]; ok && o.ip == a && o.borrowed && now.Before(o.until) {
+		borrowed = true // the client's borrowed offer, made again
+	}
 	p.unhold(mac)
 	if m, ok := p.held[a]; ok {
 		p.unhold(m) // an expired offer of another client
 	}
-	p.hold(mac, offer{ip: a, until: now.Add(OfferHold), port: port})
+	p.hold(mac, offer{ip: a, until: now.Add(OfferHold), port: port, borrowed: borrowed})
 	p.ahead(now)
 	return a, nil
 }

@@ -173,4 +173,3 @@ func waitLeases(t *testing.T, h *tHost, n int) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
-
