@@ -148,6 +148,9 @@ type Link struct {
 	Addrs   []netip.Prefix `json:"addrs,omitempty"`
 	// Brd holds the broadcast address of each address that has one.
 	Brd map[netip.Prefix]netip.Addr `json:"brd,omitempty"`
+	// VXLAN is what plans compare of a VXLAN device (Kind "vxlan"); nil
+	// for other links.
+	VXLAN *VXLANLink `json:"vxlan,omitempty"`
 }
 
 // Owner is the network that owns the link, or "".

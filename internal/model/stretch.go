@@ -141,3 +141,21 @@ type ClusterLeases struct {
 	Etcd   EtcdHealth   `json:"etcd"`
 	Blocks []LeaseBlock `json:"blocks"`
 }
+
+// VXLANLink is a VXLAN device as observed: the settings guestnet makes it
+// with, and its flags as a bridge port.
+type VXLANLink struct {
+	VNI  uint32 `json:"vni"`
+	Port int    `json:"port"` // UDP destination port
+	// Local is the source address of its packets, invalid when the
+	// kernel picks one by route.
+	Local netip.Addr `json:"local,omitzero"`
+	// Learning is the device's own learning of remote VTEPs from the
+	// packets it receives (ip link add … learning; guestnet's: off).
+	Learning bool `json:"learning,omitempty"`
+	// PortLearning and NeighSuppress are its bridge port flags (bridge
+	// link set dev … learning, neigh_suppress): both false when it is
+	// no bridge's port. guestnet's: learning off, neigh_suppress on.
+	PortLearning  bool `json:"port_learning,omitempty"`
+	NeighSuppress bool `json:"neigh_suppress,omitempty"`
+}
