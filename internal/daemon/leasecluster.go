@@ -1,0 +1,20 @@
+package daemon
+
+import (
+	"net/http"
+
+	"github.com/guestnet/guestnet/internal/model"
+)
+
+// LeaseCluster asks the running daemon of a state folder for the lease
+// cluster of its stretched networks as it sees it (GET
+// /v1/leases/cluster): etcd's health and the blocks each host holds.
+// ErrNoDaemon when none runs, ErrOldDaemon when it is too old to say.
+func LeaseCluster(dir string) (model.ClusterLeases, error) {
+	var out model.ClusterLeases
+	err := call(dir, http.MethodGet, "/v1/leases/cluster", &out)
+	if refused(err, http.StatusNotFound) {
+		return model.ClusterLeases{}, ErrOldDaemon
+	}
+	return out, err
+}
