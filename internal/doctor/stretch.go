@@ -223,11 +223,15 @@ func (in Input) unreachable(us []Underlay) (Finding, bool) {
 		network = names[0]
 	}
 	what := fmt.Sprintf("%s (%s)", u.Addr, strings.Join(from, ", "))
+	session := ""
+	if peer {
+		session = ", and the BGP session to it cannot open"
+	}
 	switch {
 	case u.Dev == "":
 		ev := []string{"ip route get " + u.Addr.String() + ": " + cmp.Or(u.Err, "no route")}
 		return Finding{Severity: Error, Network: network,
-			What:     fmt.Sprintf("no route to the VTEP %s: VXLAN packets to the guests behind it cannot leave, and the BGP session to it (if it is a peer) cannot open", what),
+			What:     fmt.Sprintf("no route to the VTEP %s: VXLAN packets to the guests behind it cannot leave%s", what, session),
 			Evidence: ev,
 			Fix: fmt.Sprintf("give the host a route to %s over the underlay (ip route add %s via GATEWAY dev UPLINK, or a default route), "+
 				"or correct the address (bgp.peers, or that host's bgp.router_id / vxlan.local)", u.Addr, u.Addr)}, true
