@@ -45,7 +45,7 @@ const (
 // (remote, as the daemon reports it) of those networks' VNIs, and every
 // BGP peer. Addresses in self (this host's own: its VTEPs, router ID,
 // interface addresses) are left out, as a spec shared by every host lists
-// them too. Nil when no network is stretched.
+// them too, and so are IPv6 peers. Nil when no network is stretched.
 func Targets(nets []model.Network, peers []netip.Addr, remote model.EVPN, self []netip.Addr) []Underlay {
 	vnis := map[uint32]bool{}
 	for _, n := range nets {
@@ -63,7 +63,9 @@ func Targets(nets []model.Network, peers []netip.Addr, remote model.EVPN, self [
 		}
 	}
 	for _, p := range peers {
-		if p.IsValid() && !slices.Contains(self, p) {
+		// A VTEP is IPv4 (vxlan.local): an IPv6 session says nothing of
+		// the path VXLAN takes (and its own faults are bgp-session's).
+		if p.Is4() && !slices.Contains(self, p) {
 			out = append(out, Underlay{Addr: p, From: FromPeer})
 		}
 	}
@@ -181,6 +183,7 @@ func checkVTEPs(in Input) []Finding {
 	}
 	if in.BGP != nil {
 		for _, p := range in.BGP.Peers {
+			// "self": a peer that is this host (a shared spec lists every host).
 			if p.State == bgp.StateEstablished || p.State == "self" {
 				continue
 			}

@@ -197,14 +197,14 @@ func TestStretchFindingText(t *testing.T) {
 }
 
 // Targets lists the remote VTEPs of the stretched networks' VNIs and the
-// BGP peers, once each, without this host's own addresses; nothing when
+// IPv4 BGP peers, once each, without this host's own addresses; nothing when
 // no network is stretched.
 func TestTargets(t *testing.T) {
 	a := netip.MustParseAddr
 	nets := withStretch().Networks
 	remote := model.EVPN{Flood: []model.EVPNFlood{
 		{VNI: 6000, VTEP: a("10.10.0.3")}, {VNI: 6000, VTEP: a("10.10.0.2")}, {VNI: 7000, VTEP: a("10.10.0.4")}, {VNI: 6000, VTEP: a("10.10.0.1")}}}
-	peers := []netip.Addr{a("10.10.0.1"), a("10.10.0.2"), a("10.10.0.3"), a("10.10.0.2")}
+	peers := []netip.Addr{a("10.10.0.1"), a("10.10.0.2"), a("10.10.0.3"), a("10.10.0.2"), a("fd00:10::2")}
 	got := Targets(nets, peers, remote, []netip.Addr{a("10.10.0.1")})
 	var s []string
 	for _, u := range got {
