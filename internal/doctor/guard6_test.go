@@ -33,3 +33,19 @@ func TestPorts6Unguarded(t *testing.T) {
 		t.Errorf("an open network: %+v", got)
 	}
 }
+
+// The VXLAN device of a stretched network is a port of its bridge that
+// carries other hosts' guests: no guest port that attach forgot. A link
+// of another kind under its name still is.
+func TestPorts6VXLANPortIsNoGuest(t *testing.T) {
+	in := withStretch()
+	in.Diag.Daemon = false
+	in.Host.Guard = model.Guard{On: true, Guests6: []string{"tap0"}}
+	if got := checkPorts6(in); len(got) > 0 {
+		t.Errorf("the VXLAN port reported as an unguarded guest port: %+v", got)
+	}
+	in.link("gvx6000").Kind = "veth"
+	if got := checkPorts6(in); len(got) != 1 || !strings.Contains(got[0].What, "gvx6000") {
+		t.Errorf("a veth named gvx6000 in the bridge: findings %+v, want it reported", got)
+	}
+}
