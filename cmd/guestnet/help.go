@@ -111,6 +111,23 @@ var help = map[string]struct{ long, example, exits string }{
 		example: "  guestnet forward list --file /etc/guestnet/web.yaml\n  guestnet forward list web --file /etc/guestnet/web.yaml -o json",
 		exits:   "0 listed, 1 error (a network the file does not declare, a bad file)",
 	},
+	"import": {
+		long:    "Print the spec for networks defined in another tool. Nothing is written or applied: read it,\nsave it, then guestnet plan and apply.",
+		example: "  virsh net-dumpxml default | guestnet import libvirt - > /etc/guestnet/default.yaml",
+		exits:   "0 printed, 1 error (see the subcommand)",
+	},
+	"libvirt": {
+		long: "Print the spec for a libvirt network (a file, - for stdin) or for every *.xml of a directory\n" +
+			"(--all; libvirt keeps them in /etc/libvirt/qemu/networks), as one networks: mapping. Forward\n" +
+			"modes nat, route, open, bridge and none (isolated) convert, with the bridge, MTU, addresses,\n" +
+			"DHCP ranges and hosts, and the DNS domain and forwarders. What guestnet leaves out is a\n" +
+			"warning on stderr, naming the element and line; what it cannot do (macvtap, hostdev,\n" +
+			"virtualport, QoS, VLANs, TFTP, ...) is an error, and then nothing is printed.",
+		example: "  guestnet import libvirt /etc/libvirt/qemu/networks/default.xml\n" +
+			"  virsh net-dumpxml default | guestnet import libvirt -\n" +
+			"  guestnet import libvirt --all /etc/libvirt/qemu/networks > /etc/guestnet/libvirt.yaml",
+		exits: "0 printed (warnings, if any, on stderr), 1 a network cannot be imported (each error names file and line)",
+	},
 }
 
 // document fills each command's Long (with its exit codes) and Example

@@ -169,7 +169,7 @@ func newRoot(g *globals) *cobra.Command {
 	}
 	root.AddCommand(planCmd(g), applyCmd(g), destroyCmd(g), attachCmd(g), detachCmd(g),
 		ifupCmd(g, "ifup"), ifupCmd(g, "ifdown"), qemuScriptCmd(g), routesCmd(g), statusCmd(g),
-		serveCmd(g), leasesCmd(g), bgpCmd(g), doctorCmd(g), traceCmd(g), forwardCmd(g))
+		serveCmd(g), leasesCmd(g), bgpCmd(g), doctorCmd(g), traceCmd(g), forwardCmd(g), importCmd(g))
 	root.Version = version()
 	document(root)
 	complete(g, root)
