@@ -138,7 +138,7 @@ func checkVXLANMTU(in Input) []Finding {
 		}
 		if len(vias) == 0 && !slices.ContainsFunc(in.Underlay, func(u Underlay) bool { return u.carries(n) }) {
 			if d := defaultDev(in.Host, model.IPv4); d != "" {
-				vias = append(vias, via{dev: d, addrs: []string{"no VTEP or peer known: the default route's interface"}})
+				vias = append(vias, via{dev: d}) // no addrs: the default route's
 			}
 		}
 		for _, v := range vias {
@@ -146,11 +146,15 @@ func checkVXLANMTU(in Input) []Finding {
 			if !ok || l.MTU == 0 || mtu+model.VXLANOverhead <= l.MTU {
 				continue
 			}
+			toward := fmt.Sprintf("%s mtu %d (route to %s)", v.dev, l.MTU, strings.Join(v.addrs, ", "))
+			if len(v.addrs) == 0 {
+				toward = fmt.Sprintf("%s mtu %d (the default route's interface: no VTEP or peer known)", v.dev, l.MTU)
+			}
 			out = append(out, Finding{Severity: Error, Network: n.Name,
 				What: fmt.Sprintf("the MTU of %s (%d) plus the %d bytes VXLAN adds is %d, more than the MTU of %s (%d), the underlay toward the other VTEPs: "+
 					"full-size guest frames are fragmented or dropped (small packets pass, large transfers hang)",
 					n.Name, mtu, model.VXLANOverhead, mtu+model.VXLANOverhead, v.dev, l.MTU),
-				Evidence: []string{mtuEv, fmt.Sprintf("%s mtu %d (route to %s)", v.dev, l.MTU, strings.Join(v.addrs, ", "))},
+				Evidence: []string{mtuEv, toward},
 				Fix: fmt.Sprintf("lower the network's MTU to %d or less (mtu: %d on network %s in the spec, on every host; guestnet apply, and DHCP tells the guests), "+
 					"or raise the underlay's MTU to %d or more (ip link set %s mtu %d, and the same on the switches and the other hosts)",
 					l.MTU-model.VXLANOverhead, l.MTU-model.VXLANOverhead, n.Name, mtu+model.VXLANOverhead, v.dev, mtu+model.VXLANOverhead)})
