@@ -12,6 +12,7 @@ import (
 
 	"github.com/guestnet/guestnet/internal/bgp"
 	"github.com/guestnet/guestnet/internal/daemon"
+	"github.com/guestnet/guestnet/internal/model"
 	"github.com/guestnet/guestnet/internal/report"
 )
 
@@ -45,21 +46,58 @@ func statusCmd(g *globals) *cobra.Command {
 			case !errors.Is(err, daemon.ErrNoDaemon) && !errors.Is(err, daemon.ErrNoBGP) && !errors.Is(err, daemon.ErrOldDaemon):
 				return fmt.Errorf("ask guestnet serve for its BGP status: %w", err)
 			}
+			// The lease cluster of stretched networks, when the daemon
+			// keeps leases in etcd.
+			var cluster *model.ClusterLeases
+			switch cl, err := daemon.Cluster(g.dir()); {
+			case err == nil:
+				cluster = &cl
+			case !errors.Is(err, daemon.ErrNoDaemon) && !errors.Is(err, daemon.ErrNoCluster) && !errors.Is(err, daemon.ErrOldDaemon):
+				return fmt.Errorf("ask guestnet serve for its lease cluster: %w", err)
+			}
 			if g.json() {
 				return g.printJSON(struct {
 					report.Status
 					Services []daemon.ServiceStatus `json:"services,omitempty"`
 					BGP      *bgp.Status            `json:"bgp,omitempty"`
-				}{s, svcs, speaker})
+					Leases   *model.ClusterLeases   `json:"leases,omitempty"`
+				}{s, svcs, speaker, cluster})
 			}
 			fmt.Fprint(g.out, s.Text())
 			printServices(g.out, svcs)
 			if speaker != nil {
 				fmt.Fprintln(g.out, "  "+bgpSummary(*speaker))
 			}
+			if cluster != nil {
+				printCluster(g.out, *cluster)
+			}
 			return nil
 		},
 	}
+}
+
+// printCluster shows the lease cluster of stretched networks: etcd's
+// health as this host last saw it, and every block with its owner.
+func printCluster(w io.Writer, cl model.ClusterLeases) {
+	h := cl.Etcd
+	state := "quorum"
+	if !h.Quorum {
+		state = "NO QUORUM: new leases refused, known leases renew with their remaining time"
+	}
+	fmt.Fprintf(w, "\nleases in etcd (this host: %s): %s, %d of %d endpoints answer\n", printable(cl.Host), state, len(h.Reachable), len(h.Endpoints))
+	if h.Error != "" {
+		fmt.Fprintf(w, "  last error: %s\n", h.Error)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  NETWORK\tBLOCK\tHOST\tLEASES")
+	for _, b := range cl.Blocks {
+		mine := ""
+		if b.Host == cl.Host {
+			mine = " (this host)"
+		}
+		fmt.Fprintf(tw, "  %s\t%s-%s\t%s%s\t%d\n", printable(b.Network), b.First, b.Last, printable(b.Host), mine, b.Leases)
+	}
+	tw.Flush()
 }
 
 // printServices shows the daemon's services, when it runs.

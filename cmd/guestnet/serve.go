@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -145,15 +146,26 @@ func leasesCmd(g *globals) *cobra.Command {
 			if g.json() {
 				return g.printJSON(ls)
 			}
+			// Leases of stretched networks (etcd) say which host wrote
+			// them: a column of its own, only when there are some.
+			hosts := slices.ContainsFunc(ls, func(l daemon.LeaseView) bool { return l.Host != "" })
 			tw := tabwriter.NewWriter(g.out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NETWORK\tMAC\tIP\tHOSTNAME\tEXPIRY\tSTATE")
+			head := "NETWORK\tMAC\tIP\tHOSTNAME\tEXPIRY\tSTATE"
+			if hosts {
+				head += "\tHOST"
+			}
+			fmt.Fprintln(tw, head)
 			for _, l := range ls {
 				client := l.MAC
 				if client == "" && l.DUID != "" {
 					client = "duid " + l.DUID // a DHCPv6 client whose MAC is unknown
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", printable(l.Network), printable(client), printable(l.IP),
+				row := fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s", printable(l.Network), printable(client), printable(l.IP),
 					printable(l.Hostname), l.Expiry.Format("2006-01-02 15:04:05"), printable(l.State))
+				if hosts {
+					row += "\t" + printable(l.Host)
+				}
+				fmt.Fprintln(tw, row)
 			}
 			tw.Flush()
 			fmt.Fprintf(cmd.ErrOrStderr(), "(%s, read from the %s)\n", plural(len(ls), "lease"), from)

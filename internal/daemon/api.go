@@ -28,6 +28,8 @@ type LeaseView struct {
 	Hostname string    `json:"hostname,omitempty"`
 	Expiry   time.Time `json:"expiry"`
 	State    string    `json:"state"` // bound, expired, declined, abandoned
+	// Host is the host that wrote a stretched network's lease (etcd).
+	Host string `json:"host,omitempty"`
 }
 
 func view(network string, l dhcp.Lease, now time.Time) LeaseView {
@@ -40,7 +42,7 @@ func view(network string, l dhcp.Lease, now time.Time) LeaseView {
 	case l.Declined:
 		st = "declined"
 	}
-	return LeaseView{Network: network, MAC: l.MAC, IP: l.IP.String(), Hostname: l.Hostname, Expiry: l.Expiry, State: st}
+	return LeaseView{Network: network, MAC: l.MAC, IP: l.IP.String(), Hostname: l.Hostname, Expiry: l.Expiry, State: st, Host: l.Host}
 }
 
 func view6(network string, l dhcp.Lease6, now time.Time) LeaseView {
@@ -71,6 +73,7 @@ func (d *Daemon) listenAPI() (io.Closer, error) {
 	mux.HandleFunc("GET /v1/leases", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, d.leases(r.URL.Query().Get("network")))
 	})
+	mux.HandleFunc("GET /v1/leases/cluster", clusterHandler(d.ClusterLeases))
 	mux.HandleFunc("GET /v1/config", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, ConfigView{Config: absPaths(d.Config)})
 	})

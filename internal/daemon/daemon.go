@@ -71,8 +71,9 @@ type Daemon struct {
 
 	mux      *dhcp.Mux // every network's DHCP, served on dhcpConn (dhcp.go)
 	dhcpConn dhcp.Conn
-	dnsGroup *dns.Group // every network's DNS (dns.go)
-	v6       v6         // router advertisements and DHCPv6 (v6.go)
+	dnsGroup *dns.Group    // every network's DNS (dns.go)
+	cluster  *leaseCluster // the stretched networks' lease store (leasecluster.go)
+	v6       v6            // router advertisements and DHCPv6 (v6.go)
 
 	applyErr, learnErr, repairErr, watchErr, fdbErr, bgpErr lastError
 

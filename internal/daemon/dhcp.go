@@ -15,6 +15,7 @@ import (
 
 	"github.com/guestnet/guestnet/internal/arpprobe"
 	"github.com/guestnet/guestnet/internal/dhcp"
+	"github.com/guestnet/guestnet/internal/etcdlease"
 	"github.com/guestnet/guestnet/internal/netns"
 )
 
@@ -29,15 +30,29 @@ import (
 // looking at the old one.
 func (d *Daemon) syncDHCP() {
 	want := map[string]dhcp.Config{}
-	bridges := map[string]string{}
+	bridges, keys := map[string]string{}, map[string]string{}
+	// A stretched network keeps its leases in etcd (leasecluster.go).
+	cluster, clusterKey, err := d.syncCluster()
+	if err != nil {
+		d.Log.Error("dhcp of stretched networks", "err", err)
+	}
 	for _, n := range d.spec.Networks {
-		if n.DHCP != nil {
-			want[n.Name] = dhcp.Config{Network: n.Name, Server: n.IPv4, DHCP: *n.DHCP, NameHeld: d.nameHeld6(n.Name)}
-			bridges[n.Name] = n.Bridge
+		if n.DHCP == nil {
+			continue
 		}
+		cfg := dhcp.Config{Network: n.Name, Server: n.IPv4, DHCP: *n.DHCP, NameHeld: d.nameHeld6(n.Name)}
+		key := serverKey(cfg, n.Bridge)
+		if stretchedDHCP(n.Network) {
+			if cluster == nil {
+				continue // no lease store: no server (logged above, and in health)
+			}
+			cfg.Host = cluster.Host()
+			key = configKeyOf(key, clusterKey)
+		}
+		want[n.Name], bridges[n.Name], keys[n.Name] = cfg, n.Bridge, key
 	}
 	for name, s := range d.servers {
-		if cfg, ok := want[name]; !ok || serverKey(cfg, bridges[name]) != s.key {
+		if _, ok := want[name]; !ok || keys[name] != s.key {
 			d.stopServer(name, s)
 			d.Log.Info("dhcp stopped", "network", name)
 		}
@@ -70,15 +85,24 @@ func (d *Daemon) syncDHCP() {
 			d.mux.Set(s.ifindex, nil)
 			s.probe.close()
 		} else {
-			leases, err := d.store.Load(name)
+			var store dhcp.Store = d.store
+			var shared *etcdlease.Network
+			if cfg.Host != "" { // stretched: allocate inside the blocks this host holds
+				shared = cluster.Network(name, cfg.Ranges)
+				cfg.Blocks, store = shared, cluster
+			}
+			leases, err := store.Load(name)
 			if err != nil {
 				d.Log.Error("dhcp", "network", name, "err", err)
 				continue
 			}
 			probe := &bridgeProber{open: d.arpOpener(name, bridges[name]), idle: ProberIdle}
-			s = &server{key: serverKey(cfg, bridges[name]), probe: probe, handler: &dhcp.Handler{
-				Pool: dhcp.NewPool(cfg, time.Now, leases), Store: d.store, Log: d.Log.With("network", name),
+			s = &server{key: keys[name], probe: probe, handler: &dhcp.Handler{
+				Pool: dhcp.NewPool(cfg, time.Now, leases), Store: store, Log: d.Log.With("network", name),
 				Ports: learner{d: d, network: name, bridge: bridges[name]}, Prober: probe}}
+			if shared != nil {
+				shared.Attach(s.handler.Pool) // the watch keeps the pool in step with every host's leases
+			}
 		}
 		s.ifindex = idx
 		d.servers[name] = s
@@ -125,6 +149,9 @@ func (d *Daemon) stopServer(name string, s *server) {
 	s.probe.close()
 	delete(d.servers, name)
 	d.pools.Delete(name)
+	if d.cluster != nil {
+		d.cluster.c.Drop(name) // its watch ends (a local network: nothing)
+	}
 }
 
 // stopDHCP stops every network's DHCP and closes the socket.
@@ -133,6 +160,7 @@ func (d *Daemon) stopDHCP() {
 		d.stopServer(name, s)
 	}
 	d.closeDHCP()
+	d.closeCluster()
 }
 
 // linkIndexes maps the namespace's link names to their indexes: one dump

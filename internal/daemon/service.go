@@ -167,7 +167,7 @@ func (d *Daemon) dhcpHealth() error {
 			want = append(want, n.Name)
 		}
 	}
-	return missing("DHCP server", want, d.servers)
+	return errors.Join(missing("DHCP server", want, d.servers), d.clusterHealth())
 }
 
 func (d *Daemon) dnsHealth() error {

@@ -38,6 +38,11 @@ type Stats struct {
 	// PortFull counts DISCOVERs left unanswered and REQUESTs NAKed because
 	// the client's port already had its share of the pool (model.DHCP.PerPort).
 	PortFull atomic.Uint64
+	// NoQuorum counts REQUESTs for a new or extended lease the store
+	// could not make durable because its cluster is out of reach
+	// (ErrNoQuorum); Held counts the renewals ACKed meanwhile with the
+	// lease's remaining time.
+	NoQuorum, Held atomic.Uint64
 }
 
 // Handler answers the DHCP requests of one network.
@@ -71,6 +76,7 @@ type Handler struct {
 	nameWarn    warnLimit
 	portWarn    warnLimit
 	liarWarn    warnLimit
+	quorumWarn  warnLimit
 }
 
 // ExhaustedEvery is how often at most an exhausted pool is logged.
@@ -217,9 +223,9 @@ func (h *Handler) request(req *dhcpv4.DHCPv4, mac string) *dhcpv4.DHCPv4 {
 		h.Log.Info("dhcp nak", "mac", mac, "ip", a)
 		return h.reply(req, dhcpv4.MessageTypeNak, netip.Addr{}, false)
 	}
-	if err := h.store(func() error { return h.Store.Put(h.Pool.cfg.Network, l) }); err != nil {
+	if err := h.Store.Put(h.Pool.cfg.Network, l); err != nil {
 		h.Pool.Unbind(b)
-		return nil // never ACK a lease that is not on disk
+		return h.unstored(req, mac, a, port, err) // never ACK a lease that is not stored
 	}
 	if b.Ended.IP.IsValid() {
 		// The client moved: its old address is free again, on disk too.
@@ -288,11 +294,21 @@ func (h *Handler) locateID(mac string) PortID {
 func (h *Handler) offer(mac string, requested netip.Addr, port string) (netip.Addr, bool) {
 	a, err := h.Pool.OfferFrom(mac, requested, port)
 	if errors.Is(err, ErrExhausted) {
-		a, err = h.reclaim(mac, port)
+		if a, rerr := h.reclaim(mac, port); rerr == nil || !errors.Is(err, ErrNoQuorum) {
+			return h.offered(a, rerr, mac, requested, port)
+		}
 	}
+	return h.offered(a, err, mac, requested, port)
+}
+
+// offered sorts out OfferFrom's (or Reclaim's) answer.
+func (h *Handler) offered(a netip.Addr, err error, mac string, requested netip.Addr, port string) (netip.Addr, bool) {
 	switch {
 	case errors.Is(err, ErrPortFull):
 		h.portFull(nil, mac, port)
+		return a, false
+	case errors.Is(err, ErrNoQuorum): // no block could be claimed
+		h.noQuorum("DISCOVER", mac, requested, err)
 		return a, false
 	case err != nil:
 		h.Stats.Exhausted.Add(1)
@@ -412,8 +428,18 @@ func (h *Handler) nameTaken(mac, taken, got string) {
 	h.Log.Info("dhcp hostname already in use: lease granted without it", "mac", mac, "hostname", taken)
 }
 
-// reply builds an OFFER, ACK or NAK with the network's options.
+// reply builds an OFFER, ACK or NAK with the network's options; lease
+// adds the network's lease time.
 func (h *Handler) reply(req *dhcpv4.DHCPv4, t dhcpv4.MessageType, yiaddr netip.Addr, lease bool) *dhcpv4.DHCPv4 {
+	var d time.Duration
+	if lease {
+		d = h.Pool.cfg.Lease
+	}
+	return h.replyFor(req, t, yiaddr, d)
+}
+
+// replyFor is reply with a lease time of d (none when 0).
+func (h *Handler) replyFor(req *dhcpv4.DHCPv4, t dhcpv4.MessageType, yiaddr netip.Addr, d time.Duration) *dhcpv4.DHCPv4 {
 	cfg := h.Pool.cfg
 	srv := ip4(cfg.Server.Addr())
 	mods := []dhcpv4.Modifier{
@@ -451,11 +477,11 @@ func (h *Handler) reply(req *dhcpv4.DHCPv4, t dhcpv4.MessageType, yiaddr netip.A
 			mods = append(mods, dhcpv4.WithOption(dhcpv4.OptClasslessStaticRoute(rs...)))
 		}
 	}
-	if lease {
+	if d > 0 {
 		mods = append(mods,
-			dhcpv4.WithOption(dhcpv4.OptIPAddressLeaseTime(cfg.Lease)),
-			dhcpv4.WithOption(dhcpv4.OptRenewTimeValue(cfg.Lease/2)),
-			dhcpv4.WithOption(dhcpv4.OptRebindingTimeValue(cfg.Lease*7/8)))
+			dhcpv4.WithOption(dhcpv4.OptIPAddressLeaseTime(d)),
+			dhcpv4.WithOption(dhcpv4.OptRenewTimeValue(d/2)),
+			dhcpv4.WithOption(dhcpv4.OptRebindingTimeValue(d*7/8)))
 	}
 	resp, err := dhcpv4.NewReplyFromRequest(req, mods...)
 	if err != nil {

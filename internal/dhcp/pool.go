@@ -33,6 +33,9 @@ type Lease struct {
 	Port      string `json:"port,omitempty"`
 	PortIndex int    `json:"port_index,omitempty"`
 	PortHW    string `json:"port_hw,omitempty"`
+	// Host is the host that wrote the lease, for a stretched network's
+	// leases kept in etcd (Config.Host); "" for a local network.
+	Host string `json:"host,omitempty"`
 }
 
 // PortID is one link's identity as a bridge port: its name, ifindex and
@@ -61,6 +64,29 @@ type Config struct {
 	// and static hosts): a name is one guest's in A and AAAA. nil: no
 	// other family. Called without the pool's lock.
 	NameHeld func(name, mac string) bool `json:"-"`
+	// Host is this host's name in a lease cluster (a stretched network):
+	// the pool's leases carry it (Lease.Host). "" for a local network.
+	Host string
+	// Blocks, when set, restricts the addresses the pool gives to new
+	// clients to the blocks it grants (a stretched network's share of
+	// the range). nil: the whole range.
+	Blocks Allocator `json:"-"`
+}
+
+// Allocator grants a pool the parts of its ranges it may hand out to new
+// clients (etcdlease claims blocks of a stretched network's range in etcd).
+// An address outside them is given only to the client whose record it
+// already is (a guest that moved here renews with its address).
+type Allocator interface {
+	// Blocks are the spans the pool may allocate from now. It is called
+	// with the pool's lock held: it MUST NOT block on I/O nor call the
+	// pool.
+	Blocks() []model.Range
+	// Grow claims one more span; the pool calls it, without its lock,
+	// when no address of its spans is free for a new client. It returns
+	// an error when no span could be had (none free, or the cluster is
+	// out of reach).
+	Grow() error
 }
 
 // Quarantine is how long a declined or abandoned address is kept out of
@@ -295,13 +321,22 @@ func (p *Pool) usable(a netip.Addr, mac string, now time.Time) bool {
 	} else if !p.dynamic(a) {
 		return false
 	}
-	if l, ok := p.byIP[a]; ok && l.live(now) && (l.Declined || l.MAC != mac) {
+	l, rec := p.byIP[a]
+	if rec && l.live(now) && (l.Declined || l.MAC != mac) {
 		return false // bound to another client, or quarantined (even for its decliner)
 	}
 	if m, ok := p.heldBy(a, now); ok && m != mac {
 		return false
 	}
+	if _, ok := p.static[mac]; !ok && p.cfg.Blocks != nil && !(rec && !l.Declined && l.MAC == mac) && !p.granted(a) {
+		return false // not this host's to give: only to the client whose record it is
+	}
 	return true
+}
+
+// granted reports whether a lies in a span the allocator granted.
+func (p *Pool) granted(a netip.Addr) bool {
+	return slices.ContainsFunc(p.cfg.Blocks.Blocks(), func(r model.Range) bool { return r.Contains(a) })
 }
 
 // Offer picks an address for a DISCOVER and holds it for the client. ok is
@@ -336,6 +371,18 @@ func (p *Pool) OfferFrom(mac string, requested netip.Addr, port string) (netip.A
 	defer p.mu.Unlock()
 	now := p.now()
 	a, ok := p.pick(mac, requested, now)
+	if !ok && p.cfg.Blocks != nil {
+		// The granted spans are full: claim another, without the lock
+		// (a round trip to the cluster), and look again.
+		p.mu.Unlock()
+		err := p.cfg.Blocks.Grow()
+		p.mu.Lock()
+		if err != nil {
+			return netip.Addr{}, errors.Join(ErrExhausted, err)
+		}
+		now = p.now()
+		a, ok = p.pick(mac, requested, now)
+	}
 	if !ok {
 		return a, ErrExhausted
 	}
@@ -432,6 +479,17 @@ func (p *Pool) pick(mac string, requested netip.Addr, now time.Time) (netip.Addr
 
 // fresh walks the ranges from the cursor for an address no one has held.
 func (p *Pool) fresh(mac string, now time.Time) (netip.Addr, bool) {
+	if p.cfg.Blocks != nil {
+		// Only the granted spans: a small walk, whatever the ranges' size.
+		for _, r := range p.cfg.Blocks.Blocks() {
+			for a := r.From; a.IsValid() && r.Contains(a); a = a.Next() {
+				if _, leased := p.byIP[a]; !leased && p.usable(a, mac, now) {
+					return a, true
+				}
+			}
+		}
+		return netip.Addr{}, false
+	}
 	a := p.cursor
 	for i := 0; i < p.Size() && a.IsValid(); i++ {
 		_, leased := p.byIP[a]
@@ -535,7 +593,7 @@ func (p *Pool) BindPort(mac string, a netip.Addr, hostname string, port PortID) 
 		b.NameTaken = elsewhere
 	}
 	b.Lease = Lease{MAC: mac, IP: a, Hostname: hostname, Expiry: now.Add(p.cfg.Lease),
-		Port: port.Name, PortIndex: port.Index, PortHW: port.HW}
+		Port: port.Name, PortIndex: port.Index, PortHW: port.HW, Host: p.cfg.Host}
 	b.Ended = p.set(b.Lease)
 	return b, true
 }
@@ -640,7 +698,7 @@ func (p *Pool) Decline(mac string, a netip.Addr) (Lease, bool) {
 	if !owns {
 		return Lease{}, false
 	}
-	q := Lease{MAC: mac, IP: a, Expiry: now.Add(Quarantine), Declined: true}
+	q := Lease{MAC: mac, IP: a, Expiry: now.Add(Quarantine), Declined: true, Host: p.cfg.Host}
 	p.set(q)
 	return q, true
 }
@@ -661,7 +719,7 @@ func (p *Pool) Abandon(a netip.Addr) (Lease, bool) {
 	if l, ok := p.byIP[a]; ok && !l.Declined && l.live(now) {
 		return Lease{}, false
 	}
-	q := Lease{IP: a, Expiry: now.Add(Quarantine), Declined: true}
+	q := Lease{IP: a, Expiry: now.Add(Quarantine), Declined: true, Host: p.cfg.Host}
 	p.set(q)
 	return q, true
 }
@@ -690,7 +748,8 @@ func (p *Pool) Reclaim(mac, port string) (netip.Addr, error) {
 	var best netip.Addr
 	var bestExp time.Time
 	for a, l := range p.byIP {
-		if !l.Declined || l.MAC != "" || !l.live(now) || !p.dynamic(a) || now.Sub(l.Expiry.Add(-Quarantine)) < ReclaimAfter {
+		if !l.Declined || l.MAC != "" || !l.live(now) || !p.dynamic(a) || now.Sub(l.Expiry.Add(-Quarantine)) < ReclaimAfter ||
+			p.cfg.Blocks != nil && !p.granted(a) {
 			continue
 		}
 		if _, held := p.heldBy(a, now); held {

@@ -42,6 +42,7 @@ type rec struct {
 	mac, host string
 	exp       time.Time
 	declined  bool
+	writer    string // the host that wrote it (Lease.Host)
 }
 
 type refOffer struct {
@@ -90,8 +91,12 @@ func (r *ref) allowed(a netip.Addr, mac string, now time.Time) bool {
 	} else if !r.dynamic(a) {
 		return false
 	}
-	if x, ok := r.recs[a]; ok && now.Before(x.exp) && (x.declined || x.mac != mac) {
+	x, ok := r.recs[a]
+	if ok && now.Before(x.exp) && (x.declined || x.mac != mac) {
 		return false
+	}
+	if _, static := r.static(mac); !static && !(ok && !x.declined && x.mac == mac) && !r.granted(a) {
+		return false // outside the granted blocks, and not the client's own record
 	}
 	for m, o := range r.offers {
 		if m != mac && o.ip == a && now.Before(o.until) {
@@ -99,6 +104,11 @@ func (r *ref) allowed(a netip.Addr, mac string, now time.Time) bool {
 		}
 	}
 	return true
+}
+
+// granted: no allocator, or a is in a block it granted.
+func (r *ref) granted(a netip.Addr) bool {
+	return r.cfg.Blocks == nil || slices.ContainsFunc(r.cfg.Blocks.Blocks(), func(b model.Range) bool { return b.Contains(a) })
 }
 
 // candidates is every address a client could ever be given.
@@ -129,7 +139,7 @@ func (r *ref) reclaimable(a netip.Addr, mac string, now time.Time) bool {
 	}
 	ok := func(b netip.Addr) bool {
 		x, has := r.recs[b]
-		if !has || !x.declined || x.mac != "" || !now.Before(x.exp) || !r.dynamic(b) || now.Sub(x.exp.Add(-Quarantine)) < ReclaimAfter {
+		if !has || !x.declined || x.mac != "" || !now.Before(x.exp) || !r.dynamic(b) || !r.granted(b) || now.Sub(x.exp.Add(-Quarantine)) < ReclaimAfter {
 			return false
 		}
 		for _, o := range r.offers {
@@ -187,7 +197,7 @@ func (r *ref) bind(mac string, a netip.Addr, host string, now time.Time) {
 			delete(r.recs, b) // one address per client: the old one ends
 		}
 	}
-	r.recs[a] = rec{mac: mac, host: host, exp: now.Add(r.cfg.Lease)}
+	r.recs[a] = rec{mac: mac, host: host, exp: now.Add(r.cfg.Lease), writer: r.cfg.Host}
 	delete(r.offers, mac)
 	r.dropOffersAt(a)
 }
@@ -196,6 +206,7 @@ func (r *ref) bind(mac string, a netip.Addr, host string, now time.Time) {
 // each step.
 type sim struct {
 	t       testing.TB
+	cfg     Config
 	clk     *clock
 	st      *memStore
 	h       *Handler
@@ -209,13 +220,16 @@ type sim struct {
 	restart int
 	// storeFails counts REQUESTs the model would ACK but the store refused.
 	storeFails int
+	remotes    int // remote updates (pool_blocks_test.go)
 }
 
-func newSim(t testing.TB) *sim {
-	s := &sim{t: t, clk: &clock{time.Unix(1e9, 0)}, st: &memStore{leases: map[netip.Addr]Lease{}},
+func newSim(t testing.TB) *sim { return newSimWith(t, modelConfig()) }
+
+func newSimWith(t testing.TB, cfg Config) *sim {
+	s := &sim{t: t, cfg: cfg, clk: &clock{time.Unix(1e9, 0)}, st: &memStore{leases: map[netip.Addr]Lease{}},
 		acked: map[string]netip.Addr{}, offered: map[string]netip.Addr{}}
-	s.ref = &ref{cfg: modelConfig(), recs: map[netip.Addr]rec{}, offers: map[string]refOffer{}}
-	s.h = &Handler{Pool: NewPool(modelConfig(), s.clk.now, nil), Store: s.st, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	s.ref = &ref{cfg: cfg, recs: map[netip.Addr]rec{}, offers: map[string]refOffer{}}
+	s.h = &Handler{Pool: NewPool(cfg, s.clk.now, nil), Store: s.st, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	for i := byte(1); i <= 12; i++ {
 		s.clients = append(s.clients, mac(i))
 	}
@@ -234,7 +248,11 @@ func (s *sim) step(next func(n int) int) {
 	cands := append(s.ref.candidates(), addr("10.96.0.200"), addr("10.97.0.2"))
 	anyAddr := func() netip.Addr { return cands[next(len(cands))] }
 	var what string
-	switch op := next(16); op {
+	ops := 16
+	if s.cfg.Blocks != nil {
+		ops = 18 // and what other hosts write (remote.go)
+	}
+	switch op := next(ops); op {
 	case 0, 1, 2: // DISCOVER, sometimes asking for an address
 		var mods []dhcpv4.Modifier
 		if next(3) == 0 {
@@ -296,7 +314,7 @@ func (s *sim) step(next func(n int) int) {
 		}
 		if ok {
 			s.st.Put("model", l) // as the prober does
-			s.ref.recs[a] = rec{exp: now.Add(Quarantine), declined: true}
+			s.ref.recs[a] = rec{exp: now.Add(Quarantine), declined: true, writer: s.ref.cfg.Host}
 			s.ref.dropOffersAt(a)
 		}
 	case 13: // time passes: a little, or past offer hold, lease or quarantine
@@ -323,8 +341,17 @@ func (s *sim) step(next func(n int) int) {
 		what = "restart"
 		s.restart++
 		leases, _ := s.st.Load("model")
-		s.h = &Handler{Pool: NewPool(modelConfig(), s.clk.now, leases), Store: s.st, Log: s.h.Log}
+		s.h = &Handler{Pool: NewPool(s.cfg, s.clk.now, leases), Store: s.st, Log: s.h.Log}
 		s.ref.offers = map[string]refOffer{}
+	case 16: // another host wrote a lease (the cluster's watch)
+		what = s.remotePut(next)
+	case 17: // another host removed a record
+		a := anyAddr()
+		what = "remote forget " + a.String()
+		s.remotes++
+		s.h.Pool.Forget(a)
+		s.st.Delete("model", a)
+		delete(s.ref.recs, a)
 	}
 	s.check(what)
 }
@@ -416,7 +443,7 @@ func (s *sim) decline(hw net.HardwareAddr, a netip.Addr) {
 	x, leased := s.ref.recs[a]
 	o, offered := s.ref.offers[m]
 	if leased && !x.declined && x.mac == m && now.Before(x.exp) || offered && o.ip == a && now.Before(o.until) {
-		s.ref.recs[a] = rec{mac: m, exp: now.Add(Quarantine), declined: true}
+		s.ref.recs[a] = rec{mac: m, exp: now.Add(Quarantine), declined: true, writer: s.ref.cfg.Host}
 		s.ref.dropOffersAt(a)
 	}
 }
@@ -437,7 +464,7 @@ func (s *sim) check(what string) {
 	}
 	var want []Lease
 	for a, x := range s.ref.recs {
-		want = append(want, Lease{MAC: x.mac, IP: a, Hostname: x.host, Expiry: x.exp, Declined: x.declined})
+		want = append(want, Lease{MAC: x.mac, IP: a, Hostname: x.host, Expiry: x.exp, Declined: x.declined, Host: x.writer})
 	}
 	slices.SortFunc(want, func(a, b Lease) int { return a.IP.Compare(b.IP) })
 	if !slices.Equal(got, want) {
