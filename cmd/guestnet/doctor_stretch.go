@@ -65,7 +65,7 @@ func askStretch(g *globals, e *engine.Engine, in *doctor.Input, declared *model.
 		in.ClusterErr = daemon.ErrNoDaemon.Error()
 		return
 	}
-	c, err := daemon.LeaseCluster(g.dir()) // ErrOldDaemon says what to do
+	c, err := daemon.Cluster(g.dir()) // ErrOldDaemon and ErrNoCluster say what to do
 	if err != nil {
 		in.ClusterErr = err.Error()
 		return
