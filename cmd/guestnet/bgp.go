@@ -126,6 +126,55 @@ func printBGP(w io.Writer, st bgp.Status, now time.Time) {
 			fmt.Fprintf(w, "  %s via %s from %s\n", l.Prefix, l.NextHop, l.Peer)
 		}
 	}
+	if st.EVPN != nil {
+		printEVPN(w, *st.EVPN)
+	}
+}
+
+// printEVPN writes the EVPN part of `guestnet bgp`: per VNI, this host's
+// VTEP and the remote VTEPs that want its flood traffic (type-3 routes),
+// then every remote MAC (type-2 routes) with its IP, VTEP and mobility
+// sequence. Every remote route is listed, also a MAC two VTEPs name
+// (a guest moving: the higher sequence wins).
+func printEVPN(w io.Writer, e bgp.EVPNStatus) {
+	ready := ""
+	if !e.Ready {
+		ready = ", remote routes incomplete: waiting for the peers' End-of-RIB"
+	}
+	fmt.Fprintf(w, "\nEVPN VNIs (%d%s):\n", len(e.VNIs), ready)
+	for _, v := range e.VNIs {
+		local := "-"
+		if v.LocalVTEP.IsValid() {
+			local = v.LocalVTEP.String()
+		}
+		remote := "none"
+		if len(v.RemoteVTEPs) > 0 {
+			var vs []string
+			for _, a := range v.RemoteVTEPs {
+				vs = append(vs, a.String())
+			}
+			remote = strings.Join(vs, ", ")
+		}
+		fmt.Fprintf(w, "  VNI %d: local VTEP %s, remote VTEPs %s; MACs %d local, %d remote\n", v.VNI, local, remote, v.LocalMACs, v.RemoteMACs)
+	}
+	fmt.Fprintf(w, "\nRemote MACs (%d):\n", len(e.Remote.MACs))
+	if len(e.Remote.MACs) == 0 {
+		return
+	}
+	var table strings.Builder
+	tw := tabwriter.NewWriter(&table, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  VNI\tMAC\tIP\tVTEP\tSEQ")
+	for _, m := range e.Remote.MACs {
+		ip := "-"
+		if m.IP.IsValid() {
+			ip = m.IP.String()
+		}
+		fmt.Fprintf(tw, "  %d\t%s\t%s\t%s\t%d\n", m.VNI, clean(m.MAC), ip, m.VTEP, m.Seq)
+	}
+	tw.Flush()
+	for line := range strings.Lines(table.String()) {
+		fmt.Fprintln(w, strings.TrimRight(line, " \n"))
+	}
 }
 
 // uptime is how long an established session has been up, in whole

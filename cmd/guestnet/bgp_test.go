@@ -18,6 +18,7 @@ import (
 
 	"github.com/guestnet/guestnet/internal/bgp"
 	"github.com/guestnet/guestnet/internal/daemon"
+	"github.com/guestnet/guestnet/internal/model"
 	"github.com/guestnet/guestnet/internal/state"
 )
 
@@ -325,5 +326,79 @@ Learned, not installed (1):
 	var back bgp.Status
 	if err := json.Unmarshal(js, &back); err != nil || !reflect.DeepEqual(back.Learned, st.Learned) {
 		t.Errorf("json round trip: %v\n%+v\nwant %+v", err, back.Learned, st.Learned)
+	}
+}
+
+// The EVPN part of guestnet bgp: VTEPs per VNI (this host's, the remote
+// ones), then every remote MAC with its IP, VTEP and sequence (a MAC two
+// VTEPs name is listed twice); a peer that is this host shows "self".
+// -o json carries the same.
+func TestPrintBGPEVPN(t *testing.T) {
+	a := netip.MustParseAddr
+	remote := model.EVPN{
+		Flood: []model.EVPNFlood{{VNI: 6000, VTEP: a("10.10.0.2")}, {VNI: 6000, VTEP: a("10.10.0.3")}},
+		MACs: []model.EVPNMAC{
+			{VNI: 6000, VTEP: a("10.10.0.2"), MAC: "52:54:00:0b:00:01", IP: a("10.60.0.102")},
+			{VNI: 6000, VTEP: a("10.10.0.2"), MAC: "52:54:00:0c:00:01", Seq: 1},
+			{VNI: 6000, VTEP: a("10.10.0.3"), MAC: "52:54:00:0c:00:01", IP: a("10.60.0.103"), Seq: 2},
+		},
+	}
+	local := model.EVPN{
+		Flood: []model.EVPNFlood{{VNI: 6000, VTEP: a("10.10.0.1")}, {VNI: 7000, VTEP: a("10.10.0.1")}},
+		MACs:  []model.EVPNMAC{{VNI: 6000, VTEP: a("10.10.0.1"), MAC: "52:54:00:0a:00:01", IP: a("10.60.0.101")}},
+	}
+	st := bgp.Status{ASN: 65000, RouterID: a("10.10.0.1"), Port: 179,
+		Peers: []bgp.PeerStatus{
+			{Address: a("10.10.0.1"), ASN: 65000, State: bgp.StateSelf, LastError: "10.10.0.1 is this host's own address (dev lan0): left out of the sessions"},
+			{Address: a("10.10.0.2"), ASN: 65000, State: bgp.StateEstablished, Since: bgpNow.Add(-time.Minute), Sent: 3, Received: 3},
+		},
+		EVPN: &bgp.EVPNStatus{Local: local, Remote: remote, VNIs: []bgp.VNIStatus{
+			{VNI: 6000, LocalVTEP: a("10.10.0.1"), RemoteVTEPs: []netip.Addr{a("10.10.0.2"), a("10.10.0.3")}, LocalMACs: 1, RemoteMACs: 3},
+			{VNI: 7000, LocalVTEP: a("10.10.0.1"), RemoteVTEPs: []netip.Addr{}},
+		}, Ready: true},
+	}
+	var b bytes.Buffer
+	printBGP(&b, st, bgpNow)
+	want := `AS 65000, router id 10.10.0.1, port 179
+PEER       AS     STATE        UPTIME  SENT  RECEIVED  INSTALLED  LAST ERROR
+10.10.0.1  65000  self         -       0     0         0          10.10.0.1 is this host's own address (dev lan0): left out of the sessions
+10.10.0.2  65000  established  1m0s    3     3         0
+
+Announced (0):
+
+Learned and installed (0):
+
+Learned, not installed (0):
+
+EVPN VNIs (2):
+  VNI 6000: local VTEP 10.10.0.1, remote VTEPs 10.10.0.2, 10.10.0.3; MACs 1 local, 3 remote
+  VNI 7000: local VTEP 10.10.0.1, remote VTEPs none; MACs 0 local, 0 remote
+
+Remote MACs (3):
+  VNI   MAC                IP           VTEP       SEQ
+  6000  52:54:00:0b:00:01  10.60.0.102  10.10.0.2  0
+  6000  52:54:00:0c:00:01  -            10.10.0.2  1
+  6000  52:54:00:0c:00:01  10.60.0.103  10.10.0.3  2
+`
+	if got := b.String(); got != want {
+		t.Errorf("guestnet bgp printed:\n%s\nwant:\n%s", got, want)
+	}
+	b.Reset()
+	notReady := *st.EVPN
+	notReady.Ready = false
+	printEVPN(&b, notReady)
+	if !strings.Contains(b.String(), "EVPN VNIs (2, remote routes incomplete: waiting for the peers' End-of-RIB):") {
+		t.Errorf("EVPN not ready printed:\n%s", b.String())
+	}
+	dir := fakeDaemon(t, &st)
+	out, errs, code := runCLI(t, "--netns", testNetns, "--state-dir", dir, "-o", "json", "bgp")
+	var got bgp.Status
+	if err := json.Unmarshal([]byte(out), &got); code != 0 || err != nil || !reflect.DeepEqual(got.EVPN, st.EVPN) {
+		t.Errorf("bgp -o json: exit %d, %v\n%s%s", code, err, out, errs)
+	}
+	for _, w := range []string{`"remote_vteps": [`, `"mac": "52:54:00:0c:00:01"`, `"seq": 2`, `"state": "self"`} {
+		if !strings.Contains(out, w) {
+			t.Errorf("bgp -o json lacks %s:\n%s", w, out)
+		}
 	}
 }

@@ -66,6 +66,8 @@ func (k *Linux) Do(a plan.Action) error {
 			}
 		}
 		return nil
+	case plan.OpVXLANAdd:
+		return k.addVXLAN(a)
 	case plan.OpTapAdd:
 		tap := &netlink.Tuntap{
 			LinkAttrs: netlink.LinkAttrs{Name: a.Link},
@@ -113,6 +115,8 @@ func (k *Linux) Do(a plan.Action) error {
 	switch a.Op {
 	case plan.OpLinkDel:
 		return k.nl.LinkDel(l)
+	case plan.OpBridgePort:
+		return k.bridgePort(l.Attrs().Index, *a.VXLAN)
 	case plan.OpLinkUp:
 		return k.nl.LinkSetUp(l)
 	case plan.OpLinkDown:

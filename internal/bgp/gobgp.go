@@ -175,6 +175,17 @@ func apiPeer(c model.BGP, p model.BGPPeer, restarting bool) *api.Peer {
 			PrefixLimits: &api.PrefixLimit{Family: fam, MaxPrefixes: uint32(maxPrefixes(p)), ShutdownThresholdPct: 90},
 		}},
 	}
+	if c.EVPN {
+		// EVPN beside the unicast family. Its routes are counted against
+		// max_prefixes on their own (a limit per family): a peer may send
+		// max_prefixes prefixes and max_prefixes EVPN routes (one per
+		// guest MAC and MAC+IP, one per stretched network).
+		ap.AfiSafis = append(ap.AfiSafis, &api.AfiSafi{
+			Config:            &api.AfiSafiConfig{Family: l2vpnEVPN, Enabled: true},
+			MpGracefulRestart: &api.MpGracefulRestart{Config: &api.MpGracefulRestartConfig{Enabled: true}},
+			PrefixLimits:      &api.PrefixLimit{Family: l2vpnEVPN, MaxPrefixes: uint32(maxPrefixes(p)), ShutdownThresholdPct: 90},
+		})
+	}
 	// Sessions leave from the address the speaker listens on (of the
 	// peer's family), so the peer sees the address it is configured with.
 	for _, a := range c.Listen {

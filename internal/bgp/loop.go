@@ -55,6 +55,10 @@ func (s *Speaker) pass(ctx context.Context, srv *server.BgpServer) error {
 	if err != nil {
 		return fmt.Errorf("read the routes: %w", err)
 	}
+	evpn, err := receivedEVPN(srv)
+	if err != nil {
+		return fmt.Errorf("list EVPN paths: %w", err)
+	}
 
 	s.mu.Lock()
 	if s.srv != srv { // stopped meanwhile
@@ -75,7 +79,14 @@ func (s *Speaker) pass(ctx context.Context, srv *server.BgpServer) error {
 		}
 	}
 	keep := s.takeoverLocked()
+	var onEVPN func()
+	if remote := evpnSet(evpn, gone); !sameEVPN(remote, s.evpnRemote) {
+		s.evpnRemote, onEVPN = remote, s.onEVPN
+	}
 	s.mu.Unlock()
+	if onEVPN != nil {
+		onEVPN() // no lock held; it does not block
+	}
 
 	learned, want := decide(dests, pol, routes, gone)
 	failed := map[netip.Prefix]string{}

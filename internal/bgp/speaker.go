@@ -13,6 +13,7 @@ import (
 	"github.com/google/uuid"
 	api "github.com/osrg/gobgp/v4/api"
 	"github.com/osrg/gobgp/v4/pkg/apiutil"
+	gobgp "github.com/osrg/gobgp/v4/pkg/packet/bgp"
 	"github.com/osrg/gobgp/v4/pkg/server"
 
 	"github.com/guestnet/guestnet/internal/model"
@@ -67,9 +68,17 @@ type Speaker struct {
 	// refused are the writes the kernel refused at the last pass, by
 	// destination (the install loop's own: it logs a refusal once).
 	refused map[netip.Prefix]string
-	stop    context.CancelFunc // ends the loop and GoBGP's watch
-	done    chan struct{}      // closed when the loop ended
-	kick    chan struct{}
+	// evpnWant is the complete EVPN set AnnounceEVPN was given, by NLRI
+	// key; evpnHave what srv carries of it. evpnRemote is what the last
+	// pass read of the peers' EVPN routes; onEVPN is told when it changes.
+	evpnWant   map[string]evpnRoute
+	evpnHave   map[string]evpnRoute
+	evpnRemote model.EVPN
+	onEVPN     func()
+	started    time.Time          // of srv
+	stop       context.CancelFunc // ends the loop and GoBGP's watch
+	done       chan struct{}      // closed when the loop ended
+	kick       chan struct{}
 }
 
 // peer is what the speaker knows of one session.
@@ -79,8 +88,9 @@ type peer struct {
 	state     string   // from the last event or ListPeer
 	since     time.Time
 	lastError string
-	// eor: End-of-RIB received since the session was established.
-	eor bool
+	// eor: End-of-RIB received since the session was established;
+	// evpnEOR: the same of the EVPN family.
+	eor, evpnEOR bool
 	// graceful: the last session ended and GoBGP keeps its paths (stale)
 	// as for a graceful restart.
 	graceful bool
@@ -92,7 +102,8 @@ type peer struct {
 	// session ended by the hold timer, not a restart); "" keeps them.
 	gone      string
 	installed int
-	// self: the address is this host's own; never given to GoBGP.
+	// self: the address is this host's own (a spec shared by every
+	// host lists them all); never given to GoBGP.
 	self bool
 }
 
@@ -133,9 +144,11 @@ func (s *Speaker) Configure(ctx context.Context, c model.BGP) error {
 }
 
 // sameGlobal reports whether a and b run the same server: what StartBgp
-// takes. A router ID left out stays the one derived at start.
+// takes, and the families of every session (EVPN on or off: a restart
+// renegotiates them all at once). A router ID left out stays the one
+// derived at start.
 func sameGlobal(a, b model.BGP) bool {
-	return a.ASN == b.ASN && a.RouterID == b.RouterID && port(a) == port(b) && slices.Equal(a.Listen, b.Listen)
+	return a.ASN == b.ASN && a.RouterID == b.RouterID && port(a) == port(b) && slices.Equal(a.Listen, b.Listen) && a.EVPN == b.EVPN
 }
 
 func (s *Speaker) startLocked(ctx context.Context, c model.BGP) error {
@@ -160,6 +173,7 @@ func (s *Speaker) startLocked(ctx context.Context, c model.BGP) error {
 	lctx, cancel := context.WithCancel(ctx)
 	s.srv, s.cfg, s.id, s.stop = srv, c, id, cancel
 	s.paths, s.peers, s.learned = map[netip.Prefix]uuid.UUID{}, map[netip.Addr]*peer{}, nil
+	s.evpnHave, s.started = map[string]evpnRoute{}, time.Now()
 	s.inherited, s.takeoverBy = nil, time.Time{}
 	if len(inherited) > 0 {
 		s.inherited, s.takeoverBy = inherited, time.Now().Add(restartTime*time.Second)
@@ -172,7 +186,7 @@ func (s *Speaker) startLocked(ctx context.Context, c model.BGP) error {
 		OnPeerUpdate: s.onPeer,
 	}, server.WatchBestPath(false), server.WatchPeer(), server.WatchEor(false))
 	if err == nil { // a peer refused does not keep the others from the paths
-		err = errors.Join(s.syncPeersLocked(ctx, c, selfPeers(c, routes)), s.syncPathsLocked())
+		err = errors.Join(s.syncPeersLocked(ctx, c, selfPeers(c, routes)), s.syncPathsLocked(), s.syncEVPNLocked())
 	}
 	go s.loop(lctx, srv, s.kick, s.done)
 	s.kick <- struct{}{} // the first pass: a fresh channel has room
@@ -199,8 +213,9 @@ func selfPeers(c model.BGP, routes []model.Route) map[netip.Addr]string {
 }
 
 // syncPeersLocked adds, removes and replaces GoBGP's peers to match c;
-// the peers in self (this host's own addresses, by link) are listed, with
-// the reason, and not started.
+// the peers in self (this host's own addresses, by link) are listed with
+// state "self" and not started: one spec shared by every host lists them
+// all as peers, each host leaves itself out (no error).
 func (s *Speaker) syncPeersLocked(ctx context.Context, c model.BGP, self map[netip.Addr]string) error {
 	var errs []error
 	want := map[netip.Addr]model.BGPPeer{}
@@ -227,9 +242,9 @@ func (s *Speaker) syncPeersLocked(ctx context.Context, c model.BGP, self map[net
 			continue
 		}
 		if dev, ok := self[p.Address]; ok {
-			why := fmt.Sprintf("%s is this host's own address (dev %s): a peer is a neighbour; fix bgp.peers", p.Address, dev)
-			s.peers[p.Address] = &peer{conf: p, state: StateIdle, since: time.Now(), lastError: why, self: true}
-			errs = append(errs, errors.New("peer "+why))
+			why := fmt.Sprintf("%s is this host's own address (dev %s): left out of the sessions", p.Address, dev)
+			s.peers[p.Address] = &peer{conf: p, state: StateSelf, since: time.Now(), lastError: why, self: true}
+			s.log.Info("bgp: peer left out: it is this host", "peer", p.Address, "dev", dev)
 			continue
 		}
 		if err := s.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: apiPeer(c, p, restarting)}); err != nil {
@@ -366,7 +381,7 @@ func (s *Speaker) onPeer(ev *apiutil.WatchEventMessage_PeerEvent, at time.Time) 
 			s.log.Info("bgp: session established", "peer", p.conf.Address)
 		}
 		if next != StateEstablished {
-			p.eor = false
+			p.eor, p.evpnEOR = false, false
 		}
 		if next != p.state {
 			p.state, p.since = next, at
@@ -378,12 +393,17 @@ func (s *Speaker) onPeer(ev *apiutil.WatchEventMessage_PeerEvent, at time.Time) 
 
 // onEOR notes a peer's End-of-RIB (GoBGP's event goroutine).
 func (s *Speaker) onEOR(path *apiutil.Path, _ time.Time) {
-	if !slices.Contains(families, path.Family) {
+	evpn := path.Family == gobgp.RF_EVPN
+	if !evpn && !slices.Contains(families, path.Family) {
 		return
 	}
 	s.mu.Lock()
 	if p := s.peers[path.PeerAddress]; p != nil {
-		p.eor = true
+		if evpn {
+			p.evpnEOR = true
+		} else {
+			p.eor = true
+		}
 	}
 	s.mu.Unlock()
 	s.wake()
@@ -397,6 +417,10 @@ func (s *Speaker) Status() Status {
 		return Status{}
 	}
 	st := Status{ASN: s.cfg.ASN, RouterID: s.id, Port: port(s.cfg), Announced: slices.Clone(s.announce), Learned: slices.Clone(s.learned)}
+	if s.cfg.EVPN || len(s.evpnWant) > 0 || len(s.evpnRemote.Flood)+len(s.evpnRemote.MACs) > 0 {
+		st.EVPN = evpnStatus(s.localEVPNLocked(), s.remoteEVPNLocked())
+		st.EVPN.Ready = s.evpnReadyLocked()
+	}
 	for _, c := range s.cfg.Peers {
 		p := s.peers[c.Address]
 		if p == nil {
@@ -422,7 +446,15 @@ func (s *Speaker) Stop(keepRoutes bool) {
 	srv, stop, done := s.srv, s.stop, s.done
 	s.srv, s.stop, s.done, s.kick = nil, nil, nil, nil
 	s.paths, s.peers, s.learned, s.inherited = nil, nil, nil, nil
+	// The remote EVPN routes go with the sessions; the set to announce
+	// stays for the next start.
+	s.evpnHave = nil
+	hadRemote, onEVPN := len(s.evpnRemote.Flood)+len(s.evpnRemote.MACs) > 0, s.onEVPN
+	s.evpnRemote = model.EVPN{}
 	s.mu.Unlock()
+	if hadRemote && onEVPN != nil {
+		defer onEVPN() // once the loop ended: RemoteEVPN is empty for good
+	}
 	if srv == nil {
 		return
 	}

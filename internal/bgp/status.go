@@ -25,6 +25,9 @@ type Status struct {
 	// Learned are the best paths learned from peers, installed or not
 	// (Why says why not), sorted by prefix.
 	Learned []Learned `json:"learned"`
+	// EVPN is what this host announces and receives of EVPN (stretched
+	// networks); nil when no network is stretched.
+	EVPN *EVPNStatus `json:"evpn,omitempty"`
 }
 
 // PeerStatus is one session.
@@ -38,7 +41,9 @@ type PeerStatus struct {
 	// established); zero if never.
 	Since time.Time `json:"since,omitzero"`
 	// Sent, Received and Installed count prefixes: announced to the peer,
-	// accepted from it, and of those, installed in the kernel.
+	// accepted from it, and of those, installed in the kernel. Sent and
+	// Received count EVPN routes too (every family of the session);
+	// those are never installed as routes.
 	Sent      int `json:"sent"`
 	Received  int `json:"received"`
 	Installed int `json:"installed"`
@@ -79,4 +84,7 @@ const (
 	StateOpenSent    = "opensent"
 	StateOpenConfirm = "openconfirm"
 	StateEstablished = "established"
+	// StateSelf is a peer whose address is this host's own: a spec
+	// shared by every host lists them all, each leaves itself out.
+	StateSelf = "self"
 )

@@ -56,8 +56,9 @@ func (d *Daemon) syncBGP() {
 	d.speaker.Protect(own)
 	err := mark(d.Dir()) // before the first route: a crash leaves it behind
 	if err == nil {
-		// A peer refused (its address is this host's) is an error that
-		// leaves the other sessions running: they get the prefixes too.
+		// A peer refused is an error that leaves the other sessions
+		// running: they get the prefixes too. A peer that is this host
+		// (a spec shared by every host) is left out, no error.
 		err = errors.Join(d.speaker.Configure(d.ctx, d.spec.BGP.BGP), d.speaker.Announce(model.Announced(nets)))
 	}
 	d.bgpErr.set(err)
@@ -111,7 +112,8 @@ func (d *Daemon) stopBGP() {
 	}
 }
 
-// bgpHealth names the peers whose session is not established, and the
+// bgpHealth names the peers whose session is not established (this
+// host's own address in a shared spec's peers is not one), and the
 // speaker's last error. d.mu is held.
 func (d *Daemon) bgpHealth() error {
 	if d.speaker == nil {
@@ -119,7 +121,7 @@ func (d *Daemon) bgpHealth() error {
 	}
 	var down []string
 	for _, p := range d.speaker.Status().Peers {
-		if p.State != bgp.StateEstablished {
+		if p.State != bgp.StateEstablished && p.State != bgp.StateSelf {
 			down = append(down, fmt.Sprintf("%s (AS %d) %s", p.Address, p.ASN, p.State))
 		}
 	}

@@ -29,7 +29,7 @@ func checkBGPSessions(in Input) []Finding {
 	up := established(*st)
 	var out []Finding
 	for _, p := range st.Peers {
-		if p.State == bgp.StateEstablished {
+		if p.State == bgp.StateEstablished || p.State == bgp.StateSelf { // self: this host in a shared spec's peers
 			continue
 		}
 		sev := Warning

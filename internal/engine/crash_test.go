@@ -43,11 +43,34 @@ var specs = map[string]string{
 	"moved": "  default: {mode: nat, bridge: gnat0, ipv4: 10.99.5.1/24}\n" +
 		"  iso: {mode: isolated, bridge: giso0, ipv4: 10.98.0.1/24}\n",
 	"lan": "  lan: {mode: bridge, bridge: br0, uplink: eth1}\n",
+	// stretch has the VXLAN devices (made, put in their bridge, port
+	// flags set); stretch-moved changes each one's port, local or VNI.
+	"stretch":       stretchStates["stretch"],
+	"stretch-moved": stretchStates["stretch-moved"],
+}
+
+// stretchHead is the bgp section every stretched network needs (serve
+// need not run for apply to make the VXLAN devices). No router_id: a
+// vxlan without local leaves the source address to the kernel.
+const stretchHead = "bgp: {asn: 65000, peers: [{address: 10.10.0.2, asn: 65000}]}\n"
+
+// stretchStates are networks stretched over VXLAN: a nat one with its
+// VTEP address set and an isolated one on another port with the kernel's
+// choice of source; then the first moved to another local and port, the
+// second to another VNI and MTU, and a third made plain.
+var stretchStates = map[string]string{
+	"stretch": "  wide: {mode: nat, bridge: gst0, ipv4: 10.60.0.1/24, vxlan: {vni: 6000, local: 10.10.0.1}}\n" +
+		"  wide2: {mode: isolated, bridge: gst1, mtu: 1400, vxlan: {vni: 6001, port: 4790}}\n" +
+		"  wide3: {mode: routed, bridge: gst2, ipv4: 10.61.0.1/24, vxlan: {vni: 6003}}\n",
+	"stretch-moved": "  wide: {mode: nat, bridge: gst0, ipv4: 10.60.0.1/24, vxlan: {vni: 6000, local: 10.10.0.2, port: 4790}}\n" +
+		"  wide2: {mode: isolated, bridge: gst1, mtu: 1300, vxlan: {vni: 6002, port: 4790}}\n" +
+		"  wide3: {mode: routed, bridge: gst2, ipv4: 10.61.0.1/24}\n",
 }
 
 // specFiles loads named spec texts through files, as the CLI does, each
 // once.
 type specFiles struct {
+	head   string            // what comes before networks: (a bgp section)
 	texts  map[string]string // name -> the networks: lines
 	loaded map[string]*spec.Spec
 }
@@ -58,7 +81,7 @@ func (f *specFiles) load(t *testing.T, name string) *spec.Spec {
 		return s
 	}
 	p := filepath.Join(t.TempDir(), name+".yaml")
-	if err := os.WriteFile(p, []byte("networks:\n"+f.texts[name]), 0o644); err != nil {
+	if err := os.WriteFile(p, []byte(f.head+"networks:\n"+f.texts[name]), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	s, err := spec.Load(p)
@@ -72,7 +95,7 @@ func (f *specFiles) load(t *testing.T, name string) *spec.Spec {
 	return s
 }
 
-var crashSpecs = &specFiles{texts: specs}
+var crashSpecs = &specFiles{head: stretchHead, texts: specs}
 
 // loadSpec loads specs[name].
 func loadSpec(t *testing.T, name string) *spec.Spec { return crashSpecs.load(t, name) }
@@ -190,7 +213,8 @@ func (killNow) Do(plan.Action) error { panic(crash{}) }
 // destroy, or the old spec applied again and then destroy, all end on a
 // clean host with an empty state.
 func TestCrashAtEveryWrite(t *testing.T) {
-	transitions := [][2]string{{"empty", "all"}, {"all", "empty"}, {"all", "moved"}, {"moved", "all"}, {"lan", "all"}, {"all", "lan"}}
+	transitions := [][2]string{{"empty", "all"}, {"all", "empty"}, {"all", "moved"}, {"moved", "all"}, {"lan", "all"}, {"all", "lan"},
+		{"empty", "stretch"}, {"stretch", "stretch-moved"}, {"stretch-moved", "stretch"}, {"stretch", "empty"}}
 	cases := 0
 	for _, tr := range transitions {
 		for _, then := range []string{"destroy", "reapply", "revert"} {
@@ -225,7 +249,7 @@ func TestCrashAtEveryWrite(t *testing.T) {
 // the process part way through the undo of the earlier writes.
 func TestCrashDuringRollback(t *testing.T) {
 	cases := 0
-	for _, tr := range [][2]string{{"empty", "all"}, {"all", "empty"}} {
+	for _, tr := range [][2]string{{"empty", "all"}, {"all", "empty"}, {"empty", "stretch"}, {"stretch", "stretch-moved"}} {
 		steps := len(func() plan.Plan { r := newRig(t); r.apply(tr[0]); return r.plan(tr[1]) }().Actions)
 		for fail := 2; fail <= steps; fail++ {
 			for undone := 1; undone < fail; undone++ {

@@ -35,9 +35,12 @@ var replayStates = map[string]string{
 		"  lan: {mode: bridge, bridge: br0, uplink: eth1}\n",
 	"lan-only": "  lan: {mode: bridge, bridge: br0, uplink: eth1}\n",
 	"iso-ip":   "  iso: {mode: isolated, bridge: giso0, ipv4: 10.98.0.1/24}\n",
+	"stretch":  stretchStates["stretch"],
+	"stretch-moved": stretchStates["stretch-moved"] +
+		"  default: {mode: nat, bridge: gnat0, ipv4: 10.99.0.1/24}\n",
 }
 
-var replayFiles = &specFiles{texts: replayStates}
+var replayFiles = &specFiles{head: stretchHead, texts: replayStates}
 
 // replaySpec loads replayStates[name].
 func replaySpec(t *testing.T, name string) *spec.Spec { return replayFiles.load(t, name) }
@@ -63,6 +66,10 @@ func checkInvariants(t *testing.T, name string, s *spec.Spec, h model.Host) {
 	fwd := false
 	for _, n := range s.Networks {
 		want[n.Bridge] = true
+		if n.Stretched() {
+			want[model.VXLANName(n.VXLAN.VNI)] = true
+			checkVXLAN(t, name, n.Network, h)
+		}
 		fwd = fwd || n.NeedsForwarding()
 		l, ok := h.Link(n.Bridge)
 		if !ok || !l.Up || l.Owner() != n.Name {
@@ -80,7 +87,7 @@ func checkInvariants(t *testing.T, name string, s *spec.Spec, h model.Host) {
 	}
 	for _, l := range h.Links {
 		if l.Owner() != "" && !want[l.Name] {
-			t.Fatalf("%s: leftover bridge %s", name, l.Name)
+			t.Fatalf("%s: leftover link %s", name, l.Name)
 		}
 	}
 	if h.IPForward != fwd {
@@ -125,7 +132,7 @@ func TestReplayStates(t *testing.T) {
 				}
 			}
 		}
-		if _, _, err := r.e.Destroy(ctx, []string{"default", "iso", "lab", "free", "lan"}); err != nil {
+		if _, _, err := r.e.Destroy(ctx, []string{"default", "iso", "lab", "free", "lan", "wide", "wide2", "wide3"}); err != nil {
 			t.Fatalf("round %d: destroy: %v", round, err)
 		}
 		r.clean(fmt.Sprintf("round %d (%v), then destroy", round, order))
@@ -138,7 +145,8 @@ func TestReplayStates(t *testing.T) {
 // before each time, and the error must name the step.
 func TestFailureAtEveryStep(t *testing.T) {
 	ctx := context.Background()
-	for _, tr := range [][2]string{{"empty", "all"}, {"all", "empty"}, {"all", "nat-moved"}, {"nat", "destroy"}} {
+	for _, tr := range [][2]string{{"empty", "all"}, {"all", "empty"}, {"all", "nat-moved"}, {"nat", "destroy"},
+		{"empty", "stretch"}, {"stretch", "stretch-moved"}, {"stretch-moved", "stretch"}, {"stretch", "empty"}} {
 		r := newRig(t)
 		if tr[0] != "empty" {
 			converge(t, r.e, r.k, tr[0])
@@ -184,8 +192,13 @@ func attachOpts() plan.AttachOptions {
 // again by a rollback gets a new one, from the fake as from the kernel.
 func hostText(h model.Host) string {
 	h.Links = slices.Clone(h.Links)
+	var vx []string // VXLAN devices' settings, not their pointers
 	for i := range h.Links {
 		h.Links[i].Index = 0
+		if x := h.Links[i].VXLAN; x != nil {
+			vx = append(vx, fmt.Sprintf("%s: %+v", h.Links[i].Name, *x))
+			h.Links[i].VXLAN = nil
+		}
 	}
-	return fmt.Sprintf("%+v", h)
+	return fmt.Sprintf("%+v\nVXLAN devices: %v", h, vx)
 }

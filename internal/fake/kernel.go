@@ -104,6 +104,8 @@ func (k *Kernel) do(a plan.Action) error {
 		k.Host.Links = append(k.Host.Links, l)
 		slices.SortFunc(k.Host.Links, func(x, y model.Link) int { return strings.Compare(x.Name, y.Name) })
 		return nil
+	case plan.OpVXLANAdd:
+		return k.addVXLAN(a)
 	case plan.OpSysctl:
 		return k.sysctl(a.Key, a.Value)
 	case plan.OpNft:
@@ -159,9 +161,11 @@ func (k *Kernel) do(a plan.Action) error {
 		k.Host.Routes = slices.DeleteFunc(k.Host.Routes, func(r model.Route) bool { return r.Dev == name })
 		for i := range k.Host.Links {
 			if k.Host.Links[i].Master == name {
-				k.Host.Links[i].Master = ""
+				setMaster(&k.Host.Links[i], "")
 			}
 		}
+	case plan.OpBridgePort:
+		return bridgePort(l, *a.VXLAN)
 	case plan.OpLinkUp, plan.OpLinkDown:
 		l.Up = a.Op == plan.OpLinkUp
 	case plan.OpMTU:
@@ -174,7 +178,7 @@ func (k *Kernel) do(a plan.Action) error {
 				return err
 			}
 		}
-		l.Master = a.Master
+		setMaster(l, a.Master)
 	case plan.OpAddrAdd:
 		if slices.Contains(l.Addrs, a.Addr) {
 			return unix.EEXIST

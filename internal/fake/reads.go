@@ -28,6 +28,10 @@ func (k *Kernel) Observe(hint *observe.Hint) (model.Host, error) {
 	for i := range h.Links {
 		h.Links[i].Addrs = slices.Clone(h.Links[i].Addrs)
 		h.Links[i].Brd = maps.Clone(h.Links[i].Brd)
+		if x := h.Links[i].VXLAN; x != nil {
+			c := *x
+			h.Links[i].VXLAN = &c
+		}
 	}
 	h.Routes = slices.Clone(h.Routes)
 	h.RAUplinks = slices.Clone(h.RAUplinks)

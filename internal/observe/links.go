@@ -88,11 +88,7 @@ func parseLink(msg []byte) (rawLink, error) {
 				l.MAC = net.HardwareAddr(v).String()
 			}
 		case unix.IFLA_LINKINFO:
-			eachAttr(v, func(typ uint16, v []byte) {
-				if typ == unix.IFLA_INFO_KIND {
-					l.Kind = kindName(cstring(v))
-				}
-			})
+			linkInfo(&l, v)
 		}
 	})
 	l.Carrier = oper == uint8(netlink.OperUp) || oper == uint8(netlink.OperUnknown)

@@ -38,6 +38,13 @@ const (
 	// OpNftDelta changes guestnet's table by element and chain operations
 	// (model.RulesetDelta) in one transaction: the table is kept.
 	OpNftDelta Op = "nft-delta"
+	// OpVXLANAdd makes a stretched network's VXLAN device (and its
+	// owner alias); as the inverse of deleting one, also its master, port
+	// flags and up state, so that an undo makes it again as it was.
+	OpVXLANAdd Op = "vxlan-add"
+	// OpBridgePort sets a bridge port's flags learning and neigh_suppress
+	// (of VXLAN.PortLearning, VXLAN.NeighSuppress; OldVXLAN's before).
+	OpBridgePort Op = "bridge-port"
 )
 
 // Action is one kernel change and everything needed to undo it.
@@ -70,16 +77,29 @@ type Action struct {
 	Delta  *model.RulesetDelta `json:"delta,omitempty"`
 	Sum    string              `json:"sum,omitempty"`
 	OldSum string              `json:"old_sum,omitempty"`
+	// VXLAN is the device an OpVXLANAdd makes or an OpLinkDel deletes (a
+	// delete carries it so that its inverse makes the device again), and
+	// the port flags an OpBridgePort sets; OldVXLAN holds the flags
+	// before an OpBridgePort.
+	VXLAN    *model.VXLANLink `json:"vxlan,omitempty"`
+	OldVXLAN *model.VXLANLink `json:"old_vxlan,omitempty"`
+	// Up is an OpVXLANAdd's device brought up (an undone delete).
+	Up bool `json:"up,omitempty"`
 }
 
 // Inverse is the action that undoes a.
 func (a Action) Inverse() Action {
 	b := a
 	switch a.Op {
-	case OpBridgeAdd, OpTapAdd:
+	case OpBridgeAdd, OpTapAdd, OpVXLANAdd:
 		b.Op = OpLinkDel
 	case OpLinkDel:
 		b.Op = OpBridgeAdd
+		if a.VXLAN != nil {
+			b.Op = OpVXLANAdd
+		}
+	case OpBridgePort:
+		b.VXLAN, b.OldVXLAN = a.OldVXLAN, a.VXLAN
 	case OpLinkUp:
 		b.Op = OpLinkDown
 	case OpLinkDown:
@@ -143,6 +163,10 @@ func (a Action) String() string {
 		return s
 	case OpLinkDel:
 		return "ip link del " + a.Link
+	case OpVXLANAdd:
+		return vxlanAddString(a)
+	case OpBridgePort:
+		return bridgePortString(a.Link, *a.VXLAN)
 	case OpLinkUp:
 		return "ip link set " + a.Link + " up"
 	case OpLinkDown:

@@ -45,6 +45,7 @@ func Diff(want []model.Network, st state.State, h model.Host) (Plan, error) {
 		ports, pacts := ensurePorts(n, st.Networks[n.Name].Ports, h)
 		floats, facts := ensureFloats(n, st.Networks[n.Name].Floats, h)
 		p.Actions = append(p.Actions, acts...)
+		p.Actions = append(p.Actions, ensureVXLAN(n, h)...)
 		p.Actions = append(p.Actions, pacts...)
 		p.Actions = append(p.Actions, facts...)
 		p.State.Networks[n.Name] = state.Net{Network: n, Uplink: up, Ports: ports, Floats: floats, Binds: keepBinds(st.Networks[n.Name].Binds, ports)}
@@ -79,6 +80,7 @@ func Diff(want []model.Network, st state.State, h model.Host) (Plan, error) {
 	}
 	p.Actions = append(p.Actions, guardAction(WantGuard(want, p.State.Networks), h)...)
 
+	p.Actions = append(p.Actions, staleVXLANs(want, h)...)
 	for _, name := range removedNetworks(wanted, st, h) {
 		p.Actions = append(p.Actions, removeNetwork(name, st.Networks[name], h)...)
 	}
@@ -208,11 +210,18 @@ func previous(st state.State, h model.Host) model.Ruleset {
 // neither spec.CheckHost nor destroy would take it for guestnet's. The
 // state recorded the network before the bridge was made (write-ahead), so
 // a bare bridge of that name is the half-made one; it has nothing on it
-// yet, and Diff makes it again whole. The engine checks the spec against
-// the returned host.
+// yet, and Diff makes it again whole. A stretched network's VXLAN device
+// is made the same way (link, then alias) and is treated alike. The engine
+// checks the spec against the returned host.
 func HalfMade(st state.State, h model.Host) (model.Host, []Action) {
 	var acts []Action
 	for _, name := range slices.Sorted(maps.Keys(st.Networks)) {
+		if n := st.Networks[name].Network; n.Stretched() {
+			if l, ok := h.Link(model.VXLANName(n.VXLAN.VNI)); ok && l.Kind == "vxlan" && l.Alias == "" {
+				acts = append(acts, deleteVXLAN(l))
+				h = withoutLink(h, l.Name)
+			}
+		}
 		br, ok := h.Link(st.Networks[name].Network.Bridge)
 		if !ok || br.Kind != "bridge" || br.Alias != "" {
 			continue
@@ -382,6 +391,14 @@ func ensureUplink(n model.Network, br, up model.Link, saved *state.Uplink, h mod
 // journal can reverse, so a failed destroy leaves the network as it was.
 func removeNetwork(name string, rec state.Net, h model.Host) []Action {
 	var acts []Action
+	// Its VXLAN device first, in one write: the kernel takes it out of
+	// the bridge, and the bridge's ports below are the guests'.
+	for _, l := range h.Links {
+		if l.Owner() == name && l.Kind == "vxlan" {
+			acts = append(acts, deleteVXLAN(l))
+			h = withoutLink(h, l.Name)
+		}
+	}
 	for _, br := range h.Links {
 		if br.Owner() != name {
 			continue

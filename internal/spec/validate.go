@@ -306,6 +306,7 @@ func (s *Spec) CheckHost(h model.Host) error {
 				errs = append(errs, n.errorf("bridge", "%q exists but is a %s, not a bridge", n.Bridge, l.Kind))
 			}
 		}
+		errs = append(errs, checkVXLANHost(n, links)...)
 		if n.Uplink != "" {
 			l, ok := links[n.Uplink]
 			switch {
