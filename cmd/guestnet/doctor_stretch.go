@@ -44,6 +44,9 @@ func askStretch(g *globals, e *engine.Engine, in *doctor.Input, declared *model.
 	}
 	var remote model.EVPN
 	if in.BGP != nil {
+		if in.BGP.EVPN != nil {
+			remote = in.BGP.EVPN.Remote // the flood list: every remote VTEP per VNI
+		}
 		self = append(self, in.BGP.RouterID)
 		for _, p := range in.BGP.Peers {
 			peers = append(peers, p.Address)

@@ -28,12 +28,14 @@ func TestAskStretch(t *testing.T) {
 	declared := &model.BGP{ASN: 65000, Peers: []model.BGPPeer{{Address: a("10.10.0.1")}, {Address: a("10.10.0.2")}, {Address: a("10.20.0.9")}}}
 
 	in := doctor.Input{Host: k.Host, Networks: []model.Network{stretch}, Declared: true,
-		BGP: &bgp.Status{RouterID: a("10.10.0.1"), Peers: []bgp.PeerStatus{{Address: a("10.10.0.3"), State: bgp.StateEstablished}}}}
+		BGP: &bgp.Status{RouterID: a("10.10.0.1"), Peers: []bgp.PeerStatus{{Address: a("10.10.0.3"), State: bgp.StateEstablished}},
+			EVPN: &bgp.EVPNStatus{Remote: model.EVPN{Flood: []model.EVPNFlood{{VNI: 6000, VTEP: a("10.30.0.3")}, {VNI: 7000, VTEP: a("10.30.0.4")}}}}}}
 	askStretch(g, e, &in, declared)
 	want := []doctor.Underlay{
 		{Addr: a("10.10.0.2"), From: doctor.FromPeer, Dev: "lan0"},
 		{Addr: a("10.10.0.3"), From: doctor.FromPeer, Dev: "lan0"},
 		{Addr: a("10.20.0.9"), From: doctor.FromPeer, Err: "route to 10.20.0.9: network is unreachable"},
+		{Addr: a("10.30.0.3"), VNI: 6000, From: doctor.FromFlood, Err: "route to 10.30.0.3: network is unreachable"},
 	}
 	if len(in.Underlay) != len(want) {
 		t.Fatalf("Underlay = %+v, want %+v", in.Underlay, want)
@@ -51,8 +53,8 @@ func TestAskStretch(t *testing.T) {
 	for _, f := range findings {
 		got[f.Check]++
 	}
-	if got["vxlan-mtu"] != 1 || got["vtep-unreachable"] != 1 || got["etcd-quorum"] != 1 {
-		t.Errorf("findings %v: want one each of vxlan-mtu (lan0 1400), vtep-unreachable (10.20.0.9), etcd-quorum (no daemon)", got)
+	if got["vxlan-mtu"] != 1 || got["vtep-unreachable"] != 2 || got["etcd-quorum"] != 1 {
+		t.Errorf("findings %v: want vxlan-mtu (lan0 1400), vtep-unreachable for 10.20.0.9 and the flood VTEP 10.30.0.3, etcd-quorum (no daemon)", got)
 	}
 
 	plain := doctor.Input{Host: k.Host, Networks: []model.Network{{Name: "local", Bridge: "gnat0", DHCP: &model.DHCP{}}}}

@@ -187,8 +187,7 @@ func checkVTEPs(in Input) []Finding {
 	}
 	if in.BGP != nil {
 		for _, p := range in.BGP.Peers {
-			// "self": a peer that is this host (a shared spec lists every host).
-			if p.State == bgp.StateEstablished || p.State == "self" {
+			if p.State == bgp.StateEstablished || p.State == bgp.StateSelf { // self: this host in a shared spec's peers
 				continue
 			}
 			ev := []string{fmt.Sprintf("peer %s AS %d: %s", p.Address, p.ASN, text(p.State))}
