@@ -55,7 +55,7 @@ var help = map[string]struct{ long, example, exits string }{
 		exits: "0 printed, 1 error (a network guestnet did not apply here)",
 	},
 	"routes": {
-		long:    "Print the return route other hosts need to reach a routed network, through the host address\non the interface that faces them.",
+		long:    "Print the return route other hosts need to reach a routed network, through the host address\non the interface that faces them. For a nat network with routed_from, the routes for the hosts\nin each routed_from prefix (the only ones its firewall lets in), each after a comment naming them.",
 		example: "  guestnet routes lab\n  guestnet routes lab --for windows --peer 10.10.0.5",
 		exits:   "0 printed, 1 error (a network guestnet did not apply here, no address to route through)",
 	},

@@ -104,9 +104,13 @@ func createGuard(c *nftables.Conn, t *nftables.Table, sets map[string]*nftables.
 	var chains []*nftables.Chain
 	for _, d := range model.GuardTableOf(model.GuardFamily).Chains {
 		ch := &nftables.Chain{Name: d.Name, Table: t}
-		if d.Hook == "prerouting" {
+		switch d.Hook {
+		case "prerouting":
 			ch.Type, ch.Hooknum, ch.Priority, ch.Policy = nftables.ChainTypeFilter,
 				nftables.ChainHookPrerouting, nftables.ChainPriorityRef(-200), &accept
+		case "postrouting":
+			ch.Type, ch.Hooknum, ch.Priority, ch.Policy = nftables.ChainTypeFilter,
+				nftables.ChainHookPostrouting, nftables.ChainPriorityRef(-200), &accept
 		}
 		chains = append(chains, c.AddChain(ch))
 	}
@@ -191,6 +195,25 @@ func queueElems(op func(*nftables.Set, []nftables.SetElement) error, sets map[st
 		}
 		queue[model.GuardBound6], queue[model.GuardPorts6], queue[model.GuardHeld6] = bound6, ports6, held6
 		queue[model.GuardGuests6], queue[model.GuardPrefixes6] = guests6, prefixes6
+		var vxPorts, vxGateways, vxMACs []nftables.SetElement
+		for _, p := range e.VXLANPorts {
+			vxPorts = append(vxPorts, nftables.SetElement{Key: nft.PortKey(p)})
+		}
+		for _, a := range e.VXLANGateways {
+			k, err := nft.Addr4Key(a)
+			if err != nil {
+				return err
+			}
+			vxGateways = append(vxGateways, nftables.SetElement{Key: k})
+		}
+		for _, m := range e.VXLANMACs {
+			k, err := nft.MACKey(m)
+			if err != nil {
+				return err
+			}
+			vxMACs = append(vxMACs, nftables.SetElement{Key: k})
+		}
+		queue[model.GuardVXLANPorts], queue[model.GuardVXLANGateways], queue[model.GuardVXLANMACs] = vxPorts, vxGateways, vxMACs
 	} else if len(v6) > 0 {
 		return fmt.Errorf("nft set %s: IPv6 bindings are declared only (attach --ip), not learned", names[1])
 	}

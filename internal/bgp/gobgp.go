@@ -96,14 +96,7 @@ func startServer(ctx context.Context, c model.BGP, id netip.Addr, s *Speaker) (*
 		err = fmt.Errorf("bgp: start the speaker (AS %d, router ID %s, port %d): %w", c.ASN, id, port(c), err)
 	}
 	if err == nil {
-		err = srv.AddPolicy(ctx, &api.AddPolicyRequest{Policy: &api.Policy{
-			Name: exportPolicy,
-			Statements: []*api.Statement{{
-				Name:       exportPolicy + "-local",
-				Conditions: &api.Conditions{RouteType: api.Conditions_ROUTE_TYPE_LOCAL},
-				Actions:    &api.Actions{RouteAction: api.RouteAction_ROUTE_ACTION_ACCEPT},
-			}},
-		}})
+		err = srv.SetPolicies(ctx, exportPolicyRequest(s.scoped))
 	}
 	if err == nil {
 		err = srv.SetPolicyAssignment(ctx, &api.SetPolicyAssignmentRequest{Assignment: &api.PolicyAssignment{

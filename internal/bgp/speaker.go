@@ -57,8 +57,11 @@ type Speaker struct {
 	// announce is the complete set Announce was given; paths the UUIDs
 	// AddPath returned for those srv carries.
 	announce []netip.Prefix
-	paths    map[netip.Prefix]uuid.UUID
-	peers    map[netip.Addr]*peer
+	// scoped are the announced prefixes only some peers receive (Scope):
+	// the export policy's statements.
+	scoped []model.ScopedPrefix
+	paths  map[netip.Prefix]uuid.UUID
+	peers  map[netip.Addr]*peer
 	// inherited are the BGP routes found in the kernel at start (a
 	// previous speaker's): kept until takeoverBy or every peer's
 	// End-of-RIB, then those not learned again go. nil when done.

@@ -81,6 +81,7 @@ func (d *Daemon) listenAPI() (io.Closer, error) {
 		writeJSON(w, d.Status())
 	})
 	mux.HandleFunc("GET /v1/bgp", bgpHandler(d.BGP))
+	mux.HandleFunc("GET /v1/evpn", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, d.EVPN()) })
 	// guestnet apply: re-read the config, held-down networks included.
 	mux.HandleFunc("POST /v1/reload", func(w http.ResponseWriter, r *http.Request) {
 		if err := d.Apply(r.Context()); err != nil {

@@ -58,8 +58,9 @@ func (d *Daemon) syncBGP() {
 	if err == nil {
 		// A peer refused is an error that leaves the other sessions
 		// running: they get the prefixes too. A peer that is this host
-		// (a spec shared by every host) is left out, no error.
-		err = errors.Join(d.speaker.Configure(d.ctx, d.spec.BGP.BGP), d.speaker.Announce(model.Announced(nets)))
+		// (a spec shared by every host) is left out, no error. Scope
+		// comes before Announce: the paths go out under its policy.
+		err = errors.Join(d.speaker.Configure(d.ctx, d.spec.BGP.BGP), d.speaker.Scope(model.Scoped(nets)), d.speaker.Announce(model.Announced(nets)))
 	}
 	d.bgpErr.set(err)
 	if err != nil {

@@ -25,6 +25,7 @@ import (
 	"github.com/guestnet/guestnet/internal/dhcp"
 	"github.com/guestnet/guestnet/internal/dns"
 	"github.com/guestnet/guestnet/internal/engine"
+	"github.com/guestnet/guestnet/internal/evpn"
 	"github.com/guestnet/guestnet/internal/model"
 	"github.com/guestnet/guestnet/internal/spec"
 	"github.com/guestnet/guestnet/internal/state"
@@ -54,6 +55,11 @@ type Daemon struct {
 	// Guard6 is told of DHCPv6 leases as they begin and end (v6.go,
 	// Binder6): IPv6 anti-spoofing. nil binds nothing.
 	Guard6 Binder6
+	// EVPNKernel holds the evpn service's entries and EVPNSpeaker is its
+	// BGP side (evpn.go); nil means the namespace's (netlink) and the bgp
+	// service's speaker (unit tests bring fakes).
+	EVPNKernel  evpn.Kernel
+	EVPNSpeaker evpn.Speaker
 
 	mu      sync.Mutex // serialises reload, repair and the services' sync
 	ctx     context.Context
@@ -78,6 +84,7 @@ type Daemon struct {
 	applyErr, learnErr, repairErr, watchErr, fdbErr, bgpErr lastError
 
 	speaker *bgp.Speaker    // the bgp service (bgp.go), nil without a bgp section
+	evpn    evpnService     // the evpn service (evpn.go)
 	held    map[string]bool // networks guestnet destroy removed while serving (destroy.go)
 
 	fdb       *fdb                                // where leased MACs sit, for anti-spoofing
@@ -167,6 +174,7 @@ func (d *Daemon) init(ctx context.Context, st *dhcp.BoltStore) {
 	d.store = st
 	d.servers, d.dns, d.closers = map[string]*server{}, map[string]*dnsServer{}, map[string]io.Closer{}
 	d.kick, d.learnKick, d.fatal = make(chan struct{}, 1), make(chan struct{}, 1), make(chan error, 1)
+	d.evpn.kick = make(chan struct{}, 1)
 	if d.Events == nil && d.Engine.NS != nil {
 		d.Events = d.Engine.NS
 	}

@@ -133,7 +133,10 @@ var vm0 = model.Link{Name: "vm0", Index: 4, Kind: "tuntap", MTU: 1500}
 
 // start runs a daemon with config spec on a fresh fake host; it stops
 // when the test ends.
-func start(t *testing.T, spec string) *rig {
+func start(t *testing.T, spec string) *rig { t.Helper(); return startWith(t, spec, nil) }
+
+// startWith is start with mod applied to the daemon before it runs.
+func startWith(t *testing.T, spec string, mod func(*Daemon)) *rig {
 	t.Helper()
 	r := &rig{t: t, k: &fake.Kernel{Host: fake.BaseHost(vm0)}, ev: &events{watched: make(chan struct{})}}
 	r.config = filepath.Join(t.TempDir(), "guestnet.yaml")
@@ -141,6 +144,9 @@ func start(t *testing.T, spec string) *rig {
 	e := engine.New(r.k, filepath.Join(t.TempDir(), "state.json"))
 	r.d = &Daemon{Engine: e, Config: []string{r.config}, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Events: r.ev, Sockets: loopSockets{}}
+	if mod != nil {
+		mod(r.d)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	ready, done := make(chan struct{}), make(chan error, 1)
 	go func() { done <- r.d.Run(ctx, func() { close(ready) }) }()

@@ -34,6 +34,12 @@ type fdb struct {
 	synced atomic.Pointer[map[int]model.Link]
 	linkMu sync.Mutex // one dump at a time for port's misses
 
+	// tap, when set, sees every notification too, and lost true when
+	// the subscription was lost (the evpn service: one subscription per
+	// daemon, as a second one's listing request reaches the first as a
+	// message from a wrong sender and ends it).
+	tap atomic.Pointer[func(u netlink.NeighUpdate, lost bool)]
+
 	log      *slog.Logger
 	lostWarn struct {
 		last time.Time
@@ -61,7 +67,17 @@ func newFDB(k engine.Kernel, log *slog.Logger) *fdb {
 // lost must not be placed on its old port. Until the new subscription's
 // listing arrives, a lookup misses and reads the kernel's table.
 func (f *fdb) watch(ctx context.Context, ev Events) {
-	ev.WatchNeigh(ctx, f.update, f.lost)
+	ev.WatchNeigh(ctx, func(u netlink.NeighUpdate) {
+		f.update(u)
+		if t := f.tap.Load(); t != nil {
+			(*t)(u, false)
+		}
+	}, func(err error, retryIn time.Duration) {
+		f.lost(err, retryIn)
+		if t := f.tap.Load(); t != nil {
+			(*t)(netlink.NeighUpdate{}, true)
+		}
+	})
 }
 
 // lost forgets the table and warns, at most once per lostEvery.

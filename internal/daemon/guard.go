@@ -36,6 +36,7 @@ const learnEvery = 15 * time.Second
 // refreshed at each sync: guarded networks and the ports bound by attach.
 type learnView struct {
 	guarded  map[string]bool
+	infra    map[string]func(port string) bool    // network -> model.Network.Infra
 	explicit map[string]map[string]model.PortBind // network -> port -> binding
 	owners   map[string][]string                  // MAC -> ports attach bound it to, in guarded networks
 	masters  map[string]portLink                  // port name -> its link, as the learned sets were synced
@@ -52,8 +53,8 @@ type portLink struct {
 // port to addresses, nor to another MAC, nor the lease's MAC to another
 // port (the kernel lets a MAC bound by attach out of its ports only).
 func (v *learnView) may(network string, l dhcp.Lease) bool {
-	if v == nil || !v.guarded[network] || l.Port == "" {
-		return false
+	if v == nil || !v.guarded[network] || l.Port == "" || (v.infra[network] != nil && v.infra[network](l.Port)) {
+		return false // an uplink or VXLAN port carries no guest of this host: never bound
 	}
 	if ps := v.owners[l.MAC]; len(ps) > 0 && !slices.Contains(ps, l.Port) {
 		return false
@@ -64,9 +65,11 @@ func (v *learnView) may(network string, l dhcp.Lease) bool {
 
 // newLearnView gathers what may() needs from the state of the networks.
 func newLearnView(nets []model.Network, st map[string]state.Net) *learnView {
-	v := &learnView{guarded: map[string]bool{}, explicit: map[string]map[string]model.PortBind{}, owners: map[string][]string{}}
+	v := &learnView{guarded: map[string]bool{}, explicit: map[string]map[string]model.PortBind{}, owners: map[string][]string{},
+		infra: map[string]func(string) bool{}}
 	for _, n := range nets {
 		v.guarded[n.Name] = n.Guarded()
+		v.infra[n.Name] = n.Infra
 		v.explicit[n.Name] = st[n.Name].Binds
 		if !n.Guarded() {
 			continue
@@ -147,6 +150,7 @@ func (l learner) Holders(mac string, ls dhcp.Lease) []string {
 // address) is the handler's to report with Unbound, which syncs the sets:
 // a new guest costs one element write, not a read of every binding.
 func (l learner) Bound(ls dhcp.Lease) {
+	l.d.evpn.wake() // a guest's address: EVPN announces it with its MAC
 	if !l.d.view.Load().may(l.network, ls) {
 		return
 	}
@@ -162,7 +166,7 @@ func (l learner) Bound(ls dhcp.Lease) {
 	}
 }
 
-func (l learner) Unbound(dhcp.Lease) { l.d.kickLearn() }
+func (l learner) Unbound(dhcp.Lease) { l.d.kickLearn(); l.d.evpn.wake() }
 
 func (d *Daemon) kickLearn() {
 	select {

@@ -19,8 +19,9 @@ import (
 // learnedGuests6 are the elements of guests6_learned and prefixes6_learned:
 // the ports of the first-come networks' bridges (masters: port -> its
 // bridge) that are not declared first-come ports already, nor its uplink
-// (status lists no uplink as a guest port either), with each network's
-// claim prefixes.
+// or VXLAN device (model.Network.Infra: they carry no guest of this host,
+// and status lists neither as a guest port), with each network's claim
+// prefixes.
 func learnedGuests6(nets []model.Network, masters map[string]portLink, declared []string) model.Elems {
 	firstCome := map[string]model.Network{} // by bridge
 	for _, n := range nets {
@@ -31,7 +32,7 @@ func learnedGuests6(nets []model.Network, masters map[string]portLink, declared 
 	var e model.Elems
 	for port, m := range masters {
 		n, ok := firstCome[m.bridge]
-		if !ok || port == n.Uplink || slices.Contains(declared, port) {
+		if !ok || n.Infra(port) || slices.Contains(declared, port) {
 			continue
 		}
 		e.Guests6 = append(e.Guests6, port)

@@ -50,7 +50,7 @@ type ServiceStatus struct {
 // DHCP, whose leases they bind), drift repair, the API (last, so that
 // a CLI that finds it finds the config applied) and the metrics. BGP
 // comes after drift repair (what it announces is applied) and before the
-// API.
+// API; EVPN after BGP (it announces through the speaker).
 func (d *Daemon) services() []*service {
 	list := []*service{
 		{name: "networks", start: d.Reload, health: d.applyHealth, note: d.heldNote},
@@ -61,6 +61,7 @@ func (d *Daemon) services() []*service {
 		{name: "leased bindings", start: d.startLearn, sync: d.syncLearned, health: d.learnHealth},
 		{name: "drift repair", start: d.startRepair, health: d.repairHealth},
 		{name: "bgp", sync: d.syncBGP, stop: d.stopBGP, health: d.bgpHealth, used: d.bgpUsed},
+		{name: "evpn", sync: d.syncEVPN, stop: d.stopEVPN, health: d.evpnHealth, note: d.evpnNote, used: d.evpnUsed},
 		{name: "api", start: d.startAPI, stop: d.stopAPI},
 	}
 	if d.Metrics != "" {

@@ -88,6 +88,7 @@ var Checks = []Check{
 	{"forward-drop", checkForwardDrop},
 	{"masquerade-oif", checkMasqueradeOIF},
 	{"return-route", checkReturnRoute},
+	{"routed-from", checkRoutedFrom},
 	{"subnet-overlap", checkOverlap},
 	{"rp-filter", checkRPFilter},
 	{"bridge", checkBridges},

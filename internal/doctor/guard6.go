@@ -27,7 +27,7 @@ func checkPorts6(in Input) []Finding {
 		}
 		var bare []string
 		for _, l := range in.Host.Links {
-			if l.Master == n.Bridge && l.Name != n.Uplink && !vxlanPort(n, l) && !slices.Contains(g.Guests6, l.Name) && !slices.Contains(g.LearnedGuests6, l.Name) {
+			if l.Master == n.Bridge && !n.Infra(l.Name) && !slices.Contains(g.Guests6, l.Name) && !slices.Contains(g.LearnedGuests6, l.Name) {
 				bare = append(bare, l.Name)
 			}
 		}
@@ -42,10 +42,4 @@ func checkPorts6(in Input) []Finding {
 			Fix: fmt.Sprintf("systemctl start guestnet-serve (or guestnet serve --config ...), or attach each port: guestnet attach %s %s", n.Name, bare[0])})
 	}
 	return out
-}
-
-// vxlanPort reports whether l is the VXLAN device of stretched network n:
-// a port of its bridge that carries other hosts' guests, no guest's own.
-func vxlanPort(n model.Network, l model.Link) bool {
-	return n.Stretched() && l.Kind == "vxlan" && l.Name == model.VXLANName(n.VXLAN.VNI)
 }

@@ -36,7 +36,9 @@ func TestAddrKeysSortAsAddresses(t *testing.T) {
 }
 
 func TestBlocksCutRanges(t *testing.T) {
-	r := func(a, b string) model.Range { return model.Range{From: netip.MustParseAddr(a), To: netip.MustParseAddr(b)} }
+	r := func(a, b string) model.Range {
+		return model.Range{From: netip.MustParseAddr(a), To: netip.MustParseAddr(b)}
+	}
 	got := Blocks([]model.Range{r("10.60.0.100", "10.60.0.135"), r("10.60.1.0", "10.60.1.3")}, 16)
 	want := []model.Range{r("10.60.0.100", "10.60.0.115"), r("10.60.0.116", "10.60.0.131"), r("10.60.0.132", "10.60.0.135"), r("10.60.1.0", "10.60.1.3")}
 	if !slices.Equal(got, want) {

@@ -74,7 +74,9 @@ var DefaultImport = []netip.Prefix{
 // Announced is what this host announces for its networks: the subnets of
 // routed and open networks, IPv4 and IPv6; for nat networks the floating
 // addresses and the listen addresses of forwards (/32 or /128 each), not
-// the IPv6 prefix, which is masqueraded as the IPv4 subnet is. A network with NoAnnounce
+// the subnets, which are masqueraded, except those of a nat network with
+// routed_from: its subnets go to the peers inside those prefixes alone
+// (see Scoped). A network with NoAnnounce
 // announces nothing. Sorted, without duplicates. A pure function of the
 // spec (the daemon announces it after each apply).
 func Announced(nets []Network) []netip.Prefix {
@@ -87,6 +89,9 @@ func Announced(nets []Network) []netip.Prefix {
 		case Routed, Open:
 			out = append(out, n.Subnets()...)
 		case NAT:
+			if len(n.RoutedFrom) > 0 {
+				out = append(out, n.Subnets()...)
+			}
 			for _, f := range n.Floating {
 				out = append(out, HostPrefix(f.Public))
 			}
@@ -99,6 +104,32 @@ func Announced(nets []Network) []netip.Prefix {
 	}
 	slices.SortFunc(out, ComparePrefix)
 	return slices.Compact(out)
+}
+
+// ScopedPrefix is an announced prefix that only some peers may receive:
+// those whose address lies in one of To.
+type ScopedPrefix struct {
+	Prefix netip.Prefix   `json:"prefix"`
+	To     []netip.Prefix `json:"to"`
+}
+
+// Scoped are the announced prefixes with a limited audience: the subnets
+// of each nat network with routed_from, to the peers inside its
+// routed_from prefixes (the LAN's hosts that route to the guests; anyone
+// else reaching the subnet would be refused by the firewall). Sorted by
+// prefix; a network with NoAnnounce has none.
+func Scoped(nets []Network) []ScopedPrefix {
+	var out []ScopedPrefix
+	for _, n := range nets {
+		if n.NoAnnounce || n.Mode != NAT || len(n.RoutedFrom) == 0 {
+			continue
+		}
+		for _, p := range n.Subnets() {
+			out = append(out, ScopedPrefix{Prefix: p, To: slices.Clone(n.RoutedFrom)})
+		}
+	}
+	slices.SortFunc(out, func(a, b ScopedPrefix) int { return ComparePrefix(a.Prefix, b.Prefix) })
+	return out
 }
 
 // ComparePrefix orders prefixes by address, then length.

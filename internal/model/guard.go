@@ -33,6 +33,11 @@ type Guard struct {
 	Ports6    []string     `json:"ports6,omitempty"`
 	Held6     []netip.Addr `json:"held6,omitempty"`
 	MACPorts  []string     `json:"mac_ports,omitempty"` // elements of set "mac_ports": the ports of PortMACs
+	// The stretched networks' VXLAN ports, gateway addresses and gateway
+	// MACs (sets vxlan_ports, vxlan_gateways, vxlan_macs: guardvxlan.go).
+	VXLANPorts    []string     `json:"vxlan_ports,omitempty"`
+	VXLANGateways []netip.Addr `json:"vxlan_gateways,omitempty"`
+	VXLANMACs     []string     `json:"vxlan_macs,omitempty"`
 	// Observed only, never compared:
 	LearnedPorts    []string  `json:"learned_ports,omitempty"`
 	Learned         []Bind    `json:"learned,omitempty"` // elements of set "learned"
@@ -52,6 +57,11 @@ type Guard struct {
 	Claims6 []Claim6 `json:"claims6,omitempty"`
 	// Dropped6 are the elements of sets dropped6, router6 and na6.
 	Dropped6 []Drop6 `json:"dropped6,omitempty"`
+	// VXLANDropped counts the frames the VXLAN rules dropped (not in
+	// Dropped: they are no spoofing); VXLANDrops are the elements of sets
+	// vxlan_dropped_in and vxlan_dropped_out.
+	VXLANDropped uint64      `json:"vxlan_dropped,omitempty"`
+	VXLANDrops   []VXLANDrop `json:"vxlan_drops,omitempty"`
 }
 
 // Spoofed is what set "dropped" remembers of one port . MAC . address whose
@@ -194,6 +204,8 @@ func (x OtherDrop) Why() string {
 		return "the MAC is bound to port " + strings.Join(x.MACBoundTo, ",")
 	case x.Kind() == "VLAN-tagged":
 		return "a bound port may send only untagged IPv4 and ARP (the tag hides what the frame carries)"
+	case x.EtherType == EtherTypeName(EtherTypeRARP):
+		return "a RARP announce (QEMU's, after a live migration) passes only from a MAC bound to the port"
 	}
 	return "a bound port may send only IPv4, IPv6 and ARP"
 }
@@ -323,7 +335,8 @@ func (g Guard) String() string {
 	}
 	v4, v6 := SplitBinds(g.Bound)
 	elems := map[string][]string{GuardPorts: quote(g.Ports), GuardBound: strs(v4), GuardMACs: g.MACs, GuardPortMACs: strs(g.PortMACs),
-		GuardBound6: strs(v6), GuardPorts6: quote(g.Ports6), GuardHeld6: strs(g.Held6), GuardGuests6: quote(g.Guests6), GuardPrefixes6: strs(g.Prefixes6), GuardMACPorts: quote(g.MACPorts)}
+		GuardBound6: strs(v6), GuardPorts6: quote(g.Ports6), GuardHeld6: strs(g.Held6), GuardGuests6: quote(g.Guests6), GuardPrefixes6: strs(g.Prefixes6), GuardMACPorts: quote(g.MACPorts),
+		GuardVXLANPorts: quote(g.VXLANPorts), GuardVXLANGateways: strs(g.VXLANGateways), GuardVXLANMACs: g.VXLANMACs}
 	t := GuardTableOf(GuardFamily)
 	for _, s := range t.Sets {
 		var props []string

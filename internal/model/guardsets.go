@@ -41,6 +41,11 @@ type Elems struct {
 	// adds (a DHCPv6 lease, for Left) or removes (a port that left its
 	// bridge) through Learn; plan never declares any.
 	Claims6 []Claim6
+	// Declared only: the stretched networks' VXLAN ports, gateway
+	// addresses and MACs (guardvxlan.go).
+	VXLANPorts    []string
+	VXLANGateways []netip.Addr
+	VXLANMACs     []string
 }
 
 // ElemsOf are the elements that bindings make: the distinct ports, the
@@ -88,13 +93,15 @@ func (e Elems) Equal(o Elems) bool {
 		slices.Equal(e.MACs, o.MACs) && slices.Equal(e.PortMACs, o.PortMACs) &&
 		slices.Equal(e.Guests6, o.Guests6) && slices.Equal(e.Prefixes6, o.Prefixes6) &&
 		slices.Equal(e.Ports6, o.Ports6) && slices.Equal(e.Held6, o.Held6) && slices.Equal(e.Claims6, o.Claims6) &&
-		slices.Equal(e.MACPorts, o.MACPorts)
+		slices.Equal(e.MACPorts, o.MACPorts) && slices.Equal(e.VXLANPorts, o.VXLANPorts) &&
+		slices.Equal(e.VXLANGateways, o.VXLANGateways) && slices.Equal(e.VXLANMACs, o.VXLANMACs)
 }
 
 // Len counts the elements.
 func (e Elems) Len() int {
 	return len(e.Ports) + len(e.Binds) + len(e.MACs) + len(e.PortMACs) +
-		len(e.Guests6) + len(e.Prefixes6) + len(e.Ports6) + len(e.Held6) + len(e.Claims6) + len(e.MACPorts)
+		len(e.Guests6) + len(e.Prefixes6) + len(e.Ports6) + len(e.Held6) + len(e.Claims6) + len(e.MACPorts) +
+		len(e.VXLANPorts) + len(e.VXLANGateways) + len(e.VXLANMACs)
 }
 
 // DiffElems returns the elements of cur that old lacks, and the reverse.
@@ -108,12 +115,16 @@ func DiffElems(old, cur Elems) (add, del Elems) {
 	add.Ports6, del.Ports6 = Diff(old.Ports6, cur.Ports6)
 	add.Held6, del.Held6 = Diff(old.Held6, cur.Held6)
 	add.MACPorts, del.MACPorts = Diff(old.MACPorts, cur.MACPorts)
+	add.VXLANPorts, del.VXLANPorts = Diff(old.VXLANPorts, cur.VXLANPorts)
+	add.VXLANGateways, del.VXLANGateways = Diff(old.VXLANGateways, cur.VXLANGateways)
+	add.VXLANMACs, del.VXLANMACs = Diff(old.VXLANMACs, cur.VXLANMACs)
 	return add, del
 }
 
 // Declared are the elements plan owns.
 func (g Guard) Declared() Elems {
-	return Elems{g.Ports, g.Bound, g.MACs, g.PortMACs, g.Guests6, g.Prefixes6, g.Ports6, g.Held6, g.MACPorts, nil}
+	return Elems{Ports: g.Ports, Binds: g.Bound, MACs: g.MACs, PortMACs: g.PortMACs, Guests6: g.Guests6, Prefixes6: g.Prefixes6,
+		Ports6: g.Ports6, Held6: g.Held6, MACPorts: g.MACPorts, VXLANPorts: g.VXLANPorts, VXLANGateways: g.VXLANGateways, VXLANMACs: g.VXLANMACs}
 }
 
 // LearnedElems are the elements the daemon owns, as observed.
@@ -150,5 +161,6 @@ func (g *Guard) SetFirstCome(nets []Network, ports map[string][]string) {
 // WithDeclared is g's presence and integrity with the declared elements e.
 func (g Guard) WithDeclared(e Elems) Guard {
 	return Guard{On: g.On, Broken: g.Broken, Ports: e.Ports, Bound: e.Binds, MACs: e.MACs, PortMACs: e.PortMACs,
-		Guests6: e.Guests6, Prefixes6: e.Prefixes6, Ports6: e.Ports6, Held6: e.Held6, MACPorts: e.MACPorts}
+		Guests6: e.Guests6, Prefixes6: e.Prefixes6, Ports6: e.Ports6, Held6: e.Held6, MACPorts: e.MACPorts,
+		VXLANPorts: e.VXLANPorts, VXLANGateways: e.VXLANGateways, VXLANMACs: e.VXLANMACs}
 }

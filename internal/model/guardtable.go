@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 )
@@ -50,6 +51,7 @@ type Field struct {
 // The guard table's fields.
 var (
 	FieldIIF      = Field{Text: "iifname", Header: HeaderMeta, Len: 16, Type: "ifname"}
+	FieldOIF      = Field{Text: "oifname", Header: HeaderMeta, Len: 16, Type: "ifname"}
 	FieldEtherSrc = Field{Text: "ether saddr", Header: HeaderLink, Offset: 6, Len: 6, Type: "ether_addr"}
 	// FieldEtherType is the Ethernet header's type: a VLAN-tagged frame's
 	// shows the tag's (8021q), not the protocol behind it.
@@ -57,9 +59,11 @@ var (
 	// The sender fields of an ARP packet for Ethernet and IPv4.
 	FieldARPSrcMAC = Field{Text: "arp saddr ether", Header: HeaderNetwork, Offset: 8, Len: 6, Type: "ether_addr", Proto: "arp"}
 	FieldARPSrcIP  = Field{Text: "arp saddr ip", Header: HeaderNetwork, Offset: 14, Len: 4, Type: IPv4.AddrType(), Proto: "arp"}
-	FieldFragOff   = Field{Text: "ip frag-off", Header: HeaderNetwork, Offset: 6, Len: 2, Proto: string(IPv4)}
-	FieldUDPSport  = Field{Text: "udp sport", Header: HeaderTransport, Offset: 0, Len: 2, L4: "udp"}
-	FieldUDPDport  = Field{Text: "udp dport", Header: HeaderTransport, Offset: 2, Len: 2, L4: "udp"}
+	// FieldARPDstIP is an ARP packet's target address.
+	FieldARPDstIP = Field{Text: "arp daddr ip", Header: HeaderNetwork, Offset: 24, Len: 4, Type: IPv4.AddrType(), Proto: "arp"}
+	FieldFragOff  = Field{Text: "ip frag-off", Header: HeaderNetwork, Offset: 6, Len: 2, Proto: string(IPv4)}
+	FieldUDPSport = Field{Text: "udp sport", Header: HeaderTransport, Offset: 0, Len: 2, L4: "udp"}
+	FieldUDPDport = Field{Text: "udp dport", Header: HeaderTransport, Offset: 2, Len: 2, L4: "udp"}
 	// FieldChaddr is a BOOTP message's client MAC: 36 bytes into the UDP
 	// header (8 of UDP, 28 of op..giaddr), as a raw payload match.
 	FieldChaddr = RawTransport(8+28, 6, "ether_addr")
@@ -253,7 +257,12 @@ func GuardTableOf(f Family) GuardTable {
 	}
 	recordOther := GuardRule{Terms: []Term{not(string(IPv4)), not("arp"), not(string(IPv6)),
 		{Op: OpUpdate, Set: GuardDroppedOther, Key: []Field{FieldIIF, FieldEtherSrc, FieldEtherType}}}}
+	// rarp accepts a RARP frame whose source MAC is bound to its port.
+	rarp := func(set string) GuardRule {
+		return GuardRule{[]Term{{Op: OpEq, Field: FieldEtherType, Value: port(EtherTypeRARP)}, lookup(set, false, FieldIIF, FieldEtherSrc)}, accept}
+	}
 	sets6, chains6, dispatch6, record6 := guard6()
+	setsX, chainsX, dispatchX, postX := guardVXLAN()
 	t := GuardTable{
 		Sets: []GuardSet{
 			{Name: GuardPorts, Key: []string{"ifname"}},
@@ -288,6 +297,9 @@ func GuardTableOf(f Family) GuardTable {
 					{Op: OpEq, Field: FieldUDPSport, Value: port(68)},
 					{Op: OpEq, Field: FieldUDPDport, Value: port(67)},
 				}, accept},
+				// QEMU's announce after a live migration (RARP) from the
+				// port's own MAC: the bridge learns where the guest is now.
+				rarp(GuardPortMACs), rarp(GuardLearnedPortMACs),
 				// IPv6 that reaches this chain comes from a port bound to no
 				// IPv6 address outside a first-come bridge (mode bridge):
 				// each family is restricted by the addresses listed of it.
@@ -295,6 +307,7 @@ func GuardTableOf(f Family) GuardTable {
 				{nil, toSpoofed},
 			}},
 			{Name: "prerouting", Hook: "prerouting", Rules: []GuardRule{
+				dispatchX,
 				owned(nil, GuardMACs, GuardPortMACs, FieldEtherSrc),
 				owned(nil, GuardLearnedMACs, GuardLearnedPortMACs, FieldEtherSrc),
 				// The MF flag of an IPv4 header: the first fragment of a
@@ -305,14 +318,15 @@ func GuardTableOf(f Family) GuardTable {
 			}},
 		},
 	}
-	t.Sets = append(t.Sets, sets6...)
+	t.Sets = append(append(t.Sets, sets6...), setsX...)
 	pre := &t.Chains[len(t.Chains)-1]
 	pre.Rules = append(pre.Rules, dispatch6...)
 	pre.Rules = append(pre.Rules,
 		GuardRule{[]Term{lookup(GuardPorts, false, FieldIIF)}, GuardVerdict{"jump", "check"}},
 		GuardRule{[]Term{lookup(GuardLearnedPorts, false, FieldIIF)}, GuardVerdict{"jump", "check"}})
-	// spoofed first, then the chains that go to it, then those that go to them.
-	t.Chains = append(t.Chains[:1], append(chains6, t.Chains[1:]...)...)
+	// spoofed first, then the chains that go to it, then those that go to
+	// them; the VXLAN chains before the base chains that go to them.
+	t.Chains = slices.Concat(t.Chains[:1], chains6, t.Chains[1:2], chainsX, t.Chains[2:], []GuardChain{postX})
 	return t
 }
 

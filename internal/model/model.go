@@ -48,6 +48,10 @@ type Network struct {
 	GuestToHost string `json:"guest_to_host,omitempty"`
 	// Floating are 1:1 public addresses of guests (nat networks).
 	Floating []Floating `json:"floating,omitempty"`
+	// RoutedFrom are the prefixes (hosts of the LAN) whose traffic with a
+	// nat network's guests is routed, not masqueraded, both ways: they
+	// reach the guests by the guests' own addresses (spec: routed_from).
+	RoutedFrom []netip.Prefix `json:"routed_from,omitempty"`
 	// AllowSpoofing turns anti-spoofing of bound guest ports off.
 	AllowSpoofing bool `json:"allow_spoofing,omitempty"`
 	// NoAnnounce keeps the network out of what BGP announces
@@ -322,6 +326,9 @@ type Diag struct {
 	// PolicyRules6 are the same for IPv6 (ip -6 rule), beyond local at 0
 	// and main at 32766.
 	PolicyRules6 []string `json:"policy_rules6,omitempty"`
+	// Overlay holds the forwarding entries of the VXLAN devices and the
+	// neighbours of their bridges: trace tells a remote guest's VTEP.
+	Overlay Overlay `json:"overlay,omitzero"`
 }
 
 // ForeignRule is a rule of a table guestnet does not own.

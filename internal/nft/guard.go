@@ -235,6 +235,7 @@ const reg32First = 8
 // metaKeys are the meta keys of the guard's meta fields, by their text.
 var metaKeys = map[string]expr.MetaKey{
 	model.FieldIIF.Text:     expr.MetaKeyIIFNAME,
+	model.FieldOIF.Text:     expr.MetaKeyOIFNAME,
 	model.FieldL4Proto.Text: expr.MetaKeyL4PROTO,
 }
 
@@ -392,6 +393,31 @@ func DecodeClaimKey(k []byte) (model.Claim6, bool) {
 	}
 	a, _ := netip.AddrFromSlice(k[16:])
 	return model.Claim6{Port: string(bytes.TrimRight(k[:16], "\x00")), IP: a}, true
+}
+
+// Addr4Key is an IPv4 address as an element of set vxlan_gateways.
+func Addr4Key(ip netip.Addr) ([]byte, error) {
+	if !ip.Is4() {
+		return nil, fmt.Errorf("gateway %s of a stretched network is not an IPv4 address", ip)
+	}
+	a := ip.As4()
+	return a[:], nil
+}
+
+// DecodeAddr4Key reads an element of set vxlan_gateways back.
+func DecodeAddr4Key(k []byte) (netip.Addr, bool) {
+	if len(k) != 4 {
+		return netip.Addr{}, false
+	}
+	return netip.AddrFrom4([4]byte(k)), true
+}
+
+// DecodeVXLANDropKey reads an element of sets vxlan_dropped_in and
+// vxlan_dropped_out: ifname . ether_addr . ether_type, laid out as set
+// dropped_other's (DecodeOtherKey).
+func DecodeVXLANDropKey(k []byte, out bool) (model.VXLANDrop, bool) {
+	o, ok := DecodeOtherKey(k)
+	return model.VXLANDrop{Port: o.Port, Out: out, MAC: o.MAC, EtherType: o.EtherType}, ok
 }
 
 // AddrKey is an IPv6 address as an element of sets held6 and claimed6.

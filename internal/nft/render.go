@@ -117,8 +117,13 @@ func Render(nets []model.Network, h model.Host) (model.Ruleset, error) {
 	}
 	dns := dnsChains(nets)
 	in := newLetIn(nets)
+	vxlan := vxlanPorts(nets)
 	for _, n := range nets {
 		to, from, input, nat := networkRules(n, byName, in)
+		if n.GuestBridge() {
+			input = append(vxlanDrops(n, vxlan), input...)
+			from = append(vxlanDrops(n, vxlan), from...)
+		}
 		name := model.VmapElement{Name: n.Bridge}
 		add(model.ChainTo(n.Name), to, mapKey{model.VmapForwardTo, name})
 		add(model.ChainFrom(n.Name), from, mapKey{model.VmapForwardFrom, name})
@@ -257,6 +262,15 @@ func networkRules(n model.Network, byName map[string]model.Network, in letIn) (t
 		}
 		from = append(from, rule(n, model.Reject))
 	case model.NAT:
+		// routed_from: the LAN's hosts there reach the guests by their own
+		// addresses, and the guests reach them unmasqueraded (before the
+		// floating SNAT and the masquerade: accept in a nat chain ends
+		// source translation for the flow). The to-chain's accept comes
+		// after the reject of other guest networks, so a guest elsewhere
+		// sending from a routed_from address stays out.
+		for _, p := range n.RoutedFrom {
+			nat = append(nat, rule(n, model.Accept, daddr(p)))
+		}
 		if len(n.Floating) > 0 {
 			// A guest with a floating address leaves with it, on whatever
 			// uplink the route picks (before the general masquerade).
@@ -268,6 +282,9 @@ func networkRules(n model.Network, byName map[string]model.Network, in letIn) (t
 			// answers through the host and not straight back.
 			to = append(to, rule(n, model.Accept, ctDNAT()))
 			nat = append(nat, rule(n, model.Masquerade, ctDNAT(), oif(br)))
+		}
+		for _, p := range n.RoutedFrom {
+			to = append(to, rule(n, model.Accept, saddr(p)))
 		}
 		to = append(to, rule(n, model.Reject))
 		for _, p := range subnets {
@@ -281,6 +298,37 @@ func networkRules(n model.Network, byName map[string]model.Network, in letIn) (t
 		nat = append(nat, rule(n, model.Masquerade, notOIF(br)))
 	}
 	return to, from, input, nat
+}
+
+// vxlanPorts are the UDP ports of the stretched networks' VXLAN devices,
+// sorted, without duplicates.
+func vxlanPorts(nets []model.Network) []int {
+	var out []int
+	for _, n := range nets {
+		if n.Stretched() {
+			out = append(out, n.VXLAN.Port)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// vxlanDrops keep a guest bridge's guests (any mode, open included) off
+// the VTEPs: the kernel's VXLAN socket takes UDP on the VXLAN port on
+// every local address, so a guest sending there (to the gateway, to the
+// host's underlay address) would put frames of its making into a
+// stretched network, past the other hosts' anti-spoofing. In input-NET
+// they are dropped; in from-NET too, because a guest's datagram routed to
+// another host's VTEP leaves with this host's address (masquerade) and
+// would be taken there as this host's own. Dropped, not rejected: the
+// sender learns nothing. VXLAN from the underlay (any interface that is
+// not a guest bridge) stays accepted: the table's policy.
+func vxlanDrops(n model.Network, ports []int) []model.Rule {
+	var out []model.Rule
+	for _, p := range ports {
+		out = append(out, rule(n, model.Drop, model.Match{Kind: model.MatchL4, Name: "udp"}, model.Match{Kind: model.MatchDPort, Port: p}))
+	}
+	return out
 }
 
 // letIn indexes, once per Render, the guest networks that let another

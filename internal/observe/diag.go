@@ -97,6 +97,9 @@ func Diagnose(ns *netns.NS, h model.Host) (model.Diag, error) {
 	if d.PolicyRules6, err = policyRules(ns, netlink.FAMILY_V6); err != nil {
 		return d, err
 	}
+	if d.Overlay, err = overlay(ns, h); err != nil {
+		return d, err
+	}
 	return d, nil
 }
 

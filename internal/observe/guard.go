@@ -87,7 +87,7 @@ func readGuard(c *nftables.Conn) (model.Guard, error) {
 		}
 	}
 	g.Bound = append(g.Bound, bound6...)
-	for name, dst := range map[string]*[]string{model.GuardPorts: &g.Ports, model.GuardLearnedPorts: &g.LearnedPorts, model.GuardPorts6: &g.Ports6, model.GuardGuests6: &g.Guests6, model.GuardMACPorts: &g.MACPorts, model.GuardLearnedGuests6: &g.LearnedGuests6} {
+	for name, dst := range map[string]*[]string{model.GuardPorts: &g.Ports, model.GuardLearnedPorts: &g.LearnedPorts, model.GuardPorts6: &g.Ports6, model.GuardGuests6: &g.Guests6, model.GuardMACPorts: &g.MACPorts, model.GuardLearnedGuests6: &g.LearnedGuests6, model.GuardVXLANPorts: &g.VXLANPorts} {
 		if s := byName[name]; s != nil {
 			els, err := c.GetSetElements(s)
 			if err != nil {
@@ -103,6 +103,9 @@ func readGuard(c *nftables.Conn) (model.Guard, error) {
 		return g, err
 	}
 	if err := read6(c, byName, &g); err != nil {
+		return g, err
+	}
+	if err := readVXLAN(c, byName, &g); err != nil {
 		return g, err
 	}
 	g.Bound, g.Learned = model.SortBinds(g.Bound), model.SortBinds(g.Learned)
@@ -247,7 +250,7 @@ func checkGuardChains(c *nftables.Conn, t *nftables.Table, g *model.Guard) error
 			return fmt.Errorf("observe table bridge %s chain %s: %w", model.Table, ch.Name, err)
 		}
 		w, ok := want[ch.Name]
-		if !ok || len(rules) != len(w) || (ch.Name == "prerouting" && (ch.Hooknum == nil || ch.Policy == nil || *ch.Policy != nftables.ChainPolicyAccept)) {
+		if !ok || len(rules) != len(w) || !guardHook(ch) {
 			g.Broken = true
 			continue
 		}
@@ -257,7 +260,11 @@ func checkGuardChains(c *nftables.Conn, t *nftables.Table, g *model.Guard) error
 			}
 			for _, e := range r.Exprs {
 				if n, ok := e.(*expr.Counter); ok { // each drop rule counts its own
-					g.Dropped += n.Packets
+					if strings.HasPrefix(ch.Name, "vxlan_") {
+						g.VXLANDropped += n.Packets // no spoofing: the anycast gateway's
+					} else {
+						g.Dropped += n.Packets
+					}
 				}
 			}
 		}
@@ -265,6 +272,50 @@ func checkGuardChains(c *nftables.Conn, t *nftables.Table, g *model.Guard) error
 	if seen != len(want) {
 		g.Broken = true
 	}
+	return nil
+}
+
+// guardHook reports whether a chain of the guard table is hooked as its
+// description says: the base chains at their hook with policy accept, the
+// others at none.
+func guardHook(ch *nftables.Chain) bool {
+	d, ok := model.GuardTableOf(model.GuardFamily).Chain(ch.Name)
+	if !ok {
+		return false
+	}
+	hooks := map[string]nftables.ChainHook{"prerouting": *nftables.ChainHookPrerouting, "postrouting": *nftables.ChainHookPostrouting}
+	if d.Hook == "" {
+		return ch.Hooknum == nil
+	}
+	return ch.Hooknum != nil && *ch.Hooknum == hooks[d.Hook] && ch.Policy != nil && *ch.Policy == nftables.ChainPolicyAccept
+}
+
+// readVXLAN reads the VXLAN sets: the declared ports, gateways and their
+// MACs, and the records of frames dropped on the VXLAN ports.
+func readVXLAN(c *nftables.Conn, byName map[string]*nftables.Set, g *model.Guard) error {
+	if err := readKeys(c, byName[model.GuardVXLANGateways], nft.DecodeAddr4Key, &g.VXLANGateways, g); err != nil {
+		return err
+	}
+	slices.SortFunc(g.VXLANGateways, netip.Addr.Compare)
+	if err := readKeys(c, byName[model.GuardVXLANMACs], nft.DecodeMACKey, &g.VXLANMACs, g); err != nil {
+		return err
+	}
+	slices.Sort(g.VXLANMACs)
+	g.VXLANDrops = nil
+	for set, out := range map[string]bool{model.GuardVXLANInDrops: false, model.GuardVXLANOutDrops: true} {
+		xs, err := readDrops(c, byName[set], func(k []byte, packets uint64, ago time.Duration) (model.VXLANDrop, bool) {
+			x, ok := nft.DecodeVXLANDropKey(k, out)
+			x.Packets, x.Ago = packets, ago
+			return x, ok
+		})
+		if err != nil {
+			return err
+		}
+		g.VXLANDrops = append(g.VXLANDrops, xs...)
+	}
+	slices.SortFunc(g.VXLANDrops, func(a, b model.VXLANDrop) int {
+		return cmp.Or(cmp.Compare(a.Ago, b.Ago), strings.Compare(a.Port, b.Port), strings.Compare(a.MAC, b.MAC), strings.Compare(a.EtherType, b.EtherType))
+	})
 	return nil
 }
 

@@ -3,6 +3,7 @@ package plan
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/guestnet/guestnet/internal/model"
@@ -14,7 +15,9 @@ import (
 const OpGuard Op = "guard"
 
 // WantGuard is the anti-spoofing table the networks need: there is one
-// when any network is guarded, holding the declared bindings of its ports.
+// when any network is guarded or stretched, holding the declared bindings
+// of its ports and the VXLAN ports of the stretched networks, with their
+// gateways (model.SetVXLAN).
 // A port bound by MAC alone gets the addresses of that MAC's DHCP static
 // hosts; with none, it may send only DHCP until guestnet's DHCP server
 // leases it an address (the daemon binds that), or, on a network without
@@ -23,6 +26,9 @@ func WantGuard(nets []model.Network, st map[string]state.Net) model.Guard {
 	var g model.Guard
 	var binds []model.Bind
 	for _, n := range nets {
+		if n.Stretched() {
+			g.On = true // its VXLAN port's rules, guarded or not
+		}
 		if !n.Guarded() {
 			continue
 		}
@@ -42,6 +48,7 @@ func WantGuard(nets []model.Network, st map[string]state.Net) model.Guard {
 		ports[n.Name] = st[n.Name].Ports
 	}
 	g.SetFirstCome(nets, ports)
+	g.SetVXLAN(nets)
 	return g
 }
 
@@ -108,7 +115,7 @@ func guardString(a Action) string {
 	case a.OldGuard.On && !a.OldGuard.Broken:
 		add, del := model.DiffElems(a.OldGuard.Declared(), a.Guard.Declared())
 		return fmt.Sprintf("nft add/delete element bridge %s %s (%d added, %d deleted)", model.Table,
-			strings.Join(append(model.DeclaredSets[:], model.DeclaredSets6...), ","), add.Len(), del.Len())
+			strings.Join(slices.Concat(model.DeclaredSets[:], model.DeclaredSets6, model.DeclaredSetsVXLAN), ","), add.Len(), del.Len())
 	}
 	return fmt.Sprintf("nft -f - (create table bridge %s: anti-spoofing of bound guest ports, %d bindings)", model.Table, len(a.Guard.Bound))
 }

@@ -95,7 +95,7 @@ func TestGuardElementUpdates(t *testing.T) {
 	net.Binds = map[string]model.PortBind{"tap0": {IPs: []netip.Addr{ip("10.99.0.20")}, MAC: "52:54:00:00:00:20"}}
 	st.Networks["a"] = net
 	// The port, its two bindings, its MAC, and the MAC's port.
-	run("nft add/delete element bridge guestnet ports,bound,macs,port_macs,guests6,prefixes6,ports6,bound6,held6,mac_ports (6 added, 0 deleted)")
+	run("nft add/delete element bridge guestnet ports,bound,macs,port_macs,guests6,prefixes6,ports6,bound6,held6,mac_ports,vxlan_ports,vxlan_gateways,vxlan_macs (6 added, 0 deleted)")
 	if want := []model.PortMAC{{Port: "tap0", MAC: "52:54:00:00:00:20"}}; !slices.Equal(k.Host.Guard.PortMACs, want) || !slices.Equal(k.Host.Guard.MACs, []string{"52:54:00:00:00:20"}) {
 		t.Errorf("MACs owned: %v %v, want %v", k.Host.Guard.MACs, k.Host.Guard.PortMACs, want)
 	}

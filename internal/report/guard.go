@@ -88,6 +88,14 @@ func guardText(b *strings.Builder, s Status) {
 			}
 		}
 	}
+	for _, n := range s.Networks {
+		for _, x := range n.VXLANDrops {
+			fmt.Fprintf(b, "%-15s %-12s KEPT LOCAL %s\n", n.VXLAN, n.Name, x.Summary())
+		}
+	}
+	if s.VXLANDropped > 0 {
+		fmt.Fprintf(b, "frames kept off the VXLAN ports of stretched networks (DHCP, ARP for the gateway, the gateway MAC): %d\n", s.VXLANDropped)
+	}
 	if s.SpoofDropped > 0 {
 		fmt.Fprintf(b, "frames dropped by anti-spoofing (a source not bound or held by another port, a MAC bound to another port, a guest's router advertisement, or neither IPv4, IPv6 nor ARP): %d\n", s.SpoofDropped)
 	}

@@ -31,6 +31,9 @@ func Routes(n model.Network, h model.Host, via, peer netip.Addr, forOS string) (
 	if !n.IPv4.IsValid() && !n.IPv6.IsValid() {
 		return nil, fmt.Errorf("routes %s: network has no ipv4 or ipv6 subnet", n.Name)
 	}
+	if n.Mode == model.NAT && len(n.RoutedFrom) > 0 {
+		return routedFromRoutes(n, h, via, peer, forOS)
+	}
 	if !n.IPv4.IsValid() && n.Mode == model.NAT {
 		return nil, fmt.Errorf("routes %s: nothing to route: network %s is nat and has only IPv6, which leaves masqueraded (NAT66): other hosts need no return route", n.Name, n.Name)
 	}
@@ -219,6 +222,11 @@ type NetworkStatus struct {
 	ForwardsIn int `json:"forward_elements_in_kernel"`
 	// Guard says, for each guest port, what it may send from.
 	Guard []PortGuard `json:"port_guard,omitempty"`
+	// VXLAN is a stretched network's VXLAN device; VXLANDrops the frames
+	// kept off it lately (DHCP, ARP for the gateway, the gateway MAC),
+	// each way.
+	VXLAN      string            `json:"vxlan,omitempty"`
+	VXLANDrops []model.VXLANDrop `json:"vxlan_drops,omitempty"`
 }
 
 // Status is guestnet's view of one namespace.
@@ -238,12 +246,15 @@ type Status struct {
 	// SpoofDropped counts frames the anti-spoofing table dropped: spoofed
 	// sources, and frames of bound ports that are neither IPv4 nor ARP.
 	SpoofDropped uint64 `json:"spoofed_frames_dropped"`
+	// VXLANDropped counts frames kept off the VXLAN ports of stretched
+	// networks: each host answers DHCP and for the gateway on its own.
+	VXLANDropped uint64 `json:"vxlan_frames_dropped,omitempty"`
 }
 
 // MakeStatus combines the state file and the observed host.
 func MakeStatus(st state.State, h model.Host) Status {
 	s := Status{IPForward: h.IPForward, BridgeNF: h.BridgeNFCallIPTables, Rules: h.Ruleset.RuleCount(),
-		DockerUser: len(h.Ruleset.DockerUser) + len(h.Ruleset.DockerUser6), Foreign: h.Foreign.ForwardDrop, SpoofDropped: h.Guard.Dropped}
+		DockerUser: len(h.Ruleset.DockerUser) + len(h.Ruleset.DockerUser6), Foreign: h.Foreign.ForwardDrop, SpoofDropped: h.Guard.Dropped, VXLANDropped: h.Guard.VXLANDropped}
 	s.IP6Forward, s.RAUplinks = h.IP6Forward, h.RAUplinks
 	s.AcceptRARaised = slices.Sorted(maps.Keys(st.AcceptRAWas))
 	for _, n := range st.Sorted() {
@@ -254,10 +265,14 @@ func MakeStatus(st state.State, h model.Host) Status {
 		for _, l := range h.Links {
 			if l.Master == n.Bridge {
 				ns.Ports = append(ns.Ports, l.Name)
-				if l.Name != n.Uplink {
+				if !n.Infra(l.Name) {
 					ns.Guard = append(ns.Guard, portGuard(n, l.Name, h.Guard))
 				}
 			}
+		}
+		if n.Stretched() {
+			ns.VXLAN = model.VXLANName(n.VXLAN.VNI)
+			ns.VXLANDrops = h.Guard.VXLANDropsOf(ns.VXLAN)
 		}
 		// The network's rules are those of its own chains (the base
 		// chains only dispatch to them).

@@ -247,7 +247,7 @@ func ParseFile(file string, data []byte) (File, error) {
 
 var yamlLine = regexp.MustCompile(`^line (\d+): (.*)$`)
 
-var fieldNames = []string{"mode", "bridge", "ipv4", "ipv6", "uplink", "mtu", "dhcp", "dhcp6", "dns", "forwards", "floating", "guest_to_host", "peers", "anti_spoofing", "announce", "vxlan"}
+var fieldNames = []string{"mode", "bridge", "ipv4", "ipv6", "uplink", "mtu", "dhcp", "dhcp6", "dns", "forwards", "floating", "routed_from", "guest_to_host", "peers", "anti_spoofing", "announce", "vxlan"}
 
 func parseNetwork(file string, key, val *yaml.Node) (Network, error) {
 	n := Network{File: file, Line: key.Line, Lines: map[string]int{}}
@@ -304,6 +304,8 @@ func (n *Network) parser(field string) func(*yaml.Node) error {
 		return n.parseForwards
 	case "floating":
 		return n.parseFloating
+	case "routed_from":
+		return n.parseRoutedFrom
 	case "peers":
 		return n.parsePeers
 	case "vxlan":

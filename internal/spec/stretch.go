@@ -86,6 +86,15 @@ func (n *Network) checkVXLAN() error {
 	if n.DHCP6 != nil {
 		errs = append(errs, n.errorf("dhcp6", "not yet on a stretched network (vxlan): DHCPv6 leases are kept per host"))
 	}
+	// Each host routes and NATs for its own guests only (frames from the
+	// anycast gateway MAC never cross the VXLAN device): a forward or a
+	// floating address on one host could not reach a guest on another.
+	if len(n.Forwards) > 0 {
+		errs = append(errs, n.errorf("forwards", "not on a stretched network (vxlan): a host reaches only the guests it holds, and a guest may live on any host"))
+	}
+	if len(n.Floating) > 0 {
+		errs = append(errs, n.errorf("floating", "not on a stretched network (vxlan): a host reaches only the guests it holds, and a guest may live on any host"))
+	}
 	if n.MTU == 0 {
 		n.MTU = model.StretchMTU
 	} else if n.MTU > 65535-model.VXLANOverhead {

@@ -99,7 +99,7 @@ func (n *Network) check() error {
 		errs = append(errs, n.errorf("dns", "needs the network's ipv4 or ipv6 (the address it answers on)"))
 	}
 	if len(errs) == 0 {
-		errs = append(errs, n.checkDHCP(), n.checkDHCP6(), n.checkForwards(), n.checkFloating())
+		errs = append(errs, n.checkDHCP(), n.checkDHCP6(), n.checkForwards(), n.checkFloating(), n.checkRoutedFrom())
 	}
 	return errors.Join(errs...)
 }
@@ -134,6 +134,7 @@ func (s *Spec) Validate() error {
 		}
 	}
 	errs = append(errs, s.validateStretch()...)
+	errs = append(errs, s.validateRoutedFrom()...)
 	if s.BGP != nil {
 		// Guests are never peers: a peer address in a network is one a
 		// guest can take, and the speaker would accept its session.

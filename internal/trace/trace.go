@@ -239,6 +239,7 @@ func walk(h model.Host, d model.Diag, f *flow, r *Result) bool {
 	if f.oif == f.iif && !f.dnat && !brnf {
 		add("forward", "pass", "bridged within %s (%s = 0: no IP hooks)", f.iif, brnfName)
 		add("egress", "deliver", "out of %s to %s", f.oif, f.dst)
+		overlay(h, d, f, r)
 		return true
 	}
 	pkt := f.packet(h, "forward")
@@ -247,7 +248,7 @@ func walk(h model.Host, d model.Diag, f *flow, r *Result) bool {
 	case err != nil:
 		return stop("forward", err)
 	case ok && st.Rule.Verdict != model.Accept:
-		add("forward", "drop", "table inet guestnet chain %s: %s", st.Chain, st.Rule)
+		add("forward", "drop", "table inet guestnet chain %s: %s%s", st.Chain, st.Rule, refusedWhy(h, st.Chain, f.src))
 		return false
 	case ok:
 		add("forward", "accept", "table inet guestnet chain %s: %s", st.Chain, st.Rule)
@@ -285,7 +286,19 @@ func walk(h model.Host, d model.Diag, f *flow, r *Result) bool {
 		}
 	}
 	add("egress", "deliver", "out of %s to %s (source %s)", f.oif, f.dst, f.src)
+	overlay(h, d, f, r)
 	return true
+}
+
+// overlay adds, for a first-direction packet out of a stretched network's
+// bridge, where the frame goes from there (overlayHop).
+func overlay(h model.Host, d model.Diag, f *flow, r *Result) {
+	if f.reply {
+		return
+	}
+	if hop, ok := overlayHop(h, d, f.oif, f.dst); ok {
+		r.Hops = append(r.Hops, hop)
+	}
 }
 
 func via(r model.Route) string {
@@ -378,6 +391,7 @@ func snat(h model.Host, d model.Diag, f *flow, r *Result, add func(string, strin
 			masq(where, rule)
 			return nil
 		case model.Accept:
+			add("postrouting", "accept", "%s", notTranslated(where, rule, f.src))
 			return nil
 		}
 		nat, hit, err := match.Lookup(h.Ruleset, rule.Verdict, p)
