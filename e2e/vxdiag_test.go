@@ -273,3 +273,50 @@ func TestVXLANDoctorEtcdQuorum(t *testing.T) {
 		}
 	}
 }
+
+// Doctor reads the EVPN flood list the daemon received: host h2 announces
+// its VTEP 10.20.0.2 (an address of its own beyond the LAN), which h1 has
+// no route to until the test gives it one.
+func TestVXLANDoctorFloodVTEP(t *testing.T) {
+	l := newLab(t)
+	lan := l.NS("lan")
+	l.must("ip", "-n", lan, "link", "add", "br0", "type", "bridge")
+	l.must("ip", "-n", lan, "link", "set", "br0", "up")
+	h1, h2 := l.NS("h1"), l.NS("h2")
+	l.lanPort(lan, h1, "10.10.0.1/24")
+	l.lanPort(lan, h2, "10.10.0.2/24")
+	l.In(h2, "ip", "addr", "add", "10.20.0.2/32", "dev", "lo")
+	spec := func(me, peer, local string) string {
+		return l.Spec(fmt.Sprintf(`
+bgp:
+  asn: 65000
+  router_id: %s
+  peers: [{address: %s, asn: 65000}]
+networks:
+  stretch:
+    mode: isolated
+    bridge: gst0
+    ipv4: 10.60.0.1/24
+    vxlan: {vni: 6000, local: %s}
+`, me, peer, local))
+	}
+	l.Serve_(h2, spec("10.10.0.2", "10.10.0.1", "10.20.0.2"))
+	l.Serve_(h1, spec("10.10.0.1", "10.10.0.2", "10.10.0.1"))
+	var vtep []finding
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
+		fs, _ := l.doctor(h1)
+		if vtep = of(fs, "vtep-unreachable"); len(vtep) == 1 && strings.Contains(vtep[0].What, "10.20.0.2 (EVPN flood list of VNI 6000)") {
+			break
+		}
+	}
+	t.Logf("h1's doctor:\n%s", texts(vtep))
+	if len(vtep) != 1 || vtep[0].Severity != "error" || vtep[0].Network != "stretch" ||
+		!strings.Contains(vtep[0].What, "no route to the VTEP 10.20.0.2 (EVPN flood list of VNI 6000)") {
+		t.Fatalf("want the flood list's VTEP 10.20.0.2 reported unreachable, got:\n%s", texts(vtep))
+	}
+	l.In(h1, "ip", "route", "add", "10.20.0.2/32", "via", "10.10.0.2")
+	fs, _ := l.doctor(h1)
+	if vtep := of(fs, "vtep-unreachable"); len(vtep) != 0 {
+		t.Errorf("routed: still\n%s", texts(vtep))
+	}
+}
