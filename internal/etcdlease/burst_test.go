@@ -7,6 +7,7 @@ package etcdlease
 // full.
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/netip"
@@ -141,6 +142,10 @@ func TestBorrowWhenNoBlockLeft(t *testing.T) {
 	if got, _ := burst(t, []*tHost{h1}, 6, 1); len(got) != 6 {
 		t.Fatalf("h1 gave %d addresses to its 6 clients", len(got))
 	}
+	// h1 is alive for h2 (its liveness key is written asynchronously): a
+	// block of a host with no liveness key and no live lease inside is
+	// h2's to reclaim, not to borrow from.
+	waitAlive(t, eps, "/borrow/", "h1")
 	h2 := burstHost(t, eps, "/borrow/", "h2", 4, rng, clk)
 	waitLeases(t, h2, 6)
 	got, refused := burst(t, []*tHost{h2}, 6, 2)
@@ -169,6 +174,23 @@ func waitLeases(t *testing.T, h *tHost, n int) {
 	for len(h.h.Pool.Leases()) < n {
 		if time.Now().After(deadline) {
 			t.Fatalf("%s's pool has %d leases, want %d", h.name, len(h.h.Pool.Leases()), n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// waitAlive waits until host's liveness key is in etcd.
+func waitAlive(t *testing.T, eps []string, prefix, host string) {
+	t.Helper()
+	cli := rawClient(t, eps)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := cli.Get(context.Background(), keys{prefix}.host(host))
+		if err == nil && len(resp.Kvs) > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s's liveness key is not in etcd: %v", host, err)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
