@@ -464,10 +464,12 @@ func (p *Pool) ahead(now time.Time) {
 
 // spare counts the addresses of the granted spans a new client could be
 // offered now, up to limit (the count stops there: a host with many
-// spans does not walk them all on every offer).
+// spans does not walk them all on every offer). It walks the last spans
+// first: spans are claimed in range order and filled from the first, so
+// the free addresses are mostly in the last.
 func (p *Pool) spare(limit int, now time.Time) int {
 	n := 0
-	for _, r := range p.cfg.Blocks.Blocks() {
+	for _, r := range slices.Backward(p.cfg.Blocks.Blocks()) {
 		for a := r.From; a.IsValid() && r.Contains(a); a = a.Next() {
 			if p.free(a, now) {
 				if n++; n >= limit {
@@ -628,9 +630,16 @@ func (p *Pool) pick(mac string, requested netip.Addr, now time.Time) (netip.Addr
 func (p *Pool) fresh(mac string, now time.Time) (netip.Addr, bool) {
 	if p.cfg.Blocks != nil {
 		// Only the granted spans: a small walk, whatever the ranges' size.
+		// usable, for a granted address with no record and a client that
+		// is not a static host (pick answered those), is dynamic and not
+		// another client's offer: checked here without asking the
+		// allocator for its spans again at every address.
 		for _, r := range p.cfg.Blocks.Blocks() {
 			for a := r.From; a.IsValid() && r.Contains(a); a = a.Next() {
-				if _, leased := p.byIP[a]; !leased && p.usable(a, mac, now) {
+				if _, leased := p.byIP[a]; leased || !p.dynamic(a) {
+					continue
+				}
+				if m, held := p.heldBy(a, now); !held || m == mac {
 					return a, true
 				}
 			}

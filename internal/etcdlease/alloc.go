@@ -241,6 +241,7 @@ func (n *Network) known(first netip.Addr) bool {
 func (n *Network) setOwner(first netip.Addr, rec blockRec) {
 	n.mu.Lock()
 	n.owners[first] = rec
+	n.mine = nil
 	n.mu.Unlock()
 }
 

@@ -50,6 +50,9 @@ type Network struct {
 	// none: one at a time, its callers share its answer.
 	flight    *flight
 	aheadRest time.Time // no claim ahead before then (none was free)
+	// mine: the blocks this host owns, in range order, as Blocks last
+	// computed them; nil when owners changed since.
+	mine []model.Range
 	bg        sync.WaitGroup
 }
 
@@ -120,17 +123,20 @@ func (n *Network) Held() []model.LeaseBlock {
 }
 
 // Blocks (dhcp.Allocator) are the blocks this host owns. It reads memory
-// only (the pool calls it under its lock).
+// only (the pool calls it under its lock, on every DISCOVER): the list is
+// kept as owners change (mineNow), not walked from all the range's blocks.
 func (n *Network) Blocks() []model.Range {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	var out []model.Range
-	for _, b := range n.blocks {
-		if o, ok := n.owners[b.From]; ok && o.Host == n.c.cfg.Host {
-			out = append(out, b)
+	if n.mine == nil {
+		n.mine = []model.Range{}
+		for _, b := range n.blocks {
+			if o, ok := n.owners[b.From]; ok && o.Host == n.c.cfg.Host {
+				n.mine = append(n.mine, b)
+			}
 		}
 	}
-	return out
+	return slices.Clone(n.mine)
 }
 
 // blockOf is the block that holds a.
@@ -208,6 +214,7 @@ func (n *Network) reload() (int64, error) {
 	}
 	n.mu.Lock()
 	n.owners, n.leases, n.revs, n.floor = owners, leases, revs, maps.Clone(revs)
+	n.mine = nil
 	sink, ls := n.sink, n.list()
 	n.mu.Unlock()
 	if sink != nil {
@@ -232,6 +239,7 @@ func (n *Network) event(ev *clientv3.Event) {
 		} else {
 			delete(n.owners, a)
 		}
+		n.mine = nil
 		n.mu.Unlock()
 		return
 	case "lease":
