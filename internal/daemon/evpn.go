@@ -290,6 +290,10 @@ func (d *Daemon) evpnPass() {
 	if len(done) > 0 {
 		d.Log.Info("evpn: entries synced", "changes", len(done), "announced", len(dec.Announce.MACs), "remote_macs", len(dec.Install.MACs))
 	}
+	if n, was := len(dec.Unannounced), len(s.last.Unannounced); n > 0 && was == 0 {
+		d.Log.Warn("evpn: a guest port has more MACs than are announced; the rest reach only this host's guests (a guest sending from random source MACs?)",
+			"unannounced", n, "per_port", model.EVPNMaxMACsPerPort, "example", dec.Unannounced[0].MAC)
+	}
 	s.last = dec
 	err = errors.Join(errs...)
 	if err != nil && s.err.get() == nil {
@@ -346,8 +350,12 @@ func (d *Daemon) evpnHealth() error { return d.evpn.err.get() }
 func (d *Daemon) evpnNote() string {
 	var parts []string
 	for _, st := range d.EVPN() {
-		parts = append(parts, fmt.Sprintf("%s (VNI %d, VTEP %s): %d local MACs announced, %d remote MACs installed, flood to %d VTEPs",
-			st.Network, st.VNI, st.VTEP, len(st.Local), len(st.Remote), len(st.Flood)))
+		p := fmt.Sprintf("%s (VNI %d, VTEP %s): %d local MACs announced, %d remote MACs installed, flood to %d VTEPs",
+			st.Network, st.VNI, st.VTEP, len(st.Local), len(st.Remote), len(st.Flood))
+		if st.Unannounced > 0 {
+			p += fmt.Sprintf(", %d local MACs not announced (over %d on one port)", st.Unannounced, model.EVPNMaxMACsPerPort)
+		}
+		parts = append(parts, p)
 	}
 	return strings.Join(parts, "; ")
 }
@@ -361,6 +369,9 @@ type EVPNStatus struct {
 	Remote  []evpn.RemoteMAC `json:"remote,omitempty"` // installed
 	Flood   []netip.Addr     `json:"flood,omitempty"`  // the VTEPs flooded to
 	Neighs  []evpn.Neigh     `json:"neighs,omitempty"` // ARP suppression entries
+	// Unannounced counts the local MACs left out: their port had
+	// model.EVPNMaxMACsPerPort announced already.
+	Unannounced int `json:"unannounced,omitempty"`
 }
 
 // EVPN is the evpn service's view of each stretched network.
@@ -394,6 +405,11 @@ func (d *Daemon) EVPN() []EVPNStatus {
 		for _, e := range dec.Install.Neighs {
 			if e.Bridge == n.Bridge {
 				st.Neighs = append(st.Neighs, e)
+			}
+		}
+		for _, g := range dec.Unannounced {
+			if g.VNI == n.VNI {
+				st.Unannounced++
 			}
 		}
 		out = append(out, st)

@@ -1,6 +1,7 @@
 package evpn
 
 import (
+	"cmp"
 	"net/netip"
 	"slices"
 
@@ -50,7 +51,9 @@ func Decide(in Input) Decision {
 	var d Decision
 	won := map[key]bool{}
 	localIP := map[uint32]map[netip.Addr]bool{}
-	for _, g := range mergeLocal(in.Local, nets) {
+	local, over := capPorts(mergeLocal(in.Local, nets), prev)
+	d.Unannounced = over
+	for _, g := range local {
 		n := nets[g.VNI]
 		if !n.VTEP.IsValid() {
 			continue
@@ -121,7 +124,7 @@ func mergeLocal(local []Guest, nets map[uint32]Network) []Guest {
 		if !ok {
 			i = len(out)
 			idx[k] = i
-			out = append(out, Guest{VNI: g.VNI, MAC: g.MAC})
+			out = append(out, Guest{VNI: g.VNI, MAC: g.MAC, Port: g.Port})
 		}
 		for _, ip := range g.IPs {
 			if ip.IsValid() && ip != n.Gateway && !slices.Contains(out[i].IPs, ip) {
@@ -133,6 +136,55 @@ func mergeLocal(local []Guest, nets map[uint32]Network) []Guest {
 		slices.SortFunc(out[i].IPs, netip.Addr.Compare)
 	}
 	return out
+}
+
+// capPorts keeps at most model.EVPNMaxMACsPerPort MACs of each port (a
+// VNI's port; port 0, not known, counts as one) and returns the rest
+// apart. A port over the bound keeps first the MACs it announced before
+// (a flood does not push its own guest's MAC out), then those with an
+// address, then the lowest MACs, so that the choice is stable from one
+// pass to the next.
+func capPorts(local []Guest, prev map[key]uint32) (keep, over []Guest) {
+	type portKey struct {
+		vni  uint32
+		port int
+	}
+	byPort := map[portKey][]int{}
+	for i, g := range local {
+		k := portKey{g.VNI, g.Port}
+		byPort[k] = append(byPort[k], i)
+	}
+	drop := map[int]bool{}
+	for _, idx := range byPort {
+		if len(idx) <= model.EVPNMaxMACsPerPort {
+			continue
+		}
+		rank := func(g Guest) int {
+			_, had := prev[key{g.VNI, g.MAC}]
+			switch {
+			case had:
+				return 0
+			case len(g.IPs) > 0:
+				return 1
+			}
+			return 2
+		}
+		slices.SortFunc(idx, func(a, b int) int {
+			ga, gb := local[a], local[b]
+			return cmp.Or(cmp.Compare(rank(ga), rank(gb)), cmp.Compare(ga.MAC, gb.MAC))
+		})
+		for _, i := range idx[model.EVPNMaxMACsPerPort:] {
+			drop[i] = true
+		}
+	}
+	for i, g := range local {
+		if drop[i] {
+			over = append(over, g)
+		} else {
+			keep = append(keep, g)
+		}
+	}
+	return keep, over
 }
 
 // install is what the remote routes ask this host's kernel for: every

@@ -44,9 +44,13 @@ type Network struct {
 // other than the VXLAN device, with the addresses this host knows it by
 // (its DHCP lease, the bridge's neighbour table).
 type Guest struct {
-	VNI uint32       `json:"vni"`
-	MAC string       `json:"mac"`
-	IPs []netip.Addr `json:"ips,omitempty"`
+	VNI uint32 `json:"vni"`
+	MAC string `json:"mac"`
+	// Port is the ifindex of the bridge port the MAC was learned on (0:
+	// not known): at most model.EVPNMaxMACsPerPort of one port are
+	// announced.
+	Port int          `json:"port,omitempty"`
+	IPs  []netip.Addr `json:"ips,omitempty"`
 }
 
 // Input is everything Decide reads.
@@ -66,6 +70,10 @@ type Input struct {
 type Decision struct {
 	Announce model.EVPN `json:"announce"`
 	Install  Install    `json:"install"`
+	// Unannounced are the local MACs left out because their port has
+	// model.EVPNMaxMACsPerPort announced already (a guest sending from
+	// random source MACs).
+	Unannounced []Guest `json:"unannounced,omitempty"`
 }
 
 // Install is the kernel entries the remote routes ask for.

@@ -172,7 +172,7 @@ func readFDB(n Network, br, vx int, fdb []netlink.Neigh, ips map[string][]netip.
 				o.Masters = append(o.Masters, RemoteMAC{Device: n.VXLAN, Bridge: n.Bridge, MAC: m})
 			}
 		case e.LinkIndex != br && !ext && e.State&netlink.NUD_PERMANENT == 0 && e.HardwareAddr[0]&1 == 0:
-			local = append(local, Guest{VNI: n.VNI, MAC: m, IPs: ips[m]})
+			local = append(local, Guest{VNI: n.VNI, MAC: m, Port: e.LinkIndex, IPs: ips[m]})
 		}
 	}
 	return local
