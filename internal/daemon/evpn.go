@@ -63,6 +63,10 @@ type evpnService struct {
 	last      evpn.Decision
 	started   time.Time
 	err       lastError
+
+	// routes is what the speaker announces in IPv4/IPv6 unicast: the
+	// subnets (syncBGP) and this host's guests' host routes (the passes).
+	routes unicastRoutes
 }
 
 // evpnNets are the stretched networks of the applied spec, with this
@@ -88,12 +92,21 @@ func (d *Daemon) evpnNets() ([]evpn.Network, error) {
 		out = append(out, evpn.Network{
 			Name: n.Name, VNI: n.VXLAN.VNI, Bridge: n.Bridge, VXLAN: model.VXLANName(n.VXLAN.VNI),
 			VTEP: vtep, Gateway: n.IPv4.Addr(), GatewayMAC: model.BridgeMAC(n.Name),
+			Subnet: n.Subnet(), HostRoutes: announcesSubnet(n),
 		})
 	}
 	if idErr != nil {
 		idErr = fmt.Errorf("no VTEP address, so nothing of the stretched networks is announced (set vxlan.local or bgp.router_id): %w", idErr)
 	}
 	return out, idErr
+}
+
+// announcesSubnet is true when BGP announces n's IPv4 subnet (a routed
+// network, a nat network with routed_from; not with no_announce): its
+// guests' host routes go with it (evpn.HostRoutes).
+func announcesSubnet(n model.Network) bool {
+	sub := n.Subnet()
+	return sub.IsValid() && slices.Contains(model.Announced([]model.Network{n}), sub)
 }
 
 // routerID is the speaker's router ID (bgp.RouterID). d.mu is held.
@@ -138,6 +151,9 @@ func (d *Daemon) syncEVPN() {
 				}
 			}
 			s.announced, s.last = model.EVPN{}, evpn.Decision{}
+			if err := s.routes.hosts(nil); err != nil {
+				d.Log.Error("evpn: withdraw the host routes of the networks no longer stretched", "err", err)
+			}
 			s.mu.Unlock()
 		}
 		s.err.set(nil)
@@ -276,6 +292,9 @@ func (d *Daemon) evpnPass() {
 		errs = append(errs, errors.New("no BGP speaker: the stretched networks' guests are neither announced nor learned from the other hosts"))
 	}
 	s.announced = dec.Announce
+	if err := s.routes.hosts(evpn.HostRoutes(nets, dec.Announce)); err != nil {
+		errs = append(errs, fmt.Errorf("announce the guests' host routes: %w", err))
+	}
 	ops := evpn.Plan(dec.Install, have)
 	if hold {
 		ops = slices.DeleteFunc(ops, func(o evpn.Op) bool { return o.Kind >= evpn.FloodDel })
