@@ -278,6 +278,7 @@ func (d *Daemon) evpnPass() {
 	if sp != nil {
 		remote = sp.RemoteEVPN()
 	}
+	have.Local = evpn.CarryIPs(have.Local, remote, s.announced)
 	dec := evpn.Decide(evpn.Input{Networks: nets, Local: have.Local, Remote: remote, Announced: s.announced})
 	errs := []error{netsErr, readErr}
 	if s.nets.Load() != np {

@@ -39,3 +39,33 @@ func HostRoutes(nets []Network, announce model.EVPN) []netip.Prefix {
 	slices.SortFunc(out, model.ComparePrefix)
 	return slices.Compact(out)
 }
+
+// CarryIPs gives each local guest that this host knows no address of the
+// addresses the EVPN routes name for its MAC: the other hosts' MAC+IP
+// routes (a guest that just moved here, announced there with its
+// address) and this host's own last announcement (once the old host
+// withdrew). A guest with static addresses that moves sends a gratuitous
+// ARP, which the bridge's neighbour table does not take (arp_accept is
+// off), so without this the new host would announce its MAC alone: no
+// host route, no ARP suppression entry on the others, and the LAN's
+// packets for it would still go to its old host until it spoke to this
+// host's gateway. Addresses the host learns itself (its lease, the
+// neighbour table) replace the carried ones. local is not modified.
+func CarryIPs(local []Guest, remote, announced model.EVPN) []Guest {
+	named := map[key][]netip.Addr{}
+	for _, r := range slices.Concat(remote.MACs, announced.MACs) {
+		if r.IP.IsValid() {
+			named[key{r.VNI, r.MAC}] = append(named[key{r.VNI, r.MAC}], r.IP)
+		}
+	}
+	out := slices.Clone(local)
+	for i, g := range out {
+		if len(g.IPs) > 0 {
+			continue
+		}
+		ips := slices.Clone(named[key{g.VNI, g.MAC}])
+		slices.SortFunc(ips, netip.Addr.Compare)
+		out[i].IPs = slices.Compact(ips)
+	}
+	return out
+}

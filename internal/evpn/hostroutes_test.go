@@ -61,3 +61,40 @@ func TestHostRoutes(t *testing.T) {
 		t.Errorf("host routes without a VTEP (nothing is announced): %v", got)
 	}
 }
+
+// A guest with a static address moves here: its gratuitous ARP left no
+// entry in the neighbour table, so it carries the address the old host's
+// MAC+IP route named, then the one this host announced once the old host
+// withdrew; an address learned here replaces the carried one.
+func TestCarryIPs(t *testing.T) {
+	old, here := netip.MustParseAddr("10.10.0.1"), netip.MustParseAddr("10.10.0.2")
+	ip := netip.MustParseAddr("10.60.0.103")
+	mac := "52:54:00:00:00:03"
+	remote := model.EVPN{MACs: []model.EVPNMAC{
+		{VNI: 6000, VTEP: old, MAC: mac},
+		{VNI: 6000, VTEP: old, MAC: mac, IP: ip},
+		{VNI: 6000, VTEP: old, MAC: "52:54:00:00:00:09", IP: netip.MustParseAddr("10.60.0.109")},
+		{VNI: 6001, VTEP: old, MAC: mac, IP: netip.MustParseAddr("10.61.0.3")}, // another network's
+	}}
+	local := []Guest{{VNI: 6000, MAC: mac}, {VNI: 6000, MAC: "52:54:00:00:00:04"}}
+	got := CarryIPs(local, remote, model.EVPN{})
+	if fmt.Sprint(got[0].IPs) != "[10.60.0.103]" || len(got[1].IPs) != 0 || len(local[0].IPs) != 0 {
+		t.Fatalf("carried %+v (local now %+v), want 10.60.0.103 for %s alone, local untouched", got, local, mac)
+	}
+	n := Network{Name: "lab", VNI: 6000, Bridge: "grt0", VXLAN: "gvx6000", VTEP: here,
+		Gateway: netip.MustParseAddr("10.60.0.1"), Subnet: netip.MustParsePrefix("10.60.0.0/24"), HostRoutes: true}
+	dec := Decide(Input{Networks: []Network{n}, Local: got, Remote: remote})
+	if hr := fmt.Sprint(HostRoutes([]Network{n}, dec.Announce)); hr != "[10.60.0.103/32]" {
+		t.Fatalf("host routes of the moved guest: %s, want [10.60.0.103/32]", hr)
+	}
+	// The old host withdrew: this host's own announcement carries it.
+	got = CarryIPs(local, model.EVPN{}, dec.Announce)
+	if fmt.Sprint(got[0].IPs) != "[10.60.0.103]" {
+		t.Fatalf("after the old host withdrew: %+v", got)
+	}
+	// Learned here: the carried address goes.
+	local[0].IPs = []netip.Addr{netip.MustParseAddr("10.60.0.113")}
+	if got = CarryIPs(local, remote, dec.Announce); fmt.Sprint(got[0].IPs) != "[10.60.0.113]" {
+		t.Fatalf("with an address of its own: %+v", got)
+	}
+}
