@@ -128,6 +128,12 @@ func TestStretchHostRoutes(t *testing.T) {
 	for ip, h := range onHost {
 		b.expect(fmt.Sprintf("far -> %s on h%d (its /32 via %s)", ip, h.N, h.Addr), true, reached(ip))
 	}
+	// Each host's evpn view names the /32 it announces.
+	for ip, h := range onHost {
+		if got := fmt.Sprint(b.evpnOf(h).HostRoutes); got != "["+ip+"/32]" {
+			t.Errorf("h%d's evpn view announces host routes %s, want [%s/32]", h.N, got, ip)
+		}
+	}
 	// The other host has the /32 by iBGP but does not install it: it is
 	// inside its own network (the speaker's Protect).
 	for _, h := range b.Hosts {

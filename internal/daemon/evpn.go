@@ -381,6 +381,10 @@ type EVPNStatus struct {
 	Remote  []evpn.RemoteMAC `json:"remote,omitempty"` // installed
 	Flood   []netip.Addr     `json:"flood,omitempty"`  // the VTEPs flooded to
 	Neighs  []evpn.Neigh     `json:"neighs,omitempty"` // ARP suppression entries
+	// HostRoutes are the /32s announced in IPv4 unicast for the local
+	// guests (evpn.HostRoutes): a routed network's, or a nat network's
+	// with routed_from.
+	HostRoutes []netip.Prefix `json:"host_routes,omitempty"`
 }
 
 // EVPN is the evpn service's view of each stretched network.
@@ -395,7 +399,7 @@ func (d *Daemon) EVPN() []EVPNStatus {
 	s.mu.Unlock()
 	var out []EVPNStatus
 	for _, n := range *np {
-		st := EVPNStatus{Network: n.Name, VNI: n.VNI, VTEP: n.VTEP}
+		st := EVPNStatus{Network: n.Name, VNI: n.VNI, VTEP: n.VTEP, HostRoutes: evpn.HostRoutes([]evpn.Network{n}, dec.Announce)}
 		for _, r := range dec.Announce.MACs {
 			if r.VNI == n.VNI && !r.IP.IsValid() {
 				st.Local = append(st.Local, r)
