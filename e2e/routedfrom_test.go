@@ -142,7 +142,7 @@ func TestRoutedFrom(t *testing.T) {
 		code     int
 		says     string
 	}{
-		{"10.94.0.10", "10.91.0.10", 0, "chain to-default: ip saddr 10.94.0.0/24 accept"},
+		{"10.94.0.10", "10.91.0.10", 0, "chain to-default: ip saddr 10.94.0.0/24 fib saddr . iif oif != 0 accept"},
 		{"10.91.0.10", "10.94.0.10", 0, "not masqueraded (routed_from): the far end sees 10.91.0.10"},
 		{"10.95.0.10", "10.91.0.10", 1, "routed_from [10.94.0.0/24 fd94::/64]"},
 		{"10.91.0.10", "203.0.113.10", 0, "source 10.91.0.10 becomes 198.51.100.1"},

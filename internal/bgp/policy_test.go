@@ -60,6 +60,7 @@ func TestImportable(t *testing.T) {
 		{name: "empty import", dst: "10.90.0.0/24", nh: "10.10.0.20", pol: Policy{}, whyHas: "nothing is installed", refused: true},
 		{name: "equal to this host's network", dst: "10.72.0.0/24", nh: "10.10.0.20", whyHas: "this host's network 10.72.0.0/24", refused: true},
 		{name: "inside this host's network", dst: "10.72.0.128/25", nh: "10.10.0.20", whyHas: "this host's network 10.72.0.0/24", refused: true},
+		{name: "a guest's host route inside this host's (stretched) network", dst: "10.72.0.9/32", nh: "10.10.0.20", whyHas: "this host's network 10.72.0.0/24", refused: true},
 		{name: "equal to a connected subnet", dst: "10.10.0.0/24", nh: "10.10.0.20", whyHas: "connected subnet 10.10.0.0/24 (dev lan0)", refused: true},
 		{name: "inside a connected subnet", dst: "10.10.0.128/25", nh: "10.10.0.20", whyHas: "connected subnet 10.10.0.0/24", refused: true},
 		{name: "next hop is this host (connected source)", dst: "10.90.0.0/24", nh: "10.10.0.1", whyHas: "this host's own address"},

@@ -17,8 +17,10 @@ import (
 // one else. For each scoped prefix two statements come first: accept it
 // toward a peer in To, then reject it; the last statement accepts this
 // host's own paths (nothing learned is re-exported), and the default is
-// reject. Exact-length prefix sets, one per scoped prefix: GoBGP's prefix
-// sets hold one family each.
+// reject. One prefix set per scoped prefix (GoBGP's prefix sets hold one
+// family each), matching it and every prefix inside it: a guest's host
+// route (a stretched network's /32, evpn.HostRoutes) has its subnet's
+// audience.
 func exportPolicyRequest(scoped []model.ScopedPrefix) *api.SetPoliciesRequest {
 	var sets []*api.DefinedSet
 	var st []*api.Statement
@@ -26,7 +28,7 @@ func exportPolicyRequest(scoped []model.ScopedPrefix) *api.SetPoliciesRequest {
 		name := fmt.Sprintf("%s-scoped-%d", exportPolicy, i)
 		bits := uint32(sp.Prefix.Bits())
 		sets = append(sets, &api.DefinedSet{DefinedType: api.DefinedType_DEFINED_TYPE_PREFIX, Name: name,
-			Prefixes: []*api.Prefix{{IpPrefix: sp.Prefix.String(), MaskLengthMin: bits, MaskLengthMax: bits}}})
+			Prefixes: []*api.Prefix{{IpPrefix: sp.Prefix.String(), MaskLengthMin: bits, MaskLengthMax: uint32(sp.Prefix.Addr().BitLen())}}})
 		to := &api.DefinedSet{DefinedType: api.DefinedType_DEFINED_TYPE_NEIGHBOR, Name: name + "-to"}
 		for _, p := range sp.To {
 			to.List = append(to.List, p.String())

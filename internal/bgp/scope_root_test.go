@@ -14,7 +14,9 @@ import (
 // to the peers inside routed_from and to no other; a routed network's
 // subnet goes to every peer. A (AS 65001) peers with B and C over eBGP;
 // routed_from holds B's address alone, then C's alone (a running
-// speaker's new policy is applied to what the peers already have).
+// speaker's new policy is applied to what the peers already have). A
+// guest's host route inside the nat subnet (a stretched network's /32)
+// has the subnet's audience.
 func TestScopedExport(t *testing.T) {
 	needRoot(t)
 	port := freePort(t)
@@ -32,7 +34,8 @@ func TestScopedExport(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer a.Stop(false)
-	if err := a.Announce(model.Announced(nets)); err != nil {
+	host := pfx("10.91.0.5/32")
+	if err := a.Announce(append(model.Announced(nets), host)); err != nil {
 		t.Fatal(err)
 	}
 	b := start(t, kB, conf(port, 2, 1), "B")
@@ -40,27 +43,27 @@ func TestScopedExport(t *testing.T) {
 	c := start(t, kC, conf(port, 3, 1), "C")
 	defer c.Stop(false)
 	waitFor(t, "A's sessions established", 30*time.Second, func() (bool, string) { return established(a) })
-	if got, want := fmt.Sprint(a.Status().Announced), "[10.91.0.0/24 10.92.0.0/24]"; got != want {
+	if got, want := fmt.Sprint(a.Status().Announced), "[10.91.0.0/24 10.91.0.5/32 10.92.0.0/24]"; got != want {
 		t.Errorf("A announces %s, want %s (plain nat's subnet is masqueraded, never announced)", got, want)
 	}
-	waitFor(t, "B, in routed_from, installs both subnets", 10*time.Second, tableIs(t, kB,
-		"10.91.0.0/24 via 127.0.0.1 dev v0 metric 186", "10.92.0.0/24 via 127.0.0.1 dev v0 metric 186"))
+	waitFor(t, "B, in routed_from, installs both subnets and the host route", 10*time.Second, tableIs(t, kB,
+		"10.91.0.0/24 via 127.0.0.1 dev v0 metric 186", "10.91.0.5/32 via 127.0.0.1 dev v0 metric 186", "10.92.0.0/24 via 127.0.0.1 dev v0 metric 186"))
 	waitFor(t, "C, outside routed_from, installs the routed one alone", 10*time.Second, tableIs(t, kC,
 		"10.92.0.0/24 via 127.0.0.1 dev v0 metric 186"))
 	// Settled: C still has no route to the nat subnet after B has both.
 	if got := bgpTable(t, kC); len(got) != 1 {
-		t.Errorf("C's table %q: the nat subnet leaked past routed_from", got)
+		t.Errorf("C's table %q: the nat subnet or its host route leaked past routed_from", got)
 	}
 
 	nets[0].RoutedFrom = []netip.Prefix{pfx("127.0.0.3/32")}
 	if err := a.Scope(model.Scoped(nets)); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.Announce(model.Announced(nets)); err != nil {
+	if err := a.Announce(append(model.Announced(nets), host)); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "B, out of routed_from now, loses the nat subnet", 10*time.Second, tableIs(t, kB,
 		"10.92.0.0/24 via 127.0.0.1 dev v0 metric 186"))
-	waitFor(t, "C, in routed_from now, gains it", 10*time.Second, tableIs(t, kC,
-		"10.91.0.0/24 via 127.0.0.1 dev v0 metric 186", "10.92.0.0/24 via 127.0.0.1 dev v0 metric 186"))
+	waitFor(t, "C, in routed_from now, gains it and the host route", 10*time.Second, tableIs(t, kC,
+		"10.91.0.0/24 via 127.0.0.1 dev v0 metric 186", "10.91.0.5/32 via 127.0.0.1 dev v0 metric 186", "10.92.0.0/24 via 127.0.0.1 dev v0 metric 186"))
 }

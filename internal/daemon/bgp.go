@@ -26,6 +26,7 @@ func (d *Daemon) syncBGP() {
 		case d.speaker != nil: // the section left the config: its routes go too
 			d.speaker.Stop(false)
 			d.speaker = nil
+			_ = d.evpn.routes.prefixes(nil, nil) // no speaker: nothing to announce
 			err = removeMark(d.Dir())
 		case marked(d.Dir()):
 			// A speaker of an earlier serve stopped with its routes kept
@@ -60,7 +61,7 @@ func (d *Daemon) syncBGP() {
 		// running: they get the prefixes too. A peer that is this host
 		// (a spec shared by every host) is left out, no error. Scope
 		// comes before Announce: the paths go out under its policy.
-		err = errors.Join(d.speaker.Configure(d.ctx, d.spec.BGP.BGP), d.speaker.Scope(model.Scoped(nets)), d.speaker.Announce(model.Announced(nets)))
+		err = errors.Join(d.speaker.Configure(d.ctx, d.spec.BGP.BGP), d.speaker.Scope(model.Scoped(nets)), d.evpn.routes.prefixes(d.speaker, model.Announced(nets)))
 	}
 	d.bgpErr.set(err)
 	if err != nil {
@@ -96,7 +97,7 @@ func (d *Daemon) withdrawAhead(next *spec.Spec) {
 			now = append(now, p)
 		}
 	}
-	if err := d.speaker.Announce(now); err != nil {
+	if err := d.evpn.routes.prefixes(d.speaker, now); err != nil {
 		d.Log.Error("bgp: withdraw ahead of the apply", "err", err)
 	}
 }
@@ -110,6 +111,7 @@ func (d *Daemon) stopBGP() {
 	if d.speaker != nil {
 		d.speaker.Stop(true)
 		d.speaker = nil
+		_ = d.evpn.routes.prefixes(nil, nil) // no speaker: nothing to announce
 	}
 }
 

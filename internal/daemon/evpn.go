@@ -63,6 +63,10 @@ type evpnService struct {
 	last      evpn.Decision
 	started   time.Time
 	err       lastError
+
+	// routes is what the speaker announces in IPv4/IPv6 unicast: the
+	// subnets (syncBGP) and this host's guests' host routes (the passes).
+	routes unicastRoutes
 }
 
 // evpnNets are the stretched networks of the applied spec, with this
@@ -88,12 +92,21 @@ func (d *Daemon) evpnNets() ([]evpn.Network, error) {
 		out = append(out, evpn.Network{
 			Name: n.Name, VNI: n.VXLAN.VNI, Bridge: n.Bridge, VXLAN: model.VXLANName(n.VXLAN.VNI),
 			VTEP: vtep, Gateway: n.IPv4.Addr(), GatewayMAC: model.BridgeMAC(n.Name),
+			Subnet: n.Subnet(), HostRoutes: announcesSubnet(n),
 		})
 	}
 	if idErr != nil {
 		idErr = fmt.Errorf("no VTEP address, so nothing of the stretched networks is announced (set vxlan.local or bgp.router_id): %w", idErr)
 	}
 	return out, idErr
+}
+
+// announcesSubnet is true when BGP announces n's IPv4 subnet (a routed
+// network, a nat network with routed_from; not with no_announce): its
+// guests' host routes go with it (evpn.HostRoutes).
+func announcesSubnet(n model.Network) bool {
+	sub := n.Subnet()
+	return sub.IsValid() && slices.Contains(model.Announced([]model.Network{n}), sub)
 }
 
 // routerID is the speaker's router ID (bgp.RouterID). d.mu is held.
@@ -138,6 +151,9 @@ func (d *Daemon) syncEVPN() {
 				}
 			}
 			s.announced, s.last = model.EVPN{}, evpn.Decision{}
+			if err := s.routes.hosts(nil); err != nil {
+				d.Log.Error("evpn: withdraw the host routes of the networks no longer stretched", "err", err)
+			}
 			s.mu.Unlock()
 		}
 		s.err.set(nil)
@@ -262,6 +278,7 @@ func (d *Daemon) evpnPass() {
 	if sp != nil {
 		remote = sp.RemoteEVPN()
 	}
+	have.Local = evpn.CarryIPs(have.Local, remote, s.announced)
 	dec := evpn.Decide(evpn.Input{Networks: nets, Local: have.Local, Remote: remote, Announced: s.announced})
 	errs := []error{netsErr, readErr}
 	if s.nets.Load() != np {
@@ -276,6 +293,9 @@ func (d *Daemon) evpnPass() {
 		errs = append(errs, errors.New("no BGP speaker: the stretched networks' guests are neither announced nor learned from the other hosts"))
 	}
 	s.announced = dec.Announce
+	if err := s.routes.hosts(evpn.HostRoutes(nets, dec.Announce)); err != nil {
+		errs = append(errs, fmt.Errorf("announce the guests' host routes: %w", err))
+	}
 	ops := evpn.Plan(dec.Install, have)
 	if hold {
 		ops = slices.DeleteFunc(ops, func(o evpn.Op) bool { return o.Kind >= evpn.FloodDel })
@@ -372,6 +392,10 @@ type EVPNStatus struct {
 	// Unannounced counts the local MACs left out: their port had
 	// model.EVPNMaxMACsPerPort announced already.
 	Unannounced int `json:"unannounced,omitempty"`
+	// HostRoutes are the /32s announced in IPv4 unicast for the local
+	// guests (evpn.HostRoutes): a routed network's, or a nat network's
+	// with routed_from.
+	HostRoutes []netip.Prefix `json:"host_routes,omitempty"`
 }
 
 // EVPN is the evpn service's view of each stretched network.
@@ -386,7 +410,7 @@ func (d *Daemon) EVPN() []EVPNStatus {
 	s.mu.Unlock()
 	var out []EVPNStatus
 	for _, n := range *np {
-		st := EVPNStatus{Network: n.Name, VNI: n.VNI, VTEP: n.VTEP}
+		st := EVPNStatus{Network: n.Name, VNI: n.VNI, VTEP: n.VTEP, HostRoutes: evpn.HostRoutes([]evpn.Network{n}, dec.Announce)}
 		for _, r := range dec.Announce.MACs {
 			if r.VNI == n.VNI && !r.IP.IsValid() {
 				st.Local = append(st.Local, r)

@@ -38,6 +38,12 @@ type Network struct {
 	// one.
 	Gateway    netip.Addr `json:"gateway,omitzero"`
 	GatewayMAC string     `json:"gateway_mac,omitempty"`
+	// Subnet is the network's IPv4 subnet and HostRoutes says whether its
+	// local guests' addresses in it are announced as host routes in IPv4
+	// unicast BGP (HostRoutes): a routed network, or a nat network with
+	// routed_from, announced (the LAN routes to the guests).
+	Subnet     netip.Prefix `json:"subnet,omitzero"`
+	HostRoutes bool         `json:"host_routes,omitempty"`
 }
 
 // Guest is a MAC one of this host's stretched bridges learned on a port

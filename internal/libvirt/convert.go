@@ -5,6 +5,7 @@ import (
 	"encoding/xml"
 	"errors"
 	"fmt"
+	"io"
 	"math/bits"
 	"net"
 	"net/netip"
@@ -64,14 +65,18 @@ func (c *conv) warnf(line int, format string, args ...any) {
 func Convert(file string, data []byte) (*Result, error) {
 	var n at[network]
 	dec := xml.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&n); err != nil {
+	if err := decodeOne(dec, &n); err != nil {
 		line, _ := dec.InputPos()
-		msg := err.Error()
+		msg := "not a libvirt network: " + err.Error()
 		var se *xml.SyntaxError
-		if errors.As(err, &se) {
-			line, msg = se.Line, se.Msg
+		var xe *xmlError
+		switch {
+		case errors.As(err, &xe):
+			line, msg = xe.Line, xe.Msg
+		case errors.As(err, &se):
+			line, msg = se.Line, "not a libvirt network: "+se.Msg
 		}
-		return nil, &Diag{File: file, Line: line, Msg: "not a libvirt network: " + msg}
+		return nil, &Diag{File: file, Line: line, Msg: msg}
 	}
 	c := &conv{file: file, res: &Result{File: file, Line: n.Line, lines: map[string]int{}}}
 	c.lines = c.res.lines
@@ -90,6 +95,50 @@ func Convert(file string, data []byte) (*Result, error) {
 		return byLine(da, db)
 	})
 	return c.res, errors.Join(c.errs...)
+}
+
+// decodeOne decodes the document's one element into n, and refuses text
+// or a second element around it: encoding/xml's Decode reads the first
+// element and stops, so a file of two <network>s (or a network followed
+// by what is left of an edit) converted its first alone, without a word.
+// Comments, processing instructions and the DOCTYPE pass, as in libvirt.
+func decodeOne(dec *xml.Decoder, n *at[network]) error {
+	root := false
+	for {
+		line, _ := dec.InputPos()
+		tok, err := dec.Token()
+		if err == io.EOF {
+			if !root {
+				return errors.New("no element in it (want a <network>)")
+			}
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		switch t := tok.(type) {
+		case xml.StartElement:
+			if root {
+				line, _ = dec.InputPos()
+				return &xmlError{line, fmt.Sprintf("a second element <%s> after the <network>: one file holds one network (virsh net-dumpxml prints one; split the file)", t.Name.Local)}
+			}
+			root = true
+			if err := dec.DecodeElement(n, &t); err != nil {
+				return err
+			}
+		case xml.CharData:
+			if s := strings.TrimSpace(string(t)); s != "" {
+				where := "before"
+				if root {
+					where = "after"
+				}
+				if len(s) > 40 {
+					s = s[:40] + "..."
+				}
+				return &xmlError{line + strings.Count(string(t)[:strings.Index(string(t), s[:1])], "\n"), fmt.Sprintf("text %q %s the <network>: not a libvirt network file", s, where)}
+			}
+		}
+	}
 }
 
 // check loads the converted network's YAML the way guestnet will, so that

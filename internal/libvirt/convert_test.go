@@ -191,7 +191,7 @@ func TestNotANetwork(t *testing.T) {
 	for x, want := range map[string]string{
 		"<domain type='kvm'>\n<name>vm</name>\n</domain>": "d.xml:1: not a libvirt network: expected element type <network> but have <domain>",
 		"<network>\n<name>n</name>\n":                     "d.xml:3: not a libvirt network: unexpected EOF",
-		"":                                                "d.xml:1: not a libvirt network: EOF",
+		"":                                                "d.xml:1: not a libvirt network: no element in it (want a <network>)",
 	} {
 		r, err := Convert("d.xml", []byte(x))
 		if r != nil || err == nil || err.Error() != want {

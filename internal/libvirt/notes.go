@@ -79,7 +79,7 @@ func (c *conv) noted(key string, line int, what string) {
 // qname is an element's name as written, with "dnsmasq:" for libvirt's
 // dnsmasq namespace.
 func qname(n xml.Name) string {
-	if n.Space == "http://libvirt.org/schemas/network/dnsmasq/1.0" {
+	if n.Space == dnsmasqNS {
 		return "dnsmasq:" + n.Local
 	}
 	return n.Local

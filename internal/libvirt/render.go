@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/guestnet/guestnet/internal/model"
 	"github.com/guestnet/guestnet/internal/spec"
@@ -23,7 +24,14 @@ func Render(rs []*Result) string {
 		if i > 0 {
 			b.WriteString("\n")
 		}
-		fmt.Fprintf(&b, "  # libvirt network %s (%s)\n", strconv.Quote(r.Libvirt), filepath.Base(r.File))
+		// The file name is quoted when it holds a newline or another
+		// unprintable character: it would end the comment and add YAML of
+		// its own (a file of --all DIR can be named anything).
+		file := filepath.Base(r.File)
+		if strings.ContainsFunc(file, func(r rune) bool { return !unicode.IsPrint(r) }) {
+			file = strconv.Quote(file)
+		}
+		fmt.Fprintf(&b, "  # libvirt network %s (%s)\n", strconv.Quote(r.Libvirt), file)
 		writeNetwork(&b, &r.Network)
 	}
 	return b.String()
@@ -122,7 +130,8 @@ func duration(d time.Duration) string {
 // quote leaves plain words and IPv4 forms alone and double-quotes the rest
 // (IPv6 addresses, MACs, anything YAML could read as another type).
 func quote(s string) string {
-	plain := s != "" && !strings.ContainsAny(s, ":#{}[],&*!|>'\"%@`") && strings.TrimSpace(s) == s
+	plain := s != "" && !strings.ContainsAny(s, ":#{}[],&*!|>'\"%@`\\") && strings.TrimSpace(s) == s &&
+		!strings.ContainsFunc(s, func(r rune) bool { return !unicode.IsPrint(r) }) // a newline would end the value: the rest would be YAML of its own
 	switch strings.ToLower(s) {
 	case "true", "false", "yes", "no", "on", "off", "null", "~", "y", "n":
 		plain = false

@@ -9,7 +9,10 @@
 // depends on. See https://libvirt.org/formatnetwork.html.
 package libvirt
 
-import "encoding/xml"
+import (
+	"encoding/xml"
+	"fmt"
+)
 
 // at is an element with the line it was read at (the line of the start
 // tag's closing '>', which is the tag's line for all but tags spread over
@@ -19,10 +22,49 @@ type at[T any] struct {
 	V    T
 }
 
+// UnmarshalXML refuses what encoding/xml would read otherwise than
+// libvirt (libxml2 and XPath) does: a second element where libvirt reads
+// one (the decoder would keep the last, libvirt reads the first), an
+// element or attribute of another namespace standing in for libvirt's by
+// its local name, an attribute given twice (not well-formed XML, which
+// encoding/xml lets through with the last value).
 func (a *at[T]) UnmarshalXML(d *xml.Decoder, start xml.StartElement) error {
-	a.Line, _ = d.InputPos()
+	line, _ := d.InputPos()
+	if a.Line != 0 {
+		return &xmlError{line, fmt.Sprintf("a second <%s> (the first is at line %d): libvirt reads the first only; remove the one you do not mean", start.Name.Local, a.Line)}
+	}
+	if _, unknown := any(&a.V).(*element); !unknown {
+		if start.Name.Space != "" {
+			return &xmlError{line, fmt.Sprintf("<%s> of namespace %s is not libvirt's <%s>: libvirt's network elements have no namespace", start.Name.Local, start.Name.Space, start.Name.Local)}
+		}
+		seen := map[string]bool{}
+		for _, at := range start.Attr {
+			if at.Name.Space == "xmlns" || at.Name.Space == "" && at.Name.Local == "xmlns" {
+				continue
+			}
+			if at.Name.Space != "" && at.Name.Space != "xml" && at.Name.Space != "http://www.w3.org/XML/1998/namespace" {
+				return &xmlError{line, fmt.Sprintf("attribute %s of namespace %s in <%s> is not libvirt's %s: libvirt's attributes have no namespace", at.Name.Local, at.Name.Space, start.Name.Local, at.Name.Local)}
+			}
+			if seen[at.Name.Local] {
+				return &xmlError{line, fmt.Sprintf("attribute %s given twice in <%s>: not well-formed XML", at.Name.Local, start.Name.Local)}
+			}
+			seen[at.Name.Local] = true
+		}
+	}
+	a.Line = line
 	return d.DecodeElement(&a.V, &start)
 }
+
+// xmlError is a refusal while decoding, at the line it is about.
+type xmlError struct {
+	Line int
+	Msg  string
+}
+
+func (e *xmlError) Error() string { return e.Msg }
+
+// dnsmasqNS is the namespace of libvirt's <dnsmasq:options>.
+const dnsmasqNS = "http://libvirt.org/schemas/network/dnsmasq/1.0"
 
 // rest is what a struct does not name: its unknown attributes and child
 // elements.

@@ -29,6 +29,7 @@ type Packet struct {
 	Reply bool // ct state established or related
 	DNAT  bool // ct status dnat: the connection's destination was translated
 	Local bool // fib daddr type local: the destination is an address of this host
+	RPF   bool // fib saddr . iif oif != 0: the route back to the source leaves by IIF
 }
 
 // UnknownError says a rule holds a match the matcher cannot evaluate: the
@@ -93,6 +94,8 @@ func Match(m model.Match, p Packet) (bool, error) {
 		return p.DNAT, nil
 	case model.MatchLocal:
 		return p.Local, nil
+	case model.MatchRPF:
+		return p.RPF, nil
 	case model.MatchL4:
 		switch m.Name {
 		case "tcp", "udp", "icmp", "ipv6-icmp":

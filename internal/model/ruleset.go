@@ -61,6 +61,10 @@ const (
 	MatchCtReply MatchKind = "ct state" // established,related
 	MatchCtDNAT  MatchKind = "ct status dnat"
 	MatchLocal   MatchKind = "fib daddr type local"
+	// MatchRPF holds when the route back to the source leaves by the
+	// interface the packet came in on (strict reverse path, rp_filter=1
+	// as one match): what trusts a source address trusts it only there.
+	MatchRPF     MatchKind = "fib saddr . iif oif != 0"
 	MatchL4      MatchKind = "meta l4proto" // Name: tcp, udp, icmp or ipv6-icmp (ICMPv6, as nft names it)
 	MatchDPort   MatchKind = "th dport"     // Port; follows a MatchL4 of tcp or udp
 	MatchIIFGrp  MatchKind = "iifgroup"     // Port holds the group
@@ -128,7 +132,7 @@ func (m Match) String() string {
 		return fmt.Sprintf("%s %s %s%s", hdr, m.Kind, op, m.Prefix)
 	case MatchCtReply:
 		return "ct state established,related"
-	case MatchCtDNAT, MatchLocal:
+	case MatchCtDNAT, MatchLocal, MatchRPF:
 		return string(m.Kind)
 	case MatchL4:
 		return "meta l4proto " + m.Name

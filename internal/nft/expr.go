@@ -107,6 +107,10 @@ func Encode(r model.Rule, inet bool) ([]expr.Any, error) {
 		case model.MatchLocal:
 			out = append(out, &expr.Fib{Register: 1, FlagDADDR: true, ResultADDRTYPE: true},
 				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binary.NativeEndian.AppendUint32(nil, unix.RTN_LOCAL)})
+		case model.MatchRPF:
+			// Equivalent to: fib saddr . iif oif != 0
+			out = append(out, &expr.Fib{Register: 1, FlagSADDR: true, FlagIIF: true, ResultOIF: true},
+				&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)})
 		case model.MatchL4:
 			proto, ok := l4protos[m.Name]
 			if !ok {
@@ -312,10 +316,14 @@ func Decode(exprs []expr.Any, comment string) (model.Rule, bool) {
 			}
 			mask = nil
 		case *expr.Fib:
-			if !e.FlagDADDR || !e.ResultADDRTYPE {
+			switch {
+			case e.FlagDADDR && e.ResultADDRTYPE && !e.FlagSADDR && !e.FlagIIF && !e.FlagOIF && !e.FlagMARK && !e.FlagPRESENT:
+				pending, mask = &model.Match{Kind: model.MatchLocal}, nil
+			case e.FlagSADDR && e.FlagIIF && e.ResultOIF && !e.FlagDADDR && !e.FlagOIF && !e.FlagMARK && !e.FlagPRESENT:
+				pending, mask = &model.Match{Kind: model.MatchRPF}, nil
+			default:
 				return r, false
 			}
-			pending, mask = &model.Match{Kind: model.MatchLocal}, nil
 		case *expr.Byteorder:
 		case *expr.Lookup:
 			if e.IsDestRegSet && e.DestRegister == 0 {
@@ -462,6 +470,9 @@ func completeMatch(m *model.Match, c *expr.Cmp, mask []byte) bool {
 		return c.Op == expr.CmpOpNeq && len(mask) == 4 && binary.NativeEndian.Uint32(mask) == ctDstNAT
 	case model.MatchLocal:
 		return c.Op == expr.CmpOpEq && len(c.Data) == 4 && binary.NativeEndian.Uint32(c.Data) == unix.RTN_LOCAL
+	case model.MatchRPF:
+		m.Neg = false
+		return c.Op == expr.CmpOpNeq && len(c.Data) == 4 && binary.NativeEndian.Uint32(c.Data) == 0 && mask == nil
 	case model.MatchIIFGrp:
 		if c.Op != expr.CmpOpEq || len(c.Data) != 4 {
 			return false

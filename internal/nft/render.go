@@ -283,8 +283,13 @@ func networkRules(n model.Network, byName map[string]model.Network, in letIn) (t
 			to = append(to, rule(n, model.Accept, ctDNAT()))
 			nat = append(nat, rule(n, model.Masquerade, ctDNAT(), oif(br)))
 		}
+		// Only as they come in by the interface the host routes them
+		// through (strict reverse path): IPv6 has no rp_filter and IPv4's
+		// is often off or loose, so a host on another LAN, or the
+		// internet, sending with a routed_from address would otherwise
+		// reach the guests (one way: enough for UDP).
 		for _, p := range n.RoutedFrom {
-			to = append(to, rule(n, model.Accept, saddr(p)))
+			to = append(to, rule(n, model.Accept, saddr(p), model.Match{Kind: model.MatchRPF}))
 		}
 		to = append(to, rule(n, model.Reject))
 		for _, p := range subnets {

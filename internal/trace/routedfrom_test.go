@@ -54,7 +54,7 @@ func TestWalkRoutedFrom(t *testing.T) {
 		says           []string
 	}{
 		{"peer -> guest", "10.94.0.10", "10.91.0.10", true, []string{
-			"forward ACCEPT table inet guestnet chain to-default: ip saddr 10.94.0.0/24 accept",
+			"forward ACCEPT table inet guestnet chain to-default: ip saddr 10.94.0.0/24 fib saddr . iif oif != 0 accept",
 			"egress DELIVER out of gnat0 to 10.91.0.10 (source 10.94.0.10)",
 			"reply NOTE 10.91.0.10 answers 10.94.0.10", "egress DELIVER out of lan0 to 10.94.0.10 (source 10.91.0.10)"}},
 		{"guest -> peer", "10.91.0.10", "10.94.0.10", true, []string{
@@ -79,5 +79,23 @@ func TestWalkRoutedFrom(t *testing.T) {
 				t.Errorf("%s: the walk does not say %q:\n%s", c.name, s, out)
 			}
 		}
+	}
+}
+
+// TestWalkRoutedFromSpoofed (break17): a routed_from source arriving on
+// an interface other than the route back to it (lan1, while 10.94.0.0/24
+// is routed to lan0) is refused, and the walk says why; the same source
+// on lan0 gets in.
+func TestWalkRoutedFromSpoofed(t *testing.T) {
+	h := routedFromHost(t)
+	r := Walk(h, model.Diag{}, Packet{Src: a("10.94.0.99"), Dst: a("10.91.0.10"), Proto: "udp", Port: 5353, InDev: "lan1"})
+	out := detail(r)
+	want := "10.94.0.99 is in 10.94.0.0/24, but arrives on lan1 while the route back to it is dev lan0: a spoofed source, refused"
+	if r.Delivered || !strings.Contains(out, want) {
+		t.Errorf("spoofed 10.94.0.99 on lan1: delivered %v, want refused saying %q:\n%s", r.Delivered, want, out)
+	}
+	r = Walk(h, model.Diag{}, Packet{Src: a("10.94.0.99"), Dst: a("10.91.0.10"), Proto: "udp", Port: 5353, InDev: "lan0"})
+	if !r.Delivered {
+		t.Errorf("10.94.0.99 on lan0: refused, want delivered:\n%s", detail(r))
 	}
 }

@@ -80,7 +80,7 @@ type flow struct {
 // before the routing decision and in input there is no output interface.
 func (f *flow) packet(h model.Host, hook string) match.Packet {
 	p := match.Packet{Src: f.src, Dst: f.dst, IIF: f.iif, OIF: f.oif, IIFGroup: f.iifGroup,
-		Proto: f.proto, Port: f.port, Reply: f.reply, DNAT: f.dnat, Local: isLocal(h, f.dst)}
+		Proto: f.proto, Port: f.port, Reply: f.reply, DNAT: f.dnat, Local: isLocal(h, f.dst), RPF: rpf(h, f.src, f.iif)}
 	if f.iif == "lo" && hook != "input" {
 		p.IIF, p.IIFGroup = "", 0
 	}
@@ -248,7 +248,7 @@ func walk(h model.Host, d model.Diag, f *flow, r *Result) bool {
 	case err != nil:
 		return stop("forward", err)
 	case ok && st.Rule.Verdict != model.Accept:
-		add("forward", "drop", "table inet guestnet chain %s: %s%s", st.Chain, st.Rule, refusedWhy(h, st.Chain, f.src))
+		add("forward", "drop", "table inet guestnet chain %s: %s%s", st.Chain, st.Rule, refusedWhy(h, st.Chain, f.src, f.iif))
 		return false
 	case ok:
 		add("forward", "accept", "table inet guestnet chain %s: %s", st.Chain, st.Rule)
@@ -477,6 +477,13 @@ func ingress(h model.Host, src netip.Addr) string {
 		return r.Dev
 	}
 	return ""
+}
+
+// rpf is fib saddr . iif oif != 0 over the main table: the route back to
+// src leaves by iif.
+func rpf(h model.Host, src netip.Addr, iif string) bool {
+	r, ok := lookup(h, src)
+	return ok && iif != "" && r.Dev == iif
 }
 
 // lookup is a longest-prefix match over the main table.
