@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -47,6 +48,9 @@ type Network struct {
 	// a delete): a watch event older than it is stale.
 	floor  map[netip.Addr]int64
 	growMu sync.Mutex // one claim at a time
+	// layoutWarned: ErrLayout was logged once (Grow runs per DISCOVER
+	// while the pool is full).
+	layoutWarned atomic.Bool
 }
 
 var _ dhcp.Allocator = (*Network)(nil)

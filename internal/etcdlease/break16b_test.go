@@ -1,0 +1,97 @@
+package etcdlease
+
+// Breaker tests of issue 16: an operator's mistakes (hosts that disagree
+// on the block size or share one host name) must never give one address
+// to two clients.
+
+import (
+	"errors"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/guestnet/guestnet/internal/dhcp"
+	"github.com/guestnet/guestnet/internal/model"
+)
+
+// TestPutRefusesAnotherClientsSeenLease: b's watch has seen a's lease
+// (its revision is known) but b's pool had not yet when it bound the
+// address (two hosts that both believe they own a block: the same
+// leases.host, or blocks of different sizes). The write compares the
+// revision only: it must not replace a live lease of another client.
+func TestPutRefusesAnotherClientsSeenLease(t *testing.T) {
+	ms := startCluster(t, 1)
+	clk := &fakeClock{t: time.Unix(2e9, 0)}
+	a := startHost(t, endpoints(ms), "/seen/", "a", 2*time.Second, clk, quiet)
+	b := startHost(t, endpoints(ms), "/seen/", "b", 2*time.Second, clk, quiet)
+	t.Cleanup(func() { a.c.Close(); b.c.Close() })
+	x := netip.MustParseAddr("10.60.0.10")
+	if err := a.n.Put(dhcp.Lease{MAC: "52:54:00:00:03:01", IP: x, Expiry: clk.now().Add(time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "b's watch to see a's lease", func() bool {
+		b.n.mu.Lock()
+		defer b.n.mu.Unlock()
+		return b.n.revs[x] != 0
+	})
+	err := b.n.Put(dhcp.Lease{MAC: "52:54:00:00:03:02", IP: x, Expiry: clk.now().Add(time.Minute)})
+	if !errors.Is(err, ErrTaken) {
+		t.Fatalf("b's write over a's live lease of %s (seen by its watch): %v, want ErrTaken", x, err)
+	}
+	if l := readEtcd(t, rawClient(t, endpoints(ms)), keys{"/seen/"}).leases[x]; l.MAC != "52:54:00:00:03:01" {
+		t.Errorf("etcd holds %s for %s, want a's client 52:54:00:00:03:01", l.MAC, x)
+	}
+	// The same client renewing on b (a guest that moved) still may.
+	if err := b.n.Put(dhcp.Lease{MAC: "52:54:00:00:03:01", IP: x, Expiry: clk.now().Add(2 * time.Minute)}); err != nil {
+		t.Errorf("the holder's own renewal on b: %v", err)
+	}
+}
+
+// TestBlockSizeMismatch: host b runs with another leases.block than a
+// (an operator changed it on one host of a live cluster). Neither may
+// claim a block that overlaps one of the other's (they would both hand
+// out its addresses); blocks that overlap none still serve.
+func TestBlockSizeMismatch(t *testing.T) {
+	ms := startCluster(t, 1)
+	clk := &fakeClock{t: time.Unix(2e9, 0)}
+	a := startHost(t, endpoints(ms), "/size/", "a", 2*time.Second, clk, quiet)
+	t.Cleanup(func() { a.c.Close() })
+	if err := a.n.Grow(); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Open(Config{Leases: model.Leases{Etcd: endpoints(ms), Prefix: "/size/", Block: 3, Host: "b"},
+		TTL: 2 * time.Second, Now: clk.now, Log: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	n := c.Network("s", testRanges)
+	gerr := n.Grow()
+	for _, ba := range a.n.Blocks() {
+		for _, bb := range n.Blocks() {
+			if ba.Contains(bb.From) || ba.Contains(bb.To) || bb.Contains(ba.From) {
+				t.Errorf("b (block 3) claimed %v-%v, which overlaps a's block %v-%v", bb.From, bb.To, ba.From, ba.To)
+			}
+		}
+	}
+	if gerr != nil {
+		t.Errorf("b's Grow: %v (a block that overlaps none of a's is free)", gerr)
+	}
+	if len(n.Blocks()) != 1 {
+		t.Errorf("b holds %v, want one block", n.Blocks())
+	}
+	// And a (block 4) in turn claims none that overlaps b's.
+	for range 2 {
+		if err := a.n.Grow(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, ba := range a.n.Blocks() {
+		for _, bb := range n.Blocks() {
+			if ba.Contains(bb.From) || ba.Contains(bb.To) || bb.Contains(ba.From) {
+				t.Errorf("a claimed %v-%v, which overlaps b's block %v-%v", ba.From, ba.To, bb.From, bb.To)
+			}
+		}
+	}
+	t.Logf("a (block 4) holds %v; b (block 3) holds %v", a.n.Blocks(), n.Blocks())
+}
