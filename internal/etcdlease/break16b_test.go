@@ -1,14 +1,18 @@
 package etcdlease
 
 // Breaker tests of issue 16: an operator's mistakes (hosts that disagree
-// on the block size or share one host name) must never give one address
-// to two clients.
+// on the block size, an etcd started late) must never give one address
+// to two clients, nor need a restart.
 
 import (
 	"errors"
+	"net"
 	"net/netip"
+	"os/exec"
 	"testing"
 	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
 
 	"github.com/guestnet/guestnet/internal/dhcp"
 	"github.com/guestnet/guestnet/internal/model"
@@ -94,4 +98,31 @@ func TestBlockSizeMismatch(t *testing.T) {
 		}
 	}
 	t.Logf("a (block 4) holds %v; b (block 3) holds %v", a.n.Blocks(), n.Blocks())
+}
+
+// TestEtcdLateAtStart: the host starts while its etcd is down (serve
+// started before the cluster, a reboot of both); DHCP refuses new leases
+// and says why, then serves once etcd is back, without a restart.
+func TestEtcdLateAtStart(t *testing.T) {
+	ms := startCluster(t, 1)
+	ms[0].kill()
+	clk := &fakeClock{t: time.Unix(2e9, 0)}
+	h := startHost(t, endpoints(ms), "/late/", "a", 2*time.Second, clk, quiet)
+	t.Cleanup(func() { h.c.Close() })
+	hw := net.HardwareAddr{0x52, 0x54, 0, 0, 4, 1}
+	if r, _ := exchange(t, h, hw); r != nil {
+		t.Fatalf("a lease with etcd down was answered: %v", reply(r))
+	}
+	if hl := waitHealth(t, h.c, false); hl.Error == "" {
+		t.Errorf("health with etcd down says no error: %+v", hl)
+	}
+	bin, _ := exec.LookPath("etcd")
+	ms[0].start(t, bin)
+	start := time.Now()
+	waitFor(t, 20*time.Second, "a lease once etcd is back", func() bool {
+		r, _ := exchange(t, h, hw)
+		return r != nil && r.MessageType() == dhcpv4.MessageTypeAck
+	})
+	t.Logf("first ACK %v after etcd came back", time.Since(start).Round(100*time.Millisecond))
+	waitHealth(t, h.c, true)
 }
