@@ -31,6 +31,9 @@ var ErrTaken = errors.New("the address is held by another client's live lease in
 func (n *Network) Grow() error {
 	n.growMu.Lock()
 	defer n.growMu.Unlock()
+	if err := n.c.waitNamed(); err != nil {
+		return err
+	}
 	ctx, cancel := n.c.op()
 	defer cancel()
 	resp, err := n.c.cli.Get(ctx, n.c.keys.blocks(n.name), clientv3.WithPrefix())

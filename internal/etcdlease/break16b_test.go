@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -125,4 +126,76 @@ func TestEtcdLateAtStart(t *testing.T) {
 	})
 	t.Logf("first ACK %v after etcd came back", time.Since(start).Round(100*time.Millisecond))
 	waitHealth(t, h.c, true)
+}
+
+// TestSameHostNameTwice: two running hosts with one name (the same
+// leases.host, or the same router ID, on two machines) would both
+// believe they own the same blocks. The second must not allocate from
+// them and must say why; once the first is gone (a crash: its liveness
+// lapses), the second takes the name and its blocks, as a restarted
+// host does.
+func TestSameHostNameTwice(t *testing.T) {
+	ms := startCluster(t, 1)
+	clk := &fakeClock{t: time.Unix(2e9, 0)}
+	first := startHost(t, endpoints(ms), "/twice/", "a", 2*time.Second, clk, quiet)
+	r, x := exchange(t, first, net.HardwareAddr{0x52, 0x54, 0, 0, 5, 1})
+	if r == nil || r.MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("lease on the first host: %v", reply(r))
+	}
+	second := startInstance(t, endpoints(ms), "/twice/", "a", "another machine", 2*time.Second, clk, quiet)
+	t.Cleanup(func() { second.c.Close() })
+	waitFor(t, 5*time.Second, "the second host to see the first's lease", func() bool { return len(second.n.Leases()) == 1 })
+	if r, y := exchange(t, second, net.HardwareAddr{0x52, 0x54, 0, 0, 5, 2}); r != nil {
+		t.Errorf("the second host named a served a new lease (%s; the first gave %s): %v", y, x, reply(r))
+	}
+	if b := second.n.Blocks(); len(b) != 0 {
+		t.Errorf("the second host named a allocates from %v, the first's blocks", b)
+	}
+	waitFor(t, 5*time.Second, "the second host's health to name the clash", func() bool {
+		return strings.Contains(second.c.Health().Error, "another")
+	})
+	t.Logf("health of the second: %s", second.c.Health().Error)
+	first.c.Close() // as a crash: the liveness key lapses after its TTL
+	start := time.Now()
+	waitFor(t, 10*time.Second, "the second host to take the name", func() bool { return len(second.n.Blocks()) == 1 })
+	t.Logf("the second host took the name and its block %v after %v", second.n.Blocks(), time.Since(start).Round(100*time.Millisecond))
+	if r, y := exchange(t, second, net.HardwareAddr{0x52, 0x54, 0, 0, 5, 2}); r == nil || r.MessageType() != dhcpv4.MessageTypeAck || y == x {
+		t.Errorf("lease on the second host once it holds the name: %s %v", y, reply(r))
+	}
+	if e := second.c.Health().Error; strings.Contains(e, "another") {
+		t.Errorf("health still names a clash: %s", e)
+	}
+}
+
+// TestRestartTakesItsOwnName: a host that comes back after a crash (same
+// instance, kept by the daemon in its state folder) takes its liveness
+// key over at once and allocates again without waiting for the TTL.
+func TestRestartTakesItsOwnName(t *testing.T) {
+	ms := startCluster(t, 1)
+	clk := &fakeClock{t: time.Unix(2e9, 0)}
+	open := func() *Client {
+		c, err := Open(Config{Leases: model.Leases{Etcd: endpoints(ms), Prefix: "/again/", Block: 4, Host: "a"},
+			TTL: 30 * time.Second, Now: clk.now, Log: quiet, Instance: "run-of-a"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	c := open()
+	n := c.Network("s", testRanges)
+	if err := n.Grow(); err != nil {
+		t.Fatal(err)
+	}
+	c.Close() // as a crash: the key stays for its 30s TTL
+	c = open()
+	t.Cleanup(func() { c.Close() })
+	n = c.Network("s", testRanges)
+	start := time.Now()
+	if err := n.Grow(); err != nil {
+		t.Fatalf("Grow of the host that came back: %v", err)
+	}
+	if b := n.Blocks(); len(b) == 0 || b[0].From != testRanges[0].From {
+		t.Errorf("the host that came back holds %v, want its block from %s", b, testRanges[0].From)
+	}
+	t.Logf("the host that came back holds its name and block after %v (TTL 30s)", time.Since(start).Round(10*time.Millisecond))
 }

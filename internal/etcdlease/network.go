@@ -121,6 +121,9 @@ func (n *Network) Held() []model.LeaseBlock {
 // Blocks (dhcp.Allocator) are the blocks this host owns. It reads memory
 // only (the pool calls it under its lock).
 func (n *Network) Blocks() []model.Range {
+	if !n.c.named.Load() {
+		return nil // another process may hold this host's name: its blocks are not ours yet
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	var out []model.Range
