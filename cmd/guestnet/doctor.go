@@ -22,7 +22,9 @@ func doctorCmd(g *globals) *cobra.Command {
 			"guestnet never touched, every bridge with an address (IPv4, or IPv6 other than link-local).\n" +
 			"Checks run for IPv4 and IPv6 each: forwarding, foreign FORWARD drops (iptables, ip6tables),\n" +
 			"br_netfilter, uplinks whose RA-learned default route expires once forwarding is on (accept_ra),\n" +
-			"the bridge's gateway addresses, and the daemon that sends router advertisements.",
+			"the bridge's gateway addresses, and the daemon that sends router advertisements.\n" +
+			"Stretched networks (vxlan:): the VXLAN device, the network's MTU + 50 against the underlay\n" +
+			"toward the other VTEPs, a route to every remote VTEP and BGP peer, and etcd's quorum.",
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			e, h, d, err := g.diagnosed(cmd.Context())
@@ -40,6 +42,7 @@ func doctorCmd(g *globals) *cobra.Command {
 					return fmt.Errorf("ask guestnet serve for its BGP status: %w", err)
 				}
 			}
+			var declaredBGP *model.BGP // the spec's bgp section, with --config
 			switch st, err := e.State(); {
 			case len(config) > 0:
 				s, err := spec.Load(config...)
@@ -47,6 +50,9 @@ func doctorCmd(g *globals) *cobra.Command {
 					return err
 				}
 				in.Networks, in.Declared = s.Models(), true
+				if s.BGP != nil {
+					declaredBGP = &s.BGP.BGP
+				}
 			case err == nil && len(st.Networks) > 0:
 				in.Networks, in.Declared = st.Sorted(), true
 			default:
@@ -68,6 +74,7 @@ func doctorCmd(g *globals) *cobra.Command {
 				}
 				in.Networks = keep
 			}
+			askStretch(g, e, &in, declaredBGP)
 			findings := doctor.Run(in)
 			if g.json() {
 				if findings == nil {

@@ -64,6 +64,15 @@ type Input struct {
 	// BGP is the speaker's status when guestnet serve runs one (its config
 	// has a bgp section); nil otherwise.
 	BGP *bgp.Status
+	// Underlay is the kernel's route to each remote VTEP and BGP peer of
+	// the stretched networks (Targets lists them; the caller asks the
+	// kernel). Empty without stretched networks.
+	Underlay []Underlay
+	// Cluster is the lease cluster as the daemon sees it (GET
+	// /v1/leases/cluster) when a stretched network serves DHCP; nil when
+	// doctor could not ask, and ClusterErr says why.
+	Cluster    *model.ClusterLeases
+	ClusterErr string
 }
 
 // Check is one diagnosis.
@@ -92,6 +101,10 @@ var Checks = []Check{
 	{"bgp-session", checkBGPSessions},
 	{"bgp-learned", checkBGPLearned},
 	{"bgp-forwarding", checkBGPForwarding},
+	{"vxlan-device", checkVXLANDevice},
+	{"vxlan-mtu", checkVXLANMTU},
+	{"vtep-unreachable", checkVTEPs},
+	{"etcd-quorum", checkEtcdQuorum},
 }
 
 // Run runs the checks and returns their findings.

@@ -33,3 +33,19 @@ func TestPorts6Unguarded(t *testing.T) {
 		t.Errorf("an open network: %+v", got)
 	}
 }
+
+// The VXLAN device of a stretched network is a port of its bridge that
+// carries other hosts' guests: no guest port that attach forgot (a TAP
+// beside it still is).
+func TestPorts6VXLANPortIsNoGuest(t *testing.T) {
+	in := withStretch()
+	in.Diag.Daemon = false
+	in.Host.Guard = model.Guard{On: true, Guests6: []string{"tap0"}}
+	if got := checkPorts6(in); len(got) > 0 {
+		t.Errorf("the VXLAN port reported as an unguarded guest port: %+v", got)
+	}
+	in.Host.Links = append(in.Host.Links, model.Link{Name: "vnet7", Kind: "tuntap", Up: true, Master: "gst0"})
+	if got := checkPorts6(in); len(got) != 1 || !strings.Contains(got[0].What, "vnet7") || strings.Contains(got[0].What, "gvx6000") {
+		t.Errorf("a TAP by hand in gst0: findings %+v, want it reported, and not the VXLAN port", got)
+	}
+}
