@@ -50,6 +50,9 @@ func TestStretchedSameHostName(t *testing.T) {
 		t.Errorf("the second host named rack1 gave %s (the first gave %s from the same blocks)", a, a1)
 	}
 	status := b.Guestnet(h2.NS, "status")
+	if doc, _, _ := b.Run(h2.NS, "doctor"); !strings.Contains(doc, "held in etcd by another guestnet") {
+		t.Errorf("doctor on the second host named rack1 does not name the clash:\n%s", doc)
+	}
 	if !strings.Contains(status, "held in etcd by another guestnet") {
 		t.Errorf("status of the second host named rack1 does not say why it gives no address:\n%s", status)
 	}
