@@ -29,8 +29,15 @@ var ErrTaken = errors.New("the address is held by another client's live lease in
 // transaction that fails if the block's owner, the owner's liveness or
 // any lease inside changed since they were read.
 func (n *Network) Grow() error {
+	gen := n.grown.Load()
 	n.growMu.Lock()
 	defer n.growMu.Unlock()
+	if n.grown.Load() != gen {
+		// Another DISCOVER's Grow claimed a block while this one waited:
+		// the pool looks again there (a burst of clients would otherwise
+		// claim one block each, and starve the other hosts).
+		return nil
+	}
 	if err := n.c.waitNamed(); err != nil {
 		return err
 	}
@@ -168,6 +175,7 @@ func (n *Network) claim(b model.Range, cmps ...clientv3.Cmp) (won bool, err erro
 	}
 	if resp.Succeeded {
 		n.setOwner(b.From, rec)
+		n.grown.Add(1)
 		n.c.cfg.Log.Info("leases: claimed a block", "network", n.name, "first", b.From, "last", b.To, "host", rec.Host)
 	}
 	return resp.Succeeded, nil

@@ -51,6 +51,7 @@ type Network struct {
 	// layoutWarned: ErrLayout was logged once (Grow runs per DISCOVER
 	// while the pool is full).
 	layoutWarned atomic.Bool
+	grown        atomic.Int64 // blocks claimed: a Grow that waited for another's sees it
 }
 
 var _ dhcp.Allocator = (*Network)(nil)
