@@ -1,9 +1,13 @@
 package daemon
 
 import (
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
 
 	"github.com/guestnet/guestnet/internal/bgp"
 	"github.com/guestnet/guestnet/internal/dhcp"
@@ -78,7 +82,7 @@ func (d *Daemon) syncCluster() (*etcdlease.Client, string, error) {
 		return d.cluster.c, key, nil
 	}
 	d.closeCluster()
-	c, err := etcdlease.Open(etcdlease.Config{Leases: cfg, Log: d.Log.With("service", "leases")})
+	c, err := etcdlease.Open(etcdlease.Config{Leases: cfg, Log: d.Log.With("service", "leases"), Instance: leaseInstance(d.Dir())})
 	if err != nil {
 		return nil, "", err
 	}
@@ -102,6 +106,9 @@ func (d *Daemon) clusterHealth() error {
 		return nil
 	}
 	h := d.cluster.c.Health()
+	if h.Quorum && h.Error != "" {
+		return errors.New("leases: " + h.Error) // the host name is another's
+	}
 	if h.Quorum || h.Checked.IsZero() {
 		return nil
 	}
@@ -155,3 +162,19 @@ func Cluster(dir string) (model.ClusterLeases, error) {
 }
 
 var _ dhcp.Store = (*etcdlease.Client)(nil)
+
+// leaseInstance is this host's instance in the lease cluster, kept in the
+// state folder: a run after a crash is the same instance and takes its
+// liveness key over at once; another host under the same name is not.
+// "" (a random one) when the folder cannot keep it.
+func leaseInstance(dir string) string {
+	path := filepath.Join(dir, "leases.instance")
+	if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) > 0 {
+		return strings.TrimSpace(string(b))
+	}
+	id := rand.Text()
+	if err := os.WriteFile(path, []byte(id+"\n"), 0o600); err != nil {
+		return ""
+	}
+	return id
+}

@@ -69,6 +69,14 @@ func checkEtcdQuorum(in Input) []Finding {
 			Fix: "bring the etcd members back: a majority of the cluster's members must run and reach each other (etcdctl endpoint status --cluster; journalctl -u etcd on each member); " +
 				"check that this host reaches them (" + strings.Join(h.Endpoints, ", ") + "); new leases resume by themselves once quorum is back"})
 	}
+	if h.Error != "" {
+		// Quorum, but the daemon says why it gives no new lease: another
+		// running guestnet holds this host's name in etcd.
+		return out(Finding{Severity: Error,
+			What:     fmt.Sprintf("the lease cluster (etcd) answers, but this host gives no new lease on %s: %s", which, text(h.Error)),
+			Evidence: ev,
+			Fix:      "give each host its own leases.host (or router ID / vxlan.local); etcdctl get --prefix " + model.LeasePrefix + "host/ lists the names in use"})
+	}
 	var down []string
 	for _, e := range h.Endpoints {
 		if !slices.Contains(h.Reachable, e) {

@@ -124,6 +124,9 @@ func (n *Network) grow(want int) error {
 // fails if the block's owner, the owner's liveness or any lease inside
 // changed since they were read.
 func (n *Network) claimOne() error {
+	if err := n.c.waitNamed(); err != nil {
+		return err
+	}
 	ctx, cancel := n.c.op()
 	defer cancel()
 	resp, err := n.c.cli.Get(ctx, n.c.keys.blocks(n.name), clientv3.WithPrefix())
@@ -146,12 +149,44 @@ func (n *Network) claimOne() error {
 			}
 			continue
 		}
+		if n.foreign(b, owned) {
+			continue
+		}
 		won, err := n.claim(b, clientv3.Compare(clientv3.CreateRevision(n.c.keys.block(n.name, b.From)), "=", 0))
 		if err != nil || won {
 			return err
 		}
 	}
 	return n.reclaim(owned)
+}
+
+// span is the range of addresses a block key in etcd stands for: from
+// its key to its record's last address (the owner's cut of the range).
+func (s *blockSeen) span(first netip.Addr) model.Range {
+	last, err := netip.ParseAddr(s.rec.Last)
+	if err != nil || last.Less(first) {
+		last = first
+	}
+	return model.Range{From: first, To: last}
+}
+
+// foreign reports whether b overlaps a block in etcd that is not b
+// itself: one cut with another leases.block or dhcp range (an operator
+// changed it on one host of a live cluster). Such a b is never claimed,
+// and the mismatch is logged once.
+func (n *Network) foreign(b model.Range, owned map[netip.Addr]*blockSeen) bool {
+	for first, s := range owned {
+		o := s.span(first)
+		if o == b || o.To.Less(b.From) || b.To.Less(o.From) {
+			continue
+		}
+		if !n.layoutWarned.Swap(true) {
+			n.c.cfg.Log.Warn("leases: blocks in etcd were cut with another leases.block or dhcp range than this host's; blocks that overlap them are not claimed (give every host the same leases.block and range, or a new leases.prefix)",
+				"network", n.name, "block", fmt.Sprintf("%s-%s", b.From, b.To), "overlaps", fmt.Sprintf("%s-%s", o.From, o.To), "owner", s.rec.Host, "block_size", n.c.cfg.Block)
+		}
+		return true
+	}
+	return false
 }
 
 // blockSeen is a block key as Grow read it.
@@ -176,8 +211,8 @@ func (n *Network) reclaim(owned map[netip.Addr]*blockSeen) error {
 	now := n.c.cfg.Now()
 	for _, b := range n.blocks {
 		s, ok := owned[b.From]
-		if !ok || alive[n.c.keys.host(s.rec.Host)] {
-			continue
+		if !ok || alive[n.c.keys.host(s.rec.Host)] || s.span(b.From) != b {
+			continue // alive, or cut another way: its leases are not all in b
 		}
 		start, end := n.c.keys.leaseRange(n.name, b)
 		ls, err := n.c.cli.Get(ctx, start, clientv3.WithRange(end))
@@ -259,8 +294,17 @@ func (n *Network) Put(l dhcp.Lease) error {
 	}
 	k := n.c.keys.lease(n.name, l.IP)
 	n.mu.Lock()
-	rev := n.revs[l.IP]
+	rev, seen := n.revs[l.IP], n.leases[l.IP]
 	n.mu.Unlock()
+	if rev != 0 && holds(seen, l, n.c.cfg.Now()) {
+		// The watch saw another client's live lease at that revision, but
+		// the pool had not when it bound the address (two hosts that
+		// believe they own one block): comparing the revision alone would
+		// write over it.
+		n.learn(seen, rev)
+		return fmt.Errorf("store the lease of %s for %s: %w (%s, written by %s, until %s)",
+			l.IP, l.MAC, ErrTaken, describe(seen), seen.Host, seen.Expiry.Format("15:04:05"))
+	}
 	for range 3 {
 		ctx, cancel := n.c.op()
 		resp, err := n.c.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(k), "=", rev)).
@@ -283,7 +327,7 @@ func (n *Network) Put(l dhcp.Lease) error {
 			continue
 		}
 		cur, ok := decodeLease(l.IP, kvs[0].Value)
-		if ok && n.c.cfg.Now().Before(cur.Expiry) && (cur.Declined || cur.MAC != l.MAC) {
+		if ok && holds(cur, l, n.c.cfg.Now()) {
 			n.learn(cur, kvs[0].ModRevision)
 			return fmt.Errorf("store the lease of %s for %s: %w (%s, written by %s, until %s)",
 				l.IP, l.MAC, ErrTaken, describe(cur), cur.Host, cur.Expiry.Format("15:04:05"))
@@ -291,6 +335,12 @@ func (n *Network) Put(l dhcp.Lease) error {
 		rev = kvs[0].ModRevision
 	}
 	return fmt.Errorf("store the lease of %s for %s: the key kept changing under the write; try again", l.IP, l.MAC)
+}
+
+// holds reports whether the record cur keeps l from being written: it is
+// live and another client's lease, or a quarantine.
+func holds(cur, l dhcp.Lease, now time.Time) bool {
+	return now.Before(cur.Expiry) && (cur.Declined || cur.MAC != l.MAC)
 }
 
 func describe(l dhcp.Lease) string {

@@ -2,12 +2,14 @@ package etcdlease
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -38,6 +40,11 @@ type Config struct {
 	// which leases are live, as the pools' clock does.
 	Now func() time.Time
 	Log *slog.Logger
+	// Instance names this host's runs apart from another host's under the
+	// same name: the daemon keeps it in its state folder, so that a run
+	// after a crash takes its own liveness key over at once (random
+	// unless set: the key is then taken once it lapses).
+	Instance string
 }
 
 // Client is one host's view of the lease cluster: its liveness, the
@@ -52,9 +59,15 @@ type Client struct {
 	stop context.CancelFunc
 	wg   sync.WaitGroup
 
+	// instance tells this process's liveness key from another's under the
+	// same host name; named is set once this process holds the key.
+	instance string
+	named    atomic.Bool
+
 	mu     sync.Mutex
 	nets   map[string]*Network
 	health model.EtcdHealth
+	clash  string // why the host name is not this process's, "" when it is
 }
 
 var _ dhcp.Store = (*Client)(nil)
@@ -87,13 +100,16 @@ func Open(cfg Config) (*Client, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
+	if cfg.Instance == "" {
+		cfg.Instance = rand.Text()
+	}
 	cli, err := clientv3.New(clientv3.Config{Endpoints: cfg.Etcd, DialTimeout: cfg.Timeout,
 		DialKeepAliveTime: 5 * time.Second, DialKeepAliveTimeout: cfg.Timeout, Logger: zap.NewNop()})
 	if err != nil {
 		return nil, fmt.Errorf("leases: connect to etcd %v: %w", cfg.Etcd, err)
 	}
 	ctx, stop := context.WithCancel(context.Background())
-	c := &Client{cfg: cfg, keys: keys{cfg.Prefix}, cli: cli, ctx: ctx, stop: stop, nets: map[string]*Network{},
+	c := &Client{cfg: cfg, keys: keys{cfg.Prefix}, cli: cli, ctx: ctx, stop: stop, nets: map[string]*Network{}, instance: cfg.Instance,
 		health: model.EtcdHealth{Endpoints: slices.Clone(cfg.Etcd), Error: "not checked yet"}}
 	c.wg.Add(2)
 	go func() { defer c.wg.Done(); c.keepAlive() }()
@@ -197,6 +213,11 @@ func (c *Client) Health() model.EtcdHealth {
 	defer c.mu.Unlock()
 	h := c.health
 	h.Endpoints, h.Reachable = slices.Clone(h.Endpoints), slices.Clone(h.Reachable)
+	if c.clash != "" && h.Error != "" {
+		h.Error = c.clash + "; " + h.Error
+	} else if c.clash != "" {
+		h.Error = c.clash
+	}
 	return h
 }
 

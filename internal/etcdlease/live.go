@@ -3,6 +3,8 @@ package etcdlease
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -12,13 +14,16 @@ import (
 type hostRec struct {
 	Host  string    `json:"host"`
 	Since time.Time `json:"since"`
+	// Instance tells this process from another that uses the same host
+	// name (the same leases.host or router ID on two machines).
+	Instance string `json:"instance"`
 }
 
 // keepAlive keeps this host's liveness key: bound to an etcd lease of the
 // TTL, kept alive; when the lease is lost (the cluster was out of reach
 // longer than the TTL) a new one is granted and the key written again.
 func (c *Client) keepAlive() {
-	v, _ := json.Marshal(hostRec{Host: c.cfg.Host, Since: time.Now()})
+	v, _ := json.Marshal(hostRec{Host: c.cfg.Host, Since: time.Now(), Instance: c.instance})
 	for c.ctx.Err() == nil {
 		id, err := c.live(string(v))
 		if err != nil {
@@ -40,7 +45,11 @@ func (c *Client) keepAlive() {
 	}
 }
 
-// live grants a lease and writes the liveness key under it.
+// live grants a lease and writes the liveness key under it, if no one
+// holds the key: a key of another process means another running host
+// with this name, or this host's previous run that crashed (its key
+// lapses within the TTL). Until the key is this process's, the host
+// allocates no new address (Network.Blocks), and the health says why.
 func (c *Client) live(v string) (clientv3.LeaseID, error) {
 	ctx, cancel := c.op()
 	defer cancel()
@@ -48,9 +57,48 @@ func (c *Client) live(v string) (clientv3.LeaseID, error) {
 	if err != nil {
 		return 0, err
 	}
-	if _, err := c.cli.Put(ctx, c.keys.host(c.cfg.Host), v, clientv3.WithLease(g.ID)); err != nil {
+	k := c.keys.host(c.cfg.Host)
+	resp, err := c.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
+		Then(clientv3.OpPut(k, v, clientv3.WithLease(g.ID))).Else(clientv3.OpGet(k)).Commit()
+	if err != nil {
 		return 0, err
 	}
+	var other hostRec
+	if !resp.Succeeded {
+		kvs := resp.Responses[0].GetResponseRange().Kvs
+		if len(kvs) > 0 {
+			json.Unmarshal(kvs[0].Value, &other)
+		}
+		if len(kvs) > 0 && other.Instance == c.instance {
+			// This host's previous run (a crash, a restart): take its key
+			// over now, unless it changed meanwhile.
+			resp, err = c.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(k), "=", kvs[0].ModRevision)).
+				Then(clientv3.OpPut(k, v, clientv3.WithLease(g.ID))).Commit()
+			if err != nil {
+				return 0, err
+			}
+		}
+	}
+	if !resp.Succeeded {
+		c.cli.Revoke(ctx, g.ID)
+		err := fmt.Errorf("the host name %q is held in etcd by another guestnet (started %s): two hosts with the same leases.host or router ID, or this host's previous run, whose key lapses within %v; no new address is given until this host holds its name (set leases.host apart on each host)",
+			c.cfg.Host, other.Since.Format(time.RFC3339), c.cfg.TTL)
+		c.mu.Lock()
+		was := c.clash
+		c.clash = err.Error()
+		c.mu.Unlock()
+		if was == "" {
+			c.cfg.Log.Error("leases: " + err.Error())
+		}
+		return 0, err
+	}
+	c.mu.Lock()
+	if c.clash != "" {
+		c.cfg.Log.Info("leases: this host now holds its name in etcd", "host", c.cfg.Host)
+	}
+	c.clash = ""
+	c.mu.Unlock()
+	c.named.Store(true)
 	return g.ID, nil
 }
 
@@ -105,4 +153,25 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	case <-t.C:
 		return true
 	}
+}
+
+// waitNamed waits up to the request timeout for this process to hold its
+// host name in etcd (its liveness key is written as it starts); else it
+// says why not.
+func (c *Client) waitNamed() error {
+	for deadline := time.Now().Add(c.cfg.Timeout); !c.named.Load(); {
+		if time.Now().After(deadline) {
+			c.mu.Lock()
+			why := c.clash
+			c.mu.Unlock()
+			if why == "" {
+				return c.unreachable("hold this host's name "+c.cfg.Host, errors.New("the liveness key is not written yet"))
+			}
+			return errors.New("leases: " + why)
+		}
+		if !sleep(c.ctx, 20*time.Millisecond) {
+			return c.ctx.Err()
+		}
+	}
+	return nil
 }

@@ -61,10 +61,18 @@ type tHost struct {
 	h    *dhcp.Handler
 }
 
-// startHost starts a host whose liveness lapses ttl after it stops.
+// startHost starts a host whose liveness lapses ttl after it stops. A
+// host started again under a name is the same instance (as the daemon's
+// state folder keeps it).
 func startHost(t testing.TB, eps []string, prefix, name string, ttl time.Duration, clk *fakeClock, log *slog.Logger) *tHost {
+	return startInstance(t, eps, prefix, name, "instance-of-"+name, ttl, clk, log)
+}
+
+// startInstance starts a host with its instance (another machine under
+// the same name has another).
+func startInstance(t testing.TB, eps []string, prefix, name, instance string, ttl time.Duration, clk *fakeClock, log *slog.Logger) *tHost {
 	t.Helper()
-	c, err := Open(Config{Leases: model.Leases{Etcd: eps, Prefix: prefix, Block: 4, Host: name}, TTL: ttl, Now: clk.now, Log: log})
+	c, err := Open(Config{Leases: model.Leases{Etcd: eps, Prefix: prefix, Block: 4, Host: name}, TTL: ttl, Now: clk.now, Log: log, Instance: instance})
 	if err != nil {
 		t.Fatal(err)
 	}

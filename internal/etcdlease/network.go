@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -53,7 +54,10 @@ type Network struct {
 	// mine: the blocks this host owns, in range order, as Blocks last
 	// computed them; nil when owners changed since.
 	mine []model.Range
-	bg        sync.WaitGroup
+	bg   sync.WaitGroup
+	// layoutWarned: ErrLayout was logged once (Grow runs per DISCOVER
+	// while the pool is full).
+	layoutWarned atomic.Bool
 }
 
 var _ dhcp.Allocator = (*Network)(nil)
@@ -126,6 +130,9 @@ func (n *Network) Held() []model.LeaseBlock {
 // only (the pool calls it under its lock, on every DISCOVER): the list is
 // kept as owners change (mineNow), not walked from all the range's blocks.
 func (n *Network) Blocks() []model.Range {
+	if !n.c.named.Load() {
+		return nil // another process may hold this host's name: its blocks are not ours yet
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.mine == nil {
