@@ -42,11 +42,14 @@ type frameCapture struct {
 	done chan struct{}
 }
 
-func (l *Lab) captureFrames(ns string) *frameCapture {
-	l.t.Helper()
+// listenEth0 opens, inside namespace ns, an AF_PACKET socket bound to its
+// eth0 that receives every frame (ETH_P_ALL), with a 100 ms receive
+// timeout so that its reader can notice a stop.
+func listenEth0(t testing.TB, ns string) int {
+	t.Helper()
 	n, err := netns.Open(ns)
 	if err != nil {
-		l.t.Fatal(err)
+		t.Fatal(err)
 	}
 	defer n.Close()
 	var fd int
@@ -62,8 +65,14 @@ func (l *Lab) captureFrames(ns string) *frameCapture {
 		return unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifi.Index})
 	})
 	if err != nil {
-		l.t.Fatalf("capture on eth0 of %s: %v", ns, err)
+		t.Fatalf("listen on eth0 of %s: %v", ns, err)
 	}
+	return fd
+}
+
+func (l *Lab) captureFrames(ns string) *frameCapture {
+	l.t.Helper()
+	fd := listenEth0(l.t, ns)
 	c := &frameCapture{stop: make(chan struct{}), done: make(chan struct{})}
 	go c.read(fd)
 	l.t.Cleanup(c.close)

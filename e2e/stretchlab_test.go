@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/guestnet/guestnet/internal/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -691,26 +690,7 @@ type heard struct {
 // Hear starts recording, in ns, the frames whose source MAC is from.
 func (s *stretchLab) Hear(ns, from string) *heard {
 	s.t.Helper()
-	n, err := netns.Open(ns)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	defer n.Close()
-	var fd int
-	err = n.Do(func() error {
-		ifi, err := net.InterfaceByName("eth0")
-		if err != nil {
-			return err
-		}
-		if fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, int(htons(unix.ETH_P_ALL))); err != nil {
-			return err
-		}
-		unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Usec: 100000})
-		return unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifi.Index})
-	})
-	if err != nil {
-		s.t.Fatalf("listen on eth0 of %s: %v", ns, err)
-	}
+	fd := listenEth0(s.t, ns)
 	h := &heard{stop: make(chan struct{}), done: make(chan struct{})}
 	src, _ := net.ParseMAC(from)
 	go func() {
